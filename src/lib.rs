@@ -5,5 +5,6 @@
 //! else lives here so tests and benchmarks can drive it.
 #![warn(missing_docs)]
 
+pub mod files;
 pub mod http;
 pub mod secret;

@@ -1,0 +1,278 @@
+//! Owner-only files that are safe to keep in `/tmp`.
+//!
+//! The runbook puts the runtime state, the token cache and the fix history in
+//! `/tmp`, where any local user can plant a symlink or a file of their own at
+//! the path we are about to write. Every state-like file therefore goes
+//! through this module:
+//!
+//! * reads refuse symlinks and files owned by another user;
+//! * writes go to a fresh temp file in the same directory (created with
+//!   `O_EXCL | O_NOFOLLOW`, mode 0600), are fsynced, then renamed over the
+//!   target, so a crash leaves either the old or the new content, never half;
+//! * a file that does not parse can be set aside as `<name>.corrupt-<time>`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// Checks that `path`, if it exists, is a regular file owned by us and not a
+/// symlink. Returns its metadata, or `None` when nothing is there.
+fn check_existing(path: &Path) -> Result<Option<fs::Metadata>> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
+    };
+    if meta.file_type().is_symlink() {
+        bail!(
+            "refusing to use {}: it is a symlink (possibly planted by another user); \
+             remove it and run again",
+            path.display()
+        );
+    }
+    if !meta.file_type().is_file() {
+        bail!(
+            "refusing to use {}: it is not a regular file",
+            path.display()
+        );
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        bail!(
+            "refusing to use {}: it is owned by uid {}, not by us (uid {me})",
+            path.display(),
+            meta.uid()
+        );
+    }
+    Ok(Some(meta))
+}
+
+/// Reads an owner-only file. `Ok(None)` means the file does not exist (a
+/// first run); a symlink or a file owned by someone else is an error.
+pub fn read_private(path: &Path) -> Result<Option<String>> {
+    let Some(before) = check_existing(path)? else {
+        return Ok(None);
+    };
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let after = file
+        .metadata()
+        .with_context(|| format!("inspecting {}", path.display()))?;
+    if after.ino() != before.ino() || after.dev() != before.dev() {
+        bail!(
+            "refusing to use {}: it was replaced while being opened",
+            path.display()
+        );
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .with_context(|| format!("reading {} (is it UTF-8 text?)", path.display()))?;
+    Ok(Some(text))
+}
+
+/// Creates the parent directory of `path` (owner-only) when it is missing.
+pub fn ensure_parent(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .with_context(|| format!("creating directory {}", parent.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Atomically replaces `path` with `bytes`, mode 0600.
+///
+/// Refuses a symlink or a foreign-owned file at `path`, and leaves whatever
+/// it points to untouched. A full disk or any other failure leaves the old
+/// file in place and removes the temp file.
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    check_existing(path)?;
+    ensure_parent(path)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?
+        .to_string_lossy();
+    let (tmp, mut file) = create_temp(dir, &name)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("writing {} (disk full?)", tmp.display()));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    drop(file);
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()));
+    }
+    // Make the rename itself durable; failure here only weakens durability.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Creates a fresh temp file next to the target; `create_new` plus
+/// `O_NOFOLLOW` means nothing planted at the temp name can be followed.
+fn create_temp(dir: &Path, name: &str) -> Result<(PathBuf, File)> {
+    let pid = std::process::id();
+    for attempt in 0..100u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let tmp = dir.join(format!(".{name}.tmp-{pid}-{nanos:x}-{attempt}"));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+        {
+            Ok(f) => {
+                // The umask may have narrowed the mode; it can never widen it,
+                // but set it explicitly so the contract is visible.
+                let _ = f.set_permissions(fs::Permissions::from_mode(0o600));
+                return Ok((tmp, f));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating temp file {}", tmp.display()))
+            }
+        }
+    }
+    bail!("could not create a temp file in {}", dir.display())
+}
+
+/// Appends one line to an owner-only append-only file (the task ledger).
+///
+/// The line goes out in a single `write` on an `O_APPEND` descriptor, so
+/// concurrent readers see whole lines or nothing new, and a crash mid-write
+/// can only leave a torn last line, which readers skip.
+pub fn append_line_private(path: &Path, line: &str) -> Result<()> {
+    check_existing(path)?;
+    ensure_parent(path)?;
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("opening {} for append", path.display()))?;
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    file.write_all(buf.as_bytes())
+        .and_then(|_| file.sync_data())
+        .with_context(|| format!("appending to {} (disk full?)", path.display()))
+}
+
+/// Moves an unreadable file aside as `<name>.corrupt-<timestamp>` so that
+/// nothing is lost and the cycle can go on with defaults.
+pub fn set_aside(path: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<PathBuf> {
+    let stamp = now.format("%Y%m%dT%H%M%SZ");
+    let mut target = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+    let mut n = 1;
+    while target.exists() {
+        target = PathBuf::from(format!("{}.corrupt-{stamp}-{n}", path.display()));
+        n += 1;
+    }
+    fs::rename(path, &target)
+        .with_context(|| format!("moving {} aside to {}", path.display(), target.display()))?;
+    Ok(target)
+}
+
+/// Removes a state file for a reset; a missing file is fine, a symlink is
+/// removed itself (never what it points to).
+pub fn remove_if_present(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read_round_trips_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/state.json");
+        write_private_atomic(&p, b"{\"a\":1}").unwrap();
+        assert_eq!(read_private(&p).unwrap().as_deref(), Some("{\"a\":1}"));
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        write_private_atomic(&p, b"2").unwrap();
+        assert_eq!(read_private(&p).unwrap().as_deref(), Some("2"));
+        // No temp files are left behind.
+        let names: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn missing_file_reads_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_private(&dir.path().join("nope")).unwrap(), None);
+    }
+
+    #[test]
+    fn planted_symlink_is_refused_and_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("victim");
+        fs::write(&target, "precious").unwrap();
+        let link = dir.path().join("state.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = write_private_atomic(&link, b"evil")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("symlink"), "{err}");
+        assert!(read_private(&link)
+            .unwrap_err()
+            .to_string()
+            .contains("symlink"));
+        assert!(append_line_private(&link, "x").is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious");
+    }
+
+    #[test]
+    fn set_aside_keeps_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.json");
+        fs::write(&p, "{garbage").unwrap();
+        let moved = set_aside(&p, chrono::Utc::now()).unwrap();
+        assert!(!p.exists());
+        assert!(moved.to_string_lossy().contains("s.json.corrupt-"));
+        assert_eq!(fs::read_to_string(moved).unwrap(), "{garbage");
+    }
+
+    #[test]
+    fn append_writes_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.jsonl");
+        append_line_private(&p, "a").unwrap();
+        append_line_private(&p, "b").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "a\nb\n");
+    }
+}
