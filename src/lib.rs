@@ -5,6 +5,8 @@
 //! else lives here so tests and benchmarks can drive it.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod files;
+pub mod health;
 pub mod http;
 pub mod secret;
