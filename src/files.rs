@@ -164,21 +164,27 @@ fn create_temp(dir: &Path, name: &str) -> Result<(PathBuf, File)> {
     bail!("could not create a temp file in {}", dir.display())
 }
 
+/// Opens an owner-only file for appending (the activity log, the task
+/// ledger): parent dirs created, a symlink or foreign-owned file refused.
+pub fn open_append_private(path: &Path) -> Result<File> {
+    check_existing(path)?;
+    ensure_parent(path)?;
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("opening {} for append", path.display()))
+}
+
 /// Appends one line to an owner-only append-only file (the task ledger).
 ///
 /// The line goes out in a single `write` on an `O_APPEND` descriptor, so
 /// concurrent readers see whole lines or nothing new, and a crash mid-write
 /// can only leave a torn last line, which readers skip.
 pub fn append_line_private(path: &Path, line: &str) -> Result<()> {
-    check_existing(path)?;
-    ensure_parent(path)?;
-    let mut file = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .with_context(|| format!("opening {} for append", path.display()))?;
+    let mut file = open_append_private(path)?;
     let mut buf = String::with_capacity(line.len() + 1);
     buf.push_str(line);
     buf.push('\n');

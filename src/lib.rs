@@ -5,8 +5,15 @@
 //! else lives here so tests and benchmarks can drive it.
 #![warn(missing_docs)]
 
+pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod cycle;
 pub mod files;
 pub mod health;
 pub mod http;
+pub mod lock;
+pub mod logging;
+pub mod report;
 pub mod secret;
+pub mod state;

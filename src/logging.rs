@@ -1,0 +1,88 @@
+//! Logging set-up: one line per event, to the activity log and to stderr.
+//!
+//! The activity log (`~/system/logs/ops-agent.log`) is what operators
+//! `tail`; it gets every event at the chosen level. stderr gets the same on
+//! a terminal, but only warnings and errors when it is not one (under
+//! launchd it is a never-rotated file, and a copy of every quiet cycle there
+//! would only bury the problems).
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, Layer};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-11-25T12:00:00.123456Z  INFO ops_agent::cycle: message key=value`.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The level from `-v`/`-q`: default info, `-v` debug, `-vv` trace, `-q` warn.
+pub fn level(verbose: u8, quiet: bool) -> LevelFilter {
+    match (quiet, verbose) {
+        (true, _) => LevelFilter::WARN,
+        (false, 0) => LevelFilter::INFO,
+        (false, 1) => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+/// Installs the global subscriber. With `log_file`, events also go to that
+/// file (appended, owner-only, parent dirs created, a symlink refused); if
+/// it cannot be opened the error is returned and nothing is installed, so
+/// the caller can report it and fall back to [`init_stderr_only`].
+pub fn init(format: LogFormat, level: LevelFilter, log_file: Option<&Path>) -> Result<()> {
+    let file = match log_file {
+        Some(p) => Some(
+            crate::files::open_append_private(p)
+                .with_context(|| format!("opening the activity log {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let stderr_level = if std::io::stderr().is_terminal() || level > LevelFilter::INFO {
+        level
+    } else {
+        level.min(LevelFilter::WARN)
+    };
+    let stderr_layer =
+        layer(format, std::io::stderr, std::io::stderr().is_terminal()).with_filter(stderr_level);
+    let file_layer = file.map(|f| layer(format, Mutex::new(f), false).with_filter(level));
+    tracing_subscriber::registry()
+        .with(stderr_layer)
+        .with(file_layer)
+        .try_init()
+        .context("installing the log subscriber")
+}
+
+/// Installs a stderr-only subscriber (read-only subcommands, or when the
+/// activity log cannot be opened).
+pub fn init_stderr_only(format: LogFormat, level: LevelFilter) {
+    let _ = tracing_subscriber::registry()
+        .with(layer(format, std::io::stderr, std::io::stderr().is_terminal()).with_filter(level))
+        .try_init();
+}
+
+fn layer<S, W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Text => fmt::layer().with_writer(writer).with_ansi(ansi).boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+    }
+}

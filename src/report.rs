@@ -1,0 +1,178 @@
+//! The cycle report: one outcome per stage, so one stage's failure never
+//! hides another's result, and the exit code follows from the report rather
+//! than from the first `?` that fired.
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::{CheckResult, Status};
+
+/// How a stage ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The stage did its work; the detail says how much.
+    Ok(String),
+    /// The stage did not run, for the reason given (not configured, deadline).
+    Skipped(String),
+    /// The stage ran but part of it could not be done (a dependency down).
+    Degraded(String),
+    /// The stage failed; the error chain.
+    Failed(String),
+}
+
+impl Outcome {
+    /// The one word used in the summary line.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::Ok(_) => "ok",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Degraded(_) => "degraded",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+
+    /// The detail or reason.
+    pub fn detail(&self) -> &str {
+        match self {
+            Outcome::Ok(d) | Outcome::Skipped(d) | Outcome::Degraded(d) | Outcome::Failed(d) => d,
+        }
+    }
+}
+
+/// One stage's entry in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    /// Stage name as in DESIGN.md (`mattermost`, `health`, ...).
+    pub stage: String,
+    /// How it ended.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Wall time spent in the stage.
+    pub ms: u64,
+}
+
+/// What one cycle did; stored in the state file and summarised in one log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CycleReport {
+    /// Start of the cycle, epoch ms.
+    pub started_ms: i64,
+    /// Wall time of the whole cycle.
+    pub duration_ms: u64,
+    /// `run-once --dry-run`: nothing was written to any external system.
+    pub dry_run: bool,
+    /// The deadline cut work short; what was cut is in the stages.
+    pub deadline_hit: bool,
+    /// Stages in the order they ran.
+    pub stages: Vec<StageReport>,
+    /// The health results of this cycle.
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
+}
+
+impl CycleReport {
+    /// Appends a stage outcome.
+    pub fn push(&mut self, stage: &str, outcome: Outcome, ms: u64) {
+        self.stages.push(StageReport {
+            stage: stage.to_string(),
+            outcome,
+            ms,
+        });
+    }
+
+    /// The worst stage outcome word: `ok`, `degraded` or `failed`.
+    /// Skipped stages do not make a cycle degraded by themselves: an
+    /// unconfigured optional dependency is the operator's choice.
+    pub fn overall(&self) -> &'static str {
+        if self
+            .stages
+            .iter()
+            .any(|s| matches!(s.outcome, Outcome::Failed(_)))
+        {
+            "failed"
+        } else if self.deadline_hit
+            || self
+                .stages
+                .iter()
+                .any(|s| matches!(s.outcome, Outcome::Degraded(_)))
+        {
+            "degraded"
+        } else {
+            "ok"
+        }
+    }
+
+    /// The one summary line of the activity log, e.g.
+    /// `cycle ok in 41ms: mattermost=skipped health=ok(3 ok) save=ok`.
+    pub fn summary_line(&self) -> String {
+        let stages: Vec<String> = self
+            .stages
+            .iter()
+            .map(|s| match &s.outcome {
+                Outcome::Ok(d) if !d.is_empty() => format!("{}=ok({d})", s.stage),
+                o => format!("{}={}", s.stage, o.word()),
+            })
+            .collect();
+        format!(
+            "cycle {}{}{} in {}ms: {}",
+            self.overall(),
+            if self.deadline_hit {
+                " (deadline hit)"
+            } else {
+                ""
+            },
+            if self.dry_run { " [dry-run]" } else { "" },
+            self.duration_ms,
+            stages.join(" ")
+        )
+    }
+}
+
+/// Counts check results by status, as `3 ok, 1 critical`.
+pub fn count_checks(checks: &[CheckResult]) -> String {
+    let mut parts = Vec::new();
+    for status in [Status::Ok, Status::Warn, Status::Critical, Status::Unknown] {
+        let n = checks.iter().filter(|c| c.status == status).count();
+        if n > 0 {
+            parts.push(format!("{n} {}", status.as_str()));
+        }
+    }
+    if parts.is_empty() {
+        "no checks".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_beats_degraded_beats_ok() {
+        let mut r = CycleReport::default();
+        r.push("a", Outcome::Ok("x".into()), 1);
+        r.push("b", Outcome::Skipped("not configured".into()), 0);
+        assert_eq!(r.overall(), "ok");
+        r.push("c", Outcome::Degraded("down".into()), 0);
+        assert_eq!(r.overall(), "degraded");
+        r.push("d", Outcome::Failed("boom".into()), 0);
+        assert_eq!(r.overall(), "failed");
+        assert!(r
+            .summary_line()
+            .starts_with("cycle failed in 0ms: a=ok(x) b=skipped"));
+    }
+
+    #[test]
+    fn outcome_serialises_with_its_detail() {
+        let s = StageReport {
+            stage: "health".into(),
+            outcome: Outcome::Skipped("why".into()),
+            ms: 3,
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["outcome"], "skipped");
+        assert_eq!(v["detail"], "why");
+        let back: StageReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+    }
+}
