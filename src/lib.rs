@@ -5,6 +5,9 @@
 //! else lives here so tests and benchmarks can drive it.
 #![warn(missing_docs)]
 
+pub mod classify;
 pub mod files;
 pub mod http;
+pub mod ollama;
+pub mod reply;
 pub mod secret;
