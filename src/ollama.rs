@@ -116,10 +116,16 @@ impl OllamaConfig {
             );
         }
         if !(256..=262_144).contains(&self.num_ctx) {
-            bail!("ollama.num_ctx: {} must be between 256 and 262144", self.num_ctx);
+            bail!(
+                "ollama.num_ctx: {} must be between 256 and 262144",
+                self.num_ctx
+            );
         }
         if !(1..=16).contains(&self.concurrency) {
-            bail!("ollama.concurrency: {} must be between 1 and 16", self.concurrency);
+            bail!(
+                "ollama.concurrency: {} must be between 1 and 16",
+                self.concurrency
+            );
         }
         if let Some(name) = &self.api_key_env {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -178,7 +184,9 @@ pub struct LlmError {
 impl fmt::Display for LlmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.kind {
-            LlmErrorKind::ModelMissing => "model not found (pull it with `ollama pull`)".to_string(),
+            LlmErrorKind::ModelMissing => {
+                "model not found (pull it with `ollama pull`)".to_string()
+            }
             LlmErrorKind::Timeout => "timed out".to_string(),
             LlmErrorKind::Unreachable => "unreachable".to_string(),
             LlmErrorKind::BadResponse => "unexpected response".to_string(),
@@ -215,11 +223,17 @@ pub struct Message {
 impl Message {
     /// A system message (instructions).
     pub fn system(content: impl Into<String>) -> Self {
-        Message { role: "system".into(), content: content.into() }
+        Message {
+            role: "system".into(),
+            content: content.into(),
+        }
     }
     /// A user message (the data to work on).
     pub fn user(content: impl Into<String>) -> Self {
-        Message { role: "user".into(), content: content.into() }
+        Message {
+            role: "user".into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -389,7 +403,13 @@ impl Client {
         let req = self.http.get(format!("{}{path}", self.base));
         let body = self.send(req, model, "GET", path, purpose).await?;
         let tags: Tags = serde_json::from_str(&body).map_err(|e| {
-            self.err(LlmErrorKind::BadResponse, model, "GET", path, &format!("{e}: {}", excerpt(&body, 120)))
+            self.err(
+                LlmErrorKind::BadResponse,
+                model,
+                "GET",
+                path,
+                &format!("{e}: {}", excerpt(&body, 120)),
+            )
         })?;
         Ok(tags
             .models
@@ -416,7 +436,11 @@ impl Client {
         result
     }
 
-    async fn chat_native(&self, req: &ChatRequest, purpose: Purpose) -> Result<ChatAnswer, LlmError> {
+    async fn chat_native(
+        &self,
+        req: &ChatRequest,
+        purpose: Purpose,
+    ) -> Result<ChatAnswer, LlmError> {
         #[derive(Deserialize)]
         struct Resp {
             #[serde(default)]
@@ -455,18 +479,32 @@ impl Client {
         let http = self.http.post(format!("{}{path}", self.base)).json(&body);
         let text = self.send(http, &req.model, "POST", path, purpose).await?;
         let resp: Resp = serde_json::from_str(&text).map_err(|e| {
-            self.err(LlmErrorKind::BadResponse, &req.model, "POST", path, &format!("{e}: {}", excerpt(&text, 120)))
+            self.err(
+                LlmErrorKind::BadResponse,
+                &req.model,
+                "POST",
+                path,
+                &format!("{e}: {}", excerpt(&text, 120)),
+            )
         })?;
         Ok(ChatAnswer {
             content: resp.message.content,
-            model: if resp.model.is_empty() { req.model.clone() } else { resp.model },
+            model: if resp.model.is_empty() {
+                req.model.clone()
+            } else {
+                resp.model
+            },
             done_reason: resp.done_reason,
             prompt_tokens: resp.prompt_eval_count,
             output_tokens: resp.eval_count,
         })
     }
 
-    async fn chat_openai(&self, req: &ChatRequest, purpose: Purpose) -> Result<ChatAnswer, LlmError> {
+    async fn chat_openai(
+        &self,
+        req: &ChatRequest,
+        purpose: Purpose,
+    ) -> Result<ChatAnswer, LlmError> {
         #[derive(Deserialize)]
         struct Resp {
             #[serde(default)]
@@ -510,14 +548,30 @@ impl Client {
         }
         let text = self.send(http, &req.model, "POST", path, purpose).await?;
         let resp: Resp = serde_json::from_str(&text).map_err(|e| {
-            self.err(LlmErrorKind::BadResponse, &req.model, "POST", path, &format!("{e}: {}", excerpt(&text, 120)))
+            self.err(
+                LlmErrorKind::BadResponse,
+                &req.model,
+                "POST",
+                path,
+                &format!("{e}: {}", excerpt(&text, 120)),
+            )
         })?;
         let Some(choice) = resp.choices.into_iter().next() else {
-            return Err(self.err(LlmErrorKind::BadResponse, &req.model, "POST", path, "no choices in the answer"));
+            return Err(self.err(
+                LlmErrorKind::BadResponse,
+                &req.model,
+                "POST",
+                path,
+                "no choices in the answer",
+            ));
         };
         Ok(ChatAnswer {
             content: choice.message.content.unwrap_or_default(),
-            model: if resp.model.is_empty() { req.model.clone() } else { resp.model },
+            model: if resp.model.is_empty() {
+                req.model.clone()
+            } else {
+                resp.model
+            },
             done_reason: choice.finish_reason,
             prompt_tokens: resp.usage.as_ref().and_then(|u| u.prompt_tokens),
             output_tokens: resp.usage.as_ref().and_then(|u| u.completion_tokens),
@@ -544,7 +598,13 @@ impl Client {
         };
         let (status, body) = match tokio::time::timeout(limit, call).await {
             Err(_) => {
-                return Err(self.err(LlmErrorKind::Timeout, model, method, path, &format!("no answer within {}s", limit.as_secs())))
+                return Err(self.err(
+                    LlmErrorKind::Timeout,
+                    model,
+                    method,
+                    path,
+                    &format!("no answer within {}s", limit.as_secs()),
+                ))
             }
             Ok(Err(e)) => {
                 let kind = if e.is_timeout() {
@@ -572,7 +632,14 @@ impl Client {
         Err(self.err(kind, model, method, path, &excerpt(&message, 200)))
     }
 
-    fn err(&self, kind: LlmErrorKind, model: &str, method: &str, path: &str, detail: &str) -> LlmError {
+    fn err(
+        &self,
+        kind: LlmErrorKind,
+        model: &str,
+        method: &str,
+        path: &str,
+        detail: &str,
+    ) -> LlmError {
         LlmError {
             kind,
             model: model.to_string(),
@@ -623,7 +690,10 @@ fn keep_alive_value(s: &str) -> Value {
 /// Ollama lists "llama3.1:latest" for a model pulled as "llama3.1".
 fn normalize_model(name: &str) -> String {
     let n = name.trim().to_ascii_lowercase();
-    let n = n.strip_prefix("registry.ollama.ai/library/").unwrap_or(&n).to_string();
+    let n = n
+        .strip_prefix("registry.ollama.ai/library/")
+        .unwrap_or(&n)
+        .to_string();
     let last = n.rsplit('/').next().unwrap_or(&n);
     if last.contains(':') {
         n
@@ -666,16 +736,38 @@ mod tests {
 
     #[test]
     fn validation_names_key_and_value() {
-        let cases: Vec<(Box<dyn Fn(&mut OllamaConfig)>, &str)> = vec![
-            (Box::new(|c| c.url = "htp:/x".into()), "ollama.url: 'htp:/x'"),
-            (Box::new(|c| c.classify_model = "".into()), "ollama.classify_model"),
-            (Box::new(|c| c.reply_model = "a b".into()), "ollama.reply_model: 'a b'"),
-            (Box::new(|c| c.classify_timeout_secs = 0), "ollama.classify_timeout_secs: 0"),
-            (Box::new(|c| c.reply_timeout_secs = 9999), "ollama.reply_timeout_secs: 9999"),
-            (Box::new(|c| c.keep_alive = "ten minutes".into()), "ollama.keep_alive: 'ten minutes'"),
+        type Edit = Box<dyn Fn(&mut OllamaConfig)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|c| c.url = "htp:/x".into()),
+                "ollama.url: 'htp:/x'",
+            ),
+            (
+                Box::new(|c| c.classify_model = "".into()),
+                "ollama.classify_model",
+            ),
+            (
+                Box::new(|c| c.reply_model = "a b".into()),
+                "ollama.reply_model: 'a b'",
+            ),
+            (
+                Box::new(|c| c.classify_timeout_secs = 0),
+                "ollama.classify_timeout_secs: 0",
+            ),
+            (
+                Box::new(|c| c.reply_timeout_secs = 9999),
+                "ollama.reply_timeout_secs: 9999",
+            ),
+            (
+                Box::new(|c| c.keep_alive = "ten minutes".into()),
+                "ollama.keep_alive: 'ten minutes'",
+            ),
             (Box::new(|c| c.num_ctx = 10), "ollama.num_ctx: 10"),
             (Box::new(|c| c.concurrency = 0), "ollama.concurrency: 0"),
-            (Box::new(|c| c.api_key_env = Some("MY KEY".into())), "ollama.api_key_env: 'MY KEY'"),
+            (
+                Box::new(|c| c.api_key_env = Some("MY KEY".into())),
+                "ollama.api_key_env: 'MY KEY'",
+            ),
         ];
         for (edit, want) in cases {
             let mut c = OllamaConfig::default();
@@ -699,7 +791,8 @@ mod tests {
 
     #[test]
     fn config_parses_from_toml_with_defaults() {
-        let c: OllamaConfig = toml::from_str("backend = \"openai\"\nurl = \"http://gpu:8080\"").unwrap();
+        let c: OllamaConfig =
+            toml::from_str("backend = \"openai\"\nurl = \"http://gpu:8080\"").unwrap();
         assert_eq!(c.backend, Backend::Openai);
         assert_eq!(c.classify_model, "llama3.1:8b");
         assert!(toml::from_str::<OllamaConfig>("modle = \"x\"").is_err());
@@ -707,15 +800,27 @@ mod tests {
 
     #[test]
     fn status_mapping() {
-        assert_eq!(status_kind(404, "model 'x' not found"), LlmErrorKind::ModelMissing);
+        assert_eq!(
+            status_kind(404, "model 'x' not found"),
+            LlmErrorKind::ModelMissing
+        );
         assert_eq!(
             status_kind(404, "model \"x\" not found, try pulling it first"),
             LlmErrorKind::ModelMissing
         );
-        assert_eq!(status_kind(404, "404 page not found"), LlmErrorKind::Status(404));
+        assert_eq!(
+            status_kind(404, "404 page not found"),
+            LlmErrorKind::Status(404)
+        );
         assert_eq!(status_kind(500, "boom"), LlmErrorKind::Status(500));
-        assert_eq!(server_error_message(r#"{"error":"model 'x' not found"}"#), "model 'x' not found");
-        assert_eq!(server_error_message(r#"{"error":{"message":"nope","type":"x"}}"#), "nope");
+        assert_eq!(
+            server_error_message(r#"{"error":"model 'x' not found"}"#),
+            "model 'x' not found"
+        );
+        assert_eq!(
+            server_error_message(r#"{"error":{"message":"nope","type":"x"}}"#),
+            "nope"
+        );
         assert_eq!(server_error_message(" plain "), "plain");
     }
 
@@ -723,7 +828,10 @@ mod tests {
     fn model_names_match_with_implicit_latest() {
         assert_eq!(normalize_model("llama3.1"), "llama3.1:latest");
         assert_eq!(normalize_model("Llama3.1:8b"), "llama3.1:8b");
-        assert_eq!(normalize_model("registry.ollama.ai/library/qwen2.5-coder:32b"), "qwen2.5-coder:32b");
+        assert_eq!(
+            normalize_model("registry.ollama.ai/library/qwen2.5-coder:32b"),
+            "qwen2.5-coder:32b"
+        );
         assert_eq!(normalize_model("hf.co/org/model"), "hf.co/org/model:latest");
     }
 
@@ -736,6 +844,9 @@ mod tests {
             detail: "model 'llama3.1:8b' not found".into(),
         };
         let s = e.to_string();
-        assert!(s.contains("POST http://h:11434/api/chat") && s.contains("model llama3.1:8b"), "{s}");
+        assert!(
+            s.contains("POST http://h:11434/api/chat") && s.contains("model llama3.1:8b"),
+            "{s}"
+        );
     }
 }

@@ -157,7 +157,10 @@ pub fn reply_request(model: &str, ctx: &ReplyContext) -> ChatRequest {
     );
     ChatRequest {
         model: model.to_string(),
-        messages: vec![Message::system(REPLY_SYSTEM.replace("{nonce}", &nonce)), Message::user(user)],
+        messages: vec![
+            Message::system(REPLY_SYSTEM.replace("{nonce}", &nonce)),
+            Message::user(user),
+        ],
         temperature: REPLY_TEMPERATURE,
         max_tokens: REPLY_MAX_TOKENS,
         seed: None,
@@ -169,30 +172,56 @@ pub fn reply_request(model: &str, ctx: &ReplyContext) -> ChatRequest {
 /// usable model answer the template is used and the reason recorded.
 pub async fn compose(llm: Option<&ollama::Client>, ctx: &ReplyContext) -> Reply {
     let Some(client) = llm else {
-        return Reply { text: template(ctx), path: ReplyPath::Template { reason: FallbackReason::NoLlm } };
+        return Reply {
+            text: template(ctx),
+            path: ReplyPath::Template {
+                reason: FallbackReason::NoLlm,
+            },
+        };
     };
     let model = client.config().reply_model.clone();
     match ask(client, &model, ctx).await {
-        Ok(text) => Reply { text, path: ReplyPath::Llm { model } },
+        Ok(text) => Reply {
+            text,
+            path: ReplyPath::Llm { model },
+        },
         Err(reason) => {
             tracing::warn!(model, reason = reason.code(), detail = %reason, "Reply fell back to the template.");
-            Reply { text: template(ctx), path: ReplyPath::Template { reason } }
+            Reply {
+                text: template(ctx),
+                path: ReplyPath::Template { reason },
+            }
         }
     }
 }
 
-async fn ask(client: &ollama::Client, model: &str, ctx: &ReplyContext) -> Result<String, FallbackReason> {
+async fn ask(
+    client: &ollama::Client,
+    model: &str,
+    ctx: &ReplyContext,
+) -> Result<String, FallbackReason> {
     match client.has_model(model, Purpose::Reply).await {
         Ok(true) => {}
         Ok(false) => return Err(FallbackReason::ModelMissing),
         Err(e) => return Err(FallbackReason::from_error(&e)),
     }
     let req = reply_request(model, ctx);
-    let answer = client.chat(&req, Purpose::Reply).await.map_err(|e| FallbackReason::from_error(&e))?;
-    let prompt: String = req.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
+    let answer = client
+        .chat(&req, Purpose::Reply)
+        .await
+        .map_err(|e| FallbackReason::from_error(&e))?;
+    let prompt: String = req
+        .messages
+        .iter()
+        .map(|m| m.content.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut text = sanitize(&answer.content, MAX_REPLY_CHARS, &prompt);
     if text.trim().is_empty() {
-        return Err(FallbackReason::Unusable(ollama::excerpt(&answer.content, 60)));
+        return Err(FallbackReason::Unusable(ollama::excerpt(
+            &answer.content,
+            60,
+        )));
     }
     // The reply must name the task even when the model forgot to.
     if !text.contains(&ctx.task_id) {
@@ -279,7 +308,7 @@ pub fn secrets_like(text: &str) -> Vec<String> {
     let res = RES.get_or_init(|| {
         [
             r"[Bb][Ee][Aa][Rr][Ee][Rr]\s+([A-Za-z0-9._~+/-]{8,}=*)",
-            r#"(?:password|passwd|pwd|pass|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|client[_-]?secret|auth)[a-z_-]*["']?\s*[:=]\s*["']?([^\s"',;]{4,})"#,
+            r#"(?:password|passwd|pwd|pass|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|client[_-]?secret|auth)[a-z_-]*["']?\s*[:=]\s*["']?(?:bearer\s+|basic\s+)?([^\s"',;]{4,})"#,
             r"\b((?:gh[pousr]_[A-Za-z0-9]{20,})|(?:github_pat_[A-Za-z0-9_]{20,})|(?:xox[abprs]-[A-Za-z0-9-]{10,})|(?:sk-[A-Za-z0-9_-]{16,})|(?:glpat-[A-Za-z0-9_-]{16,})|(?:AKIA[0-9A-Z]{16}))",
             r"(eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,})",
             r"://[^/\s:@]+:([^/\s@]+)@",
@@ -335,13 +364,19 @@ mod tests {
     fn routine_has_no_reply_kind() {
         assert_eq!(ReplyKind::for_label(Label::Routine), None);
         assert_eq!(ReplyKind::for_label(Label::Task), Some(ReplyKind::Task));
-        assert_eq!(ReplyKind::for_label(Label::Incident).unwrap().label(), Label::Incident);
+        assert_eq!(
+            ReplyKind::for_label(Label::Incident).unwrap().label(),
+            Label::Incident
+        );
     }
 
     #[test]
     fn template_names_task_and_label() {
         let t = template(&ctx(ReplyKind::Incident));
-        assert!(t.contains("INCIDENT") && t.contains("MC-142 (http://planka/cards/9)"), "{t}");
+        assert!(
+            t.contains("INCIDENT") && t.contains("MC-142 (http://planka/cards/9)"),
+            "{t}"
+        );
         let mut c = ctx(ReplyKind::Task);
         c.task_url = None;
         let t = template(&c);
@@ -365,13 +400,32 @@ mod tests {
             ("bell\u{7}char", 100, p, "bellchar"),
             ("run:\n```\nls", 100, p, "run:\n```\nls\n```"),
             ("```a```", 100, p, "```a```"),
-            ("token is abcdefgh", 100, "use token=abcdefgh please", "token is [redacted]"),
-            ("see Bearer xyz123abc456", 100, "Authorization: Bearer xyz123abc456", "see Bearer [redacted]"),
-            ("hunter22 it is", 100, "my PASSWORD: hunter22", "[redacted] it is"),
+            (
+                "token is abcdefgh",
+                100,
+                "use token=abcdefgh please",
+                "token is [redacted]",
+            ),
+            (
+                "see Bearer xyz123abc456",
+                100,
+                "Authorization: Bearer xyz123abc456",
+                "see Bearer [redacted]",
+            ),
+            (
+                "hunter22 it is",
+                100,
+                "my PASSWORD: hunter22",
+                "[redacted] it is",
+            ),
             ("ok", 100, "password=hunter22", "ok"),
         ];
         for (text, max, prompt, want) in table {
-            assert_eq!(sanitize(text, *max, prompt), *want, "{text:?} max {max} prompt {prompt:?}");
+            assert_eq!(
+                sanitize(text, *max, prompt),
+                *want,
+                "{text:?} max {max} prompt {prompt:?}"
+            );
         }
     }
 

@@ -32,9 +32,22 @@ pub async fn run(
     text: &str,
     no_llm: bool,
 ) -> Result<ClassifyReport> {
-    let client = if no_llm { None } else { Some(ollama::Client::from_config(ollama_cfg)?) };
-    let Decision { label, path, elapsed_ms } = super::classify(client.as_ref(), classify_cfg, text).await;
-    Ok(ClassifyReport { label, path, elapsed_ms, keywords: keywords::classify(text, classify_cfg) })
+    let client = if no_llm {
+        None
+    } else {
+        Some(ollama::Client::from_config(ollama_cfg)?)
+    };
+    let Decision {
+        label,
+        path,
+        elapsed_ms,
+    } = super::classify(client.as_ref(), classify_cfg, text).await;
+    Ok(ClassifyReport {
+        label,
+        path,
+        elapsed_ms,
+        keywords: keywords::classify(text, classify_cfg),
+    })
 }
 
 impl ClassifyReport {
@@ -75,13 +88,26 @@ mod tests {
 
     #[tokio::test]
     async fn no_llm_report_renders_and_serializes() {
-        let r = run(&OllamaConfig::default(), &ClassifyConfig::default(), "planka is not urgent but down", true)
-            .await
-            .unwrap();
+        let r = run(
+            &OllamaConfig::default(),
+            &ClassifyConfig::default(),
+            "planka is not urgent but down",
+            true,
+        )
+        .await
+        .unwrap();
         assert_eq!(r.label, Label::Incident);
-        assert_eq!(r.path, DecisionPath::Keywords { reason: FallbackReason::NoLlm });
+        assert_eq!(
+            r.path,
+            DecisionPath::Keywords {
+                reason: FallbackReason::NoLlm
+            }
+        );
         let text = r.render_text();
-        assert!(text.starts_with("INCIDENT  (keywords; no LLM configured, "), "{text}");
+        assert!(
+            text.starts_with("INCIDENT  (keywords; no LLM configured, "),
+            "{text}"
+        );
         assert!(text.contains("\"urgent\" INCIDENT +3 negated"), "{text}");
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["label"], "INCIDENT");

@@ -30,6 +30,11 @@ const NEGATORS: &[&str] = &[
     "doesnt", "didnt", "nicht", "kein", "keine", "nije", "ne", "nema", "nunca", "sin",
 ];
 
+/// Words that end a negation's reach.
+const SCOPE_BREAKERS: &[&str] = &[
+    "but", "and", "though", "however", "aber", "und", "ali", "pero", "y",
+];
+
 /// Built-in phrases: (phrase, weight). A trailing `*` on the last word
 /// matches any word with that prefix ("crash*" matches "crashed").
 const INCIDENT: &[(&str, i32)] = &[
@@ -311,10 +316,19 @@ impl Rules {
         let mut push = |text: &str, label: Label, weight: i32| {
             let words = words_of(text);
             if !words.is_empty() {
-                phrases.push(Phrase { text: text.to_string(), words, label, weight });
+                phrases.push(Phrase {
+                    text: text.to_string(),
+                    words,
+                    label,
+                    weight,
+                });
             }
         };
-        for (list, label) in [(INCIDENT, Label::Incident), (TASK, Label::Task), (ROUTINE, Label::Routine)] {
+        for (list, label) in [
+            (INCIDENT, Label::Incident),
+            (TASK, Label::Task),
+            (ROUTINE, Label::Routine),
+        ] {
             for (p, w) in list {
                 push(p, label, *w);
             }
@@ -340,9 +354,7 @@ impl Rules {
             let mut found: Option<bool> = None; // Some(negated)
             for clause in &clauses {
                 for start in matches(clause, &p.words) {
-                    let negated = clause[start.saturating_sub(3)..start]
-                        .iter()
-                        .any(|w| NEGATORS.contains(&w.as_str()));
+                    let negated = is_negated(&clause[..start]);
                     // A plain match beats a negated one elsewhere in the text.
                     found = Some(found.unwrap_or(true) && negated);
                 }
@@ -355,22 +367,48 @@ impl Rules {
                 (Label::Incident | Label::Task, true) => scores.routine += NEGATED_WEIGHT,
                 (Label::Routine, true) => {}
             }
-            hits.push(Hit { phrase: p.text.clone(), label: p.label, weight: p.weight, negated });
+            hits.push(Hit {
+                phrase: p.text.clone(),
+                label: p.label,
+                weight: p.weight,
+                negated,
+            });
         }
-        let label = if scores.incident > 0 && scores.incident >= scores.task && scores.incident >= scores.routine {
+        let label = if scores.incident > 0
+            && scores.incident >= scores.task
+            && scores.incident >= scores.routine
+        {
             Label::Incident
         } else if scores.task > 0 && scores.task >= scores.routine {
             Label::Task
         } else {
             Label::Routine
         };
-        Verdict { label, scores, hits }
+        Verdict {
+            label,
+            scores,
+            hits,
+        }
     }
 }
 
 /// Classifies `text` with the built-in rules plus `cfg`'s phrases.
 pub fn classify(text: &str, cfg: &ClassifyConfig) -> Verdict {
     Rules::new(cfg).classify(text)
+}
+
+/// Whether one of the last three words before a match negates it; a
+/// conjunction ends the negation's reach ("not urgent but down").
+fn is_negated(before: &[String]) -> bool {
+    for w in before.iter().rev().take(3) {
+        if SCOPE_BREAKERS.contains(&w.as_str()) {
+            return false;
+        }
+        if NEGATORS.contains(&w.as_str()) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Start indices where `phrase` occurs as whole words in `clause`.
@@ -380,10 +418,13 @@ fn matches(clause: &[String], phrase: &[String]) -> Vec<usize> {
     }
     (0..=clause.len() - phrase.len())
         .filter(|&i| {
-            phrase.iter().zip(&clause[i..]).all(|(p, w)| match p.strip_suffix('*') {
-                Some(prefix) => w.starts_with(prefix),
-                None => p == w,
-            })
+            phrase
+                .iter()
+                .zip(&clause[i..])
+                .all(|(p, w)| match p.strip_suffix('*') {
+                    Some(prefix) => w.starts_with(prefix),
+                    None => p == w,
+                })
         })
         .collect()
 }
@@ -413,7 +454,10 @@ fn fold(text: &str) -> String {
 
 /// Clause boundaries: negation and phrases do not reach across these.
 fn is_clause_break(c: char) -> bool {
-    matches!(c, '.' | '!' | '?' | ';' | ',' | ':' | '\n' | '(' | ')' | '¿' | '¡')
+    matches!(
+        c,
+        '.' | '!' | '?' | ';' | ',' | ':' | '\n' | '(' | ')' | '¿' | '¡'
+    )
 }
 
 fn words_of(text: &str) -> Vec<String> {
@@ -474,6 +518,7 @@ mod tests {
             ("planka isn't down, my wifi was", Label::Routine),
             ("nije hitno", Label::Routine),
             ("not urgent, but mattermost is down", Label::Incident),
+            ("not urgent but planka is down", Label::Incident),
             ("no need to deploy today", Label::Routine),
         ];
         for (text, want) in table {
@@ -492,7 +537,11 @@ mod tests {
 
     #[test]
     fn case_punctuation_and_diacritics_insensitive() {
-        assert_eq!(label("D-O-W-N"), Label::Routine, "hyphenated letters are not the word");
+        assert_eq!(
+            label("D-O-W-N"),
+            Label::Routine,
+            "hyphenated letters are not the word"
+        );
         assert_eq!(label("CAN YOU... add me?"), Label::Task);
         assert_eq!(label("Kannst du bitte"), Label::Task);
         assert_eq!(label("Könntest du das aktualisieren"), Label::Task);
@@ -504,8 +553,16 @@ mod tests {
     #[test]
     fn prefix_and_whole_word_matching() {
         assert_eq!(label("the job failed"), Label::Incident);
-        assert_eq!(label("I updated the readme"), Label::Routine, "past tense is a status");
-        assert_eq!(label("download finished"), Label::Routine, "'down' is a whole word");
+        assert_eq!(
+            label("I updated the readme"),
+            Label::Routine,
+            "past tense is a status"
+        );
+        assert_eq!(
+            label("download finished"),
+            Label::Routine,
+            "'down' is a whole word"
+        );
     }
 
     #[test]
@@ -517,8 +574,14 @@ mod tests {
         };
         assert_eq!(classify("alles kaputt", &cfg).label, Label::Incident);
         assert_eq!(classify("Ticket for the new vpn", &cfg).label, Label::Task);
-        assert_eq!(classify("standup notes: deploy went ok", &cfg).label, Label::Routine);
-        assert_eq!(classify("alles kaputt", &ClassifyConfig::default()).label, Label::Routine);
+        assert_eq!(
+            classify("standup notes: deploy went ok", &cfg).label,
+            Label::Routine
+        );
+        assert_eq!(
+            classify("alles kaputt", &ClassifyConfig::default()).label,
+            Label::Routine
+        );
     }
 
     #[test]

@@ -149,7 +149,10 @@ mod tests {
             &"a".repeat(200),
         ];
         for answer in table {
-            assert!(parse_answer(answer).is_err(), "{answer:?} should be unusable");
+            assert!(
+                parse_answer(answer).is_err(),
+                "{answer:?} should be unusable"
+            );
         }
     }
 
@@ -157,6 +160,9 @@ mod tests {
     fn unusable_keeps_a_short_excerpt() {
         let long = format!("I refuse {}", "x".repeat(300));
         let err = parse_answer(&long).unwrap_err();
-        assert!(err.chars().count() <= 60 && err.starts_with("I refuse"), "{err}");
+        assert!(
+            err.chars().count() <= 60 && err.starts_with("I refuse"),
+            "{err}"
+        );
     }
 }

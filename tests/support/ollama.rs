@@ -118,7 +118,9 @@ pub const DEFAULT_MODELS: &[&str] = &["llama3.1:8b", "qwen2.5-coder:32b"];
 impl FakeOllama {
     /// Starts the fake inside the current tokio runtime.
     pub async fn start() -> FakeOllama {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         Self::launch(listener, tokio::runtime::Handle::current(), None)
     }
 
@@ -134,18 +136,28 @@ impl FakeOllama {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                tx.send((listener, tokio::runtime::Handle::current())).unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                tx.send((listener, tokio::runtime::Handle::current()))
+                    .unwrap();
                 let _ = stop_rx.await;
             });
         });
         let (listener, handle) = rx.recv().expect("fake ollama thread started");
-        let bg = Background { stop: Some(stop_tx), thread: Some(thread) };
+        let bg = Background {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        };
         let _guard = handle.enter();
         Self::launch(listener, handle.clone(), Some(bg))
     }
 
-    fn launch(listener: tokio::net::TcpListener, handle: tokio::runtime::Handle, bg: Option<Background>) -> FakeOllama {
+    fn launch(
+        listener: tokio::net::TcpListener,
+        handle: tokio::runtime::Handle,
+        bg: Option<Background>,
+    ) -> FakeOllama {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(Inner {
             mode: Mode::Normal,
@@ -180,11 +192,13 @@ impl FakeOllama {
                 h.abort();
             }
         } else if was == Mode::Down && mode != Mode::Down {
-            let std_listener = std::net::TcpListener::bind(self.addr).expect("rebind the fake's port");
+            let std_listener =
+                std::net::TcpListener::bind(self.addr).expect("rebind the fake's port");
             std_listener.set_nonblocking(true).unwrap();
             let _guard = self.handle.enter();
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            *self.server.lock().unwrap() = Some(self.handle.spawn(serve(listener, self.state.clone())));
+            *self.server.lock().unwrap() =
+                Some(self.handle.spawn(serve(listener, self.state.clone())));
         }
     }
 
@@ -200,7 +214,11 @@ impl FakeOllama {
 
     /// Answers the next requests with these texts, in order.
     pub fn push_answers(&self, texts: &[&str]) {
-        self.state.lock().unwrap().queue.extend(texts.iter().map(|s| s.to_string()));
+        self.state
+            .lock()
+            .unwrap()
+            .queue
+            .extend(texts.iter().map(|s| s.to_string()));
     }
 
     /// Replaces the list of pulled models.
@@ -249,7 +267,9 @@ pub fn fenced_message(prompt: &str) -> String {
     };
     let marker = after["<<<MESSAGE-".len()..nl].to_string();
     let body = &after[nl + 1..];
-    let end = body.find(&format!("\nMESSAGE-{marker}>>>")).unwrap_or(body.len());
+    let end = body
+        .find(&format!("\nMESSAGE-{marker}>>>"))
+        .unwrap_or(body.len());
     body[..end].to_string()
 }
 
@@ -268,7 +288,8 @@ async fn serve(listener: tokio::net::TcpListener, state: Shared) {
 /// No keep-alive: a client must not reach a "down" fake over a pooled
 /// connection.
 async fn close_connection(mut res: Response) -> Response {
-    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     res
 }
 
@@ -308,7 +329,13 @@ async fn fault(mode: Mode, is_chat: bool) -> Option<Response> {
 }
 
 fn known(s: &Inner, model: &str) -> bool {
-    let norm = |m: &str| if m.contains(':') { m.to_string() } else { format!("{m}:latest") };
+    let norm = |m: &str| {
+        if m.contains(':') {
+            m.to_string()
+        } else {
+            format!("{m}:latest")
+        }
+    };
     s.mode != Mode::ModelMissing && s.models.iter().any(|m| norm(m) == norm(model))
 }
 
@@ -341,25 +368,46 @@ fn last_user(messages: &Value) -> String {
 }
 
 fn not_found(model: &str) -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({"error": format!("model '{model}' not found")}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": format!("model '{model}' not found")})),
+    )
+        .into_response()
 }
 
 /// Ollama streams unless told not to: NDJSON chunks, the last with `done`.
-fn stream_or_single(body: &Value, single: Value, chunk: impl Fn(&str, bool) -> Value, text: &str) -> Response {
+fn stream_or_single(
+    body: &Value,
+    single: Value,
+    chunk: impl Fn(&str, bool) -> Value,
+    text: &str,
+) -> Response {
     if body["stream"] == Value::Bool(false) {
         return Json(single).into_response();
     }
     let mid = text.len() / 2;
-    let mid = (0..=mid).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    let mid = (0..=mid)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
     let lines = [chunk(&text[..mid], false), chunk(&text[mid..], true)]
         .iter()
         .map(|v| v.to_string())
         .collect::<Vec<_>>()
         .join("\n");
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], lines + "\n").into_response()
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        lines + "\n",
+    )
+        .into_response()
 }
 
-async fn tags(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn tags(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let mode = record(&state, &method, &uri, &headers, &Value::Null);
     if let Some(r) = fault(mode, false).await {
         return r;
@@ -379,7 +427,13 @@ async fn tags(State(state): State<Shared>, method: Method, uri: Uri, headers: He
     Json(json!({ "models": models })).into_response()
 }
 
-async fn chat(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn chat(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let mode = record(&state, &method, &uri, &headers, &body);
     if let Some(r) = fault(mode, true).await {
         return r;
@@ -404,7 +458,13 @@ async fn chat(State(state): State<Shared>, method: Method, uri: Uri, headers: He
     )
 }
 
-async fn generate(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn generate(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let mode = record(&state, &method, &uri, &headers, &body);
     if let Some(r) = fault(mode, true).await {
         return r;
@@ -420,10 +480,20 @@ async fn generate(State(state): State<Shared>, method: Method, uri: Uri, headers
         "done": true, "done_reason": "stop", "prompt_eval_count": 120, "eval_count": 5
     });
     let m = model.clone();
-    stream_or_single(&body, single, move |t, done| json!({"model": m, "response": t, "done": done}), &text)
+    stream_or_single(
+        &body,
+        single,
+        move |t, done| json!({"model": m, "response": t, "done": done}),
+        &text,
+    )
 }
 
-async fn v1_models(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn v1_models(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let mode = record(&state, &method, &uri, &headers, &Value::Null);
     if let Some(r) = fault(mode, false).await {
         return r;
@@ -437,7 +507,13 @@ async fn v1_models(State(state): State<Shared>, method: Method, uri: Uri, header
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
-async fn v1_chat(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn v1_chat(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let mode = record(&state, &method, &uri, &headers, &body);
     if let Some(r) = fault(mode, true).await {
         return r;
