@@ -5,6 +5,7 @@
 //! else lives here so tests and benchmarks can drive it.
 #![warn(missing_docs)]
 
+pub mod classify;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -14,6 +15,8 @@ pub mod health;
 pub mod http;
 pub mod lock;
 pub mod logging;
+pub mod ollama;
+pub mod reply;
 pub mod report;
 pub mod secret;
 pub mod state;

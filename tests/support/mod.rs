@@ -3,3 +3,4 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod ollama;

@@ -1,0 +1,852 @@
+//! The local LLM client: Ollama's native API or an OpenAI-compatible server.
+//!
+//! The agent asks a model two things: a one-word label for a chat post
+//! (classification, short timeout) and a short reply text (longer timeout,
+//! bigger model). Both are optional luxuries: every failure here comes back
+//! as an [`LlmError`] whose [`LlmErrorKind`] tells the caller *why*, so the
+//! classifier can fall back to keyword rules and record the reason, and the
+//! cycle keeps working with Ollama gone for days.
+//!
+//! Wire facts this client relies on (Ollama `docs/api.md`, `server/routes.go`):
+//! `stream` defaults to true, so every request sends `"stream": false`; the
+//! default context depends on VRAM and silently truncates long prompts, so
+//! `num_ctx` is always sent; a missing model is a 404 with
+//! `{"error": "model 'x' not found"}`; the first call after idle pays the load
+//! time, which is why timeouts are per use and generous for replies.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::secret::Secret;
+
+/// Which wire protocol the configured server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Ollama's native `/api/chat` and `/api/tags`: supports structured
+    /// outputs (`format`), `keep_alive` and `num_ctx`.
+    #[default]
+    Ollama,
+    /// `/v1/chat/completions` as served by llama.cpp's server, LM Studio,
+    /// vLLM (and Ollama itself): no structured outputs, no `num_ctx`.
+    Openai,
+}
+
+/// The `[ollama]` config section; defaults are the runbook's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OllamaConfig {
+    /// Base URL of the server (no `/api` suffix).
+    pub url: String,
+    /// Wire protocol: "ollama" (native) or "openai" (OpenAI-compatible).
+    pub backend: Backend,
+    /// Small, fast model that picks a label.
+    pub classify_model: String,
+    /// Larger model that writes replies.
+    pub reply_model: String,
+    /// Per-call timeout for a classification (includes a cold model load).
+    pub classify_timeout_secs: u64,
+    /// Per-call timeout for a reply.
+    pub reply_timeout_secs: u64,
+    /// How long Ollama keeps the model loaded after a call ("10m", "0", "-1").
+    pub keep_alive: String,
+    /// Context window to request; long prompts are otherwise cut silently.
+    pub num_ctx: u32,
+    /// Requests in flight at once; Ollama serialises per model unless
+    /// `OLLAMA_NUM_PARALLEL` is set, so more than 1 only queues there.
+    pub concurrency: usize,
+    /// Environment variable holding an API key for OpenAI-compatible servers
+    /// that require one (sent as `Authorization: Bearer`).
+    pub api_key_env: Option<String>,
+}
+
+impl Default for OllamaConfig {
+    fn default() -> Self {
+        OllamaConfig {
+            url: "http://localhost:11434".into(),
+            backend: Backend::Ollama,
+            classify_model: "llama3.1:8b".into(),
+            reply_model: "qwen2.5-coder:32b".into(),
+            classify_timeout_secs: 20,
+            reply_timeout_secs: 90,
+            keep_alive: "10m".into(),
+            num_ctx: 4096,
+            concurrency: 1,
+            api_key_env: None,
+        }
+    }
+}
+
+impl OllamaConfig {
+    /// Checks every key without touching the network or the environment, so
+    /// `ops-agent doctor` and start-up can report all mistakes by name.
+    pub fn validate(&self) -> Result<()> {
+        let url = self.url.trim();
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.len() <= "https://".len()
+        {
+            bail!("ollama.url: '{}' is not an http(s) URL", self.url);
+        }
+        for (key, model) in [
+            ("ollama.classify_model", &self.classify_model),
+            ("ollama.reply_model", &self.reply_model),
+        ] {
+            if model.trim().is_empty() || model.chars().any(char::is_whitespace) {
+                bail!("{key}: '{model}' is not a model name");
+            }
+        }
+        for (key, secs) in [
+            ("ollama.classify_timeout_secs", self.classify_timeout_secs),
+            ("ollama.reply_timeout_secs", self.reply_timeout_secs),
+        ] {
+            if !(1..=600).contains(&secs) {
+                bail!("{key}: {secs} must be between 1 and 600");
+            }
+        }
+        if !valid_keep_alive(&self.keep_alive) {
+            bail!(
+                "ollama.keep_alive: '{}' is not a duration like \"10m\", \"300s\", \"0\" or \"-1\"",
+                self.keep_alive
+            );
+        }
+        if !(256..=262_144).contains(&self.num_ctx) {
+            bail!(
+                "ollama.num_ctx: {} must be between 256 and 262144",
+                self.num_ctx
+            );
+        }
+        if !(1..=16).contains(&self.concurrency) {
+            bail!(
+                "ollama.concurrency: {} must be between 1 and 16",
+                self.concurrency
+            );
+        }
+        if let Some(name) = &self.api_key_env {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                bail!("ollama.api_key_env: '{name}' is not an environment variable name");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ollama accepts a Go duration string or a plain number of seconds; a
+/// negative value keeps the model loaded forever.
+fn valid_keep_alive(s: &str) -> bool {
+    let s = s.trim();
+    let body = s.strip_prefix('-').unwrap_or(s);
+    if body.is_empty() {
+        return false;
+    }
+    if body.chars().all(|c| c.is_ascii_digit()) {
+        return true;
+    }
+    let re = regex::Regex::new(r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$").expect("static regex");
+    re.is_match(body)
+}
+
+/// Why a call to the model failed; the classifier branches on this to record
+/// its fallback reason, so each kind is an operator-facing diagnosis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmErrorKind {
+    /// The server answered that the model is not pulled (`ollama pull` it).
+    ModelMissing,
+    /// No complete answer within the per-call timeout.
+    Timeout,
+    /// Nothing listens at the URL (connection refused, DNS, TLS).
+    Unreachable,
+    /// A 2xx whose body is not the expected JSON.
+    BadResponse,
+    /// Any other HTTP status (500, 503 queue full, 400 …).
+    Status(u16),
+}
+
+/// A failed model call, naming the model and the endpoint (never a secret).
+#[derive(Debug, Clone)]
+pub struct LlmError {
+    /// What went wrong, for branching.
+    pub kind: LlmErrorKind,
+    /// The model that was asked.
+    pub model: String,
+    /// `METHOD URL` of the call.
+    pub endpoint: String,
+    /// Human detail: the server's error text (capped) or the transport error.
+    pub detail: String,
+}
+
+impl fmt::Display for LlmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            LlmErrorKind::ModelMissing => {
+                "model not found (pull it with `ollama pull`)".to_string()
+            }
+            LlmErrorKind::Timeout => "timed out".to_string(),
+            LlmErrorKind::Unreachable => "unreachable".to_string(),
+            LlmErrorKind::BadResponse => "unexpected response".to_string(),
+            LlmErrorKind::Status(s) => format!("HTTP {s}"),
+        };
+        write!(f, "{} (model {}): {what}", self.endpoint, self.model)?;
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LlmError {}
+
+/// Which per-use timeout a call gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Picking a label: `classify_timeout_secs`.
+    Classify,
+    /// Writing a reply: `reply_timeout_secs`.
+    Reply,
+}
+
+/// One chat message sent to the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// "system", "user" or "assistant".
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl Message {
+    /// A system message (instructions).
+    pub fn system(content: impl Into<String>) -> Self {
+        Message {
+            role: "system".into(),
+            content: content.into(),
+        }
+    }
+    /// A user message (the data to work on).
+    pub fn user(content: impl Into<String>) -> Self {
+        Message {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A non-streaming chat request, independent of the backend's wire format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    /// Model name as the server knows it.
+    pub model: String,
+    /// Conversation, system prompt first.
+    pub messages: Vec<Message>,
+    /// Sampling temperature (Ollama's default 0.8 is too creative for labels).
+    pub temperature: f32,
+    /// Maximum output tokens (`num_predict` / `max_tokens`).
+    pub max_tokens: u32,
+    /// Fixed seed for repeatable answers.
+    pub seed: Option<u64>,
+    /// JSON schema for Ollama structured outputs; ignored by the OpenAI backend.
+    pub format: Option<Value>,
+}
+
+/// What the model said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatAnswer {
+    /// The assistant message text (a JSON string when `format` was honoured).
+    pub content: String,
+    /// The model that answered, as reported by the server.
+    pub model: String,
+    /// "stop", "length", … when reported.
+    pub done_reason: Option<String>,
+    /// Prompt tokens evaluated; a low value hints at silent truncation.
+    pub prompt_tokens: Option<u64>,
+    /// Output tokens generated.
+    pub output_tokens: Option<u64>,
+}
+
+/// Timeouts in a row after which a model is not asked again by this client:
+/// with Ollama hanging, every post would otherwise cost a full timeout and
+/// the cycle would run out of time.
+const TIMEOUTS_BEFORE_GIVING_UP: u32 = 2;
+
+/// A client for one cycle. It caches the model list and remembers failures,
+/// so a dead server costs one connection attempt per cycle, not one per post.
+#[derive(Debug)]
+pub struct Client {
+    cfg: OllamaConfig,
+    base: String,
+    http: reqwest::Client,
+    api_key: Option<Secret>,
+    models: Mutex<Option<Vec<String>>>,
+    health: Mutex<Health>,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    unreachable: bool,
+    timeouts: HashMap<String, u32>,
+}
+
+impl Client {
+    /// Builds a client from validated config; `api_key` is the secret named
+    /// by `api_key_env` (see [`Client::from_config`]).
+    pub fn new(cfg: &OllamaConfig, api_key: Option<Secret>) -> Result<Self> {
+        let longest = cfg.classify_timeout_secs.max(cfg.reply_timeout_secs);
+        let http = crate::http::client(Duration::from_secs(longest), true)
+            .context("building the Ollama HTTP client")?;
+        Ok(Client {
+            base: cfg.url.trim().trim_end_matches('/').to_string(),
+            cfg: cfg.clone(),
+            http,
+            api_key,
+            models: Mutex::new(None),
+            health: Mutex::new(Health::default()),
+        })
+    }
+
+    /// Builds a client, reading the API key from `api_key_env` when set.
+    pub fn from_config(cfg: &OllamaConfig) -> Result<Self> {
+        let key = match &cfg.api_key_env {
+            Some(name) => Some(Secret::from_env(name).context("ollama.api_key_env")?),
+            None => None,
+        };
+        Client::new(cfg, key)
+    }
+
+    /// The configuration this client was built from.
+    pub fn config(&self) -> &OllamaConfig {
+        &self.cfg
+    }
+
+    /// Whether the native API's structured outputs (`format`) are available.
+    pub fn supports_structured_output(&self) -> bool {
+        self.cfg.backend == Backend::Ollama
+    }
+
+    /// Returns the failure kind that makes asking `model` pointless for the
+    /// rest of this client's life (server unreachable, or repeated timeouts).
+    pub fn known_failure(&self, model: &str) -> Option<LlmErrorKind> {
+        let h = self.health.lock().expect("health lock");
+        if h.unreachable {
+            return Some(LlmErrorKind::Unreachable);
+        }
+        if h.timeouts.get(model).copied().unwrap_or(0) >= TIMEOUTS_BEFORE_GIVING_UP {
+            return Some(LlmErrorKind::Timeout);
+        }
+        None
+    }
+
+    fn note(&self, model: &str, outcome: Result<(), LlmErrorKind>) {
+        let mut h = self.health.lock().expect("health lock");
+        match outcome {
+            Ok(()) => {
+                h.timeouts.remove(model);
+            }
+            Err(LlmErrorKind::Unreachable) => h.unreachable = true,
+            Err(LlmErrorKind::Timeout) => *h.timeouts.entry(model.to_string()).or_default() += 1,
+            Err(_) => {}
+        }
+    }
+
+    fn timeout(&self, purpose: Purpose) -> Duration {
+        Duration::from_secs(match purpose {
+            Purpose::Classify => self.cfg.classify_timeout_secs,
+            Purpose::Reply => self.cfg.reply_timeout_secs,
+        })
+    }
+
+    /// Whether the server has `model` pulled. Native backend only: the model
+    /// list comes from `GET /api/tags` once per client. OpenAI-compatible
+    /// servers name models inconsistently (llama.cpp ignores the name), so
+    /// there the answer is always `true` and a 404 on chat tells the truth.
+    pub async fn has_model(&self, model: &str, purpose: Purpose) -> Result<bool, LlmError> {
+        if self.cfg.backend == Backend::Openai {
+            return Ok(true);
+        }
+        if let Some(kind) = self.known_failure(model) {
+            return Err(self.err(kind, model, "GET", "/api/tags", "not retried in this cycle"));
+        }
+        let cached = self.models.lock().expect("models lock").clone();
+        let names = match cached {
+            Some(n) => n,
+            None => {
+                let n = self.fetch_tags(model, purpose).await;
+                self.note(model, n.as_ref().map(|_| ()).map_err(|e| e.kind));
+                let n = n?;
+                *self.models.lock().expect("models lock") = Some(n.clone());
+                n
+            }
+        };
+        let want = normalize_model(model);
+        Ok(names.iter().any(|n| normalize_model(n) == want))
+    }
+
+    async fn fetch_tags(&self, model: &str, purpose: Purpose) -> Result<Vec<String>, LlmError> {
+        #[derive(Deserialize)]
+        struct Tags {
+            #[serde(default)]
+            models: Vec<Tag>,
+        }
+        #[derive(Deserialize)]
+        struct Tag {
+            #[serde(default)]
+            name: String,
+            #[serde(default)]
+            model: String,
+        }
+        let path = "/api/tags";
+        let req = self.http.get(format!("{}{path}", self.base));
+        let body = self.send(req, model, "GET", path, purpose).await?;
+        let tags: Tags = serde_json::from_str(&body).map_err(|e| {
+            self.err(
+                LlmErrorKind::BadResponse,
+                model,
+                "GET",
+                path,
+                &format!("{e}: {}", excerpt(&body, 120)),
+            )
+        })?;
+        Ok(tags
+            .models
+            .into_iter()
+            .flat_map(|t| [t.name, t.model])
+            .filter(|n| !n.is_empty())
+            .collect())
+    }
+
+    /// Sends one non-streaming chat request with the timeout for `purpose`.
+    pub async fn chat(&self, req: &ChatRequest, purpose: Purpose) -> Result<ChatAnswer, LlmError> {
+        if let Some(kind) = self.known_failure(&req.model) {
+            let path = match self.cfg.backend {
+                Backend::Ollama => "/api/chat",
+                Backend::Openai => "/v1/chat/completions",
+            };
+            return Err(self.err(kind, &req.model, "POST", path, "not retried in this cycle"));
+        }
+        let result = match self.cfg.backend {
+            Backend::Ollama => self.chat_native(req, purpose).await,
+            Backend::Openai => self.chat_openai(req, purpose).await,
+        };
+        self.note(&req.model, result.as_ref().map(|_| ()).map_err(|e| e.kind));
+        result
+    }
+
+    async fn chat_native(
+        &self,
+        req: &ChatRequest,
+        purpose: Purpose,
+    ) -> Result<ChatAnswer, LlmError> {
+        #[derive(Deserialize)]
+        struct Resp {
+            #[serde(default)]
+            model: String,
+            message: RespMsg,
+            #[serde(default)]
+            done_reason: Option<String>,
+            #[serde(default)]
+            prompt_eval_count: Option<u64>,
+            #[serde(default)]
+            eval_count: Option<u64>,
+        }
+        #[derive(Deserialize)]
+        struct RespMsg {
+            content: String,
+        }
+        let path = "/api/chat";
+        let mut options = json!({
+            "temperature": req.temperature,
+            "num_predict": req.max_tokens,
+            "num_ctx": self.cfg.num_ctx,
+        });
+        if let Some(seed) = req.seed {
+            options["seed"] = json!(seed);
+        }
+        let mut body = json!({
+            "model": req.model,
+            "messages": req.messages,
+            "stream": false,
+            "options": options,
+            "keep_alive": keep_alive_value(&self.cfg.keep_alive),
+        });
+        if let Some(format) = &req.format {
+            body["format"] = format.clone();
+        }
+        let http = self.http.post(format!("{}{path}", self.base)).json(&body);
+        let text = self.send(http, &req.model, "POST", path, purpose).await?;
+        let resp: Resp = serde_json::from_str(&text).map_err(|e| {
+            self.err(
+                LlmErrorKind::BadResponse,
+                &req.model,
+                "POST",
+                path,
+                &format!("{e}: {}", excerpt(&text, 120)),
+            )
+        })?;
+        Ok(ChatAnswer {
+            content: resp.message.content,
+            model: if resp.model.is_empty() {
+                req.model.clone()
+            } else {
+                resp.model
+            },
+            done_reason: resp.done_reason,
+            prompt_tokens: resp.prompt_eval_count,
+            output_tokens: resp.eval_count,
+        })
+    }
+
+    async fn chat_openai(
+        &self,
+        req: &ChatRequest,
+        purpose: Purpose,
+    ) -> Result<ChatAnswer, LlmError> {
+        #[derive(Deserialize)]
+        struct Resp {
+            #[serde(default)]
+            model: String,
+            choices: Vec<Choice>,
+            #[serde(default)]
+            usage: Option<Usage>,
+        }
+        #[derive(Deserialize)]
+        struct Choice {
+            message: ChoiceMsg,
+            #[serde(default)]
+            finish_reason: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct ChoiceMsg {
+            #[serde(default)]
+            content: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Usage {
+            #[serde(default)]
+            prompt_tokens: Option<u64>,
+            #[serde(default)]
+            completion_tokens: Option<u64>,
+        }
+        let path = "/v1/chat/completions";
+        let mut body = json!({
+            "model": req.model,
+            "messages": req.messages,
+            "temperature": req.temperature,
+            "max_tokens": req.max_tokens,
+            "stream": false,
+        });
+        if let Some(seed) = req.seed {
+            body["seed"] = json!(seed);
+        }
+        let mut http = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(key) = &self.api_key {
+            http = http.bearer_auth(key.expose());
+        }
+        let text = self.send(http, &req.model, "POST", path, purpose).await?;
+        let resp: Resp = serde_json::from_str(&text).map_err(|e| {
+            self.err(
+                LlmErrorKind::BadResponse,
+                &req.model,
+                "POST",
+                path,
+                &format!("{e}: {}", excerpt(&text, 120)),
+            )
+        })?;
+        let Some(choice) = resp.choices.into_iter().next() else {
+            return Err(self.err(
+                LlmErrorKind::BadResponse,
+                &req.model,
+                "POST",
+                path,
+                "no choices in the answer",
+            ));
+        };
+        Ok(ChatAnswer {
+            content: choice.message.content.unwrap_or_default(),
+            model: if resp.model.is_empty() {
+                req.model.clone()
+            } else {
+                resp.model
+            },
+            done_reason: choice.finish_reason,
+            prompt_tokens: resp.usage.as_ref().and_then(|u| u.prompt_tokens),
+            output_tokens: resp.usage.as_ref().and_then(|u| u.completion_tokens),
+        })
+    }
+
+    /// Sends a request and returns the body of a 2xx; everything else becomes
+    /// a typed error. The tokio timeout backs up reqwest's so that a server
+    /// trickling bytes cannot hold the cycle either.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        model: &str,
+        method: &str,
+        path: &str,
+        purpose: Purpose,
+    ) -> Result<String, LlmError> {
+        let limit = self.timeout(purpose);
+        let call = async {
+            let resp = req.timeout(limit).send().await?;
+            let status = resp.status();
+            let body = resp.text().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        };
+        let (status, body) = match tokio::time::timeout(limit, call).await {
+            Err(_) => {
+                return Err(self.err(
+                    LlmErrorKind::Timeout,
+                    model,
+                    method,
+                    path,
+                    &format!("no answer within {}s", limit.as_secs()),
+                ))
+            }
+            Ok(Err(e)) => {
+                let kind = if e.is_timeout() {
+                    LlmErrorKind::Timeout
+                } else if e.is_connect() {
+                    LlmErrorKind::Unreachable
+                } else if e.is_decode() || e.is_body() {
+                    LlmErrorKind::BadResponse
+                } else {
+                    LlmErrorKind::Unreachable
+                };
+                let detail = match kind {
+                    LlmErrorKind::Timeout => format!("no answer within {}s", limit.as_secs()),
+                    _ => error_chain(&e),
+                };
+                return Err(self.err(kind, model, method, path, &detail));
+            }
+            Ok(Ok(x)) => x,
+        };
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = server_error_message(&body);
+        let kind = status_kind(status.as_u16(), &message);
+        Err(self.err(kind, model, method, path, &excerpt(&message, 200)))
+    }
+
+    fn err(
+        &self,
+        kind: LlmErrorKind,
+        model: &str,
+        method: &str,
+        path: &str,
+        detail: &str,
+    ) -> LlmError {
+        LlmError {
+            kind,
+            model: model.to_string(),
+            endpoint: format!("{method} {}{path}", self.base),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Maps an HTTP error status to a kind: the one place that knows that a 404
+/// mentioning the model means "not pulled" while any other 404 (a server
+/// without this endpoint) is just a status.
+fn status_kind(status: u16, message: &str) -> LlmErrorKind {
+    let m = message.to_ascii_lowercase();
+    if status == 404 && m.contains("model") && m.contains("not found") {
+        LlmErrorKind::ModelMissing
+    } else {
+        LlmErrorKind::Status(status)
+    }
+}
+
+/// Ollama answers `{"error": "…"}`; OpenAI-compatible servers answer
+/// `{"error": {"message": "…"}}`; anything else is shown as raw text.
+fn server_error_message(body: &str) -> String {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        match &v["error"] {
+            Value::String(s) => return s.clone(),
+            Value::Object(o) => {
+                if let Some(Value::String(s)) = o.get("message") {
+                    return s.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+    body.trim().to_string()
+}
+
+/// `keep_alive` as Ollama wants it: a number of seconds as a JSON number,
+/// anything else as a duration string.
+fn keep_alive_value(s: &str) -> Value {
+    match s.trim().parse::<i64>() {
+        Ok(n) => json!(n),
+        Err(_) => json!(s.trim()),
+    }
+}
+
+/// Ollama lists "llama3.1:latest" for a model pulled as "llama3.1".
+fn normalize_model(name: &str) -> String {
+    let n = name.trim().to_ascii_lowercase();
+    let n = n
+        .strip_prefix("registry.ollama.ai/library/")
+        .unwrap_or(&n)
+        .to_string();
+    let last = n.rsplit('/').next().unwrap_or(&n);
+    if last.contains(':') {
+        n
+    } else {
+        format!("{n}:latest")
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// At most `max` chars of `s` on one line, for error messages and logs.
+pub fn excerpt(s: &str, max: usize) -> String {
+    let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let mut t: String = one_line.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        OllamaConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn validation_names_key_and_value() {
+        type Edit = Box<dyn Fn(&mut OllamaConfig)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|c| c.url = "htp:/x".into()),
+                "ollama.url: 'htp:/x'",
+            ),
+            (
+                Box::new(|c| c.classify_model = "".into()),
+                "ollama.classify_model",
+            ),
+            (
+                Box::new(|c| c.reply_model = "a b".into()),
+                "ollama.reply_model: 'a b'",
+            ),
+            (
+                Box::new(|c| c.classify_timeout_secs = 0),
+                "ollama.classify_timeout_secs: 0",
+            ),
+            (
+                Box::new(|c| c.reply_timeout_secs = 9999),
+                "ollama.reply_timeout_secs: 9999",
+            ),
+            (
+                Box::new(|c| c.keep_alive = "ten minutes".into()),
+                "ollama.keep_alive: 'ten minutes'",
+            ),
+            (Box::new(|c| c.num_ctx = 10), "ollama.num_ctx: 10"),
+            (Box::new(|c| c.concurrency = 0), "ollama.concurrency: 0"),
+            (
+                Box::new(|c| c.api_key_env = Some("MY KEY".into())),
+                "ollama.api_key_env: 'MY KEY'",
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut c = OllamaConfig::default();
+            edit(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_forms() {
+        for ok in ["10m", "300", "0", "-1", "1h30m", "2.5s", "-1m"] {
+            assert!(valid_keep_alive(ok), "{ok}");
+        }
+        for bad in ["", "-", "10 m", "forever", "m"] {
+            assert!(!valid_keep_alive(bad), "{bad}");
+        }
+        assert_eq!(keep_alive_value("300"), json!(300));
+        assert_eq!(keep_alive_value("10m"), json!("10m"));
+    }
+
+    #[test]
+    fn config_parses_from_toml_with_defaults() {
+        let c: OllamaConfig =
+            toml::from_str("backend = \"openai\"\nurl = \"http://gpu:8080\"").unwrap();
+        assert_eq!(c.backend, Backend::Openai);
+        assert_eq!(c.classify_model, "llama3.1:8b");
+        assert!(toml::from_str::<OllamaConfig>("modle = \"x\"").is_err());
+    }
+
+    #[test]
+    fn status_mapping() {
+        assert_eq!(
+            status_kind(404, "model 'x' not found"),
+            LlmErrorKind::ModelMissing
+        );
+        assert_eq!(
+            status_kind(404, "model \"x\" not found, try pulling it first"),
+            LlmErrorKind::ModelMissing
+        );
+        assert_eq!(
+            status_kind(404, "404 page not found"),
+            LlmErrorKind::Status(404)
+        );
+        assert_eq!(status_kind(500, "boom"), LlmErrorKind::Status(500));
+        assert_eq!(
+            server_error_message(r#"{"error":"model 'x' not found"}"#),
+            "model 'x' not found"
+        );
+        assert_eq!(
+            server_error_message(r#"{"error":{"message":"nope","type":"x"}}"#),
+            "nope"
+        );
+        assert_eq!(server_error_message(" plain "), "plain");
+    }
+
+    #[test]
+    fn model_names_match_with_implicit_latest() {
+        assert_eq!(normalize_model("llama3.1"), "llama3.1:latest");
+        assert_eq!(normalize_model("Llama3.1:8b"), "llama3.1:8b");
+        assert_eq!(
+            normalize_model("registry.ollama.ai/library/qwen2.5-coder:32b"),
+            "qwen2.5-coder:32b"
+        );
+        assert_eq!(normalize_model("hf.co/org/model"), "hf.co/org/model:latest");
+    }
+
+    #[test]
+    fn error_display_names_model_and_endpoint() {
+        let e = LlmError {
+            kind: LlmErrorKind::ModelMissing,
+            model: "llama3.1:8b".into(),
+            endpoint: "POST http://h:11434/api/chat".into(),
+            detail: "model 'llama3.1:8b' not found".into(),
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("POST http://h:11434/api/chat") && s.contains("model llama3.1:8b"),
+            "{s}"
+        );
+    }
+}
