@@ -7,4 +7,5 @@
 
 pub mod files;
 pub mod http;
+pub mod mattermost;
 pub mod secret;
