@@ -56,6 +56,17 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Classify a message as the cycle would: label, decision path, time taken.
+    Classify {
+        /// The message; `-` reads it from stdin.
+        text: String,
+        /// Use only the keyword rules.
+        #[arg(long)]
+        no_llm: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate or print configuration.
     Config {
         /// Which config action.

@@ -63,6 +63,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Status { json } => status(&config, json),
         Command::Stats { json } => stats(&config, json),
         Command::Reset { yes } => reset(&config, yes),
+        Command::Classify { text, no_llm, json } => classify(&config, &text, no_llm, json),
         Command::Config {
             action: ConfigAction::Check,
         } => config_check(&config, &source),
@@ -340,6 +341,32 @@ fn reset(config: &Config, yes: bool) -> Result<ExitCode> {
             if removed { "deleted" } else { "absent " },
             f.display()
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn classify(config: &Config, text: &str, no_llm: bool, json: bool) -> Result<ExitCode> {
+    let text = if text == "-" {
+        let mut buf = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)
+            .context("reading the message from stdin")?;
+        buf
+    } else {
+        text.to_string()
+    };
+    let report = runtime()?.block_on(crate::classify::command::run(
+        &config.ollama,
+        &config.classify,
+        &text,
+        no_llm,
+    ))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("rendering JSON")?
+        );
+    } else {
+        print!("{}", report.render_text());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::classify::ClassifyConfig;
 use crate::health::CheckConfig;
+use crate::ollama::OllamaConfig;
 
 /// The environment variable naming the config file when `--config` is absent.
 pub const CONFIG_ENV: &str = "OPS_AGENT_CONFIG";
@@ -30,6 +32,10 @@ pub struct Config {
     pub agent: AgentConfig,
     /// The runbook's files.
     pub paths: PathsConfig,
+    /// `[ollama]`: the LLM server and models.
+    pub ollama: OllamaConfig,
+    /// `[classify]`: extra keyword phrases for the fallback rules.
+    pub classify: ClassifyConfig,
     /// Health checks; absent means the runbook's system checks.
     pub checks: Vec<CheckConfig>,
 }
@@ -39,6 +45,8 @@ impl Default for Config {
         Config {
             agent: AgentConfig::default(),
             paths: PathsConfig::default(),
+            ollama: OllamaConfig::default(),
+            classify: ClassifyConfig::default(),
             checks: CheckConfig::defaults(),
         }
     }
@@ -231,6 +239,8 @@ impl Config {
         if a.owner.trim().is_empty() {
             bail!("agent.owner must not be empty");
         }
+        self.ollama.validate()?;
+        self.classify.validate()?;
         let mut names = std::collections::BTreeSet::new();
         for (i, c) in self.checks.iter().enumerate() {
             let at = format!("checks[{i}] (\"{}\")", c.name);

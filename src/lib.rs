@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod lock;
 pub mod logging;
+pub mod mattermost;
 pub mod ollama;
 pub mod reply;
 pub mod report;

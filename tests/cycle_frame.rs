@@ -229,7 +229,11 @@ fn config_check_prints_the_effective_config_and_example_round_trips() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("example.toml"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("example.toml"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

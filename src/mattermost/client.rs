@@ -1,0 +1,924 @@
+//! The Mattermost API v4 client: authentication (token, or login with a
+//! cached session token), the handful of endpoints the agent uses, request
+//! counting, and the mapping of HTTP statuses to the error kinds callers
+//! branch on (401 → re-login, 404 → re-resolve, 429 → back off).
+//!
+//! Every request goes through [`Client::call`], so every request is counted,
+//! has the timeout of `crate::http::client`, honours a 429's `Retry-After`
+//! only while the cycle deadline allows, and fails with an error naming the
+//! method, URL and status. No token ever appears in an error or log line.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::config::MattermostConfig;
+use crate::secret::Secret;
+
+/// The server's page size cap for `per_page` (larger values are clamped).
+pub const MAX_PER_PAGE: u32 = 200;
+
+/// How often one request is retried after a 429 before giving up.
+const MAX_RATE_LIMIT_RETRIES: u32 = 5;
+
+/// Without a deadline, the longest 429 wait the client accepts.
+const MAX_WAIT_WITHOUT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What went wrong, for callers that must react differently per case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MmErrorKind {
+    /// 401 after the one allowed re-login (or with a token that cannot re-login).
+    Unauthorized,
+    /// 403: the agent lacks permission, or is not a member (of a team).
+    Forbidden,
+    /// 404: the team/channel/post id is stale; re-resolve it.
+    NotFound,
+    /// 429 whose wait would end after the deadline; try again next cycle.
+    RateLimited {
+        /// The server's requested wait, when it said.
+        retry_after: Option<Duration>,
+    },
+    /// Any other non-success status.
+    Status(u16),
+    /// The request did not finish within the client timeout.
+    Timeout,
+    /// Connection refused, reset, DNS, TLS: the server is unreachable.
+    Transport,
+    /// The server answered 2xx with a body we could not parse.
+    BadResponse,
+    /// Local trouble before any request: missing secret, unusable token cache.
+    Credentials,
+}
+
+/// An error of one Mattermost call, naming the endpoint and what happened.
+#[derive(Debug, Clone)]
+pub struct MmError {
+    /// Why it failed, for branching.
+    pub kind: MmErrorKind,
+    /// "METHOD URL" of the failed call (never with secrets).
+    pub endpoint: String,
+    /// Human-readable detail (status, server message, cause).
+    pub detail: String,
+}
+
+impl MmError {
+    fn new(kind: MmErrorKind, endpoint: &str, detail: impl Into<String>) -> Self {
+        MmError {
+            kind,
+            endpoint: endpoint.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    /// True when the server could not be reached at all (down, hanging):
+    /// the cycle skips the Mattermost stage instead of trying every team.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self.kind, MmErrorKind::Transport | MmErrorKind::Timeout)
+    }
+}
+
+impl fmt::Display for MmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.endpoint, self.detail)
+    }
+}
+
+impl std::error::Error for MmError {}
+
+/// A Mattermost user as the API returns it (fields we use).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct User {
+    /// User id.
+    pub id: String,
+    /// Username (without @).
+    pub username: String,
+    /// Bot accounts never get a reply.
+    pub is_bot: bool,
+    /// Space-separated roles.
+    pub roles: String,
+    /// Non-zero when deactivated.
+    pub delete_at: i64,
+}
+
+/// A team.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Team {
+    /// Team id.
+    pub id: String,
+    /// URL name, which the config uses.
+    pub name: String,
+    /// Name shown in the UI.
+    pub display_name: String,
+}
+
+/// A channel as listed for a member.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Channel {
+    /// Channel id.
+    pub id: String,
+    /// Owning team; "" for direct and group messages.
+    pub team_id: String,
+    /// `O` public, `P` private, `D` direct, `G` group.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// URL name.
+    pub name: String,
+    /// Name shown in the UI.
+    pub display_name: String,
+    /// create_at of the newest post: the cheap "anything new?" test.
+    pub last_post_at: i64,
+    /// Number of posts, for status output.
+    pub total_msg_count: i64,
+    /// Non-zero when archived.
+    pub delete_at: i64,
+}
+
+/// A post (fields we use; unknown ones are ignored).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Post {
+    /// Post id.
+    pub id: String,
+    /// Server time of creation, epoch ms.
+    pub create_at: i64,
+    /// Bumped by edits, reactions, pins, replies and deletion.
+    pub update_at: i64,
+    /// Set when the message was edited.
+    pub edit_at: i64,
+    /// Non-zero when deleted.
+    pub delete_at: i64,
+    /// Author.
+    pub user_id: String,
+    /// Channel.
+    pub channel_id: String,
+    /// Thread root; "" for a top-level post.
+    pub root_id: String,
+    /// Text.
+    pub message: String,
+    /// Non-empty for system messages.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Free-form properties (`from_bot`, `from_webhook`, our reply tag).
+    pub props: Map<String, Value>,
+}
+
+impl Post {
+    /// True when a boolean-ish prop is set: the server writes `"true"`
+    /// (string) but older integrations send a JSON boolean.
+    pub fn prop_flag(&self, key: &str) -> bool {
+        match self.props.get(key) {
+            Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+            Some(Value::Bool(b)) => *b,
+            _ => false,
+        }
+    }
+
+    /// A string prop, if present.
+    pub fn prop_str(&self, key: &str) -> Option<&str> {
+        self.props.get(key).and_then(Value::as_str)
+    }
+}
+
+/// A list of posts: iterate `order`; `posts` may hold extra thread roots.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostList {
+    /// Ids of the posts this answer is about, newest first.
+    pub order: Vec<String>,
+    /// The posts by id, including thread context not in `order`.
+    pub posts: HashMap<String, Post>,
+    /// Paging hints from the server.
+    pub next_post_id: String,
+    /// Paging hints from the server.
+    pub prev_post_id: String,
+    /// Paging hint from the server.
+    pub has_next: bool,
+}
+
+/// Body of `POST /api/v4/posts`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CreatePost {
+    /// Target channel.
+    pub channel_id: String,
+    /// Text (already sanitised and capped by the caller).
+    pub message: String,
+    /// Thread root, or "" for a top-level post.
+    pub root_id: String,
+    /// Props, e.g. the reply tag that makes replies idempotent.
+    pub props: Map<String, Value>,
+}
+
+/// How the client authenticates.
+pub enum Credentials {
+    /// A bot or personal access token; it never expires, so a 401 is final.
+    Token {
+        /// The token.
+        token: Secret,
+        /// Where it came from ("env OPS_AGENT_MM_TOKEN"), to key caches and messages.
+        source: String,
+    },
+    /// Login id + password, with the session token cached in an owner-only file.
+    Login {
+        /// Username or email.
+        login_id: String,
+        /// Password.
+        password: Secret,
+        /// Token cache file (runbook: /tmp/mm-token.json).
+        cache_path: PathBuf,
+    },
+}
+
+impl Credentials {
+    /// Reads the secret the config points at. Precedence: `token_file`,
+    /// then `login_id` + `password_env`, then `token_env`.
+    pub fn from_config(cfg: &MattermostConfig, token_cache: &Path) -> Result<Self> {
+        if let Some(path) = &cfg.token_file {
+            return Ok(Credentials::Token {
+                token: Secret::from_file(path).context("mattermost.token_file")?,
+                source: format!("file {}", path.display()),
+            });
+        }
+        if let Some(login_id) = &cfg.login_id {
+            let Some(var) = &cfg.password_env else {
+                bail!("mattermost.password_env must be set with mattermost.login_id");
+            };
+            return Ok(Credentials::Login {
+                login_id: login_id.clone(),
+                password: Secret::from_env(var).context("mattermost.password_env")?,
+                cache_path: token_cache.to_path_buf(),
+            });
+        }
+        Ok(Credentials::Token {
+            token: Secret::from_env(&cfg.token_env).context("mattermost.token_env")?,
+            source: format!("env {}", cfg.token_env),
+        })
+    }
+
+    /// A non-secret description, e.g. "login opsbot" or "token from env X".
+    pub fn describe(&self) -> String {
+        match self {
+            Credentials::Token { source, .. } => format!("token from {source}"),
+            Credentials::Login { login_id, .. } => format!("login {login_id}"),
+        }
+    }
+}
+
+/// The token cache file's content (runbook format).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TokenCache {
+    token: String,
+    #[serde(default)]
+    user_id: String,
+    #[serde(default)]
+    url: String,
+}
+
+/// A response that passed status checks.
+struct Resp {
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// Mattermost API v4 client. Cheap to share by reference across tasks.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    creds: Credentials,
+    token: Mutex<Option<Secret>>,
+    user_id: Mutex<Option<String>>,
+    login_lock: tokio::sync::Mutex<()>,
+    requests: AtomicU32,
+    deadline: Mutex<Option<Instant>>,
+    version: Mutex<Option<String>>,
+}
+
+impl Client {
+    /// Builds a client for `base_url` (no `/api/v4`); no request is made yet.
+    pub fn new(base_url: &str, creds: Credentials, timeout: Duration) -> Result<Self> {
+        let http = crate::http::client(timeout, true)?;
+        Ok(Client {
+            base: base_url.trim().trim_end_matches('/').to_string(),
+            http,
+            creds,
+            token: Mutex::new(None),
+            user_id: Mutex::new(None),
+            login_lock: tokio::sync::Mutex::new(()),
+            requests: AtomicU32::new(0),
+            deadline: Mutex::new(None),
+            version: Mutex::new(None),
+        })
+    }
+
+    /// Builds a client from the `[mattermost]` section and the token cache path.
+    pub fn from_config(cfg: &MattermostConfig, token_cache: &Path) -> Result<Self> {
+        let creds = Credentials::from_config(cfg, token_cache)?;
+        Client::new(&cfg.url, creds, Duration::from_secs(cfg.timeout_secs))
+    }
+
+    /// The base URL, for messages and cache keys.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Which server and which credentials: cached ids (own user id) are
+    /// only valid for the same identity.
+    pub fn identity(&self) -> String {
+        format!("{} ({})", self.base, self.creds.describe())
+    }
+
+    /// Requests sent so far (every attempt, including logins and retries).
+    pub fn requests(&self) -> u32 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Sets the cycle deadline: a 429 whose wait would end after it fails
+    /// with [`MmErrorKind::RateLimited`] instead of sleeping.
+    pub fn set_deadline(&self, deadline: Instant) {
+        *self.deadline.lock().unwrap() = Some(deadline);
+    }
+
+    /// The server version from the last `X-Version-Id` header seen, e.g. "10.5.0".
+    pub fn server_version(&self) -> Option<String> {
+        self.version.lock().unwrap().clone()
+    }
+
+    /// The agent's own user id, once known (from login or [`Client::me`]).
+    pub fn own_user_id(&self) -> Option<String> {
+        self.user_id.lock().unwrap().clone()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v4{}", self.base, path)
+    }
+
+    /// One HTTP exchange: counts it, records the version header, maps
+    /// transport failures. Status handling is the caller's.
+    async fn send_once(
+        &self,
+        method: &Method,
+        url: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        token: Option<&Secret>,
+    ) -> Result<(u16, HeaderMap, Vec<u8>), MmError> {
+        let endpoint = format!("{method} {url}");
+        let mut req = self.http.request(method.clone(), url);
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t.expose());
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport_error(&endpoint, e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        if let Some(v) = headers.get("x-version-id").and_then(|v| v.to_str().ok()) {
+            *self.version.lock().unwrap() = Some(parse_version_id(v));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&endpoint, e))?;
+        Ok((status, headers, bytes.to_vec()))
+    }
+
+    /// Sends a request with auth, one re-login on 401 (login credentials
+    /// only) and 429 back-off within the deadline.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        auth: bool,
+    ) -> Result<Resp, MmError> {
+        let url = self.url(path);
+        let endpoint = format!("{method} {url}");
+        let mut relogged = false;
+        let mut rate_retries = 0;
+        loop {
+            let token = if auth {
+                Some(self.current_token().await?)
+            } else {
+                None
+            };
+            let (status, headers, body_bytes) = self
+                .send_once(&method, &url, query, body, token.as_ref())
+                .await?;
+            match status {
+                200..=299 => {
+                    return Ok(Resp {
+                        headers,
+                        body: body_bytes,
+                    })
+                }
+                401 if auth && !relogged && matches!(self.creds, Credentials::Login { .. }) => {
+                    tracing::info!(endpoint = %endpoint, "Mattermost session expired; logging in again.");
+                    self.relogin(token.as_ref()).await?;
+                    relogged = true;
+                }
+                429 => {
+                    let wait = retry_wait(&headers);
+                    let fits = match *self.deadline.lock().unwrap() {
+                        Some(d) => Instant::now() + wait.unwrap_or(Duration::from_secs(1)) < d,
+                        None => wait.unwrap_or_default() <= MAX_WAIT_WITHOUT_DEADLINE,
+                    };
+                    if rate_retries >= MAX_RATE_LIMIT_RETRIES || !fits {
+                        return Err(MmError::new(
+                            MmErrorKind::RateLimited { retry_after: wait },
+                            &endpoint,
+                            format!(
+                                "HTTP 429 rate limited (retry after {}); the wait does not fit before the deadline",
+                                wait.map(|w| format!("{}s", w.as_secs_f32()))
+                                    .unwrap_or_else(|| "an unknown time".into())
+                            ),
+                        ));
+                    }
+                    rate_retries += 1;
+                    let wait = wait.unwrap_or(Duration::from_secs(1));
+                    tracing::info!(endpoint = %endpoint, wait_ms = wait.as_millis() as u64, "Mattermost rate limit hit; waiting.");
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Err(status_error(&endpoint, status, &body_bytes)),
+            }
+        }
+    }
+
+    async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<(T, HeaderMap), MmError> {
+        let endpoint = format!("{method} {}", self.url(path));
+        let resp = self.call(method, path, query, body, true).await?;
+        let value = serde_json::from_slice(&resp.body).map_err(|e| {
+            MmError::new(
+                MmErrorKind::BadResponse,
+                &endpoint,
+                format!("unexpected response body ({e}): {}", snippet(&resp.body)),
+            )
+        })?;
+        Ok((value, resp.headers))
+    }
+
+    /// The token for the next request: in memory, else from the credentials
+    /// or the token cache, else a fresh login.
+    async fn current_token(&self) -> Result<Secret, MmError> {
+        if let Some(t) = self.token.lock().unwrap().clone() {
+            return Ok(t);
+        }
+        match &self.creds {
+            Credentials::Token { token, .. } => {
+                *self.token.lock().unwrap() = Some(token.clone());
+                Ok(token.clone())
+            }
+            Credentials::Login { cache_path, .. } => {
+                let _guard = self.login_lock.lock().await;
+                if let Some(t) = self.token.lock().unwrap().clone() {
+                    return Ok(t);
+                }
+                if let Some(cache) = self.read_cache(cache_path) {
+                    let t = Secret::new(cache.token);
+                    *self.token.lock().unwrap() = Some(t.clone());
+                    if !cache.user_id.is_empty() {
+                        *self.user_id.lock().unwrap() = Some(cache.user_id);
+                    }
+                    return Ok(t);
+                }
+                self.login().await
+            }
+        }
+    }
+
+    /// Reads the token cache; anything unusable (missing, corrupt, for
+    /// another server) means "log in", a planted symlink is logged.
+    fn read_cache(&self, path: &Path) -> Option<TokenCache> {
+        let text = match crate::files::read_private(path) {
+            Ok(Some(t)) => t,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "Ignoring the Mattermost token cache.");
+                return None;
+            }
+        };
+        match serde_json::from_str::<TokenCache>(&text) {
+            Ok(c) if !c.token.is_empty() && (c.url.is_empty() || c.url == self.base) => Some(c),
+            Ok(_) => None,
+            Err(_) => {
+                tracing::warn!(file = %path.display(), "Mattermost token cache is corrupt; logging in again.");
+                None
+            }
+        }
+    }
+
+    /// Logs in again unless another task already did since `failed` was used.
+    async fn relogin(&self, failed: Option<&Secret>) -> Result<(), MmError> {
+        let _guard = self.login_lock.lock().await;
+        let current = self.token.lock().unwrap().clone();
+        if current.is_some() && current.as_ref() != failed {
+            return Ok(());
+        }
+        self.login().await.map(|_| ())
+    }
+
+    /// `POST /users/login`; the session token is in the `Token` header.
+    /// Callers hold `login_lock`.
+    async fn login(&self) -> Result<Secret, MmError> {
+        let Credentials::Login {
+            login_id,
+            password,
+            cache_path,
+        } = &self.creds
+        else {
+            return Err(MmError::new(
+                MmErrorKind::Credentials,
+                &format!("POST {}", self.url("/users/login")),
+                "a token cannot log in",
+            ));
+        };
+        let url = self.url("/users/login");
+        let endpoint = format!("POST {url}");
+        let body = serde_json::json!({"login_id": login_id, "password": password.expose()});
+        let (status, headers, bytes) = self
+            .send_once(&Method::POST, &url, &[], Some(&body), None)
+            .await?;
+        if !(200..=299).contains(&status) {
+            let mut e = status_error(&endpoint, status, &bytes);
+            if status == 401 {
+                e.detail = format!(
+                    "{} (check mattermost.login_id and the password variable)",
+                    e.detail
+                );
+            }
+            return Err(e);
+        }
+        let token = headers
+            .get("token")
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                MmError::new(
+                    MmErrorKind::BadResponse,
+                    &endpoint,
+                    "login succeeded but the response has no Token header",
+                )
+            })?
+            .to_string();
+        let user: User = serde_json::from_slice(&bytes).unwrap_or_default();
+        let cache = TokenCache {
+            token: token.clone(),
+            user_id: user.id.clone(),
+            url: self.base.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&cache).expect("token cache serialises");
+        if let Err(e) = crate::files::write_private_atomic(cache_path, &json) {
+            // The session still works for this cycle; the next one logs in again.
+            tracing::warn!(file = %cache_path.display(), error = %format!("{e:#}"), "Could not write the Mattermost token cache.");
+        }
+        let secret = Secret::new(token);
+        *self.token.lock().unwrap() = Some(secret.clone());
+        if !user.id.is_empty() {
+            *self.user_id.lock().unwrap() = Some(user.id);
+        }
+        Ok(secret)
+    }
+
+    /// `GET /system/ping` (no auth): is the server up and healthy. Also
+    /// learns the server version from the response headers.
+    pub async fn ping(&self) -> Result<(), MmError> {
+        let endpoint = format!("GET {}", self.url("/system/ping"));
+        let resp = self
+            .call(Method::GET, "/system/ping", &[], None, false)
+            .await?;
+        let v: Value = serde_json::from_slice(&resp.body).map_err(|e| {
+            MmError::new(
+                MmErrorKind::BadResponse,
+                &endpoint,
+                format!("not JSON ({e})"),
+            )
+        })?;
+        match v.get("status").and_then(Value::as_str) {
+            Some(s) if s.eq_ignore_ascii_case("ok") => Ok(()),
+            other => Err(MmError::new(
+                MmErrorKind::BadResponse,
+                &endpoint,
+                format!("server reports status {other:?}"),
+            )),
+        }
+    }
+
+    /// `GET /users/me`: who the credentials belong to; remembers the id.
+    pub async fn me(&self) -> Result<User, MmError> {
+        let (u, _): (User, _) = self.call_json(Method::GET, "/users/me", &[], None).await?;
+        *self.user_id.lock().unwrap() = Some(u.id.clone());
+        Ok(u)
+    }
+
+    /// `GET /teams/name/{name}`; a missing team is [`MmErrorKind::NotFound`].
+    pub async fn team_by_name(&self, name: &str) -> Result<Team, MmError> {
+        let path = format!("/teams/name/{}", path_segment(name));
+        Ok(self.call_json(Method::GET, &path, &[], None).await?.0)
+    }
+
+    /// `POST /users/usernames`: unknown usernames are simply absent.
+    pub async fn users_by_usernames(&self, usernames: &[String]) -> Result<Vec<User>, MmError> {
+        if usernames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = serde_json::json!(usernames);
+        Ok(self
+            .call_json(Method::POST, "/users/usernames", &[], Some(&body))
+            .await?
+            .0)
+    }
+
+    /// `POST /users/ids`: unknown ids are simply absent.
+    pub async fn users_by_ids(&self, ids: &[String]) -> Result<Vec<User>, MmError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = serde_json::json!(ids);
+        Ok(self
+            .call_json(Method::POST, "/users/ids", &[], Some(&body))
+            .await?
+            .0)
+    }
+
+    /// `GET /users/me/teams/{team_id}/channels`: the agent's channels in a
+    /// team (plus its direct/group channels, whose `team_id` is "").
+    /// Also returns the server's clock from the `Date` header, in epoch ms
+    /// (second precision, rounded down), when the server sent one.
+    pub async fn my_channels(&self, team_id: &str) -> Result<(Vec<Channel>, Option<i64>), MmError> {
+        let path = format!("/users/me/teams/{}/channels", path_segment(team_id));
+        let (channels, headers) = self.call_json(Method::GET, &path, &[], None).await?;
+        Ok((channels, server_time_ms(&headers)))
+    }
+
+    /// `GET /channels/{id}/posts?since=`: posts whose `update_at` > since,
+    /// at most 1000, in no guaranteed order (see api-facts.md §1).
+    pub async fn posts_since(&self, channel_id: &str, since_ms: i64) -> Result<PostList, MmError> {
+        let path = format!("/channels/{}/posts", path_segment(channel_id));
+        Ok(self
+            .call_json(Method::GET, &path, &[("since", since_ms.to_string())], None)
+            .await?
+            .0)
+    }
+
+    /// `GET /channels/{id}/posts?page=&per_page=`: newest first, not deleted.
+    pub async fn posts_page(
+        &self,
+        channel_id: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<PostList, MmError> {
+        let path = format!("/channels/{}/posts", path_segment(channel_id));
+        let q = [
+            ("page", page.to_string()),
+            ("per_page", per_page.min(MAX_PER_PAGE).to_string()),
+        ];
+        Ok(self.call_json(Method::GET, &path, &q, None).await?.0)
+    }
+
+    /// `GET /channels/{id}/posts?before=&per_page=`: the posts older than
+    /// `before_id`, newest first; stable under concurrent new posts.
+    pub async fn posts_before(
+        &self,
+        channel_id: &str,
+        before_id: &str,
+        per_page: u32,
+    ) -> Result<PostList, MmError> {
+        let path = format!("/channels/{}/posts", path_segment(channel_id));
+        let q = [
+            ("before", before_id.to_string()),
+            ("per_page", per_page.min(MAX_PER_PAGE).to_string()),
+        ];
+        Ok(self.call_json(Method::GET, &path, &q, None).await?.0)
+    }
+
+    /// `GET /posts/{id}/thread`: the root and all replies.
+    pub async fn thread(&self, post_id: &str) -> Result<PostList, MmError> {
+        let path = format!("/posts/{}/thread", path_segment(post_id));
+        Ok(self.call_json(Method::GET, &path, &[], None).await?.0)
+    }
+
+    /// `GET /teams/{team_id}/channels/name/{name}`: resolves the alert channel.
+    pub async fn channel_by_name(&self, team_id: &str, name: &str) -> Result<Channel, MmError> {
+        let path = format!(
+            "/teams/{}/channels/name/{}",
+            path_segment(team_id),
+            path_segment(name)
+        );
+        Ok(self.call_json(Method::GET, &path, &[], None).await?.0)
+    }
+
+    /// `POST /posts`: creates a post (201) and returns it with its id.
+    pub async fn create_post(&self, post: &CreatePost) -> Result<Post, MmError> {
+        let body = serde_json::to_value(post).expect("post serialises");
+        Ok(self
+            .call_json(Method::POST, "/posts", &[], Some(&body))
+            .await?
+            .0)
+    }
+}
+
+/// Percent-encodes the few characters that would break a path segment;
+/// ids and team names are `[a-z0-9-_]` in practice.
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn transport_error(endpoint: &str, e: reqwest::Error) -> MmError {
+    let e = e.without_url();
+    if e.is_timeout() {
+        MmError::new(
+            MmErrorKind::Timeout,
+            endpoint,
+            "timed out (is Mattermost hanging?)",
+        )
+    } else {
+        let mut detail = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            detail.push_str(": ");
+            detail.push_str(&s.to_string());
+            src = s.source();
+        }
+        MmError::new(
+            MmErrorKind::Transport,
+            endpoint,
+            format!("unreachable ({detail})"),
+        )
+    }
+}
+
+/// Maps a non-success status to an error kind, with the server's own
+/// `{id, message}` when the body has one.
+fn status_error(endpoint: &str, status: u16, body: &[u8]) -> MmError {
+    let kind = match status {
+        401 => MmErrorKind::Unauthorized,
+        403 => MmErrorKind::Forbidden,
+        404 => MmErrorKind::NotFound,
+        429 => MmErrorKind::RateLimited { retry_after: None },
+        s => MmErrorKind::Status(s),
+    };
+    let server = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            let id = v.get("id").and_then(Value::as_str).unwrap_or("");
+            let msg = v.get("message").and_then(Value::as_str)?;
+            Some(if id.is_empty() {
+                msg.to_string()
+            } else {
+                format!("{id}: {msg}")
+            })
+        })
+        .unwrap_or_else(|| snippet(body));
+    let detail = if server.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status} ({server})")
+    };
+    MmError::new(kind, endpoint, detail)
+}
+
+fn snippet(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(body);
+    let s = s.trim();
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// How long a 429 asks us to wait: `Retry-After` (seconds), else
+/// `X-Ratelimit-Reset` (seconds until the bucket refills, as Mattermost's
+/// throttled limiter sends it).
+pub fn retry_wait(headers: &HeaderMap) -> Option<Duration> {
+    let secs = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+    };
+    secs("retry-after")
+        .or_else(|| secs("x-ratelimit-reset"))
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+}
+
+/// `X-Version-Id` is "<version>.<build>.<config hash>.<licensed>", e.g.
+/// "10.5.0.13.abc.true"; the first three fields are the release.
+pub fn parse_version_id(raw: &str) -> String {
+    let parts: Vec<&str> = raw.split('.').collect();
+    if parts.len() >= 3 && parts[..3].iter().all(|p| p.parse::<u32>().is_ok()) {
+        parts[..3].join(".")
+    } else {
+        raw.to_string()
+    }
+}
+
+fn server_time_ms(headers: &HeaderMap) -> Option<i64> {
+    let v = headers.get("date")?.to_str().ok()?;
+    chrono::DateTime::parse_from_rfc2822(v)
+        .ok()
+        .map(|d| d.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn version_id_is_trimmed_to_the_release() {
+        assert_eq!(parse_version_id("10.5.0.13461093547.abc123.true"), "10.5.0");
+        assert_eq!(parse_version_id("9.11.2.9.11.2.h.false"), "9.11.2");
+        assert_eq!(parse_version_id("dev"), "dev");
+    }
+
+    #[test]
+    fn retry_wait_prefers_retry_after() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_wait(&h), None);
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("3"));
+        assert_eq!(retry_wait(&h), Some(Duration::from_secs(3)));
+        h.insert("retry-after", HeaderValue::from_static("1"));
+        assert_eq!(retry_wait(&h), Some(Duration::from_secs(1)));
+        h.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_wait(&h), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn status_errors_name_endpoint_status_and_server_message() {
+        let e = status_error(
+            "GET http://h/api/v4/users/me",
+            401,
+            br#"{"id":"api.context.session_expired.app_error","message":"Invalid or expired session","status_code":401}"#,
+        );
+        assert_eq!(e.kind, MmErrorKind::Unauthorized);
+        let s = e.to_string();
+        assert!(
+            s.starts_with("GET http://h/api/v4/users/me: HTTP 401"),
+            "{s}"
+        );
+        assert!(s.contains("Invalid or expired session"), "{s}");
+        assert_eq!(status_error("x", 404, b"").kind, MmErrorKind::NotFound);
+        assert_eq!(
+            status_error("x", 502, b"<html>").kind,
+            MmErrorKind::Status(502)
+        );
+    }
+
+    #[test]
+    fn props_accept_string_and_bool() {
+        let mut p = Post::default();
+        p.props
+            .insert("from_bot".into(), Value::String("true".into()));
+        p.props.insert("from_webhook".into(), Value::Bool(true));
+        p.props.insert("x".into(), Value::String("false".into()));
+        assert!(p.prop_flag("from_bot") && p.prop_flag("from_webhook"));
+        assert!(!p.prop_flag("x") && !p.prop_flag("missing"));
+    }
+
+    #[test]
+    fn date_header_parses_to_ms() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "date",
+            HeaderValue::from_static("Tue, 15 Nov 1994 08:12:31 GMT"),
+        );
+        assert_eq!(server_time_ms(&h), Some(784887151000));
+    }
+}

@@ -1,0 +1,29 @@
+//! Mattermost: the agent's eyes and voice.
+//!
+//! * [`config`]: the `[mattermost]` section.
+//! * [`client`]: API v4 over HTTP (auth, token cache, 429/401 handling).
+//! * [`poll`]: the polling stage: new posts exactly once, skip rules and
+//!   the cursor invariant (read its module doc before touching the cursor).
+//! * [`replies`]: idempotent thread replies, mass-mention neutralising.
+//! * [`status`]: the data behind `ops-agent mm status`.
+//!
+//! A cycle uses it in this order: [`Client::from_config`], [`poll`], then
+//! per post (oldest first) the later stages, [`reply_in_thread`] and
+//! [`mark_handled`] once the post is fully done; finally [`next_cursor`]
+//! and [`prune_handled`] before the state is saved.
+
+pub mod client;
+pub mod config;
+pub mod poll;
+pub mod replies;
+pub mod status;
+
+pub use client::{Client, Credentials, MmError, MmErrorKind};
+pub use config::MattermostConfig;
+pub use poll::{
+    mark_handled, next_cursor, poll, prune_handled, MmState, NewPost, PollOutcome, SkipCounts,
+};
+pub use replies::{
+    cap_chars, neutralize_mass_mentions, reply_in_thread, safe_text, ReplyOutcome, REPLY_PROP,
+};
+pub use status::{status, MmStatus, TeamStatus};

@@ -1,0 +1,910 @@
+//! The polling stage: every new post in the configured teams, handed over
+//! exactly once, plus the pure rules for skipping posts and moving the cursor.
+//!
+//! # What `since` really returns
+//! `GET /channels/{id}/posts?since=T` matches `update_at > T` (edits,
+//! reactions, replies and deletions bring old posts back), at most 1000
+//! rows with no ORDER BY, and mixes thread roots into `posts`. So the poller
+//! iterates `order` only, dedupes by id, treats a post as new only when its
+//! `create_at > since`, and when a channel answered 1000 rows (or nothing
+//! although its `last_post_at` moved) it backfills with `page`/`before`
+//! paging down to `since`.
+//!
+//! # The cursor invariant
+//! The cycle owns `last_check_ms` and polls from `since = last_check_ms -
+//! overlap` (first run: now - lookback). It holds that **every post with
+//! `create_at <= last_check_ms` was handled (or skipped) before**, and that
+//! **every handled post id with `create_at > since` is in
+//! [`MmState::handled`]**. Hence a post is handed over iff `create_at >
+//! since`, it passes the skip rules, and its id is not in `handled`, so no
+//! post is handed over twice and none is lost. [`next_cursor`] keeps the
+//! invariant: it advances only to the server time at which a *complete* poll
+//! started, and never past a post that was handed over but not marked with
+//! [`mark_handled`] (it stays at that post's `create_at - 1`). A poll that was
+//! not complete (a team failed, 429, deadline) does not move the cursor.
+//! [`prune_handled`] forgets ids only once they are older than both 24 h and
+//! the next `since`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::client::{Channel, Client, MmError, MmErrorKind, Post, MAX_PER_PAGE};
+use super::config::MattermostConfig;
+use super::REPLY_PROP;
+
+/// The server's row cap for `since` queries.
+pub const SINCE_CAP: usize = 1000;
+
+/// Backfill stops after this many pages of one channel (40,000 posts).
+const MAX_BACKFILL_PAGES: u32 = 200;
+
+/// Handled ids are kept at least this long.
+pub const HANDLED_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
+/// Cached user lookups are refreshed after this long.
+const USER_CACHE_MS: i64 = 24 * 3600 * 1000;
+
+/// At most this many cached users (the state file must stay bounded).
+const USER_CACHE_MAX: usize = 5000;
+
+/// A user as far as skip rules and reports care.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CachedUser {
+    /// User id.
+    pub id: String,
+    /// Username.
+    pub username: String,
+    /// Bot account.
+    pub is_bot: bool,
+    /// When it was looked up (epoch ms, local clock), for refreshing.
+    pub checked_ms: i64,
+}
+
+/// What the Mattermost stage keeps between cycles (inside the state file).
+/// Everything but `handled` is a cache that can be rebuilt with requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MmState {
+    /// Server URL and credential source the caches below belong to.
+    pub identity: String,
+    /// The agent's own account.
+    pub me: Option<CachedUser>,
+    /// Team name → team id.
+    pub teams: BTreeMap<String, String>,
+    /// The `ignored_users` list the ids below were resolved from.
+    pub ignored_source: Vec<String>,
+    /// Ids of ignored users (resolved usernames plus entries given as ids).
+    pub ignored_ids: BTreeSet<String>,
+    /// Poster id → user, so usernames cost no request per cycle.
+    pub users: BTreeMap<String, CachedUser>,
+    /// Post id → create_at of every post fully handled (see the module doc).
+    pub handled: BTreeMap<String, i64>,
+}
+
+/// A post handed to the later stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewPost {
+    /// Post id.
+    pub id: String,
+    /// Configured team name (billing is per team).
+    pub team: String,
+    /// Channel id.
+    pub channel_id: String,
+    /// Channel URL name.
+    pub channel_name: String,
+    /// Author id.
+    pub user_id: String,
+    /// Author username (the id when it could not be looked up).
+    pub username: String,
+    /// Author is a bot (never true for posts from [`poll`]; replies re-check it).
+    pub is_bot: bool,
+    /// Thread root, "" when the post is itself top-level.
+    pub root_id: String,
+    /// Text.
+    pub message: String,
+    /// Server creation time, epoch ms.
+    pub create_at: i64,
+    /// Server update time, epoch ms.
+    pub update_at: i64,
+    /// Post props (for the reply's last-defence checks).
+    pub props: Map<String, Value>,
+}
+
+/// Why a post was not handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// `delete_at > 0`.
+    Deleted,
+    /// Already handled: an edit, reaction or reply brought it back.
+    AlreadyHandled,
+    /// Created before `since`: an old post that was touched.
+    BeforeCursor,
+    /// Written by the agent itself.
+    Own,
+    /// Carries the agent's reply tag (even from another account).
+    AgentReply,
+    /// `props.from_bot` or a bot account.
+    Bot,
+    /// `props.from_webhook`.
+    Webhook,
+    /// Non-empty `type`: join/leave/header and other system messages.
+    System,
+    /// Author is in `ignored_users`.
+    IgnoredUser,
+}
+
+/// How many posts each rule skipped, for the cycle report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SkipCounts {
+    /// See [`Skip::Deleted`].
+    pub deleted: u32,
+    /// See [`Skip::AlreadyHandled`].
+    pub already_handled: u32,
+    /// See [`Skip::BeforeCursor`].
+    pub before_cursor: u32,
+    /// See [`Skip::Own`] and [`Skip::AgentReply`].
+    pub own: u32,
+    /// See [`Skip::Bot`].
+    pub bot: u32,
+    /// See [`Skip::Webhook`].
+    pub webhook: u32,
+    /// See [`Skip::System`].
+    pub system: u32,
+    /// See [`Skip::IgnoredUser`].
+    pub ignored_user: u32,
+}
+
+impl SkipCounts {
+    fn add(&mut self, s: Skip) {
+        let c = match s {
+            Skip::Deleted => &mut self.deleted,
+            Skip::AlreadyHandled => &mut self.already_handled,
+            Skip::BeforeCursor => &mut self.before_cursor,
+            Skip::Own | Skip::AgentReply => &mut self.own,
+            Skip::Bot => &mut self.bot,
+            Skip::Webhook => &mut self.webhook,
+            Skip::System => &mut self.system,
+            Skip::IgnoredUser => &mut self.ignored_user,
+        };
+        *c += 1;
+    }
+
+    /// Total skipped.
+    pub fn total(&self) -> u32 {
+        self.deleted
+            + self.already_handled
+            + self.before_cursor
+            + self.own
+            + self.bot
+            + self.webhook
+            + self.system
+            + self.ignored_user
+    }
+}
+
+/// The result of one poll.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PollOutcome {
+    /// New posts, oldest first (handle them in this order).
+    pub posts: Vec<NewPost>,
+    /// Requests this poll sent (including logins and retries).
+    pub requests: u32,
+    /// Teams that could not be polled fully, with the reason.
+    pub teams_failed: Vec<(String, String)>,
+    /// Skipped posts per rule.
+    pub skipped: SkipCounts,
+    /// Channels whose posts were fetched (the rest had nothing new).
+    pub channels_fetched: u32,
+    /// Channels fetched with page/before backfill because `since` may have been capped.
+    pub channels_backfilled: u32,
+    /// Server time when the poll started (earliest `Date` of the channel
+    /// listings), else the newest server timestamp seen: the next cursor.
+    pub watermark_ms: Option<i64>,
+    /// True when every team was polled fully; only then may the cursor move.
+    pub complete: bool,
+}
+
+/// The pure skip rules, in order. `user` is the author when known.
+pub fn skip_reason(
+    post: &Post,
+    user: Option<&CachedUser>,
+    since_ms: i64,
+    own_user_id: &str,
+    ignored_ids: &BTreeSet<String>,
+    ignored_names: &[String],
+    handled: &BTreeMap<String, i64>,
+) -> Option<Skip> {
+    if post.delete_at > 0 {
+        return Some(Skip::Deleted);
+    }
+    if handled.contains_key(&post.id) {
+        return Some(Skip::AlreadyHandled);
+    }
+    if post.create_at <= since_ms {
+        return Some(Skip::BeforeCursor);
+    }
+    if !own_user_id.is_empty() && post.user_id == own_user_id {
+        return Some(Skip::Own);
+    }
+    if post.props.contains_key(REPLY_PROP) {
+        return Some(Skip::AgentReply);
+    }
+    if post.prop_flag("from_bot") || user.is_some_and(|u| u.is_bot) {
+        return Some(Skip::Bot);
+    }
+    if post.prop_flag("from_webhook") {
+        return Some(Skip::Webhook);
+    }
+    if !post.kind.is_empty() {
+        return Some(Skip::System);
+    }
+    let by_name = user.is_some_and(|u| {
+        ignored_names
+            .iter()
+            .any(|n| n.trim_start_matches('@').eq_ignore_ascii_case(&u.username))
+    });
+    if ignored_ids.contains(&post.user_id)
+        || ignored_names.iter().any(|n| n == &post.user_id)
+        || by_name
+    {
+        return Some(Skip::IgnoredUser);
+    }
+    None
+}
+
+/// Records that a post went through every later stage; from now on it is
+/// never handed over again.
+pub fn mark_handled(state: &mut MmState, post_id: &str, create_at: i64) {
+    state.handled.insert(post_id.to_string(), create_at);
+}
+
+/// The new `last_check_ms` after a cycle (see the module doc for the
+/// invariant). `current` is the stored `last_check_ms` (None on a first
+/// run), `since_ms` the cursor this poll used. Posts of `outcome` that are
+/// not in `state.handled` are pending: the cursor stays before the oldest.
+pub fn next_cursor(
+    current: Option<i64>,
+    since_ms: i64,
+    outcome: &PollOutcome,
+    state: &MmState,
+) -> i64 {
+    let unchanged = current.unwrap_or(since_ms);
+    let base = if outcome.complete {
+        outcome.watermark_ms.unwrap_or(unchanged)
+    } else {
+        unchanged
+    };
+    let oldest_pending = outcome
+        .posts
+        .iter()
+        .filter(|p| !state.handled.contains_key(&p.id))
+        .map(|p| p.create_at)
+        .min();
+    match oldest_pending {
+        Some(t) => base.min(t - 1),
+        None => base,
+    }
+}
+
+/// Forgets handled ids older than both 24 h and the next poll's `since`
+/// (`cursor_ms - overlap_ms`), which can no longer come back as new.
+pub fn prune_handled(state: &mut MmState, cursor_ms: i64, overlap_ms: i64, now_ms: i64) {
+    let keep_from = (now_ms - HANDLED_RETENTION_MS).min(cursor_ms - overlap_ms);
+    state.handled.retain(|_, created| *created >= keep_from);
+}
+
+/// Runs futures concurrently on the current task (no `'static` needed, so
+/// they can borrow the client); concurrency is bounded by semaphores inside.
+async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in futs.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => out[i] = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+/// What one team's poll produced.
+struct TeamPoll {
+    team: String,
+    team_id: Option<String>,
+    posts: Vec<(Post, Channel)>,
+    server_time_ms: Option<i64>,
+    max_seen_ms: i64,
+    fetched: u32,
+    backfilled: u32,
+    error: Option<String>,
+    unreachable: bool,
+    team_gone: bool,
+}
+
+/// Polls every configured team once. Errors only when Mattermost cannot be
+/// used at all (unreachable, credentials refused); a single team's trouble
+/// is reported in [`PollOutcome::teams_failed`] and keeps the cursor.
+pub async fn poll(
+    client: &Client,
+    cfg: &MattermostConfig,
+    state: &mut MmState,
+    since_ms: i64,
+    now_ms: i64,
+    deadline: Instant,
+) -> Result<PollOutcome, MmError> {
+    client.set_deadline(deadline);
+    let start_requests = client.requests();
+    let identity = client.identity();
+    if state.identity != identity {
+        // Another server or account: every cached id may be wrong.
+        *state = MmState {
+            identity,
+            handled: std::mem::take(&mut state.handled),
+            ..Default::default()
+        };
+    }
+    let own_id = ensure_me(client, state, now_ms).await?;
+    if state.ignored_source != cfg.ignored_users {
+        match client.users_by_usernames(&cfg.ignored_users).await {
+            Ok(users) => {
+                state.ignored_ids = users.into_iter().map(|u| u.id).collect();
+                state.ignored_source = cfg.ignored_users.clone();
+            }
+            Err(e) if e.is_unreachable() => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not resolve ignored usernames; matching them by name only.")
+            }
+        }
+    }
+
+    let sem = Arc::new(Semaphore::new(cfg.channel_concurrency.max(1)));
+    let futs = cfg
+        .teams
+        .iter()
+        .map(|t| {
+            poll_team(
+                client,
+                t,
+                state.teams.get(t).cloned(),
+                since_ms,
+                &sem,
+                deadline,
+            )
+        })
+        .collect();
+    let results: Vec<TeamPoll> = join_all(futs).await;
+
+    let mut outcome = PollOutcome {
+        complete: true,
+        ..Default::default()
+    };
+    let mut server_time: Option<i64> = None;
+    let mut max_seen = i64::MIN;
+    let mut candidates: Vec<(Post, Channel, String)> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut unreachable: Option<String> = None;
+    let mut any_ok = false;
+    for r in results {
+        match (&r.team_id, r.team_gone) {
+            (_, true) => {
+                state.teams.remove(&r.team);
+            }
+            (Some(id), false) => {
+                state.teams.insert(r.team.clone(), id.clone());
+            }
+            _ => {}
+        }
+        outcome.channels_fetched += r.fetched;
+        outcome.channels_backfilled += r.backfilled;
+        max_seen = max_seen.max(r.max_seen_ms);
+        if let Some(t) = r.server_time_ms {
+            server_time = Some(server_time.map_or(t, |s: i64| s.min(t)));
+        }
+        match &r.error {
+            Some(e) => {
+                outcome.complete = false;
+                if r.unreachable {
+                    unreachable.get_or_insert_with(|| e.clone());
+                }
+                outcome.teams_failed.push((r.team.clone(), e.clone()));
+            }
+            None => any_ok = true,
+        }
+        for (p, ch) in r.posts {
+            if seen.insert(p.id.clone()) {
+                candidates.push((p, ch, r.team.clone()));
+            }
+        }
+    }
+    if let (false, Some(e)) = (any_ok, unreachable) {
+        return Err(MmError {
+            kind: MmErrorKind::Transport,
+            endpoint: client.base_url().to_string(),
+            detail: format!("no team could be polled: {e}"),
+        });
+    }
+    outcome.watermark_ms = server_time.or((max_seen > i64::MIN).then_some(max_seen));
+
+    // Rules that need no user lookup first, so lookups are only for survivors.
+    let no_names: Vec<String> = Vec::new();
+    let mut survivors = Vec::new();
+    for (p, ch, team) in candidates {
+        let known = state.users.get(&p.user_id);
+        match skip_reason(
+            &p,
+            known,
+            since_ms,
+            &own_id,
+            &state.ignored_ids,
+            &no_names,
+            &state.handled,
+        ) {
+            Some(s) => outcome.skipped.add(s),
+            None => survivors.push((p, ch, team)),
+        }
+    }
+    let missing: Vec<String> = survivors
+        .iter()
+        .map(|(p, _, _)| &p.user_id)
+        .filter(|id| {
+            state
+                .users
+                .get(*id)
+                .is_none_or(|u| now_ms - u.checked_ms > USER_CACHE_MS)
+        })
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !missing.is_empty() {
+        match client.users_by_ids(&missing).await {
+            Ok(users) => {
+                if state.users.len() + users.len() > USER_CACHE_MAX {
+                    state.users.clear();
+                }
+                for u in users {
+                    state.users.insert(
+                        u.id.clone(),
+                        CachedUser {
+                            id: u.id,
+                            username: u.username,
+                            is_bot: u.is_bot,
+                            checked_ms: now_ms,
+                        },
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not look up post authors; usernames stay unknown this cycle.")
+            }
+        }
+    }
+    for (p, ch, team) in survivors {
+        let user = state.users.get(&p.user_id);
+        if let Some(s) = skip_reason(
+            &p,
+            user,
+            since_ms,
+            &own_id,
+            &state.ignored_ids,
+            &cfg.ignored_users,
+            &state.handled,
+        ) {
+            outcome.skipped.add(s);
+            continue;
+        }
+        outcome.posts.push(NewPost {
+            username: user
+                .map(|u| u.username.clone())
+                .unwrap_or_else(|| p.user_id.clone()),
+            is_bot: user.is_some_and(|u| u.is_bot),
+            id: p.id,
+            team,
+            channel_id: ch.id,
+            channel_name: ch.name,
+            user_id: p.user_id,
+            root_id: p.root_id,
+            message: p.message,
+            create_at: p.create_at,
+            update_at: p.update_at,
+            props: p.props,
+        });
+    }
+    outcome
+        .posts
+        .sort_by(|a, b| (a.create_at, &a.id).cmp(&(b.create_at, &b.id)));
+    outcome.requests = client.requests().saturating_sub(start_requests);
+    Ok(outcome)
+}
+
+/// The agent's own id: cached for 24 h, refreshed when the login says otherwise.
+async fn ensure_me(client: &Client, state: &mut MmState, now_ms: i64) -> Result<String, MmError> {
+    let fresh = state
+        .me
+        .as_ref()
+        .filter(|m| now_ms - m.checked_ms <= USER_CACHE_MS)
+        .filter(|m| client.own_user_id().is_none_or(|id| id == m.id));
+    if let Some(m) = fresh {
+        return Ok(m.id.clone());
+    }
+    let u = client.me().await?;
+    state.me = Some(CachedUser {
+        id: u.id.clone(),
+        username: u.username,
+        is_bot: u.is_bot,
+        checked_ms: now_ms,
+    });
+    Ok(u.id)
+}
+
+async fn poll_team(
+    client: &Client,
+    team: &str,
+    cached_id: Option<String>,
+    since_ms: i64,
+    sem: &Arc<Semaphore>,
+    deadline: Instant,
+) -> TeamPoll {
+    let mut out = TeamPoll {
+        team: team.to_string(),
+        team_id: None,
+        posts: Vec::new(),
+        server_time_ms: None,
+        max_seen_ms: i64::MIN,
+        fetched: 0,
+        backfilled: 0,
+        error: None,
+        unreachable: false,
+        team_gone: false,
+    };
+    let mut was_cached = cached_id.is_some();
+    let mut team_id = cached_id;
+    let listing = loop {
+        let id = match team_id.clone() {
+            Some(id) => id,
+            None => match client.team_by_name(team).await {
+                Ok(t) => t.id,
+                Err(e) => {
+                    out.unreachable = e.is_unreachable();
+                    out.team_gone = e.kind == MmErrorKind::NotFound;
+                    out.error = Some(if out.team_gone {
+                        format!("team '{team}' not found ({e})")
+                    } else {
+                        e.to_string()
+                    });
+                    return out;
+                }
+            },
+        };
+        match client.my_channels(&id).await {
+            Ok(l) => {
+                out.team_id = Some(id);
+                break l;
+            }
+            // A cached id that went stale (team re-created): resolve once more.
+            Err(e)
+                if was_cached
+                    && matches!(e.kind, MmErrorKind::NotFound | MmErrorKind::Forbidden) =>
+            {
+                tracing::info!(team, error = %e, "Cached team id is stale; resolving the team again.");
+                was_cached = false;
+                team_id = None;
+            }
+            Err(e) => {
+                out.team_id = Some(id);
+                out.unreachable = e.is_unreachable();
+                out.error = Some(e.to_string());
+                return out;
+            }
+        }
+    };
+    let (channels, server_time) = listing;
+    out.server_time_ms = server_time;
+    let team_id = out.team_id.clone().unwrap_or_default();
+    let active: Vec<Channel> = channels
+        .into_iter()
+        .filter(|c| c.team_id == team_id)
+        .inspect(|c| out.max_seen_ms = out.max_seen_ms.max(c.last_post_at))
+        .filter(|c| c.last_post_at > since_ms)
+        .collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let futs = active
+        .iter()
+        .map(|ch| async {
+            let _permit = sem.acquire().await.expect("semaphore is never closed");
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+            if Instant::now() >= deadline {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let e = format!("deadline reached before channel {} was read", ch.name);
+                return Some(Err((e, false)));
+            }
+            let r = fetch_channel(client, ch, since_ms, deadline).await;
+            if let Err(e) = &r {
+                if matches!(e.kind, MmErrorKind::RateLimited { .. }) || e.is_unreachable() {
+                    // Nothing is lost: the cursor stays, the next cycle retries.
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Some(r.map_err(|e| (e.to_string(), e.is_unreachable())))
+        })
+        .collect();
+    for (r, ch) in join_all(futs).await.into_iter().zip(&active) {
+        match r {
+            Some(Ok((posts, backfilled))) => {
+                out.fetched += 1;
+                out.backfilled += u32::from(backfilled);
+                for p in posts {
+                    out.max_seen_ms = out.max_seen_ms.max(p.update_at);
+                    out.posts.push((p, ch.clone()));
+                }
+            }
+            Some(Err((e, unreachable))) => {
+                out.unreachable |= unreachable && out.error.is_none();
+                out.error.get_or_insert(e);
+            }
+            None => {
+                out.error
+                    .get_or_insert_with(|| "stopped after an earlier failure".into());
+            }
+        }
+    }
+    out
+}
+
+/// Every post of one channel that `since` matches, deduped, plus a
+/// backfill when the answer may be capped. Returns (posts, backfilled).
+async fn fetch_channel(
+    client: &Client,
+    ch: &Channel,
+    since_ms: i64,
+    deadline: Instant,
+) -> Result<(Vec<Post>, bool), MmError> {
+    let list = client.posts_since(&ch.id, since_ms).await?;
+    let mut by_id: HashMap<String, Post> = HashMap::new();
+    let collect = |list: &super::client::PostList, by_id: &mut HashMap<String, Post>| {
+        for id in &list.order {
+            if let Some(p) = list.posts.get(id) {
+                by_id.entry(id.clone()).or_insert_with(|| p.clone());
+            }
+        }
+    };
+    collect(&list, &mut by_id);
+    let maybe_capped = list.order.len() >= SINCE_CAP;
+    let looks_wrong = list.order.is_empty() && ch.last_post_at > since_ms;
+    if !(maybe_capped || looks_wrong) {
+        return Ok((by_id.into_values().collect(), false));
+    }
+    tracing::info!(channel = %ch.name, rows = list.order.len(), "Backfilling a channel whose `since` answer may be incomplete.");
+    let mut before: Option<String> = None;
+    for page in 0..MAX_BACKFILL_PAGES {
+        if page > 0 && Instant::now() >= deadline {
+            return Err(MmError {
+                kind: MmErrorKind::Timeout,
+                endpoint: format!("GET {}/api/v4/channels/{}/posts", client.base_url(), ch.id),
+                detail: "deadline reached during backfill".into(),
+            });
+        }
+        let list = match &before {
+            None => client.posts_page(&ch.id, 0, MAX_PER_PAGE).await?,
+            Some(b) => client.posts_before(&ch.id, b, MAX_PER_PAGE).await?,
+        };
+        collect(&list, &mut by_id);
+        let oldest = list
+            .order
+            .iter()
+            .filter_map(|id| list.posts.get(id))
+            .min_by_key(|p| (p.create_at, p.id.clone()));
+        match oldest {
+            Some(p) if p.create_at > since_ms && list.order.len() >= MAX_PER_PAGE as usize => {
+                before = Some(p.id.clone());
+            }
+            _ => return Ok((by_id.into_values().collect(), true)),
+        }
+    }
+    Err(MmError {
+        kind: MmErrorKind::BadResponse,
+        endpoint: format!("GET {}/api/v4/channels/{}/posts", client.base_url(), ch.id),
+        detail: format!("backfill did not reach the cursor within {MAX_BACKFILL_PAGES} pages"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(id: &str, user: &str, create_at: i64) -> Post {
+        Post {
+            id: id.into(),
+            user_id: user.into(),
+            create_at,
+            update_at: create_at,
+            ..Default::default()
+        }
+    }
+
+    fn new_post(id: &str, create_at: i64) -> NewPost {
+        NewPost {
+            id: id.into(),
+            team: "t".into(),
+            channel_id: "c".into(),
+            channel_name: "c".into(),
+            user_id: "u".into(),
+            username: "u".into(),
+            is_bot: false,
+            root_id: String::new(),
+            message: String::new(),
+            create_at,
+            update_at: create_at,
+            props: Map::new(),
+        }
+    }
+
+    #[test]
+    fn skip_rules_table() {
+        let ignored_ids: BTreeSet<String> = ["ign".to_string()].into();
+        let names = vec!["john".to_string(), "rawid".to_string()];
+        let mut handled = BTreeMap::new();
+        handled.insert("h".to_string(), 150);
+        let john = CachedUser {
+            id: "j".into(),
+            username: "John".into(),
+            ..Default::default()
+        };
+        let botu = CachedUser {
+            id: "b".into(),
+            username: "ci".into(),
+            is_bot: true,
+            ..Default::default()
+        };
+        let with = |f: fn(&mut Post)| {
+            let mut p = post("p", "u", 200);
+            f(&mut p);
+            p
+        };
+        let cases: Vec<(Post, Option<&CachedUser>, Option<Skip>)> = vec![
+            (post("p", "u", 200), None, None),
+            (with(|p| p.delete_at = 5), None, Some(Skip::Deleted)),
+            (post("h", "u", 150), None, Some(Skip::AlreadyHandled)),
+            (post("old", "u", 100), None, Some(Skip::BeforeCursor)),
+            (post("p", "me", 200), None, Some(Skip::Own)),
+            (
+                with(|p| {
+                    p.props.insert(REPLY_PROP.into(), "x".into());
+                }),
+                None,
+                Some(Skip::AgentReply),
+            ),
+            (
+                with(|p| {
+                    p.props.insert("from_bot".into(), "true".into());
+                }),
+                None,
+                Some(Skip::Bot),
+            ),
+            (post("p", "b", 200), Some(&botu), Some(Skip::Bot)),
+            (
+                with(|p| {
+                    p.props.insert("from_webhook".into(), "true".into());
+                }),
+                None,
+                Some(Skip::Webhook),
+            ),
+            (
+                with(|p| p.kind = "system_join_channel".into()),
+                None,
+                Some(Skip::System),
+            ),
+            (post("p", "ign", 200), None, Some(Skip::IgnoredUser)),
+            (post("p", "rawid", 200), None, Some(Skip::IgnoredUser)),
+            (post("p", "j", 200), Some(&john), Some(Skip::IgnoredUser)),
+        ];
+        for (i, (p, u, want)) in cases.into_iter().enumerate() {
+            let got = skip_reason(&p, u, 100, "me", &ignored_ids, &names, &handled);
+            assert_eq!(got, want, "case {i}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn cursor_moves_to_the_watermark_only_when_complete_and_nothing_pending() {
+        let mut st = MmState::default();
+        let mut o = PollOutcome {
+            posts: vec![new_post("a", 1000), new_post("b", 2000)],
+            watermark_ms: Some(5000),
+            complete: true,
+            ..Default::default()
+        };
+        // Nothing handled yet: stay before the oldest pending post.
+        assert_eq!(next_cursor(Some(500), 380, &o, &st), 999);
+        mark_handled(&mut st, "a", 1000);
+        assert_eq!(next_cursor(Some(500), 380, &o, &st), 1999);
+        mark_handled(&mut st, "b", 2000);
+        assert_eq!(next_cursor(Some(500), 380, &o, &st), 5000);
+        // Incomplete poll: the cursor does not move (first run: since).
+        o.complete = false;
+        assert_eq!(next_cursor(Some(500), 380, &o, &st), 500);
+        assert_eq!(next_cursor(None, 380, &o, &st), 380);
+        // Pending post even before the stored cursor (seen thanks to overlap).
+        o.posts.push(new_post("c", 450));
+        assert_eq!(next_cursor(Some(500), 380, &o, &st), 449);
+        // No server time known: keep the cursor.
+        let o = PollOutcome {
+            complete: true,
+            ..Default::default()
+        };
+        assert_eq!(next_cursor(Some(500), 380, &o, &st), 500);
+    }
+
+    #[test]
+    fn a_pending_post_is_handed_over_again_and_a_handled_one_never() {
+        // Simulates two cycles with the pure pieces only.
+        let mut st = MmState::default();
+        let overlap = 100;
+        let p1 = post("p1", "u", 1_000);
+        let p2 = post("p2", "u", 1_050);
+        let cycle1 = PollOutcome {
+            posts: vec![new_post("p1", 1_000), new_post("p2", 1_050)],
+            watermark_ms: Some(1_100),
+            complete: true,
+            ..Default::default()
+        };
+        mark_handled(&mut st, "p1", 1_000); // p2's task creation failed
+        let cursor = next_cursor(None, 900, &cycle1, &st);
+        assert_eq!(cursor, 1_049);
+        let since = cursor - overlap;
+        let none = BTreeSet::new();
+        assert_eq!(
+            skip_reason(&p1, None, since, "me", &none, &[], &st.handled),
+            Some(Skip::AlreadyHandled)
+        );
+        assert_eq!(
+            skip_reason(&p2, None, since, "me", &none, &[], &st.handled),
+            None
+        );
+    }
+
+    #[test]
+    fn pruning_keeps_a_day_and_everything_after_the_next_since() {
+        let day = HANDLED_RETENTION_MS;
+        let now = 10 * day;
+        let mut st = MmState::default();
+        mark_handled(&mut st, "old", now - 2 * day);
+        mark_handled(&mut st, "recent", now - day / 2);
+        mark_handled(&mut st, "behind_cursor", now - 3 * day);
+        // A pending post holds the cursor 4 days back: nothing after it may go.
+        prune_handled(&mut st, now - 3 * day - 10, 120_000, now);
+        assert_eq!(st.handled.len(), 3);
+        prune_handled(&mut st, now, 120_000, now);
+        assert_eq!(st.handled.keys().collect::<Vec<_>>(), ["recent"]);
+    }
+
+    #[test]
+    fn old_state_files_load() {
+        let st: MmState = serde_json::from_str(r#"{"teams":{"basic":"t1"}}"#).unwrap();
+        assert_eq!(st.teams["basic"], "t1");
+        assert!(st.handled.is_empty());
+    }
+}
