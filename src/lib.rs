@@ -8,3 +8,4 @@
 pub mod files;
 pub mod http;
 pub mod secret;
+pub mod tasks;
