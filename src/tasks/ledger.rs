@@ -138,14 +138,21 @@ pub fn parse(bytes: &[u8]) -> LedgerView {
         match rec {
             Ok(Record::Create(c)) => {
                 if index.contains_key(&c.id) {
-                    view.skipped.push(SkippedLine { line: line_no, reason: format!("duplicate id {}", c.id) });
+                    view.skipped.push(SkippedLine {
+                        line: line_no,
+                        reason: format!("duplicate id {}", c.id),
+                    });
                     continue;
                 }
                 index.insert(c.id.clone(), view.tasks.len());
                 view.tasks.push(LedgerTask {
                     id: c.id,
                     created_at: c.created_at,
-                    backend: if c.backend.is_empty() { "ledger".into() } else { c.backend },
+                    backend: if c.backend.is_empty() {
+                        "ledger".into()
+                    } else {
+                        c.backend
+                    },
                     status: "open".into(),
                     card_id: None,
                     card_url: None,
@@ -165,9 +172,15 @@ pub fn parse(bytes: &[u8]) -> LedgerView {
                         t.status = s;
                     }
                 }
-                None => view.skipped.push(SkippedLine { line: line_no, reason: format!("update for unknown id {}", u.id) }),
+                None => view.skipped.push(SkippedLine {
+                    line: line_no,
+                    reason: format!("update for unknown id {}", u.id),
+                }),
             },
-            Err(e) => view.skipped.push(SkippedLine { line: line_no, reason: format!("not a ledger record: {e}") }),
+            Err(e) => view.skipped.push(SkippedLine {
+                line: line_no,
+                reason: format!("not a ledger record: {e}"),
+            }),
         }
     }
     view
@@ -244,11 +257,18 @@ impl ListResult {
                 t.task.label,
                 t.task.team,
                 t.task.title,
-                t.card_url.as_deref().map(|u| format!("  [{u}]")).unwrap_or_default()
+                t.card_url
+                    .as_deref()
+                    .map(|u| format!("  [{u}]"))
+                    .unwrap_or_default()
             );
         }
         if !self.skipped.is_empty() {
-            let _ = writeln!(out, "warning: {} unreadable ledger line(s) skipped", self.skipped.len());
+            let _ = writeln!(
+                out,
+                "warning: {} unreadable ledger line(s) skipped",
+                self.skipped.len()
+            );
         }
         out
     }
@@ -275,13 +295,20 @@ pub struct Stats {
 
 /// Counts tasks. Pure.
 pub fn compute_stats(view: &LedgerView) -> Stats {
-    let mut s = Stats { skipped_lines: view.skipped.len() as u64, ..Default::default() };
+    let mut s = Stats {
+        skipped_lines: view.skipped.len() as u64,
+        ..Default::default()
+    };
     for t in &view.tasks {
         s.total += 1;
         *s.by_tag.entry(t.task.tag.as_str().into()).or_default() += 1;
-        *s.by_priority.entry(t.task.priority.as_str().into()).or_default() += 1;
+        *s.by_priority
+            .entry(t.task.priority.as_str().into())
+            .or_default() += 1;
         *s.by_label.entry(t.task.label.clone()).or_default() += 1;
-        *s.by_day.entry(t.created_at.format("%Y-%m-%d").to_string()).or_default() += 1;
+        *s.by_day
+            .entry(t.created_at.format("%Y-%m-%d").to_string())
+            .or_default() += 1;
         if t.card_id.is_some() {
             s.with_card += 1;
         }
@@ -292,7 +319,10 @@ pub fn compute_stats(view: &LedgerView) -> Stats {
 impl Stats {
     /// The text rendering, one section per dimension.
     pub fn render_text(&self) -> String {
-        let mut out = format!("Tasks: {} ({} with a Planka card)\n", self.total, self.with_card);
+        let mut out = format!(
+            "Tasks: {} ({} with a Planka card)\n",
+            self.total, self.with_card
+        );
         for (name, map) in [
             ("By tag", &self.by_tag),
             ("By priority", &self.by_priority),
@@ -305,7 +335,11 @@ impl Stats {
             }
         }
         if self.skipped_lines > 0 {
-            let _ = writeln!(out, "warning: {} unreadable ledger line(s) skipped", self.skipped_lines);
+            let _ = writeln!(
+                out,
+                "warning: {} unreadable ledger line(s) skipped",
+                self.skipped_lines
+            );
         }
         out
     }
@@ -342,12 +376,21 @@ impl Ledger {
     /// The task created for `source`, if any: the idempotency check that
     /// survives a crash before the state file was saved.
     pub fn find_by_source(&self, source: &str) -> Result<Option<LedgerTask>> {
-        Ok(self.load()?.tasks.into_iter().find(|t| t.task.source == source))
+        Ok(self
+            .load()?
+            .tasks
+            .into_iter()
+            .find(|t| t.task.source == source))
     }
 
     /// Appends a create record. `external_id` is the MC command's id; `None`
     /// makes the ledger the MC and gives the next `OPS-<n>`.
-    pub fn create(&self, task: &Task, external_id: Option<&str>, now: DateTime<Utc>) -> Result<LedgerTask> {
+    pub fn create(
+        &self,
+        task: &Task,
+        external_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<LedgerTask> {
         let view = self.load()?;
         let id = match external_id {
             Some(id) => id.to_string(),
@@ -356,14 +399,24 @@ impl Ledger {
         let rec = CreateRecord {
             id: id.clone(),
             created_at: now,
-            backend: if external_id.is_some() { "command" } else { "ledger" }.into(),
+            backend: if external_id.is_some() {
+                "command"
+            } else {
+                "ledger"
+            }
+            .into(),
             task: task.clone(),
         };
         self.append(&Record::Create(rec), view.ends_with_newline)?;
         Ok(LedgerTask {
             id,
             created_at: now,
-            backend: if external_id.is_some() { "command" } else { "ledger" }.into(),
+            backend: if external_id.is_some() {
+                "command"
+            } else {
+                "ledger"
+            }
+            .into(),
             status: "open".into(),
             card_id: None,
             card_url: None,
@@ -390,7 +443,11 @@ impl Ledger {
     pub fn list(&self, filter: &ListFilter) -> Result<ListResult> {
         let view = self.load()?;
         Ok(ListResult {
-            tasks: view.tasks.into_iter().filter(|t| filter.matches(t)).collect(),
+            tasks: view
+                .tasks
+                .into_iter()
+                .filter(|t| filter.matches(t))
+                .collect(),
             skipped: view.skipped,
         })
     }
@@ -455,7 +512,10 @@ mod tests {
         let v = parse(&bytes);
         assert_eq!(v.tasks.len(), 1);
         assert_eq!(v.tasks[0].card_url.as_deref(), Some("http://k/cards/1"));
-        assert_eq!(v.skipped.iter().map(|s| s.line).collect::<Vec<_>>(), vec![3, 5]);
+        assert_eq!(
+            v.skipped.iter().map(|s| s.line).collect::<Vec<_>>(),
+            vec![3, 5]
+        );
         assert!(!v.ends_with_newline);
     }
 
@@ -463,10 +523,16 @@ mod tests {
     fn since_table() {
         let now = Utc.with_ymd_and_hms(2024, 5, 10, 12, 0, 0).unwrap();
         for (s, want) in [
-            ("2024-05-01", Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap()),
+            (
+                "2024-05-01",
+                Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap(),
+            ),
             ("7d", Utc.with_ymd_and_hms(2024, 5, 3, 12, 0, 0).unwrap()),
             ("2h", Utc.with_ymd_and_hms(2024, 5, 10, 10, 0, 0).unwrap()),
-            ("2024-05-09T00:00:00+02:00", Utc.with_ymd_and_hms(2024, 5, 8, 22, 0, 0).unwrap()),
+            (
+                "2024-05-09T00:00:00+02:00",
+                Utc.with_ymd_and_hms(2024, 5, 8, 22, 0, 0).unwrap(),
+            ),
         ] {
             assert_eq!(parse_since(s, now).unwrap(), want, "{s}");
         }
@@ -479,17 +545,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::new(dir.path().join("l.jsonl"));
         let now = Utc::now();
-        assert_eq!(l.create(&task("a", Tag::Billable), None, now).unwrap().id, "OPS-1");
+        assert_eq!(
+            l.create(&task("a", Tag::Billable), None, now).unwrap().id,
+            "OPS-1"
+        );
         // A crash mid-write leaves a torn line without a newline.
         files::append_line_private(l.path(), "{\"kind\":\"create\",\"id\":\"OPS-").unwrap();
         let text = std::fs::read_to_string(l.path()).unwrap();
         crate::files::write_private_atomic(l.path(), text.trim_end().as_bytes()).unwrap();
-        assert_eq!(l.create(&task("b", Tag::Internal), None, now).unwrap().id, "OPS-2");
+        assert_eq!(
+            l.create(&task("b", Tag::Internal), None, now).unwrap().id,
+            "OPS-2"
+        );
         let v = l.load().unwrap();
         assert_eq!(v.tasks.len(), 2);
         assert_eq!(v.skipped.len(), 1);
         assert!(l.find_by_source("b").unwrap().is_some());
-        let f = ListFilter { tag: Some(Tag::Internal), ..Default::default() };
+        let f = ListFilter {
+            tag: Some(Tag::Internal),
+            ..Default::default()
+        };
         assert_eq!(l.list(&f).unwrap().tasks.len(), 1);
         let s = l.stats().unwrap();
         assert_eq!((s.total, s.by_tag["BILLABLE"], s.skipped_lines), (2, 1, 1));

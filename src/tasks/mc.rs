@@ -105,7 +105,8 @@ impl McConfig {
             bail!("mc.id_json_field: must name a field (default \"id\")");
         }
         if let Some(re) = &self.id_regex {
-            let compiled = Regex::new(re).with_context(|| format!("mc.id_regex: '{re}' is not a valid regex"))?;
+            let compiled = Regex::new(re)
+                .with_context(|| format!("mc.id_regex: '{re}' is not a valid regex"))?;
             if compiled.captures_len() < 2 {
                 bail!("mc.id_regex: '{re}' has no capture group for the id");
             }
@@ -208,7 +209,10 @@ impl McCommand {
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(&argv[1..])
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -249,14 +253,22 @@ impl McCommand {
             bail!(
                 "MC command {program}: {} ; stderr: {}",
                 describe_status(output.status),
-                if stderr.is_empty() { "(empty)" } else { &stderr }
+                if stderr.is_empty() {
+                    "(empty)"
+                } else {
+                    &stderr
+                }
             );
         }
         parse_id(&stdout, &self.id_json_field, self.id_regex.as_ref()).with_context(|| {
             format!(
                 "MC command {program}: exited 0 but printed no task id (stdout: {:?}; stderr: {})",
                 tail(stdout.as_bytes(), 200),
-                if stderr.is_empty() { "(empty)" } else { &stderr }
+                if stderr.is_empty() {
+                    "(empty)"
+                } else {
+                    &stderr
+                }
             )
         })
     }
@@ -333,7 +345,10 @@ fn field<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
 /// Expands a leading `~` or `~/` with `$HOME` (launchd and a shell-less
 /// spawn do not), for config paths and the argv template.
 pub fn expand_tilde(path: &str) -> PathBuf {
-    PathBuf::from(expand_tilde_with(path, std::env::var("HOME").ok().as_deref()))
+    PathBuf::from(expand_tilde_with(
+        path,
+        std::env::var("HOME").ok().as_deref(),
+    ))
 }
 
 fn expand_tilde_with(s: &str, home: Option<&str>) -> String {
@@ -350,7 +365,13 @@ fn expand_tilde_with(s: &str, home: Option<&str>) -> String {
 /// is shown in replies and stored in state.
 pub fn parse_id(stdout: &str, json_field: &str, regex: Option<&Regex>) -> Result<String> {
     let mut candidates: Vec<&str> = vec![stdout.trim()];
-    candidates.extend(stdout.lines().rev().map(str::trim).filter(|l| l.starts_with('{')));
+    candidates.extend(
+        stdout
+            .lines()
+            .rev()
+            .map(str::trim)
+            .filter(|l| l.starts_with('{')),
+    );
     for c in candidates {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(c) {
             let mut cur = &v;
@@ -377,14 +398,21 @@ pub fn parse_id(stdout: &str, json_field: &str, regex: Option<&Regex>) -> Result
         }
     }
     if let Some(re) = regex {
-        if let Some(id) = re.captures(stdout).and_then(|c| c.get(1)).map(|m| m.as_str().trim().to_string()) {
+        if let Some(id) = re
+            .captures(stdout)
+            .and_then(|c| c.get(1))
+            .map(|m| m.as_str().trim().to_string())
+        {
             if is_plausible_id(&id) {
                 return Ok(id);
             }
         }
     }
     match regex {
-        Some(re) => bail!("no JSON field '{json_field}' and no match for /{}/", re.as_str()),
+        Some(re) => bail!(
+            "no JSON field '{json_field}' and no match for /{}/",
+            re.as_str()
+        ),
         None => bail!("no JSON field '{json_field}' (set mc.id_regex for tools that print text)"),
     }
 }
@@ -439,7 +467,10 @@ mod tests {
             ("{unknown}", "{unknown}"),
             ("{", "{"),
             ("{{source}}", "{post1}"),
-            ("{owner}{label}{team}{channel}{author}", "opsINCIDENTwizarddeval"),
+            (
+                "{owner}{label}{team}{channel}{author}",
+                "opsINCIDENTwizarddeval",
+            ),
             ("{permalink}", "http://x/pl/1"),
         ] {
             assert_eq!(substitute(tpl, &t), want, "{tpl}");
@@ -464,13 +495,21 @@ mod tests {
         for (out, field, want) in [
             (r#"{"id":"MC-123"}"#, "id", Some("MC-123")),
             (r#"{"id":42}"#, "id", Some("42")),
-            ("log line\n{\"task\":{\"id\":\"MC-9\"}}\n", "task.id", Some("MC-9")),
+            (
+                "log line\n{\"task\":{\"id\":\"MC-9\"}}\n",
+                "task.id",
+                Some("MC-9"),
+            ),
             ("Created task MC-77\n", "id", Some("MC-77")),
             ("garbage", "id", None),
             (r#"{"id":""}"#, "id", None),
             (r#"{"other":1}"#, "id", None),
         ] {
-            assert_eq!(parse_id(out, field, Some(&re)).ok().as_deref(), want, "{out}");
+            assert_eq!(
+                parse_id(out, field, Some(&re)).ok().as_deref(),
+                want,
+                "{out}"
+            );
         }
         assert!(parse_id("Created task MC-77", "id", None).is_err());
     }
@@ -478,12 +517,36 @@ mod tests {
     #[test]
     fn validate_names_the_key() {
         let bad = |c: McConfig| c.validate().unwrap_err().to_string();
-        assert!(bad(McConfig { command: vec!["mc".into(), "{titel}".into()], ..Default::default() }).contains("{titel}"));
-        assert!(bad(McConfig { timeout_secs: 0, ..Default::default() }).contains("mc.timeout_secs"));
-        assert!(bad(McConfig { id_regex: Some("MC-\\d+".into()), ..Default::default() }).contains("capture group"));
-        assert!(bad(McConfig { id_regex: Some("(".into()), ..Default::default() }).contains("mc.id_regex"));
-        assert!(bad(McConfig { pass_env: vec!["A B".into()], ..Default::default() }).contains("mc.pass_env"));
-        assert!(bad(McConfig { command: vec!["{title}".into()], ..Default::default() }).contains("program"));
+        assert!(bad(McConfig {
+            command: vec!["mc".into(), "{titel}".into()],
+            ..Default::default()
+        })
+        .contains("{titel}"));
+        assert!(bad(McConfig {
+            timeout_secs: 0,
+            ..Default::default()
+        })
+        .contains("mc.timeout_secs"));
+        assert!(bad(McConfig {
+            id_regex: Some("MC-\\d+".into()),
+            ..Default::default()
+        })
+        .contains("capture group"));
+        assert!(bad(McConfig {
+            id_regex: Some("(".into()),
+            ..Default::default()
+        })
+        .contains("mc.id_regex"));
+        assert!(bad(McConfig {
+            pass_env: vec!["A B".into()],
+            ..Default::default()
+        })
+        .contains("mc.pass_env"));
+        assert!(bad(McConfig {
+            command: vec!["{title}".into()],
+            ..Default::default()
+        })
+        .contains("program"));
         McConfig::default().validate().unwrap();
     }
 

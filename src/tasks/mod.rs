@@ -232,7 +232,10 @@ impl Task {
         let title = title_from_message(summary);
         Task {
             title,
-            description: format!("{}\n\n---\nEscalated by ops-agent (incident {incident_key})", details.trim_end()),
+            description: format!(
+                "{}\n\n---\nEscalated by ops-agent (incident {incident_key})",
+                details.trim_end()
+            ),
             owner: owner.to_string(),
             tag: team.map(|t| billing.tag_for(t)).unwrap_or(Tag::Internal),
             priority: Priority::High,
@@ -302,18 +305,23 @@ mod tests {
         ] {
             assert_eq!(b.tag_for(team), want, "{team}");
         }
-        assert!(BillingConfig { internal_teams: vec![" ".into()] }
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("billing.internal_teams"));
+        assert!(BillingConfig {
+            internal_teams: vec![" ".into()]
+        }
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("billing.internal_teams"));
     }
 
     #[test]
     fn title_table() {
         let long = "é".repeat(150);
         let cases: Vec<(&str, String)> = vec![
-            ("  fix the login page  \nmore text", "fix the login page".into()),
+            (
+                "  fix the login page  \nmore text",
+                "fix the login page".into(),
+            ),
             ("\n\n  second line wins\n", "second line wins".into()),
             ("", "(empty message)".into()),
             ("tab\there", "tab here".into()),
@@ -345,15 +353,28 @@ mod tests {
         assert!(t.description.contains("please by Friday"));
         assert!(t.description.contains("@alice in wizard/dev"));
         assert!(t.description.contains("http://mm/wizard/pl/p1"));
-        let e = Task::escalation("web:down", "web is down", "3 fixes failed", "ops", None, &BillingConfig::default());
-        assert_eq!((e.priority, e.tag, e.label.as_str()), (Priority::High, Tag::Internal, "ESCALATION"));
+        let e = Task::escalation(
+            "web:down",
+            "web is down",
+            "3 fixes failed",
+            "ops",
+            None,
+            &BillingConfig::default(),
+        );
+        assert_eq!(
+            (e.priority, e.tag, e.label.as_str()),
+            (Priority::High, Tag::Internal, "ESCALATION")
+        );
     }
 
     #[test]
     fn tag_parse_and_serde_names() {
         assert_eq!(Tag::parse("billable").unwrap(), Tag::Billable);
         assert!(Tag::parse("x").is_err());
-        assert_eq!(serde_json::to_string(&Tag::Internal).unwrap(), "\"INTERNAL\"");
+        assert_eq!(
+            serde_json::to_string(&Tag::Internal).unwrap(),
+            "\"INTERNAL\""
+        );
         assert_eq!(serde_json::to_string(&Priority::High).unwrap(), "\"HIGH\"");
     }
 }

@@ -129,9 +129,20 @@ pub struct PendingView {
 impl TaskState {
     /// Queues `kind` work for `task` after a failure (or bumps the item
     /// already queued for the same source and kind).
-    pub fn enqueue(&mut self, kind: WorkKind, task: &Task, task_id: Option<&str>, error: &anyhow::Error, now_ms: i64) {
+    pub fn enqueue(
+        &mut self,
+        kind: WorkKind,
+        task: &Task,
+        task_id: Option<&str>,
+        error: &anyhow::Error,
+        now_ms: i64,
+    ) {
         let last_error = format!("{error:#}");
-        if let Some(item) = self.outbox.iter_mut().find(|i| i.kind == kind && i.task.source == task.source) {
+        if let Some(item) = self
+            .outbox
+            .iter_mut()
+            .find(|i| i.kind == kind && i.task.source == task.source)
+        {
             item.attempts += 1;
             item.next_attempt_ms = now_ms + backoff_ms(item.attempts);
             item.last_error = last_error;
@@ -153,7 +164,9 @@ impl TaskState {
 
     /// Whether work of `kind` is queued for `source`.
     pub fn is_pending(&self, kind: WorkKind, source: &str) -> bool {
-        self.outbox.iter().any(|i| i.kind == kind && i.task.source == source)
+        self.outbox
+            .iter()
+            .any(|i| i.kind == kind && i.task.source == source)
     }
 
     /// Keeps the state bounded: old mapping entries go (the ledger still has
@@ -163,10 +176,18 @@ impl TaskState {
         self.mapping
             .retain(|k, r| now_ms - r.created_at_ms <= MAPPING_MAX_AGE_MS || pending.contains(k));
         if self.mapping.len() > MAPPING_MAX_ENTRIES {
-            let mut ages: Vec<(i64, String)> = self.mapping.iter().map(|(k, r)| (r.created_at_ms, k.clone())).collect();
+            let mut ages: Vec<(i64, String)> = self
+                .mapping
+                .iter()
+                .map(|(k, r)| (r.created_at_ms, k.clone()))
+                .collect();
             ages.sort();
             let excess = self.mapping.len() - MAPPING_MAX_ENTRIES;
-            for (_, k) in ages.into_iter().filter(|(_, k)| !pending.contains(k)).take(excess) {
+            for (_, k) in ages
+                .into_iter()
+                .filter(|(_, k)| !pending.contains(k))
+                .take(excess)
+            {
                 self.mapping.remove(&k);
             }
         }
@@ -193,6 +214,25 @@ impl TaskState {
             })
             .collect()
     }
+}
+
+/// Text rendering of the outbox for `status`: one line per pending item.
+pub fn render_pending_text(items: &[PendingView]) -> String {
+    if items.is_empty() {
+        return "Task outbox: empty.\n".to_string();
+    }
+    let mut out = format!("Task outbox: {} pending\n", items.len());
+    for i in items {
+        let kind = match i.kind {
+            WorkKind::CreateTask => "task",
+            WorkKind::CreateCard => "card",
+        };
+        out.push_str(&format!(
+            "  {kind:<4} {}  \"{}\"  attempts {}, next in {}s: {}\n",
+            i.source, i.title, i.attempts, i.next_attempt_in_secs, i.last_error
+        ));
+    }
+    out
 }
 
 /// Reference to the task made (or found) for a source.
@@ -274,7 +314,12 @@ fn record_from_ledger(t: &LedgerTask) -> TaskRecord {
 /// nothing was recorded and the caller must retry later (keep the post
 /// pending, or [`TaskState::enqueue`] a `CreateTask` for an escalation).
 /// The caller saves `state` right after.
-pub async fn ensure_task(task: &Task, t: Targets<'_>, state: &mut TaskState, now: DateTime<Utc>) -> Result<EnsureOutcome> {
+pub async fn ensure_task(
+    task: &Task,
+    t: Targets<'_>,
+    state: &mut TaskState,
+    now: DateTime<Utc>,
+) -> Result<EnsureOutcome> {
     let now_ms = now.timestamp_millis();
     let ledger = t.mc.ledger();
     let (mut record, created_now) = match state.mapping.get(&task.source) {
@@ -286,7 +331,10 @@ pub async fn ensure_task(task: &Task, t: Targets<'_>, state: &mut TaskState, now
             }
             None if t.dry_run => {
                 return Ok(EnsureOutcome {
-                    task_ref: TaskRef { id: "(dry run)".into(), url: None },
+                    task_ref: TaskRef {
+                        id: "(dry run)".into(),
+                        url: None,
+                    },
                     created_now: true,
                     card: card_plan(task, t.planka),
                     dry_run: true,
@@ -297,15 +345,24 @@ pub async fn ensure_task(task: &Task, t: Targets<'_>, state: &mut TaskState, now
     };
     if !t.dry_run {
         state.mapping.insert(task.source.clone(), record.clone());
-        state.outbox.retain(|i| !(i.kind == WorkKind::CreateTask && i.task.source == task.source));
+        state
+            .outbox
+            .retain(|i| !(i.kind == WorkKind::CreateTask && i.task.source == task.source));
     }
     let card = match (&record.card_id, &record.card_url) {
-        (Some(id), Some(url)) => CardOutcome::Exists { card_id: id.clone(), url: url.clone() },
+        (Some(id), Some(url)) => CardOutcome::Exists {
+            card_id: id.clone(),
+            url: url.clone(),
+        },
         _ => match card_plan(task, t.planka) {
             CardOutcome::WouldCreate if t.dry_run => CardOutcome::WouldCreate,
-            CardOutcome::WouldCreate if !created_now && state.is_pending(WorkKind::CreateCard, &task.source) => {
+            CardOutcome::WouldCreate
+                if !created_now && state.is_pending(WorkKind::CreateCard, &task.source) =>
+            {
                 // Already queued with its own backoff; retry_outbox owns it.
-                CardOutcome::Pending { reason: "queued for retry".into() }
+                CardOutcome::Pending {
+                    reason: "queued for retry".into(),
+                }
             }
             CardOutcome::WouldCreate => {
                 let planka = t.planka.expect("card_plan said Planka is on");
@@ -315,7 +372,10 @@ pub async fn ensure_task(task: &Task, t: Targets<'_>, state: &mut TaskState, now
         },
     };
     Ok(EnsureOutcome {
-        task_ref: TaskRef { id: record.task_id.clone(), url: record.card_url.clone() },
+        task_ref: TaskRef {
+            id: record.task_id.clone(),
+            url: record.card_url.clone(),
+        },
         created_now,
         card,
         dry_run: t.dry_run,
@@ -324,7 +384,9 @@ pub async fn ensure_task(task: &Task, t: Targets<'_>, state: &mut TaskState, now
 
 fn card_plan(task: &Task, planka: Option<&PlankaClient>) -> CardOutcome {
     match planka {
-        None => CardOutcome::Disabled { reason: "Planka is not configured".into() },
+        None => CardOutcome::Disabled {
+            reason: "Planka is not configured".into(),
+        },
         Some(p) if !p.has_board(&task.team) => CardOutcome::Disabled {
             reason: format!("no Planka board configured for team '{}'", task.team),
         },
@@ -334,7 +396,9 @@ fn card_plan(task: &Task, planka: Option<&PlankaClient>) -> CardOutcome {
 
 async fn create_in_mc(task: &Task, mc: &McBackend, now: DateTime<Utc>) -> Result<TaskRecord> {
     let lt = match mc {
-        McBackend::Ledger(l) => l.create(task, None, now).context("creating the task in the built-in ledger")?,
+        McBackend::Ledger(l) => l
+            .create(task, None, now)
+            .context("creating the task in the built-in ledger")?,
         McBackend::Command(cmd, l) => {
             let id = cmd.create(task).await?;
             // The journal line closes the crash window; MC already has the
@@ -343,7 +407,12 @@ async fn create_in_mc(task: &Task, mc: &McBackend, now: DateTime<Utc>) -> Result
                 Ok(lt) => lt,
                 Err(e) => {
                     tracing::error!(source = %task.source, id = %id, error = %format!("{e:#}"), "MC task created but not journalled in the ledger.");
-                    return Ok(TaskRecord { task_id: id, card_id: None, card_url: None, created_at_ms: now.timestamp_millis() });
+                    return Ok(TaskRecord {
+                        task_id: id,
+                        card_id: None,
+                        card_url: None,
+                        created_at_ms: now.timestamp_millis(),
+                    });
                 }
             }
         }
@@ -367,7 +436,9 @@ async fn make_card(
             record.card_id = Some(card.card_id.clone());
             record.card_url = Some(card.card_url.clone());
             state.mapping.insert(task.source.clone(), record.clone());
-            state.outbox.retain(|i| !(i.kind == WorkKind::CreateCard && i.task.source == task.source));
+            state
+                .outbox
+                .retain(|i| !(i.kind == WorkKind::CreateCard && i.task.source == task.source));
             let update = UpdateRecord {
                 id: record.task_id.clone(),
                 at: DateTime::from_timestamp_millis(now_ms).unwrap_or_default(),
@@ -380,15 +451,29 @@ async fn make_card(
             }
             tracing::info!(source = %task.source, id = %record.task_id, card = %card.card_url, "Planka card ready.");
             if card.existed {
-                CardOutcome::Exists { card_id: card.card_id, url: card.card_url }
+                CardOutcome::Exists {
+                    card_id: card.card_id,
+                    url: card.card_url,
+                }
             } else {
-                CardOutcome::Created { card_id: card.card_id, url: card.card_url }
+                CardOutcome::Created {
+                    card_id: card.card_id,
+                    url: card.card_url,
+                }
             }
         }
         Err(e) => {
             tracing::warn!(source = %task.source, id = %record.task_id, error = %format!("{e:#}"), "Planka card not made; will retry.");
-            state.enqueue(WorkKind::CreateCard, task, Some(&record.task_id), &e, now_ms);
-            CardOutcome::Pending { reason: format!("{e:#}") }
+            state.enqueue(
+                WorkKind::CreateCard,
+                task,
+                Some(&record.task_id),
+                &e,
+                now_ms,
+            );
+            CardOutcome::Pending {
+                reason: format!("{e:#}"),
+            }
         }
     }
 }
@@ -407,14 +492,27 @@ pub struct RetryResult {
 /// Works through the outbox items that are due at `now`. Each is retried
 /// once; a failure stays queued with a longer backoff. Dry run lists what
 /// is due without trying.
-pub async fn retry_outbox(t: Targets<'_>, state: &mut TaskState, now: DateTime<Utc>) -> Vec<RetryResult> {
+pub async fn retry_outbox(
+    t: Targets<'_>,
+    state: &mut TaskState,
+    now: DateTime<Utc>,
+) -> Vec<RetryResult> {
     let now_ms = now.timestamp_millis();
-    let due: Vec<OutboxItem> = state.outbox.iter().filter(|i| i.next_attempt_ms <= now_ms).cloned().collect();
+    let due: Vec<OutboxItem> = state
+        .outbox
+        .iter()
+        .filter(|i| i.next_attempt_ms <= now_ms)
+        .cloned()
+        .collect();
     let mut results = Vec::new();
     for item in due {
         let source = item.task.source.clone();
         if t.dry_run {
-            results.push(RetryResult { kind: item.kind, source, outcome: Err("dry run: would retry".into()) });
+            results.push(RetryResult {
+                kind: item.kind,
+                source,
+                outcome: Err("dry run: would retry".into()),
+            });
             continue;
         }
         let outcome = match item.kind {
@@ -427,29 +525,60 @@ pub async fn retry_outbox(t: Targets<'_>, state: &mut TaskState, now: DateTime<U
             },
             WorkKind::CreateCard => retry_card(&item, t, state, now_ms).await,
         };
-        results.push(RetryResult { kind: item.kind, source, outcome });
+        results.push(RetryResult {
+            kind: item.kind,
+            source,
+            outcome,
+        });
     }
     state.prune(now_ms);
     results
 }
 
-async fn retry_card(item: &OutboxItem, t: Targets<'_>, state: &mut TaskState, now_ms: i64) -> Result<EnsureOutcome, String> {
+async fn retry_card(
+    item: &OutboxItem,
+    t: Targets<'_>,
+    state: &mut TaskState,
+    now_ms: i64,
+) -> Result<EnsureOutcome, String> {
     let source = &item.task.source;
     let mut record = match state.mapping.get(source) {
         Some(r) => r.clone(),
         None => match item.task_id.clone() {
-            Some(id) => TaskRecord { task_id: id, card_id: None, card_url: None, created_at_ms: item.queued_at_ms },
+            Some(id) => TaskRecord {
+                task_id: id,
+                card_id: None,
+                card_url: None,
+                created_at_ms: item.queued_at_ms,
+            },
             None => {
-                state.outbox.retain(|i| !(i.kind == WorkKind::CreateCard && &i.task.source == source));
+                state
+                    .outbox
+                    .retain(|i| !(i.kind == WorkKind::CreateCard && &i.task.source == source));
                 return Err("no MC task recorded for this card; dropped".into());
             }
         },
     };
-    let card = match (&record.card_id, &record.card_url, card_plan(&item.task, t.planka)) {
-        (Some(id), Some(url), _) => CardOutcome::Exists { card_id: id.clone(), url: url.clone() },
+    let card = match (
+        &record.card_id,
+        &record.card_url,
+        card_plan(&item.task, t.planka),
+    ) {
+        (Some(id), Some(url), _) => CardOutcome::Exists {
+            card_id: id.clone(),
+            url: url.clone(),
+        },
         (_, _, CardOutcome::WouldCreate) => {
             let planka = t.planka.expect("card_plan said Planka is on");
-            make_card(&item.task, &mut record, planka, t.mc.ledger(), state, now_ms).await
+            make_card(
+                &item.task,
+                &mut record,
+                planka,
+                t.mc.ledger(),
+                state,
+                now_ms,
+            )
+            .await
         }
         (_, _, other) => other,
     };
@@ -457,9 +586,14 @@ async fn retry_card(item: &OutboxItem, t: Targets<'_>, state: &mut TaskState, no
         CardOutcome::Pending { reason } => Err(reason.clone()),
         _ => {
             // Done, or no longer possible (Planka switched off): not pending.
-            state.outbox.retain(|i| !(i.kind == WorkKind::CreateCard && &i.task.source == source));
+            state
+                .outbox
+                .retain(|i| !(i.kind == WorkKind::CreateCard && &i.task.source == source));
             Ok(EnsureOutcome {
-                task_ref: TaskRef { id: record.task_id.clone(), url: record.card_url.clone() },
+                task_ref: TaskRef {
+                    id: record.task_id.clone(),
+                    url: record.card_url.clone(),
+                },
                 created_now: false,
                 card,
                 dry_run: false,
@@ -491,7 +625,14 @@ mod tests {
 
     #[test]
     fn backoff_table() {
-        for (attempts, want) in [(0, 60_000), (1, 60_000), (2, 120_000), (3, 240_000), (7, 3_600_000), (60, 3_600_000)] {
+        for (attempts, want) in [
+            (0, 60_000),
+            (1, 60_000),
+            (2, 120_000),
+            (3, 240_000),
+            (7, 3_600_000),
+            (60, 3_600_000),
+        ] {
             assert_eq!(backoff_ms(attempts), want, "{attempts}");
         }
     }
@@ -509,26 +650,44 @@ mod tests {
         assert!(!s.is_pending(WorkKind::CreateTask, "a"));
         let v = s.pending(2_000);
         assert_eq!((v[0].attempts, v[0].next_attempt_in_secs), (2, 120));
+        assert!(render_pending_text(&v).contains("card a  \"t\"  attempts 2, next in 120s: down"));
+        assert!(render_pending_text(&[]).contains("empty"));
     }
 
     #[test]
     fn prune_keeps_recent_and_pending() {
         let mut s = TaskState::default();
-        let rec = |ms| TaskRecord { task_id: "x".into(), card_id: None, card_url: None, created_at_ms: ms };
+        let rec = |ms| TaskRecord {
+            task_id: "x".into(),
+            card_id: None,
+            card_url: None,
+            created_at_ms: ms,
+        };
         let now = MAPPING_MAX_AGE_MS * 2;
         s.mapping.insert("old".into(), rec(0));
         s.mapping.insert("old-pending".into(), rec(0));
         s.mapping.insert("new".into(), rec(now));
-        s.enqueue(WorkKind::CreateCard, &task("old-pending"), Some("x"), &anyhow::anyhow!("e"), now);
+        s.enqueue(
+            WorkKind::CreateCard,
+            &task("old-pending"),
+            Some("x"),
+            &anyhow::anyhow!("e"),
+            now,
+        );
         s.prune(now);
-        assert_eq!(s.mapping.keys().cloned().collect::<Vec<_>>(), vec!["new", "old-pending"]);
+        assert_eq!(
+            s.mapping.keys().cloned().collect::<Vec<_>>(),
+            vec!["new", "old-pending"]
+        );
     }
 
     #[test]
     fn old_state_json_still_loads() {
         let s: TaskState = serde_json::from_str("{}").unwrap();
         assert_eq!(s, TaskState::default());
-        let s: TaskState = serde_json::from_str(r#"{"mapping":{"p":{"task_id":"OPS-1","created_at_ms":5}}}"#).unwrap();
+        let s: TaskState =
+            serde_json::from_str(r#"{"mapping":{"p":{"task_id":"OPS-1","created_at_ms":5}}}"#)
+                .unwrap();
         assert_eq!(s.mapping["p"].task_id, "OPS-1");
     }
 }

@@ -41,13 +41,47 @@ pub const POSITION_GAP: f64 = 65536.0;
 /// Label colours Planka accepts (the server's `Label.COLORS`); anything
 /// else is a 400, so config validation checks against this list.
 pub const LABEL_COLORS: &[&str] = &[
-    "muddy-grey", "autumn-leafs", "morning-sky", "antique-blue", "egg-yellow", "desert-sand",
-    "dark-granite", "fresh-salad", "lagoon-blue", "midnight-blue", "light-orange",
-    "pumpkin-orange", "light-concrete", "sunny-grass", "navy-blue", "lilac-eyes", "apricot-red",
-    "orange-peel", "silver-glint", "bright-moss", "deep-ocean", "summer-sky", "berry-red",
-    "light-cocoa", "grey-stone", "tank-green", "coral-green", "sugar-plum", "pink-tulip",
-    "shady-rust", "wet-rock", "wet-moss", "turquoise-sea", "lavender-fields", "piggy-red",
-    "light-mud", "gun-metal", "modern-green", "french-coast", "sweet-lilac", "red-burgundy",
+    "muddy-grey",
+    "autumn-leafs",
+    "morning-sky",
+    "antique-blue",
+    "egg-yellow",
+    "desert-sand",
+    "dark-granite",
+    "fresh-salad",
+    "lagoon-blue",
+    "midnight-blue",
+    "light-orange",
+    "pumpkin-orange",
+    "light-concrete",
+    "sunny-grass",
+    "navy-blue",
+    "lilac-eyes",
+    "apricot-red",
+    "orange-peel",
+    "silver-glint",
+    "bright-moss",
+    "deep-ocean",
+    "summer-sky",
+    "berry-red",
+    "light-cocoa",
+    "grey-stone",
+    "tank-green",
+    "coral-green",
+    "sugar-plum",
+    "pink-tulip",
+    "shady-rust",
+    "wet-rock",
+    "wet-moss",
+    "turquoise-sea",
+    "lavender-fields",
+    "piggy-red",
+    "light-mud",
+    "gun-metal",
+    "modern-green",
+    "french-coast",
+    "sweet-lilac",
+    "red-burgundy",
     "pirate-gold",
 ];
 
@@ -140,7 +174,10 @@ impl Default for PlankaConfig {
 impl PlankaConfig {
     /// Planka is optional: it is used only when some credential is configured.
     pub fn enabled(&self) -> bool {
-        self.username.as_deref().is_some_and(|u| !u.trim().is_empty()) || self.api_key_env.is_some()
+        self.username
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty())
+            || self.api_key_env.is_some()
     }
 
     /// Checks the section without I/O; errors name the key and the bad value.
@@ -154,12 +191,19 @@ impl PlankaConfig {
         if self.timeout_secs == 0 {
             bail!("planka.timeout_secs: 0 is not a timeout; use at least 1");
         }
-        for (key, c) in [("planka.billable_color", &self.billable_color), ("planka.internal_color", &self.internal_color)] {
+        for (key, c) in [
+            ("planka.billable_color", &self.billable_color),
+            ("planka.internal_color", &self.internal_color),
+        ] {
             if !LABEL_COLORS.contains(&c.as_str()) {
                 bail!("{key}: '{c}' is not a Planka label colour (e.g. berry-red, lagoon-blue, sunny-grass)");
             }
         }
-        if self.enabled() && self.api_key_env.is_none() && self.password_file.is_none() && self.password_env.trim().is_empty() {
+        if self.enabled()
+            && self.api_key_env.is_none()
+            && self.password_file.is_none()
+            && self.password_env.trim().is_empty()
+        {
             bail!("planka.password_env: empty, and no password_file or api_key_env is set");
         }
         for (team, t) in &self.boards {
@@ -199,7 +243,11 @@ pub struct ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: HTTP {} {}", self.method, self.url, self.status, self.message)
+        write!(
+            f,
+            "{} {}: HTTP {} {}",
+            self.method, self.url, self.status, self.message
+        )
     }
 }
 
@@ -235,7 +283,9 @@ pub struct PlankaClient {
 
 impl std::fmt::Debug for PlankaClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlankaClient").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("PlankaClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -299,10 +349,9 @@ fn pick_list<'a>(lists: &'a [Value], name: &str) -> Option<&'a Value> {
         .filter(usable)
         .find(|l| str_of(l, "name") == Some(name))
         .or_else(|| {
-            lists
-                .iter()
-                .filter(usable)
-                .find(|l| str_of(l, "name").is_some_and(|n| n.trim().eq_ignore_ascii_case(name.trim())))
+            lists.iter().filter(usable).find(|l| {
+                str_of(l, "name").is_some_and(|n| n.trim().eq_ignore_ascii_case(name.trim()))
+            })
         })
 }
 
@@ -336,7 +385,13 @@ impl PlankaClient {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>, auth: Option<(&str, &str)>) -> Result<Value> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        auth: Option<(&str, &str)>,
+    ) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
         if let Some((name, value)) = auth {
@@ -358,14 +413,23 @@ impl PlankaClient {
             if text.trim().is_empty() {
                 return Ok(Value::Null);
             }
-            return serde_json::from_str(&text).with_context(|| format!("{method} {url}: HTTP {status} but the body is not JSON"));
+            return serde_json::from_str(&text).with_context(|| {
+                format!("{method} {url}: HTTP {status} but the body is not JSON")
+            });
         }
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         let message = parsed
             .as_ref()
             .and_then(|v| str_of(v, "message").map(str::to_string))
             .unwrap_or_else(|| super::mc::tail(text.as_bytes(), 200));
-        Err(ApiError { method: method.to_string(), url, status, message, body: parsed.unwrap_or(Value::Null) }.into())
+        Err(ApiError {
+            method: method.to_string(),
+            url,
+            status,
+            message,
+            body: parsed.unwrap_or(Value::Null),
+        }
+        .into())
     }
 
     fn api_status(e: &anyhow::Error) -> Option<u16> {
@@ -388,14 +452,22 @@ impl PlankaClient {
                 _ => Major::V2,
             },
             Err(e) if Self::api_status(&e) == Some(404) => Major::V1,
-            Err(e) => return Err(e.context("detecting the Planka version (set planka.api_version to skip)")),
+            Err(e) => {
+                return Err(
+                    e.context("detecting the Planka version (set planka.api_version to skip)")
+                )
+            }
         };
         self.lock().major = Some(major);
         Ok(major)
     }
 
     fn api_key(&self) -> Result<Option<Secret>> {
-        self.cfg.api_key_env.as_deref().map(|n| Secret::from_env(n).context("planka.api_key_env")).transpose()
+        self.cfg
+            .api_key_env
+            .as_deref()
+            .map(|n| Secret::from_env(n).context("planka.api_key_env"))
+            .transpose()
     }
 
     fn username(&self) -> Result<&str> {
@@ -427,7 +499,8 @@ impl PlankaClient {
             }
         };
         let cached: CachedToken = serde_json::from_str(&text).ok()?;
-        if cached.url != self.base || Some(cached.username.as_str()) != self.cfg.username.as_deref() {
+        if cached.url != self.base || Some(cached.username.as_str()) != self.cfg.username.as_deref()
+        {
             return None;
         }
         let token = Secret::new(cached.token);
@@ -438,7 +511,11 @@ impl PlankaClient {
     fn store_token(&self, token: &Secret) {
         self.lock().token = Some(token.clone());
         if let (Some(path), Ok(username)) = (self.token_cache.as_deref(), self.username()) {
-            let c = CachedToken { url: self.base.clone(), username: username.to_string(), token: token.expose().to_string() };
+            let c = CachedToken {
+                url: self.base.clone(),
+                username: username.to_string(),
+                token: token.expose().to_string(),
+            };
             let bytes = serde_json::to_vec(&c).unwrap_or_default();
             if let Err(e) = files::write_private_atomic(path, &bytes) {
                 tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "Could not cache the Planka token.");
@@ -456,26 +533,41 @@ impl PlankaClient {
     /// Logs in with username and password; on a v2 first login, accepts
     /// the terms when `accept_terms` allows it.
     async fn login(&self) -> Result<Secret> {
-        let body = json!({ "emailOrUsername": self.username()?, "password": self.password()?.expose() });
-        match self.send(Method::POST, "/api/access-tokens", Some(&body), None).await {
-            Ok(v) => return token_from(&v, "POST /api/access-tokens"),
+        let body =
+            json!({ "emailOrUsername": self.username()?, "password": self.password()?.expose() });
+        match self
+            .send(Method::POST, "/api/access-tokens", Some(&body), None)
+            .await
+        {
+            Ok(v) => token_from(&v, "POST /api/access-tokens"),
             Err(e) if Self::api_status(&e) == Some(403) => {
-                let detail = e.downcast_ref::<ApiError>().map(|a| a.body.clone()).unwrap_or(Value::Null);
+                let detail = e
+                    .downcast_ref::<ApiError>()
+                    .map(|a| a.body.clone())
+                    .unwrap_or(Value::Null);
                 if str_of(&detail, "step") != Some("accept-terms") {
                     return Err(e.context("Planka login refused"));
                 }
                 if !self.cfg.accept_terms {
                     bail!("Planka login needs the terms accepted: log in once in the Planka UI, or set planka.accept_terms = true");
                 }
-                let pending = str_of(&detail, "pendingToken").context("Planka asked for terms acceptance without a pendingToken")?;
-                let terms = self.send(Method::GET, "/api/terms?type=general", None, None).await?;
+                let pending = str_of(&detail, "pendingToken")
+                    .context("Planka asked for terms acceptance without a pendingToken")?;
+                let terms = self
+                    .send(Method::GET, "/api/terms?type=general", None, None)
+                    .await?;
                 let signature = terms
                     .pointer("/item/signature")
                     .and_then(Value::as_str)
                     .context("GET /api/terms: no item.signature")?;
                 let body = json!({ "pendingToken": pending, "signature": signature });
                 let v = self
-                    .send(Method::POST, "/api/access-tokens/accept-terms", Some(&body), None)
+                    .send(
+                        Method::POST,
+                        "/api/access-tokens/accept-terms",
+                        Some(&body),
+                        None,
+                    )
                     .await?;
                 tracing::info!(url = %self.base, "Accepted the Planka terms for the agent's account.");
                 token_from(&v, "POST /api/access-tokens/accept-terms")
@@ -496,19 +588,25 @@ impl PlankaClient {
                 t
             }
         };
-        Ok(("Authorization", Secret::new(format!("Bearer {}", token.expose()))))
+        Ok((
+            "Authorization",
+            Secret::new(format!("Bearer {}", token.expose())),
+        ))
     }
 
     /// An authenticated call; a 401 with a password login logs in again once.
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let (name, value) = self.auth_header().await?;
-        let first = self.send(method.clone(), path, body, Some((name, value.expose()))).await;
+        let first = self
+            .send(method.clone(), path, body, Some((name, value.expose())))
+            .await;
         match first {
             Err(e) if Self::api_status(&e) == Some(401) && name == "Authorization" => {
                 tracing::info!(url = %self.base, "Planka token rejected; logging in again.");
                 self.forget_token();
                 let (name, value) = self.auth_header().await?;
-                self.send(method, path, body, Some((name, value.expose()))).await
+                self.send(method, path, body, Some((name, value.expose())))
+                    .await
             }
             other => other,
         }
@@ -542,7 +640,9 @@ impl PlankaClient {
             .filter(|b| str_of(b, "name") == Some(target.board.as_str()))
             .filter(|b| {
                 target.project.is_none()
-                    || b.get("projectId").and_then(id_of).is_some_and(|p| project_ids.contains(&p))
+                    || b.get("projectId")
+                        .and_then(id_of)
+                        .is_some_and(|p| project_ids.contains(&p))
             })
             .collect();
         let id = match found.as_slice() {
@@ -559,7 +659,9 @@ impl PlankaClient {
     }
 
     async fn board_detail(&self, board_id: &str) -> Result<BoardDetail> {
-        let v = self.call(Method::GET, &format!("/api/boards/{board_id}"), None).await?;
+        let v = self
+            .call(Method::GET, &format!("/api/boards/{board_id}"), None)
+            .await?;
         Ok(BoardDetail {
             lists: included(&v, "lists").to_vec(),
             labels: included(&v, "labels").to_vec(),
@@ -577,33 +679,65 @@ impl PlankaClient {
         let (board_id, target) = self.board_id(&task.team).await?;
         let detail = self.board_detail(&board_id).await?;
         let list = pick_list(&detail.lists, &target.list).with_context(|| {
-            format!("Planka board '{}' has no list '{}' (planka.boards.{}.list)", target.board, target.list, task.team)
+            format!(
+                "Planka board '{}' has no list '{}' (planka.boards.{}.list)",
+                target.board, target.list, task.team
+            )
         })?;
-        let list_id = list.get("id").and_then(id_of).context("list without an id")?;
+        let list_id = list
+            .get("id")
+            .and_then(id_of)
+            .context("list without an id")?;
         let marker = source_marker(&task.source);
-        let existing = detail
-            .cards
-            .iter()
-            .find(|c| str_of(c, "description").is_some_and(|d| d.lines().any(|l| l.trim() == marker)));
+        let existing = detail.cards.iter().find(|c| {
+            str_of(c, "description").is_some_and(|d| d.lines().any(|l| l.trim() == marker))
+        });
         let (card_id, existed) = match existing.and_then(|c| c.get("id").and_then(id_of)) {
             Some(id) => (id, true),
             None => {
-                let position = max_position(detail.cards.iter().filter(|c| c.get("listId").and_then(id_of).as_deref() == Some(list_id.as_str()))) + POSITION_GAP;
+                let position = max_position(detail.cards.iter().filter(|c| {
+                    c.get("listId").and_then(id_of).as_deref() == Some(list_id.as_str())
+                })) + POSITION_GAP;
                 let name: String = task.title.chars().take(1024).collect();
                 let description = format!("{}\n\nMC task: {task_id}\n{marker}", task.description);
-                let mut body = json!({ "name": name, "description": description, "position": position });
+                let mut body =
+                    json!({ "name": name, "description": description, "position": position });
                 if major == Major::V2 {
                     body["type"] = json!("project");
                 }
-                let v = self.call(Method::POST, &format!("/api/lists/{list_id}/cards"), Some(&body)).await?;
-                (v.get("item").and_then(|i| i.get("id")).and_then(id_of).context("card create: no item.id in the answer")?, false)
+                let v = self
+                    .call(
+                        Method::POST,
+                        &format!("/api/lists/{list_id}/cards"),
+                        Some(&body),
+                    )
+                    .await?;
+                (
+                    v.get("item")
+                        .and_then(|i| i.get("id"))
+                        .and_then(id_of)
+                        .context("card create: no item.id in the answer")?,
+                    false,
+                )
             }
         };
-        self.attach_tag_label(major, &board_id, &detail, &card_id, task.tag).await?;
-        Ok(CardRef { card_url: self.card_url(&card_id), card_id, existed })
+        self.attach_tag_label(major, &board_id, &detail, &card_id, task.tag)
+            .await?;
+        Ok(CardRef {
+            card_url: self.card_url(&card_id),
+            card_id,
+            existed,
+        })
     }
 
-    async fn attach_tag_label(&self, major: Major, board_id: &str, detail: &BoardDetail, card_id: &str, tag: Tag) -> Result<()> {
+    async fn attach_tag_label(
+        &self,
+        major: Major,
+        board_id: &str,
+        detail: &BoardDetail,
+        card_id: &str,
+        tag: Tag,
+    ) -> Result<()> {
         let name = tag.as_str();
         let label_id = match detail
             .labels
@@ -618,8 +752,17 @@ impl PlankaClient {
                     "color": self.cfg.color_for(tag),
                     "position": max_position(detail.labels.iter()) + POSITION_GAP,
                 });
-                let v = self.call(Method::POST, &format!("/api/boards/{board_id}/labels"), Some(&body)).await?;
-                v.get("item").and_then(|i| i.get("id")).and_then(id_of).context("label create: no item.id")?
+                let v = self
+                    .call(
+                        Method::POST,
+                        &format!("/api/boards/{board_id}/labels"),
+                        Some(&body),
+                    )
+                    .await?;
+                v.get("item")
+                    .and_then(|i| i.get("id"))
+                    .and_then(id_of)
+                    .context("label create: no item.id")?
             }
         };
         let already = detail.card_labels.iter().any(|cl| {
@@ -633,7 +776,10 @@ impl PlankaClient {
             Major::V2 => format!("/api/cards/{card_id}/card-labels"),
             Major::V1 => format!("/api/cards/{card_id}/labels"),
         };
-        match self.call(Method::POST, &path, Some(&json!({ "labelId": label_id }))).await {
+        match self
+            .call(Method::POST, &path, Some(&json!({ "labelId": label_id })))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if Self::api_status(&e) == Some(409) => Ok(()),
             Err(e) => Err(e),
@@ -646,7 +792,9 @@ impl PlankaClient {
             Major::V2 => format!("/api/cards/{card_id}/comments"),
             Major::V1 => format!("/api/cards/{card_id}/comment-actions"),
         };
-        self.call(Method::POST, &path, Some(&json!({ "text": text }))).await.map(|_| ())
+        self.call(Method::POST, &path, Some(&json!({ "text": text })))
+            .await
+            .map(|_| ())
     }
 
     /// Moves a card to the end of list `list` on `team`'s board (e.g. to a
@@ -657,10 +805,19 @@ impl PlankaClient {
         let l = pick_list(&detail.lists, list)
             .ok_or_else(|| anyhow!("Planka board '{}' has no list '{list}'", target.board))?;
         let list_id = l.get("id").and_then(id_of).context("list without an id")?;
-        let position = max_position(detail.cards.iter().filter(|c| c.get("listId").and_then(id_of).as_deref() == Some(list_id.as_str()))) + POSITION_GAP;
-        self.call(Method::PATCH, &format!("/api/cards/{card_id}"), Some(&json!({ "listId": list_id, "position": position })))
-            .await
-            .map(|_| ())
+        let position = max_position(
+            detail
+                .cards
+                .iter()
+                .filter(|c| c.get("listId").and_then(id_of).as_deref() == Some(list_id.as_str())),
+        ) + POSITION_GAP;
+        self.call(
+            Method::PATCH,
+            &format!("/api/cards/{card_id}"),
+            Some(&json!({ "listId": list_id, "position": position })),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The token cache path, for `reset` and `doctor`.
@@ -691,16 +848,34 @@ mod tests {
             json!({"id":"5","name":"Done","type":"closed"}),
             json!({"id":"6","name":"Todo"}),
         ];
-        for (name, want) in [("Inbox", Some("4")), ("INBOX", Some("3")), ("Done", Some("5")), ("Todo", Some("6")), ("Trash", None), ("", None)] {
-            assert_eq!(pick_list(&lists, name).and_then(|l| str_of(l, "id")), want, "{name}");
+        for (name, want) in [
+            ("Inbox", Some("4")),
+            ("INBOX", Some("3")),
+            ("Done", Some("5")),
+            ("Todo", Some("6")),
+            ("Trash", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                pick_list(&lists, name).and_then(|l| str_of(l, "id")),
+                want,
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn ids_stay_strings_and_positions_append() {
-        assert_eq!(id_of(&json!("1357158568008091264")).as_deref(), Some("1357158568008091264"));
+        assert_eq!(
+            id_of(&json!("1357158568008091264")).as_deref(),
+            Some("1357158568008091264")
+        );
         assert_eq!(id_of(&json!(null)), None);
-        let cards = [json!({"position": 65536.0}), json!({"position": 131072}), json!({})];
+        let cards = [
+            json!({"position": 65536.0}),
+            json!({"position": 131072}),
+            json!({}),
+        ];
         assert_eq!(max_position(cards.iter()) + POSITION_GAP, 196608.0);
         assert_eq!(max_position([].iter()), 0.0);
     }
@@ -708,14 +883,37 @@ mod tests {
     #[test]
     fn validate_names_the_key() {
         let bad = |c: PlankaConfig| c.validate().unwrap_err().to_string();
-        assert!(bad(PlankaConfig { url: "htp:/x".into(), ..Default::default() }).contains("planka.url"));
-        assert!(bad(PlankaConfig { billable_color: "red".into(), ..Default::default() }).contains("planka.billable_color"));
+        assert!(bad(PlankaConfig {
+            url: "htp:/x".into(),
+            ..Default::default()
+        })
+        .contains("planka.url"));
+        assert!(bad(PlankaConfig {
+            billable_color: "red".into(),
+            ..Default::default()
+        })
+        .contains("planka.billable_color"));
         let mut boards = BTreeMap::new();
-        boards.insert("wizard".into(), BoardTarget { project: None, board: "W".into(), list: " ".into() });
-        assert!(bad(PlankaConfig { boards, ..Default::default() }).contains("planka.boards.wizard.list"));
+        boards.insert(
+            "wizard".into(),
+            BoardTarget {
+                project: None,
+                board: "W".into(),
+                list: " ".into(),
+            },
+        );
+        assert!(bad(PlankaConfig {
+            boards,
+            ..Default::default()
+        })
+        .contains("planka.boards.wizard.list"));
         PlankaConfig::default().validate().unwrap();
         assert!(!PlankaConfig::default().enabled());
-        assert!(PlankaConfig { username: Some("ops".into()), ..Default::default() }.enabled());
+        assert!(PlankaConfig {
+            username: Some("ops".into()),
+            ..Default::default()
+        }
+        .enabled());
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub const USERNAME: &str = "ops";
 /// Its password.
 pub const PASSWORD: &str = "planka-secret";
 /// The terms signature `GET /api/terms` hands out.
-pub const TERMS_SIGNATURE: &str = "3f1c6a0b9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a";
+pub const TERMS_SIGNATURE: &str =
+    "3f1c6a0b9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a";
 
 struct User {
     id: String,
@@ -180,7 +181,10 @@ impl FakePlanka {
     pub fn start_in_background() -> FakePlanka {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 tx.send(FakePlanka::start().await).unwrap();
                 std::future::pending::<()>().await;
@@ -206,7 +210,8 @@ impl FakePlanka {
             }
         } else if was == Mode::Down && mode != Mode::Down {
             let addr = self.addr;
-            let std_listener = std::net::TcpListener::bind(addr).expect("re-binding the fake Planka port");
+            let std_listener =
+                std::net::TcpListener::bind(addr).expect("re-binding the fake Planka port");
             std_listener.set_nonblocking(true).unwrap();
             let _guard = self.rt.enter();
             self.serve(tokio::net::TcpListener::from_std(std_listener).unwrap());
@@ -239,14 +244,19 @@ impl FakePlanka {
     /// The next request whose path contains `path_part` answers `status`
     /// (once), e.g. to fail a label attach after the card was created.
     pub fn fail_next(&self, path_part: &str, status: u16) {
-        self.data.lock().unwrap().fail_next.push_back((path_part.into(), status));
+        self.data
+            .lock()
+            .unwrap()
+            .fail_next
+            .push_back((path_part.into(), status));
     }
 
     /// Creates a project; returns its id.
     pub fn add_project(&self, name: &str) -> String {
         let mut d = self.data.lock().unwrap();
         let id = d.id();
-        d.projects.push(json!({ "id": id, "name": name, "type": "shared" }));
+        d.projects
+            .push(json!({ "id": id, "name": name, "type": "shared" }));
         id
     }
 
@@ -255,11 +265,14 @@ impl FakePlanka {
         let mut d = self.data.lock().unwrap();
         let id = d.id();
         let position = 65536.0 * (d.boards.len() + 1) as f64;
-        d.boards.push(json!({ "id": id, "projectId": project_id, "name": name, "position": position }));
+        d.boards
+            .push(json!({ "id": id, "projectId": project_id, "name": name, "position": position }));
         if d.version == Version::V2 {
             for ty in ["archive", "trash"] {
                 let lid = d.id();
-                d.lists.push(json!({ "id": lid, "boardId": id, "type": ty, "name": null, "position": null }));
+                d.lists.push(
+                    json!({ "id": lid, "boardId": id, "type": ty, "name": null, "position": null }),
+                );
             }
         }
         id
@@ -305,7 +318,10 @@ impl FakePlanka {
 
     /// How many requests had this method and a path containing `part`.
     pub fn count(&self, method: &str, part: &str) -> usize {
-        self.requests().iter().filter(|r| r.method == method && r.path.contains(part)).count()
+        self.requests()
+            .iter()
+            .filter(|r| r.method == method && r.path.contains(part))
+            .count()
     }
 
     /// Cards on all boards.
@@ -349,14 +365,23 @@ fn respond((status, body): (u16, Value)) -> Response {
     (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
 }
 
-async fn handle(State(data): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(data): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let api_key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mode = {
         let mut d = data.lock().unwrap();
         d.requests.push(Recorded {
@@ -386,11 +411,24 @@ async fn handle(State(data): State<Shared>, method: Method, uri: Uri, headers: H
     }
     let mut d = data.lock().unwrap();
     let path = uri.path().to_string();
-    if let Some(pos) = d.fail_next.iter().position(|(p, _)| path.contains(p.as_str())) {
+    if let Some(pos) = d
+        .fail_next
+        .iter()
+        .position(|(p, _)| path.contains(p.as_str()))
+    {
         let (_, status) = d.fail_next.remove(pos).unwrap();
         return respond(err(status, "E_FAKE", "injected failure"));
     }
-    respond(route(&mut d, mode, &method, &path, uri.query(), &body, bearer, api_key))
+    respond(route(
+        &mut d,
+        mode,
+        &method,
+        &path,
+        uri.query(),
+        &body,
+        bearer,
+        api_key,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -413,7 +451,10 @@ fn route(
         }
         ("GET", ["api", "terms"]) if v2 => {
             let _ = query;
-            return (200, json!({ "item": { "type": "general", "language": "en-US", "content": "# Terms", "signature": TERMS_SIGNATURE } }));
+            return (
+                200,
+                json!({ "item": { "type": "general", "language": "en-US", "content": "# Terms", "signature": TERMS_SIGNATURE } }),
+            );
         }
         ("POST", ["api", "access-tokens"]) => return login(d, body),
         ("POST", ["api", "access-tokens", "accept-terms"]) if v2 => return accept_terms(d, body),
@@ -429,7 +470,11 @@ fn route(
         if !path.starts_with("/api/") {
             return err(404, "E_NOT_FOUND", "Not found");
         }
-        return err(401, "E_UNAUTHORIZED", "Access token is missing, invalid or expired");
+        return err(
+            401,
+            "E_UNAUTHORIZED",
+            "Access token is missing, invalid or expired",
+        );
     }
     match (method.as_str(), segs.as_slice()) {
         ("GET", ["api", "projects"]) => (
@@ -440,7 +485,12 @@ fn route(
             let Some(board) = d.boards.iter().find(|b| b["id"] == *id).cloned() else {
                 return err(404, "E_NOT_FOUND", "Board not found");
             };
-            let of = |v: &Vec<Value>| v.iter().filter(|x| x["boardId"] == *id).cloned().collect::<Vec<_>>();
+            let of = |v: &Vec<Value>| {
+                v.iter()
+                    .filter(|x| x["boardId"] == *id)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
             let cards = of(&d.cards);
             let card_labels: Vec<Value> = d
                 .card_labels
@@ -495,7 +545,10 @@ fn login(d: &mut Data, body: &Value) -> (u16, Value) {
     let who = body["emailOrUsername"].as_str().unwrap_or("");
     let pw = body["password"].as_str();
     if who.is_empty() || pw.is_none() {
-        return (400, json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": ["emailOrUsername and password are required"] }));
+        return (
+            400,
+            json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": ["emailOrUsername and password are required"] }),
+        );
     }
     let v2 = d.version == Version::V2;
     let require_terms = d.require_terms;
@@ -522,7 +575,10 @@ fn login(d: &mut Data, body: &Value) -> (u16, Value) {
 }
 
 fn accept_terms(d: &mut Data, body: &Value) -> (u16, Value) {
-    let Some(uid) = body["pendingToken"].as_str().and_then(|p| d.pending_tokens.remove(p)) else {
+    let Some(uid) = body["pendingToken"]
+        .as_str()
+        .and_then(|p| d.pending_tokens.remove(p))
+    else {
         return err(401, "E_UNAUTHORIZED", "Invalid pending token");
     };
     if body["signature"].as_str() != Some(TERMS_SIGNATURE) {
@@ -554,14 +610,19 @@ fn create_card(d: &mut Data, list_id: &str, body: &Value) -> (u16, Value) {
     if name.is_empty() || name.chars().count() > 1024 {
         problems.push("\"name\" is required (1..1024 characters)");
     }
-    if !(body["description"].is_null() || body["description"].as_str().is_some_and(|s| !s.is_empty())) {
+    if !(body["description"].is_null()
+        || body["description"].as_str().is_some_and(|s| !s.is_empty()))
+    {
         problems.push("\"description\" must be a non-empty string or null");
     }
     if !body["position"].is_null() && !body["position"].as_f64().is_some_and(|p| p >= 0.0) {
         problems.push("\"position\" must be a number >= 0");
     }
     if !problems.is_empty() {
-        return (400, json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": problems }));
+        return (
+            400,
+            json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": problems }),
+        );
     }
     if body["position"].is_null() {
         return err(422, "E_UNPROCESSABLE_ENTITY", "Position must be present");
@@ -584,13 +645,47 @@ fn create_label(d: &mut Data, board_id: &str, body: &Value) -> (u16, Value) {
     }
     // The server's Label.COLORS (v1.26 and v2.1 agree on these names).
     const COLORS: &[&str] = &[
-        "muddy-grey", "autumn-leafs", "morning-sky", "antique-blue", "egg-yellow", "desert-sand",
-        "dark-granite", "fresh-salad", "lagoon-blue", "midnight-blue", "light-orange",
-        "pumpkin-orange", "light-concrete", "sunny-grass", "navy-blue", "lilac-eyes", "apricot-red",
-        "orange-peel", "silver-glint", "bright-moss", "deep-ocean", "summer-sky", "berry-red",
-        "light-cocoa", "grey-stone", "tank-green", "coral-green", "sugar-plum", "pink-tulip",
-        "shady-rust", "wet-rock", "wet-moss", "turquoise-sea", "lavender-fields", "piggy-red",
-        "light-mud", "gun-metal", "modern-green", "french-coast", "sweet-lilac", "red-burgundy",
+        "muddy-grey",
+        "autumn-leafs",
+        "morning-sky",
+        "antique-blue",
+        "egg-yellow",
+        "desert-sand",
+        "dark-granite",
+        "fresh-salad",
+        "lagoon-blue",
+        "midnight-blue",
+        "light-orange",
+        "pumpkin-orange",
+        "light-concrete",
+        "sunny-grass",
+        "navy-blue",
+        "lilac-eyes",
+        "apricot-red",
+        "orange-peel",
+        "silver-glint",
+        "bright-moss",
+        "deep-ocean",
+        "summer-sky",
+        "berry-red",
+        "light-cocoa",
+        "grey-stone",
+        "tank-green",
+        "coral-green",
+        "sugar-plum",
+        "pink-tulip",
+        "shady-rust",
+        "wet-rock",
+        "wet-moss",
+        "turquoise-sea",
+        "lavender-fields",
+        "piggy-red",
+        "light-mud",
+        "gun-metal",
+        "modern-green",
+        "french-coast",
+        "sweet-lilac",
+        "red-burgundy",
         "pirate-gold",
     ];
     let color = body["color"].as_str().unwrap_or("");
@@ -612,12 +707,22 @@ fn attach(d: &mut Data, card_id: &str, body: &Value) -> (u16, Value) {
     };
     // Ids are strings; a number (precision lost above 2^53) finds nothing.
     let Some(label_id) = body["labelId"].as_str() else {
-        return (400, json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": ["\"labelId\" must be a string id"] }));
+        return (
+            400,
+            json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": ["\"labelId\" must be a string id"] }),
+        );
     };
-    if !d.labels.iter().any(|l| l["id"] == label_id && l["boardId"] == card["boardId"]) {
+    if !d
+        .labels
+        .iter()
+        .any(|l| l["id"] == label_id && l["boardId"] == card["boardId"])
+    {
         return err(404, "E_NOT_FOUND", "Label not found");
     }
-    if d.card_labels.iter().any(|cl| cl["cardId"] == card_id && cl["labelId"] == label_id) {
+    if d.card_labels
+        .iter()
+        .any(|cl| cl["cardId"] == card_id && cl["labelId"] == label_id)
+    {
         return err(409, "E_CONFLICT", "Label already in card");
     }
     let id = d.id();
@@ -631,7 +736,10 @@ fn comment(d: &mut Data, card_id: &str, body: &Value) -> (u16, Value) {
         return err(404, "E_NOT_FOUND", "Card not found");
     }
     let Some(text) = body["text"].as_str().filter(|t| !t.is_empty()) else {
-        return (400, json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": ["\"text\" is required"] }));
+        return (
+            400,
+            json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": ["\"text\" is required"] }),
+        );
     };
     let id = d.id();
     let c = json!({ "id": id, "cardId": card_id, "text": text });
