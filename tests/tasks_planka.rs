@@ -351,3 +351,19 @@ async fn unknown_board_or_list_is_a_clear_error_and_moves_work() {
     c.move_card(&card.card_id, "wizard", "Done").await.unwrap();
     assert_eq!(f.cards()[0]["listId"], done.as_str());
 }
+
+#[test]
+fn background_fake_serves_without_a_test_runtime() {
+    use std::io::{Read, Write};
+    let f = FakePlanka::start_in_background();
+    let mut s = std::net::TcpStream::connect(f.url.trim_start_matches("http://")).unwrap();
+    s.write_all(b"GET /api/bootstrap HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("2.1.1"),
+        "{out}"
+    );
+    assert_eq!(f.count("GET", "/api/bootstrap"), 1);
+}
