@@ -421,7 +421,7 @@ fn is_plausible_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 200 && !id.chars().any(char::is_control)
 }
 
-/// Used by tests and `doctor`: whether the program of the template exists
+/// For `doctor`: whether the program of the template exists
 /// (absolute, `~`-relative or on PATH).
 pub fn program_exists(cfg: &McConfig) -> bool {
     let Some(first) = cfg.command.first() else {
