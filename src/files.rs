@@ -54,6 +54,18 @@ fn check_existing(path: &Path) -> Result<Option<fs::Metadata>> {
 /// Reads an owner-only file. `Ok(None)` means the file does not exist (a
 /// first run); a symlink or a file owned by someone else is an error.
 pub fn read_private(path: &Path) -> Result<Option<String>> {
+    match read_private_bytes(path)? {
+        None => Ok(None),
+        Some(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .with_context(|| format!("reading {} (is it UTF-8 text?)", path.display())),
+    }
+}
+
+/// Reads an owner-only file as bytes, for append-only files (the task
+/// ledger) whose torn last line may end in the middle of a UTF-8 character:
+/// the reader must still get every whole line before it.
+pub fn read_private_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
     let Some(before) = check_existing(path)? else {
         return Ok(None);
     };
@@ -75,10 +87,10 @@ pub fn read_private(path: &Path) -> Result<Option<String>> {
             path.display()
         );
     }
-    let mut text = String::new();
-    file.read_to_string(&mut text)
-        .with_context(|| format!("reading {} (is it UTF-8 text?)", path.display()))?;
-    Ok(Some(text))
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(bytes))
 }
 
 /// Creates the parent directory of `path` (owner-only) when it is missing.

@@ -21,3 +21,4 @@ pub mod reply;
 pub mod report;
 pub mod secret;
 pub mod state;
+pub mod tasks;

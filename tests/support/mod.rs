@@ -5,3 +5,4 @@
 pub mod agent;
 pub mod mattermost;
 pub mod ollama;
+pub mod planka;

@@ -1,0 +1,560 @@
+//! MC, the team's task tracker, reached through a configured external command.
+//!
+//! The command is an argv template (`[mc] command`), run WITHOUT a shell:
+//! chat text becomes a placeholder value inside one argv element and is never
+//! split, globbed or interpreted. The child gets a clean environment (PATH,
+//! HOME and the variables `pass_env` names), a timeout after which its whole
+//! process group is killed, and its stdout must name the new task's id (a
+//! JSON field or a regex capture). Anything else is an error carrying the
+//! stderr tail, so the operator sees why MC refused.
+//!
+//! With no command configured, the built-in [`super::ledger`] is MC; see
+//! [`McBackend`].
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use super::ledger::Ledger;
+use super::Task;
+
+/// Placeholders an argv element may contain; each is a [`Task`] field.
+pub const PLACEHOLDERS: &[&str] = &[
+    "title",
+    "description",
+    "priority",
+    "tag",
+    "owner",
+    "source",
+    "label",
+    "team",
+    "channel",
+    "author",
+    "permalink",
+];
+
+/// How much of the child's stderr an error carries: enough for the message
+/// of a failing tool, not a whole log.
+const STDERR_TAIL_BYTES: usize = 500;
+
+/// `[mc]`: how to reach MC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McConfig {
+    /// argv template, e.g. `["node", "~/system/tools/mc.js", "create",
+    /// "--title", "{title}", ...]`. Empty: the built-in ledger is MC.
+    pub command: Vec<String>,
+    /// The command is killed after this many seconds.
+    pub timeout_secs: u64,
+    /// Field of the JSON object on stdout holding the new id; a dotted path
+    /// (`task.id`) reaches into nested objects.
+    pub id_json_field: String,
+    /// Regex whose first capture group is the id, for tools that print
+    /// text (`Created task (MC-\d+)`). Tried when stdout is not JSON.
+    pub id_regex: Option<String>,
+    /// Names of environment variables passed through to the command (its
+    /// API token, say); everything else but PATH and HOME is cleared.
+    pub pass_env: Vec<String>,
+}
+
+impl Default for McConfig {
+    fn default() -> Self {
+        McConfig {
+            command: Vec::new(),
+            timeout_secs: 30,
+            id_json_field: "id".to_string(),
+            id_regex: None,
+            pass_env: Vec::new(),
+        }
+    }
+}
+
+impl McConfig {
+    /// Checks the section without I/O; errors name the key and the bad value.
+    pub fn validate(&self) -> Result<()> {
+        if self.timeout_secs == 0 {
+            bail!("mc.timeout_secs: 0 is not a timeout; use at least 1");
+        }
+        if let Some(first) = self.command.first() {
+            if first.trim().is_empty() {
+                bail!("mc.command: the program (first element) is empty");
+            }
+            if first.contains('{') {
+                bail!("mc.command: the program '{first}' must not contain a placeholder");
+            }
+        }
+        let known: BTreeSet<&str> = PLACEHOLDERS.iter().copied().collect();
+        let ph = Regex::new(r"\{([a-z_]+)\}").expect("static regex");
+        for arg in &self.command {
+            for cap in ph.captures_iter(arg) {
+                if !known.contains(&cap[1]) {
+                    bail!(
+                        "mc.command: unknown placeholder '{{{}}}' in '{arg}'; known: {}",
+                        &cap[1],
+                        PLACEHOLDERS.join(", ")
+                    );
+                }
+            }
+        }
+        if self.id_json_field.trim().is_empty() {
+            bail!("mc.id_json_field: must name a field (default \"id\")");
+        }
+        if let Some(re) = &self.id_regex {
+            let compiled = Regex::new(re)
+                .with_context(|| format!("mc.id_regex: '{re}' is not a valid regex"))?;
+            if compiled.captures_len() < 2 {
+                bail!("mc.id_regex: '{re}' has no capture group for the id");
+            }
+        }
+        let name = Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("static regex");
+        for v in &self.pass_env {
+            if !name.is_match(v) {
+                bail!("mc.pass_env: '{v}' is not an environment variable name");
+            }
+        }
+        Ok(())
+    }
+
+    /// True when an external command is configured (else the ledger is MC).
+    pub fn uses_command(&self) -> bool {
+        !self.command.is_empty()
+    }
+}
+
+/// Where tasks go: the external command, or the built-in ledger. Both keep
+/// the ledger as the agent's own journal (see [`super::outbox`]).
+#[derive(Debug, Clone)]
+pub enum McBackend {
+    /// An external MC command; the ledger journals what it created.
+    Command(McCommand, Ledger),
+    /// The built-in ledger is MC.
+    Ledger(Ledger),
+}
+
+impl McBackend {
+    /// Chooses the backend from config; `ledger_path` is `[paths] ledger`
+    /// with `~` already expanded by the caller (or by [`expand_tilde`]).
+    pub fn from_config(cfg: &McConfig, ledger_path: PathBuf) -> Result<McBackend> {
+        let ledger = Ledger::new(ledger_path);
+        if cfg.uses_command() {
+            Ok(McBackend::Command(McCommand::new(cfg)?, ledger))
+        } else {
+            Ok(McBackend::Ledger(ledger))
+        }
+    }
+
+    /// The ledger (journal or MC itself).
+    pub fn ledger(&self) -> &Ledger {
+        match self {
+            McBackend::Command(_, l) | McBackend::Ledger(l) => l,
+        }
+    }
+
+    /// A short name for logs and status (`command` or `ledger`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            McBackend::Command(..) => "command",
+            McBackend::Ledger(_) => "ledger",
+        }
+    }
+}
+
+/// A validated, ready-to-run MC command.
+#[derive(Debug, Clone)]
+pub struct McCommand {
+    template: Vec<String>,
+    timeout: Duration,
+    id_json_field: String,
+    id_regex: Option<Regex>,
+    pass_env: Vec<String>,
+}
+
+impl McCommand {
+    /// Validates `cfg` and compiles its regex; `cfg.command` must be non-empty.
+    pub fn new(cfg: &McConfig) -> Result<McCommand> {
+        cfg.validate()?;
+        if cfg.command.is_empty() {
+            bail!("mc.command: empty; the built-in ledger is used instead");
+        }
+        Ok(McCommand {
+            template: cfg.command.clone(),
+            timeout: Duration::from_secs(cfg.timeout_secs),
+            id_json_field: cfg.id_json_field.clone(),
+            id_regex: cfg.id_regex.as_deref().map(Regex::new).transpose()?,
+            pass_env: cfg.pass_env.clone(),
+        })
+    }
+
+    /// The argv for `task`: `~` expanded in the template, then placeholders
+    /// substituted (values inserted literally, never re-scanned).
+    pub fn argv(&self, task: &Task) -> Vec<String> {
+        let home = std::env::var("HOME").ok();
+        self.template
+            .iter()
+            .map(|t| substitute(&expand_tilde_with(t, home.as_deref()), task))
+            .collect()
+    }
+
+    /// Runs the command for `task` and returns the new task's id from its
+    /// stdout. Non-zero exit, timeout or an id that cannot be found is an
+    /// error with the stderr tail.
+    pub async fn create(&self, task: &Task) -> Result<String> {
+        let argv = self.argv(task);
+        let program = &argv[0];
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&argv[1..])
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Own process group, so a timeout kills what the tool spawned too.
+            .process_group(0);
+        if let Ok(home) = std::env::var("HOME") {
+            cmd.env("HOME", home);
+        }
+        for name in &self.pass_env {
+            if let Ok(v) = std::env::var(name) {
+                cmd.env(name, v);
+            }
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("MC command {program}: could not start"))?;
+        let pid = child.id();
+        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(r) => r.with_context(|| format!("MC command {program}: waiting for it"))?,
+            Err(_) => {
+                if let Some(pid) = pid {
+                    // SAFETY: kill(2) on our own child's process group; a stale
+                    // group id at worst makes the call fail with ESRCH.
+                    unsafe {
+                        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+                    }
+                }
+                bail!(
+                    "MC command {program}: timed out after {}s and was killed",
+                    self.timeout.as_secs()
+                );
+            }
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = tail(&output.stderr, STDERR_TAIL_BYTES);
+        if !output.status.success() {
+            bail!(
+                "MC command {program}: {} ; stderr: {}",
+                describe_status(output.status),
+                if stderr.is_empty() {
+                    "(empty)"
+                } else {
+                    &stderr
+                }
+            );
+        }
+        parse_id(&stdout, &self.id_json_field, self.id_regex.as_ref()).with_context(|| {
+            format!(
+                "MC command {program}: exited 0 but printed no task id (stdout: {:?}; stderr: {})",
+                tail(stdout.as_bytes(), 200),
+                if stderr.is_empty() {
+                    "(empty)"
+                } else {
+                    &stderr
+                }
+            )
+        })
+    }
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "failed".to_string(),
+    }
+}
+
+/// The last `max` bytes of `bytes` as trimmed, lossy UTF-8 (cut on a
+/// character boundary), for error messages.
+pub fn tail(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+/// Replaces `{placeholder}`s in one template element. A value is inserted
+/// as is and never scanned again, so a title containing `{source}` stays
+/// literal; unknown `{words}` are kept (validation rejects them earlier).
+pub fn substitute(template: &str, task: &Task) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after
+            .find('}')
+            .and_then(|close| field(task, &after[..close]).map(|v| (v, close)));
+        match value {
+            Some((v, close)) => {
+                out.push_str(v);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn field<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
+    Some(match name {
+        "title" => &task.title,
+        "description" => &task.description,
+        "priority" => task.priority.as_str(),
+        "tag" => task.tag.as_str(),
+        "owner" => &task.owner,
+        "source" => &task.source,
+        "label" => &task.label,
+        "team" => &task.team,
+        "channel" => &task.channel,
+        "author" => &task.author,
+        "permalink" => &task.permalink,
+        _ => return None,
+    })
+}
+
+/// Expands a leading `~` or `~/` with `$HOME` (launchd and a shell-less
+/// spawn do not), for config paths and the argv template.
+pub fn expand_tilde(path: &str) -> PathBuf {
+    PathBuf::from(expand_tilde_with(
+        path,
+        std::env::var("HOME").ok().as_deref(),
+    ))
+}
+
+fn expand_tilde_with(s: &str, home: Option<&str>) -> String {
+    match home {
+        Some(h) if s == "~" => h.trim_end_matches('/').to_string(),
+        Some(h) if s.starts_with("~/") => format!("{}{}", h.trim_end_matches('/'), &s[1..]),
+        _ => s.to_string(),
+    }
+}
+
+/// Finds the id in a command's stdout: the JSON object (the whole output,
+/// else its last JSON-looking line) at the dotted `json_field`, else the
+/// first capture of `regex`. The id must be short and printable, since it
+/// is shown in replies and stored in state.
+pub fn parse_id(stdout: &str, json_field: &str, regex: Option<&Regex>) -> Result<String> {
+    let mut candidates: Vec<&str> = vec![stdout.trim()];
+    candidates.extend(
+        stdout
+            .lines()
+            .rev()
+            .map(str::trim)
+            .filter(|l| l.starts_with('{')),
+    );
+    for c in candidates {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(c) {
+            let mut cur = &v;
+            let mut found = true;
+            for part in json_field.split('.') {
+                match cur.get(part) {
+                    Some(next) => cur = next,
+                    None => {
+                        found = false;
+                        break;
+                    }
+                }
+            }
+            if found {
+                let id = match cur {
+                    serde_json::Value::String(s) => s.trim().to_string(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    _ => String::new(),
+                };
+                if is_plausible_id(&id) {
+                    return Ok(id);
+                }
+            }
+        }
+    }
+    if let Some(re) = regex {
+        if let Some(id) = re
+            .captures(stdout)
+            .and_then(|c| c.get(1))
+            .map(|m| m.as_str().trim().to_string())
+        {
+            if is_plausible_id(&id) {
+                return Ok(id);
+            }
+        }
+    }
+    match regex {
+        Some(re) => bail!(
+            "no JSON field '{json_field}' and no match for /{}/",
+            re.as_str()
+        ),
+        None => bail!("no JSON field '{json_field}' (set mc.id_regex for tools that print text)"),
+    }
+}
+
+fn is_plausible_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 200 && !id.chars().any(char::is_control)
+}
+
+/// For `doctor`: whether the program of the template exists
+/// (absolute, `~`-relative or on PATH).
+pub fn program_exists(cfg: &McConfig) -> bool {
+    let Some(first) = cfg.command.first() else {
+        return false;
+    };
+    let p = expand_tilde(first);
+    if p.components().count() > 1 {
+        return p.is_file();
+    }
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .any(|dir| Path::new(dir).join(&p).is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::{Priority, Tag};
+
+    fn task() -> Task {
+        Task {
+            title: "it's $(rm -rf /) `x` {source}".into(),
+            description: "d".into(),
+            owner: "ops".into(),
+            tag: Tag::Billable,
+            priority: Priority::High,
+            source: "post1".into(),
+            label: "INCIDENT".into(),
+            team: "wizard".into(),
+            channel: "dev".into(),
+            author: "al".into(),
+            permalink: "http://x/pl/1".into(),
+        }
+    }
+
+    #[test]
+    fn substitute_table() {
+        let t = task();
+        for (tpl, want) in [
+            ("{title}", "it's $(rm -rf /) `x` {source}"),
+            ("--p={priority}/{tag}", "--p=HIGH/BILLABLE"),
+            ("{unknown}", "{unknown}"),
+            ("{", "{"),
+            ("{{source}}", "{post1}"),
+            (
+                "{owner}{label}{team}{channel}{author}",
+                "opsINCIDENTwizarddeval",
+            ),
+            ("{permalink}", "http://x/pl/1"),
+        ] {
+            assert_eq!(substitute(tpl, &t), want, "{tpl}");
+        }
+    }
+
+    #[test]
+    fn tilde_table() {
+        for (s, want) in [
+            ("~/tools/mc.js", "/home/u/tools/mc.js"),
+            ("~", "/home/u"),
+            ("a~/b", "a~/b"),
+            ("~other/x", "~other/x"),
+        ] {
+            assert_eq!(expand_tilde_with(s, Some("/home/u/")), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn parse_id_table() {
+        let re = Regex::new(r"Created task (MC-\d+)").unwrap();
+        for (out, field, want) in [
+            (r#"{"id":"MC-123"}"#, "id", Some("MC-123")),
+            (r#"{"id":42}"#, "id", Some("42")),
+            (
+                "log line\n{\"task\":{\"id\":\"MC-9\"}}\n",
+                "task.id",
+                Some("MC-9"),
+            ),
+            ("Created task MC-77\n", "id", Some("MC-77")),
+            ("garbage", "id", None),
+            (r#"{"id":""}"#, "id", None),
+            (r#"{"other":1}"#, "id", None),
+        ] {
+            assert_eq!(
+                parse_id(out, field, Some(&re)).ok().as_deref(),
+                want,
+                "{out}"
+            );
+        }
+        assert!(parse_id("Created task MC-77", "id", None).is_err());
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        let bad = |c: McConfig| c.validate().unwrap_err().to_string();
+        assert!(bad(McConfig {
+            command: vec!["mc".into(), "{titel}".into()],
+            ..Default::default()
+        })
+        .contains("{titel}"));
+        assert!(bad(McConfig {
+            timeout_secs: 0,
+            ..Default::default()
+        })
+        .contains("mc.timeout_secs"));
+        assert!(bad(McConfig {
+            id_regex: Some("MC-\\d+".into()),
+            ..Default::default()
+        })
+        .contains("capture group"));
+        assert!(bad(McConfig {
+            id_regex: Some("(".into()),
+            ..Default::default()
+        })
+        .contains("mc.id_regex"));
+        assert!(bad(McConfig {
+            pass_env: vec!["A B".into()],
+            ..Default::default()
+        })
+        .contains("mc.pass_env"));
+        assert!(bad(McConfig {
+            command: vec!["{title}".into()],
+            ..Default::default()
+        })
+        .contains("program"));
+        McConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn tail_cuts_on_char_boundary() {
+        let s = "é".repeat(400);
+        let t = tail(s.as_bytes(), 501);
+        assert!(t.starts_with('…'));
+        assert!(t.len() <= 504);
+    }
+}

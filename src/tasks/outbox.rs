@@ -1,0 +1,693 @@
+//! Nothing lost, nothing twice: the path every task takes to MC and Planka.
+//!
+//! [`ensure_task`] is idempotent per `source` (post id or incident key):
+//!
+//! 1. The stored mapping ([`TaskState::mapping`]) and then the ledger
+//!    (`find_by_source`) are checked first, so a retried post, a re-run
+//!    escalation or a run after a crash finds the task it already made.
+//! 2. MC must succeed, or an error is returned and nothing is recorded: the
+//!    caller keeps the post pending and the next cycle tries again.
+//! 3. The mapping is recorded the moment MC succeeds, and the ledger journals
+//!    it on disk right away (for an external command too), so a crash before
+//!    the state file is saved still finds it through `find_by_source`.
+//! 4. Planka is optional: when it fails, the card goes into the outbox and
+//!    [`retry_outbox`] makes it on a later cycle, with exponential backoff.
+//!    The card itself carries a source marker, so a crash between creating
+//!    the card and recording it does not make a second card either.
+//!
+//! **Residual window, stated honestly.** With an external MC command, a crash
+//! (power loss, SIGKILL) after the command created the task but before its
+//! id reached the ledger (one `write` later) cannot be seen by us; the next
+//! run calls the command again with the same `{source}`, so an MC that
+//! dedupes by source (e.g. `mc.js create --source {source}`) stays exact,
+//! and one that does not may get a second task. With the built-in ledger
+//! there is no such window: the ledger append is the creation.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ledger::{LedgerTask, UpdateRecord};
+use super::mc::McBackend;
+use super::planka::PlankaClient;
+use super::Task;
+
+/// First retry after this long; doubled per attempt.
+pub const BACKOFF_BASE_MS: i64 = 60_000;
+/// Retries are at least this rare (one hour).
+pub const BACKOFF_CAP_MS: i64 = 3_600_000;
+/// Mapping entries older than this are pruned (the ledger still knows them).
+pub const MAPPING_MAX_AGE_MS: i64 = 30 * 24 * 3_600_000;
+/// At most this many mapping entries are kept (newest win).
+pub const MAPPING_MAX_ENTRIES: usize = 5_000;
+/// At most this many outbox items; the oldest beyond it are dropped with an
+/// error in the log (a Planka outage of weeks, not a normal state).
+pub const OUTBOX_MAX_ITEMS: usize = 1_000;
+
+/// Delay before attempt `attempts + 1`, given `attempts` failures so far:
+/// 1 min, 2, 4, … capped at an hour. Pure.
+pub fn backoff_ms(attempts: u32) -> i64 {
+    let exp = attempts.saturating_sub(1).min(20);
+    (BACKOFF_BASE_MS.saturating_mul(1i64 << exp)).min(BACKOFF_CAP_MS)
+}
+
+/// What the agent made for one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// MC task id.
+    pub task_id: String,
+    /// Planka card id, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_id: Option<String>,
+    /// Planka card URL, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_url: Option<String>,
+    /// When the MC task was made (epoch ms).
+    pub created_at_ms: i64,
+}
+
+/// Kinds of pending work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkKind {
+    /// The MC task itself (escalations, which have no post to keep pending).
+    CreateTask,
+    /// The Planka card of an existing MC task.
+    CreateCard,
+}
+
+/// One piece of work that failed and will be retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    /// What to do.
+    pub kind: WorkKind,
+    /// The task (its `source` is the key).
+    pub task: Task,
+    /// The MC id, for `CreateCard`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Not retried before this time (epoch ms).
+    pub next_attempt_ms: i64,
+    /// The latest failure, for `status`.
+    pub last_error: String,
+    /// When the work was first queued (epoch ms).
+    pub queued_at_ms: i64,
+}
+
+/// Tasks' part of the state file (the lead stores it and saves it after
+/// each post). Bounded: see [`TaskState::prune`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskState {
+    /// source → what was made for it.
+    pub mapping: BTreeMap<String, TaskRecord>,
+    /// Work to retry on later cycles.
+    pub outbox: Vec<OutboxItem>,
+}
+
+/// A pending item as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PendingView {
+    /// `create_task` or `create_card`.
+    pub kind: WorkKind,
+    /// The idempotency key.
+    pub source: String,
+    /// The task title.
+    pub title: String,
+    /// Failed attempts.
+    pub attempts: u32,
+    /// Seconds until the next try (0 = due now).
+    pub next_attempt_in_secs: i64,
+    /// The latest failure.
+    pub last_error: String,
+}
+
+impl TaskState {
+    /// Queues `kind` work for `task` after a failure (or bumps the item
+    /// already queued for the same source and kind).
+    pub fn enqueue(
+        &mut self,
+        kind: WorkKind,
+        task: &Task,
+        task_id: Option<&str>,
+        error: &anyhow::Error,
+        now_ms: i64,
+    ) {
+        let last_error = format!("{error:#}");
+        if let Some(item) = self
+            .outbox
+            .iter_mut()
+            .find(|i| i.kind == kind && i.task.source == task.source)
+        {
+            item.attempts += 1;
+            item.next_attempt_ms = now_ms + backoff_ms(item.attempts);
+            item.last_error = last_error;
+            if task_id.is_some() {
+                item.task_id = task_id.map(str::to_string);
+            }
+            return;
+        }
+        self.outbox.push(OutboxItem {
+            kind,
+            task: task.clone(),
+            task_id: task_id.map(str::to_string),
+            attempts: 1,
+            next_attempt_ms: now_ms + backoff_ms(1),
+            last_error,
+            queued_at_ms: now_ms,
+        });
+    }
+
+    /// Whether work of `kind` is queued for `source`.
+    pub fn is_pending(&self, kind: WorkKind, source: &str) -> bool {
+        self.outbox
+            .iter()
+            .any(|i| i.kind == kind && i.task.source == source)
+    }
+
+    /// Keeps the state bounded: old mapping entries go (the ledger still has
+    /// them), never ones with pending work; an overlong outbox loses its oldest.
+    pub fn prune(&mut self, now_ms: i64) {
+        let pending: Vec<String> = self.outbox.iter().map(|i| i.task.source.clone()).collect();
+        self.mapping
+            .retain(|k, r| now_ms - r.created_at_ms <= MAPPING_MAX_AGE_MS || pending.contains(k));
+        if self.mapping.len() > MAPPING_MAX_ENTRIES {
+            let mut ages: Vec<(i64, String)> = self
+                .mapping
+                .iter()
+                .map(|(k, r)| (r.created_at_ms, k.clone()))
+                .collect();
+            ages.sort();
+            let excess = self.mapping.len() - MAPPING_MAX_ENTRIES;
+            for (_, k) in ages
+                .into_iter()
+                .filter(|(_, k)| !pending.contains(k))
+                .take(excess)
+            {
+                self.mapping.remove(&k);
+            }
+        }
+        if self.outbox.len() > OUTBOX_MAX_ITEMS {
+            self.outbox.sort_by_key(|i| i.queued_at_ms);
+            let excess = self.outbox.len() - OUTBOX_MAX_ITEMS;
+            for dropped in self.outbox.drain(..excess) {
+                tracing::error!(source = %dropped.task.source, kind = ?dropped.kind, "Dropped a task outbox item: the outbox is full.");
+            }
+        }
+    }
+
+    /// The outbox as `status` shows it.
+    pub fn pending(&self, now_ms: i64) -> Vec<PendingView> {
+        self.outbox
+            .iter()
+            .map(|i| PendingView {
+                kind: i.kind,
+                source: i.task.source.clone(),
+                title: i.task.title.clone(),
+                attempts: i.attempts,
+                next_attempt_in_secs: ((i.next_attempt_ms - now_ms).max(0)) / 1000,
+                last_error: i.last_error.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Text rendering of the outbox for `status`: one line per pending item.
+pub fn render_pending_text(items: &[PendingView]) -> String {
+    if items.is_empty() {
+        return "Task outbox: empty.\n".to_string();
+    }
+    let mut out = format!("Task outbox: {} pending\n", items.len());
+    for i in items {
+        let kind = match i.kind {
+            WorkKind::CreateTask => "task",
+            WorkKind::CreateCard => "card",
+        };
+        out.push_str(&format!(
+            "  {kind:<4} {}  \"{}\"  attempts {}, next in {}s: {}\n",
+            i.source, i.title, i.attempts, i.next_attempt_in_secs, i.last_error
+        ));
+    }
+    out
+}
+
+/// Reference to the task made (or found) for a source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRef {
+    /// MC id (`OPS-7`, `MC-123`).
+    pub id: String,
+    /// The card URL when there is one (MC itself has no URL we know).
+    pub url: Option<String>,
+}
+
+/// What happened to the card.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "card", rename_all = "snake_case")]
+pub enum CardOutcome {
+    /// Made now.
+    Created {
+        /// Card id.
+        card_id: String,
+        /// Card URL.
+        url: String,
+    },
+    /// Already there (recorded, or found on the board by its marker).
+    Exists {
+        /// Card id.
+        card_id: String,
+        /// Card URL.
+        url: String,
+    },
+    /// Could not be made now; queued for a later cycle.
+    Pending {
+        /// Why.
+        reason: String,
+    },
+    /// No card for this task (Planka off, or no board for the team).
+    Disabled {
+        /// Why.
+        reason: String,
+    },
+    /// Dry run: a card would be made.
+    WouldCreate,
+}
+
+/// Result of [`ensure_task`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnsureOutcome {
+    /// The task.
+    pub task_ref: TaskRef,
+    /// True when MC made the task in this call (false: it existed).
+    pub created_now: bool,
+    /// The card.
+    pub card: CardOutcome,
+    /// True when nothing was written (dry run).
+    pub dry_run: bool,
+}
+
+/// Where tasks go, shared by [`ensure_task`] and [`retry_outbox`].
+#[derive(Debug, Clone, Copy)]
+pub struct Targets<'a> {
+    /// MC (command or ledger).
+    pub mc: &'a McBackend,
+    /// Planka, when enabled.
+    pub planka: Option<&'a PlankaClient>,
+    /// Report what would be done without writing anything.
+    pub dry_run: bool,
+}
+
+fn record_from_ledger(t: &LedgerTask) -> TaskRecord {
+    TaskRecord {
+        task_id: t.id.clone(),
+        card_id: t.card_id.clone(),
+        card_url: t.card_url.clone(),
+        created_at_ms: t.created_at.timestamp_millis(),
+    }
+}
+
+/// Makes sure `task` exists exactly once in MC and, where configured, as
+/// one card in Planka. Returns an error only when MC failed, in which case
+/// nothing was recorded and the caller must retry later (keep the post
+/// pending, or [`TaskState::enqueue`] a `CreateTask` for an escalation).
+/// The caller saves `state` right after.
+pub async fn ensure_task(
+    task: &Task,
+    t: Targets<'_>,
+    state: &mut TaskState,
+    now: DateTime<Utc>,
+) -> Result<EnsureOutcome> {
+    let now_ms = now.timestamp_millis();
+    let ledger = t.mc.ledger();
+    let (mut record, created_now) = match state.mapping.get(&task.source) {
+        Some(r) => (r.clone(), false),
+        None => match ledger.find_by_source(&task.source)? {
+            Some(found) => {
+                tracing::info!(source = %task.source, id = %found.id, "Task already in the ledger; not creating it again.");
+                (record_from_ledger(&found), false)
+            }
+            None if t.dry_run => {
+                return Ok(EnsureOutcome {
+                    task_ref: TaskRef {
+                        id: "(dry run)".into(),
+                        url: None,
+                    },
+                    created_now: true,
+                    card: card_plan(task, t.planka),
+                    dry_run: true,
+                });
+            }
+            None => (create_in_mc(task, t.mc, now).await?, true),
+        },
+    };
+    if !t.dry_run {
+        state.mapping.insert(task.source.clone(), record.clone());
+        state
+            .outbox
+            .retain(|i| !(i.kind == WorkKind::CreateTask && i.task.source == task.source));
+    }
+    let card = match (&record.card_id, &record.card_url) {
+        (Some(id), Some(url)) => CardOutcome::Exists {
+            card_id: id.clone(),
+            url: url.clone(),
+        },
+        _ => match card_plan(task, t.planka) {
+            CardOutcome::WouldCreate if t.dry_run => CardOutcome::WouldCreate,
+            CardOutcome::WouldCreate
+                if !created_now && state.is_pending(WorkKind::CreateCard, &task.source) =>
+            {
+                // Already queued with its own backoff; retry_outbox owns it.
+                CardOutcome::Pending {
+                    reason: "queued for retry".into(),
+                }
+            }
+            CardOutcome::WouldCreate => {
+                let planka = t.planka.expect("card_plan said Planka is on");
+                make_card(task, &mut record, planka, ledger, state, now_ms).await
+            }
+            other => other,
+        },
+    };
+    Ok(EnsureOutcome {
+        task_ref: TaskRef {
+            id: record.task_id.clone(),
+            url: record.card_url.clone(),
+        },
+        created_now,
+        card,
+        dry_run: t.dry_run,
+    })
+}
+
+fn card_plan(task: &Task, planka: Option<&PlankaClient>) -> CardOutcome {
+    match planka {
+        None => CardOutcome::Disabled {
+            reason: "Planka is not configured".into(),
+        },
+        Some(p) if !p.has_board(&task.team) => CardOutcome::Disabled {
+            reason: format!("no Planka board configured for team '{}'", task.team),
+        },
+        Some(_) => CardOutcome::WouldCreate,
+    }
+}
+
+async fn create_in_mc(task: &Task, mc: &McBackend, now: DateTime<Utc>) -> Result<TaskRecord> {
+    let lt = match mc {
+        McBackend::Ledger(l) => l
+            .create(task, None, now)
+            .context("creating the task in the built-in ledger")?,
+        McBackend::Command(cmd, l) => {
+            let id = cmd.create(task).await?;
+            // The journal line closes the crash window; MC already has the
+            // task, so failing to journal is logged, not an MC failure.
+            match l.create(task, Some(&id), now) {
+                Ok(lt) => lt,
+                Err(e) => {
+                    tracing::error!(source = %task.source, id = %id, error = %format!("{e:#}"), "MC task created but not journalled in the ledger.");
+                    return Ok(TaskRecord {
+                        task_id: id,
+                        card_id: None,
+                        card_url: None,
+                        created_at_ms: now.timestamp_millis(),
+                    });
+                }
+            }
+        }
+    };
+    tracing::info!(source = %task.source, id = %lt.id, tag = %task.tag, priority = %task.priority, backend = mc.kind(), "Created task.");
+    Ok(record_from_ledger(&lt))
+}
+
+/// Tries the card once; success is recorded in the mapping and the ledger,
+/// failure queues it.
+async fn make_card(
+    task: &Task,
+    record: &mut TaskRecord,
+    planka: &PlankaClient,
+    ledger: &super::ledger::Ledger,
+    state: &mut TaskState,
+    now_ms: i64,
+) -> CardOutcome {
+    match planka.create_card(task, &record.task_id).await {
+        Ok(card) => {
+            record.card_id = Some(card.card_id.clone());
+            record.card_url = Some(card.card_url.clone());
+            state.mapping.insert(task.source.clone(), record.clone());
+            state
+                .outbox
+                .retain(|i| !(i.kind == WorkKind::CreateCard && i.task.source == task.source));
+            let update = UpdateRecord {
+                id: record.task_id.clone(),
+                at: DateTime::from_timestamp_millis(now_ms).unwrap_or_default(),
+                card_id: Some(card.card_id.clone()),
+                card_url: Some(card.card_url.clone()),
+                status: None,
+            };
+            if let Err(e) = ledger.update(update) {
+                tracing::warn!(id = %record.task_id, error = %format!("{e:#}"), "Card made but not journalled in the ledger.");
+            }
+            tracing::info!(source = %task.source, id = %record.task_id, card = %card.card_url, "Planka card ready.");
+            if card.existed {
+                CardOutcome::Exists {
+                    card_id: card.card_id,
+                    url: card.card_url,
+                }
+            } else {
+                CardOutcome::Created {
+                    card_id: card.card_id,
+                    url: card.card_url,
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(source = %task.source, id = %record.task_id, error = %format!("{e:#}"), "Planka card not made; will retry.");
+            state.enqueue(
+                WorkKind::CreateCard,
+                task,
+                Some(&record.task_id),
+                &e,
+                now_ms,
+            );
+            CardOutcome::Pending {
+                reason: format!("{e:#}"),
+            }
+        }
+    }
+}
+
+/// One due outbox item's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryResult {
+    /// What was tried.
+    pub kind: WorkKind,
+    /// The idempotency key.
+    pub source: String,
+    /// Ok: task id and card outcome; Err: the error, still queued.
+    pub outcome: Result<EnsureOutcome, String>,
+}
+
+/// Works through the outbox items that are due at `now`. Each is retried
+/// once; a failure stays queued with a longer backoff. Dry run lists what
+/// is due without trying.
+pub async fn retry_outbox(
+    t: Targets<'_>,
+    state: &mut TaskState,
+    now: DateTime<Utc>,
+) -> Vec<RetryResult> {
+    let now_ms = now.timestamp_millis();
+    let due: Vec<OutboxItem> = state
+        .outbox
+        .iter()
+        .filter(|i| i.next_attempt_ms <= now_ms)
+        .cloned()
+        .collect();
+    let mut results = Vec::new();
+    for item in due {
+        let source = item.task.source.clone();
+        if t.dry_run {
+            results.push(RetryResult {
+                kind: item.kind,
+                source,
+                outcome: Err("dry run: would retry".into()),
+            });
+            continue;
+        }
+        let outcome = match item.kind {
+            WorkKind::CreateTask => match ensure_task(&item.task, t, state, now).await {
+                Ok(o) => Ok(o),
+                Err(e) => {
+                    state.enqueue(WorkKind::CreateTask, &item.task, None, &e, now_ms);
+                    Err(format!("{e:#}"))
+                }
+            },
+            WorkKind::CreateCard => retry_card(&item, t, state, now_ms).await,
+        };
+        results.push(RetryResult {
+            kind: item.kind,
+            source,
+            outcome,
+        });
+    }
+    state.prune(now_ms);
+    results
+}
+
+async fn retry_card(
+    item: &OutboxItem,
+    t: Targets<'_>,
+    state: &mut TaskState,
+    now_ms: i64,
+) -> Result<EnsureOutcome, String> {
+    let source = &item.task.source;
+    let mut record = match state.mapping.get(source) {
+        Some(r) => r.clone(),
+        None => match item.task_id.clone() {
+            Some(id) => TaskRecord {
+                task_id: id,
+                card_id: None,
+                card_url: None,
+                created_at_ms: item.queued_at_ms,
+            },
+            None => {
+                state
+                    .outbox
+                    .retain(|i| !(i.kind == WorkKind::CreateCard && &i.task.source == source));
+                return Err("no MC task recorded for this card; dropped".into());
+            }
+        },
+    };
+    let card = match (
+        &record.card_id,
+        &record.card_url,
+        card_plan(&item.task, t.planka),
+    ) {
+        (Some(id), Some(url), _) => CardOutcome::Exists {
+            card_id: id.clone(),
+            url: url.clone(),
+        },
+        (_, _, CardOutcome::WouldCreate) => {
+            let planka = t.planka.expect("card_plan said Planka is on");
+            make_card(
+                &item.task,
+                &mut record,
+                planka,
+                t.mc.ledger(),
+                state,
+                now_ms,
+            )
+            .await
+        }
+        (_, _, other) => other,
+    };
+    match &card {
+        CardOutcome::Pending { reason } => Err(reason.clone()),
+        _ => {
+            // Done, or no longer possible (Planka switched off): not pending.
+            state
+                .outbox
+                .retain(|i| !(i.kind == WorkKind::CreateCard && &i.task.source == source));
+            Ok(EnsureOutcome {
+                task_ref: TaskRef {
+                    id: record.task_id.clone(),
+                    url: record.card_url.clone(),
+                },
+                created_now: false,
+                card,
+                dry_run: false,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::{Priority, Tag};
+
+    fn task(source: &str) -> Task {
+        Task {
+            title: "t".into(),
+            description: "d".into(),
+            owner: "ops".into(),
+            tag: Tag::Internal,
+            priority: Priority::Normal,
+            source: source.into(),
+            label: "TASK".into(),
+            team: "basic".into(),
+            channel: "c".into(),
+            author: "a".into(),
+            permalink: "p".into(),
+        }
+    }
+
+    #[test]
+    fn backoff_table() {
+        for (attempts, want) in [
+            (0, 60_000),
+            (1, 60_000),
+            (2, 120_000),
+            (3, 240_000),
+            (7, 3_600_000),
+            (60, 3_600_000),
+        ] {
+            assert_eq!(backoff_ms(attempts), want, "{attempts}");
+        }
+    }
+
+    #[test]
+    fn enqueue_bumps_instead_of_duplicating() {
+        let mut s = TaskState::default();
+        let e = anyhow::anyhow!("down");
+        s.enqueue(WorkKind::CreateCard, &task("a"), Some("OPS-1"), &e, 1_000);
+        s.enqueue(WorkKind::CreateCard, &task("a"), Some("OPS-1"), &e, 2_000);
+        assert_eq!(s.outbox.len(), 1);
+        assert_eq!(s.outbox[0].attempts, 2);
+        assert_eq!(s.outbox[0].next_attempt_ms, 2_000 + 120_000);
+        assert!(s.is_pending(WorkKind::CreateCard, "a"));
+        assert!(!s.is_pending(WorkKind::CreateTask, "a"));
+        let v = s.pending(2_000);
+        assert_eq!((v[0].attempts, v[0].next_attempt_in_secs), (2, 120));
+        assert!(render_pending_text(&v).contains("card a  \"t\"  attempts 2, next in 120s: down"));
+        assert!(render_pending_text(&[]).contains("empty"));
+    }
+
+    #[test]
+    fn prune_keeps_recent_and_pending() {
+        let mut s = TaskState::default();
+        let rec = |ms| TaskRecord {
+            task_id: "x".into(),
+            card_id: None,
+            card_url: None,
+            created_at_ms: ms,
+        };
+        let now = MAPPING_MAX_AGE_MS * 2;
+        s.mapping.insert("old".into(), rec(0));
+        s.mapping.insert("old-pending".into(), rec(0));
+        s.mapping.insert("new".into(), rec(now));
+        s.enqueue(
+            WorkKind::CreateCard,
+            &task("old-pending"),
+            Some("x"),
+            &anyhow::anyhow!("e"),
+            now,
+        );
+        s.prune(now);
+        assert_eq!(
+            s.mapping.keys().cloned().collect::<Vec<_>>(),
+            vec!["new", "old-pending"]
+        );
+    }
+
+    #[test]
+    fn old_state_json_still_loads() {
+        let s: TaskState = serde_json::from_str("{}").unwrap();
+        assert_eq!(s, TaskState::default());
+        let s: TaskState =
+            serde_json::from_str(r#"{"mapping":{"p":{"task_id":"OPS-1","created_at_ms":5}}}"#)
+                .unwrap();
+        assert_eq!(s.mapping["p"].task_id, "OPS-1");
+    }
+}

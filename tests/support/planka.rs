@@ -1,0 +1,748 @@
+//! A stateful fake Planka server (v2 by default, v1 switchable) for tests
+//! and the demo stack.
+//!
+//! It keeps users, access tokens, API keys, projects, boards, lists (with
+//! v2's `archive`/`trash` system lists, `name: null`), labels, cards and card
+//! labels the way the real server does (`plankanban/planka`
+//! `server/config/routes.js` and the controllers), hands out snowflake ids
+//! above 2^53 as strings, validates what the real one validates (card `type`
+//! and `position`, label colours, duplicate card labels), and records every
+//! request. Faults switch at runtime: [`Mode`].
+//!
+//! Deliberately stricter than the real v1 in one place: a v1 card create
+//! with a `type` field is a 400, so tests prove the client speaks v1.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+
+/// Which Planka generation the fake speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// Planka 1.26: no bootstrap, `/labels`, `/comment-actions`, no list types.
+    V1,
+    /// Planka 2.1: bootstrap, terms, API keys, `/card-labels`, card `type`.
+    V2,
+}
+
+/// Fault modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Behave.
+    Normal,
+    /// Every request answers this status (401 included: logins too).
+    Status(u16),
+    /// Every authenticated API call answers 401; logins still work.
+    Unauthorized,
+    /// Accept the request and never answer.
+    Hang,
+    /// 200 with a body that is not JSON.
+    Garbage,
+    /// Not listening: connections are refused.
+    Down,
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// HTTP method.
+    pub method: String,
+    /// Path, without the query.
+    pub path: String,
+    /// Query string, if any.
+    pub query: Option<String>,
+    /// JSON body (`Null` when absent or not JSON).
+    pub body: Value,
+    /// `bearer`, `api-key` or `none`.
+    pub auth: &'static str,
+}
+
+/// The default account.
+pub const USERNAME: &str = "ops";
+/// Its password.
+pub const PASSWORD: &str = "planka-secret";
+/// The terms signature `GET /api/terms` hands out.
+pub const TERMS_SIGNATURE: &str =
+    "3f1c6a0b9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a";
+
+struct User {
+    id: String,
+    username: String,
+    email: String,
+    password: String,
+    terms_accepted: bool,
+}
+
+struct Data {
+    version: Version,
+    mode: Mode,
+    require_terms: bool,
+    users: Vec<User>,
+    tokens: HashMap<String, String>,
+    pending_tokens: HashMap<String, String>,
+    api_keys: HashMap<String, String>,
+    projects: Vec<Value>,
+    boards: Vec<Value>,
+    lists: Vec<Value>,
+    labels: Vec<Value>,
+    cards: Vec<Value>,
+    card_labels: Vec<Value>,
+    comments: Vec<Value>,
+    requests: Vec<Recorded>,
+    fail_next: VecDeque<(String, u16)>,
+    next_id: u64,
+    logins: u32,
+}
+
+impl Data {
+    fn id(&mut self) -> String {
+        self.next_id += 1;
+        self.next_id.to_string()
+    }
+}
+
+type Shared = Arc<Mutex<Data>>;
+
+/// A running fake; drop it to stop (the background variant lives until the
+/// process exits).
+pub struct FakePlanka {
+    /// Base URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+    addr: SocketAddr,
+    data: Shared,
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Drop for FakePlanka {
+    fn drop(&mut self) {
+        if let Some(h) = self.server.lock().unwrap().take() {
+            h.abort();
+        }
+    }
+}
+
+fn err(status: u16, code: &str, message: &str) -> (u16, Value) {
+    (status, json!({ "code": code, "message": message }))
+}
+
+impl FakePlanka {
+    /// Starts on 127.0.0.1:0 inside the current tokio runtime.
+    pub async fn start() -> FakePlanka {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let data = Arc::new(Mutex::new(Data {
+            version: Version::V2,
+            mode: Mode::Normal,
+            require_terms: false,
+            users: vec![User {
+                id: "1650000000000000001".into(),
+                username: USERNAME.into(),
+                email: "ops@example.com".into(),
+                password: PASSWORD.into(),
+                terms_accepted: false,
+            }],
+            tokens: HashMap::new(),
+            pending_tokens: HashMap::new(),
+            api_keys: HashMap::new(),
+            projects: vec![],
+            boards: vec![],
+            lists: vec![],
+            labels: vec![],
+            cards: vec![],
+            card_labels: vec![],
+            comments: vec![],
+            requests: vec![],
+            fail_next: VecDeque::new(),
+            // Above 2^53 (9007199254740992): a JSON number would lose digits.
+            next_id: 1_650_000_000_000_000_100,
+            logins: 0,
+        }));
+        let fake = FakePlanka {
+            url: format!("http://{addr}"),
+            addr,
+            data,
+            server: Mutex::new(None),
+            rt: tokio::runtime::Handle::current(),
+        };
+        fake.serve(listener);
+        fake
+    }
+
+    /// Starts on a background thread with its own runtime, for tests that
+    /// run the real binary with `std::process::Command`.
+    pub fn start_in_background() -> FakePlanka {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                tx.send(FakePlanka::start().await).unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().unwrap()
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let app = Router::new().fallback(handle).with_state(self.data.clone());
+        let h = self.rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        *self.server.lock().unwrap() = Some(h);
+    }
+
+    /// Switches the fault mode; `Down` closes the port, leaving it re-opens it.
+    pub fn set_mode(&self, mode: Mode) {
+        let was = std::mem::replace(&mut self.data.lock().unwrap().mode, mode);
+        if mode == Mode::Down && was != Mode::Down {
+            if let Some(h) = self.server.lock().unwrap().take() {
+                h.abort();
+            }
+        } else if was == Mode::Down && mode != Mode::Down {
+            let addr = self.addr;
+            let std_listener =
+                std::net::TcpListener::bind(addr).expect("re-binding the fake Planka port");
+            std_listener.set_nonblocking(true).unwrap();
+            let _guard = self.rt.enter();
+            self.serve(tokio::net::TcpListener::from_std(std_listener).unwrap());
+        }
+    }
+
+    /// Speak v1 or v2.
+    pub fn set_version(&self, v: Version) {
+        self.data.lock().unwrap().version = v;
+    }
+
+    /// v2: logins of users who have not accepted the terms get the 403 step.
+    pub fn require_terms(&self, on: bool) {
+        self.data.lock().unwrap().require_terms = on;
+    }
+
+    /// Adds a v2 API key for the default user.
+    pub fn add_api_key(&self, key: &str) {
+        let mut d = self.data.lock().unwrap();
+        let uid = d.users[0].id.clone();
+        d.api_keys.insert(key.into(), uid);
+    }
+
+    /// Invalidates every access token (as a server restart with a new
+    /// secret, or an expiry, would): the next call gets 401.
+    pub fn expire_tokens(&self) {
+        self.data.lock().unwrap().tokens.clear();
+    }
+
+    /// The next request whose path contains `path_part` answers `status`
+    /// (once), e.g. to fail a label attach after the card was created.
+    pub fn fail_next(&self, path_part: &str, status: u16) {
+        self.data
+            .lock()
+            .unwrap()
+            .fail_next
+            .push_back((path_part.into(), status));
+    }
+
+    /// Creates a project; returns its id.
+    pub fn add_project(&self, name: &str) -> String {
+        let mut d = self.data.lock().unwrap();
+        let id = d.id();
+        d.projects
+            .push(json!({ "id": id, "name": name, "type": "shared" }));
+        id
+    }
+
+    /// Creates a board (v2: with its archive and trash lists); returns its id.
+    pub fn add_board(&self, project_id: &str, name: &str) -> String {
+        let mut d = self.data.lock().unwrap();
+        let id = d.id();
+        let position = 65536.0 * (d.boards.len() + 1) as f64;
+        d.boards
+            .push(json!({ "id": id, "projectId": project_id, "name": name, "position": position }));
+        if d.version == Version::V2 {
+            for ty in ["archive", "trash"] {
+                let lid = d.id();
+                d.lists.push(
+                    json!({ "id": lid, "boardId": id, "type": ty, "name": null, "position": null }),
+                );
+            }
+        }
+        id
+    }
+
+    /// Adds a list (v2 type `active`); returns its id.
+    pub fn add_list(&self, board_id: &str, name: &str) -> String {
+        let mut d = self.data.lock().unwrap();
+        let id = d.id();
+        let position = 65536.0 * (d.lists.len() + 1) as f64;
+        let mut l = json!({ "id": id, "boardId": board_id, "name": name, "position": position });
+        if d.version == Version::V2 {
+            l["type"] = json!("active");
+        }
+        d.lists.push(l);
+        id
+    }
+
+    /// Adds a label to a board; returns its id.
+    pub fn add_label(&self, board_id: &str, name: &str, color: &str) -> String {
+        let mut d = self.data.lock().unwrap();
+        let id = d.id();
+        d.labels.push(json!({ "id": id, "boardId": board_id, "name": name, "color": color, "position": 65536.0 }));
+        id
+    }
+
+    /// Project "Ops" with one board per `(board, list)`; returns the list ids.
+    pub fn seed(&self, boards: &[(&str, &str)]) -> Vec<String> {
+        let p = self.add_project("Ops");
+        boards
+            .iter()
+            .map(|(b, l)| {
+                let bid = self.add_board(&p, b);
+                self.add_list(&bid, l)
+            })
+            .collect()
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.data.lock().unwrap().requests.clone()
+    }
+
+    /// How many requests had this method and a path containing `part`.
+    pub fn count(&self, method: &str, part: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == method && r.path.contains(part))
+            .count()
+    }
+
+    /// Cards on all boards.
+    pub fn cards(&self) -> Vec<Value> {
+        self.data.lock().unwrap().cards.clone()
+    }
+
+    /// Labels on all boards.
+    pub fn labels(&self) -> Vec<Value> {
+        self.data.lock().unwrap().labels.clone()
+    }
+
+    /// Card-label links.
+    pub fn card_labels(&self) -> Vec<Value> {
+        self.data.lock().unwrap().card_labels.clone()
+    }
+
+    /// Comments (v2) / comment actions (v1).
+    pub fn comments(&self) -> Vec<Value> {
+        self.data.lock().unwrap().comments.clone()
+    }
+
+    /// Label names on a card.
+    pub fn label_names_of(&self, card_id: &str) -> Vec<String> {
+        let d = self.data.lock().unwrap();
+        d.card_labels
+            .iter()
+            .filter(|cl| cl["cardId"] == card_id)
+            .filter_map(|cl| d.labels.iter().find(|l| l["id"] == cl["labelId"]))
+            .filter_map(|l| l["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Successful logins (password or terms acceptance).
+    pub fn logins(&self) -> u32 {
+        self.data.lock().unwrap().logins
+    }
+}
+
+fn respond((status, body): (u16, Value)) -> Response {
+    (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+}
+
+async fn handle(
+    State(data): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let api_key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mode = {
+        let mut d = data.lock().unwrap();
+        d.requests.push(Recorded {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            query: uri.query().map(str::to_string),
+            body: body.clone(),
+            auth: if bearer.is_some() {
+                "bearer"
+            } else if api_key.is_some() {
+                "api-key"
+            } else {
+                "none"
+            },
+        });
+        d.mode
+    };
+    match mode {
+        Mode::Hang => return std::future::pending::<Response>().await,
+        Mode::Status(s) => return respond(err(s, "E_FAKE", "fake fault mode")),
+        Mode::Garbage => return (StatusCode::OK, "<html>not json").into_response(),
+        // A kept-alive connection outlives the closed port; end it.
+        Mode::Down => {
+            return (StatusCode::BAD_GATEWAY, [("connection", "close")], "down").into_response();
+        }
+        Mode::Normal | Mode::Unauthorized => {}
+    }
+    let mut d = data.lock().unwrap();
+    let path = uri.path().to_string();
+    if let Some(pos) = d
+        .fail_next
+        .iter()
+        .position(|(p, _)| path.contains(p.as_str()))
+    {
+        let (_, status) = d.fail_next.remove(pos).unwrap();
+        return respond(err(status, "E_FAKE", "injected failure"));
+    }
+    respond(route(
+        &mut d,
+        mode,
+        &method,
+        &path,
+        uri.query(),
+        &body,
+        bearer,
+        api_key,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route(
+    d: &mut Data,
+    mode: Mode,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &Value,
+    bearer: Option<String>,
+    api_key: Option<String>,
+) -> (u16, Value) {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let v2 = d.version == Version::V2;
+    // Unauthenticated routes.
+    match (method.as_str(), segs.as_slice()) {
+        ("GET", ["api", "bootstrap"]) if v2 => {
+            return (200, json!({ "item": { "version": "2.1.1", "oidc": null } }));
+        }
+        ("GET", ["api", "terms"]) if v2 => {
+            let _ = query;
+            return (
+                200,
+                json!({ "item": { "type": "general", "language": "en-US", "content": "# Terms", "signature": TERMS_SIGNATURE } }),
+            );
+        }
+        ("POST", ["api", "access-tokens"]) => return login(d, body),
+        ("POST", ["api", "access-tokens", "accept-terms"]) if v2 => return accept_terms(d, body),
+        // v1 has none of these routes: unmatched routes are 404 before any auth.
+        (_, ["api", "bootstrap"] | ["api", "terms"] | ["api", "access-tokens", "accept-terms"]) => {
+            return err(404, "E_NOT_FOUND", "Not found");
+        }
+        _ => {}
+    }
+    let authed = bearer.as_ref().is_some_and(|t| d.tokens.contains_key(t))
+        || (v2 && api_key.as_ref().is_some_and(|k| d.api_keys.contains_key(k)));
+    if !authed || mode == Mode::Unauthorized || !path.starts_with("/api/") {
+        if !path.starts_with("/api/") {
+            return err(404, "E_NOT_FOUND", "Not found");
+        }
+        return err(
+            401,
+            "E_UNAUTHORIZED",
+            "Access token is missing, invalid or expired",
+        );
+    }
+    match (method.as_str(), segs.as_slice()) {
+        ("GET", ["api", "projects"]) => (
+            200,
+            json!({ "items": d.projects, "included": { "boards": d.boards, "boardMemberships": [], "users": [] } }),
+        ),
+        ("GET", ["api", "boards", id]) => {
+            let Some(board) = d.boards.iter().find(|b| b["id"] == *id).cloned() else {
+                return err(404, "E_NOT_FOUND", "Board not found");
+            };
+            let of = |v: &Vec<Value>| {
+                v.iter()
+                    .filter(|x| x["boardId"] == *id)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            let cards = of(&d.cards);
+            let card_labels: Vec<Value> = d
+                .card_labels
+                .iter()
+                .filter(|cl| cards.iter().any(|c| c["id"] == cl["cardId"]))
+                .cloned()
+                .collect();
+            (
+                200,
+                json!({ "item": board, "included": {
+                    "lists": of(&d.lists), "labels": of(&d.labels), "cards": cards, "cardLabels": card_labels,
+                    "users": [], "boardMemberships": [], "cardMemberships": [], "taskLists": [], "tasks": [], "attachments": []
+                } }),
+            )
+        }
+        ("POST", ["api", "lists", list_id, "cards"]) => create_card(d, list_id, body),
+        ("POST", ["api", "boards", board_id, "labels"]) => create_label(d, board_id, body),
+        ("POST", ["api", "cards", card_id, "card-labels"]) if v2 => attach(d, card_id, body),
+        ("POST", ["api", "cards", card_id, "labels"]) if !v2 => attach(d, card_id, body),
+        ("POST", ["api", "cards", card_id, "comments"]) if v2 => comment(d, card_id, body),
+        ("POST", ["api", "cards", card_id, "comment-actions"]) if !v2 => comment(d, card_id, body),
+        ("GET", ["api", "cards", card_id]) => match d.cards.iter().find(|c| c["id"] == *card_id) {
+            Some(c) => (200, json!({ "item": c })),
+            None => err(404, "E_NOT_FOUND", "Card not found"),
+        },
+        ("PATCH", ["api", "cards", card_id]) => {
+            let list_id = body.get("listId").cloned();
+            let position = body.get("position").cloned();
+            if let Some(l) = &list_id {
+                if !l.is_string() || !d.lists.iter().any(|x| &x["id"] == l) {
+                    return err(404, "E_NOT_FOUND", "List not found");
+                }
+            }
+            match d.cards.iter_mut().find(|c| c["id"] == *card_id) {
+                Some(c) => {
+                    if let Some(l) = list_id {
+                        c["listId"] = l;
+                    }
+                    if let Some(p) = position {
+                        c["position"] = p;
+                    }
+                    (200, json!({ "item": c }))
+                }
+                None => err(404, "E_NOT_FOUND", "Card not found"),
+            }
+        }
+        _ => err(404, "E_NOT_FOUND", "Not found"),
+    }
+}
+
+fn login(d: &mut Data, body: &Value) -> (u16, Value) {
+    let who = body["emailOrUsername"].as_str().unwrap_or("");
+    let pw = body["password"].as_str();
+    if who.is_empty() || pw.is_none() {
+        return (
+            400,
+            json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": ["emailOrUsername and password are required"] }),
+        );
+    }
+    let v2 = d.version == Version::V2;
+    let require_terms = d.require_terms;
+    let Some(user) = d.users.iter().find(|u| u.username == who || u.email == who) else {
+        return err(401, "E_UNAUTHORIZED", "Invalid credentials");
+    };
+    if Some(user.password.as_str()) != pw {
+        return err(401, "E_UNAUTHORIZED", "Invalid credentials");
+    }
+    let uid = user.id.clone();
+    let accepted = user.terms_accepted;
+    if v2 && require_terms && !accepted {
+        let pending = format!("pending-{}", d.id());
+        d.pending_tokens.insert(pending.clone(), uid);
+        return (
+            403,
+            json!({ "code": "E_FORBIDDEN", "message": "Terms acceptance required", "step": "accept-terms", "pendingToken": pending }),
+        );
+    }
+    let token = format!("tok-{}", d.id());
+    d.tokens.insert(token.clone(), uid);
+    d.logins += 1;
+    (200, json!({ "item": token }))
+}
+
+fn accept_terms(d: &mut Data, body: &Value) -> (u16, Value) {
+    let Some(uid) = body["pendingToken"]
+        .as_str()
+        .and_then(|p| d.pending_tokens.remove(p))
+    else {
+        return err(401, "E_UNAUTHORIZED", "Invalid pending token");
+    };
+    if body["signature"].as_str() != Some(TERMS_SIGNATURE) {
+        return err(403, "E_FORBIDDEN", "Invalid signature");
+    }
+    if let Some(u) = d.users.iter_mut().find(|u| u.id == uid) {
+        u.terms_accepted = true;
+    }
+    let token = format!("tok-{}", d.id());
+    d.tokens.insert(token.clone(), uid);
+    d.logins += 1;
+    (200, json!({ "item": token }))
+}
+
+fn create_card(d: &mut Data, list_id: &str, body: &Value) -> (u16, Value) {
+    let v2 = d.version == Version::V2;
+    let Some(list) = d.lists.iter().find(|l| l["id"] == list_id).cloned() else {
+        return err(404, "E_NOT_FOUND", "List not found");
+    };
+    let mut problems = vec![];
+    if v2 {
+        if !matches!(body["type"].as_str(), Some("project") | Some("story")) {
+            problems.push("\"type\" is required and must be project or story");
+        }
+    } else if !body["type"].is_null() {
+        problems.push("unknown input \"type\" (v1 cards have no type)");
+    }
+    let name = body["name"].as_str().unwrap_or("");
+    if name.is_empty() || name.chars().count() > 1024 {
+        problems.push("\"name\" is required (1..1024 characters)");
+    }
+    if !(body["description"].is_null()
+        || body["description"].as_str().is_some_and(|s| !s.is_empty()))
+    {
+        problems.push("\"description\" must be a non-empty string or null");
+    }
+    if !body["position"].is_null() && !body["position"].as_f64().is_some_and(|p| p >= 0.0) {
+        problems.push("\"position\" must be a number >= 0");
+    }
+    if !problems.is_empty() {
+        return (
+            400,
+            json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": problems }),
+        );
+    }
+    if body["position"].is_null() {
+        return err(422, "E_UNPROCESSABLE_ENTITY", "Position must be present");
+    }
+    let id = d.id();
+    let mut card = json!({
+        "id": id, "boardId": list["boardId"], "listId": list_id, "name": name,
+        "description": body["description"], "position": body["position"], "creatorUserId": d.users[0].id,
+    });
+    if v2 {
+        card["type"] = body["type"].clone();
+    }
+    d.cards.push(card.clone());
+    (200, json!({ "item": card }))
+}
+
+fn create_label(d: &mut Data, board_id: &str, body: &Value) -> (u16, Value) {
+    if !d.boards.iter().any(|b| b["id"] == board_id) {
+        return err(404, "E_NOT_FOUND", "Board not found");
+    }
+    // The server's Label.COLORS (v1.26 and v2.1 agree on these names).
+    const COLORS: &[&str] = &[
+        "muddy-grey",
+        "autumn-leafs",
+        "morning-sky",
+        "antique-blue",
+        "egg-yellow",
+        "desert-sand",
+        "dark-granite",
+        "fresh-salad",
+        "lagoon-blue",
+        "midnight-blue",
+        "light-orange",
+        "pumpkin-orange",
+        "light-concrete",
+        "sunny-grass",
+        "navy-blue",
+        "lilac-eyes",
+        "apricot-red",
+        "orange-peel",
+        "silver-glint",
+        "bright-moss",
+        "deep-ocean",
+        "summer-sky",
+        "berry-red",
+        "light-cocoa",
+        "grey-stone",
+        "tank-green",
+        "coral-green",
+        "sugar-plum",
+        "pink-tulip",
+        "shady-rust",
+        "wet-rock",
+        "wet-moss",
+        "turquoise-sea",
+        "lavender-fields",
+        "piggy-red",
+        "light-mud",
+        "gun-metal",
+        "modern-green",
+        "french-coast",
+        "sweet-lilac",
+        "red-burgundy",
+        "pirate-gold",
+    ];
+    let color = body["color"].as_str().unwrap_or("");
+    if !COLORS.contains(&color) || body["position"].as_f64().is_none() {
+        return (
+            400,
+            json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": [format!("\"color\" must be one of {} and \"position\" a number", COLORS.join(", "))] }),
+        );
+    }
+    let id = d.id();
+    let label = json!({ "id": id, "boardId": board_id, "name": body["name"], "color": color, "position": body["position"] });
+    d.labels.push(label.clone());
+    (200, json!({ "item": label }))
+}
+
+fn attach(d: &mut Data, card_id: &str, body: &Value) -> (u16, Value) {
+    let Some(card) = d.cards.iter().find(|c| c["id"] == card_id).cloned() else {
+        return err(404, "E_NOT_FOUND", "Card not found");
+    };
+    // Ids are strings; a number (precision lost above 2^53) finds nothing.
+    let Some(label_id) = body["labelId"].as_str() else {
+        return (
+            400,
+            json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": ["\"labelId\" must be a string id"] }),
+        );
+    };
+    if !d
+        .labels
+        .iter()
+        .any(|l| l["id"] == label_id && l["boardId"] == card["boardId"])
+    {
+        return err(404, "E_NOT_FOUND", "Label not found");
+    }
+    if d.card_labels
+        .iter()
+        .any(|cl| cl["cardId"] == card_id && cl["labelId"] == label_id)
+    {
+        return err(409, "E_CONFLICT", "Label already in card");
+    }
+    let id = d.id();
+    let cl = json!({ "id": id, "cardId": card_id, "labelId": label_id });
+    d.card_labels.push(cl.clone());
+    (200, json!({ "item": cl }))
+}
+
+fn comment(d: &mut Data, card_id: &str, body: &Value) -> (u16, Value) {
+    if !d.cards.iter().any(|c| c["id"] == card_id) {
+        return err(404, "E_NOT_FOUND", "Card not found");
+    }
+    let Some(text) = body["text"].as_str().filter(|t| !t.is_empty()) else {
+        return (
+            400,
+            json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": ["\"text\" is required"] }),
+        );
+    };
+    let id = d.id();
+    let c = json!({ "id": id, "cardId": card_id, "text": text });
+    d.comments.push(c.clone());
+    (200, json!({ "item": c }))
+}
