@@ -15,7 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::ClassifyConfig;
 use crate::health::CheckConfig;
+use crate::mattermost::MattermostConfig;
 use crate::ollama::OllamaConfig;
+use crate::tasks::mc::McConfig;
+use crate::tasks::planka::PlankaConfig;
+use crate::tasks::BillingConfig;
 
 /// The environment variable naming the config file when `--config` is absent.
 pub const CONFIG_ENV: &str = "OPS_AGENT_CONFIG";
@@ -32,6 +36,14 @@ pub struct Config {
     pub agent: AgentConfig,
     /// The runbook's files.
     pub paths: PathsConfig,
+    /// `[mattermost]`: the chat server, teams and who to ignore.
+    pub mattermost: MattermostConfig,
+    /// `[billing]`: which teams' tasks are INTERNAL.
+    pub billing: BillingConfig,
+    /// `[mc]`: the task tracker command (empty: the built-in ledger).
+    pub mc: McConfig,
+    /// `[planka]`: optional board cards.
+    pub planka: PlankaConfig,
     /// `[ollama]`: the LLM server and models.
     pub ollama: OllamaConfig,
     /// `[classify]`: extra keyword phrases for the fallback rules.
@@ -45,6 +57,10 @@ impl Default for Config {
         Config {
             agent: AgentConfig::default(),
             paths: PathsConfig::default(),
+            mattermost: MattermostConfig::default(),
+            billing: BillingConfig::default(),
+            mc: McConfig::default(),
+            planka: PlankaConfig::default(),
             ollama: OllamaConfig::default(),
             classify: ClassifyConfig::default(),
             checks: CheckConfig::defaults(),
@@ -105,6 +121,8 @@ pub struct PathsConfig {
     pub ledger: PathBuf,
     /// Lock file that keeps two cycles from overlapping.
     pub lock: PathBuf,
+    /// Cached Planka access token (mode 0600).
+    pub planka_token_cache: PathBuf,
 }
 
 impl Default for PathsConfig {
@@ -117,6 +135,7 @@ impl Default for PathsConfig {
             log: "~/system/logs/ops-agent.log".into(),
             ledger: "~/system/agents/state/ops-tasks.jsonl".into(),
             lock: "/tmp/ops-agent.lock".into(),
+            planka_token_cache: "/tmp/ops-agent-planka-token.json".into(),
         }
     }
 }
@@ -131,15 +150,21 @@ impl PathsConfig {
             &mut self.log,
             &mut self.ledger,
             &mut self.lock,
+            &mut self.planka_token_cache,
         ] {
             *p = expand_tilde(&p.to_string_lossy());
         }
     }
 
-    /// The state-like files a reset removes: runtime state, token cache and
+    /// The state-like files a reset removes: runtime state, token caches and
     /// fix history (the runbook's "complete reset"; stats and the ledger stay).
-    pub fn reset_files(&self) -> [&Path; 3] {
-        [&self.state, &self.token_cache, &self.fix_history]
+    pub fn reset_files(&self) -> [&Path; 4] {
+        [
+            &self.state,
+            &self.token_cache,
+            &self.fix_history,
+            &self.planka_token_cache,
+        ]
     }
 }
 
@@ -239,6 +264,10 @@ impl Config {
         if a.owner.trim().is_empty() {
             bail!("agent.owner must not be empty");
         }
+        self.mattermost.validate()?;
+        self.billing.validate()?;
+        self.mc.validate()?;
+        self.planka.validate()?;
         self.ollama.validate()?;
         self.classify.validate()?;
         let mut names = std::collections::BTreeSet::new();

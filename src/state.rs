@@ -123,14 +123,14 @@ pub struct Loaded<T> {
 /// `<name>.corrupt-<time>`, logged, default; a symlink or foreign-owned file
 /// → error (we must not run on state we cannot safely write back).
 pub fn load<T: DeserializeOwned + Default>(path: &Path, now: DateTime<Utc>) -> Result<Loaded<T>> {
-    let Some(text) = files::read_private(path)? else {
+    let Some(bytes) = files::read_private_bytes(path)? else {
         return Ok(Loaded {
             value: T::default(),
             existed: false,
             set_aside: None,
         });
     };
-    match serde_json::from_str::<T>(&text) {
+    match serde_json::from_slice::<T>(&bytes) {
         Ok(value) => Ok(Loaded {
             value,
             existed: true,
