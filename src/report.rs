@@ -67,6 +67,9 @@ pub struct CycleReport {
     /// The health results of this cycle.
     #[serde(default)]
     pub checks: Vec<CheckResult>,
+    /// Named figures of this cycle (`mm_requests`, `posts_new`, ...).
+    #[serde(default)]
+    pub counts: std::collections::BTreeMap<String, u64>,
 }
 
 impl CycleReport {

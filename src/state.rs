@@ -32,6 +32,12 @@ pub struct RuntimeState {
     pub last_cycle: Option<CycleReport>,
     /// Corrupt files that were moved aside, newest last.
     pub set_aside: Vec<SetAside>,
+    /// Mattermost caches and the handled-post set.
+    pub mattermost: crate::mattermost::MmState,
+    /// Posts handed over but not yet fully handled.
+    pub chat: crate::chat::ChatState,
+    /// Task mapping (source → task, card) and the outbox.
+    pub tasks: crate::tasks::outbox::TaskState,
 }
 
 /// A corrupt file that was moved aside instead of being lost or fatal.
