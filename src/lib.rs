@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod files;
+pub mod fix;
 pub mod health;
 pub mod http;
 pub mod secret;
