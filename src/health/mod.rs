@@ -851,6 +851,159 @@ mod tests {
         assert!(err.contains("warn_pct (95)"), "{err}");
     }
 
+    fn parse_checks(toml_text: &str) -> Result<Vec<CheckConfig>> {
+        #[derive(Deserialize)]
+        struct W {
+            checks: Vec<CheckConfig>,
+        }
+        let w: W = toml::from_str(toml_text)?;
+        for (i, c) in w.checks.iter().enumerate() {
+            c.validate(&format!("checks[{i}] (\"{}\")", c.name))?;
+        }
+        validate_checks(&w.checks)?;
+        Ok(w.checks)
+    }
+
+    #[test]
+    fn every_kind_parses_with_its_keys() {
+        let checks = parse_checks(
+            r#"
+[[checks]]
+name = "mattermost"
+kind = "docker"
+container = "mattermost"
+fail_after = 3
+fix = { action = "restart_container", settle_secs = 15 }
+[[checks]]
+name = "mattermost-http"
+kind = "http"
+service = "mattermost"
+parent = "mattermost"
+url = "http://localhost:8065/api/v4/system/ping"
+expect_status = "200-299"
+body_contains = "OK"
+latency_warn_ms = 2000
+[[checks]]
+name = "planka-http"
+kind = "http"
+url = "https://planka.local/"
+expect_status = 200
+verify_tls = false
+method = "HEAD"
+[[checks]]
+name = "ops-agent"
+kind = "launchd"
+label = "com.john.ops-agent"
+fix = { action = "kickstart" }
+[[checks]]
+name = "backup"
+kind = "systemd"
+unit = "backup.service"
+fix = { action = "command", command = ["/usr/bin/systemctl", "--user", "start", "backup.service"], timeout_secs = 30 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(checks[0].fail_after(), 3);
+        assert_eq!(checks[0].fix.as_ref().unwrap().settle_secs, 15);
+        assert_eq!(checks[0].fix.as_ref().unwrap().start_grace_secs, 60);
+        assert_eq!(checks[1].service(), "mattermost");
+        assert_eq!(checks[2].recover_after(), 1);
+        let eff = effective_checks(&checks);
+        assert_eq!(eff[0].name, IMPLICIT_ENGINE_CHECK);
+        assert_eq!(eff[1].parent.as_deref(), Some(IMPLICIT_ENGINE_CHECK));
+        assert_eq!(effective_checks(&eff), eff, "idempotent");
+        validate_checks(&eff).unwrap();
+    }
+
+    #[test]
+    fn validation_names_check_and_key() {
+        let table = [
+            ("kind = \"docker\"\n", "needs a 'container'"),
+            (
+                "kind = \"docker\"\ncontainer = \"x\"\nurl = \"http://x/\"\n",
+                "key 'url' does not apply to kind 'docker'",
+            ),
+            (
+                "kind = \"http\"\nurl = \"htp:/x\"\n",
+                "url 'htp:/x' is not an http(s) URL",
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://x/\"\nexpect_status = \"2xx\"\n",
+                "expect_status: '2xx'",
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://x/\"\nmethod = \"get\"\n",
+                "method 'get'",
+            ),
+            (
+                "kind = \"launchd\"\nlabel = \"l\"\nfix = { action = \"restart_unit\" }\n",
+                "fix.action: 'restart_unit' only fits checks of kind 'systemd'",
+            ),
+            (
+                "kind = \"memory\"\nfail_after = 0\n",
+                "fail_after must be at least 1",
+            ),
+            (
+                "kind = \"memory\"\nparent = \"nope\"\n",
+                "parent 'nope' is not the name of a check",
+            ),
+            (
+                "kind = \"memory\"\nparent = \"c\"\n",
+                "parent 'c' is the check itself",
+            ),
+        ];
+        for (body, needle) in table {
+            let text = format!("[[checks]]\nname = \"c\"\n{body}");
+            let err = format!("{:#}", parse_checks(&text).unwrap_err());
+            assert!(
+                err.contains("checks[0] (\"c\")") || err.contains(needle),
+                "{err}"
+            );
+            assert!(err.contains(needle), "{body}: {err}");
+        }
+        let cyc = "[[checks]]\nname = \"a\"\nkind = \"memory\"\nparent = \"b\"\n[[checks]]\nname = \"b\"\nkind = \"memory\"\nparent = \"a\"\n";
+        let err = format!("{:#}", parse_checks(cyc).unwrap_err());
+        assert!(err.contains("loops"), "{err}");
+        let reserved = "[[checks]]\nname = \"docker-engine\"\nkind = \"memory\"\n[[checks]]\nname = \"w\"\nkind = \"docker\"\ncontainer = \"w\"\n";
+        let err = format!("{:#}", parse_checks(reserved).unwrap_err());
+        assert!(err.contains("reserved"), "{err}");
+    }
+
+    #[test]
+    fn children_of_a_failing_parent_are_blocked_by_the_root() {
+        let engine = CheckConfig::new("docker-engine", CheckKind::DockerEngine);
+        let mut web = CheckConfig::new("web", CheckKind::Docker);
+        web.parent = Some("docker-engine".into());
+        let mut http = CheckConfig::new("web-http", CheckKind::Http);
+        http.parent = Some("web".into());
+        let mem = CheckConfig::new("memory", CheckKind::Memory);
+        let checks = vec![engine.clone(), web.clone(), http.clone(), mem.clone()];
+        let mut results = vec![
+            result_of(&engine, Status::Critical, "Docker unreachable".into(), 1),
+            result_of(&web, Status::Unknown, "connect error".into(), 1),
+            result_of(&http, Status::Critical, "refused".into(), 1),
+            result_of(&mem, Status::Ok, "fine".into(), 1),
+        ];
+        apply_blocking(&checks, &mut results);
+        assert_eq!(results[0].blocked_by, None);
+        assert_eq!(results[1].blocked_by.as_deref(), Some("docker-engine"));
+        assert_eq!(results[2].blocked_by.as_deref(), Some("docker-engine"));
+        assert!(results[2]
+            .reason
+            .starts_with("blocked by docker-engine (Docker unreachable)"));
+        assert_eq!(results[3].blocked_by, None);
+        // A failing container blocks only its endpoint.
+        let mut results = vec![
+            result_of(&engine, Status::Ok, "ok".into(), 1),
+            result_of(&web, Status::Critical, "exited".into(), 1),
+            result_of(&http, Status::Critical, "refused".into(), 1),
+            result_of(&mem, Status::Ok, "fine".into(), 1),
+        ];
+        apply_blocking(&checks, &mut results);
+        assert_eq!(results[1].blocked_by, None);
+        assert_eq!(results[2].blocked_by.as_deref(), Some("web"));
+    }
+
     #[test]
     fn status_orders_by_severity() {
         assert!(Status::Ok < Status::Warn && Status::Warn < Status::Critical);
