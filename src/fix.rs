@@ -629,9 +629,12 @@ pub async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -
 async fn tool_ok(program: &str, args: &[&str], timeout: Duration) -> Result<()> {
     let out = health::daemon::run_tool(program, args, timeout).await?;
     if out.code != Some(0) {
+        let line: Vec<&str> = std::iter::once(program)
+            .chain(args.iter().copied())
+            .collect();
         bail!(
-            "`{program} {}` exited with {}: {}",
-            args.join(" "),
+            "`{}` exited with {}: {}",
+            line.join(" "),
             out.code
                 .map_or("a signal".to_string(), |c| format!("status {c}")),
             out.stderr.trim().lines().next().unwrap_or("")

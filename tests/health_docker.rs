@@ -97,9 +97,12 @@ async fn stopped_container_is_restarted_verified_and_recorded_once() {
         .unwrap();
     assert_eq!(restart.query, "t=10");
     // The client never sends a version prefix newer than dockerd 20.10's.
-    assert!(fake.requests().iter().all(|q| !q.path.starts_with("/v1.5")
-        && !q.path.starts_with("/v1.4")
-        || q.path.starts_with("/v1.41")));
+    for q in fake.requests() {
+        assert!(
+            q.path.starts_with("/v1.41/") || !q.path.starts_with("/v"),
+            "{q:?}"
+        );
+    }
 
     let (history, _) = FixHistory::load(&path, Utc::now()).unwrap();
     let web = &history.attempts["web"];
