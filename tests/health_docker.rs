@@ -99,7 +99,7 @@ async fn stopped_container_is_restarted_verified_and_recorded_once() {
     // The client never sends a version prefix newer than dockerd 20.10's.
     for q in fake.requests() {
         assert!(
-            q.path.starts_with("/v1.41/") || !q.path.starts_with("/v"),
+            q.path.starts_with("/v1.41/") || !q.path.starts_with("/v1."),
             "{q:?}"
         );
     }
@@ -595,4 +595,31 @@ async fn a_corrupt_history_is_set_aside_and_reported() {
     );
     let aside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(aside.len(), 1);
+}
+
+#[tokio::test]
+async fn the_fake_engine_answers_like_dockerd_20_10_to_version_prefixes() {
+    let fake = FakeDocker::start().await;
+    fake.add(FakeContainer::running("web"));
+    let base = fake.host().replace("tcp://", "http://");
+    let client = ops_agent::http::client(std::time::Duration::from_secs(5), true).unwrap();
+    let r = client
+        .get(format!("{base}/v1.53/version"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("client version 1.53 is too new"), "{body}");
+    for path in ["/v1.41/containers/web/json", "/containers/web/json"] {
+        let r = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+    let r = client
+        .get(format!("{base}/containers/nope/json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(r.text().await.unwrap().contains("No such container: nope"));
 }

@@ -301,9 +301,9 @@ fn engine_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "message": message }))).into_response()
 }
 
-/// Splits an optional `/v1.xx` prefix off; `Err` for a version newer than
-/// 1.41, like dockerd 20.10.
-fn strip_version(path: &str) -> Result<&str, Response> {
+/// Splits an optional `/v1.xx` prefix off; `Err` (the engine's message) for
+/// a version newer than 1.41, like dockerd 20.10.
+fn strip_version(path: &str) -> Result<&str, String> {
     let Some(rest) = path.strip_prefix("/v") else {
         return Ok(path);
     };
@@ -314,9 +314,8 @@ fn strip_version(path: &str) -> Result<&str, Response> {
         return Ok(path);
     };
     match (maj.parse::<u32>(), min.parse::<u32>()) {
-        (Ok(1), Ok(m)) if m > 41 => Err(engine_error(
-            StatusCode::BAD_REQUEST,
-            &format!("client version {ver} is too new. Maximum supported API version is 1.41"),
+        (Ok(1), Ok(m)) if m > 41 => Err(format!(
+            "client version {ver} is too new. Maximum supported API version is 1.41"
         )),
         (Ok(_), Ok(_)) => Ok(&path[path.len() - tail.len() - 1..]),
         _ => Ok(path),
@@ -351,7 +350,7 @@ async fn handle(
     }
     let path = match strip_version(uri.path()) {
         Ok(p) => p.to_string(),
-        Err(resp) => return resp,
+        Err(msg) => return engine_error(StatusCode::BAD_REQUEST, &msg),
     };
     let mut g = inner.lock().unwrap();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
