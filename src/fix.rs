@@ -589,10 +589,7 @@ pub async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -
     let work = async {
         match spec.action {
             FixAction::RestartContainer => {
-                let docker = ctx
-                    .docker
-                    .as_ref()
-                    .map_err(|e| anyhow::anyhow!("Docker unreachable: {e}"))?;
+                let docker = ctx.docker.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
                 docker
                     .restart(
                         check.container.as_deref().unwrap_or_default(),

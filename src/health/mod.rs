@@ -783,12 +783,7 @@ async fn probe(ctx: &HealthContext, check: &CheckConfig) -> Result<Probe> {
         CheckKind::Docker | CheckKind::DockerEngine => {
             let client = match &ctx.docker {
                 Ok(c) => c,
-                Err(e) => {
-                    return Ok(Probe::new(
-                        Status::Critical,
-                        format!("Docker unreachable: {e}"),
-                    ))
-                }
+                Err(e) => return Ok(Probe::new(Status::Critical, e.clone())),
             };
             if check.kind == CheckKind::DockerEngine {
                 Ok(client.probe_engine().await)
@@ -1002,6 +997,38 @@ fix = { action = "command", command = ["/usr/bin/systemctl", "--user", "start", 
         apply_blocking(&checks, &mut results);
         assert_eq!(results[1].blocked_by, None);
         assert_eq!(results[2].blocked_by.as_deref(), Some("web"));
+    }
+
+    /// The inventory template handed to the lead for config_example.toml
+    /// (commented there); uncommented it must parse and validate.
+    #[test]
+    fn inventory_template_is_valid() {
+        let text: String = include_str!("inventory_example.toml")
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .unwrap_or(l.strip_prefix('#').unwrap_or(l))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct W {
+            health: HealthConfig,
+            fix: crate::fix::FixConfig,
+            checks: Vec<CheckConfig>,
+        }
+        let w: W = toml::from_str(&text).unwrap();
+        assert_eq!(w.health, HealthConfig::default());
+        assert_eq!(w.fix, crate::fix::FixConfig::default());
+        let kinds = |k| w.checks.iter().filter(|c| c.kind == k).count();
+        assert_eq!(kinds(CheckKind::Docker), 8);
+        assert_eq!(kinds(CheckKind::Http), 6);
+        assert_eq!(kinds(CheckKind::Launchd) + kinds(CheckKind::Systemd), 4);
+        for (i, c) in w.checks.iter().enumerate() {
+            c.validate(&format!("checks[{i}]")).unwrap();
+        }
+        validate_checks(&w.checks).unwrap();
     }
 
     #[test]
