@@ -14,7 +14,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::ClassifyConfig;
-use crate::health::CheckConfig;
+use crate::fix::FixConfig;
+use crate::health::{CheckConfig, HealthConfig};
 use crate::mattermost::MattermostConfig;
 use crate::ollama::OllamaConfig;
 use crate::tasks::mc::McConfig;
@@ -26,7 +27,10 @@ pub const CONFIG_ENV: &str = "OPS_AGENT_CONFIG";
 
 /// The commented example printed by `ops-agent config example`; a test keeps
 /// it equal to [`Config::default`].
-pub const EXAMPLE: &str = include_str!("config_example.toml");
+pub const EXAMPLE: &str = concat!(
+    include_str!("config_example.toml"),
+    include_str!("health/inventory_example.toml")
+);
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +48,10 @@ pub struct Config {
     pub mc: McConfig,
     /// `[planka]`: optional board cards.
     pub planka: PlankaConfig,
+    /// `[health]`: how checks run (re-probe pause, Docker address).
+    pub health: HealthConfig,
+    /// `[fix]`: the auto-fix rate limit.
+    pub fix: FixConfig,
     /// `[ollama]`: the LLM server and models.
     pub ollama: OllamaConfig,
     /// `[classify]`: extra keyword phrases for the fallback rules.
@@ -61,6 +69,8 @@ impl Default for Config {
             billing: BillingConfig::default(),
             mc: McConfig::default(),
             planka: PlankaConfig::default(),
+            health: HealthConfig::default(),
+            fix: FixConfig::default(),
             ollama: OllamaConfig::default(),
             classify: ClassifyConfig::default(),
             checks: CheckConfig::defaults(),
@@ -268,17 +278,14 @@ impl Config {
         self.billing.validate()?;
         self.mc.validate()?;
         self.planka.validate()?;
+        self.health.validate()?;
+        self.fix.validate()?;
         self.ollama.validate()?;
         self.classify.validate()?;
-        let mut names = std::collections::BTreeSet::new();
         for (i, c) in self.checks.iter().enumerate() {
-            let at = format!("checks[{i}] (\"{}\")", c.name);
-            c.validate(&at)?;
-            if !names.insert(c.name.as_str()) {
-                bail!("{at}: name '{}' is used by another check", c.name);
-            }
+            c.validate(&format!("checks[{i}] (\"{}\")", c.name))?;
         }
-        Ok(())
+        crate::health::validate_checks(&self.checks)
     }
 
     /// The effective config as TOML, for `config check`. Nothing secret is
@@ -356,7 +363,10 @@ mod tests {
     fn duplicate_check_names_are_refused() {
         let text = "[[checks]]\nname = \"m\"\nkind = \"memory\"\n[[checks]]\nname = \"m\"\nkind = \"memory\"\n";
         let err = format!("{:#}", Config::from_toml(text, "o.toml").unwrap_err());
-        assert!(err.contains("checks[1]") && err.contains("'m'"), "{err}");
+        assert!(
+            err.contains("checks[1] (\"m\")") && err.contains("used by another"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! One cycle, top to bottom: the only place that knows the order of stages.
 //!
-//!     lock -> load state -> poll Mattermost -> classify -> create tasks -> reply
-//!          -> health checks -> save state -> unlock
+//! ```text
+//! lock -> load state -> poll Mattermost -> classify -> create tasks -> reply
+//!      -> health checks -> auto-fix (rate limited) -> save state -> unlock
+//! ```
 //!
 //! Each stage yields an [`Outcome`] into the [`CycleReport`]; one stage's
 //! failure never stops the later ones. The cycle honours a deadline: the
@@ -22,7 +24,7 @@ use crate::state::{self, RuntimeState, Stats};
 use crate::tasks::mc::McBackend;
 use crate::tasks::outbox::{self, Targets};
 use crate::tasks::planka::PlankaClient;
-use crate::{health, lock, ollama};
+use crate::{fix, health, lock, ollama};
 
 /// Options of one cycle.
 #[derive(Debug, Clone, Copy, Default)]
@@ -341,19 +343,94 @@ pub async fn run_once(config: &Config, opts: RunOptions) -> Result<CycleReport> 
         None => {}
     }
 
-    // 5. Health checks: every configured check, concurrently.
+    // 5. Health checks: every check concurrently, each under its own
+    // timeout, failures re-probed once, then the flap guard.
     let t = Instant::now();
-    match within(deadline, health::run_all(&config.checks)).await {
+    let ctx = health::HealthContext::new(&config.health);
+    let history = match fix::FixHistory::load(&config.paths.fix_history, now) {
+        Ok((history, aside)) => {
+            runtime.record_set_aside(aside);
+            Ok(history)
+        }
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let verdicts = match within(deadline, health::run_all(&ctx, &config.checks)).await {
         Ok(results) => {
-            for r in results.iter().filter(|r| r.status != health::Status::Ok) {
-                tracing::warn!(check = %r.name, status = r.status.as_str(), "{}", r.reason);
+            let empty = fix::FixHistory::default();
+            let verdicts = runtime.health.record(
+                &config.checks,
+                &results,
+                history.as_ref().unwrap_or(&empty),
+                now,
+            );
+            for v in verdicts
+                .iter()
+                .filter(|v| v.result.status != health::Status::Ok)
+            {
+                let r = &v.result;
+                tracing::warn!(check = %r.name, status = r.status.as_str(), failing = v.failing, "{}", r.reason);
             }
-            report.push("health", Outcome::Ok(count_checks(&results)), ms(t));
-            report.checks = results;
+            report.checks = verdicts.iter().map(|v| v.result.clone()).collect();
+            report.push("health", Outcome::Ok(count_checks(&report.checks)), ms(t));
+            verdicts
         }
         Err(cut) => {
             report.deadline_hit = true;
             report.push("health", Outcome::Skipped(cut.to_string()), ms(t));
+            Vec::new()
+        }
+    };
+
+    // 6. Auto-fix: configured actions only, at most N attempts per service
+    // per rolling hour, each verified by re-checking.
+    let t = Instant::now();
+    let failing = verdicts.iter().filter(|v| v.failing).count();
+    match history {
+        _ if failing == 0 => report.push("fix", Outcome::Skipped("nothing failing".into()), 0),
+        Err(e) => report.push(
+            "fix",
+            Outcome::Failed(format!("fix history unusable, no fix attempted: {e}")),
+            0,
+        ),
+        Ok(mut history) => {
+            let run = fix::run_fixes(
+                &ctx,
+                &config.checks,
+                &verdicts,
+                &mut history,
+                &config.paths.fix_history,
+                &config.fix,
+                opts.dry_run,
+                now,
+            );
+            match within(deadline, run).await {
+                Ok(fixes) => {
+                    for f in &fixes {
+                        tracing::warn!("Fix: {}", f.line());
+                    }
+                    let verified = fixes
+                        .iter()
+                        .filter(|f| f.outcome == Some(fix::Outcome::Verified))
+                        .count();
+                    let ran = fixes.iter().filter(|f| f.outcome.is_some()).count();
+                    let detail = format!("{failing} failing, {ran} fixes run, {verified} verified");
+                    report.push(
+                        "fix",
+                        if ran > verified {
+                            Outcome::Degraded(detail)
+                        } else {
+                            Outcome::Ok(detail)
+                        },
+                        ms(t),
+                    );
+                    stats.bump("fixes_run", ran as u64);
+                    stats.bump("fixes_verified", verified as u64);
+                }
+                Err(cut) => {
+                    report.deadline_hit = true;
+                    report.push("fix", Outcome::Skipped(cut.to_string()), ms(t));
+                }
+            }
         }
     }
 

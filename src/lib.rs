@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod cycle;
 pub mod files;
+pub mod fix;
 pub mod health;
 pub mod http;
 pub mod lock;

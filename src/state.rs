@@ -38,6 +38,8 @@ pub struct RuntimeState {
     pub chat: crate::chat::ChatState,
     /// Task mapping (source → task, card) and the outbox.
     pub tasks: crate::tasks::outbox::TaskState,
+    /// Flap-guard streaks and restart counters per check.
+    pub health: crate::health::guard::HealthState,
 }
 
 /// A corrupt file that was moved aside instead of being lost or fatal.
@@ -51,6 +53,18 @@ pub struct SetAside {
     pub at_ms: i64,
     /// The parse error.
     pub error: String,
+}
+
+impl std::fmt::Display for SetAside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} was corrupt ({}); set aside as {}",
+            self.path.display(),
+            self.error,
+            self.moved_to.display()
+        )
+    }
 }
 
 impl RuntimeState {

@@ -48,6 +48,7 @@ pub fn probe(check: &CheckConfig) -> Result<(Status, String)> {
                 ),
             ))
         }
+        other => bail!("kind '{}' is not a system check", other.as_str()),
     }
 }
 

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod docker;
+pub mod http_endpoints;
 pub mod mattermost;
 pub mod ollama;
 pub mod planka;

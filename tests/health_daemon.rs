@@ -1,0 +1,286 @@
+//! launchd and systemd checks and fixes through fake `launchctl` and
+//! `systemctl` executables put first on PATH (tests/fixtures/bin), which
+//! print the real formats from files in `$OPS_FAKE_DAEMON_DIR`.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ops_agent::fix::{self, FixAction, FixConfig, FixDecision, FixOptions, FixSpec, Outcome};
+use ops_agent::health::{self, CheckConfig, CheckKind, HealthConfig, HealthContext, Status};
+
+/// One state dir for the whole test binary (PATH and the env var are
+/// process-wide); each test uses its own labels and units.
+fn daemon_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        std::fs::create_dir_all(dir.join("launchd")).unwrap();
+        std::fs::create_dir_all(dir.join("systemd")).unwrap();
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin");
+        let path = std::env::var("PATH").unwrap_or_default();
+        // Set once, before any test spawns a process.
+        std::env::set_var("PATH", format!("{}:{path}", bin.display()));
+        std::env::set_var("OPS_FAKE_DAEMON_DIR", &dir);
+        dir
+    })
+}
+
+fn write(kind: &str, name: &str, text: &str) {
+    std::fs::write(daemon_dir().join(kind).join(name), text).unwrap();
+}
+
+fn ctx() -> HealthContext {
+    HealthContext::new(&HealthConfig {
+        reprobe_pause_ms: 10,
+        docker_host: Some("tcp://127.0.0.1:1".into()),
+    })
+}
+
+fn launchd(label: &str) -> CheckConfig {
+    let mut c = CheckConfig::new(label, CheckKind::Launchd);
+    c.label = Some(label.into());
+    c
+}
+
+fn systemd(unit: &str) -> CheckConfig {
+    let mut c = CheckConfig::new(unit, CheckKind::Systemd);
+    c.unit = Some(unit.into());
+    c
+}
+
+fn calls() -> String {
+    std::fs::read_to_string(daemon_dir().join("calls")).unwrap_or_default()
+}
+
+const RUNNING: &str = "{\n\t\"LimitLoadToSessionType\" = \"Aqua\";\n\t\"Label\" = \"com.john.ops-agent\";\n\t\"OnDemand\" = true;\n\t\"LastExitStatus\" = 0;\n\t\"PID\" = 811;\n\t\"Program\" = \"/usr/local/bin/ops-agent\";\n};\n";
+const EXITED_1: &str = "{\n\t\"LimitLoadToSessionType\" = \"Aqua\";\n\t\"Label\" = \"com.john.backup\";\n\t\"OnDemand\" = true;\n\t\"LastExitStatus\" = 256;\n};\n";
+
+#[tokio::test]
+async fn launchd_jobs_are_graded_from_real_output() {
+    write("launchd", "com.john.ops-agent", RUNNING);
+    write("launchd", "com.john.backup", EXITED_1);
+    let checks = vec![
+        launchd("com.john.ops-agent"),
+        launchd("com.john.backup"),
+        launchd("com.john.missing"),
+    ];
+    let r = health::run_all(&ctx(), &checks).await;
+    assert_eq!(r[0].status, Status::Ok, "{:?}", r[0]);
+    assert!(r[0].reason.contains("PID 811"));
+    assert_eq!(r[1].status, Status::Critical);
+    assert!(r[1].reason.contains("exit code 1"), "{}", r[1].reason);
+    assert_eq!(r[2].status, Status::Critical);
+    assert!(
+        r[2].reason.contains("not loaded (Could not find service"),
+        "{}",
+        r[2].reason
+    );
+}
+
+#[tokio::test]
+async fn a_failed_launchd_job_is_kickstarted_and_verified() {
+    write("launchd", "com.john.mc", EXITED_1);
+    write("launchd", "com.john.mc.after", RUNNING);
+    let mut c = launchd("com.john.mc");
+    c.fix = Some(FixSpec {
+        settle_secs: 0,
+        ..FixSpec::new(FixAction::Kickstart)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.json");
+    let (r, _) = fix::run_manual(
+        &ctx(),
+        &[c],
+        "com.john.mc",
+        "job failed",
+        &path,
+        &FixConfig::default(),
+        FixOptions::default(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.outcome, Some(Outcome::Verified), "{r:?}");
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    assert!(
+        calls().contains(&format!("launchctl kickstart -k gui/{uid}/com.john.mc\n")),
+        "{}",
+        calls()
+    );
+}
+
+#[tokio::test]
+async fn systemd_units_are_graded_from_real_output() {
+    write("systemd", "ops-agent.service", "Type=oneshot\nResult=success\nNRestarts=0\nLoadState=loaded\nActiveState=inactive\nSubState=dead\n");
+    write(
+        "systemd",
+        "ollama.service",
+        "Result=success\nNRestarts=0\nLoadState=loaded\nActiveState=active\nSubState=running\n",
+    );
+    write(
+        "systemd",
+        "sync.service",
+        "Result=exit-code\nNRestarts=5\nLoadState=loaded\nActiveState=failed\nSubState=failed\n",
+    );
+    write(
+        "systemd",
+        "boot.service",
+        "Result=success\nNRestarts=1\nLoadState=loaded\nActiveState=activating\nSubState=start\n",
+    );
+    let checks = vec![
+        systemd("ops-agent.service"),
+        systemd("ollama.service"),
+        systemd("sync.service"),
+        systemd("boot.service"),
+        systemd("nothere.service"),
+    ];
+    let r = health::run_all(&ctx(), &checks).await;
+    let got: Vec<(Status, bool)> = r.iter().map(|r| (r.status, r.starting)).collect();
+    assert_eq!(
+        got,
+        [
+            (Status::Ok, false),
+            (Status::Ok, false),
+            (Status::Critical, false),
+            (Status::Warn, true),
+            (Status::Critical, false),
+        ],
+        "{r:#?}"
+    );
+    assert!(calls().contains(
+        "systemctl --user show -p LoadState,ActiveState,SubState,Result,NRestarts ollama.service"
+    ));
+}
+
+#[tokio::test]
+async fn a_failed_unit_is_restarted_and_a_starting_one_is_left_alone() {
+    write(
+        "systemd",
+        "worker.service",
+        "Result=exit-code\nNRestarts=0\nLoadState=loaded\nActiveState=failed\nSubState=failed\n",
+    );
+    write(
+        "systemd",
+        "worker.service.after",
+        "Result=success\nNRestarts=0\nLoadState=loaded\nActiveState=active\nSubState=running\n",
+    );
+    write(
+        "systemd",
+        "slow.service",
+        "Result=success\nNRestarts=0\nLoadState=loaded\nActiveState=activating\nSubState=start\n",
+    );
+    let spec = FixSpec {
+        settle_secs: 0,
+        ..FixSpec::new(FixAction::RestartUnit)
+    };
+    let mut w = systemd("worker.service");
+    w.fix = Some(spec.clone());
+    let mut s = systemd("slow.service");
+    s.fix = Some(spec);
+    let checks = vec![w, s];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.json");
+    let now = Utc::now();
+    let (r, _) = fix::run_manual(
+        &ctx(),
+        &checks,
+        "worker.service",
+        "failed",
+        &path,
+        &FixConfig::default(),
+        FixOptions::default(),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.outcome, Some(Outcome::Verified), "{r:?}");
+    assert!(calls().contains("systemctl --user restart worker.service\n"));
+    let (r, _) = fix::run_manual(
+        &ctx(),
+        &checks,
+        "slow.service",
+        "slow",
+        &path,
+        &FixConfig::default(),
+        FixOptions::default(),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.decision, FixDecision::SkipStarting);
+    assert!(!calls().contains("restart slow.service"));
+}
+
+#[tokio::test]
+async fn a_configured_command_runs_without_a_shell_and_failures_are_reported() {
+    daemon_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran; rm -rf x");
+    let mut c = CheckConfig::new("cmd", CheckKind::Memory);
+    c.fix = Some(FixSpec {
+        command: Some(vec!["touch".into(), marker.display().to_string()]),
+        settle_secs: 0,
+        ..FixSpec::new(FixAction::Command)
+    });
+    let path = dir.path().join("h.json");
+    let (r, _) = fix::run_manual(
+        &ctx(),
+        &[c.clone()],
+        "cmd",
+        "x",
+        &path,
+        &FixConfig::default(),
+        FixOptions::default(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_ne!(r.outcome, None, "{r:?}");
+    assert!(marker.exists(), "the argument reached touch verbatim");
+    c.fix.as_mut().unwrap().command = Some(vec!["false".into()]);
+    c.fix.as_mut().unwrap().start_grace_secs = 0;
+    let (r, _) = fix::run_manual(
+        &ctx(),
+        &[c],
+        "cmd",
+        "x",
+        &path,
+        &FixConfig::default(),
+        FixOptions::default(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.outcome, Some(Outcome::Failed));
+    assert!(
+        r.detail
+            .as_deref()
+            .unwrap()
+            .contains("`false` exited with status 1"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_tool_costs_the_check_timeout() {
+    write("systemd", "hang.service", "HANG");
+    write("launchd", "com.john.hang", "HANG");
+    let mut a = systemd("hang.service");
+    a.timeout_secs = 1;
+    let mut b = launchd("com.john.hang");
+    b.timeout_secs = 1;
+    let started = Instant::now();
+    let r = health::run_all(&ctx(), &[a, b]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    for r in r {
+        assert_eq!(r.status, Status::Unknown, "{r:?}");
+        assert!(r.reason.contains("within 1s"), "{}", r.reason);
+    }
+}

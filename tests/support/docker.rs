@@ -1,0 +1,427 @@
+//! A fake Docker Engine API on 127.0.0.1 speaking the real JSON, for the
+//! default test tier (bollard connects to it over plain HTTP).
+//!
+//! Serves `GET /_ping`, `/version`, `/containers/json`,
+//! `/containers/{id}/json` and `POST /containers/{id}/{restart,start,stop}`,
+//! with and without a `/v1.xx` prefix. Like Debian's dockerd 20.10 it
+//! reports API 1.41 and answers 400 "client version … is too new" to a
+//! newer prefix, so a client that forgets to pin the version fails here.
+//! Containers keep state like the engine: a restart moves `StartedAt`,
+//! keeps `RestartCount` (manual restarts do not count) and either fixes the
+//! container or leaves it down. Every request is recorded.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+
+/// What a restart (or start) does to a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRestart {
+    /// It comes up running (and healthy, if it has a healthcheck).
+    Fixes,
+    /// It starts and dies at once: exited with code 1, `StartedAt` moved.
+    StaysDown,
+    /// It comes up with its healthcheck `starting`.
+    Starting,
+}
+
+/// One fake container.
+#[derive(Debug, Clone)]
+pub struct FakeContainer {
+    /// Name without the leading slash.
+    pub name: String,
+    /// 64-hex id.
+    pub id: String,
+    /// `State.Status`.
+    pub status: String,
+    /// `State.Health.Status`, `None` = no healthcheck.
+    pub health: Option<String>,
+    /// `State.ExitCode`.
+    pub exit_code: i64,
+    /// `RestartCount`.
+    pub restart_count: i64,
+    /// Starts so far (drives `StartedAt`).
+    pub starts: u32,
+    /// What a restart does.
+    pub on_restart: OnRestart,
+    /// The next this-many inspects report `exited` (a blip), then the real state.
+    pub blips: u32,
+}
+
+impl FakeContainer {
+    fn new(name: &str, status: &str, health: Option<&str>) -> FakeContainer {
+        let id: String = format!("{:0<64}", hex(name));
+        FakeContainer {
+            name: name.into(),
+            id,
+            status: status.into(),
+            health: health.map(str::to_string),
+            exit_code: if status == "exited" { 137 } else { 0 },
+            restart_count: 0,
+            starts: 1,
+            on_restart: OnRestart::Fixes,
+            blips: 0,
+        }
+    }
+
+    /// Running, no healthcheck.
+    pub fn running(name: &str) -> FakeContainer {
+        FakeContainer::new(name, "running", None)
+    }
+
+    /// Running, healthcheck passing.
+    pub fn healthy(name: &str) -> FakeContainer {
+        FakeContainer::new(name, "running", Some("healthy"))
+    }
+
+    /// Running, healthcheck failing.
+    pub fn unhealthy(name: &str) -> FakeContainer {
+        FakeContainer::new(name, "running", Some("unhealthy"))
+    }
+
+    /// Running, healthcheck not passed yet.
+    pub fn starting(name: &str) -> FakeContainer {
+        FakeContainer::new(name, "running", Some("starting"))
+    }
+
+    /// Exited with 137.
+    pub fn exited(name: &str) -> FakeContainer {
+        FakeContainer::new(name, "exited", None)
+    }
+
+    /// Sets what a restart does.
+    pub fn on_restart(mut self, r: OnRestart) -> FakeContainer {
+        self.on_restart = r;
+        self
+    }
+
+    fn started_at(&self) -> String {
+        format!(
+            "2024-05-01T10:{:02}:00.{:09}Z",
+            self.starts % 60,
+            self.starts
+        )
+    }
+
+    fn restart(&mut self) {
+        self.starts += 1;
+        match self.on_restart {
+            OnRestart::Fixes => {
+                self.status = "running".into();
+                self.exit_code = 0;
+                if self.health.is_some() {
+                    self.health = Some("healthy".into());
+                }
+            }
+            OnRestart::StaysDown => {
+                self.status = "exited".into();
+                self.exit_code = 1;
+            }
+            OnRestart::Starting => {
+                self.status = "running".into();
+                self.exit_code = 0;
+                self.health = Some("starting".into());
+            }
+        }
+    }
+
+    fn inspect(&mut self) -> Value {
+        let (status, exit) = if self.blips > 0 {
+            self.blips -= 1;
+            ("exited".to_string(), 1)
+        } else {
+            (self.status.clone(), self.exit_code)
+        };
+        let running = status == "running";
+        let mut state = json!({
+            "Status": status, "Running": running, "Paused": false,
+            "Restarting": status == "restarting", "OOMKilled": false, "Dead": false,
+            "Pid": if running { 4242 } else { 0 }, "ExitCode": exit, "Error": "",
+            "StartedAt": self.started_at(),
+            "FinishedAt": if running { "0001-01-01T00:00:00Z".to_string() } else { self.started_at() },
+        });
+        if let Some(h) = &self.health {
+            state["Health"] = json!({
+                "Status": h,
+                "FailingStreak": if h == "unhealthy" { 3 } else { 0 },
+                "Log": [{"Start": "2024-05-01T10:00:01.0Z", "End": "2024-05-01T10:00:01.1Z",
+                          "ExitCode": if h == "unhealthy" { 1 } else { 0 },
+                          "Output": if h == "unhealthy" { "curl: (7) Failed to connect\n" } else { "ok\n" }}],
+            });
+        }
+        json!({
+            "Id": self.id, "Created": "2024-05-01T09:59:59.0Z", "Path": "/entrypoint.sh",
+            "Args": [], "State": state, "Image": "sha256:0123", "Name": format!("/{}", self.name),
+            "RestartCount": self.restart_count, "Driver": "overlay2", "Platform": "linux",
+            "HostConfig": {"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}},
+            "Config": {"Image": format!("{}:latest", self.name), "Labels": {}},
+        })
+    }
+
+    fn summary(&self) -> Value {
+        json!({
+            "Id": self.id, "Names": [format!("/{}", self.name)],
+            "Image": format!("{}:latest", self.name), "State": self.status,
+            "Status": if self.status == "running" { "Up 5 minutes".to_string() } else { format!("Exited ({}) 1 minute ago", self.exit_code) },
+            "Labels": {},
+        })
+    }
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How the engine behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answers normally.
+    Normal,
+    /// Every request hangs past any timeout.
+    Hang,
+    /// Every request answers 500 with an engine error body.
+    Error500,
+}
+
+/// One recorded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// GET, POST…
+    pub method: String,
+    /// The path as sent (with any version prefix).
+    pub path: String,
+    /// The query string.
+    pub query: String,
+    /// The body.
+    pub body: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    containers: BTreeMap<String, FakeContainer>,
+    requests: Vec<Recorded>,
+    mode: Option<Mode>,
+}
+
+/// The fake engine; dropping it does not stop the server (it lives as long
+/// as the test's runtime).
+#[derive(Clone)]
+pub struct FakeDocker {
+    addr: std::net::SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeDocker {
+    /// Starts the engine on 127.0.0.1:0 inside the current tokio runtime.
+    pub async fn start() -> FakeDocker {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeDocker { addr, inner }
+    }
+
+    /// `DOCKER_HOST`-style address of the fake (`tcp://127.0.0.1:port`).
+    pub fn host(&self) -> String {
+        format!("tcp://{}", self.addr)
+    }
+
+    /// An address where nothing listens (for "Docker unreachable").
+    pub async fn unreachable_host() -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        format!("tcp://{addr}")
+    }
+
+    /// Adds or replaces a container.
+    pub fn add(&self, c: FakeContainer) {
+        self.inner
+            .lock()
+            .unwrap()
+            .containers
+            .insert(c.name.clone(), c);
+    }
+
+    /// Removes a container (it is then "missing").
+    pub fn remove(&self, name: &str) {
+        self.inner.lock().unwrap().containers.remove(name);
+    }
+
+    /// The next `n` inspects of `name` report it exited, then the real state.
+    pub fn blip(&self, name: &str, n: u32) {
+        if let Some(c) = self.inner.lock().unwrap().containers.get_mut(name) {
+            c.blips = n;
+        }
+    }
+
+    /// Changes a container in place.
+    pub fn update(&self, name: &str, f: impl FnOnce(&mut FakeContainer)) {
+        if let Some(c) = self.inner.lock().unwrap().containers.get_mut(name) {
+            f(c);
+        }
+    }
+
+    /// A container's current state.
+    pub fn container(&self, name: &str) -> Option<FakeContainer> {
+        self.inner.lock().unwrap().containers.get(name).cloned()
+    }
+
+    /// Switches the fault mode.
+    pub fn set_mode(&self, mode: Mode) {
+        self.inner.lock().unwrap().mode = Some(mode);
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+
+    /// How many restart requests `name` received.
+    pub fn restarts(&self, name: &str) -> usize {
+        let suffix = format!("/containers/{name}/restart");
+        self.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with(&suffix))
+            .count()
+    }
+}
+
+fn engine_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "message": message }))).into_response()
+}
+
+/// Splits an optional `/v1.xx` prefix off; `Err` (the engine's message) for
+/// a version newer than 1.41, like dockerd 20.10.
+fn strip_version(path: &str) -> Result<&str, String> {
+    let Some(rest) = path.strip_prefix("/v") else {
+        return Ok(path);
+    };
+    let Some((ver, tail)) = rest.split_once('/') else {
+        return Ok(path);
+    };
+    let Some((maj, min)) = ver.split_once('.') else {
+        return Ok(path);
+    };
+    match (maj.parse::<u32>(), min.parse::<u32>()) {
+        (Ok(1), Ok(m)) if m > 41 => Err(format!(
+            "client version {ver} is too new. Maximum supported API version is 1.41"
+        )),
+        (Ok(_), Ok(_)) => Ok(&path[path.len() - tail.len() - 1..]),
+        _ => Ok(path),
+    }
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let mode = {
+        let mut g = inner.lock().unwrap();
+        g.requests.push(Recorded {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            query: uri.query().unwrap_or("").to_string(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+        g.mode.unwrap_or(Mode::Normal)
+    };
+    match mode {
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
+        Mode::Error500 => {
+            return engine_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+        }
+        Mode::Normal => {}
+    }
+    let path = match strip_version(uri.path()) {
+        Ok(p) => p.to_string(),
+        Err(msg) => return engine_error(StatusCode::BAD_REQUEST, &msg),
+    };
+    let mut g = inner.lock().unwrap();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("GET" | "HEAD", ["_ping"]) => (
+            [
+                ("API-Version", "1.41"),
+                ("Docker-Experimental", "false"),
+                (header::CONTENT_TYPE.as_str(), "text/plain; charset=utf-8"),
+            ],
+            "OK",
+        )
+            .into_response(),
+        ("GET", ["version"]) => axum::Json(json!({
+            "Platform": {"Name": ""}, "Version": "20.10.24+dfsg1", "ApiVersion": "1.41",
+            "MinAPIVersion": "1.12", "GitCommit": "5d6db84", "GoVersion": "go1.19.8",
+            "Os": "linux", "Arch": "amd64", "KernelVersion": "6.1.0", "BuildTime": "2023-05-18T08:38:34.000000000+00:00",
+            "Components": [{"Name": "Engine", "Version": "20.10.24+dfsg1", "Details": {"ApiVersion": "1.41"}}],
+        }))
+        .into_response(),
+        ("GET", ["containers", "json"]) => {
+            let all = uri.query().unwrap_or("").contains("all=true")
+                || uri.query().unwrap_or("").contains("all=1");
+            let list: Vec<Value> = g
+                .containers
+                .values()
+                .filter(|c| all || c.status == "running")
+                .map(FakeContainer::summary)
+                .collect();
+            axum::Json(list).into_response()
+        }
+        ("GET", ["containers", id, "json"]) => match find(&mut g, id) {
+            Some(c) => axum::Json(c.inspect()).into_response(),
+            None => no_such(id),
+        },
+        ("POST", ["containers", id, action]) => {
+            let Some(c) = find(&mut g, id) else {
+                return no_such(id);
+            };
+            match *action {
+                "restart" => {
+                    c.restart();
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                "start" if c.status == "running" => StatusCode::NOT_MODIFIED.into_response(),
+                "start" => {
+                    c.restart();
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                "stop" if c.status != "running" => StatusCode::NOT_MODIFIED.into_response(),
+                "stop" => {
+                    c.status = "exited".into();
+                    c.exit_code = 0;
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                _ => engine_error(StatusCode::NOT_FOUND, "page not found"),
+            }
+        }
+        _ => engine_error(StatusCode::NOT_FOUND, "page not found"),
+    }
+}
+
+fn find<'a>(g: &'a mut Inner, id: &str) -> Option<&'a mut FakeContainer> {
+    let name = g
+        .containers
+        .values()
+        .find(|c| c.name == id || c.id.starts_with(id))
+        .map(|c| c.name.clone())?;
+    g.containers.get_mut(&name)
+}
+
+fn no_such(id: &str) -> Response {
+    engine_error(StatusCode::NOT_FOUND, &format!("No such container: {id}"))
+}
