@@ -1,0 +1,425 @@
+//! Chat through the real binary: Mattermost posts become labels, tasks,
+//! cards and thread replies, exactly once, across outages, deadlines and
+//! crashes. Fakes of Mattermost, Ollama and Planka run on 127.0.0.1; MC is
+//! the built-in ledger unless a test configures a fake command.
+
+mod support;
+
+use serde_json::Value;
+use support::agent::{text, Sandbox};
+use support::mattermost::{FakeMattermost, Mode as MmMode, PostSpec};
+use support::ollama::{FakeOllama, Mode as LlmMode};
+use support::planka::{FakePlanka, Mode as PlankaMode, PASSWORD};
+
+struct World {
+    mm: FakeMattermost,
+    llm: FakeOllama,
+    planka: FakePlanka,
+    sb: Sandbox,
+    agent: String,
+    alice: String,
+    john: String,
+    bot: String,
+    channels: Vec<(String, String)>, // (team, channel id)
+}
+
+impl World {
+    fn new() -> World {
+        let mm = FakeMattermost::start_in_background();
+        let agent = mm.add_user("opsbot", "agent-pw");
+        let alice = mm.add_user("alice", "pw");
+        let john = mm.add_user("john", "pw");
+        let bot = mm.add_bot("ci-bot");
+        let token = mm.add_token(&agent);
+        let members = [agent.as_str(), alice.as_str(), john.as_str(), bot.as_str()];
+        let mut channels = Vec::new();
+        for team in ["basic", "wizard"] {
+            let tid = mm.add_team(team, &members);
+            channels.push((team.to_string(), mm.add_channel(&tid, "ops", &members)));
+        }
+        let llm = FakeOllama::start_in_background();
+        // The model answers like a sensible classifier: by a keyword in the message.
+        llm.answer_with(|msg| {
+            let m = msg.to_lowercase();
+            if m.contains("down") || m.contains("502") {
+                "INCIDENT".into()
+            } else if m.contains("please") {
+                "TASK".into()
+            } else {
+                "ROUTINE".into()
+            }
+        });
+        let planka = FakePlanka::start_in_background();
+        planka.seed(&[("Wizard", "Inbox"), ("Basic", "Inbox")]);
+        let mut sb = Sandbox::new();
+        sb.env.push(("OPS_AGENT_MM_TOKEN".into(), token));
+        sb.env
+            .push(("OPS_AGENT_PLANKA_PASSWORD".into(), PASSWORD.into()));
+        sb.extra = format!(
+            "[mattermost]\nurl = \"{}\"\nteams = [\"basic\", \"wizard\"]\ntimeout_secs = 3\n\n\
+             [ollama]\nurl = \"{}\"\nclassify_timeout_secs = 2\nreply_timeout_secs = 2\n\n\
+             [planka]\nurl = \"{}\"\nusername = \"ops\"\ntimeout_secs = 3\n\
+             [planka.boards.wizard]\nboard = \"Wizard\"\nlist = \"Inbox\"\n\
+             [planka.boards.basic]\nboard = \"Basic\"\nlist = \"Inbox\"\n",
+            mm.url(),
+            llm.url(),
+            planka.url
+        );
+        World {
+            mm,
+            llm,
+            planka,
+            sb,
+            agent,
+            alice,
+            john,
+            bot,
+            channels,
+        }
+    }
+
+    fn channel(&self, team: &str) -> &str {
+        &self.channels.iter().find(|(t, _)| t == team).unwrap().1
+    }
+
+    fn say(&self, team: &str, message: &str) -> String {
+        self.mm.post(self.channel(team), &self.alice, message)
+    }
+
+    fn run(&self) -> std::process::Output {
+        let out = self.sb.run(&["run-once"]);
+        assert!(out.status.success(), "{}", text(&out));
+        out
+    }
+
+    fn replies_to(&self, post_id: &str) -> Vec<String> {
+        self.mm
+            .posts()
+            .into_iter()
+            .filter(|p| {
+                p.user_id == self.agent
+                    && p.props.get("ops_agent_reply_to").and_then(Value::as_str) == Some(post_id)
+            })
+            .map(|p| p.message)
+            .collect()
+    }
+
+    fn ledger(&self) -> Vec<Value> {
+        let path = self.sb.path("system/agents/state/ops-tasks.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("title").is_some())
+            .collect()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.sb.log()).unwrap_or_default()
+    }
+
+    fn stage(&self, name: &str) -> Value {
+        let st = self.sb.state_json();
+        st["last_cycle"]["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+#[test]
+fn posts_become_tagged_tasks_labelled_cards_and_thread_replies_once() {
+    let w = World::new();
+    let task = w.say("wizard", "please add a DNS record for shop.example.com");
+    let incident = w.say("basic", "planka is down, 502 on every page");
+    let routine = w.say("wizard", "thanks, looks good now");
+    w.run();
+
+    let tasks = w.ledger();
+    assert_eq!(tasks.len(), 2, "{tasks:#?}");
+    let by_source = |id: &str| tasks.iter().find(|t| t["source"] == id).cloned().unwrap();
+    let t1 = by_source(&task);
+    assert_eq!(
+        (t1["tag"].as_str(), t1["priority"].as_str()),
+        (Some("BILLABLE"), Some("NORMAL")),
+        "{t1}"
+    );
+    let t2 = by_source(&incident);
+    assert_eq!(
+        (t2["tag"].as_str(), t2["priority"].as_str()),
+        (Some("INTERNAL"), Some("HIGH")),
+        "{t2}"
+    );
+    assert_eq!(t1["owner"], "ops");
+
+    // One card per task, carrying the BILLABLE/INTERNAL label.
+    let cards = w.planka.cards();
+    assert_eq!(cards.len(), 2, "{cards:#?}");
+    let mut labels: Vec<String> = cards
+        .iter()
+        .flat_map(|c| w.planka.label_names_of(c["id"].as_str().unwrap()))
+        .collect();
+    labels.sort();
+    assert_eq!(labels, ["BILLABLE", "INTERNAL"]);
+
+    // Replies in the thread, naming the task; none for ROUTINE.
+    let r = w.replies_to(&task);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(
+        r[0].contains(t1["id"].as_str().unwrap()),
+        "reply must name the task: {}",
+        r[0]
+    );
+    assert_eq!(w.replies_to(&incident).len(), 1);
+    assert!(w.replies_to(&routine).is_empty());
+    let reply =
+        w.mm.posts()
+            .into_iter()
+            .find(|p| p.props.get("ops_agent_reply_to").and_then(Value::as_str) == Some(&task))
+            .unwrap();
+    assert_eq!(reply.root_id, task, "the reply goes into the post's thread");
+
+    // The LLM decided, and the log says so.
+    let log = w.log();
+    assert!(
+        log.contains("path=\"llm\"") || log.contains("path=llm"),
+        "{log}"
+    );
+
+    // Five minutes later, a second cycle sees only the agent's own replies
+    // (inside its overlap window): nothing twice.
+    w.mm.advance_clock(300_000);
+    let before = w.mm.posts().len();
+    w.run();
+    assert_eq!(w.ledger().len(), 2);
+    assert_eq!(w.planka.cards().len(), 2);
+    assert_eq!(w.mm.posts().len(), before, "no second reply");
+    // The next cycle, with nothing new in the overlap window either,
+    // costs one request per team.
+    w.mm.advance_clock(300_000);
+    w.run();
+    let st = w.sb.state_json();
+    assert_eq!(
+        st["last_cycle"]["counts"]["mm_requests"], 2,
+        "{}",
+        st["last_cycle"]
+    );
+    assert_eq!(st["last_cycle"]["counts"]["posts_new"], 0);
+}
+
+#[test]
+fn skipped_authors_and_kinds_are_never_handled() {
+    let w = World::new();
+    let ch = w.channel("wizard").to_string();
+    // john is on the default ignore list; ci-bot is a bot account.
+    let ignored = w.mm.post(&ch, &w.john, "please deploy the hotfix");
+    let from_bot = w.mm.post(&ch, &w.bot, "please restart the runner");
+    let spec = |message: &str| PostSpec {
+        channel_id: ch.clone(),
+        user_id: w.alice.clone(),
+        message: message.into(),
+        ..Default::default()
+    };
+    let mut hook_spec = spec("please check the webhook");
+    hook_spec.props.insert("from_webhook".into(), "true".into());
+    let hook = w.mm.post_spec(hook_spec);
+    let mut system_spec = spec("alice joined the channel, please welcome");
+    system_spec.kind = "system_join_channel".into();
+    let system = w.mm.post_spec(system_spec);
+    let deleted = w.say("wizard", "please remove user bob");
+    w.mm.delete(&deleted);
+    let own = w.mm.post(&ch, &w.agent, "please ignore me, I am the agent");
+    w.run();
+    for id in [&ignored, &from_bot, &hook, &system, &deleted, &own] {
+        assert!(
+            w.replies_to(id).is_empty(),
+            "post {id} must not be answered"
+        );
+    }
+    assert!(w.ledger().is_empty(), "{:#?}", w.ledger());
+}
+
+#[test]
+fn a_crash_after_replying_before_saving_state_repeats_nothing() {
+    let w = World::new();
+    w.run(); // first run: cursor set
+    let before = std::fs::read(w.sb.state()).unwrap();
+    let post = w.say("wizard", "please rotate the backup credentials");
+    w.run();
+    assert_eq!(w.replies_to(&post).len(), 1);
+    assert_eq!(w.ledger().len(), 1);
+    // The process "died" after replying, before its state reached disk.
+    std::fs::write(w.sb.state(), &before).unwrap();
+    w.run();
+    assert_eq!(
+        w.replies_to(&post).len(),
+        1,
+        "no second reply after a crash"
+    );
+    assert_eq!(w.ledger().len(), 1, "no second task after a crash");
+    assert_eq!(w.planka.cards().len(), 1, "no second card after a crash");
+}
+
+#[test]
+fn an_edited_old_post_is_not_handled_again() {
+    let w = World::new();
+    let post = w.say("basic", "please add bob to the vpn group");
+    w.run();
+    w.mm.edit(&post, "please add bob and carol to the vpn group");
+    w.mm.react(&post);
+    w.run();
+    assert_eq!(w.replies_to(&post).len(), 1);
+    assert_eq!(w.ledger().len(), 1);
+}
+
+#[test]
+fn mattermost_down_skips_chat_keeps_the_cursor_and_still_checks_health() {
+    let w = World::new();
+    w.run();
+    let cursor = w.sb.state_json()["last_check_ms"].as_i64().unwrap();
+    let post = w.say("wizard", "please renew the TLS cert");
+    w.mm.set_mode(MmMode::Down);
+    let out = w.sb.run(&["run-once"]);
+    assert!(
+        out.status.success(),
+        "exit 0 when Mattermost is down: {}",
+        text(&out)
+    );
+    assert_eq!(w.stage("mattermost")["outcome"], "degraded");
+    assert_eq!(w.stage("health")["outcome"], "ok");
+    assert_eq!(
+        w.sb.state_json()["last_check_ms"].as_i64().unwrap(),
+        cursor,
+        "cursor must not move"
+    );
+    w.mm.set_mode(MmMode::Normal);
+    w.run();
+    assert_eq!(
+        w.replies_to(&post).len(),
+        1,
+        "the post is handled once Mattermost is back"
+    );
+}
+
+#[test]
+fn ollama_down_falls_back_to_keywords_and_a_template_reply() {
+    let w = World::new();
+    w.llm.set_mode(LlmMode::Down);
+    let post = w.say("wizard", "can you please set up a staging database");
+    w.run();
+    let tasks = w.ledger();
+    assert_eq!(tasks.len(), 1, "keyword rules still file the task");
+    let r = w.replies_to(&post);
+    assert_eq!(r.len(), 1);
+    assert!(r[0].contains(tasks[0]["id"].as_str().unwrap()), "{}", r[0]);
+    let log = w.log();
+    assert!(log.contains("keywords"), "{log}");
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(w.sb.stats()).unwrap()).unwrap();
+    assert_eq!(stats["counters"]["classified_keywords"], 1, "{stats}");
+    assert_eq!(stats["counters"]["fallback_unreachable"], 1, "{stats}");
+}
+
+#[test]
+fn mc_down_keeps_the_post_pending_and_the_next_run_creates_exactly_one_task() {
+    let mut w = World::new();
+    let flag = w.sb.path("mc-fail");
+    std::fs::write(&flag, "1").unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mc/record.sh");
+    w.sb.extra += &format!(
+        "\n[mc]\ncommand = [\"{script}\", \"create\", \"--title\", \"{{title}}\", \"--source\", \"{{source}}\"]\n\
+         pass_env = [\"MC_ARGV_FILE\", \"MC_FAIL_FLAG\"]\n"
+    );
+    w.sb.env.push((
+        "MC_ARGV_FILE".into(),
+        w.sb.path("argv").display().to_string(),
+    ));
+    w.sb.env
+        .push(("MC_FAIL_FLAG".into(), flag.display().to_string()));
+    w.run();
+    let post = w.say(
+        "wizard",
+        "please add \"$(rm -rf /)\" `whoami` as a literal title",
+    );
+    w.run();
+    assert!(w.replies_to(&post).is_empty(), "no reply without a task");
+    assert_eq!(
+        w.stage("tasks")["outcome"],
+        "degraded",
+        "{}",
+        w.stage("tasks")
+    );
+    std::fs::remove_file(&flag).unwrap();
+    w.run();
+    assert_eq!(w.replies_to(&post).len(), 1);
+    let argv = std::fs::read(w.sb.path("argv")).unwrap_or_default();
+    let calls = String::from_utf8_lossy(&argv).matches("create").count();
+    assert_eq!(
+        calls,
+        1,
+        "exactly one successful MC call: {:?}",
+        String::from_utf8_lossy(&argv)
+    );
+}
+
+#[test]
+fn planka_down_gives_the_task_now_and_the_card_next_run() {
+    let w = World::new();
+    w.planka.set_mode(PlankaMode::Down);
+    let post = w.say("wizard", "please add a redirect from /old to /new");
+    w.run();
+    assert_eq!(w.ledger().len(), 1);
+    assert_eq!(
+        w.replies_to(&post).len(),
+        1,
+        "the reply does not wait for the card"
+    );
+    assert!(w.planka.cards().is_empty());
+    w.planka.set_mode(PlankaMode::Normal);
+    // The outbox retries with backoff; make the retry due.
+    let mut st = w.sb.state_json();
+    for item in st["tasks"]["outbox"].as_array_mut().unwrap() {
+        item["next_attempt_ms"] = 0.into();
+    }
+    std::fs::write(w.sb.state(), serde_json::to_vec(&st).unwrap()).unwrap();
+    w.run();
+    assert_eq!(w.planka.cards().len(), 1);
+    w.run();
+    assert_eq!(w.planka.cards().len(), 1, "exactly one card");
+    assert_eq!(w.ledger().len(), 1);
+}
+
+#[test]
+fn a_deadline_hit_leaves_posts_pending_and_the_next_run_finishes_them_once() {
+    let mut w = World::new();
+    w.run();
+    let posts: Vec<String> = (0..3)
+        .map(|i| w.say("wizard", &format!("please add user number {i}")))
+        .collect();
+    w.llm.set_mode(LlmMode::Hang);
+    let extra = w.sb.extra.clone();
+    w.sb.extra = format!("{extra}\n[agent]\ndeadline_secs = 3\n");
+    w.run();
+    let st = w.sb.state_json();
+    assert_eq!(
+        st["last_cycle"]["deadline_hit"], true,
+        "{}",
+        st["last_cycle"]
+    );
+    let answered: usize = posts.iter().map(|p| w.replies_to(p).len()).sum();
+    assert!(
+        answered < 3,
+        "the deadline must cut the work: {answered} answered"
+    );
+
+    w.llm.set_mode(LlmMode::Normal);
+    w.sb.extra = extra;
+    w.run();
+    for p in &posts {
+        assert_eq!(w.replies_to(p).len(), 1, "post {p} answered exactly once");
+    }
+    assert_eq!(w.ledger().len(), 3);
+}
