@@ -4,9 +4,11 @@
 
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
 use crate::logging::LogFormat;
+use crate::tasks::Tag;
 
 /// One-shot operations agent: triages chat, files tasks, checks and fixes services.
 #[derive(Debug, Parser)]
@@ -73,6 +75,71 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Mattermost (the runbook's "check MM connectivity").
+    Mm {
+        /// Which Mattermost action.
+        #[command(subcommand)]
+        action: MmAction,
+    },
+    /// The task ledger (the runbook's `mc.js list` and `mc.js stats`).
+    Tasks {
+        /// Which task action.
+        #[command(subcommand)]
+        action: TasksAction,
+    },
+    /// Check config, state files, lock and every dependency; exit 1 when something fails.
+    Doctor {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ops-agent mm ...`.
+#[derive(Debug, Subcommand)]
+pub enum MmAction {
+    /// Ping, server version, who the token is, each team, cursor age; exit 1 when not usable.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ops-agent tasks ...`: the built-in ledger at `[paths] ledger`.
+#[derive(Debug, Subcommand)]
+pub enum TasksAction {
+    /// Tasks the agent filed, oldest first.
+    List {
+        /// Only tasks of this owner (e.g. `ops`).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only BILLABLE or INTERNAL tasks (any case).
+        #[arg(long, value_parser = parse_tag)]
+        tag: Option<Tag>,
+        /// Only tasks created since a date (2024-05-01), an RFC 3339 time or a span (7d, 24h, 30m).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<DateTime<Utc>>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts by tag, priority, label and day.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// clap adapter for [`Tag::parse`], so a bad `--tag` is a usage error (exit 2).
+fn parse_tag(s: &str) -> Result<Tag, String> {
+    Tag::parse(s).map_err(|e| e.to_string())
+}
+
+/// clap adapter for `ledger::parse_since`; spans count back from now.
+fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
+    crate::tasks::ledger::parse_since(s, Utc::now()).map_err(|e| e.to_string())
 }
 
 /// `ops-agent config ...`.
