@@ -69,6 +69,44 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the health checks now and print a table; exit 1 when something is critical.
+    Health {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Only this check (its parents run too, for blocking).
+        #[arg(long, value_name = "NAME")]
+        check: Option<String>,
+    },
+    /// Run one configured fix by hand (rate limit honoured unless --force), or show the history.
+    Fix {
+        /// The service to fix.
+        #[arg(required_unless_present = "history")]
+        service: Option<String>,
+        /// What is wrong (recorded with the attempt).
+        #[arg(required_unless_present = "history")]
+        issue: Option<String>,
+        /// Say what would run; run and record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Ignore the attempt budget and the start grace (never a blocked or starting service).
+        #[arg(long)]
+        force: bool,
+        /// Show each service's attempts in the window and the budget left.
+        #[arg(long, conflicts_with_all = ["service", "issue", "dry_run", "force"])]
+        history: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why the agent would or would not act on a check now: streaks, results, budget.
+    Explain {
+        /// The check's name.
+        check: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate or print configuration.
     Config {
         /// Which config action.

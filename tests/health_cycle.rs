@@ -147,3 +147,97 @@ fn dry_run_names_the_fix_and_does_not_run_it() {
     assert!(log.contains("web") && log.contains("would"), "{log}");
     assert!(!sb.path("tmp/ops-fix-history.json").exists());
 }
+
+#[test]
+fn health_command_prints_the_table_and_exits_1_when_critical() {
+    let docker = support::in_background(FakeDocker::start);
+    docker.add(FakeContainer::exited("web").on_restart(OnRestart::Fixes));
+    docker.add(FakeContainer::running("db"));
+    let sb = sandbox(&docker.host());
+    let out = sb.run(&["health", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["critical"], true);
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["docker-engine", "web", "db"]);
+    assert_eq!(docker.restarts("web"), 0, "health only looks");
+
+    let out = sb.run(&["health", "--check", "db"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("db") && !table.contains("web"), "{table}");
+
+    let out = sb.run(&["health", "--check", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no check named 'nope'"));
+}
+
+#[test]
+fn fix_by_hand_counts_against_the_budget_and_force_overrides_it() {
+    let docker = support::in_background(FakeDocker::start);
+    docker.add(FakeContainer::exited("web").on_restart(OnRestart::StaysDown));
+    docker.add(FakeContainer::running("db"));
+    let sb = sandbox(&docker.host());
+    let out = sb.run(&["fix", "web", "exited", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(docker.restarts("web"), 0, "dry run runs nothing");
+    for _ in 0..3 {
+        let out = sb.run(&["fix", "web", "exited"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "it stays down, so the fix failed: {}",
+            text(&out)
+        );
+    }
+    assert_eq!(docker.restarts("web"), 3);
+    let out = sb.run(&["fix", "web", "exited"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("budget"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        docker.restarts("web"),
+        3,
+        "the fourth attempt in the hour is refused"
+    );
+    let out = sb.run(&["fix", "web", "exited", "--force"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(docker.restarts("web"), 4, "--force overrides the budget");
+
+    let out = sb.run(&["fix", "--history", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["service"], "web", "{v}");
+    let out = sb.run(&["fix", "nothing-here", "x"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no fix is configured"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn explain_says_why_the_agent_would_or_would_not_act() {
+    let docker = support::in_background(FakeDocker::start);
+    docker.add(FakeContainer::exited("web").on_restart(OnRestart::StaysDown));
+    docker.add(FakeContainer::running("db"));
+    let sb = sandbox(&docker.host());
+    for _ in 0..4 {
+        assert!(sb.run(&["run-once"]).status.success());
+    }
+    let out = sb.run(&["explain", "web", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"]["decision"], "skip_budget_spent", "{v}");
+    let out = sb.run(&["explain", "web"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("web"), "{s}");
+}

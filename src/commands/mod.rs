@@ -1,17 +1,18 @@
 //! What each subcommand does, and the exit codes it ends with. The small
 //! commands live here; each larger one has its own module: [`status`],
-//! [`stats`], [`mm`] (`mm status`), [`tasks`] (`tasks list|stats`) and
-//! [`doctor`].
+//! [`stats`], [`mm`] (`mm status`), [`tasks`] (`tasks list|stats`),
+//! [`health`] (`health`, `fix`, `explain`) and [`doctor`].
 //!
 //! | code | meaning |
 //! | ---- | ------- |
 //! | 0    | the cycle ran (even degraded), or the command succeeded |
-//! | 1    | fatal: the cycle could not run or its state could not be saved; `mm status`: Mattermost not usable; `doctor`: a check failed |
+//! | 1    | fatal: the cycle could not run or its state could not be saved; `mm status`: Mattermost not usable; `doctor`: a check failed; `health`: something is critical; `fix`: the fix ran and did not verify |
 //! | 2    | command-line usage error (clap) |
 //! | 75   | another cycle holds the lock (EX_TEMPFAIL: try again later) |
 //! | 78   | bad configuration (EX_CONFIG) |
 
 pub mod doctor;
+pub mod health;
 pub mod mm;
 pub mod stats;
 pub mod status;
@@ -65,7 +66,10 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     };
     // Commands that act write to the activity log; read-only ones only to stderr.
-    let writes_log = matches!(command, Command::RunOnce { .. } | Command::Reset { .. });
+    let writes_log = matches!(
+        command,
+        Command::RunOnce { .. } | Command::Reset { .. } | Command::Fix { history: false, .. }
+    );
     if writes_log {
         if let Err(e) = logging::init(cli.log_format, level, Some(&config.paths.log)) {
             logging::init_stderr_only(cli.log_format, level);
@@ -102,6 +106,27 @@ pub fn main(cli: Cli) -> ExitCode {
             action: TasksAction::Stats { json },
         } => tasks::stats(&config, json),
         Command::Doctor { json } => doctor::run(&config, &source, json),
+        Command::Health { json, check } => health::health(&config, json, check.as_deref()),
+        Command::Fix {
+            history: true,
+            json,
+            ..
+        } => health::history(&config, json),
+        Command::Fix {
+            service,
+            issue,
+            dry_run,
+            force,
+            json,
+            ..
+        } => health::fix(
+            &config,
+            service.as_deref().unwrap_or_default(),
+            issue.as_deref().unwrap_or_default(),
+            crate::fix::FixOptions { dry_run, force },
+            json,
+        ),
+        Command::Explain { check, json } => health::explain(&config, &check, json),
     };
     finish(result)
 }
