@@ -385,6 +385,9 @@ mod tests {
             .home_dir()
             .to_path_buf();
         assert_eq!(expand_tilde("~/x/y"), home.join("x/y"));
-        assert_eq!(expand_tilde("/abs"), PathBuf::from("/abs"));
+        assert_eq!(expand_tilde("~"), home);
+        for unchanged in ["/abs", "a~/b", "~other/x"] {
+            assert_eq!(expand_tilde(unchanged), PathBuf::from(unchanged));
+        }
     }
 }

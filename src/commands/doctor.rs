@@ -31,13 +31,14 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::config::expand_tilde;
 use crate::config::{Config, ConfigSource};
 use crate::mattermost::{self, Client as MmClient, MmState, MmStatus};
 use crate::ollama::{self, Purpose};
 use crate::secret::Secret;
 use crate::state::{RuntimeState, Stats};
 use crate::tasks::ledger;
-use crate::tasks::mc::{expand_tilde, McConfig};
+use crate::tasks::mc::McConfig;
 use crate::tasks::planka::PlankaConfig;
 
 /// How bad one finding is.

@@ -28,9 +28,6 @@ use serde::{Deserialize, Serialize};
 use super::{Tag, Task};
 use crate::files;
 
-/// Runbook default for `[paths] ledger` (expand `~` with `mc::expand_tilde`).
-pub const DEFAULT_PATH: &str = "~/system/agents/state/ops-tasks.jsonl";
-
 /// Prefix of ids the built-in ledger hands out.
 pub const ID_PREFIX: &str = "OPS-";
 

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ledger::Ledger;
 use super::Task;
+use crate::config::expand_tilde;
 
 /// Placeholders an argv element may contain; each is a [`Task`] field.
 pub const PLACEHOLDERS: &[&str] = &[
@@ -138,7 +139,7 @@ pub enum McBackend {
 
 impl McBackend {
     /// Chooses the backend from config; `ledger_path` is `[paths] ledger`
-    /// with `~` already expanded by the caller (or by [`expand_tilde`]).
+    /// with `~` already expanded (the config loader does that).
     pub fn from_config(cfg: &McConfig, ledger_path: PathBuf) -> Result<McBackend> {
         let ledger = Ledger::new(ledger_path);
         if cfg.uses_command() {
@@ -193,10 +194,9 @@ impl McCommand {
     /// The argv for `task`: `~` expanded in the template, then placeholders
     /// substituted (values inserted literally, never re-scanned).
     pub fn argv(&self, task: &Task) -> Vec<String> {
-        let home = std::env::var("HOME").ok();
         self.template
             .iter()
-            .map(|t| substitute(&expand_tilde_with(t, home.as_deref()), task))
+            .map(|t| substitute(&expand_tilde(t).to_string_lossy(), task))
             .collect()
     }
 
@@ -342,23 +342,6 @@ fn field<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Expands a leading `~` or `~/` with `$HOME` (launchd and a shell-less
-/// spawn do not), for config paths and the argv template.
-pub fn expand_tilde(path: &str) -> PathBuf {
-    PathBuf::from(expand_tilde_with(
-        path,
-        std::env::var("HOME").ok().as_deref(),
-    ))
-}
-
-fn expand_tilde_with(s: &str, home: Option<&str>) -> String {
-    match home {
-        Some(h) if s == "~" => h.trim_end_matches('/').to_string(),
-        Some(h) if s.starts_with("~/") => format!("{}{}", h.trim_end_matches('/'), &s[1..]),
-        _ => s.to_string(),
-    }
-}
-
 /// Finds the id in a command's stdout: the JSON object (the whole output,
 /// else its last JSON-looking line) at the dotted `json_field`, else the
 /// first capture of `regex`. The id must be short and printable, since it
@@ -474,18 +457,6 @@ mod tests {
             ("{permalink}", "http://x/pl/1"),
         ] {
             assert_eq!(substitute(tpl, &t), want, "{tpl}");
-        }
-    }
-
-    #[test]
-    fn tilde_table() {
-        for (s, want) in [
-            ("~/tools/mc.js", "/home/u/tools/mc.js"),
-            ("~", "/home/u"),
-            ("a~/b", "a~/b"),
-            ("~other/x", "~other/x"),
-        ] {
-            assert_eq!(expand_tilde_with(s, Some("/home/u/")), want, "{s}");
         }
     }
 

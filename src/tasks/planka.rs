@@ -35,10 +35,6 @@ use super::{Tag, Task};
 use crate::files;
 use crate::secret::Secret;
 
-/// Suggested default for the Planka token cache path (`[paths]`), next to
-/// the Mattermost one; owner-only, deleted by `reset`.
-pub const DEFAULT_TOKEN_CACHE: &str = "/tmp/ops-agent-planka-token.json";
-
 /// Planka spaces positions this far apart; appending is max + this.
 pub const POSITION_GAP: f64 = 65536.0;
 
