@@ -326,6 +326,8 @@ impl<'a> Cycle<'a> {
                 let Some(mut progress) = self.runtime.chat.progress.get(&post.id).cloned() else {
                     continue; // not classified yet
                 };
+                let progress_label_is_actionable =
+                    progress.label.is_some_and(|l| l.is_actionable());
                 let step = chat::act_on_post(
                     &act,
                     post,
@@ -359,7 +361,12 @@ impl<'a> Cycle<'a> {
                         break;
                     }
                 }
-                self.save()?;
+                // Save after every external write (task, card, reply), so a
+                // crash repeats none; ROUTINE posts wrote nothing and are
+                // saved with the rest at the end.
+                if progress_label_is_actionable {
+                    self.save()?;
+                }
             }
         }
         for line in &self.tally.would {

@@ -423,3 +423,71 @@ fn a_deadline_hit_leaves_posts_pending_and_the_next_run_finishes_them_once() {
     }
     assert_eq!(w.ledger().len(), 3);
 }
+
+#[test]
+fn a_thousand_posts_across_fifty_channels_in_four_teams_are_handed_over_once() {
+    let mm = FakeMattermost::start_in_background();
+    mm.set_shuffle(true); // `since` answers come in no particular order, like the server's
+    let agent = mm.add_user("opsbot", "agent-pw");
+    let alice = mm.add_user("alice", "pw");
+    let token = mm.add_token(&agent);
+    let members = [agent.as_str(), alice.as_str()];
+    let mut channels = Vec::new();
+    for team in ["basic", "wizard", "rendrom", "riad"] {
+        let tid = mm.add_team(team, &members);
+        for c in 0..13 {
+            if channels.len() < 50 {
+                channels.push(mm.add_channel(&tid, &format!("ch-{c}"), &members));
+            }
+        }
+    }
+    // One channel gets 300 posts, so with the others the burst crosses the
+    // server's 1,000-row `since` cap for nobody but still tests ordering.
+    let mut ids = Vec::new();
+    for i in 0..1000 {
+        let ch = if i < 300 {
+            &channels[0]
+        } else {
+            &channels[i % 50]
+        };
+        // A vowel-free tag: a number like 500 would rightly read as an HTTP
+        // error, and letters could spell "add" or "fix".
+        const C: &[u8] = b"bcdfghjklmnpqrstvwxz";
+        let tag: String = [i / 400, (i / 20) % 20, i % 20]
+            .iter()
+            .map(|d| C[*d] as char)
+            .collect();
+        ids.push(mm.post(ch, &alice, &format!("status note {tag}: all quiet")));
+    }
+    let mut sb = Sandbox::new();
+    sb.env.push(("OPS_AGENT_MM_TOKEN".into(), token));
+    // No LLM: keyword rules label everything ROUTINE at once.
+    sb.extra = format!(
+        "[mattermost]\nurl = \"{}\"\n[ollama]\nurl = \"{}\"\n",
+        mm.url(),
+        support::ollama::dead_url()
+    );
+    let out = sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let st = sb.state_json();
+    assert_eq!(
+        st["last_cycle"]["counts"]["posts_new"], 1000,
+        "{}",
+        st["last_cycle"]
+    );
+    assert_eq!(st["last_cycle"]["counts"]["posts_handled"], 1000);
+    let handled = st["mattermost"]["handled"].as_object().unwrap();
+    for id in &ids {
+        assert!(handled.contains_key(id), "post {id} not handled");
+    }
+    let out = sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let st = sb.state_json();
+    assert_eq!(
+        st["last_cycle"]["counts"]["posts_new"], 0,
+        "nothing handed over twice"
+    );
+    let stats: Value = serde_json::from_str(&std::fs::read_to_string(sb.stats()).unwrap()).unwrap();
+    assert_eq!(stats["counters"]["label_routine"], 1000, "{stats}");
+    assert_eq!(stats["counters"]["posts_handled"], 1000, "{stats}");
+}
