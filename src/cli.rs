@@ -4,9 +4,11 @@
 
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
 use crate::logging::LogFormat;
+use crate::tasks::Tag;
 
 /// One-shot operations agent: triages chat, files tasks, checks and fixes services.
 #[derive(Debug, Parser)]
@@ -67,12 +69,115 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the health checks now and print a table; exit 1 when something is critical.
+    Health {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Only this check (its parents run too, for blocking).
+        #[arg(long, value_name = "NAME")]
+        check: Option<String>,
+    },
+    /// Run one configured fix by hand (rate limit honoured unless --force), or show the history.
+    Fix {
+        /// The service to fix.
+        #[arg(required_unless_present = "history")]
+        service: Option<String>,
+        /// What is wrong (recorded with the attempt).
+        #[arg(required_unless_present = "history")]
+        issue: Option<String>,
+        /// Say what would run; run and record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Ignore the attempt budget and the start grace (never a blocked or starting service).
+        #[arg(long)]
+        force: bool,
+        /// Show each service's attempts in the window and the budget left.
+        #[arg(long, conflicts_with_all = ["service", "issue", "dry_run", "force"])]
+        history: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why the agent would or would not act on a check now: streaks, results, budget.
+    Explain {
+        /// The check's name.
+        check: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate or print configuration.
     Config {
         /// Which config action.
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Mattermost (the runbook's "check MM connectivity").
+    Mm {
+        /// Which Mattermost action.
+        #[command(subcommand)]
+        action: MmAction,
+    },
+    /// The task ledger (the runbook's `mc.js list` and `mc.js stats`).
+    Tasks {
+        /// Which task action.
+        #[command(subcommand)]
+        action: TasksAction,
+    },
+    /// Check config, state files, lock and every dependency; exit 1 when something fails.
+    Doctor {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ops-agent mm ...`.
+#[derive(Debug, Subcommand)]
+pub enum MmAction {
+    /// Ping, server version, who the token is, each team, cursor age; exit 1 when not usable.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ops-agent tasks ...`: the built-in ledger at `[paths] ledger`.
+#[derive(Debug, Subcommand)]
+pub enum TasksAction {
+    /// Tasks the agent filed, oldest first.
+    List {
+        /// Only tasks of this owner (e.g. `ops`).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only BILLABLE or INTERNAL tasks (any case).
+        #[arg(long, value_parser = parse_tag)]
+        tag: Option<Tag>,
+        /// Only tasks created since a date (2024-05-01), an RFC 3339 time or a span (7d, 24h, 30m).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<DateTime<Utc>>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts by tag, priority, label and day.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// clap adapter for [`Tag::parse`], so a bad `--tag` is a usage error (exit 2).
+fn parse_tag(s: &str) -> Result<Tag, String> {
+    Tag::parse(s).map_err(|e| e.to_string())
+}
+
+/// clap adapter for `ledger::parse_since`; spans count back from now.
+fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
+    crate::tasks::ledger::parse_since(s, Utc::now()).map_err(|e| e.to_string())
 }
 
 /// `ops-agent config ...`.

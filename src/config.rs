@@ -323,6 +323,15 @@ mod tests {
     }
 
     #[test]
+    fn the_configuration_doc_shows_the_example_verbatim() {
+        let doc = include_str!("../docs/configuration.md");
+        assert!(
+            doc.contains(EXAMPLE),
+            "docs/configuration.md is out of date: paste `ops-agent config example` into it"
+        );
+    }
+
+    #[test]
     fn empty_file_gives_runbook_defaults() {
         let c = Config::from_toml("", "x.toml").unwrap();
         assert_eq!(c.paths.state, PathBuf::from("/tmp/ops-agent-state.json"));

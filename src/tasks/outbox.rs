@@ -216,25 +216,6 @@ impl TaskState {
     }
 }
 
-/// Text rendering of the outbox for `status`: one line per pending item.
-pub fn render_pending_text(items: &[PendingView]) -> String {
-    if items.is_empty() {
-        return "Task outbox: empty.\n".to_string();
-    }
-    let mut out = format!("Task outbox: {} pending\n", items.len());
-    for i in items {
-        let kind = match i.kind {
-            WorkKind::CreateTask => "task",
-            WorkKind::CreateCard => "card",
-        };
-        out.push_str(&format!(
-            "  {kind:<4} {}  \"{}\"  attempts {}, next in {}s: {}\n",
-            i.source, i.title, i.attempts, i.next_attempt_in_secs, i.last_error
-        ));
-    }
-    out
-}
-
 /// Reference to the task made (or found) for a source.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskRef {
@@ -650,8 +631,6 @@ mod tests {
         assert!(!s.is_pending(WorkKind::CreateTask, "a"));
         let v = s.pending(2_000);
         assert_eq!((v[0].attempts, v[0].next_attempt_in_secs), (2, 120));
-        assert!(render_pending_text(&v).contains("card a  \"t\"  attempts 2, next in 120s: down"));
-        assert!(render_pending_text(&[]).contains("empty"));
     }
 
     #[test]

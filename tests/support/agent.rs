@@ -62,7 +62,7 @@ impl Sandbox {
             "[paths]\nstate = \"{r}/tmp/ops-agent-state.json\"\ntoken_cache = \"{r}/tmp/mm-token.json\"\n\
              fix_history = \"{r}/tmp/ops-fix-history.json\"\nstats = \"~/system/agents/state/ops.json\"\n\
              log = \"~/system/logs/ops-agent.log\"\nledger = \"~/system/agents/state/ops-tasks.jsonl\"\n\
-             lock = \"{r}/tmp/ops-agent.lock\"\n\n{}",
+             lock = \"{r}/tmp/ops-agent.lock\"\nplanka_token_cache = \"{r}/tmp/planka-token.json\"\n\n{}",
             self.extra
         );
         std::fs::create_dir_all(self.path("tmp")).unwrap();

@@ -1,0 +1,119 @@
+//! `ops-agent health`, `fix` and `explain`: the runbook's health-check.js,
+//! its manual restart steps, and "why did (or didn't) the agent act?".
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+
+use super::runtime;
+use crate::config::Config;
+use crate::fix::{self, FixHistory, FixOptions};
+use crate::health::{self, view, HealthContext};
+use crate::state::{self, RuntimeState};
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).context("rendering JSON")?
+    );
+    Ok(())
+}
+
+/// `health [--json] [--check NAME]`: runs the checks now (nothing is
+/// fixed or saved); exit 1 when something is critical.
+pub fn health(config: &Config, json: bool, check: Option<&str>) -> Result<ExitCode> {
+    let checks = match check {
+        Some(name) => view::select_checks(&config.checks, name)?,
+        None => config.checks.clone(),
+    };
+    let ctx = HealthContext::new(&config.health);
+    let mut results = runtime()?.block_on(health::run_all(&ctx, &checks));
+    if let Some(name) = check {
+        results.retain(|r| r.name == name);
+    }
+    let report = view::HealthReport::new(results);
+    if json {
+        print_json(&report)?;
+    } else {
+        print!("{}", report.render_text());
+    }
+    Ok(ExitCode::from(report.exit_code() as u8))
+}
+
+/// `fix <service> <issue> [--dry-run] [--force]`: one fix by hand, counted
+/// in the same rolling window as the cycle's (unless `--force`). Holds the
+/// cycle lock so it never races a cycle over the fix history.
+pub fn fix(
+    config: &Config,
+    service: &str,
+    issue: &str,
+    opts: FixOptions,
+    json: bool,
+) -> Result<ExitCode> {
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(crate::lock::acquire(&config.paths.lock)?)
+    };
+    let ctx = HealthContext::new(&config.health);
+    let (report, aside) = runtime()?.block_on(fix::run_manual(
+        &ctx,
+        &config.checks,
+        service,
+        issue,
+        &config.paths.fix_history,
+        &config.fix,
+        opts,
+        Utc::now(),
+    ))?;
+    if let Some(a) = aside {
+        tracing::warn!("{a}");
+    }
+    tracing::info!(by = "hand", "Fix: {}", report.line());
+    if json {
+        print_json(&report)?;
+    } else {
+        println!("{}", report.line());
+    }
+    let failed = report.outcome.is_some_and(|o| o != fix::Outcome::Verified);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `fix --history [--json]`: each service's attempts in the window and the
+/// budget left.
+pub fn history(config: &Config, json: bool) -> Result<ExitCode> {
+    let history: FixHistory = state::peek(&config.paths.fix_history)?.unwrap_or_default();
+    let view = fix::history_view(&history, &config.fix, Utc::now().timestamp_millis());
+    if json {
+        print_json(&view)?;
+    } else {
+        print!("{}", fix::render_history(&view, &config.fix));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `explain <check>`: streaks, last results, parent, budget, attempts, and
+/// why the agent would or would not act now; from saved state only.
+pub fn explain(config: &Config, name: &str, json: bool) -> Result<ExitCode> {
+    let runtime_state: RuntimeState = state::peek(&config.paths.state)?.unwrap_or_default();
+    let history: FixHistory = state::peek(&config.paths.fix_history)?.unwrap_or_default();
+    let e = view::explain(
+        name,
+        &config.checks,
+        &runtime_state.health,
+        &history,
+        &config.fix,
+        Utc::now(),
+    )?;
+    if json {
+        print_json(&e)?;
+    } else {
+        print!("{}", e.render_text());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,259 @@
+//! What each subcommand does, and the exit codes it ends with. The small
+//! commands live here; each larger one has its own module: [`status`],
+//! [`stats`], [`mm`] (`mm status`), [`tasks`] (`tasks list|stats`),
+//! [`health`] (`health`, `fix`, `explain`) and [`doctor`].
+//!
+//! | code | meaning |
+//! | ---- | ------- |
+//! | 0    | the cycle ran (even degraded), or the command succeeded |
+//! | 1    | fatal: the cycle could not run or its state could not be saved; `mm status`: Mattermost not usable; `doctor`: a check failed; `health`: something is critical; `fix`: the fix ran and did not verify |
+//! | 2    | command-line usage error (clap) |
+//! | 75   | another cycle holds the lock (EX_TEMPFAIL: try again later) |
+//! | 78   | bad configuration (EX_CONFIG) |
+
+pub mod doctor;
+pub mod health;
+pub mod mm;
+pub mod stats;
+pub mod status;
+pub mod tasks;
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{Cli, Command, ConfigAction, MmAction, TasksAction};
+use crate::config::{Config, ConfigSource};
+use crate::cycle::{self, RunOptions};
+use crate::lock::{self, LockHeld};
+use crate::logging;
+
+pub use status::{render_status, StatusView};
+
+/// Exit code: fatal error.
+pub const EXIT_FATAL: u8 = 1;
+/// Exit code: another cycle holds the lock.
+pub const EXIT_LOCKED: u8 = 75;
+/// Exit code: bad configuration.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let level = logging::level(cli.verbose, cli.quiet);
+    let command = cli.command.unwrap_or(Command::RunOnce { dry_run: false });
+    if let Command::Config {
+        action: ConfigAction::Example,
+    } = command
+    {
+        print!("{}", crate::config::EXAMPLE);
+        return ExitCode::SUCCESS;
+    }
+    let (config, source) = match Config::locate_and_load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) if matches!(command, Command::Doctor { .. }) => {
+            // The doctor reports a broken config as one failed check and
+            // still examines everything else against the built-in defaults.
+            logging::init_stderr_only(cli.log_format, level);
+            let Command::Doctor { json } = command else {
+                unreachable!("matched above")
+            };
+            return finish(doctor::run_with_broken_config(&e, json));
+        }
+        Err(e) => {
+            eprintln!("ops-agent: configuration error: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // Commands that act write to the activity log; read-only ones only to stderr.
+    let writes_log = matches!(
+        command,
+        Command::RunOnce { .. } | Command::Reset { .. } | Command::Fix { history: false, .. }
+    );
+    if writes_log {
+        if let Err(e) = logging::init(cli.log_format, level, Some(&config.paths.log)) {
+            logging::init_stderr_only(cli.log_format, level);
+            tracing::error!("{e:#}; logging to stderr only");
+        }
+    } else {
+        logging::init_stderr_only(cli.log_format, level);
+    }
+    let result = match command {
+        Command::RunOnce { dry_run } => run_once(&config, &source, dry_run),
+        Command::Status { json } => status::run(&config, json),
+        Command::Stats { json } => stats::run(&config, json),
+        Command::Reset { yes } => reset(&config, yes),
+        Command::Classify { text, no_llm, json } => classify(&config, &text, no_llm, json),
+        Command::Config {
+            action: ConfigAction::Check,
+        } => config_check(&config, &source),
+        Command::Config {
+            action: ConfigAction::Example,
+        } => unreachable!("handled above"),
+        Command::Mm {
+            action: MmAction::Status { json },
+        } => mm::status(&config, json),
+        Command::Tasks {
+            action:
+                TasksAction::List {
+                    owner,
+                    tag,
+                    since,
+                    json,
+                },
+        } => tasks::list(&config, owner, tag, since, json),
+        Command::Tasks {
+            action: TasksAction::Stats { json },
+        } => tasks::stats(&config, json),
+        Command::Doctor { json } => doctor::run(&config, &source, json),
+        Command::Health { json, check } => health::health(&config, json, check.as_deref()),
+        Command::Fix {
+            history: true,
+            json,
+            ..
+        } => health::history(&config, json),
+        Command::Fix {
+            service,
+            issue,
+            dry_run,
+            force,
+            json,
+            ..
+        } => health::fix(
+            &config,
+            service.as_deref().unwrap_or_default(),
+            issue.as_deref().unwrap_or_default(),
+            crate::fix::FixOptions { dry_run, force },
+            json,
+        ),
+        Command::Explain { check, json } => health::explain(&config, &check, json),
+    };
+    finish(result)
+}
+
+/// Turns a command's result into the exit code, reporting the error.
+fn finish(result: Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                // `ops-agent status --json | head` closing the pipe is not an error.
+                return ExitCode::SUCCESS;
+            }
+            if let Some(held) = e.downcast_ref::<LockHeld>() {
+                tracing::warn!("Not starting: {held}.");
+                eprintln!("ops-agent: {held}");
+                return ExitCode::from(EXIT_LOCKED);
+            }
+            tracing::error!("{e:#}");
+            eprintln!("ops-agent: {e:#}");
+            ExitCode::from(EXIT_FATAL)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The async runtime for commands that talk to servers.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run_once(config: &Config, source: &ConfigSource, dry_run: bool) -> Result<ExitCode> {
+    tracing::debug!(config = %source, "Configuration loaded.");
+    runtime()?.block_on(cycle::run_once(config, RunOptions { dry_run }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reset(config: &Config, yes: bool) -> Result<ExitCode> {
+    let files = config.paths.reset_files();
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!("reset needs confirmation: run it in a terminal or pass --yes");
+        }
+        eprintln!("This deletes the runtime state, the token cache and the fix history:");
+        for f in files {
+            eprintln!("  {}", f.display());
+        }
+        eprint!("The next cycle will behave like a first run. Continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("reading the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("Nothing deleted.");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    // Hold the lock so a running cycle cannot write the state back half-reset.
+    let _lock = lock::acquire(&config.paths.lock)?;
+    for f in files {
+        let removed = crate::files::remove_if_present(f)?;
+        tracing::info!(file = %f.display(), removed, "Reset.");
+        println!(
+            "{} {}",
+            if removed { "deleted" } else { "absent " },
+            f.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn classify(config: &Config, text: &str, no_llm: bool, json: bool) -> Result<ExitCode> {
+    let text = if text == "-" {
+        let mut buf = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)
+            .context("reading the message from stdin")?;
+        buf
+    } else {
+        text.to_string()
+    };
+    let report = runtime()?.block_on(crate::classify::command::run(
+        &config.ollama,
+        &config.classify,
+        &text,
+        no_llm,
+    ))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("rendering JSON")?
+        );
+    } else {
+        print!("{}", report.render_text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `value` as pretty JSON and a newline to stdout.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T, what: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).with_context(|| format!("writing {what}"))?;
+    writeln!(out).with_context(|| format!("writing {what}"))?;
+    Ok(())
+}
+
+/// Writes text to stdout (an error, not a panic, when the pipe is closed).
+pub(crate) fn print_text(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).context("writing output")?;
+    Ok(())
+}
+
+fn config_check(config: &Config, source: &ConfigSource) -> Result<ExitCode> {
+    println!("# config: {source}: valid");
+    print!("{}", config.to_toml()?);
+    Ok(ExitCode::SUCCESS)
+}

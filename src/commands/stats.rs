@@ -1,0 +1,51 @@
+//! `ops-agent stats`: the cumulative stats file, readable.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::state::{self, Stats};
+
+/// Prints the stats file (text or JSON); a missing file prints zeros.
+pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
+    let stats: Stats = state::peek(&config.paths.stats)?.unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &stats).context("writing stats")?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let when = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "never".into())
+    };
+    writeln!(out, "stats file       {}", config.paths.stats.display())?;
+    writeln!(out, "since            {}", when(stats.since))?;
+    writeln!(out, "last cycle       {}", when(stats.last_cycle_at))?;
+    writeln!(
+        out,
+        "cycles           {} ({} degraded, {} failed, {} hit the deadline)",
+        stats.cycles, stats.cycles_degraded, stats.cycles_failed, stats.deadline_hits
+    )?;
+    let checks: Vec<String> = stats
+        .checks
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    writeln!(
+        out,
+        "check results    {}",
+        if checks.is_empty() {
+            "none".into()
+        } else {
+            checks.join(", ")
+        }
+    )?;
+    for (k, v) in &stats.counters {
+        writeln!(out, "{k:<16} {v}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,238 @@
+//! `ops-agent status`: the last cycle, the cursor, the lock, the task
+//! outbox and posts still in progress, read without changing anything.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::lock;
+use crate::report::CycleReport;
+use crate::state::{self, RuntimeState, SetAside};
+use crate::tasks::outbox::{PendingView, WorkKind};
+
+/// What `status --json` prints.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    /// The state file read.
+    pub state_file: String,
+    /// Whether any cycle has saved state yet.
+    pub has_run: bool,
+    /// The last cycle's report.
+    pub last_cycle: Option<CycleReport>,
+    /// The last cycle's start, RFC 3339.
+    pub last_cycle_at: Option<DateTime<Utc>>,
+    /// The chat cursor.
+    pub last_check_ms: Option<i64>,
+    /// Age of the cursor in seconds.
+    pub last_check_age_secs: Option<i64>,
+    /// True when no cycle completed within twice the schedule interval.
+    pub overdue: bool,
+    /// The schedule interval the overdue rule uses.
+    pub schedule_interval_secs: u64,
+    /// Who holds the cycle lock, when a cycle is running.
+    pub lock_holder: Option<String>,
+    /// Corrupt files moved aside.
+    pub set_aside: Vec<SetAside>,
+    /// Task work (MC task, Planka card) that failed and waits for a retry.
+    pub outbox: Vec<PendingView>,
+    /// Posts handed over but not yet fully handled (classified, filed, replied).
+    pub posts_in_progress: usize,
+    /// Problems reading the state itself.
+    pub problems: Vec<String>,
+}
+
+/// Prints the status (text or JSON); always exit 0, problems are shown.
+pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
+    let now = Utc::now();
+    let mut problems = Vec::new();
+    let runtime: Option<RuntimeState> = match state::peek(&config.paths.state) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(format!("{e:#} (the next cycle sets it aside)"));
+            None
+        }
+    };
+    let lock_holder = match lock::holder(&config.paths.lock) {
+        Ok(h) => h,
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            None
+        }
+    };
+    let rt = runtime.clone().unwrap_or_default();
+    let age = rt
+        .last_check_ms
+        .map(|ms| (now.timestamp_millis() - ms) / 1000);
+    let interval = config.agent.schedule_interval_secs;
+    let view = StatusView {
+        state_file: config.paths.state.display().to_string(),
+        has_run: runtime.is_some(),
+        last_cycle_at: rt
+            .last_cycle
+            .as_ref()
+            .and_then(|c| Utc.timestamp_millis_opt(c.started_ms).single()),
+        last_cycle: rt.last_cycle,
+        last_check_ms: rt.last_check_ms,
+        last_check_age_secs: age,
+        overdue: age.is_none_or(|a| a > 2 * interval as i64),
+        schedule_interval_secs: interval,
+        lock_holder,
+        set_aside: rt.set_aside,
+        outbox: rt.tasks.pending(now.timestamp_millis()),
+        posts_in_progress: rt.chat.progress.len(),
+        problems,
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &view).context("writing status")?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", render_status(&view, now))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text form of `status`.
+pub fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
+    let mut s = String::new();
+    let ago = |t: DateTime<Utc>| human_age((now - t).num_seconds());
+    match (&v.last_cycle, v.last_cycle_at) {
+        (Some(c), Some(at)) => {
+            s += &format!(
+                "last cycle   {} ({} ago), {} ms, {}{}\n",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ago(at),
+                c.duration_ms,
+                c.overall(),
+                if c.deadline_hit { ", deadline hit" } else { "" }
+            );
+            for st in &c.stages {
+                s += &format!(
+                    "  {:<12} {:<9} {:>6} ms  {}\n",
+                    st.stage,
+                    st.outcome.word(),
+                    st.ms,
+                    st.outcome.detail()
+                );
+            }
+            for ch in c
+                .checks
+                .iter()
+                .filter(|c| c.status != crate::health::Status::Ok)
+            {
+                s += &format!(
+                    "  check {:<18} {:<8} {}\n",
+                    ch.name,
+                    ch.status.as_str(),
+                    ch.reason
+                );
+            }
+        }
+        _ => s += &format!("last cycle   none yet (no state at {})\n", v.state_file),
+    }
+    match v.last_check_age_secs {
+        Some(a) => {
+            s += &format!(
+                "cursor       last_check_ms {} ({} ago){}\n",
+                v.last_check_ms.unwrap_or_default(),
+                human_age(a),
+                if v.overdue {
+                    format!(
+                        " OVERDUE: expected a cycle every {} s",
+                        v.schedule_interval_secs
+                    )
+                } else {
+                    ", on schedule".to_string()
+                }
+            )
+        }
+        None => s += "cursor       none (first run pending) OVERDUE\n",
+    }
+    s += &match &v.lock_holder {
+        Some(h) => format!("lock         a cycle is running ({h})\n"),
+        None => "lock         free (no cycle running)\n".to_string(),
+    };
+    for a in &v.set_aside {
+        s += &format!(
+            "set aside    {} -> {} ({})\n",
+            a.path.display(),
+            a.moved_to.display(),
+            a.error
+        );
+    }
+    if v.posts_in_progress > 0 {
+        s += &format!(
+            "posts        {} in progress (finished by the next cycle)\n",
+            v.posts_in_progress
+        );
+    }
+    s += &render_outbox(&v.outbox);
+    for p in &v.problems {
+        s += &format!("problem      {p}\n");
+    }
+    s
+}
+
+/// The task outbox in the same two-column style as the rest of `status`.
+fn render_outbox(items: &[PendingView]) -> String {
+    if items.is_empty() {
+        return "outbox       empty (no task or card waiting for a retry)\n".to_string();
+    }
+    let mut s = format!("outbox       {} pending\n", items.len());
+    for i in items {
+        let kind = match i.kind {
+            WorkKind::CreateTask => "task",
+            WorkKind::CreateCard => "card",
+        };
+        let next = match i.next_attempt_in_secs {
+            0 => "due now".to_string(),
+            n => format!("next in {}", human_age(n)),
+        };
+        s += &format!(
+            "  {kind} {}  \"{}\"  attempts {}, {next}: {}\n",
+            i.source, i.title, i.attempts, i.last_error
+        );
+    }
+    s
+}
+
+pub(crate) fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 0 => "in the future".to_string(),
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_lines_say_what_when_and_why() {
+        assert!(render_outbox(&[]).starts_with("outbox       empty"));
+        let item = |kind, secs| PendingView {
+            kind,
+            source: "p9".into(),
+            title: "Renew".into(),
+            attempts: 3,
+            next_attempt_in_secs: secs,
+            last_error: "HTTP 503".into(),
+        };
+        let text = render_outbox(&[
+            item(WorkKind::CreateCard, 240),
+            item(WorkKind::CreateTask, 0),
+        ]);
+        assert_eq!(
+            text,
+            "outbox       2 pending\n  card p9  \"Renew\"  attempts 3, next in 4m: HTTP 503\n  \
+             task p9  \"Renew\"  attempts 3, due now: HTTP 503\n"
+        );
+    }
+}
