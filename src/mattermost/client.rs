@@ -193,6 +193,21 @@ impl Post {
     }
 }
 
+/// An emoji reaction on a post: how a team member acknowledges an alert
+/// without writing a word.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Reaction {
+    /// Who reacted.
+    pub user_id: String,
+    /// The post reacted to.
+    pub post_id: String,
+    /// The emoji, without colons (`+1`, `eyes`).
+    pub emoji_name: String,
+    /// When (epoch ms, server clock).
+    pub create_at: i64,
+}
+
 /// A list of posts: iterate `order`; `posts` may hold extra thread roots.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -732,6 +747,16 @@ impl Client {
             path_segment(name)
         );
         Ok(self.call_json(Method::GET, &path, &[], None).await?.0)
+    }
+
+    /// `GET /posts/{id}/reactions`: every reaction on a post (an empty
+    /// list when there is none).
+    pub async fn reactions(&self, post_id: &str) -> Result<Vec<Reaction>, MmError> {
+        let path = format!("/posts/{}/reactions", path_segment(post_id));
+        let (list, _): (Option<Vec<Reaction>>, _) =
+            self.call_json(Method::GET, &path, &[], None).await?;
+        // Older servers answer `null` instead of `[]` for no reactions.
+        Ok(list.unwrap_or_default())
     }
 
     /// `POST /posts`: creates a post (201) and returns it with its id.

@@ -18,7 +18,7 @@ pub mod poll;
 pub mod replies;
 pub mod status;
 
-pub use client::{Client, Credentials, MmError, MmErrorKind};
+pub use client::{Client, Credentials, MmError, MmErrorKind, Reaction};
 pub use config::MattermostConfig;
 pub use poll::{
     mark_handled, next_cursor, poll, prune_handled, MmState, NewPost, PollOutcome, SkipCounts,

@@ -206,60 +206,7 @@ impl McCommand {
     pub async fn create(&self, task: &Task) -> Result<String> {
         let argv = self.argv(task);
         let program = &argv[0];
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(&argv[1..])
-            .env_clear()
-            .env(
-                "PATH",
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            // Own process group, so a timeout kills what the tool spawned too.
-            .process_group(0);
-        if let Ok(home) = std::env::var("HOME") {
-            cmd.env("HOME", home);
-        }
-        for name in &self.pass_env {
-            if let Ok(v) = std::env::var(name) {
-                cmd.env(name, v);
-            }
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("MC command {program}: could not start"))?;
-        let pid = child.id();
-        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Ok(r) => r.with_context(|| format!("MC command {program}: waiting for it"))?,
-            Err(_) => {
-                if let Some(pid) = pid {
-                    // SAFETY: kill(2) on our own child's process group; a stale
-                    // group id at worst makes the call fail with ESRCH.
-                    unsafe {
-                        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-                    }
-                }
-                bail!(
-                    "MC command {program}: timed out after {}s and was killed",
-                    self.timeout.as_secs()
-                );
-            }
-        };
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = tail(&output.stderr, STDERR_TAIL_BYTES);
-        if !output.status.success() {
-            bail!(
-                "MC command {program}: {} ; stderr: {}",
-                describe_status(output.status),
-                if stderr.is_empty() {
-                    "(empty)"
-                } else {
-                    &stderr
-                }
-            );
-        }
+        let (stdout, stderr) = run_argv(&argv, self.timeout, &self.pass_env, "MC command").await?;
         parse_id(&stdout, &self.id_json_field, self.id_regex.as_ref()).with_context(|| {
             format!(
                 "MC command {program}: exited 0 but printed no task id (stdout: {:?}; stderr: {})",
@@ -272,6 +219,78 @@ impl McCommand {
             )
         })
     }
+}
+
+/// Runs `argv` WITHOUT a shell, the way every configured command runs: a
+/// clean environment (PATH, HOME and the `pass_env` names), no stdin, its
+/// own process group killed after `timeout`. Returns stdout and the stderr
+/// tail on exit 0; anything else is an error naming `what` and the program,
+/// with the stderr tail. Shared by the MC adapter and the escalation's
+/// resolve command.
+pub async fn run_argv(
+    argv: &[String],
+    timeout: Duration,
+    pass_env: &[String],
+    what: &str,
+) -> Result<(String, String)> {
+    let Some(program) = argv.first() else {
+        bail!("{what}: empty command");
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Own process group, so a timeout kills what the tool spawned too.
+        .process_group(0);
+    if let Ok(home) = std::env::var("HOME") {
+        cmd.env("HOME", home);
+    }
+    for name in pass_env {
+        if let Ok(v) = std::env::var(name) {
+            cmd.env(name, v);
+        }
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("{what} {program}: could not start"))?;
+    let pid = child.id();
+    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(r) => r.with_context(|| format!("{what} {program}: waiting for it"))?,
+        Err(_) => {
+            if let Some(pid) = pid {
+                // SAFETY: kill(2) on our own child's process group; a stale
+                // group id at worst makes the call fail with ESRCH.
+                unsafe {
+                    libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+                }
+            }
+            bail!(
+                "{what} {program}: timed out after {}s and was killed",
+                timeout.as_secs()
+            );
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = tail(&output.stderr, STDERR_TAIL_BYTES);
+    if !output.status.success() {
+        bail!(
+            "{what} {program}: {} ; stderr: {}",
+            describe_status(output.status),
+            if stderr.is_empty() {
+                "(empty)"
+            } else {
+                &stderr
+            }
+        );
+    }
+    Ok((stdout, stderr))
 }
 
 fn describe_status(status: std::process::ExitStatus) -> String {
@@ -302,6 +321,12 @@ pub fn tail(bytes: &[u8], max: usize) -> String {
 /// as is and never scanned again, so a title containing `{source}` stays
 /// literal; unknown `{words}` are kept (validation rejects them earlier).
 pub fn substitute(template: &str, task: &Task) -> String {
+    substitute_with(template, |name| field(task, name))
+}
+
+/// [`substitute`] with any placeholder set: `lookup` gives a name's value,
+/// `None` keeps `{name}` literally. Values are never re-scanned.
+pub fn substitute_with<'a>(template: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -309,7 +334,7 @@ pub fn substitute(template: &str, task: &Task) -> String {
         let after = &rest[open + 1..];
         let value = after
             .find('}')
-            .and_then(|close| field(task, &after[..close]).map(|v| (v, close)));
+            .and_then(|close| lookup(&after[..close]).map(|v| (v, close)));
         match value {
             Some((v, close)) => {
                 out.push_str(v);

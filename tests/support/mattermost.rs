@@ -100,6 +100,19 @@ pub struct PostSpec {
     pub props: Map<String, Value>,
 }
 
+/// An emoji reaction as the server stores and returns it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FakeReaction {
+    pub user_id: String,
+    pub post_id: String,
+    pub emoji_name: String,
+    pub create_at: i64,
+    pub update_at: i64,
+    pub delete_at: i64,
+    pub remote_id: String,
+    pub channel_id: String,
+}
+
 #[derive(Debug, Clone)]
 struct User {
     id: String,
@@ -143,6 +156,7 @@ struct World {
     channels: Vec<Channel>,
     posts: Vec<FakePost>,
     post_idx: HashMap<String, usize>,
+    reactions: Vec<FakeReaction>,
     requests: Vec<Recorded>,
     mode: Mode,
     rate_limited_next: u32,
@@ -635,6 +649,32 @@ fn route(
             let ids = thread.iter().map(|p| p.id.clone()).collect();
             ok(w.post_list(ids, false))
         }
+        ("GET", ["posts", pid, "reactions"]) => {
+            let Some(p) = w.post(pid).cloned() else {
+                return err(
+                    StatusCode::NOT_FOUND,
+                    "app.post.get.app_error",
+                    "Unable to get the post.",
+                );
+            };
+            if !w
+                .channel(&p.channel_id)
+                .is_some_and(|c| c.members.contains(&me))
+            {
+                return err(
+                    StatusCode::FORBIDDEN,
+                    "api.context.permissions.app_error",
+                    "You do not have the appropriate permissions.",
+                );
+            }
+            let list: Vec<Value> = w
+                .reactions
+                .iter()
+                .filter(|r| r.post_id == *pid && r.delete_at == 0)
+                .map(|r| serde_json::to_value(r).unwrap())
+                .collect();
+            ok(Value::Array(list))
+        }
         ("POST", ["posts"]) => {
             let s = |k: &str| {
                 json_body
@@ -756,6 +796,7 @@ impl FakeMattermost {
                 channels: Vec::new(),
                 posts: Vec::new(),
                 post_idx: HashMap::new(),
+                reactions: Vec::new(),
                 requests: Vec::new(),
                 mode: Mode::Normal,
                 rate_limited_next: 0,
@@ -998,9 +1039,41 @@ impl FakeMattermost {
         self.w().touch(post_id, |p, now| p.delete_at = now);
     }
 
-    /// Adds a reaction: only update_at moves.
+    /// Bumps a post as a reaction would (only update_at moves), without
+    /// recording who reacted; see [`FakeMattermost::react_as`].
     pub fn react(&self, post_id: &str) {
         self.w().touch(post_id, |_, _| {});
+    }
+
+    /// `user_id` reacts with `emoji` (like `POST /reactions`): the reaction
+    /// is listed by `GET /posts/{id}/reactions` and the post's update_at moves.
+    pub fn react_as(&self, post_id: &str, user_id: &str, emoji: &str) {
+        let mut w = self.w();
+        let now = w.tick_ms();
+        let channel_id = w.post(post_id).expect("post exists").channel_id.clone();
+        w.reactions
+            .retain(|r| !(r.post_id == post_id && r.user_id == user_id && r.emoji_name == emoji));
+        w.reactions.push(FakeReaction {
+            user_id: user_id.into(),
+            post_id: post_id.into(),
+            emoji_name: emoji.into(),
+            create_at: now,
+            update_at: now,
+            delete_at: 0,
+            remote_id: String::new(),
+            channel_id,
+        });
+        w.touch(post_id, |_, _| {});
+    }
+
+    /// The live reactions on a post.
+    pub fn reactions(&self, post_id: &str) -> Vec<FakeReaction> {
+        self.w()
+            .reactions
+            .iter()
+            .filter(|r| r.post_id == post_id && r.delete_at == 0)
+            .cloned()
+            .collect()
     }
 
     /// A copy of one post.

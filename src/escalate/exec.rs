@@ -1,0 +1,674 @@
+//! Performs the planner's actions: the escalation task (through the tasks
+//! path), alert/follow-up/reminder/recovery posts, the Planka card comment
+//! and move, and the MC resolve command. Each action marks the incident
+//! only after it succeeded; a failure is logged, counted and simply owed
+//! again next cycle (see [`super::plan`]).
+//!
+//! Posts are idempotent across a crash between posting and saving state:
+//! every incident post carries the props [`INCIDENT_PROP`] (the key) and
+//! [`EVENT_PROP`] (`alert`, `follow_up`, `reminder-N`, `recovery`), and an
+//! agent post with the same pair is looked for before posting again.
+//!
+//! Acknowledgements are read here too, before planning: any reaction on the
+//! alert post by someone other than the agent, or a reply in its thread by
+//! a person, acknowledges the incident.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::plan::{plan, Action, PlanConfig};
+use super::{Ack, AckHow, EscalationConfig, EscalationState, Incident, IncidentCounters};
+use crate::config::expand_tilde;
+use crate::health::{CheckConfig, ServiceSummary};
+use crate::mattermost::client::CreatePost;
+use crate::mattermost::{reply_in_thread, safe_text, Client, MmErrorKind, NewPost};
+use crate::report::Outcome;
+use crate::silence::{self, human_ms, ChatAnswer};
+use crate::tasks::mc::{run_argv, substitute_with};
+use crate::tasks::outbox::{ensure_task, CardOutcome, Targets, TaskState, WorkKind};
+use crate::tasks::{BillingConfig, Tag, Task};
+
+/// Post prop holding the incident key on every incident post.
+pub const INCIDENT_PROP: &str = "ops_agent_incident";
+/// Post prop naming which incident post it is.
+pub const EVENT_PROP: &str = "ops_agent_event";
+/// How many recent channel posts are searched for an alert already made.
+const ALERT_LOOKBACK_POSTS: u32 = 60;
+
+/// What the executor needs; borrowed from the cycle.
+pub struct Ctx<'a> {
+    /// `[escalation]`.
+    pub cfg: &'a EscalationConfig,
+    /// The configured checks (silence targets, service names).
+    pub checks: &'a [CheckConfig],
+    /// Mattermost, when configured (None: tasks and cards only).
+    pub mm: Option<&'a Client>,
+    /// `mattermost.alert_channel` (`team/channel`; empty: no alerts).
+    pub alert_channel: &'a str,
+    /// `mattermost.max_reply_chars`: the cap of every post.
+    pub max_chars: usize,
+    /// Team name → id, the poller's cache (`MmState::teams`).
+    pub team_ids: &'a BTreeMap<String, String>,
+    /// MC and Planka (None: MC unusable this cycle; tasks are owed).
+    pub targets: Option<Targets<'a>>,
+    /// `agent.owner`, the task owner.
+    pub owner: &'a str,
+    /// `[billing]`.
+    pub billing: &'a BillingConfig,
+    /// Environment passed to the resolve command (`mc.pass_env`).
+    pub pass_env: &'a [String],
+    /// Say what would be done; do nothing.
+    pub dry_run: bool,
+}
+
+impl Ctx<'_> {
+    fn alert_target(&self) -> Option<(&str, &str)> {
+        self.alert_channel
+            .split_once('/')
+            .filter(|(t, c)| !t.is_empty() && !c.is_empty())
+    }
+
+    fn team(&self) -> String {
+        self.alert_target()
+            .map(|(t, _)| t.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// What the stage did, for the report, the log and the stats.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EscalateOutcome {
+    /// Counters for the cumulative stats.
+    pub counters: IncidentCounters,
+    /// One line per action performed (or, in a dry run, that would be).
+    pub performed: Vec<String>,
+    /// One line per failure (the action is owed again next cycle).
+    pub errors: Vec<String>,
+    /// Incidents still failing after this cycle.
+    pub open: usize,
+}
+
+impl EscalateOutcome {
+    /// The stage outcome: degraded when something failed.
+    pub fn outcome(&self) -> Outcome {
+        let detail = format!(
+            "{} open, {} opened, {} alerts, {} recovered, {} actions",
+            self.open,
+            self.counters.opened,
+            self.counters.alerts_posted,
+            self.counters.resolved,
+            self.performed.len()
+        );
+        if self.errors.is_empty() {
+            Outcome::Ok(detail)
+        } else {
+            Outcome::Degraded(format!("{detail}; {}", self.errors.join("; ")))
+        }
+    }
+}
+
+/// The escalation stage: records what silences saw, adopts task and card
+/// ids the outbox made meanwhile, reads acknowledgements, plans, performs.
+/// `silenced` is the same set the fix stage was gated with.
+pub async fn run(
+    ctx: &Ctx<'_>,
+    services: &[ServiceSummary],
+    silenced: &BTreeSet<String>,
+    state: &mut EscalationState,
+    tasks: &mut TaskState,
+    now: DateTime<Utc>,
+) -> EscalateOutcome {
+    let now_ms = now.timestamp_millis();
+    let mut out = EscalateOutcome::default();
+    state.silences.observe(ctx.checks, services, now_ms);
+    adopt_task_ids(state, tasks);
+    if let Some(mm) = ctx.mm {
+        observe_acks(mm, state, &mut out).await;
+    }
+    let pcfg = PlanConfig::new(ctx.cfg, ctx.mm.is_some() && ctx.alert_target().is_some());
+    let actions = plan(services, state, silenced, now_ms, &pcfg);
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    for action in actions {
+        let key = action.key().to_string();
+        if ctx.dry_run {
+            out.performed
+                .push(format!("[dry-run] would {} for {key}", action.name()));
+            continue;
+        }
+        if matches!(action, Action::Close { .. }) && failed.contains(&key) {
+            continue;
+        }
+        match perform(ctx, &action, state, tasks, now, &mut out.counters).await {
+            Ok(line) => {
+                tracing::info!(incident = %key, action = action.name(), "{line}");
+                out.performed.push(format!("{key}: {line}"));
+            }
+            Err(e) => {
+                let line = format!("{key}: {} failed: {e:#}", action.name());
+                tracing::warn!(incident = %key, action = action.name(), "Escalation step failed, retried next cycle: {e:#}");
+                out.counters.actions_failed += 1;
+                out.errors.push(line);
+                failed.insert(key);
+            }
+        }
+    }
+    out.open = state.open().len();
+    out
+}
+
+/// Task and card ids the task outbox made since (a `CreateTask` queued while
+/// MC was down, a card made on a later cycle).
+fn adopt_task_ids(state: &mut EscalationState, tasks: &TaskState) {
+    for inc in &mut state.incidents {
+        if let Some(r) = tasks.mapping.get(&inc.key) {
+            inc.task_id.get_or_insert_with(|| r.task_id.clone());
+            if inc.card_id.is_none() {
+                inc.card_id = r.card_id.clone();
+                inc.card_url = r.card_url.clone();
+            }
+        }
+    }
+}
+
+async fn own_id(mm: &Client) -> Result<String> {
+    match mm.own_user_id() {
+        Some(id) => Ok(id),
+        None => Ok(mm.me().await?.id),
+    }
+}
+
+/// Marks alerts acknowledged: a reaction by anyone but the agent, else a
+/// reply in the thread by a person (not the agent, a bot or a webhook).
+async fn observe_acks(mm: &Client, state: &mut EscalationState, out: &mut EscalateOutcome) {
+    let waiting: Vec<(String, String)> = state
+        .incidents
+        .iter()
+        .filter(|i| i.is_open() && i.acked.is_none())
+        .filter_map(|i| i.alert_post_id.clone().map(|p| (i.key.clone(), p)))
+        .collect();
+    if waiting.is_empty() {
+        return;
+    }
+    let own = match own_id(mm).await {
+        Ok(id) => id,
+        Err(e) => {
+            out.errors.push(format!("acknowledgements not read: {e:#}"));
+            return;
+        }
+    };
+    for (key, post_id) in waiting {
+        match find_ack(mm, &post_id, &own).await {
+            Ok(Some(ack)) => {
+                tracing::info!(incident = %key, by = %ack.by, how = ?ack.how, "Alert acknowledged.");
+                out.counters.acknowledged += 1;
+                if let Some(inc) = state.get_mut(&key) {
+                    inc.acked = Some(ack);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => out
+                .errors
+                .push(format!("{key}: acknowledgement not read: {e:#}")),
+        }
+    }
+}
+
+async fn find_ack(mm: &Client, post_id: &str, own: &str) -> Result<Option<Ack>> {
+    let reactions = mm.reactions(post_id).await?;
+    if let Some(r) = reactions
+        .iter()
+        .filter(|r| r.user_id != own)
+        .min_by_key(|r| r.create_at)
+    {
+        return Ok(Some(Ack {
+            by: r.user_id.clone(),
+            at_ms: r.create_at,
+            how: AckHow::Reaction,
+        }));
+    }
+    let thread = mm.thread(post_id).await?;
+    Ok(thread
+        .posts
+        .values()
+        .filter(|p| p.root_id == post_id && p.user_id != own && p.delete_at == 0)
+        .filter(|p| !p.prop_flag("from_bot") && !p.prop_flag("from_webhook"))
+        .filter(|p| !p.kind.starts_with("system_"))
+        .min_by_key(|p| p.create_at)
+        .map(|p| Ack {
+            by: p.user_id.clone(),
+            at_ms: p.create_at,
+            how: AckHow::Reply,
+        }))
+}
+
+fn incident<'a>(state: &'a mut EscalationState, key: &str) -> Result<&'a mut Incident> {
+    state
+        .get_mut(key)
+        .ok_or_else(|| anyhow!("incident {key} is not in state"))
+}
+
+async fn perform(
+    ctx: &Ctx<'_>,
+    action: &Action,
+    state: &mut EscalationState,
+    tasks: &mut TaskState,
+    now: DateTime<Utc>,
+    counters: &mut IncidentCounters,
+) -> Result<String> {
+    let now_ms = now.timestamp_millis();
+    match action {
+        Action::Open { incident } => {
+            tracing::warn!(incident = %incident.key, service = %incident.service, "Escalating: {}.", incident.why);
+            state.incidents.push((**incident).clone());
+            counters.opened += 1;
+            Ok(format!("opened: {}", incident.why))
+        }
+        Action::CreateTask { key } => {
+            let Some(targets) = ctx.targets else {
+                bail!("MC is not usable this cycle");
+            };
+            if tasks.is_pending(WorkKind::CreateTask, key) {
+                return Ok("task queued in the task outbox".into());
+            }
+            let team = ctx.team();
+            let inc = incident(state, key)?;
+            let task = escalation_task(inc, ctx.owner, &team, ctx.billing);
+            match ensure_task(&task, targets, tasks, now).await {
+                Ok(o) => {
+                    inc.task_id = Some(o.task_ref.id.clone());
+                    inc.team = team;
+                    if let CardOutcome::Created { card_id, url }
+                    | CardOutcome::Exists { card_id, url } = o.card
+                    {
+                        inc.card_id = Some(card_id);
+                        inc.card_url = Some(url);
+                    }
+                    Ok(format!("task {}", o.task_ref.id))
+                }
+                Err(e) => {
+                    tasks.enqueue(WorkKind::CreateTask, &task, None, &e, now_ms);
+                    Err(e.context("escalation task queued in the outbox"))
+                }
+            }
+        }
+        Action::PostAlert { key } => {
+            let mm = ctx.mm.context("Mattermost is not configured")?;
+            let channel_id = alert_channel_id(ctx, mm, state).await?;
+            let inc = incident(state, key)?;
+            let text = alert_text(inc);
+            let id =
+                match post_once(mm, &channel_id, None, key, "alert", &text, ctx.max_chars).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        if is_not_found(&e) {
+                            state.alert_channel = None;
+                        }
+                        return Err(e);
+                    }
+                };
+            let inc = incident(state, key)?;
+            inc.alert_post_id = Some(id.clone());
+            inc.alert_channel_id = Some(channel_id);
+            inc.alerted_ms = Some(now_ms);
+            counters.alerts_posted += 1;
+            Ok(format!("alert posted ({id})"))
+        }
+        Action::FollowUp { key } => {
+            let mentions: Vec<String> = ctx.cfg.on_call.iter().map(|u| format!("@{u}")).collect();
+            let inc = incident(state, key)?;
+            let text = format!(
+                "{}: nobody has acknowledged this alert for {}. **{}** is still failing ({}). Please react to the alert or reply here.",
+                mentions.join(" "),
+                human_ms(now_ms - inc.alerted_ms.unwrap_or(now_ms)),
+                inc.service,
+                inc.issue
+            );
+            thread_post(ctx, state, key, "follow_up", &text).await?;
+            incident(state, key)?.followed_up_ms = Some(now_ms);
+            counters.follow_ups += 1;
+            Ok("follow-up posted".into())
+        }
+        Action::Remind { key } => {
+            let inc = incident(state, key)?;
+            let n = inc.reminders + 1;
+            let text = format!(
+                "Reminder: **{}** has been failing for {} and this alert is not acknowledged ({}).",
+                inc.service,
+                human_ms(now_ms - inc.failing_since_ms),
+                inc.issue
+            );
+            thread_post(ctx, state, key, &format!("reminder-{n}"), &text).await?;
+            let inc = incident(state, key)?;
+            inc.reminded_ms = Some(now_ms);
+            inc.reminders = n;
+            counters.reminders += 1;
+            Ok(format!("reminder {n} posted"))
+        }
+        Action::MarkRecovered { key, in_silence } => {
+            let inc = incident(state, key)?;
+            inc.recovered_ms = Some(now_ms);
+            inc.recovered_in_silence = *in_silence;
+            let ttr = (now_ms - inc.failing_since_ms).max(0);
+            counters.resolved += 1;
+            counters.recovery_ms_total += ttr as u64;
+            Ok(format!(
+                "recovered after {}{}",
+                human_ms(ttr),
+                if *in_silence {
+                    " (during a silence; not announced)"
+                } else {
+                    ""
+                }
+            ))
+        }
+        Action::PostRecovery { key } => {
+            let inc = incident(state, key)?;
+            let text = format!(
+                ":white_check_mark: **{}** has recovered after {} (at {}).{}",
+                inc.service,
+                human_ms(inc.recovered_ms.unwrap_or(now_ms) - inc.failing_since_ms),
+                crate::fix::fmt_ms(inc.recovered_ms.unwrap_or(now_ms)),
+                inc.task_id
+                    .as_deref()
+                    .map(|t| format!(" Task {t} is being closed."))
+                    .unwrap_or_default()
+            );
+            thread_post(ctx, state, key, "recovery", &text).await?;
+            incident(state, key)?.recovery_posted = true;
+            counters.recoveries_posted += 1;
+            Ok("recovery posted".into())
+        }
+        Action::CommentCard { key } => {
+            let planka = ctx
+                .targets
+                .and_then(|t| t.planka)
+                .context("Planka is not usable this cycle")?;
+            let inc = incident(state, key)?;
+            let card = inc.card_id.clone().context("the incident has no card")?;
+            let text = format!(
+                "Recovered at {} after {} (incident {}).",
+                crate::fix::fmt_ms(inc.recovered_ms.unwrap_or(now_ms)),
+                human_ms(inc.recovered_ms.unwrap_or(now_ms) - inc.failing_since_ms),
+                inc.key
+            );
+            planka.add_comment(&card, &text).await?;
+            incident(state, key)?.card_commented = true;
+            Ok(format!("card {card} commented"))
+        }
+        Action::MoveCardDone { key } => {
+            let planka = ctx
+                .targets
+                .and_then(|t| t.planka)
+                .context("Planka is not usable this cycle")?;
+            let inc = incident(state, key)?;
+            let card = inc.card_id.clone().context("the incident has no card")?;
+            let team = if inc.team.is_empty() {
+                ctx.team()
+            } else {
+                inc.team.clone()
+            };
+            planka.move_card(&card, &team, &ctx.cfg.done_list).await?;
+            incident(state, key)?.card_moved = true;
+            Ok(format!("card {card} moved to '{}'", ctx.cfg.done_list))
+        }
+        Action::ResolveMc { key } => {
+            let inc = incident(state, key)?;
+            let task_id = inc.task_id.clone().context("the incident has no task")?;
+            let argv = resolve_argv(&ctx.cfg.resolve_command, &task_id, key);
+            run_argv(
+                &argv,
+                Duration::from_secs(ctx.cfg.resolve_timeout_secs),
+                ctx.pass_env,
+                "resolve command",
+            )
+            .await?;
+            incident(state, key)?.mc_resolved = true;
+            Ok(format!("task {task_id} resolved in MC"))
+        }
+        Action::Close { key, gave_up } => {
+            if *gave_up {
+                tracing::warn!(incident = %key, "Closing the incident with closing steps still failing after a day.");
+            }
+            state.close(key, now_ms);
+            Ok("closed".into())
+        }
+    }
+}
+
+/// The escalation task: HIGH, INTERNAL (our own work whatever the alert
+/// channel's team), source = the incident key, on the alert team's board.
+pub fn escalation_task(inc: &Incident, owner: &str, team: &str, billing: &BillingConfig) -> Task {
+    let summary = format!("{} failing: {}", inc.service, inc.why);
+    let team = (!team.is_empty()).then_some(team);
+    let mut task = Task::escalation(&inc.key, &summary, &inc.details, owner, team, billing);
+    task.tag = Tag::Internal;
+    task
+}
+
+/// The resolve argv: `~` expanded, `{task_id}` and `{source}` substituted.
+pub fn resolve_argv(template: &[String], task_id: &str, source: &str) -> Vec<String> {
+    template
+        .iter()
+        .map(|t| {
+            substitute_with(&expand_tilde(t).to_string_lossy(), |name| match name {
+                "task_id" => Some(task_id),
+                "source" => Some(source),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+/// The alert: what failed, what was tried, the last check output.
+pub fn alert_text(inc: &Incident) -> String {
+    let mut text = format!(
+        ":rotating_light: **Incident: {} is failing** (`{}`)\n\n{}",
+        inc.service, inc.key, inc.details
+    );
+    match (&inc.task_id, &inc.card_url) {
+        (Some(t), Some(url)) => text.push_str(&format!("\nTask: {t} ({url})\n")),
+        (Some(t), None) => text.push_str(&format!("\nTask: {t}\n")),
+        _ => text.push_str("\nTask: being created.\n"),
+    }
+    text.push_str("\nReact to this post or reply in its thread to acknowledge.");
+    text
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<crate::mattermost::MmError>()
+            .is_some_and(|m| m.kind == MmErrorKind::NotFound)
+    })
+}
+
+/// The alert channel id: cached in state for the configured `team/channel`,
+/// else resolved (team id from the poller's cache, else by name).
+async fn alert_channel_id(
+    ctx: &Ctx<'_>,
+    mm: &Client,
+    state: &mut EscalationState,
+) -> Result<String> {
+    if let Some((spec, id)) = &state.alert_channel {
+        if spec == ctx.alert_channel {
+            return Ok(id.clone());
+        }
+    }
+    let (team, channel) = ctx.alert_target().with_context(|| {
+        format!(
+            "mattermost.alert_channel '{}' is not team/channel",
+            ctx.alert_channel
+        )
+    })?;
+    let team_id = match ctx.team_ids.get(team) {
+        Some(id) => id.clone(),
+        None => {
+            mm.team_by_name(team)
+                .await
+                .with_context(|| format!("resolving the alert team '{team}'"))?
+                .id
+        }
+    };
+    let ch = match mm.channel_by_name(&team_id, channel).await {
+        Err(e) if e.kind == MmErrorKind::NotFound && ctx.team_ids.contains_key(team) => {
+            // The cached team id may be stale: resolve the team by name once.
+            let team_id = mm.team_by_name(team).await?.id;
+            mm.channel_by_name(&team_id, channel).await?
+        }
+        r => r.with_context(|| format!("resolving the alert channel '{}'", ctx.alert_channel))?,
+    };
+    state.alert_channel = Some((ctx.alert_channel.to_string(), ch.id.clone()));
+    Ok(ch.id)
+}
+
+async fn thread_post(
+    ctx: &Ctx<'_>,
+    state: &mut EscalationState,
+    key: &str,
+    event: &str,
+    text: &str,
+) -> Result<String> {
+    let mm = ctx.mm.context("Mattermost is not configured")?;
+    let inc = incident(state, key)?;
+    let root = inc.alert_post_id.clone().context("no alert post")?;
+    let channel = match inc.alert_channel_id.clone() {
+        Some(c) => c,
+        None => alert_channel_id(ctx, mm, state).await?,
+    };
+    post_once(mm, &channel, Some(&root), key, event, text, ctx.max_chars).await
+}
+
+/// Posts `text` (made safe: no mass mentions, capped) unless the agent's
+/// post for this incident and event is already there; returns its id.
+async fn post_once(
+    mm: &Client,
+    channel_id: &str,
+    root: Option<&str>,
+    key: &str,
+    event: &str,
+    text: &str,
+    max_chars: usize,
+) -> Result<String> {
+    let own = own_id(mm).await?;
+    let existing = match root {
+        Some(r) => mm.thread(r).await?,
+        None => mm.posts_page(channel_id, 0, ALERT_LOOKBACK_POSTS).await?,
+    };
+    if let Some(p) = existing.posts.values().find(|p| {
+        p.user_id == own
+            && p.delete_at == 0
+            && p.prop_str(INCIDENT_PROP) == Some(key)
+            && p.prop_str(EVENT_PROP) == Some(event)
+    }) {
+        return Ok(p.id.clone());
+    }
+    let mut props = Map::new();
+    props.insert(INCIDENT_PROP.into(), Value::String(key.to_string()));
+    props.insert(EVENT_PROP.into(), Value::String(event.to_string()));
+    let post = mm
+        .create_post(&CreatePost {
+            channel_id: channel_id.to_string(),
+            message: safe_text(text, max_chars),
+            root_id: root.unwrap_or_default().to_string(),
+            props,
+        })
+        .await
+        .with_context(|| format!("posting the {event} of incident {key}"))?;
+    Ok(post.id)
+}
+
+/// The chat silence command, for one polled post, before classification:
+/// `Ok(None)` when the post is not the command (classify it as usual);
+/// otherwise the silence is made (allowed users only, once per post) and
+/// the answer is posted in the thread, and the cycle marks the post handled
+/// without classifying it. An error (the reply failed) leaves the post
+/// pending; the retry makes no second silence.
+#[allow(clippy::too_many_arguments)]
+pub async fn answer_silence_post(
+    mm: &Client,
+    post: &NewPost,
+    agent_username: &str,
+    cfg: &EscalationConfig,
+    checks: &[CheckConfig],
+    state: &mut EscalationState,
+    max_chars: usize,
+    now_ms: i64,
+) -> Result<Option<ChatAnswer>> {
+    let Some(request) = silence::parse_command(&post.message, agent_username) else {
+        return Ok(None);
+    };
+    let answer = silence::answer_chat(
+        request,
+        &post.username,
+        &post.id,
+        &cfg.silence_allowlist,
+        &silence::known_services(checks),
+        &mut state.silences,
+        now_ms,
+    );
+    match &answer {
+        ChatAnswer::Created(s) => {
+            tracing::warn!(target = %s.target, by = %s.by, until = %crate::fix::fmt_ms(s.until_ms), "Silence created from chat: {}", s.reason)
+        }
+        ChatAnswer::Refused => {
+            tracing::info!(user = %post.username, post = %post.id, "Silence request refused: not on the allowlist.")
+        }
+        ChatAnswer::Invalid(why) => {
+            tracing::info!(post = %post.id, "Silence request not understood: {why}")
+        }
+    }
+    reply_in_thread(
+        mm,
+        post,
+        &answer.reply_text(&post.username, now_ms),
+        &post.id,
+        max_chars,
+    )
+    .await?;
+    Ok(Some(answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_argv_substitutes_literally() {
+        let t = vec![
+            "mc".to_string(),
+            "done".into(),
+            "{task_id}".into(),
+            "--note=source {source} {other}".into(),
+        ];
+        assert_eq!(
+            resolve_argv(&t, "OPS-7", "web:web@20240101T000000Z"),
+            [
+                "mc",
+                "done",
+                "OPS-7",
+                "--note=source web:web@20240101T000000Z {other}"
+            ]
+        );
+    }
+
+    #[test]
+    fn escalation_task_is_high_internal_keyed_by_incident() {
+        let inc = Incident {
+            key: "web:web@20240101T000000Z".into(),
+            service: "web".into(),
+            why: "no fix is configured".into(),
+            details: "web is critical".into(),
+            ..Default::default()
+        };
+        let t = escalation_task(&inc, "ops", "wizard", &BillingConfig::default());
+        assert_eq!(t.tag, Tag::Internal);
+        assert_eq!(t.priority, crate::tasks::Priority::High);
+        assert_eq!(t.source, inc.key);
+        assert_eq!(t.team, "wizard");
+        assert!(alert_text(&inc).contains("Task: being created"));
+    }
+}

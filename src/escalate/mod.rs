@@ -1,0 +1,405 @@
+//! Escalation (DESIGN.md stage 7): what the team sees when the agent cannot
+//! fix something. One clear alert per incident, a follow-up only when
+//! nobody reacted, a recovery notice, and nothing during a silence.
+//!
+//! Gatus' alerting habit, split in two:
+//!
+//! * [`plan`] (pure): from this cycle's [`ServiceSummary`]s, the stored
+//!   [`EscalationState`], the silenced services and `now`, the [`Action`]s
+//!   still owed: open an incident, create its task, post the alert, follow
+//!   up, remind, and on recovery the recovery post, the card comment and
+//!   move, the MC resolve, then close. Each is derived from what is *not
+//!   yet marked done*, so an action that failed is simply owed again next
+//!   cycle, and a restart (state round-trip) changes nothing.
+//! * [`exec`]: performs them against Mattermost, MC/Planka and the resolve
+//!   command, marking each done only after it succeeded; it also notices
+//!   acknowledgements (a reaction on the alert, a reply in its thread) and
+//!   answers the chat silence command.
+//!
+//! Silences live in [`crate::silence`]; their set of silenced services is
+//! computed once per cycle and gates both the fix stage and [`plan`].
+
+pub mod exec;
+pub mod plan;
+
+use std::collections::BTreeSet;
+
+use anyhow::{bail, Result};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::health::ServiceSummary;
+use crate::silence::Silences;
+
+pub use exec::{answer_silence_post, run, Ctx, EscalateOutcome};
+pub use plan::{escalation_reason, plan, Action, PlanConfig};
+
+/// Placeholders the resolve command may use.
+pub const RESOLVE_PLACEHOLDERS: &[&str] = &["task_id", "source"];
+/// Closed incidents kept for `status` and `explain` (newest win).
+pub const KEEP_CLOSED: usize = 100;
+
+/// `[escalation]`: who is on call and how patient the agent is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationConfig {
+    /// Mattermost usernames mentioned in the one follow-up when nobody
+    /// acknowledged an alert (never @channel). Empty: no follow-up.
+    pub on_call: Vec<String>,
+    /// Minutes an alert may go unacknowledged before the follow-up.
+    pub ack_timeout_mins: u64,
+    /// Hours between reminders of an unacknowledged incident.
+    pub reminder_hours: u64,
+    /// Usernames allowed to silence a service from chat.
+    pub silence_allowlist: Vec<String>,
+    /// Planka list (per board) resolved incident cards move to; empty: the
+    /// card stays where it is (it still gets the recovery comment).
+    pub done_list: String,
+    /// argv template run once per recovered incident to mark its task
+    /// resolved in MC, without a shell; placeholders `{task_id}` and
+    /// `{source}` (the incident key). Empty: MC is not told.
+    pub resolve_command: Vec<String>,
+    /// The resolve command is killed after this many seconds.
+    pub resolve_timeout_secs: u64,
+}
+
+impl Default for EscalationConfig {
+    fn default() -> Self {
+        EscalationConfig {
+            on_call: Vec::new(),
+            ack_timeout_mins: 30,
+            reminder_hours: 4,
+            silence_allowlist: Vec::new(),
+            done_list: String::new(),
+            resolve_command: Vec::new(),
+            resolve_timeout_secs: 30,
+        }
+    }
+}
+
+fn username_ok(u: &str) -> bool {
+    let re = Regex::new(r"^[a-z0-9][a-z0-9._-]{0,63}$").expect("static regex");
+    re.is_match(u) && !matches!(u, "channel" | "all" | "here")
+}
+
+impl EscalationConfig {
+    /// Checks the section without I/O; errors name the key and the bad value.
+    pub fn validate(&self) -> Result<()> {
+        for u in &self.on_call {
+            if !username_ok(u) {
+                bail!("escalation.on_call: '{u}' is not a Mattermost username (lowercase, no @, never channel/all/here)");
+            }
+        }
+        for u in &self.silence_allowlist {
+            if !username_ok(u) {
+                bail!("escalation.silence_allowlist: '{u}' is not a Mattermost username (lowercase, no @)");
+            }
+        }
+        if self.ack_timeout_mins == 0 {
+            bail!("escalation.ack_timeout_mins: 0; use at least 1");
+        }
+        if self.reminder_hours == 0 {
+            bail!("escalation.reminder_hours: 0; use at least 1");
+        }
+        if self.resolve_timeout_secs == 0 {
+            bail!("escalation.resolve_timeout_secs: 0 is not a timeout; use at least 1");
+        }
+        if self.done_list.trim() != self.done_list {
+            bail!(
+                "escalation.done_list: '{}' has leading or trailing blanks",
+                self.done_list
+            );
+        }
+        if let Some(first) = self.resolve_command.first() {
+            if first.trim().is_empty() {
+                bail!("escalation.resolve_command: the program (first element) is empty");
+            }
+            if first.contains('{') {
+                bail!("escalation.resolve_command: the program '{first}' must not contain a placeholder");
+            }
+        }
+        let ph = Regex::new(r"\{([a-z_]+)\}").expect("static regex");
+        for arg in &self.resolve_command {
+            for cap in ph.captures_iter(arg) {
+                if !RESOLVE_PLACEHOLDERS.contains(&&cap[1]) {
+                    bail!(
+                        "escalation.resolve_command: unknown placeholder '{{{}}}' in '{arg}'; known: {}",
+                        &cap[1],
+                        RESOLVE_PLACEHOLDERS.join(", ")
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The follow-up deadline in ms.
+    pub fn ack_timeout_ms(&self) -> i64 {
+        self.ack_timeout_mins as i64 * 60_000
+    }
+
+    /// The reminder interval in ms.
+    pub fn reminder_ms(&self) -> i64 {
+        self.reminder_hours as i64 * 3_600_000
+    }
+}
+
+/// How an alert was acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckHow {
+    /// Any emoji reaction on the alert post.
+    Reaction,
+    /// A reply in the alert's thread.
+    Reply,
+}
+
+/// Who acknowledged, when and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The Mattermost user id.
+    pub by: String,
+    /// When (epoch ms, server clock).
+    pub at_ms: i64,
+    /// Reaction or reply.
+    pub how: AckHow,
+}
+
+/// One incident: a service the agent could not fix, from the escalation
+/// until its loop is closed. Every `…_ms`/flag marks one action done.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Incident {
+    /// `service:check@YYYYMMDDTHHMMSSZ` (the start of the failure): the
+    /// task's idempotency key, stable across restarts and lost state.
+    pub key: String,
+    /// The service.
+    pub service: String,
+    /// The failing check and its output when escalated.
+    pub issue: String,
+    /// Why the agent gave up: no fix, budget spent, fix not verified.
+    pub why: String,
+    /// What failed, what was tried, the last check output (plain text).
+    pub details: String,
+    /// When the incident was opened (epoch ms).
+    pub opened_ms: i64,
+    /// When the service began failing (epoch ms).
+    pub failing_since_ms: i64,
+    /// The MC task, once created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// The Planka card, once made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card_id: Option<String>,
+    /// The card URL, for the alert text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card_url: Option<String>,
+    /// The team (board) of the task and card.
+    pub team: String,
+    /// The alert post, once it was posted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_post_id: Option<String>,
+    /// The channel of the alert post.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_channel_id: Option<String>,
+    /// When the alert was posted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerted_ms: Option<i64>,
+    /// The acknowledgement, once seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acked: Option<Ack>,
+    /// When the one follow-up was posted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub followed_up_ms: Option<i64>,
+    /// When the last reminder was posted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reminded_ms: Option<i64>,
+    /// Reminders posted so far.
+    pub reminders: u32,
+    /// When the service was seen healthy again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered_ms: Option<i64>,
+    /// It recovered while silenced: recorded, not announced in chat.
+    pub recovered_in_silence: bool,
+    /// The recovery post is in the alert's thread.
+    pub recovery_posted: bool,
+    /// The card got its recovery comment.
+    pub card_commented: bool,
+    /// The card moved to the done list.
+    pub card_moved: bool,
+    /// The resolve command succeeded.
+    pub mc_resolved: bool,
+    /// When the incident was closed (all owed actions done or given up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_ms: Option<i64>,
+}
+
+impl Incident {
+    /// Still failing (not yet recovered).
+    pub fn is_open(&self) -> bool {
+        self.recovered_ms.is_none()
+    }
+}
+
+/// Escalation's part of the state file (the lead stores it as
+/// `RuntimeState::escalation`). Bounded: open incidents are one per failing
+/// service, closed ones [`KEEP_CLOSED`], silences see [`Silences`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EscalationState {
+    /// Incidents not yet closed, oldest first.
+    pub incidents: Vec<Incident>,
+    /// Closed incidents, newest last.
+    pub closed: Vec<Incident>,
+    /// Silences, active and recently ended.
+    pub silences: Silences,
+    /// The alert channel id, with the `team/channel` it was resolved from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_channel: Option<(String, String)>,
+}
+
+impl EscalationState {
+    /// The incident with this key.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Incident> {
+        self.incidents.iter_mut().find(|i| i.key == key)
+    }
+
+    /// Incidents still failing (for `status` and the intel summary).
+    pub fn open(&self) -> Vec<&Incident> {
+        self.incidents.iter().filter(|i| i.is_open()).collect()
+    }
+
+    /// Moves incident `key` to the closed history.
+    pub fn close(&mut self, key: &str, now_ms: i64) {
+        if let Some(pos) = self.incidents.iter().position(|i| i.key == key) {
+            let mut inc = self.incidents.remove(pos);
+            inc.closed_ms = Some(now_ms);
+            self.closed.push(inc);
+            let excess = self.closed.len().saturating_sub(KEEP_CLOSED);
+            self.closed.drain(..excess);
+        }
+    }
+
+    /// Services with an incident still failing.
+    pub fn failing_services(&self) -> BTreeSet<String> {
+        self.open().iter().map(|i| i.service.clone()).collect()
+    }
+}
+
+/// What this cycle's escalation did, for the cumulative stats (the cycle
+/// bumps each named counter, see [`IncidentCounters::pairs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IncidentCounters {
+    /// Incidents opened.
+    pub opened: u64,
+    /// Alerts acknowledged (reaction or reply seen).
+    pub acknowledged: u64,
+    /// Incidents whose service recovered.
+    pub resolved: u64,
+    /// Sum of their times to recovery (failing since → recovered), ms.
+    pub recovery_ms_total: u64,
+    /// Alert posts made.
+    pub alerts_posted: u64,
+    /// Follow-ups made.
+    pub follow_ups: u64,
+    /// Reminders made.
+    pub reminders: u64,
+    /// Recovery posts made.
+    pub recoveries_posted: u64,
+    /// Actions that failed (owed again next cycle).
+    pub actions_failed: u64,
+}
+
+impl IncidentCounters {
+    /// `(stats counter name, value)` for `Stats::bump`.
+    pub fn pairs(&self) -> [(&'static str, u64); 9] {
+        [
+            ("incidents_opened", self.opened),
+            ("incidents_acknowledged", self.acknowledged),
+            ("incidents_resolved", self.resolved),
+            ("incident_recovery_ms_total", self.recovery_ms_total),
+            ("alerts_posted", self.alerts_posted),
+            ("alert_follow_ups", self.follow_ups),
+            ("alert_reminders", self.reminders),
+            ("recoveries_posted", self.recoveries_posted),
+            ("escalation_actions_failed", self.actions_failed),
+        ]
+    }
+}
+
+/// The summary of a service by name, if this cycle checked it.
+pub fn summary_of<'a>(services: &'a [ServiceSummary], service: &str) -> Option<&'a ServiceSummary> {
+    services.iter().find(|s| s.service == service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_parse_and_validate() {
+        let c = EscalationConfig::default();
+        c.validate().unwrap();
+        assert_eq!((c.ack_timeout_mins, c.reminder_hours), (30, 4));
+        let t: EscalationConfig = toml::from_str(
+            "on_call = [\"alice\"]\nresolve_command = [\"mc\", \"done\", \"{task_id}\", \"--source={source}\"]\n",
+        )
+        .unwrap();
+        t.validate().unwrap();
+        assert!(toml::from_str::<EscalationConfig>("oncall = []").is_err());
+    }
+
+    #[test]
+    fn validation_names_key_and_value() {
+        type Edit = fn(&mut EscalationConfig);
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                |c| c.on_call = vec!["@alice".into()],
+                "escalation.on_call: '@alice'",
+            ),
+            (
+                |c| c.on_call = vec!["channel".into()],
+                "escalation.on_call: 'channel'",
+            ),
+            (
+                |c| c.silence_allowlist = vec!["Bob Smith".into()],
+                "escalation.silence_allowlist: 'Bob Smith'",
+            ),
+            (|c| c.ack_timeout_mins = 0, "escalation.ack_timeout_mins: 0"),
+            (|c| c.reminder_hours = 0, "escalation.reminder_hours: 0"),
+            (
+                |c| c.resolve_command = vec!["mc".into(), "{title}".into()],
+                "unknown placeholder '{title}'",
+            ),
+            (
+                |c| c.resolve_command = vec!["{task_id}".into()],
+                "must not contain a placeholder",
+            ),
+            (|c| c.done_list = " Done".into(), "escalation.done_list"),
+        ];
+        for (edit, want) in cases {
+            let mut c = EscalationConfig::default();
+            edit(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn closed_history_is_bounded() {
+        let mut st = EscalationState::default();
+        for n in 0..(KEEP_CLOSED + 5) {
+            st.incidents.push(Incident {
+                key: format!("k{n}"),
+                ..Default::default()
+            });
+            st.close(&format!("k{n}"), n as i64);
+        }
+        assert_eq!(st.closed.len(), KEEP_CLOSED);
+        assert!(st.incidents.is_empty());
+        assert_eq!(
+            st.closed.last().unwrap().closed_ms,
+            Some(KEEP_CLOSED as i64 + 4)
+        );
+    }
+}
