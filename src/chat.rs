@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{self, ClassifyConfig, Decision, DecisionPath, Label};
 use crate::config::Config;
+use crate::health::{CheckResult, Status};
 use crate::mattermost::{self, Client, NewPost};
 use crate::ollama;
 use crate::reply::{self, ReplyContext, ReplyKind, ReplyPath};
@@ -142,6 +143,10 @@ pub struct Act<'a> {
     pub llm: Option<&'a ollama::Client>,
     /// MC and Planka.
     pub targets: Targets<'a>,
+    /// The last known health results, for INCIDENT replies.
+    pub last_checks: &'a [CheckResult],
+    /// When those results were taken (epoch ms).
+    pub last_checks_ms: i64,
 }
 
 /// Stages 3–4 for one labelled post: the task (TASK, INCIDENT), then the
@@ -221,7 +226,12 @@ pub async fn act_on_post(
         task_id: progress.task_id.clone().unwrap_or_default(),
         task_url: progress.task_url.clone(),
     };
-    let reply = reply::compose(act.llm, &ctx).await;
+    let mut reply = reply::compose(act.llm, &ctx).await;
+    if kind == ReplyKind::Incident {
+        if let Some(note) = health_note(&post.message, act.last_checks, act.last_checks_ms) {
+            reply.text = format!("{}\n\n{note}", reply.text);
+        }
+    }
     let path = match &reply.path {
         ReplyPath::Llm { .. } => "llm",
         ReplyPath::Template { .. } => "template",
@@ -256,5 +266,81 @@ pub async fn act_on_post(
             tally.reply_errors.push(msg);
             Ok(false)
         }
+    }
+}
+
+/// For an INCIDENT reply: the last known health of the services the message
+/// names (by service or check name, as a whole word, any case), e.g.
+/// "Health at 12:05 UTC: planka critical (container exited)". `None` when
+/// the message names no checked service.
+pub fn health_note(message: &str, checks: &[CheckResult], at_ms: i64) -> Option<String> {
+    let words: Vec<String> = message
+        .to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    let named = |name: &str| words.iter().any(|w| w == &name.to_lowercase());
+    let mut lines: Vec<String> = Vec::new();
+    for c in checks
+        .iter()
+        .filter(|c| named(&c.service) || named(&c.name))
+    {
+        let line = if c.status == Status::Ok {
+            format!("{} ok", c.name)
+        } else {
+            format!("{} {} ({})", c.name, c.status.as_str(), c.reason)
+        };
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let at = chrono::DateTime::from_timestamp_millis(at_ms)
+        .map(|t| t.format("%H:%M UTC").to_string())
+        .unwrap_or_default();
+    Some(format!("Health at {at}: {}", lines.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::CheckKind;
+
+    fn result(name: &str, status: Status, reason: &str) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            kind: CheckKind::Docker,
+            service: name.into(),
+            status,
+            reason: reason.into(),
+            latency_ms: 1,
+            starting: false,
+            reprobed: false,
+            blocked_by: None,
+            container: None,
+        }
+    }
+
+    #[test]
+    fn health_note_names_only_the_services_in_the_message() {
+        let checks = [
+            result("planka", Status::Critical, "container exited (code 1)"),
+            result("mattermost", Status::Ok, "running"),
+            result("ollama", Status::Critical, "not running"),
+        ];
+        let note = health_note("Planka is down again, and Mattermost?", &checks, 0).unwrap();
+        assert_eq!(
+            note,
+            "Health at 00:00 UTC: planka critical (container exited (code 1)); mattermost ok"
+        );
+        assert_eq!(health_note("the site is down", &checks, 0), None);
+        assert_eq!(
+            health_note("plankaX broke", &checks, 0),
+            None,
+            "whole words only"
+        );
     }
 }

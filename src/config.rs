@@ -14,8 +14,10 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::ClassifyConfig;
+use crate::escalate::EscalationConfig;
 use crate::fix::FixConfig;
 use crate::health::{CheckConfig, HealthConfig};
+use crate::intel::IntelConfig;
 use crate::mattermost::MattermostConfig;
 use crate::ollama::OllamaConfig;
 use crate::tasks::mc::McConfig;
@@ -56,6 +58,10 @@ pub struct Config {
     pub ollama: OllamaConfig,
     /// `[classify]`: extra keyword phrases for the fallback rules.
     pub classify: ClassifyConfig,
+    /// `[escalation]`: on-call, acknowledgement, reminders, silences.
+    pub escalation: EscalationConfig,
+    /// `[intel]`: optional HiveMind cycle summaries.
+    pub intel: IntelConfig,
     /// Health checks; absent means the runbook's system checks.
     pub checks: Vec<CheckConfig>,
 }
@@ -73,6 +79,8 @@ impl Default for Config {
             fix: FixConfig::default(),
             ollama: OllamaConfig::default(),
             classify: ClassifyConfig::default(),
+            escalation: EscalationConfig::default(),
+            intel: IntelConfig::default(),
             checks: CheckConfig::defaults(),
         }
     }
@@ -282,6 +290,8 @@ impl Config {
         self.fix.validate()?;
         self.ollama.validate()?;
         self.classify.validate()?;
+        self.escalation.validate()?;
+        self.intel.validate()?;
         for (i, c) in self.checks.iter().enumerate() {
             c.validate(&format!("checks[{i}] (\"{}\")", c.name))?;
         }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! lock -> load state -> poll Mattermost -> classify -> create tasks -> reply
-//!      -> health checks -> auto-fix (rate limited) -> save state -> unlock
+//!      -> health checks -> auto-fix (rate limited) -> escalate -> intel
+//!      -> save state -> unlock
 //! ```
 //!
 //! [`run_once`] is that list; each stage is a method of [`Cycle`] that
@@ -11,6 +12,7 @@
 //! end early enough to leave the health and fix stages their time, work cut
 //! short is recorded and carried over, and state is still saved.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,7 @@ use chrono::{DateTime, Utc};
 
 use crate::chat::{self, Act, Tally};
 use crate::config::Config;
+use crate::health::guard::ServiceSummary;
 use crate::health::guard::Verdict;
 use crate::lock::CycleLock;
 use crate::mattermost::{self, NewPost, PollOutcome};
@@ -27,7 +30,7 @@ use crate::state::{self, RuntimeState, Stats};
 use crate::tasks::mc::McBackend;
 use crate::tasks::outbox::{self, Targets};
 use crate::tasks::planka::PlankaClient;
-use crate::{fix, health, lock, ollama};
+use crate::{escalate, fix, health, intel, lock, ollama, silence};
 
 /// Options of one cycle.
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,14 +47,63 @@ pub async fn run_once(config: &Config, opts: RunOptions) -> Result<CycleReport> 
     let mut cycle = Cycle::start(config, opts)?;
     let chat = cycle.poll_mattermost().await; // 1
     let llm = cycle.llm_for(&chat);
+    let trackers = Trackers::new(config);
     cycle.classify(&chat, llm.as_ref()).await; // 2
-    cycle.file_tasks_and_reply(&chat, llm.as_ref()).await?; // 3-4
+    cycle
+        .file_tasks_and_reply(&chat, llm.as_ref(), &trackers)
+        .await?; // 3-4
     cycle.move_cursor(&chat);
     let ctx = health::HealthContext::new(&config.health);
     let history = cycle.load_fix_history();
     let verdicts = cycle.check_health(&ctx, history.as_ref().ok()).await; // 5
-    cycle.auto_fix(&ctx, &verdicts, history).await; // 6
+    let silenced = cycle.active_silences();
+    let (fixes, history) = cycle.auto_fix(&ctx, &verdicts, &silenced, history).await; // 6
+    let services = health::guard::summarize(
+        &config.checks,
+        &verdicts,
+        &fixes,
+        &history,
+        &config.fix,
+        cycle.now,
+    );
+    cycle
+        .escalate(&chat, &services, &silenced, &trackers)
+        .await?; // 7
+    cycle.send_intel().await; // 8
     cycle.finish() // 9
+}
+
+/// MC and Planka, built once and shared by the tasks and escalation stages.
+struct Trackers {
+    mc: std::result::Result<McBackend, String>,
+    planka: Option<PlankaClient>,
+}
+
+impl Trackers {
+    fn new(config: &Config) -> Trackers {
+        let mc = McBackend::from_config(&config.mc, config.paths.ledger.clone())
+            .map_err(|e| format!("{e:#}"));
+        let planka = if config.planka.enabled() {
+            PlankaClient::new(
+                &config.planka,
+                Some(config.paths.planka_token_cache.clone()),
+            )
+            .map_err(|e| tracing::warn!("Planka not usable, cards wait in the outbox: {e:#}"))
+            .ok()
+        } else {
+            None
+        };
+        Trackers { mc, planka }
+    }
+
+    /// Where tasks go, or `None` when MC itself is unusable.
+    fn targets(&self, dry_run: bool) -> Option<Targets<'_>> {
+        self.mc.as_ref().ok().map(|mc| Targets {
+            mc,
+            planka: self.planka.as_ref(),
+            dry_run,
+        })
+    }
 }
 
 /// What the chat stages work on: the poll's result, or why there is none.
@@ -230,7 +282,13 @@ impl<'a> Cycle<'a> {
     /// not reached before the deadline stay unlabelled for the next cycle.
     async fn classify(&mut self, chat: &Chat, llm: Option<&ollama::Client>) {
         let t = Instant::now();
-        let posts = chat.posts();
+        // Silence commands are answered by plain code, never classified.
+        let posts: Vec<NewPost> = chat
+            .posts()
+            .iter()
+            .filter(|p| self.silence_command(p).is_none())
+            .cloned()
+            .collect();
         if posts.is_empty() {
             self.report
                 .push("classify", Outcome::Skipped("no new posts".into()), 0);
@@ -246,7 +304,7 @@ impl<'a> Cycle<'a> {
         let work = chat::classify_posts(
             llm,
             &self.config.classify,
-            posts,
+            &posts,
             &mut self.runtime.chat,
             &mut self.stats,
             stop_starting,
@@ -276,36 +334,20 @@ impl<'a> Cycle<'a> {
         &mut self,
         chat: &Chat,
         llm: Option<&ollama::Client>,
+        trackers: &Trackers,
     ) -> Result<()> {
         let t = Instant::now();
         let config = self.config;
-        let mc = match McBackend::from_config(&config.mc, config.paths.ledger.clone()) {
-            Ok(mc) => mc,
-            Err(e) => {
-                self.report.push(
-                    "tasks",
-                    Outcome::Failed(format!("MC not usable: {e:#}")),
-                    ms(t),
-                );
-                self.report
-                    .push("reply", Outcome::Skipped("no tasks".into()), 0);
-                return Ok(());
-            }
-        };
-        let planka = if config.planka.enabled() {
-            PlankaClient::new(
-                &config.planka,
-                Some(config.paths.planka_token_cache.clone()),
-            )
-            .map_err(|e| tracing::warn!("Planka not usable, cards wait in the outbox: {e:#}"))
-            .ok()
-        } else {
-            None
-        };
-        let targets = Targets {
-            mc: &mc,
-            planka: planka.as_ref(),
-            dry_run: self.opts.dry_run,
+        let Some(targets) = trackers.targets(self.opts.dry_run) else {
+            let why = trackers.mc.as_ref().err().cloned().unwrap_or_default();
+            self.report.push(
+                "tasks",
+                Outcome::Failed(format!("MC not usable: {why}")),
+                ms(t),
+            );
+            self.report
+                .push("reply", Outcome::Skipped("no tasks".into()), 0);
+            return Ok(());
         };
         let retried = within(
             self.chat_deadline,
@@ -316,13 +358,22 @@ impl<'a> Cycle<'a> {
         let mut posts_done = 0u64;
         if let Chat::Polled(polled) = chat {
             let (client, outcome) = &**polled;
+            let last = self.runtime.last_cycle.clone();
             let act = Act {
                 config,
                 mm: client,
                 llm,
                 targets,
+                last_checks: last.as_ref().map_or(&[], |c| c.checks.as_slice()),
+                last_checks_ms: last.as_ref().map_or(0, |c| c.started_ms),
             };
             for post in &outcome.posts {
+                if self.silence_command(post).is_some() {
+                    if self.answer_silence(client, post).await? {
+                        posts_done += 1;
+                    }
+                    continue;
+                }
                 let Some(mut progress) = self.runtime.chat.progress.get(&post.id).cloned() else {
                     continue; // not classified yet
                 };
@@ -498,27 +549,34 @@ impl<'a> Cycle<'a> {
         &mut self,
         ctx: &health::HealthContext,
         verdicts: &[Verdict],
+        silenced: &BTreeSet<String>,
         history: Result<fix::FixHistory, String>,
-    ) {
+    ) -> (Vec<fix::FixReport>, fix::FixHistory) {
         let t = Instant::now();
-        let failing = verdicts.iter().filter(|v| v.failing).count();
-        if failing == 0 {
-            self.report
-                .push("fix", Outcome::Skipped("nothing failing".into()), 0);
-            return;
-        }
+        // A silenced service is still checked, but never fixed.
+        let fixable: Vec<Verdict> = verdicts
+            .iter()
+            .filter(|v| !silenced.contains(&v.result.service))
+            .cloned()
+            .collect();
+        let failing = fixable.iter().filter(|v| v.failing).count();
         let mut history = match history {
             Ok(history) => history,
             Err(e) => {
                 let why = format!("fix history unusable, no fix attempted: {e}");
                 self.report.push("fix", Outcome::Failed(why), 0);
-                return;
+                return (Vec::new(), fix::FixHistory::default());
             }
         };
+        if failing == 0 {
+            self.report
+                .push("fix", Outcome::Skipped("nothing failing".into()), 0);
+            return (Vec::new(), history);
+        }
         let run = fix::run_fixes(
             ctx,
             &self.config.checks,
-            verdicts,
+            &fixable,
             &mut history,
             &self.config.paths.fix_history,
             &self.config.fix,
@@ -531,7 +589,7 @@ impl<'a> Cycle<'a> {
                 self.report.deadline_hit = true;
                 self.report
                     .push("fix", Outcome::Skipped(cut.to_string()), ms(t));
-                return;
+                return (Vec::new(), history);
             }
         };
         for f in &fixes {
@@ -551,6 +609,141 @@ impl<'a> Cycle<'a> {
         self.report.push("fix", outcome, ms(t));
         self.stats.bump("fixes_run", ran as u64);
         self.stats.bump("fixes_verified", verified as u64);
+        (fixes, history)
+    }
+
+    /// Expires silences that ran out (logged) and returns the services
+    /// still silenced: checked, but neither fixed nor alerted.
+    fn active_silences(&mut self) -> BTreeSet<String> {
+        let now_ms = self.now.timestamp_millis();
+        for s in self.runtime.escalation.silences.expire(now_ms) {
+            tracing::info!("Silence ended: {}", s.line(now_ms));
+        }
+        self.runtime
+            .escalation
+            .silences
+            .silenced_services(&self.config.checks, now_ms)
+    }
+
+    /// Stage 7: an alert and a HIGH task once per incident that cannot be
+    /// resolved, a follow-up when nobody acknowledges, a recovery notice.
+    async fn escalate(
+        &mut self,
+        chat: &Chat,
+        services: &[ServiceSummary],
+        silenced: &BTreeSet<String>,
+        trackers: &Trackers,
+    ) -> Result<()> {
+        let t = Instant::now();
+        // Mattermost down: tasks are still made and the alert post is owed.
+        let own_client;
+        let mm = match chat {
+            Chat::Polled(p) => Some(&p.0),
+            _ => {
+                own_client = mattermost::Client::from_config(
+                    &self.config.mattermost,
+                    &self.config.paths.token_cache,
+                )
+                .ok();
+                own_client.as_ref()
+            }
+        };
+        let config = self.config;
+        let ctx = escalate::Ctx {
+            cfg: &config.escalation,
+            checks: &config.checks,
+            mm,
+            alert_channel: &config.mattermost.alert_channel,
+            max_chars: config.mattermost.max_reply_chars,
+            team_ids: &self.runtime.mattermost.teams.clone(),
+            targets: trackers.targets(self.opts.dry_run),
+            owner: &config.agent.owner,
+            billing: &config.billing,
+            pass_env: &config.mc.pass_env,
+            dry_run: self.opts.dry_run,
+        };
+        let run = escalate::run(
+            &ctx,
+            services,
+            silenced,
+            &mut self.runtime.escalation,
+            &mut self.runtime.tasks,
+            self.now,
+        );
+        match within(self.deadline, run).await {
+            Ok(out) => {
+                for line in &out.performed {
+                    tracing::warn!("Escalation: {line}");
+                }
+                for (name, n) in out.counters.pairs() {
+                    self.stats.bump(name, n);
+                }
+                self.report.push("escalate", out.outcome(), ms(t));
+            }
+            Err(cut) => {
+                self.report.deadline_hit = true;
+                self.report
+                    .push("escalate", Outcome::Skipped(cut.to_string()), ms(t));
+            }
+        }
+        self.save()
+    }
+
+    /// Stage 8: the cycle summary to HiveMind, when configured.
+    async fn send_intel(&mut self) {
+        let t = Instant::now();
+        let stage = intel::stage(
+            &self.config.intel,
+            &self.report,
+            &self.runtime.escalation,
+            self.now.timestamp_millis(),
+        );
+        let outcome = match within(self.deadline, stage).await {
+            Ok(o) => o,
+            Err(cut) => Outcome::Skipped(cut.to_string()),
+        };
+        self.report.push("intel", outcome, ms(t));
+    }
+
+    /// The agent's `@name silence ...` command in a post, if it is one.
+    fn silence_command(&self, post: &NewPost) -> Option<()> {
+        let me = self.runtime.mattermost.me.as_ref()?;
+        silence::parse_command(&post.message, &me.username).map(|_| ())
+    }
+
+    /// Answers a silence command (created, refused or not understood) in
+    /// its thread; true when done (the post is then handled).
+    async fn answer_silence(&mut self, mm: &mattermost::Client, post: &NewPost) -> Result<bool> {
+        let Some(me) = self.runtime.mattermost.me.clone() else {
+            return Ok(false);
+        };
+        if self.opts.dry_run {
+            tracing::info!(post = %post.id, "[dry-run] would answer a silence command");
+            return Ok(false);
+        }
+        let answered = escalate::answer_silence_post(
+            mm,
+            post,
+            &me.username,
+            &self.config.escalation,
+            &self.config.checks,
+            &mut self.runtime.escalation,
+            self.config.mattermost.max_reply_chars,
+            self.now.timestamp_millis(),
+        )
+        .await;
+        match answered {
+            Ok(Some(_)) => {
+                mattermost::mark_handled(&mut self.runtime.mattermost, &post.id, post.create_at);
+                self.save()?;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => {
+                tracing::warn!(post = %post.id, "Silence command not answered, retried next cycle: {e:#}");
+                Ok(false)
+            }
+        }
     }
 
     /// Stage 9: saves state and stats (nothing in a dry run) and logs the summary.

@@ -40,6 +40,8 @@ pub struct RuntimeState {
     pub tasks: crate::tasks::outbox::TaskState,
     /// Flap-guard streaks and restart counters per check.
     pub health: crate::health::guard::HealthState,
+    /// Open incidents, their alerts and acknowledgements, and silences.
+    pub escalation: crate::escalate::EscalationState,
 }
 
 /// A corrupt file that was moved aside instead of being lost or fatal.
