@@ -107,6 +107,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Silence a check or service (still checked; no fix, no alert), list silences, or clear one.
+    Silence {
+        /// The check or service to silence.
+        #[arg(required_unless_present_any = ["list", "clear"])]
+        target: Option<String>,
+        /// How long: 90s, 30m, 2h, 1d.
+        #[arg(required_unless_present_any = ["list", "clear"])]
+        duration: Option<String>,
+        /// Why (shown in alerts' place and in --list).
+        #[arg(long, required_unless_present_any = ["list", "clear"])]
+        reason: Option<String>,
+        /// List active and recently ended silences.
+        #[arg(long, conflicts_with_all = ["target", "duration", "reason", "clear"])]
+        list: bool,
+        /// End the silence with this id early.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["target", "duration", "reason"])]
+        clear: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate or print configuration.
     Config {
         /// Which config action.

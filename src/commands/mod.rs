@@ -1,7 +1,7 @@
 //! What each subcommand does, and the exit codes it ends with. The small
 //! commands live here; each larger one has its own module: [`status`],
 //! [`stats`], [`mm`] (`mm status`), [`tasks`] (`tasks list|stats`),
-//! [`health`] (`health`, `fix`, `explain`) and [`doctor`].
+//! [`health`] (`health`, `fix`, `explain`), [`silence`] and [`doctor`].
 //!
 //! | code | meaning |
 //! | ---- | ------- |
@@ -14,6 +14,7 @@
 pub mod doctor;
 pub mod health;
 pub mod mm;
+pub mod silence;
 pub mod stats;
 pub mod status;
 pub mod tasks;
@@ -68,7 +69,10 @@ pub fn main(cli: Cli) -> ExitCode {
     // Commands that act write to the activity log; read-only ones only to stderr.
     let writes_log = matches!(
         command,
-        Command::RunOnce { .. } | Command::Reset { .. } | Command::Fix { history: false, .. }
+        Command::RunOnce { .. }
+            | Command::Reset { .. }
+            | Command::Fix { history: false, .. }
+            | Command::Silence { list: false, .. }
     );
     if writes_log {
         if let Err(e) = logging::init(cli.log_format, level, Some(&config.paths.log)) {
@@ -127,6 +131,25 @@ pub fn main(cli: Cli) -> ExitCode {
             json,
         ),
         Command::Explain { check, json } => health::explain(&config, &check, json),
+        Command::Silence {
+            target,
+            duration,
+            reason,
+            list,
+            clear,
+            json,
+        } => {
+            let request = match (&clear, list) {
+                (Some(id), _) => silence::Request::Clear(id),
+                (None, true) => silence::Request::List,
+                (None, false) => silence::Request::Add(
+                    target.as_deref().unwrap_or_default(),
+                    duration.as_deref().unwrap_or_default(),
+                    reason.as_deref().unwrap_or_default(),
+                ),
+            };
+            silence::run(&config, request, json)
+        }
     };
     finish(result)
 }

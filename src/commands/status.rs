@@ -41,6 +41,10 @@ pub struct StatusView {
     pub outbox: Vec<PendingView>,
     /// Posts handed over but not yet fully handled (classified, filed, replied).
     pub posts_in_progress: usize,
+    /// Incidents not yet closed (escalated services).
+    pub incidents: Vec<crate::escalate::Incident>,
+    /// Silences in force.
+    pub silences: Vec<crate::silence::Silence>,
     /// Problems reading the state itself.
     pub problems: Vec<String>,
 }
@@ -84,6 +88,14 @@ pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
         set_aside: rt.set_aside,
         outbox: rt.tasks.pending(now.timestamp_millis()),
         posts_in_progress: rt.chat.progress.len(),
+        incidents: rt.escalation.incidents.clone(),
+        silences: rt
+            .escalation
+            .silences
+            .list(now.timestamp_millis())
+            .into_iter()
+            .cloned()
+            .collect(),
         problems,
     };
     let mut out = std::io::stdout().lock();
@@ -171,6 +183,24 @@ pub fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
         );
     }
     s += &render_outbox(&v.outbox);
+    for i in &v.incidents {
+        let state = match (&i.acked, i.alerted_ms, i.recovered_ms) {
+            (_, _, Some(_)) => "recovered, closing".to_string(),
+            (Some(a), _, _) => format!("acknowledged by {}", a.by),
+            (None, Some(_), _) => "alerted, not acknowledged".to_string(),
+            (None, None, _) => "alert pending".to_string(),
+        };
+        s += &format!(
+            "incident     {}  task {}  {state}: {}\n",
+            i.key,
+            i.task_id.as_deref().unwrap_or("pending"),
+            i.why
+        );
+    }
+    let now_ms = now.timestamp_millis();
+    for silence in &v.silences {
+        s += &format!("silence      {}\n", silence.line(now_ms));
+    }
     for p in &v.problems {
         s += &format!("problem      {p}\n");
     }

@@ -1,0 +1,83 @@
+//! `ops-agent silence`: silence a check or service for a while (it is still
+//! checked, but neither fixed nor alerted), list silences, clear one. The
+//! same silences a user on the allowlist can create from chat.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use chrono::Utc;
+
+use crate::config::Config;
+use crate::silence;
+use crate::state::{self, RuntimeState};
+
+/// What `silence` was asked to do.
+#[derive(Debug)]
+pub enum Request<'a> {
+    /// Create: target, duration (`30m`, `2h`, `1d`), reason.
+    Add(&'a str, &'a str, &'a str),
+    /// List active and recently ended silences.
+    List,
+    /// End one early.
+    Clear(&'a str),
+}
+
+/// Runs the request against the state file, under the cycle lock so a
+/// running cycle cannot overwrite the change.
+pub fn run(config: &Config, request: Request<'_>, json: bool) -> Result<ExitCode> {
+    let now = Utc::now();
+    let now_ms = now.timestamp_millis();
+    if let Request::List = request {
+        let rt: RuntimeState = state::peek(&config.paths.state)?.unwrap_or_default();
+        let silences = &rt.escalation.silences;
+        if json {
+            let v = silence::list_json(silences, now_ms);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).context("rendering JSON")?
+            );
+        } else {
+            print!("{}", silence::render_list(silences, now_ms));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _lock = crate::lock::acquire(&config.paths.lock)?;
+    let mut loaded = state::load::<RuntimeState>(&config.paths.state, now)?;
+    loaded.value.record_set_aside(loaded.set_aside.take());
+    let silences = &mut loaded.value.escalation.silences;
+    let changed = match request {
+        Request::Add(target, duration, reason) => {
+            if reason.trim().is_empty() {
+                bail!("a silence needs a --reason, so the team knows why alerts stopped");
+            }
+            let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+            let s = silence::cli_add(
+                silences,
+                &config.checks,
+                target,
+                duration,
+                reason,
+                &by,
+                now_ms,
+            )?;
+            tracing::warn!(target = %s.target, by = %s.by, "Silence created: {}", s.line(now_ms));
+            s
+        }
+        Request::Clear(id) => {
+            let s = silences.clear(id, now_ms)?;
+            tracing::info!("Silence cleared: {}", s.line(now_ms));
+            s
+        }
+        Request::List => unreachable!("handled above"),
+    };
+    state::save(&config.paths.state, &loaded.value)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&changed).context("rendering JSON")?
+        );
+    } else {
+        println!("{}", changed.line(now_ms));
+    }
+    Ok(ExitCode::SUCCESS)
+}
