@@ -678,7 +678,13 @@ impl<'a> Cycle<'a> {
                 for (name, n) in out.counters.pairs() {
                     self.stats.bump(name, n);
                 }
-                self.report.push("escalate", out.outcome(), ms(t));
+                let outcome = if out.open == 0 && out.performed.is_empty() && out.errors.is_empty()
+                {
+                    Outcome::Skipped("no incidents".into())
+                } else {
+                    out.outcome()
+                };
+                self.report.push("escalate", outcome, ms(t));
             }
             Err(cut) => {
                 self.report.deadline_hit = true;
