@@ -182,8 +182,16 @@ fn posts_become_tagged_tasks_labelled_cards_and_thread_replies_once() {
             .unwrap();
     assert_eq!(reply.root_id, task, "the reply goes into the post's thread");
 
-    // The LLM decided, and the log says so.
+    // The LLM decided, and the log says so; no secret ever reaches it.
     let log = w.log();
+    for (name, secret) in &w.sb.env {
+        assert!(!log.contains(secret.as_str()), "{name} leaked into the log");
+    }
+    let state = std::fs::read_to_string(w.sb.state()).unwrap();
+    assert!(
+        !state.contains(&w.sb.env[0].1),
+        "the Mattermost token leaked into the state file"
+    );
     assert!(
         log.contains("path=\"llm\"") || log.contains("path=llm"),
         "{log}"
