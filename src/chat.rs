@@ -21,7 +21,7 @@ use crate::mattermost::{self, Client, NewPost};
 use crate::ollama;
 use crate::reply::{self, ReplyContext, ReplyKind, ReplyPath};
 use crate::state::Stats;
-use crate::tasks::outbox::{self, CardOutcome, Targets, TaskState};
+use crate::tasks::outbox::{self, Targets, TaskState};
 use crate::tasks::{PostRef, Task};
 
 /// How far each post got; kept until the post is fully handled.
@@ -63,8 +63,6 @@ pub struct Tally {
     pub tasks_existing: u32,
     /// MC failures (the post stays pending).
     pub task_errors: Vec<String>,
-    /// Cards waiting in the outbox.
-    pub cards_pending: u32,
     /// Replies posted this cycle.
     pub replies: u32,
     /// Reply failures (the post stays pending).
@@ -199,9 +197,6 @@ pub async fn act_on_post(
                     tracing::info!(post = %post.id, task = %out.task_ref.id, tag = task.tag.as_str(), priority = task.priority.as_str(), "Task created.");
                 } else {
                     tally.tasks_existing += 1;
-                }
-                if matches!(out.card, CardOutcome::Pending { .. }) {
-                    tally.cards_pending += 1;
                 }
                 progress.task_id = Some(out.task_ref.id);
                 progress.task_url = out.task_ref.url;
