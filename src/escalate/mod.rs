@@ -284,6 +284,20 @@ impl EscalationState {
     pub fn failing_services(&self) -> BTreeSet<String> {
         self.open().iter().map(|i| i.service.clone()).collect()
     }
+
+    /// Whether a post with this `root_id` is a reply in one of the agent's
+    /// alert threads (open or kept closed incidents). Such replies are
+    /// acknowledgements and conversation about a known incident, read by
+    /// the escalation stage; classifying them would file the same incident
+    /// again as a chat INCIDENT and answer inside the alert thread.
+    pub fn is_alert_thread(&self, root_id: &str) -> bool {
+        !root_id.is_empty()
+            && self
+                .incidents
+                .iter()
+                .chain(self.closed.iter())
+                .any(|i| i.alert_post_id.as_deref() == Some(root_id))
+    }
 }
 
 /// What this cycle's escalation did, for the cumulative stats (the cycle
@@ -383,6 +397,29 @@ mod tests {
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(want), "{err} should contain {want}");
         }
+    }
+
+    #[test]
+    fn alert_threads_are_known_for_open_and_closed_incidents() {
+        let mut st = EscalationState::default();
+        for (key, post) in [("a", Some("p1")), ("b", Some("p2")), ("c", None)] {
+            st.incidents.push(Incident {
+                key: key.into(),
+                alert_post_id: post.map(str::to_string),
+                ..Default::default()
+            });
+        }
+        st.close("b", 1);
+        assert!(st.is_alert_thread("p1"));
+        assert!(
+            st.is_alert_thread("p2"),
+            "closed incidents keep their thread"
+        );
+        assert!(!st.is_alert_thread("p3"));
+        assert!(
+            !st.is_alert_thread(""),
+            "a top-level post is no thread reply"
+        );
     }
 
     #[test]
