@@ -282,11 +282,12 @@ impl<'a> Cycle<'a> {
     /// not reached before the deadline stay unlabelled for the next cycle.
     async fn classify(&mut self, chat: &Chat, llm: Option<&ollama::Client>) {
         let t = Instant::now();
-        // Silence commands are answered by plain code, never classified.
+        // Silence commands are answered by plain code, and replies in an
+        // alert's thread belong to the escalation stage: neither is classified.
         let posts: Vec<NewPost> = chat
             .posts()
             .iter()
-            .filter(|p| self.silence_command(p).is_none())
+            .filter(|p| self.silence_command(p).is_none() && !self.in_alert_thread(p))
             .cloned()
             .collect();
         if posts.is_empty() {
@@ -370,6 +371,18 @@ impl<'a> Cycle<'a> {
             for post in &outcome.posts {
                 if self.silence_command(post).is_some() {
                     if self.answer_silence(client, post).await? {
+                        posts_done += 1;
+                    }
+                    continue;
+                }
+                if self.in_alert_thread(post) {
+                    // An acknowledgement, read by the escalation stage from the thread.
+                    if !self.opts.dry_run {
+                        mattermost::mark_handled(
+                            &mut self.runtime.mattermost,
+                            &post.id,
+                            post.create_at,
+                        );
                         posts_done += 1;
                     }
                     continue;
@@ -709,6 +722,11 @@ impl<'a> Cycle<'a> {
             Err(cut) => Outcome::Skipped(cut.to_string()),
         };
         self.report.push("intel", outcome, ms(t));
+    }
+
+    /// A reply in the thread of one of the agent's alerts.
+    fn in_alert_thread(&self, post: &NewPost) -> bool {
+        !post.root_id.is_empty() && self.runtime.escalation.is_alert_thread(&post.root_id)
     }
 
     /// The agent's `@name silence ...` command in a post, if it is one.

@@ -481,7 +481,6 @@ fn silence_cli_creates_lists_and_clears_and_status_shows_incidents_and_silences(
 }
 
 #[test]
-#[ignore = "cycle.rs still classifies replies in alert threads: wire EscalationState::is_alert_thread into the chat stages"]
 fn a_reply_in_the_alert_thread_acknowledges_and_is_not_filed_again() {
     let w = World::new(false);
     // A model that calls anything saying "down" an INCIDENT, as a real one would.
