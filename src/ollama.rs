@@ -478,15 +478,7 @@ impl Client {
         }
         let http = self.http.post(format!("{}{path}", self.base)).json(&body);
         let text = self.send(http, &req.model, "POST", path, purpose).await?;
-        let resp: Resp = serde_json::from_str(&text).map_err(|e| {
-            self.err(
-                LlmErrorKind::BadResponse,
-                &req.model,
-                "POST",
-                path,
-                &format!("{e}: {}", excerpt(&text, 120)),
-            )
-        })?;
+        let resp: Resp = self.parse_json(&text, &req.model, path)?;
         Ok(ChatAnswer {
             content: resp.message.content,
             model: if resp.model.is_empty() {
@@ -547,15 +539,7 @@ impl Client {
             http = http.bearer_auth(key.expose());
         }
         let text = self.send(http, &req.model, "POST", path, purpose).await?;
-        let resp: Resp = serde_json::from_str(&text).map_err(|e| {
-            self.err(
-                LlmErrorKind::BadResponse,
-                &req.model,
-                "POST",
-                path,
-                &format!("{e}: {}", excerpt(&text, 120)),
-            )
-        })?;
+        let resp: Resp = self.parse_json(&text, &req.model, path)?;
         let Some(choice) = resp.choices.into_iter().next() else {
             return Err(self.err(
                 LlmErrorKind::BadResponse,
@@ -630,6 +614,25 @@ impl Client {
         let message = server_error_message(&body);
         let kind = status_kind(status.as_u16(), &message);
         Err(self.err(kind, model, method, path, &excerpt(&message, 200)))
+    }
+
+    /// Decodes a JSON answer; garbage is a `BadResponse` naming the model,
+    /// the endpoint and an excerpt of what came back.
+    fn parse_json<T: serde::de::DeserializeOwned>(
+        &self,
+        text: &str,
+        model: &str,
+        path: &str,
+    ) -> Result<T, LlmError> {
+        serde_json::from_str(text).map_err(|e| {
+            self.err(
+                LlmErrorKind::BadResponse,
+                model,
+                "POST",
+                path,
+                &format!("{e}: {}", excerpt(text, 120)),
+            )
+        })
     }
 
     fn err(
