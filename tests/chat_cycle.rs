@@ -104,20 +104,6 @@ impl World {
             .collect()
     }
 
-    fn ledger(&self) -> Vec<Value> {
-        let path = self.sb.path("system/agents/state/ops-tasks.jsonl");
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v.get("title").is_some())
-            .collect()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.sb.log()).unwrap_or_default()
-    }
-
     fn stage(&self, name: &str) -> Value {
         let st = self.sb.state_json();
         st["last_cycle"]["stages"]
@@ -138,7 +124,7 @@ fn posts_become_tagged_tasks_labelled_cards_and_thread_replies_once() {
     let routine = w.say("wizard", "thanks, looks good now");
     w.run();
 
-    let tasks = w.ledger();
+    let tasks = w.sb.ledger_tasks();
     assert_eq!(tasks.len(), 2, "{tasks:#?}");
     let by_source = |id: &str| tasks.iter().find(|t| t["source"] == id).cloned().unwrap();
     let t1 = by_source(&task);
@@ -183,7 +169,7 @@ fn posts_become_tagged_tasks_labelled_cards_and_thread_replies_once() {
     assert_eq!(reply.root_id, task, "the reply goes into the post's thread");
 
     // The LLM decided, and the log says so; no secret ever reaches it.
-    let log = w.log();
+    let log = w.sb.log_text();
     for (name, secret) in &w.sb.env {
         assert!(!log.contains(secret.as_str()), "{name} leaked into the log");
     }
@@ -202,7 +188,7 @@ fn posts_become_tagged_tasks_labelled_cards_and_thread_replies_once() {
     w.mm.advance_clock(300_000);
     let before = w.mm.posts().len();
     w.run();
-    assert_eq!(w.ledger().len(), 2);
+    assert_eq!(w.sb.ledger_tasks().len(), 2);
     assert_eq!(w.planka.cards().len(), 2);
     assert_eq!(w.mm.posts().len(), before, "no second reply");
     // The next cycle, with nothing new in the overlap window either,
@@ -247,7 +233,7 @@ fn skipped_authors_and_kinds_are_never_handled() {
             "post {id} must not be answered"
         );
     }
-    assert!(w.ledger().is_empty(), "{:#?}", w.ledger());
+    assert!(w.sb.ledger_tasks().is_empty(), "{:#?}", w.sb.ledger_tasks());
 }
 
 #[test]
@@ -258,7 +244,7 @@ fn a_crash_after_replying_before_saving_state_repeats_nothing() {
     let post = w.say("wizard", "please rotate the backup credentials");
     w.run();
     assert_eq!(w.replies_to(&post).len(), 1);
-    assert_eq!(w.ledger().len(), 1);
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
     // The process "died" after replying, before its state reached disk.
     std::fs::write(w.sb.state(), &before).unwrap();
     w.run();
@@ -267,7 +253,7 @@ fn a_crash_after_replying_before_saving_state_repeats_nothing() {
         1,
         "no second reply after a crash"
     );
-    assert_eq!(w.ledger().len(), 1, "no second task after a crash");
+    assert_eq!(w.sb.ledger_tasks().len(), 1, "no second task after a crash");
     assert_eq!(w.planka.cards().len(), 1, "no second card after a crash");
 }
 
@@ -280,7 +266,7 @@ fn an_edited_old_post_is_not_handled_again() {
     w.mm.react(&post);
     w.run();
     assert_eq!(w.replies_to(&post).len(), 1);
-    assert_eq!(w.ledger().len(), 1);
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
 }
 
 #[test]
@@ -318,12 +304,12 @@ fn ollama_down_falls_back_to_keywords_and_a_template_reply() {
     w.llm.set_mode(LlmMode::Down);
     let post = w.say("wizard", "can you please set up a staging database");
     w.run();
-    let tasks = w.ledger();
+    let tasks = w.sb.ledger_tasks();
     assert_eq!(tasks.len(), 1, "keyword rules still file the task");
     let r = w.replies_to(&post);
     assert_eq!(r.len(), 1);
     assert!(r[0].contains(tasks[0]["id"].as_str().unwrap()), "{}", r[0]);
-    let log = w.log();
+    let log = w.sb.log_text();
     assert!(log.contains("keywords"), "{log}");
     let stats: Value =
         serde_json::from_str(&std::fs::read_to_string(w.sb.stats()).unwrap()).unwrap();
@@ -379,7 +365,7 @@ fn planka_down_gives_the_task_now_and_the_card_next_run() {
     w.planka.set_mode(PlankaMode::Down);
     let post = w.say("wizard", "please add a redirect from /old to /new");
     w.run();
-    assert_eq!(w.ledger().len(), 1);
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
     assert_eq!(
         w.replies_to(&post).len(),
         1,
@@ -397,7 +383,7 @@ fn planka_down_gives_the_task_now_and_the_card_next_run() {
     assert_eq!(w.planka.cards().len(), 1);
     w.run();
     assert_eq!(w.planka.cards().len(), 1, "exactly one card");
-    assert_eq!(w.ledger().len(), 1);
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
 }
 
 #[test]
@@ -429,7 +415,7 @@ fn a_deadline_hit_leaves_posts_pending_and_the_next_run_finishes_them_once() {
     for p in &posts {
         assert_eq!(w.replies_to(p).len(), 1, "post {p} answered exactly once");
     }
-    assert_eq!(w.ledger().len(), 3);
+    assert_eq!(w.sb.ledger_tasks().len(), 3);
 }
 
 #[test]

@@ -128,17 +128,6 @@ impl World {
             .collect()
     }
 
-    /// Tasks in the built-in MC ledger.
-    fn ledger(&self) -> Vec<Value> {
-        let path = self.sb.path("system/agents/state/ops-tasks.jsonl");
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v.get("title").is_some())
-            .collect()
-    }
-
     fn escalation(&self) -> Value {
         self.sb.state_json()["escalation"].clone()
     }
@@ -172,10 +161,6 @@ impl World {
             serde_json::from_str(&std::fs::read_to_string(self.sb.stats()).unwrap()).unwrap();
         stats["counters"][name].as_u64().unwrap_or(0)
     }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.sb.log()).unwrap_or_default()
-    }
 }
 
 fn mentions_everyone(s: &str) -> bool {
@@ -189,7 +174,7 @@ fn a_container_that_stays_down_escalates_exactly_once() {
 
     // The fix was tried and did not verify; then the budget ran out.
     assert_eq!(w.docker.restarts("web"), 3);
-    let tasks = w.ledger();
+    let tasks = w.sb.ledger_tasks();
     assert_eq!(tasks.len(), 1, "one escalation task: {tasks:#?}");
     let t = &tasks[0];
     assert_eq!(
@@ -242,7 +227,7 @@ fn no_acknowledgement_in_time_gets_exactly_one_follow_up_naming_on_call() {
     assert!(inc.get("acked").is_none(), "{inc}");
     assert_eq!(w.counter("alert_follow_ups"), 1);
     assert_eq!(w.alerts().len(), 1);
-    assert_eq!(w.ledger().len(), 1);
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
 }
 
 #[test]
@@ -299,7 +284,7 @@ fn recovery_posts_once_comments_the_card_once_and_counts_the_incident() {
     assert_eq!(w.agent_replies(&alert.id).len(), 1);
     assert_eq!(w.planka.comments().len(), 1);
     assert_eq!(w.alerts().len(), 1);
-    assert_eq!(w.ledger().len(), 1);
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
     assert_eq!(w.counter("incidents_opened"), 1);
     assert_eq!(w.counter("incidents_acknowledged"), 1);
     assert_eq!(w.counter("incidents_resolved"), 1);
@@ -312,7 +297,7 @@ fn mattermost_down_at_escalation_files_the_task_now_and_posts_next_cycle_once() 
     let w = World::new(false);
     w.mm.set_mode(MmMode::Down);
     w.run();
-    let tasks = w.ledger();
+    let tasks = w.sb.ledger_tasks();
     assert_eq!(tasks.len(), 1, "task created while Mattermost is down");
     assert_eq!(w.planka.cards().len(), 1);
     let inc = &w.incidents()[0];
@@ -330,7 +315,7 @@ fn mattermost_down_at_escalation_files_the_task_now_and_posts_next_cycle_once() 
     );
     w.runs(3);
     assert_eq!(w.alerts().len(), 1);
-    assert_eq!(w.ledger().len(), 1);
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
     assert_eq!(w.planka.cards().len(), 1);
     assert_eq!(w.counter("alerts_posted"), 1);
 }
@@ -364,7 +349,7 @@ fn a_chat_silence_from_an_allowed_user_stops_fix_and_alert_until_it_expires() {
     assert_eq!(web["status"], "critical", "{web}");
     assert_eq!(w.docker.restarts("web"), 0);
     assert!(w.alerts().is_empty());
-    assert!(w.ledger().is_empty());
+    assert!(w.sb.ledger_tasks().is_empty());
     assert!(w.incidents().is_empty());
     assert_eq!(w.agent_replies(&ask).len(), 1, "confirmed once");
     assert!(st["escalation"]["silences"]["active"][0]["failing_seen_ms"].is_i64());
@@ -382,7 +367,7 @@ fn a_chat_silence_from_an_allowed_user_stops_fix_and_alert_until_it_expires() {
         "{}",
         alert.message
     );
-    assert_eq!(w.ledger().len(), 1);
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
     let esc = w.escalation();
     assert_eq!(esc["silences"]["active"].as_array().unwrap().len(), 0);
     assert_eq!(esc["silences"]["ended"].as_array().unwrap().len(), 1);
@@ -408,12 +393,12 @@ fn a_chat_silence_from_anyone_else_is_refused_politely_and_changes_nothing() {
     // Not silenced: the fix ran and, as it did not help, the alert went out.
     assert_eq!(w.docker.restarts("web"), 1);
     w.alert();
-    assert_eq!(w.ledger().len(), 1);
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
     // The refusal is not repeated, nor is the request filed as a task.
     w.run();
     assert_eq!(w.agent_replies(&ask).len(), 1);
-    assert_eq!(w.ledger().len(), 1);
-    assert!(w.log().contains("refused"), "{}", w.log());
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
+    assert!(w.sb.log_text().contains("refused"), "{}", w.sb.log_text());
 }
 
 #[test]
@@ -500,7 +485,7 @@ fn a_reply_in_the_alert_thread_acknowledges_and_is_not_filed_again() {
     );
     w.runs(2);
     assert_eq!(w.incidents()[0]["acked"]["how"], "reply");
-    let tasks = w.ledger();
+    let tasks = w.sb.ledger_tasks();
     assert_eq!(tasks.len(), 1, "the incident is filed once: {tasks:#?}");
     assert_eq!(w.planka.cards().len(), 1);
     let replies = w.agent_replies(&alert.id);
@@ -535,7 +520,7 @@ fn a_lost_save_after_posting_finds_the_alert_and_follow_up_instead_of_posting_ag
     w.runs(2);
     let replies = w.agent_replies(&alert.id);
     assert_eq!(replies.len(), 1, "{replies:?}");
-    assert_eq!(w.ledger().len(), 1);
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
 }
 
 #[test]
@@ -544,11 +529,11 @@ fn a_dry_run_escalates_nothing_and_the_next_real_cycle_does_it_once() {
     let out = w.sb.run(&["run-once", "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(w.alerts().is_empty());
-    assert!(w.ledger().is_empty());
+    assert!(w.sb.ledger_tasks().is_empty());
     assert!(w.planka.cards().is_empty());
-    assert!(w.log().contains("would"), "{}", w.log());
+    assert!(w.sb.log_text().contains("would"), "{}", w.sb.log_text());
     w.runs(2);
     w.alert();
-    assert_eq!(w.ledger().len(), 1);
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
     assert_eq!(w.planka.cards().len(), 1);
 }

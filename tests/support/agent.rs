@@ -88,6 +88,21 @@ impl Sandbox {
         self.command(args).output().expect("running ops-agent")
     }
 
+    /// The activity log so far ("" before the first run).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// The task records of the built-in MC ledger (update lines left out).
+    pub fn ledger_tasks(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("system/agents/state/ops-tasks.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("title").is_some())
+            .collect()
+    }
+
     /// Reads the state file as JSON.
     pub fn state_json(&self) -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(self.state()).expect("state file"))
