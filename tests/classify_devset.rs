@@ -1,12 +1,15 @@
 //! Accuracy of the keyword rules on hand-labelled ops-chat messages. The
 //! labels are what an SRE would expect, not what the rules say.
 //!
-//! * `classify-devset.jsonl` (163 rows) is the development set: the rules
-//!   were tuned on it and must reach 85 %.
-//! * `classify-holdout.jsonl` (45 rows) was written after the rules were
-//!   frozen and is never tuned on: its figure is the honest estimate of how
-//!   the fallback does on new messages. Adding its misses to the dev set and
-//!   writing a fresh hold-out is the way to improve the rules.
+//! * `classify-devset.jsonl` (208 rows) is the development set: the rules
+//!   were tuned on it and must reach 85 %. Its last 45 rows were the first
+//!   hold-out set; once the rules had been tuned against its misses it was
+//!   no longer unseen, so it moved here.
+//! * `classify-holdout-2.jsonl` (60 rows, 20 per label) was written before
+//!   the current rules were read or changed and is never tuned on: its
+//!   figure is the honest estimate of how the fallback does on new
+//!   messages. To improve the rules again, move it into the dev set and
+//!   write a fresh hold-out first.
 
 use ops_agent::classify::{keywords, ClassifyConfig, Label};
 
@@ -94,13 +97,15 @@ fn keyword_rules_reach_85_percent_on_the_dev_set() {
 fn keyword_rules_on_the_holdout_set() {
     let acc = evaluate(
         "hold-out set",
-        include_str!("fixtures/classify-holdout.jsonl"),
-        45,
+        include_str!("fixtures/classify-holdout-2.jsonl"),
+        60,
     );
     // A floor, not a target: a change that breaks generalisation shows here.
+    // Measured once, with the rules final: 54/60 = 90.0 %; the floor sits a
+    // few points under it.
     assert!(
-        acc >= 0.60,
-        "hold-out accuracy {:.1} % is below 60 %",
+        acc >= 0.85,
+        "hold-out accuracy {:.1} % is below 85 %",
         acc * 100.0
     );
 }

@@ -35,6 +35,214 @@ const SCOPE_BREAKERS: &[&str] = &[
     "but", "and", "though", "however", "aber", "und", "ali", "pero", "y",
 ];
 
+/// Incident phrases that describe something the writer did when the
+/// subject is "I"/"we" ("I stopped nginx for the upgrade"), not a failure.
+const FIRST_PERSON_ACTIONS: &[&str] = &["stopped", "rejected", "refused", "dropping", "backing up"];
+
+/// Words in the two before an action phrase that make the writer its subject.
+const FIRST_PERSON: &[&str] = &["i", "we", "im", "ive", "weve", "id", "wed", "ill"];
+
+/// Weight of the structural incident patterns below.
+const PATTERN_WEIGHT: i32 = 3;
+
+/// Words before a 4xx/5xx number that make it an HTTP status ("returns
+/// 404", "fails with 413", "error 500") rather than a count or a port.
+const STATUS_CONTEXT: &[&str] = &[
+    "return",
+    "returns",
+    "returned",
+    "returning",
+    "get",
+    "gets",
+    "getting",
+    "got",
+    "throw",
+    "throws",
+    "threw",
+    "throwing",
+    "give",
+    "gives",
+    "giving",
+    "gave",
+    "show",
+    "shows",
+    "showing",
+    "with",
+    "http",
+    "status",
+    "code",
+    "error",
+    "errors",
+    "fehler",
+    "greska",
+    "gresku",
+    "greske",
+    "answers",
+    "responds",
+    "serves",
+    "serving",
+    "hitting",
+    "seeing",
+];
+
+/// Words after a 4xx/5xx number that name an HTTP status.
+const STATUS_NAMES: &[&str] = &[
+    "bad",
+    "not",
+    "forbidden",
+    "unauthorized",
+    "internal",
+    "gateway",
+    "service",
+    "too",
+    "request",
+    "payload",
+    "entity",
+    "errors",
+    "error",
+    "everywhere",
+];
+
+/// Negators that, right before a verb of a service's normal function,
+/// report that the function is broken ("isn't syncing", "didn't come back",
+/// "won't start"). "dont" is left out: "don't update yet" is an instruction.
+const BROKEN_NEGATORS: &[&str] = &[
+    "not", "isnt", "arent", "wasnt", "werent", "doesnt", "didnt", "wont", "cant", "cannot",
+    "never", "longer", "couldnt", "aint", "hasnt", "havent",
+];
+
+/// Filler allowed between such a negator and the verb ("not even loading").
+const BROKEN_FILLER: &[&str] = &[
+    "be", "being", "get", "getting", "even", "really", "properly", "been",
+];
+
+/// Stems of verbs for what a service normally does.
+const FUNCTION_STEMS: &[&str] = &[
+    "sync",
+    "send",
+    "load",
+    "work",
+    "respond",
+    "start",
+    "connect",
+    "sav",
+    "resolv",
+    "arriv",
+    "deliver",
+    "render",
+    "upload",
+    "download",
+    "boot",
+    "reach",
+    "answer",
+    "process",
+    "accept",
+    "run",
+    "post",
+    "receiv",
+    "authenticat",
+    "updat",
+    "refresh",
+    "show",
+    "open",
+    "reply",
+];
+
+/// Names of systems an ops team runs: a clause naming one of these and a
+/// broken state (`STATES`) reports an incident.
+const SYSTEMS: &[&str] = &[
+    "mattermost",
+    "mm",
+    "planka",
+    "postgres*",
+    "pg",
+    "db",
+    "database*",
+    "nginx",
+    "traefik",
+    "ollama",
+    "docker",
+    "container*",
+    "api",
+    "site",
+    "server*",
+    "host*",
+    "box",
+    "queue*",
+    "bridge",
+    "webhook*",
+    "cert*",
+    "disk*",
+    "proxy",
+    "dns",
+    "vpn",
+    "smtp",
+    "mail*",
+    "replica*",
+    "backup*",
+    "board*",
+    "channel*",
+    "app",
+    "service*",
+    "bot",
+    "worker*",
+    "cron*",
+    "login",
+    "sso",
+    "registry",
+    "redis",
+    "volume*",
+    "network",
+    "wifi",
+    "model",
+    "gpu",
+    "mac",
+    "prod",
+    "staging",
+    "website",
+    "page",
+    "ssl",
+    "tls",
+    "portal",
+    "endpoint*",
+    "notifications",
+];
+
+/// Broken states that count only next to a named system (`SYSTEMS`)
+/// earlier in the same clause: "planka is acting up", "the queue is dead".
+const STATES: &[&str] = &[
+    "dead",
+    "died",
+    "dying",
+    "hung",
+    "frozen",
+    "freezes",
+    "freezing",
+    "wrong",
+    "weird",
+    "acting up",
+    "misbehaving",
+    "spinning",
+    "spins",
+    "sluggish",
+    "offline",
+    "unavailable",
+    "corrupt*",
+    "deleted",
+    "empty",
+    "by itself",
+    "instead of",
+    "wiped",
+    "dropped",
+    "full",
+    "restarted itself",
+    "rebooted itself",
+    "on fire",
+    "borked",
+    "hosed",
+    "flapping",
+];
+
 /// Built-in phrases: (phrase, weight). A trailing `*` on the last word
 /// matches any word with that prefix ("crash*" matches "crashed").
 const INCIDENT: &[(&str, i32)] = &[
@@ -112,6 +320,44 @@ const INCIDENT: &[(&str, i32)] = &[
     ("complaining", 2),
     ("swapping", 2),
     ("cant submit", 3),
+    ("connection reset", 3),
+    ("reset by peer", 3),
+    ("permission denied", 3),
+    ("access denied", 3),
+    ("rejected", 2),
+    ("refused", 2),
+    ("throws", 2),
+    ("throwing", 2),
+    ("lag", 2),
+    ("lagging", 2),
+    ("laggy", 2),
+    ("backing up", 2),
+    ("piling up", 2),
+    ("out of sync", 3),
+    ("stopped", 2),
+    ("keeps crash*", 3),
+    ("keeps fail*", 3),
+    ("crashloop*", 3),
+    ("restart loop", 3),
+    ("is empty", 2),
+    ("are empty", 2),
+    ("its empty", 2),
+    ("empty page", 2),
+    ("empty response", 2),
+    ("default page", 3),
+    ("welcome to nginx", 3),
+    ("disappeared", 2),
+    ("vanished", 2),
+    ("degraded", 3),
+    ("flaky", 2),
+    ("dropping", 2),
+    ("anyone else seeing", 2),
+    ("anyone else getting", 2),
+    ("anyone else having", 2),
+    ("is it just me", 2),
+    ("still down", 3),
+    ("no responde", 3),
+    ("no contesta", 3),
     // German
     ("funktioniert nicht", 3),
     ("geht nicht", 3),
@@ -120,17 +366,36 @@ const INCIDENT: &[(&str, i32)] = &[
     ("schlagt fehl", 3),
     ("ausgefallen", 3),
     ("dringend", 3),
+    ("fehler", 2),
+    ("fehlermeld*", 2),
+    ("kaputt", 3),
+    ("lauft nicht", 3),
+    ("reagiert nicht", 3),
+    ("absturz*", 3),
+    ("abgesturzt", 3),
+    ("sturzt ab", 3),
+    ("keine verbindung", 3),
+    ("hangt", 2),
     // Serbian
     ("ne radi", 3),
     ("pao", 3),
     ("pala", 3),
     ("hitno", 3),
     ("gresk*", 2),
+    ("ne odgovara", 3),
+    ("ne ucitava", 3),
+    ("nedostup*", 3),
+    ("puk*", 2),
     // Spanish
     ("no funciona", 3),
     ("caido", 3),
     ("no carga", 3),
     ("urgente", 3),
+    ("no anda", 3),
+    ("se cayo", 3),
+    ("fallando", 3),
+    ("falla", 2),
+    ("fallo", 2),
 ];
 
 const TASK: &[(&str, i32)] = &[
@@ -260,6 +525,14 @@ const ROUTINE: &[(&str, i32)] = &[
     ("just curious", 3),
     ("plenty of room", 3),
     ("tested", 2),
+    ("quick update", 3),
+    ("status update", 3),
+    ("finished", 2),
+    ("completed", 2),
+    ("smoothly", 3),
+    ("went fine", 3),
+    ("went well", 3),
+    ("no downtime", 3),
 ];
 
 /// One phrase that matched, for `ops-agent classify` to explain itself.
@@ -352,8 +625,13 @@ impl Rules {
         let mut hits = Vec::new();
         for p in &self.phrases {
             let mut found: Option<bool> = None; // Some(negated)
+            let action =
+                p.label == Label::Incident && FIRST_PERSON_ACTIONS.contains(&p.text.as_str());
             for clause in &clauses {
                 for start in matches(clause, &p.words) {
+                    if action && is_first_person(&clause[..start]) {
+                        continue;
+                    }
                     let negated = is_negated(&clause[..start]);
                     // A plain match beats a negated one elsewhere in the text.
                     found = Some(found.unwrap_or(true) && negated);
@@ -372,6 +650,15 @@ impl Rules {
                 label: p.label,
                 weight: p.weight,
                 negated,
+            });
+        }
+        for pattern in incident_patterns(&clauses) {
+            scores.incident += PATTERN_WEIGHT;
+            hits.push(Hit {
+                phrase: pattern.to_string(),
+                label: Label::Incident,
+                weight: PATTERN_WEIGHT,
+                negated: false,
             });
         }
         let label = if scores.incident > 0
@@ -395,6 +682,90 @@ impl Rules {
 /// Classifies `text` with the built-in rules plus `cfg`'s phrases.
 pub fn classify(text: &str, cfg: &ClassifyConfig) -> Verdict {
     Rules::new(cfg).classify(text)
+}
+
+/// Structural incident patterns found in the clauses, each named once:
+/// an HTTP error status in context, a negated service function ("isn't
+/// syncing", "didn't come back"), "keeps <verb>ing", and a named system
+/// followed by a broken state.
+fn incident_patterns(clauses: &[Vec<String>]) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    let mut add = |name: &'static str| {
+        if !found.contains(&name) {
+            found.push(name);
+        }
+    };
+    let states: Vec<Vec<String>> = STATES.iter().map(|s| words_of(s)).collect();
+    for clause in clauses {
+        for (i, w) in clause.iter().enumerate() {
+            let before = &clause[..i];
+            if is_http_error(w)
+                && (before
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .any(|b| STATUS_CONTEXT.contains(&b.as_str()))
+                    || clause
+                        .get(i + 1)
+                        .is_some_and(|n| STATUS_NAMES.contains(&n.as_str())))
+            {
+                add("<HTTP 4xx/5xx status>");
+            }
+            if BROKEN_NEGATORS.contains(&w.as_str())
+                && !(w == "longer" && before.last().map(String::as_str) != Some("no"))
+                && !is_first_person(before)
+            {
+                let mut rest = clause[i + 1..]
+                    .iter()
+                    .skip_while(|r| BROKEN_FILLER.contains(&r.as_str()));
+                if let Some(verb) = rest.next() {
+                    let back = matches!(verb.as_str(), "come" | "came" | "coming")
+                        && rest.next().map(String::as_str) == Some("back");
+                    if back || FUNCTION_STEMS.iter().any(|s| verb.starts_with(s)) {
+                        add("<negated service function>");
+                    }
+                }
+            }
+            if matches!(w.as_str(), "keeps" | "kept" | "keep")
+                && clause
+                    .get(i + 1)
+                    .is_some_and(|n| n.len() > 5 && n.ends_with("ing"))
+                && !is_first_person(before)
+            {
+                add("<keeps ...ing>");
+            }
+            if SYSTEMS.iter().any(|s| word_matches(s, w)) {
+                let after = &clause[i + 1..];
+                if states.iter().any(|st| {
+                    matches(after, st)
+                        .into_iter()
+                        .any(|k| !is_negated(&after[..k]))
+                }) {
+                    add("<named system in a broken state>");
+                }
+            }
+        }
+    }
+    found
+}
+
+/// "404", "500s", "5xx": an HTTP client or server error status.
+fn is_http_error(w: &str) -> bool {
+    let w = w.strip_suffix('s').unwrap_or(w);
+    let b = w.as_bytes();
+    b.len() == 3
+        && matches!(b[0], b'4' | b'5')
+        && ((b[1].is_ascii_digit() && b[2].is_ascii_digit()) || &b[1..] == b"xx")
+}
+
+/// Whether the writer is the subject of what follows: "I", "we" among the
+/// last two words.
+fn is_first_person(before: &[String]) -> bool {
+    before
+        .iter()
+        .rev()
+        .take(2)
+        .any(|w| FIRST_PERSON.contains(&w.as_str()))
 }
 
 /// Whether one of the last three words before a match negates it; a
@@ -421,12 +792,21 @@ fn matches(clause: &[String], phrase: &[String]) -> Vec<usize> {
             phrase
                 .iter()
                 .zip(&clause[i..])
-                .all(|(p, w)| match p.strip_suffix('*') {
-                    Some(prefix) => w.starts_with(prefix),
-                    None => p == w,
-                })
+                .all(|(p, w)| word_matches(p, w))
         })
         .collect()
+}
+
+/// One pattern word against one text word. A trailing `*` matches any
+/// letters after the prefix, but not digits: "fail*" matches "failed", not
+/// "fail2ban"; "500*" matches "500s", not "5000".
+fn word_matches(pattern: &str, word: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => word
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.chars().all(char::is_alphabetic)),
+        None => pattern == word,
+    }
 }
 
 /// Lowercase, diacritics folded, apostrophes removed.
@@ -568,20 +948,66 @@ mod tests {
     #[test]
     fn config_phrases_count_strongly() {
         let cfg = ClassifyConfig {
-            incident_phrases: vec!["kaputt".into()],
+            incident_phrases: vec!["im eimer".into()],
             task_phrases: vec!["ticket for".into()],
             routine_phrases: vec!["standup notes".into()],
         };
-        assert_eq!(classify("alles kaputt", &cfg).label, Label::Incident);
+        assert_eq!(classify("alles im eimer", &cfg).label, Label::Incident);
         assert_eq!(classify("Ticket for the new vpn", &cfg).label, Label::Task);
         assert_eq!(
             classify("standup notes: deploy went ok", &cfg).label,
             Label::Routine
         );
         assert_eq!(
-            classify("alles kaputt", &ClassifyConfig::default()).label,
+            classify("alles im eimer", &ClassifyConfig::default()).label,
             Label::Routine
         );
+    }
+
+    #[test]
+    fn structural_incident_patterns() {
+        let table = [
+            // HTTP status in context, not a count or a port.
+            ("the wiki returns 404 on every page", Label::Incident),
+            ("getting 429 from the registry", Label::Incident),
+            ("5xx everywhere on the proxy", Label::Incident),
+            ("we have 404 open tickets lol", Label::Routine),
+            ("planka listens on port 5000 now, fyi", Label::Routine),
+            // A negated service function.
+            ("the bridge isn't syncing", Label::Incident),
+            ("gitea didn't come back after the reboot", Label::Incident),
+            ("alerts are no longer being delivered", Label::Incident),
+            ("I didn't update the readme yet", Label::Routine),
+            (
+                "don't update the runner before friday, thanks",
+                Label::Routine,
+            ),
+            // Repetition of a failure.
+            ("the worker keeps dying", Label::Incident),
+            // A named system in a broken state.
+            ("the redis box is acting up", Label::Incident),
+            ("the planka board is empty", Label::Incident),
+            ("the planka board is not empty", Label::Routine),
+            ("I'll be offline tomorrow", Label::Routine),
+        ];
+        for (text, want) in table {
+            assert_eq!(label(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn first_person_actions_are_not_failures() {
+        assert_eq!(label("the sync job stopped at 3am"), Label::Incident);
+        assert_eq!(label("I stopped nginx for a minute"), Label::Routine);
+        assert_eq!(label("we just stopped the old runner"), Label::Routine);
+        assert_eq!(label("smtp auth rejected"), Label::Incident);
+    }
+
+    #[test]
+    fn prefixes_do_not_swallow_digits() {
+        assert_eq!(label("install fail2ban on the public host"), Label::Task);
+        assert_eq!(label("the job failed"), Label::Incident);
+        assert_eq!(label("500s on the api"), Label::Incident);
     }
 
     #[test]
