@@ -9,6 +9,7 @@
 //! open: task missing -> CreateTask; alert missing -> PostAlert
 //!       alerted, not acked, ack timeout passed, no follow-up yet -> FollowUp (once)
 //!       alerted, not acked, reminder interval since alert/last reminder -> Remind
+//!       alerted, acked, reminder interval since the ack/last reminder -> Remind
 //! healthy again -> MarkRecovered, then PostRecovery (in the alert's thread),
 //!       CommentCard, MoveCardDone, ResolveMc (each when applicable, once), Close
 //! ```
@@ -310,16 +311,27 @@ pub fn plan(
             }
             match (inc.alert_post_id.as_ref(), inc.alerted_ms) {
                 (None, _) => actions.push(Action::PostAlert { key }),
-                (Some(_), Some(alerted)) if inc.acked.is_none() => {
-                    if cfg.follow_up
-                        && inc.followed_up_ms.is_none()
-                        && now_ms - alerted >= cfg.ack_timeout_ms
-                    {
-                        actions.push(Action::FollowUp { key });
-                    } else if now_ms - inc.reminded_ms.unwrap_or(alerted) >= cfg.reminder_ms {
-                        actions.push(Action::Remind { key });
+                (Some(_), Some(alerted)) => match &inc.acked {
+                    None => {
+                        if cfg.follow_up
+                            && inc.followed_up_ms.is_none()
+                            && now_ms - alerted >= cfg.ack_timeout_ms
+                        {
+                            actions.push(Action::FollowUp { key });
+                        } else if now_ms - inc.reminded_ms.unwrap_or(alerted) >= cfg.reminder_ms {
+                            actions.push(Action::Remind { key });
+                        }
                     }
-                }
+                    // Acknowledged: quiet until it recovers or the reminder
+                    // interval passes since the acknowledgement (or the last
+                    // reminder), so a forgotten incident still resurfaces.
+                    Some(ack) => {
+                        let since = inc.reminded_ms.unwrap_or(0).max(ack.at_ms);
+                        if now_ms - since >= cfg.reminder_ms {
+                            actions.push(Action::Remind { key });
+                        }
+                    }
+                },
                 _ => {}
             }
             continue;
@@ -650,7 +662,7 @@ mod tests {
     }
 
     #[test]
-    fn an_acknowledged_alert_gets_no_follow_up_and_no_reminder() {
+    fn an_acknowledged_alert_gets_no_follow_up_and_a_reminder_only_after_the_interval() {
         let mut st = EscalationState::default();
         let c = cfg();
         let none = BTreeSet::new();
@@ -660,9 +672,14 @@ mod tests {
             at_ms: T0 + MIN,
             how: AckHow::Reaction,
         });
-        let cycles: Vec<_> = (1..100).map(|i| (i * 5, vec![failing("web")])).collect();
+        // Up to 235 minutes after the ack: nothing at all.
+        let cycles: Vec<_> = (1..48).map(|i| (i * 5, vec![failing("web")])).collect();
         let names = run(&mut st, &cycles, &none, &c, &[]);
         assert!(names.is_empty(), "{names:?}");
+        // 4 h after the ack, still failing: one reminder, then quiet again.
+        let cycles: Vec<_> = (48..90).map(|i| (i * 5, vec![failing("web")])).collect();
+        let names = run(&mut st, &cycles, &none, &c, &[]);
+        assert_eq!(names, ["remind"], "{names:?}");
     }
 
     #[test]
