@@ -1,5 +1,6 @@
 //! HTTP checks against fake endpoints: grading, concurrency under
-//! timeouts, and the re-probe of a flaky endpoint.
+//! timeouts, the re-probe of a flaky endpoint, and TLS verification
+//! against a self-signed certificate.
 
 mod support;
 
@@ -111,4 +112,39 @@ async fn a_flaky_endpoint_passes_on_reprobe_and_a_down_one_does_not() {
         "{}",
         results[1].reason
     );
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_is_critical_by_default() {
+    let fake = FakeEndpoints::start_tls().await;
+    let url = fake.url("/ok");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let check = http("tls", url.clone());
+    assert_eq!(check.verify_tls, None, "the default is what is under test");
+    let results = health::run_all(&ctx(10), &[check]).await;
+    let r = &results[0];
+    assert_eq!(r.status, Status::Critical, "{r:?}");
+    assert!(
+        r.reason.starts_with(&format!("GET {url}: ")),
+        "{}",
+        r.reason
+    );
+    assert!(r.reason.contains("certificate"), "{}", r.reason);
+    assert!(r.reason.contains("UnknownIssuer"), "{}", r.reason);
+    // Refused during the handshake: no request ever reached the endpoint.
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+}
+
+#[tokio::test]
+async fn verify_tls_false_accepts_a_self_signed_certificate() {
+    let fake = FakeEndpoints::start_tls().await;
+    let mut check = http("tls", fake.url("/ok"));
+    check.verify_tls = Some(false);
+    check.body_contains = Some("\"status\":\"OK\"".into());
+    let results = health::run_all(&ctx(10), &[check]).await;
+    let r = &results[0];
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert!(r.reason.contains("HTTP 200"), "{}", r.reason);
+    assert!(!r.reprobed, "{r:?}");
+    assert_eq!(fake.requests(), [("GET".to_string(), "/ok".to_string())]);
 }
