@@ -47,7 +47,7 @@ pub async fn run_once(config: &Config, opts: RunOptions) -> Result<CycleReport> 
     let mut cycle = Cycle::start(config, opts)?;
     let chat = cycle.poll_mattermost().await; // 1
     let llm = cycle.llm_for(&chat);
-    let trackers = Trackers::new(config);
+    let trackers = Trackers::new(config)?;
     cycle.classify(&chat, llm.as_ref()).await; // 2
     cycle
         .file_tasks_and_reply(&chat, llm.as_ref(), &trackers)
@@ -66,23 +66,22 @@ pub async fn run_once(config: &Config, opts: RunOptions) -> Result<CycleReport> 
         &config.fix,
         cycle.now,
     );
-    cycle
-        .escalate(&chat, &services, &silenced, &trackers)
-        .await?; // 7
+    cycle.escalate(&chat, &services, &silenced, &trackers).await; // 7
     cycle.send_intel().await; // 8
     cycle.finish() // 9
 }
 
 /// MC and Planka, built once and shared by the tasks and escalation stages.
 struct Trackers {
-    mc: std::result::Result<McBackend, String>,
+    mc: McBackend,
     planka: Option<PlankaClient>,
 }
 
 impl Trackers {
-    fn new(config: &Config) -> Trackers {
-        let mc = McBackend::from_config(&config.mc, config.paths.ledger.clone())
-            .map_err(|e| format!("{e:#}"));
+    /// Fails only on what config validation already rules out (a bad id
+    /// regex), so a failure here means the cycle cannot run at all.
+    fn new(config: &Config) -> Result<Trackers> {
+        let mc = McBackend::from_config(&config.mc, config.paths.ledger.clone())?;
         let planka = if config.planka.enabled() {
             PlankaClient::new(
                 &config.planka,
@@ -93,35 +92,33 @@ impl Trackers {
         } else {
             None
         };
-        Trackers { mc, planka }
+        Ok(Trackers { mc, planka })
     }
 
-    /// Where tasks go, or `None` when MC itself is unusable.
-    fn targets(&self, dry_run: bool) -> Option<Targets<'_>> {
-        self.mc.as_ref().ok().map(|mc| Targets {
-            mc,
+    /// Where tasks go.
+    fn targets(&self, dry_run: bool) -> Targets<'_> {
+        Targets {
+            mc: &self.mc,
             planka: self.planka.as_ref(),
             dry_run,
-        })
+        }
     }
 }
 
-/// What the chat stages work on: the poll's result, or why there is none.
-enum Chat {
-    /// No credentials: nothing to read, so nothing before now is unhandled.
-    NotConfigured,
-    /// Mattermost down or cut by the deadline: the cursor stays.
-    Unavailable,
-    /// The poll ran (boxed: the one large variant, made once per cycle).
-    Polled(Box<(mattermost::Client, PollOutcome)>),
+/// What the chat stages work on.
+struct Chat {
+    /// `None`: no credentials, so nothing to read and nothing before now
+    /// is unhandled. Kept when Mattermost is down, for the escalation
+    /// stage (an alert post is then owed, not skipped).
+    client: Option<mattermost::Client>,
+    /// `None`: not polled this cycle (not configured, down, or cut by the
+    /// deadline); the cursor then stays where it was.
+    poll: Option<PollOutcome>,
 }
 
 impl Chat {
     fn posts(&self) -> &[NewPost] {
-        match self {
-            Chat::Polled(p) => &p.1.posts,
-            _ => &[],
-        }
+        self.poll.as_ref().map_or(&[], |p| p.posts.as_slice())
     }
 }
 
@@ -208,7 +205,10 @@ impl<'a> Cycle<'a> {
                         Outcome::Skipped(format!("not configured: {e:#}")),
                         ms(t),
                     );
-                    return Chat::NotConfigured;
+                    return Chat {
+                        client: None,
+                        poll: None,
+                    };
                 }
             };
         let poll = mattermost::poll(
@@ -248,7 +248,10 @@ impl<'a> Cycle<'a> {
                     Outcome::Degraded(format!("{detail}; {}", failed.join("; ")))
                 };
                 self.report.push("mattermost", result, ms(t));
-                Chat::Polled(Box::new((client, outcome)))
+                Chat {
+                    client: Some(client),
+                    poll: Some(outcome),
+                }
             }
             Ok(Err(e)) => {
                 tracing::warn!("Mattermost unusable, chat skipped this cycle: {e}");
@@ -257,13 +260,19 @@ impl<'a> Cycle<'a> {
                     .insert("mm_requests".into(), client.requests().into());
                 self.report
                     .push("mattermost", Outcome::Degraded(e.to_string()), ms(t));
-                Chat::Unavailable
+                Chat {
+                    client: Some(client),
+                    poll: None,
+                }
             }
             Err(cut) => {
                 self.report.deadline_hit = true;
                 self.report
                     .push("mattermost", Outcome::Skipped(cut.to_string()), ms(t));
-                Chat::Unavailable
+                Chat {
+                    client: Some(client),
+                    poll: None,
+                }
             }
         }
     }
@@ -339,17 +348,7 @@ impl<'a> Cycle<'a> {
     ) -> Result<()> {
         let t = Instant::now();
         let config = self.config;
-        let Some(targets) = trackers.targets(self.opts.dry_run) else {
-            let why = trackers.mc.as_ref().err().cloned().unwrap_or_default();
-            self.report.push(
-                "tasks",
-                Outcome::Failed(format!("MC not usable: {why}")),
-                ms(t),
-            );
-            self.report
-                .push("reply", Outcome::Skipped("no tasks".into()), 0);
-            return Ok(());
-        };
+        let targets = trackers.targets(self.opts.dry_run);
         let retried = within(
             self.chat_deadline,
             outbox::retry_outbox(targets, &mut self.runtime.tasks, self.now),
@@ -357,8 +356,7 @@ impl<'a> Cycle<'a> {
         .await
         .unwrap_or_default();
         let mut posts_done = 0u64;
-        if let Chat::Polled(polled) = chat {
-            let (client, outcome) = &**polled;
+        if let (Some(client), Some(outcome)) = (&chat.client, &chat.poll) {
             let last = self.runtime.last_cycle.clone();
             let act = Act {
                 config,
@@ -476,9 +474,8 @@ impl<'a> Cycle<'a> {
     /// Moves `last_check_ms` only over posts that were fully handled.
     fn move_cursor(&mut self, chat: &Chat) {
         let now_ms = self.now.timestamp_millis();
-        match chat {
-            Chat::Polled(polled) => {
-                let outcome = &polled.1;
+        match (&chat.client, &chat.poll) {
+            (_, Some(outcome)) => {
                 let rt = &mut self.runtime;
                 let next = mattermost::next_cursor(
                     rt.last_check_ms,
@@ -495,8 +492,8 @@ impl<'a> Cycle<'a> {
                 rt.chat.progress.retain(|_, p| p.create_at > week_ago);
                 rt.last_check_ms = Some(next);
             }
-            Chat::NotConfigured => self.runtime.last_check_ms = Some(now_ms),
-            Chat::Unavailable => {}
+            (None, None) => self.runtime.last_check_ms = Some(now_ms),
+            (Some(_), None) => {}
         }
     }
 
@@ -646,21 +643,14 @@ impl<'a> Cycle<'a> {
         services: &[ServiceSummary],
         silenced: &BTreeSet<String>,
         trackers: &Trackers,
-    ) -> Result<()> {
+    ) {
         let t = Instant::now();
         // Mattermost down: tasks are still made and the alert post is owed.
-        let own_client;
-        let mm = match chat {
-            Chat::Polled(p) => Some(&p.0),
-            _ => {
-                own_client = mattermost::Client::from_config(
-                    &self.config.mattermost,
-                    &self.config.paths.token_cache,
-                )
-                .ok();
-                own_client.as_ref()
-            }
-        };
+        let mm = chat.client.as_ref();
+        if let Some(mm) = mm {
+            // The chat deadline has passed by now; 429 waits may use the rest.
+            mm.set_deadline(self.deadline);
+        }
         let config = self.config;
         let ctx = escalate::Ctx {
             cfg: &config.escalation,
@@ -669,7 +659,7 @@ impl<'a> Cycle<'a> {
             alert_channel: &config.mattermost.alert_channel,
             max_chars: config.mattermost.max_reply_chars,
             team_ids: &self.runtime.mattermost.teams.clone(),
-            targets: trackers.targets(self.opts.dry_run),
+            targets: Some(trackers.targets(self.opts.dry_run)),
             owner: &config.agent.owner,
             billing: &config.billing,
             pass_env: &config.mc.pass_env,
@@ -685,6 +675,13 @@ impl<'a> Cycle<'a> {
         );
         match within(self.deadline, run).await {
             Ok(out) => {
+                // Alerts and tasks just made: save now, so a crash before the
+                // end of the cycle cannot lose the record of them.
+                if !out.performed.is_empty() {
+                    if let Err(e) = self.save() {
+                        tracing::error!("State not saved after escalating: {e:#}");
+                    }
+                }
                 for line in &out.performed {
                     tracing::warn!("Escalation: {line}");
                 }
@@ -705,7 +702,6 @@ impl<'a> Cycle<'a> {
                     .push("escalate", Outcome::Skipped(cut.to_string()), ms(t));
             }
         }
-        self.save()
     }
 
     /// Stage 8: the cycle summary to HiveMind, when configured.
