@@ -254,6 +254,13 @@ fn a_crash_after_replying_before_saving_state_repeats_nothing() {
         "no second reply after a crash"
     );
     assert_eq!(w.sb.ledger_tasks().len(), 1, "no second task after a crash");
+    // Who the agent is comes from the state's cache after the first cycle.
+    let me =
+        w.mm.requests()
+            .iter()
+            .filter(|r| r.path == "/api/v4/users/me")
+            .count();
+    assert_eq!(me, 1, "users/me asked once");
     assert_eq!(w.planka.cards().len(), 1, "no second card after a crash");
 }
 

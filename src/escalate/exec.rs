@@ -175,13 +175,6 @@ fn adopt_task_ids(state: &mut EscalationState, tasks: &TaskState) {
     }
 }
 
-async fn own_id(mm: &Client) -> Result<String> {
-    match mm.own_user_id() {
-        Some(id) => Ok(id),
-        None => Ok(mm.me().await?.id),
-    }
-}
-
 /// Marks alerts acknowledged: a reaction by anyone but the agent, else a
 /// reply in the thread by a person (not the agent, a bot or a webhook).
 async fn observe_acks(mm: &Client, state: &mut EscalationState, out: &mut EscalateOutcome) {
@@ -194,7 +187,7 @@ async fn observe_acks(mm: &Client, state: &mut EscalationState, out: &mut Escala
     if waiting.is_empty() {
         return;
     }
-    let own = match own_id(mm).await {
+    let own = match mm.own_id().await {
         Ok(id) => id,
         Err(e) => {
             out.errors.push(format!("acknowledgements not read: {e:#}"));
@@ -553,7 +546,7 @@ async fn post_once(
     text: &str,
     max_chars: usize,
 ) -> Result<String> {
-    let own = own_id(mm).await?;
+    let own = mm.own_id().await?;
     let existing = match root {
         Some(r) => mm.thread(r).await?,
         None => mm.posts_page(channel_id, 0, ALERT_LOOKBACK_POSTS).await?,

@@ -176,15 +176,21 @@ pub struct Post {
     pub props: Map<String, Value>,
 }
 
+/// True when a boolean-ish prop is set: the server writes `"true"`
+/// (string) but older integrations send a JSON boolean.
+pub fn prop_flag(props: &Map<String, Value>, key: &str) -> bool {
+    match props.get(key) {
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        Some(Value::Bool(b)) => *b,
+        _ => false,
+    }
+}
+
 impl Post {
     /// True when a boolean-ish prop is set: the server writes `"true"`
     /// (string) but older integrations send a JSON boolean.
     pub fn prop_flag(&self, key: &str) -> bool {
-        match self.props.get(key) {
-            Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
-            Some(Value::Bool(b)) => *b,
-            _ => false,
-        }
+        prop_flag(&self.props, key)
     }
 
     /// A string prop, if present.
@@ -374,6 +380,24 @@ impl Client {
     /// The agent's own user id, once known (from login or [`Client::me`]).
     pub fn own_user_id(&self) -> Option<String> {
         self.user_id.lock().unwrap().clone()
+    }
+
+    /// Remembers the agent's id found in the state's cache, so replies and
+    /// alerts do not ask `users/me` again this cycle.
+    pub fn set_own_user_id(&self, id: &str) {
+        self.user_id
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| id.to_string());
+    }
+
+    /// The agent's own user id: known from the login or the cache, else
+    /// asked once with `GET /users/me`.
+    pub async fn own_id(&self) -> Result<String, MmError> {
+        match self.own_user_id() {
+            Some(id) => Ok(id),
+            None => Ok(self.me().await?.id),
+        }
     }
 
     fn url(&self, path: &str) -> String {

@@ -547,6 +547,7 @@ async fn ensure_me(client: &Client, state: &mut MmState, now_ms: i64) -> Result<
         .filter(|m| now_ms - m.checked_ms <= USER_CACHE_MS)
         .filter(|m| client.own_user_id().is_none_or(|id| id == m.id));
     if let Some(m) = fresh {
+        client.set_own_user_id(&m.id);
         return Ok(m.id.clone());
     }
     let u = client.me().await?;

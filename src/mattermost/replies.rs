@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::client::{Client, CreatePost};
+use super::client::{prop_flag, Client, CreatePost};
 use super::poll::NewPost;
 
 /// Post prop naming the post a reply answers; how a repeated cycle finds
@@ -65,21 +65,14 @@ pub async fn reply_in_thread(
     source_post_id: &str,
     max_chars: usize,
 ) -> Result<ReplyOutcome> {
-    let own = match client.own_user_id() {
-        Some(id) => id,
-        None => client.me().await?.id,
-    };
+    let own = client.own_id().await?;
     if post.user_id == own || post.props.contains_key(REPLY_PROP) {
         bail!(
             "refusing to reply to post {}: it is the agent's own post",
             post.id
         );
     }
-    let flag = |k: &str| match post.props.get(k) {
-        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
-        Some(Value::Bool(b)) => *b,
-        _ => false,
-    };
+    let flag = |k: &str| prop_flag(&post.props, k);
     if post.is_bot || flag("from_bot") || flag("from_webhook") {
         bail!(
             "refusing to reply to post {}: it was written by a bot or webhook",
