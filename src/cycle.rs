@@ -661,7 +661,6 @@ impl<'a> Cycle<'a> {
             team_ids: &self.runtime.mattermost.teams.clone(),
             targets: Some(trackers.targets(self.opts.dry_run)),
             owner: &config.agent.owner,
-            billing: &config.billing,
             pass_env: &config.mc.pass_env,
             dry_run: self.opts.dry_run,
         };

@@ -19,7 +19,6 @@ use ops_agent::tasks::ledger::Ledger;
 use ops_agent::tasks::mc::{McBackend, McConfig};
 use ops_agent::tasks::outbox::{Targets, TaskState};
 use ops_agent::tasks::planka::{BoardTarget, PlankaClient, PlankaConfig};
-use ops_agent::tasks::BillingConfig;
 use support::mattermost::{FakeMattermost, FakePost, Mode};
 use support::planka::{FakePlanka, PASSWORD, USERNAME};
 
@@ -39,7 +38,6 @@ struct World {
     mc: McBackend,
     cfg: EscalationConfig,
     checks: Vec<CheckConfig>,
-    billing: BillingConfig,
     team_ids: BTreeMap<String, String>,
     agent: String,
     alice: String,
@@ -128,7 +126,6 @@ impl World {
             mc,
             cfg,
             checks: vec![web],
-            billing: BillingConfig::default(),
             team_ids: BTreeMap::new(),
             agent,
             alice,
@@ -173,7 +170,6 @@ impl World {
                 dry_run: false,
             }),
             owner: "ops",
-            billing: &self.billing,
             pass_env: &[],
             dry_run: false,
         };

@@ -392,7 +392,6 @@ async fn escalation_queued_on_mc_failure_is_created_once_by_retry() {
         "3 restarts failed",
         "ops",
         Some("basic"),
-        &BillingConfig::default(),
     );
     let err = ensure_task(&t, e.targets(), &mut state, now())
         .await

@@ -31,7 +31,7 @@ use crate::report::Outcome;
 use crate::silence::{self, human_ms, ChatAnswer};
 use crate::tasks::mc::{run_argv, substitute_with};
 use crate::tasks::outbox::{ensure_task, CardOutcome, Targets, TaskState, WorkKind};
-use crate::tasks::{BillingConfig, Tag, Task};
+use crate::tasks::Task;
 
 /// Post prop holding the incident key on every incident post.
 pub const INCIDENT_PROP: &str = "ops_agent_incident";
@@ -58,8 +58,6 @@ pub struct Ctx<'a> {
     pub targets: Option<Targets<'a>>,
     /// `agent.owner`, the task owner.
     pub owner: &'a str,
-    /// `[billing]`.
-    pub billing: &'a BillingConfig,
     /// Environment passed to the resolve command (`mc.pass_env`).
     pub pass_env: &'a [String],
     /// Say what would be done; do nothing.
@@ -270,7 +268,7 @@ async fn perform(
             }
             let team = ctx.team();
             let inc = incident(state, key)?;
-            let task = escalation_task(inc, ctx.owner, &team, ctx.billing);
+            let task = escalation_task(inc, ctx.owner, &team);
             match ensure_task(&task, targets, tasks, now).await {
                 Ok(o) => {
                     inc.task_id = Some(o.task_ref.id.clone());
@@ -435,12 +433,10 @@ async fn perform(
 
 /// The escalation task: HIGH, INTERNAL (our own work whatever the alert
 /// channel's team), source = the incident key, on the alert team's board.
-pub fn escalation_task(inc: &Incident, owner: &str, team: &str, billing: &BillingConfig) -> Task {
+pub fn escalation_task(inc: &Incident, owner: &str, team: &str) -> Task {
     let summary = format!("{} failing: {}", inc.service, inc.why);
     let team = (!team.is_empty()).then_some(team);
-    let mut task = Task::escalation(&inc.key, &summary, &inc.details, owner, team, billing);
-    task.tag = Tag::Internal;
-    task
+    Task::escalation(&inc.key, &summary, &inc.details, owner, team)
 }
 
 /// The resolve argv: `~` expanded, `{task_id}` and `{source}` substituted.
@@ -657,8 +653,8 @@ mod tests {
             details: "web is critical".into(),
             ..Default::default()
         };
-        let t = escalation_task(&inc, "ops", "wizard", &BillingConfig::default());
-        assert_eq!(t.tag, Tag::Internal);
+        let t = escalation_task(&inc, "ops", "wizard");
+        assert_eq!(t.tag, crate::tasks::Tag::Internal);
         assert_eq!(t.priority, crate::tasks::Priority::High);
         assert_eq!(t.source, inc.key);
         assert_eq!(t.team, "wizard");

@@ -22,8 +22,6 @@
 pub mod exec;
 pub mod plan;
 
-use std::collections::BTreeSet;
-
 use anyhow::{bail, Result};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -278,11 +276,6 @@ impl EscalationState {
             let excess = self.closed.len().saturating_sub(KEEP_CLOSED);
             self.closed.drain(..excess);
         }
-    }
-
-    /// Services with an incident still failing.
-    pub fn failing_services(&self) -> BTreeSet<String> {
-        self.open().iter().map(|i| i.service.clone()).collect()
     }
 
     /// Whether a post with this `root_id` is a reply in one of the agent's

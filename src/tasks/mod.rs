@@ -217,17 +217,16 @@ impl Task {
         }
     }
 
-    /// Builds the HIGH priority task of a health escalation. `incident_key`
-    /// (`service:issue`) is the idempotency key, so one incident makes one
-    /// task however many cycles it lasts. `team` chooses the board and tag
-    /// (an escalation without a team is our own, INTERNAL, work).
+    /// Builds the HIGH priority task of a health escalation: our own
+    /// stack failing is INTERNAL work whoever's board it lands on.
+    /// `incident_key` is the idempotency key, so one incident makes one task
+    /// however many cycles it lasts; `team` chooses the board.
     pub fn escalation(
         incident_key: &str,
         summary: &str,
         details: &str,
         owner: &str,
         team: Option<&str>,
-        billing: &BillingConfig,
     ) -> Task {
         let title = title_from_message(summary);
         Task {
@@ -237,7 +236,7 @@ impl Task {
                 details.trim_end()
             ),
             owner: owner.to_string(),
-            tag: team.map(|t| billing.tag_for(t)).unwrap_or(Tag::Internal),
+            tag: Tag::Internal,
             priority: Priority::High,
             source: incident_key.to_string(),
             label: LABEL_ESCALATION.to_string(),
@@ -358,8 +357,7 @@ mod tests {
             "web is down",
             "3 fixes failed",
             "ops",
-            None,
-            &BillingConfig::default(),
+            Some("wizard"),
         );
         assert_eq!(
             (e.priority, e.tag, e.label.as_str()),
