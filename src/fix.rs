@@ -572,46 +572,52 @@ impl FixReport {
 }
 
 /// Runs the action once, under its timeout. Returns what was done.
+///
+/// A `command` runs through [`crate::tasks::mc::run_argv`], the crate's one
+/// way to run a configured command: a clean environment (PATH and HOME
+/// only, so the agent's tokens and passwords never reach it), its own
+/// process group killed on timeout, a bounded stderr tail. `launchctl` and
+/// `systemctl` are fixed system tools and go through
+/// [`health::daemon::run_tool`].
 pub async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -> Result<String> {
     let timeout = Duration::from_secs(spec.timeout_secs);
     let what = spec.describe(check);
-    let work = async {
-        match spec.action {
-            FixAction::RestartContainer => {
-                let docker = ctx.docker.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                docker
-                    .restart(
-                        check.container.as_deref().unwrap_or_default(),
-                        RESTART_STOP_SECS,
-                    )
-                    .await
-            }
-            FixAction::Kickstart => {
-                let target = format!(
-                    "gui/{}/{}",
-                    current_uid(),
-                    check.label.as_deref().unwrap_or_default()
-                );
-                tool_ok("launchctl", &["kickstart", "-k", &target], timeout).await
-            }
-            FixAction::RestartUnit => {
-                let unit = check.unit.as_deref().unwrap_or_default();
-                tool_ok("systemctl", &["--user", "restart", unit], timeout).await
-            }
-            FixAction::Command => {
-                let argv = spec.command.clone().unwrap_or_default();
-                let (prog, args) = argv.split_first().context("empty fix command")?;
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                tool_ok(prog, &args, timeout).await
-            }
+    let no_result = || format!("{what}: no result within {}s", spec.timeout_secs);
+    match spec.action {
+        FixAction::RestartContainer => {
+            let docker = ctx.docker.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let restart = docker.restart(
+                check.container.as_deref().unwrap_or_default(),
+                RESTART_STOP_SECS,
+            );
+            tokio::time::timeout(timeout, restart)
+                .await
+                .with_context(no_result)??;
         }
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .with_context(|| format!("{what}: no result within {}s", spec.timeout_secs))??;
+        FixAction::Kickstart => {
+            let target = format!(
+                "gui/{}/{}",
+                current_uid(),
+                check.label.as_deref().unwrap_or_default()
+            );
+            tool_ok("launchctl", &["kickstart", "-k", &target], timeout).await?;
+        }
+        FixAction::RestartUnit => {
+            let unit = check.unit.as_deref().unwrap_or_default();
+            tool_ok("systemctl", &["--user", "restart", unit], timeout).await?;
+        }
+        FixAction::Command => {
+            // run_argv enforces the timeout itself; an outer timeout would
+            // drop the child before its process group is killed.
+            let argv = spec.command.clone().unwrap_or_default();
+            crate::tasks::mc::run_argv(&argv, timeout, &[], "fix command").await?;
+        }
+    }
     Ok(what)
 }
 
+/// Runs a system tool (launchctl, systemctl) and fails on a non-zero exit,
+/// with the first line of its stderr. `run_tool` bounds it by `timeout`.
 async fn tool_ok(program: &str, args: &[&str], timeout: Duration) -> Result<()> {
     let out = health::daemon::run_tool(program, args, timeout).await?;
     if out.code != Some(0) {
@@ -629,12 +635,16 @@ async fn tool_ok(program: &str, args: &[&str], timeout: Duration) -> Result<()> 
     Ok(())
 }
 
-/// Runs the action, waits the settle time and re-checks: the outcome and
-/// its detail. A docker restart also needs `State.StartedAt` to have moved,
-/// so "verified" always means the container really restarted.
+/// Runs the fix of `check`, waits the settle time and re-runs `verify`
+/// (the failing check: `check` itself, or e.g. the HTTP endpoint behind
+/// the container). Returns the outcome, its detail and `verify`'s result.
+/// When `verify` is another check, `check` is re-run too, because only it
+/// knows whether the service is still booting and when its container
+/// started; see [`judge`].
 pub async fn act_and_verify(
     ctx: &HealthContext,
     check: &CheckConfig,
+    verify: &CheckConfig,
     spec: &FixSpec,
 ) -> (Outcome, String, Option<CheckResult>) {
     let before = match (&ctx.docker, spec.action) {
@@ -650,37 +660,63 @@ pub async fn act_and_verify(
         return (Outcome::Failed, format!("{e:#}"), None);
     }
     tokio::time::sleep(Duration::from_secs(spec.settle_secs)).await;
-    let after = health::run_one(ctx, check).await;
+    let (after, owner) = if verify.name == check.name {
+        (health::run_one(ctx, verify).await, None)
+    } else {
+        let (a, o) = tokio::join!(health::run_one(ctx, verify), health::run_one(ctx, check));
+        (a, Some(o))
+    };
+    let (outcome, detail) = judge(spec, before.as_deref(), &after, owner.as_ref());
+    (outcome, detail, Some(after))
+}
+
+/// How an attempt ended, from the re-checks after the settle time. Pure.
+///
+/// `verify` is the failing check re-run; `owner` the check that owns the
+/// fix, re-run, when that is another check (`None`: `verify` is the
+/// owner). In order: a container restart whose `State.StartedAt` did not
+/// move away from `started_before` is `Failed` whatever the checks say (so
+/// "verified" always means the container really restarted); a service
+/// still booting (either check `starting`) is `Pending`, never `Failed`;
+/// then the verifying check decides.
+pub fn judge(
+    spec: &FixSpec,
+    started_before: Option<&str>,
+    verify: &CheckResult,
+    owner: Option<&CheckResult>,
+) -> (Outcome, String) {
+    let reasons = match owner {
+        Some(o) => format!("{}; {}", verify.reason, o.reason),
+        None => verify.reason.clone(),
+    };
+    let owner = owner.unwrap_or(verify);
     if spec.action == FixAction::RestartContainer {
-        let now_started = after.container.as_ref().and_then(|f| f.started_at.clone());
-        if now_started.is_none() || now_started == before {
+        let now_started = owner
+            .container
+            .as_ref()
+            .and_then(|f| f.started_at.as_deref());
+        if now_started.is_none() || now_started == started_before {
             return (
                 Outcome::Failed,
                 format!(
                     "State.StartedAt did not change ({}); {}",
-                    before.as_deref().unwrap_or("never started"),
-                    after.reason
+                    started_before.unwrap_or("never started"),
+                    reasons
                 ),
-                Some(after),
             );
         }
     }
-    let outcome = if after.starting {
-        Outcome::Pending
-    } else if after.status.is_failure() {
-        Outcome::Failed
+    if verify.starting || owner.starting {
+        return (
+            Outcome::Pending,
+            format!("still starting after {}s: {}", spec.settle_secs, reasons),
+        );
+    }
+    if verify.status.is_failure() {
+        (Outcome::Failed, verify.reason.clone())
     } else {
-        Outcome::Verified
-    };
-    let detail = if after.starting {
-        format!(
-            "still starting after {}s: {}",
-            spec.settle_secs, after.reason
-        )
-    } else {
-        after.reason.clone()
-    };
-    (outcome, detail, Some(after))
+        (Outcome::Verified, verify.reason.clone())
+    }
 }
 
 /// The cycle's fix stage: for every service with a failing (flap-guarded,
@@ -799,23 +835,7 @@ pub async fn run_fixes(
         .map(|(service, issue, check, spec, verify, action)| {
             let ctx = ctx.clone();
             let task = tokio::spawn(async move {
-                let (outcome, detail, _) = if verify.name == check.name {
-                    act_and_verify(&ctx, &check, &spec).await
-                } else {
-                    match execute(&ctx, &check, &spec).await {
-                        Err(e) => (Outcome::Failed, format!("{e:#}"), None),
-                        Ok(_) => {
-                            tokio::time::sleep(Duration::from_secs(spec.settle_secs)).await;
-                            let r = health::run_one(&ctx, &verify).await;
-                            let o = if r.status.is_failure() {
-                                Outcome::Failed
-                            } else {
-                                Outcome::Verified
-                            };
-                            (o, r.reason.clone(), Some(r))
-                        }
-                    }
-                };
+                let (outcome, detail, _) = act_and_verify(&ctx, &check, &verify, &spec).await;
                 (outcome, detail)
             });
             (service, issue, action, task)
@@ -917,7 +937,7 @@ pub async fn run_manual(
     history
         .save(history_path)
         .context("not acting without a record of the attempt")?;
-    let (outcome, detail, _) = act_and_verify(ctx, check, spec).await;
+    let (outcome, detail, _) = act_and_verify(ctx, check, check, spec).await;
     history.set_outcome(service, now_ms, outcome, detail.clone());
     history.save(history_path)?;
     Ok((
@@ -1149,6 +1169,150 @@ mod tests {
         ];
         for (name, fix, h, facts, opts, want) in table {
             assert_eq!(decide("web", fix, h, &p, now, facts, opts), want, "{name}");
+        }
+    }
+
+    fn result(name: &str, status: health::Status, starting: bool) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            kind: CheckKind::Http,
+            service: "web".into(),
+            status,
+            reason: format!("{name} {}", status.as_str()),
+            latency_ms: 1,
+            starting,
+            reprobed: false,
+            blocked_by: None,
+            container: None,
+        }
+    }
+
+    fn container(
+        name: &str,
+        started_at: &str,
+        status: health::Status,
+        starting: bool,
+    ) -> CheckResult {
+        CheckResult {
+            kind: CheckKind::Docker,
+            container: Some(health::docker::ContainerFacts {
+                status: "running".into(),
+                running: true,
+                health: None,
+                health_output: None,
+                started_at: Some(started_at.into()),
+                restart_count: 0,
+                exit_code: Some(0),
+            }),
+            ..result(name, status, starting)
+        }
+    }
+
+    #[test]
+    fn judging_the_recheck_after_a_fix() {
+        use health::Status::{Critical, Ok as Fine, Warn};
+        let restart = FixSpec::new(FixAction::RestartContainer);
+        let unit = FixSpec::new(FixAction::RestartUnit);
+        let t0 = "2024-05-01T10:01:00Z";
+        let t1 = "2024-05-01T10:02:00Z";
+        let http_ok = result("web-http", Fine, false);
+        let http_down = result("web-http", Critical, false);
+        type Row<'a> = (
+            &'a str,
+            &'a FixSpec,
+            Option<&'a str>,
+            CheckResult,
+            Option<CheckResult>,
+            Outcome,
+            &'a str,
+        );
+        let table: Vec<Row> = vec![
+            (
+                "own check, restarted and healthy",
+                &restart,
+                Some(t0),
+                container("web", t1, Fine, false),
+                None,
+                Outcome::Verified,
+                "web ok",
+            ),
+            (
+                "own check, StartedAt unchanged",
+                &restart,
+                Some(t0),
+                container("web", t0, Fine, false),
+                None,
+                Outcome::Failed,
+                "State.StartedAt did not change",
+            ),
+            (
+                "own check, still starting",
+                &restart,
+                Some(t0),
+                container("web", t1, Warn, true),
+                None,
+                Outcome::Pending,
+                "still starting after 10s",
+            ),
+            (
+                "endpoint answers, container restarted",
+                &restart,
+                Some(t0),
+                http_ok.clone(),
+                Some(container("web", t1, Fine, false)),
+                Outcome::Verified,
+                "web-http ok",
+            ),
+            (
+                "endpoint answers but the container never restarted",
+                &restart,
+                Some(t0),
+                http_ok.clone(),
+                Some(container("web", t0, Fine, false)),
+                Outcome::Failed,
+                "State.StartedAt did not change (2024-05-01T10:01:00Z); web-http ok; web ok",
+            ),
+            (
+                "endpoint down while the container boots",
+                &restart,
+                Some(t0),
+                http_down.clone(),
+                Some(container("web", t1, Warn, true)),
+                Outcome::Pending,
+                "still starting after 10s: web-http critical; web warn",
+            ),
+            (
+                "endpoint still down, container up",
+                &restart,
+                Some(t0),
+                http_down.clone(),
+                Some(container("web", t1, Fine, false)),
+                Outcome::Failed,
+                "web-http critical",
+            ),
+            (
+                "unit activating behind its endpoint",
+                &unit,
+                None,
+                http_down,
+                Some(result("web.service", Warn, true)),
+                Outcome::Pending,
+                "still starting",
+            ),
+            (
+                "no StartedAt needed for a unit",
+                &unit,
+                None,
+                http_ok,
+                Some(result("web.service", Fine, false)),
+                Outcome::Verified,
+                "web-http ok",
+            ),
+        ];
+        for (name, spec, before, verify, owner, want, detail) in table {
+            let (got, why) = judge(spec, before, &verify, owner.as_ref());
+            assert_eq!(got, want, "{name}: {why}");
+            assert!(why.contains(detail), "{name}: {why}");
         }
     }
 

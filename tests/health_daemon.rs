@@ -23,9 +23,15 @@ fn daemon_dir() -> &'static Path {
         // Set once, before any test spawns a process.
         std::env::set_var("PATH", format!("{}:{path}", bin.display()));
         std::env::set_var("OPS_FAKE_DAEMON_DIR", &dir);
+        // Stands for the agent's tokens and passwords: a fix command must
+        // never see it.
+        std::env::set_var(SECRET_VAR, "not-for-fix-commands");
         dir
     })
 }
+
+/// A variable of the agent's environment (set once in [`daemon_dir`]).
+const SECRET_VAR: &str = "OPS_AGENT_TEST_FIX_SECRET_7F3A";
 
 fn write(kind: &str, name: &str, text: &str) {
     std::fs::write(daemon_dir().join(kind).join(name), text).unwrap();
@@ -259,9 +265,105 @@ async fn a_configured_command_runs_without_a_shell_and_failures_are_reported() {
         r.detail
             .as_deref()
             .unwrap()
-            .contains("`false` exited with status 1"),
+            .contains("fix command false: exited with status 1"),
         "{r:?}"
     );
+}
+
+fn command_check(name: &str, argv: &[&str], timeout_secs: u64) -> CheckConfig {
+    let mut c = CheckConfig::new(name, CheckKind::Memory);
+    c.fix = Some(FixSpec {
+        command: Some(argv.iter().map(|a| a.to_string()).collect()),
+        settle_secs: 0,
+        timeout_secs,
+        ..FixSpec::new(FixAction::Command)
+    });
+    c
+}
+
+async fn manual_fix(c: CheckConfig, history: &Path) -> fix::FixReport {
+    let service = c.name.clone();
+    fix::run_manual(
+        &ctx(),
+        &[c],
+        &service,
+        "x",
+        history,
+        &FixConfig::default(),
+        FixOptions::default(),
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+#[tokio::test]
+async fn a_fix_command_gets_a_clean_environment() {
+    daemon_dir();
+    assert!(std::env::var(SECRET_VAR).is_ok());
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("env.txt");
+    let script = format!("env > '{}'", env_file.display());
+    let c = command_check("envcmd", &["/bin/sh", "-c", &script], 10);
+    let r = manual_fix(c, &dir.path().join("h.json")).await;
+    assert_ne!(r.outcome, Some(Outcome::Failed), "{r:?}");
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+    assert!(!env.contains(SECRET_VAR), "the secret leaked: {env}");
+    assert!(!env.contains("not-for-fix-commands"), "{env}");
+    assert!(!env.contains("OPS_FAKE_DAEMON_DIR"), "{env}");
+}
+
+/// Whether `pid` is gone (or a zombie waiting for its new parent to reap
+/// it): waits up to ten seconds for the kernel to deliver the kill.
+fn is_gone(pid: i32) -> bool {
+    for _ in 0..100 {
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false);
+        if !alive || zombie {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_fix_command_that_hangs_is_killed_with_what_it_started() {
+    daemon_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!("sleep 60 & echo $! > '{}'; wait", pid_file.display());
+    let c = command_check("hangcmd", &["/bin/sh", "-c", &script], 1);
+    let r = manual_fix(c, &dir.path().join("h.json")).await;
+    assert_eq!(r.outcome, Some(Outcome::Failed), "{r:?}");
+    assert!(
+        r.detail.as_deref().unwrap().contains("timed out after 1s"),
+        "{r:?}"
+    );
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let gone = is_gone(pid);
+    if !gone {
+        // SAFETY: our own test's grandchild; do not leave it behind.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    assert!(gone, "the command's child {pid} survived the timeout");
 }
 
 #[tokio::test]

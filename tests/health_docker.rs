@@ -15,6 +15,7 @@ use ops_agent::health::{
     self, guard, CheckConfig, CheckKind, HealthConfig, HealthContext, HealthState, Status,
 };
 use support::docker::{FakeContainer, FakeDocker, OnRestart};
+use support::http_endpoints::FakeEndpoints;
 
 fn container_check(name: &str) -> CheckConfig {
     let mut c = CheckConfig::new(name, CheckKind::Docker);
@@ -203,6 +204,65 @@ async fn container_that_stays_down_gets_three_attempts_per_rolling_hour() {
     assert_eq!(web.budget.as_ref().unwrap().left, 0);
     assert_eq!(web.tried.len(), 3);
     assert!(web.consecutive_failures >= 13);
+}
+
+/// The service's HTTP endpoint, failing after one probe, with no fix of
+/// its own: the container's restart is its fix.
+fn endpoint_check(service: &str, url: String) -> CheckConfig {
+    let mut c = CheckConfig::new(&format!("{service}-http"), CheckKind::Http);
+    c.url = Some(url);
+    c.service = Some(service.into());
+    c.fail_after = Some(1);
+    c
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_fixed_by_its_container_and_verified_by_itself() {
+    let fake = FakeDocker::start().await;
+    fake.add(FakeContainer::running("web"));
+    let endpoints = FakeEndpoints::start().await;
+    // The probe and the re-probe fail; after the restart it answers.
+    endpoints.fail_next(2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = history_file(&dir);
+    let checks = vec![
+        container_check("web"),
+        endpoint_check("web", endpoints.url("/flaky")),
+    ];
+    let ctx = ctx(&fake.host());
+    let mut state = HealthState::default();
+    let (verdicts, reports) = cycle(&ctx, &checks, &mut state, &path, Utc::now()).await;
+    assert!(!verdicts[1].failing, "{:?}", verdicts[1]);
+    assert!(verdicts[2].failing, "{:?}", verdicts[2]);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(r.outcome, Some(Outcome::Verified), "{r:?}");
+    assert!(r.issue.starts_with("web-http:"), "{r:?}");
+    assert_eq!(fake.restarts("web"), 1);
+}
+
+#[tokio::test]
+async fn a_container_still_booting_behind_its_failing_endpoint_is_pending_not_failed() {
+    let fake = FakeDocker::start().await;
+    fake.add(FakeContainer::healthy("web").on_restart(OnRestart::Starting));
+    let endpoints = FakeEndpoints::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = history_file(&dir);
+    let checks = vec![
+        container_check("web"),
+        endpoint_check("web", endpoints.url("/status/503")),
+    ];
+    let ctx = ctx(&fake.host());
+    let mut state = HealthState::default();
+    let (_, reports) = cycle(&ctx, &checks, &mut state, &path, Utc::now()).await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(fake.restarts("web"), 1);
+    assert_eq!(r.outcome, Some(Outcome::Pending), "{r:?}");
+    let detail = r.detail.as_deref().unwrap();
+    assert!(detail.starts_with("still starting after 0s"), "{detail}");
+    let (history, _) = FixHistory::load(&path, Utc::now()).unwrap();
+    assert_eq!(history.attempts["web"][0].outcome, Outcome::Pending);
 }
 
 fn attempt(at: DateTime<Utc>) -> Attempt {

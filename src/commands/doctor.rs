@@ -38,7 +38,7 @@ use crate::ollama::{self, Purpose};
 use crate::secret::Secret;
 use crate::state::{RuntimeState, Stats};
 use crate::tasks::ledger;
-use crate::tasks::mc::McConfig;
+use crate::tasks::mc::{self, McConfig};
 use crate::tasks::planka::PlankaConfig;
 
 /// How bad one finding is.
@@ -257,7 +257,7 @@ pub enum DirState {
     NotCreatable(PathBuf),
 }
 
-/// What [`inspect`] found out about one file.
+/// What `inspect` found out about one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileFacts {
     /// Something is at the path.
@@ -440,21 +440,6 @@ fn lock_finding(path: &Path) -> Finding {
 
 // ---------------------------------------------------------------- MC
 
-/// Where the MC command's program is, if it can be found (absolute,
-/// `~`-relative, relative to the working directory, or on PATH).
-fn resolve_program(cfg: &McConfig) -> Option<PathBuf> {
-    let first = cfg.command.first()?;
-    let p = expand_tilde(first);
-    if p.components().count() > 1 {
-        return p.is_file().then_some(p);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(&p))
-            .find(|c| c.is_file())
-    })
-}
-
 fn mc_finding(cfg: &McConfig, ledger_path: &Path) -> Finding {
     if !cfg.uses_command() {
         return match dir_state(ledger_path) {
@@ -475,31 +460,45 @@ fn mc_finding(cfg: &McConfig, ledger_path: &Path) -> Finding {
         };
     }
     let name = &cfg.command[0];
-    match resolve_program(cfg) {
-        None => finding(
+    if !mc::program_exists(cfg) {
+        return finding(
             "mc",
             Level::Fail,
             format!("mc.command: program '{name}' not found (absolute, ~/ or on PATH); no task can be filed"),
-        ),
-        Some(p) => {
-            let mode = std::fs::metadata(&p)
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0);
-            if mode & 0o111 == 0 {
-                finding(
-                    "mc",
-                    Level::Fail,
-                    format!("mc.command: {} is not executable (chmod +x it)", p.display()),
-                )
-            } else {
-                finding(
-                    "mc",
-                    Level::Ok,
-                    format!("command {} (timeout {} s)", p.display(), cfg.timeout_secs),
-                )
-            }
+        );
+    }
+    // A program named with a directory can be checked for its execute
+    // bit; a bare name was found on PATH (the runner looks it up there).
+    let p = expand_tilde(name);
+    if p.components().count() > 1 {
+        let mode = std::fs::metadata(&p)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if mode & 0o111 == 0 {
+            return finding(
+                "mc",
+                Level::Fail,
+                format!(
+                    "mc.command: {} is not executable (chmod +x it)",
+                    p.display()
+                ),
+            );
         }
     }
+    let on_path = if p.components().count() > 1 {
+        ""
+    } else {
+        " on PATH"
+    };
+    finding(
+        "mc",
+        Level::Ok,
+        format!(
+            "command {}{on_path} (timeout {} s)",
+            p.display(),
+            cfg.timeout_secs
+        ),
+    )
 }
 
 // ---------------------------------------------------------------- Mattermost
@@ -721,6 +720,52 @@ mod tests {
             parse_error: None,
             skipped_lines: 0,
             dir: DirState::Writable,
+        }
+    }
+
+    #[test]
+    fn mc_program_judgements() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("ledger.jsonl");
+        let exe = dir.path().join("mc-exe");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let plain = dir.path().join("mc-plain");
+        std::fs::write(&plain, "").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let missing = dir.path().join("nope");
+        let cases: Vec<(Vec<String>, Level, String)> = vec![
+            (vec![], Level::Ok, "built-in ledger".into()),
+            (
+                vec![exe.display().to_string(), "{title}".into()],
+                Level::Ok,
+                format!("command {} (timeout", exe.display()),
+            ),
+            (
+                vec![plain.display().to_string()],
+                Level::Fail,
+                "is not executable".into(),
+            ),
+            (
+                vec![missing.display().to_string()],
+                Level::Fail,
+                "program '".to_string() + &missing.display().to_string() + "' not found",
+            ),
+            (vec!["sh".into()], Level::Ok, "command sh on PATH".into()),
+            (
+                vec!["no-such-mc-tool-on-path".into()],
+                Level::Fail,
+                "not found".into(),
+            ),
+        ];
+        for (command, level, want) in cases {
+            let cfg = McConfig {
+                command: command.clone(),
+                ..McConfig::default()
+            };
+            let f = mc_finding(&cfg, &ledger);
+            assert_eq!(f.level, level, "{command:?}: {f:?}");
+            assert!(f.reason.contains(&want), "{command:?}: {f:?}");
         }
     }
 

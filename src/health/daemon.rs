@@ -31,6 +31,11 @@ pub struct ToolOutput {
 
 /// Runs `program args…` found on PATH, with no shell, killed when the
 /// timeout passes (or the caller's future is dropped).
+///
+/// Only for the fixed system tools (`launchctl`, `systemctl`): the child
+/// inherits the agent's environment and only it is killed, not what it
+/// spawned. A configured command goes through
+/// [`crate::tasks::mc::run_argv`] (clean environment, own process group).
 pub async fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Result<ToolOutput> {
     let what = format!("{program} {}", args.join(" "));
     let child = tokio::process::Command::new(program)
