@@ -460,31 +460,27 @@ fn mc_finding(cfg: &McConfig, ledger_path: &Path) -> Finding {
         };
     }
     let name = &cfg.command[0];
-    if !mc::program_exists(cfg) {
+    let Some(found) = mc::find_program(cfg) else {
         return finding(
             "mc",
             Level::Fail,
             format!("mc.command: program '{name}' not found (absolute, ~/ or on PATH); no task can be filed"),
         );
+    };
+    let mode = std::fs::metadata(&found)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
+    if mode & 0o111 == 0 {
+        return finding(
+            "mc",
+            Level::Fail,
+            format!(
+                "mc.command: {} is not executable (chmod +x it)",
+                found.display()
+            ),
+        );
     }
-    // A program named with a directory can be checked for its execute
-    // bit; a bare name was found on PATH (the runner looks it up there).
     let p = expand_tilde(name);
-    if p.components().count() > 1 {
-        let mode = std::fs::metadata(&p)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0);
-        if mode & 0o111 == 0 {
-            return finding(
-                "mc",
-                Level::Fail,
-                format!(
-                    "mc.command: {} is not executable (chmod +x it)",
-                    p.display()
-                ),
-            );
-        }
-    }
     let on_path = if p.components().count() > 1 {
         ""
     } else {

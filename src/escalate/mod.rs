@@ -108,27 +108,11 @@ impl EscalationConfig {
                 self.done_list
             );
         }
-        if let Some(first) = self.resolve_command.first() {
-            if first.trim().is_empty() {
-                bail!("escalation.resolve_command: the program (first element) is empty");
-            }
-            if first.contains('{') {
-                bail!("escalation.resolve_command: the program '{first}' must not contain a placeholder");
-            }
-        }
-        let ph = Regex::new(r"\{([a-z_]+)\}").expect("static regex");
-        for arg in &self.resolve_command {
-            for cap in ph.captures_iter(arg) {
-                if !RESOLVE_PLACEHOLDERS.contains(&&cap[1]) {
-                    bail!(
-                        "escalation.resolve_command: unknown placeholder '{{{}}}' in '{arg}'; known: {}",
-                        &cap[1],
-                        RESOLVE_PLACEHOLDERS.join(", ")
-                    );
-                }
-            }
-        }
-        Ok(())
+        crate::tasks::mc::validate_argv_template(
+            "escalation.resolve_command",
+            &self.resolve_command,
+            RESOLVE_PLACEHOLDERS,
+        )
     }
 
     /// The follow-up deadline in ms.

@@ -11,7 +11,6 @@
 //! With no command configured, the built-in [`super::ledger`] is MC; see
 //! [`McBackend`].
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -75,33 +74,40 @@ impl Default for McConfig {
     }
 }
 
+/// Checks an argv template from the config (`key` names it in errors): the
+/// program is a plain, non-empty value and every `{placeholder}` is one of
+/// `known`, so a typo fails at start-up instead of reaching the command.
+pub fn validate_argv_template(key: &str, argv: &[String], known: &[&str]) -> Result<()> {
+    if let Some(first) = argv.first() {
+        if first.trim().is_empty() {
+            bail!("{key}: the program (first element) is empty");
+        }
+        if first.contains('{') {
+            bail!("{key}: the program '{first}' must not contain a placeholder");
+        }
+    }
+    let ph = Regex::new(r"\{([a-z_]+)\}").expect("static regex");
+    for arg in argv {
+        for cap in ph.captures_iter(arg) {
+            if !known.contains(&&cap[1]) {
+                bail!(
+                    "{key}: unknown placeholder '{{{}}}' in '{arg}'; known: {}",
+                    &cap[1],
+                    known.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 impl McConfig {
     /// Checks the section without I/O; errors name the key and the bad value.
     pub fn validate(&self) -> Result<()> {
         if self.timeout_secs == 0 {
             bail!("mc.timeout_secs: 0 is not a timeout; use at least 1");
         }
-        if let Some(first) = self.command.first() {
-            if first.trim().is_empty() {
-                bail!("mc.command: the program (first element) is empty");
-            }
-            if first.contains('{') {
-                bail!("mc.command: the program '{first}' must not contain a placeholder");
-            }
-        }
-        let known: BTreeSet<&str> = PLACEHOLDERS.iter().copied().collect();
-        let ph = Regex::new(r"\{([a-z_]+)\}").expect("static regex");
-        for arg in &self.command {
-            for cap in ph.captures_iter(arg) {
-                if !known.contains(&cap[1]) {
-                    bail!(
-                        "mc.command: unknown placeholder '{{{}}}' in '{arg}'; known: {}",
-                        &cap[1],
-                        PLACEHOLDERS.join(", ")
-                    );
-                }
-            }
-        }
+        validate_argv_template("mc.command", &self.command, PLACEHOLDERS)?;
         if self.id_json_field.trim().is_empty() {
             bail!("mc.id_json_field: must name a field (default \"id\")");
         }
@@ -429,20 +435,18 @@ fn is_plausible_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 200 && !id.chars().any(char::is_control)
 }
 
-/// For `doctor`: whether the program of the template exists
-/// (absolute, `~`-relative or on PATH).
-pub fn program_exists(cfg: &McConfig) -> bool {
-    let Some(first) = cfg.command.first() else {
-        return false;
-    };
-    let p = expand_tilde(first);
+/// For `doctor`: where the program of the template is (absolute,
+/// `~`-relative, or the first match on PATH), if anywhere.
+pub fn find_program(cfg: &McConfig) -> Option<PathBuf> {
+    let p = expand_tilde(cfg.command.first()?);
     if p.components().count() > 1 {
-        return p.is_file();
+        return p.is_file().then_some(p);
     }
     std::env::var("PATH")
         .unwrap_or_default()
         .split(':')
-        .any(|dir| Path::new(dir).join(&p).is_file())
+        .map(|dir| Path::new(dir).join(&p))
+        .find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]
