@@ -509,6 +509,8 @@ fn a_lost_save_after_posting_finds_the_alert_and_follow_up_instead_of_posting_ag
     w.run();
     assert_eq!(w.alert().id, alert.id, "the same alert, not a second one");
     assert_eq!(w.incidents()[0]["alert_post_id"], alert.id.as_str());
+    // It keeps the alert's own time, so the follow-up clock does not restart.
+    assert_eq!(w.incidents()[0]["alerted_ms"], alert.create_at);
 
     w.age_alert(31);
     w.run();

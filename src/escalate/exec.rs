@@ -292,9 +292,9 @@ async fn perform(
             let channel_id = alert_channel_id(ctx, mm, state).await?;
             let inc = incident(state, key)?;
             let text = alert_text(inc);
-            let id =
+            let (id, found_at) =
                 match post_once(mm, &channel_id, None, key, "alert", &text, ctx.max_chars).await {
-                    Ok(id) => id,
+                    Ok(found_or_new) => found_or_new,
                     Err(e) => {
                         if is_not_found(&e) {
                             state.alert_channel = None;
@@ -305,7 +305,9 @@ async fn perform(
             let inc = incident(state, key)?;
             inc.alert_post_id = Some(id.clone());
             inc.alert_channel_id = Some(channel_id);
-            inc.alerted_ms = Some(now_ms);
+            // The post's own time: an alert found again after a lost save
+            // keeps its age, so the follow-up clock does not start over.
+            inc.alerted_ms = Some(found_at.unwrap_or(now_ms));
             counters.alerts_posted += 1;
             Ok(format!("alert posted ({id})"))
         }
@@ -528,11 +530,14 @@ async fn thread_post(
         Some(c) => c,
         None => alert_channel_id(ctx, mm, state).await?,
     };
-    post_once(mm, &channel, Some(&root), key, event, text, ctx.max_chars).await
+    let (id, _) = post_once(mm, &channel, Some(&root), key, event, text, ctx.max_chars).await?;
+    Ok(id)
 }
 
 /// Posts `text` (made safe: no mass mentions, capped) unless the agent's
-/// post for this incident and event is already there; returns its id.
+/// post for this incident and event is already there. Returns the post's
+/// id, and its `create_at` when it was found rather than made (a save lost
+/// after posting), so the caller can keep the original time.
 async fn post_once(
     mm: &Client,
     channel_id: &str,
@@ -541,7 +546,7 @@ async fn post_once(
     event: &str,
     text: &str,
     max_chars: usize,
-) -> Result<String> {
+) -> Result<(String, Option<i64>)> {
     let own = mm.own_id().await?;
     let existing = match root {
         Some(r) => mm.thread(r).await?,
@@ -553,7 +558,7 @@ async fn post_once(
             && p.prop_str(INCIDENT_PROP) == Some(key)
             && p.prop_str(EVENT_PROP) == Some(event)
     }) {
-        return Ok(p.id.clone());
+        return Ok((p.id.clone(), Some(p.create_at)));
     }
     let mut props = Map::new();
     props.insert(INCIDENT_PROP.into(), Value::String(key.to_string()));
@@ -567,7 +572,7 @@ async fn post_once(
         })
         .await
         .with_context(|| format!("posting the {event} of incident {key}"))?;
-    Ok(post.id)
+    Ok((post.id, None))
 }
 
 /// The chat silence command, for one polled post, before classification:
