@@ -213,6 +213,28 @@ impl World {
         self.post_idx.get(id).map(|&i| &self.posts[i])
     }
 
+    /// A post `me` may read, or the server's 404 / 403 answer.
+    fn visible_post(&self, id: &str, me: &str) -> Result<FakePost, Box<Response>> {
+        let Some(p) = self.post(id) else {
+            return Err(Box::new(err(
+                StatusCode::NOT_FOUND,
+                "app.post.get.app_error",
+                "Unable to get the post.",
+            )));
+        };
+        if !self
+            .channel(&p.channel_id)
+            .is_some_and(|c| c.members.iter().any(|m| m == me))
+        {
+            return Err(Box::new(err(
+                StatusCode::FORBIDDEN,
+                "api.context.permissions.app_error",
+                "You do not have the appropriate permissions.",
+            )));
+        }
+        Ok(p.clone())
+    }
+
     fn user_json(u: &User) -> Value {
         json!({"id": u.id, "username": u.username, "email": format!("{}@example.test", u.username),
                "roles": "system_user", "is_bot": u.is_bot, "delete_at": 0, "create_at": 0, "update_at": 0})
@@ -618,23 +640,10 @@ fn route(
             ok(w.post_list(ids, true))
         }
         ("GET", ["posts", pid, "thread"]) => {
-            let Some(p) = w.post(pid).cloned() else {
-                return err(
-                    StatusCode::NOT_FOUND,
-                    "app.post.get.app_error",
-                    "Unable to get the post.",
-                );
+            let p = match w.visible_post(pid, &me) {
+                Ok(p) => p,
+                Err(r) => return *r,
             };
-            if !w
-                .channel(&p.channel_id)
-                .is_some_and(|c| c.members.contains(&me))
-            {
-                return err(
-                    StatusCode::FORBIDDEN,
-                    "api.context.permissions.app_error",
-                    "You do not have the appropriate permissions.",
-                );
-            }
             let root = if p.root_id.is_empty() {
                 p.id.clone()
             } else {
@@ -650,22 +659,8 @@ fn route(
             ok(w.post_list(ids, false))
         }
         ("GET", ["posts", pid, "reactions"]) => {
-            let Some(p) = w.post(pid).cloned() else {
-                return err(
-                    StatusCode::NOT_FOUND,
-                    "app.post.get.app_error",
-                    "Unable to get the post.",
-                );
-            };
-            if !w
-                .channel(&p.channel_id)
-                .is_some_and(|c| c.members.contains(&me))
-            {
-                return err(
-                    StatusCode::FORBIDDEN,
-                    "api.context.permissions.app_error",
-                    "You do not have the appropriate permissions.",
-                );
+            if let Err(r) = w.visible_post(pid, &me) {
+                return *r;
             }
             let list: Vec<Value> = w
                 .reactions
