@@ -20,6 +20,7 @@ use crate::health::{CheckConfig, HealthConfig};
 use crate::intel::IntelConfig;
 use crate::mattermost::MattermostConfig;
 use crate::ollama::OllamaConfig;
+use crate::paths::expand_tilde;
 use crate::tasks::mc::McConfig;
 use crate::tasks::planka::PlankaConfig;
 use crate::tasks::BillingConfig;
@@ -305,21 +306,6 @@ impl Config {
     }
 }
 
-/// Expands a leading `~` or `~/` to the home directory.
-pub fn expand_tilde(p: &str) -> PathBuf {
-    let home = || directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf());
-    if p == "~" {
-        if let Some(h) = home() {
-            return h;
-        }
-    } else if let Some(rest) = p.strip_prefix("~/") {
-        if let Some(h) = home() {
-            return h.join(rest);
-        }
-    }
-    PathBuf::from(p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,18 +372,5 @@ mod tests {
             err.contains("checks[1] (\"m\")") && err.contains("used by another"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn tilde_expands() {
-        let home = directories::BaseDirs::new()
-            .unwrap()
-            .home_dir()
-            .to_path_buf();
-        assert_eq!(expand_tilde("~/x/y"), home.join("x/y"));
-        assert_eq!(expand_tilde("~"), home);
-        for unchanged in ["/abs", "a~/b", "~other/x"] {
-            assert_eq!(expand_tilde(unchanged), PathBuf::from(unchanged));
-        }
     }
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::health::{self, CheckConfig, CheckKind, CheckResult, HealthContext, Verdict};
@@ -151,7 +151,7 @@ impl FixSpec {
             ),
             FixAction::Kickstart => format!(
                 "launchctl kickstart -k gui/{}/{}",
-                current_uid(),
+                crate::process::current_uid(),
                 check.label.as_deref().unwrap_or("?")
             ),
             FixAction::RestartUnit => format!(
@@ -161,11 +161,6 @@ impl FixSpec {
             FixAction::Command => format!("run {:?}", self.command.clone().unwrap_or_default()),
         }
     }
-}
-
-fn current_uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
 }
 
 /// `[fix]`: the rate limit.
@@ -453,26 +448,18 @@ impl FixDecision {
             FixDecision::Run => "fix runs now".into(),
             FixDecision::SkipBudgetSpent { next_allowed_at_ms } => format!(
                 "fix budget spent; next attempt allowed at {}",
-                fmt_ms(*next_allowed_at_ms)
+                crate::time::rfc3339_ms(*next_allowed_at_ms)
             ),
             FixDecision::SkipStarting => "service is starting; left alone".into(),
             FixDecision::SkipGrace { until_ms } => format!(
                 "inside the start grace after the last attempt (until {})",
-                fmt_ms(*until_ms)
+                crate::time::rfc3339_ms(*until_ms)
             ),
             FixDecision::SkipNoFix => "no fix configured".into(),
             FixDecision::SkipBlocked { parent } => format!("blocked by {parent}; not fixed"),
             FixDecision::SkipDryRun { would } => format!("dry run: would {would}"),
         }
     }
-}
-
-/// Formats epoch ms as RFC 3339 UTC (seconds).
-pub fn fmt_ms(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// Decides whether to run the service's fix now. Pure. The order says what
@@ -573,12 +560,12 @@ impl FixReport {
 
 /// Runs the action once, under its timeout. Returns what was done.
 ///
-/// A `command` runs through [`crate::tasks::mc::run_argv`], the crate's one
+/// A `command` runs through [`crate::process::run_argv`], the crate's one
 /// way to run a configured command: a clean environment (PATH and HOME
 /// only, so the agent's tokens and passwords never reach it), its own
 /// process group killed on timeout, a bounded stderr tail. `launchctl` and
 /// `systemctl` are fixed system tools and go through
-/// [`health::daemon::run_tool`].
+/// [`crate::process::run_tool`].
 pub async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -> Result<String> {
     let timeout = Duration::from_secs(spec.timeout_secs);
     let what = spec.describe(check);
@@ -597,7 +584,7 @@ pub async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -
         FixAction::Kickstart => {
             let target = format!(
                 "gui/{}/{}",
-                current_uid(),
+                crate::process::current_uid(),
                 check.label.as_deref().unwrap_or_default()
             );
             tool_ok("launchctl", &["kickstart", "-k", &target], timeout).await?;
@@ -610,7 +597,7 @@ pub async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -
             // run_argv enforces the timeout itself; an outer timeout would
             // drop the child before its process group is killed.
             let argv = spec.command.clone().unwrap_or_default();
-            crate::tasks::mc::run_argv(&argv, timeout, &[], "fix command").await?;
+            crate::process::run_argv(&argv, timeout, &[], "fix command").await?;
         }
     }
     Ok(what)
@@ -619,7 +606,7 @@ pub async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -
 /// Runs a system tool (launchctl, systemctl) and fails on a non-zero exit,
 /// with the first line of its stderr. `run_tool` bounds it by `timeout`.
 async fn tool_ok(program: &str, args: &[&str], timeout: Duration) -> Result<()> {
-    let out = health::daemon::run_tool(program, args, timeout).await?;
+    let out = crate::process::run_tool(program, args, timeout).await?;
     if out.code != Some(0) {
         let line: Vec<&str> = std::iter::once(program)
             .chain(args.iter().copied())
@@ -1002,7 +989,7 @@ pub fn render_history(view: &[ServiceHistory], policy: &FixConfig) -> String {
             s.budget.left,
             s.budget
                 .next_allowed_at_ms
-                .map(|t| format!(", next allowed at {}", fmt_ms(t)))
+                .map(|t| format!(", next allowed at {}", crate::time::rfc3339_ms(t)))
                 .unwrap_or_default()
         ));
         let shown: Vec<&Attempt> = if s.in_window.is_empty() {
@@ -1013,7 +1000,7 @@ pub fn render_history(view: &[ServiceHistory], policy: &FixConfig) -> String {
         for a in shown {
             out.push_str(&format!(
                 "  {}  {:<17} {:<8} {}{}\n",
-                fmt_ms(a.at_ms),
+                crate::time::rfc3339_ms(a.at_ms),
                 a.action,
                 a.outcome.as_str(),
                 a.issue,

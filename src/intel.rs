@@ -97,7 +97,7 @@ pub async fn post(cfg: &IntelConfig, body: &Value) -> Result<()> {
         bail!(
             "POST {url}: HTTP {} {}",
             status.as_u16(),
-            crate::tasks::mc::tail(text.as_bytes(), 200)
+            crate::process::tail(text.as_bytes(), 200)
         );
     }
     Ok(())

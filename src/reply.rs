@@ -233,70 +233,18 @@ async fn ask(
     Ok(text)
 }
 
-/// Mentions that notify a whole channel or team.
-const MASS_MENTIONS: &[&str] = &["channel", "all", "here", "everyone"];
-
 /// Makes model output safe to post: removes secret-looking strings that
-/// appear in `prompt`, neutralises mass mentions, caps the length at
-/// `max_chars` characters (adding "…") and closes an unbalanced ``` fence,
-/// the closing fence included in the cap.
+/// appear in `prompt`, then applies the one chat policy
+/// ([`crate::text::for_chat`]: no mass mention, no control character, at
+/// most `max_chars` characters, no open code fence).
 pub fn sanitize(text: &str, max_chars: usize, prompt: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-        .collect::<String>()
-        .trim()
-        .to_string();
+    let mut out = text.to_string();
     let mut secrets = secrets_like(prompt);
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     for s in &secrets {
         out = out.replace(s.as_str(), "[redacted]");
     }
-    out = neutralise_mentions(&out);
-    let capped = cap(&out, max_chars);
-    if capped.matches("```").count() % 2 == 0 {
-        return capped;
-    }
-    let closing = "\n```";
-    let mut body = cap(&out, max_chars.saturating_sub(closing.len()));
-    if body.matches("```").count() % 2 == 0 {
-        // Cutting removed the opening fence's partner and the opener itself:
-        // nothing to close.
-        return body;
-    }
-    body.push_str(closing);
-    body
-}
-
-/// `@channel` → `channel` (likewise @all, @here, @everyone, any case, with
-/// trailing punctuation); personal mentions stay.
-fn neutralise_mentions(text: &str) -> String {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| Regex::new(r"@([A-Za-z0-9._-]+)").expect("static regex"));
-    re.replace_all(text, |c: &regex::Captures| {
-        let name = &c[1];
-        let base = name.trim_end_matches(['.', '-', '_']).to_ascii_lowercase();
-        if MASS_MENTIONS.contains(&base.as_str()) {
-            name.to_string()
-        } else {
-            format!("@{name}")
-        }
-    })
-    .into_owned()
-}
-
-/// At most `max` chars, ending in "…" when cut.
-fn cap(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    if max == 0 {
-        return String::new();
-    }
-    let mut s: String = text.chars().take(max - 1).collect();
-    s = s.trim_end().to_string();
-    s.push('…');
-    s
+    crate::text::for_chat(&out, max_chars)
 }
 
 /// Secret-looking strings in `text`: Bearer tokens, `password=…`-style
@@ -389,10 +337,15 @@ mod tests {
         let table: &[(&str, usize, &str, &str)] = &[
             ("hello", 100, p, "hello"),
             ("  spaced  \n", 100, p, "spaced"),
-            ("ping @channel now", 100, p, "ping channel now"),
-            ("@ALL: look", 100, p, "ALL: look"),
-            ("@here.", 100, p, "here."),
-            ("cc @everyone and @ana", 100, p, "cc everyone and @ana"),
+            ("ping @channel now", 100, p, "ping @\u{200B}channel now"),
+            ("@ALL: look", 100, p, "@\u{200B}ALL: look"),
+            ("@here.", 100, p, "@\u{200B}here."),
+            (
+                "cc @everyone and @ana",
+                100,
+                p,
+                "cc @\u{200B}everyone and @ana",
+            ),
             ("@allison stays", 100, p, "@allison stays"),
             ("@channel_ops stays", 100, p, "@channel_ops stays"),
             ("abcdef", 4, p, "abc…"),

@@ -70,7 +70,7 @@ impl Silence {
     /// One line for `silence --list` and the chat confirmation.
     pub fn line(&self, now_ms: i64) -> String {
         let left = if self.is_active(now_ms) {
-            format!("{} left", human_ms(self.until_ms - now_ms))
+            format!("{} left", crate::time::human_ms(self.until_ms - now_ms))
         } else {
             "ended".to_string()
         };
@@ -78,19 +78,19 @@ impl Silence {
             "{}  {}  until {} ({left})  by {}: {}",
             self.id,
             self.target,
-            crate::fix::fmt_ms(self.until_ms),
+            crate::time::rfc3339_ms(self.until_ms),
             self.by,
             self.reason
         );
         if let Some(r) = self.recovered_ms {
             line.push_str(&format!(
                 "; recovered during the silence at {}",
-                crate::fix::fmt_ms(r)
+                crate::time::rfc3339_ms(r)
             ));
         } else if let Some(f) = self.failing_seen_ms {
             line.push_str(&format!(
                 "; failing during the silence since {}",
-                crate::fix::fmt_ms(f)
+                crate::time::rfc3339_ms(f)
             ));
         }
         line
@@ -142,8 +142,8 @@ impl Silences {
         if duration_ms > MAX_SILENCE_MS {
             bail!(
                 "{} is longer than the longest silence ({})",
-                human_ms(duration_ms),
-                human_ms(MAX_SILENCE_MS)
+                crate::time::human_ms(duration_ms),
+                crate::time::human_ms(MAX_SILENCE_MS)
             );
         }
         let reason = reason.trim();
@@ -155,7 +155,7 @@ impl Silences {
             id: format!("s{}", self.next_id),
             target: target.to_string(),
             until_ms: now_ms + duration_ms,
-            reason: crate::mattermost::cap_chars(reason, MAX_REASON_CHARS),
+            reason: crate::text::cap(reason, MAX_REASON_CHARS),
             by: by.to_string(),
             created_ms: now_ms,
             source_post: source_post.map(str::to_string),
@@ -268,63 +268,6 @@ pub fn known_services(checks: &[CheckConfig]) -> Vec<String> {
     set.into_iter().collect()
 }
 
-/// Parses `90s`, `30m`, `2h`, `1d` (also `1h30m`) into milliseconds.
-pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let s = s.trim().to_ascii_lowercase();
-    if s.is_empty() {
-        return Err("missing duration (e.g. 30m, 2h, 1d)".into());
-    }
-    let mut total: i64 = 0;
-    let mut num = String::new();
-    let mut parts = 0;
-    for ch in s.chars() {
-        if ch.is_ascii_digit() {
-            num.push(ch);
-            continue;
-        }
-        let unit: i64 = match ch {
-            's' => 1_000,
-            'm' => 60_000,
-            'h' => 3_600_000,
-            'd' => 86_400_000,
-            'w' => 7 * 86_400_000,
-            _ => return Err(format!("'{s}' is not a duration (e.g. 90s, 30m, 2h, 1d)")),
-        };
-        let n: i64 = num
-            .parse()
-            .map_err(|_| format!("'{s}' is not a duration (e.g. 90s, 30m, 2h, 1d)"))?;
-        num.clear();
-        parts += 1;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("'{s}' is too long"))?;
-    }
-    if !num.is_empty() || parts == 0 {
-        return Err(format!(
-            "'{s}' needs a unit: s, m, h or d (e.g. 90s, 30m, 2h, 1d)"
-        ));
-    }
-    if total == 0 {
-        return Err(format!("'{s}' is zero"));
-    }
-    Ok(total)
-}
-
-/// `3d 4h`, `2h 5m`, `45s`: durations as people read them.
-pub fn human_ms(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
-    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{sec}s"),
-        (0, 0, m) => format!("{m}m"),
-        (0, h, 0) => format!("{h}h"),
-        (0, h, m) => format!("{h}h {m}m"),
-        (d, 0, _) => format!("{d}d"),
-        (d, h, _) => format!("{d}d {h}h"),
-    }
-}
-
 /// A well-formed chat silence request (not yet checked against the
 /// allowlist or the known services).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,7 +310,7 @@ pub fn parse_command(text: &str, agent_username: &str) -> Option<Result<SilenceR
         return Some(Err(format!("Which service? {}", usage(agent))));
     }
     let (duration, reason) = split_word(rest);
-    let duration_ms = match parse_duration(duration) {
+    let duration_ms = match crate::time::parse_span_ms(duration) {
         Ok(d) => d,
         Err(e) => return Some(Err(format!("{e}. {}", usage(agent)))),
     };
@@ -408,8 +351,8 @@ impl ChatAnswer {
             ChatAnswer::Created(s) => format!(
                 "Silenced **{}** until {} ({}), as @{author} asked: {}. It is still checked; no fix and no alert until then. Clear it early with `ops-agent silence --clear {}`.",
                 s.target,
-                crate::fix::fmt_ms(s.until_ms),
-                human_ms(s.until_ms - now_ms),
+                crate::time::rfc3339_ms(s.until_ms),
+                crate::time::human_ms(s.until_ms - now_ms),
                 s.reason,
                 s.id
             ),
@@ -482,7 +425,7 @@ pub fn cli_add(
             known.join(", ")
         );
     }
-    let ms = parse_duration(duration).map_err(anyhow::Error::msg)?;
+    let ms = crate::time::parse_span_ms(duration).map_err(anyhow::Error::msg)?;
     silences.add(target, ms, reason, by, now_ms, None)
 }
 
@@ -521,36 +464,6 @@ mod tests {
     use crate::health::CheckKind;
 
     const T0: i64 = 1_700_000_000_000;
-
-    #[test]
-    fn duration_table() {
-        let ok = [
-            ("90s", 90_000),
-            ("30m", 1_800_000),
-            ("2h", 7_200_000),
-            ("1d", 86_400_000),
-            ("1h30m", 5_400_000),
-            (" 2H ", 7_200_000),
-        ];
-        for (s, want) in ok {
-            assert_eq!(parse_duration(s), Ok(want), "{s}");
-        }
-        for bad in [
-            "",
-            "30",
-            "m",
-            "2x",
-            "-5m",
-            "0m",
-            "1.5h",
-            "99999999999999999d",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-        assert_eq!(human_ms(5_400_000), "1h 30m");
-        assert_eq!(human_ms(90_000), "1m");
-        assert_eq!(human_ms(3 * 86_400_000 + 3_600_000), "3d 1h");
-    }
 
     #[test]
     fn command_table() {

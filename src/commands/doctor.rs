@@ -31,10 +31,10 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::config::expand_tilde;
 use crate::config::{Config, ConfigSource};
 use crate::mattermost::{self, Client as MmClient, MmState, MmStatus};
 use crate::ollama::{self, Purpose};
+use crate::paths::expand_tilde;
 use crate::secret::Secret;
 use crate::state::{RuntimeState, Stats};
 use crate::tasks::ledger;

@@ -23,15 +23,17 @@ use serde_json::{Map, Value};
 
 use super::plan::{plan, Action, PlanConfig};
 use super::{Ack, AckHow, EscalationConfig, EscalationState, Incident, IncidentCounters};
-use crate::config::expand_tilde;
 use crate::health::{CheckConfig, ServiceSummary};
 use crate::mattermost::client::CreatePost;
-use crate::mattermost::{reply_in_thread, safe_text, Client, MmErrorKind, NewPost};
+use crate::mattermost::{reply_in_thread, Client, MmErrorKind, NewPost};
+use crate::paths::expand_tilde;
+use crate::process::run_argv;
 use crate::report::Outcome;
-use crate::silence::{self, human_ms, ChatAnswer};
-use crate::tasks::mc::{run_argv, substitute_with};
+use crate::silence::{self, ChatAnswer};
+use crate::tasks::mc::substitute_with;
 use crate::tasks::outbox::{ensure_task, CardOutcome, Targets, TaskState, WorkKind};
 use crate::tasks::Task;
+use crate::time::human_ms;
 
 /// Post prop holding the incident key on every incident post.
 pub const INCIDENT_PROP: &str = "ops_agent_incident";
@@ -365,7 +367,7 @@ async fn perform(
                 ":white_check_mark: **{}** has recovered after {} (at {}).{}",
                 inc.service,
                 human_ms(inc.recovered_ms.unwrap_or(now_ms) - inc.failing_since_ms),
-                crate::fix::fmt_ms(inc.recovered_ms.unwrap_or(now_ms)),
+                crate::time::rfc3339_ms(inc.recovered_ms.unwrap_or(now_ms)),
                 inc.task_id
                     .as_deref()
                     .map(|t| format!(" Task {t} is being closed."))
@@ -385,7 +387,7 @@ async fn perform(
             let card = inc.card_id.clone().context("the incident has no card")?;
             let text = format!(
                 "Recovered at {} after {} (incident {}).",
-                crate::fix::fmt_ms(inc.recovered_ms.unwrap_or(now_ms)),
+                crate::time::rfc3339_ms(inc.recovered_ms.unwrap_or(now_ms)),
                 human_ms(inc.recovered_ms.unwrap_or(now_ms) - inc.failing_since_ms),
                 inc.key
             );
@@ -566,7 +568,7 @@ async fn post_once(
     let post = mm
         .create_post(&CreatePost {
             channel_id: channel_id.to_string(),
-            message: safe_text(text, max_chars),
+            message: crate::text::for_chat(text, max_chars),
             root_id: root.unwrap_or_default().to_string(),
             props,
         })
@@ -606,7 +608,7 @@ pub async fn answer_silence_post(
     );
     match &answer {
         ChatAnswer::Created(s) => {
-            tracing::warn!(target = %s.target, by = %s.by, until = %crate::fix::fmt_ms(s.until_ms), "Silence created from chat: {}", s.reason)
+            tracing::warn!(target = %s.target, by = %s.by, until = %crate::time::rfc3339_ms(s.until_ms), "Silence created from chat: {}", s.reason)
         }
         ChatAnswer::Refused => {
             tracing::info!(user = %post.username, post = %post.id, "Silence request refused: not on the allowlist.")

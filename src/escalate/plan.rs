@@ -182,7 +182,7 @@ pub fn escalation_reason(s: &ServiceSummary) -> Option<String> {
             )),
             (FixDecision::SkipBudgetSpent { next_allowed_at_ms }, _) => Some(format!(
                 "the fix budget is spent (next attempt allowed at {})",
-                crate::fix::fmt_ms(*next_allowed_at_ms)
+                crate::time::rfc3339_ms(*next_allowed_at_ms)
             )),
             (FixDecision::SkipNoFix, _) => Some("no fix is configured".into()),
             _ => None,
@@ -241,7 +241,7 @@ pub fn details_text(s: &ServiceSummary, why: &str) -> String {
     for a in &s.tried {
         out.push_str(&format!(
             "- {} {} -> {}{}\n",
-            crate::fix::fmt_ms(a.at_ms),
+            crate::time::rfc3339_ms(a.at_ms),
             a.action,
             a.outcome.as_str(),
             a.detail
@@ -256,7 +256,7 @@ pub fn details_text(s: &ServiceSummary, why: &str) -> String {
     if let Some(since) = s.failing_since_ms {
         out.push_str(&format!(
             "\nFailing since {} ({} failed cycles in a row).\n",
-            crate::fix::fmt_ms(since),
+            crate::time::rfc3339_ms(since),
             s.consecutive_failures
         ));
     }

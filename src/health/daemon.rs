@@ -5,57 +5,16 @@
 //! by pure functions tested on real samples. The caller's timeout drops the
 //! future, and `kill_on_drop` then kills the tool.
 
+use anyhow::Result;
 use std::collections::BTreeMap;
-use std::process::Stdio;
-use std::time::Duration;
-
-use anyhow::{Context, Result};
 
 use super::{CheckConfig, Probe, Status};
+use crate::process::run_tool;
 
 /// The properties asked of systemd. `LoadState` is asked too because a
 /// unit that does not exist reports `inactive/dead/success`, which would
 /// otherwise pass as a healthy oneshot.
 pub const SYSTEMD_PROPERTIES: &str = "LoadState,ActiveState,SubState,Result,NRestarts";
-
-/// What a finished tool printed.
-#[derive(Debug, Clone)]
-pub struct ToolOutput {
-    /// The exit code (`None` when killed by a signal).
-    pub code: Option<i32>,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-/// Runs `program args…` found on PATH, with no shell, killed when the
-/// timeout passes (or the caller's future is dropped).
-///
-/// Only for the fixed system tools (`launchctl`, `systemctl`): the child
-/// inherits the agent's environment and only it is killed, not what it
-/// spawned. A configured command goes through
-/// [`crate::tasks::mc::run_argv`] (clean environment, own process group).
-pub async fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Result<ToolOutput> {
-    let what = format!("{program} {}", args.join(" "));
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting `{what}` (is {program} on PATH?)"))?;
-    let out = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .with_context(|| format!("`{what}` did not finish within {}s", timeout.as_secs()))?
-        .with_context(|| format!("running `{what}`"))?;
-    Ok(ToolOutput {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
-}
 
 /// What `launchctl list <label>` says about a job.
 #[derive(Debug, Clone, PartialEq, Eq)]

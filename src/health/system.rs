@@ -14,7 +14,7 @@ pub fn probe(check: &CheckConfig) -> Result<(Status, String)> {
     let crit = check.critical_pct.unwrap_or(90.0);
     match check.kind {
         CheckKind::Disk => {
-            let path = crate::config::expand_tilde(check.path.as_deref().unwrap_or("/"));
+            let path = crate::paths::expand_tilde(check.path.as_deref().unwrap_or("/"));
             let (mount, used_pct) = disk_usage(&path)?;
             Ok(grade(
                 used_pct,

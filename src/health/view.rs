@@ -9,8 +9,7 @@ use serde::Serialize;
 use super::guard::{CheckMemo, HealthState};
 use super::{effective_checks, CheckConfig, CheckResult, Status};
 use crate::fix::{
-    budget, decide, fmt_ms, Attempt, Budget, FixConfig, FixDecision, FixFacts, FixHistory,
-    FixOptions,
+    budget, decide, Attempt, Budget, FixConfig, FixDecision, FixFacts, FixHistory, FixOptions,
 };
 
 /// `health --json`: the results and the exit rule.
@@ -194,7 +193,9 @@ pub fn explain(
         }
         (Some(m), true) => format!(
             "failing since {} ({} failed cycles); {}",
-            m.failing_since_ms.map(fmt_ms).unwrap_or_else(|| "?".into()),
+            m.failing_since_ms
+                .map(crate::time::rfc3339_ms)
+                .unwrap_or_else(|| "?".into()),
             m.consecutive_failures,
             decision.describe()
         ),
@@ -242,13 +243,13 @@ impl Explanation {
                     m.consecutive_successes,
                     if m.failing { "yes" } else { "no" },
                     m.failing_since_ms
-                        .map(|t| format!(" since {}", fmt_ms(t)))
+                        .map(|t| format!(" since {}", crate::time::rfc3339_ms(t)))
                         .unwrap_or_default()
                 ));
                 for r in m.last.iter().rev() {
                     out.push_str(&format!(
                         "  {}  {:<8} {}\n",
-                        fmt_ms(r.at_ms),
+                        crate::time::rfc3339_ms(r.at_ms),
                         r.status.as_str(),
                         r.reason
                     ));
@@ -267,7 +268,7 @@ impl Explanation {
                 b.used,
                 b.left,
                 b.next_allowed_at_ms
-                    .map(|t| format!(", next allowed at {}", fmt_ms(t)))
+                    .map(|t| format!(", next allowed at {}", crate::time::rfc3339_ms(t)))
                     .unwrap_or_default()
             )),
             _ => out.push_str("fix: none configured\n"),
@@ -275,7 +276,7 @@ impl Explanation {
         for a in &self.attempts {
             out.push_str(&format!(
                 "  {}  {} {} ({})\n",
-                fmt_ms(a.at_ms),
+                crate::time::rfc3339_ms(a.at_ms),
                 a.action,
                 a.outcome.as_str(),
                 a.issue

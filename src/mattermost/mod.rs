@@ -4,7 +4,7 @@
 //! * [`client`]: API v4 over HTTP (auth, token cache, 429/401 handling).
 //! * [`poll`]: the polling stage: new posts exactly once, skip rules and
 //!   the cursor invariant (read its module doc before touching the cursor).
-//! * [`replies`]: idempotent thread replies, mass-mention neutralising.
+//! * [`replies`]: idempotent thread replies.
 //! * [`status`]: the data behind `ops-agent mm status`.
 //!
 //! A cycle uses it in this order: [`Client::from_config`], [`poll`], then
@@ -23,7 +23,5 @@ pub use config::MattermostConfig;
 pub use poll::{
     mark_handled, next_cursor, poll, prune_handled, MmState, NewPost, PollOutcome, SkipCounts,
 };
-pub use replies::{
-    cap_chars, neutralize_mass_mentions, reply_in_thread, safe_text, ReplyOutcome, REPLY_PROP,
-};
+pub use replies::{reply_in_thread, ReplyOutcome, REPLY_PROP};
 pub use status::{status, MmStatus, TeamStatus};

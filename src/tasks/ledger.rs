@@ -216,18 +216,13 @@ pub fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")));
     }
-    if let Some(unit) = s.chars().last() {
-        if let Ok(n) = s[..s.len() - unit.len_utf8()].parse::<i64>() {
-            let span = match unit {
-                'm' => chrono::Duration::minutes(n),
-                'h' => chrono::Duration::hours(n),
-                'd' => chrono::Duration::days(n),
-                _ => bail!("--since '{s}': unknown unit '{unit}' (use m, h or d)"),
-            };
-            return Ok(now - span);
-        }
+    if s.starts_with(|c: char| c.is_ascii_digit()) && !s.contains(['-', ':']) {
+        let ms = crate::time::parse_span_ms(s).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+        return Ok(now - chrono::Duration::milliseconds(ms));
     }
-    bail!("--since '{s}': expected a date (2024-05-01), an RFC 3339 time or a span (7d, 24h)")
+    bail!(
+        "--since '{s}': expected a date (2024-05-01), an RFC 3339 time or a span (7d, 24h, 1h30m)"
+    )
 }
 
 /// `tasks list` output.
@@ -537,7 +532,16 @@ mod tests {
             assert_eq!(parse_since(s, now).unwrap(), want, "{s}");
         }
         assert!(parse_since("yesterday", now).is_err());
-        assert!(parse_since("3w", now).is_err());
+        assert!(parse_since("3x", now).is_err());
+        // One span grammar with the silence command: weeks and compounds too.
+        assert_eq!(
+            parse_since("3w", now).unwrap(),
+            now - chrono::Duration::days(21)
+        );
+        assert_eq!(
+            parse_since("1h30m", now).unwrap(),
+            Utc.with_ymd_and_hms(2024, 5, 10, 10, 30, 0).unwrap()
+        );
     }
 
     #[test]

@@ -12,7 +12,6 @@
 //! [`McBackend`].
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -21,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ledger::Ledger;
 use super::Task;
-use crate::config::expand_tilde;
+use crate::paths::expand_tilde;
+use crate::process::{run_argv, tail};
 
 /// Placeholders an argv element may contain; each is a [`Task`] field.
 pub const PLACEHOLDERS: &[&str] = &[
@@ -37,10 +37,6 @@ pub const PLACEHOLDERS: &[&str] = &[
     "author",
     "permalink",
 ];
-
-/// How much of the child's stderr an error carries: enough for the message
-/// of a failing tool, not a whole log.
-const STDERR_TAIL_BYTES: usize = 500;
 
 /// `[mc]`: how to reach MC.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,102 +221,6 @@ impl McCommand {
             )
         })
     }
-}
-
-/// Runs `argv` WITHOUT a shell, the way every configured command runs: a
-/// clean environment (PATH, HOME and the `pass_env` names), no stdin, its
-/// own process group killed after `timeout`. Returns stdout and the stderr
-/// tail on exit 0; anything else is an error naming `what` and the program,
-/// with the stderr tail. Shared by the MC adapter and the escalation's
-/// resolve command.
-pub async fn run_argv(
-    argv: &[String],
-    timeout: Duration,
-    pass_env: &[String],
-    what: &str,
-) -> Result<(String, String)> {
-    let Some(program) = argv.first() else {
-        bail!("{what}: empty command");
-    };
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .env(
-            "PATH",
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        // Own process group, so a timeout kills what the tool spawned too.
-        .process_group(0);
-    if let Ok(home) = std::env::var("HOME") {
-        cmd.env("HOME", home);
-    }
-    for name in pass_env {
-        if let Ok(v) = std::env::var(name) {
-            cmd.env(name, v);
-        }
-    }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("{what} {program}: could not start"))?;
-    let pid = child.id();
-    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(r) => r.with_context(|| format!("{what} {program}: waiting for it"))?,
-        Err(_) => {
-            if let Some(pid) = pid {
-                // SAFETY: kill(2) on our own child's process group; a stale
-                // group id at worst makes the call fail with ESRCH.
-                unsafe {
-                    libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-                }
-            }
-            bail!(
-                "{what} {program}: timed out after {}s and was killed",
-                timeout.as_secs()
-            );
-        }
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = tail(&output.stderr, STDERR_TAIL_BYTES);
-    if !output.status.success() {
-        bail!(
-            "{what} {program}: {} ; stderr: {}",
-            describe_status(output.status),
-            if stderr.is_empty() {
-                "(empty)"
-            } else {
-                &stderr
-            }
-        );
-    }
-    Ok((stdout, stderr))
-}
-
-fn describe_status(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exited with status {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => "failed".to_string(),
-    }
-}
-
-/// The last `max` bytes of `bytes` as trimmed, lossy UTF-8 (cut on a
-/// character boundary), for error messages.
-pub fn tail(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("…{}", &text[start..])
 }
 
 /// Replaces `{placeholder}`s in one template element. A value is inserted
@@ -548,13 +448,5 @@ mod tests {
         })
         .contains("program"));
         McConfig::default().validate().unwrap();
-    }
-
-    #[test]
-    fn tail_cuts_on_char_boundary() {
-        let s = "é".repeat(400);
-        let t = tail(s.as_bytes(), 501);
-        assert!(t.starts_with('…'));
-        assert!(t.len() <= 504);
     }
 }

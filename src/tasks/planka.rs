@@ -421,7 +421,7 @@ impl PlankaClient {
         let message = parsed
             .as_ref()
             .and_then(|v| str_of(v, "message").map(str::to_string))
-            .unwrap_or_else(|| super::mc::tail(text.as_bytes(), 200));
+            .unwrap_or_else(|| crate::process::tail(text.as_bytes(), 200));
         Err(ApiError {
             method: method.to_string(),
             url,
