@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::classify::ClassifyConfig;
 use crate::escalate::EscalationConfig;
 use crate::fix::FixConfig;
-use crate::health::{CheckConfig, HealthConfig};
+use crate::health::{CheckConfig, Checks, HealthConfig};
 use crate::intel::IntelConfig;
 use crate::mattermost::MattermostConfig;
 use crate::ollama::OllamaConfig;
@@ -64,7 +64,7 @@ pub struct Config {
     /// `[intel]`: optional HiveMind cycle summaries.
     pub intel: IntelConfig,
     /// Health checks; absent means the runbook's system checks.
-    pub checks: Vec<CheckConfig>,
+    pub checks: Checks,
 }
 
 impl Default for Config {
@@ -82,7 +82,7 @@ impl Default for Config {
             classify: ClassifyConfig::default(),
             escalation: EscalationConfig::default(),
             intel: IntelConfig::default(),
-            checks: CheckConfig::defaults(),
+            checks: Checks::new(CheckConfig::defaults()),
         }
     }
 }
@@ -293,10 +293,7 @@ impl Config {
         self.classify.validate()?;
         self.escalation.validate()?;
         self.intel.validate()?;
-        for (i, c) in self.checks.iter().enumerate() {
-            c.validate(&format!("checks[{i}] (\"{}\")", c.name))?;
-        }
-        crate::health::validate_checks(&self.checks)
+        self.checks.validate()
     }
 
     /// The effective config as TOML, for `config check`. Nothing secret is

@@ -21,12 +21,13 @@ use chrono::{DateTime, Utc};
 
 use crate::chat::{self, Act, Tally};
 use crate::config::Config;
-use crate::health::guard::ServiceSummary;
-use crate::health::guard::Verdict;
+use crate::fix::ServiceSummary;
+use crate::health::Verdict;
 use crate::lock::CycleLock;
 use crate::mattermost::{self, NewPost, PollOutcome};
 use crate::report::{count_checks, CycleReport, Outcome};
-use crate::state::{self, RuntimeState, Stats};
+use crate::state::{RuntimeState, Stats};
+use crate::store;
 use crate::tasks::mc::McBackend;
 use crate::tasks::outbox::{self, Targets};
 use crate::tasks::planka::PlankaClient;
@@ -58,7 +59,7 @@ pub async fn run_once(config: &Config, opts: RunOptions) -> Result<CycleReport> 
     let verdicts = cycle.check_health(&ctx, history.as_ref().ok()).await; // 5
     let silenced = cycle.active_silences();
     let (fixes, history) = cycle.auto_fix(&ctx, &verdicts, &silenced, history).await; // 6
-    let services = health::guard::summarize(
+    let services = fix::summarize(
         &config.checks,
         &verdicts,
         &fixes,
@@ -149,8 +150,8 @@ impl<'a> Cycle<'a> {
         let deadline = tokio::time::Instant::from_std(started + config.agent.deadline());
         let now = Utc::now();
         let lock = lock::acquire(&config.paths.lock)?;
-        let loaded = state::load::<RuntimeState>(&config.paths.state, now)?;
-        let stats_loaded = state::load::<Stats>(&config.paths.stats, now)?;
+        let loaded = store::load::<RuntimeState>(&config.paths.state, now)?;
+        let stats_loaded = store::load::<Stats>(&config.paths.stats, now)?;
         let mut runtime = loaded.value;
         runtime.record_set_aside(loaded.set_aside.into_iter().chain(stats_loaded.set_aside));
         tracing::info!(
@@ -189,7 +190,7 @@ impl<'a> Cycle<'a> {
         if self.opts.dry_run {
             return Ok(());
         }
-        state::save(&self.config.paths.state, &self.runtime)
+        store::save(&self.config.paths.state, &self.runtime)
     }
 
     /// Stage 1: every new post of the configured teams.
@@ -783,7 +784,7 @@ impl<'a> Cycle<'a> {
             tracing::error!("{}", self.report.summary_line());
             return Err(e);
         }
-        if let Err(e) = state::save(&self.config.paths.stats, &self.stats) {
+        if let Err(e) = store::save(&self.config.paths.stats, &self.stats) {
             tracing::warn!(error = %format!("{e:#}"), "Stats not saved; counters of this cycle are lost.");
         }
         tracing::info!("{}", self.report.summary_line());

@@ -28,6 +28,7 @@ pub mod report;
 pub mod secret;
 pub mod silence;
 pub mod state;
+pub mod store;
 pub mod tasks;
 pub mod text;
 pub mod time;

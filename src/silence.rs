@@ -22,7 +22,8 @@ use std::collections::BTreeSet;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::health::{effective_checks, CheckConfig, ServiceSummary};
+use crate::fix::ServiceSummary;
+use crate::health::Checks;
 
 /// The longest silence: a forgotten silence must not hide a service forever.
 pub const MAX_SILENCE_MS: i64 = 30 * 24 * 3_600_000;
@@ -215,8 +216,7 @@ impl Silences {
     /// The services silenced at `now_ms`: targeted by name, or owning a
     /// targeted check. The cycle passes this set to the fix stage (skip
     /// these services) and to the escalation planner.
-    pub fn silenced_services(&self, checks: &[CheckConfig], now_ms: i64) -> BTreeSet<String> {
-        let checks = effective_checks(checks);
+    pub fn silenced_services(&self, checks: &Checks, now_ms: i64) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for s in self.active.iter().filter(|s| s.is_active(now_ms)) {
             out.insert(s.target.clone());
@@ -229,8 +229,7 @@ impl Silences {
 
     /// Records on each active silence what its service did this cycle:
     /// failing seen, and recovery during the silence.
-    pub fn observe(&mut self, checks: &[CheckConfig], services: &[ServiceSummary], now_ms: i64) {
-        let checks = effective_checks(checks);
+    pub fn observe(&mut self, checks: &Checks, services: &[ServiceSummary], now_ms: i64) {
         for s in self.active.iter_mut().filter(|s| s.is_active(now_ms)) {
             let service = checks
                 .iter()
@@ -251,19 +250,10 @@ impl Silences {
 }
 
 /// The names a silence may target: every check and every service, sorted.
-pub fn known_targets(checks: &[CheckConfig]) -> Vec<String> {
-    let set: BTreeSet<String> = effective_checks(checks)
+pub fn known_targets(checks: &Checks) -> Vec<String> {
+    let set: BTreeSet<String> = checks
         .iter()
         .flat_map(|c| [c.name.clone(), c.service().to_string()])
-        .collect();
-    set.into_iter().collect()
-}
-
-/// The services a chat user may name (chat silences name services).
-pub fn known_services(checks: &[CheckConfig]) -> Vec<String> {
-    let set: BTreeSet<String> = effective_checks(checks)
-        .iter()
-        .map(|c| c.service().to_string())
         .collect();
     set.into_iter().collect()
 }
@@ -411,7 +401,7 @@ pub fn answer_chat(
 /// against the configured checks and services, then adds the silence.
 pub fn cli_add(
     silences: &mut Silences,
-    checks: &[CheckConfig],
+    checks: &Checks,
     target: &str,
     duration: &str,
     reason: &str,
@@ -461,7 +451,7 @@ pub fn list_json(silences: &Silences, now_ms: i64) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::CheckKind;
+    use crate::health::{CheckConfig, CheckKind};
 
     const T0: i64 = 1_700_000_000_000;
 
@@ -504,11 +494,11 @@ mod tests {
         }
     }
 
-    fn checks() -> Vec<CheckConfig> {
+    fn checks() -> Checks {
         let mut web = CheckConfig::new("web-http", CheckKind::Http);
         web.url = Some("http://127.0.0.1:1/".into());
         web.service = Some("web".into());
-        vec![web, CheckConfig::new("disk", CheckKind::Disk)]
+        Checks::from(vec![web, CheckConfig::new("disk", CheckKind::Disk)])
     }
 
     #[test]
@@ -586,6 +576,6 @@ mod tests {
         let set = s.silenced_services(&c, T0 + 1);
         assert!(set.contains("web") && !set.contains("disk"), "{set:?}");
         assert!(s.silenced_services(&c, T0 + 3_600_000).is_empty());
-        assert!(known_services(&c).contains(&"web".to_string()));
+        assert!(c.services().contains(&"web".to_string()));
     }
 }

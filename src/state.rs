@@ -1,6 +1,7 @@
-//! The runbook's JSON files as typed structs: load (a missing file is a
-//! first run, a corrupt one is set aside and reported), and atomic,
-//! owner-only, symlink-safe saves through [`crate::files`].
+//! The two JSON documents a cycle carries from one run to the next: the
+//! runtime state (`/tmp/ops-agent-state.json`, each room's part of it) and
+//! the cumulative stats (`~/system/agents/state/ops.json`). How they are
+//! read and written is [`crate::store`]'s job.
 //!
 //! Every struct here is `#[serde(default)]` so a file written by an older
 //! version still loads; unknown fields are ignored for the same reason (a
@@ -8,15 +9,12 @@
 //! during a rollback).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::files;
 use crate::report::CycleReport;
+use crate::store::SetAside;
 
 /// How many set-aside records the state keeps for `status`.
 const MAX_SET_ASIDE: usize = 20;
@@ -42,31 +40,6 @@ pub struct RuntimeState {
     pub health: crate::health::guard::HealthState,
     /// Open incidents, their alerts and acknowledgements, and silences.
     pub escalation: crate::escalate::EscalationState,
-}
-
-/// A corrupt file that was moved aside instead of being lost or fatal.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SetAside {
-    /// The path the file had.
-    pub path: PathBuf,
-    /// Where its bytes are now.
-    pub moved_to: PathBuf,
-    /// When, epoch ms.
-    pub at_ms: i64,
-    /// The parse error.
-    pub error: String,
-}
-
-impl std::fmt::Display for SetAside {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} was corrupt ({}); set aside as {}",
-            self.path.display(),
-            self.error,
-            self.moved_to.display()
-        )
-    }
 }
 
 impl RuntimeState {
@@ -130,108 +103,9 @@ impl Stats {
     }
 }
 
-/// A loaded file plus what happened on the way.
-#[derive(Debug)]
-pub struct Loaded<T> {
-    /// The content, or the default when missing or corrupt.
-    pub value: T,
-    /// False when there was no file (first run).
-    pub existed: bool,
-    /// Set when the file did not parse and was moved aside.
-    pub set_aside: Option<SetAside>,
-}
-
-/// Loads a JSON state file. Missing → default; unparseable → moved aside as
-/// `<name>.corrupt-<time>`, logged, default; a symlink or foreign-owned file
-/// → error (we must not run on state we cannot safely write back).
-pub fn load<T: DeserializeOwned + Default>(path: &Path, now: DateTime<Utc>) -> Result<Loaded<T>> {
-    let Some(bytes) = files::read_private_bytes(path)? else {
-        return Ok(Loaded {
-            value: T::default(),
-            existed: false,
-            set_aside: None,
-        });
-    };
-    match serde_json::from_slice::<T>(&bytes) {
-        Ok(value) => Ok(Loaded {
-            value,
-            existed: true,
-            set_aside: None,
-        }),
-        Err(e) => {
-            let moved_to = files::set_aside(path, now)?;
-            tracing::warn!(
-                file = %path.display(),
-                moved_to = %moved_to.display(),
-                error = %e,
-                "Corrupt file set aside; continuing with defaults."
-            );
-            Ok(Loaded {
-                value: T::default(),
-                existed: true,
-                set_aside: Some(SetAside {
-                    path: path.to_path_buf(),
-                    moved_to,
-                    at_ms: now.timestamp_millis(),
-                    error: e.to_string(),
-                }),
-            })
-        }
-    }
-}
-
-/// Reads a JSON state file without changing anything on disk (for
-/// `status` and `stats`): a corrupt file is an error, not set aside.
-pub fn peek<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    let Some(text) = files::read_private(path)? else {
-        return Ok(None);
-    };
-    serde_json::from_str(&text)
-        .map(Some)
-        .with_context(|| format!("{} is not valid JSON for this file", path.display()))
-}
-
-/// Saves a value as pretty JSON, atomically and owner-only.
-pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .with_context(|| format!("serialising {}", path.display()))?;
-    bytes.push(b'\n');
-    files::write_private_atomic(path, &bytes).with_context(|| format!("saving {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn missing_is_first_run_and_corrupt_is_set_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("s.json");
-        let l: Loaded<RuntimeState> = load(&p, Utc::now()).unwrap();
-        assert!(!l.existed && l.set_aside.is_none() && l.value.last_check_ms.is_none());
-
-        std::fs::write(&p, "{\"last_check_ms\": \"soon\"").unwrap();
-        let l: Loaded<RuntimeState> = load(&p, Utc::now()).unwrap();
-        let aside = l.set_aside.unwrap();
-        assert!(!p.exists());
-        assert_eq!(
-            std::fs::read_to_string(&aside.moved_to).unwrap(),
-            "{\"last_check_ms\": \"soon\""
-        );
-    }
-
-    #[test]
-    fn save_then_load_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("s.json");
-        let s = RuntimeState {
-            last_check_ms: Some(42),
-            ..Default::default()
-        };
-        save(&p, &s).unwrap();
-        let l: Loaded<RuntimeState> = load(&p, Utc::now()).unwrap();
-        assert_eq!(l.value, s);
-    }
 
     #[test]
     fn set_aside_list_is_bounded() {

@@ -14,7 +14,9 @@ use std::time::Duration;
 use chrono::Utc;
 use ops_agent::fix::{self, FixAction, FixConfig, FixOptions, FixSpec, Outcome};
 use ops_agent::health::docker::{DockerClient, DockerHost};
-use ops_agent::health::{self, CheckConfig, CheckKind, HealthConfig, HealthContext, Status};
+use ops_agent::health::{
+    self, CheckConfig, CheckKind, Checks, HealthConfig, HealthContext, Status,
+};
 
 const ENV: &str = "OPS_AGENT_REAL_DOCKER_SOCK";
 
@@ -86,6 +88,7 @@ async fn real_engine_checks_restart_and_verify() {
         container("ci-unhealthy", 3),
         container("ci-missing", 2),
     ];
+    let checks = Checks::from(checks);
     let results = health::run_all(&ctx, &checks).await;
     assert_eq!(results[0].name, "docker-engine");
     assert_eq!(results[0].status, Status::Ok, "{:?}", results[0]);
@@ -170,6 +173,6 @@ async fn real_engine_unknown_version_prefix_is_not_sent() {
     let Some(sock) = socket() else { return };
     // Pinned to 1.41, the client talks to dockerd 20.10 without a 400.
     let (ctx, _) = setup(&sock);
-    let engine = health::run_all(&ctx, &[container("ci-running", 1)]).await;
+    let engine = health::run_all(&ctx, &Checks::from(vec![container("ci-running", 1)])).await;
     assert_eq!(engine[0].status, Status::Ok, "{:?}", engine[0]);
 }

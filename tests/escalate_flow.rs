@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use ops_agent::escalate::{self, AckHow, Ctx, EscalationConfig, EscalationState};
-use ops_agent::health::{CheckConfig, CheckKind, ServiceSummary, Status};
+use ops_agent::fix::ServiceSummary;
+use ops_agent::health::{CheckConfig, CheckKind, Checks, Status};
 use ops_agent::mattermost::{Client, Credentials, NewPost};
 use ops_agent::secret::Secret;
 use ops_agent::silence::ChatAnswer;
@@ -37,7 +38,7 @@ struct World {
     planka: PlankaClient,
     mc: McBackend,
     cfg: EscalationConfig,
-    checks: Vec<CheckConfig>,
+    checks: Checks,
     team_ids: BTreeMap<String, String>,
     agent: String,
     alice: String,
@@ -125,7 +126,7 @@ impl World {
             planka,
             mc,
             cfg,
-            checks: vec![web],
+            checks: Checks::from(vec![web]),
             team_ids: BTreeMap::new(),
             agent,
             alice,

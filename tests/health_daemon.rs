@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ops_agent::fix::{self, FixAction, FixConfig, FixDecision, FixOptions, FixSpec, Outcome};
-use ops_agent::health::{self, CheckConfig, CheckKind, HealthConfig, HealthContext, Status};
+use ops_agent::health::{
+    self, CheckConfig, CheckKind, Checks, HealthConfig, HealthContext, Status,
+};
 
 /// One state dir for the whole test binary (PATH and the env var are
 /// process-wide); each test uses its own labels and units.
@@ -72,6 +74,7 @@ async fn launchd_jobs_are_graded_from_real_output() {
         launchd("com.john.backup"),
         launchd("com.john.missing"),
     ];
+    let checks = Checks::from(checks);
     let r = health::run_all(&ctx(), &checks).await;
     assert_eq!(r[0].status, Status::Ok, "{:?}", r[0]);
     assert!(r[0].reason.contains("PID 811"));
@@ -98,7 +101,7 @@ async fn a_failed_launchd_job_is_kickstarted_and_verified() {
     let path = dir.path().join("h.json");
     let (r, _) = fix::run_manual(
         &ctx(),
-        &[c],
+        &Checks::from(vec![c]),
         "com.john.mc",
         "job failed",
         &path,
@@ -143,6 +146,7 @@ async fn systemd_units_are_graded_from_real_output() {
         systemd("boot.service"),
         systemd("nothere.service"),
     ];
+    let checks = Checks::from(checks);
     let r = health::run_all(&ctx(), &checks).await;
     let got: Vec<(Status, bool)> = r.iter().map(|r| (r.status, r.starting)).collect();
     assert_eq!(
@@ -187,6 +191,7 @@ async fn a_failed_unit_is_restarted_and_a_starting_one_is_left_alone() {
     let mut s = systemd("slow.service");
     s.fix = Some(spec);
     let checks = vec![w, s];
+    let checks = Checks::from(checks);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("h.json");
     let now = Utc::now();
@@ -234,7 +239,7 @@ async fn a_configured_command_runs_without_a_shell_and_failures_are_reported() {
     let path = dir.path().join("h.json");
     let (r, _) = fix::run_manual(
         &ctx(),
-        &[c.clone()],
+        &Checks::from(vec![c.clone()]),
         "cmd",
         "x",
         &path,
@@ -250,7 +255,7 @@ async fn a_configured_command_runs_without_a_shell_and_failures_are_reported() {
     c.fix.as_mut().unwrap().start_grace_secs = 0;
     let (r, _) = fix::run_manual(
         &ctx(),
-        &[c],
+        &Checks::from(vec![c]),
         "cmd",
         "x",
         &path,
@@ -285,7 +290,7 @@ async fn manual_fix(c: CheckConfig, history: &Path) -> fix::FixReport {
     let service = c.name.clone();
     fix::run_manual(
         &ctx(),
-        &[c],
+        &Checks::from(vec![c]),
         &service,
         "x",
         history,
@@ -375,7 +380,7 @@ async fn a_hanging_tool_costs_the_check_timeout() {
     let mut b = launchd("com.john.hang");
     b.timeout_secs = 1;
     let started = Instant::now();
-    let r = health::run_all(&ctx(), &[a, b]).await;
+    let r = health::run_all(&ctx(), &Checks::from(vec![a, b])).await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",

@@ -12,7 +12,7 @@ use ops_agent::fix::{
     Outcome,
 };
 use ops_agent::health::{
-    self, guard, CheckConfig, CheckKind, HealthConfig, HealthContext, HealthState, Status,
+    self, guard, CheckConfig, CheckKind, Checks, HealthConfig, HealthContext, HealthState, Status,
 };
 use support::docker::{FakeContainer, FakeDocker, OnRestart};
 use support::http_endpoints::FakeEndpoints;
@@ -38,7 +38,7 @@ fn ctx(host: &str) -> HealthContext {
 /// One cycle's health and fix stages, as the cycle runs them.
 async fn cycle(
     ctx: &HealthContext,
-    checks: &[CheckConfig],
+    checks: &Checks,
     state: &mut HealthState,
     history_path: &Path,
     now: DateTime<Utc>,
@@ -73,6 +73,7 @@ async fn stopped_container_is_restarted_verified_and_recorded_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = history_file(&dir);
     let checks = vec![container_check("web"), container_check("db")];
+    let checks = Checks::from(checks);
     let ctx = ctx(&fake.host());
     let mut state = HealthState::default();
 
@@ -132,6 +133,7 @@ async fn container_that_stays_down_gets_three_attempts_per_rolling_hour() {
     let dir = tempfile::tempdir().unwrap();
     let path = history_file(&dir);
     let checks = vec![container_check("web")];
+    let checks = Checks::from(checks);
     let ctx = ctx(&fake.host());
     let mut state = HealthState::default();
     let t0 = Utc::now();
@@ -190,7 +192,7 @@ async fn container_that_stays_down_gets_three_attempts_per_rolling_hour() {
     let now = t0 + ChronoDuration::minutes(61);
     let results = health::run_all(&ctx, &checks).await;
     let verdicts = state.record(&checks, &results, &history, now);
-    let summary = health::guard::summarize(
+    let summary = fix::summarize(
         &checks,
         &verdicts,
         &[],
@@ -229,6 +231,7 @@ async fn a_failing_endpoint_is_fixed_by_its_container_and_verified_by_itself() {
         container_check("web"),
         endpoint_check("web", endpoints.url("/flaky")),
     ];
+    let checks = Checks::from(checks);
     let ctx = ctx(&fake.host());
     let mut state = HealthState::default();
     let (verdicts, reports) = cycle(&ctx, &checks, &mut state, &path, Utc::now()).await;
@@ -252,6 +255,7 @@ async fn a_container_still_booting_behind_its_failing_endpoint_is_pending_not_fa
         container_check("web"),
         endpoint_check("web", endpoints.url("/status/503")),
     ];
+    let checks = Checks::from(checks);
     let ctx = ctx(&fake.host());
     let mut state = HealthState::default();
     let (_, reports) = cycle(&ctx, &checks, &mut state, &path, Utc::now()).await;
@@ -288,6 +292,7 @@ async fn prewritten_history_holds_the_limit_until_the_window_allows_and_deleting
     }
     h.save(&path).unwrap();
     let checks = vec![container_check("web")];
+    let checks = Checks::from(checks);
     let ctx = ctx(&fake.host());
     let mut state = HealthState::default();
 
@@ -365,6 +370,7 @@ async fn docker_unreachable_is_one_result_and_containers_are_blocked_not_fixed()
     http.service = Some("mattermost".into());
     http.parent = Some("mattermost".into());
     checks.push(http);
+    let checks = Checks::from(checks);
     let ctx = ctx(&host);
     let mut state = HealthState::default();
     let now = Utc::now();
@@ -413,7 +419,7 @@ async fn docker_unreachable_is_one_result_and_containers_are_blocked_not_fixed()
     assert!(history.attempts.is_empty());
     let results = health::run_all(&ctx, &checks).await;
     let verdicts = state.record(&checks, &results, &history, now);
-    let summary = health::guard::summarize(
+    let summary = fix::summarize(
         &checks,
         &verdicts,
         &[],
@@ -451,6 +457,7 @@ async fn a_blip_that_passes_on_reprobe_does_not_count() {
     fake.add(FakeContainer::healthy("web"));
     fake.blip("web", 1);
     let checks = vec![container_check("web")];
+    let checks = Checks::from(checks);
     let ctx = ctx(&fake.host());
     let results = health::run_all(&ctx, &checks).await;
     let web = &results[1];
@@ -476,6 +483,7 @@ async fn a_container_still_starting_is_not_restarted() {
     let dir = tempfile::tempdir().unwrap();
     let path = history_file(&dir);
     let checks = vec![container_check("web")];
+    let checks = Checks::from(checks);
     let ctx = ctx(&fake.host());
     let mut state = HealthState::default();
     let now = Utc::now();
@@ -519,6 +527,7 @@ async fn manual_fix_dry_run_force_and_missing_and_unhealthy_containers() {
     let path = history_file(&dir);
     let mut checks = vec![container_check("web"), container_check("gone")];
     checks[0].fix.as_mut().unwrap().start_grace_secs = 0;
+    let checks = Checks::from(checks);
     let ctx = ctx(&fake.host());
     let now = Utc::now();
     let results = health::run_all(&ctx, &checks).await;

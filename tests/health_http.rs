@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ops_agent::health::{
-    self, CheckConfig, CheckKind, ExpectStatus, HealthConfig, HealthContext, Status,
+    self, CheckConfig, CheckKind, Checks, ExpectStatus, HealthConfig, HealthContext, Status,
 };
 use support::http_endpoints::FakeEndpoints;
 
@@ -41,6 +41,7 @@ async fn endpoints_are_graded() {
     head.method = Some("HEAD".into());
     let missing = http("missing", fake.url("/nope"));
     let checks = vec![ok, slow, wrong, err, range, head, missing];
+    let checks = Checks::from(checks);
     let results = health::run_all(&ctx(10), &checks).await;
     let want = [
         ("ok", Status::Ok, "HTTP 200"),
@@ -74,6 +75,7 @@ async fn hanging_endpoints_cost_their_timeout_not_the_sum() {
             c
         })
         .collect();
+    let checks = Checks::from(checks);
     let started = Instant::now();
     let results = health::run_all(&ctx(10), &checks).await;
     let took = started.elapsed();
@@ -94,7 +96,7 @@ async fn a_flaky_endpoint_passes_on_reprobe_and_a_down_one_does_not() {
     fake.fail_next(1);
     let flaky = http("flaky", fake.url("/flaky"));
     let down = http("down", "http://127.0.0.1:1/".into());
-    let results = health::run_all(&ctx(50), &[flaky, down]).await;
+    let results = health::run_all(&ctx(50), &Checks::from(vec![flaky, down])).await;
     assert_eq!(results[0].status, Status::Ok);
     assert!(
         results[0].reprobed && results[0].reason.contains("first probe: GET"),
@@ -121,7 +123,7 @@ async fn a_self_signed_certificate_is_critical_by_default() {
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     let check = http("tls", url.clone());
     assert_eq!(check.verify_tls, None, "the default is what is under test");
-    let results = health::run_all(&ctx(10), &[check]).await;
+    let results = health::run_all(&ctx(10), &Checks::from(vec![check])).await;
     let r = &results[0];
     assert_eq!(r.status, Status::Critical, "{r:?}");
     assert!(
@@ -141,7 +143,7 @@ async fn verify_tls_false_accepts_a_self_signed_certificate() {
     let mut check = http("tls", fake.url("/ok"));
     check.verify_tls = Some(false);
     check.body_contains = Some("\"status\":\"OK\"".into());
-    let results = health::run_all(&ctx(10), &[check]).await;
+    let results = health::run_all(&ctx(10), &Checks::from(vec![check])).await;
     let r = &results[0];
     assert_eq!(r.status, Status::Ok, "{r:?}");
     assert!(r.reason.contains("HTTP 200"), "{}", r.reason);

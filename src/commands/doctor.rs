@@ -203,7 +203,7 @@ fn examine(config: &Config, mut out: Vec<Finding>) -> Result<Report> {
         out.push(judge_file(name, path, &inspect(path, content)));
     }
     // Cached team ids, shown when the server is unreachable.
-    let mm_state = crate::state::peek::<RuntimeState>(&p.state)
+    let mm_state = crate::store::peek::<RuntimeState>(&p.state)
         .ok()
         .flatten()
         .map(|rt| rt.mattermost)

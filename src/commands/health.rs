@@ -10,7 +10,8 @@ use super::runtime;
 use crate::config::Config;
 use crate::fix::{self, FixHistory, FixOptions};
 use crate::health::{self, view, HealthContext};
-use crate::state::{self, RuntimeState};
+use crate::state::RuntimeState;
+use crate::store;
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     println!(
@@ -87,7 +88,7 @@ pub fn fix(
 /// `fix --history [--json]`: each service's attempts in the window and the
 /// budget left.
 pub fn history(config: &Config, json: bool) -> Result<ExitCode> {
-    let history: FixHistory = state::peek(&config.paths.fix_history)?.unwrap_or_default();
+    let history: FixHistory = store::peek(&config.paths.fix_history)?.unwrap_or_default();
     let view = fix::history_view(&history, &config.fix, Utc::now().timestamp_millis());
     if json {
         print_json(&view)?;
@@ -100,9 +101,9 @@ pub fn history(config: &Config, json: bool) -> Result<ExitCode> {
 /// `explain <check>`: streaks, last results, parent, budget, attempts, and
 /// why the agent would or would not act now; from saved state only.
 pub fn explain(config: &Config, name: &str, json: bool) -> Result<ExitCode> {
-    let runtime_state: RuntimeState = state::peek(&config.paths.state)?.unwrap_or_default();
-    let history: FixHistory = state::peek(&config.paths.fix_history)?.unwrap_or_default();
-    let e = view::explain(
+    let runtime_state: RuntimeState = store::peek(&config.paths.state)?.unwrap_or_default();
+    let history: FixHistory = store::peek(&config.paths.fix_history)?.unwrap_or_default();
+    let e = crate::fix::explain(
         name,
         &config.checks,
         &runtime_state.health,

@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::mattermost::{self, Client, MmStatus};
-use crate::state::{self, RuntimeState};
+use crate::state::RuntimeState;
+use crate::store;
 
 use super::status::human_age;
 
@@ -80,7 +81,7 @@ pub fn render(v: &MmStatusView, url: &str) -> String {
 /// Runs `mm status`: exit 0 when usable, 1 when not (the reason is printed).
 pub fn status(config: &Config, json: bool) -> Result<ExitCode> {
     let now_ms = Utc::now().timestamp_millis();
-    let rt: RuntimeState = match state::peek(&config.paths.state) {
+    let rt: RuntimeState = match store::peek(&config.paths.state) {
         Ok(s) => s.unwrap_or_default(),
         Err(e) => {
             eprintln!("ops-agent: warning: {e:#}; showing no cursor");

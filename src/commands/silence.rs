@@ -9,7 +9,8 @@ use chrono::Utc;
 
 use crate::config::Config;
 use crate::silence;
-use crate::state::{self, RuntimeState};
+use crate::state::RuntimeState;
+use crate::store;
 
 /// What `silence` was asked to do.
 #[derive(Debug)]
@@ -28,7 +29,7 @@ pub fn run(config: &Config, request: Request<'_>, json: bool) -> Result<ExitCode
     let now = Utc::now();
     let now_ms = now.timestamp_millis();
     if let Request::List = request {
-        let rt: RuntimeState = state::peek(&config.paths.state)?.unwrap_or_default();
+        let rt: RuntimeState = store::peek(&config.paths.state)?.unwrap_or_default();
         let silences = &rt.escalation.silences;
         if json {
             let v = silence::list_json(silences, now_ms);
@@ -42,7 +43,7 @@ pub fn run(config: &Config, request: Request<'_>, json: bool) -> Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     let _lock = crate::lock::acquire(&config.paths.lock)?;
-    let mut loaded = state::load::<RuntimeState>(&config.paths.state, now)?;
+    let mut loaded = store::load::<RuntimeState>(&config.paths.state, now)?;
     loaded.value.record_set_aside(loaded.set_aside.take());
     let silences = &mut loaded.value.escalation.silences;
     let changed = match request {
@@ -70,7 +71,7 @@ pub fn run(config: &Config, request: Request<'_>, json: bool) -> Result<ExitCode
         }
         Request::List => unreachable!("handled above"),
     };
-    state::save(&config.paths.state, &loaded.value)?;
+    store::save(&config.paths.state, &loaded.value)?;
     if json {
         println!(
             "{}",

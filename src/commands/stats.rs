@@ -7,11 +7,12 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::state::{self, Stats};
+use crate::state::Stats;
+use crate::store;
 
 /// Prints the stats file (text or JSON); a missing file prints zeros.
 pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
-    let stats: Stats = state::peek(&config.paths.stats)?.unwrap_or_default();
+    let stats: Stats = store::peek(&config.paths.stats)?.unwrap_or_default();
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &stats).context("writing stats")?;

@@ -11,7 +11,8 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::lock;
 use crate::report::CycleReport;
-use crate::state::{self, RuntimeState, SetAside};
+use crate::state::RuntimeState;
+use crate::store::{self, SetAside};
 use crate::tasks::outbox::{PendingView, WorkKind};
 
 /// What `status --json` prints.
@@ -53,7 +54,7 @@ pub struct StatusView {
 pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
     let now = Utc::now();
     let mut problems = Vec::new();
-    let runtime: Option<RuntimeState> = match state::peek(&config.paths.state) {
+    let runtime: Option<RuntimeState> = match store::peek(&config.paths.state) {
         Ok(s) => s,
         Err(e) => {
             problems.push(format!("{e:#} (the next cycle sets it aside)"));

@@ -23,7 +23,8 @@ use serde_json::{Map, Value};
 
 use super::plan::{plan, Action, PlanConfig};
 use super::{Ack, AckHow, EscalationConfig, EscalationState, Incident, IncidentCounters};
-use crate::health::{CheckConfig, ServiceSummary};
+use crate::fix::ServiceSummary;
+use crate::health::Checks;
 use crate::mattermost::client::CreatePost;
 use crate::mattermost::{reply_in_thread, Client, MmErrorKind, NewPost};
 use crate::paths::expand_tilde;
@@ -47,7 +48,7 @@ pub struct Ctx<'a> {
     /// `[escalation]`.
     pub cfg: &'a EscalationConfig,
     /// The configured checks (silence targets, service names).
-    pub checks: &'a [CheckConfig],
+    pub checks: &'a Checks,
     /// Mattermost, when configured (None: tasks and cards only).
     pub mm: Option<&'a Client>,
     /// `mattermost.alert_channel` (`team/channel`; empty: no alerts).
@@ -589,7 +590,7 @@ pub async fn answer_silence_post(
     post: &NewPost,
     agent_username: &str,
     cfg: &EscalationConfig,
-    checks: &[CheckConfig],
+    checks: &Checks,
     state: &mut EscalationState,
     max_chars: usize,
     now_ms: i64,
@@ -602,7 +603,7 @@ pub async fn answer_silence_post(
         &post.username,
         &post.id,
         &cfg.silence_allowlist,
-        &silence::known_services(checks),
+        &checks.services(),
         &mut state.silences,
         now_ms,
     );

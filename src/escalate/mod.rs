@@ -26,7 +26,7 @@ use anyhow::{bail, Result};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::health::ServiceSummary;
+use crate::fix::ServiceSummary;
 use crate::silence::Silences;
 
 pub use exec::{answer_silence_post, run, Ctx, EscalateOutcome};

@@ -23,8 +23,8 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use super::{EscalationConfig, EscalationState, Incident};
+use crate::fix::ServiceSummary;
 use crate::fix::{FixDecision, Outcome};
-use crate::health::ServiceSummary;
 
 /// Recovered incidents whose closing actions keep failing (a deleted card,
 /// a broken resolve command) are closed anyway after this long.

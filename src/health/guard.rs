@@ -13,8 +13,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{effective_checks, CheckConfig, CheckResult, Status};
-use crate::fix::{budget, service_fix, Attempt, Budget, FixConfig, FixHistory, FixReport};
+use super::{CheckResult, Checks, Status};
 
 /// Results kept per check for `explain`.
 const KEEP_RESULTS: usize = 5;
@@ -111,18 +110,32 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// When the agent itself last acted on a service (a fix attempt), so a
+/// container restart it caused is not counted as unexpected. The fix
+/// history answers it; the flap guard needs nothing else of it.
+pub trait OwnActions {
+    /// Epoch ms of the agent's last action on `service`.
+    fn last_action_ms(&self, service: &str) -> Option<i64>;
+}
+
+/// Last action per service, for callers (and tests) without a history.
+impl OwnActions for BTreeMap<String, i64> {
+    fn last_action_ms(&self, service: &str) -> Option<i64> {
+        self.get(service).copied()
+    }
+}
+
 impl HealthState {
     /// Feeds one cycle's results through the flap guard and the restart
-    /// counter. `history` tells our own restarts (a fix) from unexpected
-    /// ones. Forgets checks that are no longer configured.
+    /// counter. `own` tells our own restarts (a fix) from unexpected ones.
+    /// Forgets checks that are no longer configured.
     pub fn record(
         &mut self,
-        checks: &[CheckConfig],
+        checks: &Checks,
         results: &[CheckResult],
-        history: &FixHistory,
+        own: &impl OwnActions,
         now: DateTime<Utc>,
     ) -> Vec<Verdict> {
-        let checks = effective_checks(checks);
         let now_ms = now.timestamp_millis();
         self.checks
             .retain(|name, _| checks.iter().any(|c| &c.name == name));
@@ -133,7 +146,7 @@ impl HealthState {
             };
             let memo = self.checks.entry(r.name.clone()).or_default();
             let mut result = r.clone();
-            let restarts = count_restarts(memo, &result, history, now_ms);
+            let restarts = count_restarts(memo, &result, own, now_ms);
             if restarts > 0 {
                 result.reason = format!(
                     "{}; restarted {restarts} time{} in the last hour without a fix from us",
@@ -196,16 +209,21 @@ impl HealthState {
 /// when a fix attempt for the service was made after the previous
 /// observation. A RestartCount jump larger than one counts every restart
 /// the engine made in between.
-fn count_restarts(memo: &mut CheckMemo, r: &CheckResult, history: &FixHistory, now_ms: i64) -> u32 {
+fn count_restarts(
+    memo: &mut CheckMemo,
+    r: &CheckResult,
+    own: &impl OwnActions,
+    now_ms: i64,
+) -> u32 {
     memo.restarts_seen_ms
         .retain(|t| *t > now_ms - RESTART_MEMORY_MS);
     if let Some(f) = &r.container {
         let prev_seen = memo.last.last().map_or(0, |m| m.at_ms);
         if let (Some(prev), Some(cur)) = (&memo.started_at, &f.started_at) {
             if prev != cur {
-                let ours = history
-                    .last(&r.service)
-                    .is_some_and(|a| a.at_ms >= prev_seen);
+                let ours = own
+                    .last_action_ms(&r.service)
+                    .is_some_and(|at| at >= prev_seen);
                 if !ours {
                     let by_engine = memo
                         .restart_count
@@ -227,123 +245,13 @@ fn count_restarts(memo: &mut CheckMemo, r: &CheckResult, history: &FixHistory, n
         .count() as u32
 }
 
-/// Per service, what the escalation stage needs: is it failing, since
-/// when, how many failed cycles, what was tried, what budget is left.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ServiceSummary {
-    /// The service.
-    pub service: String,
-    /// The worst status of its checks.
-    pub status: Status,
-    /// Some check of it is failing (flap-guarded, not blocked).
-    pub failing: bool,
-    /// The service became failing this cycle, or recovered this cycle.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub change: Option<Change>,
-    /// The earliest `failing_since` of its failing checks (epoch ms).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failing_since_ms: Option<i64>,
-    /// The longest run of failed cycles among its checks.
-    pub consecutive_failures: u32,
-    /// All its failing checks are blocked by this parent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocked_by: Option<String>,
-    /// `name: reason` of each check that is not ok.
-    pub problems: Vec<String>,
-    /// A fix is configured.
-    pub has_fix: bool,
-    /// This cycle's fix decision and outcome.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<FixReport>,
-    /// Attempts inside the window (what was tried).
-    pub tried: Vec<Attempt>,
-    /// The fix budget now (when a fix is configured).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub budget: Option<Budget>,
-}
-
-/// Groups the verdicts by service (config order) with the fix facts. Pure.
-pub fn summarize(
-    checks: &[CheckConfig],
-    verdicts: &[Verdict],
-    fixes: &[FixReport],
-    history: &FixHistory,
-    policy: &FixConfig,
-    now: DateTime<Utc>,
-) -> Vec<ServiceSummary> {
-    let checks = effective_checks(checks);
-    let now_ms = now.timestamp_millis();
-    let mut order: Vec<&str> = Vec::new();
-    for v in verdicts {
-        if !order.contains(&v.result.service.as_str()) {
-            order.push(&v.result.service);
-        }
-    }
-    order
-        .into_iter()
-        .map(|service| {
-            let mine: Vec<&Verdict> = verdicts
-                .iter()
-                .filter(|v| v.result.service == service)
-                .collect();
-            let failing: Vec<&&Verdict> = mine.iter().filter(|v| v.failing).collect();
-            let change = if !failing.is_empty()
-                && failing
-                    .iter()
-                    .all(|v| v.change == Some(Change::BecameFailing))
-            {
-                Some(Change::BecameFailing)
-            } else if failing.is_empty() && mine.iter().any(|v| v.change == Some(Change::Recovered))
-            {
-                Some(Change::Recovered)
-            } else {
-                None
-            };
-            let bad: Vec<&&Verdict> = mine
-                .iter()
-                .filter(|v| v.result.status != Status::Ok)
-                .collect();
-            let blocked_by = (!bad.is_empty() && bad.iter().all(|v| v.result.blocked_by.is_some()))
-                .then(|| bad[0].result.blocked_by.clone())
-                .flatten();
-            let has_fix = service_fix(&checks, service).is_some();
-            ServiceSummary {
-                service: service.to_string(),
-                status: mine
-                    .iter()
-                    .map(|v| v.result.status)
-                    .max()
-                    .unwrap_or(Status::Ok),
-                failing: !failing.is_empty(),
-                change,
-                failing_since_ms: failing.iter().filter_map(|v| v.failing_since_ms).min(),
-                consecutive_failures: mine
-                    .iter()
-                    .map(|v| v.consecutive_failures)
-                    .max()
-                    .unwrap_or(0),
-                blocked_by,
-                problems: bad
-                    .iter()
-                    .map(|v| format!("{}: {}", v.result.name, v.result.reason))
-                    .collect(),
-                has_fix,
-                fix: fixes.iter().find(|f| f.service == service).cloned(),
-                tried: history
-                    .in_window(service, now_ms, policy.window_ms())
-                    .into_iter()
-                    .cloned()
-                    .collect(),
-                budget: has_fix.then(|| budget(service, history, policy, now_ms)),
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{docker::ContainerFacts, result_of, CheckKind};
+    use crate::health::{docker::ContainerFacts, result_of, CheckConfig, CheckKind};
+
+    /// No action of ours on any service.
+    type Own = BTreeMap<String, i64>;
 
     fn check(name: &str, fail_after: u32, recover_after: u32) -> CheckConfig {
         let mut c = CheckConfig::new(name, CheckKind::Memory);
@@ -381,7 +289,7 @@ mod tests {
                 vec![false, false, true, true],
             ),
         ];
-        let h = FixHistory::default();
+        let h = Own::new();
         for (fa, ra, statuses, want) in table {
             let c = check("m", fa, ra);
             let mut st = HealthState::default();
@@ -390,7 +298,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, s)| {
                     st.record(
-                        std::slice::from_ref(&c),
+                        &Checks::from(vec![c.clone()]),
                         &[res(&c, *s)],
                         &h,
                         at(i as i64 * 5),
@@ -405,17 +313,17 @@ mod tests {
     #[test]
     fn failing_since_is_the_start_of_the_streak_and_changes_fire_once() {
         let c = check("m", 2, 1);
-        let h = FixHistory::default();
+        let h = Own::new();
         let mut st = HealthState::default();
         let v1 = st.record(
-            std::slice::from_ref(&c),
+            &Checks::from(vec![c.clone()]),
             &[res(&c, Status::Critical)],
             &h,
             at(0),
         );
         assert_eq!(v1[0].change, None);
         let v2 = st.record(
-            std::slice::from_ref(&c),
+            &Checks::from(vec![c.clone()]),
             &[res(&c, Status::Critical)],
             &h,
             at(5),
@@ -423,13 +331,18 @@ mod tests {
         assert_eq!(v2[0].change, Some(Change::BecameFailing));
         assert_eq!(v2[0].failing_since_ms, Some(at(0).timestamp_millis()));
         let v3 = st.record(
-            std::slice::from_ref(&c),
+            &Checks::from(vec![c.clone()]),
             &[res(&c, Status::Critical)],
             &h,
             at(10),
         );
         assert_eq!((v3[0].change, v3[0].consecutive_failures), (None, 3));
-        let v4 = st.record(std::slice::from_ref(&c), &[res(&c, Status::Ok)], &h, at(15));
+        let v4 = st.record(
+            &Checks::from(vec![c.clone()]),
+            &[res(&c, Status::Ok)],
+            &h,
+            at(15),
+        );
         assert_eq!(v4[0].change, Some(Change::Recovered));
         assert!(st.checks["m"].last.len() <= KEEP_RESULTS);
     }
@@ -437,17 +350,17 @@ mod tests {
     #[test]
     fn blocked_results_are_not_counted() {
         let c = check("m", 2, 1);
-        let h = FixHistory::default();
+        let h = Own::new();
         let mut st = HealthState::default();
         st.record(
-            std::slice::from_ref(&c),
+            &Checks::from(vec![c.clone()]),
             &[res(&c, Status::Critical)],
             &h,
             at(0),
         );
         let mut blocked = res(&c, Status::Unknown);
         blocked.blocked_by = Some("docker-engine".into());
-        let v = st.record(std::slice::from_ref(&c), &[blocked], &h, at(5));
+        let v = st.record(&Checks::from(vec![c.clone()]), &[blocked], &h, at(5));
         assert!(!v[0].failing);
         assert_eq!(v[0].consecutive_failures, 1);
     }
@@ -470,10 +383,20 @@ mod tests {
             r.container = Some(f);
             r
         };
-        let mut h = FixHistory::default();
+        let mut h = Own::new();
         let mut st = HealthState::default();
-        st.record(std::slice::from_ref(&c), &[r(facts("t1", 0))], &h, at(0));
-        let v = st.record(std::slice::from_ref(&c), &[r(facts("t2", 3))], &h, at(5));
+        st.record(
+            &Checks::from(vec![c.clone()]),
+            &[r(facts("t1", 0))],
+            &h,
+            at(0),
+        );
+        let v = st.record(
+            &Checks::from(vec![c.clone()]),
+            &[r(facts("t2", 3))],
+            &h,
+            at(5),
+        );
         assert_eq!(v[0].restarts_last_hour, 3);
         assert_eq!(v[0].result.status, Status::Warn);
         assert!(
@@ -482,55 +405,21 @@ mod tests {
             v[0].result.reason
         );
         // Our own fix at minute 7 explains the next StartedAt change.
-        h.push(
-            "web",
-            Attempt {
-                at_ms: at(7).timestamp_millis(),
-                action: "restart_container".into(),
-                issue: "x".into(),
-                outcome: crate::fix::Outcome::Verified,
-                detail: None,
-            },
+        h.insert("web".into(), at(7).timestamp_millis());
+        let v = st.record(
+            &Checks::from(vec![c.clone()]),
+            &[r(facts("t3", 0))],
+            &h,
+            at(10),
         );
-        let v = st.record(std::slice::from_ref(&c), &[r(facts("t3", 0))], &h, at(10));
         assert_eq!(v[0].restarts_last_hour, 3);
-        let v = st.record(std::slice::from_ref(&c), &[r(facts("t3", 0))], &h, at(70));
+        let v = st.record(
+            &Checks::from(vec![c.clone()]),
+            &[r(facts("t3", 0))],
+            &h,
+            at(70),
+        );
         assert_eq!(v[0].restarts_last_hour, 0);
         assert_eq!(v[0].result.status, Status::Ok);
-    }
-
-    #[test]
-    fn summary_carries_escalation_facts() {
-        let mut c = CheckConfig::new("web", CheckKind::Docker);
-        c.container = Some("web".into());
-        c.fail_after = Some(1);
-        c.fix = Some(crate::fix::FixSpec::new(
-            crate::fix::FixAction::RestartContainer,
-        ));
-        let mut http = CheckConfig::new("web-http", CheckKind::Http);
-        http.url = Some("http://127.0.0.1:1/".into());
-        http.service = Some("web".into());
-        http.fail_after = Some(1);
-        let checks = vec![c.clone(), http.clone()];
-        let mut st = HealthState::default();
-        let h = FixHistory::default();
-        let mut engine =
-            CheckConfig::new(super::super::IMPLICIT_ENGINE_CHECK, CheckKind::DockerEngine);
-        engine.service = Some("docker".into());
-        let results = vec![
-            res(&engine, Status::Ok),
-            res(&c, Status::Critical),
-            res(&http, Status::Critical),
-        ];
-        let v = st.record(&checks, &results, &h, at(0));
-        let s = summarize(&checks, &v, &[], &h, &FixConfig::default(), at(0));
-        let web = s.iter().find(|s| s.service == "web").unwrap();
-        assert!(web.failing && web.has_fix);
-        assert_eq!(web.change, Some(Change::BecameFailing));
-        assert_eq!(web.failing_since_ms, Some(at(0).timestamp_millis()));
-        assert_eq!(web.problems.len(), 2);
-        assert_eq!(web.budget.as_ref().unwrap().left, 3);
-        let docker = s.iter().find(|s| s.service == "docker").unwrap();
-        assert!(!docker.failing && !docker.has_fix && docker.budget.is_none());
     }
 }

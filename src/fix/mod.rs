@@ -1,0 +1,34 @@
+//! Auto-fix: the configured actions, the rolling-window rate limiter and
+//! the verification after an action.
+//!
+//! Actions come only from the config (a check's `fix` table): restart a
+//! container, kickstart a launchd job, restart a systemd user unit, or run a
+//! configured argv without a shell. Nothing from chat or an LLM ever picks
+//! or shapes an action.
+//!
+//! Every attempt is written to the fix-history file *before* the action
+//! runs, so a cycle killed mid-fix still counts it: the limit counts
+//! attempts, not outcomes. [`decide`] is pure; [`run_fixes`] (the cycle) and
+//! [`run_manual`] (`ops-agent fix`) do the I/O around it.
+//!
+//! * [`policy`]: the `[fix]` rate limit, the budget and the decision (pure).
+//! * [`history`]: the fix-history file.
+//! * [`run`]: the action, its verification, the cycle's stage, `ops-agent fix`.
+//! * [`services`]: per-service facts for escalation (health and fix joined).
+//! * [`view`]: `fix --history` and `explain`.
+//!
+//! The action itself is data in the check inventory
+//! ([`crate::health::FixSpec`]); a new action starts there.
+
+pub mod history;
+pub mod policy;
+pub mod run;
+pub mod services;
+pub mod view;
+
+pub use crate::health::{FixAction, FixSpec};
+pub use history::{Attempt, FixHistory, Outcome};
+pub use policy::{budget, decide, Budget, FixConfig, FixDecision, FixFacts, FixOptions};
+pub use run::{act_and_verify, execute, judge, run_fixes, run_manual, FixReport};
+pub use services::{summarize, ServiceSummary};
+pub use view::{explain, history_view, render_history, Explanation, ServiceHistory};

@@ -1,0 +1,591 @@
+//! Acting: the configured action under its timeout, the settle time, the
+//! re-check and the verdict on it; the cycle's fix stage and the manual
+//! `ops-agent fix` built from those and the policy.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::history::{Attempt, FixHistory, Outcome};
+use super::policy::{budget, decide, Budget, FixConfig, FixDecision, FixFacts, FixOptions};
+use crate::health::{
+    self, CheckConfig, CheckResult, Checks, FixAction, FixSpec, HealthContext, Verdict,
+};
+use crate::store::SetAside;
+
+/// Seconds a container gets to stop on restart before SIGKILL (Docker's
+/// own default).
+pub const RESTART_STOP_SECS: i32 = 10;
+
+/// What happened to one service's fix, for the cycle report, the
+/// escalation ("what was tried, budget left") and `fix`'s output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FixReport {
+    /// The service.
+    pub service: String,
+    /// The issue it was for.
+    pub issue: String,
+    /// The decision.
+    pub decision: FixDecision,
+    /// The action, described (also for skips, when one is configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The outcome when the action ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// The re-check's reason or the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The budget after this attempt.
+    pub budget: Budget,
+}
+
+impl FixReport {
+    /// One line for the log.
+    pub fn line(&self) -> String {
+        match (&self.outcome, &self.detail) {
+            (Some(o), Some(d)) => format!(
+                "{}: {} -> {} ({d}); {} of the budget left",
+                self.service,
+                self.action.as_deref().unwrap_or("fix"),
+                o.as_str(),
+                self.budget.left
+            ),
+            _ => format!("{}: {}", self.service, self.decision.describe()),
+        }
+    }
+}
+
+/// Runs the action once, under its timeout. Returns what was done.
+///
+/// A `command` runs through [`crate::process::run_argv`], the crate's one
+/// way to run a configured command: a clean environment (PATH and HOME
+/// only, so the agent's tokens and passwords never reach it), its own
+/// process group killed on timeout, a bounded stderr tail. `launchctl` and
+/// `systemctl` are fixed system tools and go through
+/// [`crate::process::run_tool`].
+pub async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -> Result<String> {
+    let timeout = Duration::from_secs(spec.timeout_secs);
+    let what = spec.describe(check);
+    let no_result = || format!("{what}: no result within {}s", spec.timeout_secs);
+    match spec.action {
+        FixAction::RestartContainer => {
+            let docker = ctx.docker.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let restart = docker.restart(
+                check.container.as_deref().unwrap_or_default(),
+                RESTART_STOP_SECS,
+            );
+            tokio::time::timeout(timeout, restart)
+                .await
+                .with_context(no_result)??;
+        }
+        FixAction::Kickstart => {
+            let target = format!(
+                "gui/{}/{}",
+                crate::process::current_uid(),
+                check.label.as_deref().unwrap_or_default()
+            );
+            tool_ok("launchctl", &["kickstart", "-k", &target], timeout).await?;
+        }
+        FixAction::RestartUnit => {
+            let unit = check.unit.as_deref().unwrap_or_default();
+            tool_ok("systemctl", &["--user", "restart", unit], timeout).await?;
+        }
+        FixAction::Command => {
+            // run_argv enforces the timeout itself; an outer timeout would
+            // drop the child before its process group is killed.
+            let argv = spec.command.clone().unwrap_or_default();
+            crate::process::run_argv(&argv, timeout, &[], "fix command").await?;
+        }
+    }
+    Ok(what)
+}
+
+/// Runs a system tool (launchctl, systemctl) and fails on a non-zero exit,
+/// with the first line of its stderr. `run_tool` bounds it by `timeout`.
+async fn tool_ok(program: &str, args: &[&str], timeout: Duration) -> Result<()> {
+    let out = crate::process::run_tool(program, args, timeout).await?;
+    if out.code != Some(0) {
+        let line: Vec<&str> = std::iter::once(program)
+            .chain(args.iter().copied())
+            .collect();
+        bail!(
+            "`{}` exited with {}: {}",
+            line.join(" "),
+            out.code
+                .map_or("a signal".to_string(), |c| format!("status {c}")),
+            out.stderr.trim().lines().next().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Runs the fix of `check`, waits the settle time and re-runs `verify`
+/// (the failing check: `check` itself, or e.g. the HTTP endpoint behind
+/// the container). Returns the outcome, its detail and `verify`'s result.
+/// When `verify` is another check, `check` is re-run too, because only it
+/// knows whether the service is still booting and when its container
+/// started; see [`judge`].
+pub async fn act_and_verify(
+    ctx: &HealthContext,
+    check: &CheckConfig,
+    verify: &CheckConfig,
+    spec: &FixSpec,
+) -> (Outcome, String, Option<CheckResult>) {
+    let before = match (&ctx.docker, spec.action) {
+        (Ok(d), FixAction::RestartContainer) => d
+            .inspect(check.container.as_deref().unwrap_or_default())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|f| f.started_at),
+        _ => None,
+    };
+    if let Err(e) = execute(ctx, check, spec).await {
+        return (Outcome::Failed, format!("{e:#}"), None);
+    }
+    tokio::time::sleep(Duration::from_secs(spec.settle_secs)).await;
+    let (after, owner) = if verify.name == check.name {
+        (health::run_one(ctx, verify).await, None)
+    } else {
+        let (a, o) = tokio::join!(health::run_one(ctx, verify), health::run_one(ctx, check));
+        (a, Some(o))
+    };
+    let (outcome, detail) = judge(spec, before.as_deref(), &after, owner.as_ref());
+    (outcome, detail, Some(after))
+}
+
+/// How an attempt ended, from the re-checks after the settle time. Pure.
+///
+/// `verify` is the failing check re-run; `owner` the check that owns the
+/// fix, re-run, when that is another check (`None`: `verify` is the
+/// owner). In order: a container restart whose `State.StartedAt` did not
+/// move away from `started_before` is `Failed` whatever the checks say (so
+/// "verified" always means the container really restarted); a service
+/// still booting (either check `starting`) is `Pending`, never `Failed`;
+/// then the verifying check decides.
+pub fn judge(
+    spec: &FixSpec,
+    started_before: Option<&str>,
+    verify: &CheckResult,
+    owner: Option<&CheckResult>,
+) -> (Outcome, String) {
+    let reasons = match owner {
+        Some(o) => format!("{}; {}", verify.reason, o.reason),
+        None => verify.reason.clone(),
+    };
+    let owner = owner.unwrap_or(verify);
+    if spec.action == FixAction::RestartContainer {
+        let now_started = owner
+            .container
+            .as_ref()
+            .and_then(|f| f.started_at.as_deref());
+        if now_started.is_none() || now_started == started_before {
+            return (
+                Outcome::Failed,
+                format!(
+                    "State.StartedAt did not change ({}); {}",
+                    started_before.unwrap_or("never started"),
+                    reasons
+                ),
+            );
+        }
+    }
+    if verify.starting || owner.starting {
+        return (
+            Outcome::Pending,
+            format!("still starting after {}s: {}", spec.settle_secs, reasons),
+        );
+    }
+    if verify.status.is_failure() {
+        (Outcome::Failed, verify.reason.clone())
+    } else {
+        (Outcome::Verified, verify.reason.clone())
+    }
+}
+
+/// The cycle's fix stage: for every service with a failing (flap-guarded,
+/// not blocked) check, decide; record every attempt before acting; run the
+/// actions concurrently (each settles on its own); record the outcomes. A
+/// history that cannot be saved stops the actions: the limiter must never
+/// be bypassed by a write error.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_fixes(
+    ctx: &HealthContext,
+    checks: &Checks,
+    verdicts: &[Verdict],
+    history: &mut FixHistory,
+    history_path: &Path,
+    policy: &FixConfig,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Vec<FixReport> {
+    let now_ms = now.timestamp_millis();
+    let mut services: Vec<&str> = Vec::new();
+    for v in verdicts
+        .iter()
+        .filter(|v| v.failing && v.result.blocked_by.is_none())
+    {
+        if !services.contains(&v.result.service.as_str()) {
+            services.push(&v.result.service);
+        }
+    }
+    let mut reports = Vec::new();
+    let mut to_run = Vec::new();
+    for service in services {
+        let mine: Vec<&Verdict> = verdicts
+            .iter()
+            .filter(|v| v.result.service == service)
+            .collect();
+        let facts = FixFacts {
+            starting: mine.iter().any(|v| v.result.starting),
+            blocked_by: None,
+        };
+        let issue = mine
+            .iter()
+            .find(|v| v.failing)
+            .map(|v| format!("{}: {}", v.result.name, v.result.reason))
+            .unwrap_or_default();
+        let spec = checks.service_fix(service);
+        let opts = FixOptions {
+            dry_run,
+            force: false,
+        };
+        let decision = decide(service, spec, history, policy, now_ms, &facts, opts);
+        let action = spec.map(|(c, s)| s.describe(c));
+        if decision == FixDecision::Run {
+            let (check, spec) = spec.expect("Run implies a fix");
+            history.push(
+                service,
+                Attempt {
+                    at_ms: now_ms,
+                    action: spec.action.as_str().to_string(),
+                    issue: issue.clone(),
+                    outcome: Outcome::Pending,
+                    detail: None,
+                },
+            );
+            // Verify with the failing check itself when it is another one
+            // than the fix's (an HTTP endpoint behind a container).
+            let verify = mine
+                .iter()
+                .find(|v| v.failing)
+                .and_then(|v| checks.iter().find(|c| c.name == v.result.name))
+                .unwrap_or(check)
+                .clone();
+            to_run.push((
+                service.to_string(),
+                issue,
+                check.clone(),
+                spec.clone(),
+                verify,
+                action,
+            ));
+        } else {
+            reports.push(FixReport {
+                service: service.to_string(),
+                issue,
+                budget: budget(service, history, policy, now_ms),
+                decision,
+                action,
+                outcome: None,
+                detail: None,
+            });
+        }
+    }
+    if to_run.is_empty() {
+        return reports;
+    }
+    if let Err(e) = history.save(history_path) {
+        let why = format!("{e:#}; not acting without a record of the attempt");
+        for (service, issue, _, _, _, action) in to_run {
+            if let Some(v) = history.attempts.get_mut(&service) {
+                v.retain(|a| a.at_ms != now_ms);
+            }
+            reports.push(FixReport {
+                budget: budget(&service, history, policy, now_ms),
+                service,
+                issue,
+                decision: FixDecision::Run,
+                action,
+                outcome: Some(Outcome::Failed),
+                detail: Some(why.clone()),
+            });
+        }
+        return reports;
+    }
+    let tasks: Vec<_> = to_run
+        .into_iter()
+        .map(|(service, issue, check, spec, verify, action)| {
+            let ctx = ctx.clone();
+            let task = tokio::spawn(async move {
+                let (outcome, detail, _) = act_and_verify(&ctx, &check, &verify, &spec).await;
+                (outcome, detail)
+            });
+            (service, issue, action, task)
+        })
+        .collect();
+    for (service, issue, action, task) in tasks {
+        let (outcome, detail) = task
+            .await
+            .unwrap_or_else(|e| (Outcome::Failed, format!("fix task panicked: {e}")));
+        history.set_outcome(&service, now_ms, outcome, detail.clone());
+        reports.push(FixReport {
+            budget: budget(&service, history, policy, now_ms),
+            service,
+            issue,
+            decision: FixDecision::Run,
+            action,
+            outcome: Some(outcome),
+            detail: Some(detail),
+        });
+    }
+    if let Err(e) = history.save(history_path) {
+        tracing::warn!(error = %format!("{e:#}"), "Could not save the fix outcomes.");
+    }
+    reports
+}
+
+/// `ops-agent fix <service> <issue> [--dry-run] [--force]`: checks the
+/// service now, decides (the budget holds unless `--force`), and runs and
+/// verifies the fix. The attempt is recorded like the cycle's.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_manual(
+    ctx: &HealthContext,
+    checks: &Checks,
+    service: &str,
+    issue: &str,
+    history_path: &Path,
+    policy: &FixConfig,
+    opts: FixOptions,
+    now: DateTime<Utc>,
+) -> Result<(FixReport, Option<SetAside>)> {
+    let Some((check, spec)) = checks.service_fix(service) else {
+        let known: Vec<&str> = checks
+            .iter()
+            .filter(|c| c.fix.is_some())
+            .map(|c| c.service())
+            .collect();
+        bail!(
+            "no fix is configured for service '{service}' (services with a fix: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let (mut history, notice) = FixHistory::load(history_path, now)?;
+    let results = health::run_all(ctx, checks).await;
+    let mine: Vec<&CheckResult> = results.iter().filter(|r| r.service == service).collect();
+    let facts = FixFacts {
+        starting: mine.iter().any(|r| r.starting),
+        blocked_by: mine.iter().find_map(|r| r.blocked_by.clone()),
+    };
+    let now_ms = now.timestamp_millis();
+    let decision = decide(
+        service,
+        Some((check, spec)),
+        &history,
+        policy,
+        now_ms,
+        &facts,
+        opts,
+    );
+    let action = Some(spec.describe(check));
+    if decision != FixDecision::Run {
+        return Ok((
+            FixReport {
+                service: service.to_string(),
+                issue: issue.to_string(),
+                budget: budget(service, &history, policy, now_ms),
+                decision,
+                action,
+                outcome: None,
+                detail: None,
+            },
+            notice,
+        ));
+    }
+    history.push(
+        service,
+        Attempt {
+            at_ms: now_ms,
+            action: spec.action.as_str().to_string(),
+            issue: issue.to_string(),
+            outcome: Outcome::Pending,
+            detail: None,
+        },
+    );
+    history
+        .save(history_path)
+        .context("not acting without a record of the attempt")?;
+    let (outcome, detail, _) = act_and_verify(ctx, check, check, spec).await;
+    history.set_outcome(service, now_ms, outcome, detail.clone());
+    history.save(history_path)?;
+    Ok((
+        FixReport {
+            service: service.to_string(),
+            issue: issue.to_string(),
+            budget: budget(service, &history, policy, now_ms),
+            decision,
+            action,
+            outcome: Some(outcome),
+            detail: Some(detail),
+        },
+        notice,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::CheckKind;
+
+    fn result(name: &str, status: health::Status, starting: bool) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            kind: CheckKind::Http,
+            service: "web".into(),
+            status,
+            reason: format!("{name} {}", status.as_str()),
+            latency_ms: 1,
+            starting,
+            reprobed: false,
+            blocked_by: None,
+            container: None,
+        }
+    }
+
+    fn container(
+        name: &str,
+        started_at: &str,
+        status: health::Status,
+        starting: bool,
+    ) -> CheckResult {
+        CheckResult {
+            kind: CheckKind::Docker,
+            container: Some(health::docker::ContainerFacts {
+                status: "running".into(),
+                running: true,
+                health: None,
+                health_output: None,
+                started_at: Some(started_at.into()),
+                restart_count: 0,
+                exit_code: Some(0),
+            }),
+            ..result(name, status, starting)
+        }
+    }
+
+    #[test]
+    fn judging_the_recheck_after_a_fix() {
+        use health::Status::{Critical, Ok as Fine, Warn};
+        let restart = FixSpec::new(FixAction::RestartContainer);
+        let unit = FixSpec::new(FixAction::RestartUnit);
+        let t0 = "2024-05-01T10:01:00Z";
+        let t1 = "2024-05-01T10:02:00Z";
+        let http_ok = result("web-http", Fine, false);
+        let http_down = result("web-http", Critical, false);
+        type Row<'a> = (
+            &'a str,
+            &'a FixSpec,
+            Option<&'a str>,
+            CheckResult,
+            Option<CheckResult>,
+            Outcome,
+            &'a str,
+        );
+        let table: Vec<Row> = vec![
+            (
+                "own check, restarted and healthy",
+                &restart,
+                Some(t0),
+                container("web", t1, Fine, false),
+                None,
+                Outcome::Verified,
+                "web ok",
+            ),
+            (
+                "own check, StartedAt unchanged",
+                &restart,
+                Some(t0),
+                container("web", t0, Fine, false),
+                None,
+                Outcome::Failed,
+                "State.StartedAt did not change",
+            ),
+            (
+                "own check, still starting",
+                &restart,
+                Some(t0),
+                container("web", t1, Warn, true),
+                None,
+                Outcome::Pending,
+                "still starting after 10s",
+            ),
+            (
+                "endpoint answers, container restarted",
+                &restart,
+                Some(t0),
+                http_ok.clone(),
+                Some(container("web", t1, Fine, false)),
+                Outcome::Verified,
+                "web-http ok",
+            ),
+            (
+                "endpoint answers but the container never restarted",
+                &restart,
+                Some(t0),
+                http_ok.clone(),
+                Some(container("web", t0, Fine, false)),
+                Outcome::Failed,
+                "State.StartedAt did not change (2024-05-01T10:01:00Z); web-http ok; web ok",
+            ),
+            (
+                "endpoint down while the container boots",
+                &restart,
+                Some(t0),
+                http_down.clone(),
+                Some(container("web", t1, Warn, true)),
+                Outcome::Pending,
+                "still starting after 10s: web-http critical; web warn",
+            ),
+            (
+                "endpoint still down, container up",
+                &restart,
+                Some(t0),
+                http_down.clone(),
+                Some(container("web", t1, Fine, false)),
+                Outcome::Failed,
+                "web-http critical",
+            ),
+            (
+                "unit activating behind its endpoint",
+                &unit,
+                None,
+                http_down,
+                Some(result("web.service", Warn, true)),
+                Outcome::Pending,
+                "still starting",
+            ),
+            (
+                "no StartedAt needed for a unit",
+                &unit,
+                None,
+                http_ok,
+                Some(result("web.service", Fine, false)),
+                Outcome::Verified,
+                "web-http ok",
+            ),
+        ];
+        for (name, spec, before, verify, owner, want, detail) in table {
+            let (got, why) = judge(spec, before, &verify, owner.as_ref());
+            assert_eq!(got, want, "{name}: {why}");
+            assert!(why.contains(detail), "{name}: {why}");
+        }
+    }
+}
