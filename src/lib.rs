@@ -5,6 +5,7 @@
 //! else lives here so tests and benchmarks can drive it.
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod chat;
 pub mod classify;
 pub mod cli;
@@ -23,10 +24,8 @@ pub mod mattermost;
 pub mod ollama;
 pub mod paths;
 pub mod process;
-pub mod reply;
 pub mod report;
 pub mod secret;
-pub mod silence;
 pub mod state;
 pub mod store;
 pub mod tasks;

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use ops_agent::escalate::silence::ChatAnswer;
 use ops_agent::escalate::{self, AckHow, Ctx, EscalationConfig, EscalationState};
 use ops_agent::fix::ServiceSummary;
 use ops_agent::health::{CheckConfig, CheckKind, Checks, Status};
 use ops_agent::mattermost::{Client, Credentials, NewPost};
 use ops_agent::secret::Secret;
-use ops_agent::silence::ChatAnswer;
 use ops_agent::tasks::ledger::Ledger;
 use ops_agent::tasks::mc::{McBackend, McConfig};
 use ops_agent::tasks::outbox::{Targets, TaskState};
@@ -237,10 +237,12 @@ impl World {
             props: Default::default(),
         };
         let mut state = self.state();
+        let request = escalate::silence::parse_command(&post.message, "ops-agent")
+            .expect("a silence command");
         let answer = escalate::answer_silence_post(
             &self.client,
             &post,
-            "ops-agent",
+            request,
             &self.cfg,
             &self.checks,
             &mut state,
@@ -248,8 +250,7 @@ impl World {
             Self::now(min).timestamp_millis(),
         )
         .await
-        .unwrap()
-        .expect("a silence command");
+        .unwrap();
         self.state = serde_json::to_string(&state).unwrap();
         (id, answer)
     }

@@ -3,9 +3,9 @@
 
 mod support;
 
+use ops_agent::chat::reply::{self, ReplyContext, ReplyKind, ReplyPath};
 use ops_agent::classify::FallbackReason;
 use ops_agent::ollama::{Client, OllamaConfig};
-use ops_agent::reply::{self, ReplyContext, ReplyKind, ReplyPath};
 use support::ollama::{dead_url, FakeOllama, Mode};
 
 fn client(url: &str) -> Client {

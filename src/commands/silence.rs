@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use chrono::Utc;
 
 use crate::config::Config;
-use crate::silence;
+use crate::escalate::silence;
 use crate::state::RuntimeState;
 use crate::store;
 

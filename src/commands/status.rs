@@ -45,7 +45,7 @@ pub struct StatusView {
     /// Incidents not yet closed (escalated services).
     pub incidents: Vec<crate::escalate::Incident>,
     /// Silences in force.
-    pub silences: Vec<crate::silence::Silence>,
+    pub silences: Vec<crate::escalate::silence::Silence>,
     /// Problems reading the state itself.
     pub problems: Vec<String>,
 }

@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::plan::{plan, Action, PlanConfig};
+use super::silence::{self, ChatAnswer, SilenceRequest};
 use super::{Ack, AckHow, EscalationConfig, EscalationState, Incident, IncidentCounters};
 use crate::fix::ServiceSummary;
 use crate::health::Checks;
@@ -30,7 +31,6 @@ use crate::mattermost::{reply_in_thread, Client, MmErrorKind, NewPost};
 use crate::paths::expand_tilde;
 use crate::process::run_argv;
 use crate::report::Outcome;
-use crate::silence::{self, ChatAnswer};
 use crate::tasks::mc::substitute_with;
 use crate::tasks::outbox::{ensure_task, CardOutcome, Targets, TaskState, WorkKind};
 use crate::tasks::Task;
@@ -578,26 +578,22 @@ async fn post_once(
     Ok((post.id, None))
 }
 
-/// The chat silence command, for one polled post, before classification:
-/// `Ok(None)` when the post is not the command (classify it as usual);
-/// otherwise the silence is made (allowed users only, once per post) and
-/// the answer is posted in the thread, and the cycle marks the post handled
-/// without classifying it. An error (the reply failed) leaves the post
-/// pending; the retry makes no second silence.
+/// Answers the chat silence command of one polled post (parsed once, by
+/// the chat stage's router): the silence is made (allowed users only, once
+/// per post) and the answer is posted in the thread; the caller then marks
+/// the post handled without classifying it. An error (the reply failed)
+/// leaves the post pending; the retry makes no second silence.
 #[allow(clippy::too_many_arguments)]
 pub async fn answer_silence_post(
     mm: &Client,
     post: &NewPost,
-    agent_username: &str,
+    request: Result<SilenceRequest, String>,
     cfg: &EscalationConfig,
     checks: &Checks,
     state: &mut EscalationState,
     max_chars: usize,
     now_ms: i64,
-) -> Result<Option<ChatAnswer>> {
-    let Some(request) = silence::parse_command(&post.message, agent_username) else {
-        return Ok(None);
-    };
+) -> Result<ChatAnswer> {
     let answer = silence::answer_chat(
         request,
         &post.username,
@@ -626,7 +622,7 @@ pub async fn answer_silence_post(
         max_chars,
     )
     .await?;
-    Ok(Some(answer))
+    Ok(answer)
 }
 
 #[cfg(test)]

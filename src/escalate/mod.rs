@@ -16,18 +16,19 @@
 //!   acknowledgements (a reaction on the alert, a reply in its thread) and
 //!   answers the chat silence command.
 //!
-//! Silences live in [`crate::silence`]; their set of silenced services is
+//! Silences live in [`silence`]; their set of silenced services is
 //! computed once per cycle and gates both the fix stage and [`plan`].
 
 pub mod exec;
 pub mod plan;
+pub mod silence;
 
 use anyhow::{bail, Result};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::fix::ServiceSummary;
-use crate::silence::Silences;
+use silence::Silences;
 
 pub use exec::{answer_silence_post, run, Ctx, EscalateOutcome};
 pub use plan::{escalation_reason, plan, Action, PlanConfig};

@@ -2,6 +2,7 @@
 //! re-check and the verdict on it; the cycle's fix stage and the manual
 //! `ops-agent fix` built from those and the policy.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,9 +12,11 @@ use serde::Serialize;
 
 use super::history::{Attempt, FixHistory, Outcome};
 use super::policy::{budget, decide, Budget, FixConfig, FixDecision, FixFacts, FixOptions};
+use crate::budget::within;
 use crate::health::{
     self, CheckConfig, CheckResult, Checks, FixAction, FixSpec, HealthContext, Verdict,
 };
+use crate::report;
 use crate::store::SetAside;
 
 /// Seconds a container gets to stop on restart before SIGKILL (Docker's
@@ -347,6 +350,104 @@ pub async fn run_fixes(
         tracing::warn!(error = %format!("{e:#}"), "Could not save the fix outcomes.");
     }
     reports
+}
+
+/// What the cycle's fix stage did.
+pub struct FixStage {
+    /// The stage's outcome for the report.
+    pub outcome: report::Outcome,
+    /// One report per failing service.
+    pub fixes: Vec<FixReport>,
+    /// The history after this cycle's attempts.
+    pub history: FixHistory,
+    /// Actions run.
+    pub ran: u64,
+    /// Actions verified.
+    pub verified: u64,
+    /// The cycle deadline cut the stage.
+    pub deadline_hit: bool,
+}
+
+/// The cycle's fix stage around [`run_fixes`]: a silenced service is
+/// still checked but never fixed, an unusable history means no fix at
+/// all, and the stage ends at `deadline`.
+#[allow(clippy::too_many_arguments)]
+pub async fn stage(
+    ctx: &HealthContext,
+    checks: &Checks,
+    verdicts: &[Verdict],
+    silenced: &BTreeSet<String>,
+    history: std::result::Result<FixHistory, String>,
+    history_path: &Path,
+    policy: &FixConfig,
+    dry_run: bool,
+    now: DateTime<Utc>,
+    deadline: tokio::time::Instant,
+) -> FixStage {
+    let fixable: Vec<Verdict> = verdicts
+        .iter()
+        .filter(|v| !silenced.contains(&v.result.service))
+        .cloned()
+        .collect();
+    let failing = fixable.iter().filter(|v| v.failing).count();
+    let done = |outcome, history, deadline_hit| FixStage {
+        outcome,
+        fixes: Vec::new(),
+        history,
+        ran: 0,
+        verified: 0,
+        deadline_hit,
+    };
+    let mut history = match history {
+        Ok(history) => history,
+        Err(e) => {
+            let why = format!("fix history unusable, no fix attempted: {e}");
+            return done(report::Outcome::Failed(why), FixHistory::default(), false);
+        }
+    };
+    if failing == 0 {
+        return done(
+            report::Outcome::Skipped("nothing failing".into()),
+            history,
+            false,
+        );
+    }
+    let run = run_fixes(
+        ctx,
+        checks,
+        &fixable,
+        &mut history,
+        history_path,
+        policy,
+        dry_run,
+        now,
+    );
+    let fixes = match within(deadline, run).await {
+        Ok(fixes) => fixes,
+        Err(cut) => return done(report::Outcome::Skipped(cut.to_string()), history, true),
+    };
+    for f in &fixes {
+        tracing::warn!("Fix: {}", f.line());
+    }
+    let verified = fixes
+        .iter()
+        .filter(|f| f.outcome == Some(Outcome::Verified))
+        .count();
+    let ran = fixes.iter().filter(|f| f.outcome.is_some()).count();
+    let detail = format!("{failing} failing, {ran} fixes run, {verified} verified");
+    let outcome = if ran > verified {
+        report::Outcome::Degraded(detail)
+    } else {
+        report::Outcome::Ok(detail)
+    };
+    FixStage {
+        outcome,
+        fixes,
+        history,
+        ran: ran as u64,
+        verified: verified as u64,
+        deadline_hit: false,
+    }
 }
 
 /// `ops-agent fix <service> <issue> [--dry-run] [--force]`: checks the

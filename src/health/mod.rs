@@ -18,6 +18,8 @@ pub mod run;
 pub mod system;
 pub mod view;
 
+use std::time::Duration;
+
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +27,7 @@ pub use check::{
     CheckConfig, CheckKind, Checks, ExpectStatus, FixAction, FixSpec, IMPLICIT_ENGINE_CHECK,
 };
 pub use guard::{CheckMemo, HealthState, Verdict};
-pub use run::{result_of, run_all, run_one, CheckResult, HealthContext, Probe};
+pub use run::{assess, result_of, run_all, run_one, CheckResult, HealthContext, Probe};
 
 /// How a check came out. Ordered by severity so the worst result of a set is
 /// simply the maximum.
@@ -86,6 +88,11 @@ impl Default for HealthConfig {
 }
 
 impl HealthConfig {
+    /// The pause before the in-cycle re-probe.
+    pub fn reprobe_pause(&self) -> Duration {
+        Duration::from_millis(self.reprobe_pause_ms)
+    }
+
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<()> {
         if self.reprobe_pause_ms > 60_000 {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use super::guard::{HealthState, OwnActions, Verdict};
 use super::{daemon, docker, http, system, CheckConfig, CheckKind, Checks, HealthConfig, Status};
 
 /// What the probes share for one run: the Docker client (connected once,
@@ -36,7 +37,7 @@ impl HealthContext {
         HealthContext {
             docker: host
                 .and_then(|h| docker::DockerClient::connect(&h).map_err(|e| format!("{e:#}"))),
-            reprobe_pause: Duration::from_millis(cfg.reprobe_pause_ms),
+            reprobe_pause: cfg.reprobe_pause(),
         }
     }
 }
@@ -105,6 +106,25 @@ pub async fn run_all(ctx: &HealthContext, checks: &Checks) -> Vec<CheckResult> {
     }
     apply_blocking(checks, &mut results);
     results
+}
+
+/// The cycle's health stage: every check run ([`run_all`]), then seen
+/// through the flap guard, which `own` tells the agent's own restarts;
+/// every result that is not ok is logged.
+pub async fn assess(
+    ctx: &HealthContext,
+    checks: &Checks,
+    state: &mut HealthState,
+    own: &impl OwnActions,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Verdict> {
+    let results = run_all(ctx, checks).await;
+    let verdicts = state.record(checks, &results, own, now);
+    for v in verdicts.iter().filter(|v| v.result.status != Status::Ok) {
+        let r = &v.result;
+        tracing::warn!(check = %r.name, status = r.status.as_str(), failing = v.failing, "{}", r.reason);
+    }
+    verdicts
 }
 
 /// Runs the selected checks concurrently; unselected ones get a placeholder

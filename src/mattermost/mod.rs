@@ -21,7 +21,8 @@ pub mod status;
 pub use client::{Client, Credentials, MmError, MmErrorKind, Reaction};
 pub use config::MattermostConfig;
 pub use poll::{
-    mark_handled, next_cursor, poll, prune_handled, MmState, NewPost, PollOutcome, SkipCounts,
+    mark_handled, next_cursor, poll, poll_since, prune_handled, MmState, NewPost, PollOutcome,
+    SkipCounts,
 };
 pub use replies::{reply_in_thread, ReplyOutcome, REPLY_PROP};
 pub use status::{status, MmStatus, TeamStatus};

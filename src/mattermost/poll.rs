@@ -91,7 +91,7 @@ pub struct MmState {
 }
 
 /// A post handed to the later stages.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NewPost {
     /// Post id.
     pub id: String,
@@ -265,6 +265,21 @@ pub fn skip_reason(
 /// never handed over again.
 pub fn mark_handled(state: &mut MmState, post_id: &str, create_at: i64) {
     state.handled.insert(post_id.to_string(), create_at);
+}
+
+/// The `since` of this cycle's poll: the cursor minus the overlap window
+/// (a post may become visible after a later one), or, on a first run (no
+/// cursor), `first_run_lookback_ms` before now.
+pub fn poll_since(
+    cursor: Option<i64>,
+    overlap_ms: i64,
+    now_ms: i64,
+    first_run_lookback_ms: i64,
+) -> i64 {
+    match cursor {
+        Some(c) => c - overlap_ms,
+        None => now_ms - first_run_lookback_ms,
+    }
 }
 
 /// The new `last_check_ms` after a cycle (see the module doc for the
@@ -907,5 +922,21 @@ mod tests {
         let st: MmState = serde_json::from_str(r#"{"teams":{"basic":"t1"}}"#).unwrap();
         assert_eq!(st.teams["basic"], "t1");
         assert!(st.handled.is_empty());
+    }
+
+    #[test]
+    fn poll_since_table() {
+        let (overlap, now, lookback) = (120_000, 10_000_000, 1_800_000);
+        for (cursor, want) in [
+            (Some(9_000_000), 8_880_000),
+            (Some(now), now - overlap),
+            (None, now - lookback),
+        ] {
+            assert_eq!(
+                poll_since(cursor, overlap, now, lookback),
+                want,
+                "{cursor:?}"
+            );
+        }
     }
 }

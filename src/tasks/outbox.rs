@@ -24,14 +24,15 @@
 //! there is no such window: the ledger append is the creation.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ledger::{LedgerTask, UpdateRecord};
-use super::mc::McBackend;
-use super::planka::PlankaClient;
+use super::mc::{McBackend, McConfig};
+use super::planka::{PlankaClient, PlankaConfig};
 use super::Task;
 
 /// First retry after this long; doubled per attempt.
@@ -268,6 +269,46 @@ pub struct EnsureOutcome {
     pub card: CardOutcome,
     /// True when nothing was written (dry run).
     pub dry_run: bool,
+}
+
+/// MC and Planka, built once per cycle and shared by the chat and
+/// escalation stages.
+pub struct Trackers {
+    /// MC: the external command or the built-in ledger.
+    pub mc: McBackend,
+    /// Planka, when configured and usable.
+    pub planka: Option<PlankaClient>,
+}
+
+impl Trackers {
+    /// Builds both. Fails only on what config validation already rules out
+    /// (a bad id regex), so a failure means the cycle cannot run at all; a
+    /// Planka that cannot be set up only makes cards wait in the outbox.
+    pub fn new(
+        mc: &McConfig,
+        ledger: &Path,
+        planka: &PlankaConfig,
+        planka_token_cache: &Path,
+    ) -> Result<Trackers> {
+        let mc = McBackend::from_config(mc, ledger.to_path_buf())?;
+        let planka = if planka.enabled() {
+            PlankaClient::new(planka, Some(planka_token_cache.to_path_buf()))
+                .map_err(|e| tracing::warn!("Planka not usable, cards wait in the outbox: {e:#}"))
+                .ok()
+        } else {
+            None
+        };
+        Ok(Trackers { mc, planka })
+    }
+
+    /// Where tasks go this cycle.
+    pub fn targets(&self, dry_run: bool) -> Targets<'_> {
+        Targets {
+            mc: &self.mc,
+            planka: self.planka.as_ref(),
+            dry_run,
+        }
+    }
 }
 
 /// Where tasks go, shared by [`ensure_task`] and [`retry_outbox`].

@@ -19,6 +19,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{FallbackReason, Label};
+use crate::health::{CheckResult, Status};
 use crate::ollama::{self, ChatRequest, Message, Purpose};
 
 /// Longest reply posted, in characters.
@@ -292,9 +293,45 @@ pub fn secrets_like(text: &str) -> Vec<String> {
     found
 }
 
+/// For an INCIDENT reply: the last known health of the services the message
+/// names (by service or check name, as a whole word, any case), e.g.
+/// "Health at 12:05 UTC: planka critical (container exited)". `None` when
+/// the message names no checked service.
+pub fn health_note(message: &str, checks: &[CheckResult], at_ms: i64) -> Option<String> {
+    let words: Vec<String> = message
+        .to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    let named = |name: &str| words.iter().any(|w| w == &name.to_lowercase());
+    let mut lines: Vec<String> = Vec::new();
+    for c in checks
+        .iter()
+        .filter(|c| named(&c.service) || named(&c.name))
+    {
+        let line = if c.status == Status::Ok {
+            format!("{} ok", c.name)
+        } else {
+            format!("{} {} ({})", c.name, c.status.as_str(), c.reason)
+        };
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let at = chrono::DateTime::from_timestamp_millis(at_ms)
+        .map(|t| t.format("%H:%M UTC").to_string())
+        .unwrap_or_default();
+    Some(format!("Health at {at}: {}", lines.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::CheckKind;
 
     fn ctx(kind: ReplyKind) -> ReplyContext {
         ReplyContext {
@@ -411,5 +448,40 @@ mod tests {
         }
         assert!(!s.iter().any(|x| x.contains("mattermost_data")), "{s:?}");
         assert!(secrets_like("please restart planka").is_empty());
+    }
+
+    fn result(name: &str, status: Status, reason: &str) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            kind: CheckKind::Docker,
+            service: name.into(),
+            status,
+            reason: reason.into(),
+            latency_ms: 1,
+            starting: false,
+            reprobed: false,
+            blocked_by: None,
+            container: None,
+        }
+    }
+
+    #[test]
+    fn health_note_names_only_the_services_in_the_message() {
+        let checks = [
+            result("planka", Status::Critical, "container exited (code 1)"),
+            result("mattermost", Status::Ok, "running"),
+            result("ollama", Status::Critical, "not running"),
+        ];
+        let note = health_note("Planka is down again, and Mattermost?", &checks, 0).unwrap();
+        assert_eq!(
+            note,
+            "Health at 00:00 UTC: planka critical (container exited (code 1)); mattermost ok"
+        );
+        assert_eq!(health_note("the site is down", &checks, 0), None);
+        assert_eq!(
+            health_note("plankaX broke", &checks, 0),
+            None,
+            "whole words only"
+        );
     }
 }

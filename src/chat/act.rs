@@ -1,0 +1,154 @@
+//! Stages 3–4 for one labelled post: the task (TASK, INCIDENT) in MC and
+//! on the board, then the reply in its thread naming the task. Each
+//! finished step is written into the post's progress before the next
+//! starts, so a retry repeats nothing.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+use super::progress::PostProgress;
+use super::reply::{self, ReplyContext, ReplyKind, ReplyPath};
+use super::{Settings, Tally};
+use crate::health::CheckResult;
+use crate::mattermost::{self, Client, NewPost};
+use crate::ollama;
+use crate::tasks::outbox::{self, Targets, TaskState};
+use crate::tasks::{PostRef, Task};
+
+/// The link to a post, for task descriptions.
+pub fn permalink(base_url: &str, team: &str, post_id: &str) -> String {
+    format!("{}/{team}/pl/{post_id}", base_url.trim_end_matches('/'))
+}
+
+/// Everything stages 3–4 need for one post.
+pub struct Act<'a> {
+    /// The sections the chat stage reads.
+    pub settings: &'a Settings<'a>,
+    /// Mattermost, for the reply.
+    pub mm: &'a Client,
+    /// The LLM for the reply text, if any.
+    pub llm: Option<&'a ollama::Client>,
+    /// MC and Planka.
+    pub targets: Targets<'a>,
+    /// The last known health results, for INCIDENT replies.
+    pub last_checks: &'a [CheckResult],
+    /// When those results were taken (epoch ms).
+    pub last_checks_ms: i64,
+}
+
+/// Stages 3–4 for one labelled post: the task (TASK, INCIDENT), then the
+/// reply naming it. Returns true when the post is fully handled. Each
+/// finished step is written into `progress` before the next starts; the
+/// caller saves state after every post.
+pub async fn act_on_post(
+    act: &Act<'_>,
+    post: &NewPost,
+    progress: &mut PostProgress,
+    tasks: &mut TaskState,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+) -> Result<bool> {
+    let Some(label) = progress.label else {
+        return Ok(false);
+    };
+    let Some(kind) = ReplyKind::for_label(label) else {
+        return Ok(true); // ROUTINE: nothing to file, nothing to say.
+    };
+    let cfg = act.settings;
+    if progress.task_id.is_none() {
+        let link = permalink(&cfg.mattermost.url, &post.team, &post.id);
+        let task = Task::from_post(
+            PostRef {
+                post_id: &post.id,
+                message: &post.message,
+                author: &post.username,
+                team: &post.team,
+                channel: &post.channel_name,
+                permalink: &link,
+            },
+            label.as_str(),
+            cfg.owner,
+            cfg.billing,
+        );
+        match outbox::ensure_task(&task, act.targets, tasks, now).await {
+            Ok(out) => {
+                if out.dry_run {
+                    tally.would.push(format!(
+                        "create {} {} task for post {} ({}): {:?}",
+                        task.priority.as_str(),
+                        task.tag.as_str(),
+                        post.id,
+                        label.as_str(),
+                        task.title
+                    ));
+                } else if out.created_now {
+                    tally.tasks_created += 1;
+                    tracing::info!(post = %post.id, task = %out.task_ref.id, tag = task.tag.as_str(), priority = task.priority.as_str(), "Task created.");
+                } else {
+                    tally.tasks_existing += 1;
+                }
+                progress.task_id = Some(out.task_ref.id);
+                progress.task_url = out.task_ref.url;
+            }
+            Err(e) => {
+                let msg = format!("post {}: {e:#}", post.id);
+                tracing::warn!("Task not created; the post stays pending: {msg}");
+                tally.task_errors.push(msg);
+                return Ok(false);
+            }
+        }
+    }
+    if progress.reply_post_id.is_some() {
+        return Ok(true);
+    }
+    let ctx = ReplyContext {
+        kind,
+        message: post.message.clone(),
+        team: post.team.clone(),
+        channel: post.channel_name.clone(),
+        author: post.username.clone(),
+        task_id: progress.task_id.clone().unwrap_or_default(),
+        task_url: progress.task_url.clone(),
+    };
+    let mut reply = reply::compose(act.llm, &ctx).await;
+    if kind == ReplyKind::Incident {
+        if let Some(note) = reply::health_note(&post.message, act.last_checks, act.last_checks_ms) {
+            reply.text = format!("{}\n\n{note}", reply.text);
+        }
+    }
+    let path = match &reply.path {
+        ReplyPath::Llm { .. } => "llm",
+        ReplyPath::Template { .. } => "template",
+    };
+    if act.targets.dry_run {
+        tally.would.push(format!(
+            "reply in thread of post {} ({path}): {:?}",
+            post.id, reply.text
+        ));
+        return Ok(false);
+    }
+    match mattermost::reply_in_thread(
+        act.mm,
+        post,
+        &reply.text,
+        &post.id,
+        cfg.mattermost.max_reply_chars,
+    )
+    .await
+    {
+        Ok(r) => {
+            if !r.already_existed {
+                tally.replies += 1;
+            }
+            tracing::info!(post = %post.id, reply = %r.post_id, path, existed = r.already_existed, "Replied in thread.");
+            progress.reply_post_id = Some(r.post_id);
+            Ok(true)
+        }
+        Err(e) => {
+            let msg = format!("post {}: {e:#}", post.id);
+            tracing::warn!("Reply not posted; the post stays pending: {msg}");
+            tally.reply_errors.push(msg);
+            Ok(false)
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! The chat half of a cycle (DESIGN.md stages 1–4): read every new post,
+//! decide once what each one is ([`route`]), label the work
+//! ([`triage`]), file its task and answer in its thread ([`act`]), mark it
+//! handled, and move the cursor only over posts that were fully handled.
+//! [`run`] is the one call the cycle makes.
+//!
+//! Every step is idempotent and recorded in the post's [`progress`] as soon
+//! as it is done, and the state is checkpointed after every post that wrote
+//! outside (task, card, reply), so a cycle cut by the deadline or killed
+//! halfway repeats nothing.
+
+pub mod act;
+pub mod progress;
+pub mod reply;
+pub mod route;
+pub mod triage;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+use crate::budget::{within, CycleBudget};
+use crate::classify::ClassifyConfig;
+use crate::escalate::{self, EscalationConfig, EscalationState};
+use crate::health::{CheckResult, Checks};
+use crate::mattermost::{self, MattermostConfig, MmState, NewPost, PollOutcome};
+use crate::ollama::{self, OllamaConfig};
+use crate::report::{CycleReport, Outcome};
+use crate::tasks::outbox::{self, Targets, TaskState};
+use crate::tasks::BillingConfig;
+use crate::time::elapsed_ms;
+
+pub use progress::{ChatState, PostProgress};
+use route::Route;
+
+/// The config sections the chat stage reads.
+pub struct Settings<'a> {
+    /// `[mattermost]`.
+    pub mattermost: &'a MattermostConfig,
+    /// Where the Mattermost session token is cached.
+    pub token_cache: &'a Path,
+    /// `[ollama]`.
+    pub ollama: &'a OllamaConfig,
+    /// `[classify]`.
+    pub classify: &'a ClassifyConfig,
+    /// `[billing]`.
+    pub billing: &'a BillingConfig,
+    /// Owner of the tasks filed.
+    pub owner: &'a str,
+    /// `[escalation]` (who may silence from chat).
+    pub escalation: &'a EscalationConfig,
+    /// The checks (silence targets).
+    pub checks: &'a Checks,
+    /// How far back a first run reads (ms).
+    pub first_run_lookback_ms: i64,
+}
+
+/// The parts of the runtime state the chat stage changes, and the way to
+/// make them durable mid-stage: the cycle implements it over its state
+/// file, so this room never needs the whole state's type.
+pub trait Book {
+    /// The chat stage's parts of the state.
+    fn parts(&mut self) -> Parts<'_>;
+    /// Makes everything recorded so far durable (the state file is saved).
+    fn checkpoint(&mut self) -> Result<()>;
+}
+
+/// Borrowed parts of the runtime state.
+pub struct Parts<'a> {
+    /// The chat cursor (epoch ms, server clock); `None` on a first run.
+    pub cursor: &'a mut Option<i64>,
+    /// Mattermost caches and the handled-post set.
+    pub mm: &'a mut MmState,
+    /// Per-post progress.
+    pub chat: &'a mut ChatState,
+    /// Task mapping and the outbox.
+    pub tasks: &'a mut TaskState,
+    /// Incidents (alert threads) and silences.
+    pub escalation: &'a mut EscalationState,
+}
+
+/// Counts for the report's classify, tasks and reply stages and the stats.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Posts labelled this cycle, per path.
+    pub by_llm: u32,
+    /// Posts labelled by the keyword rules.
+    pub by_keywords: u32,
+    /// Posts left for the next cycle before classification.
+    pub unclassified: u32,
+    /// Tasks created this cycle.
+    pub tasks_created: u32,
+    /// Tasks that already existed (retry after a crash).
+    pub tasks_existing: u32,
+    /// MC failures (the post stays pending).
+    pub task_errors: Vec<String>,
+    /// Replies posted this cycle.
+    pub replies: u32,
+    /// Reply failures (the post stays pending).
+    pub reply_errors: Vec<String>,
+    /// Posts fully handled this cycle.
+    pub posts_handled: u64,
+    /// Dry run: what would have been done.
+    pub would: Vec<String>,
+    /// Named counters for the cumulative stats (classification paths and
+    /// labels, handled posts, tasks, replies).
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    /// Adds one to a named counter.
+    pub fn bump(&mut self, name: &str) {
+        *self.counters.entry(name.to_string()).or_default() += 1;
+    }
+}
+
+/// What the chat stage leaves to the rest of the cycle.
+pub struct ChatRun {
+    /// Mattermost, for the escalation stage; `None` without credentials.
+    /// Kept when Mattermost is down: an alert post is then owed, not
+    /// skipped.
+    pub client: Option<mattermost::Client>,
+    /// The counts.
+    pub tally: Tally,
+}
+
+/// Runs the chat half: poll, route, classify, file and reply, cursor.
+/// Stage outcomes go into `report` (`mattermost`, `classify`, `tasks`,
+/// `reply`). An error means the state could not be saved mid-stage: the
+/// cycle must stop rather than repeat work.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    settings: &Settings<'_>,
+    budget: &CycleBudget,
+    targets: Targets<'_>,
+    last_checks: &[CheckResult],
+    last_checks_ms: i64,
+    book: &mut dyn Book,
+    report: &mut CycleReport,
+    now: DateTime<Utc>,
+) -> Result<ChatRun> {
+    let mut tally = Tally::default();
+    let (since_ms, client, poll) = poll_stage(settings, budget, book, report, now).await;
+    let posts: &[NewPost] = poll.as_ref().map_or(&[], |p| p.posts.as_slice());
+    let routes: Vec<Route> = {
+        let p = book.parts();
+        let me = p.mm.me.as_ref().map(|m| m.username.clone());
+        posts
+            .iter()
+            .map(|post| route::route(post, me.as_deref(), p.escalation))
+            .collect()
+    };
+    let llm = (!posts.is_empty())
+        .then(|| {
+            ollama::Client::from_config(settings.ollama)
+                .map_err(|e| {
+                    tracing::warn!("LLM not usable, keyword rules and templates only: {e:#}")
+                })
+                .ok()
+        })
+        .flatten();
+    classify_stage(
+        settings,
+        budget,
+        llm.as_ref(),
+        posts,
+        &routes,
+        book,
+        report,
+        &mut tally,
+    )
+    .await;
+    let t = Instant::now();
+    let retried = within(
+        budget.chat_deadline,
+        outbox::retry_outbox(targets, book.parts().tasks, now),
+    )
+    .await
+    .unwrap_or_default();
+    if let (Some(client), Some(_)) = (&client, &poll) {
+        let act = act::Act {
+            settings,
+            mm: client,
+            llm: llm.as_ref(),
+            targets,
+            last_checks,
+            last_checks_ms,
+        };
+        for (post, route) in posts.iter().zip(routes) {
+            let go_on = handle(&act, post, route, budget, book, report, now, &mut tally).await?;
+            if !go_on {
+                break;
+            }
+        }
+    }
+    for line in &tally.would {
+        tracing::info!("[dry-run] would {line}");
+    }
+    report_acting(
+        report,
+        &tally,
+        posts.is_empty(),
+        retried.len(),
+        book,
+        elapsed_ms(t),
+    );
+    move_cursor(
+        settings,
+        book,
+        since_ms,
+        client.is_some(),
+        poll.as_ref(),
+        now,
+    );
+    Ok(ChatRun { client, tally })
+}
+
+/// Stage 1: every new post of the configured teams since the cursor.
+async fn poll_stage(
+    settings: &Settings<'_>,
+    budget: &CycleBudget,
+    book: &mut dyn Book,
+    report: &mut CycleReport,
+    now: DateTime<Utc>,
+) -> (i64, Option<mattermost::Client>, Option<PollOutcome>) {
+    let t = Instant::now();
+    let now_ms = now.timestamp_millis();
+    let cfg = settings.mattermost;
+    let parts = book.parts();
+    let since_ms = mattermost::poll_since(
+        *parts.cursor,
+        cfg.overlap_secs as i64 * 1000,
+        now_ms,
+        settings.first_run_lookback_ms,
+    );
+    let client = match mattermost::Client::from_config(cfg, settings.token_cache) {
+        Ok(c) => c,
+        Err(e) => {
+            let why = format!("not configured: {e:#}");
+            report.push("mattermost", Outcome::Skipped(why), elapsed_ms(t));
+            return (since_ms, None, None);
+        }
+    };
+    let poll = mattermost::poll(
+        &client,
+        cfg,
+        parts.mm,
+        since_ms,
+        now_ms,
+        budget.chat_deadline,
+    );
+    match within(budget.chat_deadline, poll).await {
+        Ok(Ok(outcome)) => {
+            report
+                .counts
+                .insert("mm_requests".into(), outcome.requests.into());
+            report
+                .counts
+                .insert("posts_new".into(), outcome.posts.len() as u64);
+            let detail = format!(
+                "{} new, {} skipped, {} requests",
+                outcome.posts.len(),
+                outcome.skipped.total(),
+                outcome.requests
+            );
+            let result = if outcome.teams_failed.is_empty() {
+                Outcome::Ok(detail)
+            } else {
+                let failed: Vec<String> = outcome
+                    .teams_failed
+                    .iter()
+                    .map(|(t, why)| format!("{t}: {why}"))
+                    .collect();
+                tracing::warn!(
+                    "Teams not polled fully (retried next cycle): {}",
+                    failed.join("; ")
+                );
+                Outcome::Degraded(format!("{detail}; {}", failed.join("; ")))
+            };
+            report.push("mattermost", result, elapsed_ms(t));
+            (since_ms, Some(client), Some(outcome))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("Mattermost unusable, chat skipped this cycle: {e}");
+            report
+                .counts
+                .insert("mm_requests".into(), client.requests().into());
+            report.push(
+                "mattermost",
+                Outcome::Degraded(e.to_string()),
+                elapsed_ms(t),
+            );
+            (since_ms, Some(client), None)
+        }
+        Err(cut) => {
+            report.deadline_hit = true;
+            report.push(
+                "mattermost",
+                Outcome::Skipped(cut.to_string()),
+                elapsed_ms(t),
+            );
+            (since_ms, Some(client), None)
+        }
+    }
+}
+
+/// Stage 2: ROUTINE, TASK or INCIDENT for each work post without a label.
+#[allow(clippy::too_many_arguments)]
+async fn classify_stage(
+    settings: &Settings<'_>,
+    budget: &CycleBudget,
+    llm: Option<&ollama::Client>,
+    posts: &[NewPost],
+    routes: &[Route],
+    book: &mut dyn Book,
+    report: &mut CycleReport,
+    tally: &mut Tally,
+) {
+    let t = Instant::now();
+    let work: Vec<&NewPost> = posts
+        .iter()
+        .zip(routes)
+        .filter(|(_, r)| r.is_work())
+        .map(|(p, _)| p)
+        .collect();
+    if work.is_empty() {
+        report.push("classify", Outcome::Skipped("no new posts".into()), 0);
+        return;
+    }
+    // A call started after this point could outlive the chat deadline.
+    let stop_starting = budget
+        .last_start_for(std::time::Duration::from_secs(
+            settings.ollama.classify_timeout_secs,
+        ))
+        .unwrap_or(budget.start);
+    let parts = book.parts();
+    let run = triage::classify_posts(
+        llm,
+        settings.classify,
+        &work,
+        parts.chat,
+        stop_starting,
+        tally,
+    );
+    let cut = within(budget.chat_deadline, run).await.err();
+    let detail = format!("{} by llm, {} by keywords", tally.by_llm, tally.by_keywords);
+    let outcome = match cut {
+        Some(cut) => Outcome::Degraded(format!("{detail}; {cut}, the rest next cycle")),
+        None if tally.unclassified > 0 => Outcome::Degraded(format!(
+            "{detail}; {} left for next cycle (deadline)",
+            tally.unclassified
+        )),
+        None => Outcome::Ok(detail),
+    };
+    if matches!(outcome, Outcome::Degraded(_)) {
+        report.deadline_hit = true;
+    }
+    report.push("classify", outcome, elapsed_ms(t));
+}
+
+/// Stages 3–4 for one post, by its route; checkpoints after every post
+/// that wrote outside. False: the deadline cut the stage, stop here.
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    act: &act::Act<'_>,
+    post: &NewPost,
+    route: Route,
+    budget: &CycleBudget,
+    book: &mut dyn Book,
+    report: &mut CycleReport,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+) -> Result<bool> {
+    let dry_run = act.targets.dry_run;
+    match route {
+        Route::Silence(request) => {
+            if answer_silence(act, post, request, book, now).await {
+                tally.posts_handled += 1;
+                book.checkpoint()?;
+            }
+            Ok(true)
+        }
+        Route::AlertAck => {
+            // An acknowledgement, read by the escalation stage from the thread.
+            if !dry_run {
+                mattermost::mark_handled(book.parts().mm, &post.id, post.create_at);
+                tally.posts_handled += 1;
+            }
+            Ok(true)
+        }
+        Route::Work => {
+            let Some(mut progress) = book.parts().chat.progress.get(&post.id).cloned() else {
+                return Ok(true); // not classified yet
+            };
+            let wrote_outside = progress.label.is_some_and(|l| l.is_actionable());
+            let step = act::act_on_post(act, post, &mut progress, book.parts().tasks, now, tally);
+            let result = within(budget.chat_deadline, step).await;
+            let parts = book.parts();
+            let go_on = match result {
+                Ok(Ok(true)) if !dry_run => {
+                    parts.chat.progress.remove(&post.id);
+                    mattermost::mark_handled(parts.mm, &post.id, post.create_at);
+                    tally.posts_handled += 1;
+                    true
+                }
+                Ok(Ok(_)) => {
+                    parts.chat.progress.insert(post.id.clone(), progress);
+                    true
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(post = %post.id, "Post not handled, retried next cycle: {e:#}");
+                    parts.chat.progress.insert(post.id.clone(), progress);
+                    true
+                }
+                Err(cut) => {
+                    report.deadline_hit = true;
+                    tracing::warn!(post = %post.id, "Post left for next cycle: {cut}");
+                    parts.chat.progress.insert(post.id.clone(), progress);
+                    false
+                }
+            };
+            // ROUTINE posts wrote nothing outside and are saved with the
+            // rest at the end.
+            if wrote_outside {
+                book.checkpoint()?;
+            }
+            Ok(go_on)
+        }
+    }
+}
+
+/// Answers a silence command (created, refused or not understood) in its
+/// thread; true when done (the post is then handled).
+async fn answer_silence(
+    act: &act::Act<'_>,
+    post: &NewPost,
+    request: Result<escalate::silence::SilenceRequest, String>,
+    book: &mut dyn Book,
+    now: DateTime<Utc>,
+) -> bool {
+    if act.targets.dry_run {
+        tracing::info!(post = %post.id, "[dry-run] would answer a silence command");
+        return false;
+    }
+    let s = act.settings;
+    let parts = book.parts();
+    let answered = escalate::answer_silence_post(
+        act.mm,
+        post,
+        request,
+        s.escalation,
+        s.checks,
+        parts.escalation,
+        s.mattermost.max_reply_chars,
+        now.timestamp_millis(),
+    )
+    .await;
+    match answered {
+        Ok(_) => {
+            mattermost::mark_handled(parts.mm, &post.id, post.create_at);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(post = %post.id, "Silence command not answered, retried next cycle: {e:#}");
+            false
+        }
+    }
+}
+
+/// The `tasks` and `reply` stage outcomes, and the stats counters.
+fn report_acting(
+    report: &mut CycleReport,
+    tally: &Tally,
+    no_posts: bool,
+    retried: usize,
+    book: &mut dyn Book,
+    ms: u64,
+) {
+    let outbox_left = book.parts().tasks.outbox.len();
+    let idle = no_posts && retried == 0 && outbox_left == 0;
+    let detail = format!(
+        "{} created, {} existing, {} outbox retried, {} queued",
+        tally.tasks_created, tally.tasks_existing, retried, outbox_left
+    );
+    let tasks = if idle {
+        Outcome::Skipped("nothing to file".into())
+    } else if tally.task_errors.is_empty() {
+        Outcome::Ok(detail)
+    } else {
+        Outcome::Degraded(format!("{detail}; {}", tally.task_errors.join("; ")))
+    };
+    let detail = format!("{} posted", tally.replies);
+    let reply = if no_posts {
+        Outcome::Skipped("no new posts".into())
+    } else if tally.reply_errors.is_empty() {
+        Outcome::Ok(detail)
+    } else {
+        Outcome::Degraded(format!("{detail}; {}", tally.reply_errors.join("; ")))
+    };
+    report.push("tasks", tasks, ms);
+    report.push("reply", reply, 0);
+    report
+        .counts
+        .insert("posts_handled".into(), tally.posts_handled);
+}
+
+/// Moves the cursor only over posts that were fully handled, and prunes
+/// what no later poll can bring back.
+fn move_cursor(
+    settings: &Settings<'_>,
+    book: &mut dyn Book,
+    since_ms: i64,
+    has_client: bool,
+    poll: Option<&PollOutcome>,
+    now: DateTime<Utc>,
+) {
+    let now_ms = now.timestamp_millis();
+    let p = book.parts();
+    match (has_client, poll) {
+        (_, Some(outcome)) => {
+            let next = mattermost::next_cursor(*p.cursor, since_ms, outcome, p.mm);
+            let overlap_ms = settings.mattermost.overlap_secs as i64 * 1000;
+            mattermost::prune_handled(p.mm, next, overlap_ms, now_ms);
+            p.chat.forget_stale(now_ms);
+            *p.cursor = Some(next);
+        }
+        // No credentials: nothing to read, and nothing before now is unhandled.
+        (false, None) => *p.cursor = Some(now_ms),
+        (true, None) => {}
+    }
+}

@@ -1,0 +1,62 @@
+//! Stage 2 for the posts routed as work: a label for every post that has
+//! none yet, LLM first and keyword rules when the LLM is away. Posts not
+//! reached before the deadline keep no label and are classified next cycle.
+
+use crate::classify::{self, ClassifyConfig, Decision, DecisionPath};
+use crate::mattermost::NewPost;
+use crate::ollama;
+
+use super::progress::ChatState;
+use super::Tally;
+
+/// Labels every post of `posts` without a label in `chat`, starting no
+/// model call after `stop_starting`.
+pub async fn classify_posts(
+    llm: Option<&ollama::Client>,
+    cfg: &ClassifyConfig,
+    posts: &[&NewPost],
+    chat: &mut ChatState,
+    stop_starting: tokio::time::Instant,
+    tally: &mut Tally,
+) {
+    let todo: Vec<(usize, String)> = posts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| chat.progress.get(&p.id).is_none_or(|g| g.label.is_none()))
+        .map(|(i, p)| (i, p.message.clone()))
+        .collect();
+    let batch = classify::classify_many(llm, cfg, todo, stop_starting).await;
+    for (i, decision) in batch.done {
+        let post = posts[i];
+        record_decision(&post.id, &decision, tally);
+        let entry = chat.progress.entry(post.id.clone()).or_default();
+        entry.label = Some(decision.label);
+        entry.create_at = post.create_at;
+    }
+    tally.unclassified = batch.pending.len() as u32;
+}
+
+/// One log line per decision, and the counters the cumulative stats keep.
+fn record_decision(id: &str, d: &Decision, tally: &mut Tally) {
+    match &d.path {
+        DecisionPath::Llm { model } => {
+            tally.by_llm += 1;
+            tally.bump("classified_llm");
+            tracing::info!(post = id, label = d.label.as_str(), path = "llm", model = %model, ms = d.elapsed_ms, "Post classified.");
+        }
+        DecisionPath::Keywords { reason } => {
+            tally.by_keywords += 1;
+            tally.bump("classified_keywords");
+            tally.bump(&format!("fallback_{}", reason.code()));
+            tracing::info!(
+                post = id,
+                label = d.label.as_str(),
+                path = "keywords",
+                why = reason.code(),
+                ms = d.elapsed_ms,
+                "Post classified."
+            );
+        }
+    }
+    tally.bump(&format!("label_{}", d.label.as_str().to_ascii_lowercase()));
+}
