@@ -128,7 +128,7 @@ impl Bench {
 
     /// One cycle's poll, and afterwards what the cycle does with the state.
     async fn poll(&mut self) -> Sample {
-        let overlap_ms = self.cfg.overlap_secs as i64 * 1000;
+        let overlap_ms = self.cfg.overlap_secs.as_millis() as i64;
         let now_ms = self.mm.now_ms();
         let since_ms = match self.cursor {
             Some(c) => c - overlap_ms,

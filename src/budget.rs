@@ -54,11 +54,9 @@ pub fn health_reserve(checks: &Checks, reprobe_pause: Duration, deadline: Durati
     let slowest_fix = checks
         .iter()
         .filter_map(|c| {
-            c.fix.as_ref().map(|f| {
-                Duration::from_secs(f.timeout_secs)
-                    + Duration::from_secs(f.settle_secs)
-                    + c.timeout()
-            })
+            c.fix
+                .as_ref()
+                .map(|f| f.timeout_secs.get() + f.settle_secs.get() + c.timeout())
         })
         .max()
         .unwrap_or_default();
@@ -98,6 +96,7 @@ pub async fn within<T>(deadline: Instant, fut: impl Future<Output = T>) -> Resul
 mod tests {
     use super::*;
     use crate::health::{CheckConfig, CheckKind, FixAction, FixSpec};
+    use crate::time::Secs;
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
@@ -106,13 +105,13 @@ mod tests {
     #[test]
     fn reserve_table() {
         let mut slow = CheckConfig::new("slow", CheckKind::Memory);
-        slow.timeout_secs = 10;
+        slow.timeout_secs = Secs::new(10);
         let mut fixed = CheckConfig::new("web", CheckKind::Docker);
         fixed.container = Some("web".into());
-        fixed.timeout_secs = 3;
+        fixed.timeout_secs = Secs::new(3);
         let mut spec = FixSpec::new(FixAction::RestartContainer);
-        spec.timeout_secs = 20;
-        spec.settle_secs = 5;
+        spec.timeout_secs = Secs::new(20);
+        spec.settle_secs = Secs::new(5);
         fixed.fix = Some(spec);
         let pause = Duration::from_millis(2000);
         type Row = (&'static str, Vec<CheckConfig>, Duration, Duration);

@@ -124,7 +124,7 @@ impl<'a> Cycle<'a> {
         let mut runtime = loaded.value;
         runtime.record_set_aside(loaded.set_aside.into_iter().chain(stats_loaded.set_aside));
         tracing::info!(
-            deadline_secs = config.agent.deadline_secs,
+            deadline_secs = config.agent.deadline_secs.as_f64(),
             dry_run = opts.dry_run,
             first_run = !loaded.existed,
             "Cycle started."

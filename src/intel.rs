@@ -3,14 +3,13 @@
 //! POSTed there as JSON, with a timeout. HiveMind is a consumer, never a
 //! dependency: a failure is a degraded stage and a log line, nothing more.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::escalate::EscalationState;
 use crate::report::{CycleReport, Outcome};
+use crate::time::Secs;
 
 /// `[intel]`: where HiveMind listens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,14 +18,14 @@ pub struct IntelConfig {
     /// HiveMind's summary endpoint; empty: the stage is skipped.
     pub url: String,
     /// The POST is abandoned after this many seconds.
-    pub timeout_secs: u64,
+    pub timeout_secs: Secs,
 }
 
 impl Default for IntelConfig {
     fn default() -> Self {
         IntelConfig {
             url: String::new(),
-            timeout_secs: 10,
+            timeout_secs: Secs::new(10),
         }
     }
 }
@@ -38,8 +37,8 @@ impl IntelConfig {
         if !(u.is_empty() || u.starts_with("http://") || u.starts_with("https://")) {
             bail!("intel.url: '{}' is not an http(s) URL", self.url);
         }
-        if self.timeout_secs == 0 {
-            bail!("intel.timeout_secs: 0 is not a timeout; use at least 1");
+        if self.timeout_secs.is_zero() {
+            bail!("intel.timeout_secs: 0 is not a timeout; use more than 0");
         }
         Ok(())
     }
@@ -84,7 +83,7 @@ pub fn summary(report: &CycleReport, escalation: &EscalationState, now_ms: i64) 
 /// POSTs `body` to `[intel] url`; any non-2xx is an error naming the URL.
 pub async fn post(cfg: &IntelConfig, body: &Value) -> Result<()> {
     let url = cfg.url.trim();
-    let http = crate::http::client(Duration::from_secs(cfg.timeout_secs), true)?;
+    let http = crate::http::client(cfg.timeout_secs.get(), true)?;
     let resp = http
         .post(url)
         .json(body)
@@ -140,7 +139,7 @@ mod tests {
             .to_string()
             .contains("intel.url: 'ftp://x'"));
         let zero = IntelConfig {
-            timeout_secs: 0,
+            timeout_secs: Secs::new(0),
             ..Default::default()
         };
         assert!(zero
@@ -172,7 +171,7 @@ mod tests {
     async fn an_unreachable_hivemind_is_a_degraded_stage() {
         let cfg = IntelConfig {
             url: "http://127.0.0.1:9/summary".into(),
-            timeout_secs: 2,
+            timeout_secs: Secs::new(2),
         };
         let o = stage(
             &cfg,

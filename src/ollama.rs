@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::secret::Secret;
+use crate::time::Secs;
 
 /// Which wire protocol the configured server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -51,9 +52,9 @@ pub struct OllamaConfig {
     /// Larger model that writes replies.
     pub reply_model: String,
     /// Per-call timeout for a classification (includes a cold model load).
-    pub classify_timeout_secs: u64,
+    pub classify_timeout_secs: Secs,
     /// Per-call timeout for a reply.
-    pub reply_timeout_secs: u64,
+    pub reply_timeout_secs: Secs,
     /// How long Ollama keeps the model loaded after a call ("10m", "0", "-1").
     pub keep_alive: String,
     /// Context window to request; long prompts are otherwise cut silently.
@@ -73,8 +74,8 @@ impl Default for OllamaConfig {
             backend: Backend::Ollama,
             classify_model: "llama3.1:8b".into(),
             reply_model: "qwen2.5-coder:32b".into(),
-            classify_timeout_secs: 20,
-            reply_timeout_secs: 90,
+            classify_timeout_secs: Secs::new(20),
+            reply_timeout_secs: Secs::new(90),
             keep_alive: "10m".into(),
             num_ctx: 4096,
             concurrency: 1,
@@ -105,8 +106,8 @@ impl OllamaConfig {
             ("ollama.classify_timeout_secs", self.classify_timeout_secs),
             ("ollama.reply_timeout_secs", self.reply_timeout_secs),
         ] {
-            if !(1..=600).contains(&secs) {
-                bail!("{key}: {secs} must be between 1 and 600");
+            if secs.is_zero() || secs > Secs::new(600) {
+                bail!("{key}: {secs} must be more than 0 and at most 600");
             }
         }
         if !valid_keep_alive(&self.keep_alive) {
@@ -297,8 +298,8 @@ impl Client {
     /// by `api_key_env` (see [`Client::from_config`]).
     pub fn new(cfg: &OllamaConfig, api_key: Option<Secret>) -> Result<Self> {
         let longest = cfg.classify_timeout_secs.max(cfg.reply_timeout_secs);
-        let http = crate::http::client(Duration::from_secs(longest), true)
-            .context("building the Ollama HTTP client")?;
+        let http =
+            crate::http::client(longest.get(), true).context("building the Ollama HTTP client")?;
         Ok(Client {
             base: cfg.url.trim().trim_end_matches('/').to_string(),
             cfg: cfg.clone(),
@@ -354,10 +355,11 @@ impl Client {
     }
 
     fn timeout(&self, purpose: Purpose) -> Duration {
-        Duration::from_secs(match purpose {
+        match purpose {
             Purpose::Classify => self.cfg.classify_timeout_secs,
             Purpose::Reply => self.cfg.reply_timeout_secs,
-        })
+        }
+        .get()
     }
 
     /// Whether the server has `model` pulled. Native backend only: the model
@@ -754,11 +756,11 @@ mod tests {
                 "ollama.reply_model: 'a b'",
             ),
             (
-                Box::new(|c| c.classify_timeout_secs = 0),
+                Box::new(|c| c.classify_timeout_secs = Secs::new(0)),
                 "ollama.classify_timeout_secs: 0",
             ),
             (
-                Box::new(|c| c.reply_timeout_secs = 9999),
+                Box::new(|c| c.reply_timeout_secs = Secs::new(9999)),
                 "ollama.reply_timeout_secs: 9999",
             ),
             (

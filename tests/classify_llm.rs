@@ -9,13 +9,14 @@ use std::time::Duration;
 use ops_agent::classify::{self, ClassifyConfig, DecisionPath, FallbackReason, Label};
 use ops_agent::ollama::{Backend, Client, OllamaConfig};
 use ops_agent::secret::Secret;
+use ops_agent::time::Secs;
 use support::ollama::{dead_url, FakeOllama, Mode};
 
 fn config(url: &str) -> OllamaConfig {
     OllamaConfig {
         url: url.to_string(),
-        classify_timeout_secs: 1,
-        reply_timeout_secs: 1,
+        classify_timeout_secs: Secs::new(1),
+        reply_timeout_secs: Secs::new(1),
         ..OllamaConfig::default()
     }
 }

@@ -17,6 +17,7 @@ use ops_agent::health::docker::{DockerClient, DockerHost};
 use ops_agent::health::{
     self, CheckConfig, CheckKind, Checks, HealthConfig, HealthContext, Status,
 };
+use ops_agent::time::Secs;
 
 const ENV: &str = "OPS_AGENT_REAL_DOCKER_SOCK";
 
@@ -37,10 +38,10 @@ fn socket() -> Option<String> {
 fn container(name: &str, settle_secs: u64) -> CheckConfig {
     let mut c = CheckConfig::new(name, CheckKind::Docker);
     c.container = Some(name.into());
-    c.timeout_secs = 10;
+    c.timeout_secs = Secs::new(10);
     c.fix = Some(FixSpec {
-        settle_secs,
-        start_grace_secs: 0,
+        settle_secs: Secs::new(settle_secs),
+        start_grace_secs: Secs::new(0),
         ..FixSpec::new(FixAction::RestartContainer)
     });
     c

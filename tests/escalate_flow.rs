@@ -20,6 +20,7 @@ use ops_agent::tasks::ledger::Ledger;
 use ops_agent::tasks::mc::{McBackend, McConfig};
 use ops_agent::tasks::outbox::{Targets, TaskState};
 use ops_agent::tasks::planka::{BoardTarget, PlankaClient, PlankaConfig};
+use ops_agent::time::Secs;
 use support::mattermost::{FakeMattermost, FakePost, Mode};
 use support::planka::{FakePlanka, PASSWORD, USERNAME};
 
@@ -93,7 +94,7 @@ impl World {
                 url: planka_fake.url.clone(),
                 username: Some(USERNAME.into()),
                 password_env: PW_ENV.into(),
-                timeout_secs: 2,
+                timeout_secs: Secs::new(2),
                 boards,
                 ..Default::default()
             },

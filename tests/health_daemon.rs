@@ -11,6 +11,7 @@ use ops_agent::fix::{self, FixAction, FixConfig, FixDecision, FixOptions, FixSpe
 use ops_agent::health::{
     self, CheckConfig, CheckKind, Checks, HealthConfig, HealthContext, Status,
 };
+use ops_agent::time::Secs;
 
 /// One state dir for the whole test binary (PATH and the env var are
 /// process-wide); each test uses its own labels and units.
@@ -94,7 +95,7 @@ async fn a_failed_launchd_job_is_kickstarted_and_verified() {
     write("launchd", "com.john.mc.after", RUNNING);
     let mut c = launchd("com.john.mc");
     c.fix = Some(FixSpec {
-        settle_secs: 0,
+        settle_secs: Secs::new(0),
         ..FixSpec::new(FixAction::Kickstart)
     });
     let dir = tempfile::tempdir().unwrap();
@@ -183,7 +184,7 @@ async fn a_failed_unit_is_restarted_and_a_starting_one_is_left_alone() {
         "Result=success\nNRestarts=0\nLoadState=loaded\nActiveState=activating\nSubState=start\n",
     );
     let spec = FixSpec {
-        settle_secs: 0,
+        settle_secs: Secs::new(0),
         ..FixSpec::new(FixAction::RestartUnit)
     };
     let mut w = systemd("worker.service");
@@ -233,7 +234,7 @@ async fn a_configured_command_runs_without_a_shell_and_failures_are_reported() {
     let mut c = CheckConfig::new("cmd", CheckKind::Memory);
     c.fix = Some(FixSpec {
         command: Some(vec!["touch".into(), marker.display().to_string()]),
-        settle_secs: 0,
+        settle_secs: Secs::new(0),
         ..FixSpec::new(FixAction::Command)
     });
     let path = dir.path().join("h.json");
@@ -252,7 +253,7 @@ async fn a_configured_command_runs_without_a_shell_and_failures_are_reported() {
     assert_ne!(r.outcome, None, "{r:?}");
     assert!(marker.exists(), "the argument reached touch verbatim");
     c.fix.as_mut().unwrap().command = Some(vec!["false".into()]);
-    c.fix.as_mut().unwrap().start_grace_secs = 0;
+    c.fix.as_mut().unwrap().start_grace_secs = Secs::new(0);
     let (r, _) = fix::run_manual(
         &ctx(),
         &Checks::from(vec![c]),
@@ -279,8 +280,8 @@ fn command_check(name: &str, argv: &[&str], timeout_secs: u64) -> CheckConfig {
     let mut c = CheckConfig::new(name, CheckKind::Memory);
     c.fix = Some(FixSpec {
         command: Some(argv.iter().map(|a| a.to_string()).collect()),
-        settle_secs: 0,
-        timeout_secs,
+        settle_secs: Secs::new(0),
+        timeout_secs: Secs::new(timeout_secs),
         ..FixSpec::new(FixAction::Command)
     });
     c
@@ -376,9 +377,9 @@ async fn a_hanging_tool_costs_the_check_timeout() {
     write("systemd", "hang.service", "HANG");
     write("launchd", "com.john.hang", "HANG");
     let mut a = systemd("hang.service");
-    a.timeout_secs = 1;
+    a.timeout_secs = Secs::new(1);
     let mut b = launchd("com.john.hang");
-    b.timeout_secs = 1;
+    b.timeout_secs = Secs::new(1);
     let started = Instant::now();
     let r = health::run_all(&ctx(), &Checks::from(vec![a, b])).await;
     assert!(

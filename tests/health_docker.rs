@@ -14,6 +14,7 @@ use ops_agent::fix::{
 use ops_agent::health::{
     self, guard, CheckConfig, CheckKind, Checks, HealthConfig, HealthContext, HealthState, Status,
 };
+use ops_agent::time::Secs;
 use support::docker::{FakeContainer, FakeDocker, OnRestart};
 use support::http_endpoints::FakeEndpoints;
 
@@ -22,7 +23,7 @@ fn container_check(name: &str) -> CheckConfig {
     c.container = Some(name.into());
     c.fail_after = Some(1);
     c.fix = Some(FixSpec {
-        settle_secs: 0,
+        settle_secs: Secs::new(0),
         ..FixSpec::new(FixAction::RestartContainer)
     });
     c
@@ -526,7 +527,7 @@ async fn manual_fix_dry_run_force_and_missing_and_unhealthy_containers() {
     let dir = tempfile::tempdir().unwrap();
     let path = history_file(&dir);
     let mut checks = vec![container_check("web"), container_check("gone")];
-    checks[0].fix.as_mut().unwrap().start_grace_secs = 0;
+    checks[0].fix.as_mut().unwrap().start_grace_secs = Secs::new(0);
     let checks = Checks::from(checks);
     let ctx = ctx(&fake.host());
     let now = Utc::now();

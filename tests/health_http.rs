@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use ops_agent::health::{
     self, CheckConfig, CheckKind, Checks, ExpectStatus, HealthConfig, HealthContext, Status,
 };
+use ops_agent::time::Secs;
 use support::http_endpoints::FakeEndpoints;
 
 fn http(name: &str, url: String) -> CheckConfig {
@@ -71,7 +72,7 @@ async fn hanging_endpoints_cost_their_timeout_not_the_sum() {
     let checks: Vec<CheckConfig> = (0..6)
         .map(|i| {
             let mut c = http(&format!("hang-{i}"), fake.url("/hang"));
-            c.timeout_secs = 1;
+            c.timeout_secs = Secs::new(1);
             c
         })
         .collect();

@@ -12,6 +12,7 @@ use ops_agent::mattermost::{
     MattermostConfig, MmErrorKind, MmState, PollOutcome,
 };
 use ops_agent::secret::Secret;
+use ops_agent::time::Secs;
 use serde_json::{Map, Value};
 use support::mattermost::{FakeMattermost, Mode, PostSpec};
 use tokio::time::Instant;
@@ -52,7 +53,7 @@ impl Env {
     fn cfg(&self) -> MattermostConfig {
         MattermostConfig {
             url: self.fake.url(),
-            timeout_secs: 5,
+            timeout_secs: Secs::new(5),
             ..Default::default()
         }
     }

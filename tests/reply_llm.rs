@@ -6,13 +6,14 @@ mod support;
 use ops_agent::chat::reply::{self, ReplyContext, ReplyKind, ReplyPath};
 use ops_agent::classify::FallbackReason;
 use ops_agent::ollama::{Client, OllamaConfig};
+use ops_agent::time::Secs;
 use support::ollama::{dead_url, FakeOllama, Mode};
 
 fn client(url: &str) -> Client {
     let cfg = OllamaConfig {
         url: url.to_string(),
-        classify_timeout_secs: 1,
-        reply_timeout_secs: 1,
+        classify_timeout_secs: Secs::new(1),
+        reply_timeout_secs: Secs::new(1),
         ..OllamaConfig::default()
     };
     Client::new(&cfg, None).unwrap()

@@ -16,6 +16,7 @@ use ops_agent::tasks::outbox::{
 };
 use ops_agent::tasks::planka::{BoardTarget, PlankaClient, PlankaConfig};
 use ops_agent::tasks::{BillingConfig, PostRef, Priority, Tag, Task};
+use ops_agent::time::Secs;
 use support::planka::{FakePlanka, Mode, PASSWORD, USERNAME};
 
 const PW_ENV: &str = "OPS_AGENT_TEST_FLOW_PLANKA_PW";
@@ -72,7 +73,7 @@ async fn env() -> Env {
         url: fake.url.clone(),
         username: Some(USERNAME.into()),
         password_env: PW_ENV.into(),
-        timeout_secs: 2,
+        timeout_secs: Secs::new(2),
         boards,
         ..Default::default()
     };

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use ops_agent::tasks::mc::{McCommand, McConfig};
 use ops_agent::tasks::{Priority, Tag, Task};
+use ops_agent::time::Secs;
 
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -131,7 +132,7 @@ async fn garbage_output_is_an_error_with_stderr() {
 #[tokio::test]
 async fn hang_is_killed_at_the_timeout() {
     let cfg = McConfig {
-        timeout_secs: 1,
+        timeout_secs: Secs::new(1),
         ..cmd("hang.sh", &[])
     };
     let err = McCommand::new(&cfg)

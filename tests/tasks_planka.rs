@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use ops_agent::tasks::planka::{ApiVersion, BoardTarget, PlankaClient, PlankaConfig};
 use ops_agent::tasks::{Priority, Tag, Task};
+use ops_agent::time::Secs;
 use support::planka::{FakePlanka, Mode, Version, PASSWORD, USERNAME};
 
 const PW_ENV: &str = "OPS_AGENT_TEST_PLANKA_PW";
@@ -53,7 +54,7 @@ fn config(url: &str) -> PlankaConfig {
         url: url.into(),
         username: Some(USERNAME.into()),
         password_env: PW_ENV.into(),
-        timeout_secs: 2,
+        timeout_secs: Secs::new(2),
         boards,
         ..Default::default()
     }

@@ -232,7 +232,7 @@ async fn poll_stage(
     let parts = book.parts();
     let since_ms = mattermost::poll_since(
         *parts.cursor,
-        cfg.overlap_secs as i64 * 1000,
+        cfg.overlap_secs.as_millis() as i64,
         now_ms,
         settings.first_run_lookback_ms,
     );
@@ -332,9 +332,7 @@ async fn classify_stage(
     }
     // A call started after this point could outlive the chat deadline.
     let stop_starting = budget
-        .last_start_for(std::time::Duration::from_secs(
-            settings.ollama.classify_timeout_secs,
-        ))
+        .last_start_for(settings.ollama.classify_timeout_secs.get())
         .unwrap_or(budget.start);
     let parts = book.parts();
     let run = triage::classify_posts(
@@ -522,7 +520,7 @@ fn move_cursor(
     match (has_client, poll) {
         (_, Some(outcome)) => {
             let next = mattermost::next_cursor(*p.cursor, since_ms, outcome, p.mm);
-            let overlap_ms = settings.mattermost.overlap_secs as i64 * 1000;
+            let overlap_ms = settings.mattermost.overlap_secs.as_millis() as i64;
             mattermost::prune_handled(p.mm, next, overlap_ms, now_ms);
             p.chat.forget_stale(now_ms);
             *p.cursor = Some(next);

@@ -26,7 +26,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -652,8 +651,8 @@ async fn probe_planka(cfg: &PlankaConfig) -> Vec<Finding> {
     let mut out = Vec::new();
     let url = format!("{}/api/bootstrap", cfg.url.trim().trim_end_matches('/'));
     let probe = async {
-        let http = crate::http::client(Duration::from_secs(cfg.timeout_secs), true)
-            .map_err(|e| format!("{e:#}"))?;
+        let http =
+            crate::http::client(cfg.timeout_secs.get(), true).map_err(|e| format!("{e:#}"))?;
         let resp = http
             .get(&url)
             .send()

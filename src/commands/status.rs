@@ -33,7 +33,7 @@ pub struct StatusView {
     /// True when no cycle completed within twice the schedule interval.
     pub overdue: bool,
     /// The schedule interval the overdue rule uses.
-    pub schedule_interval_secs: u64,
+    pub schedule_interval_secs: crate::time::Secs,
     /// Who holds the cycle lock, when a cycle is running.
     pub lock_holder: Option<String>,
     /// Corrupt files moved aside.
@@ -83,7 +83,7 @@ pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
         last_cycle: rt.last_cycle,
         last_check_ms: rt.last_check_ms,
         last_check_age_secs: age,
-        overdue: age.is_none_or(|a| a > 2 * interval as i64),
+        overdue: age.is_none_or(|a| a as f64 > 2.0 * interval.as_f64()),
         schedule_interval_secs: interval,
         lock_holder,
         set_aside: rt.set_aside,

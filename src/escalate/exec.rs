@@ -14,7 +14,6 @@
 //! a person, acknowledges the incident.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -418,7 +417,7 @@ async fn perform(
             let argv = resolve_argv(&ctx.cfg.resolve_command, &task_id, key);
             run_argv(
                 &argv,
-                Duration::from_secs(ctx.cfg.resolve_timeout_secs),
+                ctx.cfg.resolve_timeout_secs.get(),
                 ctx.pass_env,
                 "resolve command",
             )

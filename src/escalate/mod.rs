@@ -28,6 +28,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::fix::ServiceSummary;
+use crate::time::Secs;
 use silence::Silences;
 
 pub use exec::{answer_silence_post, run, Ctx, EscalateOutcome};
@@ -59,7 +60,7 @@ pub struct EscalationConfig {
     /// `{source}` (the incident key). Empty: MC is not told.
     pub resolve_command: Vec<String>,
     /// The resolve command is killed after this many seconds.
-    pub resolve_timeout_secs: u64,
+    pub resolve_timeout_secs: Secs,
 }
 
 impl Default for EscalationConfig {
@@ -71,7 +72,7 @@ impl Default for EscalationConfig {
             silence_allowlist: Vec::new(),
             done_list: String::new(),
             resolve_command: Vec::new(),
-            resolve_timeout_secs: 30,
+            resolve_timeout_secs: Secs::new(30),
         }
     }
 }
@@ -100,8 +101,8 @@ impl EscalationConfig {
         if self.reminder_hours == 0 {
             bail!("escalation.reminder_hours: 0; use at least 1");
         }
-        if self.resolve_timeout_secs == 0 {
-            bail!("escalation.resolve_timeout_secs: 0 is not a timeout; use at least 1");
+        if self.resolve_timeout_secs.is_zero() {
+            bail!("escalation.resolve_timeout_secs: 0 is not a timeout; use more than 0");
         }
         if self.done_list.trim() != self.done_list {
             bail!(

@@ -175,7 +175,7 @@ pub fn decide(
     }
     if !opts.force {
         if let Some(last) = history.last(service) {
-            let until_ms = last.at_ms + spec.start_grace_secs as i64 * 1000;
+            let until_ms = last.at_ms + (spec.start_grace_secs.as_millis() as i64);
             if now_ms < until_ms {
                 return FixDecision::SkipGrace { until_ms };
             }

@@ -71,7 +71,7 @@ impl FixReport {
 /// `systemctl` are fixed system tools and go through
 /// [`crate::process::run_tool`].
 pub async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -> Result<String> {
-    let timeout = Duration::from_secs(spec.timeout_secs);
+    let timeout = spec.timeout_secs.get();
     let what = spec.describe(check);
     let no_result = || format!("{what}: no result within {}s", spec.timeout_secs);
     match spec.action {
@@ -150,7 +150,7 @@ pub async fn act_and_verify(
     if let Err(e) = execute(ctx, check, spec).await {
         return (Outcome::Failed, format!("{e:#}"), None);
     }
-    tokio::time::sleep(Duration::from_secs(spec.settle_secs)).await;
+    tokio::time::sleep(spec.settle_secs.get()).await;
     let (after, owner) = if verify.name == check.name {
         (health::run_one(ctx, verify).await, None)
     } else {

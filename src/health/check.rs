@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::time::Secs;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -108,7 +109,7 @@ pub struct CheckConfig {
     pub service: Option<String>,
     /// Upper bound for the probe; a probe that takes longer is `unknown`.
     #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
+    pub timeout_secs: Secs,
     /// disk: a path on the volume to watch (`~` expands to home).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -162,8 +163,8 @@ pub struct CheckConfig {
     pub fix: Option<FixSpec>,
 }
 
-fn default_timeout_secs() -> u64 {
-    5
+fn default_timeout_secs() -> Secs {
+    Secs::new(5)
 }
 
 /// The flap guard's default: one failed cycle (already re-probed) is not an
@@ -219,7 +220,7 @@ impl CheckConfig {
 
     /// The probe's time budget.
     pub fn timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout_secs)
+        self.timeout_secs.get()
     }
 
     /// The runbook's system checks: the root volume, the home volume and
@@ -267,8 +268,8 @@ impl CheckConfig {
         if self.name.trim().is_empty() {
             bail!("{at}: name must not be empty");
         }
-        if self.timeout_secs == 0 {
-            bail!("{at}: timeout_secs must be at least 1, got 0");
+        if self.timeout_secs.is_zero() {
+            bail!("{at}: timeout_secs must be more than 0, got 0");
         }
         let kind = self.kind.as_str();
         let (allowed, required): (&[&str], Option<&str>) = match self.kind {
@@ -584,25 +585,25 @@ pub struct FixSpec {
     /// Wait after the action before re-checking: a restarted service needs
     /// a moment before it answers.
     #[serde(default = "default_settle_secs")]
-    pub settle_secs: u64,
+    pub settle_secs: Secs,
     /// After an attempt the service is left alone this long, so a slow boot
     /// is never restarted again mid-way.
     #[serde(default = "default_start_grace_secs")]
-    pub start_grace_secs: u64,
+    pub start_grace_secs: Secs,
     /// Upper bound for the action itself (the command, launchctl,
     /// systemctl, or the container's stop + start).
     #[serde(default = "default_action_timeout_secs")]
-    pub timeout_secs: u64,
+    pub timeout_secs: Secs,
 }
 
-fn default_settle_secs() -> u64 {
-    10
+fn default_settle_secs() -> Secs {
+    Secs::new(10)
 }
-fn default_start_grace_secs() -> u64 {
-    60
+fn default_start_grace_secs() -> Secs {
+    Secs::new(60)
 }
-fn default_action_timeout_secs() -> u64 {
-    60
+fn default_action_timeout_secs() -> Secs {
+    Secs::new(60)
 }
 
 /// Seconds a container gets to stop on restart before SIGKILL (Docker's
@@ -654,10 +655,10 @@ impl FixSpec {
             }
             (None, _) => {}
         }
-        if self.timeout_secs == 0 {
-            bail!("{at}.timeout_secs must be at least 1, got 0");
+        if self.timeout_secs.is_zero() {
+            bail!("{at}.timeout_secs must be more than 0, got 0");
         }
-        if self.settle_secs > 600 {
+        if self.settle_secs > Secs::new(600) {
             bail!(
                 "{at}.settle_secs must be at most 600, got {}",
                 self.settle_secs
@@ -766,8 +767,11 @@ fix = { action = "command", command = ["/usr/bin/systemctl", "--user", "start", 
         )
         .unwrap();
         assert_eq!(checks[0].fail_after(), 3);
-        assert_eq!(checks[0].fix.as_ref().unwrap().settle_secs, 15);
-        assert_eq!(checks[0].fix.as_ref().unwrap().start_grace_secs, 60);
+        assert_eq!(checks[0].fix.as_ref().unwrap().settle_secs, Secs::new(15));
+        assert_eq!(
+            checks[0].fix.as_ref().unwrap().start_grace_secs,
+            Secs::new(60)
+        );
         assert_eq!(checks[1].service(), "mattermost");
         assert_eq!(checks[2].recover_after(), 1);
         let eff = Checks::new(checks.clone());

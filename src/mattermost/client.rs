@@ -347,7 +347,7 @@ impl Client {
     /// Builds a client from the `[mattermost]` section and the token cache path.
     pub fn from_config(cfg: &MattermostConfig, token_cache: &Path) -> Result<Self> {
         let creds = Credentials::from_config(cfg, token_cache)?;
-        Client::new(&cfg.url, creds, Duration::from_secs(cfg.timeout_secs))
+        Client::new(&cfg.url, creds, cfg.timeout_secs.get())
     }
 
     /// The base URL, for messages and cache keys.

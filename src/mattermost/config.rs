@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use crate::time::Secs;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -30,9 +31,9 @@ pub struct MattermostConfig {
     /// Where escalation alerts go, as "team/channel"; empty means no alert posts.
     pub alert_channel: String,
     /// Timeout of every single HTTP request.
-    pub timeout_secs: u64,
+    pub timeout_secs: Secs,
     /// How far before the cursor each poll starts again, for clock skew and late commits.
-    pub overlap_secs: u64,
+    pub overlap_secs: Secs,
     /// How many channel fetches may be in flight at once (the server rate-limits per IP).
     pub channel_concurrency: usize,
     /// Hard cap on the length of any post the agent writes.
@@ -54,8 +55,8 @@ impl Default for MattermostConfig {
                 .map(String::from)
                 .to_vec(),
             alert_channel: String::new(),
-            timeout_secs: 10,
-            overlap_secs: 120,
+            timeout_secs: Secs::new(10),
+            overlap_secs: Secs::new(120),
             channel_concurrency: 4,
             max_reply_chars: 4000,
         }
@@ -140,13 +141,13 @@ impl MattermostConfig {
                 );
             }
         }
-        if !(1..=300).contains(&self.timeout_secs) {
+        if self.timeout_secs.is_zero() || self.timeout_secs > Secs::new(300) {
             bail!(
-                "mattermost.timeout_secs: {} must be between 1 and 300",
+                "mattermost.timeout_secs: {} must be more than 0 and at most 300",
                 self.timeout_secs
             );
         }
-        if self.overlap_secs > 3600 {
+        if self.overlap_secs > Secs::new(3600) {
             bail!(
                 "mattermost.overlap_secs: {} must be at most 3600",
                 self.overlap_secs
@@ -191,7 +192,7 @@ mod tests {
         let c: MattermostConfig =
             toml::from_str("url = \"https://mm.example\"\nteams = [\"a\"]\n").unwrap();
         assert_eq!(c.teams, ["a"]);
-        assert_eq!(c.timeout_secs, 10);
+        assert_eq!(c.timeout_secs, Secs::new(10));
         assert!(toml::from_str::<MattermostConfig>("tokn_env = \"X\"").is_err());
     }
 
@@ -215,7 +216,10 @@ mod tests {
                 |c| c.alert_channel = "nochannel".into(),
                 "mattermost.alert_channel: 'nochannel'",
             ),
-            (|c| c.timeout_secs = 0, "mattermost.timeout_secs: 0"),
+            (
+                |c| c.timeout_secs = Secs::new(0),
+                "mattermost.timeout_secs: 0",
+            ),
             (
                 |c| c.channel_concurrency = 0,
                 "mattermost.channel_concurrency: 0",

@@ -22,6 +22,7 @@ use super::ledger::Ledger;
 use super::Task;
 use crate::paths::expand_tilde;
 use crate::process::{run_argv, tail};
+use crate::time::Secs;
 
 /// Placeholders an argv element may contain; each is a [`Task`] field.
 pub const PLACEHOLDERS: &[&str] = &[
@@ -46,7 +47,7 @@ pub struct McConfig {
     /// "--title", "{title}", ...]`. Empty: the built-in ledger is MC.
     pub command: Vec<String>,
     /// The command is killed after this many seconds.
-    pub timeout_secs: u64,
+    pub timeout_secs: Secs,
     /// Field of the JSON object on stdout holding the new id; a dotted path
     /// (`task.id`) reaches into nested objects.
     pub id_json_field: String,
@@ -62,7 +63,7 @@ impl Default for McConfig {
     fn default() -> Self {
         McConfig {
             command: Vec::new(),
-            timeout_secs: 30,
+            timeout_secs: Secs::new(30),
             id_json_field: "id".to_string(),
             id_regex: None,
             pass_env: Vec::new(),
@@ -100,8 +101,8 @@ pub fn validate_argv_template(key: &str, argv: &[String], known: &[&str]) -> Res
 impl McConfig {
     /// Checks the section without I/O; errors name the key and the bad value.
     pub fn validate(&self) -> Result<()> {
-        if self.timeout_secs == 0 {
-            bail!("mc.timeout_secs: 0 is not a timeout; use at least 1");
+        if self.timeout_secs.is_zero() {
+            bail!("mc.timeout_secs: 0 is not a timeout; use more than 0");
         }
         validate_argv_template("mc.command", &self.command, PLACEHOLDERS)?;
         if self.id_json_field.trim().is_empty() {
@@ -186,7 +187,7 @@ impl McCommand {
         }
         Ok(McCommand {
             template: cfg.command.clone(),
-            timeout: Duration::from_secs(cfg.timeout_secs),
+            timeout: cfg.timeout_secs.get(),
             id_json_field: cfg.id_json_field.clone(),
             id_regex: cfg.id_regex.as_deref().map(Regex::new).transpose()?,
             pass_env: cfg.pass_env.clone(),
@@ -423,7 +424,7 @@ mod tests {
         })
         .contains("{titel}"));
         assert!(bad(McConfig {
-            timeout_secs: 0,
+            timeout_secs: Secs::new(0),
             ..Default::default()
         })
         .contains("mc.timeout_secs"));

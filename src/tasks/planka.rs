@@ -24,7 +24,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::Method;
@@ -34,6 +33,7 @@ use serde_json::{json, Value};
 use super::{Tag, Task};
 use crate::files;
 use crate::secret::Secret;
+use crate::time::Secs;
 
 /// Planka spaces positions this far apart; appending is max + this.
 pub const POSITION_GAP: f64 = 65536.0;
@@ -144,7 +144,7 @@ pub struct PlankaConfig {
     /// in the UI; without it such a login fails with a message saying so.
     pub accept_terms: bool,
     /// Every request ends after this many seconds.
-    pub timeout_secs: u64,
+    pub timeout_secs: Secs,
     /// Colour of the BILLABLE label when the agent has to create it.
     pub billable_color: String,
     /// Colour of the INTERNAL label when the agent has to create it.
@@ -163,7 +163,7 @@ impl Default for PlankaConfig {
             password_file: None,
             api_key_env: None,
             accept_terms: true,
-            timeout_secs: 10,
+            timeout_secs: Secs::new(10),
             billable_color: "berry-red".into(),
             internal_color: "lagoon-blue".into(),
             boards: BTreeMap::new(),
@@ -188,8 +188,8 @@ impl PlankaConfig {
         if !ok {
             bail!("planka.url: '{}' is not an http(s) URL", self.url);
         }
-        if self.timeout_secs == 0 {
-            bail!("planka.timeout_secs: 0 is not a timeout; use at least 1");
+        if self.timeout_secs.is_zero() {
+            bail!("planka.timeout_secs: 0 is not a timeout; use more than 0");
         }
         for (key, c) in [
             ("planka.billable_color", &self.billable_color),
@@ -364,7 +364,7 @@ impl PlankaClient {
         cfg.validate()?;
         Ok(PlankaClient {
             base: cfg.url.trim().trim_end_matches('/').to_string(),
-            http: crate::http::client(Duration::from_secs(cfg.timeout_secs), true)?,
+            http: crate::http::client(cfg.timeout_secs.get(), true)?,
             cfg: cfg.clone(),
             token_cache,
             inner: Mutex::new(Inner::default()),

@@ -1,0 +1,225 @@
+//! The one TOML config file: where it is found, its runbook defaults, and
+//! the step from the file as written to a checked [`Config`].
+//!
+//! Two steps, as in ripgrep and Vector: serde reads the file into a
+//! [`RawConfig`] (`deny_unknown_fields` everywhere, so a typo is an error
+//! and not a silently ignored setting), then [`RawConfig::check`] validates
+//! what types cannot express and derives what the rooms use. Each room owns
+//! its section type; the cycle hands each room its own section. Secrets are
+//! never values here, only the names of environment variables or
+//! owner-only files that hold them.
+
+mod errors;
+pub mod raw;
+pub mod sections;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::classify::ClassifyConfig;
+use crate::escalate::EscalationConfig;
+use crate::fix::FixConfig;
+use crate::health::{Checks, HealthConfig};
+use crate::intel::IntelConfig;
+use crate::mattermost::MattermostConfig;
+use crate::ollama::OllamaConfig;
+use crate::tasks::mc::McConfig;
+use crate::tasks::planka::PlankaConfig;
+use crate::tasks::BillingConfig;
+
+pub use raw::RawConfig;
+pub use sections::{AgentConfig, PathsConfig};
+
+/// The environment variable naming the config file when `--config` is absent.
+pub const CONFIG_ENV: &str = "OPS_AGENT_CONFIG";
+
+/// The commented example printed by `ops-agent config example`; a test keeps
+/// it equal to [`Config::default`].
+pub const EXAMPLE: &str = concat!(
+    include_str!("../config_example.toml"),
+    include_str!("../health/inventory_example.toml")
+);
+
+/// The whole configuration, checked: only [`RawConfig::check`] builds one,
+/// so a `Config` in hand has valid values, expanded paths and the
+/// effective checks. Each room is handed its own section, never this.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// How a cycle runs.
+    pub agent: AgentConfig,
+    /// The runbook's files.
+    pub paths: PathsConfig,
+    /// `[mattermost]`: the chat server, teams and who to ignore.
+    pub mattermost: MattermostConfig,
+    /// `[billing]`: which teams' tasks are INTERNAL.
+    pub billing: BillingConfig,
+    /// `[mc]`: the task tracker command (empty: the built-in ledger).
+    pub mc: McConfig,
+    /// `[planka]`: optional board cards.
+    pub planka: PlankaConfig,
+    /// `[health]`: how checks run (re-probe pause, Docker address).
+    pub health: HealthConfig,
+    /// `[fix]`: the auto-fix rate limit.
+    pub fix: FixConfig,
+    /// `[ollama]`: the LLM server and models.
+    pub ollama: OllamaConfig,
+    /// `[classify]`: extra keyword phrases for the fallback rules.
+    pub classify: ClassifyConfig,
+    /// `[escalation]`: on-call, acknowledgement, reminders, silences.
+    pub escalation: EscalationConfig,
+    /// `[intel]`: optional HiveMind cycle summaries.
+    pub intel: IntelConfig,
+    /// Health checks; absent means the runbook's system checks.
+    pub checks: Checks,
+}
+
+/// The runbook defaults, checked.
+impl Default for Config {
+    fn default() -> Self {
+        RawConfig::default()
+            .check()
+            .expect("the built-in defaults are valid")
+    }
+}
+
+/// Where the effective config came from, for `config check` and the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "from", content = "path")]
+pub enum ConfigSource {
+    /// `--config F`.
+    Flag(PathBuf),
+    /// `$OPS_AGENT_CONFIG`.
+    Env(PathBuf),
+    /// The platform config directory (e.g. `~/.config/ops-agent/config.toml`).
+    PlatformDir(PathBuf),
+    /// No file: the embedded runbook defaults.
+    Defaults,
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::Flag(p) => write!(f, "{} (--config)", p.display()),
+            ConfigSource::Env(p) => write!(f, "{} (${CONFIG_ENV})", p.display()),
+            ConfigSource::PlatformDir(p) => write!(f, "{} (platform config dir)", p.display()),
+            ConfigSource::Defaults => f.write_str("built-in defaults"),
+        }
+    }
+}
+
+/// The platform config file (`~/.config/ops-agent/config.toml` on Linux,
+/// `~/Library/Application Support/ops-agent/config.toml` on macOS).
+pub fn platform_config_file() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "ops-agent").map(|d| d.config_dir().join("config.toml"))
+}
+
+impl Config {
+    /// Finds and loads the config: `--config`, then `$OPS_AGENT_CONFIG`, then
+    /// the platform config dir, else the built-in defaults. A file named by
+    /// the flag or the environment must exist.
+    pub fn locate_and_load(flag: Option<&Path>) -> Result<(Config, ConfigSource)> {
+        let source = if let Some(p) = flag {
+            ConfigSource::Flag(p.to_path_buf())
+        } else if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+            ConfigSource::Env(PathBuf::from(p))
+        } else if let Some(p) = platform_config_file().filter(|p| p.is_file()) {
+            ConfigSource::PlatformDir(p)
+        } else {
+            ConfigSource::Defaults
+        };
+        let config = match &source {
+            ConfigSource::Flag(p) | ConfigSource::Env(p) | ConfigSource::PlatformDir(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                Config::from_toml(&text, &p.display().to_string())?
+            }
+            ConfigSource::Defaults => Config::default(),
+        };
+        Ok((config, source))
+    }
+
+    /// Parses and checks config text; `origin` (the file name) prefixes
+    /// every error, which names the key and, unless the key looks secret,
+    /// the value.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("config file {origin}: {}", errors::describe(text, &e)))?;
+        raw.check().with_context(|| format!("config file {origin}"))
+    }
+
+    /// The effective config as TOML, for `config check`. Nothing secret is
+    /// in it: secret-bearing keys hold only variable names or file paths.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).context("rendering the config as TOML")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Secs;
+
+    #[test]
+    fn example_is_the_defaults() {
+        let parsed = Config::from_toml(EXAMPLE, "config_example.toml").unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn the_configuration_doc_shows_the_example_verbatim() {
+        let doc = include_str!("../../docs/configuration.md");
+        assert!(
+            doc.contains(EXAMPLE),
+            "docs/configuration.md is out of date: paste `ops-agent config example` into it"
+        );
+    }
+
+    #[test]
+    fn empty_file_gives_runbook_defaults() {
+        let c = Config::from_toml("", "x.toml").unwrap();
+        assert_eq!(c.paths.state, PathBuf::from("/tmp/ops-agent-state.json"));
+        assert_eq!(c.agent.deadline_secs, Secs::new(240));
+        assert_eq!(c.checks.len(), 3);
+        assert!(!c.paths.log.to_string_lossy().starts_with('~'));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let err = Config::from_toml("[agent]\ndeadline_sec = 5\n", "/etc/o.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/etc/o.toml") && err.contains("deadline_sec"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_value_names_key_and_value() {
+        let err = Config::from_toml("[agent]\ndeadline_secs = -3\n", "o.toml").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("o.toml") && text.contains("agent.deadline_secs") && text.contains("-3"),
+            "{text}"
+        );
+        let err = Config::from_toml("[agent]\ndeadline_secs = \"soon\"\n", "o.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("deadline_secs") && err.contains("soon"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_check_names_are_refused() {
+        let text = "[[checks]]\nname = \"m\"\nkind = \"memory\"\n[[checks]]\nname = \"m\"\nkind = \"memory\"\n";
+        let err = format!("{:#}", Config::from_toml(text, "o.toml").unwrap_err());
+        assert!(
+            err.contains("checks[1] (\"m\")") && err.contains("used by another"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! The config file as written, before anything is checked.
+
+use anyhow::{bail, Result};
+use serde::Deserialize;
+
+use super::sections::{AgentConfig, PathsConfig};
+use super::Config;
+use crate::classify::ClassifyConfig;
+use crate::escalate::EscalationConfig;
+use crate::fix::FixConfig;
+use crate::health::{CheckConfig, Checks, HealthConfig};
+use crate::intel::IntelConfig;
+use crate::mattermost::MattermostConfig;
+use crate::ollama::OllamaConfig;
+use crate::tasks::mc::McConfig;
+use crate::tasks::planka::PlankaConfig;
+use crate::tasks::BillingConfig;
+
+/// The config file as written: every section, read by serde with
+/// `deny_unknown_fields`, nothing checked yet. [`RawConfig::check`] is the
+/// only way to a [`Config`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// How a cycle runs.
+    pub agent: AgentConfig,
+    /// The runbook's files.
+    pub paths: PathsConfig,
+    /// `[mattermost]`: the chat server, teams and who to ignore.
+    pub mattermost: MattermostConfig,
+    /// `[billing]`: which teams' tasks are INTERNAL.
+    pub billing: BillingConfig,
+    /// `[mc]`: the task tracker command (empty: the built-in ledger).
+    pub mc: McConfig,
+    /// `[planka]`: optional board cards.
+    pub planka: PlankaConfig,
+    /// `[health]`: how checks run (re-probe pause, Docker address).
+    pub health: HealthConfig,
+    /// `[fix]`: the auto-fix rate limit.
+    pub fix: FixConfig,
+    /// `[ollama]`: the LLM server and models.
+    pub ollama: OllamaConfig,
+    /// `[classify]`: extra keyword phrases for the fallback rules.
+    pub classify: ClassifyConfig,
+    /// `[escalation]`: on-call, acknowledgement, reminders, silences.
+    pub escalation: EscalationConfig,
+    /// `[intel]`: optional HiveMind cycle summaries.
+    pub intel: IntelConfig,
+    /// Health checks; absent means the runbook's system checks.
+    pub checks: Vec<CheckConfig>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            agent: AgentConfig::default(),
+            paths: PathsConfig::default(),
+            mattermost: MattermostConfig::default(),
+            billing: BillingConfig::default(),
+            mc: McConfig::default(),
+            planka: PlankaConfig::default(),
+            health: HealthConfig::default(),
+            fix: FixConfig::default(),
+            ollama: OllamaConfig::default(),
+            classify: ClassifyConfig::default(),
+            escalation: EscalationConfig::default(),
+            intel: IntelConfig::default(),
+            checks: CheckConfig::defaults(),
+        }
+    }
+}
+
+impl RawConfig {
+    /// Checks every value that serde's types cannot (ranges, uniqueness,
+    /// keys that only fit some check kinds, combinations of sections) and
+    /// derives what the rooms use (expanded paths, the effective checks).
+    /// Errors name the key and the value.
+    pub fn check(self) -> Result<Config> {
+        let mut paths = self.paths;
+        paths.expand();
+        let a = &self.agent;
+        if a.deadline_secs.is_zero() {
+            bail!(
+                "agent.deadline_secs must be a positive number of seconds, got {}",
+                a.deadline_secs
+            );
+        }
+        if a.deadline_secs >= a.schedule_interval_secs {
+            bail!(
+                "agent.deadline_secs ({}) must be below agent.schedule_interval_secs ({}) so cycles never overlap",
+                a.deadline_secs,
+                a.schedule_interval_secs
+            );
+        }
+        if a.owner.trim().is_empty() {
+            bail!("agent.owner must not be empty");
+        }
+        self.mattermost.validate()?;
+        self.billing.validate()?;
+        self.mc.validate()?;
+        self.planka.validate()?;
+        self.health.validate()?;
+        self.fix.validate()?;
+        self.ollama.validate()?;
+        self.classify.validate()?;
+        self.escalation.validate()?;
+        self.intel.validate()?;
+        let checks = Checks::new(self.checks);
+        checks.validate()?;
+        Ok(Config {
+            agent: self.agent,
+            paths,
+            mattermost: self.mattermost,
+            billing: self.billing,
+            mc: self.mc,
+            planka: self.planka,
+            health: self.health,
+            fix: self.fix,
+            ollama: self.ollama,
+            classify: self.classify,
+            escalation: self.escalation,
+            intel: self.intel,
+            checks,
+        })
+    }
+}

@@ -1,0 +1,112 @@
+//! The two sections the config owns itself: `[agent]` (the cycle) and
+//! `[paths]` (the runbook's files). Every other section belongs to the room
+//! that reads it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::paths::expand_tilde;
+use crate::time::Secs;
+
+/// `[agent]`: the cycle itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// The cycle ends within this many seconds even when a dependency hangs
+    /// (fractions allowed); below the 300 s schedule so cycles never pile up.
+    pub deadline_secs: Secs,
+    /// How far back the first run (no state) reads chat.
+    pub first_run_lookback_mins: u64,
+    /// Owner of the tasks the agent files.
+    pub owner: String,
+    /// How often the scheduler starts a cycle; `status` calls a cycle
+    /// overdue after twice this.
+    pub schedule_interval_secs: Secs,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            deadline_secs: Secs::new(240),
+            first_run_lookback_mins: 30,
+            owner: "ops".to_string(),
+            schedule_interval_secs: Secs::new(300),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// The cycle deadline as a duration.
+    pub fn deadline(&self) -> Duration {
+        self.deadline_secs.get()
+    }
+}
+
+/// `[paths]`: the runbook contract's files. `~` expands to the home
+/// directory when the config is loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    /// Runtime state (`last_check_ms`, last cycle report, resume data).
+    pub state: PathBuf,
+    /// Cached Mattermost session token.
+    pub token_cache: PathBuf,
+    /// Auto-fix attempts; deleting it resets the counters.
+    pub fix_history: PathBuf,
+    /// Cumulative stats.
+    pub stats: PathBuf,
+    /// Activity log.
+    pub log: PathBuf,
+    /// Built-in task ledger (used when no MC command is configured).
+    pub ledger: PathBuf,
+    /// Lock file that keeps two cycles from overlapping.
+    pub lock: PathBuf,
+    /// Cached Planka access token (mode 0600).
+    pub planka_token_cache: PathBuf,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig {
+            state: "/tmp/ops-agent-state.json".into(),
+            token_cache: "/tmp/mm-token.json".into(),
+            fix_history: "/tmp/ops-fix-history.json".into(),
+            stats: "~/system/agents/state/ops.json".into(),
+            log: "~/system/logs/ops-agent.log".into(),
+            ledger: "~/system/agents/state/ops-tasks.jsonl".into(),
+            lock: "/tmp/ops-agent.lock".into(),
+            planka_token_cache: "/tmp/ops-agent-planka-token.json".into(),
+        }
+    }
+}
+
+impl PathsConfig {
+    /// Expands `~` in every path.
+    pub fn expand(&mut self) {
+        for p in [
+            &mut self.state,
+            &mut self.token_cache,
+            &mut self.fix_history,
+            &mut self.stats,
+            &mut self.log,
+            &mut self.ledger,
+            &mut self.lock,
+            &mut self.planka_token_cache,
+        ] {
+            *p = expand_tilde(&p.to_string_lossy());
+        }
+    }
+
+    /// The state-like files a reset removes: runtime state, token caches and
+    /// fix history (the runbook's "complete reset"; stats and the ledger stay).
+    pub fn reset_files(&self) -> [&Path; 4] {
+        [
+            &self.state,
+            &self.token_cache,
+            &self.fix_history,
+            &self.planka_token_cache,
+        ]
+    }
+}
