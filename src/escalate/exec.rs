@@ -25,7 +25,7 @@ use super::silence::{self, ChatAnswer, SilenceRequest};
 use super::{Ack, AckHow, EscalationConfig, EscalationState, Incident, IncidentCounters};
 use crate::fix::ServiceSummary;
 use crate::health::Checks;
-use crate::mattermost::client::CreatePost;
+use crate::mattermost::wire::CreatePost;
 use crate::mattermost::{reply_in_thread, Client, MmErrorKind, NewPost};
 use crate::paths::expand_tilde;
 use crate::process::run_argv;

@@ -2,6 +2,7 @@
 //!
 //! * [`config`]: the `[mattermost]` section.
 //! * [`client`]: API v4 over HTTP (auth, token cache, 429/401 handling).
+//! * [`wire`]: the API's objects (posts, channels, users, reactions).
 //! * [`poll`]: the polling stage: new posts exactly once, skip rules and
 //!   the cursor invariant (read its module doc before touching the cursor).
 //! * [`replies`]: idempotent thread replies.
@@ -17,8 +18,9 @@ pub mod config;
 pub mod poll;
 pub mod replies;
 pub mod status;
+pub mod wire;
 
-pub use client::{Client, Credentials, MmError, MmErrorKind, Reaction};
+pub use client::{Client, Credentials, MmError, MmErrorKind};
 pub use config::MattermostConfig;
 pub use poll::{
     mark_handled, next_cursor, poll, poll_since, prune_handled, MmState, NewPost, PollOutcome,
@@ -26,3 +28,4 @@ pub use poll::{
 };
 pub use replies::{reply_in_thread, ReplyOutcome, REPLY_PROP};
 pub use status::{status, MmStatus, TeamStatus};
+pub use wire::{Channel, Post, Reaction, Team, User};

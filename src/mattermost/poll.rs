@@ -36,8 +36,9 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::client::{Channel, Client, MmError, MmErrorKind, Post, MAX_PER_PAGE};
+use super::client::{Client, MmError, MmErrorKind, MAX_PER_PAGE};
 use super::config::MattermostConfig;
+use super::wire::{Channel, Post};
 use super::REPLY_PROP;
 
 /// The server's row cap for `since` queries.
@@ -701,7 +702,7 @@ async fn fetch_channel(
 ) -> Result<(Vec<Post>, bool), MmError> {
     let list = client.posts_since(&ch.id, since_ms).await?;
     let mut by_id: HashMap<String, Post> = HashMap::new();
-    let collect = |list: &super::client::PostList, by_id: &mut HashMap<String, Post>| {
+    let collect = |list: &super::wire::PostList, by_id: &mut HashMap<String, Post>| {
         for id in &list.order {
             if let Some(p) = list.posts.get(id) {
                 by_id.entry(id.clone()).or_insert_with(|| p.clone());

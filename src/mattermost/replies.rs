@@ -10,8 +10,9 @@
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
 
-use super::client::{prop_flag, Client, CreatePost};
+use super::client::Client;
 use super::poll::NewPost;
+use super::wire::{prop_flag, CreatePost};
 
 /// Post prop naming the post a reply answers; how a repeated cycle finds
 /// the reply it already wrote.

@@ -1,0 +1,257 @@
+//! `[planka]`: the server, the credentials (names of secrets, never
+//! values), the API version and the board and list of each team.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::tasks::Tag;
+use crate::time::Secs;
+
+/// Label colours Planka accepts (the server's `Label.COLORS`); anything
+/// else is a 400, so config validation checks against this list.
+pub const LABEL_COLORS: &[&str] = &[
+    "muddy-grey",
+    "autumn-leafs",
+    "morning-sky",
+    "antique-blue",
+    "egg-yellow",
+    "desert-sand",
+    "dark-granite",
+    "fresh-salad",
+    "lagoon-blue",
+    "midnight-blue",
+    "light-orange",
+    "pumpkin-orange",
+    "light-concrete",
+    "sunny-grass",
+    "navy-blue",
+    "lilac-eyes",
+    "apricot-red",
+    "orange-peel",
+    "silver-glint",
+    "bright-moss",
+    "deep-ocean",
+    "summer-sky",
+    "berry-red",
+    "light-cocoa",
+    "grey-stone",
+    "tank-green",
+    "coral-green",
+    "sugar-plum",
+    "pink-tulip",
+    "shady-rust",
+    "wet-rock",
+    "wet-moss",
+    "turquoise-sea",
+    "lavender-fields",
+    "piggy-red",
+    "light-mud",
+    "gun-metal",
+    "modern-green",
+    "french-coast",
+    "sweet-lilac",
+    "red-burgundy",
+    "pirate-gold",
+];
+
+/// Which Planka API to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiVersion {
+    /// Ask the server (`GET /api/bootstrap`) once per run.
+    #[serde(rename = "auto")]
+    Auto,
+    /// Planka 1.x.
+    #[serde(rename = "1")]
+    V1,
+    /// Planka 2.x.
+    #[serde(rename = "2")]
+    V2,
+}
+
+/// The API generation actually in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Major {
+    /// Planka 1.x.
+    V1,
+    /// Planka 2.x.
+    V2,
+}
+
+/// `[planka.boards.<team>]`: where a team's cards go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardTarget {
+    /// Project name, needed only when two projects have a board of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Board name.
+    pub board: String,
+    /// List (column) name new cards go into.
+    pub list: String,
+}
+
+/// `[planka]`: optional; enabled once credentials are configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlankaConfig {
+    /// Base URL; card links are `{url}/cards/{id}`.
+    pub url: String,
+    /// `auto`, `1` or `2`.
+    pub api_version: ApiVersion,
+    /// Username or email to log in with (with `password_env`/`password_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Environment variable holding the password.
+    pub password_env: String,
+    /// Owner-only file holding the password (wins over `password_env`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding a v2 API key (wins over the password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Accept the server's terms on the first v2 login, as a user does once
+    /// in the UI; without it such a login fails with a message saying so.
+    pub accept_terms: bool,
+    /// Every request ends after this many seconds.
+    pub timeout_secs: Secs,
+    /// Colour of the BILLABLE label when the agent has to create it.
+    pub billable_color: String,
+    /// Colour of the INTERNAL label when the agent has to create it.
+    pub internal_color: String,
+    /// Per team: board and list. A team without an entry gets no card.
+    pub boards: BTreeMap<String, BoardTarget>,
+}
+
+impl Default for PlankaConfig {
+    fn default() -> Self {
+        PlankaConfig {
+            url: "http://localhost:3100".into(),
+            api_version: ApiVersion::Auto,
+            username: None,
+            password_env: "OPS_AGENT_PLANKA_PASSWORD".into(),
+            password_file: None,
+            api_key_env: None,
+            accept_terms: true,
+            timeout_secs: Secs::new(10),
+            billable_color: "berry-red".into(),
+            internal_color: "lagoon-blue".into(),
+            boards: BTreeMap::new(),
+        }
+    }
+}
+
+impl PlankaConfig {
+    /// Planka is optional: it is used only when some credential is configured.
+    pub fn enabled(&self) -> bool {
+        self.username
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty())
+            || self.api_key_env.is_some()
+    }
+
+    /// Checks the section without I/O; errors name the key and the bad value.
+    pub fn validate(&self) -> Result<()> {
+        let ok = reqwest::Url::parse(self.url.trim())
+            .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .unwrap_or(false);
+        if !ok {
+            bail!("planka.url: '{}' is not an http(s) URL", self.url);
+        }
+        if self.timeout_secs.is_zero() {
+            bail!("planka.timeout_secs: 0 is not a timeout; use more than 0");
+        }
+        for (key, c) in [
+            ("planka.billable_color", &self.billable_color),
+            ("planka.internal_color", &self.internal_color),
+        ] {
+            if !LABEL_COLORS.contains(&c.as_str()) {
+                bail!("{key}: '{c}' is not a Planka label colour (e.g. berry-red, lagoon-blue, sunny-grass)");
+            }
+        }
+        if self.enabled()
+            && self.api_key_env.is_none()
+            && self.password_file.is_none()
+            && self.password_env.trim().is_empty()
+        {
+            bail!("planka.password_env: empty, and no password_file or api_key_env is set");
+        }
+        for (team, t) in &self.boards {
+            if t.board.trim().is_empty() {
+                bail!("planka.boards.{team}.board: empty board name");
+            }
+            if t.list.trim().is_empty() {
+                bail!("planka.boards.{team}.list: empty list name");
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn color_for(&self, tag: Tag) -> &str {
+        match tag {
+            Tag::Billable => &self.billable_color,
+            Tag::Internal => &self.internal_color,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_names_the_key() {
+        let bad = |c: PlankaConfig| c.validate().unwrap_err().to_string();
+        assert!(bad(PlankaConfig {
+            url: "htp:/x".into(),
+            ..Default::default()
+        })
+        .contains("planka.url"));
+        assert!(bad(PlankaConfig {
+            billable_color: "red".into(),
+            ..Default::default()
+        })
+        .contains("planka.billable_color"));
+        let mut boards = BTreeMap::new();
+        boards.insert(
+            "wizard".into(),
+            BoardTarget {
+                project: None,
+                board: "W".into(),
+                list: " ".into(),
+            },
+        );
+        assert!(bad(PlankaConfig {
+            boards,
+            ..Default::default()
+        })
+        .contains("planka.boards.wizard.list"));
+        PlankaConfig::default().validate().unwrap();
+        assert!(!PlankaConfig::default().enabled());
+        assert!(PlankaConfig {
+            username: Some("ops".into()),
+            ..Default::default()
+        }
+        .enabled());
+    }
+
+    #[test]
+    fn config_parses_from_toml() {
+        let c: PlankaConfig = toml::from_str(
+            r#"
+            url = "http://planka:3000"
+            username = "ops"
+            api_version = "2"
+            [boards.wizard]
+            board = "Wizard"
+            list = "Inbox"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.api_version, ApiVersion::V2);
+        assert_eq!(c.boards["wizard"].list, "Inbox");
+        assert!(toml::from_str::<PlankaConfig>("nope = 1").is_err());
+    }
+}
