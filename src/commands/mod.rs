@@ -1,7 +1,8 @@
-//! What each subcommand does, and the exit codes it ends with. The small
-//! commands live here; each larger one has its own module: [`status`],
-//! [`stats`], [`mm`] (`mm status`), [`tasks`] (`tasks list|stats`),
-//! [`health`] (`health`, `fix`, `explain`), [`silence`] and [`doctor`].
+//! What each subcommand does, and the exit codes it ends with. `run-once`
+//! and `config` are one call each and live here; every other command has
+//! its own module: [`status`], [`stats`], [`reset`], [`classify`], [`mm`]
+//! (`mm status`), [`tasks`] (`tasks list|stats`), [`health`] (`health`,
+//! `fix`, `explain`), [`silence`] and [`doctor`].
 //!
 //! | code | meaning |
 //! | ---- | ------- |
@@ -11,15 +12,16 @@
 //! | 75   | another cycle holds the lock (EX_TEMPFAIL: try again later) |
 //! | 78   | bad configuration (EX_CONFIG) |
 
+pub mod classify;
 pub mod doctor;
 pub mod health;
 pub mod mm;
+pub mod reset;
 pub mod silence;
 pub mod stats;
 pub mod status;
 pub mod tasks;
 
-use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -27,7 +29,7 @@ use anyhow::{Context, Result};
 use crate::cli::{Cli, Command, ConfigAction, MmAction, TasksAction};
 use crate::config::{Config, ConfigSource};
 use crate::cycle::{self, RunOptions};
-use crate::lock::{self, LockHeld};
+use crate::lock::LockHeld;
 use crate::logging;
 
 pub use status::{render_status, StatusView};
@@ -86,8 +88,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::RunOnce { dry_run } => run_once(&config, &source, dry_run),
         Command::Status { json } => status::run(&config, json),
         Command::Stats { json } => stats::run(&config, json),
-        Command::Reset { yes } => reset(&config, yes),
-        Command::Classify { text, no_llm, json } => classify(&config, &text, no_llm, json),
+        Command::Reset { yes } => reset::run(&config, yes),
+        Command::Classify { text, no_llm, json } => classify::run(&config, &text, no_llm, json),
         Command::Config {
             action: ConfigAction::Check,
         } => config_check(&config, &source),
@@ -194,67 +196,6 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 fn run_once(config: &Config, source: &ConfigSource, dry_run: bool) -> Result<ExitCode> {
     tracing::debug!(config = %source, "Configuration loaded.");
     runtime()?.block_on(cycle::run_once(config, RunOptions { dry_run }))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn reset(config: &Config, yes: bool) -> Result<ExitCode> {
-    let files = config.paths.reset_files();
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            anyhow::bail!("reset needs confirmation: run it in a terminal or pass --yes");
-        }
-        eprintln!("This deletes the runtime state, the token cache and the fix history:");
-        for f in files {
-            eprintln!("  {}", f.display());
-        }
-        eprint!("The next cycle will behave like a first run. Continue? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .context("reading the answer")?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            eprintln!("Nothing deleted.");
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
-    // Hold the lock so a running cycle cannot write the state back half-reset.
-    let _lock = lock::acquire(&config.paths.lock)?;
-    for f in files {
-        let removed = crate::files::remove_if_present(f)?;
-        tracing::info!(file = %f.display(), removed, "Reset.");
-        println!(
-            "{} {}",
-            if removed { "deleted" } else { "absent " },
-            f.display()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn classify(config: &Config, text: &str, no_llm: bool, json: bool) -> Result<ExitCode> {
-    let text = if text == "-" {
-        let mut buf = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)
-            .context("reading the message from stdin")?;
-        buf
-    } else {
-        text.to_string()
-    };
-    let report = runtime()?.block_on(crate::classify::command::run(
-        &config.ollama,
-        &config.classify,
-        &text,
-        no_llm,
-    ))?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).context("rendering JSON")?
-        );
-    } else {
-        print!("{}", report.render_text());
-    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,247 @@
+//! `ops-agent doctor`: everything an operator checks when something is off,
+//! in one command. Each line is ok, warn or fail with the reason:
+//!
+//! * the config (where it came from, whether it is valid);
+//! * every state-like file (exists? a symlink? ours? owner-only? parses?)
+//!   and whether its directory is writable, plus the cycle lock;
+//! * MC (the command's program exists and is executable, or the built-in
+//!   ledger can be written);
+//! * Mattermost (configured? ping? token valid? each team), Ollama (tags
+//!   reachable? both models pulled?) and Planka (enabled? reachable?
+//!   credentials present?), probed concurrently with their configured
+//!   timeouts.
+//!
+//! **fail** means the cycle cannot do a core job until someone acts (no
+//! Mattermost, state that cannot be saved, no MC); **warn** means it runs
+//! degraded or will repair it by itself (Ollama down: keyword rules; Planka
+//! down: cards wait in the outbox; a corrupt file: set aside). Exit 1 when
+//! anything fails, else 0. Doctor writes nothing (a password login may
+//! refresh the Mattermost token cache, as a cycle would).
+//!
+//! Gathering facts does I/O; judging them ([`files::judge_file`], [`mm_findings`],
+//! [`ollama_findings`]) and rendering ([`render`]) are pure and table-tested.
+
+mod deps;
+mod files;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::config::{Config, ConfigSource};
+use crate::state::{RuntimeState, Stats};
+
+use deps::{mc_finding, probe_mattermost, probe_ollama, probe_planka};
+pub use deps::{mm_findings, ollama_findings};
+use files::{inspect, judge_file, lock_finding, parses, Content};
+pub use files::{DirState, FileFacts};
+
+/// How bad one finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Nothing to do.
+    Ok,
+    /// Degraded or self-repairing; worth a look.
+    Warn,
+    /// A core job cannot work until someone acts.
+    Fail,
+}
+
+impl Level {
+    /// The word in the text output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        }
+    }
+}
+
+/// One checked thing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// What was checked ("state file", "mattermost team basic").
+    pub check: String,
+    /// How bad.
+    pub level: Level,
+    /// Why, in one line (never a secret).
+    pub reason: String,
+}
+
+fn finding(check: impl Into<String>, level: Level, reason: impl Into<String>) -> Finding {
+    Finding {
+        check: check.into(),
+        level,
+        reason: reason.into(),
+    }
+}
+
+/// How many findings of each level.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Fine.
+    pub ok: usize,
+    /// Worth a look.
+    pub warn: usize,
+    /// Must be fixed.
+    pub fail: usize,
+}
+
+/// What `doctor --json` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// True when nothing failed (the exit code is 0 exactly then).
+    pub ok: bool,
+    /// Findings per level.
+    pub counts: Counts,
+    /// Every finding, in check order.
+    pub checks: Vec<Finding>,
+}
+
+impl Report {
+    /// Counts the findings.
+    pub fn new(checks: Vec<Finding>) -> Report {
+        let mut counts = Counts::default();
+        for f in &checks {
+            match f.level {
+                Level::Ok => counts.ok += 1,
+                Level::Warn => counts.warn += 1,
+                Level::Fail => counts.fail += 1,
+            }
+        }
+        Report {
+            ok: counts.fail == 0,
+            counts,
+            checks,
+        }
+    }
+}
+
+/// The text form: one aligned line per finding, then a summary. Pure.
+pub fn render(r: &Report) -> String {
+    let w = r.checks.iter().map(|f| f.check.len()).max().unwrap_or(0);
+    let mut s = String::new();
+    for f in &r.checks {
+        s += &format!("{:<4}  {:<w$}  {}\n", f.level.as_str(), f.check, f.reason);
+    }
+    s += &format!(
+        "{}: {} ok, {} warn, {} fail\n",
+        if r.ok { "healthy" } else { "PROBLEMS" },
+        r.counts.ok,
+        r.counts.warn,
+        r.counts.fail
+    );
+    s
+}
+
+/// `ops-agent doctor` with a loaded config.
+pub fn run(config: &Config, source: &ConfigSource, json: bool) -> Result<ExitCode> {
+    let first = finding("config", Level::Ok, format!("{source}: valid"));
+    output(examine(config, vec![first])?, json)
+}
+
+/// `ops-agent doctor` when the config did not load: one failed check, and
+/// everything else examined against the built-in defaults.
+pub fn run_with_broken_config(error: &anyhow::Error, json: bool) -> Result<ExitCode> {
+    let defaults = Config::from_toml("", "built-in defaults")?;
+    let first = vec![
+        finding("config", Level::Fail, format!("{error:#}")),
+        finding(
+            "config",
+            Level::Warn,
+            "the checks below use the built-in defaults",
+        ),
+    ];
+    output(examine(&defaults, first)?, json)
+}
+
+fn output(report: Report, json: bool) -> Result<ExitCode> {
+    if json {
+        super::print_json(&report, "the doctor report")?;
+    } else {
+        super::print_text(&render(&report))?;
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_FATAL)
+    })
+}
+
+fn examine(config: &Config, mut out: Vec<Finding>) -> Result<Report> {
+    let p = &config.paths;
+    let json_as = |parse: fn(&[u8]) -> Result<(), String>| Content::Json(parse);
+    let files: [(&str, &Path, Content); 7] = [
+        ("state file", &p.state, json_as(parses::<RuntimeState>)),
+        (
+            "token cache",
+            &p.token_cache,
+            json_as(parses::<serde_json::Value>),
+        ),
+        (
+            "fix history",
+            &p.fix_history,
+            json_as(parses::<serde_json::Value>),
+        ),
+        ("stats file", &p.stats, json_as(parses::<Stats>)),
+        ("task ledger", &p.ledger, Content::Ledger),
+        ("activity log", &p.log, Content::Text),
+        (
+            "planka token cache",
+            &p.planka_token_cache,
+            json_as(parses::<serde_json::Value>),
+        ),
+    ];
+    for (name, path, content) in files {
+        out.push(judge_file(name, path, &inspect(path, content)));
+    }
+    // Cached team ids, shown when the server is unreachable.
+    let mm_state = crate::store::peek::<RuntimeState>(&p.state)
+        .ok()
+        .flatten()
+        .map(|rt| rt.mattermost)
+        .unwrap_or_default();
+    out.push(lock_finding(&p.lock));
+    out.push(mc_finding(&config.mc, &p.ledger));
+
+    let rt = super::runtime()?;
+    let (mm, llm, planka) = rt.block_on(async {
+        tokio::join!(
+            probe_mattermost(config, &mm_state),
+            probe_ollama(&config.ollama),
+            probe_planka(&config.planka),
+        )
+    });
+    out.extend(mm);
+    out.extend(llm);
+    out.extend(planka);
+    Ok(Report::new(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_aligns_and_summarises() {
+        let r = Report::new(vec![
+            finding("config", Level::Ok, "built-in defaults: valid"),
+            finding("mattermost team basic", Level::Fail, "no such team"),
+            finding("ollama", Level::Warn, "down"),
+        ]);
+        assert!(!r.ok);
+        let text = render(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "ok    config                 built-in defaults: valid"
+        );
+        assert_eq!(lines[1], "FAIL  mattermost team basic  no such team");
+        assert_eq!(lines[3], "PROBLEMS: 1 ok, 1 warn, 1 fail");
+        assert!(Report::new(vec![finding("x", Level::Warn, "w")]).ok);
+    }
+}
