@@ -1,7 +1,10 @@
 //! Logging set-up: one line per event, to the activity log and to stderr.
 //!
 //! The activity log (`~/system/logs/ops-agent.log`) is what operators
-//! `tail`; it gets every event at the chosen level. stderr gets the same on
+//! `tail`; it gets every event at the chosen level. Every field is written
+//! with its control characters escaped (a newline becomes `\n`), so text
+//! from outside (a server's error body, a post) can never start a line of
+//! its own and forge, say, a `cycle ok` summary. stderr gets the same on
 //! a terminal, but only warnings and errors when it is not one (under
 //! launchd it is a never-rotated file, and a copy of every quiet cycle there
 //! would only bury the problems).
@@ -12,6 +15,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, Layer};
@@ -76,7 +80,11 @@ where
     W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     match format {
-        LogFormat::Text => fmt::layer().with_writer(writer).with_ansi(ansi).boxed(),
+        LogFormat::Text => fmt::layer()
+            .fmt_fields(escaped_fields())
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .boxed(),
         LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
@@ -84,5 +92,82 @@ where
             .with_span_list(false)
             .with_writer(writer)
             .boxed(),
+    }
+}
+
+/// The text format's fields, `message` first and bare, the rest as
+/// `name=value`, every control character escaped. (The JSON format needs
+/// nothing: JSON strings escape them already.)
+fn escaped_fields() -> impl for<'w> fmt::FormatFields<'w> + Send + Sync + 'static {
+    fmt::format::debug_fn(|w, field, value| {
+        let text = escape_controls(&format!("{value:?}"));
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else {
+            write!(w, "{}={text}", field.name())
+        }
+    })
+    .delimited(" ")
+}
+
+/// `\n`, `\r`, `\t` and `\u{..}` for every control character.
+pub fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_hostile_field_cannot_forge_a_line() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(layer(LogFormat::Text, move || out.clone(), false));
+        let body = "oops\n2026-01-01T00:00:00Z  INFO ops_agent::cycle: cycle ok\r\u{1b}[2J";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(error = %body, "Planka said: {body}");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains("oops\\n2026") && text.contains("\\u{1b}[2J"),
+            "{text}"
+        );
+        assert!(text.starts_with(|c: char| c.is_ascii_digit()), "{text}");
+    }
+
+    #[test]
+    fn escaping_table() {
+        assert_eq!(escape_controls("plain"), "plain");
+        assert_eq!(escape_controls("a\nb\tc\u{7}"), "a\\nb\\tc\\u{7}");
     }
 }
