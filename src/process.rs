@@ -1,17 +1,31 @@
 //! Running other programs, said once. Every configured command (the MC
 //! command, a fix command, the resolve command) goes through [`run_argv`]:
 //! no shell, a clean environment, no stdin, its own process group killed
-//! on timeout, a bounded stderr tail in errors. The fixed system tools
-//! (`launchctl`, `systemctl`) go through [`run_tool`].
+//! on timeout *and* whenever the caller stops waiting (the cycle deadline
+//! drops the future), and output kept as a bounded tail, so a command that
+//! prints forever costs a timeout, never memory. The fixed system tools
+//! (`launchctl`, `systemctl`) go through [`run_tool`], bounded the same way.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// How much of a command's stdout is kept: its last 64 KiB (an id is
+/// printed at the end; a runaway command cannot grow memory).
+pub const STDOUT_KEEP_BYTES: usize = 64 * 1024;
 
 /// How much of the child's stderr an error carries: enough for the message
 /// of a failing tool, not a whole log.
 const STDERR_TAIL_BYTES: usize = 500;
+
+/// Stderr is read into this much before the tail above is cut from it.
+const STDERR_KEEP_BYTES: usize = 16 * 1024;
+
+/// After the command exits, how long its pipes may stay open (a background
+/// child of it holding them) before the output read so far is used.
+const PIPE_GRACE: Duration = Duration::from_millis(500);
 
 /// The real user id (launchd's `gui/<uid>` domain, ownership checks).
 pub fn current_uid() -> u32 {
@@ -19,18 +33,80 @@ pub fn current_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// What a finished command printed, bounded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// The last [`STDOUT_KEEP_BYTES`] of stdout, lossy UTF-8.
+    pub stdout: String,
+    /// The stderr tail (for errors and logs).
+    pub stderr: String,
+    /// Bytes the command wrote to stdout in all; more than `stdout` holds
+    /// when the cap was hit.
+    pub stdout_bytes: u64,
+}
+
+impl CommandOutput {
+    /// "stdout cut to its last 64 KiB of N bytes", when the cap was hit.
+    pub fn cap_note(&self) -> Option<String> {
+        (self.stdout_bytes > STDOUT_KEEP_BYTES as u64).then(|| {
+            format!(
+                "stdout cut to its last {} KiB of {} bytes",
+                STDOUT_KEEP_BYTES / 1024,
+                self.stdout_bytes
+            )
+        })
+    }
+}
+
+/// Kills a process group when dropped while armed: the command's own
+/// timeout, the cycle deadline dropping the future, or an error path.
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // SAFETY: kill(2) on our own child's process group; while the
+            // direct child is unreaped its pid (the group id) cannot be
+            // reused, and a group that already ended fails with ESRCH.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Runs `argv` WITHOUT a shell, the way every configured command runs: a
 /// clean environment (PATH, HOME and the `pass_env` names), no stdin, its
-/// own process group killed after `timeout`. Returns stdout and the stderr
-/// tail on exit 0; anything else is an error naming `what` and the program,
-/// with the stderr tail. Shared by the MC adapter and the escalation's
-/// resolve command.
+/// own process group killed after `timeout` or when the caller stops
+/// waiting. Returns the bounded output on exit 0; anything else is an
+/// error naming `what` and the program, with the stderr tail.
 pub async fn run_argv(
     argv: &[String],
     timeout: Duration,
     pass_env: &[String],
     what: &str,
-) -> Result<(String, String)> {
+) -> Result<CommandOutput> {
+    run_argv_watched(argv, timeout, pass_env, what, |_| {}).await
+}
+
+/// [`run_argv`], telling `on_spawn` the process group id as soon as the
+/// command runs (the MC adapter records it, so a later cycle knows whether
+/// an attempt is still alive).
+pub async fn run_argv_watched(
+    argv: &[String],
+    timeout: Duration,
+    pass_env: &[String],
+    what: &str,
+    on_spawn: impl FnOnce(u32),
+) -> Result<CommandOutput> {
     let Some(program) = argv.first() else {
         bail!("{what}: empty command");
     };
@@ -55,40 +131,172 @@ pub async fn run_argv(
             cmd.env(name, v);
         }
     }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("{what} {program}: could not start"))?;
-    let pid = child.id();
-    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(r) => r.with_context(|| format!("{what} {program}: waiting for it"))?,
-        Err(_) => {
-            if let Some(pid) = pid {
-                // SAFETY: kill(2) on our own child's process group; a stale
-                // group id at worst makes the call fail with ESRCH.
-                unsafe {
-                    libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-                }
-            }
+    let child = cmd.spawn().map_err(|e| spawn_error(e, what, program))?;
+    let mut guard = GroupGuard {
+        pgid: child.id().map(|p| p as i32),
+    };
+    if let Some(pid) = child.id() {
+        on_spawn(pid);
+    }
+    let label = format!("{what} {program}");
+    let (status, out) = match collect(child, timeout).await {
+        Ok(done) => done,
+        Err(Waited::TimedOut) => {
+            guard.kill();
             bail!(
-                "{what} {program}: timed out after {}s and was killed",
-                timeout.as_secs()
+                "{label}: timed out after {} and was killed (its whole process group)",
+                secs(timeout)
             );
         }
+        Err(Waited::Failed(e)) => {
+            return Err(e).with_context(|| format!("{label}: waiting for it"))
+        }
     };
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = tail(&output.stderr, STDERR_TAIL_BYTES);
-    if !output.status.success() {
+    // Reaped: the group id may be reused from now on, and a background
+    // process the command started on purpose is left alone.
+    guard.pgid = None;
+    if !status.success() {
         bail!(
-            "{what} {program}: {} ; stderr: {}",
-            describe_status(output.status),
-            if stderr.is_empty() {
+            "{label}: {} ; stderr: {}",
+            describe_status(status),
+            if out.stderr.is_empty() {
                 "(empty)"
             } else {
-                &stderr
+                &out.stderr
             }
         );
     }
-    Ok((stdout, stderr))
+    Ok(out)
+}
+
+/// Runs `program args…` found on PATH, with no shell, killed when the
+/// timeout passes (or the caller's future is dropped), output bounded.
+///
+/// Only for the fixed system tools (`launchctl`, `systemctl`): the child
+/// inherits the agent's environment. A configured command goes through
+/// [`run_argv`] (clean environment, own process group).
+pub async fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Result<ToolOutput> {
+    let what = format!("{program} {}", args.join(" "));
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting `{what}` (is {program} on PATH?)"))?;
+    let (status, out) = match collect(child, timeout).await {
+        Ok(done) => done,
+        Err(Waited::TimedOut) => bail!("`{what}` did not finish within {}", secs(timeout)),
+        Err(Waited::Failed(e)) => return Err(e).with_context(|| format!("running `{what}`")),
+    };
+    Ok(ToolOutput {
+        code: status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}
+
+/// What a finished tool printed.
+#[derive(Debug, Clone)]
+pub struct ToolOutput {
+    /// The exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output (its last [`STDOUT_KEEP_BYTES`]).
+    pub stdout: String,
+    /// Standard error (its tail).
+    pub stderr: String,
+}
+
+enum Waited {
+    TimedOut,
+    Failed(std::io::Error),
+}
+
+/// Reads both pipes into bounded tails while waiting for the child, all
+/// within `timeout`; after the child exits, its pipes get [`PIPE_GRACE`].
+async fn collect(
+    mut child: tokio::process::Child,
+    timeout: Duration,
+) -> Result<(std::process::ExitStatus, CommandOutput), Waited> {
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let read_out = tokio::spawn(read_tail(stdout, STDOUT_KEEP_BYTES));
+    let read_err = tokio::spawn(read_tail(stderr, STDERR_KEEP_BYTES));
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Err(Waited::Failed(e)),
+        Err(_) => {
+            read_out.abort();
+            read_err.abort();
+            return Err(Waited::TimedOut);
+        }
+    };
+    let (out_tail, out_total) = finish_read(read_out).await;
+    let (err_tail, _) = finish_read(read_err).await;
+    Ok((
+        status,
+        CommandOutput {
+            stdout: String::from_utf8_lossy(&out_tail).into_owned(),
+            stderr: tail(&err_tail, STDERR_TAIL_BYTES),
+            stdout_bytes: out_total,
+        },
+    ))
+}
+
+async fn finish_read(task: tokio::task::JoinHandle<(Vec<u8>, u64)>) -> (Vec<u8>, u64) {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(PIPE_GRACE, task).await {
+        Ok(Ok(done)) => done,
+        _ => {
+            abort.abort();
+            (Vec::new(), 0)
+        }
+    }
+}
+
+/// Reads `r` to its end, keeping only the last `keep` bytes; returns them
+/// and the total read.
+async fn read_tail<R: AsyncRead + Unpin>(r: Option<R>, keep: usize) -> (Vec<u8>, u64) {
+    let Some(mut r) = r else {
+        return (Vec::new(), 0);
+    };
+    let mut kept: Vec<u8> = Vec::with_capacity(keep.min(8192));
+    let mut total = 0u64;
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                total += n as u64;
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 2 * keep {
+                    kept.drain(..kept.len() - keep);
+                }
+            }
+        }
+    }
+    if kept.len() > keep {
+        kept.drain(..kept.len() - keep);
+    }
+    (kept, total)
+}
+
+fn spawn_error(e: std::io::Error, what: &str, program: &str) -> anyhow::Error {
+    let hint = if e.raw_os_error() == Some(libc::E2BIG) {
+        " (the arguments are too long for the system)"
+    } else {
+        ""
+    };
+    anyhow::Error::new(e).context(format!("{what} {program}: could not start{hint}"))
+}
+
+fn secs(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
 }
 
 fn describe_status(status: std::process::ExitStatus) -> String {
@@ -115,43 +323,18 @@ pub fn tail(bytes: &[u8], max: usize) -> String {
     format!("…{}", &text[start..])
 }
 
-/// What a finished tool printed.
-#[derive(Debug, Clone)]
-pub struct ToolOutput {
-    /// The exit code (`None` when killed by a signal).
-    pub code: Option<i32>,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-/// Runs `program args…` found on PATH, with no shell, killed when the
-/// timeout passes (or the caller's future is dropped).
-///
-/// Only for the fixed system tools (`launchctl`, `systemctl`): the child
-/// inherits the agent's environment and only it is killed, not what it
-/// spawned. A configured command goes through
-/// [`run_argv`] (clean environment, own process group).
-pub async fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Result<ToolOutput> {
-    let what = format!("{program} {}", args.join(" "));
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting `{what}` (is {program} on PATH?)"))?;
-    let out = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .with_context(|| format!("`{what}` did not finish within {}s", timeout.as_secs()))?
-        .with_context(|| format!("running `{what}`"))?;
-    Ok(ToolOutput {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+/// Whether a process group still has a member (an MC attempt of a cycle
+/// that was killed may live on).
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return false;
+    };
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks; no signal is delivered.
+    let rc = unsafe { libc::kill(-pgid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 #[cfg(test)]
@@ -164,5 +347,88 @@ mod tests {
         let t = tail(s.as_bytes(), 501);
         assert!(t.starts_with('…'));
         assert!(t.len() <= 504);
+    }
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn endless_output_costs_a_timeout_not_memory() {
+        // `yes` prints forever: the tail stays bounded and the group dies.
+        let err = run_argv(&argv(&["yes"]), Duration::from_millis(300), &[], "test")
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("timed out after 0.3s"),
+            "{err:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_big_output_is_kept_as_its_tail_and_says_so() {
+        let script = "head -c 300000 /dev/zero | tr '\\0' x; echo; echo LAST-LINE";
+        let out = run_argv(
+            &argv(&["sh", "-c", script]),
+            Duration::from_secs(10),
+            &[],
+            "test",
+        )
+        .await
+        .unwrap();
+        assert!(
+            out.stdout.len() <= STDOUT_KEEP_BYTES,
+            "{}",
+            out.stdout.len()
+        );
+        assert!(out.stdout.ends_with("LAST-LINE\n"));
+        assert!(out.stdout_bytes > 300_000);
+        assert!(out.cap_note().unwrap().contains("last 64 KiB"));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_future_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        // The command starts a grandchild that would outlive a plain kill.
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let cmd = argv(&["sh", "-c", &script]);
+        let run = run_argv(&cmd, Duration::from_secs(30), &[], "test");
+        let cut = tokio::time::timeout(Duration::from_millis(500), run).await;
+        assert!(cut.is_err(), "the deadline cut the command");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Gone, or a zombie waiting for an init that does not reap.
+        let dead = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // SAFETY: signal 0 only checks whether the process exists.
+            let exists = unsafe { libc::kill(pid, 0) } == 0;
+            !exists || stat.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))
+        };
+        let mut gone = false;
+        for _ in 0..50 {
+            if dead() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone, "grandchild {pid} survived the cut");
+    }
+
+    #[tokio::test]
+    async fn spawn_reports_the_group() {
+        let mut seen = None;
+        run_argv_watched(&argv(&["true"]), Duration::from_secs(5), &[], "t", |p| {
+            seen = Some(p)
+        })
+        .await
+        .unwrap();
+        let pgid = seen.unwrap();
+        assert!(pgid > 1);
+        assert!(!group_alive(u32::MAX));
     }
 }

@@ -209,16 +209,20 @@ impl McCommand {
     pub async fn create(&self, task: &Task) -> Result<String> {
         let argv = self.argv(task);
         let program = &argv[0];
-        let (stdout, stderr) = run_argv(&argv, self.timeout, &self.pass_env, "MC command").await?;
-        parse_id(&stdout, &self.id_json_field, self.id_regex.as_ref()).with_context(|| {
+        let out = run_argv(&argv, self.timeout, &self.pass_env, "MC command").await?;
+        if let Some(note) = out.cap_note() {
+            tracing::warn!(program = %program, "MC command printed more than the agent keeps: {note}.");
+        }
+        parse_id(&out.stdout, &self.id_json_field, self.id_regex.as_ref()).with_context(|| {
             format!(
-                "MC command {program}: exited 0 but printed no task id (stdout: {:?}; stderr: {})",
-                tail(stdout.as_bytes(), 200),
-                if stderr.is_empty() {
+                "MC command {program}: exited 0 but printed no task id (stdout: {:?}; stderr: {}{})",
+                tail(out.stdout.as_bytes(), 200),
+                if out.stderr.is_empty() {
                     "(empty)"
                 } else {
-                    &stderr
-                }
+                    &out.stderr
+                },
+                out.cap_note().map(|n| format!("; {n}")).unwrap_or_default()
             )
         })
     }
