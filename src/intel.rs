@@ -92,7 +92,9 @@ pub async fn post(cfg: &IntelConfig, body: &Value) -> Result<()> {
         .with_context(|| format!("POST {url}: HiveMind unreachable"))?;
     let status = resp.status();
     if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
+        let text = crate::http::read_text(resp, crate::http::caps::SMALL)
+            .await
+            .unwrap_or_default();
         bail!(
             "POST {url}: HTTP {} {}",
             status.as_u16(),

@@ -35,7 +35,7 @@ pub async fn probe(check: &CheckConfig) -> Result<Probe> {
     };
     let code = resp.status().as_u16();
     let body = if check.body_contains.is_some() {
-        match resp.text().await {
+        match crate::http::read_prefix(resp, crate::http::caps::HEALTH_BODY).await {
             Ok(b) => Some(b),
             Err(e) => {
                 return Ok(Probe::new(
@@ -55,15 +55,24 @@ pub async fn probe(check: &CheckConfig) -> Result<Probe> {
         .expect_status
         .clone()
         .unwrap_or(ExpectStatus::Code(200));
-    Ok(grade(
+    let mut probe = grade(
         &format!("{method} {url}"),
         code,
-        body.as_deref(),
+        body.as_ref().map(|(text, _)| text.as_str()),
         ms,
         expect.range()?,
         check.body_contains.as_deref(),
         check.latency_warn_ms,
-    ))
+    );
+    if let (Some((_, true)), Status::Critical) = (&body, probe.status) {
+        if probe.reason.contains("body lacks") {
+            probe.reason.push_str(&format!(
+                " (only the first {} of the body is searched)",
+                crate::http::human_bytes(crate::http::caps::HEALTH_BODY)
+            ));
+        }
+    }
+    Ok(probe)
 }
 
 /// Grades an answer. Pure.

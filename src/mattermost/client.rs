@@ -288,11 +288,18 @@ impl Client {
         if let Some(v) = headers.get("x-version-id").and_then(|v| v.to_str().ok()) {
             *self.version.lock().unwrap() = Some(parse_version_id(v));
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&endpoint, e))?;
-        Ok((status, headers, bytes.to_vec()))
+        let bytes = match crate::http::read_body(resp, crate::http::caps::MATTERMOST).await {
+            Ok(b) => b,
+            Err(crate::http::BodyError::Transport(e)) => return Err(transport_error(&endpoint, e)),
+            Err(e) => {
+                return Err(MmError::new(
+                    MmErrorKind::BadResponse,
+                    &endpoint,
+                    e.to_string(),
+                ))
+            }
+        };
+        Ok((status, headers, bytes))
     }
 
     /// Sends a request with auth, one re-login on 401 (login credentials

@@ -27,6 +27,8 @@ use crate::secret::Secret;
 
 pub mod config;
 
+use crate::http::BodyError;
+
 pub use config::{Backend, OllamaConfig};
 
 /// Why a call to the model failed; the classifier branches on this to record
@@ -454,10 +456,14 @@ impl Client {
     ) -> Result<String, LlmError> {
         let limit = self.timeout(purpose);
         let call = async {
-            let resp = req.timeout(limit).send().await?;
+            let resp = req
+                .timeout(limit)
+                .send()
+                .await
+                .map_err(BodyError::Transport)?;
             let status = resp.status();
-            let body = resp.text().await?;
-            Ok::<_, reqwest::Error>((status, body))
+            let body = crate::http::read_text(resp, crate::http::caps::LLM).await?;
+            Ok::<_, BodyError>((status, body))
         };
         let (status, body) = match tokio::time::timeout(limit, call).await {
             Err(_) => {
@@ -469,7 +475,11 @@ impl Client {
                     &format!("no answer within {}s", limit.as_secs()),
                 ))
             }
-            Ok(Err(e)) => {
+            Ok(Err(BodyError::TooLarge { cap })) => {
+                let detail = BodyError::TooLarge { cap }.to_string();
+                return Err(self.err(LlmErrorKind::BadResponse, model, method, path, &detail));
+            }
+            Ok(Err(BodyError::Transport(e))) => {
                 let kind = if e.is_timeout() {
                     LlmErrorKind::Timeout
                 } else if e.is_connect() {

@@ -248,7 +248,7 @@ pub fn substitute_with<'a>(template: &str, lookup: impl Fn(&str) -> Option<&'a s
             .and_then(|close| lookup(&after[..close]).map(|v| (v, close)));
         match value {
             Some((v, close)) => {
-                out.push_str(v);
+                push_bounded(&mut out, v);
                 rest = &after[close + 1..];
             }
             None => {
@@ -259,6 +259,25 @@ pub fn substitute_with<'a>(template: &str, lookup: impl Fn(&str) -> Option<&'a s
     }
     out.push_str(rest);
     out
+}
+
+/// The most of one placeholder's value that goes into an argument. Linux
+/// refuses a single argument over 128 KiB (and all of them over ~2 MiB)
+/// with E2BIG, which would fail the command every cycle and keep its post
+/// pending forever; a long post's description is cut, with a marker.
+pub const MAX_VALUE_BYTES: usize = 32 * 1024;
+
+fn push_bounded(out: &mut String, v: &str) {
+    if v.len() <= MAX_VALUE_BYTES {
+        out.push_str(v);
+        return;
+    }
+    let mut end = MAX_VALUE_BYTES;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.push_str(&v[..end]);
+    out.push_str(&format!("…[cut: {} of {} bytes]", v.len() - end, v.len()));
 }
 
 fn field<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
@@ -453,5 +472,20 @@ mod tests {
         })
         .contains("program"));
         McConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_huge_value_is_cut_with_a_marker_so_the_command_always_starts() {
+        let big = "é".repeat(100_000);
+        let out = substitute_with("--description={d}", |n| (n == "d").then_some(big.as_str()));
+        assert!(out.len() < MAX_VALUE_BYTES + 100, "{}", out.len());
+        assert!(out.starts_with("--description=éé"));
+        assert!(
+            out.ends_with("of 200000 bytes]"),
+            "{}",
+            &out[out.len() - 40..]
+        );
+        let small = substitute_with("{d}", |_| Some("short"));
+        assert_eq!(small, "short");
     }
 }

@@ -221,8 +221,7 @@ impl PlankaClient {
             .await
             .with_context(|| format!("{method} {url}: Planka unreachable"))?;
         let status = resp.status().as_u16();
-        let text = resp
-            .text()
+        let text = crate::http::read_text(resp, crate::http::caps::PLANKA)
             .await
             .with_context(|| format!("{method} {url}: reading the answer"))?;
         if (200..300).contains(&status) {
