@@ -26,10 +26,12 @@ use crate::config::Config;
 use crate::fix::{self, FixHistory, ServiceSummary};
 use crate::health::{self, HealthContext, Verdict};
 use crate::lock::{self, CycleLock};
+use crate::mattermost;
 use crate::report::{count_checks, CycleReport, Outcome};
 use crate::state::{RuntimeState, Stats};
 use crate::store;
 use crate::tasks::outbox::Trackers;
+use crate::tasks::planka::CachedToken;
 use crate::time::elapsed_ms;
 use crate::{escalate, intel};
 
@@ -123,6 +125,19 @@ impl<'a> Cycle<'a> {
         let stats_loaded = store::load::<Stats>(&config.paths.stats, now)?;
         let mut runtime = loaded.value;
         runtime.record_set_aside(loaded.set_aside.into_iter().chain(stats_loaded.set_aside));
+        // The token caches are read by their clients; a corrupt one is set
+        // aside here so it is reported like the other files.
+        let p = &config.paths;
+        let caches = [
+            store::load::<mattermost::TokenCache>(&p.token_cache, now).map(|l| l.set_aside),
+            store::load::<CachedToken>(&p.planka_token_cache, now).map(|l| l.set_aside),
+        ];
+        for cache in caches {
+            match cache {
+                Ok(aside) => runtime.record_set_aside(aside),
+                Err(e) => tracing::warn!("Token cache not usable, the client logs in again: {e:#}"),
+            }
+        }
         tracing::info!(
             deadline_secs = config.agent.deadline_secs.as_f64(),
             dry_run = opts.dry_run,

@@ -9,7 +9,13 @@
 //! * writes go to a fresh temp file in the same directory (created with
 //!   `O_EXCL | O_NOFOLLOW`, mode 0600), are fsynced, then renamed over the
 //!   target, so a crash leaves either the old or the new content, never half;
-//! * a file that does not parse can be set aside as `<name>.corrupt-<time>`.
+//! * a file that does not parse can be set aside as `<name>.corrupt-<time>`,
+//!   and so can a directory or FIFO of ours found where a file belongs;
+//! * files written in place (the lock, the ledger, the logs) are refused
+//!   when they have more than one hard link: another name for the same
+//!   inode could be a file we must never write into (macOS has no
+//!   `protected_hardlinks`);
+//! * temp files left by a cycle that was killed mid-save are swept.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -177,17 +183,100 @@ fn create_temp(dir: &Path, name: &str) -> Result<(PathBuf, File)> {
 }
 
 /// Opens an owner-only file for appending (the activity log, the task
-/// ledger): parent dirs created, a symlink or foreign-owned file refused.
+/// ledger): parent dirs created, a symlink, a foreign-owned file or a file
+/// with another hard link refused.
 pub fn open_append_private(path: &Path) -> Result<File> {
     check_existing(path)?;
     ensure_parent(path)?;
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .with_context(|| format!("opening {} for append", path.display()))
+        .with_context(|| format!("opening {} for append", path.display()))?;
+    refuse_hard_links(&file, path)?;
+    Ok(file)
+}
+
+/// Refuses an opened file that has another name (a hard link): writing
+/// in place would write into that other file too. Checked on the open
+/// descriptor, so nothing can be swapped in between.
+pub fn refuse_hard_links(file: &File, path: &Path) -> Result<()> {
+    let meta = file
+        .metadata()
+        .with_context(|| format!("inspecting {}", path.display()))?;
+    if meta.nlink() > 1 {
+        bail!(
+            "refusing to write into {}: it has {} hard links (another name for the same file \
+             could be a file that must not be touched); remove it and run again",
+            path.display(),
+            meta.nlink()
+        );
+    }
+    Ok(())
+}
+
+/// A directory, FIFO or socket of ours where a regular file belongs: what
+/// it is, so the caller can set it aside like a corrupt file. `None` for
+/// nothing there, a regular file, a symlink or another user's entry (those
+/// are refused by the readers and writers instead).
+pub fn misplaced_kind(path: &Path) -> Option<&'static str> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let t = meta.file_type();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if t.is_file() || t.is_symlink() || meta.uid() != me {
+        return None;
+    }
+    use std::os::unix::fs::FileTypeExt;
+    Some(if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "device"
+    })
+}
+
+/// Removes the temp files a killed cycle left next to `path`
+/// (`.<name>.tmp-<pid>-…`, ours, regular, and their writer gone).
+/// Returns how many were removed.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the writer still exists.
+        let writer_alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
+        let ours = fs::symlink_metadata(entry.path())
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == me);
+        if !writer_alive && ours && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Appends one line to an owner-only append-only file (the task ledger).
@@ -292,5 +381,45 @@ mod tests {
         append_line_private(&p, "a").unwrap();
         append_line_private(&p, "b").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "a\nb\n");
+    }
+
+    #[test]
+    fn a_hard_link_is_refused_where_we_write_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let precious = dir.path().join("authorized_keys");
+        fs::write(&precious, "ssh-ed25519 AAAA me\n").unwrap();
+        let log = dir.path().join("ops-agent.log");
+        fs::hard_link(&precious, &log).unwrap();
+        let err = format!("{:#}", append_line_private(&log, "forged").unwrap_err());
+        assert!(err.contains("hard links"), "{err}");
+        assert_eq!(
+            fs::read_to_string(&precious).unwrap(),
+            "ssh-ed25519 AAAA me\n"
+        );
+    }
+
+    #[test]
+    fn misplaced_entries_are_named_and_stale_temps_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        fs::create_dir(&state).unwrap();
+        assert_eq!(misplaced_kind(&state), Some("directory"));
+        let fifo = dir.path().join("fifo.json");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(misplaced_kind(&fifo), Some("FIFO"));
+        assert_eq!(misplaced_kind(&dir.path().join("missing")), None);
+        let target = dir.path().join("s.json");
+        let dead = dir.path().join(".s.json.tmp-999999-ab-0");
+        let mine = dir
+            .path()
+            .join(format!(".s.json.tmp-{}-cd-0", std::process::id()));
+        let other = dir.path().join(".t.json.tmp-999999-ab-0");
+        for p in [&dead, &mine, &other] {
+            fs::write(p, "half").unwrap();
+        }
+        assert_eq!(remove_stale_temps(&target), 1);
+        assert!(!dead.exists() && mine.exists() && other.exists());
     }
 }

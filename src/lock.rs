@@ -69,6 +69,7 @@ fn open(path: &Path) -> Result<File> {
     let meta = file
         .metadata()
         .with_context(|| format!("inspecting lock file {}", path.display()))?;
+    crate::files::refuse_hard_links(&file, path)?;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {

@@ -52,6 +52,17 @@ pub struct Loaded<T> {
 /// `<name>.corrupt-<time>`, logged, default; a symlink or foreign-owned file
 /// → error (we must not run on state we cannot safely write back).
 pub fn load<T: DeserializeOwned + Default>(path: &Path, now: DateTime<Utc>) -> Result<Loaded<T>> {
+    let swept = files::remove_stale_temps(path);
+    if swept > 0 {
+        tracing::info!(file = %path.display(), swept, "Removed temp files a killed cycle left behind.");
+    }
+    if let Some(kind) = files::misplaced_kind(path) {
+        return set_aside_now(path, now, format!("a {kind} where a file belongs"));
+    }
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_STATE_BYTES) {
+        let why = format!("larger than {} MiB", MAX_STATE_BYTES / (1024 * 1024));
+        return set_aside_now(path, now, why);
+    }
     let Some(bytes) = files::read_private_bytes(path)? else {
         return Ok(Loaded {
             value: T::default(),
@@ -65,26 +76,33 @@ pub fn load<T: DeserializeOwned + Default>(path: &Path, now: DateTime<Utc>) -> R
             existed: true,
             set_aside: None,
         }),
-        Err(e) => {
-            let moved_to = files::set_aside(path, now)?;
-            tracing::warn!(
-                file = %path.display(),
-                moved_to = %moved_to.display(),
-                error = %e,
-                "Corrupt file set aside; continuing with defaults."
-            );
-            Ok(Loaded {
-                value: T::default(),
-                existed: true,
-                set_aside: Some(SetAside {
-                    path: path.to_path_buf(),
-                    moved_to,
-                    at_ms: now.timestamp_millis(),
-                    error: e.to_string(),
-                }),
-            })
-        }
+        Err(e) => set_aside_now(path, now, e.to_string()),
     }
+}
+
+/// A state file larger than this is not ours to parse (the state keeps
+/// bounded lists); it is set aside.
+const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Moves `path` aside, logs it and returns the defaults with the record.
+fn set_aside_now<T: Default>(path: &Path, now: DateTime<Utc>, error: String) -> Result<Loaded<T>> {
+    let moved_to = files::set_aside(path, now)?;
+    tracing::warn!(
+        file = %path.display(),
+        moved_to = %moved_to.display(),
+        error = %error,
+        "Corrupt file set aside; continuing with defaults."
+    );
+    Ok(Loaded {
+        value: T::default(),
+        existed: true,
+        set_aside: Some(SetAside {
+            path: path.to_path_buf(),
+            moved_to,
+            at_ms: now.timestamp_millis(),
+            error,
+        }),
+    })
 }
 
 /// Reads a JSON state file without changing anything on disk (for

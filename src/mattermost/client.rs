@@ -151,9 +151,10 @@ impl Credentials {
     }
 }
 
-/// The token cache file's content (runbook format).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TokenCache {
+/// The token cache file's content (runbook format); public so the cycle
+/// can set a corrupt one aside like every other state file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenCache {
     token: String,
     #[serde(default)]
     user_id: String,

@@ -20,7 +20,7 @@ pub mod replies;
 pub mod status;
 pub mod wire;
 
-pub use client::{Client, Credentials, MmError, MmErrorKind};
+pub use client::{Client, Credentials, MmError, MmErrorKind, TokenCache};
 pub use config::MattermostConfig;
 pub use poll::{
     mark_handled, next_cursor, poll, poll_since, prune_handled, MmState, NewPost, PollOutcome,

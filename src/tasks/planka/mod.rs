@@ -105,8 +105,10 @@ impl std::fmt::Debug for PlankaClient {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct CachedToken {
+/// The Planka token cache file's content; public so the cycle can set a
+/// corrupt one aside like every other state file.
+#[derive(Default, Serialize, Deserialize)]
+pub struct CachedToken {
     url: String,
     username: String,
     token: String,
