@@ -10,6 +10,22 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+/// Checks that a `*_env` key names an environment variable. The value is
+/// never echoed: an operator who pasted the secret itself into the key
+/// must not find it in the scheduler's error log.
+pub fn check_env_name(key: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if !ok {
+        bail!(
+            "{key} must name an environment variable (letters, digits and _, not starting \
+             with a digit); the value is not shown in case it is the secret itself"
+        );
+    }
+    Ok(())
+}
+
 /// A secret value whose formatting never shows the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -98,5 +114,17 @@ mod tests {
         assert!(err.contains("owner-only"), "{err}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(Secret::from_file(&p).unwrap().expose(), "abc");
+    }
+
+    #[test]
+    fn a_bad_env_name_is_refused_without_echoing_it() {
+        check_env_name("k", "OPS_AGENT_MM_TOKEN").unwrap();
+        for bad in ["", "9X", "A-B", "xoxb-1234-secret-value", "MY KEY"] {
+            let e = check_env_name("mattermost.token_env", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("mattermost.token_env must name"), "{e}");
+            assert!(bad.is_empty() || !e.contains(bad), "{e}");
+        }
     }
 }

@@ -103,13 +103,22 @@ pub fn history(config: &Config, json: bool) -> Result<ExitCode> {
 pub fn explain(config: &Config, name: &str, json: bool) -> Result<ExitCode> {
     let runtime_state: RuntimeState = store::peek(&config.paths.state)?.unwrap_or_default();
     let history: FixHistory = store::peek(&config.paths.fix_history)?.unwrap_or_default();
+    let now = Utc::now();
+    let service = config.checks.get(name).map(|c| c.service().to_string());
+    let silenced_until_ms = service.and_then(|s| {
+        runtime_state
+            .escalation
+            .silences
+            .until_ms(&config.checks, &s, now.timestamp_millis())
+    });
     let e = crate::fix::explain(
         name,
         &config.checks,
         &runtime_state.health,
+        silenced_until_ms,
         &history,
         &config.fix,
-        Utc::now(),
+        now,
     )?;
     if json {
         print_json(&e)?;

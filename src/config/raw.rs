@@ -78,6 +78,7 @@ impl RawConfig {
     pub fn check(self) -> Result<Config> {
         let mut paths = self.paths;
         paths.expand();
+        paths.validate()?;
         let a = &self.agent;
         if a.deadline_secs.is_zero() {
             bail!(

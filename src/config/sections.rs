@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::paths::expand_tilde;
@@ -83,6 +84,20 @@ impl Default for PathsConfig {
 }
 
 impl PathsConfig {
+    /// Every path with its key.
+    pub fn all(&self) -> [(&'static str, &Path); 8] {
+        [
+            ("state", &self.state),
+            ("token_cache", &self.token_cache),
+            ("fix_history", &self.fix_history),
+            ("stats", &self.stats),
+            ("log", &self.log),
+            ("ledger", &self.ledger),
+            ("lock", &self.lock),
+            ("planka_token_cache", &self.planka_token_cache),
+        ]
+    }
+
     /// Expands `~` in every path.
     pub fn expand(&mut self) {
         for p in [
@@ -99,6 +114,39 @@ impl PathsConfig {
         }
     }
 
+    /// Checks what would otherwise fail only when the file is first used:
+    /// an empty path, a NUL byte, a directory where a file belongs, two keys
+    /// naming the same file.
+    pub fn validate(&self) -> Result<()> {
+        let mut seen: Vec<(&str, &Path)> = Vec::new();
+        for (key, p) in self.all() {
+            let text = p.to_string_lossy();
+            if text.trim().is_empty() {
+                bail!(
+                    "paths.{key}: empty; name a file (default {:?})",
+                    default_of(key)
+                );
+            }
+            if text.contains('\0') {
+                bail!("paths.{key}: contains a NUL byte");
+            }
+            if text.ends_with('/') || p.is_dir() {
+                bail!(
+                    "paths.{key}: '{}' is a directory; name a file in it",
+                    p.display()
+                );
+            }
+            if let Some((other, _)) = seen.iter().find(|(_, q)| *q == p) {
+                bail!(
+                    "paths.{key}: '{}' is also paths.{other}; each file needs its own path",
+                    p.display()
+                );
+            }
+            seen.push((key, p));
+        }
+        Ok(())
+    }
+
     /// The state-like files a reset removes: runtime state, token caches and
     /// fix history (the runbook's "complete reset"; stats and the ledger stay).
     pub fn reset_files(&self) -> [&Path; 4] {
@@ -109,4 +157,14 @@ impl PathsConfig {
             &self.planka_token_cache,
         ]
     }
+}
+
+/// The default of a `[paths]` key, for error messages.
+fn default_of(key: &str) -> String {
+    let d = PathsConfig::default();
+    d.all()
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, p)| p.display().to_string())
+        .unwrap_or_default()
 }

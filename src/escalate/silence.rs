@@ -227,6 +227,22 @@ impl Silences {
         out
     }
 
+    /// When the silence of `service` (or of one of its checks) ends, if
+    /// one is in force at `now_ms`: the latest end among them.
+    pub fn until_ms(&self, checks: &Checks, service: &str, now_ms: i64) -> Option<i64> {
+        self.active
+            .iter()
+            .filter(|s| s.is_active(now_ms))
+            .filter(|s| {
+                s.target == service
+                    || checks
+                        .iter()
+                        .any(|c| c.name == s.target && c.service() == service)
+            })
+            .map(|s| s.until_ms)
+            .max()
+    }
+
     /// Records on each active silence what its service did this cycle:
     /// failing seen, and recovery during the silence.
     pub fn observe(&mut self, checks: &Checks, services: &[ServiceSummary], now_ms: i64) {

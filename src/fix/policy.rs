@@ -33,6 +33,12 @@ impl FixConfig {
         if self.window_mins == 0 {
             bail!("fix.window_mins must be at least 1, got 0");
         }
+        if self.max_attempts_per_hour == 0 {
+            bail!(
+                "fix.max_attempts_per_hour must be at least 1, got 0 (to stop a service's fixes, \
+                 remove the fix table of its check, or silence it)"
+            );
+        }
         if self.max_attempts_per_hour > 60 {
             bail!(
                 "fix.max_attempts_per_hour must be at most 60, got {}",
@@ -86,6 +92,8 @@ pub struct FixFacts {
     pub starting: bool,
     /// The failing parent that blocks the service's failing check.
     pub blocked_by: Option<String>,
+    /// The service is silenced until then (epoch ms): checked, not fixed.
+    pub silenced_until_ms: Option<i64>,
 }
 
 /// How the fix was asked for.
@@ -117,6 +125,11 @@ pub enum FixDecision {
     },
     /// No fix is configured for the service.
     SkipNoFix,
+    /// The service is silenced: still checked, never fixed.
+    SkipSilenced {
+        /// When the silence ends (epoch ms).
+        until_ms: i64,
+    },
     /// A parent check is failing; fixing the child would not help.
     SkipBlocked {
         /// The parent.
@@ -145,6 +158,10 @@ impl FixDecision {
             ),
             FixDecision::SkipNoFix => "no fix configured".into(),
             FixDecision::SkipBlocked { parent } => format!("blocked by {parent}; not fixed"),
+            FixDecision::SkipSilenced { until_ms } => format!(
+                "silenced until {}; checked, not fixed",
+                crate::time::rfc3339_ms(*until_ms)
+            ),
             FixDecision::SkipDryRun { would } => format!("dry run: would {would}"),
         }
     }
@@ -169,6 +186,9 @@ pub fn decide(
         return FixDecision::SkipBlocked {
             parent: parent.clone(),
         };
+    }
+    if let Some(until_ms) = facts.silenced_until_ms.filter(|until| *until > now_ms) {
+        return FixDecision::SkipSilenced { until_ms };
     }
     if facts.starting {
         return FixDecision::SkipStarting;
@@ -220,11 +240,20 @@ mod tests {
         let none = FixFacts::default();
         let starting = FixFacts {
             starting: true,
-            blocked_by: None,
+            ..Default::default()
         };
         let blocked = FixFacts {
             starting: true,
             blocked_by: Some("docker-engine".into()),
+            ..Default::default()
+        };
+        let silenced = FixFacts {
+            silenced_until_ms: Some(now + 30 * MIN),
+            ..Default::default()
+        };
+        let silence_over = FixFacts {
+            silenced_until_ms: Some(now - MIN),
+            ..Default::default()
         };
         let run = FixOptions::default();
         let force = FixOptions {
@@ -315,6 +344,24 @@ mod tests {
                 },
             ),
             ("fresh", fix, &empty, &none, run, FixDecision::Run),
+            (
+                "silenced, even forced",
+                fix,
+                &empty,
+                &silenced,
+                force,
+                FixDecision::SkipSilenced {
+                    until_ms: now + 30 * MIN,
+                },
+            ),
+            (
+                "a silence that ended",
+                fix,
+                &empty,
+                &silence_over,
+                run,
+                FixDecision::Run,
+            ),
         ];
         for (name, fix, h, facts, opts, want) in table {
             assert_eq!(decide("web", fix, h, &p, now, facts, opts), want, "{name}");

@@ -243,9 +243,10 @@ pub async fn run_fixes(
             .iter()
             .filter(|v| v.result.service == service)
             .collect();
+        // Silenced services never reach this stage (see `stage`).
         let facts = FixFacts {
             starting: mine.iter().any(|v| v.result.starting),
-            blocked_by: None,
+            ..Default::default()
         };
         let issue = mine
             .iter()
@@ -485,6 +486,7 @@ pub async fn run_manual(
     let facts = FixFacts {
         starting: mine.iter().any(|r| r.starting),
         blocked_by: mine.iter().find_map(|r| r.blocked_by.clone()),
+        ..Default::default()
     };
     let now_ms = now.timestamp_millis();
     let decision = decide(

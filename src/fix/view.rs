@@ -112,6 +112,7 @@ pub fn explain(
     name: &str,
     checks: &Checks,
     state: &HealthState,
+    silenced_until_ms: Option<i64>,
     history: &FixHistory,
     policy: &FixConfig,
     now: DateTime<Utc>,
@@ -143,6 +144,7 @@ pub fn explain(
             .and_then(|m| m.last.last())
             .is_some_and(|r| r.reason.contains("starting") && r.status == Status::Warn),
         blocked_by: blocked_by.clone(),
+        silenced_until_ms,
     };
     let decision = decide(
         &service,
@@ -179,6 +181,11 @@ pub fn explain(
             m.consecutive_failures,
             decision.describe()
         ),
+    };
+    // A silence overrides whatever the streaks say: say it first.
+    let why = match &decision {
+        FixDecision::SkipSilenced { .. } => format!("{}; {why}", decision.describe()),
+        _ => why,
     };
     Ok(Explanation {
         fix_check: fix.map(|(c, _)| c.name.clone()),
@@ -298,7 +305,7 @@ mod tests {
         let mut st = HealthState::default();
         let h = FixHistory::default();
         let now = Utc::now();
-        let e = explain("web", &checks, &st, &h, &FixConfig::default(), now).unwrap();
+        let e = explain("web", &checks, &st, None, &h, &FixConfig::default(), now).unwrap();
         assert!(e.why.contains("never checked"), "{}", e.why);
         for _ in 0..2 {
             let engine = CheckConfig::new("docker-engine", CheckKind::DockerEngine);
@@ -312,7 +319,7 @@ mod tests {
                 now,
             );
         }
-        let e = explain("web", &checks, &st, &h, &FixConfig::default(), now).unwrap();
+        let e = explain("web", &checks, &st, None, &h, &FixConfig::default(), now).unwrap();
         assert_eq!(e.decision, FixDecision::Run);
         assert_eq!(e.parents, ["docker-engine"]);
         let text = e.render_text();
@@ -321,5 +328,35 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("budget 0 used, 3 left"), "{text}");
+    }
+
+    #[test]
+    fn explain_names_a_silence() {
+        let mut c = CheckConfig::new("web", CheckKind::Docker);
+        c.container = Some("web".into());
+        c.fix = Some(crate::fix::FixSpec::new(
+            crate::fix::FixAction::RestartContainer,
+        ));
+        let checks = Checks::from(vec![c]);
+        let now = Utc::now();
+        let until = now.timestamp_millis() + 3_600_000;
+        let h = FixHistory::default();
+        let st = HealthState::default();
+        let e = explain(
+            "web",
+            &checks,
+            &st,
+            Some(until),
+            &h,
+            &FixConfig::default(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(e.decision, FixDecision::SkipSilenced { until_ms: until });
+        assert!(
+            e.render_text().contains("silenced until"),
+            "{}",
+            e.render_text()
+        );
     }
 }

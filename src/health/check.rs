@@ -323,6 +323,24 @@ impl CheckConfig {
                 bail!("{at}: warn_pct ({w}) must not be above critical_pct ({c})");
             }
         }
+        if let Some(c) = &self.container {
+            if !super::docker::valid_container_name(c.trim()) {
+                bail!(
+                    "{at}: container '{c}' is not a Docker container name \
+                     (letters, digits, '_', '.', '-'; starting with a letter or digit)"
+                );
+            }
+        }
+        for (key, v) in [
+            ("path", &self.path),
+            ("label", &self.label),
+            ("unit", &self.unit),
+            ("url", &self.url),
+        ] {
+            if v.as_deref().is_some_and(|v| v.contains('\0')) {
+                bail!("{at}: {key} contains a NUL byte");
+            }
+        }
         if let Some(url) = &self.url {
             let ok = reqwest::Url::parse(url)
                 .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())

@@ -273,7 +273,8 @@ impl DockerClient {
     /// Inspects a container; `Ok(None)` when the engine says it does not
     /// exist.
     pub async fn inspect(&self, container: &str) -> Result<Option<ContainerFacts>> {
-        match self.docker.inspect_container(container, None).await {
+        let segment = path_segment(container);
+        match self.docker.inspect_container(&segment, None).await {
             Ok(r) => Ok(Some(ContainerFacts::from_inspect(&r))),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
@@ -299,15 +300,66 @@ impl DockerClient {
     pub async fn restart(&self, container: &str, t: i32) -> Result<()> {
         let opts = RestartContainerOptionsBuilder::new().t(t).build();
         self.docker
-            .restart_container(container, Some(opts))
+            .restart_container(&path_segment(container), Some(opts))
             .await
             .with_context(|| format!("POST {}/containers/{container}/restart?t={t}", self.host))
     }
 }
 
+/// Whether `name` is a container name or id as Docker accepts it
+/// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, optionally with its leading `/`).
+pub fn valid_container_name(name: &str) -> bool {
+    let name = name.strip_prefix('/').unwrap_or(name);
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// A container name as one URL path segment: anything outside Docker's
+/// grammar is percent-encoded, so `redis/../nginx` can never address
+/// another container (validation refuses such names first).
+pub fn path_segment(name: &str) -> String {
+    let name = name.strip_prefix('/').unwrap_or(name);
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'_' | b'-')
+            || (b == b'.' && name != "." && name != "..")
+        {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_names_follow_dockers_grammar_and_are_escaped() {
+        for ok in ["redis", "web-1", "my_app.v2", "/mattermost", "a1b2c3d4e5f6"] {
+            assert!(valid_container_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/",
+            "redis/../nginx",
+            "-x",
+            ".hidden",
+            "a b",
+            "a?b",
+            "..",
+            "x%2F",
+        ] {
+            assert!(!valid_container_name(bad), "{bad}");
+        }
+        assert_eq!(path_segment("redis/../nginx"), "redis%2F..%2Fnginx");
+        assert_eq!(path_segment(".."), "%2E%2E");
+        assert_eq!(path_segment("/web-1"), "web-1");
+    }
 
     fn facts(status: &str, health: Option<&str>) -> ContainerFacts {
         ContainerFacts {

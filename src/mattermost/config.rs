@@ -84,17 +84,7 @@ impl MattermostConfig {
                 self.url
             );
         }
-        let env_name_ok = |s: &str| {
-            !s.is_empty()
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !s.starts_with(|c: char| c.is_ascii_digit())
-        };
-        if !env_name_ok(&self.token_env) {
-            bail!(
-                "mattermost.token_env: '{}' is not an environment variable name",
-                self.token_env
-            );
-        }
+        crate::secret::check_env_name("mattermost.token_env", &self.token_env)?;
         match (&self.login_id, &self.password_env) {
             (Some(id), _) if id.trim().is_empty() => {
                 bail!("mattermost.login_id: '' must not be empty when set")
@@ -102,12 +92,10 @@ impl MattermostConfig {
             (Some(_), None) => {
                 bail!("mattermost.password_env: must be set when mattermost.login_id is set")
             }
-            (None, Some(p)) => bail!(
-                "mattermost.login_id: must be set when mattermost.password_env ('{p}') is set"
-            ),
-            (_, Some(p)) if !env_name_ok(p) => {
-                bail!("mattermost.password_env: '{p}' is not an environment variable name")
+            (None, Some(_)) => {
+                bail!("mattermost.login_id: must be set when mattermost.password_env is set")
             }
+            (_, Some(p)) => crate::secret::check_env_name("mattermost.password_env", p)?,
             _ => {}
         }
         if self.token_file.is_some() && self.login_id.is_some() {
@@ -204,7 +192,7 @@ mod tests {
             (|c| c.url = "http://h/api/v4".into(), "without /api/v4"),
             (
                 |c| c.token_env = "A-B".into(),
-                "mattermost.token_env: 'A-B'",
+                "mattermost.token_env must name an environment variable",
             ),
             (
                 |c| c.login_id = Some("bot".into()),

@@ -109,9 +109,7 @@ impl OllamaConfig {
             );
         }
         if let Some(name) = &self.api_key_env {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                bail!("ollama.api_key_env: '{name}' is not an environment variable name");
-            }
+            crate::secret::check_env_name("ollama.api_key_env", name)?;
         }
         Ok(())
     }
@@ -182,7 +180,7 @@ mod tests {
             (Box::new(|c| c.concurrency = 0), "ollama.concurrency: 0"),
             (
                 Box::new(|c| c.api_key_env = Some("MY KEY".into())),
-                "ollama.api_key_env: 'MY KEY'",
+                "ollama.api_key_env must name an environment variable",
             ),
         ];
         for (edit, want) in cases {

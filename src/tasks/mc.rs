@@ -115,11 +115,8 @@ impl McConfig {
                 bail!("mc.id_regex: '{re}' has no capture group for the id");
             }
         }
-        let name = Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("static regex");
         for v in &self.pass_env {
-            if !name.is_match(v) {
-                bail!("mc.pass_env: '{v}' is not an environment variable name");
-            }
+            crate::secret::check_env_name("mc.pass_env", v)?;
         }
         Ok(())
     }
