@@ -363,7 +363,7 @@ impl ChatAnswer {
                 s.id
             ),
             ChatAnswer::Refused => format!(
-                "Sorry @{author}, I can only take silence requests from the on-call list. Please ask one of them, or an operator with `ops-agent silence`."
+                "Sorry @{author}, I can only take silence requests from the people on the silence allowlist (`escalation.silence_allowlist`). Please ask one of them, or an operator with `ops-agent silence`."
             ),
             ChatAnswer::Invalid(why) => why.clone(),
         }
