@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use super::progress::PostProgress;
 use super::reply::{self, ReplyContext, ReplyKind, ReplyPath};
 use super::{Settings, Tally};
+use crate::classify::FallbackReason;
 use crate::health::CheckResult;
 use crate::mattermost::{self, Client, NewPost};
 use crate::ollama;
@@ -28,6 +29,8 @@ pub struct Act<'a> {
     pub mm: &'a Client,
     /// The LLM for the reply text, if any.
     pub llm: Option<&'a ollama::Client>,
+    /// The last moment a reply call may start (`None`: none fits).
+    pub reply_by: Option<tokio::time::Instant>,
     /// MC and Planka.
     pub targets: Targets<'a>,
     /// The last known health results, for INCIDENT replies.
@@ -110,7 +113,14 @@ pub async fn act_on_post(
         task_id: progress.task_id.clone().unwrap_or_default(),
         task_url: progress.task_url.clone(),
     };
-    let mut reply = reply::compose(act.llm, &ctx).await;
+    // A reply call that could outlive the chat deadline is not started.
+    let in_time = act
+        .reply_by
+        .is_some_and(|by| tokio::time::Instant::now() <= by);
+    let mut reply = match act.llm {
+        Some(_) if !in_time => reply::templated(&ctx, FallbackReason::NoTime),
+        llm => reply::compose(llm, &ctx).await,
+    };
     if kind == ReplyKind::Incident {
         if let Some(note) = reply::health_note(&post.message, act.last_checks, act.last_checks_ms) {
             reply.text = format!("{}\n\n{note}", reply.text);

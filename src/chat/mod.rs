@@ -89,8 +89,6 @@ pub struct Tally {
     pub by_llm: u32,
     /// Posts labelled by the keyword rules.
     pub by_keywords: u32,
-    /// Posts left for the next cycle before classification.
-    pub unclassified: u32,
     /// Tasks created this cycle.
     pub tasks_created: u32,
     /// Tasks that already existed (retry after a crash).
@@ -185,6 +183,7 @@ pub async fn run(
             settings,
             mm: client,
             llm: llm.as_ref(),
+            reply_by: budget.last_start_for(settings.ollama.reply_timeout_secs.get()),
             targets,
             last_checks,
             last_checks_ms,
@@ -330,10 +329,11 @@ async fn classify_stage(
         report.push("classify", Outcome::Skipped("no new posts".into()), 0);
         return;
     }
-    // A call started after this point could outlive the chat deadline.
-    let stop_starting = budget
-        .last_start_for(settings.ollama.classify_timeout_secs.get())
-        .unwrap_or(budget.start);
+    // A call started after this point could outlive the chat deadline;
+    // when none fits at all, the keyword rules decide right away.
+    let stop_starting = budget.last_start_for(settings.ollama.classify_timeout_secs.get());
+    let llm = llm.filter(|_| stop_starting.is_some());
+    let stop_starting = stop_starting.unwrap_or(budget.chat_deadline);
     let parts = book.parts();
     let run = triage::classify_posts(
         llm,
@@ -344,18 +344,24 @@ async fn classify_stage(
         tally,
     );
     let cut = within(budget.chat_deadline, run).await.err();
-    let detail = format!("{} by llm, {} by keywords", tally.by_llm, tally.by_keywords);
+    let mut detail = format!("{} by llm, {} by keywords", tally.by_llm, tally.by_keywords);
+    if let Some(why) = llm.and_then(|c| c.breaker()) {
+        detail.push_str(&format!(
+            "; LLM stopped for this cycle after a {why:?} (keyword rules for the rest)"
+        ));
+    }
+    let no_time = tally.counters.contains_key("fallback_no_time");
+    if no_time {
+        detail.push_str("; no LLM call fitted in the time left (keyword rules)");
+    }
     let outcome = match cut {
-        Some(cut) => Outcome::Degraded(format!("{detail}; {cut}, the rest next cycle")),
-        None if tally.unclassified > 0 => Outcome::Degraded(format!(
-            "{detail}; {} left for next cycle (deadline)",
-            tally.unclassified
-        )),
+        Some(cut) => {
+            report.deadline_hit = true;
+            Outcome::Degraded(format!("{detail}; {cut}, the rest next cycle"))
+        }
+        None if no_time || llm.is_some_and(|c| c.breaker().is_some()) => Outcome::Degraded(detail),
         None => Outcome::Ok(detail),
     };
-    if matches!(outcome, Outcome::Degraded(_)) {
-        report.deadline_hit = true;
-    }
     report.push("classify", outcome, elapsed_ms(t));
 }
 

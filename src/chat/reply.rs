@@ -169,16 +169,19 @@ pub fn reply_request(model: &str, ctx: &ReplyContext) -> ChatRequest {
     }
 }
 
+/// The template reply, with the reason the model was not asked.
+pub fn templated(ctx: &ReplyContext, reason: FallbackReason) -> Reply {
+    Reply {
+        text: template(ctx),
+        path: ReplyPath::Template { reason },
+    }
+}
+
 /// Writes the reply for a TASK or INCIDENT post. Never fails: without a
 /// usable model answer the template is used and the reason recorded.
 pub async fn compose(llm: Option<&ollama::Client>, ctx: &ReplyContext) -> Reply {
     let Some(client) = llm else {
-        return Reply {
-            text: template(ctx),
-            path: ReplyPath::Template {
-                reason: FallbackReason::NoLlm,
-            },
-        };
+        return templated(ctx, FallbackReason::NoLlm);
     };
     let model = client.config().reply_model.clone();
     match ask(client, &model, ctx).await {

@@ -1,8 +1,8 @@
 //! Stage 2 for the posts routed as work: a label for every post that has
-//! none yet, LLM first and keyword rules when the LLM is away. Posts not
-//! reached before the deadline keep no label and are classified next cycle.
+//! none yet, LLM first and keyword rules when the LLM is away, and for every
+//! post that no model call can reach in the time left.
 
-use crate::classify::{self, ClassifyConfig, Decision, DecisionPath};
+use crate::classify::{self, ClassifyConfig, Decision, DecisionPath, FallbackReason};
 use crate::mattermost::NewPost;
 use crate::ollama;
 
@@ -26,14 +26,19 @@ pub async fn classify_posts(
         .map(|(i, p)| (i, p.message.clone()))
         .collect();
     let batch = classify::classify_many(llm, cfg, todo, stop_starting).await;
-    for (i, decision) in batch.done {
+    // No model call can start any more: the keyword rules decide the rest
+    // now, rather than leaving them for a cycle that may be as short.
+    let late = batch.pending.into_iter().map(|i| {
+        let decision = classify::keyword_decision(&posts[i].message, cfg, FallbackReason::NoTime);
+        (i, decision)
+    });
+    for (i, decision) in batch.done.into_iter().chain(late) {
         let post = posts[i];
         record_decision(&post.id, &decision, tally);
         let entry = chat.progress.entry(post.id.clone()).or_default();
         entry.label = Some(decision.label);
         entry.create_at = post.create_at;
     }
-    tally.unclassified = batch.pending.len() as u32;
 }
 
 /// One log line per decision, and the counters the cumulative stats keep.

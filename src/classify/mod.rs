@@ -108,6 +108,8 @@ impl ClassifyConfig {
 pub enum FallbackReason {
     /// No LLM configured, or `--no-llm`.
     NoLlm,
+    /// No model call fits in the time the cycle has left for chat work.
+    NoTime,
     /// The server did not accept a connection.
     Unreachable,
     /// The model did not answer within the classification timeout.
@@ -125,6 +127,7 @@ impl FallbackReason {
     pub fn code(&self) -> &'static str {
         match self {
             FallbackReason::NoLlm => "no_llm",
+            FallbackReason::NoTime => "no_time",
             FallbackReason::Unreachable => "unreachable",
             FallbackReason::Timeout => "timeout",
             FallbackReason::ModelMissing => "model_missing",
@@ -150,6 +153,7 @@ impl std::fmt::Display for FallbackReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FallbackReason::NoLlm => f.write_str("no LLM configured"),
+            FallbackReason::NoTime => f.write_str("no LLM call fits in the time left"),
             FallbackReason::Unreachable => f.write_str("Ollama unreachable"),
             FallbackReason::Timeout => f.write_str("Ollama timed out"),
             FallbackReason::ModelMissing => f.write_str("model not pulled"),
@@ -264,6 +268,16 @@ async fn ask_llm(llm: &ollama::Client, text: &str) -> Result<(Label, String), Fa
         .map_err(|e| FallbackReason::from_error(&e))?;
     let label = parse::parse_answer(&answer.content).map_err(FallbackReason::Unusable)?;
     Ok((label, model))
+}
+
+/// The keyword rules' decision, recording why the model was not asked.
+pub fn keyword_decision(text: &str, cfg: &ClassifyConfig, reason: FallbackReason) -> Decision {
+    let start = tokio::time::Instant::now();
+    Decision {
+        label: keywords::classify(text, cfg).label,
+        path: DecisionPath::Keywords { reason },
+        elapsed_ms: start.elapsed().as_millis() as u64,
+    }
 }
 
 /// Classifies one post. Never fails: when the model cannot help, the keyword

@@ -14,7 +14,6 @@
 //! `{"error": "model 'x' not found"}`; the first call after idle pays the load
 //! time, which is why timeouts are per use and generous for replies.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -149,13 +148,10 @@ pub struct ChatAnswer {
     pub output_tokens: Option<u64>,
 }
 
-/// Timeouts in a row after which a model is not asked again by this client:
-/// with Ollama hanging, every post would otherwise cost a full timeout and
-/// the cycle would run out of time.
-const TIMEOUTS_BEFORE_GIVING_UP: u32 = 2;
-
-/// A client for one cycle. It caches the model list and remembers failures,
-/// so a dead server costs one connection attempt per cycle, not one per post.
+/// A client for one cycle. It caches the model list, and it is a circuit
+/// breaker: after the first timeout or refused connection it asks nothing
+/// more in this cycle (keyword rules and templates take over), so a
+/// hanging Ollama costs one timeout per cycle, not one per post.
 #[derive(Debug)]
 pub struct Client {
     cfg: OllamaConfig,
@@ -168,8 +164,8 @@ pub struct Client {
 
 #[derive(Debug, Default)]
 struct Health {
-    unreachable: bool,
-    timeouts: HashMap<String, u32>,
+    /// Why the breaker opened, once it has.
+    open: Option<LlmErrorKind>,
 }
 
 impl Client {
@@ -208,28 +204,22 @@ impl Client {
         self.cfg.backend == Backend::Ollama
     }
 
-    /// Returns the failure kind that makes asking `model` pointless for the
-    /// rest of this client's life (server unreachable, or repeated timeouts).
-    pub fn known_failure(&self, model: &str) -> Option<LlmErrorKind> {
-        let h = self.health.lock().expect("health lock");
-        if h.unreachable {
-            return Some(LlmErrorKind::Unreachable);
-        }
-        if h.timeouts.get(model).copied().unwrap_or(0) >= TIMEOUTS_BEFORE_GIVING_UP {
-            return Some(LlmErrorKind::Timeout);
-        }
-        None
+    /// Why the breaker is open (the first timeout or refused connection of
+    /// this client's cycle), if it is: then nothing more is asked.
+    pub fn breaker(&self) -> Option<LlmErrorKind> {
+        self.health.lock().expect("health lock").open
     }
 
-    fn note(&self, model: &str, outcome: Result<(), LlmErrorKind>) {
-        let mut h = self.health.lock().expect("health lock");
-        match outcome {
-            Ok(()) => {
-                h.timeouts.remove(model);
+    fn note(&self, outcome: Result<(), LlmErrorKind>) {
+        if let Err(kind @ (LlmErrorKind::Unreachable | LlmErrorKind::Timeout)) = outcome {
+            let mut h = self.health.lock().expect("health lock");
+            if h.open.is_none() {
+                tracing::warn!(
+                    reason = ?kind,
+                    "LLM breaker open: no more model calls this cycle; keyword rules and templates take over."
+                );
+                h.open = Some(kind);
             }
-            Err(LlmErrorKind::Unreachable) => h.unreachable = true,
-            Err(LlmErrorKind::Timeout) => *h.timeouts.entry(model.to_string()).or_default() += 1,
-            Err(_) => {}
         }
     }
 
@@ -249,7 +239,7 @@ impl Client {
         if self.cfg.backend == Backend::Openai {
             return Ok(true);
         }
-        if let Some(kind) = self.known_failure(model) {
+        if let Some(kind) = self.breaker() {
             return Err(self.err(kind, model, "GET", "/api/tags", "not retried in this cycle"));
         }
         let cached = self.models.lock().expect("models lock").clone();
@@ -257,7 +247,7 @@ impl Client {
             Some(n) => n,
             None => {
                 let n = self.fetch_tags(model, purpose).await;
-                self.note(model, n.as_ref().map(|_| ()).map_err(|e| e.kind));
+                self.note(n.as_ref().map(|_| ()).map_err(|e| e.kind));
                 let n = n?;
                 *self.models.lock().expect("models lock") = Some(n.clone());
                 n
@@ -302,7 +292,7 @@ impl Client {
 
     /// Sends one non-streaming chat request with the timeout for `purpose`.
     pub async fn chat(&self, req: &ChatRequest, purpose: Purpose) -> Result<ChatAnswer, LlmError> {
-        if let Some(kind) = self.known_failure(&req.model) {
+        if let Some(kind) = self.breaker() {
             let path = match self.cfg.backend {
                 Backend::Ollama => "/api/chat",
                 Backend::Openai => "/v1/chat/completions",
@@ -313,7 +303,7 @@ impl Client {
             Backend::Ollama => self.chat_native(req, purpose).await,
             Backend::Openai => self.chat_openai(req, purpose).await,
         };
-        self.note(&req.model, result.as_ref().map(|_| ()).map_err(|e| e.kind));
+        self.note(result.as_ref().map(|_| ()).map_err(|e| e.kind));
         result
     }
 
