@@ -279,6 +279,12 @@ fn recovery_posts_once_comments_the_card_once_and_counts_the_incident() {
     assert_eq!(esc["incidents"].as_array().map_or(0, Vec::len), 0, "{esc}");
     assert_eq!(esc["closed"].as_array().unwrap().len(), 1, "{esc}");
     assert_eq!(esc["closed"][0]["recovery_posted"], true);
+    // With the built-in ledger the incident's task really is closed, as
+    // the recovery post says.
+    assert!(replies[0].contains("is being closed"), "{}", replies[0]);
+    let out = w.sb.run(&["tasks", "list", "--json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["tasks"][0]["status"], "resolved", "{listed}");
 
     w.runs(3);
     assert_eq!(w.agent_replies(&alert.id).len(), 1);

@@ -67,6 +67,18 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// MC is the built-in ledger, which the agent closes itself.
+    fn ledger_mc(&self) -> bool {
+        self.targets
+            .is_some_and(|t| matches!(t.mc, crate::tasks::mc::McBackend::Ledger(_)))
+    }
+
+    /// A recovered incident's task gets closed (by the ledger or the
+    /// resolve command), so the recovery post may say so.
+    fn closes_tasks(&self) -> bool {
+        self.ledger_mc() || !self.cfg.resolve_command.is_empty()
+    }
+
     fn alert_target(&self) -> Option<(&str, &str)> {
         self.alert_channel
             .split_once('/')
@@ -130,7 +142,8 @@ pub async fn run(
     if let Some(mm) = ctx.mm {
         observe_acks(mm, state, &mut out).await;
     }
-    let pcfg = PlanConfig::new(ctx.cfg, ctx.mm.is_some() && ctx.alert_target().is_some());
+    let alerting = ctx.mm.is_some() && ctx.alert_target().is_some();
+    let pcfg = PlanConfig::new(ctx.cfg, alerting, ctx.ledger_mc());
     let actions = plan(services, state, silenced, now_ms, &pcfg);
     let mut failed: BTreeSet<String> = BTreeSet::new();
     for action in actions {
@@ -370,7 +383,11 @@ async fn perform(
                 crate::time::rfc3339_ms(inc.recovered_ms.unwrap_or(now_ms)),
                 inc.task_id
                     .as_deref()
-                    .map(|t| format!(" Task {t} is being closed."))
+                    .map(|t| if ctx.closes_tasks() {
+                        format!(" Task {t} is being closed.")
+                    } else {
+                        format!(" Task {t} stays open in MC (no resolve_command is set).")
+                    })
                     .unwrap_or_default()
             );
             thread_post(ctx, state, key, "recovery", &text).await?;
@@ -414,6 +431,18 @@ async fn perform(
         Action::ResolveMc { key } => {
             let inc = incident(state, key)?;
             let task_id = inc.task_id.clone().context("the incident has no task")?;
+            if let Some(crate::tasks::mc::McBackend::Ledger(ledger)) = ctx.targets.map(|t| t.mc) {
+                ledger.update(crate::tasks::ledger::UpdateRecord {
+                    id: task_id.clone(),
+                    at: chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default(),
+                    status: Some("resolved".into()),
+                    ..Default::default()
+                })?;
+                if ctx.cfg.resolve_command.is_empty() {
+                    incident(state, key)?.mc_resolved = true;
+                    return Ok(format!("task {task_id} resolved in the ledger"));
+                }
+            }
             let argv = resolve_argv(&ctx.cfg.resolve_command, &task_id, key);
             run_argv(
                 &argv,

@@ -43,20 +43,22 @@ pub struct PlanConfig {
     pub follow_up: bool,
     /// `done_list` is set.
     pub move_card: bool,
-    /// `resolve_command` is set.
+    /// The incident's task can be closed in MC: `resolve_command` is set,
+    /// or MC is the built-in ledger (which the agent closes itself).
     pub resolve: bool,
 }
 
 impl PlanConfig {
-    /// From the section; `alerting` says whether an alert channel is set.
-    pub fn new(cfg: &EscalationConfig, alerting: bool) -> PlanConfig {
+    /// From the section; `alerting` says whether an alert channel is set,
+    /// `ledger_mc` whether MC is the built-in ledger.
+    pub fn new(cfg: &EscalationConfig, alerting: bool, ledger_mc: bool) -> PlanConfig {
         PlanConfig {
             ack_timeout_ms: cfg.ack_timeout_ms(),
             reminder_ms: cfg.reminder_ms(),
             alerting,
             follow_up: !cfg.on_call.is_empty(),
             move_card: !cfg.done_list.is_empty(),
-            resolve: !cfg.resolve_command.is_empty(),
+            resolve: ledger_mc || !cfg.resolve_command.is_empty(),
         }
     }
 }
