@@ -382,6 +382,18 @@ fn planka_down_gives_the_task_now_and_the_card_next_run() {
         "the reply does not wait for the card"
     );
     assert!(w.planka.cards().is_empty());
+    // A card that could not be made is a degraded cycle, not an ok one.
+    let stage = |name: &str| {
+        let st = w.sb.state_json();
+        st["last_cycle"]["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(stage("tasks")["outcome"], "degraded", "{}", stage("tasks"));
     w.planka.set_mode(PlankaMode::Normal);
     // The outbox retries with backoff; make the retry due.
     let mut st = w.sb.state_json();
@@ -391,6 +403,7 @@ fn planka_down_gives_the_task_now_and_the_card_next_run() {
     std::fs::write(w.sb.state(), serde_json::to_vec(&st).unwrap()).unwrap();
     w.run();
     assert_eq!(w.planka.cards().len(), 1);
+    assert_eq!(stage("tasks")["outcome"], "ok", "{}", stage("tasks"));
     w.run();
     assert_eq!(w.planka.cards().len(), 1, "exactly one card");
     assert_eq!(w.sb.ledger_tasks().len(), 1);

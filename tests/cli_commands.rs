@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use support::agent::{text, Sandbox};
 use support::mattermost::{FakeMattermost, Mode};
 use support::ollama::{dead_url, FakeOllama};
+use support::planka::{FakePlanka, PASSWORD as PLANKA_PASSWORD, USERNAME as PLANKA_USER};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -482,4 +483,57 @@ fn doctor_is_healthy_with_mattermost_and_ollama_up_and_warns_on_a_missing_model(
             .count(),
         1
     );
+}
+
+#[test]
+fn doctor_logs_in_to_planka_and_finds_each_board_and_list_read_only() {
+    let planka = FakePlanka::start_in_background();
+    planka.seed(&[("Wizard", "Inbox"), ("Basic", "Todo")]);
+    let doctor = |password: &str, basic_list: &str| {
+        let mut sb = Sandbox::new();
+        sb.env
+            .push(("OPS_AGENT_PLANKA_PASSWORD".into(), password.into()));
+        sb.extra = format!(
+            "[ollama]\nurl = \"{}\"\nclassify_timeout_secs = 3\nreply_timeout_secs = 3\n\
+             [planka]\nurl = \"{}\"\nusername = \"{PLANKA_USER}\"\ntimeout_secs = 3\n\
+             [planka.boards.wizard]\nboard = \"Wizard\"\nlist = \"Inbox\"\n\
+             [planka.boards.basic]\nboard = \"Basic\"\nlist = \"{basic_list}\"\n",
+            dead_url(),
+            planka.url
+        );
+        let out = sb.run(&["doctor"]);
+        (stdout(&out), text(&out))
+    };
+    let (s, t) = doctor(PLANKA_PASSWORD, "Todo");
+    assert!(
+        line_of(&s, "planka board for wizard").starts_with("ok    "),
+        "{t}"
+    );
+    assert!(
+        line_of(&s, "planka board for basic").contains("list 'Todo'"),
+        "{t}"
+    );
+
+    let (s, t) = doctor("wrong-password", "Todo");
+    let line = line_of(&s, "planka board for wizard");
+    assert!(line.starts_with("FAIL  "), "{t}");
+    assert!(
+        !t.contains("wrong-password"),
+        "the password is never shown: {t}"
+    );
+
+    let (s, t) = doctor(PLANKA_PASSWORD, "Nope");
+    assert!(
+        line_of(&s, "planka board for wizard").starts_with("ok    "),
+        "{t}"
+    );
+    let line = line_of(&s, "planka board for basic");
+    assert!(
+        line.starts_with("FAIL  ") && line.contains("no list 'Nope'"),
+        "{t}"
+    );
+    // Read-only: no card, label or list was made.
+    assert_eq!(planka.count("POST", "/cards"), 0);
+    assert_eq!(planka.count("POST", "/labels"), 0);
+    assert_eq!(planka.count("POST", "/lists"), 0);
 }

@@ -13,7 +13,7 @@ use crate::classify::FallbackReason;
 use crate::health::CheckResult;
 use crate::mattermost::{self, Client, NewPost};
 use crate::ollama;
-use crate::tasks::outbox::{self, Targets, TaskState};
+use crate::tasks::outbox::{self, CardOutcome, Targets, TaskState};
 use crate::tasks::{PostRef, Task};
 
 /// The link to a post, for task descriptions.
@@ -89,6 +89,13 @@ pub async fn act_on_post(
                     tracing::info!(post = %post.id, task = %out.task_ref.id, tag = task.tag.as_str(), priority = task.priority.as_str(), "Task created.");
                 } else {
                     tally.tasks_existing += 1;
+                }
+                if let CardOutcome::Pending { reason } = &out.card {
+                    if reason != outbox::QUEUED {
+                        tally
+                            .card_errors
+                            .push(format!("post {}: card: {reason}", post.id));
+                    }
                 }
                 progress.task_id = Some(out.task_ref.id);
                 progress.task_url = out.task_ref.url;

@@ -95,6 +95,8 @@ pub struct Tally {
     pub tasks_existing: u32,
     /// MC failures (the post stays pending).
     pub task_errors: Vec<String>,
+    /// Planka failures (the card waits in the outbox).
+    pub card_errors: Vec<String>,
     /// Replies posted this cycle.
     pub replies: u32,
     /// Reply failures (the post stays pending).
@@ -198,11 +200,21 @@ pub async fn run(
     for line in &tally.would {
         tracing::info!("[dry-run] would {line}");
     }
+    let retry_errors: Vec<String> = retried
+        .iter()
+        .filter_map(|r| {
+            r.outcome
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {e}", r.source))
+        })
+        .collect();
     report_acting(
         report,
         &tally,
         posts.is_empty(),
         retried.len(),
+        &retry_errors,
         book,
         elapsed_ms(t),
     );
@@ -480,6 +492,7 @@ fn report_acting(
     tally: &Tally,
     no_posts: bool,
     retried: usize,
+    retry_errors: &[String],
     book: &mut dyn Book,
     ms: u64,
 ) {
@@ -489,12 +502,19 @@ fn report_acting(
         "{} created, {} existing, {} outbox retried, {} queued",
         tally.tasks_created, tally.tasks_existing, retried, outbox_left
     );
+    let errors: Vec<&String> = tally
+        .task_errors
+        .iter()
+        .chain(&tally.card_errors)
+        .chain(retry_errors)
+        .collect();
     let tasks = if idle {
         Outcome::Skipped("nothing to file".into())
-    } else if tally.task_errors.is_empty() {
+    } else if errors.is_empty() {
         Outcome::Ok(detail)
     } else {
-        Outcome::Degraded(format!("{detail}; {}", tally.task_errors.join("; ")))
+        let errors: Vec<&str> = errors.iter().map(|e| e.as_str()).collect();
+        Outcome::Degraded(format!("{detail}; {}", errors.join("; ")))
     };
     let detail = format!("{} posted", tally.replies);
     let reply = if no_posts {

@@ -35,6 +35,9 @@ use super::mc::{McBackend, McConfig};
 use super::planka::{PlankaClient, PlankaConfig};
 use super::Task;
 
+/// The reason of a card that waits in the outbox from an earlier failure.
+pub const QUEUED: &str = "queued for retry";
+
 /// First retry after this long; doubled per attempt.
 pub const BACKOFF_BASE_MS: i64 = 60_000;
 /// Retries are at least this rare (one hour).
@@ -383,7 +386,7 @@ pub async fn ensure_task(
             {
                 // Already queued with its own backoff; retry_outbox owns it.
                 CardOutcome::Pending {
-                    reason: "queued for retry".into(),
+                    reason: QUEUED.into(),
                 }
             }
             CardOutcome::WouldCreate => {

@@ -255,12 +255,10 @@ pub(super) async fn probe_planka(cfg: &PlankaConfig) -> Vec<Finding> {
             format!("{e}; cards wait in the outbox"),
         ),
     });
-    out.push(match planka_credential(cfg) {
-        Ok(what) => finding(
-            "planka credentials",
-            Level::Ok,
-            format!("{what} (the login itself is tried by the first card)"),
-        ),
+    let reachable = out.iter().all(|f| f.level == Level::Ok);
+    let credential = planka_credential(cfg);
+    out.push(match &credential {
+        Ok(what) => finding("planka credentials", Level::Ok, what.clone()),
         Err(e) => finding(
             "planka credentials",
             Level::Fail,
@@ -273,6 +271,30 @@ pub(super) async fn probe_planka(cfg: &PlankaConfig) -> Vec<Finding> {
             Level::Warn,
             "no planka.boards configured: no team gets cards",
         ));
+    }
+    if !reachable || credential.is_err() {
+        return out;
+    }
+    // Log in and resolve each team's board and list, read-only: a wrong
+    // password or a missing list never heals by itself, and every card
+    // would wait in the outbox for it.
+    let client = match crate::tasks::planka::PlankaClient::new(cfg, None) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(finding("planka login", Level::Fail, format!("{e:#}")));
+            return out;
+        }
+    };
+    for team in cfg.boards.keys() {
+        let name = format!("planka board for {team}");
+        out.push(match client.check_team(team).await {
+            Ok(what) => finding(name, Level::Ok, what),
+            Err(e) => finding(
+                name,
+                Level::Fail,
+                format!("{e:#}; cards for {team} wait in the outbox"),
+            ),
+        });
     }
     out
 }

@@ -487,6 +487,23 @@ impl PlankaClient {
         })
     }
 
+    /// Read-only: logs in (or uses the API key), finds the team's board and
+    /// its list, as `create_card` would, and says what it found. For
+    /// `doctor`, so a wrong password or a missing list shows before the
+    /// first card is due.
+    pub async fn check_team(&self, team: &str) -> Result<String> {
+        self.major().await?;
+        let (board_id, target) = self.board_id(team).await?;
+        let detail = self.board_detail(&board_id).await?;
+        pick_list(&detail.lists, &target.list).with_context(|| {
+            format!(
+                "Planka board '{}' has no list '{}' (planka.boards.{team}.list)",
+                target.board, target.list
+            )
+        })?;
+        Ok(format!("board '{}', list '{}'", target.board, target.list))
+    }
+
     /// Creates the card for `task` (MC id `task_id`) on its team's board and
     /// labels it BILLABLE/INTERNAL, creating the label when the board lacks
     /// it. Finds and completes a card an earlier run made for the same
