@@ -72,10 +72,23 @@ pub fn read_private(path: &Path) -> Result<Option<String>> {
 /// ledger) whose torn last line may end in the middle of a UTF-8 character:
 /// the reader must still get every whole line before it.
 pub fn read_private_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
+    let Some(mut file) = open_private_read(path)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(bytes))
+}
+
+/// Opens an owner-only file for reading, with the checks of
+/// [`read_private`] (no symlink, ours, not swapped while opening), for
+/// readers that stream it. `Ok(None)` when there is no file.
+pub fn open_private_read(path: &Path) -> Result<Option<File>> {
     let Some(before) = check_existing(path)? else {
         return Ok(None);
     };
-    let mut file = match OpenOptions::new()
+    let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
@@ -93,10 +106,7 @@ pub fn read_private_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
             path.display()
         );
     }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(bytes))
+    Ok(Some(file))
 }
 
 /// Creates the parent directory of `path` (owner-only) when it is missing.

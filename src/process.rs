@@ -58,6 +58,38 @@ impl CommandOutput {
     }
 }
 
+/// How a configured command failed, for callers that must tell "it did
+/// nothing" from "it may have done it" (the MC adapter's exactly-once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// It never ran (not found, not executable, arguments too long).
+    NotStarted,
+    /// It ran and exited non-zero or was killed by a signal of its own.
+    Exited,
+    /// It ran past its timeout and was killed: it may have done its work.
+    TimedOut,
+}
+
+/// A failed command: its kind and the message (program, status, stderr).
+#[derive(Debug)]
+pub struct CommandError {
+    /// Which way it failed.
+    pub failure: Failure,
+    message: String,
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+fn command_error(failure: Failure, message: String) -> anyhow::Error {
+    anyhow::Error::new(CommandError { failure, message })
+}
+
 /// Kills a process group when dropped while armed: the command's own
 /// timeout, the cycle deadline dropping the future, or an error path.
 struct GroupGuard {
@@ -131,7 +163,12 @@ pub async fn run_argv_watched(
             cmd.env(name, v);
         }
     }
-    let child = cmd.spawn().map_err(|e| spawn_error(e, what, program))?;
+    let child = cmd.spawn().map_err(|e| {
+        command_error(
+            Failure::NotStarted,
+            format!("{:#}", spawn_error(e, what, program)),
+        )
+    })?;
     let mut guard = GroupGuard {
         pgid: child.id().map(|p| p as i32),
     };
@@ -143,10 +180,13 @@ pub async fn run_argv_watched(
         Ok(done) => done,
         Err(Waited::TimedOut) => {
             guard.kill();
-            bail!(
-                "{label}: timed out after {} and was killed (its whole process group)",
-                secs(timeout)
-            );
+            return Err(command_error(
+                Failure::TimedOut,
+                format!(
+                    "{label}: timed out after {} and was killed (its whole process group)",
+                    secs(timeout)
+                ),
+            ));
         }
         Err(Waited::Failed(e)) => {
             return Err(e).with_context(|| format!("{label}: waiting for it"))
@@ -156,15 +196,18 @@ pub async fn run_argv_watched(
     // process the command started on purpose is left alone.
     guard.pgid = None;
     if !status.success() {
-        bail!(
-            "{label}: {} ; stderr: {}",
-            describe_status(status),
-            if out.stderr.is_empty() {
-                "(empty)"
-            } else {
-                &out.stderr
-            }
-        );
+        return Err(command_error(
+            Failure::Exited,
+            format!(
+                "{label}: {} ; stderr: {}",
+                describe_status(status),
+                if out.stderr.is_empty() {
+                    "(empty)"
+                } else {
+                    &out.stderr
+                }
+            ),
+        ));
     }
     Ok(out)
 }

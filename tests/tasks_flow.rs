@@ -111,7 +111,7 @@ async fn wizard_task_makes_one_billable_task_and_one_labelled_card() {
         "TASK",
         "Please deploy the new API\nby Friday",
     );
-    let out = ensure_task(&t, e.targets(), &mut state, now())
+    let out = ensure_task(&t, 0, e.targets(), &mut state, now())
         .await
         .unwrap();
     assert!(out.created_now);
@@ -134,7 +134,7 @@ async fn wizard_task_makes_one_billable_task_and_one_labelled_card() {
     );
 
     // The same post again (a retried cycle): nothing new anywhere.
-    let again = ensure_task(&t, e.targets(), &mut state, now())
+    let again = ensure_task(&t, 0, e.targets(), &mut state, now())
         .await
         .unwrap();
     assert!(!again.created_now);
@@ -150,6 +150,7 @@ async fn basic_is_internal_and_incident_is_high() {
     let mut state = TaskState::default();
     let a = ensure_task(
         &post_task("p1", "basic", "TASK", "clean the logs"),
+        0,
         e.targets(),
         &mut state,
         now(),
@@ -158,6 +159,7 @@ async fn basic_is_internal_and_incident_is_high() {
     .unwrap();
     let b = ensure_task(
         &post_task("p2", "wizard", "INCIDENT", "site is down!"),
+        0,
         e.targets(),
         &mut state,
         now(),
@@ -186,7 +188,7 @@ async fn planka_down_gives_task_now_and_card_on_retry_exactly_once() {
     let mut state = TaskState::default();
     let t = post_task("p1", "wizard", "TASK", "do the thing");
     e.fake.set_mode(Mode::Down);
-    let out = ensure_task(&t, e.targets(), &mut state, now())
+    let out = ensure_task(&t, 0, e.targets(), &mut state, now())
         .await
         .unwrap();
     assert!(out.created_now);
@@ -202,7 +204,7 @@ async fn planka_down_gives_task_now_and_card_on_retry_exactly_once() {
         .is_empty());
 
     // The post is retried within the backoff: still one task, card still queued.
-    let again = ensure_task(&t, e.targets(), &mut state, now())
+    let again = ensure_task(&t, 0, e.targets(), &mut state, now())
         .await
         .unwrap();
     assert!(!again.created_now);
@@ -236,6 +238,7 @@ async fn planka_failures_back_off_exponentially() {
     e.fake.set_mode(Mode::Status(500));
     ensure_task(
         &post_task("p1", "wizard", "TASK", "x"),
+        0,
         e.targets(),
         &mut state,
         now(),
@@ -262,14 +265,14 @@ async fn crash_after_mc_before_planka_makes_no_second_task() {
     {
         let mut state = TaskState::default();
         e.fake.set_mode(Mode::Down);
-        ensure_task(&t, e.targets(), &mut state, now())
+        ensure_task(&t, 0, e.targets(), &mut state, now())
             .await
             .unwrap();
         // Crash: the state (mapping and outbox) is never saved.
     }
     e.fake.set_mode(Mode::Normal);
     let mut fresh = TaskState::default();
-    let out = ensure_task(&t, e.targets(), &mut fresh, now())
+    let out = ensure_task(&t, 0, e.targets(), &mut fresh, now())
         .await
         .unwrap();
     assert!(!out.created_now);
@@ -280,7 +283,7 @@ async fn crash_after_mc_before_planka_makes_no_second_task() {
 
     // Crash after the card too: the ledger's update names the card.
     let mut fresh2 = TaskState::default();
-    let out = ensure_task(&t, e.targets(), &mut fresh2, now())
+    let out = ensure_task(&t, 0, e.targets(), &mut fresh2, now())
         .await
         .unwrap();
     assert!(matches!(out.card, CardOutcome::Exists { .. }));
@@ -293,14 +296,14 @@ async fn ledger_unwritable_is_an_mc_error_and_nothing_is_recorded() {
     std::fs::create_dir_all(&e.ledger_path).unwrap(); // a directory where the file goes
     let mut state = TaskState::default();
     let t = post_task("p1", "wizard", "TASK", "x");
-    let err = ensure_task(&t, e.targets(), &mut state, now())
+    let err = ensure_task(&t, 0, e.targets(), &mut state, now())
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("ledger"), "{err:#}");
     assert_eq!(state, TaskState::default());
     assert!(e.fake.cards().is_empty());
     std::fs::remove_dir(&e.ledger_path).unwrap();
-    let out = ensure_task(&t, e.targets(), &mut state, now())
+    let out = ensure_task(&t, 0, e.targets(), &mut state, now())
         .await
         .unwrap();
     assert!(out.created_now);
@@ -346,7 +349,7 @@ async fn command_mc_down_then_exactly_once_even_after_a_crash() {
 
     std::fs::write(&flag, "").unwrap();
     let mut state = TaskState::default();
-    let err = ensure_task(&t, targets, &mut state, now())
+    let err = ensure_task(&t, 0, targets, &mut state, now())
         .await
         .unwrap_err();
     assert!(
@@ -358,7 +361,9 @@ async fn command_mc_down_then_exactly_once_even_after_a_crash() {
     assert!(e.ledger().load().unwrap().tasks.is_empty());
 
     std::fs::remove_file(&flag).unwrap();
-    let out = ensure_task(&t, targets, &mut state, now()).await.unwrap();
+    let out = ensure_task(&t, 0, targets, &mut state, now())
+        .await
+        .unwrap();
     assert_eq!(out.task_ref.id, "MC-1");
     assert!(matches!(out.card, CardOutcome::Created { .. }));
     assert_eq!(argv_calls(&argv), 1);
@@ -375,7 +380,9 @@ async fn command_mc_down_then_exactly_once_even_after_a_crash() {
 
     // Crash before the state was saved: the journal stops a second call.
     let mut fresh = TaskState::default();
-    let again = ensure_task(&t, targets, &mut fresh, now()).await.unwrap();
+    let again = ensure_task(&t, 0, targets, &mut fresh, now())
+        .await
+        .unwrap();
     assert!(!again.created_now);
     assert_eq!(again.task_ref.id, "MC-1");
     assert_eq!(argv_calls(&argv), 1);
@@ -394,7 +401,7 @@ async fn escalation_queued_on_mc_failure_is_created_once_by_retry() {
         "ops",
         Some("basic"),
     );
-    let err = ensure_task(&t, e.targets(), &mut state, now())
+    let err = ensure_task(&t, 0, e.targets(), &mut state, now())
         .await
         .unwrap_err();
     state.enqueue(
@@ -430,6 +437,7 @@ async fn list_and_stats_match_what_was_created_and_torn_line_is_skipped() {
     let mut state = TaskState::default();
     ensure_task(
         &post_task("p1", "wizard", "TASK", "a"),
+        0,
         e.targets(),
         &mut state,
         now(),
@@ -438,6 +446,7 @@ async fn list_and_stats_match_what_was_created_and_torn_line_is_skipped() {
     .unwrap();
     ensure_task(
         &post_task("p2", "basic", "TASK", "b"),
+        0,
         e.targets(),
         &mut state,
         now(),
@@ -452,6 +461,7 @@ async fn list_and_stats_match_what_was_created_and_torn_line_is_skipped() {
     let day2 = now() + Duration::days(1);
     ensure_task(
         &post_task("p3", "riad", "INCIDENT", "c"),
+        0,
         e.targets(),
         &mut state,
         day2,
@@ -517,6 +527,7 @@ async fn dry_run_writes_nothing() {
     };
     let out = ensure_task(
         &post_task("p1", "wizard", "TASK", "a"),
+        0,
         targets,
         &mut state,
         now(),
@@ -534,6 +545,7 @@ async fn dry_run_writes_nothing() {
     };
     let out = ensure_task(
         &post_task("p1", "wizard", "TASK", "a"),
+        0,
         none,
         &mut state,
         now(),

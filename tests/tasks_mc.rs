@@ -61,7 +61,7 @@ fn calls(path: &std::path::Path) -> Vec<Vec<Vec<u8>>> {
 #[tokio::test]
 async fn json_id_is_parsed() {
     let c = McCommand::new(&cmd("ok-json.sh", &[])).unwrap();
-    assert_eq!(c.create(&task("t")).await.unwrap(), "MC-123");
+    assert_eq!(c.create(&task("t"), |_| {}).await.unwrap(), "MC-123");
 }
 
 #[tokio::test]
@@ -73,7 +73,7 @@ async fn nested_json_field_after_a_log_line() {
     assert_eq!(
         McCommand::new(&cfg)
             .unwrap()
-            .create(&task("t"))
+            .create(&task("t"), |_| {})
             .await
             .unwrap(),
         "MC-9"
@@ -89,7 +89,7 @@ async fn text_id_through_regex() {
     assert_eq!(
         McCommand::new(&cfg)
             .unwrap()
-            .create(&task("t"))
+            .create(&task("t"), |_| {})
             .await
             .unwrap(),
         "MC-77"
@@ -97,7 +97,7 @@ async fn text_id_through_regex() {
     // Without the regex the same output is an error, not a guess.
     let err = McCommand::new(&cmd("ok-text.sh", &[]))
         .unwrap()
-        .create(&task("t"))
+        .create(&task("t"), |_| {})
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("no task id"), "{err:#}");
@@ -107,7 +107,7 @@ async fn text_id_through_regex() {
 async fn non_zero_exit_carries_status_and_stderr_tail() {
     let err = McCommand::new(&cmd("fail.sh", &[]))
         .unwrap()
-        .create(&task("t"))
+        .create(&task("t"), |_| {})
         .await
         .unwrap_err();
     let msg = format!("{err:#}");
@@ -119,7 +119,7 @@ async fn non_zero_exit_carries_status_and_stderr_tail() {
 async fn garbage_output_is_an_error_with_stderr() {
     let err = McCommand::new(&cmd("garbage.sh", &[]))
         .unwrap()
-        .create(&task("t"))
+        .create(&task("t"), |_| {})
         .await
         .unwrap_err();
     let msg = format!("{err:#}");
@@ -137,7 +137,7 @@ async fn hang_is_killed_at_the_timeout() {
     };
     let err = McCommand::new(&cfg)
         .unwrap()
-        .create(&task("t"))
+        .create(&task("t"), |_| {})
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("timed out after 1s"), "{err:#}");
@@ -151,7 +151,7 @@ async fn missing_program_is_an_error_naming_it() {
     };
     let err = McCommand::new(&cfg)
         .unwrap()
-        .create(&task("t"))
+        .create(&task("t"), |_| {})
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("/nonexistent/mc"), "{err:#}");
@@ -176,7 +176,7 @@ async fn hostile_text_arrives_byte_for_byte_as_one_argv_element() {
         )
     };
     let c = McCommand::new(&cfg).unwrap();
-    let id = c.create(&task(hostile)).await.unwrap();
+    let id = c.create(&task(hostile), |_| {}).await.unwrap();
     assert_eq!(id, "MC-1");
     let calls = calls(&argv_file);
     assert_eq!(calls.len(), 1);

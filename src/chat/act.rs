@@ -73,7 +73,7 @@ pub async fn act_on_post(
             cfg.owner,
             cfg.billing,
         );
-        match outbox::ensure_task(&task, act.targets, tasks, now).await {
+        match outbox::ensure_task(&task, post.create_at, act.targets, tasks, now).await {
             Ok(out) => {
                 if out.dry_run {
                     tally.would.push(format!(
@@ -99,6 +99,13 @@ pub async fn act_on_post(
                 }
                 progress.task_id = Some(out.task_ref.id);
                 progress.task_url = out.task_ref.url;
+            }
+            Err(e) if e.downcast_ref::<outbox::Uncertain>().is_some() => {
+                // The MC command may have made the task; it is not run
+                // again. The post is done; status and doctor show it.
+                let msg = format!("post {}: {e:#}", post.id);
+                tally.task_errors.push(msg);
+                return Ok(true);
             }
             Err(e) => {
                 let msg = format!("post {}: {e:#}", post.id);

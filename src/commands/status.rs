@@ -42,6 +42,9 @@ pub struct StatusView {
     pub outbox: Vec<PendingView>,
     /// Posts handed over but not yet fully handled (classified, filed, replied).
     pub posts_in_progress: usize,
+    /// Tasks the MC command could not confirm: a possible duplicate, or
+    /// none made after attempts that may each have made one.
+    pub uncertain_tasks: Vec<crate::tasks::outbox::UncertainTask>,
     /// Incidents not yet closed (escalated services).
     pub incidents: Vec<crate::escalate::Incident>,
     /// Silences in force.
@@ -89,6 +92,7 @@ pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
         set_aside: rt.set_aside,
         outbox: rt.tasks.pending(now.timestamp_millis()),
         posts_in_progress: rt.chat.progress.len(),
+        uncertain_tasks: rt.tasks.uncertain.clone(),
         incidents: rt.escalation.incidents.clone(),
         silences: rt
             .escalation
@@ -184,6 +188,24 @@ pub fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
         );
     }
     s += &render_outbox(&v.outbox);
+    if !v.uncertain_tasks.is_empty() {
+        s += &format!(
+            "uncertain    {} task(s) to check in MC by hand\n",
+            v.uncertain_tasks.len()
+        );
+        for u in &v.uncertain_tasks {
+            s += &format!(
+                "  {}  \"{}\"{}: {}\n",
+                u.source,
+                u.title,
+                u.task_id
+                    .as_deref()
+                    .map(|id| format!(" (got {id})"))
+                    .unwrap_or_default(),
+                u.why
+            );
+        }
+    }
     for i in &v.incidents {
         let state = match (&i.acked, i.alerted_ms, i.recovered_ms) {
             (_, _, Some(_)) => "recovered, closing".to_string(),

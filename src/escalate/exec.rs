@@ -31,7 +31,7 @@ use crate::paths::expand_tilde;
 use crate::process::run_argv;
 use crate::report::Outcome;
 use crate::tasks::mc::substitute_with;
-use crate::tasks::outbox::{ensure_task, CardOutcome, Targets, TaskState, WorkKind};
+use crate::tasks::outbox::{ensure_task, CardOutcome, Targets, TaskState, Uncertain, WorkKind};
 use crate::tasks::Task;
 use crate::time::human_ms;
 
@@ -284,7 +284,7 @@ async fn perform(
             let team = ctx.team();
             let inc = incident(state, key)?;
             let task = escalation_task(inc, ctx.owner, &team);
-            match ensure_task(&task, targets, tasks, now).await {
+            match ensure_task(&task, inc.opened_ms, targets, tasks, now).await {
                 Ok(o) => {
                     inc.task_id = Some(o.task_ref.id.clone());
                     inc.team = team;
@@ -295,6 +295,12 @@ async fn perform(
                         inc.card_url = Some(url);
                     }
                     Ok(format!("task {}", o.task_ref.id))
+                }
+                Err(e) if e.downcast_ref::<Uncertain>().is_some() => {
+                    // No task will be made; the alert goes out without one.
+                    inc.task_id = Some("(uncertain: check MC)".into());
+                    inc.team = team;
+                    Ok(format!("{e:#}"))
                 }
                 Err(e) => {
                     tasks.enqueue(WorkKind::CreateTask, &task, None, &e, now_ms);

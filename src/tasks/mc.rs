@@ -19,9 +19,10 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::ledger::Ledger;
+use super::ledger::{Attempt, AttemptEnd};
 use super::Task;
 use crate::paths::expand_tilde;
-use crate::process::{run_argv, tail};
+use crate::process::{run_argv, run_argv_watched, tail, CommandError, Failure};
 use crate::time::Secs;
 
 /// Placeholders an argv element may contain; each is a [`Task`] field.
@@ -57,6 +58,13 @@ pub struct McConfig {
     /// Names of environment variables passed through to the command (its
     /// API token, say); everything else but PATH and HOME is cleared.
     pub pass_env: Vec<String>,
+    /// Optional lookup, argv template like `command` (e.g. `["node",
+    /// "~/system/tools/mc.js", "find", "--source", "{source}"]`): prints the
+    /// id of the task made for `{source}` (read like `command`'s), or
+    /// nothing when there is none. Used before any second attempt whose
+    /// first may have made the task, so exactly-once holds even when the
+    /// agent was killed while the command ran.
+    pub find: Vec<String>,
 }
 
 impl Default for McConfig {
@@ -67,6 +75,7 @@ impl Default for McConfig {
             id_json_field: "id".to_string(),
             id_regex: None,
             pass_env: Vec::new(),
+            find: Vec::new(),
         }
     }
 }
@@ -105,6 +114,10 @@ impl McConfig {
             bail!("mc.timeout_secs: 0 is not a timeout; use more than 0");
         }
         validate_argv_template("mc.command", &self.command, PLACEHOLDERS)?;
+        validate_argv_template("mc.find", &self.find, PLACEHOLDERS)?;
+        if !self.find.is_empty() && self.command.is_empty() {
+            bail!("mc.find: only used with mc.command (the built-in ledger needs no lookup)");
+        }
         if self.id_json_field.trim().is_empty() {
             bail!("mc.id_json_field: must name a field (default \"id\")");
         }
@@ -169,6 +182,7 @@ impl McBackend {
 #[derive(Debug, Clone)]
 pub struct McCommand {
     template: Vec<String>,
+    find: Vec<String>,
     timeout: Duration,
     id_json_field: String,
     id_regex: Option<Regex>,
@@ -184,6 +198,7 @@ impl McCommand {
         }
         Ok(McCommand {
             template: cfg.command.clone(),
+            find: cfg.find.clone(),
             timeout: cfg.timeout_secs.get(),
             id_json_field: cfg.id_json_field.clone(),
             id_regex: cfg.id_regex.as_deref().map(Regex::new).transpose()?,
@@ -194,19 +209,53 @@ impl McCommand {
     /// The argv for `task`: `~` expanded in the template, then placeholders
     /// substituted (values inserted literally, never re-scanned).
     pub fn argv(&self, task: &Task) -> Vec<String> {
-        self.template
-            .iter()
-            .map(|t| substitute(&expand_tilde(t).to_string_lossy(), task))
-            .collect()
+        fill(&self.template, task)
+    }
+
+    /// Whether `[mc] find` is configured.
+    pub fn has_find(&self) -> bool {
+        !self.find.is_empty()
+    }
+
+    /// The command's timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Runs the command for `task` and returns the new task's id from its
-    /// stdout. Non-zero exit, timeout or an id that cannot be found is an
-    /// error with the stderr tail.
-    pub async fn create(&self, task: &Task) -> Result<String> {
+    /// stdout; `on_spawn` learns the process group as soon as it runs. A
+    /// failure says whether the task may exist anyway ([`CreateError`]).
+    pub async fn create(
+        &self,
+        task: &Task,
+        on_spawn: impl FnOnce(u32),
+    ) -> Result<String, CreateError> {
         let argv = self.argv(task);
-        let program = &argv[0];
-        let out = run_argv(&argv, self.timeout, &self.pass_env, "MC command").await?;
+        let run =
+            run_argv_watched(&argv, self.timeout, &self.pass_env, "MC command", on_spawn).await;
+        let out = run.map_err(
+            |e| match e.downcast_ref::<CommandError>().map(|c| c.failure) {
+                Some(Failure::TimedOut) => CreateError::Unknown(e),
+                _ => CreateError::Failed(e),
+            },
+        )?;
+        // Exit 0 without an id: MC may well have made the task.
+        self.id_of(&out, &argv[0]).map_err(CreateError::Unknown)
+    }
+
+    /// Runs `[mc] find` for `task`: the id of the task MC has for its
+    /// source, `None` when MC has none. Any failure is an error: it cannot
+    /// tell.
+    pub async fn find(&self, task: &Task) -> Result<Option<String>> {
+        let argv = fill(&self.find, task);
+        let out = run_argv(&argv, self.timeout, &self.pass_env, "MC find").await?;
+        if out.stdout.trim().is_empty() {
+            return Ok(None);
+        }
+        self.id_of(&out, &argv[0]).map(Some)
+    }
+
+    fn id_of(&self, out: &crate::process::CommandOutput, program: &str) -> Result<String> {
         if let Some(note) = out.cap_note() {
             tracing::warn!(program = %program, "MC command printed more than the agent keeps: {note}.");
         }
@@ -223,6 +272,112 @@ impl McCommand {
             )
         })
     }
+}
+
+/// Why the MC command made no id.
+#[derive(Debug)]
+pub enum CreateError {
+    /// It did nothing (could not start, exited non-zero): a retry is safe.
+    Failed(anyhow::Error),
+    /// It may have made the task (killed at its timeout, exit 0 without an
+    /// id): a retry could make a second one.
+    Unknown(anyhow::Error),
+}
+
+impl std::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CreateError::Failed(e) | CreateError::Unknown(e) if f.alternate() => write!(f, "{e:#}"),
+            CreateError::Failed(e) | CreateError::Unknown(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl CreateError {
+    /// The underlying error.
+    pub fn into_error(self) -> anyhow::Error {
+        match self {
+            CreateError::Failed(e) | CreateError::Unknown(e) => e,
+        }
+    }
+}
+
+/// What to do for a source the MC command has no task for yet, from its
+/// earlier attempts (oldest first). Pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep {
+    /// Run the command (attempt number; `extra`: an earlier attempt may
+    /// have made the task, so this one may make a second).
+    Create {
+        /// The attempt's number.
+        attempt: u32,
+        /// A possible duplicate, shown as uncertain.
+        extra: bool,
+    },
+    /// Ask `[mc] find` first.
+    Find,
+    /// An earlier attempt may still be running; try again next cycle.
+    Wait(String),
+    /// Attempts whose outcome is unknown are used up and there is no
+    /// lookup: never run it again; an operator checks MC.
+    GiveUp(String),
+}
+
+/// The next step (see [`NextStep`]). `alive` tells whether a process group
+/// still runs; an attempt without a recorded group counts as running for
+/// twice the command's timeout after it started.
+pub fn next_step(
+    attempts: &[Attempt],
+    has_find: bool,
+    now_ms: i64,
+    timeout_ms: i64,
+    alive: impl Fn(u32) -> bool,
+) -> NextStep {
+    let next = attempts.last().map_or(1, |a| a.attempt + 1);
+    if let Some(running) = attempts.iter().rev().find(|a| a.outcome.is_none()) {
+        let started = running.at.timestamp_millis();
+        match running.pgid {
+            Some(pgid) if alive(pgid) => {
+                return NextStep::Wait(format!(
+                    "attempt {} of the MC command (process group {pgid}) is still running",
+                    running.attempt
+                ))
+            }
+            None if now_ms - started < 2 * timeout_ms => {
+                return NextStep::Wait(format!(
+                    "attempt {} of the MC command may still be running",
+                    running.attempt
+                ))
+            }
+            _ => {}
+        }
+    }
+    let unknown = attempts
+        .iter()
+        .filter(|a| a.outcome != Some(AttemptEnd::Failed))
+        .count();
+    match unknown {
+        0 => NextStep::Create {
+            attempt: next,
+            extra: false,
+        },
+        _ if has_find => NextStep::Find,
+        1 => NextStep::Create {
+            attempt: next,
+            extra: true,
+        },
+        n => NextStep::GiveUp(format!(
+            "{n} attempts of the MC command ended without telling whether they made the task, \
+             and no [mc] find is configured to ask"
+        )),
+    }
+}
+
+fn fill(template: &[String], task: &Task) -> Vec<String> {
+    template
+        .iter()
+        .map(|t| substitute(&expand_tilde(t).to_string_lossy(), task))
+        .collect()
 }
 
 /// Replaces `{placeholder}`s in one template element. A value is inserted
@@ -484,5 +639,38 @@ mod tests {
         );
         let small = substitute_with("{d}", |_| Some("short"));
         assert_eq!(small, "short");
+    }
+
+    #[test]
+    fn next_step_table() {
+        use chrono::TimeZone;
+        let t0 = chrono::Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+        let now = t0.timestamp_millis() + 600_000;
+        let timeout = 30_000;
+        let a = |n: u32, pgid: Option<u32>, outcome: Option<AttemptEnd>, mins_ago: i64| Attempt {
+            attempt: n,
+            at: chrono::DateTime::from_timestamp_millis(now - mins_ago * 60_000).unwrap(),
+            pgid,
+            outcome,
+        };
+        let (failed, unknown) = (Some(AttemptEnd::Failed), Some(AttemptEnd::Unknown));
+        let create = |attempt, extra| NextStep::Create { attempt, extra };
+        type Row = (&'static str, Vec<Attempt>, bool, NextStep);
+        let table: Vec<Row> = vec![
+            ("first attempt", vec![], false, create(1, false)),
+            ("after clean failures", vec![a(1, Some(9), failed, 9), a(2, Some(9), failed, 4)], false, create(3, false)),
+            ("killed mid-command, group alive", vec![a(1, Some(7), None, 1)], false, NextStep::Wait("attempt 1 of the MC command (process group 7) is still running".into())),
+            ("killed before the group was recorded, recently", vec![a(1, None, None, 0)], true, NextStep::Wait("attempt 1 of the MC command may still be running".into())),
+            ("killed mid-command, group gone, with a lookup", vec![a(1, Some(8), None, 9)], true, NextStep::Find),
+            ("one unknown, no lookup: one extra attempt", vec![a(1, Some(8), unknown, 9)], false, create(2, true)),
+            ("an old group-less attempt counts as unknown", vec![a(1, None, None, 9)], false, create(2, true)),
+            ("unknown then a clean failure: still uncertain", vec![a(1, Some(8), unknown, 9), a(2, Some(8), failed, 5)], false, create(3, true)),
+            ("two unknowns, no lookup: give up", vec![a(1, Some(8), unknown, 9), a(2, Some(8), unknown, 5)], false, NextStep::GiveUp("2 attempts of the MC command ended without telling whether they made the task, and no [mc] find is configured to ask".into())),
+            ("two unknowns with a lookup: ask", vec![a(1, Some(8), unknown, 9), a(2, Some(8), unknown, 5)], true, NextStep::Find),
+        ];
+        for (name, attempts, has_find, want) in table {
+            let got = next_step(&attempts, has_find, now, timeout, |pgid| pgid == 7);
+            assert_eq!(got, want, "{name}");
+        }
     }
 }

@@ -26,14 +26,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::ledger::{LedgerTask, UpdateRecord};
-use super::mc::{McBackend, McConfig};
+use super::ledger::{AttemptEnd, IntentRecord, Ledger, LedgerTask, UpdateRecord};
+use super::mc::{next_step, CreateError, McBackend, McCommand, McConfig, NextStep};
 use super::planka::{PlankaClient, PlankaConfig};
 use super::Task;
+use crate::process::group_alive;
 
 /// The reason of a card that waits in the outbox from an earlier failure.
 pub const QUEUED: &str = "queued for retry";
@@ -111,7 +112,55 @@ pub struct TaskState {
     pub mapping: BTreeMap<String, TaskRecord>,
     /// Work to retry on later cycles.
     pub outbox: Vec<OutboxItem>,
+    /// Sources whose task the MC command could not confirm (possible
+    /// duplicate, or given up): `status` and `doctor` show them, newest last.
+    pub uncertain: Vec<UncertainTask>,
 }
+
+/// A source whose task in MC is uncertain, for an operator to check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UncertainTask {
+    /// The idempotency key (post id or incident key).
+    pub source: String,
+    /// The task title.
+    pub title: String,
+    /// Where it came from (the post's link), when known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub permalink: String,
+    /// The id the last attempt got, when it got one (a possible duplicate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// What is uncertain.
+    pub why: String,
+    /// When (epoch ms).
+    pub at_ms: i64,
+}
+
+/// Uncertain sources kept for `status` and `doctor`.
+pub const UNCERTAIN_MAX: usize = 100;
+
+/// The MC command will not be run again for a source whose earlier
+/// attempts may each have made its task; an operator checks MC. Callers
+/// branch on it: the post is done, without a task.
+#[derive(Debug)]
+pub struct Uncertain {
+    /// The source.
+    pub source: String,
+    /// Why.
+    pub why: String,
+}
+
+impl std::fmt::Display for Uncertain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "task for {} left to an operator: {}",
+            self.source, self.why
+        )
+    }
+}
+
+impl std::error::Error for Uncertain {}
 
 /// A pending item as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -131,6 +180,21 @@ pub struct PendingView {
 }
 
 impl TaskState {
+    /// Records an uncertain source (once per source and reason).
+    pub fn note_uncertain(&mut self, task: &Task, task_id: Option<&str>, why: &str, now_ms: i64) {
+        self.uncertain.retain(|u| u.source != task.source);
+        self.uncertain.push(UncertainTask {
+            source: task.source.clone(),
+            title: task.title.clone(),
+            permalink: task.permalink.clone(),
+            task_id: task_id.map(str::to_string),
+            why: why.to_string(),
+            at_ms: now_ms,
+        });
+        let excess = self.uncertain.len().saturating_sub(UNCERTAIN_MAX);
+        self.uncertain.drain(..excess);
+    }
+
     /// Queues `kind` work for `task` after a failure (or bumps the item
     /// already queued for the same source and kind).
     pub fn enqueue(
@@ -341,6 +405,7 @@ fn record_from_ledger(t: &LedgerTask) -> TaskRecord {
 /// The caller saves `state` right after.
 pub async fn ensure_task(
     task: &Task,
+    not_before_ms: i64,
     t: Targets<'_>,
     state: &mut TaskState,
     now: DateTime<Utc>,
@@ -349,7 +414,7 @@ pub async fn ensure_task(
     let ledger = t.mc.ledger();
     let (mut record, created_now) = match state.mapping.get(&task.source) {
         Some(r) => (r.clone(), false),
-        None => match ledger.find_by_source(&task.source)? {
+        None => match ledger.find_by_source(&task.source, not_before_ms)? {
             Some(found) => {
                 tracing::info!(source = %task.source, id = %found.id, "Task already in the ledger; not creating it again.");
                 (record_from_ledger(&found), false)
@@ -365,7 +430,10 @@ pub async fn ensure_task(
                     dry_run: true,
                 });
             }
-            None => (create_in_mc(task, t.mc, now).await?, true),
+            None => (
+                create_in_mc(task, not_before_ms, t.mc, state, now).await?,
+                true,
+            ),
         },
     };
     if !t.dry_run {
@@ -419,16 +487,97 @@ fn card_plan(task: &Task, planka: Option<&PlankaClient>) -> CardOutcome {
     }
 }
 
-async fn create_in_mc(task: &Task, mc: &McBackend, now: DateTime<Utc>) -> Result<TaskRecord> {
+/// Exactly once with an external command: every attempt is written to the
+/// ledger (and synced) before the command runs, with its process group
+/// once it runs, and with how it ended when it ended without an id. Before
+/// a second attempt whose first may have made the task, `[mc] find` is
+/// asked; without it, one extra attempt is made (and shown as uncertain),
+/// then none. Returns the id and whether it is a possible duplicate.
+async fn run_mc_command(
+    task: &Task,
+    not_before_ms: i64,
+    cmd: &McCommand,
+    ledger: &Ledger,
+    state: &mut TaskState,
+    now: DateTime<Utc>,
+) -> Result<(String, bool)> {
+    let history = ledger.history(&task.source, not_before_ms)?;
+    let now_ms = now.timestamp_millis();
+    let timeout_ms = cmd.timeout().as_millis() as i64;
+    let step = next_step(
+        &history.attempts,
+        cmd.has_find(),
+        now_ms,
+        timeout_ms,
+        group_alive,
+    );
+    let (attempt, extra) = match step {
+        NextStep::Create { attempt, extra } => (attempt, extra),
+        NextStep::Wait(why) => bail!("MC task for {} not created yet: {why}", task.source),
+        NextStep::GiveUp(why) => {
+            tracing::error!(source = %task.source, "Not running the MC command again: {why}; check MC for this task.");
+            state.note_uncertain(task, None, &why, now_ms);
+            return Err(anyhow::Error::new(Uncertain {
+                source: task.source.clone(),
+                why,
+            }));
+        }
+        NextStep::Find => match cmd.find(task).await? {
+            Some(id) => {
+                tracing::info!(source = %task.source, id = %id, "MC already has this task (found by [mc] find); not creating it again.");
+                return Ok((id, false));
+            }
+            None => (history.attempts.last().map_or(1, |a| a.attempt + 1), false),
+        },
+    };
+    let record = |pgid: Option<u32>, outcome: Option<AttemptEnd>| IntentRecord {
+        source: task.source.clone(),
+        attempt,
+        at: now,
+        pgid,
+        outcome,
+    };
+    ledger
+        .intent(record(None, None))
+        .context("recording the MC attempt before running the command")?;
+    let created = cmd
+        .create(task, |pgid| {
+            if let Err(e) = ledger.intent(record(Some(pgid), None)) {
+                tracing::warn!(error = %format!("{e:#}"), "Could not record the MC command's process group.");
+            }
+        })
+        .await;
+    match created {
+        Ok(id) => Ok((id, extra)),
+        Err(e) => {
+            let end = match &e {
+                CreateError::Failed(_) => AttemptEnd::Failed,
+                CreateError::Unknown(_) => AttemptEnd::Unknown,
+            };
+            if let Err(w) = ledger.intent(record(None, Some(end))) {
+                tracing::warn!(error = %format!("{w:#}"), "Could not record how the MC attempt ended.");
+            }
+            Err(e.into_error())
+        }
+    }
+}
+
+async fn create_in_mc(
+    task: &Task,
+    not_before_ms: i64,
+    mc: &McBackend,
+    state: &mut TaskState,
+    now: DateTime<Utc>,
+) -> Result<TaskRecord> {
     let lt = match mc {
         McBackend::Ledger(l) => l
             .create(task, None, now)
             .context("creating the task in the built-in ledger")?,
         McBackend::Command(cmd, l) => {
-            let id = cmd.create(task).await?;
+            let (id, extra) = run_mc_command(task, not_before_ms, cmd, l, state, now).await?;
             // The journal line closes the crash window; MC already has the
             // task, so failing to journal is logged, not an MC failure.
-            match l.create(task, Some(&id), now) {
+            let lt = match l.create(task, Some(&id), now) {
                 Ok(lt) => lt,
                 Err(e) => {
                     tracing::error!(source = %task.source, id = %id, error = %format!("{e:#}"), "MC task created but not journalled in the ledger.");
@@ -439,7 +588,14 @@ async fn create_in_mc(task: &Task, mc: &McBackend, now: DateTime<Utc>) -> Result
                         created_at_ms: now.timestamp_millis(),
                     });
                 }
+            };
+            if extra {
+                let why = "an earlier attempt of the MC command ended without telling whether it \
+                           made the task; this one made another: check MC for a duplicate";
+                tracing::warn!(source = %task.source, id = %lt.id, "{why}");
+                state.note_uncertain(task, Some(&lt.id), why, now.timestamp_millis());
             }
+            lt
         }
     };
     tracing::info!(source = %task.source, id = %lt.id, tag = %task.tag, priority = %task.priority, backend = mc.kind(), "Created task.");
@@ -541,13 +697,16 @@ pub async fn retry_outbox(
             continue;
         }
         let outcome = match item.kind {
-            WorkKind::CreateTask => match ensure_task(&item.task, t, state, now).await {
-                Ok(o) => Ok(o),
-                Err(e) => {
-                    state.enqueue(WorkKind::CreateTask, &item.task, None, &e, now_ms);
-                    Err(format!("{e:#}"))
+            // The task cannot predate the first time it was queued.
+            WorkKind::CreateTask => {
+                match ensure_task(&item.task, item.queued_at_ms, t, state, now).await {
+                    Ok(o) => Ok(o),
+                    Err(e) => {
+                        state.enqueue(WorkKind::CreateTask, &item.task, None, &e, now_ms);
+                        Err(format!("{e:#}"))
+                    }
                 }
-            },
+            }
             WorkKind::CreateCard => retry_card(&item, t, state, now_ms).await,
         };
         results.push(RetryResult {

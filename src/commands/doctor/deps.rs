@@ -16,6 +16,24 @@ use crate::secret::Secret;
 use crate::tasks::mc::{self, McConfig};
 use crate::tasks::planka::PlankaConfig;
 
+/// Tasks the MC command could not confirm: an operator checks MC.
+pub(super) fn uncertain_finding(
+    uncertain: &[crate::tasks::outbox::UncertainTask],
+) -> Option<Finding> {
+    let first = uncertain.last()?;
+    Some(finding(
+        "mc uncertain tasks",
+        Level::Warn,
+        format!(
+            "{} task(s) to check in MC by hand (newest: {} \"{}\": {}); see `ops-agent status`",
+            uncertain.len(),
+            first.source,
+            first.title,
+            first.why
+        ),
+    ))
+}
+
 pub(super) fn mc_finding(cfg: &McConfig, ledger_path: &Path) -> Finding {
     if !cfg.uses_command() {
         return match dir_state(ledger_path) {

@@ -164,9 +164,8 @@ pub(super) fn inspect(path: &Path, content: Content) -> FileFacts {
             Ok(None) => f.exists = false,
             Err(e) => f.parse_error = Some(format!("{e:#}")),
         },
-        Content::Ledger => match crate::files::read_private_bytes(path) {
-            Ok(Some(bytes)) => f.skipped_lines = ledger::parse(&bytes).skipped.len(),
-            Ok(None) => f.exists = false,
+        Content::Ledger => match ledger::Ledger::new(path.to_path_buf()).unreadable_lines() {
+            Ok(n) => f.skipped_lines = n,
             Err(e) => f.parse_error = Some(format!("{e:#}")),
         },
     }

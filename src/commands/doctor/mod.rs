@@ -33,7 +33,7 @@ use serde::Serialize;
 use crate::config::{Config, ConfigSource};
 use crate::state::{RuntimeState, Stats};
 
-use deps::{mc_finding, probe_mattermost, probe_ollama, probe_planka};
+use deps::{mc_finding, probe_mattermost, probe_ollama, probe_planka, uncertain_finding};
 pub use deps::{mm_findings, ollama_findings};
 use files::{inspect, judge_file, lock_finding, parses, Content};
 pub use files::{DirState, FileFacts};
@@ -199,14 +199,17 @@ fn examine(config: &Config, mut out: Vec<Finding>) -> Result<Report> {
     for (name, path, content) in files {
         out.push(judge_file(name, path, &inspect(path, content)));
     }
-    // Cached team ids, shown when the server is unreachable.
-    let mm_state = crate::store::peek::<RuntimeState>(&p.state)
+    let runtime = crate::store::peek::<RuntimeState>(&p.state)
         .ok()
         .flatten()
-        .map(|rt| rt.mattermost)
         .unwrap_or_default();
     out.push(lock_finding(&p.lock));
     out.push(mc_finding(&config.mc, &p.ledger));
+    if let Some(f) = uncertain_finding(&runtime.tasks.uncertain) {
+        out.push(f);
+    }
+    // Cached team ids, shown when the server is unreachable.
+    let mm_state = runtime.mattermost;
 
     let rt = super::runtime()?;
     let (mm, llm, planka) = rt.block_on(async {

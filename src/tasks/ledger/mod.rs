@@ -8,7 +8,20 @@
 //! {"kind":"create","id":"OPS-1","created_at":"…","backend":"ledger","title":…,"source":…,…}
 //! {"kind":"update","id":"OPS-1","at":"…","card_id":"…","card_url":"…"}
 //! {"kind":"update","id":"OPS-1","at":"…","status":"resolved"}
+//! {"kind":"intent","source":"…","attempt":1,"at":"…"}
+//! {"kind":"intent","source":"…","attempt":1,"at":"…","pgid":4242}
 //! ```
+//!
+//! An `intent` is written (and synced) before the MC command runs for a
+//! source, and again with the command's process group once it runs; a
+//! `create` is its success. So after any crash the ledger tells, per
+//! source, whether a task exists, whether an attempt may have made one
+//! (and whether it is still running), or whether nothing was tried.
+//!
+//! The ledger only grows, so nothing here reads it whole: a lookup walks
+//! back from the end and stops at records older than the source itself
+//! (a task cannot predate its post), the next `OPS-<n>` comes from the
+//! newest create, and `tasks list`/`stats` stream it line by line.
 //!
 //! Lines are appended whole in one `write` (`crate::files::append_line_private`),
 //! so a concurrent reader (`ops-agent tasks list` while a cycle runs) sees
@@ -28,6 +41,8 @@ use serde::{Deserialize, Serialize};
 use super::{Tag, Task};
 use crate::files;
 
+mod lines;
+
 /// Prefix of ids the built-in ledger hands out.
 pub const ID_PREFIX: &str = "OPS-";
 
@@ -39,6 +54,61 @@ pub enum Record {
     Create(CreateRecord),
     /// Something was learnt about a task later (its card, its status).
     Update(UpdateRecord),
+    /// An attempt to create a task through the MC command.
+    Intent(IntentRecord),
+}
+
+/// One attempt of the MC command for a source: written before the command
+/// runs, then again with its process group and, when it is known, how it
+/// ended without a task (a `create` record is the success).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentRecord {
+    /// The idempotency key (post id or incident key).
+    pub source: String,
+    /// 1 for the first attempt of this source.
+    pub attempt: u32,
+    /// When the attempt started.
+    pub at: DateTime<Utc>,
+    /// The command's process group, once it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgid: Option<u32>,
+    /// How it ended, when it ended without an id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<AttemptEnd>,
+}
+
+/// How an attempt ended without a task id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptEnd {
+    /// The command failed cleanly (non-zero exit, could not start): it made
+    /// no task, a retry is safe.
+    Failed,
+    /// The command was killed (timeout) or its output had no id: it may
+    /// have made the task.
+    Unknown,
+}
+
+/// An attempt as the ledger knows it, its records folded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    /// Its number.
+    pub attempt: u32,
+    /// When it started.
+    pub at: DateTime<Utc>,
+    /// Its process group, once it ran.
+    pub pgid: Option<u32>,
+    /// How it ended (`None`: no end recorded: the agent died during it).
+    pub outcome: Option<AttemptEnd>,
+}
+
+/// What the ledger knows of one source.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceHistory {
+    /// The task made for it, updates folded in.
+    pub task: Option<LedgerTask>,
+    /// Attempts of the MC command, oldest first.
+    pub attempts: Vec<Attempt>,
 }
 
 /// A task as first written.
@@ -120,70 +190,91 @@ pub struct LedgerView {
     pub ends_with_newline: bool,
 }
 
-/// Parses ledger bytes. Pure, so torn and garbage lines are table-tested.
-pub fn parse(bytes: &[u8]) -> LedgerView {
-    let mut view = LedgerView {
-        ends_with_newline: bytes.is_empty() || bytes.ends_with(b"\n"),
-        ..Default::default()
-    };
-    let mut index: BTreeMap<String, usize> = BTreeMap::new();
-    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
-        let line_no = i + 1;
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let rec = std::str::from_utf8(raw)
-            .map_err(|e| e.to_string())
-            .and_then(|s| serde_json::from_str::<Record>(s).map_err(|e| e.to_string()));
+/// Folds records into tasks, line by line: the one place that knows how
+/// creates and updates combine, fed by [`parse`] and by the streaming
+/// readers alike.
+#[derive(Default)]
+struct Folder {
+    view: LedgerView,
+    index: BTreeMap<String, usize>,
+}
+
+impl Folder {
+    fn line(&mut self, line_no: usize, raw: Result<&[u8], &str>) {
+        let rec = raw.map_err(str::to_string).and_then(decode);
         match rec {
-            Ok(Record::Create(c)) => {
-                if index.contains_key(&c.id) {
-                    view.skipped.push(SkippedLine {
-                        line: line_no,
-                        reason: format!("duplicate id {}", c.id),
-                    });
-                    continue;
+            Ok(None) => {}
+            Ok(Some(Record::Create(c))) => {
+                if self.index.contains_key(&c.id) {
+                    self.skip(line_no, format!("duplicate id {}", c.id));
+                    return;
                 }
-                index.insert(c.id.clone(), view.tasks.len());
-                view.tasks.push(LedgerTask {
-                    id: c.id,
-                    created_at: c.created_at,
-                    backend: if c.backend.is_empty() {
-                        "ledger".into()
-                    } else {
-                        c.backend
-                    },
-                    status: "open".into(),
-                    card_id: None,
-                    card_url: None,
-                    task: c.task,
-                });
+                self.index.insert(c.id.clone(), self.view.tasks.len());
+                self.view.tasks.push(LedgerTask::from_create(c));
             }
-            Ok(Record::Update(u)) => match index.get(&u.id) {
-                Some(&k) => {
-                    let t = &mut view.tasks[k];
-                    if u.card_id.is_some() {
-                        t.card_id = u.card_id;
-                    }
-                    if u.card_url.is_some() {
-                        t.card_url = u.card_url;
-                    }
-                    if let Some(s) = u.status {
-                        t.status = s;
-                    }
-                }
-                None => view.skipped.push(SkippedLine {
-                    line: line_no,
-                    reason: format!("update for unknown id {}", u.id),
-                }),
+            Ok(Some(Record::Update(u))) => match self.index.get(&u.id) {
+                Some(&k) => self.view.tasks[k].apply(u),
+                None => self.skip(line_no, format!("update for unknown id {}", u.id)),
             },
-            Err(e) => view.skipped.push(SkippedLine {
-                line: line_no,
-                reason: format!("not a ledger record: {e}"),
-            }),
+            Ok(Some(Record::Intent(_))) => {}
+            Err(e) => self.skip(line_no, format!("not a ledger record: {e}")),
         }
     }
-    view
+
+    fn skip(&mut self, line: usize, reason: String) {
+        self.view.skipped.push(SkippedLine { line, reason });
+    }
+}
+
+/// One line as a record; `None` for a blank line.
+fn decode(raw: &[u8]) -> Result<Option<Record>, String> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(raw).map_err(|e| e.to_string())?;
+    serde_json::from_str::<Record>(text)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+impl LedgerTask {
+    fn from_create(c: CreateRecord) -> LedgerTask {
+        LedgerTask {
+            id: c.id,
+            created_at: c.created_at,
+            backend: if c.backend.is_empty() {
+                "ledger".into()
+            } else {
+                c.backend
+            },
+            status: "open".into(),
+            card_id: None,
+            card_url: None,
+            task: c.task,
+        }
+    }
+
+    fn apply(&mut self, u: UpdateRecord) {
+        if u.card_id.is_some() {
+            self.card_id = u.card_id;
+        }
+        if u.card_url.is_some() {
+            self.card_url = u.card_url;
+        }
+        if let Some(s) = u.status {
+            self.status = s;
+        }
+    }
+}
+
+/// Parses ledger bytes. Pure, so torn and garbage lines are table-tested.
+pub fn parse(bytes: &[u8]) -> LedgerView {
+    let mut f = Folder::default();
+    f.view.ends_with_newline = bytes.is_empty() || bytes.ends_with(b"\n");
+    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+        f.line(i + 1, Ok(raw));
+    }
+    f.view
 }
 
 /// Which tasks `tasks list` shows.
@@ -288,27 +379,21 @@ pub struct Stats {
     pub skipped_lines: u64,
 }
 
-/// Counts tasks. Pure.
-pub fn compute_stats(view: &LedgerView) -> Stats {
-    let mut s = Stats {
-        skipped_lines: view.skipped.len() as u64,
-        ..Default::default()
-    };
-    for t in &view.tasks {
-        s.total += 1;
-        *s.by_tag.entry(t.task.tag.as_str().into()).or_default() += 1;
-        *s.by_priority
+/// Counts one task into the stats.
+impl Stats {
+    fn count(&mut self, t: &CreateRecord) {
+        self.total += 1;
+        *self.by_tag.entry(t.task.tag.as_str().into()).or_default() += 1;
+        *self
+            .by_priority
             .entry(t.task.priority.as_str().into())
             .or_default() += 1;
-        *s.by_label.entry(t.task.label.clone()).or_default() += 1;
-        *s.by_day
+        *self.by_label.entry(t.task.label.clone()).or_default() += 1;
+        *self
+            .by_day
             .entry(t.created_at.format("%Y-%m-%d").to_string())
             .or_default() += 1;
-        if t.card_id.is_some() {
-            s.with_card += 1;
-        }
     }
-    s
 }
 
 impl Stats {
@@ -340,6 +425,10 @@ impl Stats {
     }
 }
 
+/// How much older than its source a record may look and still belong to
+/// it: the agent's clock against the chat server's.
+pub const CLOCK_SLACK_MS: i64 = 3_600_000;
+
 /// Handle on the ledger file; cheap, holds only the path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ledger {
@@ -357,25 +446,78 @@ impl Ledger {
         &self.path
     }
 
-    /// Reads the whole ledger; a missing file is an empty ledger.
-    pub fn load(&self) -> Result<LedgerView> {
-        let bytes = files::read_private_bytes(&self.path)
-            .with_context(|| format!("reading task ledger {}", self.path.display()))?;
-        let view = parse(&bytes.unwrap_or_default());
-        for s in &view.skipped {
-            tracing::warn!(ledger = %self.path.display(), line = s.line, reason = %s.reason, "Skipped an unreadable task ledger line.");
-        }
-        Ok(view)
+    fn open(&self) -> Result<Option<std::fs::File>> {
+        files::open_private_read(&self.path)
+            .with_context(|| format!("reading task ledger {}", self.path.display()))
     }
 
-    /// The task created for `source`, if any: the idempotency check that
-    /// survives a crash before the state file was saved.
-    pub fn find_by_source(&self, source: &str) -> Result<Option<LedgerTask>> {
-        Ok(self
-            .load()?
-            .tasks
-            .into_iter()
-            .find(|t| t.task.source == source))
+    /// Folds the whole ledger in memory: for tests and small tools; the
+    /// cycle and `tasks` stream it instead.
+    pub fn load(&self) -> Result<LedgerView> {
+        let mut f = Folder::default();
+        f.view.ends_with_newline = true;
+        if let Some(file) = self.open()? {
+            f.view.ends_with_newline = self.ends_with_newline()?;
+            lines::for_each_forward(file, |n, l| {
+                f.line(n, l.as_deref().map_err(|e| *e));
+                true
+            })
+            .with_context(|| format!("reading task ledger {}", self.path.display()))?;
+        }
+        for s in &f.view.skipped {
+            tracing::warn!(ledger = %self.path.display(), line = s.line, reason = %s.reason, "Skipped an unreadable task ledger line.");
+        }
+        Ok(f.view)
+    }
+
+    /// What the ledger knows of `source`: its task (updates folded in) and
+    /// the MC command's attempts. Walks back from the end and stops at the
+    /// first record older than `not_before_ms` less [`CLOCK_SLACK_MS`]: a
+    /// task cannot predate its source, so the cost is the records written
+    /// since, whatever the ledger's size.
+    pub fn history(&self, source: &str, not_before_ms: i64) -> Result<SourceHistory> {
+        let mut out = SourceHistory::default();
+        let Some(file) = self.open()? else {
+            return Ok(out);
+        };
+        let stop = not_before_ms.saturating_sub(CLOCK_SLACK_MS);
+        let mut back = lines::Backward::new(file)?;
+        let mut updates: Vec<UpdateRecord> = Vec::new();
+        let mut intents: Vec<IntentRecord> = Vec::new();
+        while let Some(line) = back.next_line()? {
+            let Ok(Ok(Some(rec))) = line.map(|l| decode(&l)) else {
+                continue;
+            };
+            let at = match &rec {
+                Record::Create(c) => c.created_at,
+                Record::Update(u) => u.at,
+                Record::Intent(i) => i.at,
+            };
+            if at.timestamp_millis() < stop {
+                break;
+            }
+            match rec {
+                Record::Create(c) if c.task.source == source && out.task.is_none() => {
+                    let mut t = LedgerTask::from_create(c);
+                    // Found newest first: apply in file order.
+                    let id = t.id.clone();
+                    for u in updates.drain(..).rev().filter(|u| u.id == id) {
+                        t.apply(u);
+                    }
+                    out.task = Some(t);
+                }
+                Record::Update(u) if out.task.is_none() => updates.push(u),
+                Record::Intent(i) if i.source == source => intents.push(i),
+                _ => {}
+            }
+        }
+        out.attempts = fold_attempts(intents);
+        Ok(out)
+    }
+
+    /// The task created for `source` (see [`Ledger::history`]).
+    pub fn find_by_source(&self, source: &str, not_before_ms: i64) -> Result<Option<LedgerTask>> {
+        Ok(self.history(source, not_before_ms)?.task)
     }
 
     /// Appends a create record. `external_id` is the MC command's id; `None`
@@ -386,24 +528,11 @@ impl Ledger {
         external_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<LedgerTask> {
-        let view = self.load()?;
         let id = match external_id {
             Some(id) => id.to_string(),
-            None => next_id(&view),
+            None => self.next_id()?,
         };
         let rec = CreateRecord {
-            id: id.clone(),
-            created_at: now,
-            backend: if external_id.is_some() {
-                "command"
-            } else {
-                "ledger"
-            }
-            .into(),
-            task: task.clone(),
-        };
-        self.append(&Record::Create(rec), view.ends_with_newline)?;
-        Ok(LedgerTask {
             id,
             created_at: now,
             backend: if external_id.is_some() {
@@ -412,55 +541,156 @@ impl Ledger {
                 "ledger"
             }
             .into(),
-            status: "open".into(),
-            card_id: None,
-            card_url: None,
             task: task.clone(),
-        })
+        };
+        self.append(&Record::Create(rec.clone()))?;
+        Ok(LedgerTask::from_create(rec))
     }
 
     /// Appends an update record (card added, status changed).
     pub fn update(&self, update: UpdateRecord) -> Result<()> {
-        let ends = self.load()?.ends_with_newline;
-        self.append(&Record::Update(update), ends)
+        self.append(&Record::Update(update))
     }
 
-    fn append(&self, rec: &Record, ends_with_newline: bool) -> Result<()> {
+    /// Appends an attempt record of the MC command.
+    pub fn intent(&self, intent: IntentRecord) -> Result<()> {
+        self.append(&Record::Intent(intent))
+    }
+
+    fn ends_with_newline(&self) -> Result<bool> {
+        match self.open()? {
+            Some(mut f) => lines::ends_with_newline(&mut f)
+                .with_context(|| format!("reading task ledger {}", self.path.display())),
+            None => Ok(true),
+        }
+    }
+
+    fn append(&self, rec: &Record) -> Result<()> {
         let mut line = serde_json::to_string(rec).context("encoding a ledger record")?;
-        if !ends_with_newline {
+        if !self.ends_with_newline()? {
+            // End a torn last line first, so it cannot swallow this record.
             line.insert(0, '\n');
         }
         files::append_line_private(&self.path, &line)
             .with_context(|| format!("appending to task ledger {}", self.path.display()))
     }
 
-    /// `tasks list`.
-    pub fn list(&self, filter: &ListFilter) -> Result<ListResult> {
-        let view = self.load()?;
-        Ok(ListResult {
-            tasks: view
-                .tasks
-                .into_iter()
-                .filter(|t| filter.matches(t))
-                .collect(),
-            skipped: view.skipped,
-        })
+    /// The next `OPS-<n>`: one more than the newest ledger id, found by
+    /// walking back to the newest create with that prefix.
+    fn next_id(&self) -> Result<String> {
+        let mut max = 0u64;
+        if let Some(file) = self.open()? {
+            let mut back = lines::Backward::new(file)?;
+            while let Some(line) = back.next_line()? {
+                if let Ok(Ok(Some(Record::Create(c)))) = line.map(|l| decode(&l)) {
+                    if let Some(n) =
+                        c.id.strip_prefix(ID_PREFIX)
+                            .and_then(|n| n.parse::<u64>().ok())
+                    {
+                        max = n;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(format!("{ID_PREFIX}{}", max + 1))
     }
 
-    /// `tasks stats`.
+    /// `tasks list`: two streaming passes, the first gathering the updates
+    /// of the matching tasks, the second emitting them in file order.
+    /// Memory holds the matching tasks, never the ledger.
+    pub fn list(&self, filter: &ListFilter) -> Result<ListResult> {
+        let mut result = ListResult::default();
+        let Some(file) = self.open()? else {
+            return Ok(result);
+        };
+        let mut wanted: BTreeMap<String, usize> = BTreeMap::new();
+        let read = |r: std::io::Result<()>| {
+            r.with_context(|| format!("reading task ledger {}", self.path.display()))
+        };
+        read(lines::for_each_forward(file, |n, line| {
+            match line.map_err(str::to_string).and_then(|l| decode(&l)) {
+                Ok(Some(Record::Create(c))) => {
+                    let t = LedgerTask::from_create(c);
+                    if filter.matches(&t) && !wanted.contains_key(&t.id) {
+                        wanted.insert(t.id.clone(), result.tasks.len());
+                        result.tasks.push(t);
+                    }
+                }
+                Ok(Some(Record::Update(u))) => {
+                    if let Some(&k) = wanted.get(&u.id) {
+                        result.tasks[k].apply(u);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => result.skipped.push(SkippedLine {
+                    line: n,
+                    reason: format!("not a ledger record: {e}"),
+                }),
+            }
+            true
+        }))?;
+        Ok(result)
+    }
+
+    /// `tasks stats`: one streaming pass of counters.
     pub fn stats(&self) -> Result<Stats> {
-        Ok(compute_stats(&self.load()?))
+        let mut s = Stats::default();
+        let Some(file) = self.open()? else {
+            return Ok(s);
+        };
+        let mut carded: std::collections::HashSet<String> = Default::default();
+        lines::for_each_forward(file, |_, line| {
+            match line.map_err(str::to_string).and_then(|l| decode(&l)) {
+                Ok(Some(Record::Create(c))) => s.count(&c),
+                Ok(Some(Record::Update(u))) if u.card_id.is_some() => {
+                    carded.insert(u.id);
+                }
+                Ok(_) => {}
+                Err(_) => s.skipped_lines += 1,
+            }
+            true
+        })
+        .with_context(|| format!("reading task ledger {}", self.path.display()))?;
+        s.with_card = carded.len() as u64;
+        Ok(s)
+    }
+
+    /// Lines that are not records (for `doctor`), streamed.
+    pub fn unreadable_lines(&self) -> Result<usize> {
+        let mut n = 0;
+        if let Some(file) = self.open()? {
+            lines::for_each_forward(file, |_, line| {
+                if line
+                    .map_err(str::to_string)
+                    .and_then(|l| decode(&l))
+                    .is_err()
+                {
+                    n += 1;
+                }
+                true
+            })
+            .with_context(|| format!("reading task ledger {}", self.path.display()))?;
+        }
+        Ok(n)
     }
 }
 
-fn next_id(view: &LedgerView) -> String {
-    let max = view
-        .tasks
-        .iter()
-        .filter_map(|t| t.id.strip_prefix(ID_PREFIX)?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
-    format!("{ID_PREFIX}{}", max + 1)
+/// Folds attempt records (newest first, as found) into attempts, oldest
+/// first.
+fn fold_attempts(newest_first: Vec<IntentRecord>) -> Vec<Attempt> {
+    let mut by_attempt: BTreeMap<u32, Attempt> = BTreeMap::new();
+    for i in newest_first.into_iter().rev() {
+        let a = by_attempt.entry(i.attempt).or_insert(Attempt {
+            attempt: i.attempt,
+            at: i.at,
+            pgid: None,
+            outcome: None,
+        });
+        a.pgid = i.pgid.or(a.pgid);
+        a.outcome = i.outcome.or(a.outcome);
+    }
+    by_attempt.into_values().collect()
 }
 
 #[cfg(test)]
@@ -564,7 +794,7 @@ mod tests {
         let v = l.load().unwrap();
         assert_eq!(v.tasks.len(), 2);
         assert_eq!(v.skipped.len(), 1);
-        assert!(l.find_by_source("b").unwrap().is_some());
+        assert!(l.find_by_source("b", 0).unwrap().is_some());
         let f = ListFilter {
             tag: Some(Tag::Internal),
             ..Default::default()
