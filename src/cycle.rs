@@ -14,7 +14,7 @@
 //! state is still saved.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -84,10 +84,11 @@ struct Cycle<'a> {
 }
 
 /// The state file as the chat stage's book: its parts, and a checkpoint
-/// that saves the whole file (never in a dry run).
+/// that appends what one post changed to the state's journal (never in a
+/// dry run).
 struct StateBook<'a> {
     runtime: &'a mut RuntimeState,
-    path: &'a Path,
+    journal: PathBuf,
     dry_run: bool,
 }
 
@@ -103,11 +104,11 @@ impl chat::Book for StateBook<'_> {
         }
     }
 
-    fn checkpoint(&mut self) -> Result<()> {
+    fn checkpoint(&mut self, post: &str, create_at: i64) -> Result<()> {
         if self.dry_run {
             return Ok(());
         }
-        store::save(self.path, &*self.runtime)
+        store::append_entry(&self.journal, &self.runtime.entry_for(post, create_at))
     }
 }
 
@@ -125,6 +126,12 @@ impl<'a> Cycle<'a> {
         let stats_loaded = store::load::<Stats>(&config.paths.stats, now)?;
         let mut runtime = loaded.value;
         runtime.record_set_aside(loaded.set_aside.into_iter().chain(stats_loaded.set_aside));
+        // What a cycle that was cut or killed made durable post by post.
+        let journal = store::journal_path(&config.paths.state);
+        let skipped = store::replay(&journal, |e| runtime.apply(e))?;
+        if skipped > 0 {
+            tracing::warn!(journal = %journal.display(), skipped, "Skipped unreadable state journal lines (a write cut by a crash).");
+        }
         // The token caches are read by their clients; a corrupt one is set
         // aside here so it is reported like the other files.
         let p = &config.paths;
@@ -161,12 +168,16 @@ impl<'a> Cycle<'a> {
         })
     }
 
-    /// Saves the runtime state now (never in a dry run).
+    /// Saves the runtime state now, folding the journal in (never in a
+    /// dry run).
     fn save(&self) -> Result<()> {
         if self.opts.dry_run {
             return Ok(());
         }
-        store::save(&self.config.paths.state, &self.runtime)
+        let state = &self.config.paths.state;
+        store::save(state, &self.runtime)?;
+        crate::files::remove_if_present(&store::journal_path(state))?;
+        Ok(())
     }
 
     /// Stages 1–4: the chat half, one call into [`chat::run`].
@@ -186,7 +197,7 @@ impl<'a> Cycle<'a> {
         let last = self.runtime.last_cycle.clone();
         let mut book = StateBook {
             runtime: &mut self.runtime,
-            path: &c.paths.state,
+            journal: store::journal_path(&c.paths.state),
             dry_run: self.opts.dry_run,
         };
         let run = chat::run(

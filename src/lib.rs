@@ -18,6 +18,7 @@ pub mod fix;
 pub mod health;
 pub mod http;
 pub mod intel;
+pub mod jsonl;
 pub mod lock;
 pub mod logging;
 pub mod mattermost;

@@ -3,6 +3,13 @@
 //! the cumulative stats (`~/system/agents/state/ops.json`). How they are
 //! read and written is [`crate::store`]'s job.
 //!
+//! Within a cycle, what each post changed is made durable by appending one
+//! [`PostEntry`] to the state's journal (`<state>.journal`): a write the
+//! size of the post, not of the state. The next load replays the journal
+//! over the state file (the entries are upserts, so replaying twice
+//! changes nothing), and the end of the cycle folds it in: one atomic save,
+//! then the journal is removed.
+//!
 //! Every struct here is `#[serde(default)]` so a file written by an older
 //! version still loads; unknown fields are ignored for the same reason (a
 //! newer version's file must not be treated as corrupt by an older binary
@@ -13,8 +20,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::chat::PostProgress;
+use crate::escalate::silence::Silence;
 use crate::report::CycleReport;
 use crate::store::SetAside;
+use crate::tasks::outbox::{OutboxItem, TaskRecord, UncertainTask};
 
 /// How many set-aside records the state keeps for `status`.
 const MAX_SET_ASIDE: usize = 20;
@@ -42,7 +52,86 @@ pub struct RuntimeState {
     pub escalation: crate::escalate::EscalationState,
 }
 
+/// What handling one post changed, as one line of the state journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostEntry {
+    /// The post (also the source of its task).
+    pub post: String,
+    /// Its creation time (for the handled set).
+    pub create_at: i64,
+    /// Its progress; `None`: done, progress dropped.
+    #[serde(default)]
+    pub progress: Option<PostProgress>,
+    /// Fully handled.
+    #[serde(default)]
+    pub handled: bool,
+    /// The task made for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskRecord>,
+    /// Its work waiting in the outbox (replaces what was there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<OutboxItem>,
+    /// Its task is uncertain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertain: Option<UncertainTask>,
+    /// The silence it asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<Silence>,
+}
+
 impl RuntimeState {
+    /// The journal entry for `post` from the state as it is now.
+    pub fn entry_for(&self, post: &str, create_at: i64) -> PostEntry {
+        PostEntry {
+            post: post.to_string(),
+            create_at,
+            progress: self.chat.progress.get(post).cloned(),
+            handled: self.mattermost.handled.contains_key(post),
+            task: self.tasks.mapping.get(post).cloned(),
+            outbox: self
+                .tasks
+                .outbox
+                .iter()
+                .filter(|i| i.task.source == post)
+                .cloned()
+                .collect(),
+            uncertain: self
+                .tasks
+                .uncertain
+                .iter()
+                .find(|u| u.source == post)
+                .cloned(),
+            silence: self.escalation.silences.by_post(post).cloned(),
+        }
+    }
+
+    /// Replays one journal entry (an upsert: twice is once).
+    pub fn apply(&mut self, e: PostEntry) {
+        match e.progress {
+            Some(p) => {
+                self.chat.progress.insert(e.post.clone(), p);
+            }
+            None => {
+                self.chat.progress.remove(&e.post);
+            }
+        }
+        if e.handled {
+            crate::mattermost::mark_handled(&mut self.mattermost, &e.post, e.create_at);
+        }
+        if let Some(t) = e.task {
+            self.tasks.mapping.insert(e.post.clone(), t);
+        }
+        self.tasks.outbox.retain(|i| i.task.source != e.post);
+        self.tasks.outbox.extend(e.outbox);
+        if let Some(u) = e.uncertain {
+            self.tasks.uncertain.retain(|x| x.source != u.source);
+            self.tasks.uncertain.push(u);
+        }
+        if let Some(s) = e.silence {
+            self.escalation.silences.restore(s);
+        }
+    }
+
     /// Records set-aside files, keeping the list bounded.
     pub fn record_set_aside(&mut self, records: impl IntoIterator<Item = SetAside>) {
         self.set_aside.extend(records);
@@ -119,5 +208,59 @@ mod tests {
         s.record_set_aside((0..30).map(rec));
         assert_eq!(s.set_aside.len(), MAX_SET_ASIDE);
         assert_eq!(s.set_aside.last().unwrap().at_ms, 29);
+    }
+
+    #[test]
+    fn a_journal_entry_replays_what_one_post_changed_and_twice_is_once() {
+        let mut before = RuntimeState::default();
+        before.chat.progress.insert(
+            "p1".into(),
+            PostProgress {
+                label: Some(crate::classify::Label::Task),
+                task_id: Some("OPS-1".into()),
+                create_at: 5,
+                ..Default::default()
+            },
+        );
+        before.tasks.mapping.insert(
+            "p1".into(),
+            TaskRecord {
+                task_id: "OPS-1".into(),
+                card_id: None,
+                card_url: None,
+                created_at_ms: 7,
+            },
+        );
+        let mid = before.entry_for("p1", 5);
+        let mut after = before.clone();
+        after.chat.progress.remove("p1");
+        crate::mattermost::mark_handled(&mut after.mattermost, "p1", 5);
+        let done = after.entry_for("p1", 5);
+
+        let mut replayed = RuntimeState::default();
+        for _ in 0..2 {
+            replayed.apply(mid.clone());
+            replayed.apply(done.clone());
+        }
+        assert_eq!(replayed.chat, after.chat);
+        assert_eq!(replayed.tasks.mapping, after.tasks.mapping);
+        assert_eq!(replayed.mattermost.handled, after.mattermost.handled);
+    }
+
+    #[test]
+    fn the_journal_survives_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.json");
+        let journal = crate::store::journal_path(&state);
+        assert!(journal.to_string_lossy().ends_with("s.json.journal"));
+        let e = RuntimeState::default().entry_for("p1", 1);
+        crate::store::append_entry(&journal, &e).unwrap();
+        crate::store::append_entry(&journal, &e).unwrap();
+        let mut bytes = std::fs::read(&journal).unwrap();
+        bytes.extend_from_slice(b"{\"post\":\"p2\",\"crea");
+        std::fs::write(&journal, bytes).unwrap();
+        let mut seen = Vec::new();
+        let skipped = crate::store::replay(&journal, |e: PostEntry| seen.push(e.post)).unwrap();
+        assert_eq!((seen, skipped), (vec!["p1".to_string(), "p1".into()], 1));
     }
 }

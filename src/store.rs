@@ -124,6 +124,39 @@ pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     files::write_private_atomic(path, &bytes).with_context(|| format!("saving {}", path.display()))
 }
 
+/// The journal next to a state file: `<state>.journal`.
+pub fn journal_path(state: &Path) -> PathBuf {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
+}
+
+/// Appends one entry to a journal, synced: one write the size of the entry.
+pub fn append_entry<T: Serialize>(journal: &Path, entry: &T) -> Result<()> {
+    let line = serde_json::to_string(entry)
+        .with_context(|| format!("encoding an entry for {}", journal.display()))?;
+    files::append_line_private(journal, &line)
+}
+
+/// Calls `apply` with every whole entry of a journal, oldest first; a torn
+/// last line (the write a crash cut) and any unreadable line are skipped and
+/// counted. A missing journal has no entries.
+pub fn replay<T: DeserializeOwned>(journal: &Path, mut apply: impl FnMut(T)) -> Result<usize> {
+    let Some(file) = files::open_private_read(journal)? else {
+        return Ok(0);
+    };
+    let mut skipped = 0;
+    crate::jsonl::for_each_forward(file, |_, line| {
+        match line.map(|l| serde_json::from_slice::<T>(&l)) {
+            Ok(Ok(entry)) => apply(entry),
+            Ok(Err(_)) | Err(_) => skipped += 1,
+        }
+        true
+    })
+    .with_context(|| format!("reading {}", journal.display()))?;
+    Ok(skipped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,8 +64,9 @@ pub struct Settings<'a> {
 pub trait Book {
     /// The chat stage's parts of the state.
     fn parts(&mut self) -> Parts<'_>;
-    /// Makes everything recorded so far durable (the state file is saved).
-    fn checkpoint(&mut self) -> Result<()>;
+    /// Makes what handling `post` changed durable (the cycle appends it to
+    /// the state's journal).
+    fn checkpoint(&mut self, post: &str, create_at: i64) -> Result<()>;
 }
 
 /// Borrowed parts of the runtime state.
@@ -395,7 +396,7 @@ async fn handle(
         Route::Silence(request) => {
             if answer_silence(act, post, request, book, now).await {
                 tally.posts_handled += 1;
-                book.checkpoint()?;
+                book.checkpoint(&post.id, post.create_at)?;
             }
             Ok(true)
         }
@@ -441,7 +442,7 @@ async fn handle(
             // ROUTINE posts wrote nothing outside and are saved with the
             // rest at the end.
             if wrote_outside {
-                book.checkpoint()?;
+                book.checkpoint(&post.id, post.create_at)?;
             }
             Ok(go_on)
         }

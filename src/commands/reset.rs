@@ -18,7 +18,7 @@ pub fn run(config: &Config, yes: bool) -> Result<ExitCode> {
             anyhow::bail!("reset needs confirmation: run it in a terminal or pass --yes");
         }
         eprintln!("This deletes the runtime state, the token cache and the fix history:");
-        for f in files {
+        for f in &files {
             eprintln!("  {}", f.display());
         }
         eprint!("The next cycle will behave like a first run. Continue? [y/N] ");
@@ -34,7 +34,7 @@ pub fn run(config: &Config, yes: bool) -> Result<ExitCode> {
     }
     // Hold the lock so a running cycle cannot write the state back half-reset.
     let _lock = lock::acquire(&config.paths.lock)?;
-    for f in files {
+    for f in &files {
         let removed = crate::files::remove_if_present(f)?;
         tracing::info!(file = %f.display(), removed, "Reset.");
         println!(

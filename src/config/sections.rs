@@ -149,12 +149,13 @@ impl PathsConfig {
 
     /// The state-like files a reset removes: runtime state, token caches and
     /// fix history (the runbook's "complete reset"; stats and the ledger stay).
-    pub fn reset_files(&self) -> [&Path; 4] {
-        [
-            &self.state,
-            &self.token_cache,
-            &self.fix_history,
-            &self.planka_token_cache,
+    pub fn reset_files(&self) -> Vec<PathBuf> {
+        vec![
+            self.state.clone(),
+            crate::store::journal_path(&self.state),
+            self.token_cache.clone(),
+            self.fix_history.clone(),
+            self.planka_token_cache.clone(),
         ]
     }
 }

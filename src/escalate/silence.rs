@@ -213,6 +213,26 @@ impl Silences {
         self.ended.drain(..excess);
     }
 
+    /// The silence a chat post asked for, if any.
+    pub fn by_post(&self, post: &str) -> Option<&Silence> {
+        self.active
+            .iter()
+            .chain(self.ended.iter())
+            .find(|s| s.source_post.as_deref() == Some(post))
+    }
+
+    /// Puts back a silence from the state's journal, unless it is known.
+    pub fn restore(&mut self, s: Silence) {
+        let known = self
+            .active
+            .iter()
+            .chain(self.ended.iter())
+            .any(|x| x.id == s.id);
+        if !known {
+            self.active.push(s);
+        }
+    }
+
     /// The services silenced at `now_ms`: targeted by name, or owning a
     /// targeted check. The cycle passes this set to the fix stage (skip
     /// these services) and to the escalation planner.

@@ -1,7 +1,8 @@
-//! Reading a JSON-lines file in either direction with bounded memory: one
+//! The append-only JSON-lines files (the task ledger, the state journal,
+//! the audit trail), read in either direction with bounded memory: one
 //! line at a time, a line longer than [`MAX_LINE`] skipped (reported, never
-//! held), so neither the size of the ledger nor one hostile line can grow
-//! the agent's memory.
+//! held), so neither a file's size nor one hostile line can grow the
+//! agent's memory.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};

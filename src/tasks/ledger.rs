@@ -40,8 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Tag, Task};
 use crate::files;
-
-mod lines;
+use crate::jsonl as lines;
 
 /// Prefix of ids the built-in ledger hands out.
 pub const ID_PREFIX: &str = "OPS-";
