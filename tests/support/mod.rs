@@ -4,6 +4,8 @@
 
 pub mod agent;
 pub mod docker;
+pub mod fault;
+pub mod harness;
 pub mod http_endpoints;
 pub mod mattermost;
 pub mod ollama;
