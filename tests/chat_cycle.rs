@@ -7,9 +7,10 @@ mod support;
 
 use serde_json::Value;
 use support::agent::{text, Sandbox};
-use support::mattermost::{FakeMattermost, Mode as MmMode, PostSpec};
-use support::ollama::{FakeOllama, Mode as LlmMode};
-use support::planka::{FakePlanka, Mode as PlankaMode, PASSWORD};
+use support::fault::Fault;
+use support::mattermost::{FakeMattermost, PostSpec};
+use support::ollama::FakeOllama;
+use support::planka::{FakePlanka, PASSWORD};
 
 struct World {
     mm: FakeMattermost,
@@ -282,7 +283,7 @@ fn mattermost_down_skips_chat_keeps_the_cursor_and_still_checks_health() {
     w.run();
     let cursor = w.sb.state_json()["last_check_ms"].as_i64().unwrap();
     let post = w.say("wizard", "please renew the TLS cert");
-    w.mm.set_mode(MmMode::Down);
+    w.mm.set_fault(Fault::Refuse);
     let out = w.sb.run(&["run-once"]);
     assert!(
         out.status.success(),
@@ -296,7 +297,7 @@ fn mattermost_down_skips_chat_keeps_the_cursor_and_still_checks_health() {
         cursor,
         "cursor must not move"
     );
-    w.mm.set_mode(MmMode::Normal);
+    w.mm.clear_fault();
     w.run();
     assert_eq!(
         w.replies_to(&post).len(),
@@ -308,7 +309,7 @@ fn mattermost_down_skips_chat_keeps_the_cursor_and_still_checks_health() {
 #[test]
 fn ollama_down_falls_back_to_keywords_and_a_template_reply() {
     let w = World::new();
-    w.llm.set_mode(LlmMode::Down);
+    w.llm.set_fault(Fault::Refuse);
     let post = w.say("wizard", "can you please set up a staging database");
     w.run();
     let tasks = w.sb.ledger_tasks();
@@ -369,7 +370,7 @@ fn mc_down_keeps_the_post_pending_and_the_next_run_creates_exactly_one_task() {
 #[test]
 fn planka_down_gives_the_task_now_and_the_card_next_run() {
     let w = World::new();
-    w.planka.set_mode(PlankaMode::Down);
+    w.planka.set_fault(Fault::Refuse);
     let post = w.say("wizard", "please add a redirect from /old to /new");
     w.run();
     assert_eq!(w.sb.ledger_tasks().len(), 1);
@@ -379,7 +380,7 @@ fn planka_down_gives_the_task_now_and_the_card_next_run() {
         "the reply does not wait for the card"
     );
     assert!(w.planka.cards().is_empty());
-    w.planka.set_mode(PlankaMode::Normal);
+    w.planka.clear_fault();
     // The outbox retries with backoff; make the retry due.
     let mut st = w.sb.state_json();
     for item in st["tasks"]["outbox"].as_array_mut().unwrap() {
@@ -400,7 +401,7 @@ fn a_deadline_hit_leaves_posts_pending_and_the_next_run_finishes_them_once() {
     let posts: Vec<String> = (0..3)
         .map(|i| w.say("wizard", &format!("please add user number {i}")))
         .collect();
-    w.llm.set_mode(LlmMode::Hang);
+    w.llm.set_fault(Fault::Hang);
     let extra = w.sb.extra.clone();
     w.sb.extra = format!("{extra}\n[agent]\ndeadline_secs = 3\n");
     w.run();
@@ -416,7 +417,7 @@ fn a_deadline_hit_leaves_posts_pending_and_the_next_run_finishes_them_once() {
         "the deadline must cut the work: {answered} answered"
     );
 
-    w.llm.set_mode(LlmMode::Normal);
+    w.llm.clear_fault();
     w.sb.extra = extra;
     w.run();
     for p in &posts {

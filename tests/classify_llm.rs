@@ -9,7 +9,8 @@ use std::time::Duration;
 use ops_agent::classify::{self, ClassifyConfig, DecisionPath, FallbackReason, Label};
 use ops_agent::ollama::{Backend, Client, OllamaConfig};
 use ops_agent::secret::Secret;
-use support::ollama::{dead_url, FakeOllama, Mode};
+use support::fault::Fault;
+use support::ollama::{dead_url, FakeOllama};
 
 fn config(url: &str) -> OllamaConfig {
     OllamaConfig {
@@ -131,7 +132,7 @@ async fn unusable_answer_falls_back_to_keywords() {
 #[tokio::test]
 async fn hanging_chat_times_out_to_keywords_and_is_not_retried_forever() {
     let fake = FakeOllama::start().await;
-    fake.set_mode(Mode::HangChat);
+    fake.set_chat_fault(Fault::Hang);
     let c = client(fake.url());
     let cfg = ClassifyConfig::default();
     let started = std::time::Instant::now();
@@ -156,7 +157,7 @@ async fn hanging_chat_times_out_to_keywords_and_is_not_retried_forever() {
 #[tokio::test]
 async fn hanging_server_times_out_on_tags() {
     let fake = FakeOllama::start().await;
-    fake.set_mode(Mode::Hang);
+    fake.set_fault(Fault::Hang);
     let d = classify::classify(
         Some(&client(fake.url())),
         &ClassifyConfig::default(),
@@ -190,7 +191,7 @@ async fn missing_model_falls_back_with_reason_model_missing() {
     let fake = FakeOllama::start().await;
     let c = client(fake.url());
     classify::classify(Some(&c), &ClassifyConfig::default(), "warm the cache").await;
-    fake.set_mode(Mode::ModelMissing);
+    fake.set_model_missing(true);
     let d = classify::classify(Some(&c), &ClassifyConfig::default(), "site not loading").await;
     assert_eq!(
         (d.label, d.path),
@@ -203,7 +204,7 @@ async fn server_error_and_garbage_fall_back_with_the_error() {
     let fake = FakeOllama::start().await;
     let c = client(fake.url());
     classify::classify(Some(&c), &ClassifyConfig::default(), "warm the cache").await;
-    fake.set_mode(Mode::Status(500));
+    fake.set_fault(Fault::Status(500));
     let d = classify::classify(
         Some(&c),
         &ClassifyConfig::default(),
@@ -222,7 +223,7 @@ async fn server_error_and_garbage_fall_back_with_the_error() {
         }
         other => panic!("{other:?}"),
     }
-    fake.set_mode(Mode::Garbage);
+    fake.set_fault(Fault::Garbage);
     let d = classify::classify(Some(&c), &ClassifyConfig::default(), "thanks").await;
     assert!(
         matches!(
@@ -246,7 +247,7 @@ async fn unreachable_server_falls_back_once_per_client() {
 
     let fake = FakeOllama::start().await;
     fake.answer("TASK");
-    fake.set_mode(Mode::Down);
+    fake.set_fault(Fault::Refuse);
     let d = classify::classify(
         Some(&client(fake.url())),
         &ClassifyConfig::default(),
@@ -254,7 +255,7 @@ async fn unreachable_server_falls_back_once_per_client() {
     )
     .await;
     assert_eq!(d.path, keywords(FallbackReason::Unreachable));
-    fake.set_mode(Mode::Normal);
+    fake.clear_fault();
     let d = classify::classify(
         Some(&client(fake.url())),
         &ClassifyConfig::default(),

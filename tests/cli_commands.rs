@@ -11,7 +11,8 @@ use ops_agent::tasks::ledger::Ledger;
 use ops_agent::tasks::{Priority, Tag, Task};
 use serde_json::{json, Value};
 use support::agent::{text, Sandbox};
-use support::mattermost::{FakeMattermost, Mode};
+use support::fault::Fault;
+use support::mattermost::FakeMattermost;
 use support::ollama::{dead_url, FakeOllama};
 
 fn stdout(out: &Output) -> String {
@@ -96,7 +97,7 @@ fn mm_status_reports_the_server_the_team_and_the_cursor_without_the_token() {
     let state: Value = sb.state_json();
     assert_eq!(state, json!({ "last_check_ms": cursor }));
 
-    fake.set_mode(Mode::Down);
+    fake.set_fault(Fault::Refuse);
     let out = sb.run(&["mm", "status"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");

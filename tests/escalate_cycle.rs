@@ -11,7 +11,8 @@ mod support;
 use serde_json::Value;
 use support::agent::{text, Sandbox};
 use support::docker::{FakeContainer, FakeDocker, OnRestart};
-use support::mattermost::{FakeMattermost, FakePost, Mode as MmMode};
+use support::fault::Fault;
+use support::mattermost::{FakeMattermost, FakePost};
 use support::ollama::FakeOllama;
 use support::planka::{FakePlanka, PASSWORD};
 
@@ -49,7 +50,7 @@ impl World {
         llm.answer_with(|_| "ROUTINE".into());
         let planka = FakePlanka::start_in_background();
         planka.seed(&[("Basic", "Inbox")]);
-        let docker = support::in_background(FakeDocker::start);
+        let docker = FakeDocker::start_in_background();
         docker.add(FakeContainer::exited("web").on_restart(OnRestart::StaysDown));
         let fix_line = if fix {
             "fix = { action = \"restart_container\", settle_secs = 0, start_grace_secs = 0 }\n"
@@ -295,7 +296,7 @@ fn recovery_posts_once_comments_the_card_once_and_counts_the_incident() {
 #[test]
 fn mattermost_down_at_escalation_files_the_task_now_and_posts_next_cycle_once() {
     let w = World::new(false);
-    w.mm.set_mode(MmMode::Down);
+    w.mm.set_fault(Fault::Refuse);
     w.run();
     let tasks = w.sb.ledger_tasks();
     assert_eq!(tasks.len(), 1, "task created while Mattermost is down");
@@ -304,7 +305,7 @@ fn mattermost_down_at_escalation_files_the_task_now_and_posts_next_cycle_once() 
     assert!(inc.get("alert_post_id").is_none(), "{inc}");
     assert!(inc.get("alerted_ms").is_none(), "{inc}");
 
-    w.mm.set_mode(MmMode::Normal);
+    w.mm.clear_fault();
     assert!(w.alerts().is_empty());
     w.run();
     let alert = w.alert();

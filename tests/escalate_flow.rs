@@ -19,7 +19,8 @@ use ops_agent::tasks::ledger::Ledger;
 use ops_agent::tasks::mc::{McBackend, McConfig};
 use ops_agent::tasks::outbox::{Targets, TaskState};
 use ops_agent::tasks::planka::{BoardTarget, PlankaClient, PlankaConfig};
-use support::mattermost::{FakeMattermost, FakePost, Mode};
+use support::fault::Fault;
+use support::mattermost::{FakeMattermost, FakePost};
 use support::planka::{FakePlanka, PASSWORD, USERNAME};
 
 const PW_ENV: &str = "OPS_AGENT_TEST_ESCALATE_PLANKA_PW";
@@ -368,7 +369,7 @@ async fn a_reaction_or_a_reply_acknowledges_and_prevents_the_follow_up() {
 #[tokio::test]
 async fn mattermost_down_at_escalation_creates_the_task_now_and_posts_next_cycle_once() {
     let mut w = World::new().await;
-    w.mm.set_mode(Mode::Down);
+    w.mm.set_fault(Fault::Refuse);
     let out = w.cycle(0, true).await;
     assert!(!out.errors.is_empty());
     assert_eq!(
@@ -376,7 +377,7 @@ async fn mattermost_down_at_escalation_creates_the_task_now_and_posts_next_cycle
         1,
         "task created while Mattermost is down"
     );
-    w.mm.set_mode(Mode::Normal);
+    w.mm.clear_fault();
     assert!(w.alert_posts().is_empty());
     for i in 1..4 {
         let out = w.cycle(i * 5, true).await;

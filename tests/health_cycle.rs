@@ -37,7 +37,7 @@ fn check<'a>(st: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn a_stopped_container_is_restarted_verified_and_recorded_once() {
-    let docker = support::in_background(FakeDocker::start);
+    let docker = FakeDocker::start_in_background();
     docker.add(FakeContainer::exited("web").on_restart(OnRestart::Fixes));
     docker.add(FakeContainer::running("db"));
     let sb = sandbox(&docker.host());
@@ -62,7 +62,7 @@ fn a_stopped_container_is_restarted_verified_and_recorded_once() {
 
 #[test]
 fn a_container_that_stays_down_gets_three_attempts_per_hour_then_none() {
-    let docker = support::in_background(FakeDocker::start);
+    let docker = FakeDocker::start_in_background();
     docker.add(FakeContainer::exited("web").on_restart(OnRestart::StaysDown));
     docker.add(FakeContainer::running("db"));
     let sb = sandbox(&docker.host());
@@ -136,7 +136,7 @@ fn docker_unreachable_is_one_result_and_its_containers_are_blocked_not_fixed() {
 
 #[test]
 fn dry_run_names_the_fix_and_does_not_run_it() {
-    let docker = support::in_background(FakeDocker::start);
+    let docker = FakeDocker::start_in_background();
     docker.add(FakeContainer::exited("web").on_restart(OnRestart::Fixes));
     docker.add(FakeContainer::running("db"));
     let sb = sandbox(&docker.host());
@@ -150,7 +150,7 @@ fn dry_run_names_the_fix_and_does_not_run_it() {
 
 #[test]
 fn health_command_prints_the_table_and_exits_1_when_critical() {
-    let docker = support::in_background(FakeDocker::start);
+    let docker = FakeDocker::start_in_background();
     docker.add(FakeContainer::exited("web").on_restart(OnRestart::Fixes));
     docker.add(FakeContainer::running("db"));
     let sb = sandbox(&docker.host());
@@ -179,7 +179,7 @@ fn health_command_prints_the_table_and_exits_1_when_critical() {
 
 #[test]
 fn fix_by_hand_counts_against_the_budget_and_force_overrides_it() {
-    let docker = support::in_background(FakeDocker::start);
+    let docker = FakeDocker::start_in_background();
     docker.add(FakeContainer::exited("web").on_restart(OnRestart::StaysDown));
     docker.add(FakeContainer::running("db"));
     let sb = sandbox(&docker.host());
@@ -226,7 +226,7 @@ fn fix_by_hand_counts_against_the_budget_and_force_overrides_it() {
 
 #[test]
 fn explain_says_why_the_agent_would_or_would_not_act() {
-    let docker = support::in_background(FakeDocker::start);
+    let docker = FakeDocker::start_in_background();
     docker.add(FakeContainer::exited("web").on_restart(OnRestart::StaysDown));
     docker.add(FakeContainer::running("db"));
     let sb = sandbox(&docker.host());

@@ -13,7 +13,8 @@ use ops_agent::mattermost::{
 };
 use ops_agent::secret::Secret;
 use serde_json::{Map, Value};
-use support::mattermost::{FakeMattermost, Mode, PostSpec};
+use support::fault::Fault;
+use support::mattermost::{FakeMattermost, PostSpec};
 use tokio::time::Instant;
 
 const TEAMS: [&str; 4] = ["basic", "wizard", "rendrom", "riad"];
@@ -423,14 +424,14 @@ async fn mattermost_down_hanging_or_garbage_gives_a_clear_error() {
     let client = env.client();
     let mut state = MmState::default();
     let since = env.fake.now_ms() - 1000;
-    env.fake.set_mode(Mode::Down);
+    env.fake.set_fault(Fault::Refuse);
     let err = poll(&client, &env.cfg(), &mut state, since, 0, deadline())
         .await
         .unwrap_err();
     assert!(err.is_unreachable(), "{err}");
     assert!(err.to_string().contains(&env.fake.url()), "{err}");
 
-    env.fake.set_mode(Mode::Hang);
+    env.fake.set_fault(Fault::Hang);
     let fast = Client::new(
         &env.fake.url(),
         Credentials::Token {
@@ -443,9 +444,9 @@ async fn mattermost_down_hanging_or_garbage_gives_a_clear_error() {
     let err = fast.ping().await.unwrap_err();
     assert_eq!(err.kind, MmErrorKind::Timeout, "{err}");
 
-    env.fake.set_mode(Mode::Normal);
+    env.fake.clear_fault();
     poll_all(&env, &client, &mut state, since).await; // caches warm
-    env.fake.set_mode(Mode::Garbage);
+    env.fake.set_fault(Fault::Garbage);
     let o = poll(&client, &env.cfg(), &mut state, since, 0, deadline())
         .await
         .unwrap();
@@ -456,7 +457,7 @@ async fn mattermost_down_hanging_or_garbage_gives_a_clear_error() {
         o.teams_failed
     );
 
-    env.fake.set_mode(Mode::Status(500));
+    env.fake.set_fault(Fault::Status(500));
     let o = poll(&client, &env.cfg(), &mut state, since, 0, deadline())
         .await
         .unwrap();
@@ -587,7 +588,7 @@ async fn status_reports_ping_version_user_and_teams() {
         "the token must never be printed"
     );
 
-    env.fake.set_mode(Mode::Down);
+    env.fake.set_fault(Fault::Refuse);
     let s = status(&client, &cfg, &MmState::default()).await;
     assert!(!s.ping_ok && s.ping_error.is_some());
 }

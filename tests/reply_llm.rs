@@ -6,7 +6,8 @@ mod support;
 use ops_agent::classify::FallbackReason;
 use ops_agent::ollama::{Client, OllamaConfig};
 use ops_agent::reply::{self, ReplyContext, ReplyKind, ReplyPath};
-use support::ollama::{dead_url, FakeOllama, Mode};
+use support::fault::Fault;
+use support::ollama::{dead_url, FakeOllama};
 
 fn client(url: &str) -> Client {
     let cfg = OllamaConfig {
@@ -140,7 +141,7 @@ async fn template_without_ollama_or_on_failure() {
     );
 
     let fake = FakeOllama::start().await;
-    fake.set_mode(Mode::HangChat);
+    fake.set_chat_fault(Fault::Hang);
     let r = reply::compose(Some(&client(fake.url())), &c).await;
     assert_eq!(
         r.path,

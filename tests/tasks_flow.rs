@@ -16,7 +16,8 @@ use ops_agent::tasks::outbox::{
 };
 use ops_agent::tasks::planka::{BoardTarget, PlankaClient, PlankaConfig};
 use ops_agent::tasks::{BillingConfig, PostRef, Priority, Tag, Task};
-use support::planka::{FakePlanka, Mode, PASSWORD, USERNAME};
+use support::fault::Fault;
+use support::planka::{FakePlanka, PASSWORD, USERNAME};
 
 const PW_ENV: &str = "OPS_AGENT_TEST_FLOW_PLANKA_PW";
 
@@ -184,7 +185,7 @@ async fn planka_down_gives_task_now_and_card_on_retry_exactly_once() {
     let e = env().await;
     let mut state = TaskState::default();
     let t = post_task("p1", "wizard", "TASK", "do the thing");
-    e.fake.set_mode(Mode::Down);
+    e.fake.set_fault(Fault::Refuse);
     let out = ensure_task(&t, e.targets(), &mut state, now())
         .await
         .unwrap();
@@ -211,7 +212,7 @@ async fn planka_down_gives_task_now_and_card_on_retry_exactly_once() {
         .await
         .is_empty());
 
-    e.fake.set_mode(Mode::Normal);
+    e.fake.clear_fault();
     let later = now() + Duration::minutes(5);
     let results = retry_outbox(e.targets(), &mut state, later).await;
     assert_eq!(results.len(), 1);
@@ -232,7 +233,7 @@ async fn planka_down_gives_task_now_and_card_on_retry_exactly_once() {
 async fn planka_failures_back_off_exponentially() {
     let e = env().await;
     let mut state = TaskState::default();
-    e.fake.set_mode(Mode::Status(500));
+    e.fake.set_fault(Fault::Status(500));
     ensure_task(
         &post_task("p1", "wizard", "TASK", "x"),
         e.targets(),
@@ -260,13 +261,13 @@ async fn crash_after_mc_before_planka_makes_no_second_task() {
     let t = post_task("p1", "wizard", "TASK", "do the thing");
     {
         let mut state = TaskState::default();
-        e.fake.set_mode(Mode::Down);
+        e.fake.set_fault(Fault::Refuse);
         ensure_task(&t, e.targets(), &mut state, now())
             .await
             .unwrap();
         // Crash: the state (mapping and outbox) is never saved.
     }
-    e.fake.set_mode(Mode::Normal);
+    e.fake.clear_fault();
     let mut fresh = TaskState::default();
     let out = ensure_task(&t, e.targets(), &mut fresh, now())
         .await
