@@ -10,7 +10,8 @@ use support::agent::{text, Sandbox};
 use support::fault::Fault;
 use support::mattermost::{FakeMattermost, PostSpec};
 use support::ollama::FakeOllama;
-use support::planka::{FakePlanka, PASSWORD};
+use support::planka::FakePlanka;
+use support::world::WorldBuilder;
 
 struct World {
     mm: FakeMattermost,
@@ -26,19 +27,19 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let mm = FakeMattermost::start_in_background();
-        let agent = mm.add_user("opsbot", "agent-pw");
+        let mut b = WorldBuilder::new();
+        let (mm, me) = b.mattermost(&["basic", "wizard"]);
+        let agent = me.id;
         let alice = mm.add_user("alice", "pw");
         let john = mm.add_user("john", "pw");
         let bot = mm.add_bot("ci-bot");
-        let token = mm.add_token(&agent);
         let members = [agent.as_str(), alice.as_str(), john.as_str(), bot.as_str()];
         let mut channels = Vec::new();
         for team in ["basic", "wizard"] {
             let tid = mm.add_team(team, &members);
             channels.push((team.to_string(), mm.add_channel(&tid, "ops", &members)));
         }
-        let llm = FakeOllama::start_in_background();
+        let llm = b.ollama();
         // The model answers like a sensible classifier: by a keyword in the message.
         llm.answer_with(|msg| {
             let m = msg.to_lowercase();
@@ -50,22 +51,8 @@ impl World {
                 "ROUTINE".into()
             }
         });
-        let planka = FakePlanka::start_in_background();
-        planka.seed(&[("Wizard", "Inbox"), ("Basic", "Inbox")]);
-        let mut sb = Sandbox::new();
-        sb.env.push(("OPS_AGENT_MM_TOKEN".into(), token));
-        sb.env
-            .push(("OPS_AGENT_PLANKA_PASSWORD".into(), PASSWORD.into()));
-        sb.extra = format!(
-            "[mattermost]\nurl = \"{}\"\nteams = [\"basic\", \"wizard\"]\ntimeout_secs = 3\n\n\
-             [ollama]\nurl = \"{}\"\nclassify_timeout_secs = 2\nreply_timeout_secs = 2\n\n\
-             [planka]\nurl = \"{}\"\nusername = \"ops\"\ntimeout_secs = 3\n\
-             [planka.boards.wizard]\nboard = \"Wizard\"\nlist = \"Inbox\"\n\
-             [planka.boards.basic]\nboard = \"Basic\"\nlist = \"Inbox\"\n",
-            mm.url(),
-            llm.url(),
-            planka.url
-        );
+        let planka = b.planka(&[("wizard", "Wizard", "Inbox"), ("basic", "Basic", "Inbox")]);
+        let sb = b.sandbox();
         World {
             mm,
             llm,

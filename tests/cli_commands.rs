@@ -14,6 +14,7 @@ use support::agent::{text, Sandbox};
 use support::fault::Fault;
 use support::mattermost::FakeMattermost;
 use support::ollama::{dead_url, FakeOllama};
+use support::world::WorldBuilder;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -27,23 +28,15 @@ fn json_of(out: &Output) -> Value {
 /// (two channels), and a sandbox pointed at it (and at `ollama_url`) with
 /// the token in the env.
 fn mm_sandbox(ollama_url: &str) -> (FakeMattermost, Sandbox, String) {
-    let fake = FakeMattermost::start_in_background();
-    let agent = fake.add_user("opsbot", "agent-pw");
+    let mut b = WorldBuilder::new();
+    let (fake, me) = b.mattermost(&["basic"]);
+    let agent = me.id;
     let alice = fake.add_user("alice", "pw");
-    let token = fake.add_token(&agent);
     let team = fake.add_team("basic", &[&agent, &alice]);
     fake.add_channel(&team, "ops", &[&agent, &alice]);
     fake.add_channel(&team, "general", &[&agent, &alice]);
-    let mut sb = Sandbox::new();
-    sb.extra = format!(
-        "[mattermost]\nurl = \"{}\"\nteams = [\"basic\"]\ntimeout_secs = 3\n\n\
-         [ollama]\nurl = \"{}\"\nclassify_timeout_secs = 3\nreply_timeout_secs = 3\n",
-        fake.url(),
-        ollama_url
-    );
-    sb.env
-        .push(("OPS_AGENT_MM_TOKEN".to_string(), token.clone()));
-    (fake, sb, token)
+    b.llm_timeouts(3).ollama_at(ollama_url);
+    (fake, b.sandbox(), me.token)
 }
 
 fn write_state(sb: &Sandbox, state: &Value) {
@@ -363,11 +356,9 @@ fn line_of<'a>(s: &'a str, check: &str) -> &'a str {
 
 #[test]
 fn doctor_with_nothing_running_fails_on_mattermost_only() {
-    let mut sb = Sandbox::new();
-    sb.extra = format!(
-        "[ollama]\nurl = \"{}\"\nclassify_timeout_secs = 3\nreply_timeout_secs = 3\n",
-        dead_url()
-    );
+    let mut b = WorldBuilder::new();
+    b.llm_timeouts(3).ollama_at(&dead_url());
+    let sb = b.sandbox();
     let out = sb.run(&["doctor"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");

@@ -9,16 +9,16 @@ mod support;
 use serde_json::{json, Value};
 use support::agent::{text, Sandbox};
 use support::docker::{FakeContainer, FakeDocker, OnRestart};
+use support::world::WorldBuilder;
 
 fn sandbox(docker_host: &str) -> Sandbox {
-    let mut sb = Sandbox::new();
-    sb.extra = format!(
-        "[health]\ndocker_host = \"{docker_host}\"\nreprobe_pause_ms = 10\n\n\
-         [[checks]]\nname = \"web\"\nkind = \"docker\"\ncontainer = \"web\"\nfail_after = 1\n\
-         fix = {{ action = \"restart_container\", settle_secs = 0, start_grace_secs = 0 }}\n\n\
-         [[checks]]\nname = \"db\"\nkind = \"docker\"\ncontainer = \"db\"\nfail_after = 1\n"
+    let mut b = WorldBuilder::new();
+    b.docker_at(docker_host).toml(
+        "[[checks]]\nname = \"web\"\nkind = \"docker\"\ncontainer = \"web\"\nfail_after = 1\n\
+         fix = { action = \"restart_container\", settle_secs = 0, start_grace_secs = 0 }\n\n\
+         [[checks]]\nname = \"db\"\nkind = \"docker\"\ncontainer = \"db\"\nfail_after = 1\n",
     );
-    sb
+    b.sandbox()
 }
 
 fn history(sb: &Sandbox) -> Value {

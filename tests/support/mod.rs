@@ -1,6 +1,7 @@
 //! Shared test support: the real binary in a sandbox, in-process fakes of
-//! the services the agent talks to (each in its own module), and the one
-//! harness and fault layer they all run on.
+//! the services the agent talks to (each in its own module), the one
+//! harness and fault layer they all run on, and the world builder that
+//! wires fakes and sandbox together.
 #![allow(dead_code)]
 
 pub mod agent;
@@ -11,6 +12,7 @@ pub mod http_endpoints;
 pub mod mattermost;
 pub mod ollama;
 pub mod planka;
+pub mod world;
 
 #[allow(unused_imports)]
 pub use harness::in_background;
