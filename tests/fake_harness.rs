@@ -276,6 +276,48 @@ fn a_hold_keeps_the_request_until_released_and_says_when_it_arrived() {
 }
 
 #[test]
+fn a_held_request_whose_client_died_is_never_served() {
+    let mm = FakeMattermost::start_in_background();
+    mm.add_user("opsbot", "agent-pw");
+    let gate = mm.server().hold(Match::post("/users/login"));
+    let body = r#"{"login_id":"opsbot","password":"agent-pw"}"#;
+    let mut s = std::net::TcpStream::connect(mm.server().addr()).unwrap();
+    write!(
+        s,
+        "POST /api/v4/users/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    assert!(gate.wait_arrived(Duration::from_secs(10)));
+    drop(s); // the client is killed while its request is held
+    std::thread::sleep(Duration::from_millis(500));
+    gate.release();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(mm.session_count(), 0, "the login was never served");
+    assert_eq!(
+        mm.count_requests("POST", "/users/login"),
+        1,
+        "but it is on record"
+    );
+}
+
+#[tokio::test]
+async fn drop_accepts_and_closes_without_an_answer() {
+    let dk = FakeDocker::start().await;
+    dk.set_fault(Fault::Drop);
+    let err = client()
+        .get(format!("{}/_ping", dk.server().url()))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(!err.is_connect() && !err.is_timeout(), "{err:?}");
+    assert_eq!(dk.requests().len(), 1, "it got in and was recorded");
+    dk.clear_fault();
+    assert_eq!(get(&format!("{}/_ping", dk.server().url())).await.0, 200);
+}
+
+#[test]
 fn a_background_fake_goes_down_and_up_while_another_runtime_uses_it() {
     let llm = FakeOllama::start_in_background();
     let url = llm.url().to_string();

@@ -562,6 +562,22 @@ async fn replies_are_idempotent_threaded_and_neutralised() {
 }
 
 #[tokio::test]
+async fn mattermost_dropping_connections_is_unreachable_too() {
+    let env = setup().await;
+    env.channel(0, "c");
+    let client = env.client();
+    let mut state = MmState::default();
+    let since = env.fake.now_ms() - 1000;
+    // Accepted, then closed without an answer (the fake's old "down").
+    env.fake.set_fault(Fault::Drop);
+    let err = poll(&client, &env.cfg(), &mut state, since, 0, deadline())
+        .await
+        .unwrap_err();
+    assert!(err.is_unreachable(), "{err}");
+    assert!(err.to_string().contains(&env.fake.url()), "{err}");
+}
+
+#[tokio::test]
 async fn status_reports_ping_version_user_and_teams() {
     let env = setup().await;
     env.fake.set_version("9.11.2");

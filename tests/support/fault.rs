@@ -35,9 +35,12 @@ use super::harness::{ConnId, Registry};
 pub enum Fault {
     /// Down. For every request: the port is closed (connection refused)
     /// and open connections are dropped; the fake keeps its state and comes
-    /// back on the same port when the fault is cleared. In a [`Rule`]: the
-    /// matching request's connection is dropped without an answer.
+    /// back on the same port when the fault is cleared. In a [`Rule`] it
+    /// acts as [`Fault::Drop`] (a port cannot refuse some requests only).
     Refuse,
+    /// Accept the request, then close the connection without an answer
+    /// (a server crashing mid-request, a proxy dropping it).
+    Drop,
     /// Accept the request and never answer.
     Hang,
     /// Answer normally, after this delay.
@@ -264,8 +267,11 @@ impl Faults {
 
 /// A gate that stops the requests a [`Match`] selects until
 /// [`Hold::release`]: "the fake holds the request that marks the boundary
-/// while the test kills the process". Dropping it releases it too, so keep
-/// it in a named binding.
+/// while the test kills the process". A held request is already recorded
+/// but not served; if its client goes away meanwhile (the test killed it),
+/// the server drops the request when it sees the connection close, so
+/// releasing it changes nothing in the fake. Dropping the gate releases it
+/// too, so keep it in a named binding.
 #[must_use = "dropping a Hold releases it at once"]
 pub struct Hold {
     inner: Arc<HoldInner>,
@@ -385,7 +391,7 @@ pub(crate) async fn gate(
     };
     let mut resp = match fault {
         None => next.run(Request::from_parts(parts, Body::from(body))).await,
-        Some(Fault::Refuse) => {
+        Some(Fault::Refuse | Fault::Drop) => {
             // The port closes for `set_fault(Refuse)`; a request that got
             // in anyway, or one a rule selects, loses its connection.
             g.conns.kill(conn.id);
