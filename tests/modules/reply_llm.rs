@@ -1,13 +1,12 @@
 //! Reply text through the fake Ollama: generated with the task reference,
 //! sanitized, and the templated fallback without a usable model.
 
-mod support;
-
 use ops_agent::classify::FallbackReason;
 use ops_agent::ollama::{Client, OllamaConfig};
 use ops_agent::reply::{self, ReplyContext, ReplyKind, ReplyPath};
-use support::fault::Fault;
-use support::ollama::{dead_url, FakeOllama};
+
+use crate::support::fault::Fault;
+use crate::support::ollama::{dead_url, FakeOllama};
 
 fn client(url: &str) -> Client {
     let cfg = OllamaConfig {
@@ -62,7 +61,7 @@ async fn reply_is_generated_from_the_context_with_the_task_reference() {
         assert!(user.contains(want), "{want} missing from {user}");
     }
     assert_eq!(
-        support::ollama::fenced_message(user),
+        crate::support::ollama::fenced_message(user),
         "planka returns 502 since 10 min"
     );
     let system = chat.body["messages"][0]["content"].as_str().unwrap();

@@ -2,19 +2,18 @@
 //! against the fake Mattermost, `tasks list|stats` over a seeded ledger,
 //! the task outbox in `status`, and `doctor`.
 
-mod support;
-
 use std::process::Output;
 
 use chrono::{Duration, Utc};
 use ops_agent::tasks::ledger::Ledger;
 use ops_agent::tasks::{Priority, Tag, Task};
 use serde_json::{json, Value};
-use support::agent::{text, Sandbox};
-use support::fault::Fault;
-use support::mattermost::FakeMattermost;
-use support::ollama::{dead_url, FakeOllama};
-use support::world::WorldBuilder;
+
+use crate::support::agent::{text, Sandbox};
+use crate::support::fault::Fault;
+use crate::support::mattermost::FakeMattermost;
+use crate::support::ollama::{dead_url, FakeOllama};
+use crate::support::world::WorldBuilder;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

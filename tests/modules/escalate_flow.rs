@@ -4,8 +4,6 @@
 //! escalation and task state go through serde JSON, as they do through the
 //! state file, so every step is also a restart.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,9 +17,10 @@ use ops_agent::tasks::ledger::Ledger;
 use ops_agent::tasks::mc::{McBackend, McConfig};
 use ops_agent::tasks::outbox::{Targets, TaskState};
 use ops_agent::tasks::planka::{BoardTarget, PlankaClient, PlankaConfig};
-use support::fault::Fault;
-use support::mattermost::{FakeMattermost, FakePost};
-use support::planka::{FakePlanka, PASSWORD, USERNAME};
+
+use crate::support::fault::Fault;
+use crate::support::mattermost::{FakeMattermost, FakePost};
+use crate::support::planka::{FakePlanka, PASSWORD, USERNAME};
 
 const PW_ENV: &str = "OPS_AGENT_TEST_ESCALATE_PLANKA_PW";
 const MIN: i64 = 60_000;

@@ -3,15 +3,14 @@
 //! crashes. Fakes of Mattermost, Ollama and Planka run on 127.0.0.1; MC is
 //! the built-in ledger unless a test configures a fake command.
 
-mod support;
-
 use serde_json::Value;
-use support::agent::{text, Sandbox};
-use support::fault::Fault;
-use support::mattermost::{FakeMattermost, PostSpec};
-use support::ollama::FakeOllama;
-use support::planka::FakePlanka;
-use support::world::WorldBuilder;
+
+use crate::support::agent::{text, Sandbox};
+use crate::support::fault::Fault;
+use crate::support::mattermost::{FakeMattermost, PostSpec};
+use crate::support::ollama::FakeOllama;
+use crate::support::planka::FakePlanka;
+use crate::support::world::WorldBuilder;
 
 struct World {
     mm: FakeMattermost,
@@ -454,7 +453,7 @@ fn a_thousand_posts_across_fifty_channels_in_four_teams_are_handed_over_once() {
     sb.extra = format!(
         "[mattermost]\nurl = \"{}\"\n[ollama]\nurl = \"{}\"\n",
         mm.url(),
-        support::ollama::dead_url()
+        crate::support::ollama::dead_url()
     );
     let out = sb.run(&["run-once"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -4,12 +4,11 @@
 //! unreachable engine is one result with its containers blocked, and a dry
 //! run only says what it would do.
 
-mod support;
-
 use serde_json::{json, Value};
-use support::agent::{text, Sandbox};
-use support::docker::{FakeContainer, FakeDocker, OnRestart};
-use support::world::WorldBuilder;
+
+use crate::support::agent::{text, Sandbox};
+use crate::support::docker::{FakeContainer, FakeDocker, OnRestart};
+use crate::support::world::WorldBuilder;
 
 fn sandbox(docker_host: &str) -> Sandbox {
     let mut b = WorldBuilder::new();
@@ -117,7 +116,7 @@ fn a_container_that_stays_down_gets_three_attempts_per_hour_then_none() {
 
 #[test]
 fn docker_unreachable_is_one_result_and_its_containers_are_blocked_not_fixed() {
-    let host = support::in_background(FakeDocker::unreachable_host);
+    let host = crate::support::in_background(FakeDocker::unreachable_host);
     let sb = sandbox(&host);
     let out = sb.run(&["run-once"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -6,16 +6,15 @@
 //! resumes from the state files, so every step is also a restart; where time
 //! must pass, the state file is edited between runs.
 
-mod support;
-
 use serde_json::Value;
-use support::agent::{text, Sandbox};
-use support::docker::{FakeContainer, FakeDocker, OnRestart};
-use support::fault::Fault;
-use support::mattermost::{FakeMattermost, FakePost};
-use support::ollama::FakeOllama;
-use support::planka::FakePlanka;
-use support::world::WorldBuilder;
+
+use crate::support::agent::{text, Sandbox};
+use crate::support::docker::{FakeContainer, FakeDocker, OnRestart};
+use crate::support::fault::Fault;
+use crate::support::mattermost::{FakeMattermost, FakePost};
+use crate::support::ollama::FakeOllama;
+use crate::support::planka::FakePlanka;
+use crate::support::world::WorldBuilder;
 
 const MIN: i64 = 60_000;
 

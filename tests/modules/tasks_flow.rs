@@ -3,8 +3,6 @@
 //! outages, retries and crashes (a crash is simulated by dropping the
 //! in-memory `TaskState` while keeping the files a real crash would keep).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -16,8 +14,9 @@ use ops_agent::tasks::outbox::{
 };
 use ops_agent::tasks::planka::{BoardTarget, PlankaClient, PlankaConfig};
 use ops_agent::tasks::{BillingConfig, PostRef, Priority, Tag, Task};
-use support::fault::Fault;
-use support::planka::{FakePlanka, PASSWORD, USERNAME};
+
+use crate::support::fault::Fault;
+use crate::support::planka::{FakePlanka, PASSWORD, USERNAME};
 
 const PW_ENV: &str = "OPS_AGENT_TEST_FLOW_PLANKA_PW";
 

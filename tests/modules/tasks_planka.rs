@@ -1,14 +1,13 @@
 //! Planka client against the stateful fake: v2 and v1 card paths, labels,
 //! terms acceptance, API key, token cache, 401 re-login, faults.
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use ops_agent::tasks::planka::{ApiVersion, BoardTarget, PlankaClient, PlankaConfig};
 use ops_agent::tasks::{Priority, Tag, Task};
-use support::fault::Fault;
-use support::planka::{FakePlanka, Version, PASSWORD, USERNAME};
+
+use crate::support::fault::Fault;
+use crate::support::planka::{FakePlanka, Version, PASSWORD, USERNAME};
 
 const PW_ENV: &str = "OPS_AGENT_TEST_PLANKA_PW";
 const KEY_ENV: &str = "OPS_AGENT_TEST_PLANKA_KEY";

@@ -1,8 +1,6 @@
 //! The Mattermost module against the stateful fake server: polling exactly
 //! once, skip rules, request cost, 429/401/down, reply idempotency, status.
 
-mod support;
-
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
@@ -13,8 +11,10 @@ use ops_agent::mattermost::{
 };
 use ops_agent::secret::Secret;
 use serde_json::{Map, Value};
-use support::fault::Fault;
-use support::mattermost::{FakeMattermost, PostSpec};
+
+use crate::support::fault::Fault;
+use crate::support::mattermost::{FakeMattermost, PostSpec};
+
 use tokio::time::Instant;
 
 const TEAMS: [&str; 4] = ["basic", "wizard", "rendrom", "riad"];

@@ -1,18 +1,17 @@
 //! The test kit itself: every fault of the shared layer, on the fakes that
 //! use it, as a client sees it on the wire.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::docker::FakeDocker;
-use support::fault::{padded_json, Fault, Match, Rule};
-use support::http_endpoints::FakeEndpoints;
-use support::mattermost::FakeMattermost;
-use support::ollama::FakeOllama;
-use support::planka::{FakePlanka, PASSWORD, USERNAME};
+
+use crate::support::docker::FakeDocker;
+use crate::support::fault::{padded_json, Fault, Match, Rule};
+use crate::support::http_endpoints::FakeEndpoints;
+use crate::support::mattermost::FakeMattermost;
+use crate::support::ollama::FakeOllama;
+use crate::support::planka::{FakePlanka, PASSWORD, USERNAME};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
