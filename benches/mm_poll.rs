@@ -13,6 +13,12 @@
 //! Run with `cargo bench --bench mm_poll`.
 
 #[allow(dead_code)]
+#[path = "../tests/support/fault.rs"]
+mod fault;
+#[allow(dead_code)]
+#[path = "../tests/support/harness.rs"]
+mod harness;
+#[allow(dead_code)]
 #[path = "../tests/support/mattermost.rs"]
 mod mattermost;
 

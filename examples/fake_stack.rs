@@ -15,6 +15,12 @@
 #[path = "../tests/support/docker.rs"]
 mod docker;
 #[allow(dead_code)]
+#[path = "../tests/support/fault.rs"]
+mod fault;
+#[allow(dead_code)]
+#[path = "../tests/support/harness.rs"]
+mod harness;
+#[allow(dead_code)]
 #[path = "../tests/support/mattermost.rs"]
 mod mattermost;
 #[allow(dead_code)]

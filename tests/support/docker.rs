@@ -8,18 +8,21 @@
 //! newer prefix, so a client that forgets to pin the version fails here.
 //! Containers keep state like the engine: a restart moves `StartedAt`,
 //! keeps `RestartCount` (manual restarts do not count) and either fixes the
-//! container or leaves it down. Every request is recorded.
+//! container or leaves it down. Every request is recorded. Faults go
+//! through the shared fault layer ([`FakeDocker::set_fault`]) with the
+//! engine's `{"message"}` body.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
+
+use super::fault::{Fault, Req, Service};
+use super::harness::{dead_addr, in_background, FakeServer};
 
 /// What a restart (or start) does to a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,17 +182,6 @@ fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-/// How the engine behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Answers normally.
-    Normal,
-    /// Every request hangs past any timeout.
-    Hang,
-    /// Every request answers 500 with an engine error body.
-    Error500,
-}
-
 /// One recorded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
@@ -207,15 +199,16 @@ pub struct Recorded {
 struct Inner {
     containers: BTreeMap<String, FakeContainer>,
     requests: Vec<Recorded>,
-    mode: Option<Mode>,
 }
 
-/// The fake engine; dropping it does not stop the server (it lives as long
-/// as the test's runtime).
+/// The fake's side of the fault layer.
+struct Engine(Arc<Mutex<Inner>>);
+
+/// The fake engine; clones share it, the last one dropped stops it.
 #[derive(Clone)]
 pub struct FakeDocker {
-    addr: std::net::SocketAddr,
     inner: Arc<Mutex<Inner>>,
+    server: FakeServer,
 }
 
 impl FakeDocker {
@@ -223,25 +216,39 @@ impl FakeDocker {
     pub async fn start() -> FakeDocker {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        FakeDocker { addr, inner }
+        let server = FakeServer::start(app, Arc::new(Engine(inner.clone()))).await;
+        FakeDocker { inner, server }
+    }
+
+    /// Starts the engine on the background runtime, for tests that run the
+    /// real binary with `std::process::Command`.
+    pub fn start_in_background() -> FakeDocker {
+        in_background(FakeDocker::start)
     }
 
     /// `DOCKER_HOST`-style address of the fake (`tcp://127.0.0.1:port`).
     pub fn host(&self) -> String {
-        format!("tcp://{}", self.addr)
+        format!("tcp://{}", self.server.addr())
     }
 
     /// An address where nothing listens (for "Docker unreachable").
     pub async fn unreachable_host() -> String {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        drop(l);
-        format!("tcp://{addr}")
+        format!("tcp://{}", dead_addr())
+    }
+
+    /// The server: rules, holds and the fault for every request.
+    pub fn server(&self) -> &FakeServer {
+        &self.server
+    }
+
+    /// Sets the fault for every request ([`Fault::Refuse`]: down).
+    pub fn set_fault(&self, fault: Fault) {
+        self.server.set_fault(fault);
+    }
+
+    /// Behave again.
+    pub fn clear_fault(&self) {
+        self.server.clear_fault();
     }
 
     /// Adds or replaces a container.
@@ -275,11 +282,6 @@ impl FakeDocker {
     /// A container's current state.
     pub fn container(&self, name: &str) -> Option<FakeContainer> {
         self.inner.lock().unwrap().containers.get(name).cloned()
-    }
-
-    /// Switches the fault mode.
-    pub fn set_mode(&self, mode: Mode) {
-        self.inner.lock().unwrap().mode = Some(mode);
     }
 
     /// Every request so far.
@@ -322,32 +324,22 @@ fn strip_version(path: &str) -> Result<&str, String> {
     }
 }
 
-async fn handle(
-    State(inner): State<Arc<Mutex<Inner>>>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let mode = {
-        let mut g = inner.lock().unwrap();
-        g.requests.push(Recorded {
-            method: method.to_string(),
-            path: uri.path().to_string(),
-            query: uri.query().unwrap_or("").to_string(),
-            body: String::from_utf8_lossy(&body).into_owned(),
+impl Service for Engine {
+    fn record(&self, req: &Req<'_>) {
+        self.0.lock().unwrap().requests.push(Recorded {
+            method: req.method.to_string(),
+            path: req.path().to_string(),
+            query: req.uri.query().unwrap_or("").to_string(),
+            body: String::from_utf8_lossy(req.body).into_owned(),
         });
-        g.mode.unwrap_or(Mode::Normal)
-    };
-    match mode {
-        Mode::Hang => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            return StatusCode::GATEWAY_TIMEOUT.into_response();
-        }
-        Mode::Error500 => {
-            return engine_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-        }
-        Mode::Normal => {}
     }
+
+    fn error(&self, status: StatusCode) -> Response {
+        engine_error(status, status.canonical_reason().unwrap_or("error"))
+    }
+}
+
+async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri) -> Response {
     let path = match strip_version(uri.path()) {
         Ok(p) => p.to_string(),
         Err(msg) => return engine_error(StatusCode::BAD_REQUEST, &msg),

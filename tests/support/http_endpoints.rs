@@ -6,32 +6,45 @@
 //! `/redirect` (302 to `/ok`; the client follows it) and
 //! `/status/{code}`. `/flaky` answers 503 for the next `n` requests (see
 //! [`FakeEndpoints::fail_next`]), then 200. Every request is recorded.
+//! Faults for any path go through the shared fault layer
+//! ([`FakeEndpoints::server`]); errors there have an empty body.
 //!
 //! [`FakeEndpoints::start_tls`] serves the same paths over HTTPS with a
 //! self-signed certificate made at start (what an internal service with a
 //! home-made certificate looks like to the check).
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::serve::Listener;
 use axum::Router;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio_rustls::rustls::{crypto, ServerConfig};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
+
+use super::fault::{Fault, Match, Req, Service};
+use super::harness::FakeServer;
 
 #[derive(Default)]
 struct Inner {
     requests: Vec<(String, String)>,
     slow_ms: u64,
-    flaky_left: u32,
+}
+
+/// The fake's side of the fault layer.
+struct Endpoints(Arc<Mutex<Inner>>);
+
+impl Service for Endpoints {
+    fn record(&self, req: &Req<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .requests
+            .push((req.method.to_string(), req.path().to_string()));
+    }
+
+    fn error(&self, status: StatusCode) -> Response {
+        status.into_response()
+    }
 }
 
 /// The fake endpoints.
@@ -39,6 +52,7 @@ struct Inner {
 pub struct FakeEndpoints {
     base: String,
     inner: Arc<Mutex<Inner>>,
+    server: FakeServer,
 }
 
 impl FakeEndpoints {
@@ -46,12 +60,12 @@ impl FakeEndpoints {
     pub async fn start() -> FakeEndpoints {
         let inner = new_inner();
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        FakeEndpoints { base, inner }
+        let server = FakeServer::start(app, Arc::new(Endpoints(inner.clone()))).await;
+        FakeEndpoints {
+            base: server.url(),
+            inner,
+            server,
+        }
     }
 
     /// Starts the same endpoints over HTTPS (`https://127.0.0.1:port`) in
@@ -63,12 +77,17 @@ impl FakeEndpoints {
     pub async fn start_tls() -> FakeEndpoints {
         let inner = new_inner();
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = TlsListener::bind().await;
-        let base = format!("https://{}", listener.addr);
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        FakeEndpoints { base, inner }
+        let server = FakeServer::start_tls(app, Arc::new(Endpoints(inner.clone()))).await;
+        FakeEndpoints {
+            base: server.url(),
+            inner,
+            server,
+        }
+    }
+
+    /// The server: rules, holds and the fault for every request.
+    pub fn server(&self) -> &FakeServer {
+        &self.server
     }
 
     /// The URL of a path, e.g. `url("/hang")`.
@@ -83,7 +102,8 @@ impl FakeEndpoints {
 
     /// `/flaky` fails the next `n` requests.
     pub fn fail_next(&self, n: u32) {
-        self.inner.lock().unwrap().flaky_left = n;
+        self.server
+            .fault_next(n, Match::path("/flaky"), Fault::Status(503));
     }
 
     /// `(method, path)` of every request so far.
@@ -99,80 +119,8 @@ fn new_inner() -> Arc<Mutex<Inner>> {
     }))
 }
 
-/// A TCP listener that hands axum only connections whose TLS handshake
-/// finished. Handshakes run in tasks of their own, so a client that
-/// rejects the certificate (or never finishes) does not hold up the next.
-struct TlsListener {
-    addr: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-}
-
-impl TlsListener {
-    async fn bind() -> TlsListener {
-        let acceptor = TlsAcceptor::from(Arc::new(self_signed_config()));
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let (tx, ready) = mpsc::channel(16);
-        tokio::spawn(async move {
-            while let Ok((stream, peer)) = tcp.accept().await {
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    // A failed handshake is the client refusing our
-                    // certificate: nothing to serve.
-                    if let Ok(tls) = acceptor.accept(stream).await {
-                        let _ = tx.send((tls, peer)).await;
-                    }
-                });
-            }
-        });
-        TlsListener { addr, ready }
-    }
-}
-
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept loop ended: serve nothing more, like a closed port.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.addr)
-    }
-}
-
-/// A rustls server config with a fresh self-signed certificate. The ring
-/// provider is named explicitly: it is the one reqwest already uses, and
-/// no process-wide default has to be installed.
-fn self_signed_config() -> ServerConfig {
-    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-    let made = rcgen::generate_simple_self_signed(names).unwrap();
-    let cert = made.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
-    ServerConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .unwrap()
-}
-
-async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri) -> Response {
-    let (slow_ms, flaky) = {
-        let mut g = inner.lock().unwrap();
-        g.requests
-            .push((method.to_string(), uri.path().to_string()));
-        let flaky = uri.path() == "/flaky" && g.flaky_left > 0;
-        if flaky {
-            g.flaky_left -= 1;
-        }
-        (g.slow_ms, flaky)
-    };
+async fn handle(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri) -> Response {
+    let slow_ms = inner.lock().unwrap().slow_ms;
     let json = [(header::CONTENT_TYPE, "application/json")];
     match uri.path() {
         "/ok" => (json, r#"{"status":"OK"}"#).into_response(),
@@ -196,7 +144,6 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri
         )
             .into_response(),
         "/redirect" => (StatusCode::FOUND, [(header::LOCATION, "/ok")]).into_response(),
-        "/flaky" if flaky => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         "/flaky" => (json, r#"{"status":"OK"}"#).into_response(),
         p => match p
             .strip_prefix("/status/")

@@ -10,19 +10,17 @@
 //! but not `order`, and deleted posts included. Paging (`page`/`per_page`
 //! capped at 200, `before`) returns newest first without deleted posts.
 //!
-//! Faults switchable at runtime: [`Mode`] (status, garbage, hang, down),
-//! 429 for the next N requests ([`FakeMattermost::rate_limit_next`]), and
-//! expired sessions ([`FakeMattermost::expire_sessions`]). Every request is
-//! recorded. The fake has its own clock (advance it with
+//! Faults go through the shared fault layer ([`FakeMattermost::set_fault`],
+//! `server()` for rules and holds) with Mattermost's error body
+//! (`{"id","message","status_code"}`) and 429 headers: 429 for the next N
+//! requests is [`FakeMattermost::rate_limit_next`]. Expired sessions
+//! ([`FakeMattermost::expire_sessions`]) are the service's own. Every
+//! request is recorded. The fake has its own clock (advance it with
 //! [`FakeMattermost::advance_clock`]); `create_at` and the `Date` header
 //! come from it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -32,23 +30,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 
-/// Server behaviour for every request until changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
-    /// Behave like Mattermost.
-    Normal,
-    /// Answer every request with this status and a Mattermost error body.
-    Status(u16),
-    /// Answer 200 with a body that is not JSON.
-    Garbage,
-    /// Accept the request and never answer.
-    Hang,
-    /// Drop every connection (like a crashed server behind a proxy).
-    Down,
-}
+use super::fault::{Fault, Match, Req, Service};
+use super::harness::{in_background, FakeServer};
 
 /// One request as received.
 #[derive(Debug, Clone)]
@@ -158,9 +142,6 @@ struct World {
     post_idx: HashMap<String, usize>,
     reactions: Vec<FakeReaction>,
     requests: Vec<Recorded>,
-    mode: Mode,
-    rate_limited_next: u32,
-    retry_after_secs: u64,
     shuffle: bool,
     rng: u64,
     version: String,
@@ -211,6 +192,11 @@ impl World {
 
     fn post(&self, id: &str) -> Option<&FakePost> {
         self.post_idx.get(id).map(|&i| &self.posts[i])
+    }
+
+    /// The user a request's bearer token belongs to, when it is valid.
+    fn user_of(&self, headers: &HeaderMap) -> Option<String> {
+        bearer(headers).and_then(|t| self.tokens.get(&t).map(|t| t.user_id.clone()))
     }
 
     /// A post `me` may read, or the server's 404 / 403 answer.
@@ -344,7 +330,6 @@ impl World {
 
 struct Shared {
     world: Mutex<World>,
-    down: AtomicBool,
 }
 
 /// Handle on a running fake; clones share the same server.
@@ -352,6 +337,7 @@ struct Shared {
 pub struct FakeMattermost {
     url: String,
     shared: Arc<Shared>,
+    server: FakeServer,
 }
 
 fn err(status: StatusCode, id: &str, message: &str) -> Response {
@@ -377,62 +363,79 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (mode, version, date) = {
-        let w = shared.world.lock().unwrap();
-        let date = chrono::DateTime::from_timestamp_millis(w.peek_ms())
-            .unwrap()
-            .format("%a, %d %b %Y %H:%M:%S GMT")
-            .to_string();
-        (w.mode.clone(), w.version.clone(), date)
-    };
-    let mut resp = match mode {
-        Mode::Hang => {
-            record(&shared, &method, &uri, &headers, &body);
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            StatusCode::GATEWAY_TIMEOUT.into_response()
-        }
-        Mode::Status(s) => {
-            record(&shared, &method, &uri, &headers, &body);
-            let s = StatusCode::from_u16(s).unwrap();
-            err(s, "fake.mode.app_error", "fake failure")
-        }
-        Mode::Garbage => {
-            record(&shared, &method, &uri, &headers, &body);
-            (
-                [("content-type", "application/json")],
-                "{\"order\": [\"abc\", <html>oops",
-            )
-                .into_response()
-        }
-        Mode::Down | Mode::Normal => route(&shared, &method, &uri, &headers, &body),
-    };
-    let h = resp.headers_mut();
-    h.insert(
-        "x-version-id",
-        HeaderValue::from_str(&format!("{version}.{version}.fakehash.false")).unwrap(),
-    );
-    h.insert("x-request-id", HeaderValue::from_static("fake"));
-    h.insert("date", HeaderValue::from_str(&date).unwrap());
-    resp
+    route(&shared, &method, &uri, &headers, &body)
 }
 
-fn record(
-    shared: &Shared,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Option<String> {
-    let mut w = shared.world.lock().unwrap();
-    let user_id = bearer(headers).and_then(|t| w.tokens.get(&t).map(|t| t.user_id.clone()));
-    w.requests.push(Recorded {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query: uri.query().unwrap_or("").to_string(),
-        body: String::from_utf8_lossy(body).into_owned(),
-        user_id: user_id.clone(),
-    });
-    user_id
+impl Service for Shared {
+    fn record(&self, req: &Req<'_>) {
+        let mut w = self.world.lock().unwrap();
+        let user_id = w.user_of(req.headers);
+        w.requests.push(Recorded {
+            method: req.method.to_string(),
+            path: req.path().to_string(),
+            query: req.uri.query().unwrap_or("").to_string(),
+            body: String::from_utf8_lossy(req.body).into_owned(),
+            user_id,
+        });
+    }
+
+    fn error(&self, status: StatusCode) -> Response {
+        err(status, "fake.mode.app_error", "fake failure")
+    }
+
+    fn garbage(&self) -> Response {
+        (
+            [("content-type", "application/json")],
+            "{\"order\": [\"abc\", <html>oops",
+        )
+            .into_response()
+    }
+
+    fn rate_limited(&self, retry_after_secs: u64) -> Response {
+        let secs = retry_after_secs.to_string();
+        let mut r = (StatusCode::TOO_MANY_REQUESTS, "limit exceeded\n").into_response();
+        let h = r.headers_mut();
+        h.insert("retry-after", HeaderValue::from_str(&secs).unwrap());
+        h.insert("x-ratelimit-limit", HeaderValue::from_static("10"));
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        h.insert("x-ratelimit-reset", HeaderValue::from_str(&secs).unwrap());
+        r
+    }
+
+    fn unauthorized(&self, req: &Req<'_>) -> Option<Response> {
+        let open = matches!(
+            (req.method.as_str(), req.path()),
+            ("GET", "/api/v4/system/ping") | ("POST", "/api/v4/users/login")
+        );
+        (!open).then(session_expired)
+    }
+
+    /// The headers every Mattermost answer carries.
+    fn finish(&self, resp: &mut Response) {
+        let (version, date) = {
+            let w = self.world.lock().unwrap();
+            let date = chrono::DateTime::from_timestamp_millis(w.peek_ms())
+                .unwrap()
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string();
+            (w.version.clone(), date)
+        };
+        let h = resp.headers_mut();
+        h.insert(
+            "x-version-id",
+            HeaderValue::from_str(&format!("{version}.{version}.fakehash.false")).unwrap(),
+        );
+        h.insert("x-request-id", HeaderValue::from_static("fake"));
+        h.insert("date", HeaderValue::from_str(&date).unwrap());
+    }
+}
+
+fn session_expired() -> Response {
+    err(
+        StatusCode::UNAUTHORIZED,
+        "api.context.session_expired.app_error",
+        "Invalid or expired session, please login again.",
+    )
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -450,19 +453,8 @@ fn route(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Response {
-    let user_id = record(shared, method, uri, headers, body);
     let mut w = shared.world.lock().unwrap();
-    if w.rate_limited_next > 0 {
-        w.rate_limited_next -= 1;
-        let secs = w.retry_after_secs.to_string();
-        let mut r = (StatusCode::TOO_MANY_REQUESTS, "limit exceeded\n").into_response();
-        let h = r.headers_mut();
-        h.insert("retry-after", HeaderValue::from_str(&secs).unwrap());
-        h.insert("x-ratelimit-limit", HeaderValue::from_static("10"));
-        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
-        h.insert("x-ratelimit-reset", HeaderValue::from_str(&secs).unwrap());
-        return r;
-    }
+    let user_id = w.user_of(headers);
     let path = uri.path().strip_prefix("/api/v4/").unwrap_or("");
     let seg: Vec<&str> = path.split('/').collect();
     let q = query_map(uri.query().unwrap_or(""));
@@ -496,11 +488,7 @@ fn route(
         _ => {}
     }
     let Some(me) = user_id else {
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "api.context.session_expired.app_error",
-            "Invalid or expired session, please login again.",
-        );
+        return session_expired();
     };
     let ok = |v: Value| axum::Json(v).into_response();
     match (method.as_str(), seg.as_slice()) {
@@ -703,82 +691,9 @@ fn route(
     }
 }
 
-/// Accepts connections but drops them while the fake is down.
-struct DownableListener {
-    inner: TcpListener,
-    shared: Arc<Shared>,
-}
-
-/// A connection that dies as soon as the fake goes down.
-struct DownableStream {
-    inner: TcpStream,
-    shared: Arc<Shared>,
-}
-
-impl AsyncRead for DownableStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.shared.down.load(Ordering::SeqCst) {
-            return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for DownableStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl axum::serve::Listener for DownableListener {
-    type Io = DownableStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((s, a)) => {
-                    if self.shared.down.load(Ordering::SeqCst) {
-                        drop(s);
-                        continue;
-                    }
-                    let io = DownableStream {
-                        inner: s,
-                        shared: self.shared.clone(),
-                    };
-                    return (io, a);
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
 impl FakeMattermost {
     /// Starts the fake on 127.0.0.1 inside the current tokio runtime.
     pub async fn start() -> FakeMattermost {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             world: Mutex::new(World {
                 clock_offset_ms: 0,
@@ -793,45 +708,29 @@ impl FakeMattermost {
                 post_idx: HashMap::new(),
                 reactions: Vec::new(),
                 requests: Vec::new(),
-                mode: Mode::Normal,
-                rate_limited_next: 0,
-                retry_after_secs: 1,
                 shuffle: true,
                 rng: 0x9E37_79B9_7F4A_7C15,
                 version: "10.5.0".into(),
             }),
-            down: AtomicBool::new(false),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let listener = DownableListener {
-            inner: listener,
-            shared: shared.clone(),
-        };
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = FakeServer::start(app, shared.clone()).await;
         FakeMattermost {
-            url: format!("http://{addr}"),
+            url: server.url(),
             shared,
+            server,
         }
     }
 
-    /// Starts the fake on its own thread and runtime, for tests that run
-    /// the real binary with `std::process::Command`.
+    /// Starts the fake on the background runtime, for tests that run the
+    /// real binary with `std::process::Command`.
     pub fn start_in_background() -> FakeMattermost {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("fake runtime");
-            rt.block_on(async move {
-                tx.send(FakeMattermost::start().await).unwrap();
-                std::future::pending::<()>().await;
-            });
-        });
-        rx.recv().expect("fake Mattermost started")
+        in_background(FakeMattermost::start)
+    }
+
+    /// The server: rules, holds and the fault for every request.
+    pub fn server(&self) -> &FakeServer {
+        &self.server
     }
 
     /// Base URL (no /api/v4), e.g. http://127.0.0.1:41234.
@@ -843,17 +742,21 @@ impl FakeMattermost {
         self.shared.world.lock().unwrap()
     }
 
-    /// Switches the fault mode.
-    pub fn set_mode(&self, mode: Mode) {
-        self.shared.down.store(mode == Mode::Down, Ordering::SeqCst);
-        self.w().mode = mode;
+    /// Sets the fault for every request ([`Fault::Refuse`]: down).
+    pub fn set_fault(&self, fault: Fault) {
+        self.server.set_fault(fault);
+    }
+
+    /// Behave again.
+    pub fn clear_fault(&self) {
+        self.server.clear_fault();
     }
 
     /// The next `n` requests get 429 with `Retry-After: retry_after_secs`.
     pub fn rate_limit_next(&self, n: u32, retry_after_secs: u64) {
-        let mut w = self.w();
-        w.rate_limited_next = n;
-        w.retry_after_secs = retry_after_secs;
+        let retry_after = Duration::from_secs(retry_after_secs);
+        self.server
+            .fault_next(n, Match::any(), Fault::RateLimited { retry_after });
     }
 
     /// Whether `since` answers are shuffled (default) or in storage order.

@@ -5,40 +5,24 @@
 //! (non-streaming answers only when `"stream": false` is sent; NDJSON
 //! otherwise, so a client that forgets it breaks here too). It records every
 //! request and answers from a configurable [`Answer`] (a queue of canned
-//! answers first, then a fixed text or a rule on the message text), and has
-//! fault modes switchable at runtime: model missing (404), any status,
-//! hanging past any timeout, garbage bodies, and down (connection refused).
+//! answers first, then a fixed text or a rule on the message text). A
+//! missing model (404) is the service's own ([`FakeOllama::set_model_missing`]);
+//! faults go through the shared fault layer ([`FakeOllama::set_fault`], or
+//! [`FakeOllama::set_chat_fault`] for chat and generate only) with Ollama's
+//! `{"error"}` body.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-/// How the server behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Answers normally.
-    Normal,
-    /// Knows no models: tags are empty, chat answers 404 "model 'x' not found".
-    ModelMissing,
-    /// Every endpoint answers this status with an Ollama error body.
-    Status(u16),
-    /// Every endpoint hangs (longer than any client timeout).
-    Hang,
-    /// Tags answer; chat and generate hang.
-    HangChat,
-    /// Every endpoint answers 200 with a body that is not JSON.
-    Garbage,
-    /// Not listening: connections are refused until another mode is set.
-    Down,
-}
+use super::fault::{Fault, Match, Req, Rule as FaultRule, Service};
+use super::harness::{dead_addr, in_background, FakeServer};
 
 /// A rule computing the model's answer from the message text.
 pub type Rule = Arc<dyn Fn(&str) -> String + Send + Sync>;
@@ -68,7 +52,7 @@ pub struct Recorded {
 }
 
 struct Inner {
-    mode: Mode,
+    model_missing: bool,
     models: Vec<String>,
     answer: Answer,
     queue: VecDeque<String>,
@@ -78,38 +62,14 @@ struct Inner {
 
 type Shared = Arc<Mutex<Inner>>;
 
+/// The fake's side of the fault layer.
+struct Ollama(Shared);
+
 /// A running fake; stops when dropped.
 pub struct FakeOllama {
     url: String,
-    addr: SocketAddr,
     state: Shared,
-    handle: tokio::runtime::Handle,
-    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    _background: Option<Background>,
-}
-
-struct Background {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for FakeOllama {
-    fn drop(&mut self) {
-        if let Some(h) = self.server.lock().unwrap().take() {
-            h.abort();
-        }
-    }
+    server: FakeServer,
 }
 
 /// The models a fresh fake has pulled: the config defaults.
@@ -118,64 +78,33 @@ pub const DEFAULT_MODELS: &[&str] = &["llama3.1:8b", "qwen2.5-coder:32b"];
 impl FakeOllama {
     /// Starts the fake inside the current tokio runtime.
     pub async fn start() -> FakeOllama {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        Self::launch(listener, tokio::runtime::Handle::current(), None)
-    }
-
-    /// Starts the fake on its own thread and runtime, for tests that run the
-    /// real binary with `std::process::Command`.
-    pub fn start_in_background() -> FakeOllama {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                tx.send((listener, tokio::runtime::Handle::current()))
-                    .unwrap();
-                let _ = stop_rx.await;
-            });
-        });
-        let (listener, handle) = rx.recv().expect("fake ollama thread started");
-        let bg = Background {
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        };
-        let _guard = handle.enter();
-        Self::launch(listener, handle.clone(), Some(bg))
-    }
-
-    fn launch(
-        listener: tokio::net::TcpListener,
-        handle: tokio::runtime::Handle,
-        bg: Option<Background>,
-    ) -> FakeOllama {
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(Inner {
-            mode: Mode::Normal,
+            model_missing: false,
             models: DEFAULT_MODELS.iter().map(|s| s.to_string()).collect(),
             answer: Answer::Fixed("ROUTINE".into()),
             queue: VecDeque::new(),
             honour_format: true,
             requests: Vec::new(),
         }));
-        let server = handle.spawn(serve(listener, state.clone()));
+        let app = Router::new()
+            .route("/api/tags", get(tags))
+            .route("/api/chat", post(chat))
+            .route("/api/generate", post(generate))
+            .route("/v1/models", get(v1_models))
+            .route("/v1/chat/completions", post(v1_chat))
+            .with_state(state.clone());
+        let server = FakeServer::start(app, Arc::new(Ollama(state.clone()))).await;
         FakeOllama {
-            url: format!("http://{addr}"),
-            addr,
+            url: server.url(),
             state,
-            handle,
-            server: Mutex::new(Some(server)),
-            _background: bg,
+            server,
         }
+    }
+
+    /// Starts the fake on the background runtime, for tests that run the
+    /// real binary with `std::process::Command`.
+    pub fn start_in_background() -> FakeOllama {
+        in_background(FakeOllama::start)
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -183,23 +112,33 @@ impl FakeOllama {
         &self.url
     }
 
-    /// Switches the behaviour; `Down` stops listening, any other mode after
-    /// `Down` listens again on the same port.
-    pub fn set_mode(&self, mode: Mode) {
-        let was = std::mem::replace(&mut self.state.lock().unwrap().mode, mode);
-        if mode == Mode::Down && was != Mode::Down {
-            if let Some(h) = self.server.lock().unwrap().take() {
-                h.abort();
-            }
-        } else if was == Mode::Down && mode != Mode::Down {
-            let std_listener =
-                std::net::TcpListener::bind(self.addr).expect("rebind the fake's port");
-            std_listener.set_nonblocking(true).unwrap();
-            let _guard = self.handle.enter();
-            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            *self.server.lock().unwrap() =
-                Some(self.handle.spawn(serve(listener, self.state.clone())));
-        }
+    /// The server: rules, holds and the fault for every request.
+    pub fn server(&self) -> &FakeServer {
+        &self.server
+    }
+
+    /// Sets the fault for every request ([`Fault::Refuse`]: down, the same
+    /// port listens again when the fault is cleared).
+    pub fn set_fault(&self, fault: Fault) {
+        self.server.set_fault(fault);
+    }
+
+    /// Behave again.
+    pub fn clear_fault(&self) {
+        self.server.clear_fault();
+    }
+
+    /// `fault` for chat and generate requests only (every `POST`): the
+    /// model lists still answer.
+    pub fn set_chat_fault(&self, fault: Fault) {
+        self.server
+            .add_rule(FaultRule::new(fault).when(Match::method("POST")));
+    }
+
+    /// Knows no models (or knows them again): tags are empty, chat and
+    /// generate answer 404 "model 'x' not found".
+    pub fn set_model_missing(&self, on: bool) {
+        self.state.lock().unwrap().model_missing = on;
     }
 
     /// Answers every later request with `text` (after any queued answers).
@@ -249,10 +188,7 @@ impl FakeOllama {
 
 /// A URL where nothing listens (connection refused).
 pub fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{addr}")
+    format!("http://{}", dead_addr())
 }
 
 /// The text between the `<<<MESSAGE-…` fence lines of a prompt, or the whole
@@ -273,58 +209,40 @@ pub fn fenced_message(prompt: &str) -> String {
     body[..end].to_string()
 }
 
-async fn serve(listener: tokio::net::TcpListener, state: Shared) {
-    let app = Router::new()
-        .route("/api/tags", get(tags))
-        .route("/api/chat", post(chat))
-        .route("/api/generate", post(generate))
-        .route("/v1/models", get(v1_models))
-        .route("/v1/chat/completions", post(v1_chat))
-        .layer(axum::middleware::map_response(close_connection))
-        .with_state(state);
-    let _ = axum::serve(listener, app).await;
-}
+impl Service for Ollama {
+    fn record(&self, req: &Req<'_>) {
+        let body = serde_json::from_slice(req.body).unwrap_or(Value::Null);
+        self.0.lock().unwrap().requests.push(Recorded {
+            method: req.method.to_string(),
+            path: req.path().to_string(),
+            query: req.uri.query().map(str::to_string),
+            authorization: req
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            body,
+        });
+    }
 
-/// No keep-alive: a client must not reach a "down" fake over a pooled
-/// connection.
-async fn close_connection(mut res: Response) -> Response {
-    res.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    res
-}
+    fn error(&self, status: StatusCode) -> Response {
+        let code = status.as_u16();
+        (
+            status,
+            Json(json!({"error": format!("fake failure {code}")})),
+        )
+            .into_response()
+    }
 
-fn record(state: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Value) -> Mode {
-    let mut s = state.lock().unwrap();
-    s.requests.push(Recorded {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query: uri.query().map(str::to_string),
-        authorization: headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        body: body.clone(),
-    });
-    s.mode
-}
+    fn garbage(&self) -> Response {
+        (StatusCode::OK, "<html><body>Bad gateway?</body>").into_response()
+    }
 
-/// Answers for fault modes; `None` means "behave normally".
-async fn fault(mode: Mode, is_chat: bool) -> Option<Response> {
-    match mode {
-        Mode::Normal | Mode::ModelMissing | Mode::Down => None,
-        Mode::HangChat if !is_chat => None,
-        Mode::Hang | Mode::HangChat => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            None
-        }
-        Mode::Status(code) => Some(
-            (
-                StatusCode::from_u16(code).unwrap(),
-                Json(json!({"error": format!("fake failure {code}")})),
-            )
-                .into_response(),
-        ),
-        Mode::Garbage => Some((StatusCode::OK, "<html><body>Bad gateway?</body>").into_response()),
+    /// No keep-alive: a client must not reach a "down" fake over a pooled
+    /// connection.
+    fn finish(&self, res: &mut Response) {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 
@@ -336,7 +254,7 @@ fn known(s: &Inner, model: &str) -> bool {
             format!("{m}:latest")
         }
     };
-    s.mode != Mode::ModelMissing && s.models.iter().any(|m| norm(m) == norm(model))
+    !s.model_missing && s.models.iter().any(|m| norm(m) == norm(model))
 }
 
 /// The next answer for a prompt, with structured output applied.
@@ -402,18 +320,9 @@ fn stream_or_single(
         .into_response()
 }
 
-async fn tags(
-    State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let mode = record(&state, &method, &uri, &headers, &Value::Null);
-    if let Some(r) = fault(mode, false).await {
-        return r;
-    }
+async fn tags(State(state): State<Shared>) -> Response {
     let s = state.lock().unwrap();
-    let models: Vec<Value> = if s.mode == Mode::ModelMissing {
+    let models: Vec<Value> = if s.model_missing {
         Vec::new()
     } else {
         s.models
@@ -427,17 +336,7 @@ async fn tags(
     Json(json!({ "models": models })).into_response()
 }
 
-async fn chat(
-    State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    let mode = record(&state, &method, &uri, &headers, &body);
-    if let Some(r) = fault(mode, true).await {
-        return r;
-    }
+async fn chat(State(state): State<Shared>, Json(body): Json<Value>) -> Response {
     let model = body["model"].as_str().unwrap_or("").to_string();
     if !known(&state.lock().unwrap(), &model) {
         return not_found(&model);
@@ -458,17 +357,7 @@ async fn chat(
     )
 }
 
-async fn generate(
-    State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    let mode = record(&state, &method, &uri, &headers, &body);
-    if let Some(r) = fault(mode, true).await {
-        return r;
-    }
+async fn generate(State(state): State<Shared>, Json(body): Json<Value>) -> Response {
     let model = body["model"].as_str().unwrap_or("").to_string();
     if !known(&state.lock().unwrap(), &model) {
         return not_found(&model);
@@ -488,16 +377,7 @@ async fn generate(
     )
 }
 
-async fn v1_models(
-    State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let mode = record(&state, &method, &uri, &headers, &Value::Null);
-    if let Some(r) = fault(mode, false).await {
-        return r;
-    }
+async fn v1_models(State(state): State<Shared>) -> Response {
     let s = state.lock().unwrap();
     let data: Vec<Value> = s
         .models
@@ -507,17 +387,7 @@ async fn v1_models(
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
-async fn v1_chat(
-    State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    let mode = record(&state, &method, &uri, &headers, &body);
-    if let Some(r) = fault(mode, true).await {
-        return r;
-    }
+async fn v1_chat(State(state): State<Shared>, Json(body): Json<Value>) -> Response {
     let model = body["model"].as_str().unwrap_or("").to_string();
     if !known(&state.lock().unwrap(), &model) {
         return (

@@ -7,13 +7,15 @@
 //! `server/config/routes.js` and the controllers), hands out snowflake ids
 //! above 2^53 as strings, validates what the real one validates (card `type`
 //! and `position`, label colours, duplicate card labels), and records every
-//! request. Faults switch at runtime: [`Mode`].
+//! request. Faults go through the shared fault layer
+//! ([`FakePlanka::set_fault`], [`FakePlanka::fail_next`]) with Planka's
+//! `{"code","message"}` body; [`Fault::Unauthorized`] answers 401 to every
+//! authenticated API call while logins still work.
 //!
 //! Deliberately stricter than the real v1 in one place: a v1 card create
 //! with a `type` field is a 400, so tests prove the client speaks v1.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -23,6 +25,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::fault::{Fault, Match, Req, Service};
+use super::harness::{in_background, FakeServer};
+
 /// Which Planka generation the fake speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -30,23 +35,6 @@ pub enum Version {
     V1,
     /// Planka 2.1: bootstrap, terms, API keys, `/card-labels`, card `type`.
     V2,
-}
-
-/// Fault modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Behave.
-    Normal,
-    /// Every request answers this status (401 included: logins too).
-    Status(u16),
-    /// Every authenticated API call answers 401; logins still work.
-    Unauthorized,
-    /// Accept the request and never answer.
-    Hang,
-    /// 200 with a body that is not JSON.
-    Garbage,
-    /// Not listening: connections are refused.
-    Down,
 }
 
 /// One request as received.
@@ -82,7 +70,6 @@ struct User {
 
 struct Data {
     version: Version,
-    mode: Mode,
     require_terms: bool,
     users: Vec<User>,
     tokens: HashMap<String, String>,
@@ -96,7 +83,6 @@ struct Data {
     card_labels: Vec<Value>,
     comments: Vec<Value>,
     requests: Vec<Recorded>,
-    fail_next: VecDeque<(String, u16)>,
     next_id: u64,
     logins: u32,
 }
@@ -110,23 +96,15 @@ impl Data {
 
 type Shared = Arc<Mutex<Data>>;
 
-/// A running fake; drop it to stop (the background variant lives until the
-/// process exits).
+/// The fake's side of the fault layer.
+struct Planka(Shared);
+
+/// A running fake; drop it to stop.
 pub struct FakePlanka {
     /// Base URL, `http://127.0.0.1:<port>`.
     pub url: String,
-    addr: SocketAddr,
     data: Shared,
-    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    rt: tokio::runtime::Handle,
-}
-
-impl Drop for FakePlanka {
-    fn drop(&mut self) {
-        if let Some(h) = self.server.lock().unwrap().take() {
-            h.abort();
-        }
-    }
+    server: FakeServer,
 }
 
 fn err(status: u16, code: &str, message: &str) -> (u16, Value) {
@@ -136,11 +114,8 @@ fn err(status: u16, code: &str, message: &str) -> (u16, Value) {
 impl FakePlanka {
     /// Starts on 127.0.0.1:0 inside the current tokio runtime.
     pub async fn start() -> FakePlanka {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let data = Arc::new(Mutex::new(Data {
             version: Version::V2,
-            mode: Mode::Normal,
             require_terms: false,
             users: vec![User {
                 id: "1650000000000000001".into(),
@@ -160,62 +135,39 @@ impl FakePlanka {
             card_labels: vec![],
             comments: vec![],
             requests: vec![],
-            fail_next: VecDeque::new(),
             // Above 2^53 (9007199254740992): a JSON number would lose digits.
             next_id: 1_650_000_000_000_000_100,
             logins: 0,
         }));
-        let fake = FakePlanka {
-            url: format!("http://{addr}"),
-            addr,
+        let app = Router::new().fallback(handle).with_state(data.clone());
+        let server = FakeServer::start(app, Arc::new(Planka(data.clone()))).await;
+        FakePlanka {
+            url: server.url(),
             data,
-            server: Mutex::new(None),
-            rt: tokio::runtime::Handle::current(),
-        };
-        fake.serve(listener);
-        fake
-    }
-
-    /// Starts on a background thread with its own runtime, for tests that
-    /// run the real binary with `std::process::Command`.
-    pub fn start_in_background() -> FakePlanka {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                tx.send(FakePlanka::start().await).unwrap();
-                std::future::pending::<()>().await;
-            });
-        });
-        rx.recv().unwrap()
-    }
-
-    fn serve(&self, listener: tokio::net::TcpListener) {
-        let app = Router::new().fallback(handle).with_state(self.data.clone());
-        let h = self.rt.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        *self.server.lock().unwrap() = Some(h);
-    }
-
-    /// Switches the fault mode; `Down` closes the port, leaving it re-opens it.
-    pub fn set_mode(&self, mode: Mode) {
-        let was = std::mem::replace(&mut self.data.lock().unwrap().mode, mode);
-        if mode == Mode::Down && was != Mode::Down {
-            if let Some(h) = self.server.lock().unwrap().take() {
-                h.abort();
-            }
-        } else if was == Mode::Down && mode != Mode::Down {
-            let addr = self.addr;
-            let std_listener =
-                std::net::TcpListener::bind(addr).expect("re-binding the fake Planka port");
-            std_listener.set_nonblocking(true).unwrap();
-            let _guard = self.rt.enter();
-            self.serve(tokio::net::TcpListener::from_std(std_listener).unwrap());
+            server,
         }
+    }
+
+    /// Starts on the background runtime, for tests that run the real binary
+    /// with `std::process::Command`.
+    pub fn start_in_background() -> FakePlanka {
+        in_background(FakePlanka::start)
+    }
+
+    /// The server: rules, holds and the fault for every request.
+    pub fn server(&self) -> &FakeServer {
+        &self.server
+    }
+
+    /// Sets the fault for every request ([`Fault::Refuse`] closes the port,
+    /// clearing it re-opens the same one).
+    pub fn set_fault(&self, fault: Fault) {
+        self.server.set_fault(fault);
+    }
+
+    /// Behave again.
+    pub fn clear_fault(&self) {
+        self.server.clear_fault();
     }
 
     /// Speak v1 or v2.
@@ -244,11 +196,8 @@ impl FakePlanka {
     /// The next request whose path contains `path_part` answers `status`
     /// (once), e.g. to fail a label attach after the card was created.
     pub fn fail_next(&self, path_part: &str, status: u16) {
-        self.data
-            .lock()
-            .unwrap()
-            .fail_next
-            .push_back((path_part.into(), status));
+        self.server
+            .fault_next(1, Match::path(path_part), Fault::Status(status));
     }
 
     /// Creates a project; returns its id.
@@ -365,6 +314,69 @@ fn respond((status, body): (u16, Value)) -> Response {
     (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
 }
 
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+}
+
+fn api_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+impl Service for Planka {
+    fn record(&self, req: &Req<'_>) {
+        let auth = if bearer(req.headers).is_some() {
+            "bearer"
+        } else if api_key(req.headers).is_some() {
+            "api-key"
+        } else {
+            "none"
+        };
+        self.0.lock().unwrap().requests.push(Recorded {
+            method: req.method.to_string(),
+            path: req.path().to_string(),
+            query: req.uri.query().map(str::to_string),
+            body: serde_json::from_slice(req.body).unwrap_or(Value::Null),
+            auth,
+        });
+    }
+
+    fn error(&self, status: StatusCode) -> Response {
+        respond(err(status.as_u16(), "E_FAKE", "fake fault mode"))
+    }
+
+    fn garbage(&self) -> Response {
+        (StatusCode::OK, "<html>not json").into_response()
+    }
+
+    /// Every API call but the unauthenticated routes (bootstrap, terms,
+    /// logging in): those, and paths outside `/api/`, answer as usual.
+    fn unauthorized(&self, req: &Req<'_>) -> Option<Response> {
+        let segs: Vec<&str> = req.path().trim_start_matches('/').split('/').collect();
+        let open = match (req.method.as_str(), segs.as_slice()) {
+            ("POST", ["api", "access-tokens"]) => true,
+            (
+                _,
+                ["api", "bootstrap"] | ["api", "terms"] | ["api", "access-tokens", "accept-terms"],
+            ) => true,
+            _ => !req.path().starts_with("/api/"),
+        };
+        (!open).then(|| {
+            respond(err(
+                401,
+                "E_UNAUTHORIZED",
+                "Access token is missing, invalid or expired",
+            ))
+        })
+    }
+}
+
 async fn handle(
     State(data): State<Shared>,
     method: Method,
@@ -373,68 +385,21 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let api_key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let mode = {
-        let mut d = data.lock().unwrap();
-        d.requests.push(Recorded {
-            method: method.to_string(),
-            path: uri.path().to_string(),
-            query: uri.query().map(str::to_string),
-            body: body.clone(),
-            auth: if bearer.is_some() {
-                "bearer"
-            } else if api_key.is_some() {
-                "api-key"
-            } else {
-                "none"
-            },
-        });
-        d.mode
-    };
-    match mode {
-        Mode::Hang => return std::future::pending::<Response>().await,
-        Mode::Status(s) => return respond(err(s, "E_FAKE", "fake fault mode")),
-        Mode::Garbage => return (StatusCode::OK, "<html>not json").into_response(),
-        // A kept-alive connection outlives the closed port; end it.
-        Mode::Down => {
-            return (StatusCode::BAD_GATEWAY, [("connection", "close")], "down").into_response();
-        }
-        Mode::Normal | Mode::Unauthorized => {}
-    }
     let mut d = data.lock().unwrap();
     let path = uri.path().to_string();
-    if let Some(pos) = d
-        .fail_next
-        .iter()
-        .position(|(p, _)| path.contains(p.as_str()))
-    {
-        let (_, status) = d.fail_next.remove(pos).unwrap();
-        return respond(err(status, "E_FAKE", "injected failure"));
-    }
     respond(route(
         &mut d,
-        mode,
         &method,
         &path,
         uri.query(),
         &body,
-        bearer,
-        api_key,
+        bearer(&headers),
+        api_key(&headers),
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn route(
     d: &mut Data,
-    mode: Mode,
     method: &Method,
     path: &str,
     query: Option<&str>,
@@ -466,7 +431,7 @@ fn route(
     }
     let authed = bearer.as_ref().is_some_and(|t| d.tokens.contains_key(t))
         || (v2 && api_key.as_ref().is_some_and(|k| d.api_keys.contains_key(k)));
-    if !authed || mode == Mode::Unauthorized || !path.starts_with("/api/") {
+    if !authed || !path.starts_with("/api/") {
         if !path.starts_with("/api/") {
             return err(404, "E_NOT_FOUND", "Not found");
         }

@@ -1,11 +1,9 @@
 //! The one-shot frame through the real binary: state files, lock, corrupt
 //! and planted files, config errors, dry run, deadline, launchd plist.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 
-use support::agent::{text, Sandbox};
+use crate::support::agent::{text, Sandbox};
 
 #[test]
 fn first_run_writes_state_and_second_run_advances_it() {

@@ -1,14 +1,14 @@
 //! Planka client against the stateful fake: v2 and v1 card paths, labels,
 //! terms acceptance, API key, token cache, 401 re-login, faults.
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use ops_agent::tasks::planka::{ApiVersion, BoardTarget, PlankaClient, PlankaConfig};
 use ops_agent::tasks::{Priority, Tag, Task};
 use ops_agent::time::Secs;
-use support::planka::{FakePlanka, Mode, Version, PASSWORD, USERNAME};
+
+use crate::support::fault::Fault;
+use crate::support::planka::{FakePlanka, Version, PASSWORD, USERNAME};
 
 const PW_ENV: &str = "OPS_AGENT_TEST_PLANKA_PW";
 const KEY_ENV: &str = "OPS_AGENT_TEST_PLANKA_KEY";
@@ -259,7 +259,7 @@ async fn expired_token_relogs_once_and_cache_is_reused() {
 async fn persistent_401_relogs_only_once() {
     let f = fake(Version::V2).await;
     let c = PlankaClient::new(&config(&f.url), None).unwrap();
-    f.set_mode(Mode::Unauthorized);
+    f.set_fault(Fault::Unauthorized);
     let err = c
         .create_card(&task("p1", "wizard", Tag::Billable), "OPS-1")
         .await
@@ -295,19 +295,19 @@ async fn faults_500_hang_garbage_down_are_errors() {
     let f = fake(Version::V2).await;
     let c = PlankaClient::new(&config(&f.url), None).unwrap();
     for (mode, needle) in [
-        (Mode::Status(500), "HTTP 500"),
-        (Mode::Garbage, "not JSON"),
-        (Mode::Hang, "Planka unreachable"),
-        (Mode::Down, "Planka unreachable"),
+        (Fault::Status(500), "HTTP 500"),
+        (Fault::Garbage, "not JSON"),
+        (Fault::Hang, "Planka unreachable"),
+        (Fault::Refuse, "Planka unreachable"),
     ] {
-        f.set_mode(mode);
+        f.set_fault(mode);
         let err = c
             .create_card(&task("p1", "wizard", Tag::Billable), "OPS-1")
             .await
             .unwrap_err();
         assert!(format!("{err:#}").contains(needle), "{mode:?}: {err:#}");
     }
-    f.set_mode(Mode::Normal);
+    f.clear_fault();
     c.create_card(&task("p1", "wizard", Tag::Billable), "OPS-1")
         .await
         .unwrap();

@@ -2,8 +2,6 @@
 //! argv without a shell, clean environment, id parsing, failures with the
 //! stderr tail, timeout.
 
-mod support;
-
 use std::path::PathBuf;
 
 use ops_agent::tasks::mc::{McCommand, McConfig};

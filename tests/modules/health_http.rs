@@ -2,15 +2,13 @@
 //! timeouts, the re-probe of a flaky endpoint, and TLS verification
 //! against a self-signed certificate.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::http_endpoints::FakeEndpoints;
 use ops_agent::health::{
     self, CheckConfig, CheckKind, Checks, ExpectStatus, HealthConfig, HealthContext, Status,
 };
 use ops_agent::time::Secs;
-use support::http_endpoints::FakeEndpoints;
 
 fn http(name: &str, url: String) -> CheckConfig {
     let mut c = CheckConfig::new(name, CheckKind::Http);

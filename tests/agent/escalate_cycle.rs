@@ -6,14 +6,15 @@
 //! resumes from the state files, so every step is also a restart; where time
 //! must pass, the state file is edited between runs.
 
-mod support;
-
 use serde_json::Value;
-use support::agent::{text, Sandbox};
-use support::docker::{FakeContainer, FakeDocker, OnRestart};
-use support::mattermost::{FakeMattermost, FakePost, Mode as MmMode};
-use support::ollama::FakeOllama;
-use support::planka::{FakePlanka, PASSWORD};
+
+use crate::support::agent::{text, Sandbox};
+use crate::support::docker::{FakeContainer, FakeDocker, OnRestart};
+use crate::support::fault::Fault;
+use crate::support::mattermost::{FakeMattermost, FakePost};
+use crate::support::ollama::FakeOllama;
+use crate::support::planka::FakePlanka;
+use crate::support::world::WorldBuilder;
 
 const MIN: i64 = 60_000;
 
@@ -36,46 +37,33 @@ impl World {
     /// `web` is an exited container that stays down; with `fix`, the agent
     /// may restart it (which never helps).
     fn new(fix: bool) -> World {
-        let mm = FakeMattermost::start_in_background();
-        let agent = mm.add_user("opsbot", "agent-pw");
+        let mut b = WorldBuilder::new();
+        let (mm, me) = b.mattermost(&["basic"]);
+        b.line("mattermost", "alert_channel = \"basic/ops-alerts\"");
+        let agent = me.id;
         let alice = mm.add_user("alice", "pw");
         let mallory = mm.add_user("mallory", "pw");
-        let token = mm.add_token(&agent);
         let members = [agent.as_str(), alice.as_str(), mallory.as_str()];
         let team = mm.add_team("basic", &members);
         let ops = mm.add_channel(&team, "ops", &members);
         let alerts = mm.add_channel(&team, "ops-alerts", &members);
-        let llm = FakeOllama::start_in_background();
+        let llm = b.ollama();
         llm.answer_with(|_| "ROUTINE".into());
-        let planka = FakePlanka::start_in_background();
-        planka.seed(&[("Basic", "Inbox")]);
-        let docker = support::in_background(FakeDocker::start);
+        let planka = b.planka(&[("basic", "Basic", "Inbox")]);
+        let docker = b.docker();
         docker.add(FakeContainer::exited("web").on_restart(OnRestart::StaysDown));
         let fix_line = if fix {
             "fix = { action = \"restart_container\", settle_secs = 0, start_grace_secs = 0 }\n"
         } else {
             ""
         };
-        let mut sb = Sandbox::new();
-        sb.env.push(("OPS_AGENT_MM_TOKEN".into(), token));
-        sb.env
-            .push(("OPS_AGENT_PLANKA_PASSWORD".into(), PASSWORD.into()));
-        sb.extra = format!(
-            "[mattermost]\nurl = \"{}\"\nteams = [\"basic\"]\ntimeout_secs = 3\n\
-             alert_channel = \"basic/ops-alerts\"\n\n\
-             [ollama]\nurl = \"{}\"\nclassify_timeout_secs = 2\nreply_timeout_secs = 2\n\n\
-             [planka]\nurl = \"{}\"\nusername = \"ops\"\ntimeout_secs = 3\n\
-             [planka.boards.basic]\nboard = \"Basic\"\nlist = \"Inbox\"\n\n\
-             [escalation]\non_call = [\"alice\"]\nack_timeout_mins = 30\n\
+        b.toml(&format!(
+            "[escalation]\non_call = [\"alice\"]\nack_timeout_mins = 30\n\
              silence_allowlist = [\"alice\"]\n\n\
-             [health]\ndocker_host = \"{}\"\nreprobe_pause_ms = 10\n\n\
              [[checks]]\nname = \"web\"\nkind = \"docker\"\ncontainer = \"web\"\n\
-             fail_after = 1\nrecover_after = 1\n{fix_line}",
-            mm.url(),
-            llm.url(),
-            planka.url,
-            docker.host(),
-        );
+             fail_after = 1\nrecover_after = 1\n{fix_line}"
+        ));
+        let sb = b.sandbox();
         World {
             mm,
             llm,
@@ -301,7 +289,7 @@ fn recovery_posts_once_comments_the_card_once_and_counts_the_incident() {
 #[test]
 fn mattermost_down_at_escalation_files_the_task_now_and_posts_next_cycle_once() {
     let w = World::new(false);
-    w.mm.set_mode(MmMode::Down);
+    w.mm.set_fault(Fault::Refuse);
     w.run();
     let tasks = w.sb.ledger_tasks();
     assert_eq!(tasks.len(), 1, "task created while Mattermost is down");
@@ -310,7 +298,7 @@ fn mattermost_down_at_escalation_files_the_task_now_and_posts_next_cycle_once() 
     assert!(inc.get("alert_post_id").is_none(), "{inc}");
     assert!(inc.get("alerted_ms").is_none(), "{inc}");
 
-    w.mm.set_mode(MmMode::Normal);
+    w.mm.clear_fault();
     assert!(w.alerts().is_empty());
     w.run();
     let alert = w.alert();

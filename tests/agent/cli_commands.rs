@@ -2,18 +2,19 @@
 //! against the fake Mattermost, `tasks list|stats` over a seeded ledger,
 //! the task outbox in `status`, and `doctor`.
 
-mod support;
-
 use std::process::Output;
 
 use chrono::{Duration, Utc};
 use ops_agent::tasks::ledger::Ledger;
 use ops_agent::tasks::{Priority, Tag, Task};
 use serde_json::{json, Value};
-use support::agent::{text, Sandbox};
-use support::mattermost::{FakeMattermost, Mode};
-use support::ollama::{dead_url, FakeOllama};
-use support::planka::{FakePlanka, PASSWORD as PLANKA_PASSWORD, USERNAME as PLANKA_USER};
+
+use crate::support::agent::{text, Sandbox};
+use crate::support::fault::Fault;
+use crate::support::mattermost::FakeMattermost;
+use crate::support::ollama::{dead_url, FakeOllama};
+use crate::support::world::WorldBuilder;
+use crate::support::planka::{FakePlanka, PASSWORD as PLANKA_PASSWORD, USERNAME as PLANKA_USER};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -27,23 +28,15 @@ fn json_of(out: &Output) -> Value {
 /// (two channels), and a sandbox pointed at it (and at `ollama_url`) with
 /// the token in the env.
 fn mm_sandbox(ollama_url: &str) -> (FakeMattermost, Sandbox, String) {
-    let fake = FakeMattermost::start_in_background();
-    let agent = fake.add_user("opsbot", "agent-pw");
+    let mut b = WorldBuilder::new();
+    let (fake, me) = b.mattermost(&["basic"]);
+    let agent = me.id;
     let alice = fake.add_user("alice", "pw");
-    let token = fake.add_token(&agent);
     let team = fake.add_team("basic", &[&agent, &alice]);
     fake.add_channel(&team, "ops", &[&agent, &alice]);
     fake.add_channel(&team, "general", &[&agent, &alice]);
-    let mut sb = Sandbox::new();
-    sb.extra = format!(
-        "[mattermost]\nurl = \"{}\"\nteams = [\"basic\"]\ntimeout_secs = 3\n\n\
-         [ollama]\nurl = \"{}\"\nclassify_timeout_secs = 3\nreply_timeout_secs = 3\n",
-        fake.url(),
-        ollama_url
-    );
-    sb.env
-        .push(("OPS_AGENT_MM_TOKEN".to_string(), token.clone()));
-    (fake, sb, token)
+    b.llm_timeouts(3).ollama_at(ollama_url);
+    (fake, b.sandbox(), me.token)
 }
 
 fn write_state(sb: &Sandbox, state: &Value) {
@@ -97,7 +90,7 @@ fn mm_status_reports_the_server_the_team_and_the_cursor_without_the_token() {
     let state: Value = sb.state_json();
     assert_eq!(state, json!({ "last_check_ms": cursor }));
 
-    fake.set_mode(Mode::Down);
+    fake.set_fault(Fault::Refuse);
     let out = sb.run(&["mm", "status"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
@@ -363,11 +356,9 @@ fn line_of<'a>(s: &'a str, check: &str) -> &'a str {
 
 #[test]
 fn doctor_with_nothing_running_fails_on_mattermost_only() {
-    let mut sb = Sandbox::new();
-    sb.extra = format!(
-        "[ollama]\nurl = \"{}\"\nclassify_timeout_secs = 3\nreply_timeout_secs = 3\n",
-        dead_url()
-    );
+    let mut b = WorldBuilder::new();
+    b.llm_timeouts(3).ollama_at(&dead_url());
+    let sb = b.sandbox();
     let out = sb.run(&["doctor"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");

@@ -87,7 +87,7 @@ fn evaluate(name: &str, data: &str, min_rows: usize) -> f64 {
 fn keyword_rules_reach_85_percent_on_the_dev_set() {
     let acc = evaluate(
         "dev set",
-        include_str!("fixtures/classify-devset.jsonl"),
+        include_str!("../fixtures/classify-devset.jsonl"),
         150,
     );
     assert!(acc >= 0.85, "accuracy {:.1} % is below 85 %", acc * 100.0);
@@ -97,7 +97,7 @@ fn keyword_rules_reach_85_percent_on_the_dev_set() {
 fn keyword_rules_on_the_holdout_set() {
     let acc = evaluate(
         "hold-out set",
-        include_str!("fixtures/classify-holdout-2.jsonl"),
+        include_str!("../fixtures/classify-holdout-2.jsonl"),
         60,
     );
     // A floor, not a target: a change that breaks generalisation shows here.

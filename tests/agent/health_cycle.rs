@@ -4,21 +4,20 @@
 //! unreachable engine is one result with its containers blocked, and a dry
 //! run only says what it would do.
 
-mod support;
-
 use serde_json::{json, Value};
-use support::agent::{text, Sandbox};
-use support::docker::{FakeContainer, FakeDocker, OnRestart};
+
+use crate::support::agent::{text, Sandbox};
+use crate::support::docker::{FakeContainer, FakeDocker, OnRestart};
+use crate::support::world::WorldBuilder;
 
 fn sandbox(docker_host: &str) -> Sandbox {
-    let mut sb = Sandbox::new();
-    sb.extra = format!(
-        "[health]\ndocker_host = \"{docker_host}\"\nreprobe_pause_ms = 10\n\n\
-         [[checks]]\nname = \"web\"\nkind = \"docker\"\ncontainer = \"web\"\nfail_after = 1\n\
-         fix = {{ action = \"restart_container\", settle_secs = 0, start_grace_secs = 0 }}\n\n\
-         [[checks]]\nname = \"db\"\nkind = \"docker\"\ncontainer = \"db\"\nfail_after = 1\n"
+    let mut b = WorldBuilder::new();
+    b.docker_at(docker_host).toml(
+        "[[checks]]\nname = \"web\"\nkind = \"docker\"\ncontainer = \"web\"\nfail_after = 1\n\
+         fix = { action = \"restart_container\", settle_secs = 0, start_grace_secs = 0 }\n\n\
+         [[checks]]\nname = \"db\"\nkind = \"docker\"\ncontainer = \"db\"\nfail_after = 1\n",
     );
-    sb
+    b.sandbox()
 }
 
 fn history(sb: &Sandbox) -> Value {
@@ -37,7 +36,7 @@ fn check<'a>(st: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn a_stopped_container_is_restarted_verified_and_recorded_once() {
-    let docker = support::in_background(FakeDocker::start);
+    let docker = FakeDocker::start_in_background();
     docker.add(FakeContainer::exited("web").on_restart(OnRestart::Fixes));
     docker.add(FakeContainer::running("db"));
     let sb = sandbox(&docker.host());
@@ -62,7 +61,7 @@ fn a_stopped_container_is_restarted_verified_and_recorded_once() {
 
 #[test]
 fn a_container_that_stays_down_gets_three_attempts_per_hour_then_none() {
-    let docker = support::in_background(FakeDocker::start);
+    let docker = FakeDocker::start_in_background();
     docker.add(FakeContainer::exited("web").on_restart(OnRestart::StaysDown));
     docker.add(FakeContainer::running("db"));
     let sb = sandbox(&docker.host());
@@ -117,7 +116,7 @@ fn a_container_that_stays_down_gets_three_attempts_per_hour_then_none() {
 
 #[test]
 fn docker_unreachable_is_one_result_and_its_containers_are_blocked_not_fixed() {
-    let host = support::in_background(FakeDocker::unreachable_host);
+    let host = crate::support::in_background(FakeDocker::unreachable_host);
     let sb = sandbox(&host);
     let out = sb.run(&["run-once"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -136,7 +135,7 @@ fn docker_unreachable_is_one_result_and_its_containers_are_blocked_not_fixed() {
 
 #[test]
 fn dry_run_names_the_fix_and_does_not_run_it() {
-    let docker = support::in_background(FakeDocker::start);
+    let docker = FakeDocker::start_in_background();
     docker.add(FakeContainer::exited("web").on_restart(OnRestart::Fixes));
     docker.add(FakeContainer::running("db"));
     let sb = sandbox(&docker.host());
@@ -150,7 +149,7 @@ fn dry_run_names_the_fix_and_does_not_run_it() {
 
 #[test]
 fn health_command_prints_the_table_and_exits_1_when_critical() {
-    let docker = support::in_background(FakeDocker::start);
+    let docker = FakeDocker::start_in_background();
     docker.add(FakeContainer::exited("web").on_restart(OnRestart::Fixes));
     docker.add(FakeContainer::running("db"));
     let sb = sandbox(&docker.host());
@@ -179,7 +178,7 @@ fn health_command_prints_the_table_and_exits_1_when_critical() {
 
 #[test]
 fn fix_by_hand_counts_against_the_budget_and_force_overrides_it() {
-    let docker = support::in_background(FakeDocker::start);
+    let docker = FakeDocker::start_in_background();
     docker.add(FakeContainer::exited("web").on_restart(OnRestart::StaysDown));
     docker.add(FakeContainer::running("db"));
     let sb = sandbox(&docker.host());
@@ -226,7 +225,7 @@ fn fix_by_hand_counts_against_the_budget_and_force_overrides_it() {
 
 #[test]
 fn explain_says_why_the_agent_would_or_would_not_act() {
-    let docker = support::in_background(FakeDocker::start);
+    let docker = FakeDocker::start_in_background();
     docker.add(FakeContainer::exited("web").on_restart(OnRestart::StaysDown));
     docker.add(FakeContainer::running("db"));
     let sb = sandbox(&docker.host());

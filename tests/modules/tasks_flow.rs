@@ -3,8 +3,6 @@
 //! outages, retries and crashes (a crash is simulated by dropping the
 //! in-memory `TaskState` while keeping the files a real crash would keep).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -17,7 +15,9 @@ use ops_agent::tasks::outbox::{
 use ops_agent::tasks::planka::{BoardTarget, PlankaClient, PlankaConfig};
 use ops_agent::tasks::{BillingConfig, PostRef, Priority, Tag, Task};
 use ops_agent::time::Secs;
-use support::planka::{FakePlanka, Mode, PASSWORD, USERNAME};
+
+use crate::support::fault::Fault;
+use crate::support::planka::{FakePlanka, PASSWORD, USERNAME};
 
 const PW_ENV: &str = "OPS_AGENT_TEST_FLOW_PLANKA_PW";
 
@@ -187,7 +187,7 @@ async fn planka_down_gives_task_now_and_card_on_retry_exactly_once() {
     let e = env().await;
     let mut state = TaskState::default();
     let t = post_task("p1", "wizard", "TASK", "do the thing");
-    e.fake.set_mode(Mode::Down);
+    e.fake.set_fault(Fault::Refuse);
     let out = ensure_task(&t, 0, e.targets(), &mut state, now())
         .await
         .unwrap();
@@ -214,7 +214,7 @@ async fn planka_down_gives_task_now_and_card_on_retry_exactly_once() {
         .await
         .is_empty());
 
-    e.fake.set_mode(Mode::Normal);
+    e.fake.clear_fault();
     let later = now() + Duration::minutes(5);
     let results = retry_outbox(e.targets(), &mut state, later).await;
     assert_eq!(results.len(), 1);
@@ -235,7 +235,7 @@ async fn planka_down_gives_task_now_and_card_on_retry_exactly_once() {
 async fn planka_failures_back_off_exponentially() {
     let e = env().await;
     let mut state = TaskState::default();
-    e.fake.set_mode(Mode::Status(500));
+    e.fake.set_fault(Fault::Status(500));
     ensure_task(
         &post_task("p1", "wizard", "TASK", "x"),
         0,
@@ -264,13 +264,13 @@ async fn crash_after_mc_before_planka_makes_no_second_task() {
     let t = post_task("p1", "wizard", "TASK", "do the thing");
     {
         let mut state = TaskState::default();
-        e.fake.set_mode(Mode::Down);
+        e.fake.set_fault(Fault::Refuse);
         ensure_task(&t, 0, e.targets(), &mut state, now())
             .await
             .unwrap();
         // Crash: the state (mapping and outbox) is never saved.
     }
-    e.fake.set_mode(Mode::Normal);
+    e.fake.clear_fault();
     let mut fresh = TaskState::default();
     let out = ensure_task(&t, 0, e.targets(), &mut fresh, now())
         .await

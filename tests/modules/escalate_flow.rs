@@ -4,8 +4,6 @@
 //! escalation and task state go through serde JSON, as they do through the
 //! state file, so every step is also a restart.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -21,8 +19,10 @@ use ops_agent::tasks::mc::{McBackend, McConfig};
 use ops_agent::tasks::outbox::{Targets, TaskState};
 use ops_agent::tasks::planka::{BoardTarget, PlankaClient, PlankaConfig};
 use ops_agent::time::Secs;
-use support::mattermost::{FakeMattermost, FakePost, Mode};
-use support::planka::{FakePlanka, PASSWORD, USERNAME};
+
+use crate::support::fault::Fault;
+use crate::support::mattermost::{FakeMattermost, FakePost};
+use crate::support::planka::{FakePlanka, PASSWORD, USERNAME};
 
 const PW_ENV: &str = "OPS_AGENT_TEST_ESCALATE_PLANKA_PW";
 const MIN: i64 = 60_000;
@@ -371,7 +371,7 @@ async fn a_reaction_or_a_reply_acknowledges_and_prevents_the_follow_up() {
 #[tokio::test]
 async fn mattermost_down_at_escalation_creates_the_task_now_and_posts_next_cycle_once() {
     let mut w = World::new().await;
-    w.mm.set_mode(Mode::Down);
+    w.mm.set_fault(Fault::Refuse);
     let out = w.cycle(0, true).await;
     assert!(!out.errors.is_empty());
     assert_eq!(
@@ -379,7 +379,7 @@ async fn mattermost_down_at_escalation_creates_the_task_now_and_posts_next_cycle
         1,
         "task created while Mattermost is down"
     );
-    w.mm.set_mode(Mode::Normal);
+    w.mm.clear_fault();
     assert!(w.alert_posts().is_empty());
     for i in 1..4 {
         let out = w.cycle(i * 5, true).await;

@@ -1,8 +1,6 @@
 //! The Mattermost module against the stateful fake server: polling exactly
 //! once, skip rules, request cost, 429/401/down, reply idempotency, status.
 
-mod support;
-
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
@@ -14,7 +12,10 @@ use ops_agent::mattermost::{
 use ops_agent::secret::Secret;
 use ops_agent::time::Secs;
 use serde_json::{Map, Value};
-use support::mattermost::{FakeMattermost, Mode, PostSpec};
+
+use crate::support::fault::Fault;
+use crate::support::mattermost::{FakeMattermost, PostSpec};
+
 use tokio::time::Instant;
 
 const TEAMS: [&str; 4] = ["basic", "wizard", "rendrom", "riad"];
@@ -424,14 +425,14 @@ async fn mattermost_down_hanging_or_garbage_gives_a_clear_error() {
     let client = env.client();
     let mut state = MmState::default();
     let since = env.fake.now_ms() - 1000;
-    env.fake.set_mode(Mode::Down);
+    env.fake.set_fault(Fault::Refuse);
     let err = poll(&client, &env.cfg(), &mut state, since, 0, deadline())
         .await
         .unwrap_err();
     assert!(err.is_unreachable(), "{err}");
     assert!(err.to_string().contains(&env.fake.url()), "{err}");
 
-    env.fake.set_mode(Mode::Hang);
+    env.fake.set_fault(Fault::Hang);
     let fast = Client::new(
         &env.fake.url(),
         Credentials::Token {
@@ -444,9 +445,9 @@ async fn mattermost_down_hanging_or_garbage_gives_a_clear_error() {
     let err = fast.ping().await.unwrap_err();
     assert_eq!(err.kind, MmErrorKind::Timeout, "{err}");
 
-    env.fake.set_mode(Mode::Normal);
+    env.fake.clear_fault();
     poll_all(&env, &client, &mut state, since).await; // caches warm
-    env.fake.set_mode(Mode::Garbage);
+    env.fake.set_fault(Fault::Garbage);
     let o = poll(&client, &env.cfg(), &mut state, since, 0, deadline())
         .await
         .unwrap();
@@ -457,7 +458,7 @@ async fn mattermost_down_hanging_or_garbage_gives_a_clear_error() {
         o.teams_failed
     );
 
-    env.fake.set_mode(Mode::Status(500));
+    env.fake.set_fault(Fault::Status(500));
     let o = poll(&client, &env.cfg(), &mut state, since, 0, deadline())
         .await
         .unwrap();
@@ -562,6 +563,22 @@ async fn replies_are_idempotent_threaded_and_neutralised() {
 }
 
 #[tokio::test]
+async fn mattermost_dropping_connections_is_unreachable_too() {
+    let env = setup().await;
+    env.channel(0, "c");
+    let client = env.client();
+    let mut state = MmState::default();
+    let since = env.fake.now_ms() - 1000;
+    // Accepted, then closed without an answer (the fake's old "down").
+    env.fake.set_fault(Fault::Drop);
+    let err = poll(&client, &env.cfg(), &mut state, since, 0, deadline())
+        .await
+        .unwrap_err();
+    assert!(err.is_unreachable(), "{err}");
+    assert!(err.to_string().contains(&env.fake.url()), "{err}");
+}
+
+#[tokio::test]
 async fn status_reports_ping_version_user_and_teams() {
     let env = setup().await;
     env.fake.set_version("9.11.2");
@@ -588,7 +605,7 @@ async fn status_reports_ping_version_user_and_teams() {
         "the token must never be printed"
     );
 
-    env.fake.set_mode(Mode::Down);
+    env.fake.set_fault(Fault::Refuse);
     let s = status(&client, &cfg, &MmState::default()).await;
     assert!(!s.ping_ok && s.ping_error.is_some());
 }

@@ -6,13 +6,14 @@
 //! Fault tests are named for their cell: `<dependency>_<fault>__<what holds>`.
 #![allow(non_snake_case)]
 
-mod support;
-
 use serde_json::Value;
-use support::agent::{text, Sandbox};
-use support::mattermost::{FakeMattermost, Mode as MmMode, PostSpec};
-use support::ollama::{FakeOllama, Mode as LlmMode};
-use support::planka::{FakePlanka, Mode as PlankaMode, PASSWORD};
+
+use crate::support::agent::{text, Sandbox};
+use crate::support::fault::Fault;
+use crate::support::mattermost::{FakeMattermost, PostSpec};
+use crate::support::ollama::FakeOllama;
+use crate::support::planka::FakePlanka;
+use crate::support::world::WorldBuilder;
 
 struct World {
     mm: FakeMattermost,
@@ -28,19 +29,19 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let mm = FakeMattermost::start_in_background();
-        let agent = mm.add_user("opsbot", "agent-pw");
+        let mut b = WorldBuilder::new();
+        let (mm, me) = b.mattermost(&["basic", "wizard"]);
+        let agent = me.id;
         let alice = mm.add_user("alice", "pw");
         let john = mm.add_user("john", "pw");
         let bot = mm.add_bot("ci-bot");
-        let token = mm.add_token(&agent);
         let members = [agent.as_str(), alice.as_str(), john.as_str(), bot.as_str()];
         let mut channels = Vec::new();
         for team in ["basic", "wizard"] {
             let tid = mm.add_team(team, &members);
             channels.push((team.to_string(), mm.add_channel(&tid, "ops", &members)));
         }
-        let llm = FakeOllama::start_in_background();
+        let llm = b.ollama();
         // The model answers like a sensible classifier: by a keyword in the message.
         llm.answer_with(|msg| {
             let m = msg.to_lowercase();
@@ -52,22 +53,8 @@ impl World {
                 "ROUTINE".into()
             }
         });
-        let planka = FakePlanka::start_in_background();
-        planka.seed(&[("Wizard", "Inbox"), ("Basic", "Inbox")]);
-        let mut sb = Sandbox::new();
-        sb.env.push(("OPS_AGENT_MM_TOKEN".into(), token));
-        sb.env
-            .push(("OPS_AGENT_PLANKA_PASSWORD".into(), PASSWORD.into()));
-        sb.extra = format!(
-            "[mattermost]\nurl = \"{}\"\nteams = [\"basic\", \"wizard\"]\ntimeout_secs = 3\n\n\
-             [ollama]\nurl = \"{}\"\nclassify_timeout_secs = 2\nreply_timeout_secs = 2\n\n\
-             [planka]\nurl = \"{}\"\nusername = \"ops\"\ntimeout_secs = 3\n\
-             [planka.boards.wizard]\nboard = \"Wizard\"\nlist = \"Inbox\"\n\
-             [planka.boards.basic]\nboard = \"Basic\"\nlist = \"Inbox\"\n",
-            mm.url(),
-            llm.url(),
-            planka.url
-        );
+        let planka = b.planka(&[("wizard", "Wizard", "Inbox"), ("basic", "Basic", "Inbox")]);
+        let sb = b.sandbox();
         World {
             mm,
             llm,
@@ -285,7 +272,7 @@ fn mattermost_down_skips_chat_keeps_the_cursor_and_still_checks_health() {
     w.run();
     let cursor = w.sb.state_json()["last_check_ms"].as_i64().unwrap();
     let post = w.say("wizard", "please renew the TLS cert");
-    w.mm.set_mode(MmMode::Down);
+    w.mm.set_fault(Fault::Refuse);
     let out = w.sb.run(&["run-once"]);
     assert!(
         out.status.success(),
@@ -299,7 +286,7 @@ fn mattermost_down_skips_chat_keeps_the_cursor_and_still_checks_health() {
         cursor,
         "cursor must not move"
     );
-    w.mm.set_mode(MmMode::Normal);
+    w.mm.clear_fault();
     w.run();
     assert_eq!(
         w.replies_to(&post).len(),
@@ -311,7 +298,7 @@ fn mattermost_down_skips_chat_keeps_the_cursor_and_still_checks_health() {
 #[test]
 fn ollama_down_falls_back_to_keywords_and_a_template_reply() {
     let w = World::new();
-    w.llm.set_mode(LlmMode::Down);
+    w.llm.set_fault(Fault::Refuse);
     let post = w.say("wizard", "can you please set up a staging database");
     w.run();
     let tasks = w.sb.ledger_tasks();
@@ -372,7 +359,7 @@ fn mc_down_keeps_the_post_pending_and_the_next_run_creates_exactly_one_task() {
 #[test]
 fn planka_down_gives_the_task_now_and_the_card_next_run() {
     let w = World::new();
-    w.planka.set_mode(PlankaMode::Down);
+    w.planka.set_fault(Fault::Refuse);
     let post = w.say("wizard", "please add a redirect from /old to /new");
     w.run();
     assert_eq!(w.sb.ledger_tasks().len(), 1);
@@ -394,7 +381,7 @@ fn planka_down_gives_the_task_now_and_the_card_next_run() {
             .unwrap()
     };
     assert_eq!(stage("tasks")["outcome"], "degraded", "{}", stage("tasks"));
-    w.planka.set_mode(PlankaMode::Normal);
+    w.planka.clear_fault();
     // The outbox retries with backoff; make the retry due.
     let mut st = w.sb.state_json();
     for item in st["tasks"]["outbox"].as_array_mut().unwrap() {
@@ -416,7 +403,7 @@ fn ollama_hang__the_first_timeout_opens_the_breaker_and_every_post_is_answered()
     let posts: Vec<String> = (0..3)
         .map(|i| w.say("wizard", &format!("please add user number {i}")))
         .collect();
-    w.llm.set_mode(LlmMode::Hang);
+    w.llm.set_fault(Fault::Hang);
     let extra = w.sb.extra.clone();
     w.sb.extra = format!("{extra}\n[agent]\ndeadline_secs = 8\n");
     w.run();
@@ -441,7 +428,7 @@ fn ollama_hang__the_first_timeout_opens_the_breaker_and_every_post_is_answered()
         "{classify}"
     );
 
-    w.llm.set_mode(LlmMode::Normal);
+    w.llm.clear_fault();
     w.sb.extra = extra;
     w.run();
     for p in &posts {
@@ -508,7 +495,7 @@ fn a_thousand_posts_across_fifty_channels_in_four_teams_are_handed_over_once() {
     sb.extra = format!(
         "[mattermost]\nurl = \"{}\"\n[ollama]\nurl = \"{}\"\n",
         mm.url(),
-        support::ollama::dead_url()
+        crate::support::ollama::dead_url()
     );
     let out = sb.run(&["run-once"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -2,10 +2,10 @@
 //! the rolling-window limit, history reset, an unreachable engine, a blip
 //! and a container still starting.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
+use crate::support::docker::{FakeContainer, FakeDocker, OnRestart};
+use crate::support::http_endpoints::FakeEndpoints;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use ops_agent::fix::{
     self, Attempt, FixAction, FixConfig, FixDecision, FixHistory, FixOptions, FixReport, FixSpec,
@@ -15,8 +15,6 @@ use ops_agent::health::{
     self, guard, CheckConfig, CheckKind, Checks, HealthConfig, HealthContext, HealthState, Status,
 };
 use ops_agent::time::Secs;
-use support::docker::{FakeContainer, FakeDocker, OnRestart};
-use support::http_endpoints::FakeEndpoints;
 
 fn container_check(name: &str) -> CheckConfig {
     let mut c = CheckConfig::new(name, CheckKind::Docker);

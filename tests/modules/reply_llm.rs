@@ -1,13 +1,13 @@
 //! Reply text through the fake Ollama: generated with the task reference,
 //! sanitized, and the templated fallback without a usable model.
 
-mod support;
-
-use ops_agent::chat::reply::{self, ReplyContext, ReplyKind, ReplyPath};
 use ops_agent::classify::FallbackReason;
 use ops_agent::ollama::{Client, OllamaConfig};
+use ops_agent::chat::reply::{self, ReplyContext, ReplyKind, ReplyPath};
 use ops_agent::time::Secs;
-use support::ollama::{dead_url, FakeOllama, Mode};
+
+use crate::support::fault::Fault;
+use crate::support::ollama::{dead_url, FakeOllama};
 
 fn client(url: &str) -> Client {
     let cfg = OllamaConfig {
@@ -62,7 +62,7 @@ async fn reply_is_generated_from_the_context_with_the_task_reference() {
         assert!(user.contains(want), "{want} missing from {user}");
     }
     assert_eq!(
-        support::ollama::fenced_message(user),
+        crate::support::ollama::fenced_message(user),
         "planka returns 502 since 10 min"
     );
     let system = chat.body["messages"][0]["content"].as_str().unwrap();
@@ -141,7 +141,7 @@ async fn template_without_ollama_or_on_failure() {
     );
 
     let fake = FakeOllama::start().await;
-    fake.set_mode(Mode::HangChat);
+    fake.set_chat_fault(Fault::Hang);
     let r = reply::compose(Some(&client(fake.url())), &c).await;
     assert_eq!(
         r.path,

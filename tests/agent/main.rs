@@ -1,0 +1,22 @@
+//! The real `ops-agent` binary end to end: each test runs it with
+//! `std::process::Command` in a sandbox (temp HOME, clean environment, every
+//! path inside) against fakes serving on the background runtime. Full cycles
+//! (chat, escalation, health and fixes), the operator commands, the cycle
+//! frame (lock, state files, config), and the MC command adapter.
+//!
+//! One test binary with a module per area, so the fakes compile once for all
+//! of them. `tasks_mc` is here rather than in `modules` because it and
+//! `tasks_flow` both set `MC_ARGV_FILE` in the process environment. Two test
+//! files stay binaries of their own: `health_daemon.rs` puts fake `launchctl`
+//! and `systemctl` first on the process-wide PATH, and `docker_real.rs` is the
+//! real-engine tier `.ci/run` relies on.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod chat_cycle;
+mod cli_commands;
+mod cycle_frame;
+mod escalate_cycle;
+mod health_cycle;
+mod tasks_mc;
