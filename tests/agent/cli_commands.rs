@@ -13,8 +13,8 @@ use crate::support::agent::{text, Sandbox};
 use crate::support::fault::Fault;
 use crate::support::mattermost::FakeMattermost;
 use crate::support::ollama::{dead_url, FakeOllama};
-use crate::support::world::WorldBuilder;
 use crate::support::planka::{FakePlanka, PASSWORD as PLANKA_PASSWORD, USERNAME as PLANKA_USER};
+use crate::support::world::WorldBuilder;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -1,9 +1,9 @@
 //! Reply text through the fake Ollama: generated with the task reference,
 //! sanitized, and the templated fallback without a usable model.
 
+use ops_agent::chat::reply::{self, ReplyContext, ReplyKind, ReplyPath};
 use ops_agent::classify::FallbackReason;
 use ops_agent::ollama::{Client, OllamaConfig};
-use ops_agent::chat::reply::{self, ReplyContext, ReplyKind, ReplyPath};
 use ops_agent::time::Secs;
 
 use crate::support::fault::Fault;
