@@ -366,8 +366,10 @@ pub fn tail(bytes: &[u8], max: usize) -> String {
     format!("…{}", &text[start..])
 }
 
-/// Whether a process group still has a member (an MC attempt of a cycle
-/// that was killed may live on).
+/// Whether a process group still has a living member (an MC attempt of a
+/// cycle that was killed may live on). Zombies do not count: an orphan
+/// that finished waits for its new parent to reap it, and where PID 1
+/// does not reap (a container), it would otherwise look alive forever.
 pub fn group_alive(pgid: u32) -> bool {
     let Ok(pgid) = i32::try_from(pgid) else {
         return false;
@@ -375,9 +377,38 @@ pub fn group_alive(pgid: u32) -> bool {
     if pgid <= 1 {
         return false;
     }
+    if let Some(alive) = living_member_in_proc(pgid) {
+        return alive;
+    }
     // SAFETY: signal 0 only checks; no signal is delivered.
     let rc = unsafe { libc::kill(-pgid, 0) };
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Looks through `/proc` (Linux) for a member of `pgid` that is not a
+/// zombie; `None` where there is no `/proc`.
+fn living_member_in_proc(pgid: i32) -> Option<bool> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parens.
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+        if group == Some(pgid) && state != "Z" && state != "X" {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 #[cfg(test)]
@@ -473,5 +504,27 @@ mod tests {
         let pgid = seen.unwrap();
         assert!(pgid > 1);
         assert!(!group_alive(u32::MAX));
+    }
+
+    #[test]
+    fn a_finished_but_unreaped_group_is_not_alive() {
+        use std::os::unix::process::CommandExt;
+        let mut running = std::process::Command::new("sleep")
+            .arg("5")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        assert!(group_alive(running.id()));
+        running.kill().unwrap();
+        running.wait().unwrap();
+        let mut zombie = std::process::Command::new("true")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        // Exited, not yet reaped: a zombie is no attempt still running.
+        assert!(!group_alive(zombie.id()));
+        zombie.wait().unwrap();
+        assert!(!group_alive(zombie.id()));
     }
 }

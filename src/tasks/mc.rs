@@ -249,8 +249,13 @@ impl McCommand {
     pub async fn find(&self, task: &Task) -> Result<Option<String>> {
         let argv = fill(&self.find, task);
         let out = run_argv(&argv, self.timeout, &self.pass_env, "MC find").await?;
-        if out.stdout.trim().is_empty() {
+        let printed = out.stdout.trim();
+        if printed.is_empty() {
             return Ok(None);
+        }
+        // A lookup may print the bare id (`MC-12`), as list tools do.
+        if !printed.contains(char::is_whitespace) && is_plausible_id(printed) {
+            return Ok(Some(printed.to_string()));
         }
         self.id_of(&out, &argv[0]).map(Some)
     }

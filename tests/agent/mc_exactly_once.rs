@@ -1,0 +1,213 @@
+//! Exactly once with an external MC command that does not dedupe by
+//! source (tests/fixtures/mc/db.sh, like the runbook's mc.js): the agent
+//! killed while the command runs, or the command committing and then
+//! running past its timeout, never makes more than one extra task per post
+//! without `[mc] find`, and none with it. Named for their cell:
+//! `<dependency>_<fault>__<what holds>`.
+#![allow(non_snake_case)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::agent::{text, Sandbox};
+use crate::support::mattermost::FakeMattermost;
+use crate::support::ollama::dead_url;
+use crate::support::world::{quoted, WorldBuilder};
+
+struct World {
+    mm: FakeMattermost,
+    sb: Sandbox,
+    channel: String,
+    alice: String,
+    db: PathBuf,
+}
+
+/// `sleep_before`/`sleep_after`: the fake MC's pause before and after it
+/// commits the task; `timeout`: `mc.timeout_secs`.
+fn world(sleep_before: &str, sleep_after: &str, timeout: &str, with_find: bool) -> World {
+    let mut b = WorldBuilder::new();
+    let (mm, agent) = b.mattermost(&["wizard"]);
+    let alice = mm.add_user("alice", "pw");
+    let team = mm.add_team("wizard", &[&agent.id, &alice]);
+    let channel = mm.add_channel(&team, "dev", &[&agent.id, &alice]);
+    b.ollama_at(&dead_url());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mc/db.sh");
+    let script = quoted(&script.display().to_string());
+    let sb_root = tempfile::tempdir().unwrap().keep();
+    let db = sb_root.join("mc-db");
+    let dbq = quoted(&db.display().to_string());
+    b.line(
+        "mc",
+        &format!(
+            "command = [{script}, \"create\", {dbq}, \"{{source}}\", \"{sleep_before}\", \"{sleep_after}\"]"
+        ),
+    );
+    b.line("mc", &format!("timeout_secs = {timeout}"));
+    if with_find {
+        b.line(
+            "mc",
+            &format!("find = [{script}, \"find\", {dbq}, \"{{source}}\"]"),
+        );
+    }
+    World {
+        mm,
+        sb: b.sandbox(),
+        channel,
+        alice,
+        db,
+    }
+}
+
+impl World {
+    fn say(&self, message: &str) -> String {
+        self.mm.post(&self.channel, &self.alice, message)
+    }
+
+    fn run(&self) {
+        let out = self.sb.run(&["run-once"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    /// MC's tasks for `source`.
+    fn mc_tasks(&self, source: &str) -> usize {
+        std::fs::read_to_string(self.db.join("tasks"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some(source))
+            .count()
+    }
+
+    fn replies(&self, post: &str) -> usize {
+        self.mm
+            .posts()
+            .iter()
+            .filter(|p| p.props.get("ops_agent_reply_to").and_then(Value::as_str) == Some(post))
+            .count()
+    }
+
+    fn status(&self) -> Value {
+        let out = self.sb.run(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    }
+
+    /// Starts a cycle, waits until the fake MC runs, and SIGKILLs the agent
+    /// (not the command: it lives on in its own process group, as it would).
+    fn kill_while_mc_runs(&self) {
+        let mut cmd: Command = self.sb.command(&["run-once"]);
+        let mut child = cmd.spawn().unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        let running = || {
+            std::fs::read_dir(&self.db).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("running."))
+            })
+        };
+        while !running() {
+            assert!(Instant::now() < end, "the MC command never started");
+            assert!(child.try_wait().unwrap().is_none(), "the cycle ended first");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn wait_for_orphans(&self) {
+        let end = Instant::now() + Duration::from_secs(20);
+        while std::fs::read_dir(&self.db).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("running."))
+        }) {
+            assert!(Instant::now() < end, "the orphaned MC command never ended");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn mc_timeout_after_commit__with_find_exactly_one_task() {
+    let w = world("0", "3", "0.5", true);
+    let post = w.say("please add a redirect from /old to /new");
+    w.run(); // commits, then is killed at its timeout: outcome unknown
+    assert_eq!(w.mc_tasks(&post), 1);
+    assert_eq!(w.replies(&post), 0, "no id yet, no reply yet");
+    w.run(); // asks [mc] find: MC has it
+    w.run();
+    assert_eq!(w.mc_tasks(&post), 1, "exactly one task");
+    assert_eq!(w.replies(&post), 1, "answered once, naming MC's task");
+    let tasks = w.sb.ledger_tasks();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0]["id"], "MC-1");
+}
+
+#[test]
+fn mc_timeout_after_commit__without_find_one_extra_attempt_then_uncertain() {
+    let w = world("0", "3", "0.5", false);
+    let post = w.say("please add a redirect from /old to /new");
+    for _ in 0..4 {
+        w.run();
+    }
+    assert_eq!(
+        w.mc_tasks(&post),
+        2,
+        "the first attempt and one extra, never a third"
+    );
+    let st = w.status();
+    let uncertain = st["uncertain_tasks"].as_array().unwrap();
+    assert_eq!(uncertain.len(), 1, "{st}");
+    assert_eq!(uncertain[0]["source"], post.as_str());
+    let out = w.sb.run(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("uncertain"),
+        "{}",
+        text(&out)
+    );
+    // The post is done (no endless retries): later cycles run nothing.
+    w.run();
+    assert_eq!(w.mc_tasks(&post), 2);
+    let ledger = std::fs::read_to_string(w.sb.path("system/agents/state/ops-tasks.jsonl")).unwrap();
+    let attempts = ledger
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"intent\"") && l.contains("\"pgid\""))
+        .count();
+    assert_eq!(attempts, 2, "{ledger}");
+}
+
+#[test]
+fn agent_sigkill_mid_mc_command__the_orphan_is_waited_for_and_found_once() {
+    let w = world("1", "0", "10", true);
+    let post = w.say("please add a redirect from /old to /new");
+    w.kill_while_mc_runs();
+    // The orphaned command still runs: a cycle now must not start another.
+    w.run();
+    w.wait_for_orphans();
+    assert_eq!(w.mc_tasks(&post), 1);
+    w.run();
+    w.run();
+    assert_eq!(w.mc_tasks(&post), 1, "exactly one task");
+    assert_eq!(w.replies(&post), 1);
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
+}
+
+#[test]
+fn agent_sigkill_mid_mc_command__without_find_at_most_one_extra_task() {
+    let w = world("1", "0", "10", false);
+    let post = w.say("please add a redirect from /old to /new");
+    w.kill_while_mc_runs();
+    w.run();
+    w.wait_for_orphans();
+    for _ in 0..3 {
+        w.run();
+    }
+    let n = w.mc_tasks(&post);
+    assert_eq!(n, 2, "the orphan's task and one extra attempt");
+    assert_eq!(w.replies(&post), 1);
+    let st = w.status();
+    assert_eq!(
+        st["uncertain_tasks"][0]["source"],
+        post.as_str(),
+        "the possible duplicate is shown: {st}"
+    );
+}
