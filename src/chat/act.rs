@@ -102,10 +102,10 @@ pub async fn act_on_post(
             }
             Err(e) if e.downcast_ref::<outbox::Uncertain>().is_some() => {
                 // The MC command may have made the task; it is not run
-                // again. The post is done; status and doctor show it.
-                let msg = format!("post {}: {e:#}", post.id);
-                tally.task_errors.push(msg);
-                return Ok(true);
+                // again. The author still gets an answer saying so;
+                // status and doctor show the post to an operator.
+                tally.task_errors.push(format!("post {}: {e:#}", post.id));
+                progress.task_id = Some(outbox::UNCONFIRMED_TASK.into());
             }
             Err(e) => {
                 let msg = format!("post {}: {e:#}", post.id);

@@ -136,6 +136,10 @@ pub struct UncertainTask {
     pub at_ms: i64,
 }
 
+/// What a reply names instead of a task id when the MC command's task
+/// could not be confirmed.
+pub const UNCONFIRMED_TASK: &str = "(not confirmed in MC: an operator will check)";
+
 /// Uncertain sources kept for `status` and `doctor`.
 pub const UNCERTAIN_MAX: usize = 100;
 

@@ -211,3 +211,66 @@ fn agent_sigkill_mid_mc_command__without_find_at_most_one_extra_task() {
         "the possible duplicate is shown: {st}"
     );
 }
+
+/// A tiny deterministic generator for the kill moments.
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// SIGKILLs at random moments (`OPS_AGENT_TEST_KILLS` of them, default 12),
+/// a post each, then cycles until every post is answered; returns the MC
+/// task count of every post.
+fn kill_at_random(with_find: bool) -> Vec<usize> {
+    let kills: usize = std::env::var("OPS_AGENT_TEST_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    // An agent killed between writing an attempt and starting the command
+    // leaves an attempt without a process group, waited for 2 x timeout.
+    let w = world("0.15", "0.15", "2", with_find);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut posts = Vec::new();
+    for i in 0..kills {
+        posts.push(w.say(&format!("please add user number {i} to the wizard admin")));
+        let mut child = w.sb.command(&["run-once"]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(next(&mut seed) % 450));
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end {
+        w.wait_for_orphans();
+        w.run();
+        if posts.iter().all(|p| w.replies(p) == 1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for p in &posts {
+        assert_eq!(w.replies(p), 1, "post {p} answered exactly once");
+    }
+    let counts: Vec<usize> = posts.iter().map(|p| w.mc_tasks(p)).collect();
+    eprintln!(
+        "{} kills, find={with_find}: MC tasks per post {counts:?}, {} extra",
+        kills,
+        counts.iter().map(|n| n.saturating_sub(1)).sum::<usize>()
+    );
+    counts
+}
+
+#[test]
+fn agent_sigkill_at_random__with_find_never_a_second_task() {
+    for n in kill_at_random(true) {
+        assert_eq!(n, 1);
+    }
+}
+
+#[test]
+fn agent_sigkill_at_random__without_find_never_more_than_one_extra_task() {
+    for n in kill_at_random(false) {
+        assert!((1..=2).contains(&n), "{n} tasks for one post");
+    }
+}
