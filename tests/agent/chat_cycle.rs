@@ -521,3 +521,53 @@ fn a_thousand_posts_across_fifty_channels_in_four_teams_are_handed_over_once() {
     assert_eq!(stats["counters"]["label_routine"], 1000, "{stats}");
     assert_eq!(stats["counters"]["posts_handled"], 1000, "{stats}");
 }
+
+/// A bulk import: `count` routine posts over `distinct_ms` milliseconds in
+/// one channel, then one ordinary post; all handled once, over as many
+/// cycles as they take, and none again after.
+fn burst_is_handled_once(count: usize, distinct_ms: usize) {
+    let w = World::new();
+    // The server's capped `since` answer is the same subset every time
+    // (heap order), so posts the paging skips would stay lost.
+    w.mm.set_shuffle(false);
+    w.run();
+    let channel = w.channel("wizard").to_string();
+    w.mm.post_burst(&channel, &w.alice, count, distinct_ms, |i| {
+        format!("imported note {i}: morning all")
+    });
+    let later = w.say("wizard", "please add a redirect from /old to /new");
+    let handled = |w: &World| -> u64 {
+        let stats: Value =
+            serde_json::from_str(&std::fs::read_to_string(w.sb.stats()).unwrap()).unwrap();
+        stats["counters"]["posts_handled"].as_u64().unwrap_or(0)
+    };
+    for _ in 0..5 {
+        w.run();
+        if handled(&w) as usize >= count + 1 {
+            break;
+        }
+    }
+    assert_eq!(
+        handled(&w) as usize,
+        count + 1,
+        "every post of the burst and the later one"
+    );
+    assert_eq!(w.replies_to(&later).len(), 1, "the channel is not stuck");
+    w.run();
+    assert_eq!(handled(&w) as usize, count + 1, "nothing twice");
+    assert!(
+        !w.sb.log_text().contains("did not reach the cursor"),
+        "{}",
+        w.sb.log_text()
+    );
+}
+
+#[test]
+fn mm_burst_of_1200_posts_over_5_ms__all_handled_once_and_the_channel_moves_on() {
+    burst_is_handled_once(1200, 5);
+}
+
+#[test]
+fn mm_burst_of_10000_posts_over_5_ms__all_handled_once_and_the_channel_moves_on() {
+    burst_is_handled_once(10_000, 5);
+}

@@ -8,7 +8,13 @@
 //! particular order (shuffled unless [`FakeMattermost::set_shuffle`] is
 //! off), with the roots and siblings of returned replies mixed into `posts`
 //! but not `order`, and deleted posts included. Paging (`page`/`per_page`
-//! capped at 200, `before`) returns newest first without deleted posts.
+//! capped at 200, `before`) returns newest first without deleted posts, as
+//! the server's SQL does: `ORDER BY CreateAt DESC` with posts sharing a
+//! millisecond in the order they were stored (not by id), and `before=X`
+//! meaning `CreateAt < CreateAt(X)` (so a tie group at the pivot is never
+//! returned by `before`), `page` an offset within it.
+//! [`FakeMattermost::post_burst`] makes a bulk import: many posts sharing a
+//! few milliseconds.
 //!
 //! Faults go through the shared fault layer ([`FakeMattermost::set_fault`],
 //! `server()` for rules and holds) with Mattermost's error body
@@ -607,7 +613,8 @@ fn route(
                 .iter()
                 .filter(|p| p.channel_id == ch.id && p.delete_at == 0)
                 .collect();
-            live.sort_by(|a, b| (b.create_at, &b.id).cmp(&(a.create_at, &a.id)));
+            // Stable: ties keep the order they were stored in.
+            live.sort_by_key(|p| std::cmp::Reverse(p.create_at));
             if let Some(before) = q.get("before").filter(|b| !b.is_empty()) {
                 let Some(pivot) = w.post(before) else {
                     return err(
@@ -616,8 +623,8 @@ fn route(
                         "Unable to get the post.",
                     );
                 };
-                let key = (pivot.create_at, pivot.id.clone());
-                live.retain(|p| (p.create_at, p.id.clone()) < key);
+                let t = pivot.create_at;
+                live.retain(|p| p.create_at < t);
             }
             let ids: Vec<String> = live
                 .iter()
@@ -922,6 +929,43 @@ impl FakeMattermost {
     /// Posts with full control (type, props, root).
     pub fn post_spec(&self, spec: PostSpec) -> String {
         self.w().add_post(spec).expect("fake post").id
+    }
+
+    /// A bulk import: `count` posts by `user_id` in `channel_id` whose
+    /// `create_at` takes only `distinct_ms` values (consecutive
+    /// milliseconds, stored in order). Returns their ids.
+    pub fn post_burst(
+        &self,
+        channel_id: &str,
+        user_id: &str,
+        count: usize,
+        distinct_ms: usize,
+        message: impl Fn(usize) -> String,
+    ) -> Vec<String> {
+        let mut w = self.w();
+        let ids: Vec<String> = (0..count)
+            .map(|i| {
+                let spec = PostSpec {
+                    channel_id: channel_id.into(),
+                    user_id: user_id.into(),
+                    message: message(i),
+                    ..Default::default()
+                };
+                w.add_post(spec).expect("fake post").id
+            })
+            .collect();
+        let base = w.post(&ids[0]).expect("first post").create_at;
+        for (i, id) in ids.iter().enumerate() {
+            let at = base + (i * distinct_ms / count) as i64;
+            let k = w.post_idx[id];
+            w.posts[k].create_at = at;
+            w.posts[k].update_at = at;
+        }
+        let last = base + distinct_ms as i64 - 1;
+        if let Some(ch) = w.channels.iter_mut().find(|c| c.id == channel_id) {
+            ch.last_post_at = last;
+        }
+        ids
     }
 
     /// Edits a post (bumps edit_at and update_at).
