@@ -14,7 +14,7 @@
 //! state is still saved.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use crate::budget::{self, within, CycleBudget};
 use crate::chat::{self, ChatRun};
 use crate::config::Config;
+use crate::escalate::EscalationState;
 use crate::fix::{self, FixHistory, ServiceSummary};
 use crate::health::{self, HealthContext, Verdict};
 use crate::lock::{self, CycleLock};
@@ -30,7 +31,7 @@ use crate::mattermost;
 use crate::report::{count_checks, CycleReport, Outcome};
 use crate::state::{RuntimeState, Stats};
 use crate::store;
-use crate::tasks::outbox::Trackers;
+use crate::tasks::outbox::{TaskState, Trackers};
 use crate::tasks::planka::CachedToken;
 use crate::time::elapsed_ms;
 use crate::{escalate, intel};
@@ -112,6 +113,37 @@ impl chat::Book for StateBook<'_> {
     }
 }
 
+/// The state file as the escalation stage's book: a checkpoint is a whole
+/// save, which is rare (only when escalation acts) and keeps an incident's
+/// key from being lost between opening it and alerting.
+struct SavingBook<'a> {
+    runtime: &'a mut RuntimeState,
+    state: &'a Path,
+    dry_run: bool,
+}
+
+impl escalate::Book for SavingBook<'_> {
+    fn parts(&mut self) -> (&mut EscalationState, &mut TaskState) {
+        let r = &mut *self.runtime;
+        (&mut r.escalation, &mut r.tasks)
+    }
+
+    fn checkpoint(&mut self) -> Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        save_state(self.state, self.runtime)
+    }
+}
+
+/// One atomic save of the runtime state, then the journal it folds in is
+/// removed.
+fn save_state(state: &Path, runtime: &RuntimeState) -> Result<()> {
+    store::save(state, runtime)?;
+    crate::files::remove_if_present(&store::journal_path(state))?;
+    Ok(())
+}
+
 impl<'a> Cycle<'a> {
     /// Takes the lock and loads state and stats (corrupt files are set aside).
     fn start(config: &'a Config, opts: RunOptions) -> Result<Cycle<'a>> {
@@ -174,10 +206,7 @@ impl<'a> Cycle<'a> {
         if self.opts.dry_run {
             return Ok(());
         }
-        let state = &self.config.paths.state;
-        store::save(state, &self.runtime)?;
-        crate::files::remove_if_present(&store::journal_path(state))?;
-        Ok(())
+        save_state(&self.config.paths.state, &self.runtime)
     }
 
     /// Stages 1–4: the chat half, one call into [`chat::run`].
@@ -342,15 +371,12 @@ impl<'a> Cycle<'a> {
             pass_env: &c.mc.pass_env,
             dry_run: self.opts.dry_run,
         };
-        let rt = &mut self.runtime;
-        let run = escalate::run(
-            &ctx,
-            services,
-            silenced,
-            &mut rt.escalation,
-            &mut rt.tasks,
-            self.now,
-        );
+        let mut book = SavingBook {
+            runtime: &mut self.runtime,
+            state: &c.paths.state,
+            dry_run: self.opts.dry_run,
+        };
+        let run = escalate::run(&ctx, services, silenced, &mut book, self.now);
         let out = match within(self.budget.deadline, run).await {
             Ok(out) => out,
             Err(cut) => {
@@ -360,13 +386,6 @@ impl<'a> Cycle<'a> {
                 return;
             }
         };
-        // Alerts and tasks just made: save now, so a crash before the end
-        // of the cycle cannot lose the record of them.
-        if !out.performed.is_empty() {
-            if let Err(e) = self.save() {
-                tracing::error!("State not saved after escalating: {e:#}");
-            }
-        }
         for line in &out.performed {
             tracing::warn!("Escalation: {line}");
         }

@@ -124,19 +124,34 @@ impl EscalateOutcome {
     }
 }
 
+/// Where the escalation stage keeps its state, and how it makes it durable.
+///
+/// An incident is keyed by the time it opened, so a crash between opening
+/// it and saving would open a second one with a new key next cycle (a
+/// second task, a second alert). The stage checkpoints after every action,
+/// before the next side effect; the cycle saves the state file.
+pub trait Book {
+    /// The incidents and the task mapping.
+    fn parts(&mut self) -> (&mut EscalationState, &mut TaskState);
+    /// Makes the parts durable.
+    fn checkpoint(&mut self) -> Result<()>;
+}
+
 /// The escalation stage: records what silences saw, adopts task and card
-/// ids the outbox made meanwhile, reads acknowledgements, plans, performs.
-/// `silenced` is the same set the fix stage was gated with.
+/// ids the outbox made meanwhile, reads acknowledgements, plans, performs
+/// (checkpointing the book after each action; a checkpoint that fails stops
+/// the actions, which are owed next cycle). `silenced` is the same set the
+/// fix stage was gated with.
 pub async fn run(
     ctx: &Ctx<'_>,
     services: &[ServiceSummary],
     silenced: &BTreeSet<String>,
-    state: &mut EscalationState,
-    tasks: &mut TaskState,
+    book: &mut dyn Book,
     now: DateTime<Utc>,
 ) -> EscalateOutcome {
     let now_ms = now.timestamp_millis();
     let mut out = EscalateOutcome::default();
+    let (state, tasks) = book.parts();
     state.silences.observe(ctx.checks, services, now_ms);
     adopt_task_ids(state, tasks);
     if let Some(mm) = ctx.mm {
@@ -156,7 +171,15 @@ pub async fn run(
         if matches!(action, Action::Close { .. }) && failed.contains(&key) {
             continue;
         }
-        match perform(ctx, &action, state, tasks, now, &mut out.counters).await {
+        let (state, tasks) = book.parts();
+        let result = perform(ctx, &action, state, tasks, now, &mut out.counters).await;
+        if let Err(e) = book.checkpoint() {
+            let line = format!("{key}: state not saved, no further action this cycle: {e:#}");
+            tracing::error!(incident = %key, "{line}");
+            out.errors.push(line);
+            break;
+        }
+        match result {
             Ok(line) => {
                 tracing::info!(incident = %key, action = action.name(), "{line}");
                 out.performed.push(format!("{key}: {line}"));
@@ -170,7 +193,7 @@ pub async fn run(
             }
         }
     }
-    out.open = state.open().len();
+    out.open = book.parts().0.open().len();
     out
 }
 

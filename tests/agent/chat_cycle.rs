@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use crate::support::agent::{text, Sandbox};
-use crate::support::fault::Fault;
+use crate::support::fault::{Fault, Match, Rule};
 use crate::support::mattermost::{FakeMattermost, PostSpec};
 use crate::support::ollama::FakeOllama;
 use crate::support::planka::FakePlanka;
@@ -435,6 +435,49 @@ fn ollama_hang__the_first_timeout_opens_the_breaker_and_every_post_is_answered()
         assert_eq!(w.replies_to(p).len(), 1, "post {p} still answered once");
     }
     assert_eq!(w.sb.ledger_tasks().len(), 3);
+}
+
+#[test]
+fn a_deadline_cut_ends_the_cycle_in_time_and_the_next_one_finishes_each_post_once() {
+    let mut w = World::new();
+    w.run();
+    let posts: Vec<String> = (0..6)
+        .map(|i| w.say("wizard", &format!("please add user number {i}")))
+        .collect();
+    // Every post to Mattermost (the replies) takes 1.5 s: six do not fit.
+    w.mm.server().add_rule(
+        Rule::new(Fault::Slow(std::time::Duration::from_millis(1500)))
+            .when(Match::post("/api/v4/posts")),
+    );
+    let extra = w.sb.extra.clone();
+    w.sb.extra = format!("{extra}\n[agent]\ndeadline_secs = 4\n");
+    let started = std::time::Instant::now();
+    w.run();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(6),
+        "cut at the deadline: {took:?}"
+    );
+    let st = w.sb.state_json();
+    assert_eq!(
+        st["last_cycle"]["deadline_hit"], true,
+        "{}",
+        st["last_cycle"]
+    );
+    let answered = posts.iter().filter(|p| w.replies_to(p).len() == 1).count();
+    assert!(
+        answered < posts.len(),
+        "the cut left work: {answered} answered"
+    );
+
+    w.mm.server().clear_rules();
+    w.sb.extra = extra;
+    w.run();
+    for p in &posts {
+        assert_eq!(w.replies_to(p).len(), 1, "post {p} answered exactly once");
+    }
+    assert_eq!(w.sb.ledger_tasks().len(), posts.len(), "one task per post");
+    assert_eq!(w.planka.cards().len(), posts.len(), "one card per post");
 }
 
 #[test]

@@ -18,6 +18,8 @@ mod chat_cycle;
 mod cli_commands;
 mod cycle_frame;
 mod escalate_cycle;
+mod fault_matrix;
 mod health_cycle;
+mod kill_points;
 mod mc_exactly_once;
 mod tasks_mc;

@@ -153,7 +153,7 @@ impl World {
     async fn cycle(&mut self, min: i64, web_failing: bool) -> escalate::EscalateOutcome {
         let now = Self::now(min);
         let mut state: EscalationState = serde_json::from_str(&self.state).unwrap();
-        let mut tasks: TaskState = serde_json::from_str(&self.tasks).unwrap();
+        let tasks: TaskState = serde_json::from_str(&self.tasks).unwrap();
         state.silences.expire(now.timestamp_millis());
         let silenced = state
             .silences
@@ -175,9 +175,19 @@ impl World {
             pass_env: &[],
             dry_run: false,
         };
-        let out = escalate::run(&ctx, &services, &silenced, &mut state, &mut tasks, now).await;
-        self.state = serde_json::to_string(&state).unwrap();
-        self.tasks = serde_json::to_string(&tasks).unwrap();
+        let mut book = MemBook {
+            state,
+            tasks,
+            checkpoints: 0,
+        };
+        let out = escalate::run(&ctx, &services, &silenced, &mut book, now).await;
+        assert_eq!(
+            book.checkpoints,
+            out.performed.len() + out.errors.len(),
+            "one checkpoint per action"
+        );
+        self.state = serde_json::to_string(&book.state).unwrap();
+        self.tasks = serde_json::to_string(&book.tasks).unwrap();
         out
     }
 
@@ -458,4 +468,22 @@ async fn a_silence_request_from_anyone_else_is_refused_and_changes_nothing() {
         w.thread(&post)
     );
     assert!(w.state().silences.active.is_empty());
+}
+
+/// The stage's state in memory; checkpoints are counted.
+struct MemBook {
+    state: EscalationState,
+    tasks: TaskState,
+    checkpoints: usize,
+}
+
+impl escalate::Book for MemBook {
+    fn parts(&mut self) -> (&mut EscalationState, &mut TaskState) {
+        (&mut self.state, &mut self.tasks)
+    }
+
+    fn checkpoint(&mut self) -> anyhow::Result<()> {
+        self.checkpoints += 1;
+        Ok(())
+    }
 }

@@ -83,6 +83,53 @@ impl Sandbox {
         cmd
     }
 
+    /// Runs the binary to completion and measures it: its output, its wall
+    /// time and its peak resident memory in KiB.
+    ///
+    /// On Linux the peak is the process's own `VmHWM`, sampled every few
+    /// milliseconds until it exits: `ru_maxrss` from `wait4` would count
+    /// the test process's memory too, which the child carries from `fork`
+    /// until `exec` (the kernel keeps the larger figure across `exec`).
+    /// The high-water mark only grows, so the last sample misses at most a
+    /// spike in the last milliseconds. Elsewhere it is `ru_maxrss`.
+    pub fn run_measured(&self, args: &[&str]) -> (Output, std::time::Duration, u64) {
+        let started = std::time::Instant::now();
+        let child = self
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting ops-agent");
+        let pid = child.id();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = 0;
+            let status = format!("/proc/{pid}/status");
+            while let Ok(text) = std::fs::read_to_string(&status) {
+                // A zombie has no memory lines: the run is over.
+                let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:")) else {
+                    break;
+                };
+                let kib: u64 = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                peak = peak.max(kib);
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+            peak
+        });
+        let output = child.wait_with_output().expect("waiting for ops-agent");
+        let elapsed = started.elapsed();
+        let peak = sampler.join().unwrap();
+        let kib = if cfg!(target_os = "linux") {
+            peak
+        } else {
+            children_max_rss_kib()
+        };
+        (output, elapsed, kib)
+    }
+
     /// Runs the binary to completion.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("running ops-agent")
@@ -118,4 +165,17 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// The largest `ru_maxrss` of this process's waited-for children, in KiB.
+fn children_max_rss_kib() -> u64 {
+    // SAFETY: an all-zero rusage is valid, and getrusage writes only into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let rss = usage.ru_maxrss as u64;
+    if cfg!(target_os = "macos") {
+        rss / 1024
+    } else {
+        rss
+    }
 }

@@ -279,14 +279,17 @@ pub struct Hold {
 
 pub(crate) struct HoldInner {
     when: Match,
+    /// Matching requests still let through before the gate closes.
+    skip: std::sync::atomic::AtomicUsize,
     arrived: watch::Sender<usize>,
     released: watch::Sender<bool>,
 }
 
 impl HoldInner {
-    pub(crate) fn new(when: Match) -> Arc<HoldInner> {
+    pub(crate) fn new(when: Match, skip: usize) -> Arc<HoldInner> {
         Arc::new(HoldInner {
             when,
+            skip: skip.into(),
             arrived: watch::channel(0).0,
             released: watch::channel(false).0,
         })
@@ -300,8 +303,17 @@ impl HoldInner {
         self.released.send_replace(true);
     }
 
-    /// Counts the request in, then waits for the release.
+    /// Counts the request in, then waits for the release (the first
+    /// `skip` requests go through uncounted).
     async fn pass(&self) {
+        use std::sync::atomic::Ordering;
+        if self
+            .skip
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return;
+        }
         let mut open = self.released.subscribe();
         self.arrived.send_modify(|n| *n += 1);
         let _ = open.wait_for(|r| *r).await;

@@ -181,7 +181,13 @@ impl FakeServer {
     /// Holds the requests matching `when` (after recording them) until the
     /// returned gate is released or dropped.
     pub fn hold(&self, when: Match) -> Hold {
-        let inner = HoldInner::new(when);
+        self.hold_after(0, when)
+    }
+
+    /// Like [`FakeServer::hold`], but the first `n` matching requests are
+    /// served: "the first reply is committed, the second is held".
+    pub fn hold_after(&self, n: usize, when: Match) -> Hold {
+        let inner = HoldInner::new(when, n);
         self.inner.faults.lock().unwrap().add_hold(inner.clone());
         Hold::new(inner)
     }
