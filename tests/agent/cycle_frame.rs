@@ -220,7 +220,7 @@ fn config_check_prints_the_effective_config_and_example_round_trips() {
     let out = sb.run(&["config", "example"]);
     let example = sb.path("example.toml");
     std::fs::write(&example, &out.stdout).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ops-agent"))
+    let out = std::process::Command::new(crate::support::agent::binary())
         .args(["config", "check", "--config"])
         .arg(&example)
         .env("HOME", sb.root())

@@ -72,7 +72,7 @@ impl Sandbox {
     /// A command for the binary with `--config` and the sandbox environment.
     pub fn command(&self, args: &[&str]) -> Command {
         self.write_config();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ops-agent"));
+        let mut cmd = Command::new(binary());
         cmd.arg("--config").arg(self.config()).args(args);
         cmd.env_clear()
             .env("HOME", self.root())
@@ -178,4 +178,12 @@ fn children_max_rss_kib() -> u64 {
     } else {
         rss
     }
+}
+
+/// The binary under test: this build's, or `OPS_AGENT_TEST_BIN` (to run the
+/// same tests against a release build, e.g. for its memory figures).
+pub fn binary() -> PathBuf {
+    std::env::var_os("OPS_AGENT_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ops-agent")))
 }
