@@ -427,6 +427,11 @@ impl<'a> Cycle<'a> {
             return Ok(self.report);
         }
         self.report.push("save", Outcome::Ok(String::new()), 0);
+        // Up to the final save, which adds four (state and stats, each the
+        // file and its directory).
+        self.report
+            .counts
+            .insert("fsyncs".into(), crate::files::fsyncs());
         self.stats.record_cycle(&self.report, self.now);
         self.runtime.last_cycle = Some(self.report.clone());
         if let Err(e) = self.save() {

@@ -142,7 +142,7 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let (tmp, mut file) = create_temp(dir, &name)?;
     let written = file
         .write_all(bytes)
-        .and_then(|_| file.sync_all())
+        .and_then(|_| synced(file.sync_all()))
         .with_context(|| format!("writing {} (disk full?)", tmp.display()));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
@@ -155,7 +155,7 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     // Make the rename itself durable; failure here only weakens durability.
     if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+        let _ = synced(d.sync_all());
     }
     Ok(())
 }
@@ -300,7 +300,7 @@ pub fn append_line_private(path: &Path, line: &str) -> Result<()> {
     buf.push_str(line);
     buf.push('\n');
     file.write_all(buf.as_bytes())
-        .and_then(|_| file.sync_data())
+        .and_then(|_| synced(file.sync_data()))
         .with_context(|| format!("appending to {} (disk full?)", path.display()))
 }
 
@@ -327,6 +327,21 @@ pub fn remove_if_present(path: &Path) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
     }
+}
+
+/// fsyncs this process has made: a figure for the cycle report, so the
+/// cost of durability can be measured from outside (see docs/performance.md).
+static FSYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one fsync.
+fn synced(r: std::io::Result<()>) -> std::io::Result<()> {
+    FSYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    r
+}
+
+/// How many fsyncs this process has made so far.
+pub fn fsyncs() -> u64 {
+    FSYNCS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[cfg(test)]
