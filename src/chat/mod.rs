@@ -27,6 +27,7 @@ use crate::classify::ClassifyConfig;
 use crate::escalate::{self, EscalationConfig, EscalationState};
 use crate::health::{CheckResult, Checks};
 use crate::mattermost::{self, MattermostConfig, MmState, NewPost, PollOutcome};
+use crate::observe::audit::{self, Event};
 use crate::ollama::{self, OllamaConfig};
 use crate::report::{CycleReport, Outcome};
 use crate::tasks::outbox::{self, Targets, TaskState};
@@ -181,6 +182,13 @@ pub async fn run(
     )
     .await
     .unwrap_or_default();
+    for r in &retried {
+        if let Ok(o) = &r.outcome {
+            if matches!(o.card, outbox::CardOutcome::Created { .. }) {
+                tally.bump("cards_created");
+            }
+        }
+    }
     if let (Some(client), Some(_)) = (&client, &poll) {
         let act = act::Act {
             settings,
@@ -242,6 +250,7 @@ async fn poll_stage(
     let now_ms = now.timestamp_millis();
     let cfg = settings.mattermost;
     let parts = book.parts();
+    let cursor = *parts.cursor;
     let since_ms = mattermost::poll_since(
         *parts.cursor,
         cfg.overlap_secs.as_millis() as i64,
@@ -266,6 +275,7 @@ async fn poll_stage(
     );
     match within(budget.chat_deadline, poll).await {
         Ok(Ok(outcome)) => {
+            audit_skips(&outcome, cursor);
             report
                 .counts
                 .insert("mm_requests".into(), outcome.requests.into());
@@ -315,6 +325,21 @@ async fn poll_stage(
                 elapsed_ms(t),
             );
             (since_ms, Some(client), None)
+        }
+    }
+}
+
+/// The posts a rule skipped, each once: those at or before the previous
+/// cursor were seen (and recorded) by the poll that moved it.
+fn audit_skips(outcome: &PollOutcome, cursor: Option<i64>) {
+    for s in &outcome.skipped_posts {
+        if cursor.is_none_or(|c| s.create_at > c) {
+            audit::record(Event::PostSkipped {
+                post: s.id.clone(),
+                channel: s.channel_id.clone(),
+                author: s.user_id.clone(),
+                reason: s.reason.into(),
+            });
         }
     }
 }
@@ -394,6 +419,7 @@ async fn handle(
     let dry_run = act.targets.dry_run;
     match route {
         Route::Silence(request) => {
+            audit_route(post, "silence_command");
             if answer_silence(act, post, request, book, now).await {
                 tally.posts_handled += 1;
                 book.checkpoint(&post.id, post.create_at)?;
@@ -401,6 +427,7 @@ async fn handle(
             Ok(true)
         }
         Route::AlertAck => {
+            audit_route(post, "alert_ack");
             // An acknowledgement, read by the escalation stage from the thread.
             if !dry_run {
                 mattermost::mark_handled(book.parts().mm, &post.id, post.create_at);
@@ -435,6 +462,10 @@ async fn handle(
                 Err(cut) => {
                     report.deadline_hit = true;
                     tracing::warn!(post = %post.id, "Post left for next cycle: {cut}");
+                    audit::record(Event::PostPending {
+                        post: post.id.clone(),
+                        why: cut.to_string(),
+                    });
                     parts.chat.progress.insert(post.id.clone(), progress);
                     false
                 }
@@ -447,6 +478,16 @@ async fn handle(
             Ok(go_on)
         }
     }
+}
+
+/// A post that is not work, in the audit trail.
+fn audit_route(post: &NewPost, route: &str) {
+    audit::record(Event::PostRouted {
+        post: post.id.clone(),
+        author: post.username.clone(),
+        route: route.into(),
+        excerpt: audit::excerpt(&post.message),
+    });
 }
 
 /// Answers a silence command (created, refused or not understood) in its

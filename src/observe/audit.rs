@@ -147,16 +147,17 @@ pub enum Event {
         /// False when the reply was already there (found after a crash).
         created: bool,
     },
-    /// A check's status changed since the last cycle.
+    /// A check crossed its flap guard: it now counts as failing (and may
+    /// be fixed or escalated), or it recovered.
     CheckChanged {
         /// The check.
         check: String,
         /// Its service.
         service: String,
-        /// The status last cycle (`none` on the first).
-        from: String,
-        /// The status now.
-        to: String,
+        /// `failing` or `recovered`.
+        change: String,
+        /// Its status now (`ok`, `warn`, `critical`, `unknown`).
+        status: String,
         /// The check's reason.
         reason: String,
     },
@@ -410,6 +411,18 @@ pub fn open(path: &Path, cycle: Option<String>, command: Option<&str>) -> Result
     let writer = Writer::open(path, cycle, command)?;
     *TRAIL.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer);
     Ok(Session(()))
+}
+
+/// [`open`], or a warning and no trail: the audit trail never stops what
+/// it records.
+pub fn open_or_warn(path: &Path, cycle: Option<String>, command: Option<&str>) -> Option<Session> {
+    match open(path, cycle, command) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("No audit trail this run: {e:#}");
+            None
+        }
+    }
 }
 
 /// Records one event in the open trail; nothing when none is open. A

@@ -127,6 +127,24 @@ pub fn scan(
     Ok(seen)
 }
 
+/// Lines of one trail file that are not JSON objects (a torn last line).
+pub fn unreadable_lines(path: &Path) -> Result<usize> {
+    let Some(f) = crate::files::open_private_read(path)? else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    crate::jsonl::for_each_forward(f, |_, line| {
+        let ok = line
+            .ok()
+            .and_then(|l| serde_json::from_slice::<Value>(&l).ok())
+            .is_some_and(|v| v.is_object());
+        n += usize::from(!ok);
+        true
+    })
+    .with_context(|| format!("reading {}", path.display()))?;
+    Ok(n)
+}
+
 /// The time of the last readable line of a file.
 fn last_time(path: &Path) -> Result<Option<DateTime<Utc>>> {
     let Some(f) = crate::files::open_private_read(path)? else {
@@ -244,11 +262,15 @@ pub fn describe(line: &Map<String, Value>) -> String {
             }
         ),
         "check_changed" => format!(
-            "check {} ({}) {} -> {}: {}",
+            "check {} (service {}) {} ({}): {}",
             s("check"),
             s("service"),
-            s("from"),
-            s("to"),
+            match s("change") {
+                "failing" => "is now failing",
+                "recovered" => "recovered",
+                other => other,
+            },
+            s("status"),
             s("reason")
         ),
         "fix_skipped" => format!("no fix for {}: {} ({})", s("service"), s("why"), s("issue")),
