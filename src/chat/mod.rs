@@ -250,7 +250,6 @@ async fn poll_stage(
     let now_ms = now.timestamp_millis();
     let cfg = settings.mattermost;
     let parts = book.parts();
-    let cursor = *parts.cursor;
     let since_ms = mattermost::poll_since(
         *parts.cursor,
         cfg.overlap_secs.as_millis() as i64,
@@ -275,7 +274,7 @@ async fn poll_stage(
     );
     match within(budget.chat_deadline, poll).await {
         Ok(Ok(outcome)) => {
-            audit_skips(&outcome, cursor);
+            audit_skips(&outcome, since_ms);
             report
                 .counts
                 .insert("mm_requests".into(), outcome.requests.into());
@@ -329,11 +328,17 @@ async fn poll_stage(
     }
 }
 
-/// The posts a rule skipped, each once: those at or before the previous
-/// cursor were seen (and recorded) by the poll that moved it.
-fn audit_skips(outcome: &PollOutcome, cursor: Option<i64>) {
+/// The posts a rule skipped, each once: the poll re-reads the overlap
+/// before the cursor every cycle, so a skip the trail already holds from
+/// an earlier cycle (written after `since_ms`, less a minute for clock
+/// skew) is not recorded again.
+fn audit_skips(outcome: &PollOutcome, since_ms: i64) {
+    if outcome.skipped_posts.is_empty() {
+        return;
+    }
+    let seen = audit::recent_values("post_skipped", "post", since_ms - 60_000);
     for s in &outcome.skipped_posts {
-        if cursor.is_none_or(|c| s.create_at > c) {
+        if !seen.contains(&s.id) {
             audit::record(Event::PostSkipped {
                 post: s.id.clone(),
                 channel: s.channel_id.clone(),

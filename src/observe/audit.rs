@@ -23,6 +23,7 @@
 //! token, a password, a ping URL. Errors are the ones the activity log
 //! already shows, which never carry a secret.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -423,6 +424,53 @@ pub fn open_or_warn(path: &Path, cycle: Option<String>, command: Option<&str>) -
             None
         }
     }
+}
+
+/// Lines read back by [`recent_values`] at most: it looks at one cycle's
+/// worth of lines, never the whole trail.
+const MAX_LOOKBACK_LINES: usize = 100_000;
+
+/// The values of `field` in the open trail's `event` lines written at or
+/// after `since_ms`, read from the end of the file backwards. For events a
+/// later cycle could record again (a skipped post re-read in the poll's
+/// overlap). Empty when no trail is open or it cannot be read.
+pub fn recent_values(event: &str, field: &str, since_ms: i64) -> HashSet<String> {
+    let path = match TRAIL.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some(w) => w.path.clone(),
+        None => return HashSet::new(),
+    };
+    let mut out = HashSet::new();
+    let Ok(Some(file)) = crate::files::open_private_read(&path) else {
+        return out;
+    };
+    let Ok(mut back) = crate::jsonl::Backward::new(file) else {
+        return out;
+    };
+    for _ in 0..MAX_LOOKBACK_LINES {
+        let Ok(Some(line)) = back.next_line() else {
+            break;
+        };
+        let Some(v) = line
+            .ok()
+            .and_then(|l| serde_json::from_slice::<serde_json::Value>(&l).ok())
+        else {
+            continue;
+        };
+        let at = v
+            .get("at")
+            .and_then(|a| a.as_str())
+            .and_then(|a| DateTime::parse_from_rfc3339(a).ok())
+            .map(|t| t.timestamp_millis());
+        if at.is_some_and(|t| t < since_ms) {
+            break;
+        }
+        if v.get("event").and_then(|e| e.as_str()) == Some(event) {
+            if let Some(x) = v.get(field).and_then(|x| x.as_str()) {
+                out.insert(x.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// Records one event in the open trail; nothing when none is open. A

@@ -222,7 +222,10 @@ pub async fn ping(
             .body(text)
             .send()
             .await
-            .map_err(|e| anyhow::Error::new(e.without_url()))?;
+            .map_err(|e| match e.is_timeout() {
+                true => anyhow::anyhow!("no answer within {} ms", timeout.as_millis()),
+                false => anyhow::Error::new(e.without_url()),
+            })?;
         let status = resp.status();
         let answer = crate::http::read_text(resp, crate::http::caps::SMALL)
             .await

@@ -19,4 +19,5 @@ mod cli_commands;
 mod cycle_frame;
 mod escalate_cycle;
 mod health_cycle;
+mod observe_cycle;
 mod tasks_mc;
