@@ -480,7 +480,8 @@ fn the_metrics_textfile_is_prometheus_text_with_the_cycles_figures() {
         .unwrap();
     assert!(mm_requests > 0.0);
     let started = state["last_cycle"]["started_ms"].as_f64().unwrap() / 1000.0;
-    let want: &[(&str, &[(&str, &str)], f64, &str)] = &[
+    type Row<'a> = (&'a str, &'a [(&'a str, &'a str)], f64, &'a str);
+    let want: &[Row] = &[
         (
             "ops_agent_cycles_total",
             &[("outcome", "ok")],
