@@ -57,11 +57,12 @@ impl Filter {
     }
 }
 
-/// The trail's files, oldest first: `path.N` … `path.1`, then `path`
-/// (those that exist).
+/// The trail's files, oldest first: `path.N` … `path.1`, `path.0` (where
+/// newsyslog starts counting), then `path` (those that exist; compressed
+/// ones are not read).
 pub fn files(path: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for n in (1..=crate::observe::rotate::MAX_KEEP).rev() {
+    for n in (0..=crate::observe::rotate::MAX_KEEP).rev() {
         let p = crate::observe::rotate::rotated_name(path, n);
         if p.exists() {
             out.push(p);
@@ -282,7 +283,8 @@ pub fn describe(line: &Map<String, Value>) -> String {
             s("detail"),
             line.get("budget_left").and_then(Value::as_u64).unwrap_or(0)
         ),
-        "escalation" => format!("incident {} {}: {}", s("incident"), s("step"), s("detail")),
+        // The detail already says the step ("opened: …", "alert posted (…)").
+        "escalation" => format!("incident {}: {}", s("incident"), s("detail")),
         "escalation_failed" => format!(
             "incident {} {} failed (owed again next cycle): {}",
             s("incident"),
