@@ -49,8 +49,11 @@ pub enum Command {
     /// The cumulative stats file, readable.
     Stats {
         /// Machine-readable output.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "prometheus")]
         json: bool,
+        /// The Prometheus text format, as in the metrics textfile.
+        #[arg(long)]
+        prometheus: bool,
     },
     /// Complete reset: delete runtime state, token cache and fix history.
     Reset {
@@ -149,6 +152,21 @@ pub enum Command {
     /// Check config, state files, lock and every dependency; exit 1 when something fails.
     Doctor {
         /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why the agent did what it did: the audit trail, oldest first, for a post or a service.
+    Audit {
+        /// Only since a date (2024-05-01), an RFC 3339 time or a span (2h, 1d, 1h30m).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<DateTime<Utc>>,
+        /// Only what concerns this post (its label, task, card and reply).
+        #[arg(long, value_name = "ID")]
+        post: Option<String>,
+        /// Only what concerns this check or service (status changes, fixes, incidents, silences).
+        #[arg(long, value_name = "NAME")]
+        check: Option<String>,
+        /// One JSON object per line, as stored.
         #[arg(long)]
         json: bool,
     },

@@ -3,8 +3,12 @@
 //! ```text
 //! lock -> load state -> chat (poll, classify, file tasks, reply)
 //!      -> health checks -> auto-fix (rate limited) -> escalate -> intel
-//!      -> save state -> unlock
+//!      -> save state -> metrics textfile, heartbeat -> unlock
 //! ```
+//!
+//! The audit trail is opened right after the lock, so every decision of
+//! the cycle (and a state file set aside while loading) lands in it as it
+//! is made; see [`crate::observe`].
 //!
 //! [`run_once`] is that list; each stage is one call into the room that
 //! owns it, and records an [`Outcome`] in the [`CycleReport`], so one
@@ -28,6 +32,7 @@ use crate::fix::{self, FixHistory, ServiceSummary};
 use crate::health::{self, HealthContext, Verdict};
 use crate::lock::{self, CycleLock};
 use crate::mattermost;
+use crate::observe::{audit, heartbeat, metrics};
 use crate::report::{count_checks, CycleReport, Outcome};
 use crate::state::{RuntimeState, Stats};
 use crate::store;
@@ -67,7 +72,10 @@ pub async fn run_once(config: &Config, opts: RunOptions) -> Result<CycleReport> 
     );
     cycle.escalate(&chat, &services, &silenced, &trackers).await; // 7
     cycle.send_intel().await; // 8
-    cycle.finish() // 9
+    let saved = cycle.finish(); // 9
+    cycle.write_metrics(&saved); // 10: for Prometheus
+    cycle.ping_heartbeat().await; // 11: for the dead-man's switch
+    cycle.save_stats(saved)
 }
 
 /// One cycle's working set: config, budget, the loaded state and the
@@ -81,6 +89,8 @@ struct Cycle<'a> {
     runtime: RuntimeState,
     stats: Stats,
     report: CycleReport,
+    /// Closed (and synced) before the lock is released.
+    _audit: Option<audit::Session>,
     _lock: CycleLock,
 }
 
@@ -154,6 +164,10 @@ impl<'a> Cycle<'a> {
         let budget = CycleBudget::new(tokio::time::Instant::from_std(started), deadline, reserve);
         let now = Utc::now();
         let lock = lock::acquire(&config.paths.lock)?;
+        let cycle_id = audit::cycle_id(now.timestamp_millis());
+        let trail = (!opts.dry_run)
+            .then(|| audit::open_or_warn(&config.paths.audit, Some(cycle_id), None))
+            .flatten();
         let loaded = store::load::<RuntimeState>(&config.paths.state, now)?;
         let stats_loaded = store::load::<Stats>(&config.paths.stats, now)?;
         let mut runtime = loaded.value;
@@ -196,6 +210,7 @@ impl<'a> Cycle<'a> {
                 dry_run: opts.dry_run,
                 ..Default::default()
             },
+            _audit: trail,
             _lock: lock,
         })
     }
@@ -247,6 +262,11 @@ impl<'a> Cycle<'a> {
         self.stats
             .bump("tasks_created", run.tally.tasks_created.into());
         self.stats.bump("replies_posted", run.tally.replies.into());
+        let t = &run.tally;
+        self.stats.bump("tasks_failed", t.task_errors.len() as u64);
+        self.stats.bump("cards_failed", t.card_errors.len() as u64);
+        self.stats
+            .bump("replies_failed", t.reply_errors.len() as u64);
         Ok(run)
     }
 
@@ -328,6 +348,13 @@ impl<'a> Cycle<'a> {
         self.report.push("fix", stage.outcome, elapsed_ms(t));
         self.stats.bump("fixes_run", stage.ran);
         self.stats.bump("fixes_verified", stage.verified);
+        for (name, outcome) in [
+            ("fixes_failed", fix::Outcome::Failed),
+            ("fixes_pending", fix::Outcome::Pending),
+        ] {
+            let n = stage.fixes.iter().filter(|f| f.outcome == Some(outcome));
+            self.stats.bump(name, n.count() as u64);
+        }
         (stage.fixes, stage.history)
     }
 
@@ -338,6 +365,7 @@ impl<'a> Cycle<'a> {
         let silences = &mut self.runtime.escalation.silences;
         for s in silences.expire(now_ms) {
             tracing::info!("Silence ended: {}", s.line(now_ms));
+            escalate::silence::audit_ended(&s, None);
         }
         silences.silenced_services(&self.config.checks, now_ms)
     }
@@ -417,14 +445,15 @@ impl<'a> Cycle<'a> {
         self.report.push("intel", outcome, elapsed_ms(t));
     }
 
-    /// Stage 9: saves state and stats (nothing in a dry run) and logs the summary.
-    fn finish(mut self) -> Result<CycleReport> {
+    /// Stage 9: saves the state (nothing in a dry run) and logs the
+    /// summary; the stats follow in [`Cycle::observe`], with the ping.
+    fn finish(&mut self) -> Result<()> {
         self.report.duration_ms = elapsed_ms(self.started);
         if self.opts.dry_run {
             self.report
                 .push("save", Outcome::Skipped("dry run: nothing saved".into()), 0);
             tracing::info!("{}", self.report.summary_line());
-            return Ok(self.report);
+            return Ok(());
         }
         self.report.push("save", Outcome::Ok(String::new()), 0);
         // Up to the final save, which adds four (state and stats, each the
@@ -432,6 +461,8 @@ impl<'a> Cycle<'a> {
         self.report
             .counts
             .insert("fsyncs".into(), crate::files::fsyncs());
+        let mm_requests = self.report.counts.get("mm_requests").copied();
+        self.stats.bump("mm_requests", mm_requests.unwrap_or(0));
         self.stats.record_cycle(&self.report, self.now);
         self.runtime.last_cycle = Some(self.report.clone());
         if let Err(e) = self.save() {
@@ -440,10 +471,55 @@ impl<'a> Cycle<'a> {
             tracing::error!("{}", self.report.summary_line());
             return Err(e);
         }
-        if let Err(e) = store::save(&self.config.paths.stats, &self.stats) {
-            tracing::warn!(error = %format!("{e:#}"), "Stats not saved; counters of this cycle are lost.");
-        }
         tracing::info!("{}", self.report.summary_line());
+        Ok(())
+    }
+
+    /// Stage 10: the metrics textfile, written atomically from the stats
+    /// and the state just saved (not in a dry run, nor when the save
+    /// failed). A failure is a warning, never the cycle's.
+    fn write_metrics(&self, saved: &Result<()>) {
+        let m = &self.config.metrics;
+        let Some(path) = m.path().filter(|_| saved.is_ok() && !self.opts.dry_run) else {
+            return;
+        };
+        let text = metrics::render(&self.stats.metrics(&self.runtime));
+        if let Err(e) = metrics::write_textfile(&path, &text, m.mode_bits()) {
+            tracing::warn!("Metrics not written: {e:#}");
+        }
+    }
+
+    /// Stage 11: the heartbeat ping (not in a dry run): success, or
+    /// `/fail` for a failed cycle (the state not saved included) or one
+    /// degraded too often in a row. It ends by the deadline, never fails
+    /// the cycle, and its result goes into the stats.
+    async fn ping_heartbeat(&mut self) {
+        let h = &self.config.heartbeat;
+        if !h.enabled() || self.opts.dry_run {
+            return;
+        }
+        let before = self.stats.heartbeat.as_ref().map_or(0, |r| r.not_ok_streak);
+        let (kind, streak) = heartbeat::decide(self.report.overall(), before, h.degraded_tolerance);
+        let summary = self.report.summary_line();
+        let now_ms = Utc::now().timestamp_millis();
+        let rec = heartbeat::ping(h, kind, &summary, self.budget.deadline, now_ms, streak).await;
+        if rec.ok {
+            tracing::debug!("Heartbeat: {}", rec.line());
+        } else {
+            tracing::warn!("Heartbeat: {}", rec.line());
+        }
+        self.stats.heartbeat = Some(rec);
+    }
+
+    /// Saves the stats (with the ping's result) after a saved state; hands
+    /// back the report, or the error that kept the state from being saved.
+    fn save_stats(self, saved: Result<()>) -> Result<CycleReport> {
+        saved?;
+        if !self.opts.dry_run {
+            if let Err(e) = store::save(&self.config.paths.stats, &self.stats) {
+                tracing::warn!(error = %format!("{e:#}"), "Stats not saved; counters of this cycle are lost.");
+            }
+        }
         Ok(self.report)
     }
 }

@@ -129,6 +129,14 @@ pub fn ensure_parent(path: &Path) -> Result<()> {
 /// it points to untouched. A full disk or any other failure leaves the old
 /// file in place and removes the temp file.
 pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_mode(path, bytes, 0o600)
+}
+
+/// [`write_private_atomic`] with other permission bits, for the one file
+/// others must read (the metrics textfile for node_exporter). The temp
+/// file is owner-only until its content is complete; the mode is set just
+/// before the rename.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     check_existing(path)?;
     ensure_parent(path)?;
     let dir = path
@@ -147,6 +155,12 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(e);
+    }
+    if mode != 0o600 {
+        if let Err(e) = file.set_permissions(fs::Permissions::from_mode(mode)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("setting the mode of {}", tmp.display()));
+        }
     }
     drop(file);
     if let Err(e) = fs::rename(&tmp, path) {

@@ -22,6 +22,7 @@ pub mod jsonl;
 pub mod lock;
 pub mod logging;
 pub mod mattermost;
+pub mod observe;
 pub mod ollama;
 pub mod paths;
 pub mod process;

@@ -22,9 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::PostProgress;
 use crate::escalate::silence::Silence;
+use crate::observe::heartbeat::PingRecord;
+use crate::observe::metrics::{CheckGauge, LastCycle, Snapshot, StageGauge};
 use crate::report::CycleReport;
 use crate::store::SetAside;
-use crate::tasks::outbox::{OutboxItem, TaskRecord, UncertainTask};
+use crate::tasks::outbox::{OutboxItem, TaskRecord, UncertainTask, WorkKind};
 
 /// How many set-aside records the state keeps for `status`.
 const MAX_SET_ASIDE: usize = 20;
@@ -141,7 +143,7 @@ impl RuntimeState {
 }
 
 /// `~/system/agents/state/ops.json`: cumulative counters since the first
-/// cycle (or since the file was deleted).
+/// cycle (or since the file was deleted), and the last heartbeat ping.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Stats {
@@ -162,6 +164,15 @@ pub struct Stats {
     /// Named counters that later stages add (posts handled, tasks created,
     /// classification paths, fixes); a map keeps the file forward-compatible.
     pub counters: BTreeMap<String, u64>,
+    /// Wall time of every cycle recorded, summed (ms).
+    pub duration_ms_total: u64,
+    /// The last cycle without a failed stage, RFC 3339.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Stage outcomes: stage → outcome word → cycles.
+    pub stages: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The last heartbeat ping (`status` and `doctor` show it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<PingRecord>,
 }
 
 impl Stats {
@@ -178,6 +189,18 @@ impl Stats {
         if report.deadline_hit {
             self.deadline_hits += 1;
         }
+        if report.overall() != "failed" {
+            self.last_success_at = Some(now);
+        }
+        self.duration_ms_total += report.duration_ms;
+        for s in &report.stages {
+            *self
+                .stages
+                .entry(s.stage.clone())
+                .or_default()
+                .entry(s.outcome.word().to_string())
+                .or_default() += 1;
+        }
         for c in &report.checks {
             *self
                 .checks
@@ -189,6 +212,72 @@ impl Stats {
     /// Adds `n` to a named counter.
     pub fn bump(&mut self, name: &str, n: u64) {
         *self.counters.entry(name.to_string()).or_default() += n;
+    }
+
+    /// What the metrics textfile shows: these counters, the last cycle
+    /// and the state's gauges as of that cycle (so `stats --prometheus`
+    /// prints what the cycle wrote, whenever it is run).
+    pub fn metrics(&self, runtime: &RuntimeState) -> Snapshot {
+        let failed = self.cycles_failed;
+        let degraded = self.cycles_degraded;
+        let cycles = BTreeMap::from([
+            (
+                "ok".to_string(),
+                self.cycles.saturating_sub(failed + degraded),
+            ),
+            ("degraded".to_string(), degraded),
+            ("failed".to_string(), failed),
+        ]);
+        let last = runtime.last_cycle.as_ref().map(|c| LastCycle {
+            started_ms: c.started_ms,
+            duration_ms: c.duration_ms,
+            outcome: c.overall().to_string(),
+            deadline_hit: c.deadline_hit,
+            stages: c
+                .stages
+                .iter()
+                .map(|s| StageGauge {
+                    stage: s.stage.clone(),
+                    outcome: s.outcome.word().to_string(),
+                    ms: s.ms,
+                })
+                .collect(),
+            checks: c
+                .checks
+                .iter()
+                .map(|r| CheckGauge {
+                    check: r.name.clone(),
+                    service: r.service.clone(),
+                    status: r.status.as_str().to_string(),
+                })
+                .collect(),
+            counts: c.counts.clone(),
+        });
+        let at_ms = last.as_ref().map_or(0, |l| l.started_ms);
+        let mut outbox = BTreeMap::new();
+        for i in &runtime.tasks.outbox {
+            let kind = match i.kind {
+                WorkKind::CreateTask => "task",
+                WorkKind::CreateCard => "card",
+            };
+            *outbox.entry(kind.to_string()).or_default() += 1;
+        }
+        let esc = &runtime.escalation;
+        Snapshot {
+            cycles,
+            deadline_hits: self.deadline_hits,
+            duration_ms_total: self.duration_ms_total,
+            last_success_ms: self.last_success_at.map(|t| t.timestamp_millis()),
+            last,
+            stages: self.stages.clone(),
+            check_results: self.checks.clone(),
+            counters: self.counters.clone(),
+            open_incidents: esc.open().len() as u64,
+            silences: esc.silences.list(at_ms).len() as u64,
+            outbox,
+            uncertain_tasks: runtime.tasks.uncertain.len() as u64,
+            posts_in_progress: runtime.chat.progress.len() as u64,
+        }
     }
 }
 

@@ -93,6 +93,11 @@ fn set_aside_now<T: Default>(path: &Path, now: DateTime<Utc>, error: String) -> 
         error = %error,
         "Corrupt file set aside; continuing with defaults."
     );
+    crate::observe::audit::record(crate::observe::audit::Event::FileSetAside {
+        path: path.display().to_string(),
+        moved_to: moved_to.display().to_string(),
+        error: crate::observe::audit::detail(&error),
+    });
     Ok(Loaded {
         value: T::default(),
         existed: true,

@@ -12,6 +12,7 @@ use super::{Settings, Tally};
 use crate::classify::FallbackReason;
 use crate::health::CheckResult;
 use crate::mattermost::{self, Client, NewPost};
+use crate::observe::audit::{self, Event};
 use crate::ollama;
 use crate::tasks::outbox::{self, CardOutcome, Targets, TaskState};
 use crate::tasks::{PostRef, Task};
@@ -90,6 +91,9 @@ pub async fn act_on_post(
                 } else {
                     tally.tasks_existing += 1;
                 }
+                if matches!(out.card, CardOutcome::Created { .. }) {
+                    tally.bump("cards_created");
+                }
                 if let CardOutcome::Pending { reason } = &out.card {
                     if reason != outbox::QUEUED {
                         tally
@@ -165,12 +169,22 @@ pub async fn act_on_post(
                 tally.replies += 1;
             }
             tracing::info!(post = %post.id, reply = %r.post_id, path, existed = r.already_existed, "Replied in thread.");
+            audit::record(Event::ReplyPosted {
+                post: post.id.clone(),
+                reply: r.post_id.clone(),
+                path: path.into(),
+                created: !r.already_existed,
+            });
             progress.reply_post_id = Some(r.post_id);
             Ok(true)
         }
         Err(e) => {
             let msg = format!("post {}: {e:#}", post.id);
             tracing::warn!("Reply not posted; the post stays pending: {msg}");
+            audit::record(Event::PostPending {
+                post: post.id.clone(),
+                why: audit::detail(&format!("reply not posted: {e:#}")),
+            });
             tally.reply_errors.push(msg);
             Ok(false)
         }

@@ -27,6 +27,7 @@ use crate::classify::ClassifyConfig;
 use crate::escalate::{self, EscalationConfig, EscalationState};
 use crate::health::{CheckResult, Checks};
 use crate::mattermost::{self, MattermostConfig, MmState, NewPost, PollOutcome};
+use crate::observe::audit::{self, Event};
 use crate::ollama::{self, OllamaConfig};
 use crate::report::{CycleReport, Outcome};
 use crate::tasks::outbox::{self, Targets, TaskState};
@@ -181,6 +182,13 @@ pub async fn run(
     )
     .await
     .unwrap_or_default();
+    for r in &retried {
+        if let Ok(o) = &r.outcome {
+            if matches!(o.card, outbox::CardOutcome::Created { .. }) {
+                tally.bump("cards_created");
+            }
+        }
+    }
     if let (Some(client), Some(_)) = (&client, &poll) {
         let act = act::Act {
             settings,
@@ -266,6 +274,7 @@ async fn poll_stage(
     );
     match within(budget.chat_deadline, poll).await {
         Ok(Ok(outcome)) => {
+            audit_skips(&outcome, since_ms);
             report
                 .counts
                 .insert("mm_requests".into(), outcome.requests.into());
@@ -315,6 +324,27 @@ async fn poll_stage(
                 elapsed_ms(t),
             );
             (since_ms, Some(client), None)
+        }
+    }
+}
+
+/// The posts a rule skipped, each once: the poll re-reads the overlap
+/// before the cursor every cycle, so a skip the trail already holds from
+/// an earlier cycle (written after `since_ms`, less a minute for clock
+/// skew) is not recorded again.
+fn audit_skips(outcome: &PollOutcome, since_ms: i64) {
+    if outcome.skipped_posts.is_empty() {
+        return;
+    }
+    let seen = audit::recent_values("post_skipped", "post", since_ms - 60_000);
+    for s in &outcome.skipped_posts {
+        if !seen.contains(&s.id) {
+            audit::record(Event::PostSkipped {
+                post: s.id.clone(),
+                channel: s.channel_id.clone(),
+                author: s.user_id.clone(),
+                reason: s.reason.into(),
+            });
         }
     }
 }
@@ -394,6 +424,7 @@ async fn handle(
     let dry_run = act.targets.dry_run;
     match route {
         Route::Silence(request) => {
+            audit_route(post, "silence_command");
             if answer_silence(act, post, request, book, now).await {
                 tally.posts_handled += 1;
                 book.checkpoint(&post.id, post.create_at)?;
@@ -401,6 +432,7 @@ async fn handle(
             Ok(true)
         }
         Route::AlertAck => {
+            audit_route(post, "alert_ack");
             // An acknowledgement, read by the escalation stage from the thread.
             if !dry_run {
                 mattermost::mark_handled(book.parts().mm, &post.id, post.create_at);
@@ -435,6 +467,10 @@ async fn handle(
                 Err(cut) => {
                     report.deadline_hit = true;
                     tracing::warn!(post = %post.id, "Post left for next cycle: {cut}");
+                    audit::record(Event::PostPending {
+                        post: post.id.clone(),
+                        why: cut.to_string(),
+                    });
                     parts.chat.progress.insert(post.id.clone(), progress);
                     false
                 }
@@ -447,6 +483,16 @@ async fn handle(
             Ok(go_on)
         }
     }
+}
+
+/// A post that is not work, in the audit trail.
+fn audit_route(post: &NewPost, route: &str) {
+    audit::record(Event::PostRouted {
+        post: post.id.clone(),
+        author: post.username.clone(),
+        route: route.into(),
+        excerpt: audit::excerpt(&post.message),
+    });
 }
 
 /// Answers a silence command (created, refused or not understood) in its

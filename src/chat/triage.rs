@@ -4,6 +4,7 @@
 
 use crate::classify::{self, ClassifyConfig, Decision, DecisionPath, FallbackReason};
 use crate::mattermost::NewPost;
+use crate::observe::audit::{self, Event};
 use crate::ollama;
 
 use super::progress::ChatState;
@@ -35,10 +36,30 @@ pub async fn classify_posts(
     for (i, decision) in batch.done.into_iter().chain(late) {
         let post = posts[i];
         record_decision(&post.id, &decision, tally);
+        audit_decision(post, &decision);
         let entry = chat.progress.entry(post.id.clone()).or_default();
         entry.label = Some(decision.label);
         entry.create_at = post.create_at;
     }
+}
+
+/// The decision in the audit trail, with who posted what where.
+fn audit_decision(post: &NewPost, d: &Decision) {
+    let (path, model, fallback) = match &d.path {
+        DecisionPath::Llm { model } => ("llm", Some(model.to_string()), None),
+        DecisionPath::Keywords { reason } => ("keywords", None, Some(reason.code().to_string())),
+    };
+    audit::record(Event::PostClassified {
+        post: post.id.clone(),
+        team: post.team.clone(),
+        channel: post.channel_name.clone(),
+        author: post.username.clone(),
+        excerpt: audit::excerpt(&post.message),
+        label: d.label.as_str().into(),
+        path: path.into(),
+        model,
+        fallback,
+    });
 }
 
 /// One log line per decision, and the counters the cumulative stats keep.

@@ -57,6 +57,9 @@ pub fn fix(
     } else {
         Some(crate::lock::acquire(&config.paths.lock)?)
     };
+    let _trail = (!opts.dry_run)
+        .then(|| crate::observe::audit::open_or_warn(&config.paths.audit, None, Some("fix")))
+        .flatten();
     let ctx = HealthContext::new(&config.health);
     let (report, aside) = runtime()?.block_on(fix::run_manual(
         &ctx,

@@ -2,7 +2,7 @@
 //! and `config` are one call each and live here; every other command has
 //! its own module: [`status`], [`stats`], [`reset`], [`classify`], [`mm`]
 //! (`mm status`), [`tasks`] (`tasks list|stats`), [`health`] (`health`,
-//! `fix`, `explain`), [`silence`] and [`doctor`].
+//! `fix`, `explain`), [`silence`], [`doctor`] and [`audit`].
 //!
 //! | code | meaning |
 //! | ---- | ------- |
@@ -12,6 +12,7 @@
 //! | 75   | another cycle holds the lock (EX_TEMPFAIL: try again later) |
 //! | 78   | bad configuration (EX_CONFIG) |
 
+pub mod audit;
 pub mod classify;
 pub mod doctor;
 pub mod health;
@@ -68,6 +69,11 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // A cycle starts by rotating what grew too big, before anything opens it.
+    let rotation = matches!(command, Command::RunOnce { .. }).then(|| {
+        let p = &config.paths;
+        crate::observe::rotate::before_cycle(&config.log, &p.lock, &[&p.log, &p.audit])
+    });
     // Commands that act write to the activity log; read-only ones only to stderr.
     let writes_log = matches!(
         command,
@@ -84,10 +90,13 @@ pub fn main(cli: Cli) -> ExitCode {
     } else {
         logging::init_stderr_only(cli.log_format, level);
     }
+    if let Some(r) = rotation {
+        r.log();
+    }
     let result = match command {
         Command::RunOnce { dry_run } => run_once(&config, &source, dry_run),
         Command::Status { json } => status::run(&config, json),
-        Command::Stats { json } => stats::run(&config, json),
+        Command::Stats { json, prometheus } => stats::run(&config, json, prometheus),
         Command::Reset { yes } => reset::run(&config, yes),
         Command::Classify { text, no_llm, json } => classify::run(&config, &text, no_llm, json),
         Command::Config {
@@ -152,6 +161,12 @@ pub fn main(cli: Cli) -> ExitCode {
             };
             silence::run(&config, request, json)
         }
+        Command::Audit {
+            since,
+            post,
+            check,
+            json,
+        } => audit::run(&config, since, post, check, json),
     };
     finish(result)
 }

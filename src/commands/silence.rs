@@ -43,10 +43,11 @@ pub fn run(config: &Config, request: Request<'_>, json: bool) -> Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     let _lock = crate::lock::acquire(&config.paths.lock)?;
+    let _trail = crate::observe::audit::open_or_warn(&config.paths.audit, None, Some("silence"));
     let mut loaded = store::load::<RuntimeState>(&config.paths.state, now)?;
     loaded.value.record_set_aside(loaded.set_aside.take());
     let silences = &mut loaded.value.escalation.silences;
-    let changed = match request {
+    let (changed, cleared_by) = match request {
         Request::Add(target, duration, reason) => {
             if reason.trim().is_empty() {
                 bail!("a silence needs a --reason, so the team knows why alerts stopped");
@@ -62,16 +63,23 @@ pub fn run(config: &Config, request: Request<'_>, json: bool) -> Result<ExitCode
                 now_ms,
             )?;
             tracing::warn!(target = %s.target, by = %s.by, "Silence created: {}", s.line(now_ms));
-            s
+            (s, None)
         }
         Request::Clear(id) => {
             let s = silences.clear(id, now_ms)?;
             tracing::info!("Silence cleared: {}", s.line(now_ms));
-            s
+            (
+                s,
+                Some(std::env::var("USER").unwrap_or_else(|_| "cli".into())),
+            )
         }
         Request::List => unreachable!("handled above"),
     };
     store::save(&config.paths.state, &loaded.value)?;
+    match &cleared_by {
+        None => silence::audit_created(&changed),
+        Some(by) => silence::audit_ended(&changed, Some(by)),
+    }
     if json {
         println!(
             "{}",

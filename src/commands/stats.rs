@@ -1,4 +1,6 @@
-//! `ops-agent stats`: the cumulative stats file, readable.
+//! `ops-agent stats`: the cumulative stats file, readable; with
+//! `--prometheus`, the metrics textfile's content, rendered from the same
+//! stats and state files the cycle wrote it from.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -7,13 +9,20 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::state::Stats;
+use crate::state::{RuntimeState, Stats};
 use crate::store;
 
-/// Prints the stats file (text or JSON); a missing file prints zeros.
-pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
+/// Prints the stats file (text, JSON or the Prometheus text format); a
+/// missing file prints zeros.
+pub fn run(config: &Config, json: bool, prometheus: bool) -> Result<ExitCode> {
     let stats: Stats = store::peek(&config.paths.stats)?.unwrap_or_default();
     let mut out = std::io::stdout().lock();
+    if prometheus {
+        let runtime: RuntimeState = store::peek(&config.paths.state)?.unwrap_or_default();
+        let text = crate::observe::metrics::render(&stats.metrics(&runtime));
+        out.write_all(text.as_bytes()).context("writing metrics")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if json {
         serde_json::to_writer_pretty(&mut out, &stats).context("writing stats")?;
         writeln!(out)?;
@@ -47,6 +56,18 @@ pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
     )?;
     for (k, v) in &stats.counters {
         writeln!(out, "{k:<16} {v}")?;
+    }
+    for (stage, outcomes) in &stats.stages {
+        let o: Vec<String> = outcomes.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        writeln!(out, "stage {stage:<10} {}", o.join(", "))?;
+    }
+    if let Some(h) = &stats.heartbeat {
+        writeln!(
+            out,
+            "heartbeat        {} at {}",
+            h.line(),
+            crate::time::rfc3339_ms(h.at_ms)
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -49,6 +49,10 @@ pub struct StatusView {
     pub incidents: Vec<crate::escalate::Incident>,
     /// Silences in force.
     pub silences: Vec<crate::escalate::silence::Silence>,
+    /// The last heartbeat ping, when `[heartbeat] url` is set.
+    pub heartbeat: Option<crate::observe::heartbeat::PingRecord>,
+    /// Whether a heartbeat URL is configured.
+    pub heartbeat_configured: bool,
     /// Problems reading the state itself.
     pub problems: Vec<String>,
 }
@@ -72,6 +76,13 @@ pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
         }
     };
     let rt = runtime.clone().unwrap_or_default();
+    let heartbeat = match store::peek::<crate::state::Stats>(&config.paths.stats) {
+        Ok(s) => s.and_then(|s| s.heartbeat),
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            None
+        }
+    };
     let age = rt
         .last_check_ms
         .map(|ms| (now.timestamp_millis() - ms) / 1000);
@@ -101,6 +112,8 @@ pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
             .into_iter()
             .cloned()
             .collect(),
+        heartbeat,
+        heartbeat_configured: config.heartbeat.enabled(),
         problems,
     };
     let mut out = std::io::stdout().lock();
@@ -223,6 +236,16 @@ pub fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
     let now_ms = now.timestamp_millis();
     for silence in &v.silences {
         s += &format!("silence      {}\n", silence.line(now_ms));
+    }
+    match (&v.heartbeat, v.heartbeat_configured) {
+        (Some(h), true) => {
+            let at = Utc.timestamp_millis_opt(h.at_ms).single().unwrap_or(now);
+            s += &format!("heartbeat    {} ({} ago)\n", h.line(), ago(at));
+        }
+        (None, true) => {
+            s += "heartbeat    configured, no ping yet (sent at the end of each cycle)\n"
+        }
+        (_, false) => s += "heartbeat    not configured ([heartbeat] url)\n",
     }
     for p in &v.problems {
         s += &format!("problem      {p}\n");

@@ -24,6 +24,7 @@ use crate::fix::FixConfig;
 use crate::health::{Checks, HealthConfig};
 use crate::intel::IntelConfig;
 use crate::mattermost::MattermostConfig;
+use crate::observe::{HeartbeatConfig, LogConfig, MetricsConfig};
 use crate::ollama::OllamaConfig;
 use crate::tasks::mc::McConfig;
 use crate::tasks::planka::PlankaConfig;
@@ -71,6 +72,12 @@ pub struct Config {
     pub escalation: EscalationConfig,
     /// `[intel]`: optional HiveMind cycle summaries.
     pub intel: IntelConfig,
+    /// `[heartbeat]`: the dead-man's switch pinged after every cycle.
+    pub heartbeat: HeartbeatConfig,
+    /// `[metrics]`: the Prometheus textfile.
+    pub metrics: MetricsConfig,
+    /// `[log]`: rotation of the activity log, the audit trail and the scheduler's files.
+    pub log: LogConfig,
     /// Health checks; absent means the runbook's system checks.
     pub checks: Checks,
 }

@@ -11,6 +11,7 @@ use crate::fix::FixConfig;
 use crate::health::{CheckConfig, Checks, HealthConfig};
 use crate::intel::IntelConfig;
 use crate::mattermost::MattermostConfig;
+use crate::observe::{HeartbeatConfig, LogConfig, MetricsConfig};
 use crate::ollama::OllamaConfig;
 use crate::tasks::mc::McConfig;
 use crate::tasks::planka::PlankaConfig;
@@ -46,6 +47,12 @@ pub struct RawConfig {
     pub escalation: EscalationConfig,
     /// `[intel]`: optional HiveMind cycle summaries.
     pub intel: IntelConfig,
+    /// `[heartbeat]`: the dead-man's switch pinged after every cycle.
+    pub heartbeat: HeartbeatConfig,
+    /// `[metrics]`: the Prometheus textfile.
+    pub metrics: MetricsConfig,
+    /// `[log]`: rotation of the activity log, the audit trail and the scheduler's files.
+    pub log: LogConfig,
     /// Health checks; absent means the runbook's system checks.
     pub checks: Vec<CheckConfig>,
 }
@@ -65,6 +72,9 @@ impl Default for RawConfig {
             classify: ClassifyConfig::default(),
             escalation: EscalationConfig::default(),
             intel: IntelConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
             checks: CheckConfig::defaults(),
         }
     }
@@ -106,6 +116,11 @@ impl RawConfig {
         self.classify.validate()?;
         self.escalation.validate()?;
         self.intel.validate()?;
+        self.heartbeat.validate()?;
+        self.metrics.validate()?;
+        self.log.validate()?;
+        let mut log = self.log;
+        log.expand();
         let checks = Checks::new(self.checks);
         checks.validate()?;
         Ok(Config {
@@ -121,6 +136,9 @@ impl RawConfig {
             classify: self.classify,
             escalation: self.escalation,
             intel: self.intel,
+            heartbeat: self.heartbeat,
+            metrics: self.metrics,
+            log,
             checks,
         })
     }

@@ -66,6 +66,8 @@ pub struct PathsConfig {
     pub lock: PathBuf,
     /// Cached Planka access token (mode 0600).
     pub planka_token_cache: PathBuf,
+    /// Audit trail: one JSON line per decision or action (owner-only).
+    pub audit: PathBuf,
 }
 
 impl Default for PathsConfig {
@@ -79,13 +81,14 @@ impl Default for PathsConfig {
             ledger: "~/system/agents/state/ops-tasks.jsonl".into(),
             lock: "/tmp/ops-agent.lock".into(),
             planka_token_cache: "/tmp/ops-agent-planka-token.json".into(),
+            audit: "~/system/logs/ops-agent-audit.jsonl".into(),
         }
     }
 }
 
 impl PathsConfig {
     /// Every path with its key.
-    pub fn all(&self) -> [(&'static str, &Path); 8] {
+    pub fn all(&self) -> [(&'static str, &Path); 9] {
         [
             ("state", &self.state),
             ("token_cache", &self.token_cache),
@@ -95,6 +98,7 @@ impl PathsConfig {
             ("ledger", &self.ledger),
             ("lock", &self.lock),
             ("planka_token_cache", &self.planka_token_cache),
+            ("audit", &self.audit),
         ]
     }
 
@@ -109,6 +113,7 @@ impl PathsConfig {
             &mut self.ledger,
             &mut self.lock,
             &mut self.planka_token_cache,
+            &mut self.audit,
         ] {
             *p = expand_tilde(&p.to_string_lossy());
         }

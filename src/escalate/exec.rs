@@ -27,6 +27,7 @@ use crate::fix::ServiceSummary;
 use crate::health::Checks;
 use crate::mattermost::wire::CreatePost;
 use crate::mattermost::{reply_in_thread, Client, MmErrorKind, NewPost};
+use crate::observe::audit::{self, Event};
 use crate::paths::expand_tilde;
 use crate::process::run_argv;
 use crate::report::Outcome;
@@ -173,28 +174,71 @@ pub async fn run(
         }
         let (state, tasks) = book.parts();
         let result = perform(ctx, &action, state, tasks, now, &mut out.counters).await;
+        let service = service_of(state, &key);
+        match result {
+            Ok(line) => {
+                tracing::info!(incident = %key, action = action.name(), "{line}");
+                audit::record(Event::Escalation {
+                    incident: key.clone(),
+                    service,
+                    check: audit::incident_check(&key),
+                    step: step_name(&action).into(),
+                    detail: audit::detail(&line),
+                });
+                out.performed.push(format!("{key}: {line}"));
+            }
+            Err(e) => {
+                let line = format!("{key}: {} failed: {e:#}", action.name());
+                tracing::warn!(incident = %key, action = action.name(), "Escalation step failed, retried next cycle: {e:#}");
+                audit::record(Event::EscalationFailed {
+                    incident: key.clone(),
+                    service,
+                    check: audit::incident_check(&key),
+                    step: action.name().into(),
+                    error: audit::detail(&format!("{e:#}")),
+                });
+                out.counters.actions_failed += 1;
+                out.errors.push(line);
+                failed.insert(key.clone());
+            }
+        }
         if let Err(e) = book.checkpoint() {
             let line = format!("{key}: state not saved, no further action this cycle: {e:#}");
             tracing::error!(incident = %key, "{line}");
             out.errors.push(line);
             break;
         }
-        match result {
-            Ok(line) => {
-                tracing::info!(incident = %key, action = action.name(), "{line}");
-                out.performed.push(format!("{key}: {line}"));
-            }
-            Err(e) => {
-                let line = format!("{key}: {} failed: {e:#}", action.name());
-                tracing::warn!(incident = %key, action = action.name(), "Escalation step failed, retried next cycle: {e:#}");
-                out.counters.actions_failed += 1;
-                out.errors.push(line);
-                failed.insert(key);
-            }
-        }
     }
     out.open = book.parts().0.open().len();
     out
+}
+
+/// The audit trail's word for a step done.
+fn step_name(action: &Action) -> &'static str {
+    match action {
+        Action::Open { .. } => "opened",
+        Action::CreateTask { .. } => "task",
+        Action::PostAlert { .. } => "alert_posted",
+        Action::FollowUp { .. } => "follow_up",
+        Action::Remind { .. } => "reminder",
+        Action::MarkRecovered { .. } => "recovered",
+        Action::PostRecovery { .. } => "recovery_posted",
+        Action::CommentCard { .. } => "card_commented",
+        Action::MoveCardDone { .. } => "card_moved",
+        Action::ResolveMc { .. } => "task_resolved",
+        Action::Close { .. } => "closed",
+    }
+}
+
+/// The service of incident `key` (open or just closed).
+fn service_of(state: &EscalationState, key: &str) -> String {
+    state
+        .incidents
+        .iter()
+        .chain(state.closed.iter().rev())
+        .find(|i| i.key == key)
+        .map(|i| i.service.clone())
+        .unwrap_or_else(|| key.split(':').next().unwrap_or(key).to_string())
 }
 
 /// Task and card ids the task outbox made since (a `CreateTask` queued while
@@ -234,6 +278,17 @@ async fn observe_acks(mm: &Client, state: &mut EscalationState, out: &mut Escala
         match find_ack(mm, &post_id, &own).await {
             Ok(Some(ack)) => {
                 tracing::info!(incident = %key, by = %ack.by, how = ?ack.how, "Alert acknowledged.");
+                audit::record(Event::Acknowledged {
+                    incident: key.clone(),
+                    service: service_of(state, &key),
+                    check: audit::incident_check(&key),
+                    by: ack.by.clone(),
+                    how: match ack.how {
+                        AckHow::Reaction => "reaction",
+                        AckHow::Reply => "reply",
+                    }
+                    .into(),
+                });
                 out.counters.acknowledged += 1;
                 if let Some(inc) = state.get_mut(&key) {
                     inc.acked = Some(ack);
@@ -662,13 +717,24 @@ pub async fn answer_silence_post(
     );
     match &answer {
         ChatAnswer::Created(s) => {
-            tracing::warn!(target = %s.target, by = %s.by, until = %crate::time::rfc3339_ms(s.until_ms), "Silence created from chat: {}", s.reason)
+            tracing::warn!(target = %s.target, by = %s.by, until = %crate::time::rfc3339_ms(s.until_ms), "Silence created from chat: {}", s.reason);
+            silence::audit_created(s);
         }
         ChatAnswer::Refused => {
-            tracing::info!(user = %post.username, post = %post.id, "Silence request refused: not on the allowlist.")
+            tracing::info!(user = %post.username, post = %post.id, "Silence request refused: not on the allowlist.");
+            audit::record(Event::SilenceRefused {
+                post: post.id.clone(),
+                by: post.username.clone(),
+                why: "not on escalation.silence_allowlist".into(),
+            });
         }
         ChatAnswer::Invalid(why) => {
-            tracing::info!(post = %post.id, "Silence request not understood: {why}")
+            tracing::info!(post = %post.id, "Silence request not understood: {why}");
+            audit::record(Event::SilenceRefused {
+                post: post.id.clone(),
+                by: post.username.clone(),
+                why: audit::detail(&format!("not understood: {why}")),
+            });
         }
     }
     reply_in_thread(

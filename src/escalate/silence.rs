@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fix::ServiceSummary;
 use crate::health::Checks;
+use crate::observe::audit::{self, Event};
 
 /// The longest silence: a forgotten silence must not hide a service forever.
 pub const MAX_SILENCE_MS: i64 = 30 * 24 * 3_600_000;
@@ -283,6 +284,30 @@ impl Silences {
             }
         }
     }
+}
+
+/// Records a silence just made in the audit trail (chat or command line).
+/// A chat request answered again after a crash returns the same silence;
+/// recording it twice says no more than once, so no check is made.
+pub fn audit_created(s: &Silence) {
+    audit::record(Event::SilenceCreated {
+        id: s.id.clone(),
+        target: s.target.clone(),
+        until: crate::time::rfc3339_ms(s.until_ms),
+        by: s.by.clone(),
+        reason: s.reason.clone(),
+        post: s.source_post.clone(),
+    });
+}
+
+/// Records the end of a silence: `expired`, or `cleared` by `by`.
+pub fn audit_ended(s: &Silence, by: Option<&str>) {
+    audit::record(Event::SilenceEnded {
+        id: s.id.clone(),
+        target: s.target.clone(),
+        how: if by.is_some() { "cleared" } else { "expired" }.into(),
+        by: by.map(str::to_string),
+    });
 }
 
 /// The names a silence may target: every check and every service, sorted.

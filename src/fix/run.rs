@@ -16,6 +16,7 @@ use crate::budget::within;
 use crate::health::{
     self, CheckConfig, CheckResult, Checks, FixAction, FixSpec, HealthContext, Verdict,
 };
+use crate::observe::audit::{self, Event};
 use crate::report;
 use crate::store::SetAside;
 
@@ -47,6 +48,26 @@ pub struct FixReport {
 }
 
 impl FixReport {
+    /// Records what this report says in the audit trail: why no fix ran,
+    /// or how the one that ran ended.
+    pub fn audit(&self) {
+        match (&self.decision, self.outcome) {
+            (FixDecision::Run, Some(outcome)) => audit::record(Event::FixResult {
+                service: self.service.clone(),
+                action: self.action.clone().unwrap_or_default(),
+                outcome: outcome.as_str().into(),
+                detail: audit::detail(self.detail.as_deref().unwrap_or_default()),
+                budget_left: self.budget.left,
+            }),
+            (FixDecision::Run, None) => {}
+            (d, _) => audit::record(Event::FixSkipped {
+                service: self.service.clone(),
+                issue: audit::detail(&self.issue),
+                why: d.describe(),
+            }),
+        }
+    }
+
     /// One line for the log.
     pub fn line(&self) -> String {
         match (&self.outcome, &self.detail) {
@@ -321,6 +342,13 @@ pub async fn run_fixes(
         }
         return reports;
     }
+    for (service, issue, _, _, _, action) in &to_run {
+        audit::record(Event::FixAttempted {
+            service: service.clone(),
+            issue: audit::detail(issue),
+            action: action.clone().unwrap_or_default(),
+        });
+    }
     let tasks: Vec<_> = to_run
         .into_iter()
         .map(|(service, issue, check, spec, verify, action)| {
@@ -429,6 +457,7 @@ pub async fn stage(
     };
     for f in &fixes {
         tracing::warn!("Fix: {}", f.line());
+        f.audit();
     }
     let verified = fixes
         .iter()
@@ -500,18 +529,17 @@ pub async fn run_manual(
     );
     let action = Some(spec.describe(check));
     if decision != FixDecision::Run {
-        return Ok((
-            FixReport {
-                service: service.to_string(),
-                issue: issue.to_string(),
-                budget: budget(service, &history, policy, now_ms),
-                decision,
-                action,
-                outcome: None,
-                detail: None,
-            },
-            notice,
-        ));
+        let report = FixReport {
+            service: service.to_string(),
+            issue: issue.to_string(),
+            budget: budget(service, &history, policy, now_ms),
+            decision,
+            action,
+            outcome: None,
+            detail: None,
+        };
+        report.audit();
+        return Ok((report, notice));
     }
     history.push(
         service,
@@ -526,21 +554,25 @@ pub async fn run_manual(
     history
         .save(history_path)
         .context("not acting without a record of the attempt")?;
+    audit::record(Event::FixAttempted {
+        service: service.to_string(),
+        issue: audit::detail(issue),
+        action: action.clone().unwrap_or_default(),
+    });
     let (outcome, detail, _) = act_and_verify(ctx, check, check, spec).await;
     history.set_outcome(service, now_ms, outcome, detail.clone());
     history.save(history_path)?;
-    Ok((
-        FixReport {
-            service: service.to_string(),
-            issue: issue.to_string(),
-            budget: budget(service, &history, policy, now_ms),
-            decision,
-            action,
-            outcome: Some(outcome),
-            detail: Some(detail),
-        },
-        notice,
-    ))
+    let report = FixReport {
+        service: service.to_string(),
+        issue: issue.to_string(),
+        budget: budget(service, &history, policy, now_ms),
+        decision,
+        action,
+        outcome: Some(outcome),
+        detail: Some(detail),
+    };
+    report.audit();
+    Ok((report, notice))
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::guard::{HealthState, OwnActions, Verdict};
+use super::guard::{Change, HealthState, OwnActions, Verdict};
 use super::{daemon, docker, http, system, CheckConfig, CheckKind, Checks, HealthConfig, Status};
+use crate::observe::audit::{self, Event};
 
 /// What the probes share for one run: the Docker client (connected once,
 /// or the reason it could not be) and the re-probe pause.
@@ -120,6 +121,22 @@ pub async fn assess(
 ) -> Vec<Verdict> {
     let results = run_all(ctx, checks).await;
     let verdicts = state.record(checks, &results, own, now);
+    for v in &verdicts {
+        if let Some(change) = v.change {
+            let r = &v.result;
+            audit::record(Event::CheckChanged {
+                check: r.name.clone(),
+                service: r.service.clone(),
+                change: match change {
+                    Change::BecameFailing => "failing",
+                    Change::Recovered => "recovered",
+                }
+                .into(),
+                status: r.status.as_str().into(),
+                reason: audit::detail(&r.reason),
+            });
+        }
+    }
     for v in verdicts.iter().filter(|v| v.result.status != Status::Ok) {
         let r = &v.result;
         tracing::warn!(check = %r.name, status = r.status.as_str(), failing = v.failing, "{}", r.reason);

@@ -143,6 +143,48 @@ pub enum Skip {
     IgnoredUser,
 }
 
+impl Skip {
+    /// The rule's name in the audit trail.
+    pub fn code(self) -> &'static str {
+        match self {
+            Skip::Deleted => "deleted",
+            Skip::AlreadyHandled => "already_handled",
+            Skip::BeforeCursor => "before_cursor",
+            Skip::Own => "own",
+            Skip::AgentReply => "agent_reply",
+            Skip::Bot => "bot",
+            Skip::Webhook => "webhook",
+            Skip::System => "system",
+            Skip::IgnoredUser => "ignored_user",
+        }
+    }
+
+    /// A rule that decides about a new post of someone else (the others
+    /// only recognise posts already seen, or the agent's own).
+    pub fn is_decision(self) -> bool {
+        matches!(
+            self,
+            Skip::Bot | Skip::Webhook | Skip::System | Skip::IgnoredUser
+        )
+    }
+}
+
+/// A post skipped by a rule that decides about it ([`Skip::is_decision`]),
+/// for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedPost {
+    /// Post id.
+    pub id: String,
+    /// Channel id.
+    pub channel_id: String,
+    /// Author id.
+    pub user_id: String,
+    /// Server creation time, epoch ms.
+    pub create_at: i64,
+    /// The rule ([`Skip::code`]).
+    pub reason: &'static str,
+}
+
 /// How many posts each rule skipped, for the cycle report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SkipCounts {
@@ -203,6 +245,8 @@ pub struct PollOutcome {
     pub teams_failed: Vec<(String, String)>,
     /// Skipped posts per rule.
     pub skipped: SkipCounts,
+    /// The skipped posts a rule decided about, for the audit trail.
+    pub skipped_posts: Vec<SkippedPost>,
     /// Channels whose posts were fetched (the rest had nothing new).
     pub channels_fetched: u32,
     /// Channels fetched with page/before backfill because `since` may have been capped.
@@ -212,6 +256,22 @@ pub struct PollOutcome {
     pub watermark_ms: Option<i64>,
     /// True when every team was polled fully; only then may the cursor move.
     pub complete: bool,
+}
+
+impl PollOutcome {
+    /// Counts a skipped post, and lists it when a rule decided about it.
+    fn skip(&mut self, s: Skip, p: &Post) {
+        self.skipped.add(s);
+        if s.is_decision() {
+            self.skipped_posts.push(SkippedPost {
+                id: p.id.clone(),
+                channel_id: p.channel_id.clone(),
+                user_id: p.user_id.clone(),
+                create_at: p.create_at,
+                reason: s.code(),
+            });
+        }
+    }
 }
 
 /// The pure skip rules, in order. `user` is the author when known.
@@ -477,7 +537,7 @@ pub async fn poll(
             &no_names,
             &state.handled,
         ) {
-            Some(s) => outcome.skipped.add(s),
+            Some(s) => outcome.skip(s, &p),
             None => survivors.push((p, ch, team)),
         }
     }
@@ -528,7 +588,7 @@ pub async fn poll(
             &cfg.ignored_users,
             &state.handled,
         ) {
-            outcome.skipped.add(s);
+            outcome.skip(s, &p);
             continue;
         }
         outcome.posts.push(NewPost {

@@ -34,6 +34,7 @@ use super::ledger::{AttemptEnd, IntentRecord, Ledger, LedgerTask, UpdateRecord};
 use super::mc::{next_step, CreateError, McBackend, McCommand, McConfig, NextStep};
 use super::planka::{PlankaClient, PlankaConfig};
 use super::Task;
+use crate::observe::audit::{self, Event};
 use crate::process::group_alive;
 
 /// The reason of a card that waits in the outbox from an earlier failure.
@@ -421,6 +422,7 @@ pub async fn ensure_task(
         None => match ledger.find_by_source(&task.source, not_before_ms)? {
             Some(found) => {
                 tracing::info!(source = %task.source, id = %found.id, "Task already in the ledger; not creating it again.");
+                audit_task(task, &found.id, false);
                 (record_from_ledger(&found), false)
             }
             None if t.dry_run => {
@@ -434,10 +436,19 @@ pub async fn ensure_task(
                     dry_run: true,
                 });
             }
-            None => (
-                create_in_mc(task, not_before_ms, t.mc, state, now).await?,
-                true,
-            ),
+            None => match create_in_mc(task, not_before_ms, t.mc, state, now).await {
+                Ok(r) => {
+                    audit_task(task, &r.task_id, true);
+                    (r, true)
+                }
+                Err(e) => {
+                    audit::record(Event::TaskFailed {
+                        source: task.source.clone(),
+                        error: audit::detail(&format!("{e:#}")),
+                    });
+                    return Err(e);
+                }
+            },
         },
     };
     if !t.dry_run {
@@ -477,6 +488,18 @@ pub async fn ensure_task(
         card,
         dry_run: t.dry_run,
     })
+}
+
+/// Records in the audit trail that `task` exists as `id`: made now, or found.
+fn audit_task(task: &Task, id: &str, created: bool) {
+    audit::record(Event::TaskCreated {
+        source: task.source.clone(),
+        task: id.to_string(),
+        tag: task.tag.as_str().into(),
+        priority: task.priority.as_str().into(),
+        team: task.team.clone(),
+        created,
+    });
 }
 
 fn card_plan(task: &Task, planka: Option<&PlankaClient>) -> CardOutcome {
@@ -635,6 +658,13 @@ async fn make_card(
                 tracing::warn!(id = %record.task_id, error = %format!("{e:#}"), "Card made but not journalled in the ledger.");
             }
             tracing::info!(source = %task.source, id = %record.task_id, card = %card.card_url, "Planka card ready.");
+            if !card.existed {
+                audit::record(Event::CardCreated {
+                    source: task.source.clone(),
+                    task: record.task_id.clone(),
+                    card: card.card_id.clone(),
+                });
+            }
             if card.existed {
                 CardOutcome::Exists {
                     card_id: card.card_id,
@@ -649,6 +679,10 @@ async fn make_card(
         }
         Err(e) => {
             tracing::warn!(source = %task.source, id = %record.task_id, error = %format!("{e:#}"), "Planka card not made; will retry.");
+            audit::record(Event::CardFailed {
+                source: task.source.clone(),
+                error: audit::detail(&format!("{e:#}")),
+            });
             state.enqueue(
                 WorkKind::CreateCard,
                 task,

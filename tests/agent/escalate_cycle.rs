@@ -284,6 +284,34 @@ fn recovery_posts_once_comments_the_card_once_and_counts_the_incident() {
     assert_eq!(w.counter("incidents_resolved"), 1);
     assert_eq!(w.counter("recoveries_posted"), 1);
     assert!(w.counter("incident_recovery_ms_total") > 0);
+
+    // The audit trail tells the incident's story, in order, once.
+    let out = w.sb.run(&["audit", "--check", "web", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let story: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|l| match l["event"].as_str() {
+            Some("escalation") => Some(l["step"].as_str().unwrap().to_string()),
+            Some("acknowledged") => Some(format!("acknowledged by {}", l["how"].as_str().unwrap())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        story,
+        [
+            "opened",
+            "task",
+            "alert_posted",
+            "acknowledged by reply",
+            "recovered",
+            "recovery_posted",
+            "card_commented",
+            "task_resolved",
+            "closed"
+        ],
+        "{story:?}"
+    );
 }
 
 #[test]
@@ -451,6 +479,18 @@ fn silence_cli_creates_lists_and_clears_and_status_shows_incidents_and_silences(
     );
     let out = w.sb.run(&["silence", "--clear", "s1"]);
     assert!(!out.status.success(), "{}", text(&out));
+    // Who silenced, why, and who ended it, in the audit trail.
+    let out = w.sb.run(&["audit", "--check", "web"]);
+    let story = String::from_utf8_lossy(&out.stdout);
+    assert!(story.contains("ops-agent silence\n"), "{story}");
+    assert!(
+        story.contains("silence s1 of web until ") && story.contains(" by cli: x"),
+        "{story}"
+    );
+    assert!(
+        story.contains("silence s1 of web cleared by cli"),
+        "{story}"
+    );
     let out = w.sb.run(&["silence", "web", "1h"]);
     assert!(
         !out.status.success(),

@@ -215,6 +215,29 @@ fn fix_by_hand_counts_against_the_budget_and_force_overrides_it() {
     assert!(out.status.success(), "{}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["service"], "web", "{v}");
+    // Each attempt by hand is in the audit trail (the dry run is not):
+    // four attempts that failed, one refused for the budget.
+    let out = sb.run(&["audit", "--check", "web", "--json"]);
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!(l["command"], "fix", "{l}");
+            let what = l["outcome"].as_str().or(l["why"].as_str()).unwrap_or("");
+            (l["event"].as_str().unwrap(), what)
+        })
+        .collect();
+    let attempt = [("fix_attempted", ""), ("fix_result", "failed")];
+    let mut want: Vec<(&str, &str)> = attempt.repeat(3);
+    let refused = kinds[6];
+    assert_eq!(refused.0, "fix_skipped", "{kinds:?}");
+    assert!(refused.1.starts_with("fix budget spent"), "{kinds:?}");
+    want.push(refused);
+    want.extend(attempt);
+    assert_eq!(kinds, want);
     let out = sb.run(&["fix", "nothing-here", "x"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no fix is configured"),

@@ -22,4 +22,5 @@ mod fault_matrix;
 mod health_cycle;
 mod kill_points;
 mod mc_exactly_once;
+mod observe_cycle;
 mod tasks_mc;

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod docker;
 pub mod fault;
 pub mod harness;
+pub mod heartbeat;
 pub mod http_endpoints;
 pub mod mattermost;
 pub mod ollama;

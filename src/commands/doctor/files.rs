@@ -19,6 +19,8 @@ pub(super) enum Content {
     Ledger,
     /// Free text (the activity log): not parsed.
     Text,
+    /// JSON lines (the audit trail): unreadable lines are counted.
+    JsonLines,
 }
 
 pub(super) fn parses<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(), String> {
@@ -165,6 +167,10 @@ pub(super) fn inspect(path: &Path, content: Content) -> FileFacts {
             Err(e) => f.parse_error = Some(format!("{e:#}")),
         },
         Content::Ledger => match ledger::Ledger::new(path.to_path_buf()).unreadable_lines() {
+            Ok(n) => f.skipped_lines = n,
+            Err(e) => f.parse_error = Some(format!("{e:#}")),
+        },
+        Content::JsonLines => match crate::observe::query::unreadable_lines(path) {
             Ok(n) => f.skipped_lines = n,
             Err(e) => f.parse_error = Some(format!("{e:#}")),
         },

@@ -6,6 +6,7 @@
 //!   and whether its directory is writable, plus the cycle lock;
 //! * MC (the command's program exists and is executable, or the built-in
 //!   ledger can be written);
+//! * the heartbeat's last ping and the metrics textfile;
 //! * Mattermost (configured? ping? token valid? each team), Ollama (tags
 //!   reachable? both models pulled?) and Planka (enabled? reachable?
 //!   credentials present?), probed concurrently with their configured
@@ -23,6 +24,7 @@
 
 mod deps;
 mod files;
+mod observe;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -175,7 +177,7 @@ fn output(report: Report, json: bool) -> Result<ExitCode> {
 fn examine(config: &Config, mut out: Vec<Finding>) -> Result<Report> {
     let p = &config.paths;
     let json_as = |parse: fn(&[u8]) -> Result<(), String>| Content::Json(parse);
-    let files: [(&str, &Path, Content); 7] = [
+    let files: [(&str, &Path, Content); 8] = [
         ("state file", &p.state, json_as(parses::<RuntimeState>)),
         (
             "token cache",
@@ -195,6 +197,7 @@ fn examine(config: &Config, mut out: Vec<Finding>) -> Result<Report> {
             &p.planka_token_cache,
             json_as(parses::<serde_json::Value>),
         ),
+        ("audit trail", &p.audit, Content::JsonLines),
     ];
     for (name, path, content) in files {
         out.push(judge_file(name, path, &inspect(path, content)));
@@ -208,6 +211,18 @@ fn examine(config: &Config, mut out: Vec<Finding>) -> Result<Report> {
     if let Some(f) = uncertain_finding(&runtime.tasks.uncertain) {
         out.push(f);
     }
+    let stats = crate::store::peek::<Stats>(&p.stats).ok().flatten();
+    let last_ping = stats.as_ref().and_then(|s| s.heartbeat.as_ref());
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    out.push(observe::heartbeat_finding(
+        config.heartbeat.enabled(),
+        last_ping,
+        now_ms,
+    ));
+    out.push(observe::metrics_finding(
+        &config.metrics,
+        std::time::SystemTime::now(),
+    ));
     // Cached team ids, shown when the server is unreachable.
     let mm_state = runtime.mattermost;
 
