@@ -5,6 +5,7 @@
 //! else lives here so tests and benchmarks can drive it.
 #![warn(missing_docs)]
 
+pub mod bounded;
 pub mod budget;
 pub mod chat;
 pub mod classify;

@@ -7,7 +7,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use super::progress::PostProgress;
-use super::reply::{self, ReplyContext, ReplyKind, ReplyPath};
+use super::reply::{self, Reply, ReplyContext, ReplyKind, ReplyPath};
 use super::{Settings, Tally};
 use crate::classify::FallbackReason;
 use crate::health::CheckResult;
@@ -40,23 +40,32 @@ pub struct Act<'a> {
     pub last_checks_ms: i64,
 }
 
-/// Stages 3–4 for one labelled post: the task (TASK, INCIDENT), then the
-/// reply naming it. Returns true when the post is fully handled. Each
-/// finished step is written into `progress` before the next starts; the
-/// caller saves state after every post.
-pub async fn act_on_post(
+/// What a post needs after [`file_task`].
+pub enum Next {
+    /// Nothing more: ROUTINE, or the reply is already posted.
+    Done,
+    /// The task is known; the reply naming it is owed.
+    Reply(ReplyContext),
+    /// Not this cycle: no label yet, the task failed (retried next cycle),
+    /// or a dry run.
+    Wait,
+}
+
+/// Stage 3 for one labelled post: the task (TASK, INCIDENT) in MC and on
+/// the board, written into `progress`; the reply is the caller's next step.
+pub async fn file_task(
     act: &Act<'_>,
     post: &NewPost,
     progress: &mut PostProgress,
     tasks: &mut TaskState,
     now: DateTime<Utc>,
     tally: &mut Tally,
-) -> Result<bool> {
+) -> Result<Next> {
     let Some(label) = progress.label else {
-        return Ok(false);
+        return Ok(Next::Wait);
     };
     let Some(kind) = ReplyKind::for_label(label) else {
-        return Ok(true); // ROUTINE: nothing to file, nothing to say.
+        return Ok(Next::Done); // ROUTINE: nothing to file, nothing to say.
     };
     let cfg = act.settings;
     if progress.task_id.is_none() {
@@ -115,14 +124,14 @@ pub async fn act_on_post(
                 let msg = format!("post {}: {e:#}", post.id);
                 tracing::warn!("Task not created; the post stays pending: {msg}");
                 tally.task_errors.push(msg);
-                return Ok(false);
+                return Ok(Next::Wait);
             }
         }
     }
     if progress.reply_post_id.is_some() {
-        return Ok(true);
+        return Ok(Next::Done);
     }
-    let ctx = ReplyContext {
+    Ok(Next::Reply(ReplyContext {
         kind,
         message: post.message.clone(),
         team: post.team.clone(),
@@ -130,8 +139,12 @@ pub async fn act_on_post(
         author: post.username.clone(),
         task_id: progress.task_id.clone().unwrap_or_default(),
         task_url: progress.task_url.clone(),
-    };
-    // A reply call that could outlive the chat deadline is not started.
+    }))
+}
+
+/// The reply text: the LLM's when a call can still finish inside the chat
+/// deadline, else the template; INCIDENT replies get the health note.
+pub async fn compose(act: &Act<'_>, post: &NewPost, ctx: ReplyContext) -> Reply {
     let in_time = act
         .reply_by
         .is_some_and(|by| tokio::time::Instant::now() <= by);
@@ -139,11 +152,23 @@ pub async fn act_on_post(
         Some(_) if !in_time => reply::templated(&ctx, FallbackReason::NoTime),
         llm => reply::compose(llm, &ctx).await,
     };
-    if kind == ReplyKind::Incident {
+    if ctx.kind == ReplyKind::Incident {
         if let Some(note) = reply::health_note(&post.message, act.last_checks, act.last_checks_ms) {
             reply.text = format!("{}\n\n{note}", reply.text);
         }
     }
+    reply
+}
+
+/// Stage 4 for one post: the reply in its thread, written into `progress`.
+/// True when the post is fully handled.
+pub async fn post_reply(
+    act: &Act<'_>,
+    post: &NewPost,
+    reply: Reply,
+    progress: &mut PostProgress,
+    tally: &mut Tally,
+) -> Result<bool> {
     let path = match &reply.path {
         ReplyPath::Llm { .. } => "llm",
         ReplyPath::Template { .. } => "template",
@@ -155,6 +180,7 @@ pub async fn act_on_post(
         ));
         return Ok(false);
     }
+    let cfg = act.settings;
     match mattermost::reply_in_thread(
         act.mm,
         post,

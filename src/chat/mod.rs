@@ -22,7 +22,8 @@ use std::time::Instant;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
-use crate::budget::{within, CycleBudget};
+use crate::bounded::Bounded;
+use crate::budget::{within, Cut, CycleBudget};
 use crate::classify::ClassifyConfig;
 use crate::escalate::{self, EscalationConfig, EscalationState};
 use crate::health::{CheckResult, Checks};
@@ -35,6 +36,7 @@ use crate::tasks::BillingConfig;
 use crate::time::elapsed_ms;
 
 pub use progress::{ChatState, PostProgress};
+use reply::ReplyContext;
 use route::Route;
 
 /// The config sections the chat stage reads.
@@ -199,12 +201,7 @@ pub async fn run(
             last_checks,
             last_checks_ms,
         };
-        for (post, route) in posts.iter().zip(routes) {
-            let go_on = handle(&act, post, route, budget, book, report, now, &mut tally).await?;
-            if !go_on {
-                break;
-            }
-        }
+        act_stage(&act, posts, routes, budget, book, report, now, &mut tally).await?;
     }
     for line in &tally.would {
         tracing::info!("[dry-run] would {line}");
@@ -227,12 +224,14 @@ pub async fn run(
         book,
         elapsed_ms(t),
     );
+    let made = client.as_ref().map(|c| c.posts_made()).unwrap_or_default();
     move_cursor(
         settings,
         book,
         since_ms,
         client.is_some(),
         poll.as_ref(),
+        &made,
         now,
     );
     Ok(ChatRun { client, tally })
@@ -408,8 +407,81 @@ async fn classify_stage(
     report.push("classify", outcome, elapsed_ms(t));
 }
 
-/// Stages 3–4 for one post, by its route; checkpoints after every post
-/// that wrote outside. False: the deadline cut the stage, stop here.
+/// Stages 3–4: every post by its route, in order, and for work posts the
+/// task first (checkpointed post by post); then the replies owed, composed
+/// with up to `ollama.concurrency` model calls in flight, each posted and
+/// checkpointed as soon as its text is ready. A deadline cut stops here;
+/// what is left keeps its progress for the next cycle.
+#[allow(clippy::too_many_arguments)]
+async fn act_stage(
+    act: &act::Act<'_>,
+    posts: &[NewPost],
+    routes: Vec<Route>,
+    budget: &CycleBudget,
+    book: &mut dyn Book,
+    report: &mut CycleReport,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+) -> Result<()> {
+    let mut owed = Vec::new();
+    for (post, route) in posts.iter().zip(routes) {
+        match handle(act, post, route, budget, book, report, now, tally).await? {
+            Handled::GoOn => {}
+            Handled::Owed(ctx) => owed.push((post, ctx)),
+            Handled::Stop => return Ok(()),
+        }
+    }
+    let mut queue = owed.into_iter();
+    let mut composing = Bounded::new(act.llm.map_or(1, |c| c.config().concurrency));
+    loop {
+        while composing.has_room() {
+            let Some((post, ctx)) = queue.next() else {
+                break;
+            };
+            composing.push(async move { (post, act::compose(act, post, ctx).await) });
+        }
+        let (post, reply) = match within(budget.chat_deadline, composing.next()).await {
+            Ok(Some(ready)) => ready,
+            Ok(None) => return Ok(()),
+            Err(cut) => {
+                report.deadline_hit = true;
+                tracing::warn!("Replies left for next cycle: {cut}");
+                return Ok(());
+            }
+        };
+        let Some(mut progress) = book.parts().chat.progress.get(&post.id).cloned() else {
+            continue;
+        };
+        let step = act::post_reply(act, post, reply, &mut progress, tally);
+        let result = within(budget.chat_deadline, step).await;
+        let go_on = settle(
+            post,
+            progress,
+            result,
+            act.targets.dry_run,
+            book,
+            report,
+            tally,
+        );
+        book.checkpoint(&post.id, post.create_at)?;
+        if !go_on {
+            return Ok(());
+        }
+    }
+}
+
+/// What became of one post in the first pass of [`act_stage`].
+enum Handled {
+    /// Done with it for now; next post.
+    GoOn,
+    /// Its task is filed; its reply is owed.
+    Owed(ReplyContext),
+    /// The deadline cut the stage.
+    Stop,
+}
+
+/// The first pass for one post, by its route; checkpoints every post that
+/// wrote outside.
 #[allow(clippy::too_many_arguments)]
 async fn handle(
     act: &act::Act<'_>,
@@ -420,7 +492,7 @@ async fn handle(
     report: &mut CycleReport,
     now: DateTime<Utc>,
     tally: &mut Tally,
-) -> Result<bool> {
+) -> Result<Handled> {
     let dry_run = act.targets.dry_run;
     match route {
         Route::Silence(request) => {
@@ -429,7 +501,7 @@ async fn handle(
                 tally.posts_handled += 1;
                 book.checkpoint(&post.id, post.create_at)?;
             }
-            Ok(true)
+            Ok(Handled::GoOn)
         }
         Route::AlertAck => {
             audit_route(post, "alert_ack");
@@ -438,49 +510,73 @@ async fn handle(
                 mattermost::mark_handled(book.parts().mm, &post.id, post.create_at);
                 tally.posts_handled += 1;
             }
-            Ok(true)
+            Ok(Handled::GoOn)
         }
         Route::Work => {
             let Some(mut progress) = book.parts().chat.progress.get(&post.id).cloned() else {
-                return Ok(true); // not classified yet
+                return Ok(Handled::GoOn); // not classified yet
             };
             let wrote_outside = progress.label.is_some_and(|l| l.is_actionable());
-            let step = act::act_on_post(act, post, &mut progress, book.parts().tasks, now, tally);
-            let result = within(budget.chat_deadline, step).await;
-            let parts = book.parts();
-            let go_on = match result {
-                Ok(Ok(true)) if !dry_run => {
-                    parts.chat.progress.remove(&post.id);
-                    mattermost::mark_handled(parts.mm, &post.id, post.create_at);
-                    tally.posts_handled += 1;
-                    true
-                }
-                Ok(Ok(_)) => {
-                    parts.chat.progress.insert(post.id.clone(), progress);
-                    true
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(post = %post.id, "Post not handled, retried next cycle: {e:#}");
-                    parts.chat.progress.insert(post.id.clone(), progress);
-                    true
-                }
-                Err(cut) => {
-                    report.deadline_hit = true;
-                    tracing::warn!(post = %post.id, "Post left for next cycle: {cut}");
-                    audit::record(Event::PostPending {
-                        post: post.id.clone(),
-                        why: cut.to_string(),
-                    });
-                    parts.chat.progress.insert(post.id.clone(), progress);
-                    false
-                }
+            let step = act::file_task(act, post, &mut progress, book.parts().tasks, now, tally);
+            let (result, owed) = match within(budget.chat_deadline, step).await {
+                Ok(Ok(act::Next::Reply(ctx))) => (Ok(Ok(false)), Some(ctx)),
+                Ok(Ok(next)) => (Ok(Ok(matches!(next, act::Next::Done))), None),
+                Ok(Err(e)) => (Ok(Err(e)), None),
+                Err(cut) => (Err(cut), None),
             };
+            let go_on = settle(post, progress, result, dry_run, book, report, tally);
             // ROUTINE posts wrote nothing outside and are saved with the
             // rest at the end.
             if wrote_outside {
                 book.checkpoint(&post.id, post.create_at)?;
             }
-            Ok(go_on)
+            Ok(match (go_on, owed) {
+                (false, _) => Handled::Stop,
+                (true, Some(ctx)) => Handled::Owed(ctx),
+                (true, None) => Handled::GoOn,
+            })
+        }
+    }
+}
+
+/// Records how a step of one post ended: fully handled (progress dropped,
+/// the post marked handled), not yet (progress kept for a later step or
+/// cycle), or cut by the deadline (false: stop).
+fn settle(
+    post: &NewPost,
+    progress: PostProgress,
+    result: Result<Result<bool>, Cut>,
+    dry_run: bool,
+    book: &mut dyn Book,
+    report: &mut CycleReport,
+    tally: &mut Tally,
+) -> bool {
+    let parts = book.parts();
+    match result {
+        Ok(Ok(true)) if !dry_run => {
+            parts.chat.progress.remove(&post.id);
+            mattermost::mark_handled(parts.mm, &post.id, post.create_at);
+            tally.posts_handled += 1;
+            true
+        }
+        Ok(Ok(_)) => {
+            parts.chat.progress.insert(post.id.clone(), progress);
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(post = %post.id, "Post not handled, retried next cycle: {e:#}");
+            parts.chat.progress.insert(post.id.clone(), progress);
+            true
+        }
+        Err(cut) => {
+            report.deadline_hit = true;
+            tracing::warn!(post = %post.id, "Post left for next cycle: {cut}");
+            audit::record(Event::PostPending {
+                post: post.id.clone(),
+                why: cut.to_string(),
+            });
+            parts.chat.progress.insert(post.id.clone(), progress);
+            false
         }
     }
 }
@@ -578,14 +674,16 @@ fn report_acting(
         .insert("posts_handled".into(), tally.posts_handled);
 }
 
-/// Moves the cursor only over posts that were fully handled, and prunes
-/// what no later poll can bring back.
+/// Moves the cursor only over posts that were fully handled, prunes what
+/// no later poll can bring back, and marks the channels that only the
+/// agent's own posts (`made`) changed as quiet.
 fn move_cursor(
     settings: &Settings<'_>,
     book: &mut dyn Book,
     since_ms: i64,
     has_client: bool,
     poll: Option<&PollOutcome>,
+    made: &[(String, i64)],
     now: DateTime<Utc>,
 ) {
     let now_ms = now.timestamp_millis();
@@ -594,6 +692,13 @@ fn move_cursor(
         (_, Some(outcome)) => {
             let next = mattermost::next_cursor(*p.cursor, since_ms, outcome, p.mm);
             let overlap_ms = settings.mattermost.overlap_secs.as_millis() as i64;
+            let pending = outcome
+                .posts
+                .iter()
+                .filter(|post| !p.mm.handled.contains_key(&post.id))
+                .map(|post| post.channel_id.clone())
+                .collect();
+            p.mm.quiet = mattermost::next_quiet(&outcome.listed, made, &pending, next - overlap_ms);
             mattermost::prune_handled(p.mm, next, overlap_ms, now_ms);
             p.chat.forget_stale(now_ms);
             *p.cursor = Some(next);

@@ -179,6 +179,7 @@ pub struct Client {
     requests: AtomicU32,
     deadline: Mutex<Option<Instant>>,
     version: Mutex<Option<String>>,
+    made: Mutex<Vec<(String, i64)>>,
 }
 
 impl Client {
@@ -195,6 +196,7 @@ impl Client {
             requests: AtomicU32::new(0),
             deadline: Mutex::new(None),
             version: Mutex::new(None),
+            made: Mutex::new(Vec::new()),
         })
     }
 
@@ -647,10 +649,21 @@ impl Client {
     /// `POST /posts`: creates a post (201) and returns it with its id.
     pub async fn create_post(&self, post: &CreatePost) -> Result<Post, MmError> {
         let body = serde_json::to_value(post).expect("post serialises");
-        Ok(self
+        let made: Post = self
             .call_json(Method::POST, "/posts", &[], Some(&body))
             .await?
-            .0)
+            .0;
+        self.made
+            .lock()
+            .unwrap()
+            .push((post.channel_id.clone(), made.create_at));
+        Ok(made)
+    }
+
+    /// Every post this client made, as (channel id, create_at): what moved
+    /// those channels' `last_post_at` (see [`super::poll::next_quiet`]).
+    pub fn posts_made(&self) -> Vec<(String, i64)> {
+        self.made.lock().unwrap().clone()
     }
 }
 

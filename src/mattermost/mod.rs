@@ -23,8 +23,8 @@ pub mod wire;
 pub use client::{Client, Credentials, MmError, MmErrorKind, TokenCache};
 pub use config::MattermostConfig;
 pub use poll::{
-    mark_handled, next_cursor, poll, poll_since, prune_handled, MmState, NewPost, PollOutcome,
-    SkipCounts,
+    mark_handled, next_cursor, next_quiet, poll, poll_since, prune_handled, ChannelMark, Listed,
+    MmState, NewPost, PollOutcome, SkipCounts,
 };
 pub use replies::{reply_in_thread, ReplyOutcome, REPLY_PROP};
 pub use status::{status, MmStatus, TeamStatus};

@@ -24,6 +24,17 @@
 //! not complete (a team failed, 429, deadline) does not move the cursor.
 //! [`prune_handled`] forgets ids only once they are older than both 24 h and
 //! the next `since`.
+//!
+//! # Quiet channels
+//! The agent's own posts (replies, alerts) move a channel's `last_post_at`,
+//! which would make the channel look active to the next poll. After a
+//! cycle, [`next_quiet`] marks each channel that was read fully, holds no
+//! pending post, and changed since only by the agent's own posts, with the
+//! `(last_post_at, total_msg_count)` it must then show; a channel that
+//! still shows exactly its mark is not read again. Any other post (a
+//! reply, a late-visible one with an older `create_at`) bumps
+//! `total_msg_count` and so makes the channel active again; join/leave
+//! messages, which do not count, still move `last_post_at`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -89,6 +100,39 @@ pub struct MmState {
     pub users: BTreeMap<String, CachedUser>,
     /// Post id → create_at of every post fully handled (see the module doc).
     pub handled: BTreeMap<String, i64>,
+    /// Channel id → what it shows while nothing but the agent's own posts
+    /// happened in it (see "Quiet channels" in the module doc).
+    pub quiet: BTreeMap<String, ChannelMark>,
+}
+
+/// A channel's "anything new?" figures, as the channel listing shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelMark {
+    /// `last_post_at`.
+    pub last_post_at: i64,
+    /// `total_msg_count`.
+    pub total_msg_count: i64,
+}
+
+impl ChannelMark {
+    /// The figures of a listed channel.
+    pub fn of(c: &Channel) -> ChannelMark {
+        ChannelMark {
+            last_post_at: c.last_post_at,
+            total_msg_count: c.total_msg_count,
+        }
+    }
+}
+
+/// A channel as this poll's listing showed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Channel id.
+    pub id: String,
+    /// Its figures in the listing.
+    pub mark: ChannelMark,
+    /// Everything new in it was read (nothing new, quiet, or fetched fully).
+    pub read: bool,
 }
 
 /// A post handed to the later stages.
@@ -256,6 +300,11 @@ pub struct PollOutcome {
     pub watermark_ms: Option<i64>,
     /// True when every team was polled fully; only then may the cursor move.
     pub complete: bool,
+    /// Every channel the listings showed, for [`next_quiet`].
+    #[serde(skip)]
+    pub listed: Vec<Listed>,
+    /// Channels not read because they showed their quiet mark.
+    pub channels_quiet: u32,
 }
 
 impl PollOutcome {
@@ -380,6 +429,31 @@ pub fn prune_handled(state: &mut MmState, cursor_ms: i64, overlap_ms: i64, now_m
 
 /// Runs futures concurrently on the current task (no `'static` needed, so
 /// they can borrow the client); concurrency is bounded by semaphores inside.
+/// The quiet marks for the next poll (see "Quiet channels" in the module
+/// doc). `own` is every post the agent made this cycle as (channel id,
+/// create_at); `pending` the channels of posts handed over but not
+/// handled; `next_since_ms` the next poll's `since`, before which a mark is
+/// not needed. Pure.
+pub fn next_quiet(
+    listed: &[Listed],
+    own: &[(String, i64)],
+    pending: &BTreeSet<String>,
+    next_since_ms: i64,
+) -> BTreeMap<String, ChannelMark> {
+    let mut marks = BTreeMap::new();
+    for ch in listed.iter().filter(|c| c.read && !pending.contains(&c.id)) {
+        let mut mark = ch.mark;
+        for (_, at) in own.iter().filter(|(id, _)| *id == ch.id) {
+            mark.last_post_at = mark.last_post_at.max(*at);
+            mark.total_msg_count += 1;
+        }
+        if mark.last_post_at > next_since_ms {
+            marks.insert(ch.id.clone(), mark);
+        }
+    }
+    marks
+}
+
 async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
     let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
@@ -410,6 +484,8 @@ struct TeamPoll {
     team: String,
     team_id: Option<String>,
     posts: Vec<(Post, Channel)>,
+    listed: Vec<Listed>,
+    quiet: u32,
     server_time_ms: Option<i64>,
     max_seen_ms: i64,
     fetched: u32,
@@ -464,6 +540,7 @@ pub async fn poll(
                 client,
                 t,
                 state.teams.get(t).cloned(),
+                &state.quiet,
                 since_ms,
                 &sem,
                 deadline,
@@ -494,6 +571,8 @@ pub async fn poll(
         }
         outcome.channels_fetched += r.fetched;
         outcome.channels_backfilled += r.backfilled;
+        outcome.channels_quiet += r.quiet;
+        outcome.listed.extend(r.listed);
         max_seen = max_seen.max(r.max_seen_ms);
         if let Some(t) = r.server_time_ms {
             server_time = Some(server_time.map_or(t, |s: i64| s.min(t)));
@@ -640,6 +719,7 @@ async fn poll_team(
     client: &Client,
     team: &str,
     cached_id: Option<String>,
+    quiet: &BTreeMap<String, ChannelMark>,
     since_ms: i64,
     sem: &Arc<Semaphore>,
     deadline: Instant,
@@ -648,6 +728,8 @@ async fn poll_team(
         team: team.to_string(),
         team_id: None,
         posts: Vec::new(),
+        listed: Vec::new(),
+        quiet: 0,
         server_time_ms: None,
         max_seen_ms: i64::MIN,
         fetched: 0,
@@ -700,12 +782,22 @@ async fn poll_team(
     let (channels, server_time) = listing;
     out.server_time_ms = server_time;
     let team_id = out.team_id.clone().unwrap_or_default();
-    let active: Vec<Channel> = channels
-        .into_iter()
-        .filter(|c| c.team_id == team_id)
-        .inspect(|c| out.max_seen_ms = out.max_seen_ms.max(c.last_post_at))
-        .filter(|c| c.last_post_at > since_ms)
-        .collect();
+    let mut active: Vec<Channel> = Vec::new();
+    for c in channels.into_iter().filter(|c| c.team_id == team_id) {
+        out.max_seen_ms = out.max_seen_ms.max(c.last_post_at);
+        let mark = ChannelMark::of(&c);
+        let is_quiet = quiet.get(&c.id) == Some(&mark);
+        out.quiet += u32::from(c.last_post_at > since_ms && is_quiet);
+        // Read unless it is fetched below and that fails.
+        out.listed.push(Listed {
+            id: c.id.clone(),
+            mark,
+            read: true,
+        });
+        if c.last_post_at > since_ms && !is_quiet {
+            active.push(c);
+        }
+    }
     let stop = std::sync::atomic::AtomicBool::new(false);
     let futs = active
         .iter()
@@ -742,14 +834,25 @@ async fn poll_team(
             Some(Err((e, unreachable))) => {
                 out.unreachable |= unreachable && out.error.is_none();
                 out.error.get_or_insert(e);
+                out.unread(&ch.id);
             }
             None => {
                 out.error
                     .get_or_insert_with(|| "stopped after an earlier failure".into());
+                out.unread(&ch.id);
             }
         }
     }
     out
+}
+
+impl TeamPoll {
+    /// A channel whose fetch did not finish: it gets no quiet mark.
+    fn unread(&mut self, channel_id: &str) {
+        if let Some(l) = self.listed.iter_mut().find(|l| l.id == channel_id) {
+            l.read = false;
+        }
+    }
 }
 
 /// Every post of one channel that `since` matches, deduped, plus a
@@ -1021,6 +1124,53 @@ mod tests {
         let st: MmState = serde_json::from_str(r#"{"teams":{"basic":"t1"}}"#).unwrap();
         assert_eq!(st.teams["basic"], "t1");
         assert!(st.handled.is_empty());
+    }
+
+    #[test]
+    fn quiet_marks_table() {
+        let listed = |id: &str, last: i64, count: i64, read: bool| Listed {
+            id: id.into(),
+            mark: ChannelMark {
+                last_post_at: last,
+                total_msg_count: count,
+            },
+            read,
+        };
+        let mark = |last: i64, count: i64| ChannelMark {
+            last_post_at: last,
+            total_msg_count: count,
+        };
+        let own = |id: &str, at: i64| (id.to_string(), at);
+        let pending: BTreeSet<String> = ["busy".to_string()].into();
+        // (listed channel, own posts, expected mark), next since = 100
+        type Case = (Listed, Vec<(String, i64)>, Option<ChannelMark>);
+        let cases: Vec<Case> = vec![
+            // Read, nothing of ours: marked as listed.
+            (listed("a", 150, 7, true), vec![], Some(mark(150, 7))),
+            // Two replies of ours: the newest time, two more posts.
+            (
+                listed("a", 150, 7, true),
+                vec![own("a", 160), own("a", 155), own("b", 170)],
+                Some(mark(160, 9)),
+            ),
+            // Not read fully (a failed fetch): never quiet.
+            (listed("a", 150, 7, false), vec![own("a", 160)], None),
+            // A post in it is still pending: it must be read again.
+            (listed("busy", 150, 7, true), vec![own("busy", 160)], None),
+            // Older than the next since and nothing of ours: no mark needed.
+            (listed("a", 90, 7, true), vec![], None),
+            // An old channel our alert just moved: marked.
+            (
+                listed("a", 90, 7, true),
+                vec![own("a", 130)],
+                Some(mark(130, 8)),
+            ),
+        ];
+        for (i, (ch, own, want)) in cases.into_iter().enumerate() {
+            let got = next_quiet(std::slice::from_ref(&ch), &own, &pending, 100);
+            assert_eq!(got.get(&ch.id).copied(), want, "case {i}");
+            assert!(got.len() <= 1, "case {i}: only listed channels");
+        }
     }
 
     #[test]

@@ -498,6 +498,84 @@ fn a_deadline_that_leaves_no_room_for_the_llm_still_classifies_by_keywords() {
 }
 
 #[test]
+fn the_agents_own_replies_do_not_make_a_channel_active_and_any_other_post_does() {
+    let w = World::new();
+    w.run();
+    let first = w.say("wizard", "please add a DNS record for shop.example.com");
+    w.say("basic", "please rotate the staging password");
+    w.run();
+    assert_eq!(w.replies_to(&first).len(), 1);
+    let requests = |w: &World| w.sb.state_json()["last_cycle"]["counts"]["mm_requests"].clone();
+
+    // Only the agent's replies moved the two channels: one listing per team.
+    w.run();
+    assert_eq!(requests(&w), 2, "idle right after busy");
+
+    // A person's post in a quiet channel is read and answered once.
+    let next = w.say("wizard", "please add a redirect from /old to /new");
+    w.run();
+    assert_eq!(
+        w.replies_to(&next).len(),
+        1,
+        "a new post in a quiet channel"
+    );
+    // A reply in the agent's own thread counts too (it bumps the count).
+    let reply = w.mm.reply(&first, &w.alice, "please also add www");
+    w.run();
+    assert!(
+        w.sb.state_json()["mattermost"]["handled"]
+            .get(&reply)
+            .is_some(),
+        "a thread reply in a quiet channel is read\n{}",
+        w.sb.log_text()
+    );
+    w.run();
+    assert_eq!(requests(&w), 2, "quiet again");
+}
+
+#[test]
+fn replies_are_composed_with_the_configured_concurrency_and_each_posted_once() {
+    let mut b = WorldBuilder::new();
+    let (mm, me) = b.mattermost(&["wizard"]);
+    let alice = mm.add_user("alice", "pw");
+    let team = mm.add_team("wizard", &[&me.id, &alice]);
+    let channel = mm.add_channel(&team, "dev", &[&me.id, &alice]);
+    let llm = b.ollama();
+    llm.answer_with(|_| "TASK".into());
+    b.line("ollama", "concurrency = 3");
+    let sb = b.sandbox();
+    let posts: Vec<String> = (0..6)
+        .map(|i| mm.post(&channel, &alice, &format!("please add user number {i}")))
+        .collect();
+    // The six classifications pass; the reply calls are held.
+    let hold = llm.server().hold_after(6, Match::post("/api/chat"));
+    let mut child = sb.command(&["run-once"]).spawn().unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while hold.arrived_count() < 3 && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Give a fourth call the chance to arrive, which it must not.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let waiting = hold.arrived_count();
+    hold.release();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(waiting, 3, "reply calls in flight at once");
+    for p in &posts {
+        let replies = mm
+            .posts()
+            .into_iter()
+            .filter(|r| {
+                r.user_id == me.id
+                    && r.props.get("ops_agent_reply_to").and_then(Value::as_str) == Some(p)
+            })
+            .count();
+        assert_eq!(replies, 1, "post {p}");
+    }
+    assert!(llm.server().peak_in_flight() <= 3);
+}
+
+#[test]
 fn a_thousand_posts_across_fifty_channels_in_four_teams_are_handed_over_once() {
     let mm = FakeMattermost::start_in_background();
     mm.set_shuffle(true); // `since` answers come in no particular order, like the server's
@@ -559,6 +637,10 @@ fn a_thousand_posts_across_fifty_channels_in_four_teams_are_handed_over_once() {
     assert_eq!(
         st["last_cycle"]["counts"]["posts_new"], 0,
         "nothing handed over twice"
+    );
+    assert_eq!(
+        st["last_cycle"]["counts"]["mm_requests"], 4,
+        "idle after busy: one channel listing per team"
     );
     let stats: Value = serde_json::from_str(&std::fs::read_to_string(sb.stats()).unwrap()).unwrap();
     assert_eq!(stats["counters"]["label_routine"], 1000, "{stats}");

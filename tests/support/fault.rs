@@ -215,6 +215,27 @@ pub(crate) struct Faults {
     pub(crate) all: Option<Fault>,
     rules: Vec<Rule>,
     holds: Vec<Arc<HoldInner>>,
+    /// Requests being served now, and the most there ever were at once.
+    in_flight: usize,
+    pub(crate) peak_in_flight: usize,
+}
+
+/// Counts one request in flight until dropped (served, or its client gone).
+struct InFlight(Arc<Mutex<Faults>>);
+
+impl InFlight {
+    fn start(faults: &Arc<Mutex<Faults>>) -> InFlight {
+        let mut f = faults.lock().unwrap();
+        f.in_flight += 1;
+        f.peak_in_flight = f.peak_in_flight.max(f.in_flight);
+        InFlight(faults.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().in_flight -= 1;
+    }
 }
 
 impl Faults {
@@ -389,6 +410,7 @@ pub(crate) async fn gate(
         body: &body,
     };
     g.service.record(&info);
+    let _in_flight = InFlight::start(&g.faults);
     let holds = g
         .faults
         .lock()

@@ -192,6 +192,11 @@ impl FakeServer {
         Hold::new(inner)
     }
 
+    /// The most requests this server has served at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.inner.faults.lock().unwrap().peak_in_flight
+    }
+
     /// Whether the port is closed.
     pub fn is_down(&self) -> bool {
         self.inner.slot.lock().unwrap().listener.is_none()
