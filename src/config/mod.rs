@@ -25,6 +25,7 @@ use crate::health::{Checks, HealthConfig};
 use crate::intel::IntelConfig;
 use crate::mattermost::MattermostConfig;
 use crate::ollama::OllamaConfig;
+use crate::schedule::ScheduleConfig;
 use crate::tasks::mc::McConfig;
 use crate::tasks::planka::PlankaConfig;
 use crate::tasks::BillingConfig;
@@ -73,6 +74,8 @@ pub struct Config {
     pub intel: IntelConfig,
     /// Health checks; absent means the runbook's system checks.
     pub checks: Checks,
+    /// `[schedule]`: the names the scheduled job is installed under.
+    pub schedule: ScheduleConfig,
 }
 
 /// The runbook defaults, checked.

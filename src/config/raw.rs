@@ -12,6 +12,7 @@ use crate::health::{CheckConfig, Checks, HealthConfig};
 use crate::intel::IntelConfig;
 use crate::mattermost::MattermostConfig;
 use crate::ollama::OllamaConfig;
+use crate::schedule::ScheduleConfig;
 use crate::tasks::mc::McConfig;
 use crate::tasks::planka::PlankaConfig;
 use crate::tasks::BillingConfig;
@@ -48,6 +49,8 @@ pub struct RawConfig {
     pub intel: IntelConfig,
     /// Health checks; absent means the runbook's system checks.
     pub checks: Vec<CheckConfig>,
+    /// `[schedule]`: the names the scheduled job is installed under.
+    pub schedule: ScheduleConfig,
 }
 
 impl Default for RawConfig {
@@ -66,6 +69,7 @@ impl Default for RawConfig {
             escalation: EscalationConfig::default(),
             intel: IntelConfig::default(),
             checks: CheckConfig::defaults(),
+            schedule: ScheduleConfig::default(),
         }
     }
 }
@@ -108,6 +112,7 @@ impl RawConfig {
         self.intel.validate()?;
         let checks = Checks::new(self.checks);
         checks.validate()?;
+        self.schedule.validate()?;
         Ok(Config {
             agent: self.agent,
             paths,
@@ -122,6 +127,7 @@ impl RawConfig {
             escalation: self.escalation,
             intel: self.intel,
             checks,
+            schedule: self.schedule,
         })
     }
 }

@@ -100,3 +100,344 @@ fn the_token_file_reaches_a_cycle_with_no_token_in_its_environment() {
         "{detail}"
     );
 }
+
+// ------------------------------------------------------------ install
+
+/// A sandbox whose config names a team and reads the token from an
+/// owner-only file, with fake `launchctl`, `systemctl` and `loginctl`
+/// first on PATH recording their argv in `<root>/fake/calls`.
+fn install_sandbox() -> Sandbox {
+    let mut sb = Sandbox::new();
+    let token = sb.path(".config/ops-agent/mm-token");
+    write_secret(&token, "tok-not-in-any-output\n");
+    sb.extra = format!(
+        "[mattermost]\nteams = [\"basic\"]\ntoken_file = {}\n",
+        quoted(&token.display().to_string())
+    );
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin");
+    let path = std::env::var("PATH").unwrap_or_default();
+    sb.env
+        .push(("PATH".into(), format!("{}:{path}", bin.display())));
+    sb.env.push((
+        "OPS_FAKE_DAEMON_DIR".into(),
+        sb.path("fake").display().to_string(),
+    ));
+    std::fs::create_dir_all(sb.path("fake")).unwrap();
+    sb
+}
+
+/// The commands the fakes saw, one per line; cleared after reading.
+fn calls(sb: &Sandbox) -> Vec<String> {
+    let p = sb.path("fake/calls");
+    let text = std::fs::read_to_string(&p).unwrap_or_default();
+    let _ = std::fs::remove_file(&p);
+    text.lines().map(str::to_string).collect()
+}
+
+fn uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn install_systemd_writes_both_units_enables_the_timer_and_print_shows_the_same() {
+    let sb = install_sandbox();
+    let dir = sb.path(".config/systemd/user");
+    let service = dir.join("ops-agent.service");
+    let timer = dir.join("ops-agent.timer");
+
+    let printed = sb.run(&["install", "--systemd", "--print"]);
+    assert_eq!(printed.status.code(), Some(0), "{}", text(&printed));
+    assert!(
+        !service.exists() && calls(&sb).is_empty(),
+        "--print wrote or ran something"
+    );
+
+    let out = sb.run(&["install", "--systemd"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(!t.contains("tok-not-in-any-output"), "{t}");
+    assert_eq!(
+        calls(&sb),
+        [
+            "systemctl --user daemon-reload".to_string(),
+            "systemctl --user enable --now ops-agent.timer".into(),
+            "systemctl --user is-active ops-agent.timer".into(),
+            format!("loginctl show-user {} -p Linger", uid()),
+        ]
+    );
+    let svc = std::fs::read_to_string(&service).unwrap();
+    let tmr = std::fs::read_to_string(&timer).unwrap();
+    assert_eq!(
+        stdout(&printed),
+        format!(
+            "# {}\n{svc}\n# {}\n{tmr}",
+            service.display(),
+            timer.display()
+        )
+    );
+    assert_eq!((mode(&service), mode(&timer)), (0o600, 0o600));
+    let exe = env!("CARGO_BIN_EXE_ops-agent");
+    assert!(
+        svc.contains(&format!(
+            "\nExecStart={exe} --config {} run-once\n",
+            sb.config().display()
+        )),
+        "{svc}"
+    );
+    assert!(tmr.contains("\nOnUnitActiveSec=300s\n"), "{tmr}");
+    let s = stdout(&out);
+    assert!(s.contains("secret   mattermost.token_file: "), "{s}");
+    assert!(s.contains("loaded   ops-agent.timer is active"), "{s}");
+
+    // Again: nothing to write, nothing restarted.
+    let out = sb.run(&["install", "--systemd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(stdout(&out).contains("same     "), "{}", text(&out));
+    assert!(!calls(&sb).iter().any(|c| c.contains("restart")));
+
+    // A different schedule is not written over the old one without --force.
+    let out = sb.run(&["install", "--systemd", "--interval", "600"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("exists and differs") && t.contains("--force"),
+        "{t}"
+    );
+    assert_eq!(std::fs::read_to_string(&timer).unwrap(), tmr);
+    assert!(calls(&sb).is_empty());
+    let out = sb.run(&["install", "--systemd", "--interval", "600", "--force"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("agent.schedule_interval_secs"), "{t}");
+    assert!(std::fs::read_to_string(&timer)
+        .unwrap()
+        .contains("\nOnUnitActiveSec=600s\n"));
+    assert!(calls(&sb).contains(&"systemctl --user restart ops-agent.timer".to_string()));
+
+    // Restart: stop, reload, start, verify.
+    let out = sb.run(&["restart", "--systemd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        calls(&sb),
+        [
+            "systemctl --user stop ops-agent.timer",
+            "systemctl --user daemon-reload",
+            "systemctl --user start ops-agent.timer",
+            "systemctl --user is-active ops-agent.timer",
+        ]
+    );
+
+    // Uninstall: disable, remove both files, reload; state stays.
+    let out = sb.run(&["uninstall", "--systemd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        calls(&sb),
+        [
+            "systemctl --user disable --now ops-agent.timer",
+            "systemctl --user daemon-reload",
+        ]
+    );
+    assert!(!service.exists() && !timer.exists());
+    let out = sb.run(&["restart", "--systemd"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not installed"), "{}", text(&out));
+}
+
+#[test]
+fn install_refuses_a_job_that_would_only_have_the_token_from_this_shell() {
+    let mut sb = install_sandbox();
+    sb.extra = "[mattermost]\nteams = [\"basic\"]\n".into();
+    sb.env
+        .push(("OPS_AGENT_MM_TOKEN".into(), "tok-from-the-shell".into()));
+    let out = sb.run(&["install", "--systemd"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("will not have $OPS_AGENT_MM_TOKEN") && t.contains("mattermost.token_file"),
+        "{t}"
+    );
+    assert!(!t.contains("tok-from-the-shell"), "{t}");
+    assert!(!sb.path(".config/systemd/user").exists());
+    assert!(calls(&sb).is_empty());
+
+    // A token file others can read is refused too, before anything is written.
+    let mut sb = install_sandbox();
+    let loose = sb.path("loose-token");
+    std::fs::write(&loose, "x").unwrap();
+    sb.extra = format!(
+        "[mattermost]\nteams = [\"basic\"]\ntoken_file = {}\n",
+        quoted(&loose.display().to_string())
+    );
+    let out = sb.run(&["install", "--launchd"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("must be owner-only"), "{t}");
+    assert!(calls(&sb).is_empty());
+}
+
+#[test]
+fn install_launchd_bootstraps_in_the_gui_domain_restart_reloads_uninstall_boots_out() {
+    let sb = install_sandbox();
+    let plist = sb.path("Library/LaunchAgents/com.john.ops-agent.plist");
+    let out = sb.run(&["install", "--launchd"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let gui = format!("gui/{}", uid());
+    let target = format!("{gui}/com.john.ops-agent");
+    assert_eq!(
+        calls(&sb),
+        [
+            format!("launchctl print {target}"),
+            format!("launchctl enable {target}"),
+            format!("launchctl bootstrap {gui} {}", plist.display()),
+            format!("launchctl print {target}"),
+        ]
+    );
+    let text_of = std::fs::read_to_string(&plist).unwrap();
+    assert_eq!(mode(&plist), 0o600);
+    // What launchd was given is what was written.
+    assert_eq!(
+        std::fs::read_to_string(sb.path("fake/launchd/com.john.ops-agent.loaded")).unwrap(),
+        text_of
+    );
+    // launchd opens its log files but creates no directories.
+    assert!(sb.path("system/logs").is_dir());
+    assert!(text_of.contains(&format!(
+        "<string>{}</string>",
+        sb.path("system/logs/ops-agent.launchd.err.log").display()
+    )));
+
+    // Installed and current: nothing to do.
+    let out = sb.run(&["install", "--launchd"]);
+    assert!(
+        stdout(&out).contains("already loaded and current"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(calls(&sb), [format!("launchctl print {target}")]);
+
+    let out = sb.run(&["restart", "--launchd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let seen = calls(&sb);
+    let bootout = seen
+        .iter()
+        .position(|c| *c == format!("launchctl bootout {target}"));
+    let bootstrap = seen
+        .iter()
+        .position(|c| *c == format!("launchctl bootstrap {gui} {}", plist.display()));
+    assert!(
+        matches!((bootout, bootstrap), (Some(a), Some(b)) if a < b),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&format!("launchctl print {target}")));
+
+    // A bootstrap that fails is reported, with what was run.
+    std::fs::write(sb.path("fake/launchd/BOOTSTRAP_FAILS"), "").unwrap();
+    let out = sb.run(&["restart", "--launchd"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("Bootstrap failed: 5"), "{t}");
+    std::fs::remove_file(sb.path("fake/launchd/BOOTSTRAP_FAILS")).unwrap();
+    calls(&sb);
+
+    let out = sb.run(&["uninstall", "--launchd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!plist.exists());
+    assert!(
+        !calls(&sb).contains(&format!("launchctl bootout {target}")),
+        "it was not loaded"
+    );
+}
+
+#[test]
+fn the_reference_plist_is_what_install_launchd_print_renders() {
+    let mut sb = install_sandbox();
+    sb.extra.clear();
+    let cfg = sb.path("Library/Application Support/ops-agent/config.toml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    std::fs::write(&cfg, "").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ops-agent"))
+        .args([
+            "--config",
+            &cfg.display().to_string(),
+            "install",
+            "--launchd",
+            "--print",
+        ])
+        .env_clear()
+        .env("HOME", sb.root())
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let home = sb.root().display().to_string();
+    let printed = stdout(&out)
+        .replace(env!("CARGO_BIN_EXE_ops-agent"), "/usr/local/bin/ops-agent")
+        .replace(&home, "$HOME");
+    let reference = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/launchd/com.john.ops-agent.plist"
+    ))
+    .unwrap();
+    assert_eq!(
+        printed,
+        format!("# $HOME/Library/LaunchAgents/com.john.ops-agent.plist\n{reference}")
+    );
+}
+
+/// `systemd-analyze verify` on the units `install --systemd --print`
+/// renders. Skips only where the tool is missing outside CI; `.ci/run`
+/// installs it (Debian's systemd package), so CI cannot skip.
+#[test]
+fn rendered_units_pass_systemd_analyze_verify() {
+    let tool = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(tool) = tool else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("systemd-analyze is missing under CI: .ci/run must install systemd");
+        }
+        eprintln!("skipped: systemd-analyze is not installed (CI installs Debian's systemd)");
+        return;
+    };
+    let sb = install_sandbox();
+    let out = sb.run(&["install", "--systemd", "--print"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let printed = stdout(&out);
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    let mut files = Vec::new();
+    for block in printed.split("\n# /").map(|b| b.trim_start_matches("# /")) {
+        let (path, body) = block.split_once('\n').unwrap();
+        let name = Path::new(path).file_name().unwrap();
+        let file = units.join(name);
+        std::fs::write(&file, body.trim_end().to_string() + "\n").unwrap();
+        files.push(file);
+    }
+    assert_eq!(files.len(), 2, "{printed}");
+    let runtime = dir.path().join("run");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let out = std::process::Command::new(tool)
+        .arg("--user")
+        .arg("verify")
+        .args(&files)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "systemd-analyze verify complained:\n{}",
+        text(&out)
+    );
+}
