@@ -45,6 +45,9 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Exit 1 when OVERDUE, when the last cycle failed or the state cannot be read (for scripts).
+        #[arg(long)]
+        check: bool,
     },
     /// The cumulative stats file, readable.
     Stats {

@@ -98,7 +98,7 @@ pub fn main(cli: Cli) -> ExitCode {
     }
     let result = match command {
         Command::RunOnce { dry_run } => run_once(&config, &source, dry_run),
-        Command::Status { json } => status::run(&config, json),
+        Command::Status { json, check } => status::run(&config, json, check),
         Command::Stats { json } => stats::run(&config, json),
         Command::Reset { yes } => reset::run(&config, yes),
         Command::Classify { text, no_llm, json } => classify::run(&config, &text, no_llm, json),

@@ -62,6 +62,23 @@ impl FixReport {
     }
 }
 
+/// The error for a service without a configured fix, naming those with one.
+pub fn no_fix_for(checks: &Checks, service: &str) -> anyhow::Error {
+    let known: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.fix.is_some())
+        .map(|c| c.service())
+        .collect();
+    anyhow::anyhow!(
+        "no fix is configured for service '{service}' (services with a fix: {})",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
 /// Runs the action once, under its timeout. Returns what was done.
 ///
 /// A `command` runs through [`crate::process::run_argv`], the crate's one
@@ -466,19 +483,7 @@ pub async fn run_manual(
     now: DateTime<Utc>,
 ) -> Result<(FixReport, Option<SetAside>)> {
     let Some((check, spec)) = checks.service_fix(service) else {
-        let known: Vec<&str> = checks
-            .iter()
-            .filter(|c| c.fix.is_some())
-            .map(|c| c.service())
-            .collect();
-        bail!(
-            "no fix is configured for service '{service}' (services with a fix: {})",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        );
+        return Err(no_fix_for(checks, service));
     };
     let (mut history, notice) = FixHistory::load(history_path, now)?;
     let results = health::run_all(ctx, checks).await;

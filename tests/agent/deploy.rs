@@ -441,3 +441,102 @@ fn rendered_units_pass_systemd_analyze_verify() {
         text(&out)
     );
 }
+
+// ------------------------------------------------------------ operator polish
+
+#[test]
+fn usage_mistakes_exit_2_and_say_so_once() {
+    let sb = Sandbox::new();
+    for args in [
+        &["health", "--check", "nosuch"][..],
+        &["explain", "nosuch"],
+        &["silence", "nosuch", "1h", "--reason", "upgrade"],
+        &["silence", "memory", "soon", "--reason", "upgrade"],
+        &["silence", "--clear", "s9"],
+        &["fix", "nosuch", "down"],
+    ] {
+        let out = sb.run(args);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {t}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: printed once: {t}");
+        assert!(stderr.starts_with("ops-agent: "), "{args:?}: {t}");
+    }
+    // Exit 1 still means "something is critical".
+    let mut sb = Sandbox::new();
+    sb.extra = "[[checks]]\nname = \"full\"\nkind = \"disk\"\npath = \"/\"\nwarn_pct = 0.0\ncritical_pct = 0.0\n".into();
+    let out = sb.run(&["health", "--check", "full"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn a_fatal_error_is_printed_once_on_stderr_and_kept_in_the_log() {
+    let sb = Sandbox::new();
+    let victim = sb.path("victim.json");
+    std::fs::write(&victim, "{}").unwrap();
+    std::fs::create_dir_all(sb.path("tmp")).unwrap();
+    std::os::unix::fs::symlink(&victim, sb.state()).unwrap();
+    let out = sb.run(&["run-once"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("it is a symlink").count(), 1, "{t}");
+    assert_eq!(
+        sb.log_text().matches("it is a symlink").count(),
+        1,
+        "{}",
+        sb.log_text()
+    );
+
+    // status: refused until removed, not "set aside by the next cycle".
+    let out = sb.run(&["status"]);
+    let s = stdout(&out);
+    assert!(
+        s.contains("every cycle refuses to run until it is removed")
+            && !s.contains("sets it aside"),
+        "{s}"
+    );
+}
+
+#[test]
+fn status_check_fails_when_overdue_and_passes_after_a_cycle() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["status", "--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("OVERDUE: no cycle has saved state yet"));
+    assert_eq!(sb.run(&["status"]).status.code(), Some(0));
+    assert!(sb.run(&["run-once"]).status.success());
+    let out = sb.run(&["status", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = sb.run(&["status", "--check", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn tasks_stats_with_no_tasks_says_so_without_empty_headings() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["tasks", "stats"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout(&out), "No tasks.\n");
+}
+
+#[test]
+fn completions_and_man_page_name_every_subcommand() {
+    let sb = Sandbox::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sb.run(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let s = stdout(&out);
+        assert!(s.contains("install") && s.contains("doctor"), "{shell}");
+    }
+    let out = sb.run(&["man"]);
+    let s = stdout(&out);
+    assert!(
+        s.starts_with(".ie ") && s.contains(".TH ops-agent 1"),
+        "{s}"
+    );
+    assert!(
+        s.contains("ops\\-agent\\-install") && s.contains("\\-\\-systemd"),
+        "{s}"
+    );
+}
