@@ -540,3 +540,82 @@ fn completions_and_man_page_name_every_subcommand() {
         "{s}"
     );
 }
+
+/// The doctor line of `check` (the name column is followed by two spaces).
+fn doctor_line<'a>(s: &'a str, check: &str) -> &'a str {
+    s.lines()
+        .find(|l| {
+            l.get(6..)
+                .and_then(|rest| rest.strip_prefix(check))
+                .is_some_and(|after| after.starts_with("  "))
+        })
+        .unwrap_or_else(|| panic!("no '{check}' line in:\n{s}"))
+}
+
+#[test]
+fn doctor_checks_what_the_scheduled_job_will_see() {
+    let sb = install_sandbox();
+    let out = sb.run(&["doctor"]);
+    let s = stdout(&out);
+    assert!(
+        doctor_line(&s, "secret mattermost.token_file").starts_with("ok    "),
+        "{s}"
+    );
+    let job = doctor_line(&s, "scheduled job");
+    assert!(
+        job.starts_with("warn  ")
+            && job.contains("not installed")
+            && job.contains("install --systemd"),
+        "{s}"
+    );
+
+    assert_eq!(sb.run(&["install", "--systemd"]).status.code(), Some(0));
+    calls(&sb);
+    let s = stdout(&sb.run(&["doctor"]));
+    assert!(
+        doctor_line(&s, "scheduled job").starts_with("ok    ")
+            && doctor_line(&s, "scheduled job").contains("current"),
+        "{s}"
+    );
+    assert!(
+        doctor_line(&s, "scheduled job loaded").starts_with("ok    "),
+        "{s}"
+    );
+    assert!(calls(&sb).contains(&"systemctl --user is-active ops-agent.timer".to_string()));
+
+    // The job runs another binary, which is gone; the timer is stopped; the
+    // token file became readable by others.
+    let service = sb.path(".config/systemd/user/ops-agent.service");
+    let exe = env!("CARGO_BIN_EXE_ops-agent");
+    let text_of = std::fs::read_to_string(&service)
+        .unwrap()
+        .replace(exe, "/opt/gone/ops-agent");
+    std::fs::write(&service, text_of).unwrap();
+    std::fs::write(
+        sb.path("fake/systemd/ops-agent.timer"),
+        "ActiveState=inactive\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        sb.path(".config/ops-agent/mm-token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    let out = sb.run(&["doctor"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let s = stdout(&out);
+    let job = doctor_line(&s, "scheduled job");
+    assert!(
+        job.starts_with("FAIL  ") && job.contains("runs /opt/gone/ops-agent, which does not exist"),
+        "{s}"
+    );
+    assert!(
+        doctor_line(&s, "scheduled job loaded").starts_with("FAIL  "),
+        "{s}"
+    );
+    let secret = doctor_line(&s, "secret mattermost.token_file");
+    assert!(
+        secret.starts_with("FAIL  ") && secret.contains("chmod 600"),
+        "{s}"
+    );
+}
