@@ -112,6 +112,7 @@ impl RawConfig {
         self.intel.validate()?;
         let checks = Checks::new(self.checks);
         checks.validate()?;
+        self.health.validate_engine_refs(checks.configured())?;
         self.schedule.validate()?;
         Ok(Config {
             agent: self.agent,

@@ -93,7 +93,7 @@ pub async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -
     let no_result = || format!("{what}: no result within {}s", spec.timeout_secs);
     match spec.action {
         FixAction::RestartContainer => {
-            let docker = ctx.docker.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let docker = ctx.docker_for(check).map_err(anyhow::Error::msg)?;
             let restart = docker.restart(
                 check.container.as_deref().unwrap_or_default(),
                 RESTART_STOP_SECS,
@@ -155,7 +155,7 @@ pub async fn act_and_verify(
     verify: &CheckConfig,
     spec: &FixSpec,
 ) -> (Outcome, String, Option<CheckResult>) {
-    let before = match (&ctx.docker, spec.action) {
+    let before = match (ctx.docker_for(check), spec.action) {
         (Ok(d), FixAction::RestartContainer) => d
             .inspect(check.container.as_deref().unwrap_or_default())
             .await

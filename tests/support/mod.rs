@@ -11,6 +11,7 @@ pub mod harness;
 pub mod http_endpoints;
 pub mod mattermost;
 pub mod ollama;
+pub mod pki;
 pub mod planka;
 pub mod world;
 
