@@ -619,3 +619,64 @@ fn doctor_checks_what_the_scheduled_job_will_see() {
         "{s}"
     );
 }
+
+// ------------------------------------------------------------ Kubernetes
+
+/// The `config.toml: |` block of docs/kubernetes/configmap.yaml, dedented.
+fn configmap_toml() -> String {
+    let yaml = include_str!("../../docs/kubernetes/configmap.yaml");
+    let mut lines = yaml
+        .lines()
+        .skip_while(|l| l.trim() != "config.toml: |")
+        .skip(1);
+    let first = lines.next().unwrap();
+    let indent = first.len() - first.trim_start().len();
+    std::iter::once(first)
+        .chain(
+            lines.take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent),
+        )
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_kubernetes_configmap_holds_a_config_the_agent_accepts() {
+    let toml_text = configmap_toml();
+    assert!(toml_text.contains("[health.engines.prod]"), "{toml_text}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, &toml_text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ops-agent"))
+        .args(["--config", &file.display().to_string(), "config", "check"])
+        .env_clear()
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    // Every runbook file is on the volume.
+    for key in [
+        "state",
+        "token_cache",
+        "fix_history",
+        "stats",
+        "log",
+        "ledger",
+        "lock",
+        "planka_token_cache",
+    ] {
+        let line = stdout(&out)
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("no paths.{key}: {t}"))
+            .to_string();
+        assert!(line.contains("\"/data/"), "{line}");
+    }
+    let cronjob = include_str!("../../docs/kubernetes/cronjob.yaml");
+    assert!(
+        cronjob.contains("schedule: \"*/5 * * * *\"")
+            && cronjob.contains("concurrencyPolicy: Forbid")
+    );
+    assert!(cronjob.contains("args: [\"--config\", \"/etc/ops-agent/config.toml\", \"run-once\"]"));
+}
