@@ -392,8 +392,8 @@ impl CheckConfig {
 }
 
 /// Checks what single tables cannot: unique names, parents that exist, no
-/// parent cycles, at most one `docker_engine` check, and the implicit engine
-/// check's name left free. [`Checks::validate`] calls this after
+/// parent cycles, at most one `docker_engine` check per engine, and the
+/// implicit engine checks' names left free. [`Checks::validate`] calls this after
 /// each table's own [`CheckConfig::validate`].
 pub fn validate_checks(checks: &[CheckConfig]) -> Result<()> {
     let mut names = BTreeSet::new();
@@ -460,9 +460,10 @@ pub fn validate_checks(checks: &[CheckConfig]) -> Result<()> {
     Ok(())
 }
 
-/// The configured checks plus the implicit Docker engine check when docker
-/// checks exist without one, and every docker check without a parent
-/// parented to the engine. Idempotent.
+/// The configured checks plus an implicit engine check for each engine
+/// that docker checks use without a `docker_engine` check of their own,
+/// and every docker check without a parent parented to its engine's
+/// check. Idempotent.
 fn effective_checks(checks: &[CheckConfig]) -> Vec<CheckConfig> {
     let mut out = checks.to_vec();
     // Each engine the docker checks use, in order of first use.
