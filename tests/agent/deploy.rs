@@ -680,3 +680,112 @@ fn the_kubernetes_configmap_holds_a_config_the_agent_accepts() {
     );
     assert!(cronjob.contains("args: [\"--config\", \"/etc/ops-agent/config.toml\", \"run-once\"]"));
 }
+
+// ------------------------------------------------------------ the job as the scheduler runs it
+
+/// `ExecStart=` words and `Environment=` pairs of a rendered service (the
+/// test paths hold no spaces, so quoting is only stripped).
+fn service_command(unit: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let unquote = |w: &str| w.trim_matches('"').replace("%%", "%").replace("$$", "$");
+    let argv = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap()
+        .split_whitespace()
+        .map(unquote)
+        .collect();
+    let env = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .map(|v| {
+            let kv = unquote(v);
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    (argv, env)
+}
+
+/// `ProgramArguments` and `EnvironmentVariables` of a rendered plist.
+fn plist_command(plist_text: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let value = plist::Value::from_reader_xml(plist_text.as_bytes()).unwrap();
+    let d = value.as_dictionary().unwrap();
+    let argv = d["ProgramArguments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_string().unwrap().to_string())
+        .collect();
+    let env = d["EnvironmentVariables"]
+        .as_dictionary()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_string().unwrap().to_string()))
+        .collect();
+    (argv, env)
+}
+
+/// What `install` renders, run the way the scheduler runs it: that argv,
+/// only that environment (plus HOME, which launchd and systemd set), no
+/// shell. With the token in a file the cycle reads chat; the operator's
+/// OPS_AGENT_MM_TOKEN does not reach it.
+#[test]
+fn the_installed_job_run_as_the_scheduler_runs_it_reads_chat_with_the_token_file() {
+    let mut b = WorldBuilder::new();
+    let (mm, agent) = b.mattermost(&["basic"]);
+    let alice = mm.add_user("alice", "pw");
+    let team = mm.add_team("basic", &[&agent.id, &alice]);
+    let ops = mm.add_channel(&team, "ops", &[&agent.id, &alice]);
+    b.line(
+        "mattermost",
+        &format!("token_file = {}", quoted("~/.config/ops-agent/mm-token")),
+    );
+    b.line("ollama", "url = \"http://127.0.0.1:9\"");
+    let mut sb = b.sandbox();
+    let token = agent.token.clone();
+    write_secret(&sb.path(".config/ops-agent/mm-token"), &token);
+    // The operator's shell has the token too; the job must not need it.
+    let fakes = install_sandbox();
+    sb.env.extend(fakes.env.iter().cloned());
+    std::fs::create_dir_all(sb.path("fake")).unwrap();
+    sb.env.retain(|(k, _)| k != "OPS_FAKE_DAEMON_DIR");
+    sb.env.push((
+        "OPS_FAKE_DAEMON_DIR".into(),
+        sb.path("fake").display().to_string(),
+    ));
+
+    for (flag, parse) in [
+        (
+            "--systemd",
+            service_command as fn(&str) -> (Vec<String>, Vec<(String, String)>),
+        ),
+        ("--launchd", plist_command),
+    ] {
+        mm.post(&ops, &alice, &format!("morning all, quiet night ({flag})"));
+        let out = sb.run(&["install", flag, "--print"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let printed = stdout(&out);
+        let first = printed.split("\n# /").next().unwrap();
+        let body = first.split_once('\n').unwrap().1;
+        let (argv, env) = parse(body);
+        assert_eq!(
+            argv.last().map(String::as_str),
+            Some("run-once"),
+            "{argv:?}"
+        );
+        let run = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .envs(env)
+            .env("HOME", sb.root())
+            .output()
+            .unwrap();
+        assert_eq!(run.status.code(), Some(0), "{flag}: {}", text(&run));
+        let (outcome, detail) = mm_stage(&sb);
+        assert_eq!(outcome, "ok", "{flag}: {detail}");
+        assert!(detail.starts_with("1 new"), "{flag}: {detail}");
+    }
+    let log = sb.log_text();
+    assert_eq!(log.matches("mattermost=ok(1 new").count(), 2, "{log}");
+    assert!(!log.contains(&token));
+}
