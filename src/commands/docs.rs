@@ -41,12 +41,19 @@ pub fn man() -> Result<ExitCode> {
         let name: &'static str =
             Box::leak(format!("ops-agent-{}", sub.get_name()).into_boxed_str());
         let sub = sub.clone().name(name).bin_name(name);
+        let nested = sub.has_subcommands();
         let mut page = Vec::new();
         let man = clap_mangen::Man::new(sub);
         man.render_name_section(&mut page)
             .and_then(|_| man.render_synopsis_section(&mut page))
             .and_then(|_| man.render_options_section(&mut page))
-            .and_then(|_| man.render_subcommands_section(&mut page))
+            .and_then(|_| {
+                if nested {
+                    man.render_subcommands_section(&mut page)
+                } else {
+                    Ok(())
+                }
+            })
             .with_context(|| format!("rendering the manual section of {name}"))?;
         buf.extend_from_slice(&page);
     }
