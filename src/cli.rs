@@ -45,6 +45,9 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Exit 1 when OVERDUE, when the last cycle failed or the state cannot be read (for scripts).
+        #[arg(long)]
+        check: bool,
     },
     /// The cumulative stats file, readable.
     Stats {
@@ -170,6 +173,64 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Install the scheduled job (LaunchAgent or systemd user timer) for this binary and config, and load it.
+    Install {
+        /// Which scheduler.
+        #[command(flatten)]
+        target: SchedulerArg,
+        /// Seconds between cycles (default: agent.schedule_interval_secs, 300).
+        #[arg(long, value_name = "SECS")]
+        interval: Option<u64>,
+        /// Print each file after a `# <path>` line; write and load nothing.
+        #[arg(long)]
+        print: bool,
+        /// Replace job files that exist and differ.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Unload the scheduled job and remove its files (state, logs and config stay).
+    Uninstall {
+        /// Which scheduler.
+        #[command(flatten)]
+        target: SchedulerArg,
+    },
+    /// Unload and load the scheduled job again (after a running cycle ends) and check it is loaded.
+    Restart {
+        /// Which scheduler.
+        #[command(flatten)]
+        target: SchedulerArg,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `ops-agent man | man -l -`.
+    Man,
+}
+
+/// `--launchd` or `--systemd`, exactly one.
+#[derive(Debug, Clone, Copy, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct SchedulerArg {
+    /// A LaunchAgent in your gui/<uid> domain (macOS).
+    #[arg(long)]
+    pub launchd: bool,
+    /// A systemd user service and timer (Linux).
+    #[arg(long)]
+    pub systemd: bool,
+}
+
+impl SchedulerArg {
+    /// The scheduler chosen.
+    pub fn scheduler(self) -> crate::schedule::Scheduler {
+        if self.launchd {
+            crate::schedule::Scheduler::Launchd
+        } else {
+            crate::schedule::Scheduler::Systemd
+        }
+    }
 }
 
 /// `ops-agent mm ...`.

@@ -28,6 +28,7 @@ pub mod ollama;
 pub mod paths;
 pub mod process;
 pub mod report;
+pub mod schedule;
 pub mod secret;
 pub mod state;
 pub mod store;

@@ -20,6 +20,24 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, Layer};
 
+/// The target of events that go to the activity log only: an error the
+/// caller also prints to stderr itself (once, as `ops-agent: …`) would
+/// otherwise be printed twice there.
+pub const FILE_ONLY: &str = "ops_agent::file_only";
+
+/// Whether to colour stderr: only on a terminal, and never when `NO_COLOR`
+/// is set to anything non-empty (no-color.org). Pure.
+pub fn use_color(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+fn stderr_color() -> bool {
+    use_color(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -56,8 +74,9 @@ pub fn init(format: LogFormat, level: LevelFilter, log_file: Option<&Path>) -> R
     } else {
         level.min(LevelFilter::WARN)
     };
-    let stderr_layer =
-        layer(format, std::io::stderr, std::io::stderr().is_terminal()).with_filter(stderr_level);
+    let stderr_layer = layer(format, std::io::stderr, stderr_color())
+        .with_filter(stderr_level)
+        .with_filter(not_file_only());
     let file_layer = file.map(|f| layer(format, Mutex::new(f), false).with_filter(level));
     tracing_subscriber::registry()
         .with(stderr_layer)
@@ -70,8 +89,17 @@ pub fn init(format: LogFormat, level: LevelFilter, log_file: Option<&Path>) -> R
 /// activity log cannot be opened).
 pub fn init_stderr_only(format: LogFormat, level: LevelFilter) {
     let _ = tracing_subscriber::registry()
-        .with(layer(format, std::io::stderr, std::io::stderr().is_terminal()).with_filter(level))
+        .with(
+            layer(format, std::io::stderr, stderr_color())
+                .with_filter(level)
+                .with_filter(not_file_only()),
+        )
         .try_init();
+}
+
+fn not_file_only() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool>
+{
+    tracing_subscriber::filter::filter_fn(|m| m.target() != FILE_ONLY)
 }
 
 fn layer<S, W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
@@ -163,6 +191,16 @@ mod tests {
             "{text}"
         );
         assert!(text.starts_with(|c: char| c.is_ascii_digit()), "{text}");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(use_color(true, None));
+        assert!(!use_color(false, None));
+        assert!(!use_color(true, Some(OsStr::new("1"))));
+        // An empty NO_COLOR does not count (no-color.org).
+        assert!(use_color(true, Some(OsStr::new(""))));
     }
 
     #[test]

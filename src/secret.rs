@@ -4,9 +4,15 @@
 //! variable or an owner-only file. [`Secret`] redacts itself in `Debug` and
 //! `Display`, so a secret that ends up in a `tracing` field or an error
 //! message prints as `***` instead of its value.
+//!
+//! A scheduled job (launchd, a systemd timer, a Kubernetes CronJob) starts
+//! with a bare environment, so a variable exported in the operator's shell
+//! never reaches it: owner-only files are the first-class source, and
+//! [`SecretRef`] names which one a section will read, so `install` and
+//! `doctor` can check it before a cycle needs it.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -51,30 +57,105 @@ impl Secret {
         }
     }
 
-    /// Reads a secret from a file that only its owner may read: a file that
-    /// group or others can read is refused, because a secret there is
-    /// already leaked to every local user.
+    /// Reads a secret from a file that only its owner may read (`~/`
+    /// expands to the home directory): a file that group or others can
+    /// read is refused, because a secret there is already leaked to every
+    /// local user, and so is one owned by another user, who could change
+    /// it under us.
     pub fn from_file(path: &Path) -> Result<Self> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            let meta = std::fs::metadata(path)
-                .with_context(|| format!("reading secret file {}", path.display()))?;
-            if meta.mode() & 0o077 != 0 {
-                bail!(
-                    "secret file {} has mode {:o}; it must be owner-only (chmod 600)",
-                    path.display(),
-                    meta.mode() & 0o777
-                );
-            }
-        }
-        let text = std::fs::read_to_string(path)
+        let path = crate::paths::expand_tilde(&path.to_string_lossy());
+        check_file(&path)?;
+        let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading secret file {}", path.display()))?;
         let value = text.trim();
         if value.is_empty() {
             bail!("secret file {} is empty", path.display());
         }
         Ok(Secret(value.to_string()))
+    }
+}
+
+/// Checks what a reader of a secret file relies on: a regular file (a
+/// symlink is followed, as `chmod 600` users expect, and its target is
+/// checked), owned by us, owner-only. The content is not read.
+pub fn check_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("reading secret file {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("secret file {} is not a regular file", path.display());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        bail!(
+            "secret file {} is owned by uid {}, not by us (uid {me}); chown it",
+            path.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o077 != 0 {
+        bail!(
+            "secret file {} has mode {:o}; it must be owner-only (chmod 600)",
+            path.display(),
+            meta.mode() & 0o777
+        );
+    }
+    Ok(())
+}
+
+/// Where a configured secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable (its name).
+    Env(String),
+    /// An owner-only file (as configured; `~/` expands when read).
+    File(PathBuf),
+}
+
+/// The secret a config section will read, and the key that says so
+/// (`mattermost.token_file`), for checks made before it is needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    /// The config key naming the source.
+    pub key: &'static str,
+    /// The variable or file.
+    pub source: SecretSource,
+}
+
+impl SecretRef {
+    /// A secret held in the environment variable `name`.
+    pub fn env(key: &'static str, name: &str) -> SecretRef {
+        SecretRef {
+            key,
+            source: SecretSource::Env(name.to_string()),
+        }
+    }
+
+    /// A secret held in the file at `path`.
+    pub fn file(key: &'static str, path: &Path) -> SecretRef {
+        SecretRef {
+            key,
+            source: SecretSource::File(path.to_path_buf()),
+        }
+    }
+
+    /// Reads the secret; errors name the key, the variable or the file,
+    /// never the value.
+    pub fn read(&self) -> Result<Secret> {
+        match &self.source {
+            SecretSource::Env(name) => Secret::from_env(name),
+            SecretSource::File(path) => Secret::from_file(path),
+        }
+        .context(self.key)
+    }
+
+    /// `env OPS_AGENT_MM_TOKEN` or `file ~/.config/ops-agent/mm-token`.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            SecretSource::Env(name) => format!("env {name}"),
+            SecretSource::File(path) => format!("file {}", path.display()),
+        }
     }
 }
 
@@ -100,6 +181,36 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(format!("{s}"), "***");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn a_secret_ref_reads_its_source_and_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tok");
+        let r = SecretRef::file("mattermost.token_file", &p);
+        let err = format!("{:#}", r.read().unwrap_err());
+        assert!(
+            err.starts_with("mattermost.token_file: reading secret file"),
+            "{err}"
+        );
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)
+                .unwrap();
+        }
+        std::fs::write(&p, " s3cret\n").unwrap();
+        assert_eq!(r.read().unwrap().expose(), "s3cret");
+        assert_eq!(r.describe(), format!("file {}", p.display()));
+        let e = SecretRef::env("planka.password_env", "OPS_AGENT_SECRET_TEST_UNSET_4F1");
+        let err = format!("{:#}", e.read().unwrap_err());
+        assert_eq!(
+            err,
+            "planka.password_env: environment variable OPS_AGENT_SECRET_TEST_UNSET_4F1 is not set"
+        );
     }
 
     #[cfg(unix)]

@@ -52,6 +52,7 @@ fn setup(sock: &str) -> (HealthContext, DockerClient) {
     let ctx = HealthContext::new(&HealthConfig {
         reprobe_pause_ms: 200,
         docker_host: Some(host.clone()),
+        ..Default::default()
     });
     let client = DockerClient::connect(&DockerHost::parse(&host).unwrap()).unwrap();
     (ctx, client)

@@ -44,6 +44,7 @@ fn ctx() -> HealthContext {
     HealthContext::new(&HealthConfig {
         reprobe_pause_ms: 10,
         docker_host: Some("tcp://127.0.0.1:1".into()),
+        ..Default::default()
     })
 }
 

@@ -258,8 +258,7 @@ async fn poll_stage(
     let client = match mattermost::Client::from_config(cfg, settings.token_cache) {
         Ok(c) => c,
         Err(e) => {
-            let why = format!("not configured: {e:#}");
-            report.push("mattermost", Outcome::Skipped(why), elapsed_ms(t));
+            report.push("mattermost", credential_outcome(cfg, &e), elapsed_ms(t));
             return (since_ms, None, None);
         }
     };
@@ -345,6 +344,22 @@ fn audit_skips(outcome: &PollOutcome, since_ms: i64) {
                 reason: s.reason.into(),
             });
         }
+    }
+}
+
+/// The chat stage's outcome when no client could be built: the config
+/// names teams, so chat is wanted and a missing or unreadable token is a
+/// degradation an operator must see (a scheduled job without the token
+/// would otherwise report `cycle ok` forever); without teams in a file it
+/// is an option left unconfigured.
+fn credential_outcome(cfg: &MattermostConfig, e: &anyhow::Error) -> Outcome {
+    if cfg.required {
+        tracing::warn!(
+            "Mattermost is configured but has no usable credentials, chat skipped: {e:#}"
+        );
+        Outcome::Degraded(format!("no usable credentials: {e:#}"))
+    } else {
+        Outcome::Skipped(format!("not configured: {e:#}"))
     }
 }
 
@@ -706,5 +721,28 @@ fn move_cursor(
         // No credentials: nothing to read, and nothing before now is unhandled.
         (false, None) => *p.cursor = Some(now_ms),
         (true, None) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_credentials_degrade_only_when_chat_is_required() {
+        let e = anyhow::anyhow!("environment variable OPS_AGENT_MM_TOKEN is not set")
+            .context("mattermost.token_env");
+        for (required, word) in [(false, "skipped"), (true, "degraded")] {
+            let cfg = MattermostConfig {
+                required,
+                ..MattermostConfig::default()
+            };
+            let o = credential_outcome(&cfg, &e);
+            assert_eq!(o.word(), word, "required={required}");
+            assert!(
+                o.detail().contains("OPS_AGENT_MM_TOKEN is not set"),
+                "{o:?}"
+            );
+        }
     }
 }

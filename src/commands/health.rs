@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use chrono::Utc;
 
-use super::runtime;
+use super::{runtime, usage};
 use crate::config::Config;
 use crate::fix::{self, FixHistory, FixOptions};
 use crate::health::{self, view, HealthContext};
@@ -25,7 +25,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 /// fixed or saved); exit 1 when something is critical.
 pub fn health(config: &Config, json: bool, check: Option<&str>) -> Result<ExitCode> {
     let checks = match check {
-        Some(name) => view::select_checks(&config.checks, name)?,
+        Some(name) => view::select_checks(&config.checks, name).map_err(usage)?,
         None => config.checks.clone(),
     };
     let ctx = HealthContext::new(&config.health);
@@ -52,6 +52,9 @@ pub fn fix(
     opts: FixOptions,
     json: bool,
 ) -> Result<ExitCode> {
+    if config.checks.service_fix(service).is_none() {
+        return Err(usage(fix::no_fix_for(&config.checks, service)));
+    }
     let _lock = if opts.dry_run {
         None
     } else {
@@ -104,6 +107,7 @@ pub fn history(config: &Config, json: bool) -> Result<ExitCode> {
 /// `explain <check>`: streaks, last results, parent, budget, attempts, and
 /// why the agent would or would not act now; from saved state only.
 pub fn explain(config: &Config, name: &str, json: bool) -> Result<ExitCode> {
+    view::select_checks(&config.checks, name).map_err(usage)?;
     let runtime_state: RuntimeState = store::peek(&config.paths.state)?.unwrap_or_default();
     let history: FixHistory = store::peek(&config.paths.fix_history)?.unwrap_or_default();
     let now = Utc::now();

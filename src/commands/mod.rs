@@ -8,14 +8,16 @@
 //! | ---- | ------- |
 //! | 0    | the cycle ran (even degraded), or the command succeeded |
 //! | 1    | fatal: the cycle could not run or its state could not be saved; `mm status`: Mattermost not usable; `doctor`: a check failed; `health`: something is critical; `fix`: the fix ran and did not verify |
-//! | 2    | command-line usage error (clap) |
+//! | 2    | usage error: clap's, or a name or value the command cannot use (no such check, a bad duration, an install that would overwrite a different file) |
 //! | 75   | another cycle holds the lock (EX_TEMPFAIL: try again later) |
 //! | 78   | bad configuration (EX_CONFIG) |
 
 pub mod audit;
 pub mod classify;
+pub mod docs;
 pub mod doctor;
 pub mod health;
+pub mod install;
 pub mod mm;
 pub mod reset;
 pub mod silence;
@@ -37,6 +39,8 @@ pub use status::{render_status, StatusView};
 
 /// Exit code: fatal error.
 pub const EXIT_FATAL: u8 = 1;
+/// Exit code: a usage error (as clap's own).
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code: another cycle holds the lock.
 pub const EXIT_LOCKED: u8 = 75;
 /// Exit code: bad configuration.
@@ -52,6 +56,11 @@ pub fn main(cli: Cli) -> ExitCode {
     {
         print!("{}", crate::config::EXAMPLE);
         return ExitCode::SUCCESS;
+    }
+    match &command {
+        Command::Completions { shell } => return finish(docs::completions(*shell)),
+        Command::Man => return finish(docs::man()),
+        _ => {}
     }
     let (config, source) = match Config::locate_and_load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -81,6 +90,9 @@ pub fn main(cli: Cli) -> ExitCode {
             | Command::Reset { .. }
             | Command::Fix { history: false, .. }
             | Command::Silence { list: false, .. }
+            | Command::Install { print: false, .. }
+            | Command::Uninstall { .. }
+            | Command::Restart { .. }
     );
     if writes_log {
         if let Err(e) = logging::init(cli.log_format, level, Some(&config.paths.log)) {
@@ -95,7 +107,7 @@ pub fn main(cli: Cli) -> ExitCode {
     }
     let result = match command {
         Command::RunOnce { dry_run } => run_once(&config, &source, dry_run),
-        Command::Status { json } => status::run(&config, json),
+        Command::Status { json, check } => status::run(&config, json, check),
         Command::Stats { json, prometheus } => stats::run(&config, json, prometheus),
         Command::Reset { yes } => reset::run(&config, yes),
         Command::Classify { text, no_llm, json } => classify::run(&config, &text, no_llm, json),
@@ -167,8 +179,45 @@ pub fn main(cli: Cli) -> ExitCode {
             check,
             json,
         } => audit::run(&config, since, post, check, json),
+        Command::Install {
+            target,
+            interval,
+            print,
+            force,
+        } => install::install(
+            &config,
+            &source,
+            install::InstallOptions {
+                scheduler: target.scheduler(),
+                interval_secs: interval,
+                print,
+                force,
+            },
+        ),
+        Command::Uninstall { target } => install::uninstall(&config, target.scheduler()),
+        Command::Restart { target } => install::restart(&config, target.scheduler()),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     };
     finish(result)
+}
+
+/// A mistake in what was asked (an unknown check, a bad duration, a file
+/// install must not overwrite): exit 2 like clap's own usage errors, so a
+/// script can tell it from exit 1 ("something is critical", "failed").
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Marks an error as a usage error (its whole chain becomes the message).
+pub(crate) fn usage(e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(UsageError(format!("{e:#}")))
 }
 
 /// Turns a command's result into the exit code, reporting the error.
@@ -181,11 +230,17 @@ fn finish(result: Result<ExitCode>) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             if let Some(held) = e.downcast_ref::<LockHeld>() {
-                tracing::warn!("Not starting: {held}.");
+                tracing::warn!(target: logging::FILE_ONLY, "Not starting: {held}.");
                 eprintln!("ops-agent: {held}");
                 return ExitCode::from(EXIT_LOCKED);
             }
-            tracing::error!("{e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                eprintln!("ops-agent: {e:#}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            // Once on stderr; the activity log (when this command writes
+            // one) gets its own copy.
+            tracing::error!(target: logging::FILE_ONLY, "{e:#}");
             eprintln!("ops-agent: {e:#}");
             ExitCode::from(EXIT_FATAL)
         }

@@ -4,9 +4,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use chrono::Utc;
 
+use super::usage;
 use crate::config::Config;
 use crate::escalate::silence;
 use crate::state::RuntimeState;
@@ -50,7 +51,9 @@ pub fn run(config: &Config, request: Request<'_>, json: bool) -> Result<ExitCode
     let (changed, cleared_by) = match request {
         Request::Add(target, duration, reason) => {
             if reason.trim().is_empty() {
-                bail!("a silence needs a --reason, so the team knows why alerts stopped");
+                return Err(usage(anyhow::anyhow!(
+                    "a silence needs a --reason, so the team knows why alerts stopped"
+                )));
             }
             let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
             let s = silence::cli_add(
@@ -61,12 +64,13 @@ pub fn run(config: &Config, request: Request<'_>, json: bool) -> Result<ExitCode
                 reason,
                 &by,
                 now_ms,
-            )?;
+            )
+            .map_err(usage)?;
             tracing::warn!(target = %s.target, by = %s.by, "Silence created: {}", s.line(now_ms));
             (s, None)
         }
         Request::Clear(id) => {
-            let s = silences.clear(id, now_ms)?;
+            let s = silences.clear(id, now_ms).map_err(usage)?;
             tracing::info!("Silence cleared: {}", s.line(now_ms));
             (
                 s,

@@ -2,10 +2,9 @@
 //! `--prometheus`, the metrics textfile's content, rendered from the same
 //! stats and state files the cycle wrote it from.
 
-use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
@@ -16,58 +15,99 @@ use crate::store;
 /// missing file prints zeros.
 pub fn run(config: &Config, json: bool, prometheus: bool) -> Result<ExitCode> {
     let stats: Stats = store::peek(&config.paths.stats)?.unwrap_or_default();
-    let mut out = std::io::stdout().lock();
     if prometheus {
         let runtime: RuntimeState = store::peek(&config.paths.state)?.unwrap_or_default();
-        let text = crate::observe::metrics::render(&stats.metrics(&runtime));
-        out.write_all(text.as_bytes()).context("writing metrics")?;
-        return Ok(ExitCode::SUCCESS);
+        super::print_text(&crate::observe::metrics::render(&stats.metrics(&runtime)))?;
+    } else if json {
+        super::print_json(&stats, "stats")?;
+    } else {
+        super::print_text(&render(&stats, &config.paths.stats.display().to_string()))?;
     }
-    if json {
-        serde_json::to_writer_pretty(&mut out, &stats).context("writing stats")?;
-        writeln!(out)?;
-        return Ok(ExitCode::SUCCESS);
-    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text form: one `name  value` row each, the name column as wide as
+/// the longest counter name (at least 16), so long names such as
+/// `incident_recovery_ms_total` never push their value out of line. Pure.
+pub fn render(stats: &Stats, path: &str) -> String {
     let when = |t: Option<DateTime<Utc>>| {
         t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_else(|| "never".into())
     };
-    writeln!(out, "stats file       {}", config.paths.stats.display())?;
-    writeln!(out, "since            {}", when(stats.since))?;
-    writeln!(out, "last cycle       {}", when(stats.last_cycle_at))?;
-    writeln!(
-        out,
-        "cycles           {} ({} degraded, {} failed, {} hit the deadline)",
-        stats.cycles, stats.cycles_degraded, stats.cycles_failed, stats.deadline_hits
-    )?;
     let checks: Vec<String> = stats
         .checks
         .iter()
         .map(|(k, v)| format!("{v} {k}"))
         .collect();
-    writeln!(
-        out,
-        "check results    {}",
-        if checks.is_empty() {
-            "none".into()
-        } else {
-            checks.join(", ")
-        }
-    )?;
-    for (k, v) in &stats.counters {
-        writeln!(out, "{k:<16} {v}")?;
-    }
+    let mut rows: Vec<(String, String)> = vec![
+        ("stats file".into(), path.to_string()),
+        ("since".into(), when(stats.since)),
+        ("last cycle".into(), when(stats.last_cycle_at)),
+        (
+            "cycles".into(),
+            format!(
+                "{} ({} degraded, {} failed, {} hit the deadline)",
+                stats.cycles, stats.cycles_degraded, stats.cycles_failed, stats.deadline_hits
+            ),
+        ),
+        (
+            "check results".into(),
+            if checks.is_empty() {
+                "none".into()
+            } else {
+                checks.join(", ")
+            },
+        ),
+    ];
+    rows.extend(
+        stats
+            .counters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string())),
+    );
     for (stage, outcomes) in &stats.stages {
         let o: Vec<String> = outcomes.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        writeln!(out, "stage {stage:<10} {}", o.join(", "))?;
+        rows.push((format!("stage {stage}"), o.join(", ")));
     }
     if let Some(h) = &stats.heartbeat {
-        writeln!(
-            out,
-            "heartbeat        {} at {}",
-            h.line(),
-            crate::time::rfc3339_ms(h.at_ms)
-        )?;
+        rows.push((
+            "heartbeat".into(),
+            format!("{} at {}", h.line(), crate::time::rfc3339_ms(h.at_ms)),
+        ));
     }
-    Ok(ExitCode::SUCCESS)
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0).max(16);
+    rows.iter().map(|(k, v)| format!("{k:<w$} {v}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_counter_names_keep_the_columns() {
+        let mut s = Stats {
+            cycles: 3,
+            ..Stats::default()
+        };
+        s.counters
+            .insert("incident_recovery_ms_total".into(), 91_000);
+        s.counters.insert("posts_handled".into(), 7);
+        let text = render(&s, "/x/ops.json");
+        // Every value starts in the column after the longest name.
+        let w = "incident_recovery_ms_total".len();
+        for l in text.lines() {
+            assert!(
+                l.as_bytes()[w] == b' ' && l.as_bytes()[w + 1] != b' ',
+                "not aligned at {w}: {l:?}\n{text}"
+            );
+        }
+        assert!(
+            text.contains("incident_recovery_ms_total 91000\n"),
+            "{text}"
+        );
+        assert!(text.contains("cycles                     3 ("), "{text}");
+        // Short names keep the historical 16-wide column.
+        let short = render(&Stats::default(), "/x");
+        assert!(short.contains("cycles           0 ("), "{short}");
+    }
 }

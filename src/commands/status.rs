@@ -57,14 +57,17 @@ pub struct StatusView {
     pub problems: Vec<String>,
 }
 
-/// Prints the status (text or JSON); always exit 0, problems are shown.
-pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
+/// Prints the status (text or JSON). Exit 0, problems are shown; with
+/// `check`, exit 1 when [`check_failures`] finds any (said on stderr).
+pub fn run(config: &Config, json: bool, check: bool) -> Result<ExitCode> {
     let now = Utc::now();
     let mut problems = Vec::new();
     let runtime: Option<RuntimeState> = match store::peek(&config.paths.state) {
         Ok(s) => s,
         Err(e) => {
-            problems.push(format!("{e:#} (the next cycle sets it aside)"));
+            let planted = std::fs::symlink_metadata(&config.paths.state)
+                .is_ok_and(|m| m.file_type().is_symlink() || !owned_by_us(&m));
+            problems.push(state_problem(&format!("{e:#}"), planted));
             None
         }
     };
@@ -123,7 +126,57 @@ pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
     } else {
         write!(out, "{}", render_status(&view, now))?;
     }
+    let failures = check_failures(&view);
+    if check && !failures.is_empty() {
+        eprintln!("ops-agent: status check: {}", failures.join("; "));
+        return Ok(ExitCode::from(super::EXIT_FATAL));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `status --check` fails on: a missed schedule, a failed last
+/// cycle, state that cannot be read. Degraded cycles pass: they ran. Pure.
+pub fn check_failures(v: &StatusView) -> Vec<String> {
+    let mut out = Vec::new();
+    if v.overdue {
+        out.push(match v.last_check_age_secs {
+            Some(a) => format!(
+                "OVERDUE: the last cycle saved state {} ago, expected one every {} s",
+                human_age(a),
+                v.schedule_interval_secs
+            ),
+            None => "OVERDUE: no cycle has saved state yet".to_string(),
+        });
+    }
+    if v.last_cycle
+        .as_ref()
+        .is_some_and(|c| c.overall() == "failed")
+    {
+        out.push("the last cycle failed (see `ops-agent status`)".into());
+    }
+    out.extend(v.problems.iter().cloned());
+    out
+}
+
+/// What to do about a state file that cannot be read: a planted symlink or
+/// another user's file is refused by every cycle until someone removes it
+/// (its target is never touched); a file that does not parse is set aside
+/// by the next cycle. Pure.
+pub fn state_problem(error: &str, planted: bool) -> String {
+    if planted {
+        format!(
+            "{error} (every cycle refuses to run until it is removed: find out who put it \
+             there, delete it, then run `ops-agent run-once`)"
+        )
+    } else {
+        format!("{error} (the next cycle sets it aside and starts fresh)")
+    }
+}
+
+fn owned_by_us(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    m.uid() == unsafe { libc::geteuid() }
 }
 
 /// The text form of `status`.
@@ -289,6 +342,64 @@ pub(crate) fn human_age(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn view(age: Option<i64>, overdue: bool) -> StatusView {
+        StatusView {
+            state_file: "/tmp/s.json".into(),
+            has_run: age.is_some(),
+            last_cycle: None,
+            last_cycle_at: None,
+            last_check_ms: age.map(|_| 0),
+            last_check_age_secs: age,
+            overdue,
+            schedule_interval_secs: crate::time::Secs::new(300),
+            lock_holder: None,
+            set_aside: vec![],
+            outbox: vec![],
+            posts_in_progress: 0,
+            uncertain_tasks: vec![],
+            incidents: vec![],
+            silences: vec![],
+            problems: vec![],
+            heartbeat: None,
+            heartbeat_configured: false,
+        }
+    }
+
+    #[test]
+    fn check_fails_on_overdue_failed_or_unreadable_only() {
+        use crate::report::{CycleReport, Outcome};
+        assert!(check_failures(&view(Some(60), false)).is_empty());
+        let f = check_failures(&view(Some(900), true));
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].starts_with("OVERDUE: the last cycle saved state 15m ago"),
+            "{f:?}"
+        );
+        assert_eq!(
+            check_failures(&view(None, true)),
+            ["OVERDUE: no cycle has saved state yet"]
+        );
+        let mut degraded = view(Some(60), false);
+        let mut report = CycleReport::default();
+        report.push("mattermost", Outcome::Degraded("down".into()), 1);
+        degraded.last_cycle = Some(report.clone());
+        assert!(check_failures(&degraded).is_empty(), "a degraded cycle ran");
+        report.push("save", Outcome::Failed("disk full".into()), 1);
+        degraded.last_cycle = Some(report);
+        assert_eq!(check_failures(&degraded).len(), 1);
+        let mut broken = view(Some(60), false);
+        broken.problems.push("x".into());
+        assert_eq!(check_failures(&broken), ["x"]);
+    }
+
+    #[test]
+    fn a_planted_state_file_is_not_promised_to_be_set_aside() {
+        let p = state_problem("refusing to use /tmp/s.json: it is a symlink", true);
+        assert!(p.contains("refuses to run until it is removed") && !p.contains("sets it aside"));
+        let p = state_problem("/tmp/s.json is not valid JSON", false);
+        assert!(p.ends_with("(the next cycle sets it aside and starts fresh)"));
+    }
 
     #[test]
     fn outbox_lines_say_what_when_and_why() {

@@ -26,6 +26,7 @@ use crate::intel::IntelConfig;
 use crate::mattermost::MattermostConfig;
 use crate::observe::{HeartbeatConfig, LogConfig, MetricsConfig};
 use crate::ollama::OllamaConfig;
+use crate::schedule::ScheduleConfig;
 use crate::tasks::mc::McConfig;
 use crate::tasks::planka::PlankaConfig;
 use crate::tasks::BillingConfig;
@@ -80,6 +81,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Health checks; absent means the runbook's system checks.
     pub checks: Checks,
+    /// `[schedule]`: the names the scheduled job is installed under.
+    pub schedule: ScheduleConfig,
 }
 
 /// The runbook defaults, checked.
@@ -153,7 +156,11 @@ impl Config {
     pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("config file {origin}: {}", errors::describe(text, &e)))?;
-        raw.check().with_context(|| format!("config file {origin}"))
+        let mut config = raw
+            .check()
+            .with_context(|| format!("config file {origin}"))?;
+        config.mattermost.required = names_mattermost_teams(text);
+        Ok(config)
     }
 
     /// The effective config as TOML, for `config check`. Nothing secret is
@@ -163,6 +170,16 @@ impl Config {
     }
 }
 
+/// Whether the file sets `[mattermost] teams`: an operator who names the
+/// teams wants chat, so a missing token is then a degradation to report,
+/// not an unconfigured option to skip quietly.
+fn names_mattermost_teams(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("mattermost")?.get("teams").cloned())
+        .is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,8 +187,32 @@ mod tests {
 
     #[test]
     fn example_is_the_defaults() {
-        let parsed = Config::from_toml(EXAMPLE, "config_example.toml").unwrap();
+        let mut parsed = Config::from_toml(EXAMPLE, "config_example.toml").unwrap();
+        // The two ways the example differs from the built-in defaults: it
+        // names the teams (so chat is required) and reads the token from
+        // an owner-only file, the one source a scheduled job can reach.
+        assert!(parsed.mattermost.required);
+        assert_eq!(
+            parsed.mattermost.token_file,
+            Some(PathBuf::from("~/.config/ops-agent/mm-token"))
+        );
+        parsed.mattermost.required = false;
+        parsed.mattermost.token_file = None;
         assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn chat_is_required_when_the_file_names_teams() {
+        let required = |text: &str| {
+            Config::from_toml(text, "x.toml")
+                .unwrap()
+                .mattermost
+                .required
+        };
+        assert!(!required(""));
+        assert!(!required("[mattermost]\nurl = \"http://mm:8065\"\n"));
+        assert!(required("[mattermost]\nteams = [\"basic\"]\n"));
+        assert!(!Config::default().mattermost.required);
     }
 
     #[test]

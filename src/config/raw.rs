@@ -13,6 +13,7 @@ use crate::intel::IntelConfig;
 use crate::mattermost::MattermostConfig;
 use crate::observe::{HeartbeatConfig, LogConfig, MetricsConfig};
 use crate::ollama::OllamaConfig;
+use crate::schedule::ScheduleConfig;
 use crate::tasks::mc::McConfig;
 use crate::tasks::planka::PlankaConfig;
 use crate::tasks::BillingConfig;
@@ -55,6 +56,8 @@ pub struct RawConfig {
     pub log: LogConfig,
     /// Health checks; absent means the runbook's system checks.
     pub checks: Vec<CheckConfig>,
+    /// `[schedule]`: the names the scheduled job is installed under.
+    pub schedule: ScheduleConfig,
 }
 
 impl Default for RawConfig {
@@ -76,6 +79,7 @@ impl Default for RawConfig {
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
             checks: CheckConfig::defaults(),
+            schedule: ScheduleConfig::default(),
         }
     }
 }
@@ -123,6 +127,8 @@ impl RawConfig {
         log.expand();
         let checks = Checks::new(self.checks);
         checks.validate()?;
+        self.health.validate_engine_refs(checks.configured())?;
+        self.schedule.validate()?;
         Ok(Config {
             agent: self.agent,
             paths,
@@ -140,6 +146,7 @@ impl RawConfig {
             metrics: self.metrics,
             log,
             checks,
+            schedule: self.schedule,
         })
     }
 }

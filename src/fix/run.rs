@@ -83,6 +83,23 @@ impl FixReport {
     }
 }
 
+/// The error for a service without a configured fix, naming those with one.
+pub fn no_fix_for(checks: &Checks, service: &str) -> anyhow::Error {
+    let known: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.fix.is_some())
+        .map(|c| c.service())
+        .collect();
+    anyhow::anyhow!(
+        "no fix is configured for service '{service}' (services with a fix: {})",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
 /// Runs the action once, under its timeout. Returns what was done.
 ///
 /// A `command` runs through [`crate::process::run_argv`], the crate's one
@@ -97,7 +114,7 @@ pub async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -
     let no_result = || format!("{what}: no result within {}s", spec.timeout_secs);
     match spec.action {
         FixAction::RestartContainer => {
-            let docker = ctx.docker.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let docker = ctx.docker_for(check).map_err(anyhow::Error::msg)?;
             let restart = docker.restart(
                 check.container.as_deref().unwrap_or_default(),
                 RESTART_STOP_SECS,
@@ -159,7 +176,7 @@ pub async fn act_and_verify(
     verify: &CheckConfig,
     spec: &FixSpec,
 ) -> (Outcome, String, Option<CheckResult>) {
-    let before = match (&ctx.docker, spec.action) {
+    let before = match (ctx.docker_for(check), spec.action) {
         (Ok(d), FixAction::RestartContainer) => d
             .inspect(check.container.as_deref().unwrap_or_default())
             .await
@@ -495,19 +512,7 @@ pub async fn run_manual(
     now: DateTime<Utc>,
 ) -> Result<(FixReport, Option<SetAside>)> {
     let Some((check, spec)) = checks.service_fix(service) else {
-        let known: Vec<&str> = checks
-            .iter()
-            .filter(|c| c.fix.is_some())
-            .map(|c| c.service())
-            .collect();
-        bail!(
-            "no fix is configured for service '{service}' (services with a fix: {})",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        );
+        return Err(no_fix_for(checks, service));
     };
     let (mut history, notice) = FixHistory::load(history_path, now)?;
     let results = health::run_all(ctx, checks).await;

@@ -122,6 +122,10 @@ pub struct CheckConfig {
     /// docker: the container's name or id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// docker, docker_engine: the engine under `[health.engines]` (absent:
+    /// the default engine, `[health] docker_host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// http: the URL to request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -188,6 +192,7 @@ impl CheckConfig {
             warn_pct: None,
             critical_pct: None,
             container: None,
+            engine: None,
             url: None,
             method: None,
             expect_status: None,
@@ -251,6 +256,7 @@ impl CheckConfig {
         add(self.warn_pct.is_some(), "warn_pct");
         add(self.critical_pct.is_some(), "critical_pct");
         add(self.container.is_some(), "container");
+        add(self.engine.is_some(), "engine");
         add(self.url.is_some(), "url");
         add(self.method.is_some(), "method");
         add(self.expect_status.is_some(), "expect_status");
@@ -275,8 +281,8 @@ impl CheckConfig {
         let (allowed, required): (&[&str], Option<&str>) = match self.kind {
             CheckKind::Disk => (&["path", "warn_pct", "critical_pct"], Some("path")),
             CheckKind::Memory => (&["warn_pct", "critical_pct"], None),
-            CheckKind::Docker => (&["container"], Some("container")),
-            CheckKind::DockerEngine => (&[], None),
+            CheckKind::Docker => (&["container", "engine"], Some("container")),
+            CheckKind::DockerEngine => (&["engine"], None),
             CheckKind::Http => (
                 &[
                     "url",
@@ -386,8 +392,8 @@ impl CheckConfig {
 }
 
 /// Checks what single tables cannot: unique names, parents that exist, no
-/// parent cycles, at most one `docker_engine` check, and the implicit engine
-/// check's name left free. [`Checks::validate`] calls this after
+/// parent cycles, at most one `docker_engine` check per engine, and the
+/// implicit engine checks' names left free. [`Checks::validate`] calls this after
 /// each table's own [`CheckConfig::validate`].
 pub fn validate_checks(checks: &[CheckConfig]) -> Result<()> {
     let mut names = BTreeSet::new();
@@ -399,40 +405,41 @@ pub fn validate_checks(checks: &[CheckConfig]) -> Result<()> {
             );
         }
     }
-    let engines: Vec<_> = checks
-        .iter()
-        .filter(|c| c.kind == CheckKind::DockerEngine)
-        .collect();
-    if engines.len() > 1 {
-        bail!(
-            "checks: only one check may have kind 'docker_engine', found {}",
-            engines
-                .iter()
-                .map(|c| format!("'{}'", c.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    let has_docker = checks.iter().any(|c| c.kind == CheckKind::Docker);
-    if has_docker && engines.is_empty() {
-        if let Some((i, c)) = checks
-            .iter()
-            .enumerate()
-            .find(|(_, c)| c.name == IMPLICIT_ENGINE_CHECK)
-        {
+    // One engine check per engine; the implicit one's name stays free.
+    let mut explicit: BTreeMap<Option<&str>, &CheckConfig> = BTreeMap::new();
+    for c in checks.iter().filter(|c| c.kind == CheckKind::DockerEngine) {
+        let key = c.engine.as_deref();
+        if let Some(other) = explicit.insert(key, c) {
             bail!(
-                "checks[{i}] (\"{}\"): the name '{IMPLICIT_ENGINE_CHECK}' is reserved for the implicit Docker engine check; give it kind 'docker_engine' or another name",
+                "checks: only one check may have kind 'docker_engine' for {}, found '{}' and '{}'",
+                engine_words(key),
+                other.name,
                 c.name
             );
         }
+    }
+    let implicit: BTreeSet<String> = checks
+        .iter()
+        .filter(|c| c.kind == CheckKind::Docker && !explicit.contains_key(&c.engine.as_deref()))
+        .map(|c| implicit_engine_check(c.engine.as_deref()))
+        .collect();
+    if let Some((i, c)) = checks
+        .iter()
+        .enumerate()
+        .find(|(_, c)| implicit.contains(&c.name))
+    {
+        bail!(
+            "checks[{i}] (\"{}\"): the name '{}' is reserved for the implicit Docker engine check; give it kind 'docker_engine' or another name",
+            c.name,
+            c.name
+        );
     }
     let by_name: BTreeMap<&str, &CheckConfig> =
         checks.iter().map(|c| (c.name.as_str(), c)).collect();
     for (i, c) in checks.iter().enumerate() {
         let at = format!("checks[{i}] (\"{}\")", c.name);
         if let Some(p) = &c.parent {
-            let implicit = has_docker && engines.is_empty() && p == IMPLICIT_ENGINE_CHECK;
-            if !by_name.contains_key(p.as_str()) && !implicit {
+            if !by_name.contains_key(p.as_str()) && !implicit.contains(p) {
                 bail!("{at}: parent '{p}' is not the name of a check");
             }
         }
@@ -453,30 +460,77 @@ pub fn validate_checks(checks: &[CheckConfig]) -> Result<()> {
     Ok(())
 }
 
-/// The configured checks plus the implicit Docker engine check when docker
-/// checks exist without one, and every docker check without a parent
-/// parented to the engine. Idempotent.
+/// The configured checks plus an implicit engine check for each engine
+/// that docker checks use without a `docker_engine` check of their own,
+/// and every docker check without a parent parented to its engine's
+/// check. Idempotent.
 fn effective_checks(checks: &[CheckConfig]) -> Vec<CheckConfig> {
     let mut out = checks.to_vec();
-    if !out.iter().any(|c| c.kind == CheckKind::Docker) {
-        return out;
-    }
-    let engine = match out.iter().find(|c| c.kind == CheckKind::DockerEngine) {
-        Some(e) => e.name.clone(),
-        None => {
-            let mut e = CheckConfig::new(IMPLICIT_ENGINE_CHECK, CheckKind::DockerEngine);
-            e.service = Some("docker".to_string());
-            e.fail_after = Some(1);
-            out.insert(0, e);
-            IMPLICIT_ENGINE_CHECK.to_string()
+    // Each engine the docker checks use, in order of first use.
+    let mut used: Vec<Option<String>> = Vec::new();
+    for c in checks.iter().filter(|c| c.kind == CheckKind::Docker) {
+        if !used.contains(&c.engine) {
+            used.push(c.engine.clone());
         }
-    };
+    }
+    let mut parents: Vec<(Option<String>, String)> = Vec::new();
+    let mut added = 0;
+    for engine in used {
+        let name = match out
+            .iter()
+            .find(|c| c.kind == CheckKind::DockerEngine && c.engine == engine)
+        {
+            Some(e) => e.name.clone(),
+            None => {
+                let name = implicit_engine_check(engine.as_deref());
+                let mut e = CheckConfig::new(&name, CheckKind::DockerEngine);
+                e.service = Some(match &engine {
+                    None => "docker".to_string(),
+                    Some(n) => format!("docker-{n}"),
+                });
+                e.engine = engine.clone();
+                e.fail_after = Some(1);
+                out.insert(added, e);
+                added += 1;
+                name
+            }
+        };
+        parents.push((engine, name));
+    }
     for c in out.iter_mut() {
         if c.kind == CheckKind::Docker && c.parent.is_none() {
-            c.parent = Some(engine.clone());
+            c.parent = parents
+                .iter()
+                .find(|(e, _)| *e == c.engine)
+                .map(|(_, n)| n.clone());
         }
     }
     out
+}
+
+/// The implicit engine check's name: `docker-engine` for the default
+/// engine, `docker-engine-<name>` for one under `[health.engines]`.
+pub fn implicit_engine_check(engine: Option<&str>) -> String {
+    match engine {
+        None => IMPLICIT_ENGINE_CHECK.to_string(),
+        Some(n) => format!("{IMPLICIT_ENGINE_CHECK}-{n}"),
+    }
+}
+
+/// `[health.engines]` names: lowercase letters, digits, `_` and `-` (they
+/// become part of check and service names).
+pub fn valid_engine_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+}
+
+fn engine_words(engine: Option<&str>) -> String {
+    match engine {
+        None => "the default engine".to_string(),
+        Some(n) => format!("engine '{n}'"),
+    }
 }
 
 /// The checks as they run, derived once from the `[[checks]]` tables: the
@@ -852,6 +906,62 @@ fix = { action = "command", command = ["/usr/bin/systemctl", "--user", "start", 
         let reserved = "[[checks]]\nname = \"docker-engine\"\nkind = \"memory\"\n[[checks]]\nname = \"w\"\nkind = \"docker\"\ncontainer = \"w\"\n";
         let err = format!("{:#}", parse_checks(reserved).unwrap_err());
         assert!(err.contains("reserved"), "{err}");
+    }
+
+    #[test]
+    fn each_engine_gets_its_own_engine_check_and_parents() {
+        let text = "[[checks]]\nname = \"web\"\nkind = \"docker\"\ncontainer = \"web\"\n\
+                    [[checks]]\nname = \"db\"\nkind = \"docker\"\ncontainer = \"db\"\nengine = \"build1\"\n\
+                    [[checks]]\nname = \"b1\"\nkind = \"docker_engine\"\nengine = \"build2\"\n\
+                    [[checks]]\nname = \"ci\"\nkind = \"docker\"\ncontainer = \"ci\"\nengine = \"build2\"\n";
+        let checks = Checks::new(parse_checks(text).unwrap());
+        let row = |n: &str| {
+            let c = checks.get(n).unwrap();
+            (
+                c.kind,
+                c.engine.clone(),
+                c.parent.clone(),
+                c.service().to_string(),
+            )
+        };
+        assert_eq!(
+            row("docker-engine"),
+            (CheckKind::DockerEngine, None, None, "docker".into())
+        );
+        assert_eq!(
+            row("docker-engine-build1"),
+            (
+                CheckKind::DockerEngine,
+                Some("build1".into()),
+                None,
+                "docker-build1".into()
+            )
+        );
+        assert_eq!(row("web").2.as_deref(), Some("docker-engine"));
+        assert_eq!(row("db").2.as_deref(), Some("docker-engine-build1"));
+        assert_eq!(
+            row("ci").2.as_deref(),
+            Some("b1"),
+            "the explicit engine check"
+        );
+        assert!(checks.get("docker-engine-build2").is_none());
+        assert_eq!(checks.len(), 6);
+
+        let two = "[[checks]]\nname = \"e1\"\nkind = \"docker_engine\"\nengine = \"x\"\n\
+                   [[checks]]\nname = \"e2\"\nkind = \"docker_engine\"\nengine = \"x\"\n";
+        let err = format!("{:#}", parse_checks(two).unwrap_err());
+        assert!(err.contains("for engine 'x', found 'e1' and 'e2'"), "{err}");
+        let reserved = "[[checks]]\nname = \"docker-engine-x\"\nkind = \"memory\"\n\
+                        [[checks]]\nname = \"w\"\nkind = \"docker\"\ncontainer = \"w\"\nengine = \"x\"\n";
+        let err = format!("{:#}", parse_checks(reserved).unwrap_err());
+        assert!(err.contains("'docker-engine-x' is reserved"), "{err}");
+        let http =
+            "[[checks]]\nname = \"h\"\nkind = \"http\"\nurl = \"http://x/\"\nengine = \"x\"\n";
+        let err = format!("{:#}", parse_checks(http).unwrap_err());
+        assert!(
+            err.contains("key 'engine' does not apply to kind 'http'"),
+            "{err}"
+        );
     }
 
     /// The inventory template at the end of `config example` (commented

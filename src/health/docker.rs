@@ -1,5 +1,8 @@
 //! Docker probes through bollard: where the engine is, whether it answers,
-//! and whether a container exists, runs and is healthy.
+//! and whether a container exists, runs and is healthy. Besides the
+//! default engine, `[health.engines.<name>]` names others ([`EngineConfig`],
+//! a unix socket or `tcp://` with TLS client certificates, as `docker
+//! --tlsverify` uses them), so one agent can watch several hosts.
 //!
 //! The client is pinned to API 1.41 because Debian's dockerd 20.10 rejects
 //! any newer version prefix with HTTP 400, and every engine since serves
@@ -34,12 +37,15 @@ pub enum DockerHost {
     /// Plain HTTP at `host:port` (`tcp://` or `http://`); used by the fake
     /// engine in tests and by engines exposed on a local port.
     Http(String),
+    /// HTTPS at `host:port` with client certificates (an engine under
+    /// `[health.engines]` with `tls_*` keys).
+    Tls(String),
 }
 
 impl DockerHost {
-    /// Parses a `DOCKER_HOST`-style address. TLS (`https://`, a `tcp://` with
-    /// `DOCKER_TLS_VERIFY`) and ssh are not supported: the agent runs next to
-    /// the engine.
+    /// Parses a `DOCKER_HOST`-style address. TLS needs certificates, so it
+    /// is set up under `[health.engines]` ([`EngineConfig`]), not here; ssh
+    /// is not supported.
     pub fn parse(s: &str) -> Result<DockerHost> {
         let s = s.trim();
         if let Some(p) = s.strip_prefix("unix://") {
@@ -93,6 +99,70 @@ impl fmt::Display for DockerHost {
         match self {
             DockerHost::Unix(p) => write!(f, "unix://{}", p.display()),
             DockerHost::Http(a) => write!(f, "http://{a}"),
+            DockerHost::Tls(a) => write!(f, "https://{a}"),
+        }
+    }
+}
+
+/// `[health.engines.<name>]`: a Docker engine other than the default one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `unix:///path/docker.sock` or `tcp://host:port`.
+    pub host: String,
+    /// PEM certificate of the CA that signed the engine's certificate.
+    /// With `tls_cert` and `tls_key` (all three or none), `tcp://` speaks
+    /// HTTPS and the engine is verified against this CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate the engine trusts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate; a secret, so owner-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The three TLS files of an engine, `~` expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Client certificate.
+    pub cert: PathBuf,
+    /// Client key.
+    pub key: PathBuf,
+}
+
+impl EngineConfig {
+    /// Checks the address and that TLS is all or nothing, on `tcp://`.
+    /// `at` names the table in errors.
+    pub fn validate(&self, at: &str) -> Result<()> {
+        let host =
+            DockerHost::parse(&self.host).map_err(|e| anyhow::anyhow!("{at}.host: {e:#}"))?;
+        let set = [&self.tls_ca, &self.tls_cert, &self.tls_key]
+            .iter()
+            .filter(|v| v.is_some())
+            .count();
+        if set != 0 && set != 3 {
+            bail!("{at}: set all of tls_ca, tls_cert and tls_key, or none");
+        }
+        if set == 3 && !matches!(host, DockerHost::Http(_)) {
+            bail!("{at}: TLS needs a tcp:// host, got '{}'", self.host);
+        }
+        Ok(())
+    }
+
+    /// The TLS files, when set.
+    pub fn tls(&self) -> Option<TlsFiles> {
+        let x = |p: &Path| crate::paths::expand_tilde(&p.to_string_lossy());
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
+                ca: x(ca),
+                cert: x(cert),
+                key: x(key),
+            }),
+            _ => None,
         }
     }
 }
@@ -232,11 +302,42 @@ impl DockerClient {
             DockerHost::Http(a) => {
                 Docker::connect_with_http(&format!("http://{a}"), CLIENT_TIMEOUT_SECS, &API_VERSION)
             }
+            DockerHost::Tls(_) => {
+                bail!("{host}: TLS needs client certificates; name the engine under [health.engines] with tls_ca, tls_cert and tls_key")
+            }
         }
         .with_context(|| format!("Docker unreachable at {host}"))?;
         Ok(DockerClient {
             docker,
             host: host.clone(),
+        })
+    }
+
+    /// Connects to an engine of `[health.engines]`: its socket or plain
+    /// `tcp://`, or HTTPS with the client certificate and key when `tls_*`
+    /// are set. The key is a secret: it must be ours and owner-only. Like
+    /// [`DockerClient::connect`], nothing is dialled here.
+    pub fn connect_engine(cfg: &EngineConfig) -> Result<DockerClient> {
+        let host = DockerHost::parse(&cfg.host)?;
+        let Some(tls) = cfg.tls() else {
+            return DockerClient::connect(&host);
+        };
+        let DockerHost::Http(addr) = host else {
+            bail!("{}: TLS needs a tcp:// address", cfg.host);
+        };
+        crate::secret::check_file(&tls.key)?;
+        let docker = Docker::connect_with_ssl(
+            &format!("tcp://{addr}"),
+            &tls.key,
+            &tls.cert,
+            &tls.ca,
+            CLIENT_TIMEOUT_SECS,
+            &API_VERSION,
+        )
+        .with_context(|| format!("Docker at https://{addr}: loading the TLS files"))?;
+        Ok(DockerClient {
+            docker,
+            host: DockerHost::Tls(addr),
         })
     }
 
@@ -428,6 +529,26 @@ mod tests {
             DockerHost::Unix(desk.join("docker.sock"))
         );
         assert_eq!(r(None, None, false), linux);
+    }
+
+    #[test]
+    fn engines_take_tls_all_or_nothing_and_only_on_tcp() {
+        let e = |host: &str, n: usize| EngineConfig {
+            host: host.into(),
+            tls_ca: (n > 0).then(|| "/ca.pem".into()),
+            tls_cert: (n > 1).then(|| "/cert.pem".into()),
+            tls_key: (n > 2).then(|| "/key.pem".into()),
+        };
+        e("tcp://10.0.0.5:2376", 3).validate("x").unwrap();
+        e("unix:///run/docker.sock", 0).validate("x").unwrap();
+        assert!(e("tcp://h:2376", 3).tls().is_some());
+        let err = |c: EngineConfig| c.validate("health.engines.b").unwrap_err().to_string();
+        assert!(err(e("tcp://h:2376", 2)).contains("health.engines.b: set all of tls_ca"));
+        assert!(err(e("unix:///s.sock", 3)).contains("TLS needs a tcp:// host"));
+        assert!(err(e("ssh://h", 0)).starts_with("health.engines.b.host:"));
+        let host = DockerHost::Tls("h:2376".into());
+        assert_eq!(host.to_string(), "https://h:2376");
+        assert!(DockerClient::connect(&host).is_err());
     }
 
     #[test]

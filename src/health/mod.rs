@@ -18,6 +18,7 @@ pub mod run;
 pub mod system;
 pub mod view;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -76,6 +77,10 @@ pub struct HealthConfig {
     /// `/var/run/docker.sock` elsewhere).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub docker_host: Option<String>,
+    /// Other Docker engines, by name, that a docker check can name with
+    /// `engine = "<name>"`: one agent watching several hosts.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub engines: BTreeMap<String, docker::EngineConfig>,
 }
 
 impl Default for HealthConfig {
@@ -83,6 +88,7 @@ impl Default for HealthConfig {
         HealthConfig {
             reprobe_pause_ms: 2000,
             docker_host: None,
+            engines: BTreeMap::new(),
         }
     }
 }
@@ -104,6 +110,32 @@ impl HealthConfig {
         if let Some(h) = &self.docker_host {
             docker::DockerHost::parse(h).map_err(|e| anyhow::anyhow!("health.docker_host: {e}"))?;
         }
+        for (name, e) in &self.engines {
+            e.validate(&format!("health.engines.{name}"))?;
+            if !check::valid_engine_name(name) {
+                bail!(
+                    "health.engines.{name}: the name must be lowercase letters, digits, '_' or '-'"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every `engine = "<name>"` of a check names an engine
+    /// under `[health.engines]`.
+    pub fn validate_engine_refs(&self, checks: &[CheckConfig]) -> Result<()> {
+        for (i, c) in checks.iter().enumerate() {
+            if let Some(e) = &c.engine {
+                if !self.engines.contains_key(e) {
+                    let known: Vec<&str> = self.engines.keys().map(String::as_str).collect();
+                    bail!(
+                        "checks[{i}] (\"{}\"): engine '{e}' is not under [health.engines] (defined: {})",
+                        c.name,
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    );
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -111,6 +143,31 @@ impl HealthConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checks_may_only_name_engines_that_exist() {
+        let text = "[health.engines.build1]\nhost = \"tcp://10.0.0.5:2375\"\n\
+                    [[checks]]\nname = \"w\"\nkind = \"docker\"\ncontainer = \"w\"\nengine = \"build2\"\n";
+        let err = format!(
+            "{:#}",
+            crate::config::Config::from_toml(text, "o.toml").unwrap_err()
+        );
+        assert!(
+            err.contains("checks[0] (\"w\"): engine 'build2' is not under [health.engines] (defined: build1)"),
+            "{err}"
+        );
+        let bad_name = "[health.engines.Build]\nhost = \"tcp://h:1\"\n";
+        let err = format!(
+            "{:#}",
+            crate::config::Config::from_toml(bad_name, "o.toml").unwrap_err()
+        );
+        assert!(
+            err.contains("health.engines.Build: the name must be lowercase"),
+            "{err}"
+        );
+        let ok = text.replace("build2", "build1");
+        crate::config::Config::from_toml(&ok, "o.toml").unwrap();
+    }
 
     #[test]
     fn status_orders_by_severity() {

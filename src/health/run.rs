@@ -13,12 +13,15 @@ use super::guard::{Change, HealthState, OwnActions, Verdict};
 use super::{daemon, docker, http, system, CheckConfig, CheckKind, Checks, HealthConfig, Status};
 use crate::observe::audit::{self, Event};
 
-/// What the probes share for one run: the Docker client (connected once,
-/// or the reason it could not be) and the re-probe pause.
+/// What the probes share for one run: the Docker clients (connected once,
+/// or the reason they could not be) and the re-probe pause.
 #[derive(Clone)]
 pub struct HealthContext {
-    /// The Docker engine client, or why there is none.
+    /// The default Docker engine's client, or why there is none.
     pub docker: std::result::Result<docker::DockerClient, String>,
+    /// The engines of `[health.engines]`, by name.
+    pub engines:
+        std::collections::BTreeMap<String, std::result::Result<docker::DockerClient, String>>,
     /// Pause before the in-cycle re-probe of failed checks.
     pub reprobe_pause: Duration,
 }
@@ -35,11 +38,37 @@ impl HealthContext {
             cfg!(target_os = "macos"),
             home.as_deref(),
         );
+        let engines = cfg
+            .engines
+            .iter()
+            .map(|(name, e)| {
+                let client = docker::DockerClient::connect_engine(e)
+                    .map_err(|err| format!("engine '{name}': {err:#}"));
+                (name.clone(), client)
+            })
+            .collect();
         HealthContext {
             docker: host
                 .and_then(|h| docker::DockerClient::connect(&h).map_err(|e| format!("{e:#}"))),
+            engines,
             reprobe_pause: cfg.reprobe_pause(),
         }
+    }
+
+    /// The client of a check's engine (`engine = "<name>"`, else the
+    /// default one), or why there is none.
+    pub fn docker_for(
+        &self,
+        check: &CheckConfig,
+    ) -> std::result::Result<&docker::DockerClient, String> {
+        let client = match &check.engine {
+            None => &self.docker,
+            Some(name) => match self.engines.get(name) {
+                Some(c) => c,
+                None => return Err(format!("no engine '{name}' under [health.engines]")),
+            },
+        };
+        client.as_ref().map_err(Clone::clone)
     }
 }
 
@@ -279,9 +308,9 @@ async fn probe(ctx: &HealthContext, check: &CheckConfig) -> Result<Probe> {
             Ok(Probe::new(status, reason))
         }
         CheckKind::Docker | CheckKind::DockerEngine => {
-            let client = match &ctx.docker {
+            let client = match ctx.docker_for(check) {
                 Ok(c) => c,
-                Err(e) => return Ok(Probe::new(Status::Critical, e.clone())),
+                Err(e) => return Ok(Probe::new(Status::Critical, e)),
             };
             if check.kind == CheckKind::DockerEngine {
                 Ok(client.probe_engine().await)

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -117,28 +117,21 @@ pub enum Credentials {
 }
 
 impl Credentials {
-    /// Reads the secret the config points at. Precedence: `token_file`,
-    /// then `login_id` + `password_env`, then `token_env`.
+    /// Reads the secret the config points at
+    /// ([`MattermostConfig::credential`] says which).
     pub fn from_config(cfg: &MattermostConfig, token_cache: &Path) -> Result<Self> {
-        if let Some(path) = &cfg.token_file {
-            return Ok(Credentials::Token {
-                token: Secret::from_file(path).context("mattermost.token_file")?,
-                source: format!("file {}", path.display()),
-            });
-        }
-        if let Some(login_id) = &cfg.login_id {
-            let Some(var) = &cfg.password_env else {
-                bail!("mattermost.password_env must be set with mattermost.login_id");
-            };
-            return Ok(Credentials::Login {
+        let secret = cfg.credential();
+        let value = secret.read()?;
+        Ok(match (&cfg.token_file, &cfg.login_id) {
+            (None, Some(login_id)) => Credentials::Login {
                 login_id: login_id.clone(),
-                password: Secret::from_env(var).context("mattermost.password_env")?,
+                password: value,
                 cache_path: token_cache.to_path_buf(),
-            });
-        }
-        Ok(Credentials::Token {
-            token: Secret::from_env(&cfg.token_env).context("mattermost.token_env")?,
-            source: format!("env {}", cfg.token_env),
+            },
+            _ => Credentials::Token {
+                token: value,
+                source: secret.describe(),
+            },
         })
     }
 

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use crate::secret::SecretRef;
 use crate::time::Secs;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,10 @@ pub struct MattermostConfig {
     pub login_id: Option<String>,
     /// Environment variable holding the password for `login_id`.
     pub password_env: Option<String>,
+    /// Owner-only file holding the password for `login_id`; wins over
+    /// `password_env` (a scheduled job has no shell variables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
     /// Team names (URL names, not display names) whose channels are polled.
     pub teams: Vec<String>,
     /// Users whose posts are never handed over, by username or user id.
@@ -38,6 +43,11 @@ pub struct MattermostConfig {
     pub channel_concurrency: usize,
     /// Hard cap on the length of any post the agent writes.
     pub max_reply_chars: usize,
+    /// Set when the config file names `teams`: the operator wants chat, so
+    /// a cycle without a usable token is degraded rather than skipped as
+    /// "not configured". Never read from or written to the file.
+    #[serde(skip)]
+    pub required: bool,
 }
 
 impl Default for MattermostConfig {
@@ -48,6 +58,7 @@ impl Default for MattermostConfig {
             token_file: None,
             login_id: None,
             password_env: None,
+            password_file: None,
             teams: ["basic", "wizard", "rendrom", "riad"]
                 .map(String::from)
                 .to_vec(),
@@ -59,6 +70,7 @@ impl Default for MattermostConfig {
             overlap_secs: Secs::new(120),
             channel_concurrency: 4,
             max_reply_chars: 4000,
+            required: false,
         }
     }
 }
@@ -85,18 +97,28 @@ impl MattermostConfig {
             );
         }
         crate::secret::check_env_name("mattermost.token_env", &self.token_env)?;
-        match (&self.login_id, &self.password_env) {
+        let has_password = self.password_env.is_some() || self.password_file.is_some();
+        match (&self.login_id, has_password) {
             (Some(id), _) if id.trim().is_empty() => {
                 bail!("mattermost.login_id: '' must not be empty when set")
             }
-            (Some(_), None) => {
-                bail!("mattermost.password_env: must be set when mattermost.login_id is set")
+            (Some(_), false) => {
+                bail!("mattermost.password_file or mattermost.password_env: must be set when mattermost.login_id is set")
             }
-            (None, Some(_)) => {
-                bail!("mattermost.login_id: must be set when mattermost.password_env is set")
+            (None, true) => {
+                bail!("mattermost.login_id: must be set when mattermost.password_file or mattermost.password_env is set")
             }
-            (_, Some(p)) => crate::secret::check_env_name("mattermost.password_env", p)?,
             _ => {}
+        }
+        if let Some(p) = &self.password_env {
+            crate::secret::check_env_name("mattermost.password_env", p)?;
+        }
+        if self
+            .password_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            bail!("mattermost.password_file: '' is not a path");
         }
         if self.token_file.is_some() && self.login_id.is_some() {
             bail!("mattermost.token_file and mattermost.login_id: set one way to authenticate, not both");
@@ -156,6 +178,23 @@ impl MattermostConfig {
         Ok(())
     }
 
+    /// The secret the client will read, by precedence: `token_file`, then
+    /// `login_id` with `password_file` or `password_env`, then `token_env`.
+    pub fn credential(&self) -> SecretRef {
+        if let Some(path) = &self.token_file {
+            return SecretRef::file("mattermost.token_file", path);
+        }
+        if self.login_id.is_some() {
+            if let Some(path) = &self.password_file {
+                return SecretRef::file("mattermost.password_file", path);
+            }
+            if let Some(var) = &self.password_env {
+                return SecretRef::env("mattermost.password_env", var);
+            }
+        }
+        SecretRef::env("mattermost.token_env", &self.token_env)
+    }
+
     /// The alert channel split into (team, channel), when configured.
     pub fn alert_target(&self) -> Option<(&str, &str)> {
         self.alert_channel.split_once('/')
@@ -185,6 +224,34 @@ mod tests {
     }
 
     #[test]
+    fn the_credential_follows_the_documented_precedence() {
+        let mut c = MattermostConfig::default();
+        assert_eq!(
+            c.credential(),
+            SecretRef::env("mattermost.token_env", "OPS_AGENT_MM_TOKEN")
+        );
+        c.login_id = Some("bot".into());
+        c.password_env = Some("MM_PW".into());
+        assert_eq!(
+            c.credential(),
+            SecretRef::env("mattermost.password_env", "MM_PW")
+        );
+        c.password_file = Some("/pw".into());
+        assert_eq!(
+            c.credential(),
+            SecretRef::file("mattermost.password_file", "/pw".as_ref())
+        );
+        c.login_id = None;
+        c.password_env = None;
+        c.password_file = None;
+        c.token_file = Some("/tok".into());
+        assert_eq!(
+            c.credential(),
+            SecretRef::file("mattermost.token_file", "/tok".as_ref())
+        );
+    }
+
+    #[test]
     fn validation_names_key_and_value() {
         type Edit = fn(&mut MattermostConfig);
         let cases: Vec<(Edit, &str)> = vec![
@@ -196,7 +263,11 @@ mod tests {
             ),
             (
                 |c| c.login_id = Some("bot".into()),
-                "mattermost.password_env",
+                "mattermost.password_file or mattermost.password_env",
+            ),
+            (
+                |c| c.password_file = Some("/p".into()),
+                "mattermost.login_id: must be set",
             ),
             (|c| c.password_env = Some("P".into()), "mattermost.login_id"),
             (|c| c.teams.clear(), "mattermost.teams"),

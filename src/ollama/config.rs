@@ -1,9 +1,12 @@
 //! `[ollama]`: the LLM server, the two models and their timeouts.
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::secret::SecretRef;
 use crate::time::Secs;
 
 /// Which wire protocol the configured server speaks.
@@ -45,6 +48,10 @@ pub struct OllamaConfig {
     /// Environment variable holding an API key for OpenAI-compatible servers
     /// that require one (sent as `Authorization: Bearer`).
     pub api_key_env: Option<String>,
+    /// Owner-only file holding that API key; wins over `api_key_env` (a
+    /// scheduled job has no shell variables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
 }
 
 impl Default for OllamaConfig {
@@ -60,6 +67,7 @@ impl Default for OllamaConfig {
             num_ctx: 4096,
             concurrency: 1,
             api_key_env: None,
+            api_key_file: None,
         }
     }
 }
@@ -111,7 +119,24 @@ impl OllamaConfig {
         if let Some(name) = &self.api_key_env {
             crate::secret::check_env_name("ollama.api_key_env", name)?;
         }
+        if self
+            .api_key_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            bail!("ollama.api_key_file: '' is not a path");
+        }
         Ok(())
+    }
+
+    /// The API key the client sends, when one is configured:
+    /// `api_key_file`, else `api_key_env`.
+    pub fn api_key(&self) -> Option<SecretRef> {
+        match (&self.api_key_file, &self.api_key_env) {
+            (Some(p), _) => Some(SecretRef::file("ollama.api_key_file", p)),
+            (None, Some(v)) => Some(SecretRef::env("ollama.api_key_env", v)),
+            (None, None) => None,
+        }
     }
 }
 

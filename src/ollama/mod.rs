@@ -185,12 +185,10 @@ impl Client {
         })
     }
 
-    /// Builds a client, reading the API key from `api_key_env` when set.
+    /// Builds a client, reading the API key (`api_key_file` or
+    /// `api_key_env`) when one is configured.
     pub fn from_config(cfg: &OllamaConfig) -> Result<Self> {
-        let key = match &cfg.api_key_env {
-            Some(name) => Some(Secret::from_env(name).context("ollama.api_key_env")?),
-            None => None,
-        };
+        let key = cfg.api_key().map(|k| k.read()).transpose()?;
         Client::new(cfg, key)
     }
 

@@ -398,16 +398,23 @@ impl Stats {
 impl Stats {
     /// The text rendering, one section per dimension.
     pub fn render_text(&self) -> String {
-        let mut out = format!(
-            "Tasks: {} ({} with a Planka card)\n",
-            self.total, self.with_card
-        );
+        let mut out = if self.total == 0 {
+            "No tasks.\n".to_string()
+        } else {
+            format!(
+                "Tasks: {} ({} with a Planka card)\n",
+                self.total, self.with_card
+            )
+        };
         for (name, map) in [
             ("By tag", &self.by_tag),
             ("By priority", &self.by_priority),
             ("By label", &self.by_label),
             ("By day", &self.by_day),
         ] {
+            if map.is_empty() {
+                continue;
+            }
             let _ = writeln!(out, "{name}:");
             for (k, v) in map {
                 let _ = writeln!(out, "  {k:<12} {v}");
@@ -802,5 +809,18 @@ mod tests {
         let s = l.stats().unwrap();
         assert_eq!((s.total, s.by_tag["BILLABLE"], s.skipped_lines), (2, 1, 1));
         assert!(s.render_text().contains("BILLABLE"));
+    }
+
+    #[test]
+    fn stats_of_no_tasks_print_no_empty_headings() {
+        assert_eq!(Stats::default().render_text(), "No tasks.\n");
+        let mut s = Stats {
+            total: 1,
+            ..Stats::default()
+        };
+        s.by_tag.insert("INTERNAL".into(), 1);
+        let text = s.render_text();
+        assert!(text.starts_with("Tasks: 1 (") && text.contains("By tag:\n  INTERNAL"));
+        assert!(!text.contains("By day:"), "{text}");
     }
 }

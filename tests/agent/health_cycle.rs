@@ -172,7 +172,7 @@ fn health_command_prints_the_table_and_exits_1_when_critical() {
     assert!(table.contains("db") && !table.contains("web"), "{table}");
 
     let out = sb.run(&["health", "--check", "nope"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error, not 'critical'");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no check named 'nope'"));
 }
 

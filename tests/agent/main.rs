@@ -17,6 +17,7 @@ mod support;
 mod chat_cycle;
 mod cli_commands;
 mod cycle_frame;
+mod deploy;
 mod escalate_cycle;
 mod fault_matrix;
 mod health_cycle;

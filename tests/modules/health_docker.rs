@@ -31,6 +31,7 @@ fn ctx(host: &str) -> HealthContext {
     HealthContext::new(&HealthConfig {
         reprobe_pause_ms: 10,
         docker_host: Some(host.into()),
+        ..Default::default()
     })
 }
 

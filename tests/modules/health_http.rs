@@ -20,6 +20,7 @@ fn ctx(pause_ms: u64) -> HealthContext {
     HealthContext::new(&HealthConfig {
         reprobe_pause_ms: pause_ms,
         docker_host: Some("tcp://127.0.0.1:1".into()),
+        ..Default::default()
     })
 }
 

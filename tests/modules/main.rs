@@ -14,6 +14,7 @@ mod classify_llm;
 mod escalate_flow;
 mod fake_harness;
 mod health_docker;
+mod health_engines;
 mod health_http;
 mod mattermost_client;
 mod reply_llm;

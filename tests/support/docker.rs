@@ -220,6 +220,15 @@ impl FakeDocker {
         FakeDocker { inner, server }
     }
 
+    /// Starts the engine behind TLS with `config` (the `tcp://` address is
+    /// then an HTTPS one, as dockerd with `--tlsverify` serves it).
+    pub async fn start_tls(config: tokio_rustls::rustls::ServerConfig) -> FakeDocker {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let server = FakeServer::start_with_tls(app, Arc::new(Engine(inner.clone())), config).await;
+        FakeDocker { inner, server }
+    }
+
     /// Starts the engine on the background runtime, for tests that run the
     /// real binary with `std::process::Command`.
     pub fn start_in_background() -> FakeDocker {

@@ -76,6 +76,16 @@ impl FakeServer {
         Self::launch(app, service, Some(tls)).await
     }
 
+    /// The same over HTTPS with the given rustls config (e.g. one that
+    /// demands a client certificate, as a Docker engine with `--tlsverify`).
+    pub async fn start_with_tls(
+        app: Router,
+        service: Arc<dyn Service>,
+        config: ServerConfig,
+    ) -> FakeServer {
+        Self::launch(app, service, Some(TlsAcceptor::from(Arc::new(config)))).await
+    }
+
     async fn launch(
         app: Router,
         service: Arc<dyn Service>,
@@ -388,7 +398,12 @@ impl Listener for FakeListener {
                 None => next.await,
                 Some(_) => tokio::select! {
                     r = next => r,
-                    Some(Ok(Some(done))) = self.handshakes.join_next() => return done,
+                    Some(joined) = self.handshakes.join_next() => match joined {
+                        Ok(Some(done)) => return done,
+                        // A failed handshake: look again, or a finished
+                        // one behind it would wait for the next accept.
+                        _ => continue,
+                    },
                 },
             };
             let (tcp, peer) = match accepted {

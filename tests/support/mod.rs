@@ -12,6 +12,7 @@ pub mod heartbeat;
 pub mod http_endpoints;
 pub mod mattermost;
 pub mod ollama;
+pub mod pki;
 pub mod planka;
 pub mod world;
 

@@ -12,7 +12,6 @@ use crate::config::Config;
 use crate::mattermost::{self, Client as MmClient, MmState, MmStatus};
 use crate::ollama::{self, Purpose};
 use crate::paths::expand_tilde;
-use crate::secret::Secret;
 use crate::tasks::mc::{self, McConfig};
 use crate::tasks::planka::PlankaConfig;
 
@@ -96,11 +95,28 @@ pub(super) fn mc_finding(cfg: &McConfig, ledger_path: &Path) -> Finding {
 pub(super) async fn probe_mattermost(config: &Config, state: &MmState) -> Vec<Finding> {
     match MmClient::from_config(&config.mattermost, &config.paths.token_cache) {
         Ok(client) => mm_findings(&mattermost::status(&client, &config.mattermost, state).await),
-        Err(e) => vec![finding(
+        Err(e) => vec![unusable_credentials(config.mattermost.required, &e)],
+    }
+}
+
+/// No Mattermost client: a failure once the config names teams (every
+/// cycle then runs degraded), only a warning on a machine where nothing is
+/// configured yet. Pure.
+pub fn unusable_credentials(required: bool, e: &anyhow::Error) -> Finding {
+    if required {
+        finding(
             "mattermost",
             Level::Fail,
-            format!("not configured: {e:#}"),
-        )],
+            format!("no usable credentials: {e:#}; every cycle runs without chat"),
+        )
+    } else {
+        finding(
+            "mattermost",
+            Level::Warn,
+            format!(
+                "not configured: {e:#}; cycles skip chat (set mattermost.teams and token_file)"
+            ),
+        )
     }
 }
 
@@ -219,20 +235,17 @@ pub fn ollama_findings(
 
 /// Whether the credential Planka will use is present (never its value).
 pub(super) fn planka_credential(cfg: &PlankaConfig) -> Result<String, String> {
-    if let Some(var) = &cfg.api_key_env {
-        return Secret::from_env(var)
-            .map(|_| format!("API key from env {var}"))
-            .map_err(|e| format!("planka.api_key_env: {e:#}"));
-    }
-    let user = cfg.username.as_deref().unwrap_or("");
-    if let Some(f) = &cfg.password_file {
-        return Secret::from_file(f)
-            .map(|_| format!("user {user}, password from file {}", f.display()))
-            .map_err(|e| format!("planka.password_file: {e:#}"));
-    }
-    Secret::from_env(&cfg.password_env)
-        .map(|_| format!("user {user}, password from env {}", cfg.password_env))
-        .map_err(|e| format!("planka.password_env: {e:#}"))
+    let Some(secret) = cfg.credential() else {
+        return Err("planka is not enabled".into());
+    };
+    let user = match (cfg.api_key(), cfg.username.as_deref()) {
+        (None, Some(u)) => format!("user {u}, password from "),
+        _ => "API key from ".to_string(),
+    };
+    secret
+        .read()
+        .map(|_| format!("{user}{}", secret.describe()))
+        .map_err(|e| format!("{e:#}"))
 }
 
 pub(super) async fn probe_planka(cfg: &PlankaConfig) -> Vec<Finding> {
@@ -240,7 +253,7 @@ pub(super) async fn probe_planka(cfg: &PlankaConfig) -> Vec<Finding> {
         return vec![finding(
             "planka",
             Level::Ok,
-            "disabled (no planka.username or planka.api_key_env): tasks get no cards",
+            "disabled (no planka.username or API key): tasks get no cards",
         )];
     }
     let mut out = Vec::new();
@@ -432,6 +445,21 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].level, Level::Warn);
         assert!(f[0].reason.contains("keyword rules"));
+    }
+
+    #[test]
+    fn missing_mattermost_credentials_fail_only_when_chat_is_required() {
+        let e =
+            anyhow::anyhow!("environment variable X is not set").context("mattermost.token_env");
+        let f = unusable_credentials(false, &e);
+        assert_eq!(f.level, Level::Warn);
+        assert!(
+            f.reason.starts_with("not configured: mattermost.token_env"),
+            "{f:?}"
+        );
+        let f = unusable_credentials(true, &e);
+        assert_eq!(f.level, Level::Fail);
+        assert!(f.reason.contains("X is not set"), "{f:?}");
     }
 
     #[test]

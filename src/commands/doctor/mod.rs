@@ -19,11 +19,16 @@
 //! anything fails, else 0. Doctor writes nothing (a password login may
 //! refresh the Mattermost token cache, as a cycle would).
 //!
+//! * what the scheduled job will see: the secret files it reads (ours,
+//!   owner-only), secrets it would want from an environment it does not
+//!   have, and the job itself (installed, current, loaded).
+//!
 //! Gathering facts does I/O; judging them ([`files::judge_file`], [`mm_findings`],
 //! [`ollama_findings`]) and rendering ([`render`]) are pure and table-tested.
 
 mod deps;
 mod files;
+mod job;
 mod observe;
 
 use std::path::Path;
@@ -143,7 +148,15 @@ pub fn render(r: &Report) -> String {
 /// `ops-agent doctor` with a loaded config.
 pub fn run(config: &Config, source: &ConfigSource, json: bool) -> Result<ExitCode> {
     let first = finding("config", Level::Ok, format!("{source}: valid"));
-    output(examine(config, vec![first])?, json)
+    let mut report = examine(config, vec![first])?;
+    report = Report::new(
+        report
+            .checks
+            .into_iter()
+            .chain(job::findings(config, source))
+            .collect(),
+    );
+    output(report, json)
 }
 
 /// `ops-agent doctor` when the config did not load: one failed check, and

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::secret::SecretRef;
 use crate::tasks::Tag;
 use crate::time::Secs;
 
@@ -112,6 +113,10 @@ pub struct PlankaConfig {
     /// Environment variable holding a v2 API key (wins over the password).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+    /// Owner-only file holding a v2 API key (wins over `api_key_env`: a
+    /// scheduled job has no shell variables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
     /// Accept the server's terms on the first v2 login, as a user does once
     /// in the UI; without it such a login fails with a message saying so.
     pub accept_terms: bool,
@@ -134,6 +139,7 @@ impl Default for PlankaConfig {
             password_env: "OPS_AGENT_PLANKA_PASSWORD".into(),
             password_file: None,
             api_key_env: None,
+            api_key_file: None,
             accept_terms: true,
             timeout_secs: Secs::new(10),
             billable_color: "berry-red".into(),
@@ -150,6 +156,28 @@ impl PlankaConfig {
             .as_deref()
             .is_some_and(|u| !u.trim().is_empty())
             || self.api_key_env.is_some()
+            || self.api_key_file.is_some()
+    }
+
+    /// The secret the client will use when enabled, by precedence:
+    /// `api_key_file`, `api_key_env`, `password_file`, `password_env`.
+    pub fn credential(&self) -> Option<SecretRef> {
+        if !self.enabled() {
+            return None;
+        }
+        Some(self.api_key().unwrap_or_else(|| match &self.password_file {
+            Some(p) => SecretRef::file("planka.password_file", p),
+            None => SecretRef::env("planka.password_env", &self.password_env),
+        }))
+    }
+
+    /// The API key, when one is configured (it wins over the password).
+    pub fn api_key(&self) -> Option<SecretRef> {
+        match (&self.api_key_file, &self.api_key_env) {
+            (Some(p), _) => Some(SecretRef::file("planka.api_key_file", p)),
+            (None, Some(v)) => Some(SecretRef::env("planka.api_key_env", v)),
+            (None, None) => None,
+        }
     }
 
     /// Checks the section without I/O; errors name the key and the bad value.
@@ -173,6 +201,7 @@ impl PlankaConfig {
         }
         if self.enabled()
             && self.api_key_env.is_none()
+            && self.api_key_file.is_none()
             && self.password_file.is_none()
             && self.password_env.trim().is_empty()
         {
@@ -235,6 +264,33 @@ mod tests {
             ..Default::default()
         }
         .enabled());
+    }
+
+    #[test]
+    fn the_credential_follows_the_documented_precedence() {
+        let mut c = PlankaConfig::default();
+        assert_eq!(c.credential(), None);
+        c.username = Some("opsagent".into());
+        assert_eq!(
+            c.credential(),
+            Some(SecretRef::env(
+                "planka.password_env",
+                "OPS_AGENT_PLANKA_PASSWORD"
+            ))
+        );
+        assert_eq!(c.api_key(), None);
+        c.password_file = Some("/pw".into());
+        assert_eq!(c.credential().unwrap().key, "planka.password_file");
+        c.api_key_env = Some("KEY".into());
+        assert_eq!(c.api_key().unwrap().key, "planka.api_key_env");
+        c.api_key_file = Some("/key".into());
+        assert_eq!(
+            c.api_key(),
+            Some(SecretRef::file("planka.api_key_file", "/key".as_ref()))
+        );
+        c.username = None;
+        c.api_key_env = None;
+        assert!(c.enabled(), "an API key file alone enables Planka");
     }
 
     #[test]

@@ -280,11 +280,7 @@ impl PlankaClient {
     }
 
     fn api_key(&self) -> Result<Option<Secret>> {
-        self.cfg
-            .api_key_env
-            .as_deref()
-            .map(|n| Secret::from_env(n).context("planka.api_key_env"))
-            .transpose()
+        self.cfg.api_key().map(|k| k.read()).transpose()
     }
 
     fn username(&self) -> Result<&str> {
@@ -292,7 +288,7 @@ impl PlankaClient {
             .username
             .as_deref()
             .filter(|u| !u.trim().is_empty())
-            .context("planka.username is not set (and no api_key_env)")
+            .context("planka.username is not set (and no api_key_file or api_key_env)")
     }
 
     fn password(&self) -> Result<Secret> {

@@ -1,0 +1,148 @@
+//! Loading, unloading and asking about the job: `launchctl` in the user's
+//! `gui/<uid>` domain and `systemctl --user`, through
+//! [`crate::process::run_tool`] (no shell, bounded in time and output).
+//! Each call returns what it ran, so `install` can show the operator the
+//! exact commands.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::process::{current_uid, run_tool, ToolOutput};
+
+/// How long one `launchctl` / `systemctl` call may take.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an unloaded LaunchAgent may take to disappear from its domain.
+const BOOTOUT_WAIT: Duration = Duration::from_secs(10);
+
+/// A command line as the operator would type it.
+fn line(program: &str, args: &[&str]) -> String {
+    std::iter::once(program)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs a tool; a non-zero exit is an error with its stderr's first line.
+async fn must(program: &str, args: &[&str], ran: &mut Vec<String>) -> Result<ToolOutput> {
+    let out = run_tool(program, args, TOOL_TIMEOUT).await?;
+    ran.push(line(program, args));
+    if out.code != Some(0) {
+        let why = out
+            .stderr
+            .trim()
+            .lines()
+            .next()
+            .or_else(|| out.stdout.trim().lines().next())
+            .unwrap_or("")
+            .to_string();
+        bail!(
+            "`{}` exited with {}: {why}",
+            line(program, args),
+            out.code
+                .map_or("a signal".to_string(), |c| format!("status {c}"))
+        );
+    }
+    Ok(out)
+}
+
+/// `gui/<uid>`: the per-user launchd domain a LaunchAgent lives in.
+pub fn gui_domain() -> String {
+    format!("gui/{}", current_uid())
+}
+
+/// Whether launchd has the job loaded (`launchctl print` exits 0).
+pub async fn launchd_loaded(label: &str, ran: &mut Vec<String>) -> Result<bool> {
+    let target = format!("{}/{label}", gui_domain());
+    let args = ["print", target.as_str()];
+    let out = run_tool("launchctl", &args, TOOL_TIMEOUT).await?;
+    ran.push(line("launchctl", &args));
+    Ok(out.code == Some(0))
+}
+
+/// Loads the plist into the user's domain (enabling the label first, in
+/// case an earlier `launchctl disable` would make bootstrap refuse it).
+pub async fn launchd_load(plist: &Path, label: &str, ran: &mut Vec<String>) -> Result<()> {
+    let domain = gui_domain();
+    let target = format!("{domain}/{label}");
+    must("launchctl", &["enable", &target], ran).await?;
+    let path = plist.display().to_string();
+    must("launchctl", &["bootstrap", &domain, &path], ran).await?;
+    Ok(())
+}
+
+/// Unloads the job if it is loaded and waits until launchd lets go of it
+/// (a bootstrap right after a bootout can otherwise fail). Returns
+/// whether it was loaded.
+pub async fn launchd_unload(label: &str, ran: &mut Vec<String>) -> Result<bool> {
+    if !launchd_loaded(label, ran).await? {
+        return Ok(false);
+    }
+    let target = format!("{}/{label}", gui_domain());
+    must("launchctl", &["bootout", &target], ran).await?;
+    let until = Instant::now() + BOOTOUT_WAIT;
+    let mut quiet = Vec::new();
+    while launchd_loaded(label, &mut quiet).await? {
+        if Instant::now() > until {
+            bail!(
+                "launchd still has {target} {} s after `launchctl bootout`",
+                BOOTOUT_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(true)
+}
+
+/// `systemctl --user <args…>`, failing on a non-zero exit. A user manager
+/// that is not running is named as such.
+pub async fn systemctl(args: &[&str], ran: &mut Vec<String>) -> Result<()> {
+    let mut all = vec!["--user"];
+    all.extend_from_slice(args);
+    must("systemctl", &all, ran).await.map_err(|e| {
+        let text = format!("{e:#}");
+        if text.contains("connect to bus") || text.contains("XDG_RUNTIME_DIR") {
+            e.context(
+                "no systemd user instance answers (log in once, or `loginctl enable-linger $USER`)",
+            )
+        } else {
+            e
+        }
+    })?;
+    Ok(())
+}
+
+/// `systemctl --user is-active <unit>`: what it printed (`active`,
+/// `inactive`, …); never an error for a unit that is simply not active.
+pub async fn systemd_state(unit: &str, ran: &mut Vec<String>) -> Result<String> {
+    let args = ["--user", "is-active", unit];
+    let out = run_tool("systemctl", &args, TOOL_TIMEOUT).await?;
+    ran.push(line("systemctl", &args));
+    let word = out.stdout.trim();
+    Ok(if word.is_empty() {
+        out.stderr
+            .trim()
+            .lines()
+            .next()
+            .unwrap_or("unknown")
+            .to_string()
+    } else {
+        word.to_string()
+    })
+}
+
+/// Whether systemd keeps the user's units running without a login
+/// (`loginctl show-user <uid> -p Linger`); `None` when loginctl cannot say.
+pub async fn lingering(ran: &mut Vec<String>) -> Option<bool> {
+    let uid = current_uid().to_string();
+    let args = ["show-user", uid.as_str(), "-p", "Linger"];
+    let out = run_tool("loginctl", &args, TOOL_TIMEOUT).await.ok()?;
+    ran.push(line("loginctl", &args));
+    match out.stdout.trim() {
+        "Linger=yes" => Some(true),
+        "Linger=no" => Some(false),
+        _ => None,
+    }
+}

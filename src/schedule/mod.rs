@@ -1,0 +1,422 @@
+//! The scheduler job that starts the agent every `interval` seconds: a
+//! LaunchAgent on macOS ([`launchd`]), a systemd user service and timer on
+//! Linux ([`systemd`]). Rendering is pure: the same [`JobSpec`] always
+//! gives the same bytes, so `install --print`, the reference plist in the
+//! repository and `doctor`'s "is the installed job current?" all compare
+//! against one function. [`control`] drives `launchctl` and `systemctl`;
+//! [`secrets`] judges whether the job will find its secrets.
+//!
+//! A scheduled job starts with a bare environment (launchd and systemd pass
+//! no shell variables), expands neither `~` nor `$VARS`, and may outlive
+//! the build directory it was installed from: every path in a job file is
+//! absolute, and the environment it needs is written into it.
+
+pub mod control;
+pub mod launchd;
+pub mod secrets;
+pub mod systemd;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+/// `[schedule]`: the names the job is installed under, so `install`,
+/// `uninstall`, `restart` and `doctor` agree on them (and two agents, one
+/// per Mattermost workspace, can live on one host).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// The LaunchAgent's label (its plist is `~/Library/LaunchAgents/<label>.plist`).
+    pub launchd_label: String,
+    /// The systemd user units' name, without `.service` / `.timer`.
+    pub systemd_unit: String,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            launchd_label: "com.john.ops-agent".into(),
+            systemd_unit: "ops-agent".into(),
+        }
+    }
+}
+
+impl ScheduleConfig {
+    /// Both names become file names and command arguments: letters,
+    /// digits, `.`, `_` and `-` only.
+    pub fn validate(&self) -> Result<()> {
+        for (key, v) in [
+            ("schedule.launchd_label", &self.launchd_label),
+            ("schedule.systemd_unit", &self.systemd_unit),
+        ] {
+            let ok = !v.is_empty()
+                && !v.starts_with('.')
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !ok {
+                bail!(
+                    "{key}: '{v}' must be letters, digits, '.', '_' or '-' (not starting with '.')"
+                );
+            }
+        }
+        if let Some(ext) = [".service", ".timer"]
+            .iter()
+            .find(|e| self.systemd_unit.ends_with(*e))
+        {
+            bail!(
+                "schedule.systemd_unit: '{}' is the base name; drop '{ext}'",
+                self.systemd_unit
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Which scheduler the job is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    /// A LaunchAgent in the user's `gui/<uid>` domain (macOS).
+    Launchd,
+    /// A systemd user service plus timer (Linux).
+    Systemd,
+}
+
+impl Scheduler {
+    /// The scheduler of this platform (what `doctor` looks for).
+    pub fn native() -> Scheduler {
+        if cfg!(target_os = "macos") {
+            Scheduler::Launchd
+        } else {
+            Scheduler::Systemd
+        }
+    }
+
+    /// The `install` flag that selects it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Scheduler::Launchd => "--launchd",
+            Scheduler::Systemd => "--systemd",
+        }
+    }
+
+    /// The PATH a job gets when nothing it runs needs more: the system
+    /// directories plus the usual package managers' (Homebrew on macOS).
+    pub fn base_path(self) -> &'static str {
+        match self {
+            Scheduler::Launchd => "/usr/local/bin:/opt/homebrew/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            Scheduler::Systemd => "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        }
+    }
+}
+
+/// Everything a job file is rendered from. Paths are absolute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    /// The agent binary the job runs.
+    pub binary: PathBuf,
+    /// The config file (`None`: the job finds it as an interactive run
+    /// would, or runs on the built-in defaults).
+    pub config: Option<PathBuf>,
+    /// Seconds between cycle starts.
+    pub interval_secs: u64,
+    /// The environment the job needs, in order (PATH first).
+    pub env: Vec<(String, String)>,
+    /// launchd: where the job's stdout goes (appended, never rotated).
+    pub stdout_log: PathBuf,
+    /// launchd: where the job's stderr goes.
+    pub stderr_log: PathBuf,
+    /// `[schedule]`.
+    pub names: ScheduleConfig,
+}
+
+impl JobSpec {
+    /// The job's command line: no shell, the config named explicitly so the
+    /// job never depends on where it thinks home is.
+    pub fn argv(&self) -> Vec<String> {
+        let mut argv = vec![self.binary.display().to_string()];
+        if let Some(c) = &self.config {
+            argv.push("--config".into());
+            argv.push(c.display().to_string());
+        }
+        argv.push("run-once".into());
+        argv
+    }
+}
+
+/// One file of a job: where it goes and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFile {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// The whole content.
+    pub text: String,
+}
+
+/// Where a scheduler's job files live for a user: `home` and the XDG
+/// config directory (`$XDG_CONFIG_HOME`, else `~/.config`; systemd reads
+/// user units from `<it>/systemd/user`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Homes {
+    /// The home directory.
+    pub home: PathBuf,
+    /// The XDG config directory.
+    pub config_home: PathBuf,
+}
+
+impl Homes {
+    /// From the home directory and `$XDG_CONFIG_HOME` (used only when
+    /// absolute, as the XDG spec says). Pure.
+    pub fn new(home: &Path, xdg_config_home: Option<&str>) -> Homes {
+        let config_home = xdg_config_home
+            .filter(|x| x.starts_with('/'))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".config"));
+        Homes {
+            home: home.to_path_buf(),
+            config_home,
+        }
+    }
+
+    /// This process's (`$HOME`, `$XDG_CONFIG_HOME`).
+    pub fn current() -> Result<Homes> {
+        let Some(dirs) = directories::BaseDirs::new() else {
+            bail!("no home directory (is HOME set?)");
+        };
+        let xdg = std::env::var("XDG_CONFIG_HOME").ok();
+        Ok(Homes::new(dirs.home_dir(), xdg.as_deref()))
+    }
+
+    /// The paths of the job files a scheduler reads.
+    pub fn job_paths(&self, scheduler: Scheduler, names: &ScheduleConfig) -> Vec<PathBuf> {
+        match scheduler {
+            Scheduler::Launchd => vec![self
+                .home
+                .join("Library/LaunchAgents")
+                .join(format!("{}.plist", names.launchd_label))],
+            Scheduler::Systemd => {
+                let dir = self.config_home.join("systemd/user");
+                vec![
+                    dir.join(format!("{}.service", names.systemd_unit)),
+                    dir.join(format!("{}.timer", names.systemd_unit)),
+                ]
+            }
+        }
+    }
+}
+
+/// Renders the job's files. Pure.
+pub fn render(scheduler: Scheduler, spec: &JobSpec, homes: &Homes) -> Vec<JobFile> {
+    let paths = homes.job_paths(scheduler, &spec.names);
+    let texts = match scheduler {
+        Scheduler::Launchd => vec![launchd::render_plist(spec)],
+        Scheduler::Systemd => vec![systemd::render_service(spec), systemd::render_timer(spec)],
+    };
+    paths
+        .into_iter()
+        .zip(texts)
+        .map(|(path, text)| JobFile { path, text })
+        .collect()
+}
+
+/// `--print`: each file preceded by a `# <path>` line. Pure.
+pub fn render_print(files: &[JobFile]) -> String {
+    let mut out = String::new();
+    for (i, f) in files.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out += &format!("# {}\n{}", f.path.display(), f.text);
+    }
+    out
+}
+
+/// The job's PATH: the scheduler's base, with the directories of the
+/// programs the config runs by bare name (found on the installing shell's
+/// PATH) put first, so `node` from a version manager still resolves in
+/// the bare environment. Pure.
+pub fn job_path(scheduler: Scheduler, program_dirs: &[PathBuf]) -> String {
+    let base: Vec<&str> = scheduler.base_path().split(':').collect();
+    let mut dirs: Vec<String> = Vec::new();
+    for d in program_dirs {
+        let d = d.display().to_string();
+        if !base.contains(&d.as_str()) && !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    dirs.extend(base.iter().map(|s| s.to_string()));
+    dirs.join(":")
+}
+
+/// Finds a bare program name on a PATH value, as a shell would.
+pub fn find_on_path(name: &str, path: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return None;
+    }
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|c| c.is_file())
+}
+
+/// launchd's log files next to the activity log: `<dir>/<stem>.launchd.out.log`
+/// and `.err.log` (the runbook's `~/system/logs/ops-agent.launchd.err.log`).
+pub fn launchd_logs(activity_log: &Path) -> (PathBuf, PathBuf) {
+    let dir = activity_log.parent().unwrap_or(Path::new("/"));
+    let stem = activity_log
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ops-agent".into());
+    (
+        dir.join(format!("{stem}.launchd.out.log")),
+        dir.join(format!("{stem}.launchd.err.log")),
+    )
+}
+
+/// Why an interval cannot be used, if it cannot: the deadline must end a
+/// cycle before the next one is due. Pure.
+pub fn check_interval(interval_secs: u64, deadline_secs: f64) -> Result<()> {
+    if interval_secs < 10 {
+        bail!("--interval {interval_secs}: at least 10 seconds");
+    }
+    if (interval_secs as f64) <= deadline_secs {
+        bail!(
+            "--interval {interval_secs}: must be longer than agent.deadline_secs ({deadline_secs}) so cycles never queue up"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn spec() -> JobSpec {
+        JobSpec {
+            binary: "/usr/local/bin/ops-agent".into(),
+            config: Some("/home/ann/.config/ops-agent/config.toml".into()),
+            interval_secs: 300,
+            env: vec![("PATH".into(), Scheduler::Systemd.base_path().into())],
+            stdout_log: "/home/ann/system/logs/ops-agent.launchd.out.log".into(),
+            stderr_log: "/home/ann/system/logs/ops-agent.launchd.err.log".into(),
+            names: ScheduleConfig::default(),
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        ScheduleConfig::default().validate().unwrap();
+        let bad = |label: &str, unit: &str| {
+            ScheduleConfig {
+                launchd_label: label.into(),
+                systemd_unit: unit.into(),
+            }
+            .validate()
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(bad("a b", "u").contains("schedule.launchd_label: 'a b'"));
+        assert!(bad("l", "../x").contains("schedule.systemd_unit"));
+        assert!(bad("l", "ops.service").contains("drop '.service'"));
+        assert!(bad("", "u").contains("launchd_label"));
+    }
+
+    #[test]
+    fn job_files_go_where_each_scheduler_reads_them() {
+        let h = Homes::new(Path::new("/home/ann"), None);
+        let names = ScheduleConfig::default();
+        assert_eq!(
+            h.job_paths(Scheduler::Launchd, &names),
+            [PathBuf::from(
+                "/home/ann/Library/LaunchAgents/com.john.ops-agent.plist"
+            )]
+        );
+        assert_eq!(
+            h.job_paths(Scheduler::Systemd, &names),
+            [
+                PathBuf::from("/home/ann/.config/systemd/user/ops-agent.service"),
+                PathBuf::from("/home/ann/.config/systemd/user/ops-agent.timer"),
+            ]
+        );
+        let x = Homes::new(Path::new("/home/ann"), Some("/xdg"));
+        assert_eq!(x.config_home, PathBuf::from("/xdg"));
+        let rel = Homes::new(Path::new("/home/ann"), Some("relative"));
+        assert_eq!(rel.config_home, PathBuf::from("/home/ann/.config"));
+    }
+
+    #[test]
+    fn argv_names_the_config_and_runs_one_cycle() {
+        let mut s = spec();
+        assert_eq!(
+            s.argv(),
+            [
+                "/usr/local/bin/ops-agent",
+                "--config",
+                "/home/ann/.config/ops-agent/config.toml",
+                "run-once"
+            ]
+        );
+        s.config = None;
+        assert_eq!(s.argv(), ["/usr/local/bin/ops-agent", "run-once"]);
+    }
+
+    #[test]
+    fn print_heads_each_file_with_its_path() {
+        let files = vec![
+            JobFile {
+                path: "/a".into(),
+                text: "one\n".into(),
+            },
+            JobFile {
+                path: "/b".into(),
+                text: "two\n".into(),
+            },
+        ];
+        assert_eq!(render_print(&files), "# /a\none\n\n# /b\ntwo\n");
+    }
+
+    #[test]
+    fn path_table() {
+        let base = Scheduler::Systemd.base_path();
+        assert_eq!(job_path(Scheduler::Systemd, &[]), base);
+        let nvm = PathBuf::from("/home/ann/.nvm/versions/node/v20/bin");
+        assert_eq!(
+            job_path(
+                Scheduler::Systemd,
+                &[nvm.clone(), "/usr/bin".into(), nvm.clone()]
+            ),
+            format!("{}:{base}", nvm.display())
+        );
+        assert!(job_path(Scheduler::Launchd, &[]).contains("/opt/homebrew/bin"));
+    }
+
+    #[test]
+    fn launchd_logs_sit_next_to_the_activity_log() {
+        assert_eq!(
+            launchd_logs(Path::new("/Users/ann/system/logs/ops-agent.log")),
+            (
+                PathBuf::from("/Users/ann/system/logs/ops-agent.launchd.out.log"),
+                PathBuf::from("/Users/ann/system/logs/ops-agent.launchd.err.log")
+            )
+        );
+    }
+
+    #[test]
+    fn interval_table() {
+        check_interval(300, 240.0).unwrap();
+        check_interval(60, 45.0).unwrap();
+        assert!(check_interval(240, 240.0).is_err());
+        assert!(check_interval(5, 1.0)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 10"));
+    }
+
+    #[test]
+    fn find_on_path_is_like_a_shell() {
+        assert!(find_on_path("sh", "/nonexistent:/bin:/usr/bin").is_some());
+        assert_eq!(find_on_path("./sh", "/bin"), None);
+        assert_eq!(find_on_path("no-such-program-x", "/bin"), None);
+    }
+}
