@@ -84,12 +84,8 @@ impl World {
 
     fn replies_to(&self, post_id: &str) -> Vec<String> {
         self.mm
-            .posts()
+            .tagged_replies(&self.agent, post_id)
             .into_iter()
-            .filter(|p| {
-                p.user_id == self.agent
-                    && p.props.get("ops_agent_reply_to").and_then(Value::as_str) == Some(post_id)
-            })
             .map(|p| p.message)
             .collect()
     }
@@ -382,12 +378,7 @@ fn planka_down_gives_the_task_now_and_the_card_next_run() {
     };
     assert_eq!(stage("tasks")["outcome"], "degraded", "{}", stage("tasks"));
     w.planka.clear_fault();
-    // The outbox retries with backoff; make the retry due.
-    let mut st = w.sb.state_json();
-    for item in st["tasks"]["outbox"].as_array_mut().unwrap() {
-        item["next_attempt_ms"] = 0.into();
-    }
-    std::fs::write(w.sb.state(), serde_json::to_vec(&st).unwrap()).unwrap();
+    w.sb.make_outbox_due();
     w.run();
     assert_eq!(w.planka.cards().len(), 1);
     assert_eq!(stage("tasks")["outcome"], "ok", "{}", stage("tasks"));
@@ -562,15 +553,7 @@ fn replies_are_composed_with_the_configured_concurrency_and_each_posted_once() {
     assert!(status.success());
     assert_eq!(waiting, 3, "reply calls in flight at once");
     for p in &posts {
-        let replies = mm
-            .posts()
-            .into_iter()
-            .filter(|r| {
-                r.user_id == me.id
-                    && r.props.get("ops_agent_reply_to").and_then(Value::as_str) == Some(p)
-            })
-            .count();
-        assert_eq!(replies, 1, "post {p}");
+        assert_eq!(mm.tagged_replies(&me.id, p).len(), 1, "post {p}");
     }
     assert!(llm.server().peak_in_flight() <= 3);
 }

@@ -14,8 +14,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::support::agent::{text, Sandbox};
 use crate::support::docker::{FakeContainer, FakeDocker};
 use crate::support::fault::Fault;
@@ -157,34 +155,12 @@ impl World {
         for _ in 0..3 {
             let out = self.sb.run(&["run-once"]);
             assert!(out.status.success(), "{}", text(&out));
-            // The outbox retries cards with a backoff; make them due.
-            let mut st = self.sb.state_json();
-            if let Some(items) = st["tasks"]["outbox"].as_array_mut() {
-                for item in items {
-                    item["next_attempt_ms"] = 0.into();
-                }
-            }
-            std::fs::write(self.sb.state(), serde_json::to_vec(&st).unwrap()).unwrap();
+            self.sb.make_outbox_due();
         }
         for p in &self.posts {
-            let replies = self
-                .mm
-                .posts()
-                .into_iter()
-                .filter(|r| {
-                    r.user_id == self.agent
-                        && r.props.get("ops_agent_reply_to").and_then(Value::as_str)
-                            == Some(p.as_str())
-                })
-                .count();
+            let replies = self.mm.tagged_replies(&self.agent, p).len();
             assert_eq!(replies, 1, "post {p}: one reply\n{}", self.sb.log_text());
-            let tasks = self
-                .sb
-                .ledger_tasks()
-                .into_iter()
-                .filter(|t| t["source"] == p.as_str())
-                .count();
-            assert_eq!(tasks, 1, "post {p}: one task");
+            assert_eq!(self.sb.ledger_tasks_for(p), 1, "post {p}: one task");
         }
         assert_eq!(
             self.planka.cards().len(),

@@ -15,8 +15,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::support::agent::{text, Sandbox};
 use crate::support::docker::{FakeContainer, FakeDocker, OnRestart};
 use crate::support::fault::{Hold, Match};
@@ -108,13 +106,7 @@ impl World {
         for _ in 0..3 {
             let out = self.sb.run(&["run-once"]);
             assert!(out.status.success(), "{}", text(&out));
-            let mut st = self.sb.state_json();
-            if let Some(items) = st["tasks"]["outbox"].as_array_mut() {
-                for item in items {
-                    item["next_attempt_ms"] = 0.into();
-                }
-            }
-            std::fs::write(self.sb.state(), serde_json::to_vec(&st).unwrap()).unwrap();
+            self.sb.make_outbox_due();
         }
     }
 
@@ -122,22 +114,9 @@ impl World {
         let log = self.sb.log_text();
         let posts = self.mm.posts();
         for p in &self.posts {
-            let replies = posts
-                .iter()
-                .filter(|r| {
-                    r.user_id == self.agent
-                        && r.props.get("ops_agent_reply_to").and_then(Value::as_str)
-                            == Some(p.as_str())
-                })
-                .count();
+            let replies = self.mm.tagged_replies(&self.agent, p).len();
             assert_eq!(replies, 1, "post {p}: one reply\n{log}");
-            let tasks = self
-                .sb
-                .ledger_tasks()
-                .into_iter()
-                .filter(|t| t["source"] == p.as_str())
-                .count();
-            assert_eq!(tasks, 1, "post {p}: one task\n{log}");
+            assert_eq!(self.sb.ledger_tasks_for(p), 1, "post {p}: one task\n{log}");
         }
         let alerts = posts
             .iter()

@@ -135,6 +135,26 @@ impl Sandbox {
         self.command(args).output().expect("running ops-agent")
     }
 
+    /// How many ledger tasks were filed for `source`.
+    pub fn ledger_tasks_for(&self, source: &str) -> usize {
+        self.ledger_tasks()
+            .iter()
+            .filter(|t| t["source"] == source)
+            .count()
+    }
+
+    /// Makes every retry in the task outbox due now (the outbox backs off
+    /// between attempts), as time passing would.
+    pub fn make_outbox_due(&self) {
+        let mut st = self.state_json();
+        if let Some(items) = st["tasks"]["outbox"].as_array_mut() {
+            for item in items {
+                item["next_attempt_ms"] = 0.into();
+            }
+        }
+        std::fs::write(self.state(), serde_json::to_vec(&st).unwrap()).unwrap();
+    }
+
     /// The activity log so far ("" before the first run).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap_or_default()

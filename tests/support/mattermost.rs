@@ -1028,6 +1028,20 @@ impl FakeMattermost {
         self.w().posts.clone()
     }
 
+    /// The posts by `user_id` tagged as the agent's reply to `post_id`
+    /// (the `ops_agent_reply_to` prop), in storage order.
+    pub fn tagged_replies(&self, user_id: &str, post_id: &str) -> Vec<FakePost> {
+        self.w()
+            .posts
+            .iter()
+            .filter(|p| {
+                p.user_id == user_id
+                    && p.props.get("ops_agent_reply_to").and_then(|v| v.as_str()) == Some(post_id)
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The replies under a root (not deleted), oldest first.
     pub fn thread_replies(&self, root_id: &str) -> Vec<FakePost> {
         let w = self.w();
