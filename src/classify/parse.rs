@@ -289,7 +289,8 @@ enum Token {
     Break,
 }
 
-/// Words, and breaks at sentence punctuation (a negation ends there).
+/// Words, and breaks at punctuation: a negation ends there ("No, it is a
+/// TASK" affirms TASK).
 fn tokens(text: &str) -> Vec<Token> {
     let mut out = Vec::new();
     let mut word = String::new();
@@ -301,7 +302,7 @@ fn tokens(text: &str) -> Vec<Token> {
         if !word.is_empty() {
             out.push(Token::Word(std::mem::take(&mut word)));
         }
-        if matches!(c, '.' | '!' | '?' | ';' | '\n') {
+        if matches!(c, '.' | '!' | '?' | ';' | ',' | ':' | '\n') {
             out.push(Token::Break);
         }
     }
