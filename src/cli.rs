@@ -152,6 +152,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the classifier on labelled posts: accuracy, precision and recall per label,
+    /// confusion matrix, decision paths, latency.
+    Eval {
+        /// JSON lines of {"text", "label"}; without it, the recorded corrections.
+        file: Option<PathBuf>,
+        /// Only the fallback (rules and model), no LLM.
+        #[arg(long)]
+        no_llm: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `ops-agent mm ...`.

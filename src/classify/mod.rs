@@ -17,6 +17,7 @@
 //! short excerpt of an unusable answer, for diagnosis).
 
 pub mod command;
+pub mod corrections;
 pub mod data;
 pub mod eval;
 pub mod fallback;

@@ -1,6 +1,6 @@
 //! What each subcommand does, and the exit codes it ends with. `run-once`
 //! and `config` are one call each and live here; every other command has
-//! its own module: [`status`], [`stats`], [`reset`], [`classify`], [`mm`]
+//! its own module: [`status`], [`stats`], [`reset`], [`classify`], [`eval`], [`mm`]
 //! (`mm status`), [`tasks`] (`tasks list|stats`), [`health`] (`health`,
 //! `fix`, `explain`), [`silence`] and [`doctor`].
 //!
@@ -14,6 +14,7 @@
 
 pub mod classify;
 pub mod doctor;
+pub mod eval;
 pub mod health;
 pub mod mm;
 pub mod reset;
@@ -133,6 +134,7 @@ pub fn main(cli: Cli) -> ExitCode {
             json,
         ),
         Command::Explain { check, json } => health::explain(&config, &check, json),
+        Command::Eval { file, no_llm, json } => eval::run(&config, file.as_deref(), no_llm, json),
         Command::Silence {
             target,
             duration,

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::chat::CorrectionsConfig;
 use crate::classify::ClassifyConfig;
 use crate::escalate::EscalationConfig;
 use crate::fix::FixConfig;
@@ -73,6 +74,8 @@ pub struct Config {
     pub intel: IntelConfig,
     /// Health checks; absent means the runbook's system checks.
     pub checks: Checks,
+    /// `[corrections]`: labels corrected by reaction.
+    pub corrections: CorrectionsConfig,
 }
 
 /// The runbook defaults, checked.

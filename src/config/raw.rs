@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::sections::{AgentConfig, PathsConfig};
 use super::Config;
+use crate::chat::CorrectionsConfig;
 use crate::classify::ClassifyConfig;
 use crate::escalate::EscalationConfig;
 use crate::fix::FixConfig;
@@ -48,6 +49,8 @@ pub struct RawConfig {
     pub intel: IntelConfig,
     /// Health checks; absent means the runbook's system checks.
     pub checks: Vec<CheckConfig>,
+    /// `[corrections]`: labels corrected by reaction.
+    pub corrections: CorrectionsConfig,
 }
 
 impl Default for RawConfig {
@@ -66,6 +69,7 @@ impl Default for RawConfig {
             escalation: EscalationConfig::default(),
             intel: IntelConfig::default(),
             checks: CheckConfig::defaults(),
+            corrections: CorrectionsConfig::default(),
         }
     }
 }
@@ -106,6 +110,7 @@ impl RawConfig {
         self.classify.validate()?;
         self.escalation.validate()?;
         self.intel.validate()?;
+        self.corrections.validate()?;
         let checks = Checks::new(self.checks);
         checks.validate()?;
         Ok(Config {
@@ -122,6 +127,7 @@ impl RawConfig {
             escalation: self.escalation,
             intel: self.intel,
             checks,
+            corrections: self.corrections,
         })
     }
 }

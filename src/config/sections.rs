@@ -66,6 +66,9 @@ pub struct PathsConfig {
     pub lock: PathBuf,
     /// Cached Planka access token (mode 0600).
     pub planka_token_cache: PathBuf,
+    /// Labels the team corrected by reaction (JSON lines, owner-only):
+    /// they teach the classifier and `ops-agent eval` reads them.
+    pub corrections: PathBuf,
 }
 
 impl Default for PathsConfig {
@@ -79,13 +82,14 @@ impl Default for PathsConfig {
             ledger: "~/system/agents/state/ops-tasks.jsonl".into(),
             lock: "/tmp/ops-agent.lock".into(),
             planka_token_cache: "/tmp/ops-agent-planka-token.json".into(),
+            corrections: "~/system/agents/state/ops-corrections.jsonl".into(),
         }
     }
 }
 
 impl PathsConfig {
     /// Every path with its key.
-    pub fn all(&self) -> [(&'static str, &Path); 8] {
+    pub fn all(&self) -> [(&'static str, &Path); 9] {
         [
             ("state", &self.state),
             ("token_cache", &self.token_cache),
@@ -95,6 +99,7 @@ impl PathsConfig {
             ("ledger", &self.ledger),
             ("lock", &self.lock),
             ("planka_token_cache", &self.planka_token_cache),
+            ("corrections", &self.corrections),
         ]
     }
 
@@ -109,6 +114,7 @@ impl PathsConfig {
             &mut self.ledger,
             &mut self.lock,
             &mut self.planka_token_cache,
+            &mut self.corrections,
         ] {
             *p = expand_tilde(&p.to_string_lossy());
         }

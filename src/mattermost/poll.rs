@@ -212,6 +212,10 @@ pub struct PollOutcome {
     pub watermark_ms: Option<i64>,
     /// True when every team was polled fully; only then may the cursor move.
     pub complete: bool,
+    /// Posts the answer brought back because they changed after they were
+    /// created (a reaction, an edit, a reply), whoever wrote them: how the
+    /// chat stage learns, for free, which of its replies got a reaction.
+    pub touched: Vec<String>,
 }
 
 /// The pure skip rules, in order. `user` is the author when known.
@@ -450,6 +454,9 @@ pub async fn poll(
         }
         for (p, ch) in r.posts {
             if seen.insert(p.id.clone()) {
+                if p.update_at > p.create_at && p.delete_at == 0 {
+                    outcome.touched.push(p.id.clone());
+                }
                 candidates.push((p, ch, r.team.clone()));
             }
         }
