@@ -52,6 +52,9 @@ const NEGATORS: &[&str] = &[
     "cant", "cannot", "than", "instead", "rather", "without", "except", "unlike",
 ];
 
+/// Words of a list of labels, which a negation reaches through.
+const LIST_WORDS: &[&str] = &["or", "and", "a", "an", "the"];
+
 /// Words that end a negation's reach ("not a TASK but an INCIDENT").
 const SCOPE_BREAKERS: &[&str] = &["but", "however", "so", "therefore", "hence", "thus"];
 
@@ -269,9 +272,12 @@ fn affirmations(text: &str) -> Vec<Label> {
         };
         let lower = w.to_lowercase();
         if let Some(label) = label_word(&lower) {
+            // A negation reaches through a list of labels ("not a TASK or
+            // INCIDENT"): the list's words do not use up its reach.
             let negated = before
                 .iter()
                 .rev()
+                .filter(|b| !LIST_WORDS.contains(&b.as_str()) && label_word(b).is_none())
                 .take(3)
                 .take_while(|b| !SCOPE_BREAKERS.contains(&b.as_str()))
                 .any(|b| NEGATORS.contains(&b.as_str()));
@@ -350,6 +356,8 @@ mod tests {
             ("<think>hmm, down?</think>INCIDENT", Label::Incident),
             ("ＴＡＳＫ", Label::Task),
             ("ROUTINE<|eot_id|>", Label::Routine),
+            ("ROUTINE (not a task or an incident)", Label::Routine),
+            ("A TASK, not a ROUTINE or INCIDENT.", Label::Task),
             // Cut at the token limit, but the label is there.
             (r#"{"label":"TASK""#, Label::Task),
         ];
@@ -364,6 +372,7 @@ mod tests {
             "",
             "   ",
             "TASK or INCIDENT",
+            "TASK and INCIDENT",
             "INCIDENT, TASK",
             "not an INCIDENT",
             "This is not a TASK",
