@@ -360,3 +360,75 @@ fn a_dry_run_says_what_it_would_correct_and_changes_nothing() {
     w.run();
     assert_eq!(w.task_of(&task)["status"], "closed");
 }
+
+#[test]
+fn eval_measures_a_file_by_path_with_and_without_the_llm() {
+    let mut b = WorldBuilder::new();
+    let llm = b.ollama();
+    // A model that gets everything but one post right, and mumbles once.
+    llm.answer_with(|msg| {
+        if msg.contains("slow") {
+            "ROUTINE".into()
+        } else if msg.contains("thanks") {
+            "Sure! Here is the classification: ROUTINE<|eot_id|>".into()
+        } else if msg.contains("please") {
+            "{\"label\": \"TASK\", \"label\": \"INCIDENT\"}".into()
+        } else {
+            "INCIDENT".into()
+        }
+    });
+    let sb = b.sandbox();
+    let file = sb.path("set.jsonl");
+    std::fs::write(
+        &file,
+        "{\"text\":\"planka is down for everyone\",\"label\":\"INCIDENT\"}\n\
+         {\"text\":\"the riad site is slow right now\",\"label\":\"INCIDENT\"}\n\
+         {\"text\":\"thanks all\",\"label\":\"ROUTINE\"}\n\
+         {\"text\":\"please add Ana to the wizard board\",\"label\":\"TASK\"}\n\
+         not a row\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = sb.run(&["eval", path, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["rows"].as_u64(), v["correct"].as_u64()),
+        (Some(4), Some(3)),
+        "{v}"
+    );
+    assert_eq!(v["skipped_lines"], serde_json::json!([5]));
+    assert_eq!(v["model"], "llama3.1:8b");
+    // Three answers used (one wrong), the ambiguous JSON fell back.
+    assert_eq!(v["paths"]["llm"], 3, "{v}");
+    assert_eq!(v["paths"]["keywords/unusable"], 1, "{v}");
+    assert_eq!(v["confusion"][2], serde_json::json!([1, 0, 1]));
+    assert!(v["latency"]["max_ms"].is_u64());
+    let recall = |i: usize| v["labels"][i]["recall"].as_f64().unwrap();
+    assert_eq!((recall(0), recall(1), recall(2)), (1.0, 1.0, 0.5));
+
+    let out = sb.run(&["eval", path, "--no-llm"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("fallback only (--no-llm)"), "{t}");
+    assert!(
+        s.contains("accuracy: ") && s.contains("keywords/no_llm"),
+        "{t}"
+    );
+    assert!(
+        s.contains("confusion (rows: expected, columns: got)"),
+        "{t}"
+    );
+
+    let out = sb.run(&["eval", "/nonexistent/set.jsonl"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = sb.run(&["eval", "--no-llm"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no corrections yet: {}",
+        text(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no labelled posts"));
+}
