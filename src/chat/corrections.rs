@@ -37,7 +37,7 @@ use super::{Book, Settings, Tally};
 use crate::classify::corrections::{self as file, Correction};
 use crate::classify::Label;
 use crate::mattermost::wire::{CreatePost, PostList, Reaction};
-use crate::mattermost::{Client, NewPost, REPLY_PROP};
+use crate::mattermost::{Client, MmErrorKind, NewPost, REPLY_PROP};
 use crate::tasks::ledger::UpdateRecord;
 use crate::tasks::mc::McBackend;
 use crate::tasks::outbox::{self, Targets};
@@ -48,6 +48,8 @@ use crate::tasks::{priority_for_label, PostRef, Task};
 pub const CORRECTION_PROP: &str = "ops_agent_correction";
 /// Posts whose reactions one request reads, at most.
 const BULK_MAX: usize = 200;
+/// Posts read one by one, at most, from a server without the bulk endpoint.
+const PER_POST_MAX: usize = 20;
 /// Watched posts kept, at most (the newest).
 const WATCH_MAX: usize = 2000;
 /// A correction whose steps keep failing is given up after this long.
@@ -376,8 +378,21 @@ async fn find_new(
     let mut reactions: BTreeMap<String, Vec<Reaction>> = BTreeMap::new();
     let targets: Vec<String> = to_read.iter().map(|(_, t)| t.clone()).collect();
     for chunk in targets.chunks(BULK_MAX) {
-        for (id, list) in ctx.mm.reactions_of(chunk).await? {
-            reactions.insert(id, list);
+        match ctx.mm.reactions_of(chunk).await {
+            Ok(map) => reactions.extend(map),
+            // A server older than 5.8 has no bulk endpoint: one request per
+            // post, for the few the poll brought back.
+            Err(e)
+                if matches!(
+                    e.kind,
+                    MmErrorKind::NotFound | MmErrorKind::Status(405 | 501)
+                ) =>
+            {
+                for id in chunk.iter().take(PER_POST_MAX) {
+                    reactions.insert(id.clone(), ctx.mm.reactions(id).await?);
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     // Only reactions with a label's emoji matter; the allowlist is looked

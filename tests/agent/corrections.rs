@@ -432,3 +432,20 @@ fn eval_measures_a_file_by_path_with_and_without_the_llm() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("no labelled posts"));
 }
+
+#[test]
+fn mattermost_without_the_bulk_reactions_endpoint_is_read_post_by_post() {
+    use crate::support::fault::{Fault, Match, Rule};
+    let w = World::new(0);
+    let task = w.say("wizard", "please deploy the hotfix tonight");
+    w.run();
+    // A server older than 5.8: the bulk endpoint does not exist.
+    w.mm.server()
+        .add_rule(Rule::new(Fault::Status(404)).when(Match::post("/posts/ids/reactions")));
+    w.mm.react_as(&w.reply_to(&task), &w.john, "speech_balloon");
+    w.say("wizard", "ok");
+    w.mm.clear_requests();
+    w.run();
+    assert_eq!(w.mm.count_requests("GET", "/reactions"), 1);
+    assert_eq!(w.task_of(&task)["status"], "closed");
+}
