@@ -12,6 +12,7 @@
 pub mod act;
 pub mod corrections;
 pub mod progress;
+pub mod relabel;
 pub mod reply;
 pub mod route;
 pub mod triage;
