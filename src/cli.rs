@@ -173,6 +173,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the classifier on labelled posts: accuracy, precision and recall per label,
+    /// confusion matrix, decision paths, latency.
+    Eval {
+        /// JSON lines of {"text", "label"}; without it, the recorded corrections.
+        file: Option<PathBuf>,
+        /// Only the fallback (rules and model), no LLM.
+        #[arg(long)]
+        no_llm: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Install the scheduled job (LaunchAgent or systemd user timer) for this binary and config, and load it.
     Install {
         /// Which scheduler.

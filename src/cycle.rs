@@ -237,6 +237,8 @@ impl<'a> Cycle<'a> {
             escalation: &c.escalation,
             checks: &c.checks,
             first_run_lookback_ms: c.agent.first_run_lookback_mins as i64 * 60_000,
+            corrections: &c.corrections,
+            corrections_file: &c.paths.corrections,
         };
         let last = self.runtime.last_cycle.clone();
         let mut book = StateBook {

@@ -10,7 +10,9 @@
 //! halfway repeats nothing.
 
 pub mod act;
+pub mod corrections;
 pub mod progress;
+pub mod relabel;
 pub mod reply;
 pub mod route;
 pub mod triage;
@@ -24,7 +26,7 @@ use chrono::{DateTime, Utc};
 
 use crate::bounded::Bounded;
 use crate::budget::{within, Cut, CycleBudget};
-use crate::classify::ClassifyConfig;
+use crate::classify::{self, ClassifyConfig, Triage};
 use crate::escalate::{self, EscalationConfig, EscalationState};
 use crate::health::{CheckResult, Checks};
 use crate::mattermost::{self, MattermostConfig, MmState, NewPost, PollOutcome};
@@ -35,6 +37,7 @@ use crate::tasks::outbox::{self, Targets, TaskState};
 use crate::tasks::BillingConfig;
 use crate::time::elapsed_ms;
 
+pub use corrections::CorrectionsConfig;
 pub use progress::{ChatState, PostProgress};
 use reply::ReplyContext;
 use route::Route;
@@ -59,6 +62,10 @@ pub struct Settings<'a> {
     pub checks: &'a Checks,
     /// How far back a first run reads (ms).
     pub first_run_lookback_ms: i64,
+    /// `[corrections]`: who corrects labels by reaction, with which emoji.
+    pub corrections: &'a CorrectionsConfig,
+    /// The corrections file (`[paths] corrections`).
+    pub corrections_file: &'a Path,
 }
 
 /// The parts of the runtime state the chat stage changes, and the way to
@@ -166,10 +173,16 @@ pub async fn run(
                 .ok()
         })
         .flatten();
+    let taught = if routes.iter().any(Route::is_work) {
+        load_corrections(settings.corrections_file)
+    } else {
+        Vec::new()
+    };
     classify_stage(
         settings,
         budget,
         llm.as_ref(),
+        taught,
         posts,
         &routes,
         book,
@@ -202,6 +215,12 @@ pub async fn run(
             last_checks_ms,
         };
         act_stage(&act, posts, routes, budget, book, report, now, &mut tally).await?;
+    }
+    if let (Some(client), Some(poll)) = (&client, &poll) {
+        corrections_stage(
+            settings, budget, client, targets, poll, book, report, now, &mut tally,
+        )
+        .await;
     }
     for line in &tally.would {
         tracing::info!("[dry-run] would {line}");
@@ -369,6 +388,7 @@ async fn classify_stage(
     settings: &Settings<'_>,
     budget: &CycleBudget,
     llm: Option<&ollama::Client>,
+    taught: Vec<classify::Example>,
     posts: &[NewPost],
     routes: &[Route],
     book: &mut dyn Book,
@@ -392,14 +412,8 @@ async fn classify_stage(
     let llm = llm.filter(|_| stop_starting.is_some());
     let stop_starting = stop_starting.unwrap_or(budget.chat_deadline);
     let parts = book.parts();
-    let run = triage::classify_posts(
-        llm,
-        settings.classify,
-        &work,
-        parts.chat,
-        stop_starting,
-        tally,
-    );
+    let triage = Triage::new(llm, settings.classify, taught);
+    let run = triage::classify_posts(&triage, &work, parts.chat, stop_starting, tally);
     let cut = within(budget.chat_deadline, run).await.err();
     let mut detail = format!("{} by llm, {} by keywords", tally.by_llm, tally.by_keywords);
     if let Some(why) = llm.and_then(|c| c.breaker()) {
@@ -570,6 +584,7 @@ fn settle(
     match result {
         Ok(Ok(true)) if !dry_run => {
             parts.chat.progress.remove(&post.id);
+            corrections::watch(parts.chat, post, &progress);
             mattermost::mark_handled(parts.mm, &post.id, post.create_at);
             tally.posts_handled += 1;
             true
@@ -596,6 +611,23 @@ fn settle(
     }
 }
 
+/// The newest corrections, as the examples that teach this cycle's
+/// classification; an unreadable file teaches nothing (and says why).
+fn load_corrections(path: &Path) -> Vec<classify::Example> {
+    match classify::corrections::load_recent(path, classify::corrections::LOAD_MAX) {
+        Ok((list, skipped)) => {
+            if skipped > 0 {
+                tracing::warn!(file = %path.display(), skipped, "Skipped unreadable lines of the corrections file.");
+            }
+            classify::corrections::examples(&list)
+        }
+        Err(e) => {
+            tracing::warn!("Corrections not read, classifying without them: {e:#}");
+            Vec::new()
+        }
+    }
+}
+
 /// A post that is not work, in the audit trail.
 fn audit_route(post: &NewPost, route: &str) {
     audit::record(Event::PostRouted {
@@ -604,6 +636,55 @@ fn audit_route(post: &NewPost, route: &str) {
         route: route.into(),
         excerpt: audit::excerpt(&post.message),
     });
+}
+
+/// Labels the team corrected by reaction: recorded, and the tasks put
+/// right (see [`corrections`]). Reported only when there was something to
+/// look at.
+#[allow(clippy::too_many_arguments)]
+async fn corrections_stage(
+    settings: &Settings<'_>,
+    budget: &CycleBudget,
+    client: &mattermost::Client,
+    targets: Targets<'_>,
+    poll: &PollOutcome,
+    book: &mut dyn Book,
+    report: &mut CycleReport,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+) {
+    let t = Instant::now();
+    let ctx = corrections::Ctx {
+        settings,
+        mm: client,
+        targets,
+        touched: &poll.touched,
+        now,
+    };
+    let outcome = match within(budget.chat_deadline, corrections::run(&ctx, book, tally)).await {
+        Ok(None) => return,
+        Ok(Some(run)) => {
+            let detail = format!(
+                "{} read, {} applied, {} requests",
+                run.checked,
+                run.applied.len(),
+                run.requests
+            );
+            for line in &run.applied {
+                tracing::info!("Correction carried out: {line}");
+            }
+            if run.errors.is_empty() {
+                Outcome::Ok(detail)
+            } else {
+                Outcome::Degraded(format!("{detail}; {}", run.errors.join("; ")))
+            }
+        }
+        Err(cut) => {
+            report.deadline_hit = true;
+            Outcome::Skipped(format!("{cut}, the rest next cycle"))
+        }
+    };
+    report.push("corrections", outcome, elapsed_ms(t));
 }
 
 /// Answers a silence command (created, refused or not understood) in its

@@ -35,6 +35,57 @@ pub struct PostProgress {
 pub struct ChatState {
     /// Post id → progress, for posts handed over but not yet fully handled.
     pub progress: BTreeMap<String, PostProgress>,
+    /// Post id → what the agent did with it, for the posts whose label the
+    /// team may still correct (see `chat::corrections`).
+    pub watch: BTreeMap<String, Watched>,
+    /// When reactions were last read for every watched post (epoch ms).
+    pub corrections_swept_ms: Option<i64>,
+}
+
+/// A handled post whose label can still be corrected by a reaction.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Watched {
+    /// The post's create_at (epoch ms): it leaves the watch after the window.
+    pub create_at: i64,
+    /// Its team.
+    pub team: String,
+    /// Its channel.
+    pub channel_id: String,
+    /// The channel's URL name (for a task filed later).
+    pub channel_name: String,
+    /// Its author's username (for a task filed later).
+    pub author: String,
+    /// The label it has now (the agent's, or the last correction's).
+    pub label: Option<Label>,
+    /// The agent's reply in its thread, where the team reacts.
+    pub reply_id: Option<String>,
+    /// The task made for it, if any.
+    pub task_id: Option<String>,
+    /// A correction seen but not fully carried out yet.
+    pub pending: Option<PendingCorrection>,
+}
+
+/// A correction being carried out, step by step (each done once).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PendingCorrection {
+    /// The right label.
+    pub to: Option<Label>,
+    /// Who said so (username).
+    pub by: String,
+    /// When they reacted (epoch ms, server clock).
+    pub at_ms: i64,
+    /// Steps done so far, by name.
+    pub done: Vec<String>,
+}
+
+impl Watched {
+    /// The post where the team reacts to correct the label: the agent's
+    /// reply, or the post itself when the agent did not reply (ROUTINE).
+    pub fn target<'a>(&'a self, post_id: &'a str) -> &'a str {
+        self.reply_id.as_deref().unwrap_or(post_id)
+    }
 }
 
 impl ChatState {

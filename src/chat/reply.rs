@@ -166,6 +166,8 @@ pub fn reply_request(model: &str, ctx: &ReplyContext) -> ChatRequest {
         max_tokens: REPLY_MAX_TOKENS,
         seed: None,
         format: None,
+        // A reasoning model would spend the reply's budget thinking.
+        think: Some(false),
     }
 }
 

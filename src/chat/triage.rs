@@ -2,10 +2,9 @@
 //! none yet, LLM first and keyword rules when the LLM is away, and for every
 //! post that no model call can reach in the time left.
 
-use crate::classify::{self, ClassifyConfig, Decision, DecisionPath, FallbackReason};
+use crate::classify::{Decision, DecisionPath, FallbackReason, Triage};
 use crate::mattermost::NewPost;
 use crate::observe::audit::{self, Event};
-use crate::ollama;
 
 use super::progress::ChatState;
 use super::Tally;
@@ -13,8 +12,7 @@ use super::Tally;
 /// Labels every post of `posts` without a label in `chat`, starting no
 /// model call after `stop_starting`.
 pub async fn classify_posts(
-    llm: Option<&ollama::Client>,
-    cfg: &ClassifyConfig,
+    triage: &Triage<'_>,
     posts: &[&NewPost],
     chat: &mut ChatState,
     stop_starting: tokio::time::Instant,
@@ -26,11 +24,11 @@ pub async fn classify_posts(
         .filter(|(_, p)| chat.progress.get(&p.id).is_none_or(|g| g.label.is_none()))
         .map(|(i, p)| (i, p.message.clone()))
         .collect();
-    let batch = classify::classify_many(llm, cfg, todo, stop_starting).await;
+    let batch = triage.classify_many(todo, stop_starting).await;
     // No model call can start any more: the keyword rules decide the rest
     // now, rather than leaving them for a cycle that may be as short.
     let late = batch.pending.into_iter().map(|i| {
-        let decision = classify::keyword_decision(&posts[i].message, cfg, FallbackReason::NoTime);
+        let decision = triage.fallback_decision(&posts[i].message, FallbackReason::NoTime);
         (i, decision)
     });
     for (i, decision) in batch.done.into_iter().chain(late) {

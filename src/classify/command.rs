@@ -2,10 +2,13 @@
 //! classification manually" as one command. This module produces the data
 //! and its text rendering; the CLI only parses arguments and prints.
 
+use std::path::Path;
+
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{keywords, ClassifyConfig, Decision, DecisionPath, Label};
+use super::fallback::{Decider, FallbackVerdict};
+use super::{corrections, keywords, ClassifyConfig, Decision, DecisionPath, Label, Triage};
 use crate::ollama::{self, OllamaConfig};
 
 /// What `ops-agent classify` reports (and prints as JSON with `--json`).
@@ -13,22 +16,49 @@ use crate::ollama::{self, OllamaConfig};
 pub struct ClassifyReport {
     /// The label that the cycle would use.
     pub label: Label,
-    /// Model or keywords, and why.
+    /// Model or fallback, and why.
     pub path: DecisionPath,
     /// Time taken, model call included.
     pub elapsed_ms: u64,
     /// What the keyword rules alone say, with the phrases that matched, so
-    /// an operator can see what the fallback would do and tune
+    /// an operator can see what the fallback leans on and tune
     /// `[classify]` phrases.
     pub keywords: keywords::Verdict,
+    /// What the fallback says (rules and model), who decided, and the
+    /// model's probabilities.
+    pub fallback: FallbackSummary,
 }
 
-/// Classifies `text` exactly as the cycle would (same client, same rules);
-/// `no_llm` skips the model. Errors only when the Ollama client cannot be
-/// built (e.g. `ollama.api_key_env` names an unset variable).
+/// The fallback's view, without repeating the rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct FallbackSummary {
+    /// Its label.
+    pub label: Label,
+    /// Who decided: a correction, an operator phrase, or the model.
+    pub decider: Decider,
+    /// The model's probability per label.
+    pub model: ModelProbabilities,
+}
+
+/// Probabilities per label.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelProbabilities {
+    /// ROUTINE.
+    pub routine: f64,
+    /// TASK.
+    pub task: f64,
+    /// INCIDENT.
+    pub incident: f64,
+}
+
+/// Classifies `text` exactly as the cycle would (same client, same rules,
+/// same corrections); `no_llm` skips the model. Errors only when the
+/// Ollama client cannot be built (e.g. `ollama.api_key_env` names an unset
+/// variable).
 pub async fn run(
     ollama_cfg: &OllamaConfig,
     classify_cfg: &ClassifyConfig,
+    corrections_file: &Path,
     text: &str,
     no_llm: bool,
 ) -> Result<ClassifyReport> {
@@ -37,28 +67,64 @@ pub async fn run(
     } else {
         Some(ollama::Client::from_config(ollama_cfg)?)
     };
+    let taught = match corrections::load_recent(corrections_file, corrections::LOAD_MAX) {
+        Ok((list, _)) => corrections::examples(&list),
+        Err(e) => {
+            tracing::warn!("Corrections not read, classifying without them: {e:#}");
+            Vec::new()
+        }
+    };
+    let triage = Triage::new(client.as_ref(), classify_cfg, taught);
     let Decision {
         label,
         path,
         elapsed_ms,
-    } = super::classify(client.as_ref(), classify_cfg, text).await;
+    } = triage.classify(text).await;
+    let FallbackVerdict {
+        label: fb_label,
+        decider,
+        rules,
+        model,
+    } = triage.fallback_verdict(text);
     Ok(ClassifyReport {
         label,
         path,
         elapsed_ms,
-        keywords: keywords::classify(text, classify_cfg),
+        keywords: rules,
+        fallback: FallbackSummary {
+            label: fb_label,
+            decider,
+            model: ModelProbabilities {
+                routine: model[0],
+                task: model[1],
+                incident: model[2],
+            },
+        },
     })
 }
 
 impl ClassifyReport {
     /// Human rendering, e.g.
-    /// `INCIDENT  (llm llama3.1:8b, 412 ms)` followed by the keyword view.
+    /// `INCIDENT  (llm llama3.1:8b, 412 ms)` followed by the fallback's view.
     pub fn render_text(&self) -> String {
         let how = match &self.path {
             DecisionPath::Llm { model } => format!("llm {model}"),
-            DecisionPath::Keywords { reason } => format!("keywords; {reason}"),
+            DecisionPath::Keywords { reason } => format!("fallback; {reason}"),
         };
         let mut out = format!("{}  ({how}, {} ms)\n", self.label, self.elapsed_ms);
+        let f = &self.fallback;
+        let who = match f.decider {
+            Decider::Correction => "a recorded correction of this text",
+            Decider::OperatorPhrase => "an operator phrase from [classify]",
+            Decider::Model => "the model, the rules as a prior",
+        };
+        out.push_str(&format!(
+            "fallback: {} by {who} (model: routine {:.0} %, task {:.0} %, incident {:.0} %)\n",
+            f.label,
+            f.model.routine * 100.0,
+            f.model.task * 100.0,
+            f.model.incident * 100.0
+        ));
         let s = &self.keywords.scores;
         out.push_str(&format!(
             "keywords: {} (incident {}, task {}, routine {})",
@@ -91,6 +157,7 @@ mod tests {
         let r = run(
             &OllamaConfig::default(),
             &ClassifyConfig::default(),
+            Path::new("/nonexistent/corrections.jsonl"),
             "planka is not urgent but down",
             true,
         )
@@ -105,7 +172,7 @@ mod tests {
         );
         let text = r.render_text();
         assert!(
-            text.starts_with("INCIDENT  (keywords; no LLM configured, "),
+            text.starts_with("INCIDENT  (fallback; no LLM configured, "),
             "{text}"
         );
         assert!(text.contains("\"urgent\" INCIDENT +3 negated"), "{text}");

@@ -810,7 +810,7 @@ fn word_matches(pattern: &str, word: &str) -> bool {
 }
 
 /// Lowercase, diacritics folded, apostrophes removed.
-fn fold(text: &str) -> String {
+pub(crate) fn fold(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars().flat_map(char::to_lowercase) {
         match c {

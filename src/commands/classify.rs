@@ -20,6 +20,7 @@ pub fn run(config: &Config, text: &str, no_llm: bool, json: bool) -> Result<Exit
     let report = super::runtime()?.block_on(crate::classify::command::run(
         &config.ollama,
         &config.classify,
+        &config.paths.corrections,
         &text,
         no_llm,
     ))?;

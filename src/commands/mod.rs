@@ -1,6 +1,6 @@
 //! What each subcommand does, and the exit codes it ends with. `run-once`
 //! and `config` are one call each and live here; every other command has
-//! its own module: [`status`], [`stats`], [`reset`], [`classify`], [`mm`]
+//! its own module: [`status`], [`stats`], [`reset`], [`classify`], [`eval`], [`mm`]
 //! (`mm status`), [`tasks`] (`tasks list|stats`), [`health`] (`health`,
 //! `fix`, `explain`), [`silence`], [`doctor`] and [`audit`].
 //!
@@ -16,6 +16,7 @@ pub mod audit;
 pub mod classify;
 pub mod docs;
 pub mod doctor;
+pub mod eval;
 pub mod health;
 pub mod install;
 pub mod mm;
@@ -154,6 +155,7 @@ pub fn main(cli: Cli) -> ExitCode {
             json,
         ),
         Command::Explain { check, json } => health::explain(&config, &check, json),
+        Command::Eval { file, no_llm, json } => eval::run(&config, file.as_deref(), no_llm, json),
         Command::Silence {
             target,
             duration,

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::chat::CorrectionsConfig;
 use crate::classify::ClassifyConfig;
 use crate::escalate::EscalationConfig;
 use crate::fix::FixConfig;
@@ -83,6 +84,8 @@ pub struct Config {
     pub checks: Checks,
     /// `[schedule]`: the names the scheduled job is installed under.
     pub schedule: ScheduleConfig,
+    /// `[corrections]`: labels corrected by reaction.
+    pub corrections: CorrectionsConfig,
 }
 
 /// The runbook defaults, checked.

@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::sections::{AgentConfig, PathsConfig};
 use super::Config;
+use crate::chat::CorrectionsConfig;
 use crate::classify::ClassifyConfig;
 use crate::escalate::EscalationConfig;
 use crate::fix::FixConfig;
@@ -58,6 +59,8 @@ pub struct RawConfig {
     pub checks: Vec<CheckConfig>,
     /// `[schedule]`: the names the scheduled job is installed under.
     pub schedule: ScheduleConfig,
+    /// `[corrections]`: labels corrected by reaction.
+    pub corrections: CorrectionsConfig,
 }
 
 impl Default for RawConfig {
@@ -80,6 +83,7 @@ impl Default for RawConfig {
             log: LogConfig::default(),
             checks: CheckConfig::defaults(),
             schedule: ScheduleConfig::default(),
+            corrections: CorrectionsConfig::default(),
         }
     }
 }
@@ -125,6 +129,7 @@ impl RawConfig {
         self.log.validate()?;
         let mut log = self.log;
         log.expand();
+        self.corrections.validate()?;
         let checks = Checks::new(self.checks);
         checks.validate()?;
         self.health.validate_engine_refs(checks.configured())?;
@@ -147,6 +152,7 @@ impl RawConfig {
             log,
             checks,
             schedule: self.schedule,
+            corrections: self.corrections,
         })
     }
 }

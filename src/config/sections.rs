@@ -68,6 +68,9 @@ pub struct PathsConfig {
     pub planka_token_cache: PathBuf,
     /// Audit trail: one JSON line per decision or action (owner-only).
     pub audit: PathBuf,
+    /// Labels the team corrected by reaction (JSON lines, owner-only):
+    /// they teach the classifier and `ops-agent eval` reads them.
+    pub corrections: PathBuf,
 }
 
 impl Default for PathsConfig {
@@ -82,13 +85,14 @@ impl Default for PathsConfig {
             lock: "/tmp/ops-agent.lock".into(),
             planka_token_cache: "/tmp/ops-agent-planka-token.json".into(),
             audit: "~/system/logs/ops-agent-audit.jsonl".into(),
+            corrections: "~/system/agents/state/ops-corrections.jsonl".into(),
         }
     }
 }
 
 impl PathsConfig {
     /// Every path with its key.
-    pub fn all(&self) -> [(&'static str, &Path); 9] {
+    pub fn all(&self) -> [(&'static str, &Path); 10] {
         [
             ("state", &self.state),
             ("token_cache", &self.token_cache),
@@ -99,6 +103,7 @@ impl PathsConfig {
             ("lock", &self.lock),
             ("planka_token_cache", &self.planka_token_cache),
             ("audit", &self.audit),
+            ("corrections", &self.corrections),
         ]
     }
 
@@ -114,6 +119,7 @@ impl PathsConfig {
             &mut self.lock,
             &mut self.planka_token_cache,
             &mut self.audit,
+            &mut self.corrections,
         ] {
             *p = expand_tilde(&p.to_string_lossy());
         }

@@ -8,6 +8,7 @@
 //! only while the cycle deadline allows, and fails with an error naming the
 //! method, URL and status. No token ever appears in an error or log line.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -637,6 +638,26 @@ impl Client {
             self.call_json(Method::GET, &path, &[], None).await?;
         // Older servers answer `null` instead of `[]` for no reactions.
         Ok(list.unwrap_or_default())
+    }
+
+    /// `POST /posts/ids/reactions` (server 5.8+): the reactions of many
+    /// posts in one request, by post id; a post without reactions (or one
+    /// the agent cannot read) may be absent.
+    pub async fn reactions_of(
+        &self,
+        post_ids: &[String],
+    ) -> Result<HashMap<String, Vec<Reaction>>, MmError> {
+        if post_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let body = serde_json::json!(post_ids);
+        let (map, _): (HashMap<String, Option<Vec<Reaction>>>, _) = self
+            .call_json(Method::POST, "/posts/ids/reactions", &[], Some(&body))
+            .await?;
+        Ok(map
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect())
     }
 
     /// `POST /posts`: creates a post (201) and returns it with its id.

@@ -305,6 +305,10 @@ pub struct PollOutcome {
     pub listed: Vec<Listed>,
     /// Channels not read because they showed their quiet mark.
     pub channels_quiet: u32,
+    /// Posts the answer brought back because they changed after they were
+    /// created (a reaction, an edit, a reply), whoever wrote them: how the
+    /// chat stage learns, for free, which of its replies got a reaction.
+    pub touched: Vec<String>,
 }
 
 impl PollOutcome {
@@ -589,6 +593,9 @@ pub async fn poll(
         }
         for (p, ch) in r.posts {
             if seen.insert(p.id.clone()) {
+                if p.update_at > p.create_at && p.delete_at == 0 {
+                    outcome.touched.push(p.id.clone());
+                }
                 candidates.push((p, ch, r.team.clone()));
             }
         }

@@ -129,8 +129,15 @@ pub struct ChatRequest {
     pub max_tokens: u32,
     /// Fixed seed for repeatable answers.
     pub seed: Option<u64>,
-    /// JSON schema for Ollama structured outputs; ignored by the OpenAI backend.
+    /// JSON schema the answer must follow: Ollama's `format`, or the
+    /// OpenAI-compatible `response_format` (Ollama's `/v1`, vLLM and
+    /// llama.cpp's server honour it).
     pub format: Option<Value>,
+    /// `think` for Ollama's native API: `Some(false)` asks a reasoning model
+    /// to answer without thinking first (a model that cannot think ignores
+    /// `false`; only `true` is refused by those). Not sent to
+    /// OpenAI-compatible servers, which have no common switch for it.
+    pub think: Option<bool>,
 }
 
 /// What the model said.
@@ -146,6 +153,21 @@ pub struct ChatAnswer {
     pub prompt_tokens: Option<u64>,
     /// Output tokens generated.
     pub output_tokens: Option<u64>,
+    /// The model reasoned before answering (Ollama's `message.thinking`,
+    /// an OpenAI-compatible `reasoning_content`, or a `<think>` block in
+    /// the text): such a model needs room for its thoughts.
+    pub thought: bool,
+}
+
+impl ChatAnswer {
+    /// The answer was cut by the token limit while the model was still
+    /// thinking: no answer yet, and a bigger budget would have given one.
+    pub fn cut_while_thinking(&self) -> bool {
+        let cut = self.done_reason.as_deref() == Some("length");
+        let lower = self.content.to_ascii_lowercase();
+        let open_think = lower.contains("<think>") && !lower.contains("</think>");
+        cut && (open_think || (self.thought && self.content.trim().is_empty()))
+    }
 }
 
 /// A client for one cycle. It caches the model list, and it is a circuit
@@ -166,6 +188,12 @@ pub struct Client {
 struct Health {
     /// Why the breaker opened, once it has.
     open: Option<LlmErrorKind>,
+    /// Models seen thinking in this cycle: later calls give them the
+    /// bigger budget at once instead of being cut first.
+    thinkers: Vec<String>,
+    /// The OpenAI-compatible server refused `response_format` (HTTP 400)
+    /// once: not sent again in this cycle.
+    no_response_format: bool,
 }
 
 impl Client {
@@ -197,9 +225,26 @@ impl Client {
         &self.cfg
     }
 
-    /// Whether the native API's structured outputs (`format`) are available.
+    /// Whether a JSON schema for the answer is sent: Ollama's `format`, or
+    /// `response_format` until an OpenAI-compatible server refused it.
     pub fn supports_structured_output(&self) -> bool {
         self.cfg.backend == Backend::Ollama
+            || !self.health.lock().expect("health lock").no_response_format
+    }
+
+    /// Whether `model` was seen thinking in this cycle.
+    pub fn thinks(&self, model: &str) -> bool {
+        let h = self.health.lock().expect("health lock");
+        h.thinkers.iter().any(|m| m == model)
+    }
+
+    /// Remembers that `model` thinks before it answers.
+    pub fn note_thinker(&self, model: &str) {
+        let mut h = self.health.lock().expect("health lock");
+        if !h.thinkers.iter().any(|m| m == model) {
+            tracing::info!(model, "The model reasons before answering; it gets a bigger token budget for the rest of the cycle.");
+            h.thinkers.push(model.to_string());
+        }
     }
 
     /// Why the breaker is open (the first timeout or refused connection of
@@ -325,6 +370,8 @@ impl Client {
         #[derive(Deserialize)]
         struct RespMsg {
             content: String,
+            #[serde(default)]
+            thinking: Option<String>,
         }
         let path = "/api/chat";
         let mut options = json!({
@@ -345,10 +392,20 @@ impl Client {
         if let Some(format) = &req.format {
             body["format"] = format.clone();
         }
+        if let Some(think) = req.think {
+            body["think"] = json!(think);
+        }
         let http = self.http.post(format!("{}{path}", self.base)).json(&body);
         let text = self.send(http, &req.model, "POST", path, purpose).await?;
         let resp: Resp = self.parse_json(&text, &req.model, path)?;
+        let thought = resp
+            .message
+            .thinking
+            .as_deref()
+            .is_some_and(|t| !t.trim().is_empty())
+            || resp.message.content.contains("</think>");
         Ok(ChatAnswer {
+            thought,
             content: resp.message.content,
             model: if resp.model.is_empty() {
                 req.model.clone()
@@ -384,6 +441,10 @@ impl Client {
         struct ChoiceMsg {
             #[serde(default)]
             content: Option<String>,
+            #[serde(default)]
+            reasoning_content: Option<String>,
+            #[serde(default)]
+            reasoning: Option<String>,
         }
         #[derive(Deserialize)]
         struct Usage {
@@ -403,11 +464,29 @@ impl Client {
         if let Some(seed) = req.seed {
             body["seed"] = json!(seed);
         }
-        let mut http = self.http.post(format!("{}{path}", self.base)).json(&body);
-        if let Some(key) = &self.api_key {
-            http = http.bearer_auth(key.expose());
+        let schema = req
+            .format
+            .as_ref()
+            .filter(|_| self.supports_structured_output());
+        if let Some(schema) = schema {
+            body["response_format"] = json!({
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "strict": true, "schema": schema},
+            });
         }
-        let text = self.send(http, &req.model, "POST", path, purpose).await?;
+        let text = match self.post_openai(&body, &req.model, path, purpose).await {
+            // A server without structured outputs refuses the whole request:
+            // ask again without the schema, and not again this cycle.
+            Err(e) if schema.is_some() && e.kind == LlmErrorKind::Status(400) => {
+                tracing::warn!(detail = %e.detail, "The server refused response_format; asking without it for the rest of the cycle.");
+                self.health.lock().expect("health lock").no_response_format = true;
+                body.as_object_mut()
+                    .expect("a JSON object")
+                    .remove("response_format");
+                self.post_openai(&body, &req.model, path, purpose).await?
+            }
+            other => other?,
+        };
         let resp: Resp = self.parse_json(&text, &req.model, path)?;
         let Some(choice) = resp.choices.into_iter().next() else {
             return Err(self.err(
@@ -418,8 +497,14 @@ impl Client {
                 "no choices in the answer",
             ));
         };
+        let content = choice.message.content.unwrap_or_default();
+        let thought = [&choice.message.reasoning_content, &choice.message.reasoning]
+            .iter()
+            .any(|r| r.as_deref().is_some_and(|t| !t.trim().is_empty()))
+            || content.contains("</think>");
         Ok(ChatAnswer {
-            content: choice.message.content.unwrap_or_default(),
+            thought,
+            content,
             model: if resp.model.is_empty() {
                 req.model.clone()
             } else {
@@ -429,6 +514,21 @@ impl Client {
             prompt_tokens: resp.usage.as_ref().and_then(|u| u.prompt_tokens),
             output_tokens: resp.usage.as_ref().and_then(|u| u.completion_tokens),
         })
+    }
+
+    /// One POST to an OpenAI-compatible endpoint, with the API key if any.
+    async fn post_openai(
+        &self,
+        body: &Value,
+        model: &str,
+        path: &str,
+        purpose: Purpose,
+    ) -> Result<String, LlmError> {
+        let mut http = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(key) = &self.api_key {
+            http = http.bearer_auth(key.expose());
+        }
+        self.send(http, model, "POST", path, purpose).await
     }
 
     /// Sends a request and returns the body of a 2xx; everything else becomes

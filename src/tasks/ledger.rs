@@ -139,9 +139,18 @@ pub struct UpdateRecord {
     /// Planka card URL, once the card exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card_url: Option<String>,
-    /// New status (`open`, `resolved`).
+    /// New status (`open`, `resolved`, `closed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// New priority (a TASK relabelled INCIDENT, or back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<super::Priority>,
+    /// New label, when the team corrected the classification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Why, in a few words (who corrected what).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn epoch() -> DateTime<Utc> {
@@ -262,6 +271,12 @@ impl LedgerTask {
         }
         if let Some(s) = u.status {
             self.status = s;
+        }
+        if let Some(p) = u.priority {
+            self.task.priority = p;
+        }
+        if let Some(l) = u.label {
+            self.task.label = l;
         }
     }
 }

@@ -222,6 +222,11 @@ impl McCommand {
         self.timeout
     }
 
+    /// The environment variables passed to MC commands (`mc.pass_env`).
+    pub fn pass_env(&self) -> &[String] {
+        &self.pass_env
+    }
+
     /// Runs the command for `task` and returns the new task's id from its
     /// stdout; `on_spawn` learns the process group as soon as it runs. A
     /// failure says whether the task may exist anyway ([`CreateError`]).

@@ -652,7 +652,7 @@ async fn make_card(
                 at: DateTime::from_timestamp_millis(now_ms).unwrap_or_default(),
                 card_id: Some(card.card_id.clone()),
                 card_url: Some(card.card_url.clone()),
-                status: None,
+                ..Default::default()
             };
             if let Err(e) = ledger.update(update) {
                 tracing::warn!(id = %record.task_id, error = %format!("{e:#}"), "Card made but not journalled in the ledger.");

@@ -16,6 +16,7 @@ mod support;
 
 mod chat_cycle;
 mod cli_commands;
+mod corrections;
 mod cycle_frame;
 mod deploy;
 mod escalate_cycle;

@@ -1,111 +1,124 @@
-//! Accuracy of the keyword rules on hand-labelled ops-chat messages. The
-//! labels are what an SRE would expect, not what the rules say.
+//! Accuracy of the fallback on hand-labelled chat posts, and of the keyword
+//! rules alone. The labels are what a careful person on the team would say,
+//! not what the classifier says.
 //!
-//! * `classify-devset.jsonl` (208 rows) is the development set: the rules
-//!   were tuned on it and must reach 85 %. Its last 45 rows were the first
-//!   hold-out set; once the rules had been tuned against its misses it was
-//!   no longer unseen, so it moved here.
-//! * `classify-holdout-2.jsonl` (60 rows, 20 per label) was written before
-//!   the current rules were read or changed and is never tuned on: its
-//!   figure is the honest estimate of how the fallback does on new
-//!   messages. To improve the rules again, move it into the dev set and
-//!   write a fresh hold-out first.
+//! * `classify-devset.jsonl` (208 rows): the rules were tuned on it.
+//! * `classify-holdout-2.jsonl` (60 rows): written before the rules were
+//!   last changed; the rules' honest estimate.
+//! * `classify-dev-2.jsonl` (240 rows, EN/SR-HR/DE/ES, the classes of
+//!   misses of issue 15): written with the model's training set, before
+//!   any tuning; the fallback was tuned while looking at it.
+//!
+//! The shipped model learns from all of them (see `model::TRAINING_SETS`),
+//! so each is measured here on a model trained *without* it: the training
+//! set plus the other two. `classify-holdout-3.jsonl` is never read by a
+//! test: it is measured by hand, at the end, with `ops-agent eval`.
 
-use ops_agent::classify::{keywords, ClassifyConfig, Label};
+use ops_agent::classify::data::{parse_lines, Example};
+use ops_agent::classify::eval::{evaluate, Outcome, Report};
+use ops_agent::classify::model::{Model, TRAINING_SETS};
+use ops_agent::classify::{
+    keywords, ClassifyConfig, Decision, DecisionPath, Fallback, FallbackReason,
+};
 
-#[derive(serde::Deserialize)]
-struct Row {
-    text: String,
-    label: Label,
+fn rows(name: &str) -> Vec<Example> {
+    let (_, text) = TRAINING_SETS
+        .iter()
+        .find(|(n, _)| n.ends_with(name))
+        .unwrap_or_else(|| panic!("{name} is not a training set"));
+    let (rows, bad) = parse_lines(text);
+    assert!(bad.is_empty(), "{name}: {bad:?}");
+    rows
 }
 
-fn idx(l: Label) -> usize {
-    Label::ALL.iter().position(|x| *x == l).unwrap()
+fn outcome(r: &Example, label: ops_agent::classify::Label) -> Outcome {
+    Outcome {
+        text: r.text.clone(),
+        expected: r.label,
+        decision: Decision {
+            label,
+            path: DecisionPath::Keywords {
+                reason: FallbackReason::NoLlm,
+            },
+            elapsed_ms: 0,
+        },
+    }
 }
 
-/// Loads a set, prints accuracy, confusion matrix and misses; returns accuracy.
-fn evaluate(name: &str, data: &str, min_rows: usize) -> f64 {
-    let rows: Vec<Row> = data
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
-        .collect();
-    assert!(
-        rows.len() >= min_rows,
-        "{name} has only {} rows",
-        rows.len()
-    );
-    let mut counts = [0usize; 3];
-    for r in &rows {
-        counts[idx(r.label)] += 1;
-    }
-    for (l, n) in Label::ALL.iter().zip(counts) {
-        assert!(
-            n * 4 >= rows.len(),
-            "{name}: {l} has only {n} of {} rows: unbalanced",
-            rows.len()
-        );
-    }
+fn show(name: &str, what: &str, r: &Report) -> f64 {
+    println!("{name}, {what}:\n{}", r.render_text());
+    r.accuracy
+}
 
+/// The keyword rules alone on `name`.
+fn rules_on(name: &str) -> Report {
     let rules = keywords::Rules::new(&ClassifyConfig::default());
-    let mut matrix = [[0usize; 3]; 3]; // [expected][got]
-    let mut wrong = Vec::new();
-    for r in &rows {
-        let got = rules.classify(&r.text).label;
-        matrix[idx(r.label)][idx(got)] += 1;
-        if got != r.label {
-            wrong.push(format!("  want {:<8} got {:<8} {:?}", r.label, got, r.text));
-        }
-    }
-    let correct: usize = (0..3).map(|i| matrix[i][i]).sum();
-    let accuracy = correct as f64 / rows.len() as f64;
+    let outcomes: Vec<Outcome> = rows(name)
+        .iter()
+        .map(|r| outcome(r, rules.classify(&r.text).label))
+        .collect();
+    evaluate(&outcomes)
+}
 
-    println!(
-        "{name}: keyword rules {correct}/{} = {:.1} %",
-        rows.len(),
-        accuracy * 100.0
-    );
-    println!("confusion matrix (rows: expected, columns: got)");
-    println!(
-        "{:>10} {:>8} {:>8} {:>8}",
-        "", "ROUTINE", "TASK", "INCIDENT"
-    );
-    for (i, l) in Label::ALL.iter().enumerate() {
-        println!(
-            "{:>10} {:>8} {:>8} {:>8}",
-            l.as_str(),
-            matrix[i][0],
-            matrix[i][1],
-            matrix[i][2]
-        );
-    }
-    println!("misclassified:\n{}\n", wrong.join("\n"));
-    accuracy
+/// The fallback on `name`, its model trained on every set but `name`.
+fn fallback_without(name: &str) -> Report {
+    let training: Vec<Example> = TRAINING_SETS
+        .iter()
+        .filter(|(n, _)| !n.ends_with(name))
+        .flat_map(|(_, text)| parse_lines(text).0)
+        .collect();
+    let model = Model::train(training.iter().map(|r| (r.text.as_str(), r.label, 1.0)));
+    let fb = Fallback::with_model(&ClassifyConfig::default(), model);
+    let outcomes: Vec<Outcome> = rows(name)
+        .iter()
+        .map(|r| outcome(r, fb.classify(&r.text).label))
+        .collect();
+    evaluate(&outcomes)
 }
 
 #[test]
 fn keyword_rules_reach_85_percent_on_the_dev_set() {
-    let acc = evaluate(
-        "dev set",
-        include_str!("../fixtures/classify-devset.jsonl"),
-        150,
-    );
+    let acc = show("dev set", "rules", &rules_on("classify-devset.jsonl"));
     assert!(acc >= 0.85, "accuracy {:.1} % is below 85 %", acc * 100.0);
 }
 
 #[test]
 fn keyword_rules_on_the_holdout_set() {
-    let acc = evaluate(
-        "hold-out set",
-        include_str!("../fixtures/classify-holdout-2.jsonl"),
-        60,
-    );
-    // A floor, not a target: a change that breaks generalisation shows here.
-    // Measured once, with the rules final: 54/60 = 90.0 %; the floor sits a
-    // few points under it.
+    // A floor, not a target: measured once, with the rules final, 54/60.
+    let acc = show("hold-out 2", "rules", &rules_on("classify-holdout-2.jsonl"));
     assert!(
         acc >= 0.85,
         "hold-out accuracy {:.1} % is below 85 %",
         acc * 100.0
     );
+}
+
+/// Floors a few points under what was measured when the model was
+/// settled (devset 95.2 %, hold-out 2 93.3 %, dev 2 92.9 %), per set and
+/// per label: a change that makes the fallback generalise worse fails here.
+#[test]
+fn the_fallback_trained_without_a_set_holds_on_it() {
+    for (name, floor, label_floor) in [
+        ("classify-devset.jsonl", 0.90, 0.80),
+        ("classify-holdout-2.jsonl", 0.88, 0.80),
+        ("classify-dev-2.jsonl", 0.88, 0.80),
+    ] {
+        let r = fallback_without(name);
+        let acc = show(name, "fallback trained without it", &r);
+        assert!(
+            acc >= floor,
+            "{name}: {:.1} % is below {:.0} %",
+            acc * 100.0,
+            floor * 100.0
+        );
+        for l in &r.labels {
+            let recall = l.recall.unwrap_or(1.0);
+            assert!(
+                recall >= label_floor,
+                "{name}: {} recall {:.1} %",
+                l.label,
+                recall * 100.0
+            );
+        }
+    }
 }

@@ -53,7 +53,11 @@ async fn llm_label_is_used_with_structured_output() {
     assert_eq!(b["stream"], false);
     assert_eq!(b["format"], classify::label_schema());
     assert!((b["options"]["temperature"].as_f64().unwrap() - 0.1).abs() < 1e-6);
-    assert!(b["options"]["num_predict"].as_u64().unwrap() <= 16);
+    assert!(b["options"]["num_predict"].as_u64().unwrap() <= 32);
+    assert_eq!(
+        b["think"], false,
+        "a reasoning model answers without thinking first"
+    );
     assert_eq!(b["options"]["num_ctx"], 4096);
     assert!(b["options"]["seed"].is_u64());
     assert_eq!(b["keep_alive"], "10m");
@@ -300,8 +304,14 @@ async fn openai_compatible_backend() {
     assert_eq!(reqs[0].authorization.as_deref(), Some("Bearer sk-local"));
     let b = &reqs[0].body;
     assert_eq!(b["stream"], false);
-    assert!(b["max_tokens"].as_u64().unwrap() <= 16);
+    assert!(b["max_tokens"].as_u64().unwrap() <= 32);
     assert!(b.get("format").is_none() && b.get("options").is_none());
+    assert!(b.get("think").is_none(), "no common switch on /v1");
+    assert_eq!(b["response_format"]["type"], "json_schema");
+    assert_eq!(
+        b["response_format"]["json_schema"]["schema"],
+        classify::label_schema()
+    );
 
     fake.set_models(&[]);
     let d = classify::classify(Some(&c), &ClassifyConfig::default(), "please add me").await;

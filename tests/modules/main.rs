@@ -11,6 +11,7 @@ mod support;
 
 mod classify_devset;
 mod classify_llm;
+mod classify_noisy;
 mod escalate_flow;
 mod fake_harness;
 mod health_docker;

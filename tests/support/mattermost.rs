@@ -653,6 +653,32 @@ fn route(
             let ids = thread.iter().map(|p| p.id.clone()).collect();
             ok(w.post_list(ids, false))
         }
+        ("POST", ["posts", "ids", "reactions"]) => {
+            // Like the server: every requested post the caller may read, with
+            // its reactions (an empty list when it has none).
+            let ids: Vec<String> = json_body
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut out = Map::new();
+            for id in ids {
+                if w.visible_post(&id, &me).is_err() {
+                    continue;
+                }
+                let list: Vec<Value> = w
+                    .reactions
+                    .iter()
+                    .filter(|r| r.post_id == id && r.delete_at == 0)
+                    .map(|r| serde_json::to_value(r).unwrap())
+                    .collect();
+                out.insert(id, Value::Array(list));
+            }
+            ok(Value::Object(out))
+        }
         ("GET", ["posts", pid, "reactions"]) => {
             if let Err(r) = w.visible_post(pid, &me) {
                 return *r;
@@ -1005,6 +1031,15 @@ impl FakeMattermost {
             remote_id: String::new(),
             channel_id,
         });
+        w.touch(post_id, |_, _| {});
+    }
+
+    /// `user_id` takes back their `emoji` (like `DELETE
+    /// /users/{id}/posts/{post}/reactions/{emoji}`): the post's update_at moves.
+    pub fn unreact(&self, post_id: &str, user_id: &str, emoji: &str) {
+        let mut w = self.w();
+        w.reactions
+            .retain(|r| !(r.post_id == post_id && r.user_id == user_id && r.emoji_name == emoji));
         w.touch(post_id, |_, _| {});
     }
 

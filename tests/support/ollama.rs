@@ -57,6 +57,8 @@ struct Inner {
     answer: Answer,
     queue: VecDeque<String>,
     honour_format: bool,
+    /// Tokens of reasoning the model writes before its answer (0: none).
+    thinking_tokens: u32,
     requests: Vec<Recorded>,
 }
 
@@ -84,6 +86,7 @@ impl FakeOllama {
             answer: Answer::Fixed("ROUTINE".into()),
             queue: VecDeque::new(),
             honour_format: true,
+            thinking_tokens: 0,
             requests: Vec::new(),
         }));
         let app = Router::new()
@@ -170,6 +173,15 @@ impl FakeOllama {
     /// answer text is returned as is, like a server that ignores `format`.
     pub fn honour_format(&self, on: bool) {
         self.state.lock().unwrap().honour_format = on;
+    }
+
+    /// A reasoning model: it writes `tokens` tokens of thoughts before the
+    /// answer, like a model behind an Ollama too old for `think` (native:
+    /// in `message.thinking`) or an OpenAI-compatible server (a `<think>`
+    /// block in the text). Past the request's token limit the answer is
+    /// cut with `done_reason`/`finish_reason` "length" and no label.
+    pub fn set_thinking(&self, tokens: u32) {
+        self.state.lock().unwrap().thinking_tokens = tokens;
     }
 
     /// Every request so far.
@@ -342,10 +354,23 @@ async fn chat(State(state): State<Shared>, Json(body): Json<Value>) -> Response 
         return not_found(&model);
     }
     let text = next_answer(&state, &last_user(&body["messages"]), body.get("format"));
+    let thinking = state.lock().unwrap().thinking_tokens as u64;
+    let limit = body["options"]["num_predict"].as_u64().unwrap_or(u64::MAX);
+    let (text, thoughts, reason) = if thinking == 0 {
+        (text, String::new(), "stop")
+    } else if thinking >= limit {
+        (
+            String::new(),
+            "let me think ".repeat(limit as usize / 3),
+            "length",
+        )
+    } else {
+        (text, "let me think ".repeat(thinking as usize / 3), "stop")
+    };
     let single = json!({
         "model": model, "created_at": "2025-01-01T00:00:00Z",
-        "message": {"role": "assistant", "content": text},
-        "done": true, "done_reason": "stop", "total_duration": 1_000_000, "load_duration": 0,
+        "message": {"role": "assistant", "content": text, "thinking": thoughts},
+        "done": true, "done_reason": reason, "total_duration": 1_000_000, "load_duration": 0,
         "prompt_eval_count": 120, "eval_count": 5, "eval_duration": 500_000
     });
     let m = model.clone();
@@ -397,11 +422,27 @@ async fn v1_chat(State(state): State<Shared>, Json(body): Json<Value>) -> Respon
         )
             .into_response();
     }
-    let text = next_answer(&state, &last_user(&body["messages"]), None);
+    // `response_format` with a JSON schema is this API's structured output.
+    let schema = body["response_format"]["json_schema"]["schema"].clone();
+    let format = (!schema.is_null()).then_some(schema);
+    let text = next_answer(&state, &last_user(&body["messages"]), format.as_ref());
+    let thinking = state.lock().unwrap().thinking_tokens as u64;
+    let limit = body["max_tokens"].as_u64().unwrap_or(u64::MAX);
+    let thoughts = "let me think ".repeat(thinking as usize / 3);
+    let (text, reason) = if thinking == 0 {
+        (text, "stop")
+    } else if thinking >= limit {
+        (
+            format!("<think>\n{}", "let me think ".repeat(limit as usize / 3)),
+            "length",
+        )
+    } else {
+        (format!("<think>\n{thoughts}\n</think>\n\n{text}"), "stop")
+    };
     Json(json!({
         "id": "chatcmpl-1", "object": "chat.completion", "created": 1_735_689_600, "model": model,
         "system_fingerprint": "fp_ollama",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}],
         "usage": {"prompt_tokens": 120, "completion_tokens": 5, "total_tokens": 125}
     }))
     .into_response()

@@ -1,0 +1,634 @@
+//! Corrections by reaction: when the agent labels a post wrong, a person on
+//! the allowlist reacts with the right label's emoji on the agent's reply
+//! (or, for a post the agent did not answer because it took it for ROUTINE,
+//! on the post itself). The correction is recorded (the post's text, the
+//! right label, who, when) in the corrections file, which teaches the LLM
+//! prompt and the fallback from the next cycle on, and what the agent did
+//! with the post is put right, each step exactly once:
+//!
+//! | was → now | the task | in the thread |
+//! | --- | --- | --- |
+//! | TASK/INCIDENT → ROUTINE | closed in the ledger (and by `escalation.resolve_command` when MC is a command), its card commented and moved to `escalation.done_list` | "relabelled, task closed" |
+//! | ROUTINE → TASK/INCIDENT | filed now (card too), or reopened if an earlier correction closed it | "relabelled, logged as …" |
+//! | TASK ↔ INCIDENT | priority NORMAL ↔ HIGH in the ledger, card commented | "relabelled, priority now …" |
+//!
+//! Reading reactions costs few requests: the poll already brings back
+//! every post changed since the cursor (a reaction moves `update_at`), so
+//! a watched reply that got one is read at once; and because a reaction
+//! does not make its channel active, every [`CorrectionsConfig::sweep_mins`]
+//! one request reads the reactions of all posts still in the window. Both
+//! are one `POST /posts/ids/reactions` for all the posts concerned.
+//!
+//! The steps of a correction are recorded in the post's
+//! [`PendingCorrection`] as they are done, so a failure or a crash resumes
+//! where it stopped. What was recorded stays: taking a reaction back does
+//! not undo a correction; another label's emoji makes another one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Context, Result};
+use chrono::DateTime;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use super::progress::{ChatState, PendingCorrection, PostProgress, Watched};
+use super::relabel::{self, announce, change_task, close_task, describe, file_task, thread_of};
+use super::{Book, Tally};
+use crate::classify::corrections::{self as file, Correction};
+use crate::classify::Label;
+use crate::mattermost::wire::{PostList, Reaction};
+use crate::mattermost::{MmErrorKind, NewPost};
+
+pub use relabel::{Ctx, CORRECTION_PROP};
+
+/// Posts whose reactions one request reads, at most.
+const BULK_MAX: usize = 200;
+/// Posts read one by one, at most, from a server without the bulk endpoint.
+const PER_POST_MAX: usize = 20;
+/// Watched posts kept, at most (the newest).
+const WATCH_MAX: usize = 2000;
+/// A correction whose steps keep failing is given up after this long.
+const GIVE_UP_MS: i64 = 24 * 3600 * 1000;
+
+/// `[corrections]`: who may correct a label, with which emoji, for how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrectionsConfig {
+    /// Mattermost usernames whose reactions correct a label: the agency's
+    /// own people, never a client (a correction can close a task).
+    pub allowlist: Vec<String>,
+    /// Emoji names (without colons) that mean ROUTINE.
+    pub routine_emoji: Vec<String>,
+    /// Emoji names that mean TASK.
+    pub task_emoji: Vec<String>,
+    /// Emoji names that mean INCIDENT.
+    pub incident_emoji: Vec<String>,
+    /// How long after a post its label can be corrected, in hours.
+    pub window_hours: u64,
+    /// Every this many minutes, the reactions of every post in the window
+    /// are read (one request), also in channels with no new post; 0: only
+    /// the posts the poll brings back.
+    pub sweep_mins: u64,
+}
+
+impl Default for CorrectionsConfig {
+    fn default() -> Self {
+        CorrectionsConfig {
+            allowlist: vec!["john".into(), "edita".into()],
+            routine_emoji: vec!["speech_balloon".into()],
+            task_emoji: vec!["memo".into()],
+            incident_emoji: vec!["rotating_light".into()],
+            window_hours: 48,
+            sweep_mins: 30,
+        }
+    }
+}
+
+impl CorrectionsConfig {
+    /// Checks the section without I/O; errors name the key and the value.
+    pub fn validate(&self) -> Result<()> {
+        let user = Regex::new(r"^[a-z0-9][a-z0-9._-]{0,63}$").expect("static regex");
+        for u in &self.allowlist {
+            if !user.is_match(u) {
+                bail!(
+                    "corrections.allowlist: '{u}' is not a Mattermost username (lowercase, no @)"
+                );
+            }
+        }
+        let emoji = Regex::new(r"^[a-z0-9_+-]{1,64}$").expect("static regex");
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for (key, list) in self.emoji_lists() {
+            for e in list {
+                if !emoji.is_match(e) {
+                    bail!("corrections.{key}: '{e}' is not an emoji name (like \"memo\", without colons)");
+                }
+                if let Some(other) = seen.insert(e.as_str(), key) {
+                    bail!("corrections.{key}: '{e}' is also in corrections.{other}");
+                }
+            }
+        }
+        if !(1..=720).contains(&self.window_hours) {
+            bail!(
+                "corrections.window_hours: {} must be between 1 and 720",
+                self.window_hours
+            );
+        }
+        if self.sweep_mins > 1440 {
+            bail!(
+                "corrections.sweep_mins: {} must be at most 1440 (0 turns the sweep off)",
+                self.sweep_mins
+            );
+        }
+        Ok(())
+    }
+
+    fn emoji_lists(&self) -> [(&'static str, &Vec<String>); 3] {
+        [
+            ("routine_emoji", &self.routine_emoji),
+            ("task_emoji", &self.task_emoji),
+            ("incident_emoji", &self.incident_emoji),
+        ]
+    }
+
+    /// The label an emoji stands for.
+    pub fn label_of(&self, emoji: &str) -> Option<Label> {
+        let e = emoji.trim_matches(':');
+        [
+            (&self.routine_emoji, Label::Routine),
+            (&self.task_emoji, Label::Task),
+            (&self.incident_emoji, Label::Incident),
+        ]
+        .into_iter()
+        .find(|(list, _)| list.iter().any(|x| x == e))
+        .map(|(_, l)| l)
+    }
+
+    fn window_ms(&self) -> i64 {
+        self.window_hours as i64 * 3_600_000
+    }
+}
+
+/// Starts watching a post the chat stage has just handled.
+pub fn watch(chat: &mut ChatState, post: &NewPost, progress: &PostProgress) {
+    let Some(label) = progress.label else {
+        return;
+    };
+    chat.watch.insert(
+        post.id.clone(),
+        Watched {
+            create_at: post.create_at,
+            team: post.team.clone(),
+            channel_id: post.channel_id.clone(),
+            channel_name: post.channel_name.clone(),
+            author: post.username.clone(),
+            label: Some(label),
+            reply_id: progress.reply_post_id.clone(),
+            task_id: progress.task_id.clone(),
+            pending: None,
+        },
+    );
+}
+
+/// Drops the posts out of the window (a pending correction stays until it
+/// is carried out or given up) and keeps the newest [`WATCH_MAX`].
+pub fn prune(chat: &mut ChatState, window_ms: i64, now_ms: i64) {
+    chat.watch
+        .retain(|_, w| w.pending.is_some() || w.create_at > now_ms - window_ms);
+    if chat.watch.len() > WATCH_MAX {
+        let mut ages: Vec<i64> = chat.watch.values().map(|w| w.create_at).collect();
+        ages.sort_unstable();
+        let cutoff = ages[chat.watch.len() - WATCH_MAX];
+        chat.watch
+            .retain(|_, w| w.pending.is_some() || w.create_at >= cutoff);
+    }
+}
+
+/// The label the team gives a post by its reactions: the latest reaction
+/// with a label's emoji by someone on the allowlist (`allowed`: user id →
+/// username), with who and when. Pure.
+pub fn verdict(
+    reactions: &[Reaction],
+    allowed: &BTreeMap<String, String>,
+    cfg: &CorrectionsConfig,
+) -> Option<(Label, String, i64)> {
+    reactions
+        .iter()
+        .filter_map(|r| {
+            let label = cfg.label_of(&r.emoji_name)?;
+            let by = allowed.get(&r.user_id)?;
+            Some((label, by.clone(), r.create_at))
+        })
+        .max_by_key(|(_, _, at)| *at)
+}
+
+/// One step of carrying out a correction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Append it to the corrections file.
+    Record,
+    /// Close the task (and its card): it was not work.
+    CloseTask,
+    /// File the task now (and its card).
+    FileTask,
+    /// Open again a task an earlier correction closed, at the new priority.
+    ReopenTask,
+    /// Change the task's priority.
+    Reprioritize,
+    /// Say in the thread what changed.
+    Announce,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Record => "record",
+            Step::CloseTask => "close_task",
+            Step::FileTask => "file_task",
+            Step::ReopenTask => "reopen_task",
+            Step::Reprioritize => "reprioritize",
+            Step::Announce => "announce",
+        }
+    }
+}
+
+/// What correcting `from` to `to` takes, in order; `has_task`: a task was
+/// already made for the post. Pure.
+pub fn plan(from: Label, to: Label, has_task: bool) -> Vec<Step> {
+    use Label::*;
+    let task_step = match (from, to) {
+        _ if from == to => return Vec::new(),
+        (Task | Incident, Routine) => Step::CloseTask,
+        (Routine, _) if has_task => Step::ReopenTask,
+        (Routine, _) => Step::FileTask,
+        _ => Step::Reprioritize,
+    };
+    vec![Step::Record, task_step, Step::Announce]
+}
+
+/// What the step did this cycle, for the report and the log.
+#[derive(Debug, Default)]
+pub struct CorrectionsRun {
+    /// Posts whose reactions were read.
+    pub checked: usize,
+    /// Requests made to read reactions and resolve the allowlist.
+    pub requests: u32,
+    /// Corrections carried out completely this cycle.
+    pub applied: Vec<String>,
+    /// Failures (the step is tried again next cycle).
+    pub errors: Vec<String>,
+}
+
+/// Runs the step: finds new corrections and carries out pending ones.
+/// `None` when there was nothing to look at (no stage reported).
+pub async fn run(ctx: &Ctx<'_>, book: &mut dyn Book, tally: &mut Tally) -> Option<CorrectionsRun> {
+    let cfg = ctx.settings.corrections;
+    let now_ms = ctx.now.timestamp_millis();
+    let mut out = CorrectionsRun::default();
+    let chat = book.parts().chat;
+    prune(chat, cfg.window_ms(), now_ms);
+    if chat.watch.is_empty() {
+        return None;
+    }
+    // The sweep's clock starts with the first post watched: reading the
+    // reactions of posts answered a moment ago would find none.
+    let swept = *chat.corrections_swept_ms.get_or_insert(now_ms);
+    let sweep = cfg.sweep_mins > 0 && now_ms - swept >= cfg.sweep_mins as i64 * 60_000;
+    let touched: BTreeSet<&str> = ctx.touched.iter().map(String::as_str).collect();
+    let to_read: Vec<(String, String)> = chat
+        .watch
+        .iter()
+        .map(|(id, w)| (id.clone(), w.target(id).to_string()))
+        .filter(|(_, target)| sweep || touched.contains(target.as_str()))
+        .collect();
+    let pending_before = chat.watch.values().any(|w| w.pending.is_some());
+    if to_read.is_empty() && !pending_before {
+        return None;
+    }
+    if !to_read.is_empty() {
+        let requests_before = ctx.mm.requests();
+        match find_new(ctx, &to_read, book).await {
+            Ok(n) => {
+                out.checked = to_read.len();
+                if n > 0 {
+                    tracing::info!(corrections = n, "Label corrections seen in reactions.");
+                }
+                if sweep {
+                    book.parts().chat.corrections_swept_ms = Some(now_ms);
+                }
+            }
+            Err(e) => out.errors.push(format!("reading reactions: {e:#}")),
+        }
+        out.requests = ctx.mm.requests().saturating_sub(requests_before);
+    }
+    let pending: Vec<String> = book
+        .parts()
+        .chat
+        .watch
+        .iter()
+        .filter(|(_, w)| w.pending.is_some())
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in pending {
+        if ctx.targets.dry_run {
+            if let Some(w) = book.parts().chat.watch.get(&id) {
+                let to = w.pending.as_ref().and_then(|p| p.to);
+                tally
+                    .would
+                    .push(format!("correct post {id} from {:?} to {:?}", w.label, to));
+            }
+            continue;
+        }
+        match carry_out(ctx, &id, book, tally).await {
+            Ok(Some(line)) => out.applied.push(line),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(post = %id, "Correction not carried out yet, retried next cycle: {e:#}");
+                out.errors.push(format!("post {id}: {e:#}"));
+                give_up_if_stale(book.parts().chat, &id, now_ms);
+            }
+        }
+        let create_at = book.parts().chat.watch.get(&id).map_or(0, |w| w.create_at);
+        if let Err(e) = book.checkpoint(&id, create_at) {
+            out.errors.push(format!("saving state: {e:#}"));
+        }
+    }
+    Some(out)
+}
+
+fn give_up_if_stale(chat: &mut ChatState, id: &str, now_ms: i64) {
+    if let Some(w) = chat.watch.get_mut(id) {
+        if w.pending
+            .as_ref()
+            .is_some_and(|p| now_ms - p.at_ms > GIVE_UP_MS)
+        {
+            tracing::error!(post = %id, "Giving up a correction whose steps failed for a day; see the log for why.");
+            w.pending = None;
+        }
+    }
+}
+
+/// Reads the reactions of `to_read` ((post, target) pairs) and turns a
+/// label the team gives that differs from the post's into a pending
+/// correction. Returns how many were found.
+async fn find_new(
+    ctx: &Ctx<'_>,
+    to_read: &[(String, String)],
+    book: &mut dyn Book,
+) -> Result<usize> {
+    let cfg = ctx.settings.corrections;
+    let mut reactions: BTreeMap<String, Vec<Reaction>> = BTreeMap::new();
+    let targets: Vec<String> = to_read.iter().map(|(_, t)| t.clone()).collect();
+    for chunk in targets.chunks(BULK_MAX) {
+        match ctx.mm.reactions_of(chunk).await {
+            Ok(map) => reactions.extend(map),
+            // A server older than 5.8 has no bulk endpoint: one request per
+            // post, for the few the poll brought back.
+            Err(e)
+                if matches!(
+                    e.kind,
+                    MmErrorKind::NotFound | MmErrorKind::Status(405 | 501)
+                ) =>
+            {
+                for id in chunk.iter().take(PER_POST_MAX) {
+                    reactions.insert(id.clone(), ctx.mm.reactions(id).await?);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Only reactions with a label's emoji matter; the allowlist is looked
+    // up (one request) only when there is one.
+    let labelled = reactions
+        .values()
+        .flatten()
+        .any(|r| cfg.label_of(&r.emoji_name).is_some());
+    if !labelled {
+        return Ok(0);
+    }
+    let allowed: BTreeMap<String, String> = ctx
+        .mm
+        .users_by_usernames(&cfg.allowlist)
+        .await?
+        .into_iter()
+        .filter(|u| u.delete_at == 0)
+        .map(|u| (u.id, u.username))
+        .collect();
+    let mut found = 0;
+    let chat = book.parts().chat;
+    for (post, target) in to_read {
+        let Some(list) = reactions.get(target) else {
+            continue;
+        };
+        let Some((label, by, at)) = verdict(list, &allowed, cfg) else {
+            continue;
+        };
+        let Some(w) = chat.watch.get_mut(post) else {
+            continue;
+        };
+        let current = w.pending.as_ref().and_then(|p| p.to).or(w.label);
+        if current == Some(label) {
+            continue;
+        }
+        if w.pending.is_some() {
+            // Another label while the first is carried out: after it.
+            continue;
+        }
+        tracing::info!(post = %post, from = ?w.label, to = %label, by = %by, "Label corrected by reaction.");
+        w.pending = Some(PendingCorrection {
+            to: Some(label),
+            by,
+            at_ms: at,
+            done: Vec::new(),
+        });
+        found += 1;
+    }
+    Ok(found)
+}
+
+/// Carries out the pending correction of `id` as far as it goes; the line
+/// for the log when it is complete.
+async fn carry_out(
+    ctx: &Ctx<'_>,
+    id: &str,
+    book: &mut dyn Book,
+    tally: &mut Tally,
+) -> Result<Option<String>> {
+    let w = book
+        .parts()
+        .chat
+        .watch
+        .get(id)
+        .cloned()
+        .context("not watched")?;
+    let p = w.pending.clone().context("nothing pending")?;
+    let to = p.to.context("a correction without a label")?;
+    let from = w.label.unwrap_or(Label::Routine);
+    let has_task = w.task_id.is_some() || book.parts().tasks.mapping.contains_key(id);
+    let steps = plan(from, to, has_task);
+    let mut source: Option<PostList> = None;
+    let mut said = String::new();
+    for step in steps {
+        if p.done.iter().any(|d| d == step.name()) {
+            continue;
+        }
+        match step {
+            Step::Record => {
+                let thread = thread_of(ctx, id, &mut source).await?;
+                let post = thread.posts.get(id).context("the post is gone")?;
+                let c = Correction {
+                    text: post.message.clone(),
+                    label: to,
+                    was: from,
+                    post_id: id.to_string(),
+                    team: w.team.clone(),
+                    by: p.by.clone(),
+                    at: DateTime::from_timestamp_millis(p.at_ms).unwrap_or(ctx.now),
+                };
+                file::append(ctx.settings.corrections_file, &c)?;
+                tally.bump("corrections_recorded");
+            }
+            Step::CloseTask => {
+                said = close_task(ctx, id, &w, &p, book).await?;
+                tally.bump("corrections_tasks_closed");
+            }
+            Step::ReopenTask | Step::Reprioritize => {
+                said = change_task(ctx, id, &w, &p, to, step == Step::ReopenTask, book).await?
+            }
+            Step::FileTask => {
+                said = file_task(ctx, id, &w, to, &mut source, book).await?;
+            }
+            Step::Announce => {
+                if said.is_empty() {
+                    said = describe(id, to, book);
+                }
+                let text = format!("Relabelled {} (was {}) by {}. {said}", to, from, p.by);
+                let reply = announce(ctx, id, &w, &p, to, &text).await?;
+                let chat = book.parts().chat;
+                if let Some(e) = chat.watch.get_mut(id) {
+                    // The announcement is where the next correction goes.
+                    e.reply_id = Some(reply);
+                }
+            }
+        }
+        mark_done(book.parts().chat, id, step);
+    }
+    let task_id = book
+        .parts()
+        .tasks
+        .mapping
+        .get(id)
+        .map(|r| r.task_id.clone())
+        .or(w.task_id);
+    let e = book.parts().chat.watch.get_mut(id).context("not watched")?;
+    e.label = Some(to);
+    e.pending = None;
+    e.task_id = task_id;
+    tally.bump("corrections_applied");
+    Ok(Some(format!("post {id}: {from} → {to} by {}", p.by)))
+}
+
+fn mark_done(chat: &mut ChatState, id: &str, step: Step) {
+    if let Some(p) = chat.watch.get_mut(id).and_then(|w| w.pending.as_mut()) {
+        if !p.done.iter().any(|d| d == step.name()) {
+            p.done.push(step.name().to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_table() {
+        use Label::*;
+        use Step::*;
+        let table: Vec<(Label, Label, bool, Vec<Step>)> = vec![
+            (Task, Task, true, vec![]),
+            (Routine, Routine, false, vec![]),
+            (Task, Routine, true, vec![Record, CloseTask, Announce]),
+            (Incident, Routine, true, vec![Record, CloseTask, Announce]),
+            (Routine, Task, false, vec![Record, FileTask, Announce]),
+            (Routine, Incident, false, vec![Record, FileTask, Announce]),
+            (Routine, Task, true, vec![Record, ReopenTask, Announce]),
+            (Task, Incident, true, vec![Record, Reprioritize, Announce]),
+            (Incident, Task, true, vec![Record, Reprioritize, Announce]),
+        ];
+        for (from, to, has_task, want) in table {
+            assert_eq!(
+                plan(from, to, has_task),
+                want,
+                "{from} -> {to} ({has_task})"
+            );
+        }
+    }
+
+    #[test]
+    fn verdict_table() {
+        let cfg = CorrectionsConfig::default();
+        let allowed: BTreeMap<String, String> = [("u-john".to_string(), "john".to_string())].into();
+        let r = |user: &str, emoji: &str, at: i64| Reaction {
+            user_id: user.into(),
+            post_id: "p".into(),
+            emoji_name: emoji.into(),
+            create_at: at,
+        };
+        type Row = (&'static str, Vec<Reaction>, Option<(Label, String, i64)>);
+        let table: Vec<Row> = vec![
+            ("nothing", vec![], None),
+            ("an ordinary emoji", vec![r("u-john", "+1", 5)], None),
+            ("not on the allowlist", vec![r("u-client", "memo", 5)], None),
+            (
+                "a label emoji from the allowlist",
+                vec![r("u-john", "memo", 5)],
+                Some((Label::Task, "john".into(), 5)),
+            ),
+            (
+                "the latest label wins",
+                vec![
+                    r("u-john", "speech_balloon", 9),
+                    r("u-john", "rotating_light", 7),
+                    r("u-client", "memo", 12),
+                ],
+                Some((Label::Routine, "john".into(), 9)),
+            ),
+        ];
+        for (name, reactions, want) in table {
+            assert_eq!(verdict(&reactions, &allowed, &cfg), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn config_validation() {
+        CorrectionsConfig::default().validate().unwrap();
+        type Edit = Box<dyn Fn(&mut CorrectionsConfig)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|c| c.allowlist = vec!["@john".into()]),
+                "corrections.allowlist: '@john'",
+            ),
+            (
+                Box::new(|c| c.task_emoji = vec![":memo:".into()]),
+                "corrections.task_emoji: ':memo:'",
+            ),
+            (
+                Box::new(|c| c.incident_emoji = vec!["memo".into()]),
+                "corrections.incident_emoji: 'memo' is also in corrections.task_emoji",
+            ),
+            (
+                Box::new(|c| c.window_hours = 0),
+                "corrections.window_hours: 0",
+            ),
+            (
+                Box::new(|c| c.sweep_mins = 5000),
+                "corrections.sweep_mins: 5000",
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut c = CorrectionsConfig::default();
+            edit(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
+        assert_eq!(
+            CorrectionsConfig::default().label_of(":memo:"),
+            Some(Label::Task)
+        );
+    }
+
+    #[test]
+    fn the_watch_is_pruned_to_the_window_but_keeps_pending_work() {
+        let mut chat = ChatState::default();
+        let w = |at: i64, pending: bool| Watched {
+            create_at: at,
+            pending: pending.then(PendingCorrection::default),
+            ..Default::default()
+        };
+        chat.watch.insert("old".into(), w(0, false));
+        chat.watch.insert("old-pending".into(), w(0, true));
+        chat.watch.insert("new".into(), w(90, false));
+        prune(&mut chat, 50, 100);
+        let kept: Vec<&str> = chat.watch.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["new", "old-pending"]);
+    }
+}

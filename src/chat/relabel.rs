@@ -1,0 +1,268 @@
+//! Putting right what the agent did with a post whose label the team
+//! corrected ([`super::corrections`] decides what is owed and in which
+//! order): the task closed, filed, opened again or given its new priority,
+//! its card told, and one announcement in the post's thread. Each function
+//! is one step; the caller records it done, so none is repeated.
+
+use anyhow::{anyhow, Context, Result};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::progress::{PendingCorrection, Watched};
+use super::{Book, Settings};
+use crate::classify::Label;
+use crate::mattermost::wire::{CreatePost, PostList};
+use crate::mattermost::{Client, REPLY_PROP};
+use crate::tasks::ledger::UpdateRecord;
+use crate::tasks::mc::McBackend;
+use crate::tasks::outbox::{self, Targets};
+use crate::tasks::{priority_for_label, PostRef, Task};
+
+/// The prop that marks a correction's announcement in a thread, so a
+/// repeated step finds it instead of posting it twice.
+pub const CORRECTION_PROP: &str = "ops_agent_correction";
+
+/// Everything the step needs from the cycle.
+pub struct Ctx<'a> {
+    /// The chat stage's sections.
+    pub settings: &'a Settings<'a>,
+    /// Mattermost.
+    pub mm: &'a Client,
+    /// MC and Planka.
+    pub targets: Targets<'a>,
+    /// The touched posts of this cycle's poll.
+    pub touched: &'a [String],
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// The thread of the post (fetched once per correction).
+pub(super) async fn thread_of<'s>(
+    ctx: &Ctx<'_>,
+    id: &str,
+    cache: &'s mut Option<PostList>,
+) -> Result<&'s PostList> {
+    if cache.is_none() {
+        let t = ctx
+            .mm
+            .thread(id)
+            .await
+            .with_context(|| format!("reading post {id}"))?;
+        *cache = Some(t);
+    }
+    Ok(cache.as_ref().expect("just set"))
+}
+
+pub(super) fn task_of(
+    id: &str,
+    w: &Watched,
+    book: &mut dyn Book,
+) -> Option<(String, Option<String>)> {
+    let tasks = book.parts().tasks;
+    match tasks.mapping.get(id) {
+        Some(r) => Some((r.task_id.clone(), r.card_id.clone())),
+        None => w.task_id.clone().map(|t| (t, None)),
+    }
+}
+
+/// TASK/INCIDENT → ROUTINE: the task is closed (ledger, resolve command),
+/// its card commented and moved to the done list.
+pub(super) async fn close_task(
+    ctx: &Ctx<'_>,
+    id: &str,
+    w: &Watched,
+    p: &PendingCorrection,
+    book: &mut dyn Book,
+) -> Result<String> {
+    let Some((task_id, card)) = task_of(id, w, book) else {
+        return Ok("There was no task to close.".into());
+    };
+    let at = DateTime::from_timestamp_millis(p.at_ms).unwrap_or(ctx.now);
+    let ledger = ctx.targets.mc.ledger();
+    ledger.update(UpdateRecord {
+        id: task_id.clone(),
+        at,
+        status: Some("closed".into()),
+        label: Some(Label::Routine.as_str().into()),
+        note: Some(format!("not work: relabelled ROUTINE by {}", p.by)),
+        ..Default::default()
+    })?;
+    let esc = ctx.settings.escalation;
+    let mut said = match ctx.targets.mc {
+        McBackend::Ledger(_) => format!("Task {task_id} is closed."),
+        McBackend::Command(cmd, _) if !esc.resolve_command.is_empty() => {
+            let argv = crate::escalate::exec::resolve_argv(&esc.resolve_command, &task_id, id);
+            crate::process::run_argv(
+                &argv,
+                esc.resolve_timeout_secs.get(),
+                cmd.pass_env(),
+                "resolve command",
+            )
+            .await?;
+            format!("Task {task_id} is closed in MC.")
+        }
+        McBackend::Command(..) => {
+            format!("Task {task_id} stays open in MC (no resolve_command is set): close it there.")
+        }
+    };
+    if let (Some(card), Some(planka)) = (card, ctx.targets.planka) {
+        let note = format!("Not a task: relabelled ROUTINE by {}.", p.by);
+        planka.add_comment(&card, &note).await?;
+        if !esc.done_list.is_empty() {
+            planka.move_card(&card, &w.team, &esc.done_list).await?;
+            said.push_str(&format!(" Its card is in '{}'.", esc.done_list));
+        }
+    }
+    tracing::info!(post = %id, task = %task_id, by = %p.by, "Task closed: the post was relabelled ROUTINE.");
+    Ok(said)
+}
+
+/// TASK ↔ INCIDENT, or a task opened again (ROUTINE → TASK/INCIDENT after
+/// an earlier correction closed it): the priority follows the label.
+pub(super) async fn change_task(
+    ctx: &Ctx<'_>,
+    id: &str,
+    w: &Watched,
+    p: &PendingCorrection,
+    to: Label,
+    reopen: bool,
+    book: &mut dyn Book,
+) -> Result<String> {
+    let (task_id, card) = task_of(id, w, book).context("the task is not known")?;
+    let priority = priority_for_label(to.as_str());
+    let at = DateTime::from_timestamp_millis(p.at_ms).unwrap_or(ctx.now);
+    ctx.targets.mc.ledger().update(UpdateRecord {
+        id: task_id.clone(),
+        at,
+        status: reopen.then(|| "open".to_string()),
+        priority: Some(priority),
+        label: Some(to.as_str().into()),
+        note: Some(format!("relabelled {to} by {}", p.by)),
+        ..Default::default()
+    })?;
+    if let (Some(card), Some(planka)) = (card, ctx.targets.planka) {
+        let note = format!(
+            "Relabelled {to} by {}: priority {}{}.",
+            p.by,
+            priority.as_str(),
+            if reopen { ", open again" } else { "" }
+        );
+        planka.add_comment(&card, &note).await?;
+    }
+    let mc_note = match ctx.targets.mc {
+        McBackend::Ledger(_) => String::new(),
+        McBackend::Command(..) => " (in the agent's ledger; change it in MC too)".into(),
+    };
+    Ok(if reopen {
+        format!(
+            "Task {task_id} is open again, {} priority{mc_note}.",
+            priority.as_str()
+        )
+    } else {
+        format!(
+            "Task {task_id} is now {} priority{mc_note}.",
+            priority.as_str()
+        )
+    })
+}
+
+/// ROUTINE → TASK/INCIDENT: the task (and card) is filed now, exactly once
+/// like any other (the outbox keys it by the post).
+pub(super) async fn file_task(
+    ctx: &Ctx<'_>,
+    id: &str,
+    w: &Watched,
+    to: Label,
+    source: &mut Option<PostList>,
+    book: &mut dyn Book,
+) -> Result<String> {
+    let thread = thread_of(ctx, id, source).await?;
+    let post = thread.posts.get(id).context("the post is gone")?;
+    let s = ctx.settings;
+    let link = super::act::permalink(&s.mattermost.url, &w.team, id);
+    let task = Task::from_post(
+        PostRef {
+            post_id: id,
+            message: &post.message,
+            author: &w.author,
+            team: &w.team,
+            channel: &w.channel_name,
+            permalink: &link,
+        },
+        to.as_str(),
+        s.owner,
+        s.billing,
+    );
+    let out = outbox::ensure_task(&task, w.create_at, ctx.targets, book.parts().tasks, ctx.now)
+        .await
+        .map_err(|e| anyhow!("filing the task: {e:#}"))?;
+    let r = out.task_ref;
+    tracing::info!(post = %id, task = %r.id, label = %to, "Task filed: the post was relabelled.");
+    Ok(match r.url {
+        Some(url) => format!("Logged as {to} {} ({url}).", r.id),
+        None => format!("Logged as {to} {}.", r.id),
+    })
+}
+
+/// What to say when the task step was done in an earlier cycle.
+pub(super) fn describe(id: &str, to: Label, book: &mut dyn Book) -> String {
+    let task = book
+        .parts()
+        .tasks
+        .mapping
+        .get(id)
+        .map(|r| r.task_id.clone());
+    match (to, task) {
+        (Label::Routine, Some(t)) => format!("Task {t} is closed."),
+        (_, Some(t)) => format!(
+            "Task {t} is {} priority.",
+            priority_for_label(to.as_str()).as_str()
+        ),
+        (_, None) => String::new(),
+    }
+}
+
+/// Posts the announcement in the post's thread, once: an earlier one with
+/// the same correction prop is found instead. Returns its id.
+pub(super) async fn announce(
+    ctx: &Ctx<'_>,
+    id: &str,
+    w: &Watched,
+    p: &PendingCorrection,
+    to: Label,
+    text: &str,
+) -> Result<String> {
+    let key = format!("{id}:{to}:{}", p.at_ms);
+    let own = ctx.mm.own_id().await?;
+    let thread = ctx.mm.thread(id).await.context("reading the thread")?;
+    if let Some(earlier) = thread.posts.values().find(|x| {
+        x.user_id == own && x.delete_at == 0 && x.prop_str(CORRECTION_PROP) == Some(key.as_str())
+    }) {
+        return Ok(earlier.id.clone());
+    }
+    let root = thread
+        .posts
+        .get(id)
+        .map(|x| {
+            if x.root_id.is_empty() {
+                x.id.clone()
+            } else {
+                x.root_id.clone()
+            }
+        })
+        .unwrap_or_else(|| id.to_string());
+    let mut props = Map::new();
+    props.insert(REPLY_PROP.into(), Value::String(id.to_string()));
+    props.insert(CORRECTION_PROP.into(), Value::String(key));
+    let created = ctx
+        .mm
+        .create_post(&CreatePost {
+            channel_id: w.channel_id.clone(),
+            message: crate::text::for_chat(text, ctx.settings.mattermost.max_reply_chars),
+            root_id: root,
+            props,
+        })
+        .await
+        .context("announcing the correction")?;
+    Ok(created.id)
+}

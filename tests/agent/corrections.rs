@@ -1,0 +1,451 @@
+//! Corrections by reaction through the real binary: a person on the
+//! allowlist reacts with a label's emoji, the next cycle records the
+//! correction and puts the filed task right (closed, filed, priority
+//! changed), says so in the thread, once; the correction then teaches the
+//! fallback and the LLM prompt, and `ops-agent eval` measures it.
+
+use serde_json::Value;
+
+use crate::support::agent::{text, Sandbox};
+use crate::support::mattermost::FakeMattermost;
+use crate::support::ollama::FakeOllama;
+use crate::support::planka::FakePlanka;
+use crate::support::world::WorldBuilder;
+
+struct World {
+    mm: FakeMattermost,
+    llm: FakeOllama,
+    planka: FakePlanka,
+    sb: Sandbox,
+    agent: String,
+    alice: String,
+    john: String,
+    mallory: String,
+    channels: Vec<(String, String)>,
+}
+
+impl World {
+    fn new(sweep_mins: u64) -> World {
+        let mut b = WorldBuilder::new();
+        let (mm, me) = b.mattermost(&["basic", "wizard"]);
+        let agent = me.id;
+        let alice = mm.add_user("alice", "pw");
+        let john = mm.add_user("john", "pw");
+        let mallory = mm.add_user("mallory", "pw");
+        let members = [
+            agent.as_str(),
+            alice.as_str(),
+            john.as_str(),
+            mallory.as_str(),
+        ];
+        let mut channels = Vec::new();
+        for team in ["basic", "wizard"] {
+            let tid = mm.add_team(team, &members);
+            channels.push((team.to_string(), mm.add_channel(&tid, "ops", &members)));
+        }
+        let llm = b.ollama();
+        llm.answer_with(|msg| {
+            let m = msg.to_lowercase();
+            if m.contains("down") {
+                "INCIDENT".into()
+            } else if m.contains("please") {
+                "TASK".into()
+            } else {
+                "ROUTINE".into()
+            }
+        });
+        let planka = b.planka(&[("wizard", "Wizard", "Inbox"), ("basic", "Basic", "Inbox")]);
+        b.line("escalation", "done_list = \"Done\"");
+        b.line("corrections", &format!("sweep_mins = {sweep_mins}"));
+        let sb = b.sandbox();
+        World {
+            mm,
+            llm,
+            planka,
+            sb,
+            agent,
+            alice,
+            john,
+            mallory,
+            channels,
+        }
+    }
+
+    fn channel(&self, team: &str) -> String {
+        self.channels
+            .iter()
+            .find(|(t, _)| t == team)
+            .unwrap()
+            .1
+            .clone()
+    }
+
+    fn say(&self, team: &str, message: &str) -> String {
+        self.mm.post(&self.channel(team), &self.alice, message)
+    }
+
+    fn run(&self) {
+        let out = self.sb.run(&["run-once"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    /// The agent's posts in the thread of `root`, oldest first.
+    fn agent_posts_in(&self, root: &str) -> Vec<String> {
+        self.mm
+            .thread_replies(root)
+            .into_iter()
+            .filter(|p| p.user_id == self.agent)
+            .map(|p| p.message)
+            .collect()
+    }
+
+    fn reply_to(&self, post: &str) -> String {
+        self.mm
+            .posts()
+            .into_iter()
+            .find(|p| {
+                p.user_id == self.agent
+                    && p.props.get("ops_agent_reply_to").and_then(Value::as_str) == Some(post)
+            })
+            .map(|p| p.id)
+            .unwrap_or_else(|| panic!("no reply to {post}"))
+    }
+
+    fn tasks(&self) -> Vec<Value> {
+        let out = self.sb.run(&["tasks", "list", "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["tasks"].as_array().unwrap().clone()
+    }
+
+    fn task_of(&self, post: &str) -> Value {
+        self.tasks()
+            .into_iter()
+            .find(|t| t["source"] == post)
+            .unwrap_or_else(|| panic!("no task for {post}"))
+    }
+
+    fn corrections(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.sb.path("system/agents/state/ops-corrections.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Everything an exactly-once check compares between cycles.
+    fn footprint(&self) -> (usize, usize, usize, usize, usize) {
+        let ledger =
+            std::fs::read_to_string(self.sb.path("system/agents/state/ops-tasks.jsonl")).unwrap();
+        (
+            self.mm.posts().len(),
+            ledger.lines().count(),
+            self.corrections().len(),
+            self.planka.cards().len(),
+            self.planka.comments().len(),
+        )
+    }
+}
+
+#[test]
+fn reactions_on_the_agents_replies_correct_labels_and_put_each_task_right_once() {
+    let w = World::new(0);
+    let task = w.say("wizard", "please deploy the hotfix tonight");
+    let routine = w.say("basic", "the planka board looks empty since this morning");
+    let incident = w.say("wizard", "please check the backups, the job is down");
+    w.run();
+    assert_eq!(w.task_of(&task)["priority"], "NORMAL");
+    assert_eq!(w.task_of(&incident)["priority"], "HIGH");
+    assert!(w.agent_posts_in(&routine).is_empty(), "ROUTINE: no reply");
+    let card_of = |post: &str| {
+        w.planka
+            .cards()
+            .into_iter()
+            .find(|c| c["description"].as_str().unwrap_or("").contains(post))
+            .unwrap_or_else(|| panic!("no card for {post}"))
+    };
+    let board = card_of(&task)["boardId"].as_str().unwrap().to_string();
+    let done = w.planka.add_list(&board, "Done");
+
+    // john (on the default allowlist) corrects; mallory is not on it.
+    w.mm.react_as(&w.reply_to(&task), &w.mallory, "rotating_light");
+    w.mm.react_as(&w.reply_to(&task), &w.john, "speech_balloon");
+    w.mm.react_as(&routine, &w.john, "rotating_light");
+    w.mm.react_as(&w.reply_to(&incident), &w.john, "memo");
+    w.mm.react_as(&w.reply_to(&incident), &w.john, "+1");
+    // New chat keeps both channels active: the poll brings the reacted
+    // posts back, and only they are read.
+    w.say("wizard", "lunch at 1?");
+    w.say("basic", "ok");
+    w.mm.clear_requests();
+    w.run();
+    assert_eq!(
+        w.mm.count_requests("POST", "/posts/ids/reactions"),
+        1,
+        "one request reads every reacted post"
+    );
+
+    // TASK → ROUTINE: the task is closed, its card commented and moved.
+    let t = w.task_of(&task);
+    assert_eq!(
+        (t["status"].as_str(), t["label"].as_str()),
+        (Some("closed"), Some("ROUTINE")),
+        "{t}"
+    );
+    assert_eq!(card_of(&task)["listId"], done.as_str());
+    let said = w.agent_posts_in(&task);
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(
+        said[1].starts_with("Relabelled ROUTINE (was TASK) by john.")
+            && said[1].contains("is closed"),
+        "{said:?}"
+    );
+    // ROUTINE → INCIDENT: the task is filed now (HIGH, INTERNAL for basic).
+    let t = w.task_of(&routine);
+    assert_eq!(
+        (t["priority"].as_str(), t["tag"].as_str()),
+        (Some("HIGH"), Some("INTERNAL")),
+        "{t}"
+    );
+    let said = w.agent_posts_in(&routine);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].starts_with("Relabelled INCIDENT (was ROUTINE) by john. Logged as INCIDENT")
+            && said[0].contains(t["id"].as_str().unwrap()),
+        "{said:?}"
+    );
+    // INCIDENT → TASK: the priority follows.
+    let t = w.task_of(&incident);
+    assert_eq!(
+        (t["priority"].as_str(), t["label"].as_str()),
+        (Some("NORMAL"), Some("TASK")),
+        "{t}"
+    );
+    assert!(w.agent_posts_in(&incident)[1].contains("now NORMAL priority"));
+    assert!(
+        w.planka.comments().len() >= 2,
+        "cards of the closed and the reprioritized task are commented"
+    );
+
+    // The corrections file: text, right label, who, when; owner-only.
+    let c = w.corrections();
+    assert_eq!(c.len(), 3, "{c:#?}");
+    let of = |post: &str| c.iter().find(|x| x["post_id"] == post).unwrap().clone();
+    assert_eq!(of(&task)["label"], "ROUTINE");
+    assert_eq!(of(&task)["was"], "TASK");
+    assert_eq!(of(&task)["by"], "john");
+    assert_eq!(of(&task)["text"], "please deploy the hotfix tonight");
+    assert!(of(&task)["at"].as_str().unwrap().starts_with("20"));
+    assert_eq!(of(&routine)["label"], "INCIDENT");
+    assert_eq!(of(&incident)["label"], "TASK");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(w.sb.path("system/agents/state/ops-corrections.jsonl"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Nothing twice: more cycles, reactions still there, more chat.
+    let before = w.footprint();
+    w.run();
+    w.say("wizard", "coffee?");
+    w.run();
+    let after = w.footprint();
+    assert_eq!(
+        (after.1, after.2, after.3, after.4),
+        (before.1, before.2, before.3, before.4)
+    );
+    assert_eq!(after.0, before.0 + 1, "only the new chat post");
+
+    // A correction of a correction: the closed task opens again.
+    let announcement =
+        w.mm.thread_replies(&task)
+            .into_iter()
+            .rfind(|p| p.user_id == w.agent)
+            .unwrap()
+            .id;
+    w.mm.react_as(&announcement, &w.john, "memo");
+    w.say("wizard", "brb");
+    w.run();
+    let t = w.task_of(&task);
+    assert_eq!(
+        (t["status"].as_str(), t["priority"].as_str()),
+        (Some("open"), Some("NORMAL")),
+        "{t}"
+    );
+    assert!(
+        w.agent_posts_in(&task)[2].contains("open again"),
+        "{:?}",
+        w.agent_posts_in(&task)
+    );
+    assert_eq!(w.corrections().len(), 4);
+
+    // The corrections teach: the LLM gets them as worked examples, fenced.
+    w.say("basic", "the planka board looks empty again");
+    w.run();
+    let chat = w.llm.chat_requests();
+    let last = chat.last().unwrap();
+    let msgs = last.body["messages"].as_array().unwrap();
+    let shots: Vec<&Value> = msgs.iter().filter(|m| m["role"] == "assistant").collect();
+    assert!(!shots.is_empty(), "{msgs:#?}");
+    assert!(
+        msgs.iter().any(|m| m["role"] == "user"
+            && m["content"].as_str().unwrap().contains("<<<MESSAGE-")
+            && m["content"]
+                .as_str()
+                .unwrap()
+                .contains("the planka board looks empty since this morning")),
+        "{msgs:#?}"
+    );
+
+    // ... and `ops-agent eval` measures them (each without itself).
+    let out = w.sb.run(&["eval", "--no-llm", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rows"], 3, "one per post, its latest label: {v}");
+    assert!(v["source"].as_str().unwrap().starts_with("corrections"));
+    assert_eq!(v["paths"]["keywords/no_llm"], 3);
+}
+
+#[test]
+fn a_reaction_in_a_quiet_channel_is_found_by_the_sweep_and_the_fallback_learns_it() {
+    let w = World::new(30);
+    let post = w.say("basic", "status: the nightly export went through, 42 files");
+    w.run();
+    assert!(w.agent_posts_in(&post).is_empty());
+    // Hours later, in a channel nobody wrote in since: no poll brings the
+    // post back, and no sweep is due yet.
+    w.mm.advance_clock(3 * 3_600_000);
+    w.run();
+    w.mm.react_as(&post, &w.john, "memo");
+    w.mm.clear_requests();
+    w.run();
+    assert_eq!(w.mm.count_requests("POST", "/posts/ids/reactions"), 0);
+    assert!(w.corrections().is_empty());
+    // The sweep is due (its last run is set back, as if 30 minutes passed).
+    let mut state = w.sb.state_json();
+    state["chat"]["corrections_swept_ms"] = Value::from(0);
+    std::fs::write(w.sb.state(), serde_json::to_vec(&state).unwrap()).unwrap();
+    w.run();
+    assert_eq!(w.mm.count_requests("POST", "/posts/ids/reactions"), 1);
+    assert_eq!(w.corrections().len(), 1);
+    assert_eq!(w.task_of(&post)["label"], "TASK");
+
+    // With the LLM gone, the same words are now a TASK for the fallback.
+    w.llm.set_models(&[]);
+    let again = w.say("basic", "status: the nightly export went through, 42 files");
+    w.run();
+    let t = w.task_of(&again);
+    assert_eq!(t["label"], "TASK", "{t}");
+    let log = w.sb.log_text();
+    assert!(log.contains("model_missing"), "the fallback decided: {log}");
+}
+
+#[test]
+fn a_dry_run_says_what_it_would_correct_and_changes_nothing() {
+    let w = World::new(0);
+    let task = w.say("wizard", "please deploy the hotfix tonight");
+    w.run();
+    w.mm.react_as(&w.reply_to(&task), &w.john, "speech_balloon");
+    w.say("wizard", "ok");
+    let before = w.footprint();
+    let out = w.sb.run(&["run-once", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(w.footprint(), before);
+    assert!(
+        w.sb.log_text().contains("would correct post"),
+        "{}",
+        w.sb.log_text()
+    );
+    w.run();
+    assert_eq!(w.task_of(&task)["status"], "closed");
+}
+
+#[test]
+fn eval_measures_a_file_by_path_with_and_without_the_llm() {
+    let mut b = WorldBuilder::new();
+    let llm = b.ollama();
+    // A model that gets everything but one post right, and mumbles once.
+    llm.answer_with(|msg| {
+        if msg.contains("slow") {
+            "ROUTINE".into()
+        } else if msg.contains("thanks") {
+            "Sure! Here is the classification: ROUTINE<|eot_id|>".into()
+        } else if msg.contains("please") {
+            "{\"label\": \"TASK\", \"label\": \"INCIDENT\"}".into()
+        } else {
+            "INCIDENT".into()
+        }
+    });
+    let sb = b.sandbox();
+    let file = sb.path("set.jsonl");
+    std::fs::write(
+        &file,
+        "{\"text\":\"planka is down for everyone\",\"label\":\"INCIDENT\"}\n\
+         {\"text\":\"the riad site is slow right now\",\"label\":\"INCIDENT\"}\n\
+         {\"text\":\"thanks all\",\"label\":\"ROUTINE\"}\n\
+         {\"text\":\"please add Ana to the wizard board\",\"label\":\"TASK\"}\n\
+         not a row\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = sb.run(&["eval", path, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["rows"].as_u64(), v["correct"].as_u64()),
+        (Some(4), Some(3)),
+        "{v}"
+    );
+    assert_eq!(v["skipped_lines"], serde_json::json!([5]));
+    assert_eq!(v["model"], "llama3.1:8b");
+    // Three answers used (one wrong), the ambiguous JSON fell back.
+    assert_eq!(v["paths"]["llm"], 3, "{v}");
+    assert_eq!(v["paths"]["keywords/unusable"], 1, "{v}");
+    assert_eq!(v["confusion"][2], serde_json::json!([1, 0, 1]));
+    assert!(v["latency"]["max_ms"].is_u64());
+    let recall = |i: usize| v["labels"][i]["recall"].as_f64().unwrap();
+    assert_eq!((recall(0), recall(1), recall(2)), (1.0, 1.0, 0.5));
+
+    let out = sb.run(&["eval", path, "--no-llm"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("fallback only (--no-llm)"), "{t}");
+    assert!(
+        s.contains("accuracy: ") && s.contains("keywords/no_llm"),
+        "{t}"
+    );
+    assert!(
+        s.contains("confusion (rows: expected, columns: got)"),
+        "{t}"
+    );
+
+    let out = sb.run(&["eval", "/nonexistent/set.jsonl"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = sb.run(&["eval", "--no-llm"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no corrections yet: {}",
+        text(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no labelled posts"));
+}
+
+#[test]
+fn mattermost_without_the_bulk_reactions_endpoint_is_read_post_by_post() {
+    use crate::support::fault::{Fault, Match, Rule};
+    let w = World::new(0);
+    let task = w.say("wizard", "please deploy the hotfix tonight");
+    w.run();
+    // A server older than 5.8: the bulk endpoint does not exist.
+    w.mm.server()
+        .add_rule(Rule::new(Fault::Status(404)).when(Match::post("/posts/ids/reactions")));
+    w.mm.react_as(&w.reply_to(&task), &w.john, "speech_balloon");
+    w.say("wizard", "ok");
+    w.mm.clear_requests();
+    w.run();
+    assert_eq!(w.mm.count_requests("GET", "/reactions"), 1);
+    assert_eq!(w.task_of(&task)["status"], "closed");
+}
