@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::chat::progress::Watched;
 use crate::chat::PostProgress;
 use crate::escalate::silence::Silence;
 use crate::observe::heartbeat::PingRecord;
@@ -79,6 +80,9 @@ pub struct PostEntry {
     /// The silence it asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<Silence>,
+    /// What the agent did with it, while its label can still be corrected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<Watched>,
 }
 
 impl RuntimeState {
@@ -104,6 +108,7 @@ impl RuntimeState {
                 .find(|u| u.source == post)
                 .cloned(),
             silence: self.escalation.silences.by_post(post).cloned(),
+            watch: self.chat.watch.get(post).cloned(),
         }
     }
 
@@ -131,6 +136,9 @@ impl RuntimeState {
         }
         if let Some(s) = e.silence {
             self.escalation.silences.restore(s);
+        }
+        if let Some(w) = e.watch {
+            self.chat.watch.insert(e.post, w);
         }
     }
 
@@ -323,6 +331,14 @@ mod tests {
         let mid = before.entry_for("p1", 5);
         let mut after = before.clone();
         after.chat.progress.remove("p1");
+        after.chat.watch.insert(
+            "p1".into(),
+            Watched {
+                create_at: 5,
+                task_id: Some("OPS-1".into()),
+                ..Default::default()
+            },
+        );
         crate::mattermost::mark_handled(&mut after.mattermost, "p1", 5);
         let done = after.entry_for("p1", 5);
 

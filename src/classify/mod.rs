@@ -26,9 +26,7 @@ pub mod model;
 pub mod parse;
 pub mod prompt;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
+use crate::bounded::Bounded;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -327,39 +325,21 @@ impl<'a> Triage<'a> {
         posts: Vec<(K, String)>,
         deadline: tokio::time::Instant,
     ) -> Batch<K> {
-        let limit = self.llm.map(|c| c.config().concurrency).unwrap_or(1).max(1);
+        let limit = self.llm.map_or(1, |c| c.config().concurrency);
         let mut queue = posts.into_iter();
-        let mut in_flight: Vec<InFlight<'_, K>> = Vec::new();
+        let mut in_flight = Bounded::new(limit);
         let mut done = Vec::new();
-        let mut out_of_time = false;
         loop {
-            while !out_of_time && in_flight.len() < limit {
-                if tokio::time::Instant::now() >= deadline {
-                    out_of_time = true;
-                    break;
-                }
+            while in_flight.has_room() && tokio::time::Instant::now() < deadline {
                 let Some((key, text)) = queue.next() else {
                     break;
                 };
-                in_flight.push(Box::pin(async move {
-                    let d = self.classify(&text).await;
-                    (key, d)
-                }));
+                in_flight.push(async move { (key, self.classify(&text).await) });
             }
-            if in_flight.is_empty() {
-                break;
+            match in_flight.next().await {
+                Some(finished) => done.push(finished),
+                None => break,
             }
-            let finished = std::future::poll_fn(|cx| {
-                for i in 0..in_flight.len() {
-                    if let Poll::Ready(out) = in_flight[i].as_mut().poll(cx) {
-                        drop(in_flight.swap_remove(i));
-                        return Poll::Ready(out);
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            done.push(finished);
         }
         Batch {
             done,
@@ -388,8 +368,6 @@ pub struct Batch<K> {
     /// pending in state and are classified next cycle.
     pub pending: Vec<K>,
 }
-
-type InFlight<'a, K> = Pin<Box<dyn Future<Output = (K, Decision)> + 'a>>;
 
 /// Classifies many posts without corrections (see [`Triage::classify_many`]).
 pub async fn classify_many<K>(
