@@ -25,4 +25,5 @@ mod health_cycle;
 mod kill_points;
 mod mc_exactly_once;
 mod observe_cycle;
+mod review;
 mod tasks_mc;

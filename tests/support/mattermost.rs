@@ -149,6 +149,9 @@ struct World {
     reactions: Vec<FakeReaction>,
     requests: Vec<Recorded>,
     shuffle: bool,
+    /// Posts a lagging read replica does not return yet from post reads
+    /// (`since`, paging), although the channel's counters include them.
+    lagging: BTreeSet<String>,
     rng: u64,
     version: String,
 }
@@ -588,6 +591,7 @@ fn route(
                     .posts
                     .iter()
                     .filter(|p| p.channel_id == ch.id && p.update_at > since)
+                    .filter(|p| !w.lagging.contains(&p.id))
                     .map(|p| p.id.clone())
                     .collect();
                 if w.shuffle {
@@ -612,6 +616,7 @@ fn route(
                 .posts
                 .iter()
                 .filter(|p| p.channel_id == ch.id && p.delete_at == 0)
+                .filter(|p| !w.lagging.contains(&p.id))
                 .collect();
             // Stable: ties keep the order they were stored in.
             live.sort_by_key(|p| std::cmp::Reverse(p.create_at));
@@ -742,6 +747,7 @@ impl FakeMattermost {
                 reactions: Vec::new(),
                 requests: Vec::new(),
                 shuffle: true,
+                lagging: BTreeSet::new(),
                 rng: 0x9E37_79B9_7F4A_7C15,
                 version: "10.5.0".into(),
             }),
@@ -790,6 +796,19 @@ impl FakeMattermost {
         let retry_after = Duration::from_secs(retry_after_secs);
         self.server
             .fault_next(n, Match::any(), Fault::RateLimited { retry_after });
+    }
+
+    /// A read replica that lags: `post_id` is counted in its channel's
+    /// `total_msg_count`/`last_post_at` (the listing came from an
+    /// up-to-date replica) but post reads do not return it until
+    /// [`FakeMattermost::catch_up`].
+    pub fn lag(&self, post_id: &str) {
+        self.w().lagging.insert(post_id.to_string());
+    }
+
+    /// The lagging replica caught up.
+    pub fn catch_up(&self) {
+        self.w().lagging.clear();
     }
 
     /// Whether `since` answers are shuffled (default) or in storage order.
