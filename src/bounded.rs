@@ -3,10 +3,12 @@
 //! Ollama is configured to serve (`ollama.concurrency`), without spawning
 //! (the futures borrow the cycle's clients and config).
 //!
-//! The futures are polled only while [`Bounded::next`] is awaited; what the
-//! caller does between two calls (post a reply, save a checkpoint) is
-//! short, and the HTTP connections progress on the runtime meanwhile.
+//! The futures are polled only while [`Bounded::next`] or [`Bounded::drive`]
+//! is awaited. Whatever the caller awaits between two results (posting a
+//! reply) goes through `drive`, so the calls in flight keep running: a
+//! model answer that arrives meanwhile is not mistaken for a timeout.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
@@ -15,6 +17,8 @@ use std::task::Poll;
 pub struct Bounded<'a, T> {
     limit: usize,
     in_flight: Vec<Pin<Box<dyn Future<Output = T> + 'a>>>,
+    /// Outputs that finished while [`Bounded::drive`] ran, oldest first.
+    ready: VecDeque<T>,
 }
 
 impl<'a, T> Bounded<'a, T> {
@@ -23,6 +27,7 @@ impl<'a, T> Bounded<'a, T> {
         Bounded {
             limit: limit.max(1),
             in_flight: Vec::new(),
+            ready: VecDeque::new(),
         }
     }
 
@@ -31,9 +36,9 @@ impl<'a, T> Bounded<'a, T> {
         self.in_flight.len() < self.limit
     }
 
-    /// Whether nothing is in flight.
+    /// Whether nothing is in flight or waiting to be taken.
     pub fn is_empty(&self) -> bool {
-        self.in_flight.is_empty()
+        self.in_flight.is_empty() && self.ready.is_empty()
     }
 
     /// Starts `fut` (the caller checks [`Bounded::has_room`]).
@@ -41,9 +46,12 @@ impl<'a, T> Bounded<'a, T> {
         self.in_flight.push(Box::pin(fut));
     }
 
-    /// The output of the next future to finish; `None` when none is in
-    /// flight.
+    /// The output of the next future to finish (or one that finished
+    /// during [`Bounded::drive`]); `None` when none is left.
     pub async fn next(&mut self) -> Option<T> {
+        if let Some(out) = self.ready.pop_front() {
+            return Some(out);
+        }
         if self.in_flight.is_empty() {
             return None;
         }
@@ -58,6 +66,26 @@ impl<'a, T> Bounded<'a, T> {
         })
         .await;
         Some(out)
+    }
+
+    /// Awaits `fut` while the futures in flight keep running; those that
+    /// finish meanwhile are kept for [`Bounded::next`].
+    pub async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            let mut i = 0;
+            while i < self.in_flight.len() {
+                match self.in_flight[i].as_mut().poll(cx) {
+                    Poll::Ready(out) => {
+                        drop(self.in_flight.swap_remove(i));
+                        self.ready.push_back(out);
+                    }
+                    Poll::Pending => i += 1,
+                }
+            }
+            fut.as_mut().poll(cx)
+        })
+        .await
     }
 }
 
@@ -98,6 +126,29 @@ mod tests {
         assert_eq!(peak.get(), 2);
         order.sort();
         assert_eq!(order, vec![1, 5, 20, 30], "every result, once");
+        assert!(set.is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_finishes_while_driving_another_future_is_kept_in_order() {
+        let mut set = Bounded::new(3);
+        set.push(async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            "fast"
+        });
+        set.push(async {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            "slow"
+        });
+        // While this runs (30 ms), both finish; neither is lost or late.
+        let started = std::time::Instant::now();
+        set.drive(tokio::time::sleep(Duration::from_millis(30)))
+            .await;
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert!(set.has_room());
+        assert_eq!(set.next().await, Some("fast"));
+        assert_eq!(set.next().await, Some("slow"));
+        assert_eq!(set.next().await, None);
         assert!(set.is_empty());
     }
 

@@ -300,15 +300,21 @@ pub async fn run(ctx: &Ctx<'_>, book: &mut dyn Book, tally: &mut Tally) -> Optio
         }
         out.requests = ctx.mm.requests().saturating_sub(requests_before);
     }
-    let pending: Vec<String> = book
+    let pending: Vec<(String, i64)> = book
         .parts()
         .chat
         .watch
         .iter()
         .filter(|(_, w)| w.pending.is_some())
-        .map(|(id, _)| id.clone())
+        .map(|(id, w)| (id.clone(), w.create_at))
         .collect();
-    for id in pending {
+    // A correction just found is durable before any of its steps runs.
+    for (id, create_at) in &pending {
+        if let Err(e) = book.checkpoint(id, *create_at) {
+            out.errors.push(format!("saving state: {e:#}"));
+        }
+    }
+    for (id, _) in pending {
         if ctx.targets.dry_run {
             if let Some(w) = book.parts().chat.watch.get(&id) {
                 let to = w.pending.as_ref().and_then(|p| p.to);
@@ -491,6 +497,8 @@ async fn carry_out(
             }
         }
         mark_done(book.parts().chat, id, step);
+        // Each step done is durable before the next: a crash repeats none.
+        book.checkpoint(id, w.create_at)?;
     }
     let task_id = book
         .parts()

@@ -481,7 +481,8 @@ async fn act_stage(
         let Some(mut progress) = book.parts().chat.progress.get(&post.id).cloned() else {
             continue;
         };
-        let step = act::post_reply(act, post, reply, &mut progress, tally);
+        // The model calls in flight keep running while this reply is posted.
+        let step = composing.drive(act::post_reply(act, post, reply, &mut progress, tally));
         let result = within(budget.chat_deadline, step).await;
         let go_on = settle(
             post,

@@ -34,7 +34,10 @@
 //! still shows exactly its mark is not read again. Any other post (a
 //! reply, a late-visible one with an older `create_at`) bumps
 //! `total_msg_count` and so makes the channel active again; join/leave
-//! messages, which do not count, still move `last_post_at`.
+//! messages, which do not count, still move `last_post_at`. A channel is
+//! only marked when its read returned the post the listing shows as its
+//! newest: with read replicas the listing may count a post that a lagging
+//! read does not return yet, and that channel must be read again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -833,6 +836,13 @@ async fn poll_team(
             Some(Ok((posts, backfilled))) => {
                 out.fetched += 1;
                 out.backfilled += u32::from(backfilled);
+                // The listing and the read may come from different read
+                // replicas: a read that did not reach the post the listing
+                // counts as the newest is no ground for a quiet mark.
+                let newest = posts.iter().map(|p| p.create_at.max(p.update_at)).max();
+                if newest.is_none_or(|n| n < ch.last_post_at) {
+                    out.unread(&ch.id);
+                }
                 for p in posts {
                     out.max_seen_ms = out.max_seen_ms.max(p.update_at);
                     out.posts.push((p, ch.clone()));

@@ -438,7 +438,7 @@ fn a_deadline_cut_ends_the_cycle_in_time_and_the_next_one_finishes_each_post_onc
     // Every post to Mattermost (the replies) takes 1.5 s: six do not fit.
     w.mm.server().add_rule(
         Rule::new(Fault::Slow(std::time::Duration::from_millis(1500)))
-            .when(Match::post("/api/v4/posts")),
+            .when(Match::post_to("/api/v4/posts")),
     );
     let extra = w.sb.extra.clone();
     w.sb.extra = format!("{extra}\n[agent]\ndeadline_secs = 4\n");

@@ -4,9 +4,12 @@
 //! changed), says so in the thread, once; the correction then teaches the
 //! fallback and the LLM prompt, and `ops-agent eval` measures it.
 
+#![allow(non_snake_case)]
+
 use serde_json::Value;
 
 use crate::support::agent::{text, Sandbox};
+use crate::support::fault::Match;
 use crate::support::mattermost::FakeMattermost;
 use crate::support::ollama::FakeOllama;
 use crate::support::planka::FakePlanka;
@@ -447,5 +450,36 @@ fn mattermost_without_the_bulk_reactions_endpoint_is_read_post_by_post() {
     w.mm.clear_requests();
     w.run();
     assert_eq!(w.mm.count_requests("GET", "/reactions"), 1);
+    assert_eq!(w.task_of(&task)["status"], "closed");
+}
+
+#[test]
+fn killed_mid_correction__no_step_is_done_twice() {
+    let w = World::new(0);
+    let task = w.say("wizard", "please deploy the hotfix tonight");
+    w.run();
+    let card = w.planka.cards()[0].clone();
+    w.planka.add_list(card["boardId"].as_str().unwrap(), "Done");
+    w.mm.react_as(&w.reply_to(&task), &w.john, "speech_balloon");
+    w.say("wizard", "lunch at 1?");
+    // The correction is recorded and the task closed in the ledger; the
+    // card's comment is held, and the agent is killed while it waits.
+    let hold = w.planka.server().hold(Match::post("/comment"));
+    let mut child = w.sb.command(&["run-once"]).spawn().unwrap();
+    assert!(
+        hold.wait_arrived(std::time::Duration::from_secs(20)),
+        "{}",
+        w.sb.log_text()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    hold.release();
+    drop(hold);
+    w.run();
+    w.run();
+    assert_eq!(w.corrections().len(), 1, "recorded once");
+    assert_eq!(w.planka.comments().len(), 1, "the card is told once");
+    let said = w.agent_posts_in(&task);
+    assert_eq!(said.len(), 2, "the reply and one announcement: {said:?}");
     assert_eq!(w.task_of(&task)["status"], "closed");
 }

@@ -158,7 +158,7 @@ fn cell(hold: impl Fn(&World) -> Hold) {
 }
 
 fn mm_post() -> Match {
-    Match::post("/api/v4/posts")
+    Match::post_to("/api/v4/posts")
 }
 
 fn card_post() -> Match {

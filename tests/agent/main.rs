@@ -15,6 +15,7 @@
 mod support;
 
 mod chat_cycle;
+mod chat_edges;
 mod cli_commands;
 mod corrections;
 mod cycle_frame;
@@ -25,5 +26,4 @@ mod health_cycle;
 mod kill_points;
 mod mc_exactly_once;
 mod observe_cycle;
-mod review;
 mod tasks_mc;

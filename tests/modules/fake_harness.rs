@@ -218,7 +218,7 @@ async fn a_rule_hits_only_its_method_and_path_and_only_n_times() {
     let mm = FakeMattermost::start().await;
     mm.server().add_rule(
         Rule::new(Fault::Status(500))
-            .when(Match::post("/api/v4/posts"))
+            .when(Match::post_to("/api/v4/posts"))
             .times(2),
     );
     let post = || async {

@@ -63,12 +63,14 @@ pub enum Fault {
 }
 
 /// Which requests a rule or a hold applies to: an optional method and an
-/// optional fragment of the path (`contains`); the empty match is every
-/// request.
+/// optional fragment of the path (`contains`, or the whole path); the empty
+/// match is every request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Match {
     method: Option<String>,
     path: Option<String>,
+    /// `path` is the whole path, not a fragment.
+    exact: bool,
 }
 
 impl Match {
@@ -79,17 +81,14 @@ impl Match {
 
     /// Requests whose path contains `fragment`, any method.
     pub fn path(fragment: &str) -> Match {
-        Match {
-            method: None,
-            path: Some(fragment.to_string()),
-        }
+        Match::any().and_path(fragment)
     }
 
     /// Requests with this method, any path.
     pub fn method(method: &str) -> Match {
         Match {
             method: Some(method.to_ascii_uppercase()),
-            path: None,
+            ..Match::default()
         }
     }
 
@@ -103,6 +102,15 @@ impl Match {
         Match::method("POST").and_path(fragment)
     }
 
+    /// `POST` requests to exactly `path` (`/api/v4/posts`, not
+    /// `/api/v4/posts/ids/reactions`).
+    pub fn post_to(path: &str) -> Match {
+        Match {
+            exact: true,
+            ..Match::post(path)
+        }
+    }
+
     /// Narrows to paths containing `fragment`.
     pub fn and_path(mut self, fragment: &str) -> Match {
         self.path = Some(fragment.to_string());
@@ -114,7 +122,13 @@ impl Match {
         self.method
             .as_deref()
             .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
-            && self.path.as_deref().is_none_or(|p| path.contains(p))
+            && self.path.as_deref().is_none_or(|p| {
+                if self.exact {
+                    path == p
+                } else {
+                    path.contains(p)
+                }
+            })
     }
 }
 

@@ -1,5 +1,7 @@
-//! Review findings (helper-7): each test fails on main at 29fe625 and
-//! names the finding it reproduces.
+//! Edges of the chat half found by a hostile review, each through the
+//! binary: quiet channels under a lagging read replica and with posts made
+//! while the agent replies, and model calls in flight while a reply is
+//! posted slowly. The first and third failed before their fixes.
 
 use crate::support::agent::{text, Sandbox};
 use crate::support::fault::{Fault, Match, Rule};
@@ -48,14 +50,12 @@ impl Quiet {
     }
 }
 
-/// Finding 1. A post whose channel counters the listing already shows but
-/// which a lagging read replica does not return yet from the `since` read
-/// (Mattermost reads both from replicas, round-robin) used to be caught by
-/// the overlap window on the next cycle. With quiet marks the channel is
-/// marked with counters that include the unseen post, so it is never read
-/// again and the post is lost.
+/// A post the channel listing already counts but a lagging read replica
+/// does not return yet from the `since` read (Mattermost reads both from
+/// replicas, round-robin): the channel must not be marked quiet with
+/// counters that include the unseen post, or it is never read again.
 #[test]
-fn review_quiet_mark_swallows_a_post_the_fetch_did_not_return() {
+fn a_post_a_lagging_replica_did_not_return_is_read_once_it_catches_up() {
     let w = Quiet::new(&[]);
     w.run(); // first run: cursor
     let seen = w.mm.post(&w.channel, &w.alice, "please add user anna");
@@ -75,11 +75,11 @@ fn review_quiet_mark_swallows_a_post_the_fetch_did_not_return() {
     );
 }
 
-/// Control for finding 1: the same story with the quiet mark removed from
-/// the state file between cycles (as before 3ab488d) handles the post, via
-/// the overlap window.
+/// The same story with the quiet marks removed from the state file between
+/// cycles: the overlap window finds the post (the behaviour quiet marks
+/// must keep).
 #[test]
-fn review_control_without_the_quiet_mark_the_overlap_finds_the_post() {
+fn without_quiet_marks_the_overlap_window_finds_a_late_post() {
     let w = Quiet::new(&[]);
     w.run();
     let seen = w.mm.post(&w.channel, &w.alice, "please add user anna");
@@ -95,14 +95,12 @@ fn review_control_without_the_quiet_mark_the_overlap_finds_the_post() {
     assert_eq!(w.answered(&late), 1);
 }
 
-/// Finding 2. Replies composed concurrently are polled only while
-/// `Bounded::next` is awaited (src/bounded.rs); while one reply is posted to
-/// a slow Mattermost, the other model calls in flight are not polled, their
-/// timers run on, and reqwest reports a timeout for an answer that arrived
-/// in 0.3 s: the reply falls back to the template and the LLM breaker opens
-/// for the rest of the cycle.
+/// Replies composed concurrently: while one reply is posted to a slow
+/// Mattermost, the other model calls in flight must keep being polled, or
+/// their timers run on and an answer that arrived in 0.3 s is taken for a
+/// timeout (the reply templated, the LLM breaker open for the cycle).
 #[test]
-fn review_a_slow_reply_post_times_out_the_model_calls_in_flight() {
+fn model_calls_in_flight_keep_running_while_a_reply_is_posted_slowly() {
     let mut b = WorldBuilder::new();
     let (mm, me) = b.mattermost(&["wizard"]);
     let alice = mm.add_user("alice", "pw");
@@ -126,7 +124,7 @@ fn review_a_slow_reply_post_times_out_the_model_calls_in_flight() {
     );
     mm.server().add_rule(
         Rule::new(Fault::Slow(std::time::Duration::from_millis(1500)))
-            .when(Match::post("/api/v4/posts")),
+            .when(Match::post_to("/api/v4/posts")),
     );
     let out = sb.run(&["run-once"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -140,15 +138,15 @@ fn review_a_slow_reply_post_times_out_the_model_calls_in_flight() {
     );
 }
 
-/// Evidence, passes on main: a post (and a thread reply) made after the
-/// listing, while the agent's own reply is in flight, still makes the
-/// channel active next cycle (total_msg_count is one more than the mark).
+/// A post (and a thread reply) made after the listing, while the agent's
+/// own reply is in flight, makes the channel active next cycle
+/// (`total_msg_count` is more than the mark).
 #[test]
-fn review_ok_a_post_made_while_the_agent_replies_is_read_next_cycle() {
+fn a_post_made_while_the_agent_replies_is_read_next_cycle() {
     let w = Quiet::new(&[]);
     w.run();
     let first = w.mm.post(&w.channel, &w.alice, "please add user anna");
-    let hold = w.mm.server().hold(Match::post("/api/v4/posts"));
+    let hold = w.mm.server().hold(Match::post_to("/api/v4/posts"));
     let mut child = w.sb.command(&["run-once"]).spawn().unwrap();
     assert!(hold.wait_arrived(std::time::Duration::from_secs(20)));
     let during = w.mm.post(&w.channel, &w.alice, "please add user bert");
