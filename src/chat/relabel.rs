@@ -2,7 +2,9 @@
 //! corrected ([`super::corrections`] decides what is owed and in which
 //! order): the task closed, filed, opened again or given its new priority,
 //! its card told, and one announcement in the post's thread. Each function
-//! is one step; the caller records it done, so none is repeated.
+//! is one step; the caller records it done, so none is repeated. A step cut
+//! short by a crash runs again: its card comment (keyed by the correction)
+//! and the announcement (by its prop) are looked for before being made.
 
 use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
@@ -21,6 +23,12 @@ use crate::tasks::{priority_for_label, PostRef, Task};
 /// The prop that marks a correction's announcement in a thread, so a
 /// repeated step finds it instead of posting it twice.
 pub const CORRECTION_PROP: &str = "ops_agent_correction";
+
+/// What names one correction (the post, the new label, when it was made):
+/// the announcement's [`CORRECTION_PROP`] and the card comments' keys.
+fn correction_key(id: &str, to: Label, p: &PendingCorrection) -> String {
+    format!("{id}:{to}:{}", p.at_ms)
+}
 
 /// Everything the step needs from the cycle.
 pub struct Ctx<'a> {
@@ -107,7 +115,8 @@ pub(super) async fn close_task(
     };
     if let (Some(card), Some(planka)) = (card, ctx.targets.planka) {
         let note = format!("Not a task: relabelled ROUTINE by {}.", p.by);
-        planka.add_comment(&card, &note).await?;
+        let key = format!("close {}", correction_key(id, Label::Routine, p));
+        planka.add_comment(&card, &key, &note).await?;
         if !esc.done_list.is_empty() {
             planka.move_card(&card, &w.team, &esc.done_list).await?;
             said.push_str(&format!(" Its card is in '{}'.", esc.done_list));
@@ -147,7 +156,8 @@ pub(super) async fn change_task(
             priority.as_str(),
             if reopen { ", open again" } else { "" }
         );
-        planka.add_comment(&card, &note).await?;
+        let key = format!("relabel {}", correction_key(id, to, p));
+        planka.add_comment(&card, &key, &note).await?;
     }
     let mc_note = match ctx.targets.mc {
         McBackend::Ledger(_) => String::new(),
@@ -232,7 +242,7 @@ pub(super) async fn announce(
     to: Label,
     text: &str,
 ) -> Result<String> {
-    let key = format!("{id}:{to}:{}", p.at_ms);
+    let key = correction_key(id, to, p);
     let own = ctx.mm.own_id().await?;
     let thread = ctx.mm.thread(id).await.context("reading the thread")?;
     if let Some(earlier) = thread.posts.values().find(|x| {

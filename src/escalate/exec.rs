@@ -7,7 +7,9 @@
 //! Posts are idempotent across a crash between posting and saving state:
 //! every incident post carries the props [`INCIDENT_PROP`] (the key) and
 //! [`EVENT_PROP`] (`alert`, `follow_up`, `reminder-N`, `recovery`), and an
-//! agent post with the same pair is looked for before posting again.
+//! agent post with the same pair is looked for before posting again. The
+//! card's recovery comment is keyed by the incident the same way
+//! ([`crate::tasks::planka::PlankaClient::add_comment`]).
 //!
 //! Acknowledgements are read here too, before planning: any reaction on the
 //! alert post by someone other than the agent, or a reply in its thread by
@@ -33,6 +35,7 @@ use crate::process::run_argv;
 use crate::report::Outcome;
 use crate::tasks::mc::substitute_with;
 use crate::tasks::outbox::{ensure_task, CardOutcome, Targets, TaskState, Uncertain, WorkKind};
+use crate::tasks::planka::Commented;
 use crate::tasks::Task;
 use crate::time::human_ms;
 
@@ -492,9 +495,14 @@ async fn perform(
                 human_ms(inc.recovered_ms.unwrap_or(now_ms) - inc.failing_since_ms),
                 inc.key
             );
-            planka.add_comment(&card, &text).await?;
+            let how = planka
+                .add_comment(&card, &format!("recovery {}", inc.key), &text)
+                .await?;
             incident(state, key)?.card_commented = true;
-            Ok(format!("card {card} commented"))
+            Ok(match how {
+                Commented::Posted => format!("card {card} commented"),
+                Commented::Found => format!("card {card} already had the recovery comment"),
+            })
         }
         Action::MoveCardDone { key } => {
             let planka = ctx

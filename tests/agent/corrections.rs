@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use crate::support::agent::{text, Sandbox};
-use crate::support::fault::Match;
+use crate::support::fault::{Hold, Match};
 use crate::support::mattermost::FakeMattermost;
 use crate::support::ollama::FakeOllama;
 use crate::support::planka::FakePlanka;
@@ -453,8 +453,11 @@ fn mattermost_without_the_bulk_reactions_endpoint_is_read_post_by_post() {
     assert_eq!(w.task_of(&task)["status"], "closed");
 }
 
-#[test]
-fn killed_mid_correction__no_step_is_done_twice() {
+/// A TASK relabelled ROUTINE; the cycle that closes it is killed once
+/// `hold` (built on the fake Planka) has stopped the card's comment, then
+/// two cycles heal. The correction, the card comment and the announcement
+/// are each made once.
+fn kill_mid_correction(hold: impl FnOnce(&FakePlanka) -> Hold) {
     let w = World::new(0);
     let task = w.say("wizard", "please deploy the hotfix tonight");
     w.run();
@@ -464,7 +467,7 @@ fn killed_mid_correction__no_step_is_done_twice() {
     w.say("wizard", "lunch at 1?");
     // The correction is recorded and the task closed in the ledger; the
     // card's comment is held, and the agent is killed while it waits.
-    let hold = w.planka.server().hold(Match::post("/comment"));
+    let hold = hold(&w.planka);
     let mut child = w.sb.command(&["run-once"]).spawn().unwrap();
     assert!(
         hold.wait_arrived(std::time::Duration::from_secs(20)),
@@ -475,11 +478,38 @@ fn killed_mid_correction__no_step_is_done_twice() {
     child.wait().unwrap();
     hold.release();
     drop(hold);
+    // A held request is now served or dropped, not still on its way.
+    assert!(w
+        .planka
+        .server()
+        .wait_idle(std::time::Duration::from_secs(10)));
     w.run();
     w.run();
     assert_eq!(w.corrections().len(), 1, "recorded once");
-    assert_eq!(w.planka.comments().len(), 1, "the card is told once");
+    let comments = w.planka.comment_texts(card["id"].as_str().unwrap());
+    assert_eq!(comments.len(), 1, "the card is told once: {comments:?}");
+    let marker = comments[0].lines().last().unwrap_or_default();
+    assert!(
+        comments[0].starts_with("Not a task: relabelled ROUTINE by john.")
+            && marker.starts_with(&format!("`ops-agent: close {task}:ROUTINE:")),
+        "{comments:?}"
+    );
     let said = w.agent_posts_in(&task);
     assert_eq!(said.len(), 2, "the reply and one announcement: {said:?}");
     assert_eq!(w.task_of(&task)["status"], "closed");
+}
+
+/// Planka committed the comment and the agent died before hearing so: the
+/// next cycle finds the comment by its marker instead of posting again.
+#[test]
+fn killed_mid_correction__no_step_is_done_twice() {
+    kill_mid_correction(|p| p.server().hold_answer(Match::post("/comment")));
+}
+
+/// The comment request is held before Planka sees it (dropped with the
+/// agent, or served after the kill, whichever the server notices first):
+/// either way the card ends with one comment.
+#[test]
+fn killed_before_the_correction_comment_is_served__the_card_is_told_once() {
+    kill_mid_correction(|p| p.server().hold(Match::post("/comment")));
 }

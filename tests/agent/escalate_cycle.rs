@@ -6,11 +6,13 @@
 //! resumes from the state files, so every step is also a restart; where time
 //! must pass, the state file is edited between runs.
 
+#![allow(non_snake_case)]
+
 use serde_json::Value;
 
 use crate::support::agent::{text, Sandbox};
 use crate::support::docker::{FakeContainer, FakeDocker, OnRestart};
-use crate::support::fault::Fault;
+use crate::support::fault::{Fault, Match};
 use crate::support::mattermost::{FakeMattermost, FakePost};
 use crate::support::ollama::FakeOllama;
 use crate::support::planka::FakePlanka;
@@ -118,6 +120,14 @@ impl World {
 
     fn escalation(&self) -> Value {
         self.sb.state_json()["escalation"].clone()
+    }
+
+    /// The key of the only closed incident.
+    fn closed_key(&self) -> String {
+        let esc = self.escalation();
+        let closed = esc["closed"].as_array().cloned().unwrap_or_default();
+        assert_eq!(closed.len(), 1, "one closed incident: {esc}");
+        closed[0]["key"].as_str().unwrap().to_string()
     }
 
     fn incidents(&self) -> Vec<Value> {
@@ -238,6 +248,54 @@ fn a_reaction_by_a_team_member_acknowledges_and_prevents_the_follow_up() {
     );
     assert_eq!(w.counter("incidents_acknowledged"), 1);
     assert_eq!(w.counter("alert_follow_ups"), 0);
+}
+
+/// Planka commits the recovery comment on the incident's card, and the
+/// agent is killed before it hears so (the answer is held): the cycles after
+/// find the comment by its marker and post none, and the incident still
+/// closes.
+#[test]
+fn killed_after_the_recovery_comment_committed__the_card_is_commented_once() {
+    let w = World::new(false);
+    w.run();
+    w.alert();
+    let card = w.planka.cards()[0]["id"].as_str().unwrap().to_string();
+    w.docker.update("web", |c| {
+        c.status = "running".into();
+        c.exit_code = 0;
+    });
+    let hold = w.planka.server().hold_answer(Match::post("/comments"));
+    let mut child = w.sb.command(&["run-once"]).spawn().unwrap();
+    assert!(
+        hold.wait_arrived(std::time::Duration::from_secs(20)),
+        "{}",
+        w.sb.log_text()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    hold.release();
+    drop(hold);
+    assert_eq!(
+        w.planka.comment_texts(&card).len(),
+        1,
+        "committed before the kill"
+    );
+    w.runs(2);
+    let comments = w.planka.comment_texts(&card);
+    assert_eq!(comments.len(), 1, "{comments:#?}\n{}", w.sb.log_text());
+    assert!(
+        comments[0].starts_with("Recovered at ")
+            && comments[0].ends_with(&format!("`ops-agent: recovery {}`", w.closed_key())),
+        "{comments:?}"
+    );
+    let esc = w.escalation();
+    assert_eq!(esc["incidents"].as_array().map_or(0, Vec::len), 0, "{esc}");
+    assert_eq!(esc["closed"][0]["card_commented"], true, "{esc}");
+    assert_eq!(
+        w.agent_replies(&w.alert().id).len(),
+        1,
+        "one recovery notice"
+    );
 }
 
 #[test]

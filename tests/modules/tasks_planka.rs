@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use ops_agent::tasks::planka::{ApiVersion, BoardTarget, PlankaClient, PlankaConfig};
+use ops_agent::tasks::planka::{
+    comment_marker, ApiVersion, BoardTarget, Commented, PlankaClient, PlankaConfig,
+};
 use ops_agent::tasks::{Priority, Tag, Task};
 use ops_agent::time::Secs;
 
@@ -126,8 +128,121 @@ async fn v1_uses_v1_paths_and_bodies() {
     );
     assert!(f.cards()[0].get("type").is_none());
     assert_eq!(f.label_names_of(&card.card_id), vec!["INTERNAL"]);
-    c.add_comment(&card.card_id, "resolved").await.unwrap();
+    c.add_comment(&card.card_id, "resolved p1", "resolved")
+        .await
+        .unwrap();
     assert_eq!(f.count("POST", "/comment-actions"), 1);
+}
+
+/// A comment call repeated with the same key (a step run again after a
+/// crash that followed Planka's commit) finds the comment and posts none;
+/// another key posts. Both majors, through their own list endpoints.
+async fn comment_once(version: Version, list_path: &str, post_path: &str) {
+    let f = fake(version).await;
+    let c = PlankaClient::new(&config(&f.url), None).unwrap();
+    let card = c
+        .create_card(&task("p1", "wizard", Tag::Billable), "OPS-1")
+        .await
+        .unwrap();
+    let id = card.card_id.as_str();
+    let key = "recovery web@1700000000";
+    let first = c.add_comment(id, key, "Recovered at 10:00.").await.unwrap();
+    assert_eq!(first, Commented::Posted);
+    let texts = f.comment_texts(id);
+    assert_eq!(
+        texts,
+        vec![format!("Recovered at 10:00.\n\n{}", comment_marker(key))]
+    );
+    // Asked again (even with a text that changed meanwhile): found, not posted.
+    let again = c.add_comment(id, key, "Recovered at 10:01.").await.unwrap();
+    assert_eq!(again, Commented::Found);
+    assert_eq!(f.comment_texts(id).len(), 1);
+    assert_eq!(f.count("POST", post_path), 1);
+    assert_eq!(f.count("GET", list_path), 2, "looked before each post");
+    // Someone else's comments after it, still within the newest page.
+    for i in 0..10 {
+        f.add_comment(id, &format!("person {i}"));
+    }
+    assert_eq!(
+        c.add_comment(id, key, "Recovered.").await.unwrap(),
+        Commented::Found
+    );
+    // Another event on the same card is its own comment.
+    assert_eq!(
+        c.add_comment(id, "close p1:ROUTINE:1", "Closed.")
+            .await
+            .unwrap(),
+        Commented::Posted
+    );
+    assert_eq!(f.count("POST", post_path), 2);
+    // A failed read posts nothing: the step is owed again.
+    f.fail_next(list_path, 500);
+    assert!(c.add_comment(id, "relabel x", "Relabelled.").await.is_err());
+    assert_eq!(f.count("POST", post_path), 2);
+}
+
+#[tokio::test]
+async fn v2_comment_with_the_same_key_is_posted_once() {
+    comment_once(Version::V2, "/comments", "/comments").await;
+}
+
+#[tokio::test]
+async fn v1_comment_with_the_same_key_is_posted_once() {
+    comment_once(Version::V1, "/actions", "/comment-actions").await;
+}
+
+#[tokio::test]
+async fn fake_pages_comments_newest_first_like_the_server() {
+    for version in [Version::V2, Version::V1] {
+        let f = fake(version).await;
+        let c = PlankaClient::new(&config(&f.url), None).unwrap();
+        let card = c
+            .create_card(&task("p1", "wizard", Tag::Billable), "OPS-1")
+            .await
+            .unwrap();
+        for i in 0..60 {
+            f.add_comment(&card.card_id, &format!("c{i}"));
+        }
+        let http = reqwest::Client::new();
+        let token = f.token();
+        let path = match version {
+            Version::V2 => "comments",
+            Version::V1 => "actions",
+        };
+        let get = |q: String| {
+            let req = http
+                .get(format!("{}/api/cards/{}/{path}{q}", f.url, card.card_id))
+                .bearer_auth(&token);
+            async move {
+                req.send()
+                    .await
+                    .unwrap()
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        let text = |v: &serde_json::Value| {
+            v["text"]
+                .as_str()
+                .or(v["data"]["text"].as_str())
+                .unwrap()
+                .to_string()
+        };
+        let first = get(String::new()).await;
+        let items = first["items"].as_array().unwrap();
+        assert_eq!(items.len(), 50, "{version:?}: one page");
+        assert_eq!(text(&items[0]), "c59", "{version:?}: newest first");
+        assert_eq!(text(&items[49]), "c10");
+        if version == Version::V1 {
+            assert_eq!(items[0]["type"], "commentCard");
+        }
+        let last = items[49]["id"].as_str().unwrap();
+        let next = get(format!("?beforeId={last}")).await;
+        let rest: Vec<String> = next["items"].as_array().unwrap().iter().map(text).collect();
+        assert_eq!(rest.len(), 10);
+        assert_eq!((rest[0].as_str(), rest[9].as_str()), ("c9", "c0"));
+    }
 }
 
 #[tokio::test]
@@ -143,7 +258,9 @@ async fn configured_version_skips_the_probe() {
         .await
         .unwrap();
     assert_eq!(f.count("GET", "/api/bootstrap"), 0);
-    c.add_comment(&card.card_id, "note").await.unwrap();
+    c.add_comment(&card.card_id, "note p1", "note")
+        .await
+        .unwrap();
     assert_eq!(f.comments().len(), 1);
 }
 

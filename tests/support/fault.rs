@@ -230,7 +230,7 @@ pub(crate) struct Faults {
     rules: Vec<Rule>,
     holds: Vec<Arc<HoldInner>>,
     /// Requests being served now, and the most there ever were at once.
-    in_flight: usize,
+    pub(crate) in_flight: usize,
     pub(crate) peak_in_flight: usize,
 }
 
@@ -305,8 +305,15 @@ impl Faults {
 /// while the test kills the process". A held request is already recorded
 /// but not served; if its client goes away meanwhile (the test killed it),
 /// the server drops the request when it sees the connection close, so
-/// releasing it changes nothing in the fake. Dropping the gate releases it
-/// too, so keep it in a named binding.
+/// releasing it changes nothing in the fake (unless the server only sees the
+/// close after the release: then it is served; [`FakeServer::wait_idle`]
+/// waits until it is one or the other). An answer hold
+/// ([`FakeServer::hold_answer`]) serves the request first and holds the
+/// answer: the effect is committed whatever the kill's timing. Dropping the
+/// gate releases it too, so keep it in a named binding.
+///
+/// [`FakeServer::wait_idle`]: super::harness::FakeServer::wait_idle
+/// [`FakeServer::hold_answer`]: super::harness::FakeServer::hold_answer
 #[must_use = "dropping a Hold releases it at once"]
 pub struct Hold {
     inner: Arc<HoldInner>,
@@ -314,6 +321,9 @@ pub struct Hold {
 
 pub(crate) struct HoldInner {
     when: Match,
+    /// Serve the request first and hold its answer: the side effect is
+    /// committed and its client may never learn of it.
+    answer: bool,
     /// Matching requests still let through before the gate closes.
     skip: std::sync::atomic::AtomicUsize,
     arrived: watch::Sender<usize>,
@@ -321,9 +331,10 @@ pub(crate) struct HoldInner {
 }
 
 impl HoldInner {
-    pub(crate) fn new(when: Match, skip: usize) -> Arc<HoldInner> {
+    pub(crate) fn new(when: Match, skip: usize, answer: bool) -> Arc<HoldInner> {
         Arc::new(HoldInner {
             when,
+            answer,
             skip: skip.into(),
             arrived: watch::channel(0).0,
             released: watch::channel(false).0,
@@ -430,6 +441,7 @@ pub(crate) async fn gate(
         .lock()
         .unwrap()
         .holds_for(&parts.method, parts.uri.path());
+    let (answer_holds, holds): (Vec<_>, Vec<_>) = holds.into_iter().partition(|h| h.answer);
     for h in holds {
         h.pass().await;
     }
@@ -465,6 +477,9 @@ pub(crate) async fn gate(
             None => next.run(Request::from_parts(parts, Body::from(body))).await,
         },
     };
+    for h in answer_holds {
+        h.pass().await;
+    }
     g.service.finish(&mut resp);
     resp
 }

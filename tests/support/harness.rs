@@ -197,9 +197,31 @@ impl FakeServer {
     /// Like [`FakeServer::hold`], but the first `n` matching requests are
     /// served: "the first reply is committed, the second is held".
     pub fn hold_after(&self, n: usize, when: Match) -> Hold {
-        let inner = HoldInner::new(when, n);
+        let inner = HoldInner::new(when, n, false);
         self.inner.faults.lock().unwrap().add_hold(inner.clone());
         Hold::new(inner)
+    }
+
+    /// Serves the requests matching `when`, then holds their answers until
+    /// the gate is released or dropped: "Planka committed the comment, and
+    /// the agent is killed before it hears so".
+    pub fn hold_answer(&self, when: Match) -> Hold {
+        let inner = HoldInner::new(when, 0, true);
+        self.inner.faults.lock().unwrap().add_hold(inner.clone());
+        Hold::new(inner)
+    }
+
+    /// Blocks this thread until no request is being served (a released
+    /// request is served or dropped), or `timeout` passes; true when idle.
+    pub fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        while self.inner.faults.lock().unwrap().in_flight > 0 {
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
     }
 
     /// The most requests this server has served at once.

@@ -12,6 +12,14 @@
 //! `{"code","message"}` body; [`Fault::Unauthorized`] answers 401 to every
 //! authenticated API call while logins still work.
 //!
+//! Comments are kept per major the way the server stores them: v2 comments
+//! `{id, cardId, userId, text, createdAt, updatedAt}`, v1 `commentCard`
+//! actions `{id, cardId, userId, type, data: {text}, createdAt, updatedAt}`,
+//! and read back newest first, 50 a page, older pages by `beforeId` (v2
+//! `GET /api/cards/{id}/comments`, `Comment.qm.getByCardId`; v1 `GET
+//! /api/cards/{id}/actions`, `cards.getActions`, which without `withDetails`
+//! answers comment actions only, the only actions this fake keeps).
+//!
 //! Deliberately stricter than the real v1 in one place: a v1 card create
 //! with a `type` field is a 400, so tests prove the client speaks v1.
 
@@ -288,9 +296,27 @@ impl FakePlanka {
         self.data.lock().unwrap().card_labels.clone()
     }
 
-    /// Comments (v2) / comment actions (v1).
+    /// Comments (v2) / comment actions (v1), oldest first.
     pub fn comments(&self) -> Vec<Value> {
         self.data.lock().unwrap().comments.clone()
+    }
+
+    /// The texts of the comments on a card, oldest first (either major).
+    pub fn comment_texts(&self, card_id: &str) -> Vec<String> {
+        self.comments()
+            .iter()
+            .filter(|c| c["cardId"] == card_id)
+            .filter_map(|c| c["text"].as_str().or(c["data"]["text"].as_str()))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Adds a comment by the agent's user as a person would see it made
+    /// (no request recorded), e.g. to fill a card's first page.
+    pub fn add_comment(&self, card_id: &str, text: &str) {
+        let mut d = self.data.lock().unwrap();
+        let (status, body) = comment(&mut d, card_id, &json!({ "text": text }));
+        assert_eq!(status, 200, "{body}");
     }
 
     /// Label names on a card.
@@ -302,6 +328,16 @@ impl FakePlanka {
             .filter_map(|cl| d.labels.iter().find(|l| l["id"] == cl["labelId"]))
             .filter_map(|l| l["name"].as_str().map(str::to_string))
             .collect()
+    }
+
+    /// A fresh access token of the default user, for a test that calls
+    /// the API itself.
+    pub fn token(&self) -> String {
+        let mut d = self.data.lock().unwrap();
+        let token = format!("tok-{}", d.id());
+        let uid = d.users[0].id.clone();
+        d.tokens.insert(token.clone(), uid);
+        token
     }
 
     /// Successful logins (password or terms acceptance).
@@ -477,6 +513,8 @@ fn route(
         ("POST", ["api", "cards", card_id, "labels"]) if !v2 => attach(d, card_id, body),
         ("POST", ["api", "cards", card_id, "comments"]) if v2 => comment(d, card_id, body),
         ("POST", ["api", "cards", card_id, "comment-actions"]) if !v2 => comment(d, card_id, body),
+        ("GET", ["api", "cards", card_id, "comments"]) if v2 => comments_page(d, card_id, query),
+        ("GET", ["api", "cards", card_id, "actions"]) if !v2 => comments_page(d, card_id, query),
         ("GET", ["api", "cards", card_id]) => match d.cards.iter().find(|c| c["id"] == *card_id) {
             Some(c) => (200, json!({ "item": c })),
             None => err(404, "E_NOT_FOUND", "Card not found"),
@@ -707,7 +745,52 @@ fn comment(d: &mut Data, card_id: &str, body: &Value) -> (u16, Value) {
         );
     };
     let id = d.id();
-    let c = json!({ "id": id, "cardId": card_id, "text": text });
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let user = d.users[0].id.clone();
+    let c = if d.version == Version::V2 {
+        json!({ "id": id, "cardId": card_id, "userId": user, "text": text,
+                "createdAt": now, "updatedAt": null })
+    } else {
+        json!({ "id": id, "cardId": card_id, "userId": user, "type": "commentCard",
+                "data": { "text": text }, "createdAt": now, "updatedAt": null })
+    };
     d.comments.push(c.clone());
     (200, json!({ "item": c }))
+}
+
+/// The server's page of comments (v2) or comment actions (v1): `LIMIT = 50`
+/// in both `Comment.qm.getByCardId` and `cards.getActions`.
+const COMMENT_PAGE: usize = 50;
+
+/// A card's comments, newest first (`sort('id DESC')`), those older than
+/// `beforeId` when given, one page.
+fn comments_page(d: &Data, card_id: &str, query: Option<&str>) -> (u16, Value) {
+    if !d.cards.iter().any(|c| c["id"] == card_id) {
+        return err(404, "E_NOT_FOUND", "Card not found");
+    }
+    let num = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok());
+    let before = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("beforeId="))
+        .and_then(|b| b.parse::<u64>().ok());
+    let mut items: Vec<Value> = d
+        .comments
+        .iter()
+        .filter(|c| c["cardId"] == card_id)
+        .filter(|c| before.is_none_or(|b| num(&c["id"]).is_some_and(|id| id < b)))
+        .cloned()
+        .collect();
+    items.sort_by_key(|c| std::cmp::Reverse(num(&c["id"])));
+    items.truncate(COMMENT_PAGE);
+    let users: Vec<Value> = d
+        .users
+        .iter()
+        .filter(|u| items.iter().any(|c| c["userId"] == u.id.as_str()))
+        .map(|u| json!({ "id": u.id, "username": u.username, "name": u.username }))
+        .collect();
+    (
+        200,
+        json!({ "items": items, "included": { "users": users } }),
+    )
 }

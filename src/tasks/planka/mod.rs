@@ -10,6 +10,7 @@
 //! | card create body | `{name, position, description}` | plus `type: "project"` |
 //! | attach a label | `POST /api/cards/{id}/labels` | `POST /api/cards/{id}/card-labels` |
 //! | comment | `POST /api/cards/{id}/comment-actions` | `POST /api/cards/{id}/comments` |
+//! | a card's comments | `GET /api/cards/{id}/actions`: `items` of `{type: "commentCard", data: {text}}` | `GET /api/cards/{id}/comments`: `items` of `{text}` |
 //! | lists | all are columns | `type` active/closed; archive/trash are system lists (`name: null`) |
 //! | auth | password login | password login (with a one-time terms acceptance) or `X-Api-Key` |
 //!
@@ -19,7 +20,11 @@
 //!
 //! A card's description carries an `ops-agent source: <key>` marker line, and
 //! the board is searched for it before creating, so a crash between creating
-//! the card and recording it never makes a second card.
+//! the card and recording it never makes a second card. Comments work the
+//! same way: each ends with a [`comment_marker`] line naming its event, and
+//! the card's newest comments are read for it before posting (both majors
+//! answer the newest 50 first, `beforeId` pages further back; one page is
+//! read, as the comment a crashed step made is among the card's latest).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -153,6 +158,46 @@ fn max_position<'a>(items: impl Iterator<Item = &'a Value>) -> f64 {
 /// The marker line that ties a card to its task's idempotency key.
 pub fn source_marker(source: &str) -> String {
     format!("ops-agent source: {source}")
+}
+
+/// The last line of every comment the agent puts on a card: `key` names the
+/// event and its source (`recovery <incident>`, `close <post>:<label>:<ms>`),
+/// so a step repeated after a crash finds its comment instead of posting it
+/// twice. Inline code, so Planka's markdown shows the key as it is (no
+/// underscores turned into emphasis).
+pub fn comment_marker(key: &str) -> String {
+    format!(
+        "`ops-agent: {}`",
+        key.replace(['`', '\n', '\r'], " ").trim()
+    )
+}
+
+/// The text of one item of a card's comment page: a v2 comment's `text`, or
+/// a v1 `commentCard` action's `data.text` (other v1 actions have none).
+fn comment_text(item: &Value) -> Option<&str> {
+    match str_of(item, "type") {
+        Some("commentCard") => item.pointer("/data/text").and_then(Value::as_str),
+        Some(_) => None,
+        None => str_of(item, "text"),
+    }
+}
+
+/// Whether one of `items` (a page of a card's comments, either major) has
+/// `marker` as a line of its own. Pure, table-tested.
+fn already_commented(items: &[Value], marker: &str) -> bool {
+    items
+        .iter()
+        .filter_map(comment_text)
+        .any(|t| t.lines().any(|l| l.trim() == marker))
+}
+
+/// What [`PlankaClient::add_comment`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commented {
+    /// The comment was posted now.
+    Posted,
+    /// The card already had it (an earlier attempt was committed).
+    Found,
 }
 
 /// Picks the list named `name` among a board's lists: system lists (v2
@@ -616,15 +661,41 @@ impl PlankaClient {
         }
     }
 
-    /// Adds a comment to a card (status updates, resolution notes).
-    pub async fn add_comment(&self, card_id: &str, text: &str) -> Result<()> {
-        let path = match self.major().await? {
-            Major::V2 => format!("/api/cards/{card_id}/comments"),
-            Major::V1 => format!("/api/cards/{card_id}/comment-actions"),
+    /// Adds a comment to a card (status updates, resolution notes) once per
+    /// `key`, the stable name of the event (see [`comment_marker`]): the
+    /// text ends with the marker line, and the card's newest comments are
+    /// read first; when one carries the marker, nothing is posted. So a
+    /// crash after Planka committed the comment and before the caller
+    /// recorded it makes no second comment. A failed read is an error (the
+    /// caller's step is owed again), never a blind post.
+    pub async fn add_comment(&self, card_id: &str, key: &str, text: &str) -> Result<Commented> {
+        let major = self.major().await?;
+        let marker = comment_marker(key);
+        let (list, post) = match major {
+            // v1 answers comment actions only unless `withDetails` is set.
+            Major::V1 => (
+                format!("/api/cards/{card_id}/actions"),
+                format!("/api/cards/{card_id}/comment-actions"),
+            ),
+            Major::V2 => (
+                format!("/api/cards/{card_id}/comments"),
+                format!("/api/cards/{card_id}/comments"),
+            ),
         };
-        self.call(Method::POST, &path, Some(&json!({ "text": text })))
+        let page = self
+            .call(Method::GET, &list, None)
             .await
-            .map(|_| ())
+            .context("reading the card's comments")?;
+        let items = page
+            .get("items")
+            .and_then(Value::as_array)
+            .with_context(|| format!("GET {list}: no items in the answer"))?;
+        if already_commented(items, &marker) {
+            return Ok(Commented::Found);
+        }
+        let body = json!({ "text": format!("{}\n\n{marker}", text.trim_end()) });
+        self.call(Method::POST, &post, Some(&body)).await?;
+        Ok(Commented::Posted)
     }
 
     /// Moves a card to the end of list `list` on `team`'s board (e.g. to a
@@ -692,6 +763,52 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn already_commented_table() {
+        let m = comment_marker("recovery web@1700000000");
+        assert_eq!(m, "`ops-agent: recovery web@1700000000`");
+        let mine = format!("Recovered at 10:00.\n\n{m}");
+        let v2 = |t: &str| json!({"id": "2", "cardId": "1", "userId": "9", "text": t});
+        let v1 = |ty: &str, t: &str| json!({"id": "2", "type": ty, "data": {"text": t}});
+        for (items, want, why) in [
+            (vec![], false, "no comments"),
+            (vec![v2(&mine)], true, "v2, the marker line"),
+            (vec![v2(&mine.replace('\n', "\r\n"))], true, "v2, CRLF"),
+            (
+                vec![v2("hello"), v2(&format!("x\n  {m}  "))],
+                true,
+                "v2, padded, not first",
+            ),
+            (
+                vec![v2(&m.replace("1700000000", "1700000001"))],
+                false,
+                "another event",
+            ),
+            (
+                vec![v2(&format!("quoting {m}"))],
+                false,
+                "not a line of its own",
+            ),
+            (vec![v2(&format!("{m}x"))], false, "a longer key"),
+            (vec![v1("commentCard", &mine)], true, "v1 comment action"),
+            (vec![v1("moveCard", &mine)], false, "v1, another action"),
+            (
+                vec![json!({"id": "3", "type": "commentCard"})],
+                false,
+                "v1, no text",
+            ),
+            (
+                vec![json!({"id": "4", "text": null})],
+                false,
+                "v2, null text",
+            ),
+        ] {
+            assert_eq!(already_commented(&items, &m), want, "{why}");
+        }
+        // Keys cannot break out of the inline code or the line.
+        assert_eq!(comment_marker("a`b\nc "), "`ops-agent: a b c`");
     }
 
     #[test]
