@@ -2,8 +2,10 @@
 //! path inside it, and a clean environment, so tests never touch the
 //! machine's `/tmp/ops-agent-state.json` or the operator's home.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// A temp directory with a config file pointing every path into it.
 pub struct Sandbox {
@@ -13,6 +15,21 @@ pub struct Sandbox {
     pub extra: String,
     /// Extra environment for the binary.
     pub env: Vec<(String, String)>,
+    /// The binary to run: [`binary`] unless the caller points elsewhere
+    /// (the scale benchmark times an older build this way).
+    pub bin: PathBuf,
+}
+
+/// One run of the binary, measured from outside.
+pub struct Measured {
+    /// Its exit status, stdout and stderr.
+    pub output: Output,
+    /// Wall time from spawn to exit.
+    pub wall: Duration,
+    /// CPU time it used, user plus system (its own rusage from `wait4`).
+    pub cpu: Duration,
+    /// Peak resident memory in KiB (see [`Sandbox::measure`]).
+    pub peak_rss_kib: u64,
 }
 
 impl Sandbox {
@@ -22,6 +39,7 @@ impl Sandbox {
             dir: tempfile::tempdir().expect("tempdir"),
             extra: String::new(),
             env: Vec::new(),
+            bin: binary(),
         }
     }
 
@@ -72,7 +90,7 @@ impl Sandbox {
     /// A command for the binary with `--config` and the sandbox environment.
     pub fn command(&self, args: &[&str]) -> Command {
         self.write_config();
-        let mut cmd = Command::new(binary());
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("--config").arg(self.config()).args(args);
         cmd.env_clear()
             .env("HOME", self.root())
@@ -84,7 +102,14 @@ impl Sandbox {
     }
 
     /// Runs the binary to completion and measures it: its output, its wall
-    /// time and its peak resident memory in KiB.
+    /// time and its peak resident memory in KiB (see [`Sandbox::measure`]).
+    pub fn run_measured(&self, args: &[&str]) -> (Output, Duration, u64) {
+        let m = self.measure(args);
+        (m.output, m.wall, m.peak_rss_kib)
+    }
+
+    /// Runs the binary to completion and measures it: wall time, CPU time
+    /// and peak resident memory.
     ///
     /// On Linux the peak is the process's own `VmHWM`, sampled every few
     /// milliseconds until it exits: `ru_maxrss` from `wait4` would count
@@ -92,9 +117,17 @@ impl Sandbox {
     /// until `exec` (the kernel keeps the larger figure across `exec`).
     /// The high-water mark only grows, so the last sample misses at most a
     /// spike in the last milliseconds. Elsewhere it is `ru_maxrss`.
-    pub fn run_measured(&self, args: &[&str]) -> (Output, std::time::Duration, u64) {
-        let started = std::time::Instant::now();
-        let child = self
+    ///
+    /// CPU is the child's own `ru_utime + ru_stime`, which `wait4` on its
+    /// pid returns as it reaps it: exact, and unlike the peak it does not
+    /// include the parent's time before `exec`. The child is reaped here,
+    /// so std's `Child` is never waited on.
+    pub fn measure(&self, args: &[&str]) -> Measured {
+        let started = Instant::now();
+        // Reaped by `wait4` below, which std's `wait` cannot replace: it
+        // drops the child's rusage.
+        #[allow(clippy::zombie_processes)]
+        let mut child = self
             .command(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -115,19 +148,34 @@ impl Sandbox {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 peak = peak.max(kib);
-                std::thread::sleep(std::time::Duration::from_millis(3));
+                std::thread::sleep(Duration::from_millis(3));
             }
             peak
         });
-        let output = child.wait_with_output().expect("waiting for ops-agent");
-        let elapsed = started.elapsed();
+        // Drain both pipes while it runs, so a chatty child never blocks.
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let (status, usage) = wait4(pid);
+        let wall = started.elapsed();
         let peak = sampler.join().unwrap();
-        let kib = if cfg!(target_os = "linux") {
-            peak
-        } else {
-            children_max_rss_kib()
-        };
-        (output, elapsed, kib)
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        let max_rss = usage.ru_maxrss as u64;
+        Measured {
+            output: Output {
+                status,
+                stdout: stdout.join().unwrap(),
+                stderr: stderr.join().unwrap(),
+            },
+            wall,
+            cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+            peak_rss_kib: if cfg!(target_os = "linux") {
+                peak
+            } else if cfg!(target_os = "macos") {
+                max_rss / 1024
+            } else {
+                max_rss
+            },
+        }
     }
 
     /// Runs the binary to completion.
@@ -187,17 +235,34 @@ pub fn text(out: &Output) -> String {
     )
 }
 
-/// The largest `ru_maxrss` of this process's waited-for children, in KiB.
-fn children_max_rss_kib() -> u64 {
-    // SAFETY: an all-zero rusage is valid, and getrusage writes only into it.
+/// Reads a pipe to its end on a thread of its own.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            p.read_to_end(&mut buf).expect("reading the child's output");
+        }
+        buf
+    })
+}
+
+/// Waits for the child `pid` and reaps it: its exit status and its own
+/// resource usage.
+fn wait4(pid: u32) -> (std::process::ExitStatus, libc::rusage) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and wait4 writes only into it
+    // and `status`.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    let rss = usage.ru_maxrss as u64;
-    if cfg!(target_os = "macos") {
-        rss / 1024
-    } else {
-        rss
+    loop {
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+        if r == pid as libc::pid_t {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "wait4: {err}");
     }
+    (std::process::ExitStatus::from_raw(status), usage)
 }
 
 /// The binary under test: this build's, or `OPS_AGENT_TEST_BIN` (to run the
