@@ -20,11 +20,22 @@ pub type Line = Result<Vec<u8>, &'static str>;
 /// returns false to stop. A final line without a newline is passed too
 /// (the caller decides what a torn line is).
 pub fn for_each_forward(file: File, mut f: impl FnMut(usize, Line) -> bool) -> std::io::Result<()> {
+    for_each_forward_at(file, |n, _, line| f(n, line))
+}
+
+/// [`for_each_forward`], with each line's byte offset in the file, for a
+/// second pass that reads a few lines back with [`read_line_at`].
+pub fn for_each_forward_at(
+    file: File,
+    mut f: impl FnMut(usize, u64, Line) -> bool,
+) -> std::io::Result<()> {
     let mut r = BufReader::with_capacity(BLOCK, file);
     let mut buf = Vec::new();
     let mut line_no = 0;
+    let mut offset = 0u64;
     loop {
         buf.clear();
+        let start = offset;
         let mut too_long = false;
         let mut any = false;
         loop {
@@ -46,6 +57,7 @@ pub fn for_each_forward(file: File, mut f: impl FnMut(usize, Line) -> bool) -> s
                 }
             }
             r.consume(take);
+            offset += take as u64;
             if done {
                 break;
             }
@@ -62,8 +74,27 @@ pub fn for_each_forward(file: File, mut f: impl FnMut(usize, Line) -> bool) -> s
             }
             Ok(std::mem::take(&mut buf))
         };
-        if !f(line_no, line) {
+        if !f(line_no, start, line) {
             return Ok(());
+        }
+    }
+}
+
+/// The line that starts at `offset`, as [`for_each_forward_at`] gave it.
+pub fn read_line_at(file: &File, offset: u64) -> std::io::Result<Line> {
+    use std::os::unix::fs::FileExt;
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = file.read_at(&mut chunk, offset + line.len() as u64)?;
+        let part = &chunk[..n];
+        let end = part.iter().position(|b| *b == b'\n');
+        line.extend_from_slice(&part[..end.unwrap_or(n)]);
+        if line.len() > MAX_LINE {
+            return Ok(Err("line longer than 1 MiB"));
+        }
+        if end.is_some() || n == 0 {
+            return Ok(Ok(line));
         }
     }
 }
@@ -231,6 +262,23 @@ mod tests {
         assert_eq!(bw[1], Err("line longer than 1 MiB"));
         assert_eq!(bw[2].as_deref(), Ok("line 19999"));
         assert_eq!(bw[20_001].as_deref(), Ok("line 0"));
+    }
+
+    #[test]
+    fn a_line_is_read_back_at_the_offset_the_forward_pass_gave() {
+        let bytes = b"first\n\nthird line\ntorn";
+        let (_d, f) = file_with(bytes);
+        let mut seen = Vec::new();
+        for_each_forward_at(f.try_clone().unwrap(), |n, at, l| {
+            seen.push((n, at, l.unwrap()));
+            true
+        })
+        .unwrap();
+        let offsets: Vec<u64> = seen.iter().map(|s| s.1).collect();
+        assert_eq!(offsets, [0, 6, 7, 18]);
+        for (_, at, line) in seen {
+            assert_eq!(read_line_at(&f, at).unwrap().unwrap(), line, "at {at}");
+        }
     }
 
     #[test]

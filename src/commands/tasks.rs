@@ -4,7 +4,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use std::io::Write as _;
+
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
@@ -21,7 +23,8 @@ fn note_backend(config: &Config) {
     }
 }
 
-/// `tasks list`: matching tasks, oldest first. A missing ledger is empty.
+/// `tasks list`: matching tasks, oldest first, written as they are read
+/// (the ledger may hold years of tasks). A missing ledger is empty.
 pub fn list(
     config: &Config,
     owner: Option<String>,
@@ -30,13 +33,43 @@ pub fn list(
     json: bool,
 ) -> Result<ExitCode> {
     let ledger = Ledger::new(config.paths.ledger.clone());
-    let result = ledger.list(&ListFilter { owner, tag, since })?;
-    if json {
-        super::print_json(&result, "the task list")?;
-    } else {
+    let filter = ListFilter { owner, tag, since };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut count = 0usize;
+    if !json {
         note_backend(config);
-        super::print_text(&result.render_text())?;
     }
+    let write = |r: std::io::Result<()>| r.context("writing the task list");
+    if json {
+        write(out.write_all(b"{\"tasks\": ["))?;
+    }
+    let skipped = ledger.list(&filter, |t| {
+        if json {
+            write(out.write_all(if count == 0 { b"\n  " } else { b",\n  " }))?;
+            serde_json::to_writer(&mut out, t).context("writing the task list")?;
+        } else {
+            write(writeln!(out, "{}", t.list_line()))?;
+        }
+        count += 1;
+        Ok(())
+    })?;
+    if json {
+        write(out.write_all(b"\n], \"skipped\": "))?;
+        serde_json::to_writer(&mut out, &skipped).context("writing the task list")?;
+        write(out.write_all(b"}\n"))?;
+    } else {
+        if count == 0 {
+            write(writeln!(out, "No tasks."))?;
+        }
+        if !skipped.is_empty() {
+            write(writeln!(
+                out,
+                "warning: {} unreadable ledger line(s) skipped",
+                skipped.len()
+            ))?;
+        }
+    }
+    write(out.flush())?;
     Ok(ExitCode::SUCCESS)
 }
 

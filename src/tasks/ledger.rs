@@ -18,10 +18,11 @@
 //! source, whether a task exists, whether an attempt may have made one
 //! (and whether it is still running), or whether nothing was tried.
 //!
-//! The ledger only grows, so nothing here reads it whole: a lookup walks
-//! back from the end and stops at records older than the source itself
-//! (a task cannot predate its post), the next `OPS-<n>` comes from the
-//! newest create, and `tasks list`/`stats` stream it line by line.
+//! The ledger only grows, so nothing here reads it whole: lookups walk
+//! back from the end once per process, to records older than the oldest
+//! source asked about (a task cannot predate its post), and keep that
+//! stretch folded per source; the next `OPS-<n>` comes from the newest
+//! create, and `tasks list`/`stats` stream it line by line.
 //!
 //! Lines are appended whole in one `write` (`crate::files::append_line_private`),
 //! so a concurrent reader (`ops-agent tasks list` while a cycle runs) sees
@@ -30,9 +31,10 @@
 //! a torn line so it cannot swallow the new record. Writers are serialised by
 //! the cycle lock, which is what keeps `OPS-<n>` ids unique.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
@@ -55,6 +57,17 @@ pub enum Record {
     Update(UpdateRecord),
     /// An attempt to create a task through the MC command.
     Intent(IntentRecord),
+}
+
+impl Record {
+    /// When the record was written.
+    fn at(&self) -> DateTime<Utc> {
+        match self {
+            Record::Create(c) => c.created_at,
+            Record::Update(u) => u.at,
+            Record::Intent(i) => i.at,
+        }
+    }
 }
 
 /// One attempt of the MC command for a source: written before the command
@@ -105,9 +118,23 @@ pub struct Attempt {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SourceHistory {
     /// The task made for it, updates folded in.
-    pub task: Option<LedgerTask>,
+    pub task: Option<Filed>,
     /// Attempts of the MC command, oldest first.
     pub attempts: Vec<Attempt>,
+}
+
+/// What a look-up needs of a task already filed: enough to record it
+/// again, not its text (a cycle keeps one per task it filed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filed {
+    /// The task's id.
+    pub id: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// The Planka card, once an update named it.
+    pub card_id: Option<String>,
+    /// The Planka card URL.
+    pub card_url: Option<String>,
 }
 
 /// A task as first written.
@@ -246,6 +273,34 @@ fn decode(raw: &[u8]) -> Result<Option<Record>, String> {
 }
 
 impl LedgerTask {
+    /// Its line in `tasks list`.
+    pub fn list_line(&self) -> String {
+        format!(
+            "{}  {}  {:<8} {:<6} {:<10} {:<8} {}{}",
+            self.id,
+            self.created_at.format("%Y-%m-%d %H:%M"),
+            self.task.tag.as_str(),
+            self.task.priority.as_str(),
+            self.task.label,
+            self.task.team,
+            self.task.title,
+            self.card_url
+                .as_deref()
+                .map(|u| format!("  [{u}]"))
+                .unwrap_or_default()
+        )
+    }
+
+    /// What a look-up keeps of it.
+    pub fn filed(&self) -> Filed {
+        Filed {
+            id: self.id.clone(),
+            created_at: self.created_at,
+            card_id: self.card_id.clone(),
+            card_url: self.card_url.clone(),
+        }
+    }
+
     fn from_create(c: CreateRecord) -> LedgerTask {
         LedgerTask {
             id: c.id,
@@ -330,50 +385,6 @@ pub fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     )
 }
 
-/// `tasks list` output.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ListResult {
-    /// Matching tasks, oldest first.
-    pub tasks: Vec<LedgerTask>,
-    /// Unreadable lines, so a script notices damage.
-    pub skipped: Vec<SkippedLine>,
-}
-
-impl ListResult {
-    /// The text rendering: one task per line, then a note on skipped lines.
-    pub fn render_text(&self) -> String {
-        let mut out = String::new();
-        if self.tasks.is_empty() {
-            out.push_str("No tasks.\n");
-        }
-        for t in &self.tasks {
-            let _ = writeln!(
-                out,
-                "{}  {}  {:<8} {:<6} {:<10} {:<8} {}{}",
-                t.id,
-                t.created_at.format("%Y-%m-%d %H:%M"),
-                t.task.tag.as_str(),
-                t.task.priority.as_str(),
-                t.task.label,
-                t.task.team,
-                t.task.title,
-                t.card_url
-                    .as_deref()
-                    .map(|u| format!("  [{u}]"))
-                    .unwrap_or_default()
-            );
-        }
-        if !self.skipped.is_empty() {
-            let _ = writeln!(
-                out,
-                "warning: {} unreadable ledger line(s) skipped",
-                self.skipped.len()
-            );
-        }
-        out
-    }
-}
-
 /// `tasks stats` output: counts by tag, priority, label and day.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Stats {
@@ -450,16 +461,98 @@ impl Stats {
 /// it: the agent's clock against the chat server's.
 pub const CLOCK_SLACK_MS: i64 = 3_600_000;
 
-/// Handle on the ledger file; cheap, holds only the path.
-#[derive(Debug, Clone, PartialEq)]
+/// Handle on the ledger file: its path, and the [`Window`] of newest
+/// records this process has read (clones share it).
+#[derive(Debug, Clone)]
 pub struct Ledger {
     path: PathBuf,
+    window: Arc<Mutex<Option<Window>>>,
+}
+
+impl PartialEq for Ledger {
+    fn eq(&self, other: &Ledger) -> bool {
+        self.path == other.path
+    }
+}
+
+/// The ledger's newest records, folded per source and kept for the rest
+/// of the process. A cycle looks up each source it files; walking back
+/// afresh every time would pass over every task filed earlier in the same
+/// cycle, n²/2 records for a burst of n. The window stays right while the
+/// file is as long as it was read plus this process's own appends, which
+/// the cycle lock makes the only ones; any other length reads it again.
+#[derive(Debug, Default)]
+struct Window {
+    /// Records older than this were not read.
+    from_ms: i64,
+    /// The file length the window accounts for.
+    len: u64,
+    sources: HashMap<String, SourceRecords>,
+    /// Task id to its source, to route updates.
+    ids: HashMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+struct SourceRecords {
+    /// The newest task made for the source, card updates folded in.
+    task: Option<Filed>,
+    /// The MC command's attempt records, oldest first.
+    intents: Vec<IntentRecord>,
+}
+
+impl Window {
+    /// Takes in the next record in file order.
+    fn fold(&mut self, rec: Record) {
+        match rec {
+            Record::Create(c) => {
+                let source = c.task.source.clone();
+                self.ids.insert(c.id.clone(), source.clone());
+                self.sources.entry(source).or_default().task = Some(Filed {
+                    id: c.id,
+                    created_at: c.created_at,
+                    card_id: None,
+                    card_url: None,
+                });
+            }
+            Record::Update(u) => {
+                let task = self
+                    .ids
+                    .get(&u.id)
+                    .and_then(|s| self.sources.get_mut(s))
+                    .and_then(|s| s.task.as_mut())
+                    .filter(|t| t.id == u.id);
+                if let Some(t) = task {
+                    t.card_id = u.card_id.or(t.card_id.take());
+                    t.card_url = u.card_url.or(t.card_url.take());
+                }
+            }
+            Record::Intent(i) => self
+                .sources
+                .entry(i.source.clone())
+                .or_default()
+                .intents
+                .push(i),
+        }
+    }
+
+    fn history(&self, source: &str) -> SourceHistory {
+        match self.sources.get(source) {
+            Some(s) => SourceHistory {
+                task: s.task.clone(),
+                attempts: fold_attempts(&s.intents),
+            },
+            None => SourceHistory::default(),
+        }
+    }
 }
 
 impl Ledger {
     /// A ledger at `path` (`[paths] ledger`, `~` already expanded).
     pub fn new(path: PathBuf) -> Ledger {
-        Ledger { path }
+        Ledger {
+            path,
+            window: Arc::default(),
+        }
     }
 
     /// The file's path, for messages and `status`.
@@ -492,52 +585,71 @@ impl Ledger {
     }
 
     /// What the ledger knows of `source`: its task (updates folded in) and
-    /// the MC command's attempts. Walks back from the end and stops at the
-    /// first record older than `not_before_ms` less [`CLOCK_SLACK_MS`]: a
-    /// task cannot predate its source, so the cost is the records written
-    /// since, whatever the ledger's size.
+    /// the MC command's attempts. Read from the [`Window`] of newest
+    /// records, which reaches back to the first record older than
+    /// `not_before_ms` less [`CLOCK_SLACK_MS`]: a task cannot predate its
+    /// source, so the cost is the records written since, whatever the
+    /// ledger's size, and it is paid once per process, not once per source.
     pub fn history(&self, source: &str, not_before_ms: i64) -> Result<SourceHistory> {
-        let mut out = SourceHistory::default();
-        let Some(file) = self.open()? else {
-            return Ok(out);
-        };
         let stop = not_before_ms.saturating_sub(CLOCK_SLACK_MS);
-        let mut back = lines::Backward::new(file)?;
-        let mut updates: Vec<UpdateRecord> = Vec::new();
-        let mut intents: Vec<IntentRecord> = Vec::new();
-        while let Some(line) = back.next_line()? {
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(file) = self.open()? else {
+            *window = None;
+            return Ok(SourceHistory::default());
+        };
+        let len = self.len_of(&file)?;
+        if !window
+            .as_ref()
+            .is_some_and(|w| w.len == len && w.from_ms <= stop)
+        {
+            // An hour further back than asked: the sources looked up next
+            // in a cycle are seldom much older than this one.
+            *window = Some(self.read_window(file, len, stop.saturating_sub(CLOCK_SLACK_MS))?);
+        }
+        Ok(window
+            .as_ref()
+            .map(|w| w.history(source))
+            .unwrap_or_default())
+    }
+
+    /// Walks back from `len` to the first record older than `from_ms` and
+    /// folds what it passed, oldest first.
+    fn read_window(&self, file: std::fs::File, len: u64, from_ms: i64) -> Result<Window> {
+        let mut back = lines::Backward::new(file)
+            .with_context(|| format!("reading task ledger {}", self.path.display()))?;
+        let mut newest_first = Vec::new();
+        while let Some(line) = back
+            .next_line()
+            .with_context(|| format!("reading task ledger {}", self.path.display()))?
+        {
             let Ok(Ok(Some(rec))) = line.map(|l| decode(&l)) else {
                 continue;
             };
-            let at = match &rec {
-                Record::Create(c) => c.created_at,
-                Record::Update(u) => u.at,
-                Record::Intent(i) => i.at,
-            };
-            if at.timestamp_millis() < stop {
+            if rec.at().timestamp_millis() < from_ms {
                 break;
             }
-            match rec {
-                Record::Create(c) if c.task.source == source && out.task.is_none() => {
-                    let mut t = LedgerTask::from_create(c);
-                    // Found newest first: apply in file order.
-                    let id = t.id.clone();
-                    for u in updates.drain(..).rev().filter(|u| u.id == id) {
-                        t.apply(u);
-                    }
-                    out.task = Some(t);
-                }
-                Record::Update(u) if out.task.is_none() => updates.push(u),
-                Record::Intent(i) if i.source == source => intents.push(i),
-                _ => {}
-            }
+            newest_first.push(rec);
         }
-        out.attempts = fold_attempts(intents);
-        Ok(out)
+        let mut w = Window {
+            from_ms,
+            len,
+            ..Window::default()
+        };
+        for rec in newest_first.into_iter().rev() {
+            w.fold(rec);
+        }
+        Ok(w)
+    }
+
+    fn len_of(&self, file: &std::fs::File) -> Result<u64> {
+        Ok(file
+            .metadata()
+            .with_context(|| format!("reading task ledger {}", self.path.display()))?
+            .len())
     }
 
     /// The task created for `source` (see [`Ledger::history`]).
-    pub fn find_by_source(&self, source: &str, not_before_ms: i64) -> Result<Option<LedgerTask>> {
+    pub fn find_by_source(&self, source: &str, not_before_ms: i64) -> Result<Option<Filed>> {
         Ok(self.history(source, not_before_ms)?.task)
     }
 
@@ -564,18 +676,18 @@ impl Ledger {
             .into(),
             task: task.clone(),
         };
-        self.append(&Record::Create(rec.clone()))?;
+        self.append(Record::Create(rec.clone()))?;
         Ok(LedgerTask::from_create(rec))
     }
 
     /// Appends an update record (card added, status changed).
     pub fn update(&self, update: UpdateRecord) -> Result<()> {
-        self.append(&Record::Update(update))
+        self.append(Record::Update(update))
     }
 
     /// Appends an attempt record of the MC command.
     pub fn intent(&self, intent: IntentRecord) -> Result<()> {
-        self.append(&Record::Intent(intent))
+        self.append(Record::Intent(intent))
     }
 
     fn ends_with_newline(&self) -> Result<bool> {
@@ -586,14 +698,29 @@ impl Ledger {
         }
     }
 
-    fn append(&self, rec: &Record) -> Result<()> {
-        let mut line = serde_json::to_string(rec).context("encoding a ledger record")?;
+    /// Appends one record, and folds it into the window when the window
+    /// accounted for the whole file before it.
+    fn append(&self, rec: Record) -> Result<()> {
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let before = match self.open()? {
+            Some(f) => self.len_of(&f)?,
+            None => 0,
+        };
+        let mut line = serde_json::to_string(&rec).context("encoding a ledger record")?;
         if !self.ends_with_newline()? {
             // End a torn last line first, so it cannot swallow this record.
             line.insert(0, '\n');
         }
         files::append_line_private(&self.path, &line)
-            .with_context(|| format!("appending to task ledger {}", self.path.display()))
+            .with_context(|| format!("appending to task ledger {}", self.path.display()))?;
+        match window.as_mut() {
+            Some(w) if w.len == before => {
+                w.len = before + line.len() as u64 + 1;
+                w.fold(rec);
+            }
+            _ => *window = None,
+        }
+        Ok(())
     }
 
     /// The next `OPS-<n>`: one more than the newest ledger id, found by
@@ -617,41 +744,99 @@ impl Ledger {
         Ok(format!("{ID_PREFIX}{}", max + 1))
     }
 
-    /// `tasks list`: two streaming passes, the first gathering the updates
-    /// of the matching tasks, the second emitting them in file order.
-    /// Memory holds the matching tasks, never the ledger.
-    pub fn list(&self, filter: &ListFilter) -> Result<ListResult> {
-        let mut result = ListResult::default();
+    /// `tasks list`: calls `emit` with each task that matches, oldest first,
+    /// and returns the lines that were not records. Two streaming passes:
+    /// the first notes where the updates of matching tasks are (a hash of
+    /// the id and the line's offset: two words per update), the second
+    /// emits each task as its create is reached, reading its updates back
+    /// by offset. Memory holds those words, never the tasks.
+    pub fn list(
+        &self,
+        filter: &ListFilter,
+        mut emit: impl FnMut(&LedgerTask) -> Result<()>,
+    ) -> Result<Vec<SkippedLine>> {
+        let mut skipped = Vec::new();
         let Some(file) = self.open()? else {
-            return Ok(result);
+            return Ok(skipped);
         };
-        let mut wanted: BTreeMap<String, usize> = BTreeMap::new();
+        let reread = file
+            .try_clone()
+            .with_context(|| format!("reading task ledger {}", self.path.display()))?;
         let read = |r: std::io::Result<()>| {
             r.with_context(|| format!("reading task ledger {}", self.path.display()))
         };
-        read(lines::for_each_forward(file, |n, line| {
+        let mut matching: std::collections::HashSet<u64> = Default::default();
+        let mut updates: Vec<(u64, u64)> = Vec::new();
+        // Each matching create: its offset, its id's hash, and whether an
+        // earlier one had that hash (the same id again, or a collision).
+        let mut creates: Vec<(u64, u64, bool)> = Vec::new();
+        read(lines::for_each_forward_at(file, |n, at, line| {
             match line.map_err(str::to_string).and_then(|l| decode(&l)) {
                 Ok(Some(Record::Create(c))) => {
                     let t = LedgerTask::from_create(c);
-                    if filter.matches(&t) && !wanted.contains_key(&t.id) {
-                        wanted.insert(t.id.clone(), result.tasks.len());
-                        result.tasks.push(t);
+                    if filter.matches(&t) {
+                        let h = id_hash(&t.id);
+                        creates.push((at, h, !matching.insert(h)));
                     }
                 }
-                Ok(Some(Record::Update(u))) => {
-                    if let Some(&k) = wanted.get(&u.id) {
-                        result.tasks[k].apply(u);
-                    }
+                Ok(Some(Record::Update(u))) if matching.contains(&id_hash(&u.id)) => {
+                    updates.push((id_hash(&u.id), at));
                 }
                 Ok(_) => {}
-                Err(e) => result.skipped.push(SkippedLine {
+                Err(e) => skipped.push(SkippedLine {
                     line: n,
                     reason: format!("not a ledger record: {e}"),
                 }),
             }
             true
         }))?;
-        Ok(result)
+        drop(matching);
+        updates.sort_unstable();
+        let record_at = |at: u64| -> Result<Option<Record>> {
+            let line = lines::read_line_at(&reread, at)
+                .with_context(|| format!("reading task ledger {}", self.path.display()))?;
+            Ok(line.ok().and_then(|l| decode(&l).ok().flatten()))
+        };
+        for (k, &(at, h, seen)) in creates.iter().enumerate() {
+            let Some(Record::Create(c)) = record_at(at)? else {
+                continue;
+            };
+            if seen && self.created_before(&creates[..k], h, &c.id, &record_at)? {
+                // The first create of an id is the task; later ones are not.
+                continue;
+            }
+            let mut t = LedgerTask::from_create(c);
+            let first = updates.partition_point(|u| u.0 < h);
+            for &(_, u_at) in updates[first..].iter().take_while(|u| u.0 == h) {
+                // Only updates after the create count, as in the fold.
+                if u_at < at {
+                    continue;
+                }
+                if let Some(Record::Update(u)) = record_at(u_at)? {
+                    if u.id == t.id {
+                        t.apply(u);
+                    }
+                }
+            }
+            emit(&t)?;
+        }
+        Ok(skipped)
+    }
+
+    /// Whether one of `earlier` (offset, hash) with hash `h` is a create of `id`.
+    fn created_before(
+        &self,
+        earlier: &[(u64, u64, bool)],
+        h: u64,
+        id: &str,
+        record_at: &impl Fn(u64) -> Result<Option<Record>>,
+    ) -> Result<bool> {
+        for &(at, _, _) in earlier.iter().filter(|c| c.1 == h) {
+            if matches!(record_at(at)?, Some(Record::Create(c)) if c.id == id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// `tasks stats`: one streaming pass of counters.
@@ -697,11 +882,20 @@ impl Ledger {
     }
 }
 
-/// Folds attempt records (newest first, as found) into attempts, oldest
-/// first.
-fn fold_attempts(newest_first: Vec<IntentRecord>) -> Vec<Attempt> {
+/// A task id as a word, for [`Ledger::list`]'s index; a collision only
+/// costs a read, the id itself is compared.
+fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+/// Folds attempt records (oldest first, as written) into attempts, oldest
+/// first: each attempt's later records add its process group and outcome.
+fn fold_attempts(oldest_first: &[IntentRecord]) -> Vec<Attempt> {
     let mut by_attempt: BTreeMap<u32, Attempt> = BTreeMap::new();
-    for i in newest_first.into_iter().rev() {
+    for i in oldest_first {
         let a = by_attempt.entry(i.attempt).or_insert(Attempt {
             attempt: i.attempt,
             at: i.at,
@@ -820,10 +1014,177 @@ mod tests {
             tag: Some(Tag::Internal),
             ..Default::default()
         };
-        assert_eq!(l.list(&f).unwrap().tasks.len(), 1);
+        let mut listed = Vec::new();
+        let skipped = l
+            .list(&f, |t| {
+                listed.push(t.id.clone());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!((listed, skipped.len()), (vec!["OPS-2".to_string()], 1));
         let s = l.stats().unwrap();
         assert_eq!((s.total, s.by_tag["BILLABLE"], s.skipped_lines), (2, 1, 1));
         assert!(s.render_text().contains("BILLABLE"));
+    }
+
+    #[test]
+    fn lookups_follow_own_appends_and_see_another_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::new(dir.path().join("l.jsonl"));
+        let now = Utc::now();
+        let old = now - chrono::Duration::days(2);
+        assert_eq!(l.history("a", 0).unwrap(), SourceHistory::default());
+        // Read the window, then append through it: the lookups see each
+        // append without reading again.
+        let a = l.create(&task("a", Tag::Billable), None, now).unwrap();
+        l.intent(IntentRecord {
+            source: "b".into(),
+            attempt: 1,
+            at: now,
+            pgid: None,
+            outcome: None,
+        })
+        .unwrap();
+        l.intent(IntentRecord {
+            source: "b".into(),
+            attempt: 1,
+            at: now,
+            pgid: Some(42),
+            outcome: Some(AttemptEnd::Failed),
+        })
+        .unwrap();
+        l.update(UpdateRecord {
+            id: a.id.clone(),
+            at: now,
+            card_id: Some("c1".into()),
+            card_url: Some("http://k/cards/c1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let found = l
+            .find_by_source("a", now.timestamp_millis())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (found.id.as_str(), found.card_id.as_deref()),
+            ("OPS-1", Some("c1"))
+        );
+        let b = l.history("b", now.timestamp_millis()).unwrap();
+        assert_eq!(b.task, None);
+        assert_eq!(
+            b.attempts
+                .iter()
+                .map(|a| (a.attempt, a.pgid, a.outcome))
+                .collect::<Vec<_>>(),
+            [(1, Some(42), Some(AttemptEnd::Failed))]
+        );
+        // Another handle on the same file (another process) appends: the
+        // first handle's window no longer accounts for the file and is read
+        // again, so it finds the new task and the newer of two for "a".
+        let other = Ledger::new(l.path().to_path_buf());
+        other
+            .create(&task("c", Tag::Internal), Some("MC-9"), now)
+            .unwrap();
+        other
+            .create(&task("a", Tag::Internal), Some("MC-10"), now)
+            .unwrap();
+        assert_eq!(
+            l.find_by_source("c", now.timestamp_millis())
+                .unwrap()
+                .unwrap()
+                .id,
+            "MC-9"
+        );
+        assert_eq!(
+            l.find_by_source("a", now.timestamp_millis())
+                .unwrap()
+                .unwrap()
+                .id,
+            "MC-10"
+        );
+        // A source older than the window reaches further back: a task
+        // written two days ago is found for a post of that day, and not
+        // for a post of today (it cannot be that post's task).
+        let mut rec = serde_json::to_string(&Record::Create(CreateRecord {
+            id: "OPS-0".into(),
+            created_at: old,
+            backend: "ledger".into(),
+            task: task("d", Tag::Billable),
+        }))
+        .unwrap();
+        rec.push('\n');
+        let text = std::fs::read_to_string(l.path()).unwrap();
+        crate::files::write_private_atomic(l.path(), (rec + &text).as_bytes()).unwrap();
+        assert_eq!(l.find_by_source("d", now.timestamp_millis()).unwrap(), None);
+        let d = l
+            .find_by_source("d", old.timestamp_millis())
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.id, "OPS-0");
+    }
+
+    #[test]
+    fn list_streams_each_task_once_with_its_later_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::new(dir.path().join("l.jsonl"));
+        let now = Utc::now();
+        let update = |id: &str, card: Option<&str>, status: Option<&str>| UpdateRecord {
+            id: id.into(),
+            at: now,
+            card_url: card.map(str::to_string),
+            status: status.map(str::to_string),
+            ..Default::default()
+        };
+        l.create(&task("a", Tag::Billable), Some("X-1"), now)
+            .unwrap();
+        l.create(&task("b", Tag::Internal), Some("X-2"), now)
+            .unwrap();
+        l.update(update("X-1", Some("http://k/1"), None)).unwrap();
+        // The same id created again is not a second task, and an update
+        // for an id never created names nothing.
+        l.create(&task("c", Tag::Billable), Some("X-1"), now)
+            .unwrap();
+        l.update(update("X-9", Some("http://k/9"), None)).unwrap();
+        l.update(update("X-1", None, Some("resolved"))).unwrap();
+        let mut listed = Vec::new();
+        l.list(&ListFilter::default(), |t| {
+            listed.push((
+                t.id.clone(),
+                t.task.source.clone(),
+                t.card_url.clone(),
+                t.status.clone(),
+            ));
+            Ok(())
+        })
+        .unwrap();
+        let want = |id: &str, src: &str, card: Option<&str>, status: &str| {
+            (
+                id.to_string(),
+                src.to_string(),
+                card.map(str::to_string),
+                status.to_string(),
+            )
+        };
+        assert_eq!(
+            listed,
+            [
+                want("X-1", "a", Some("http://k/1"), "resolved"),
+                want("X-2", "b", None, "open")
+            ]
+        );
+        // The view folded in memory agrees.
+        let folded: Vec<_> = l
+            .load()
+            .unwrap()
+            .tasks
+            .into_iter()
+            .map(|t| (t.id, t.card_url, t.status))
+            .collect();
+        let streamed: Vec<_> = listed
+            .into_iter()
+            .map(|(id, _, card, status)| (id, card, status))
+            .collect();
+        assert_eq!(folded, streamed);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::ledger::{AttemptEnd, IntentRecord, Ledger, LedgerTask, UpdateRecord};
+use super::ledger::{AttemptEnd, Filed, IntentRecord, Ledger, UpdateRecord};
 use super::mc::{next_step, CreateError, McBackend, McCommand, McConfig, NextStep};
 use super::planka::{PlankaClient, PlankaConfig};
 use super::Task;
@@ -394,7 +394,7 @@ pub struct Targets<'a> {
     pub dry_run: bool,
 }
 
-fn record_from_ledger(t: &LedgerTask) -> TaskRecord {
+fn record_from_ledger(t: &Filed) -> TaskRecord {
     TaskRecord {
         task_id: t.id.clone(),
         card_id: t.card_id.clone(),
@@ -626,7 +626,7 @@ async fn create_in_mc(
         }
     };
     tracing::info!(source = %task.source, id = %lt.id, tag = %task.tag, priority = %task.priority, backend = mc.kind(), "Created task.");
-    Ok(record_from_ledger(&lt))
+    Ok(record_from_ledger(&lt.filed()))
 }
 
 /// Tries the card once; success is recorded in the mapping and the ledger,
