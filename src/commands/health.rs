@@ -3,23 +3,15 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::Utc;
 
-use super::{runtime, usage};
+use super::{print_json, runtime, usage};
 use crate::config::Config;
 use crate::fix::{self, FixHistory, FixOptions};
 use crate::health::{self, view, HealthContext};
 use crate::state::RuntimeState;
 use crate::store;
-
-fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).context("rendering JSON")?
-    );
-    Ok(())
-}
 
 /// `health [--json] [--check NAME]`: runs the checks now (nothing is
 /// fixed or saved); exit 1 when something is critical.
@@ -35,7 +27,7 @@ pub fn health(config: &Config, json: bool, check: Option<&str>) -> Result<ExitCo
     }
     let report = view::HealthReport::new(results);
     if json {
-        print_json(&report)?;
+        print_json(&report, "the health report")?;
     } else {
         print!("{}", report.render_text());
     }
@@ -79,7 +71,7 @@ pub fn fix(
     }
     tracing::info!(by = "hand", "Fix: {}", report.line());
     if json {
-        print_json(&report)?;
+        print_json(&report, "the fix report")?;
     } else {
         println!("{}", report.line());
     }
@@ -97,7 +89,7 @@ pub fn history(config: &Config, json: bool) -> Result<ExitCode> {
     let history: FixHistory = store::peek(&config.paths.fix_history)?.unwrap_or_default();
     let view = fix::history_view(&history, &config.fix, Utc::now().timestamp_millis());
     if json {
-        print_json(&view)?;
+        print_json(&view, "the fix history")?;
     } else {
         print!("{}", fix::render_history(&view, &config.fix));
     }
@@ -128,7 +120,7 @@ pub fn explain(config: &Config, name: &str, json: bool) -> Result<ExitCode> {
         now,
     )?;
     if json {
-        print_json(&e)?;
+        print_json(&e, "the explanation")?;
     } else {
         print!("{}", e.render_text());
     }
