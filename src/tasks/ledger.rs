@@ -702,12 +702,16 @@ impl Ledger {
     /// accounted for the whole file before it.
     fn append(&self, rec: Record) -> Result<()> {
         let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        let before = match self.open()? {
-            Some(f) => self.len_of(&f)?,
-            None => 0,
+        let (before, torn) = match self.open()? {
+            Some(mut f) => (
+                self.len_of(&f)?,
+                !lines::ends_with_newline(&mut f)
+                    .with_context(|| format!("reading task ledger {}", self.path.display()))?,
+            ),
+            None => (0, false),
         };
         let mut line = serde_json::to_string(&rec).context("encoding a ledger record")?;
-        if !self.ends_with_newline()? {
+        if torn {
             // End a torn last line first, so it cannot swallow this record.
             line.insert(0, '\n');
         }
