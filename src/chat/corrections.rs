@@ -167,6 +167,13 @@ pub fn watch(chat: &mut ChatState, post: &NewPost, progress: &PostProgress) {
             pending: None,
         },
     );
+    // A cycle that handles thousands of posts would otherwise hold a watch
+    // entry for each until `prune` (megabytes at 10,000 posts). Capping on
+    // the way drops only posts the cap at the end drops too: a post with
+    // `WATCH_MAX` newer ones stays behind them.
+    if chat.watch.len() > 2 * WATCH_MAX {
+        keep_newest(chat);
+    }
 }
 
 /// Drops the posts out of the window (a pending correction stays until it
@@ -174,6 +181,12 @@ pub fn watch(chat: &mut ChatState, post: &NewPost, progress: &PostProgress) {
 pub fn prune(chat: &mut ChatState, window_ms: i64, now_ms: i64) {
     chat.watch
         .retain(|_, w| w.pending.is_some() || w.create_at > now_ms - window_ms);
+    keep_newest(chat);
+}
+
+/// Keeps the newest [`WATCH_MAX`] watched posts (ties at the edge stay)
+/// and every pending correction.
+fn keep_newest(chat: &mut ChatState) {
     if chat.watch.len() > WATCH_MAX {
         let mut ages: Vec<i64> = chat.watch.values().map(|w| w.create_at).collect();
         ages.sort_unstable();

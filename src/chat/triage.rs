@@ -18,11 +18,11 @@ pub async fn classify_posts(
     stop_starting: tokio::time::Instant,
     tally: &mut Tally,
 ) {
-    let todo: Vec<(usize, String)> = posts
+    let todo: Vec<(usize, &str)> = posts
         .iter()
         .enumerate()
         .filter(|(_, p)| chat.progress.get(&p.id).is_none_or(|g| g.label.is_none()))
-        .map(|(i, p)| (i, p.message.clone()))
+        .map(|(i, p)| (i, p.message.as_str()))
         .collect();
     let batch = triage.classify_many(todo, stop_starting).await;
     // No model call can start any more: the keyword rules decide the rest

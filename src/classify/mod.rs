@@ -319,22 +319,23 @@ impl<'a> Triage<'a> {
     /// flight (the client's `ollama.concurrency`), starting no new post once
     /// `deadline` has passed. Calls already started finish (each is bounded
     /// by the classification timeout), so pass a deadline that leaves at
-    /// least that much room before the cycle's own.
-    pub async fn classify_many<K>(
+    /// least that much room before the cycle's own. The texts may be borrowed (`&str`): the chat stage's posts are
+    /// classified without a copy of each message.
+    pub async fn classify_many<K, T: AsRef<str>>(
         &self,
-        posts: Vec<(K, String)>,
+        posts: Vec<(K, T)>,
         deadline: tokio::time::Instant,
     ) -> Batch<K> {
         let limit = self.llm.map_or(1, |c| c.config().concurrency);
         let mut queue = posts.into_iter();
         let mut in_flight = Bounded::new(limit);
-        let mut done = Vec::new();
+        let mut done = Vec::with_capacity(queue.len());
         loop {
             while in_flight.has_room() && tokio::time::Instant::now() < deadline {
                 let Some((key, text)) = queue.next() else {
                     break;
                 };
-                in_flight.push(async move { (key, self.classify(&text).await) });
+                in_flight.push(async move { (key, self.classify(text.as_ref()).await) });
             }
             match in_flight.next().await {
                 Some(finished) => done.push(finished),

@@ -39,7 +39,7 @@
 //! newest: with read replicas the listing may count a post that a lagging
 //! read does not return yet, and that channel must be read again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ use tokio::time::Instant;
 
 use super::client::{Client, MmError, MmErrorKind, MAX_PER_PAGE};
 use super::config::MattermostConfig;
-use super::wire::{Channel, Post};
+use super::wire::{Channel, Post, PostList};
 use super::REPLY_PROP;
 
 /// The server's row cap for `since` queries.
@@ -316,14 +316,14 @@ pub struct PollOutcome {
 
 impl PollOutcome {
     /// Counts a skipped post, and lists it when a rule decided about it.
-    fn skip(&mut self, s: Skip, p: &Post) {
+    fn skip(&mut self, s: Skip, id: &str, channel_id: &str, user_id: &str, create_at: i64) {
         self.skipped.add(s);
         if s.is_decision() {
             self.skipped_posts.push(SkippedPost {
-                id: p.id.clone(),
-                channel_id: p.channel_id.clone(),
-                user_id: p.user_id.clone(),
-                create_at: p.create_at,
+                id: id.to_string(),
+                channel_id: channel_id.to_string(),
+                user_id: user_id.to_string(),
+                create_at,
                 reason: s.code(),
             });
         }
@@ -355,8 +355,12 @@ pub fn skip_reason(
     if post.props.contains_key(REPLY_PROP) {
         return Some(Skip::AgentReply);
     }
-    if post.prop_flag("from_bot") || user.is_some_and(|u| u.is_bot) {
+    if post.prop_flag("from_bot") {
         return Some(Skip::Bot);
+    }
+    let by_author = author_skip(&post.user_id, user, ignored_ids, ignored_names);
+    if by_author == Some(Skip::Bot) {
+        return by_author;
     }
     if post.prop_flag("from_webhook") {
         return Some(Skip::Webhook);
@@ -364,15 +368,28 @@ pub fn skip_reason(
     if !post.kind.is_empty() {
         return Some(Skip::System);
     }
+    by_author
+}
+
+/// The skip rules that look at the author only ([`Skip::Bot`] by account,
+/// then [`Skip::IgnoredUser`]), part of [`skip_reason`]. The poll applies
+/// them alone, once the authors are looked up, to the posts that passed
+/// every other rule: they are all that can change for such a post.
+pub fn author_skip(
+    user_id: &str,
+    user: Option<&CachedUser>,
+    ignored_ids: &BTreeSet<String>,
+    ignored_names: &[String],
+) -> Option<Skip> {
+    if user.is_some_and(|u| u.is_bot) {
+        return Some(Skip::Bot);
+    }
     let by_name = user.is_some_and(|u| {
         ignored_names
             .iter()
             .any(|n| n.trim_start_matches('@').eq_ignore_ascii_case(&u.username))
     });
-    if ignored_ids.contains(&post.user_id)
-        || ignored_names.iter().any(|n| n == &post.user_id)
-        || by_name
-    {
+    if ignored_ids.contains(user_id) || ignored_names.iter().any(|n| n == user_id) || by_name {
         return Some(Skip::IgnoredUser);
     }
     None
@@ -490,7 +507,8 @@ async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
 struct TeamPoll {
     team: String,
     team_id: Option<String>,
-    posts: Vec<(Post, Channel)>,
+    /// Each channel read, with its posts.
+    posts: Vec<(Channel, Vec<Post>)>,
     listed: Vec<Listed>,
     quiet: u32,
     server_time_ms: Option<i64>,
@@ -560,10 +578,19 @@ pub async fn poll(
         complete: true,
         ..Default::default()
     };
+    // Room for every post read, so the list is never copied to grow: at
+    // 10,000 posts the doubling was megabytes of peak memory.
+    let read: usize = results
+        .iter()
+        .flat_map(|r| &r.posts)
+        .map(|(_, posts)| posts.len())
+        .sum();
+    outcome.posts.reserve_exact(read);
     let mut server_time: Option<i64> = None;
     let mut max_seen = i64::MIN;
-    let mut candidates: Vec<(Post, Channel, String)> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
+    // A post belongs to one channel, so a channel read twice (two team
+    // names for one team) is what could bring a post twice.
+    let mut seen_channels: HashSet<String> = HashSet::new();
     let mut unreachable: Option<String> = None;
     let mut any_ok = false;
     for r in results {
@@ -594,12 +621,46 @@ pub async fn poll(
             }
             None => any_ok = true,
         }
-        for (p, ch) in r.posts {
-            if seen.insert(p.id.clone()) {
+        // Rules that need no user lookup first, so lookups are only for
+        // survivors; each post becomes its `NewPost` (the one copy kept)
+        // as soon as it passes them.
+        let no_names: Vec<String> = Vec::new();
+        for (ch, posts) in r.posts {
+            if !seen_channels.insert(ch.id.clone()) {
+                continue;
+            }
+            for p in posts {
                 if p.update_at > p.create_at && p.delete_at == 0 {
                     outcome.touched.push(p.id.clone());
                 }
-                candidates.push((p, ch, r.team.clone()));
+                let known = state.users.get(&p.user_id);
+                let rule = skip_reason(
+                    &p,
+                    known,
+                    since_ms,
+                    &own_id,
+                    &state.ignored_ids,
+                    &no_names,
+                    &state.handled,
+                );
+                if let Some(s) = rule {
+                    outcome.skip(s, &p.id, &p.channel_id, &p.user_id, p.create_at);
+                    continue;
+                }
+                outcome.posts.push(NewPost {
+                    username: String::new(),
+                    is_bot: false,
+                    id: p.id,
+                    team: r.team.clone(),
+                    channel_id: ch.id.clone(),
+                    channel_name: ch.name.clone(),
+                    user_id: p.user_id,
+                    root_id: p.root_id,
+                    message: p.message,
+                    create_at: p.create_at,
+                    update_at: p.update_at,
+                    props: p.props,
+                });
             }
         }
     }
@@ -612,27 +673,10 @@ pub async fn poll(
     }
     outcome.watermark_ms = server_time.or((max_seen > i64::MIN).then_some(max_seen));
 
-    // Rules that need no user lookup first, so lookups are only for survivors.
-    let no_names: Vec<String> = Vec::new();
-    let mut survivors = Vec::new();
-    for (p, ch, team) in candidates {
-        let known = state.users.get(&p.user_id);
-        match skip_reason(
-            &p,
-            known,
-            since_ms,
-            &own_id,
-            &state.ignored_ids,
-            &no_names,
-            &state.handled,
-        ) {
-            Some(s) => outcome.skip(s, &p),
-            None => survivors.push((p, ch, team)),
-        }
-    }
-    let missing: Vec<String> = survivors
+    let missing: Vec<String> = outcome
+        .posts
         .iter()
-        .map(|(p, _, _)| &p.user_id)
+        .map(|p| &p.user_id)
         .filter(|id| {
             state
                 .users
@@ -666,40 +710,23 @@ pub async fn poll(
             }
         }
     }
-    for (p, ch, team) in survivors {
+    let mut posts = std::mem::take(&mut outcome.posts);
+    posts.retain_mut(|p| {
         let user = state.users.get(&p.user_id);
-        if let Some(s) = skip_reason(
-            &p,
-            user,
-            since_ms,
-            &own_id,
-            &state.ignored_ids,
-            &cfg.ignored_users,
-            &state.handled,
-        ) {
-            outcome.skip(s, &p);
-            continue;
+        let rule = author_skip(&p.user_id, user, &state.ignored_ids, &cfg.ignored_users);
+        if let Some(s) = rule {
+            outcome.skip(s, &p.id, &p.channel_id, &p.user_id, p.create_at);
+            return false;
         }
-        outcome.posts.push(NewPost {
-            username: user
-                .map(|u| u.username.clone())
-                .unwrap_or_else(|| p.user_id.clone()),
-            is_bot: user.is_some_and(|u| u.is_bot),
-            id: p.id,
-            team,
-            channel_id: ch.id,
-            channel_name: ch.name,
-            user_id: p.user_id,
-            root_id: p.root_id,
-            message: p.message,
-            create_at: p.create_at,
-            update_at: p.update_at,
-            props: p.props,
-        });
-    }
-    outcome
-        .posts
-        .sort_by(|a, b| (a.create_at, &a.id).cmp(&(b.create_at, &b.id)));
+        p.username = user.map_or_else(|| p.user_id.clone(), |u| u.username.clone());
+        p.is_bot = user.is_some_and(|u| u.is_bot);
+        true
+    });
+    posts.shrink_to_fit();
+    // Ids are unique here, so the unstable sort (which needs no buffer)
+    // gives the one order.
+    posts.sort_unstable_by(|a, b| (a.create_at, &a.id).cmp(&(b.create_at, &b.id)));
+    outcome.posts = posts;
     outcome.requests = client.requests().saturating_sub(start_requests);
     Ok(outcome)
 }
@@ -831,7 +858,8 @@ async fn poll_team(
             Some(r.map_err(|e| (e.to_string(), e.is_unreachable())))
         })
         .collect();
-    for (r, ch) in join_all(futs).await.into_iter().zip(&active) {
+    let results = join_all(futs).await;
+    for (r, ch) in results.into_iter().zip(active) {
         match r {
             Some(Ok((posts, backfilled))) => {
                 out.fetched += 1;
@@ -843,10 +871,10 @@ async fn poll_team(
                 if newest.is_none_or(|n| n < ch.last_post_at) {
                     out.unread(&ch.id);
                 }
-                for p in posts {
+                for p in &posts {
                     out.max_seen_ms = out.max_seen_ms.max(p.update_at);
-                    out.posts.push((p, ch.clone()));
                 }
+                out.posts.push((ch, posts));
             }
             Some(Err((e, unreachable))) => {
                 out.unreachable |= unreachable && out.error.is_none();
@@ -881,21 +909,16 @@ async fn fetch_channel(
     deadline: Instant,
 ) -> Result<(Vec<Post>, bool), MmError> {
     let list = client.posts_since(&ch.id, since_ms).await?;
-    let mut by_id: HashMap<String, Post> = HashMap::new();
-    let collect = |list: &super::wire::PostList, by_id: &mut HashMap<String, Post>| {
-        for id in &list.order {
-            if let Some(p) = list.posts.get(id) {
-                by_id.entry(id.clone()).or_insert_with(|| p.clone());
-            }
-        }
-    };
-    collect(&list, &mut by_id);
-    let maybe_capped = list.order.len() >= SINCE_CAP;
-    let looks_wrong = list.order.is_empty() && ch.last_post_at > since_ms;
+    let mut seen = HashSet::new();
+    let mut posts = Vec::new();
+    let rows = list.order.len();
+    let maybe_capped = rows >= SINCE_CAP;
+    let looks_wrong = rows == 0 && ch.last_post_at > since_ms;
+    take_rows(list, &mut seen, &mut posts);
     if !(maybe_capped || looks_wrong) {
-        return Ok((by_id.into_values().collect(), false));
+        return Ok((posts, false));
     }
-    tracing::info!(channel = %ch.name, rows = list.order.len(), "Backfilling a channel whose `since` answer may be incomplete.");
+    tracing::info!(channel = %ch.name, rows, "Backfilling a channel whose `since` answer may be incomplete.");
     let mut next = Page::Newest;
     for page in 0..MAX_BACKFILL_PAGES {
         if page > 0 && Instant::now() >= deadline {
@@ -910,15 +933,16 @@ async fn fetch_channel(
             Page::Before(pivot) => client.posts_before(&ch.id, pivot, MAX_PER_PAGE).await?,
             Page::Offset(n) => client.posts_page(&ch.id, *n, MAX_PER_PAGE).await?,
         };
-        collect(&list, &mut by_id);
         let rows: Vec<&Post> = list
             .order
             .iter()
             .filter_map(|id| list.posts.get(id))
             .collect();
-        match next_page(&next, &rows, since_ms) {
+        let after = next_page(&next, &rows, since_ms);
+        take_rows(list, &mut seen, &mut posts);
+        match after {
             Some(p) => next = p,
-            None => return Ok((by_id.into_values().collect(), true)),
+            None => return Ok((posts, true)),
         }
     }
     Err(MmError {
@@ -926,6 +950,20 @@ async fn fetch_channel(
         endpoint: format!("GET {}/api/v4/channels/{}/posts", client.base_url(), ch.id),
         detail: format!("backfill did not reach the cursor within {MAX_BACKFILL_PAGES} pages"),
     })
+}
+
+/// Moves the rows of `list` (its `order`; `posts` may hold extra thread
+/// roots) into `into`, each id once (`seen`): the answer is consumed, not
+/// copied, so a page costs its posts once.
+fn take_rows(list: PostList, seen: &mut HashSet<String>, into: &mut Vec<Post>) {
+    let mut by_id = list.posts;
+    for id in list.order {
+        if let Some(p) = by_id.remove(&id) {
+            if seen.insert(id) {
+                into.push(p);
+            }
+        }
+    }
 }
 
 /// Which page of a channel's history to read next.
