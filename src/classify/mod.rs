@@ -319,8 +319,9 @@ impl<'a> Triage<'a> {
     /// flight (the client's `ollama.concurrency`), starting no new post once
     /// `deadline` has passed. Calls already started finish (each is bounded
     /// by the classification timeout), so pass a deadline that leaves at
-    /// least that much room before the cycle's own. The texts may be borrowed (`&str`): the chat stage's posts are
-    /// classified without a copy of each message.
+    /// least that much room before the cycle's own. The texts may be
+    /// borrowed (`&str`): the chat stage's posts are classified without a
+    /// copy of each message.
     pub async fn classify_many<K, T: AsRef<str>>(
         &self,
         posts: Vec<(K, T)>,
