@@ -208,3 +208,14 @@ async fn hostile_text_arrives_byte_for_byte_as_one_argv_element() {
         );
     }
 }
+
+/// A post far longer than one argument may be (Linux refuses a single
+/// argument over 128 KiB with E2BIG): the command still starts, with the
+/// description cut and marked, so the post is not pending for ever.
+#[tokio::test]
+async fn a_one_mib_description_still_starts_the_command() {
+    let mut t = task("long");
+    t.description = "x".repeat(1024 * 1024);
+    let c = McCommand::new(&cmd("ok-json.sh", &["create", "--body", "{description}"])).unwrap();
+    assert_eq!(c.create(&t, |_| {}).await.unwrap(), "MC-123");
+}
