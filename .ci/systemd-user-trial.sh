@@ -29,8 +29,6 @@ cleanup() {
   [ -n "$manager" ] && kill "$manager" 2>/dev/null
   sleep 1
   pkill -u "$user" 2>/dev/null
-  # The runbook's /tmp paths the trial's cycles wrote.
-  find /tmp -maxdepth 1 -user "$user" -exec rm -rf {} + 2>/dev/null
   userdel -r "$user" 2>/dev/null
   [ -n "$made_marker" ] && rmdir /run/systemd/system 2>/dev/null
   [ -n "$uid" ] && rm -rf "/run/user/$uid"
@@ -86,13 +84,24 @@ token=$(grep -o 'OPS_AGENT_MM_TOKEN=[^ ]*' "$work/stack.out" | head -1 | cut -d=
 [ -n "$cfg" ] && [ -n "$token" ] || fail "the fake stack did not start: $(cat "$work/stack.out")"
 
 # The operator's steps: the binary, the example config edited to point at
-# the services (the runbook's paths kept), the secrets in owner-only files.
+# the services, the secrets in owner-only files.
 install -D -m 0755 "$bin" "$home/.local/bin/ops-agent"
 chown -R "$user:" "$home/.local"
 python3 - "$cfg" "$work/config.toml" <<'EOF'
 import re, sys
 text = open(sys.argv[1]).read()
-text = re.sub(r"\[paths\]\n(?:.*\n)*?\n", "", text, count=1)
+# The runbook's state, lock and token-cache paths are shared names in /tmp,
+# where a file another user left (a run by hand as root) is refused, as it
+# should be; the trial keeps its own under its home. Logs and the ledger stay
+# at the runbook's paths in ~/system.
+text = re.sub(r"\[paths\]\n(?:.*\n)*?\n", """[paths]
+state = "~/system/agents/state/ops-agent-state.json"
+lock = "~/system/agents/state/ops-agent.lock"
+token_cache = "~/system/agents/state/mm-token.json"
+fix_history = "~/system/agents/state/ops-fix-history.json"
+planka_token_cache = "~/system/agents/state/planka-token.json"
+
+""", text, count=1)
 text = text.replace('token_env = "OPS_AGENT_MM_TOKEN"', 'token_file = "~/.config/ops-agent/mm-token"')
 text = text.replace('password_env = "OPS_AGENT_PLANKA_PASSWORD"',
                     'password_file = "~/.config/ops-agent/planka-password"')
@@ -105,11 +114,6 @@ chmod 755 "$work"
 as_user "mkdir -p ~/.config/ops-agent && cp $work/config.toml ~/.config/ops-agent/config.toml
   (umask 077; printf %s '$token' > ~/.config/ops-agent/mm-token; printf %s planka-secret > ~/.config/ops-agent/planka-password)
   ~/.local/bin/ops-agent config check >/dev/null" || fail "config check"
-# The runbook's default state, lock and token paths are in /tmp: files an
-# earlier run by another user left there are refused, so none may exist.
-for f in /tmp/ops-agent-state.json /tmp/ops-agent.lock /tmp/mm-token.json /tmp/ops-fix-history.json /tmp/ops-agent-planka-token.json; do
-  [ -e "$f" ] && [ "$(stat -c %u "$f")" != "$uid" ] && fail "$f belongs to another user; remove it first"
-done
 
 as_user "cd ~ && ~/.local/bin/ops-agent install --systemd --interval 60" | tee "$work/install.out"
 grep -q 'is active' "$work/install.out" || fail "install did not report the timer active"
