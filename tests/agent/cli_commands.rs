@@ -9,7 +9,7 @@ use ops_agent::tasks::ledger::Ledger;
 use ops_agent::tasks::{Priority, Tag, Task};
 use serde_json::{json, Value};
 
-use crate::support::agent::{text, Sandbox};
+use crate::support::agent::{doctor_line, text, Sandbox};
 use crate::support::fault::Fault;
 use crate::support::mattermost::FakeMattermost;
 use crate::support::ollama::{dead_url, FakeOllama};
@@ -343,17 +343,6 @@ fn status_shows_the_task_outbox_and_posts_in_progress() {
     );
 }
 
-/// The doctor line of `check` (the name column is followed by two spaces).
-fn line_of<'a>(s: &'a str, check: &str) -> &'a str {
-    s.lines()
-        .find(|l| {
-            l.get(6..)
-                .and_then(|rest| rest.strip_prefix(check))
-                .is_some_and(|after| after.starts_with("  "))
-        })
-        .unwrap_or_else(|| panic!("no '{check}' line in:\n{s}"))
-}
-
 #[test]
 fn doctor_with_nothing_configured_warns_and_passes() {
     let mut b = WorldBuilder::new();
@@ -364,11 +353,11 @@ fn doctor_with_nothing_configured_warns_and_passes() {
     assert_eq!(out.status.code(), Some(0), "{t}");
     let s = stdout(&out);
     assert!(
-        line_of(&s, "config").starts_with("ok    ")
-            && line_of(&s, "config").contains("(--config): valid"),
+        doctor_line(&s, "config").starts_with("ok    ")
+            && doctor_line(&s, "config").contains("(--config): valid"),
         "{t}"
     );
-    let mm = line_of(&s, "mattermost");
+    let mm = doctor_line(&s, "mattermost");
     assert!(
         mm.starts_with("warn  ")
             && mm.contains("not configured")
@@ -384,12 +373,12 @@ fn doctor_with_nothing_configured_warns_and_passes() {
         "mc",
         "planka",
     ] {
-        assert!(line_of(&s, ok).starts_with("ok    "), "{ok}: {t}");
+        assert!(doctor_line(&s, ok).starts_with("ok    "), "{ok}: {t}");
     }
-    assert!(line_of(&s, "state file").contains("absent"), "{t}");
-    assert!(line_of(&s, "lock").contains("free"), "{t}");
-    assert!(line_of(&s, "planka").contains("disabled"), "{t}");
-    let llm = line_of(&s, "ollama");
+    assert!(doctor_line(&s, "state file").contains("absent"), "{t}");
+    assert!(doctor_line(&s, "lock").contains("free"), "{t}");
+    assert!(doctor_line(&s, "planka").contains("disabled"), "{t}");
+    let llm = doctor_line(&s, "ollama");
     assert!(
         llm.starts_with("warn  ") && llm.contains("keyword rules"),
         "{t}"
@@ -444,12 +433,12 @@ fn doctor_fails_on_a_symlinked_state_file_and_leaves_its_target_alone() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     let s = stdout(&out);
-    let line = line_of(&s, "state file");
+    let line = doctor_line(&s, "state file");
     assert!(
         line.starts_with("FAIL  ") && line.contains("symlink"),
         "{t}"
     );
-    assert!(line_of(&s, "mattermost").starts_with("ok    "), "{t}");
+    assert!(doctor_line(&s, "mattermost").starts_with("ok    "), "{t}");
     assert_eq!(
         std::fs::read_to_string(&victim).unwrap(),
         "{\"keep\": true}"
@@ -468,18 +457,24 @@ fn doctor_is_healthy_with_mattermost_and_ollama_up_and_warns_on_a_missing_model(
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(!t.contains(&token), "token leaked: {t}");
     let s = stdout(&out);
-    assert!(line_of(&s, "mattermost").contains("server 10.5.0"), "{t}");
-    assert!(line_of(&s, "mattermost auth").contains("@opsbot"), "{t}");
     assert!(
-        line_of(&s, "mattermost team basic").contains("2 channel(s)"),
+        doctor_line(&s, "mattermost").contains("server 10.5.0"),
         "{t}"
     );
-    assert!(line_of(&s, "ollama").starts_with("ok    "), "{t}");
     assert!(
-        line_of(&s, "ollama classify model").starts_with("ok    "),
+        doctor_line(&s, "mattermost auth").contains("@opsbot"),
         "{t}"
     );
-    let reply = line_of(&s, "ollama reply model");
+    assert!(
+        doctor_line(&s, "mattermost team basic").contains("2 channel(s)"),
+        "{t}"
+    );
+    assert!(doctor_line(&s, "ollama").starts_with("ok    "), "{t}");
+    assert!(
+        doctor_line(&s, "ollama classify model").starts_with("ok    "),
+        "{t}"
+    );
+    let reply = doctor_line(&s, "ollama reply model");
     assert!(
         reply.starts_with("warn  ") && reply.contains("ollama pull qwen2.5-coder:32b"),
         "{t}"
@@ -516,16 +511,16 @@ fn doctor_logs_in_to_planka_and_finds_each_board_and_list_read_only() {
     };
     let (s, t) = doctor(PLANKA_PASSWORD, "Todo");
     assert!(
-        line_of(&s, "planka board for wizard").starts_with("ok    "),
+        doctor_line(&s, "planka board for wizard").starts_with("ok    "),
         "{t}"
     );
     assert!(
-        line_of(&s, "planka board for basic").contains("list 'Todo'"),
+        doctor_line(&s, "planka board for basic").contains("list 'Todo'"),
         "{t}"
     );
 
     let (s, t) = doctor("wrong-password", "Todo");
-    let line = line_of(&s, "planka board for wizard");
+    let line = doctor_line(&s, "planka board for wizard");
     assert!(line.starts_with("FAIL  "), "{t}");
     assert!(
         !t.contains("wrong-password"),
@@ -534,10 +529,10 @@ fn doctor_logs_in_to_planka_and_finds_each_board_and_list_read_only() {
 
     let (s, t) = doctor(PLANKA_PASSWORD, "Nope");
     assert!(
-        line_of(&s, "planka board for wizard").starts_with("ok    "),
+        doctor_line(&s, "planka board for wizard").starts_with("ok    "),
         "{t}"
     );
-    let line = line_of(&s, "planka board for basic");
+    let line = doctor_line(&s, "planka board for basic");
     assert!(
         line.starts_with("FAIL  ") && line.contains("no list 'Nope'"),
         "{t}"

@@ -4,7 +4,7 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::support::agent::{text, Sandbox};
+use crate::support::agent::{doctor_line, text, Sandbox};
 use crate::support::world::{quoted, WorldBuilder};
 
 /// Writes a secret file owner-only, as the docs tell operators to.
@@ -539,17 +539,6 @@ fn completions_and_man_page_name_every_subcommand() {
         s.contains("ops\\-agent\\-install") && s.contains("\\-\\-systemd"),
         "{s}"
     );
-}
-
-/// The doctor line of `check` (the name column is followed by two spaces).
-fn doctor_line<'a>(s: &'a str, check: &str) -> &'a str {
-    s.lines()
-        .find(|l| {
-            l.get(6..)
-                .and_then(|rest| rest.strip_prefix(check))
-                .is_some_and(|after| after.starts_with("  "))
-        })
-        .unwrap_or_else(|| panic!("no '{check}' line in:\n{s}"))
 }
 
 #[test]

@@ -225,6 +225,18 @@ impl Sandbox {
     }
 }
 
+/// The `ops-agent doctor` line of `check` (the status column, then the
+/// name column followed by two spaces).
+pub fn doctor_line<'a>(s: &'a str, check: &str) -> &'a str {
+    s.lines()
+        .find(|l| {
+            l.get(6..)
+                .and_then(|rest| rest.strip_prefix(check))
+                .is_some_and(|after| after.starts_with("  "))
+        })
+        .unwrap_or_else(|| panic!("no '{check}' line in:\n{s}"))
+}
+
 /// stdout and stderr of a run, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(
