@@ -633,7 +633,7 @@ fn load_corrections(path: &Path) -> Vec<classify::Example> {
 fn audit_route(post: &NewPost, route: &str) {
     audit::record(Event::PostRouted {
         post: post.id.clone(),
-        author: post.username.clone(),
+        author: post.username.to_string(),
         route: route.into(),
         excerpt: audit::excerpt(&post.message),
     });
@@ -793,7 +793,7 @@ fn move_cursor(
                 .posts
                 .iter()
                 .filter(|post| !p.mm.handled.contains_key(&post.id))
-                .map(|post| post.channel_id.clone())
+                .map(|post| post.channel_id.to_string())
                 .collect();
             p.mm.quiet = mattermost::next_quiet(&outcome.listed, made, &pending, next - overlap_ms);
             mattermost::prune_handled(p.mm, next, overlap_ms, now_ms);
