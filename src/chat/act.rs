@@ -134,9 +134,9 @@ pub async fn file_task(
     Ok(Next::Reply(ReplyContext {
         kind,
         message: post.message.clone(),
-        team: post.team.clone(),
-        channel: post.channel_name.clone(),
-        author: post.username.clone(),
+        team: post.team.to_string(),
+        channel: post.channel_name.to_string(),
+        author: post.username.to_string(),
         task_id: progress.task_id.clone().unwrap_or_default(),
         task_url: progress.task_url.clone(),
     }))

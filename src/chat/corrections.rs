@@ -170,8 +170,9 @@ pub fn watch(chat: &mut ChatState, post: &NewPost, progress: &PostProgress) {
     // A cycle that handles thousands of posts would otherwise hold a watch
     // entry for each until `prune` (megabytes at 10,000 posts). Capping on
     // the way drops only posts the cap at the end drops too: a post with
-    // `WATCH_MAX` newer ones stays behind them.
-    if chat.watch.len() > 2 * WATCH_MAX {
+    // `WATCH_MAX` newer ones stays behind them. A quarter over the cap
+    // keeps the peak low while sorting only every 500 posts.
+    if chat.watch.len() > WATCH_MAX + WATCH_MAX / 4 {
         keep_newest(chat);
     }
 }
@@ -479,7 +480,7 @@ async fn carry_out(
                     label: to,
                     was: from,
                     post_id: id.to_string(),
-                    team: w.team.clone(),
+                    team: w.team.to_string(),
                     by: p.by.clone(),
                     at: DateTime::from_timestamp_millis(p.at_ms).unwrap_or(ctx.now),
                 };

@@ -138,7 +138,15 @@ pub struct ChatRun {
     pub tally: Tally,
 }
 
-/// Runs the chat half: poll, route, classify, file and reply, cursor.
+/// Posts routed, classified and acted on together, in their global order:
+/// a cycle doing each stage over all of 10,000 new posts held every post's
+/// route, label and owed reply at once, megabytes of peak memory. Each
+/// batch ends before the next starts, so a cycle with fewer posts works
+/// exactly as one pass.
+const BATCH: usize = 500;
+
+/// Runs the chat half: poll, then route, classify, file and reply batch by
+/// batch, then cursor.
 /// Stage outcomes go into `report` (`mattermost`, `classify`, `tasks`,
 /// `reply`). An error means the state could not be saved mid-stage: the
 /// cycle must stop rather than repeat work.
@@ -156,14 +164,7 @@ pub async fn run(
     let mut tally = Tally::default();
     let (since_ms, client, poll) = poll_stage(settings, budget, book, report, now).await;
     let posts: &[NewPost] = poll.as_ref().map_or(&[], |p| p.posts.as_slice());
-    let routes: Vec<Route> = {
-        let p = book.parts();
-        let me = p.mm.me.as_ref().map(|m| m.username.clone());
-        posts
-            .iter()
-            .map(|post| route::route(post, me.as_deref(), p.escalation))
-            .collect()
-    };
+    let me = book.parts().mm.me.as_ref().map(|m| m.username.clone());
     let llm = (!posts.is_empty())
         .then(|| {
             ollama::Client::from_config(settings.ollama)
@@ -173,23 +174,23 @@ pub async fn run(
                 .ok()
         })
         .flatten();
-    let taught = if routes.iter().any(Route::is_work) {
-        load_corrections(settings.corrections_file)
-    } else {
-        Vec::new()
+    let mut classify = Classify::new(settings, budget, llm.as_ref());
+    let act = match (&client, &poll) {
+        (Some(client), Some(_)) => Some(act::Act {
+            settings,
+            mm: client,
+            llm: llm.as_ref(),
+            reply_by: budget.last_start_for(settings.ollama.reply_timeout_secs.get()),
+            targets,
+            last_checks,
+            last_checks_ms,
+        }),
+        _ => None,
     };
-    classify_stage(
-        settings,
-        budget,
-        llm.as_ref(),
-        taught,
-        posts,
-        &routes,
-        book,
-        report,
-        &mut tally,
-    )
-    .await;
+    let mut batches = posts.chunks(BATCH);
+    let first = batches.next().unwrap_or_default();
+    let routes = route_batch(first, me.as_deref(), book);
+    classify.batch(first, &routes, book, &mut tally).await;
     let t = Instant::now();
     let retried = within(
         budget.chat_deadline,
@@ -204,18 +205,26 @@ pub async fn run(
             }
         }
     }
-    if let (Some(client), Some(_)) = (&client, &poll) {
-        let act = act::Act {
-            settings,
-            mm: client,
-            llm: llm.as_ref(),
-            reply_by: budget.last_start_for(settings.ollama.reply_timeout_secs.get()),
-            targets,
-            last_checks,
-            last_checks_ms,
-        };
-        act_stage(&act, posts, routes, budget, book, report, now, &mut tally).await?;
+    let mut go_on = true;
+    if let Some(act) = &act {
+        go_on = act_stage(act, first, routes, budget, book, report, now, &mut tally).await?;
     }
+    // The later batches' classification is the classify stage's time, not
+    // the tasks stage's.
+    let mut later_classify_ms = 0;
+    for batch in batches {
+        if !go_on {
+            break;
+        }
+        let routes = route_batch(batch, me.as_deref(), book);
+        let c = Instant::now();
+        classify.batch(batch, &routes, book, &mut tally).await;
+        later_classify_ms += elapsed_ms(c);
+        if let Some(act) = &act {
+            go_on = act_stage(act, batch, routes, budget, book, report, now, &mut tally).await?;
+        }
+    }
+    classify.report(report, &tally);
     if let (Some(client), Some(poll)) = (&client, &poll) {
         corrections_stage(
             settings, budget, client, targets, poll, book, report, now, &mut tally,
@@ -241,7 +250,7 @@ pub async fn run(
         retried.len(),
         &retry_errors,
         book,
-        elapsed_ms(t),
+        elapsed_ms(t).saturating_sub(later_classify_ms),
     );
     let made = client.as_ref().map(|c| c.posts_made()).unwrap_or_default();
     move_cursor(
@@ -382,65 +391,123 @@ fn credential_outcome(cfg: &MattermostConfig, e: &anyhow::Error) -> Outcome {
     }
 }
 
-/// Stage 2: ROUTINE, TASK or INCIDENT for each work post without a label.
-#[allow(clippy::too_many_arguments)]
-async fn classify_stage(
-    settings: &Settings<'_>,
-    budget: &CycleBudget,
-    llm: Option<&ollama::Client>,
-    taught: Vec<classify::Example>,
-    posts: &[NewPost],
-    routes: &[Route],
-    book: &mut dyn Book,
-    report: &mut CycleReport,
-    tally: &mut Tally,
-) {
-    let t = Instant::now();
-    let work: Vec<&NewPost> = posts
+/// Every post's route, decided once before anything happens to it.
+fn route_batch(posts: &[NewPost], me: Option<&str>, book: &mut dyn Book) -> Vec<Route> {
+    let p = book.parts();
+    posts
         .iter()
-        .zip(routes)
-        .filter(|(_, r)| r.is_work())
-        .map(|(p, _)| p)
-        .collect();
-    if work.is_empty() {
-        report.push("classify", Outcome::Skipped("no new posts".into()), 0);
-        return;
-    }
-    // A call started after this point could outlive the chat deadline;
-    // when none fits at all, the keyword rules decide right away.
-    let stop_starting = budget.last_start_for(settings.ollama.classify_timeout_secs.get());
-    let llm = llm.filter(|_| stop_starting.is_some());
-    let stop_starting = stop_starting.unwrap_or(budget.chat_deadline);
-    let parts = book.parts();
-    let triage = Triage::new(llm, settings.classify, taught);
-    let run = triage::classify_posts(&triage, &work, parts.chat, stop_starting, tally);
-    let cut = within(budget.chat_deadline, run).await.err();
-    let mut detail = format!("{} by llm, {} by keywords", tally.by_llm, tally.by_keywords);
-    if let Some(why) = llm.and_then(|c| c.breaker()) {
-        detail.push_str(&format!(
-            "; LLM stopped for this cycle after a {why:?} (keyword rules for the rest)"
-        ));
-    }
-    let no_time = tally.counters.contains_key("fallback_no_time");
-    if no_time {
-        detail.push_str("; no LLM call fitted in the time left (keyword rules)");
-    }
-    let outcome = match cut {
-        Some(cut) => {
-            report.deadline_hit = true;
-            Outcome::Degraded(format!("{detail}; {cut}, the rest next cycle"))
+        .map(|post| route::route(post, me, p.escalation))
+        .collect()
+}
+
+/// Stage 2: ROUTINE, TASK or INCIDENT for each work post without a label,
+/// batch by batch, reported once for the cycle.
+struct Classify<'a> {
+    settings: &'a Settings<'a>,
+    budget: &'a CycleBudget,
+    /// The LLM, when a call can still fit in the chat budget at all.
+    llm: Option<&'a ollama::Client>,
+    /// A call started after this point could outlive the chat deadline.
+    stop_starting: tokio::time::Instant,
+    /// Made at the first work post (it reads the corrections file).
+    triage: Option<Triage<'a>>,
+    /// The deadline cut a batch: the rest is labelled next cycle.
+    cut: Option<Cut>,
+    /// Time spent classifying (ms).
+    ms: u64,
+}
+
+impl<'a> Classify<'a> {
+    fn new(
+        settings: &'a Settings<'a>,
+        budget: &'a CycleBudget,
+        llm: Option<&'a ollama::Client>,
+    ) -> Classify<'a> {
+        // When no call fits at all, the keyword rules decide right away.
+        let stop_starting = budget.last_start_for(settings.ollama.classify_timeout_secs.get());
+        Classify {
+            settings,
+            budget,
+            llm: llm.filter(|_| stop_starting.is_some()),
+            stop_starting: stop_starting.unwrap_or(budget.chat_deadline),
+            triage: None,
+            cut: None,
+            ms: 0,
         }
-        None if no_time || llm.is_some_and(|c| c.breaker().is_some()) => Outcome::Degraded(detail),
-        None => Outcome::Ok(detail),
-    };
-    report.push("classify", outcome, elapsed_ms(t));
+    }
+
+    /// Labels the work posts of one batch.
+    async fn batch(
+        &mut self,
+        posts: &[NewPost],
+        routes: &[Route],
+        book: &mut dyn Book,
+        tally: &mut Tally,
+    ) {
+        if self.cut.is_some() {
+            return;
+        }
+        let t = Instant::now();
+        let work: Vec<&NewPost> = posts
+            .iter()
+            .zip(routes)
+            .filter(|(_, r)| r.is_work())
+            .map(|(p, _)| p)
+            .collect();
+        if work.is_empty() {
+            return;
+        }
+        let (llm, settings) = (self.llm, self.settings);
+        let triage = self.triage.get_or_insert_with(|| {
+            Triage::new(
+                llm,
+                settings.classify,
+                load_corrections(settings.corrections_file),
+            )
+        });
+        let run =
+            triage::classify_posts(triage, &work, book.parts().chat, self.stop_starting, tally);
+        self.cut = within(self.budget.chat_deadline, run).await.err();
+        self.ms += elapsed_ms(t);
+    }
+
+    /// The `classify` stage outcome, with the cycle's totals.
+    fn report(self, report: &mut CycleReport, tally: &Tally) {
+        if self.triage.is_none() {
+            report.push("classify", Outcome::Skipped("no new posts".into()), 0);
+            return;
+        }
+        let llm = self.llm;
+        let mut detail = format!("{} by llm, {} by keywords", tally.by_llm, tally.by_keywords);
+        if let Some(why) = llm.and_then(|c| c.breaker()) {
+            detail.push_str(&format!(
+                "; LLM stopped for this cycle after a {why:?} (keyword rules for the rest)"
+            ));
+        }
+        let no_time = tally.counters.contains_key("fallback_no_time");
+        if no_time {
+            detail.push_str("; no LLM call fitted in the time left (keyword rules)");
+        }
+        let outcome = match self.cut {
+            Some(cut) => {
+                report.deadline_hit = true;
+                Outcome::Degraded(format!("{detail}; {cut}, the rest next cycle"))
+            }
+            None if no_time || llm.is_some_and(|c| c.breaker().is_some()) => {
+                Outcome::Degraded(detail)
+            }
+            None => Outcome::Ok(detail),
+        };
+        report.push("classify", outcome, self.ms);
+    }
 }
 
 /// Stages 3–4: every post by its route, in order, and for work posts the
 /// task first (checkpointed post by post); then the replies owed, composed
 /// with up to `ollama.concurrency` model calls in flight, each posted and
-/// checkpointed as soon as its text is ready. A deadline cut stops here;
-/// what is left keeps its progress for the next cycle.
+/// checkpointed as soon as its text is ready. A deadline cut stops here
+/// (false: no later batch starts); what is left keeps its progress for the
+/// next cycle.
 #[allow(clippy::too_many_arguments)]
 async fn act_stage(
     act: &act::Act<'_>,
@@ -451,13 +518,13 @@ async fn act_stage(
     report: &mut CycleReport,
     now: DateTime<Utc>,
     tally: &mut Tally,
-) -> Result<()> {
+) -> Result<bool> {
     let mut owed = Vec::new();
     for (post, route) in posts.iter().zip(routes) {
         match handle(act, post, route, budget, book, report, now, tally).await? {
             Handled::GoOn => {}
             Handled::Owed(ctx) => owed.push((post, ctx)),
-            Handled::Stop => return Ok(()),
+            Handled::Stop => return Ok(false),
         }
     }
     let mut queue = owed.into_iter();
@@ -471,11 +538,11 @@ async fn act_stage(
         }
         let (post, reply) = match within(budget.chat_deadline, composing.next()).await {
             Ok(Some(ready)) => ready,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(true),
             Err(cut) => {
                 report.deadline_hit = true;
                 tracing::warn!("Replies left for next cycle: {cut}");
-                return Ok(());
+                return Ok(false);
             }
         };
         let Some(mut progress) = book.parts().chat.progress.get(&post.id).cloned() else {
@@ -495,7 +562,7 @@ async fn act_stage(
         );
         book.checkpoint(&post.id, post.create_at)?;
         if !go_on {
-            return Ok(());
+            return Ok(false);
         }
     }
 }
@@ -633,7 +700,7 @@ fn load_corrections(path: &Path) -> Vec<classify::Example> {
 fn audit_route(post: &NewPost, route: &str) {
     audit::record(Event::PostRouted {
         post: post.id.clone(),
-        author: post.username.clone(),
+        author: post.username.to_string(),
         route: route.into(),
         excerpt: audit::excerpt(&post.message),
     });
@@ -793,7 +860,7 @@ fn move_cursor(
                 .posts
                 .iter()
                 .filter(|post| !p.mm.handled.contains_key(&post.id))
-                .map(|post| post.channel_id.clone())
+                .map(|post| post.channel_id.to_string())
                 .collect();
             p.mm.quiet = mattermost::next_quiet(&outcome.listed, made, &pending, next - overlap_ms);
             mattermost::prune_handled(p.mm, next, overlap_ms, now_ms);

@@ -4,6 +4,7 @@
 //! source post id, and the reply is found in the thread by its prop.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,20 +43,22 @@ pub struct ChatState {
     pub corrections_swept_ms: Option<i64>,
 }
 
-/// A handled post whose label can still be corrected by a reaction.
+/// A handled post whose label can still be corrected by a reaction. Team,
+/// channel and author are shared with the cycle's posts rather than
+/// copied: a busy cycle holds thousands of these at once.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Watched {
     /// The post's create_at (epoch ms): it leaves the watch after the window.
     pub create_at: i64,
     /// Its team.
-    pub team: String,
+    pub team: Arc<str>,
     /// Its channel.
-    pub channel_id: String,
+    pub channel_id: Arc<str>,
     /// The channel's URL name (for a task filed later).
-    pub channel_name: String,
+    pub channel_name: Arc<str>,
     /// Its author's username (for a task filed later).
-    pub author: String,
+    pub author: Arc<str>,
     /// The label it has now (the agent's, or the last correction's).
     pub label: Option<Label>,
     /// The agent's reply in its thread, where the team reacts.

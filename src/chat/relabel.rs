@@ -267,7 +267,7 @@ pub(super) async fn announce(
     let created = ctx
         .mm
         .create_post(&CreatePost {
-            channel_id: w.channel_id.clone(),
+            channel_id: w.channel_id.to_string(),
             message: crate::text::for_chat(text, ctx.settings.mattermost.max_reply_chars),
             root_id: root,
             props,

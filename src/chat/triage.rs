@@ -49,9 +49,9 @@ fn audit_decision(post: &NewPost, d: &Decision) {
     };
     audit::record(Event::PostClassified {
         post: post.id.clone(),
-        team: post.team.clone(),
-        channel: post.channel_name.clone(),
-        author: post.username.clone(),
+        team: post.team.to_string(),
+        channel: post.channel_name.to_string(),
+        author: post.username.to_string(),
         excerpt: audit::excerpt(&post.message),
         label: d.label.as_str().into(),
         path: path.into(),

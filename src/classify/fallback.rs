@@ -124,8 +124,16 @@ impl Fallback {
         fb
     }
 
-    /// The model: the base counts plus the corrections.
+    /// The model: the base counts plus the corrections. Without
+    /// corrections it is the base itself: a copy would add its 0.8 MB to
+    /// the cycle's peak memory for nothing.
     fn model(&self) -> &Model {
+        if let Some(m) = self.model.get() {
+            return m;
+        }
+        if self.corrections.is_empty() {
+            return model::base();
+        }
         self.model.get_or_init(|| {
             let mut m = model::base().clone();
             for c in &self.corrections {

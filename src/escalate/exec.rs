@@ -732,7 +732,7 @@ pub async fn answer_silence_post(
             tracing::info!(user = %post.username, post = %post.id, "Silence request refused: not on the allowlist.");
             audit::record(Event::SilenceRefused {
                 post: post.id.clone(),
-                by: post.username.clone(),
+                by: post.username.to_string(),
                 why: "not on escalation.silence_allowlist".into(),
             });
         }
@@ -740,7 +740,7 @@ pub async fn answer_silence_post(
             tracing::info!(post = %post.id, "Silence request not understood: {why}");
             audit::record(Event::SilenceRefused {
                 post: post.id.clone(),
-                by: post.username.clone(),
+                by: post.username.to_string(),
                 why: audit::detail(&format!("not understood: {why}")),
             });
         }

@@ -38,7 +38,7 @@ pub async fn reply_in_thread(
     max_chars: usize,
 ) -> Result<ReplyOutcome> {
     let own = client.own_id().await?;
-    if post.user_id == own || post.props.contains_key(REPLY_PROP) {
+    if *post.user_id == *own || post.props.contains_key(REPLY_PROP) {
         bail!(
             "refusing to reply to post {}: it is the agent's own post",
             post.id
@@ -76,7 +76,7 @@ pub async fn reply_in_thread(
     props.insert(REPLY_PROP.into(), Value::String(source_post_id.to_string()));
     let created = client
         .create_post(&CreatePost {
-            channel_id: post.channel_id.clone(),
+            channel_id: post.channel_id.to_string(),
             message: crate::text::for_chat(text, max_chars),
             root_id: root,
             props,

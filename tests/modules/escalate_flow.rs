@@ -236,7 +236,7 @@ impl World {
         let post = NewPost {
             id: id.clone(),
             team: "basic".into(),
-            channel_id: self.square.clone(),
+            channel_id: self.square.as_str().into(),
             channel_name: "town-square".into(),
             user_id: user_id.into(),
             username: username.into(),

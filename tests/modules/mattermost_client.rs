@@ -141,8 +141,8 @@ async fn a_thousand_posts_in_fifty_channels_come_back_exactly_once() {
     assert_eq!(got, want);
     assert_eq!(o.channels_fetched, 50);
     let p = &o.posts[0];
-    assert_eq!(p.username, "alice");
-    assert!(TEAMS.contains(&p.team.as_str()));
+    assert_eq!(&*p.username, "alice");
+    assert!(TEAMS.contains(&&*p.team));
     assert!(p.channel_name.starts_with("ch"));
     assert_eq!(o.requests as usize, env.fake.requests().len());
 }
@@ -235,8 +235,8 @@ async fn skipped_posts_are_never_handed_over() {
     )
     .await
     .unwrap();
-    assert!(o.posts.iter().all(|p| p.user_id != env.alice));
-    assert!(o.posts.iter().any(|p| p.user_id == env.john));
+    assert!(o.posts.iter().all(|p| *p.user_id != *env.alice));
+    assert!(o.posts.iter().any(|p| *p.user_id == *env.john));
 }
 
 #[tokio::test]
@@ -540,7 +540,7 @@ async fn replies_are_idempotent_threaded_and_neutralised() {
 
     // Never to itself: the agent's reply is skipped by the poller and refused here.
     let mut own = post.clone();
-    own.user_id = env.agent.clone();
+    own.user_id = env.agent.as_str().into();
     assert!(reply_in_thread(&client, &own, "x", &own.id, 4000)
         .await
         .is_err());
