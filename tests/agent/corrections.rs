@@ -47,16 +47,7 @@ impl World {
             channels.push((team.to_string(), mm.add_channel(&tid, "ops", &members)));
         }
         let llm = b.ollama();
-        llm.answer_with(|msg| {
-            let m = msg.to_lowercase();
-            if m.contains("down") {
-                "INCIDENT".into()
-            } else if m.contains("please") {
-                "TASK".into()
-            } else {
-                "ROUTINE".into()
-            }
-        });
+        llm.answer_by_words();
         let planka = b.planka(&[("wizard", "Wizard", "Inbox"), ("basic", "Basic", "Inbox")]);
         b.line("escalation", "done_list = \"Done\"");
         b.line("corrections", &format!("sweep_mins = {sweep_mins}"));

@@ -49,16 +49,7 @@ impl World {
         let team = mm.add_team("wizard", &members);
         let channel = mm.add_channel(&team, "ops", &members);
         let llm = b.ollama();
-        llm.answer_with(|msg| {
-            let m = msg.to_lowercase();
-            if m.contains("down") {
-                "INCIDENT".into()
-            } else if m.contains("please") {
-                "TASK".into()
-            } else {
-                "ROUTINE".into()
-            }
-        });
+        llm.answer_by_words();
         let planka = b.planka(&[("wizard", "Wizard", "Inbox")]);
         let hb = FakeHeartbeat::start_in_background();
         b.line("heartbeat", &format!("url = {}", quoted(&hb.ping_url())))

@@ -154,6 +154,21 @@ impl FakeOllama {
         self.state.lock().unwrap().answer = Answer::Rule(Arc::new(rule));
     }
 
+    /// Answers like a plain classifier: INCIDENT for "down", TASK for
+    /// "please", else ROUTINE.
+    pub fn answer_by_words(&self) {
+        self.answer_with(|msg| {
+            let m = msg.to_lowercase();
+            if m.contains("down") {
+                "INCIDENT".into()
+            } else if m.contains("please") {
+                "TASK".into()
+            } else {
+                "ROUTINE".into()
+            }
+        });
+    }
+
     /// Answers the next requests with these texts, in order.
     pub fn push_answers(&self, texts: &[&str]) {
         self.state
