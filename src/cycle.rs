@@ -250,8 +250,10 @@ impl<'a> Cycle<'a> {
             &settings,
             &self.budget,
             trackers.targets(self.opts.dry_run),
-            last.as_ref().map_or(&[], |l| l.checks.as_slice()),
-            last.as_ref().map_or(0, |l| l.started_ms),
+            chat::LastChecks {
+                results: last.as_ref().map_or(&[], |l| l.checks.as_slice()),
+                at_ms: last.as_ref().map_or(0, |l| l.started_ms),
+            },
             &mut book,
             &mut self.report,
             self.now,

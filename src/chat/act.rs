@@ -1,31 +1,39 @@
-//! Stages 3–4 for one labelled post: the task (TASK, INCIDENT) in MC and
-//! on the board, then the reply in its thread naming the task. Each
-//! finished step is written into the post's progress before the next
-//! starts, so a retry repeats nothing.
+//! Stages 3–4, the part of the chat stage that writes outside: a task for
+//! each TASK or INCIDENT post (in MC and on the board), an answer in its
+//! thread, and the answer to a silence command. Every post goes through
+//! here in its global order, and every finished step is written into the
+//! post's progress (and checkpointed when it wrote outside) before the next
+//! starts, so a retry repeats nothing and a deadline cut loses nothing.
+//!
+//! Replies are composed with up to `ollama.concurrency` model calls in
+//! flight but posted one at a time, in the order they are ready: the LLM is
+//! the slow part, the thread is not.
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
-use super::progress::PostProgress;
+use super::corrections;
+use super::progress::{permalink, PostProgress};
 use super::reply::{self, Reply, ReplyContext, ReplyKind, ReplyPath};
-use super::{Settings, Tally};
+use super::route::Route;
+use super::{Book, LastChecks, Settings, Tally};
+use crate::bounded::Bounded;
+use crate::budget::{within, Cut, CycleBudget};
 use crate::classify::FallbackReason;
-use crate::health::CheckResult;
+use crate::escalate::{self, silence::SilenceRequest};
 use crate::mattermost::{self, Client, NewPost};
 use crate::observe::audit::{self, Event};
 use crate::ollama;
-use crate::tasks::outbox::{self, CardOutcome, Targets, TaskState};
+use crate::report::{CycleReport, Outcome};
+use crate::tasks::outbox::{self, CardOutcome, EnsureOutcome, RetryResult, Targets, TaskState};
 use crate::tasks::{PostRef, Task};
-
-/// The link to a post, for task descriptions.
-pub fn permalink(base_url: &str, team: &str, post_id: &str) -> String {
-    format!("{}/{team}/pl/{post_id}", base_url.trim_end_matches('/'))
-}
 
 /// Everything stages 3–4 need for one post.
 pub struct Act<'a> {
     /// The sections the chat stage reads.
     pub settings: &'a Settings<'a>,
+    /// The cycle's deadlines.
+    pub budget: &'a CycleBudget,
     /// Mattermost, for the reply.
     pub mm: &'a Client,
     /// The LLM for the reply text, if any.
@@ -35,9 +43,9 @@ pub struct Act<'a> {
     /// MC and Planka.
     pub targets: Targets<'a>,
     /// The last known health results, for INCIDENT replies.
-    pub last_checks: &'a [CheckResult],
-    /// When those results were taken (epoch ms).
-    pub last_checks_ms: i64,
+    pub last_checks: LastChecks<'a>,
+    /// The cycle's clock.
+    pub now: DateTime<Utc>,
 }
 
 /// What a post needs after [`file_task`].
@@ -58,7 +66,6 @@ pub async fn file_task(
     post: &NewPost,
     progress: &mut PostProgress,
     tasks: &mut TaskState,
-    now: DateTime<Utc>,
     tally: &mut Tally,
 ) -> Result<Next> {
     let Some(label) = progress.label else {
@@ -83,33 +90,9 @@ pub async fn file_task(
             cfg.owner,
             cfg.billing,
         );
-        match outbox::ensure_task(&task, post.create_at, act.targets, tasks, now).await {
+        match outbox::ensure_task(&task, post.create_at, act.targets, tasks, act.now).await {
             Ok(out) => {
-                if out.dry_run {
-                    tally.would.push(format!(
-                        "create {} {} task for post {} ({}): {:?}",
-                        task.priority.as_str(),
-                        task.tag.as_str(),
-                        post.id,
-                        label.as_str(),
-                        task.title
-                    ));
-                } else if out.created_now {
-                    tally.tasks_created += 1;
-                    tracing::info!(post = %post.id, task = %out.task_ref.id, tag = task.tag.as_str(), priority = task.priority.as_str(), "Task created.");
-                } else {
-                    tally.tasks_existing += 1;
-                }
-                if matches!(out.card, CardOutcome::Created { .. }) {
-                    tally.bump("cards_created");
-                }
-                if let CardOutcome::Pending { reason } = &out.card {
-                    if reason != outbox::QUEUED {
-                        tally
-                            .card_errors
-                            .push(format!("post {}: card: {reason}", post.id));
-                    }
-                }
+                count_filed(&out, &task, post, tally);
                 progress.task_id = Some(out.task_ref.id);
                 progress.task_url = out.task_ref.url;
             }
@@ -142,6 +125,37 @@ pub async fn file_task(
     }))
 }
 
+/// The tally and the log of one task that [`file_task`] ensured: filed
+/// now, found from an earlier try, or (dry run) what would have been filed;
+/// and its card.
+fn count_filed(out: &EnsureOutcome, task: &Task, post: &NewPost, tally: &mut Tally) {
+    if out.dry_run {
+        tally.would.push(format!(
+            "create {} {} task for post {} ({}): {:?}",
+            task.priority.as_str(),
+            task.tag.as_str(),
+            post.id,
+            task.label,
+            task.title
+        ));
+    } else if out.created_now {
+        tally.tasks_created += 1;
+        tracing::info!(post = %post.id, task = %out.task_ref.id, tag = task.tag.as_str(), priority = task.priority.as_str(), "Task created.");
+    } else {
+        tally.tasks_existing += 1;
+    }
+    if matches!(out.card, CardOutcome::Created { .. }) {
+        tally.bump("cards_created");
+    }
+    if let CardOutcome::Pending { reason } = &out.card {
+        if reason != outbox::QUEUED {
+            tally
+                .card_errors
+                .push(format!("post {}: card: {reason}", post.id));
+        }
+    }
+}
+
 /// The reply text: the LLM's when a call can still finish inside the chat
 /// deadline, else the template; INCIDENT replies get the health note.
 pub async fn compose(act: &Act<'_>, post: &NewPost, ctx: ReplyContext) -> Reply {
@@ -153,7 +167,11 @@ pub async fn compose(act: &Act<'_>, post: &NewPost, ctx: ReplyContext) -> Reply 
         llm => reply::compose(llm, &ctx).await,
     };
     if ctx.kind == ReplyKind::Incident {
-        if let Some(note) = reply::health_note(&post.message, act.last_checks, act.last_checks_ms) {
+        if let Some(note) = reply::health_note(
+            &post.message,
+            act.last_checks.results,
+            act.last_checks.at_ms,
+        ) {
             reply.text = format!("{}\n\n{note}", reply.text);
         }
     }
@@ -215,4 +233,315 @@ pub async fn post_reply(
             Ok(false)
         }
     }
+}
+
+/// Stages 3–4 for one batch: every post by its route, in order, and for
+/// work posts the task first (checkpointed post by post); then the replies
+/// owed. A deadline cut stops here (false: no later batch starts); what is
+/// left keeps its progress for the next cycle.
+pub(super) async fn stage(
+    act: &Act<'_>,
+    posts: &[NewPost],
+    routes: Vec<Route>,
+    book: &mut dyn Book,
+    report: &mut CycleReport,
+    tally: &mut Tally,
+) -> Result<bool> {
+    let mut owed = Vec::new();
+    for (post, route) in posts.iter().zip(routes) {
+        match handle(act, post, route, book, report, tally).await? {
+            Handled::GoOn => {}
+            Handled::Owed(ctx) => owed.push((post, ctx)),
+            Handled::Stop => return Ok(false),
+        }
+    }
+    reply_owed(act, owed, book, report, tally).await
+}
+
+/// The replies owed, composed with up to `ollama.concurrency` model calls
+/// in flight, each posted and checkpointed as soon as its text is ready.
+/// False when the deadline cut them.
+async fn reply_owed(
+    act: &Act<'_>,
+    owed: Vec<(&NewPost, ReplyContext)>,
+    book: &mut dyn Book,
+    report: &mut CycleReport,
+    tally: &mut Tally,
+) -> Result<bool> {
+    let budget = act.budget;
+    let mut queue = owed.into_iter();
+    let mut composing = Bounded::new(act.llm.map_or(1, |c| c.config().concurrency));
+    loop {
+        while composing.has_room() {
+            let Some((post, ctx)) = queue.next() else {
+                break;
+            };
+            composing.push(async move { (post, compose(act, post, ctx).await) });
+        }
+        let (post, reply) = match within(budget.chat_deadline, composing.next()).await {
+            Ok(Some(ready)) => ready,
+            Ok(None) => return Ok(true),
+            Err(cut) => {
+                report.deadline_hit = true;
+                tracing::warn!("Replies left for next cycle: {cut}");
+                return Ok(false);
+            }
+        };
+        let Some(mut progress) = book.parts().chat.progress.get(&post.id).cloned() else {
+            continue;
+        };
+        // The model calls in flight keep running while this reply is posted.
+        let step = composing.drive(post_reply(act, post, reply, &mut progress, tally));
+        let result = within(budget.chat_deadline, step).await;
+        let go_on = settle(
+            post,
+            progress,
+            result,
+            act.targets.dry_run,
+            book,
+            report,
+            tally,
+        );
+        book.checkpoint(&post.id, post.create_at)?;
+        if !go_on {
+            return Ok(false);
+        }
+    }
+}
+
+/// What became of one post in the first pass of [`stage`].
+enum Handled {
+    /// Done with it for now; next post.
+    GoOn,
+    /// Its task is filed; its reply is owed.
+    Owed(ReplyContext),
+    /// The deadline cut the stage.
+    Stop,
+}
+
+/// The first pass for one post, by its route; checkpoints every post that
+/// wrote outside.
+async fn handle(
+    act: &Act<'_>,
+    post: &NewPost,
+    route: Route,
+    book: &mut dyn Book,
+    report: &mut CycleReport,
+    tally: &mut Tally,
+) -> Result<Handled> {
+    let dry_run = act.targets.dry_run;
+    match route {
+        Route::Silence(request) => {
+            audit_route(post, "silence_command");
+            if answer_silence(act, post, request, book).await {
+                tally.posts_handled += 1;
+                book.checkpoint(&post.id, post.create_at)?;
+            }
+            Ok(Handled::GoOn)
+        }
+        Route::AlertAck => {
+            audit_route(post, "alert_ack");
+            // An acknowledgement, read by the escalation stage from the thread.
+            if !dry_run {
+                mattermost::mark_handled(book.parts().mm, &post.id, post.create_at);
+                tally.posts_handled += 1;
+            }
+            Ok(Handled::GoOn)
+        }
+        Route::Work => {
+            let Some(mut progress) = book.parts().chat.progress.get(&post.id).cloned() else {
+                return Ok(Handled::GoOn); // not classified yet
+            };
+            let wrote_outside = progress.label.is_some_and(|l| l.is_actionable());
+            let step = file_task(act, post, &mut progress, book.parts().tasks, tally);
+            let (result, owed) = match within(act.budget.chat_deadline, step).await {
+                Ok(Ok(Next::Reply(ctx))) => (Ok(Ok(false)), Some(ctx)),
+                Ok(Ok(next)) => (Ok(Ok(matches!(next, Next::Done))), None),
+                Ok(Err(e)) => (Ok(Err(e)), None),
+                Err(cut) => (Err(cut), None),
+            };
+            let go_on = settle(post, progress, result, dry_run, book, report, tally);
+            // ROUTINE posts wrote nothing outside and are saved with the
+            // rest at the end.
+            if wrote_outside {
+                book.checkpoint(&post.id, post.create_at)?;
+            }
+            Ok(match (go_on, owed) {
+                (false, _) => Handled::Stop,
+                (true, Some(ctx)) => Handled::Owed(ctx),
+                (true, None) => Handled::GoOn,
+            })
+        }
+    }
+}
+
+/// Records how a step of one post ended: fully handled (progress dropped,
+/// the post marked handled), not yet (progress kept for a later step or
+/// cycle), or cut by the deadline (false: stop).
+fn settle(
+    post: &NewPost,
+    progress: PostProgress,
+    result: Result<Result<bool>, Cut>,
+    dry_run: bool,
+    book: &mut dyn Book,
+    report: &mut CycleReport,
+    tally: &mut Tally,
+) -> bool {
+    let parts = book.parts();
+    match result {
+        Ok(Ok(true)) if !dry_run => {
+            parts.chat.progress.remove(&post.id);
+            corrections::watch(parts.chat, post, &progress);
+            mattermost::mark_handled(parts.mm, &post.id, post.create_at);
+            tally.posts_handled += 1;
+            true
+        }
+        Ok(Ok(_)) => {
+            parts.chat.progress.insert(post.id.clone(), progress);
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(post = %post.id, "Post not handled, retried next cycle: {e:#}");
+            parts.chat.progress.insert(post.id.clone(), progress);
+            true
+        }
+        Err(cut) => {
+            report.deadline_hit = true;
+            tracing::warn!(post = %post.id, "Post left for next cycle: {cut}");
+            audit::record(Event::PostPending {
+                post: post.id.clone(),
+                why: cut.to_string(),
+            });
+            parts.chat.progress.insert(post.id.clone(), progress);
+            false
+        }
+    }
+}
+
+/// A post that is not work, in the audit trail.
+fn audit_route(post: &NewPost, route: &str) {
+    audit::record(Event::PostRouted {
+        post: post.id.clone(),
+        author: post.username.to_string(),
+        route: route.into(),
+        excerpt: audit::excerpt(&post.message),
+    });
+}
+
+/// Answers a silence command (created, refused or not understood) in its
+/// thread; true when done (the post is then handled).
+async fn answer_silence(
+    act: &Act<'_>,
+    post: &NewPost,
+    request: Result<SilenceRequest, String>,
+    book: &mut dyn Book,
+) -> bool {
+    if act.targets.dry_run {
+        tracing::info!(post = %post.id, "[dry-run] would answer a silence command");
+        return false;
+    }
+    let s = act.settings;
+    let parts = book.parts();
+    let answered = escalate::answer_silence_post(
+        act.mm,
+        post,
+        request,
+        s.escalation,
+        s.checks,
+        parts.escalation,
+        s.mattermost.max_reply_chars,
+        act.now.timestamp_millis(),
+    )
+    .await;
+    match answered {
+        Ok(_) => {
+            mattermost::mark_handled(parts.mm, &post.id, post.create_at);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(post = %post.id, "Silence command not answered, retried next cycle: {e:#}");
+            false
+        }
+    }
+}
+
+/// The tasks and cards an earlier cycle left in the outbox, retried once
+/// per cycle whether or not Mattermost answers (they no longer need it).
+pub(super) async fn retry_outbox(
+    targets: Targets<'_>,
+    budget: &CycleBudget,
+    book: &mut dyn Book,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+) -> Vec<RetryResult> {
+    let retried = within(
+        budget.chat_deadline,
+        outbox::retry_outbox(targets, book.parts().tasks, now),
+    )
+    .await
+    .unwrap_or_default();
+    for r in &retried {
+        if let Ok(o) = &r.outcome {
+            if matches!(o.card, CardOutcome::Created { .. }) {
+                tally.bump("cards_created");
+            }
+        }
+    }
+    retried
+}
+
+/// The `tasks` and `reply` stage outcomes, and the stats counters.
+pub(super) fn report_acting(
+    report: &mut CycleReport,
+    tally: &Tally,
+    no_posts: bool,
+    retried: &[RetryResult],
+    book: &mut dyn Book,
+    ms: u64,
+) {
+    let retry_errors: Vec<String> = retried
+        .iter()
+        .filter_map(|r| {
+            r.outcome
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {e}", r.source))
+        })
+        .collect();
+    let outbox_left = book.parts().tasks.outbox.len();
+    let idle = no_posts && retried.is_empty() && outbox_left == 0;
+    let detail = format!(
+        "{} created, {} existing, {} outbox retried, {} queued",
+        tally.tasks_created,
+        tally.tasks_existing,
+        retried.len(),
+        outbox_left
+    );
+    let errors: Vec<&String> = tally
+        .task_errors
+        .iter()
+        .chain(&tally.card_errors)
+        .chain(&retry_errors)
+        .collect();
+    let tasks = if idle {
+        Outcome::Skipped("nothing to file".into())
+    } else if errors.is_empty() {
+        Outcome::Ok(detail)
+    } else {
+        let errors: Vec<&str> = errors.iter().map(|e| e.as_str()).collect();
+        Outcome::Degraded(format!("{detail}; {}", errors.join("; ")))
+    };
+    let detail = format!("{} posted", tally.replies);
+    let reply = if no_posts {
+        Outcome::Skipped("no new posts".into())
+    } else if tally.reply_errors.is_empty() {
+        Outcome::Ok(detail)
+    } else {
+        Outcome::Degraded(format!("{detail}; {}", tally.reply_errors.join("; ")))
+    };
+    report.push("tasks", tasks, ms);
+    report.push("reply", reply, 0);
+    report
+        .counts
+        .insert("posts_handled".into(), tally.posts_handled);
 }

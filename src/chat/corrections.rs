@@ -25,6 +25,7 @@
 //! not undo a correction; another label's emoji makes another one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use chrono::DateTime;
@@ -34,10 +35,13 @@ use serde::{Deserialize, Serialize};
 use super::progress::{ChatState, PendingCorrection, PostProgress, Watched};
 use super::relabel::{self, announce, change_task, close_task, describe, file_task, thread_of};
 use super::{Book, Tally};
+use crate::budget::{within, CycleBudget};
 use crate::classify::corrections::{self as file, Correction};
 use crate::classify::Label;
 use crate::mattermost::wire::{PostList, Reaction};
 use crate::mattermost::{MmErrorKind, NewPost};
+use crate::report::{CycleReport, Outcome};
+use crate::time::elapsed_ms;
 
 pub use relabel::{Ctx, CORRECTION_PROP};
 
@@ -270,6 +274,43 @@ pub struct CorrectionsRun {
     pub applied: Vec<String>,
     /// Failures (the step is tried again next cycle).
     pub errors: Vec<String>,
+}
+
+/// The `corrections` stage: labels the team corrected by reaction,
+/// recorded, and the tasks put right. Reported only when there was
+/// something to look at.
+pub(super) async fn stage(
+    ctx: &Ctx<'_>,
+    budget: &CycleBudget,
+    book: &mut dyn Book,
+    report: &mut CycleReport,
+    tally: &mut Tally,
+) {
+    let t = Instant::now();
+    let outcome = match within(budget.chat_deadline, run(ctx, book, tally)).await {
+        Ok(None) => return,
+        Ok(Some(run)) => {
+            let detail = format!(
+                "{} read, {} applied, {} requests",
+                run.checked,
+                run.applied.len(),
+                run.requests
+            );
+            for line in &run.applied {
+                tracing::info!("Correction carried out: {line}");
+            }
+            if run.errors.is_empty() {
+                Outcome::Ok(detail)
+            } else {
+                Outcome::Degraded(format!("{detail}; {}", run.errors.join("; ")))
+            }
+        }
+        Err(cut) => {
+            report.deadline_hit = true;
+            Outcome::Skipped(format!("{cut}, the rest next cycle"))
+        }
+    };
+    report.push("corrections", outcome, elapsed_ms(t));
 }
 
 /// Runs the step: finds new corrections and carries out pending ones.

@@ -2,6 +2,10 @@
 //! handled, so a cycle cut by the deadline or killed halfway repeats
 //! nothing: the label is kept (no second opinion), the task is found by its
 //! source post id, and the reply is found in the thread by its prop.
+//!
+//! The post's link is made here as well: the task filed on first sight
+//! (`act`) and the one filed after a correction (`relabel`) must point at
+//! the post the same way, and this is the file both already read.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,6 +93,11 @@ impl Watched {
     pub fn target<'a>(&'a self, post_id: &'a str) -> &'a str {
         self.reply_id.as_deref().unwrap_or(post_id)
     }
+}
+
+/// The link to a post, for task descriptions.
+pub fn permalink(base_url: &str, team: &str, post_id: &str) -> String {
+    format!("{}/{team}/pl/{post_id}", base_url.trim_end_matches('/'))
 }
 
 impl ChatState {

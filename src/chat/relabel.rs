@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::progress::{PendingCorrection, Watched};
+use super::progress::{permalink, PendingCorrection, Watched};
 use super::{Book, Settings};
 use crate::classify::Label;
 use crate::mattermost::wire::{CreatePost, PostList};
@@ -189,7 +189,7 @@ pub(super) async fn file_task(
     let thread = thread_of(ctx, id, source).await?;
     let post = thread.posts.get(id).context("the post is gone")?;
     let s = ctx.settings;
-    let link = super::act::permalink(&s.mattermost.url, &w.team, id);
+    let link = permalink(&s.mattermost.url, &w.team, id);
     let task = Task::from_post(
         PostRef {
             post_id: id,

@@ -1,17 +1,149 @@
 //! Stage 2 for the posts routed as work: a label for every post that has
 //! none yet, LLM first and keyword rules when the LLM is away, and for every
 //! post that no model call can reach in the time left.
+//!
+//! The chat stage works in batches, but classification is one stage of the
+//! cycle: [`Classify`] carries across the batches what must happen once
+//! (the corrections file read at the first work post, the moment after
+//! which no model call may start, a deadline cut that ends the labelling
+//! for this cycle) and reports once, with the cycle's totals.
 
-use crate::classify::{Decision, DecisionPath, FallbackReason, Triage};
+use std::path::Path;
+use std::time::Instant;
+
+use crate::budget::{within, Cut, CycleBudget};
+use crate::classify::{self, Decision, DecisionPath, FallbackReason, Triage};
 use crate::mattermost::NewPost;
 use crate::observe::audit::{self, Event};
+use crate::ollama;
+use crate::report::{CycleReport, Outcome};
+use crate::time::elapsed_ms;
 
 use super::progress::ChatState;
-use super::Tally;
+use super::route::Route;
+use super::{Book, Settings, Tally};
+
+/// Stage 2: ROUTINE, TASK or INCIDENT for each work post without a label,
+/// batch by batch, reported once for the cycle.
+pub(super) struct Classify<'a> {
+    settings: &'a Settings<'a>,
+    budget: &'a CycleBudget,
+    /// The LLM, when a call can still fit in the chat budget at all.
+    llm: Option<&'a ollama::Client>,
+    /// A call started after this point could outlive the chat deadline.
+    stop_starting: tokio::time::Instant,
+    /// Made at the first work post (it reads the corrections file).
+    triage: Option<Triage<'a>>,
+    /// The deadline cut a batch: the rest is labelled next cycle.
+    cut: Option<Cut>,
+    /// Time spent classifying (ms).
+    ms: u64,
+}
+
+impl<'a> Classify<'a> {
+    pub(super) fn new(
+        settings: &'a Settings<'a>,
+        budget: &'a CycleBudget,
+        llm: Option<&'a ollama::Client>,
+    ) -> Classify<'a> {
+        // When no call fits at all, the keyword rules decide right away.
+        let stop_starting = budget.last_start_for(settings.ollama.classify_timeout_secs.get());
+        Classify {
+            settings,
+            budget,
+            llm: llm.filter(|_| stop_starting.is_some()),
+            stop_starting: stop_starting.unwrap_or(budget.chat_deadline),
+            triage: None,
+            cut: None,
+            ms: 0,
+        }
+    }
+
+    /// Labels the work posts of one batch.
+    pub(super) async fn batch(
+        &mut self,
+        posts: &[NewPost],
+        routes: &[Route],
+        book: &mut dyn Book,
+        tally: &mut Tally,
+    ) {
+        if self.cut.is_some() {
+            return;
+        }
+        let t = Instant::now();
+        let work: Vec<&NewPost> = posts
+            .iter()
+            .zip(routes)
+            .filter(|(_, r)| r.is_work())
+            .map(|(p, _)| p)
+            .collect();
+        if work.is_empty() {
+            return;
+        }
+        let (llm, settings) = (self.llm, self.settings);
+        let triage = self.triage.get_or_insert_with(|| {
+            Triage::new(
+                llm,
+                settings.classify,
+                load_corrections(settings.corrections_file),
+            )
+        });
+        let run = classify_posts(triage, &work, book.parts().chat, self.stop_starting, tally);
+        self.cut = within(self.budget.chat_deadline, run).await.err();
+        self.ms += elapsed_ms(t);
+    }
+
+    /// The `classify` stage outcome, with the cycle's totals.
+    pub(super) fn report(self, report: &mut CycleReport, tally: &Tally) {
+        if self.triage.is_none() {
+            report.push("classify", Outcome::Skipped("no new posts".into()), 0);
+            return;
+        }
+        let llm = self.llm;
+        let mut detail = format!("{} by llm, {} by keywords", tally.by_llm, tally.by_keywords);
+        if let Some(why) = llm.and_then(|c| c.breaker()) {
+            detail.push_str(&format!(
+                "; LLM stopped for this cycle after a {why:?} (keyword rules for the rest)"
+            ));
+        }
+        let no_time = tally.counters.contains_key("fallback_no_time");
+        if no_time {
+            detail.push_str("; no LLM call fitted in the time left (keyword rules)");
+        }
+        let outcome = match self.cut {
+            Some(cut) => {
+                report.deadline_hit = true;
+                Outcome::Degraded(format!("{detail}; {cut}, the rest next cycle"))
+            }
+            None if no_time || llm.is_some_and(|c| c.breaker().is_some()) => {
+                Outcome::Degraded(detail)
+            }
+            None => Outcome::Ok(detail),
+        };
+        report.push("classify", outcome, self.ms);
+    }
+}
+
+/// The newest corrections, as the examples that teach this cycle's
+/// classification; an unreadable file teaches nothing (and says why).
+fn load_corrections(path: &Path) -> Vec<classify::Example> {
+    match classify::corrections::load_recent(path, classify::corrections::LOAD_MAX) {
+        Ok((list, skipped)) => {
+            if skipped > 0 {
+                tracing::warn!(file = %path.display(), skipped, "Skipped unreadable lines of the corrections file.");
+            }
+            classify::corrections::examples(&list)
+        }
+        Err(e) => {
+            tracing::warn!("Corrections not read, classifying without them: {e:#}");
+            Vec::new()
+        }
+    }
+}
 
 /// Labels every post of `posts` without a label in `chat`, starting no
 /// model call after `stop_starting`.
-pub async fn classify_posts(
+async fn classify_posts(
     triage: &Triage<'_>,
     posts: &[&NewPost],
     chat: &mut ChatState,
