@@ -29,6 +29,7 @@ pub mod paths;
 pub mod process;
 pub mod report;
 pub mod schedule;
+pub mod scrub;
 pub mod secret;
 pub mod state;
 pub mod store;
