@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn summary_has_stages_counts_and_open_incidents() {
         let mut report = CycleReport::default();
-        report.push("health", Outcome::Ok("3 ok".into()), 5);
+        report.push(crate::stage::Stage::Health, Outcome::Ok("3 ok".into()), 5);
         report.counts.insert("posts_new".into(), 2);
         let mut st = EscalationState::default();
         st.incidents.push(crate::escalate::Incident {

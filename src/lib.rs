@@ -34,6 +34,7 @@ pub mod process;
 pub mod report;
 pub mod schedule;
 pub mod secret;
+pub mod stage;
 pub mod state;
 pub mod store;
 pub mod tasks;

@@ -125,12 +125,14 @@ async fn real_engine_checks_restart_and_verify() {
     // The stopped container: restarted through the fix path and verified.
     let before = client.inspect("ci-stopped").await.unwrap().unwrap();
     let (r, _) = fix::run_manual(
-        &ctx,
-        &checks,
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &path,
+            policy: &policy,
+        },
         "ci-stopped",
         "exited",
-        &path,
-        &policy,
         FixOptions::default(),
         Utc::now(),
     )
@@ -146,12 +148,14 @@ async fn real_engine_checks_restart_and_verify() {
     // unhealthy after the settle time, so the attempt failed.
     let before = client.inspect("ci-unhealthy").await.unwrap().unwrap();
     let (r, _) = fix::run_manual(
-        &ctx,
-        &checks,
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &path,
+            policy: &policy,
+        },
         "ci-unhealthy",
         "unhealthy",
-        &path,
-        &policy,
         FixOptions::default(),
         Utc::now(),
     )

@@ -33,6 +33,7 @@ use crate::mattermost::{self, MattermostConfig, MmState, NewPost, PollOutcome};
 use crate::observe::audit::{self, Event};
 use crate::ollama::{self, OllamaConfig};
 use crate::report::{CycleReport, Outcome};
+use crate::stage::Stage;
 use crate::tasks::outbox::{self, Targets, TaskState};
 use crate::tasks::BillingConfig;
 use crate::time::elapsed_ms;
@@ -286,7 +287,11 @@ async fn poll_stage(
     let client = match mattermost::Client::from_config(cfg, settings.token_cache) {
         Ok(c) => c,
         Err(e) => {
-            report.push("mattermost", credential_outcome(cfg, &e), elapsed_ms(t));
+            report.push(
+                Stage::Mattermost,
+                credential_outcome(cfg, &e),
+                elapsed_ms(t),
+            );
             return (since_ms, None, None);
         }
     };
@@ -327,7 +332,7 @@ async fn poll_stage(
                 );
                 Outcome::Degraded(format!("{detail}; {}", failed.join("; ")))
             };
-            report.push("mattermost", result, elapsed_ms(t));
+            report.push(Stage::Mattermost, result, elapsed_ms(t));
             (since_ms, Some(client), Some(outcome))
         }
         Ok(Err(e)) => {
@@ -336,7 +341,7 @@ async fn poll_stage(
                 .counts
                 .insert("mm_requests".into(), client.requests().into());
             report.push(
-                "mattermost",
+                Stage::Mattermost,
                 Outcome::Degraded(e.to_string()),
                 elapsed_ms(t),
             );
@@ -345,7 +350,7 @@ async fn poll_stage(
         Err(cut) => {
             report.deadline_hit = true;
             report.push(
-                "mattermost",
+                Stage::Mattermost,
                 Outcome::Skipped(cut.to_string()),
                 elapsed_ms(t),
             );
@@ -474,7 +479,7 @@ impl<'a> Classify<'a> {
     /// The `classify` stage outcome, with the cycle's totals.
     fn report(self, report: &mut CycleReport, tally: &Tally) {
         if self.triage.is_none() {
-            report.push("classify", Outcome::Skipped("no new posts".into()), 0);
+            report.push(Stage::Classify, Outcome::Skipped("no new posts".into()), 0);
             return;
         }
         let llm = self.llm;
@@ -498,7 +503,7 @@ impl<'a> Classify<'a> {
             }
             None => Outcome::Ok(detail),
         };
-        report.push("classify", outcome, self.ms);
+        report.push(Stage::Classify, outcome, self.ms);
     }
 }
 
@@ -752,7 +757,7 @@ async fn corrections_stage(
             Outcome::Skipped(format!("{cut}, the rest next cycle"))
         }
     };
-    report.push("corrections", outcome, elapsed_ms(t));
+    report.push(Stage::Corrections, outcome, elapsed_ms(t));
 }
 
 /// Answers a silence command (created, refused or not understood) in its
@@ -770,14 +775,17 @@ async fn answer_silence(
     }
     let s = act.settings;
     let parts = book.parts();
+    let rules = escalate::SilenceRules {
+        cfg: s.escalation,
+        checks: s.checks,
+        max_chars: s.mattermost.max_reply_chars,
+    };
     let answered = escalate::answer_silence_post(
         act.mm,
         post,
         request,
-        s.escalation,
-        s.checks,
+        rules,
         parts.escalation,
-        s.mattermost.max_reply_chars,
         now.timestamp_millis(),
     )
     .await;
@@ -831,8 +839,8 @@ fn report_acting(
     } else {
         Outcome::Degraded(format!("{detail}; {}", tally.reply_errors.join("; ")))
     };
-    report.push("tasks", tasks, ms);
-    report.push("reply", reply, 0);
+    report.push(Stage::Tasks, tasks, ms);
+    report.push(Stage::Reply, reply, 0);
     report
         .counts
         .insert("posts_handled".into(), tally.posts_handled);

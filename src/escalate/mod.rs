@@ -31,7 +31,7 @@ use crate::fix::ServiceSummary;
 use crate::time::Secs;
 use silence::Silences;
 
-pub use exec::{answer_silence_post, run, Book, Ctx, EscalateOutcome};
+pub use exec::{answer_silence_post, run, Book, Ctx, EscalateOutcome, SilenceRules};
 pub use plan::{escalation_reason, plan, Action, PlanConfig};
 
 /// Placeholders the resolve command may use.
