@@ -11,8 +11,9 @@
 //! is made; see [`crate::observe`].
 //!
 //! [`run_once`] is that list; each stage is one call into the room that
-//! owns it, and records an [`Outcome`] in the [`CycleReport`], so one
-//! stage's failure never stops the later ones. The time budget
+//! owns it, and records an [`Outcome`] under its [`Stage`] in the
+//! [`CycleReport`], so one stage's failure never stops the later ones. The
+//! stage numbers below are those of docs/architecture.md#one-cycle. The time budget
 //! ([`CycleBudget`]) ends chat work early enough to leave the health and fix
 //! stages their time; work cut short is recorded and carried over, and
 //! state is still saved.
@@ -458,7 +459,8 @@ impl<'a> Cycle<'a> {
     }
 
     /// Stage 9: saves the state (nothing in a dry run) and logs the
-    /// summary; the stats follow in [`Cycle::observe`], with the ping.
+    /// summary; the stats are saved last ([`Cycle::save_stats`]), with the
+    /// ping's result.
     fn finish(&mut self) -> Result<()> {
         self.report.duration_ms = elapsed_ms(self.started);
         if self.opts.dry_run {

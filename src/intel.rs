@@ -1,6 +1,6 @@
-//! Intel (DESIGN.md stage 8): the optional HiveMind feed. When `[intel]
-//! url` is set, the cycle summary (stages, counts, open incidents) is
-//! POSTed there as JSON, with a timeout. HiveMind is a consumer, never a
+//! Intel (stage 8 of docs/architecture.md#one-cycle): the optional
+//! HiveMind feed. When `[intel] url` is set, the cycle summary (stages,
+//! counts, open incidents) is POSTed there as JSON, with a timeout. HiveMind is a consumer, never a
 //! dependency: a failure is a degraded stage and a log line, nothing more.
 
 use anyhow::{bail, Context, Result};

@@ -1,6 +1,7 @@
-//! Escalation (DESIGN.md stage 7): what the team sees when the agent cannot
-//! fix something. One clear alert per incident, a follow-up only when
-//! nobody reacted, a recovery notice, and nothing during a silence.
+//! Escalation (stage 7 of docs/architecture.md#one-cycle): what the team
+//! sees when the agent cannot fix something. One clear alert per incident,
+//! a follow-up only when nobody reacted, a recovery notice, and nothing
+//! during a silence.
 //!
 //! Gatus' alerting habit, split in two:
 //!
