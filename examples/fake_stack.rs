@@ -10,6 +10,9 @@
 //! it, and then serves until Ctrl-C, printing each request the fakes receive
 //! and what changed (replies, cards, restarts). `--keep` leaves the temp dir
 //! in place on exit.
+// Code that exercises the agent writes its fixtures, starts programs and
+// sleeps directly: clippy.toml's invariants bind the agent, not this crate.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 #[allow(dead_code)]
 #[path = "../tests/support/docker.rs"]

@@ -11,8 +11,9 @@
 //! is made; see [`crate::observe`].
 //!
 //! [`run_once`] is that list; each stage is one call into the room that
-//! owns it, and records an [`Outcome`] in the [`CycleReport`], so one
-//! stage's failure never stops the later ones. The time budget
+//! owns it, and records an [`Outcome`] under its [`Stage`] in the
+//! [`CycleReport`], so one stage's failure never stops the later ones. The
+//! stage numbers below are those of docs/architecture.md#one-cycle. The time budget
 //! ([`CycleBudget`]) ends chat work early enough to leave the health and fix
 //! stages their time; work cut short is recorded and carried over, and
 //! state is still saved.
@@ -34,6 +35,7 @@ use crate::lock::{self, CycleLock};
 use crate::mattermost;
 use crate::observe::{audit, heartbeat, metrics};
 use crate::report::{count_checks, CycleReport, Outcome};
+use crate::stage::Stage;
 use crate::state::{RuntimeState, Stats};
 use crate::store;
 use crate::tasks::outbox::{TaskState, Trackers};
@@ -312,13 +314,16 @@ impl<'a> Cycle<'a> {
             Ok(verdicts) => {
                 self.report.checks = verdicts.iter().map(|v| v.result.clone()).collect();
                 let counts = Outcome::Ok(count_checks(&self.report.checks));
-                self.report.push("health", counts, elapsed_ms(t));
+                self.report.push(Stage::Health, counts, elapsed_ms(t));
                 verdicts
             }
             Err(cut) => {
                 self.report.deadline_hit = true;
-                self.report
-                    .push("health", Outcome::Skipped(cut.to_string()), elapsed_ms(t));
+                self.report.push(
+                    Stage::Health,
+                    Outcome::Skipped(cut.to_string()),
+                    elapsed_ms(t),
+                );
                 Vec::new()
             }
         }
@@ -335,21 +340,24 @@ impl<'a> Cycle<'a> {
     ) -> (Vec<fix::FixReport>, FixHistory) {
         let t = Instant::now();
         let c = self.config;
+        let fx = fix::FixContext {
+            health: ctx,
+            checks: &c.checks,
+            history_path: &c.paths.fix_history,
+            policy: &c.fix,
+        };
         let stage = fix::run::stage(
-            ctx,
-            &c.checks,
+            &fx,
             verdicts,
             silenced,
             history,
-            &c.paths.fix_history,
-            &c.fix,
             self.opts.dry_run,
             self.now,
             self.budget.deadline,
         )
         .await;
         self.report.deadline_hit |= stage.deadline_hit;
-        self.report.push("fix", stage.outcome, elapsed_ms(t));
+        self.report.push(Stage::Fix, stage.outcome, elapsed_ms(t));
         self.stats.bump("fixes_run", stage.ran);
         self.stats.bump("fixes_verified", stage.verified);
         for (name, outcome) in [
@@ -413,8 +421,11 @@ impl<'a> Cycle<'a> {
             Ok(out) => out,
             Err(cut) => {
                 self.report.deadline_hit = true;
-                self.report
-                    .push("escalate", Outcome::Skipped(cut.to_string()), elapsed_ms(t));
+                self.report.push(
+                    Stage::Escalate,
+                    Outcome::Skipped(cut.to_string()),
+                    elapsed_ms(t),
+                );
                 return;
             }
         };
@@ -429,7 +440,7 @@ impl<'a> Cycle<'a> {
         } else {
             out.outcome()
         };
-        self.report.push("escalate", outcome, elapsed_ms(t));
+        self.report.push(Stage::Escalate, outcome, elapsed_ms(t));
     }
 
     /// Stage 8: the cycle summary to HiveMind, when configured.
@@ -446,20 +457,24 @@ impl<'a> Cycle<'a> {
             Ok(o) => o,
             Err(cut) => Outcome::Skipped(cut.to_string()),
         };
-        self.report.push("intel", outcome, elapsed_ms(t));
+        self.report.push(Stage::Intel, outcome, elapsed_ms(t));
     }
 
     /// Stage 9: saves the state (nothing in a dry run) and logs the
-    /// summary; the stats follow in [`Cycle::observe`], with the ping.
+    /// summary; the stats are saved last ([`Cycle::save_stats`]), with the
+    /// ping's result.
     fn finish(&mut self) -> Result<()> {
         self.report.duration_ms = elapsed_ms(self.started);
         if self.opts.dry_run {
-            self.report
-                .push("save", Outcome::Skipped("dry run: nothing saved".into()), 0);
+            self.report.push(
+                Stage::Save,
+                Outcome::Skipped("dry run: nothing saved".into()),
+                0,
+            );
             tracing::info!("{}", self.report.summary_line());
             return Ok(());
         }
-        self.report.push("save", Outcome::Ok(String::new()), 0);
+        self.report.push(Stage::Save, Outcome::Ok(String::new()), 0);
         // Up to the final save, which adds four (state and stats, each the
         // file and its directory).
         self.report

@@ -16,6 +16,10 @@
 //!   inode could be a file we must never write into (macOS has no
 //!   `protected_hardlinks`);
 //! * temp files left by a cycle that was killed mid-save are swept.
+//!
+//! Being the one place, it is the one module clippy.toml lets open files
+//! for writing (`OpenOptions`, `File::create`, `fs::write`).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -221,6 +225,21 @@ pub fn open_append_private(path: &Path) -> Result<File> {
         .with_context(|| format!("opening {} for append", path.display()))?;
     refuse_hard_links(&file, path)?;
     Ok(file)
+}
+
+/// Opens a file to write in place without truncating it (the cycle lock,
+/// which keeps its holder's line): created owner-only when missing, never
+/// through a symlink (`O_NOFOLLOW`: a planted one fails to open). The
+/// caller checks the owner, and the links with [`refuse_hard_links`].
+pub fn open_in_place(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// Refuses an opened file that has another name (a hard link): writing

@@ -1,6 +1,6 @@
-//! Intel (DESIGN.md stage 8): the optional HiveMind feed. When `[intel]
-//! url` is set, the cycle summary (stages, counts, open incidents) is
-//! POSTed there as JSON, with a timeout. HiveMind is a consumer, never a
+//! Intel (stage 8 of docs/architecture.md#one-cycle): the optional
+//! HiveMind feed. When `[intel] url` is set, the cycle summary (stages,
+//! counts, open incidents) is POSTed there as JSON, with a timeout. HiveMind is a consumer, never a
 //! dependency: a failure is a degraded stage and a log line, nothing more.
 
 use anyhow::{bail, Context, Result};
@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn summary_has_stages_counts_and_open_incidents() {
         let mut report = CycleReport::default();
-        report.push("health", Outcome::Ok("3 ok".into()), 5);
+        report.push(crate::stage::Stage::Health, Outcome::Ok("3 ok".into()), 5);
         report.counts.insert("posts_new".into(), 2);
         let mut st = EscalationState::default();
         st.incidents.push(crate::escalate::Incident {

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -52,20 +52,12 @@ impl std::error::Error for LockHeld {}
 
 fn open(path: &Path) -> Result<File> {
     crate::files::ensure_parent(path)?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .with_context(|| {
-            format!(
-                "opening lock file {} (a symlink there is refused)",
-                path.display()
-            )
-        })?;
+    let file = crate::files::open_in_place(path).with_context(|| {
+        format!(
+            "opening lock file {} (a symlink there is refused)",
+            path.display()
+        )
+    })?;
     let meta = file
         .metadata()
         .with_context(|| format!("inspecting lock file {}", path.display()))?;

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::health::{CheckResult, Status};
+use crate::stage::Stage;
 
 /// How a stage ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,8 +43,8 @@ impl Outcome {
 /// One stage's entry in the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageReport {
-    /// Stage name as in DESIGN.md (`mattermost`, `health`, ...).
-    pub stage: String,
+    /// Which stage.
+    pub stage: Stage,
     /// How it ended.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -74,12 +75,8 @@ pub struct CycleReport {
 
 impl CycleReport {
     /// Appends a stage outcome.
-    pub fn push(&mut self, stage: &str, outcome: Outcome, ms: u64) {
-        self.stages.push(StageReport {
-            stage: stage.to_string(),
-            outcome,
-            ms,
-        });
+    pub fn push(&mut self, stage: Stage, outcome: Outcome, ms: u64) {
+        self.stages.push(StageReport { stage, outcome, ms });
     }
 
     /// The worst stage outcome word: `ok`, `degraded` or `failed`.
@@ -153,26 +150,27 @@ mod tests {
     #[test]
     fn failed_beats_degraded_beats_ok() {
         let mut r = CycleReport::default();
-        r.push("a", Outcome::Ok("x".into()), 1);
-        r.push("b", Outcome::Skipped("not configured".into()), 0);
+        r.push(Stage::Mattermost, Outcome::Ok("x".into()), 1);
+        r.push(Stage::Intel, Outcome::Skipped("not configured".into()), 0);
         assert_eq!(r.overall(), "ok");
-        r.push("c", Outcome::Degraded("down".into()), 0);
+        r.push(Stage::Health, Outcome::Degraded("down".into()), 0);
         assert_eq!(r.overall(), "degraded");
-        r.push("d", Outcome::Failed("boom".into()), 0);
+        r.push(Stage::Save, Outcome::Failed("boom".into()), 0);
         assert_eq!(r.overall(), "failed");
         assert!(r
             .summary_line()
-            .starts_with("cycle failed in 0ms: a=ok(x) b=skipped"));
+            .starts_with("cycle failed in 0ms: mattermost=ok(x) intel=skipped"));
     }
 
     #[test]
     fn outcome_serialises_with_its_detail() {
         let s = StageReport {
-            stage: "health".into(),
+            stage: Stage::Health,
             outcome: Outcome::Skipped("why".into()),
             ms: 3,
         };
         let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["stage"], "health");
         assert_eq!(v["outcome"], "skipped");
         assert_eq!(v["detail"], "why");
         let back: StageReport = serde_json::from_value(v).unwrap();

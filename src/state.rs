@@ -176,7 +176,10 @@ pub struct Stats {
     pub duration_ms_total: u64,
     /// The last cycle without a failed stage, RFC 3339.
     pub last_success_at: Option<DateTime<Utc>>,
-    /// Stage outcomes: stage → outcome word → cycles.
+    /// Stage outcomes: stage → outcome word → cycles. Keyed by the name
+    /// as written ([`crate::stage::Stage::as_str`]): the counts are
+    /// cumulative, so one a later release renames or drops keeps its
+    /// history, and the keys keep their order in the file and the metrics.
     pub stages: BTreeMap<String, BTreeMap<String, u64>>,
     /// The last heartbeat ping (`status` and `doctor` show it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -204,7 +207,7 @@ impl Stats {
         for s in &report.stages {
             *self
                 .stages
-                .entry(s.stage.clone())
+                .entry(s.stage.to_string())
                 .or_default()
                 .entry(s.outcome.word().to_string())
                 .or_default() += 1;
@@ -245,7 +248,7 @@ impl Stats {
                 .stages
                 .iter()
                 .map(|s| StageGauge {
-                    stage: s.stage.clone(),
+                    stage: s.stage,
                     outcome: s.outcome.word().to_string(),
                     ms: s.ms,
                 })

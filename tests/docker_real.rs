@@ -8,6 +8,9 @@
 //! (healthy), `ci-stopped` (exited) and `ci-unhealthy` (healthcheck
 //! `false`). Restarts are detected by `State.StartedAt`; the engine keeps
 //! `RestartCount` at 0 for manual restarts.
+// Code that exercises the agent writes its fixtures, starts programs and
+// sleeps directly: clippy.toml's invariants bind the agent, not this crate.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::time::Duration;
 
@@ -122,12 +125,14 @@ async fn real_engine_checks_restart_and_verify() {
     // The stopped container: restarted through the fix path and verified.
     let before = client.inspect("ci-stopped").await.unwrap().unwrap();
     let (r, _) = fix::run_manual(
-        &ctx,
-        &checks,
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &path,
+            policy: &policy,
+        },
         "ci-stopped",
         "exited",
-        &path,
-        &policy,
         FixOptions::default(),
         Utc::now(),
     )
@@ -143,12 +148,14 @@ async fn real_engine_checks_restart_and_verify() {
     // unhealthy after the settle time, so the attempt failed.
     let before = client.inspect("ci-unhealthy").await.unwrap().unwrap();
     let (r, _) = fix::run_manual(
-        &ctx,
-        &checks,
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &path,
+            policy: &policy,
+        },
         "ci-unhealthy",
         "unhealthy",
-        &path,
-        &policy,
         FixOptions::default(),
         Utc::now(),
     )

@@ -1,6 +1,9 @@
 //! launchd and systemd checks and fixes through fake `launchctl` and
 //! `systemctl` executables put first on PATH (tests/fixtures/bin), which
 //! print the real formats from files in `$OPS_FAKE_DAEMON_DIR`.
+// Code that exercises the agent writes its fixtures, starts programs and
+// sleeps directly: clippy.toml's invariants bind the agent, not this crate.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -102,12 +105,14 @@ async fn a_failed_launchd_job_is_kickstarted_and_verified() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("h.json");
     let (r, _) = fix::run_manual(
-        &ctx(),
-        &Checks::from(vec![c]),
+        &fix::FixContext {
+            health: &ctx(),
+            checks: &Checks::from(vec![c]),
+            history_path: &path,
+            policy: &FixConfig::default(),
+        },
         "com.john.mc",
         "job failed",
-        &path,
-        &FixConfig::default(),
         FixOptions::default(),
         Utc::now(),
     )
@@ -198,12 +203,14 @@ async fn a_failed_unit_is_restarted_and_a_starting_one_is_left_alone() {
     let path = dir.path().join("h.json");
     let now = Utc::now();
     let (r, _) = fix::run_manual(
-        &ctx(),
-        &checks,
+        &fix::FixContext {
+            health: &ctx(),
+            checks: &checks,
+            history_path: &path,
+            policy: &FixConfig::default(),
+        },
         "worker.service",
         "failed",
-        &path,
-        &FixConfig::default(),
         FixOptions::default(),
         now,
     )
@@ -212,12 +219,14 @@ async fn a_failed_unit_is_restarted_and_a_starting_one_is_left_alone() {
     assert_eq!(r.outcome, Some(Outcome::Verified), "{r:?}");
     assert!(calls().contains("systemctl --user restart worker.service\n"));
     let (r, _) = fix::run_manual(
-        &ctx(),
-        &checks,
+        &fix::FixContext {
+            health: &ctx(),
+            checks: &checks,
+            history_path: &path,
+            policy: &FixConfig::default(),
+        },
         "slow.service",
         "slow",
-        &path,
-        &FixConfig::default(),
         FixOptions::default(),
         now,
     )
@@ -240,12 +249,14 @@ async fn a_configured_command_runs_without_a_shell_and_failures_are_reported() {
     });
     let path = dir.path().join("h.json");
     let (r, _) = fix::run_manual(
-        &ctx(),
-        &Checks::from(vec![c.clone()]),
+        &fix::FixContext {
+            health: &ctx(),
+            checks: &Checks::from(vec![c.clone()]),
+            history_path: &path,
+            policy: &FixConfig::default(),
+        },
         "cmd",
         "x",
-        &path,
-        &FixConfig::default(),
         FixOptions::default(),
         Utc::now(),
     )
@@ -256,12 +267,14 @@ async fn a_configured_command_runs_without_a_shell_and_failures_are_reported() {
     c.fix.as_mut().unwrap().command = Some(vec!["false".into()]);
     c.fix.as_mut().unwrap().start_grace_secs = Secs::new(0);
     let (r, _) = fix::run_manual(
-        &ctx(),
-        &Checks::from(vec![c]),
+        &fix::FixContext {
+            health: &ctx(),
+            checks: &Checks::from(vec![c]),
+            history_path: &path,
+            policy: &FixConfig::default(),
+        },
         "cmd",
         "x",
-        &path,
-        &FixConfig::default(),
         FixOptions::default(),
         Utc::now(),
     )
@@ -291,12 +304,14 @@ fn command_check(name: &str, argv: &[&str], timeout_secs: u64) -> CheckConfig {
 async fn manual_fix(c: CheckConfig, history: &Path) -> fix::FixReport {
     let service = c.name.clone();
     fix::run_manual(
-        &ctx(),
-        &Checks::from(vec![c]),
+        &fix::FixContext {
+            health: &ctx(),
+            checks: &Checks::from(vec![c]),
+            history_path: history,
+            policy: &FixConfig::default(),
+        },
         &service,
         "x",
-        history,
-        &FixConfig::default(),
         FixOptions::default(),
         Utc::now(),
     )

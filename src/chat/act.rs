@@ -25,6 +25,7 @@ use crate::mattermost::{self, Client, NewPost};
 use crate::observe::audit::{self, Event};
 use crate::ollama;
 use crate::report::{CycleReport, Outcome};
+use crate::stage::Stage;
 use crate::tasks::outbox::{self, CardOutcome, EnsureOutcome, RetryResult, Targets, TaskState};
 use crate::tasks::{PostRef, Task};
 
@@ -442,14 +443,17 @@ async fn answer_silence(
     }
     let s = act.settings;
     let parts = book.parts();
+    let rules = escalate::SilenceRules {
+        cfg: s.escalation,
+        checks: s.checks,
+        max_chars: s.mattermost.max_reply_chars,
+    };
     let answered = escalate::answer_silence_post(
         act.mm,
         post,
         request,
-        s.escalation,
-        s.checks,
+        rules,
         parts.escalation,
-        s.mattermost.max_reply_chars,
         act.now.timestamp_millis(),
     )
     .await;
@@ -539,8 +543,8 @@ pub(super) fn report_acting(
     } else {
         Outcome::Degraded(format!("{detail}; {}", tally.reply_errors.join("; ")))
     };
-    report.push("tasks", tasks, ms);
-    report.push("reply", reply, 0);
+    report.push(Stage::Tasks, tasks, ms);
+    report.push(Stage::Reply, reply, 0);
     report
         .counts
         .insert("posts_handled".into(), tally.posts_handled);

@@ -41,6 +41,7 @@ use crate::classify::Label;
 use crate::mattermost::wire::{PostList, Reaction};
 use crate::mattermost::{MmErrorKind, NewPost};
 use crate::report::{CycleReport, Outcome};
+use crate::stage::Stage;
 use crate::time::elapsed_ms;
 
 pub use relabel::{Ctx, CORRECTION_PROP};
@@ -310,7 +311,7 @@ pub(super) async fn stage(
             Outcome::Skipped(format!("{cut}, the rest next cycle"))
         }
     };
-    report.push("corrections", outcome, elapsed_ms(t));
+    report.push(Stage::Corrections, outcome, elapsed_ms(t));
 }
 
 /// Runs the step: finds new corrections and carries out pending ones.

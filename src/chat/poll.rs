@@ -15,6 +15,7 @@ use crate::budget::{within, CycleBudget};
 use crate::mattermost::{self, MattermostConfig, PollOutcome};
 use crate::observe::audit::{self, Event};
 use crate::report::{CycleReport, Outcome};
+use crate::stage::Stage;
 use crate::time::elapsed_ms;
 
 /// What the poll leaves to the rest of the chat stage.
@@ -49,7 +50,7 @@ pub(super) async fn stage(
     let client = match mattermost::Client::from_config(cfg, settings.token_cache) {
         Ok(c) => c,
         Err(e) => {
-            report.push("mattermost", credential_outcome(cfg, &e), elapsed_ms(t));
+            report.push(Stage::Mattermost, credential_outcome(cfg, &e), elapsed_ms(t));
             return Polled {
                 since_ms,
                 client: None,
@@ -82,7 +83,7 @@ pub(super) async fn stage(
             (Outcome::Skipped(cut.to_string()), None)
         }
     };
-    report.push("mattermost", result, elapsed_ms(t));
+    report.push(Stage::Mattermost, result, elapsed_ms(t));
     Polled {
         since_ms,
         client: Some(client),

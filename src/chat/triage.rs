@@ -17,6 +17,7 @@ use crate::mattermost::NewPost;
 use crate::observe::audit::{self, Event};
 use crate::ollama;
 use crate::report::{CycleReport, Outcome};
+use crate::stage::Stage;
 use crate::time::elapsed_ms;
 
 use super::progress::ChatState;
@@ -96,7 +97,7 @@ impl<'a> Classify<'a> {
     /// The `classify` stage outcome, with the cycle's totals.
     pub(super) fn report(self, report: &mut CycleReport, tally: &Tally) {
         if self.triage.is_none() {
-            report.push("classify", Outcome::Skipped("no new posts".into()), 0);
+            report.push(Stage::Classify, Outcome::Skipped("no new posts".into()), 0);
             return;
         }
         let llm = self.llm;
@@ -120,7 +121,7 @@ impl<'a> Classify<'a> {
             }
             None => Outcome::Ok(detail),
         };
-        report.push("classify", outcome, self.ms);
+        report.push(Stage::Classify, outcome, self.ms);
     }
 }
 

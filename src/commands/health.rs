@@ -56,16 +56,14 @@ pub fn fix(
         .then(|| crate::observe::audit::open_or_warn(&config.paths.audit, None, Some("fix")))
         .flatten();
     let ctx = HealthContext::new(&config.health);
-    let (report, aside) = runtime()?.block_on(fix::run_manual(
-        &ctx,
-        &config.checks,
-        service,
-        issue,
-        &config.paths.fix_history,
-        &config.fix,
-        opts,
-        Utc::now(),
-    ))?;
+    let fx = fix::FixContext {
+        health: &ctx,
+        checks: &config.checks,
+        history_path: &config.paths.fix_history,
+        policy: &config.fix,
+    };
+    let (report, aside) =
+        runtime()?.block_on(fix::run_manual(&fx, service, issue, opts, Utc::now()))?;
     if let Some(a) = aside {
         tracing::warn!("{a}");
     }

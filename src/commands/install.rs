@@ -406,9 +406,9 @@ pub fn restart(config: &Config, scheduler: Scheduler) -> Result<ExitCode> {
             scheduler.flag()
         );
     }
-    wait_for_cycle(config)?;
-    let mut ran = Vec::new();
     let rt = super::runtime()?;
+    rt.block_on(wait_for_cycle(config))?;
+    let mut ran = Vec::new();
     let result: Result<String> = rt.block_on(async {
         match scheduler {
             Scheduler::Launchd => {
@@ -441,7 +441,7 @@ pub fn restart(config: &Config, scheduler: Scheduler) -> Result<ExitCode> {
 }
 
 /// Waits, bounded by the cycle deadline, while a cycle holds the lock.
-fn wait_for_cycle(config: &Config) -> Result<()> {
+async fn wait_for_cycle(config: &Config) -> Result<()> {
     let limit = config.agent.deadline() + Duration::from_secs(10);
     let until = Instant::now() + limit;
     let mut said = false;
@@ -457,7 +457,7 @@ fn wait_for_cycle(config: &Config) -> Result<()> {
                 limit.as_secs()
             );
         }
-        std::thread::sleep(Duration::from_millis(250));
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
 }

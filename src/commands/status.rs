@@ -369,6 +369,7 @@ mod tests {
     #[test]
     fn check_fails_on_overdue_failed_or_unreadable_only() {
         use crate::report::{CycleReport, Outcome};
+        use crate::stage::Stage;
         assert!(check_failures(&view(Some(60), false)).is_empty());
         let f = check_failures(&view(Some(900), true));
         assert_eq!(f.len(), 1);
@@ -382,10 +383,10 @@ mod tests {
         );
         let mut degraded = view(Some(60), false);
         let mut report = CycleReport::default();
-        report.push("mattermost", Outcome::Degraded("down".into()), 1);
+        report.push(Stage::Mattermost, Outcome::Degraded("down".into()), 1);
         degraded.last_cycle = Some(report.clone());
         assert!(check_failures(&degraded).is_empty(), "a degraded cycle ran");
-        report.push("save", Outcome::Failed("disk full".into()), 1);
+        report.push(Stage::Save, Outcome::Failed("disk full".into()), 1);
         degraded.last_cycle = Some(report);
         assert_eq!(check_failures(&degraded).len(), 1);
         let mut broken = view(Some(60), false);

@@ -698,28 +698,37 @@ async fn post_once(
     Ok((post.id, None))
 }
 
+/// What a chat silence command is judged by, and the cap of its answer:
+/// the chat stage's settings, as the escalation room reads them.
+#[derive(Clone, Copy)]
+pub struct SilenceRules<'a> {
+    /// `[escalation]`: who may silence (`silence_allowlist`).
+    pub cfg: &'a EscalationConfig,
+    /// The configured checks: what can be silenced.
+    pub checks: &'a Checks,
+    /// `mattermost.max_reply_chars`: the answer's cap.
+    pub max_chars: usize,
+}
+
 /// Answers the chat silence command of one polled post (parsed once, by
 /// the chat stage's router): the silence is made (allowed users only, once
 /// per post) and the answer is posted in the thread; the caller then marks
 /// the post handled without classifying it. An error (the reply failed)
 /// leaves the post pending; the retry makes no second silence.
-#[allow(clippy::too_many_arguments)]
 pub async fn answer_silence_post(
     mm: &Client,
     post: &NewPost,
     request: Result<SilenceRequest, String>,
-    cfg: &EscalationConfig,
-    checks: &Checks,
+    rules: SilenceRules<'_>,
     state: &mut EscalationState,
-    max_chars: usize,
     now_ms: i64,
 ) -> Result<ChatAnswer> {
     let answer = silence::answer_chat(
         request,
         &post.username,
         &post.id,
-        &cfg.silence_allowlist,
-        &checks.services(),
+        &rules.cfg.silence_allowlist,
+        &rules.checks.services(),
         &mut state.silences,
         now_ms,
     );
@@ -750,7 +759,7 @@ pub async fn answer_silence_post(
         post,
         &answer.reply_text(&post.username, now_ms),
         &post.id,
-        max_chars,
+        rules.max_chars,
     )
     .await?;
     Ok(answer)

@@ -1,6 +1,7 @@
-//! Escalation (DESIGN.md stage 7): what the team sees when the agent cannot
-//! fix something. One clear alert per incident, a follow-up only when
-//! nobody reacted, a recovery notice, and nothing during a silence.
+//! Escalation (stage 7 of docs/architecture.md#one-cycle): what the team
+//! sees when the agent cannot fix something. One clear alert per incident,
+//! a follow-up only when nobody reacted, a recovery notice, and nothing
+//! during a silence.
 //!
 //! Gatus' alerting habit, split in two:
 //!
@@ -31,7 +32,7 @@ use crate::fix::ServiceSummary;
 use crate::time::Secs;
 use silence::Silences;
 
-pub use exec::{answer_silence_post, run, Book, Ctx, EscalateOutcome};
+pub use exec::{answer_silence_post, run, Book, Ctx, EscalateOutcome, SilenceRules};
 pub use plan::{escalation_reason, plan, Action, PlanConfig};
 
 /// Placeholders the resolve command may use.

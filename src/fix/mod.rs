@@ -29,6 +29,8 @@ pub mod view;
 pub use crate::health::{FixAction, FixSpec};
 pub use history::{Attempt, FixHistory, Outcome};
 pub use policy::{budget, decide, Budget, FixConfig, FixDecision, FixFacts, FixOptions};
-pub use run::{act_and_verify, execute, judge, no_fix_for, run_fixes, run_manual, FixReport};
+pub use run::{
+    act_and_verify, execute, judge, no_fix_for, run_fixes, run_manual, FixContext, FixReport,
+};
 pub use services::{summarize, ServiceSummary};
 pub use view::{explain, history_view, render_history, Explanation, ServiceHistory};

@@ -248,22 +248,40 @@ pub fn judge(
     }
 }
 
+/// What acting on a service needs, the same for the cycle's stage and
+/// `ops-agent fix`: the probes (to act and to re-check), the checks (each
+/// fix belongs to one), the history every attempt is recorded in first,
+/// and the rate limit that history is judged by.
+#[derive(Clone, Copy)]
+pub struct FixContext<'a> {
+    /// The Docker engines and the probes' settings.
+    pub health: &'a HealthContext,
+    /// The effective checks, with their fixes.
+    pub checks: &'a Checks,
+    /// The fix-history file.
+    pub history_path: &'a Path,
+    /// `[fix]`.
+    pub policy: &'a FixConfig,
+}
+
 /// The cycle's fix stage: for every service with a failing (flap-guarded,
 /// not blocked) check, decide; record every attempt before acting; run the
 /// actions concurrently (each settles on its own); record the outcomes. A
 /// history that cannot be saved stops the actions: the limiter must never
 /// be bypassed by a write error.
-#[allow(clippy::too_many_arguments)]
 pub async fn run_fixes(
-    ctx: &HealthContext,
-    checks: &Checks,
+    fx: &FixContext<'_>,
     verdicts: &[Verdict],
     history: &mut FixHistory,
-    history_path: &Path,
-    policy: &FixConfig,
     dry_run: bool,
     now: DateTime<Utc>,
 ) -> Vec<FixReport> {
+    let FixContext {
+        health: ctx,
+        checks,
+        history_path,
+        policy,
+    } = *fx;
     let now_ms = now.timestamp_millis();
     let mut services: Vec<&str> = Vec::new();
     for v in verdicts
@@ -417,15 +435,11 @@ pub struct FixStage {
 /// The cycle's fix stage around [`run_fixes`]: a silenced service is
 /// still checked but never fixed, an unusable history means no fix at
 /// all, and the stage ends at `deadline`.
-#[allow(clippy::too_many_arguments)]
 pub async fn stage(
-    ctx: &HealthContext,
-    checks: &Checks,
+    fx: &FixContext<'_>,
     verdicts: &[Verdict],
     silenced: &BTreeSet<String>,
     history: std::result::Result<FixHistory, String>,
-    history_path: &Path,
-    policy: &FixConfig,
     dry_run: bool,
     now: DateTime<Utc>,
     deadline: tokio::time::Instant,
@@ -458,16 +472,7 @@ pub async fn stage(
             false,
         );
     }
-    let run = run_fixes(
-        ctx,
-        checks,
-        &fixable,
-        &mut history,
-        history_path,
-        policy,
-        dry_run,
-        now,
-    );
+    let run = run_fixes(fx, &fixable, &mut history, dry_run, now);
     let fixes = match within(deadline, run).await {
         Ok(fixes) => fixes,
         Err(cut) => return done(report::Outcome::Skipped(cut.to_string()), history, true),
@@ -500,17 +505,19 @@ pub async fn stage(
 /// `ops-agent fix <service> <issue> [--dry-run] [--force]`: checks the
 /// service now, decides (the budget holds unless `--force`), and runs and
 /// verifies the fix. The attempt is recorded like the cycle's.
-#[allow(clippy::too_many_arguments)]
 pub async fn run_manual(
-    ctx: &HealthContext,
-    checks: &Checks,
+    fx: &FixContext<'_>,
     service: &str,
     issue: &str,
-    history_path: &Path,
-    policy: &FixConfig,
     opts: FixOptions,
     now: DateTime<Utc>,
 ) -> Result<(FixReport, Option<SetAside>)> {
+    let FixContext {
+        health: ctx,
+        checks,
+        history_path,
+        policy,
+    } = *fx;
     let Some((check, spec)) = checks.service_fix(service) else {
         return Err(no_fix_for(checks, service));
     };

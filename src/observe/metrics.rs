@@ -25,6 +25,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::paths::expand_tilde;
+use crate::stage::Stage;
 
 /// `[metrics]`: where the textfile goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,8 +109,8 @@ pub struct CheckGauge {
 /// A stage of the last cycle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageGauge {
-    /// The stage (`mattermost`, `health`, …).
-    pub stage: String,
+    /// The stage.
+    pub stage: Stage,
     /// `ok`, `skipped`, `degraded` or `failed`.
     pub outcome: String,
     /// Its wall time.
@@ -454,7 +455,7 @@ pub fn render(s: &Snapshot) -> String {
                 let v = if st.outcome == outcome { 1.0 } else { 0.0 };
                 o.sample(
                     "ops_agent_last_cycle_stage_outcome",
-                    &[("stage", &st.stage), ("outcome", outcome)],
+                    &[("stage", st.stage.as_str()), ("outcome", outcome)],
                     v,
                 );
             }
@@ -467,7 +468,7 @@ pub fn render(s: &Snapshot) -> String {
         for st in &l.stages {
             o.sample(
                 "ops_agent_last_cycle_stage_duration_seconds",
-                &[("stage", &st.stage)],
+                &[("stage", st.stage.as_str())],
                 secs(st.ms),
             );
         }

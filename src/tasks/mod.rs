@@ -1,4 +1,5 @@
-//! Tasks: the agent's hands on the team's work trackers (DESIGN.md stage 3).
+//! Tasks: the agent's hands on the team's work trackers (stage 3 of
+//! docs/architecture.md#one-cycle).
 //!
 //! A TASK or INCIDENT post, or an escalation from a health check, becomes a
 //! [`Task`]: exactly one task in MC ([`mc`]: an external command, or the

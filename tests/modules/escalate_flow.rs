@@ -254,10 +254,12 @@ impl World {
             &self.client,
             &post,
             request,
-            &self.cfg,
-            &self.checks,
+            escalate::SilenceRules {
+                cfg: &self.cfg,
+                checks: &self.checks,
+                max_chars: 4000,
+            },
             &mut state,
-            4000,
             Self::now(min).timestamp_millis(),
         )
         .await

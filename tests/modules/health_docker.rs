@@ -48,12 +48,14 @@ async fn cycle(
     assert!(notice.is_none(), "{notice:?}");
     let verdicts = state.record(checks, &results, &history, now);
     let reports = fix::run_fixes(
-        ctx,
-        checks,
+        &fix::FixContext {
+            health: ctx,
+            checks,
+            history_path,
+            policy: &FixConfig::default(),
+        },
         &verdicts,
         &mut history,
-        history_path,
-        &FixConfig::default(),
         false,
         now,
     )
@@ -432,12 +434,14 @@ async fn docker_unreachable_is_one_result_and_containers_are_blocked_not_fixed()
     assert!(!mm.failing);
     // A manual fix refuses too.
     let (report, _) = fix::run_manual(
-        &ctx,
-        &checks,
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &path,
+            policy: &FixConfig::default(),
+        },
         "planka",
         "down",
-        &path,
-        &FixConfig::default(),
         FixOptions::default(),
         now,
     )
@@ -501,12 +505,14 @@ async fn a_container_still_starting_is_not_restarted() {
         assert!(reports.is_empty());
     }
     let (report, _) = fix::run_manual(
-        &ctx,
-        &checks,
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &path,
+            policy: &FixConfig::default(),
+        },
         "web",
         "slow boot",
-        &path,
-        &FixConfig::default(),
         FixOptions {
             dry_run: false,
             force: true,
@@ -547,9 +553,20 @@ async fn manual_fix_dry_run_force_and_missing_and_unhealthy_containers() {
         dry_run: true,
         force: false,
     };
-    let (r, _) = fix::run_manual(&ctx, &checks, "web", "unhealthy", &path, &policy, dry, now)
-        .await
-        .unwrap();
+    let (r, _) = fix::run_manual(
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &path,
+            policy: &policy,
+        },
+        "web",
+        "unhealthy",
+        dry,
+        now,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         r.decision,
         FixDecision::SkipDryRun {
@@ -560,12 +577,14 @@ async fn manual_fix_dry_run_force_and_missing_and_unhealthy_containers() {
     assert!(!path.exists(), "a dry run records nothing");
     for _ in 0..3 {
         let (r, _) = fix::run_manual(
-            &ctx,
-            &checks,
+            &fix::FixContext {
+                health: &ctx,
+                checks: &checks,
+                history_path: &path,
+                policy: &policy,
+            },
             "web",
             "unhealthy",
-            &path,
-            &policy,
             FixOptions::default(),
             now,
         )
@@ -575,12 +594,14 @@ async fn manual_fix_dry_run_force_and_missing_and_unhealthy_containers() {
         fake.update("web", |c| c.health = Some("unhealthy".into()));
     }
     let (r, _) = fix::run_manual(
-        &ctx,
-        &checks,
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &path,
+            policy: &policy,
+        },
         "web",
         "again",
-        &path,
-        &policy,
         FixOptions::default(),
         now,
     )
@@ -594,9 +615,20 @@ async fn manual_fix_dry_run_force_and_missing_and_unhealthy_containers() {
         dry_run: false,
         force: true,
     };
-    let (r, _) = fix::run_manual(&ctx, &checks, "web", "forced", &path, &policy, force, now)
-        .await
-        .unwrap();
+    let (r, _) = fix::run_manual(
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &path,
+            policy: &policy,
+        },
+        "web",
+        "forced",
+        force,
+        now,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.decision, FixDecision::Run);
     assert_eq!(fake.restarts("web"), 4);
     let (h, _) = FixHistory::load(&path, now).unwrap();
@@ -608,12 +640,14 @@ async fn manual_fix_dry_run_force_and_missing_and_unhealthy_containers() {
 
     // Restarting a missing container fails and says why.
     let (r, _) = fix::run_manual(
-        &ctx,
-        &checks,
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &path,
+            policy: &policy,
+        },
         "gone",
         "missing",
-        &path,
-        &policy,
         FixOptions::default(),
         now,
     )
@@ -628,12 +662,14 @@ async fn manual_fix_dry_run_force_and_missing_and_unhealthy_containers() {
         "{r:?}"
     );
     let err = fix::run_manual(
-        &ctx,
-        &checks,
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &path,
+            policy: &policy,
+        },
         "nope",
         "x",
-        &path,
-        &policy,
         FixOptions::default(),
         now,
     )

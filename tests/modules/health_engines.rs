@@ -105,12 +105,14 @@ async fn one_agent_watches_two_engines_and_fixes_on_the_right_one() {
 
     let history = dir.path().join("fix-history.json");
     let (report, _) = fix::run_manual(
-        &ctx,
-        &checks,
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &history,
+            policy: &FixConfig::default(),
+        },
         "web",
         "exited",
-        &history,
-        &FixConfig::default(),
         FixOptions::default(),
         Utc::now(),
     )
