@@ -98,8 +98,8 @@ pub struct Parts<'a> {
 pub struct Tally {
     /// Posts labelled this cycle, per path.
     pub by_llm: u32,
-    /// Posts labelled by the keyword rules.
-    pub by_keywords: u32,
+    /// Posts labelled by the fallback (rules, model, corrections).
+    pub by_fallback: u32,
     /// Tasks created this cycle.
     pub tasks_created: u32,
     /// Tasks that already existed (retry after a crash).
@@ -169,7 +169,7 @@ pub async fn run(
         .then(|| {
             ollama::Client::from_config(settings.ollama)
                 .map_err(|e| {
-                    tracing::warn!("LLM not usable, keyword rules and templates only: {e:#}")
+                    tracing::warn!("LLM not usable, the fallback and templates only: {e:#}")
                 })
                 .ok()
         })
@@ -423,7 +423,7 @@ impl<'a> Classify<'a> {
         budget: &'a CycleBudget,
         llm: Option<&'a ollama::Client>,
     ) -> Classify<'a> {
-        // When no call fits at all, the keyword rules decide right away.
+        // When no call fits at all, the fallback decides right away.
         let stop_starting = budget.last_start_for(settings.ollama.classify_timeout_secs.get());
         Classify {
             settings,
@@ -478,15 +478,15 @@ impl<'a> Classify<'a> {
             return;
         }
         let llm = self.llm;
-        let mut detail = format!("{} by llm, {} by keywords", tally.by_llm, tally.by_keywords);
+        let mut detail = format!("{} by llm, {} by fallback", tally.by_llm, tally.by_fallback);
         if let Some(why) = llm.and_then(|c| c.breaker()) {
             detail.push_str(&format!(
-                "; LLM stopped for this cycle after a {why:?} (keyword rules for the rest)"
+                "; LLM stopped for this cycle after a {why:?} (the fallback for the rest)"
             ));
         }
         let no_time = tally.counters.contains_key("fallback_no_time");
         if no_time {
-            detail.push_str("; no LLM call fitted in the time left (keyword rules)");
+            detail.push_str("; no LLM call fitted in the time left (the fallback)");
         }
         let outcome = match self.cut {
             Some(cut) => {

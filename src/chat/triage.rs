@@ -1,5 +1,5 @@
 //! Stage 2 for the posts routed as work: a label for every post that has
-//! none yet, LLM first and keyword rules when the LLM is away, and for every
+//! none yet, LLM first and the fallback when the LLM is away, and for every
 //! post that no model call can reach in the time left.
 
 use crate::classify::{Decision, DecisionPath, FallbackReason, Triage};
@@ -25,7 +25,7 @@ pub async fn classify_posts(
         .map(|(i, p)| (i, p.message.as_str()))
         .collect();
     let batch = triage.classify_many(todo, stop_starting).await;
-    // No model call can start any more: the keyword rules decide the rest
+    // No model call can start any more: the fallback decides the rest
     // now, rather than leaving them for a cycle that may be as short.
     let late = batch.pending.into_iter().map(|i| {
         let decision = triage.fallback_decision(&posts[i].message, FallbackReason::NoTime);
@@ -43,9 +43,14 @@ pub async fn classify_posts(
 
 /// The decision in the audit trail, with who posted what where.
 fn audit_decision(post: &NewPost, d: &Decision) {
-    let (path, model, fallback) = match &d.path {
-        DecisionPath::Llm { model } => ("llm", Some(model.to_string()), None),
-        DecisionPath::Keywords { reason } => ("keywords", None, Some(reason.code().to_string())),
+    let (path, model, fallback, part) = match &d.path {
+        DecisionPath::Llm { model } => ("llm", Some(model.to_string()), None, None),
+        DecisionPath::Fallback { reason, part } => (
+            "fallback",
+            None,
+            Some(reason.code().to_string()),
+            Some(part.as_str().to_string()),
+        ),
     };
     audit::record(Event::PostClassified {
         post: post.id.clone(),
@@ -57,6 +62,7 @@ fn audit_decision(post: &NewPost, d: &Decision) {
         path: path.into(),
         model,
         fallback,
+        part,
     });
 }
 
@@ -68,14 +74,16 @@ fn record_decision(id: &str, d: &Decision, tally: &mut Tally) {
             tally.bump("classified_llm");
             tracing::info!(post = id, label = d.label.as_str(), path = "llm", model = %model, ms = d.elapsed_ms, "Post classified.");
         }
-        DecisionPath::Keywords { reason } => {
-            tally.by_keywords += 1;
-            tally.bump("classified_keywords");
+        DecisionPath::Fallback { reason, part } => {
+            tally.by_fallback += 1;
+            tally.bump("classified_fallback");
             tally.bump(&format!("fallback_{}", reason.code()));
+            tally.bump(&format!("fallback_part_{}", part.as_str()));
             tracing::info!(
                 post = id,
                 label = d.label.as_str(),
-                path = "keywords",
+                path = "fallback",
+                part = part.as_str(),
                 why = reason.code(),
                 ms = d.elapsed_ms,
                 "Post classified."
