@@ -327,6 +327,24 @@ mod tests {
     }
 
     #[test]
+    fn every_file_of_the_data_directory_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/classify/data");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                format!(
+                    "src/classify/data/{}",
+                    e.unwrap().file_name().to_string_lossy()
+                )
+            })
+            .collect();
+        files.sort();
+        let mut embedded: Vec<String> = TRAINING_SETS.iter().map(|(n, _)| n.to_string()).collect();
+        embedded.sort();
+        assert_eq!(files, embedded);
+    }
+
+    #[test]
     fn training_rows_are_recognised_by_their_folded_words() {
         let (rows, _) = data::parse_lines(TRAINING_SETS[1].1);
         assert!(is_trained_on(&rows[0].text));
