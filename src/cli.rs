@@ -68,7 +68,7 @@ pub enum Command {
     Classify {
         /// The message; `-` reads it from stdin.
         text: String,
-        /// Use only the keyword rules.
+        /// Use only the fallback (rules, model and the team's corrections), no LLM.
         #[arg(long)]
         no_llm: bool,
         /// Machine-readable output.
@@ -178,7 +178,7 @@ pub enum Command {
     Eval {
         /// JSON lines of {"text", "label"}; without it, the recorded corrections.
         file: Option<PathBuf>,
-        /// Only the fallback (rules and model), no LLM.
+        /// Only the fallback (rules, model and the team's corrections), no LLM.
         #[arg(long)]
         no_llm: bool,
         /// Machine-readable output.

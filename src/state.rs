@@ -171,6 +171,9 @@ pub struct Stats {
     pub checks: BTreeMap<String, u64>,
     /// Named counters that later stages add (posts handled, tasks created,
     /// classification paths, fixes); a map keeps the file forward-compatible.
+    /// A counter read under an old name (`RENAMED_COUNTERS`) counts under
+    /// its new one.
+    #[serde(deserialize_with = "counters_renamed")]
     pub counters: BTreeMap<String, u64>,
     /// Wall time of every cycle recorded, summed (ms).
     pub duration_ms_total: u64,
@@ -184,6 +187,25 @@ pub struct Stats {
     /// The last heartbeat ping (`status` and `doctor` show it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<PingRecord>,
+}
+
+/// Counters renamed since a stats file may have been written: (old, new).
+/// `classified_keywords` was the fallback's count before the fallback had
+/// its own name (0.1.0).
+const RENAMED_COUNTERS: &[(&str, &str)] = &[("classified_keywords", "classified_fallback")];
+
+/// The counters map, each old name's count added to its new name's.
+fn counters_renamed<'de, D>(d: D) -> Result<BTreeMap<String, u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let mut counters = BTreeMap::<String, u64>::deserialize(d)?;
+    for (old, new) in RENAMED_COUNTERS {
+        if let Some(n) = counters.remove(*old) {
+            *counters.entry(new.to_string()).or_default() += n;
+        }
+    }
+    Ok(counters)
 }
 
 impl Stats {
@@ -295,6 +317,27 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stats_file_with_old_counter_names_is_read_under_the_new_ones() {
+        let old = r#"{"cycles": 4, "counters": {"classified_keywords": 5, "classified_llm": 2}}"#;
+        let s: Stats = serde_json::from_str(old).unwrap();
+        assert_eq!(s.cycles, 4);
+        assert_eq!(
+            s.counters,
+            BTreeMap::from([
+                ("classified_fallback".to_string(), 5),
+                ("classified_llm".to_string(), 2)
+            ])
+        );
+        let both = r#"{"counters": {"classified_keywords": 5, "classified_fallback": 1}}"#;
+        let s: Stats = serde_json::from_str(both).unwrap();
+        assert_eq!(s.counters["classified_fallback"], 6);
+        let written = serde_json::to_string(&s).unwrap();
+        assert!(!written.contains("classified_keywords"), "{written}");
+        let s: Stats = serde_json::from_str("{}").unwrap();
+        assert!(s.counters.is_empty());
+    }
 
     #[test]
     fn set_aside_list_is_bounded() {

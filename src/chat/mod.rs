@@ -110,8 +110,8 @@ pub struct Parts<'a> {
 pub struct Tally {
     /// Posts labelled this cycle, per path.
     pub by_llm: u32,
-    /// Posts labelled by the keyword rules.
-    pub by_keywords: u32,
+    /// Posts labelled by the fallback (rules, model, corrections).
+    pub by_fallback: u32,
     /// Tasks created this cycle.
     pub tasks_created: u32,
     /// Tasks that already existed (retry after a crash).
@@ -238,11 +238,11 @@ pub async fn run(
     })
 }
 
-/// The LLM for this cycle's labels and replies; without one, the keyword
-/// rules label and the templates answer.
+/// The LLM for this cycle's labels and replies; without one, the fallback
+/// labels and the templates answer.
 fn llm_client(settings: &Settings<'_>) -> Option<ollama::Client> {
     ollama::Client::from_config(settings.ollama)
-        .map_err(|e| tracing::warn!("LLM not usable, keyword rules and templates only: {e:#}"))
+        .map_err(|e| tracing::warn!("LLM not usable, the fallback and templates only: {e:#}"))
         .ok()
 }
 

@@ -1,5 +1,5 @@
 //! Stage 2 for the posts routed as work: a label for every post that has
-//! none yet, LLM first and keyword rules when the LLM is away, and for every
+//! none yet, LLM first and the fallback when the LLM is away, and for every
 //! post that no model call can reach in the time left.
 //!
 //! The chat stage works in batches, but classification is one stage of the
@@ -47,7 +47,7 @@ impl<'a> Classify<'a> {
         budget: &'a CycleBudget,
         llm: Option<&'a ollama::Client>,
     ) -> Classify<'a> {
-        // When no call fits at all, the keyword rules decide right away.
+        // When no call fits at all, the fallback decides right away.
         let stop_starting = budget.last_start_for(settings.ollama.classify_timeout_secs.get());
         Classify {
             settings,
@@ -101,15 +101,15 @@ impl<'a> Classify<'a> {
             return;
         }
         let llm = self.llm;
-        let mut detail = format!("{} by llm, {} by keywords", tally.by_llm, tally.by_keywords);
+        let mut detail = format!("{} by llm, {} by fallback", tally.by_llm, tally.by_fallback);
         if let Some(why) = llm.and_then(|c| c.breaker()) {
             detail.push_str(&format!(
-                "; LLM stopped for this cycle after a {why:?} (keyword rules for the rest)"
+                "; LLM stopped for this cycle after a {why:?} (the fallback for the rest)"
             ));
         }
         let no_time = tally.counters.contains_key("fallback_no_time");
         if no_time {
-            detail.push_str("; no LLM call fitted in the time left (keyword rules)");
+            detail.push_str("; no LLM call fitted in the time left (the fallback)");
         }
         let outcome = match self.cut {
             Some(cut) => {
@@ -158,7 +158,7 @@ async fn classify_posts(
         .map(|(i, p)| (i, p.message.as_str()))
         .collect();
     let batch = triage.classify_many(todo, stop_starting).await;
-    // No model call can start any more: the keyword rules decide the rest
+    // No model call can start any more: the fallback decides the rest
     // now, rather than leaving them for a cycle that may be as short.
     let late = batch.pending.into_iter().map(|i| {
         let decision = triage.fallback_decision(&posts[i].message, FallbackReason::NoTime);
@@ -176,9 +176,14 @@ async fn classify_posts(
 
 /// The decision in the audit trail, with who posted what where.
 fn audit_decision(post: &NewPost, d: &Decision) {
-    let (path, model, fallback) = match &d.path {
-        DecisionPath::Llm { model } => ("llm", Some(model.to_string()), None),
-        DecisionPath::Keywords { reason } => ("keywords", None, Some(reason.code().to_string())),
+    let (path, model, fallback, part) = match &d.path {
+        DecisionPath::Llm { model } => ("llm", Some(model.to_string()), None, None),
+        DecisionPath::Fallback { reason, part } => (
+            "fallback",
+            None,
+            Some(reason.code().to_string()),
+            Some(part.as_str().to_string()),
+        ),
     };
     audit::record(Event::PostClassified {
         post: post.id.clone(),
@@ -190,6 +195,7 @@ fn audit_decision(post: &NewPost, d: &Decision) {
         path: path.into(),
         model,
         fallback,
+        part,
     });
 }
 
@@ -201,14 +207,16 @@ fn record_decision(id: &str, d: &Decision, tally: &mut Tally) {
             tally.bump("classified_llm");
             tracing::info!(post = id, label = d.label.as_str(), path = "llm", model = %model, ms = d.elapsed_ms, "Post classified.");
         }
-        DecisionPath::Keywords { reason } => {
-            tally.by_keywords += 1;
-            tally.bump("classified_keywords");
+        DecisionPath::Fallback { reason, part } => {
+            tally.by_fallback += 1;
+            tally.bump("classified_fallback");
             tally.bump(&format!("fallback_{}", reason.code()));
+            tally.bump(&format!("fallback_part_{}", part.as_str()));
             tracing::info!(
                 post = id,
                 label = d.label.as_str(),
-                path = "keywords",
+                path = "fallback",
+                part = part.as_str(),
                 why = reason.code(),
                 ms = d.elapsed_ms,
                 "Post classified."

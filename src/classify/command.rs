@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::fallback::{Decider, FallbackVerdict};
+use super::fallback::{FallbackPart, FallbackVerdict};
 use super::{corrections, keywords, ClassifyConfig, Decision, DecisionPath, Label, Triage};
 use crate::ollama::{self, OllamaConfig};
 
@@ -20,12 +20,12 @@ pub struct ClassifyReport {
     pub path: DecisionPath,
     /// Time taken, model call included.
     pub elapsed_ms: u64,
-    /// What the keyword rules alone say, with the phrases that matched, so
-    /// an operator can see what the fallback leans on and tune
+    /// What the fallback's keyword rules alone say, with the phrases that
+    /// matched, so an operator can see what the fallback leans on and tune
     /// `[classify]` phrases.
-    pub keywords: keywords::Verdict,
-    /// What the fallback says (rules and model), who decided, and the
-    /// model's probabilities.
+    pub rules: keywords::Verdict,
+    /// What the fallback says, which part decided, and the model's
+    /// probabilities.
     pub fallback: FallbackSummary,
 }
 
@@ -34,8 +34,9 @@ pub struct ClassifyReport {
 pub struct FallbackSummary {
     /// Its label.
     pub label: Label,
-    /// Who decided: a correction, an operator phrase, or the model.
-    pub decider: Decider,
+    /// Which part decided: the rules (an operator phrase), the model, or
+    /// a correction.
+    pub part: FallbackPart,
     /// The model's probability per label.
     pub model: ModelProbabilities,
 }
@@ -82,7 +83,7 @@ pub async fn run(
     } = triage.classify(text).await;
     let FallbackVerdict {
         label: fb_label,
-        decider,
+        part,
         rules,
         model,
     } = triage.fallback_verdict(text);
@@ -90,10 +91,10 @@ pub async fn run(
         label,
         path,
         elapsed_ms,
-        keywords: rules,
+        rules,
         fallback: FallbackSummary {
             label: fb_label,
-            decider,
+            part,
             model: ModelProbabilities {
                 routine: model[0],
                 task: model[1],
@@ -109,14 +110,16 @@ impl ClassifyReport {
     pub fn render_text(&self) -> String {
         let how = match &self.path {
             DecisionPath::Llm { model } => format!("llm {model}"),
-            DecisionPath::Keywords { reason } => format!("fallback; {reason}"),
+            DecisionPath::Fallback { reason, part } => {
+                format!("fallback, {}; {reason}", part.as_str())
+            }
         };
         let mut out = format!("{}  ({how}, {} ms)\n", self.label, self.elapsed_ms);
         let f = &self.fallback;
-        let who = match f.decider {
-            Decider::Correction => "a recorded correction of this text",
-            Decider::OperatorPhrase => "an operator phrase from [classify]",
-            Decider::Model => "the model, the rules as a prior",
+        let who = match f.part {
+            FallbackPart::Correction => "a recorded correction of this text",
+            FallbackPart::Rules => "the rules: an operator phrase from [classify]",
+            FallbackPart::Model => "the model, the rules as a prior",
         };
         out.push_str(&format!(
             "fallback: {} by {who} (model: routine {:.0} %, task {:.0} %, incident {:.0} %)\n",
@@ -125,13 +128,13 @@ impl ClassifyReport {
             f.model.task * 100.0,
             f.model.incident * 100.0
         ));
-        let s = &self.keywords.scores;
+        let s = &self.rules.scores;
         out.push_str(&format!(
-            "keywords: {} (incident {}, task {}, routine {})",
-            self.keywords.label, s.incident, s.task, s.routine
+            "rules: {} (incident {}, task {}, routine {})",
+            self.rules.label, s.incident, s.task, s.routine
         ));
         let hits: Vec<String> = self
-            .keywords
+            .rules
             .hits
             .iter()
             .map(|h| {
@@ -166,19 +169,22 @@ mod tests {
         assert_eq!(r.label, Label::Incident);
         assert_eq!(
             r.path,
-            DecisionPath::Keywords {
-                reason: FallbackReason::NoLlm
+            DecisionPath::Fallback {
+                reason: FallbackReason::NoLlm,
+                part: FallbackPart::Model,
             }
         );
         let text = r.render_text();
         assert!(
-            text.starts_with("INCIDENT  (fallback; no LLM configured, "),
+            text.starts_with("INCIDENT  (fallback, model; no LLM configured, "),
             "{text}"
         );
         assert!(text.contains("\"urgent\" INCIDENT +3 negated"), "{text}");
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["label"], "INCIDENT");
         assert_eq!(v["path"]["reason"]["why"], "no_llm");
-        assert!(v["keywords"]["hits"].is_array());
+        assert!(v["rules"]["hits"].is_array());
+        assert_eq!(v["path"]["part"], "model");
+        assert_eq!(v["fallback"]["part"], "model");
     }
 }

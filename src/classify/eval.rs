@@ -58,7 +58,7 @@ pub struct Miss {
     pub expected: Label,
     /// What it said.
     pub got: Label,
-    /// By which path (`llm`, `keywords/<why>`).
+    /// By which path (`llm`, `fallback/<why>`).
     pub path: String,
     /// The post (first 120 characters, on one line).
     pub text: String,
@@ -77,21 +77,52 @@ pub struct Report {
     pub labels: Vec<LabelFigures>,
     /// `confusion[expected][got]`, labels in report order.
     pub confusion: [[usize; 3]; 3],
-    /// Posts per decision path: `llm`, or `keywords/<why the LLM was not used>`.
+    /// Posts per decision path: `llm`, or `fallback/<why the LLM was not used>`.
     pub paths: BTreeMap<String, usize>,
     /// Accuracy per path.
     pub path_accuracy: BTreeMap<String, f64>,
+    /// Posts the fallback labelled, per part that decided (`rules`,
+    /// `model`, `correction`).
+    pub parts: BTreeMap<String, usize>,
+    /// Accuracy per part.
+    pub part_accuracy: BTreeMap<String, f64>,
     /// Time per post.
     pub latency: Latency,
     /// The misses, in input order.
     pub misses: Vec<Miss>,
 }
 
-/// The path's name in reports: `llm`, or `keywords/<reason code>`.
+/// The path's name in reports: `llm`, or `fallback/<reason code>`.
 pub fn path_name(path: &DecisionPath) -> String {
     match path {
         DecisionPath::Llm { .. } => "llm".into(),
-        DecisionPath::Keywords { reason } => format!("keywords/{}", reason.code()),
+        DecisionPath::Fallback { reason, .. } => format!("fallback/{}", reason.code()),
+    }
+}
+
+/// Posts and the share labelled right, per name.
+#[derive(Default)]
+struct Counts {
+    n: BTreeMap<String, usize>,
+    right: BTreeMap<String, usize>,
+}
+
+impl Counts {
+    fn add(&mut self, name: String, right: bool) {
+        if right {
+            *self.right.entry(name.clone()).or_default() += 1;
+        }
+        *self.n.entry(name).or_default() += 1;
+    }
+
+    fn accuracy(&self) -> BTreeMap<String, f64> {
+        self.n
+            .iter()
+            .map(|(k, n)| {
+                let right = self.right.get(k).copied().unwrap_or(0);
+                (k.clone(), right as f64 / *n as f64)
+            })
+            .collect()
     }
 }
 
@@ -102,17 +133,19 @@ fn ratio(a: usize, b: usize) -> Option<f64> {
 /// Counts the figures of `outcomes`. Pure.
 pub fn evaluate(outcomes: &[Outcome]) -> Report {
     let mut confusion = [[0usize; 3]; 3];
-    let mut paths: BTreeMap<String, usize> = BTreeMap::new();
-    let mut path_right: BTreeMap<String, usize> = BTreeMap::new();
+    let mut paths = Counts::default();
+    let mut parts = Counts::default();
     let mut misses = Vec::new();
     for o in outcomes {
         let got = o.decision.label;
+        let right = got == o.expected;
         confusion[index(o.expected)][index(got)] += 1;
         let path = path_name(&o.decision.path);
-        *paths.entry(path.clone()).or_default() += 1;
-        if got == o.expected {
-            *path_right.entry(path).or_default() += 1;
-        } else {
+        paths.add(path.clone(), right);
+        if let DecisionPath::Fallback { part, .. } = &o.decision.path {
+            parts.add(part.as_str().to_string(), right);
+        }
+        if !right {
             misses.push(Miss {
                 expected: o.expected,
                 got,
@@ -137,21 +170,16 @@ pub fn evaluate(outcomes: &[Outcome]) -> Report {
             }
         })
         .collect();
-    let path_accuracy = paths
-        .iter()
-        .map(|(p, n)| {
-            let right = path_right.get(p).copied().unwrap_or(0);
-            (p.clone(), right as f64 / *n as f64)
-        })
-        .collect();
     Report {
         rows: outcomes.len(),
         correct,
         accuracy: ratio(correct, outcomes.len()).unwrap_or(0.0),
         labels,
         confusion,
-        paths,
-        path_accuracy,
+        path_accuracy: paths.accuracy(),
+        paths: paths.n,
+        part_accuracy: parts.accuracy(),
+        parts: parts.n,
         latency: latency(outcomes),
         misses,
     }
@@ -220,6 +248,13 @@ impl Report {
             let acc = self.path_accuracy.get(p).copied();
             out.push_str(&format!("  {p:<24} {n:>5}  accuracy {}\n", pct(acc)));
         }
+        if !self.parts.is_empty() {
+            out.push_str("\nfallback, by the part that decided\n");
+            for (p, n) in &self.parts {
+                let acc = self.part_accuracy.get(p).copied();
+                out.push_str(&format!("  {p:<24} {n:>5}  accuracy {}\n", pct(acc)));
+            }
+        }
         let l = &self.latency;
         out.push_str(&format!(
             "\nlatency: mean {:.0} ms, p50 {} ms, p95 {} ms, max {} ms\n",
@@ -250,7 +285,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::FallbackReason;
+    use crate::classify::{FallbackPart, FallbackReason};
     use Label::*;
 
     fn o(expected: Label, got: Label, llm: bool, ms: u64) -> Outcome {
@@ -262,8 +297,9 @@ mod tests {
                 path: if llm {
                     DecisionPath::Llm { model: "m".into() }
                 } else {
-                    DecisionPath::Keywords {
+                    DecisionPath::Fallback {
                         reason: FallbackReason::Timeout,
+                        part: FallbackPart::Model,
                     }
                 },
                 elapsed_ms: ms,
@@ -298,9 +334,9 @@ mod tests {
             (Some(1.0), Some(0.5))
         );
         assert_eq!(r.paths["llm"], 4);
-        assert_eq!(r.paths["keywords/timeout"], 2);
+        assert_eq!(r.paths["fallback/timeout"], 2);
         assert_eq!(r.path_accuracy["llm"], 0.5);
-        assert_eq!(r.path_accuracy["keywords/timeout"], 1.0);
+        assert_eq!(r.path_accuracy["fallback/timeout"], 1.0);
         assert_eq!((r.latency.p50_ms, r.latency.max_ms), (20, 40));
         assert!((r.latency.mean_ms - 103.0 / 6.0).abs() < 1e-9);
         assert_eq!(r.misses.len(), 2);
@@ -311,7 +347,42 @@ mod tests {
             text.contains("INCIDENT         1        0        1"),
             "{text}"
         );
-        assert!(text.contains("keywords/timeout"), "{text}");
+        assert!(text.contains("fallback/timeout"), "{text}");
+    }
+
+    #[test]
+    fn fallback_parts_are_counted_with_their_accuracy() {
+        let by = |expected: Label, got: Label, part: FallbackPart| Outcome {
+            text: String::new(),
+            expected,
+            decision: Decision {
+                label: got,
+                path: DecisionPath::Fallback {
+                    reason: FallbackReason::NoLlm,
+                    part,
+                },
+                elapsed_ms: 0,
+            },
+        };
+        let r = evaluate(&[
+            by(Task, Task, FallbackPart::Model),
+            by(Task, Routine, FallbackPart::Model),
+            by(Incident, Incident, FallbackPart::Rules),
+            o(Task, Task, true, 1),
+        ]);
+        assert_eq!(r.paths["fallback/no_llm"], 3);
+        let parts: Vec<(&str, usize, f64)> = r
+            .parts
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n, r.part_accuracy[k]))
+            .collect();
+        assert_eq!(parts, [("model", 2, 0.5), ("rules", 1, 1.0)]);
+        let text = r.render_text();
+        assert!(
+            text.contains("fallback, by the part that decided\n  model "),
+            "{text}"
+        );
+        assert!(evaluate(&[o(Task, Task, true, 1)]).parts.is_empty());
     }
 
     #[test]

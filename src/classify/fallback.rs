@@ -1,12 +1,14 @@
 //! The fallback that decides when the LLM cannot: the keyword rules and the
 //! statistical model together, plus what the team taught by correcting.
 //!
-//! Who decides, in order ([`combine`], pure and table-tested):
-//! 1. a post the team already corrected (same text once folded) gets the
-//!    corrected label: it was said by a person about this very text;
-//! 2. a phrase the operator added in `[classify]` makes the rules decide:
-//!    it is a rule they wrote for their team's words;
-//! 3. otherwise the model decides, with the rules as a prior: the label the
+//! Which part decides ([`FallbackPart`], recorded with every decision), in
+//! order ([`combine`], pure and table-tested):
+//! 1. `correction`: a post the team already corrected (same text once
+//!    folded) gets the corrected label: it was said by a person about this
+//!    very text;
+//! 2. `rules`: a phrase the operator added in `[classify]` makes the rules
+//!    decide: it is a rule they wrote for their team's words;
+//! 3. `model`: otherwise the model decides, with the rules as a prior: the label the
 //!    rules chose counts [`RULES_BONUS`] in log-odds when they matched
 //!    something, and ROUTINE counts [`SILENT_RULES_BONUS`] when they matched
 //!    nothing (no keyword at all is weak evidence of chatter).
@@ -20,7 +22,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::data::Example;
 use super::keywords::{Rules, Verdict};
@@ -34,16 +36,28 @@ pub const SILENT_RULES_BONUS: f64 = 1.0;
 /// How many ordinary examples one correction is worth to the model.
 pub const CORRECTION_WEIGHT: f32 = 3.0;
 
-/// Which part of the fallback decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Which part of the fallback decided: the name the audit trail, the stats
+/// and the metrics give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Decider {
-    /// A recorded correction of this very text.
-    Correction,
-    /// An operator phrase from `[classify]` matched.
-    OperatorPhrase,
+pub enum FallbackPart {
+    /// The rules: an operator phrase from `[classify]` matched.
+    Rules,
     /// The model, with the rules as a prior.
     Model,
+    /// A recorded correction of this very text.
+    Correction,
+}
+
+impl FallbackPart {
+    /// The stable name in the audit trail, stats counters and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackPart::Rules => "rules",
+            FallbackPart::Model => "model",
+            FallbackPart::Correction => "correction",
+        }
+    }
 }
 
 /// The fallback's answer with its reasons, for `ops-agent classify`.
@@ -51,8 +65,8 @@ pub enum Decider {
 pub struct FallbackVerdict {
     /// The label.
     pub label: Label,
-    /// Who decided.
-    pub decider: Decider,
+    /// Which part decided.
+    pub part: FallbackPart,
     /// The rules' own view.
     pub rules: Verdict,
     /// The model's probabilities (ROUTINE, TASK, INCIDENT).
@@ -65,12 +79,12 @@ pub fn combine(
     operator_phrase: bool,
     rules: &Verdict,
     model: &Prediction,
-) -> (Label, Decider) {
+) -> (Label, FallbackPart) {
     if let Some(label) = corrected {
-        return (label, Decider::Correction);
+        return (label, FallbackPart::Correction);
     }
     if operator_phrase {
-        return (rules.label, Decider::OperatorPhrase);
+        return (rules.label, FallbackPart::Rules);
     }
     let mut s = model.log_scores;
     if rules.hits.is_empty() {
@@ -78,7 +92,7 @@ pub fn combine(
     } else {
         s[model::index(rules.label)] += RULES_BONUS;
     }
-    (model::argmax(&s), Decider::Model)
+    (model::argmax(&s), FallbackPart::Model)
 }
 
 /// The rules, the model (trained on first use) and the corrections; built
@@ -105,7 +119,7 @@ impl Fallback {
         }
         let by_text = corrections
             .iter()
-            .map(|c| (key(&c.text), c.label))
+            .map(|c| (model::text_key(&c.text), c.label))
             .collect();
         Fallback {
             rules: Rules::new(cfg),
@@ -154,20 +168,15 @@ impl Fallback {
                     .any(|(p, l)| *l == h.label && *p == h.phrase)
         });
         let prediction = self.model().predict(text);
-        let corrected = self.by_text.get(&key(text)).copied();
-        let (label, decider) = combine(corrected, operator_phrase, &rules, &prediction);
+        let corrected = self.by_text.get(&model::text_key(text)).copied();
+        let (label, part) = combine(corrected, operator_phrase, &rules, &prediction);
         FallbackVerdict {
             label,
-            decider,
+            part,
             rules,
             model: prediction.probabilities(),
         }
     }
-}
-
-/// The text as corrections are matched: folded words, single spaces.
-fn key(text: &str) -> String {
-    model::words(text).join(" ")
 }
 
 #[cfg(test)]
@@ -199,7 +208,7 @@ mod tests {
 
     #[test]
     fn combine_table() {
-        use Decider::*;
+        use FallbackPart::*;
         use Label::*;
         type Row = (
             &'static str,
@@ -207,7 +216,7 @@ mod tests {
             bool,
             Verdict,
             Prediction,
-            (Label, Decider),
+            (Label, FallbackPart),
         );
         let table: Vec<Row> = vec![
             (
@@ -264,7 +273,7 @@ mod tests {
                 true,
                 verdict(Incident, 1),
                 model(-1.0, -9.0, -9.0),
-                (Incident, OperatorPhrase),
+                (Incident, Rules),
             ),
             (
                 "a correction wins over everything",
@@ -294,14 +303,14 @@ mod tests {
             }],
         );
         let v = fb.classify("deploy of the  riad HOTFIX — done!");
-        assert_eq!((v.label, v.decider), (Label::Routine, Decider::Correction));
-        let v = fb.classify("alles im Eimer");
         assert_eq!(
-            (v.label, v.decider),
-            (Label::Incident, Decider::OperatorPhrase)
+            (v.label, v.part),
+            (Label::Routine, FallbackPart::Correction)
         );
+        let v = fb.classify("alles im Eimer");
+        assert_eq!((v.label, v.part), (Label::Incident, FallbackPart::Rules));
         let v = fb.classify("the wizard site takes ages to load right now");
-        assert_eq!((v.label, v.decider), (Label::Incident, Decider::Model));
+        assert_eq!((v.label, v.part), (Label::Incident, FallbackPart::Model));
         let sum: f64 = v.model.iter().sum();
         assert!((sum - 1.0).abs() < 1e-9);
     }

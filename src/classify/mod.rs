@@ -6,11 +6,11 @@
 //! names unambiguously is used, every ambiguous answer falls back
 //! ([`parse`]). When the LLM cannot help (none configured, down, too slow,
 //! model not pulled, answer unusable) the fallback decides ([`fallback`]:
-//! the keyword rules of [`keywords`] and the statistical model of
-//! [`model`], both taught by the corrections), and the [`Decision`]
-//! records which path decided and why, for the log and the stats. The
-//! path is still called `keywords` in stats and JSON, its name since
-//! before the model.
+//! the keyword rules of [`keywords`], the statistical model of [`model`]
+//! and the team's corrections), and the [`Decision`] records which path
+//! decided (`llm` or `fallback`), why the LLM was not used, and which part
+//! of the fallback decided (`rules`, `model`, `correction`), for the log,
+//! the audit trail, the stats and the metrics.
 //!
 //! [`Triage::classify`] never fails: every post gets a label. Only a
 //! [`Label`] can leave this module; the model's text never does (except a
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::ollama::{self, ChatRequest, LlmError, LlmErrorKind, Purpose};
 
 pub use data::Example;
-pub use fallback::{Fallback, FallbackVerdict};
+pub use fallback::{Fallback, FallbackPart, FallbackVerdict};
 pub use prompt::{classify_request, label_schema};
 
 /// The three labels; nothing else is ever a classification. Ordered by
@@ -113,7 +113,7 @@ impl ClassifyConfig {
     }
 }
 
-/// Why the keyword rules decided instead of the model.
+/// Why the fallback decided instead of the LLM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "why", content = "detail", rename_all = "snake_case")]
 pub enum FallbackReason {
@@ -183,10 +183,12 @@ pub enum DecisionPath {
         /// The model that answered.
         model: String,
     },
-    /// The keyword rules, because the model could not help.
-    Keywords {
-        /// Why the model was not used.
+    /// The fallback, because the LLM could not help.
+    Fallback {
+        /// Why the LLM was not used.
         reason: FallbackReason,
+        /// Which part of the fallback decided.
+        part: FallbackPart,
     },
 }
 
@@ -195,7 +197,7 @@ pub enum DecisionPath {
 pub struct Decision {
     /// The label.
     pub label: Label,
-    /// Model or keywords, and why.
+    /// LLM or fallback, and why.
     pub path: DecisionPath,
     /// Wall time spent, model call included.
     pub elapsed_ms: u64,
@@ -233,11 +235,24 @@ impl<'a> Triage<'a> {
     /// The fallback's decision, recording why the model was not asked.
     pub fn fallback_decision(&self, text: &str, reason: FallbackReason) -> Decision {
         let start = tokio::time::Instant::now();
+        let (label, path) = self.fall_back(text, reason);
         Decision {
-            label: self.fallback.classify(text).label,
-            path: DecisionPath::Keywords { reason },
+            label,
+            path,
             elapsed_ms: start.elapsed().as_millis() as u64,
         }
+    }
+
+    /// The fallback's label and path, with the part that decided.
+    fn fall_back(&self, text: &str, reason: FallbackReason) -> (Label, DecisionPath) {
+        let v = self.fallback.classify(text);
+        (
+            v.label,
+            DecisionPath::Fallback {
+                reason,
+                part: v.part,
+            },
+        )
     }
 
     /// Asks the model; `Err` is why the fallback must decide.
@@ -302,10 +317,7 @@ impl<'a> Triage<'a> {
                         "Classification fell back to the rules and the model."
                     );
                 }
-                (
-                    self.fallback.classify(text).label,
-                    DecisionPath::Keywords { reason },
-                )
+                self.fall_back(text, reason)
             }
         };
         Decision {
@@ -348,12 +360,6 @@ impl<'a> Triage<'a> {
             pending: queue.map(|(k, _)| k).collect(),
         }
     }
-}
-
-/// The fallback's decision without corrections, recording why the model
-/// was not asked.
-pub fn keyword_decision(text: &str, cfg: &ClassifyConfig, reason: FallbackReason) -> Decision {
-    Triage::new(None, cfg, Vec::new()).fallback_decision(text, reason)
 }
 
 /// Classifies one post without corrections (see [`Triage::classify`]).
@@ -406,21 +412,26 @@ mod tests {
     fn decision_json_shape() {
         let d = Decision {
             label: Label::Task,
-            path: DecisionPath::Keywords {
+            path: DecisionPath::Fallback {
                 reason: FallbackReason::Unusable("TASK or INCIDENT".into()),
+                part: FallbackPart::Model,
             },
             elapsed_ms: 3,
         };
         let v = serde_json::to_value(&d).unwrap();
         assert_eq!(
             v,
-            json!({"label":"TASK","path":{"kind":"keywords","reason":{"why":"unusable","detail":"TASK or INCIDENT"}},"elapsed_ms":3})
+            json!({"label":"TASK","path":{"kind":"fallback","reason":{"why":"unusable","detail":"TASK or INCIDENT"},"part":"model"},"elapsed_ms":3})
         );
-        let v = serde_json::to_value(DecisionPath::Keywords {
+        let v = serde_json::to_value(DecisionPath::Fallback {
             reason: FallbackReason::NoLlm,
+            part: FallbackPart::Correction,
         })
         .unwrap();
-        assert_eq!(v, json!({"kind":"keywords","reason":{"why":"no_llm"}}));
+        assert_eq!(
+            v,
+            json!({"kind":"fallback","reason":{"why":"no_llm"},"part":"correction"})
+        );
         let v = serde_json::to_value(DecisionPath::Llm { model: "m".into() }).unwrap();
         assert_eq!(v, json!({"kind":"llm","model":"m"}));
     }
@@ -437,13 +448,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_llm_keywords_decide() {
+    async fn without_llm_the_fallback_decides() {
         let d = classify(None, &ClassifyConfig::default(), "planka is down").await;
         assert_eq!(d.label, Label::Incident);
         assert_eq!(
             d.path,
-            DecisionPath::Keywords {
-                reason: FallbackReason::NoLlm
+            DecisionPath::Fallback {
+                reason: FallbackReason::NoLlm,
+                part: FallbackPart::Model,
             }
         );
     }

@@ -5,6 +5,11 @@
 //! each is classified as if it had not been corrected (the other
 //! corrections still teach), which measures whether what the team taught
 //! carries over to the next post like it.
+//!
+//! The fallback's model is trained on sets compiled into the binary: rows
+//! of those sets score far better than new chat would, so the command
+//! counts the scored rows that are in them and says so, and a figure with
+//! any is not a hold-out.
 
 use std::io::Read;
 use std::path::Path;
@@ -16,6 +21,7 @@ use serde::Serialize;
 use crate::classify::corrections::{self, Correction};
 use crate::classify::data::{self, Example};
 use crate::classify::eval::{self, Outcome, Report};
+use crate::classify::model::is_trained_on;
 use crate::classify::Triage;
 use crate::config::Config;
 use crate::ollama;
@@ -35,6 +41,9 @@ struct EvalOutput {
     model: Option<String>,
     /// Lines of the file that were not examples (line numbers).
     skipped_lines: Vec<usize>,
+    /// Scored posts whose text is in the embedded training data (0: the
+    /// figures are a hold-out for the fallback's model).
+    rows_in_training_data: usize,
     /// The figures.
     #[serde(flatten)]
     report: Report,
@@ -80,10 +89,18 @@ pub fn run(config: &Config, file: Option<&Path>, no_llm: bool, json: bool) -> Re
     };
     let model = client.as_ref().map(|c| c.config().classify_model.clone());
     let outcomes = super::runtime()?.block_on(classify_all(config, client.as_ref(), &rows));
+    let seen = outcomes.iter().filter(|o| is_trained_on(&o.text)).count();
+    if seen > 0 {
+        eprintln!(
+            "{source}: {seen} of {} rows are in the embedded training data: this score is not a hold-out",
+            outcomes.len()
+        );
+    }
     let output = EvalOutput {
         source,
         model,
         skipped_lines: skipped,
+        rows_in_training_data: seen,
         report: eval::evaluate(&outcomes),
     };
     if json {
@@ -229,6 +246,6 @@ mod tests {
         let out = rt.block_on(classify_all(&config, None, &rows));
         let r = eval::evaluate(&out);
         assert_eq!((r.rows, r.correct), (2, 2));
-        assert_eq!(r.paths["keywords/no_llm"], 2);
+        assert_eq!(r.paths["fallback/no_llm"], 2);
     }
 }

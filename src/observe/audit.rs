@@ -82,14 +82,18 @@ pub enum Event {
         excerpt: String,
         /// `ROUTINE`, `TASK` or `INCIDENT`.
         label: String,
-        /// `llm` or `keywords`.
+        /// `llm` or `fallback` (`keywords` in lines written by 0.1.0).
         path: String,
         /// The model, on the LLM path.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         model: Option<String>,
-        /// Why the keyword rules decided (`unreachable`, `timeout`, …).
+        /// Why the fallback decided (`unreachable`, `timeout`, …).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fallback: Option<String>,
+        /// Which part of the fallback decided: `rules`, `model` or
+        /// `correction`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        part: Option<String>,
     },
     /// A post was left for the next cycle, and why.
     PostPending {

@@ -242,13 +242,20 @@ const COUNTERS: &[(&str, &str, Option<&str>, &str)] = &[
         "classified_*",
         "ops_agent_posts_classified_total",
         Some("path"),
-        "Posts labelled, by decision path (llm or keywords).",
+        "Posts labelled, by decision path (llm or fallback; keywords repeats fallback until 0.2.0).",
+    ),
+    // Before `fallback_*`, which would take its names for reasons.
+    (
+        "fallback_part_*",
+        "ops_agent_posts_fallback_part_total",
+        Some("part"),
+        "Posts labelled by the fallback, by the part that decided (rules, model or correction).",
     ),
     (
         "fallback_*",
         "ops_agent_posts_fallback_total",
         Some("reason"),
-        "Posts labelled by the keyword rules, by why the LLM was not used.",
+        "Posts labelled by the fallback, by why the LLM was not used.",
     ),
     (
         "label_*",
@@ -363,12 +370,19 @@ const COUNTERS: &[(&str, &str, Option<&str>, &str)] = &[
 /// Label values always shown (as 0) so alerts on them never see an absent series.
 fn always(metric: &str) -> &'static [&'static str] {
     match metric {
-        "ops_agent_posts_classified_total" => &["keywords", "llm"],
+        "ops_agent_posts_classified_total" => &["fallback", "keywords", "llm"],
+        "ops_agent_posts_fallback_part_total" => &["correction", "model", "rules"],
         "ops_agent_posts_labelled_total" => &["incident", "routine", "task"],
         "ops_agent_fixes_total" => &["failed", "pending", "verified"],
         _ => &[],
     }
 }
+
+/// Series repeated under an old label value so that dashboards and alerts
+/// written against it keep working: (stats counter, label, old value).
+/// `path="keywords"` was the fallback's name in 0.1.0; it repeats
+/// `path="fallback"` until 0.2.0, which drops it.
+const OLD_SERIES: &[(&str, &str, &str)] = &[("classified_fallback", "path", "keywords")];
 
 /// A sample's one label, when its family has one: (name, value).
 pub type Label = Option<(&'static str, String)>;
@@ -566,7 +580,13 @@ fn render_counters(o: &mut Out, counters: &BTreeMap<String, u64>) {
     let mut other = Vec::new();
     for (name, n) in counters {
         match counter_metric(name) {
-            Some((m, label)) => families.entry(m).or_default().push((label, *n as f64)),
+            Some((m, label)) => {
+                let samples = families.entry(m).or_default();
+                for (_, l, old) in OLD_SERIES.iter().filter(|(c, ..)| *c == name.as_str()) {
+                    samples.push((Some((*l, old.to_string())), *n as f64));
+                }
+                samples.push((label, *n as f64));
+            }
             None if name == "incident_recovery_ms_total" => families
                 .entry("ops_agent_incident_recovery_seconds_total")
                 .or_default()
@@ -638,6 +658,20 @@ mod tests {
                 Some(("ops_agent_posts_classified_total", Some(("path", "llm")))),
             ),
             (
+                "classified_fallback",
+                Some((
+                    "ops_agent_posts_classified_total",
+                    Some(("path", "fallback")),
+                )),
+            ),
+            (
+                "fallback_part_model",
+                Some((
+                    "ops_agent_posts_fallback_part_total",
+                    Some(("part", "model")),
+                )),
+            ),
+            (
                 "fallback_timeout",
                 Some((
                     "ops_agent_posts_fallback_total",
@@ -667,6 +701,38 @@ mod tests {
                 .map(|(m, l)| (*m, l.as_ref().map(|(k, v)| (*k, v.as_str()))));
             assert_eq!(got, *want, "{name}");
         }
+    }
+
+    #[test]
+    fn the_fallback_is_counted_by_part_and_under_its_old_name_too() {
+        let mut s = Snapshot::default();
+        for (name, n) in [
+            ("classified_llm", 2),
+            ("classified_fallback", 4),
+            ("fallback_no_llm", 4),
+            ("fallback_part_model", 3),
+            ("fallback_part_rules", 1),
+        ] {
+            s.counters.insert(name.into(), n);
+        }
+        let text = render(&s);
+        for want in [
+            "ops_agent_posts_classified_total{path=\"fallback\"} 4\n",
+            "ops_agent_posts_classified_total{path=\"keywords\"} 4\n",
+            "ops_agent_posts_classified_total{path=\"llm\"} 2\n",
+            "ops_agent_posts_fallback_total{reason=\"no_llm\"} 4\n",
+            "ops_agent_posts_fallback_part_total{part=\"correction\"} 0\n",
+            "ops_agent_posts_fallback_part_total{part=\"model\"} 3\n",
+            "ops_agent_posts_fallback_part_total{part=\"rules\"} 1\n",
+        ] {
+            assert!(text.contains(want), "{want}{text}");
+        }
+        assert!(!text.contains("part_model\""), "{text}");
+        let empty = render(&Snapshot::default());
+        assert!(
+            empty.contains("ops_agent_posts_classified_total{path=\"keywords\"} 0\n"),
+            "{empty}"
+        );
     }
 
     #[test]

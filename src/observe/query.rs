@@ -212,7 +212,11 @@ pub fn describe(line: &Map<String, Value>) -> String {
         "post_classified" => {
             let how = match (s("path"), opt("model"), opt("fallback")) {
                 ("llm", Some(m), _) => format!("by the LLM ({m})"),
-                ("keywords", _, Some(why)) => format!("by the keyword rules (LLM {why})"),
+                // `keywords`: the fallback's name in lines written by 0.1.0.
+                ("fallback" | "keywords", _, Some(why)) => match opt("part") {
+                    Some(part) => format!("by the fallback's {part} (LLM {why})"),
+                    None => format!("by the fallback (LLM {why})"),
+                },
                 (p, _, _) => format!("by {p}"),
             };
             format!(
@@ -401,11 +405,21 @@ mod tests {
         let l = obj(
             json!({"at": "2026-05-01T12:00:03.120Z", "event": "post_classified",
             "post": "p1", "team": "wizard", "channel": "ops", "author": "alice",
-            "excerpt": "please add\nDNS", "label": "TASK", "path": "keywords", "fallback": "timeout"}),
+            "excerpt": "please add\nDNS", "label": "TASK", "path": "fallback", "fallback": "timeout",
+            "part": "model"}),
         );
         assert_eq!(
             describe(&l),
-            "12:00:03  post p1 by alice in wizard/ops labelled TASK by the keyword rules (LLM timeout): \"please add\\nDNS\""
+            "12:00:03  post p1 by alice in wizard/ops labelled TASK by the fallback's model (LLM timeout): \"please add\\nDNS\""
+        );
+        let old = obj(
+            json!({"at": "2026-05-01T12:00:03.120Z", "event": "post_classified",
+            "post": "p1", "team": "wizard", "channel": "ops", "author": "alice",
+            "excerpt": "thanks", "label": "ROUTINE", "path": "keywords", "fallback": "no_llm"}),
+        );
+        assert_eq!(
+            describe(&old),
+            "12:00:03  post p1 by alice in wizard/ops labelled ROUTINE by the fallback (LLM no_llm): \"thanks\""
         );
         let unknown = obj(json!({"at": "2026-05-01T12:00:03Z", "event": "new_thing", "n": 3}));
         assert_eq!(describe(&unknown), "12:00:03  new_thing n=3");

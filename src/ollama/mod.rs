@@ -4,7 +4,7 @@
 //! (classification, short timeout) and a short reply text (longer timeout,
 //! bigger model). Both are optional luxuries: every failure here comes back
 //! as an [`LlmError`] whose [`LlmErrorKind`] tells the caller *why*, so the
-//! classifier can fall back to keyword rules and record the reason, and the
+//! classifier can fall back to its rules and model and record the reason, and the
 //! cycle keeps working with Ollama gone for days.
 //!
 //! Wire facts this client relies on (Ollama `docs/api.md`, `server/routes.go`):
@@ -172,7 +172,7 @@ impl ChatAnswer {
 
 /// A client for one cycle. It caches the model list, and it is a circuit
 /// breaker: after the first timeout or refused connection it asks nothing
-/// more in this cycle (keyword rules and templates take over), so a
+/// more in this cycle (the classifier's fallback and templates take over), so a
 /// hanging Ollama costs one timeout per cycle, not one per post.
 #[derive(Debug)]
 pub struct Client {
@@ -259,7 +259,7 @@ impl Client {
             if h.open.is_none() {
                 tracing::warn!(
                     reason = ?kind,
-                    "LLM breaker open: no more model calls this cycle; keyword rules and templates take over."
+                    "LLM breaker open: no more model calls this cycle; the fallback and templates take over."
                 );
                 h.open = Some(kind);
             }

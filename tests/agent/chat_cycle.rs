@@ -303,10 +303,11 @@ fn ollama_down_falls_back_to_keywords_and_a_template_reply() {
     assert_eq!(r.len(), 1);
     assert!(r[0].contains(tasks[0]["id"].as_str().unwrap()), "{}", r[0]);
     let log = w.sb.log_text();
-    assert!(log.contains("keywords"), "{log}");
+    assert!(log.contains("path=\"fallback\""), "{log}");
     let stats: Value =
         serde_json::from_str(&std::fs::read_to_string(w.sb.stats()).unwrap()).unwrap();
-    assert_eq!(stats["counters"]["classified_keywords"], 1, "{stats}");
+    assert_eq!(stats["counters"]["classified_fallback"], 1, "{stats}");
+    assert_eq!(stats["counters"]["fallback_part_model"], 1, "{stats}");
     assert_eq!(stats["counters"]["fallback_unreachable"], 1, "{stats}");
 }
 

@@ -380,7 +380,7 @@ fn doctor_with_nothing_configured_warns_and_passes() {
     assert!(doctor_line(&s, "planka").contains("disabled"), "{t}");
     let llm = doctor_line(&s, "ollama");
     assert!(
-        llm.starts_with("warn  ") && llm.contains("keyword rules"),
+        llm.starts_with("warn  ") && llm.contains("falls back to the rules and the model"),
         "{t}"
     );
     assert!(s.contains("healthy: ") && s.ends_with(" 0 fail\n"), "{t}");

@@ -298,7 +298,7 @@ fn reactions_on_the_agents_replies_correct_labels_and_put_each_task_right_once()
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["rows"], 3, "one per post, its latest label: {v}");
     assert!(v["source"].as_str().unwrap().starts_with("corrections"));
-    assert_eq!(v["paths"]["keywords/no_llm"], 3);
+    assert_eq!(v["paths"]["fallback/no_llm"], 3);
 }
 
 #[test]
@@ -395,7 +395,7 @@ fn eval_measures_a_file_by_path_with_and_without_the_llm() {
     assert_eq!(v["model"], "llama3.1:8b");
     // Three answers used (one wrong), the ambiguous JSON fell back.
     assert_eq!(v["paths"]["llm"], 3, "{v}");
-    assert_eq!(v["paths"]["keywords/unusable"], 1, "{v}");
+    assert_eq!(v["paths"]["fallback/unusable"], 1, "{v}");
     assert_eq!(v["confusion"][2], serde_json::json!([1, 0, 1]));
     assert!(v["latency"]["max_ms"].is_u64());
     let recall = |i: usize| v["labels"][i]["recall"].as_f64().unwrap();
@@ -407,7 +407,7 @@ fn eval_measures_a_file_by_path_with_and_without_the_llm() {
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("fallback only (--no-llm)"), "{t}");
     assert!(
-        s.contains("accuracy: ") && s.contains("keywords/no_llm"),
+        s.contains("accuracy: ") && s.contains("fallback/no_llm"),
         "{t}"
     );
     assert!(

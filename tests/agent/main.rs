@@ -24,6 +24,7 @@ mod corrections;
 mod cycle_frame;
 mod deploy;
 mod escalate_cycle;
+mod eval_training_data;
 mod fault_matrix;
 mod health_cycle;
 mod kill_points;

@@ -544,7 +544,20 @@ fn the_metrics_textfile_is_prometheus_text_with_the_cycles_figures() {
         ),
         (
             "ops_agent_posts_classified_total",
+            &[("path", "fallback")],
+            0.0,
+            "counter",
+        ),
+        // The fallback's name until 0.2.0, for dashboards written against it.
+        (
+            "ops_agent_posts_classified_total",
             &[("path", "keywords")],
+            0.0,
+            "counter",
+        ),
+        (
+            "ops_agent_posts_fallback_part_total",
+            &[("part", "model")],
             0.0,
             "counter",
         ),

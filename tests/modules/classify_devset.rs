@@ -1,6 +1,7 @@
 //! Accuracy of the fallback on hand-labelled chat posts, and of the keyword
 //! rules alone. The labels are what a careful person on the team would say,
-//! not what the classifier says.
+//! not what the classifier says. The sets are in `src/classify/data/`: the
+//! shipped model is trained on them.
 //!
 //! * `classify-devset.jsonl` (208 rows): the rules were tuned on it.
 //! * `classify-holdout-2.jsonl` (60 rows): written before the rules were
@@ -11,14 +12,15 @@
 //!
 //! The shipped model learns from all of them (see `model::TRAINING_SETS`),
 //! so each is measured here on a model trained *without* it: the training
-//! set plus the other two. `classify-holdout-3.jsonl` is never read by a
-//! test: it is measured by hand, at the end, with `ops-agent eval`.
+//! set plus the other two. `tests/fixtures/classify-holdout-3.jsonl` is
+//! never read by a test: it is measured by hand, at the end, with
+//! `ops-agent eval`.
 
 use ops_agent::classify::data::{parse_lines, Example};
 use ops_agent::classify::eval::{evaluate, Outcome, Report};
 use ops_agent::classify::model::{Model, TRAINING_SETS};
 use ops_agent::classify::{
-    keywords, ClassifyConfig, Decision, DecisionPath, Fallback, FallbackReason,
+    keywords, ClassifyConfig, Decision, DecisionPath, Fallback, FallbackPart, FallbackReason,
 };
 
 fn rows(name: &str) -> Vec<Example> {
@@ -31,14 +33,15 @@ fn rows(name: &str) -> Vec<Example> {
     rows
 }
 
-fn outcome(r: &Example, label: ops_agent::classify::Label) -> Outcome {
+fn outcome(r: &Example, label: ops_agent::classify::Label, part: FallbackPart) -> Outcome {
     Outcome {
         text: r.text.clone(),
         expected: r.label,
         decision: Decision {
             label,
-            path: DecisionPath::Keywords {
+            path: DecisionPath::Fallback {
                 reason: FallbackReason::NoLlm,
+                part,
             },
             elapsed_ms: 0,
         },
@@ -55,7 +58,7 @@ fn rules_on(name: &str) -> Report {
     let rules = keywords::Rules::new(&ClassifyConfig::default());
     let outcomes: Vec<Outcome> = rows(name)
         .iter()
-        .map(|r| outcome(r, rules.classify(&r.text).label))
+        .map(|r| outcome(r, rules.classify(&r.text).label, FallbackPart::Rules))
         .collect();
     evaluate(&outcomes)
 }
@@ -71,7 +74,10 @@ fn fallback_without(name: &str) -> Report {
     let fb = Fallback::with_model(&ClassifyConfig::default(), model);
     let outcomes: Vec<Outcome> = rows(name)
         .iter()
-        .map(|r| outcome(r, fb.classify(&r.text).label))
+        .map(|r| {
+            let v = fb.classify(&r.text);
+            outcome(r, v.label, v.part)
+        })
         .collect();
     evaluate(&outcomes)
 }

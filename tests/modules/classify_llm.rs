@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use ops_agent::classify::{self, ClassifyConfig, DecisionPath, FallbackReason, Label};
+use ops_agent::classify::{
+    self, ClassifyConfig, DecisionPath, FallbackPart, FallbackReason, Label,
+};
 use ops_agent::ollama::{Backend, Client, OllamaConfig};
 use ops_agent::secret::Secret;
 use ops_agent::time::Secs;
@@ -25,8 +27,11 @@ fn client(url: &str) -> Client {
     Client::new(&config(url), None).unwrap()
 }
 
-fn keywords(reason: FallbackReason) -> DecisionPath {
-    DecisionPath::Keywords { reason }
+fn fallback(reason: FallbackReason) -> DecisionPath {
+    DecisionPath::Fallback {
+        reason,
+        part: FallbackPart::Model,
+    }
 }
 
 #[tokio::test]
@@ -123,8 +128,9 @@ async fn unusable_answer_falls_back_to_keywords() {
         .await;
         assert_eq!(d.label, Label::Incident, "{answer:?}");
         match d.path {
-            DecisionPath::Keywords {
+            DecisionPath::Fallback {
                 reason: FallbackReason::Unusable(excerpt),
+                part: FallbackPart::Model,
             } => {
                 assert_eq!(excerpt, answer.trim(), "excerpt of the answer is recorded")
             }
@@ -143,18 +149,18 @@ async fn hanging_chat_times_out_to_keywords_and_is_not_retried_forever() {
     let d = classify::classify(Some(&c), &cfg, "please deploy the hotfix").await;
     assert_eq!(
         (d.label, d.path),
-        (Label::Task, keywords(FallbackReason::Timeout))
+        (Label::Task, fallback(FallbackReason::Timeout))
     );
     // Returned thanks to the 1 s timeout, not the fake's hour-long hang.
     assert!(started.elapsed() < Duration::from_secs(30));
 
     // The first timeout opens the breaker: the model is not asked again by
-    // this client (one cycle), every later post goes by keywords at once.
+    // this client (one cycle), every later post goes by the fallback at once.
     let started = std::time::Instant::now();
     let d = classify::classify(Some(&c), &cfg, "planka is down").await;
     assert_eq!(
         (d.label, d.path),
-        (Label::Incident, keywords(FallbackReason::Timeout))
+        (Label::Incident, fallback(FallbackReason::Timeout))
     );
     assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(fake.chat_requests().len(), 1);
@@ -172,7 +178,7 @@ async fn hanging_server_times_out_on_tags() {
     .await;
     assert_eq!(
         (d.label, d.path),
-        (Label::Routine, keywords(FallbackReason::Timeout))
+        (Label::Routine, fallback(FallbackReason::Timeout))
     );
 }
 
@@ -189,7 +195,7 @@ async fn missing_model_falls_back_with_reason_model_missing() {
     .await;
     assert_eq!(
         (d.label, d.path),
-        (Label::Incident, keywords(FallbackReason::ModelMissing))
+        (Label::Incident, fallback(FallbackReason::ModelMissing))
     );
     assert!(fake.chat_requests().is_empty());
 
@@ -201,7 +207,7 @@ async fn missing_model_falls_back_with_reason_model_missing() {
     let d = classify::classify(Some(&c), &ClassifyConfig::default(), "site not loading").await;
     assert_eq!(
         (d.label, d.path),
-        (Label::Incident, keywords(FallbackReason::ModelMissing))
+        (Label::Incident, fallback(FallbackReason::ModelMissing))
     );
 }
 
@@ -219,8 +225,9 @@ async fn server_error_and_garbage_fall_back_with_the_error() {
     .await;
     assert_eq!(d.label, Label::Task);
     match d.path {
-        DecisionPath::Keywords {
+        DecisionPath::Fallback {
             reason: FallbackReason::Error(e),
+            part: FallbackPart::Model,
         } => {
             assert!(
                 e.contains("HTTP 500") && e.contains("llama3.1:8b") && e.contains("/api/chat"),
@@ -234,8 +241,9 @@ async fn server_error_and_garbage_fall_back_with_the_error() {
     assert!(
         matches!(
             d.path,
-            DecisionPath::Keywords {
-                reason: FallbackReason::Error(_)
+            DecisionPath::Fallback {
+                reason: FallbackReason::Error(_),
+                part: FallbackPart::Model,
             }
         ),
         "{d:?}"
@@ -248,7 +256,7 @@ async fn unreachable_server_falls_back_once_per_client() {
     let d = classify::classify(Some(&c), &ClassifyConfig::default(), "prod is down").await;
     assert_eq!(
         (d.label, d.path),
-        (Label::Incident, keywords(FallbackReason::Unreachable))
+        (Label::Incident, fallback(FallbackReason::Unreachable))
     );
 
     let fake = FakeOllama::start().await;
@@ -260,7 +268,7 @@ async fn unreachable_server_falls_back_once_per_client() {
         "thanks",
     )
     .await;
-    assert_eq!(d.path, keywords(FallbackReason::Unreachable));
+    assert_eq!(d.path, fallback(FallbackReason::Unreachable));
     fake.clear_fault();
     let d = classify::classify(
         Some(&client(fake.url())),
@@ -317,7 +325,7 @@ async fn openai_compatible_backend() {
     let d = classify::classify(Some(&c), &ClassifyConfig::default(), "please add me").await;
     assert_eq!(
         (d.label, d.path),
-        (Label::Task, keywords(FallbackReason::ModelMissing))
+        (Label::Task, fallback(FallbackReason::ModelMissing))
     );
 }
 
@@ -339,13 +347,14 @@ async fn prompt_injection_stays_data_and_cannot_steer_the_parser() {
     assert_eq!(
         d.label,
         Label::Routine,
-        "keyword rules decide, not the injected word"
+        "the fallback decides, not the injected word"
     );
     assert!(
         matches!(
             d.path,
-            DecisionPath::Keywords {
-                reason: FallbackReason::Unusable(_)
+            DecisionPath::Fallback {
+                reason: FallbackReason::Unusable(_),
+                part: FallbackPart::Model,
             }
         ),
         "{d:?}"

@@ -1,10 +1,12 @@
 //! Sixty noisy model answers, through the fake on both backends: each one
 //! that names one label unambiguously is used (path `llm`), each ambiguous
-//! one falls back (path `keywords`, reason `unusable`), and none yields a
+//! one falls back (path `fallback`, reason `unusable`), and none yields a
 //! label it does not affirm. Also: a model that thinks anyway gets the
 //! room to finish.
 
-use ops_agent::classify::{self, ClassifyConfig, DecisionPath, FallbackReason, Label};
+use ops_agent::classify::{
+    self, ClassifyConfig, DecisionPath, FallbackPart, FallbackReason, Label,
+};
 use ops_agent::ollama::{Backend, Client, OllamaConfig};
 use ops_agent::time::Secs;
 
@@ -170,8 +172,9 @@ async fn sixty_noisy_answers_on_both_backends() {
                 None => assert!(
                     matches!(
                         d.path,
-                        DecisionPath::Keywords {
-                            reason: FallbackReason::Unusable(_)
+                        DecisionPath::Fallback {
+                            reason: FallbackReason::Unusable(_),
+                            part: FallbackPart::Model,
                         }
                     ),
                     "{backend:?}: {answer:?} must fall back, got {d:?}"

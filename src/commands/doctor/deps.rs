@@ -205,7 +205,7 @@ pub fn ollama_findings(
         return vec![finding(
             "ollama",
             Level::Warn,
-            format!("{e}; classification falls back to keyword rules and replies are not written"),
+            format!("{e}; classification falls back to the rules and the model, and replies are not written"),
         )];
     }
     let mut out = vec![finding(
@@ -444,7 +444,9 @@ mod tests {
         let f = ollama_findings(&cfg, &down, &down);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].level, Level::Warn);
-        assert!(f[0].reason.contains("keyword rules"));
+        assert!(f[0]
+            .reason
+            .contains("falls back to the rules and the model"));
     }
 
     #[test]

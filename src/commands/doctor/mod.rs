@@ -14,7 +14,7 @@
 //!
 //! **fail** means the cycle cannot do a core job until someone acts (no
 //! Mattermost, state that cannot be saved, no MC); **warn** means it runs
-//! degraded or will repair it by itself (Ollama down: keyword rules; Planka
+//! degraded or will repair it by itself (Ollama down: the fallback; Planka
 //! down: cards wait in the outbox; a corrupt file: set aside). Exit 1 when
 //! anything fails, else 0. Doctor writes nothing (a password login may
 //! refresh the Mattermost token cache, as a cycle would).
