@@ -11,7 +11,7 @@ use crate::time::Secs;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-/// Mattermost settings; defaults are the runbook's (DESIGN.md).
+/// Mattermost settings; defaults are the runbook's (docs/configuration.md lists them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MattermostConfig {
