@@ -3,8 +3,9 @@
 //! * [`config`]: the `[mattermost]` section.
 //! * [`client`]: API v4 over HTTP (auth, token cache, 429/401 handling).
 //! * [`wire`]: the API's objects (posts, channels, users, reactions).
-//! * [`poll`]: the polling stage: new posts exactly once, skip rules and
-//!   the cursor invariant (read its module doc before touching the cursor).
+//! * [`poll`]: the polling stage: new posts exactly once, skip rules, the
+//!   cursor and quiet channels (`poll/cursor.rs` states the cursor
+//!   invariant: read it before touching the cursor).
 //! * [`replies`]: idempotent thread replies.
 //! * [`status`]: the data behind `ops-agent mm status`.
 //!

@@ -1,0 +1,323 @@
+//! The outbox's part of the state file: what was made for each source,
+//! the work queued for retry with its backoff, the sources whose MC task is
+//! uncertain, and the bounds that keep all three small.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tasks::Task;
+
+/// First retry after this long; doubled per attempt.
+pub const BACKOFF_BASE_MS: i64 = 60_000;
+/// Retries are at least this rare (one hour).
+pub const BACKOFF_CAP_MS: i64 = 3_600_000;
+/// Mapping entries older than this are pruned (the ledger still knows them).
+pub const MAPPING_MAX_AGE_MS: i64 = 30 * 24 * 3_600_000;
+/// At most this many mapping entries are kept (newest win).
+pub const MAPPING_MAX_ENTRIES: usize = 5_000;
+/// At most this many outbox items; the oldest beyond it are dropped with an
+/// error in the log (a Planka outage of weeks, not a normal state).
+pub const OUTBOX_MAX_ITEMS: usize = 1_000;
+
+/// Delay before attempt `attempts + 1`, given `attempts` failures so far:
+/// 1 min, 2, 4, … capped at an hour. Pure.
+pub fn backoff_ms(attempts: u32) -> i64 {
+    let exp = attempts.saturating_sub(1).min(20);
+    (BACKOFF_BASE_MS.saturating_mul(1i64 << exp)).min(BACKOFF_CAP_MS)
+}
+
+/// What the agent made for one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// MC task id.
+    pub task_id: String,
+    /// Planka card id, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_id: Option<String>,
+    /// Planka card URL, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_url: Option<String>,
+    /// When the MC task was made (epoch ms).
+    pub created_at_ms: i64,
+}
+
+/// Kinds of pending work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkKind {
+    /// The MC task itself (escalations, which have no post to keep pending).
+    CreateTask,
+    /// The Planka card of an existing MC task.
+    CreateCard,
+}
+
+/// One piece of work that failed and will be retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    /// What to do.
+    pub kind: WorkKind,
+    /// The task (its `source` is the key).
+    pub task: Task,
+    /// The MC id, for `CreateCard`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Not retried before this time (epoch ms).
+    pub next_attempt_ms: i64,
+    /// The latest failure, for `status`.
+    pub last_error: String,
+    /// When the work was first queued (epoch ms).
+    pub queued_at_ms: i64,
+}
+
+/// Tasks' part of the state file (the lead stores it and saves it after
+/// each post). Bounded: see [`TaskState::prune`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskState {
+    /// source → what was made for it.
+    pub mapping: BTreeMap<String, TaskRecord>,
+    /// Work to retry on later cycles.
+    pub outbox: Vec<OutboxItem>,
+    /// Sources whose task the MC command could not confirm (possible
+    /// duplicate, or given up): `status` and `doctor` show them, newest last.
+    pub uncertain: Vec<UncertainTask>,
+}
+
+/// A source whose task in MC is uncertain, for an operator to check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UncertainTask {
+    /// The idempotency key (post id or incident key).
+    pub source: String,
+    /// The task title.
+    pub title: String,
+    /// Where it came from (the post's link), when known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub permalink: String,
+    /// The id the last attempt got, when it got one (a possible duplicate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// What is uncertain.
+    pub why: String,
+    /// When (epoch ms).
+    pub at_ms: i64,
+}
+
+/// What a reply names instead of a task id when the MC command's task
+/// could not be confirmed.
+pub const UNCONFIRMED_TASK: &str = "(not confirmed in MC: an operator will check)";
+
+/// Uncertain sources kept for `status` and `doctor`.
+pub const UNCERTAIN_MAX: usize = 100;
+
+/// A pending item as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PendingView {
+    /// `create_task` or `create_card`.
+    pub kind: WorkKind,
+    /// The idempotency key.
+    pub source: String,
+    /// The task title.
+    pub title: String,
+    /// Failed attempts.
+    pub attempts: u32,
+    /// Seconds until the next try (0 = due now).
+    pub next_attempt_in_secs: i64,
+    /// The latest failure.
+    pub last_error: String,
+}
+
+impl TaskState {
+    /// Records an uncertain source (once per source and reason).
+    pub fn note_uncertain(&mut self, task: &Task, task_id: Option<&str>, why: &str, now_ms: i64) {
+        self.uncertain.retain(|u| u.source != task.source);
+        self.uncertain.push(UncertainTask {
+            source: task.source.clone(),
+            title: task.title.clone(),
+            permalink: task.permalink.clone(),
+            task_id: task_id.map(str::to_string),
+            why: why.to_string(),
+            at_ms: now_ms,
+        });
+        let excess = self.uncertain.len().saturating_sub(UNCERTAIN_MAX);
+        self.uncertain.drain(..excess);
+    }
+
+    /// Queues `kind` work for `task` after a failure (or bumps the item
+    /// already queued for the same source and kind).
+    pub fn enqueue(
+        &mut self,
+        kind: WorkKind,
+        task: &Task,
+        task_id: Option<&str>,
+        error: &anyhow::Error,
+        now_ms: i64,
+    ) {
+        let last_error = format!("{error:#}");
+        if let Some(item) = self
+            .outbox
+            .iter_mut()
+            .find(|i| i.kind == kind && i.task.source == task.source)
+        {
+            item.attempts += 1;
+            item.next_attempt_ms = now_ms + backoff_ms(item.attempts);
+            item.last_error = last_error;
+            if task_id.is_some() {
+                item.task_id = task_id.map(str::to_string);
+            }
+            return;
+        }
+        self.outbox.push(OutboxItem {
+            kind,
+            task: task.clone(),
+            task_id: task_id.map(str::to_string),
+            attempts: 1,
+            next_attempt_ms: now_ms + backoff_ms(1),
+            last_error,
+            queued_at_ms: now_ms,
+        });
+    }
+
+    /// Whether work of `kind` is queued for `source`.
+    pub fn is_pending(&self, kind: WorkKind, source: &str) -> bool {
+        self.outbox
+            .iter()
+            .any(|i| i.kind == kind && i.task.source == source)
+    }
+
+    /// Keeps the state bounded: old mapping entries go (the ledger still has
+    /// them), never ones with pending work; an overlong outbox loses its oldest.
+    pub fn prune(&mut self, now_ms: i64) {
+        let pending: Vec<String> = self.outbox.iter().map(|i| i.task.source.clone()).collect();
+        self.mapping
+            .retain(|k, r| now_ms - r.created_at_ms <= MAPPING_MAX_AGE_MS || pending.contains(k));
+        if self.mapping.len() > MAPPING_MAX_ENTRIES {
+            let mut ages: Vec<(i64, String)> = self
+                .mapping
+                .iter()
+                .map(|(k, r)| (r.created_at_ms, k.clone()))
+                .collect();
+            ages.sort();
+            let excess = self.mapping.len() - MAPPING_MAX_ENTRIES;
+            for (_, k) in ages
+                .into_iter()
+                .filter(|(_, k)| !pending.contains(k))
+                .take(excess)
+            {
+                self.mapping.remove(&k);
+            }
+        }
+        if self.outbox.len() > OUTBOX_MAX_ITEMS {
+            self.outbox.sort_by_key(|i| i.queued_at_ms);
+            let excess = self.outbox.len() - OUTBOX_MAX_ITEMS;
+            for dropped in self.outbox.drain(..excess) {
+                tracing::error!(source = %dropped.task.source, kind = ?dropped.kind, "Dropped a task outbox item: the outbox is full.");
+            }
+        }
+    }
+
+    /// The outbox as `status` shows it.
+    pub fn pending(&self, now_ms: i64) -> Vec<PendingView> {
+        self.outbox
+            .iter()
+            .map(|i| PendingView {
+                kind: i.kind,
+                source: i.task.source.clone(),
+                title: i.task.title.clone(),
+                attempts: i.attempts,
+                next_attempt_in_secs: ((i.next_attempt_ms - now_ms).max(0)) / 1000,
+                last_error: i.last_error.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::{Priority, Tag};
+
+    fn task(source: &str) -> Task {
+        Task {
+            title: "t".into(),
+            description: "d".into(),
+            owner: "ops".into(),
+            tag: Tag::Internal,
+            priority: Priority::Normal,
+            source: source.into(),
+            label: "TASK".into(),
+            team: "basic".into(),
+            channel: "c".into(),
+            author: "a".into(),
+            permalink: "p".into(),
+        }
+    }
+
+    #[test]
+    fn backoff_table() {
+        for (attempts, want) in [
+            (0, 60_000),
+            (1, 60_000),
+            (2, 120_000),
+            (3, 240_000),
+            (7, 3_600_000),
+            (60, 3_600_000),
+        ] {
+            assert_eq!(backoff_ms(attempts), want, "{attempts}");
+        }
+    }
+
+    #[test]
+    fn enqueue_bumps_instead_of_duplicating() {
+        let mut s = TaskState::default();
+        let e = anyhow::anyhow!("down");
+        s.enqueue(WorkKind::CreateCard, &task("a"), Some("OPS-1"), &e, 1_000);
+        s.enqueue(WorkKind::CreateCard, &task("a"), Some("OPS-1"), &e, 2_000);
+        assert_eq!(s.outbox.len(), 1);
+        assert_eq!(s.outbox[0].attempts, 2);
+        assert_eq!(s.outbox[0].next_attempt_ms, 2_000 + 120_000);
+        assert!(s.is_pending(WorkKind::CreateCard, "a"));
+        assert!(!s.is_pending(WorkKind::CreateTask, "a"));
+        let v = s.pending(2_000);
+        assert_eq!((v[0].attempts, v[0].next_attempt_in_secs), (2, 120));
+    }
+
+    #[test]
+    fn prune_keeps_recent_and_pending() {
+        let mut s = TaskState::default();
+        let rec = |ms| TaskRecord {
+            task_id: "x".into(),
+            card_id: None,
+            card_url: None,
+            created_at_ms: ms,
+        };
+        let now = MAPPING_MAX_AGE_MS * 2;
+        s.mapping.insert("old".into(), rec(0));
+        s.mapping.insert("old-pending".into(), rec(0));
+        s.mapping.insert("new".into(), rec(now));
+        s.enqueue(
+            WorkKind::CreateCard,
+            &task("old-pending"),
+            Some("x"),
+            &anyhow::anyhow!("e"),
+            now,
+        );
+        s.prune(now);
+        assert_eq!(
+            s.mapping.keys().cloned().collect::<Vec<_>>(),
+            vec!["new", "old-pending"]
+        );
+    }
+
+    #[test]
+    fn old_state_json_still_loads() {
+        let s: TaskState = serde_json::from_str("{}").unwrap();
+        assert_eq!(s, TaskState::default());
+        let s: TaskState =
+            serde_json::from_str(r#"{"mapping":{"p":{"task_id":"OPS-1","created_at_ms":5}}}"#)
+                .unwrap();
+        assert_eq!(s.mapping["p"].task_id, "OPS-1");
+    }
+}
