@@ -714,7 +714,7 @@ fn tasks_command(ctx: &Ctx, problems: &mut Vec<String>, verb: &str) -> Sample {
     }
 }
 
-/// Writes a ledger of `lines` lines the way `src/tasks/ledger.rs` writes
+/// Writes a ledger of `lines` lines the way `src/tasks/ledger/` writes
 /// them (its own record types): tasks filed over the last 400 days up to
 /// yesterday, each a `create` of a realistic post, most with a Planka card
 /// `update`, every fifth later resolved. Returns the file size.
