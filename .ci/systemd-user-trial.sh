@@ -12,7 +12,9 @@
 # manager; this script starts one by hand for a throw-away account: its
 # cgroup directories, /run/user/<uid>, and /run/systemd/system (the marker
 # `systemd --user` checks before it starts). Where even that cannot start,
-# it says "skipped" and exits 0; every step after the manager is up must hold.
+# it says "skipped: systemd_user: <why>" and exits 0, except under CI=true,
+# where that is a failure; every step after the manager is up must hold,
+# and the last line, "tier-ran: systemd_user", is what .ci/run counts.
 set -euo pipefail
 bin=$(readlink -f "$1")
 fake=$(readlink -f "$2")
@@ -70,7 +72,9 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 if [ -z "$up" ]; then
-  echo "systemd trial: skipped: no systemd user manager could start here ($(head -c 300 "$work/manager.log"))"
+  why="no systemd user manager could start here ($(head -c 300 "$work/manager.log"))"
+  [ "${CI:-}" = true ] && fail "$why"
+  echo "skipped: systemd_user: $why"
   exit 0
 fi
 echo "systemd trial: user manager up for $user (uid $uid)"
@@ -144,3 +148,4 @@ as_user '~/.local/bin/ops-agent uninstall --systemd' >/dev/null
 as_user 'ls ~/.config/systemd/user/ops-agent.* 2>/dev/null' && fail "uninstall left the unit files"
 as_user 'systemctl --user is-active ops-agent.timer' >/dev/null && fail "uninstall left the timer active"
 echo "systemd trial: ok (install, scheduled cycles, doctor, restart, uninstall)"
+echo "tier-ran: systemd_user"

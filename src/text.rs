@@ -126,9 +126,14 @@ mod tests {
     fn cap_counts_characters_and_marks_the_cut() {
         assert_eq!(cap("héllo wörld", 5), "héll…");
         assert_eq!(cap("short", 10), "short");
+        // Exactly the cap: returned as it is, no mark.
+        assert_eq!(cap("héllo", 5), "héllo");
+        assert_eq!(cap("ééééé", 3), "éé…");
         assert_eq!(cap("x", 0), "");
+        // The cut after 99 characters falls inside a word, so nothing is
+        // trimmed before the mark: exactly the cap.
         let s = for_chat(&"@channel ".repeat(1000), 100);
-        assert!(s.chars().count() <= 100);
+        assert_eq!(s.chars().count(), 100, "{s}");
         assert!(!s.contains("@channel"));
     }
 

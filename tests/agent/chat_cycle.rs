@@ -191,7 +191,7 @@ fn posts_become_tagged_tasks_labelled_cards_and_thread_replies_once() {
 }
 
 #[test]
-fn skipped_authors_and_kinds_are_never_handled() {
+fn skipped_authors_and_kinds_are_never_handled_and_a_normal_post_is() {
     let w = World::new();
     let ch = w.channel("wizard").to_string();
     // john is on the default ignore list; ci-bot is a bot account.
@@ -212,6 +212,8 @@ fn skipped_authors_and_kinds_are_never_handled() {
     let deleted = w.say("wizard", "please remove user bob");
     w.mm.delete(&deleted);
     let own = w.mm.post(&ch, &w.agent, "please ignore me, I am the agent");
+    // The positive case, in the same run: alice asking what john asked.
+    let normal = w.say("wizard", "please deploy the hotfix");
     w.run();
     for id in [&ignored, &from_bot, &hook, &system, &deleted, &own] {
         assert!(
@@ -219,7 +221,10 @@ fn skipped_authors_and_kinds_are_never_handled() {
             "post {id} must not be answered"
         );
     }
-    assert!(w.sb.ledger_tasks().is_empty(), "{:#?}", w.sb.ledger_tasks());
+    assert_eq!(w.replies_to(&normal).len(), 1, "alice's post is answered");
+    let tasks = w.sb.ledger_tasks();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(tasks[0]["source"], normal.as_str(), "{tasks:#?}");
 }
 
 #[test]
@@ -585,22 +590,19 @@ fn a_thousand_posts_across_fifty_channels_in_four_teams_are_handed_over_once() {
         } else {
             &channels[i % 50]
         };
-        // A vowel-free tag: a number like 500 would rightly read as an HTTP
-        // error, and letters could spell "add" or "fix".
-        const C: &[u8] = b"bcdfghjklmnpqrstvwxz";
-        let tag: String = [i / 400, (i / 20) % 20, i % 20]
-            .iter()
-            .map(|d| C[*d] as char)
-            .collect();
+        let tag = quiet_tag(i);
         ids.push(mm.post(ch, &alice, &format!("status note {tag}: all quiet")));
     }
     let mut sb = Sandbox::new();
     sb.env.push(("OPS_AGENT_MM_TOKEN".into(), token));
-    // No LLM: keyword rules label everything ROUTINE at once.
+    // The model says ROUTINE to everything: nothing to file or answer, and
+    // it counts the posts it was asked about.
+    let llm = FakeOllama::start_in_background();
+    llm.answer("ROUTINE");
     sb.extra = format!(
         "[mattermost]\nurl = \"{}\"\n[ollama]\nurl = \"{}\"\n",
         mm.url(),
-        crate::support::ollama::dead_url()
+        llm.url()
     );
     let out = sb.run(&["run-once"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -629,11 +631,30 @@ fn a_thousand_posts_across_fifty_channels_in_four_teams_are_handed_over_once() {
     let stats: Value = serde_json::from_str(&std::fs::read_to_string(sb.stats()).unwrap()).unwrap();
     assert_eq!(stats["counters"]["label_routine"], 1000, "{stats}");
     assert_eq!(stats["counters"]["posts_handled"], 1000, "{stats}");
+    // The fake's count: each post's label was asked for once, over both cycles.
+    let asks = llm.label_asks();
+    for i in 0..1000 {
+        let text = format!("status note {}: all quiet", quiet_tag(i));
+        assert_eq!(asks.get(&text), Some(&1), "post {i}: labels asked");
+    }
+    assert_eq!(asks.len(), 1000, "nothing else was labelled");
 }
 
-/// A bulk import: `count` routine posts over `distinct_ms` milliseconds in
-/// one channel, then one ordinary post; all handled once, over as many
-/// cycles as they take, and none again after.
+/// `i` (below 160,000) as a vowel-free tag: a number like 500 would
+/// rightly read as an HTTP error, and letters could spell "add" or "fix".
+fn quiet_tag(i: usize) -> String {
+    const C: &[u8] = b"bcdfghjklmnpqrstvwxz";
+    [i / 8000, (i / 400) % 20, (i / 20) % 20, i % 20]
+        .iter()
+        .map(|d| C[*d] as char)
+        .collect()
+}
+
+/// A bulk import: `count` posts over `distinct_ms` milliseconds in one
+/// channel, one in a hundred a request, then one ordinary post; all handled
+/// once, over as many cycles as they take, and none again after. Counted
+/// on the fakes' side too: the model was asked for each post's label once,
+/// and each request has one reply in its thread and one task.
 fn burst_is_handled_once(count: usize, distinct_ms: usize) {
     let w = World::new();
     // The server's capped `since` answer is the same subset every time
@@ -641,10 +662,18 @@ fn burst_is_handled_once(count: usize, distinct_ms: usize) {
     w.mm.set_shuffle(false);
     w.run();
     let channel = w.channel("wizard").to_string();
-    w.mm.post_burst(&channel, &w.alice, count, distinct_ms, |i| {
-        format!("imported note {i}: morning all")
-    });
-    let later = w.say("wizard", "please add a redirect from /old to /new");
+    let message = |i: usize| {
+        let tag = quiet_tag(i);
+        if i % 100 == 0 {
+            format!("please add imported user {tag} to the vpn group")
+        } else {
+            format!("imported note {tag}: morning all")
+        }
+    };
+    let burst =
+        w.mm.post_burst(&channel, &w.alice, count, distinct_ms, message);
+    let later_text = "please add a redirect from /old to /new";
+    let later = w.say("wizard", later_text);
     let handled = |w: &World| -> u64 {
         let stats: Value =
             serde_json::from_str(&std::fs::read_to_string(w.sb.stats()).unwrap()).unwrap();
@@ -668,6 +697,32 @@ fn burst_is_handled_once(count: usize, distinct_ms: usize) {
         !w.sb.log_text().contains("did not reach the cursor"),
         "{}",
         w.sb.log_text()
+    );
+    // The fakes' count, after the cycle that must change nothing.
+    let asks = w.llm.label_asks();
+    let texts = (0..count).map(message).chain([later_text.to_string()]);
+    for (i, text) in texts.enumerate() {
+        assert_eq!(
+            asks.get(&text),
+            Some(&1),
+            "post {i} ({text:?}): labels asked"
+        );
+    }
+    assert_eq!(asks.len(), count + 1, "nothing else was labelled");
+    let requests: Vec<&String> = burst.iter().step_by(100).chain([&later]).collect();
+    for id in &requests {
+        assert_eq!(w.replies_to(id).len(), 1, "post {id}: one reply");
+        assert_eq!(w.sb.ledger_tasks_for(id), 1, "post {id}: one task");
+    }
+    assert_eq!(
+        w.sb.ledger_tasks().len(),
+        requests.len(),
+        "a task for every request and nothing else"
+    );
+    eprintln!(
+        "{count} posts: {} labels asked, {} requests answered",
+        asks.values().sum::<usize>(),
+        requests.len()
     );
 }
 

@@ -8,7 +8,10 @@
 //! What holds in every cell: the faulty cycle exits 0 inside its deadline
 //! and its peak memory stays within [`RSS`] of a healed cycle's; after healing, each
 //! TASK and INCIDENT post has exactly one task, one card and one reply, and
-//! nothing is done twice.
+//! nothing is done twice. What the name adds about the faulty cycle (the
+//! fallback labels, the templates, the check's status, the killed command)
+//! is its [`Then`], checked right after that cycle, on the fakes' side or in
+//! the files the agent writes.
 #![allow(non_snake_case)]
 
 use std::path::PathBuf;
@@ -22,6 +25,7 @@ use crate::support::http_endpoints::FakeEndpoints;
 use crate::support::mattermost::FakeMattermost;
 use crate::support::ollama::FakeOllama;
 use crate::support::planka::FakePlanka;
+use crate::support::procs;
 use crate::support::world::{quoted, WorldBuilder};
 
 /// The faulty cycle's deadline; every timeout is a fraction of it.
@@ -47,6 +51,9 @@ struct World {
     agent: String,
     posts: Vec<String>,
     mc_fault: Option<PathBuf>,
+    /// Where a hostile MC script writes its pid (its process group) each
+    /// time it runs.
+    mc_pids: Option<PathBuf>,
 }
 
 /// Which MC the world files tasks with.
@@ -88,6 +95,7 @@ fn world(mc: Mc) -> World {
     ));
     let dir = tempfile::tempdir().unwrap().keep();
     let mut mc_fault = None;
+    let mut mc_pids = None;
     match mc {
         Mc::Ledger => {}
         Mc::Command => {
@@ -109,7 +117,12 @@ fn world(mc: Mc) -> World {
         }
         Mc::Script(body) => {
             let script = dir.join("mc.sh");
-            std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+            let pids = dir.join("mc-pids");
+            std::fs::write(
+                &script,
+                format!("#!/bin/sh\necho $$ >> \"$MC_PIDS\"\n{body}\n"),
+            )
+            .unwrap();
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
             b.line(
@@ -117,8 +130,10 @@ fn world(mc: Mc) -> World {
                 &format!("command = [{}]", quoted(&script.display().to_string())),
             );
             b.line("mc", "timeout_secs = 1");
-            b.line("mc", "pass_env = [\"MC_ARGV_FILE\"]");
+            b.line("mc", "pass_env = [\"MC_ARGV_FILE\", \"MC_PIDS\"]");
             b.env("MC_ARGV_FILE", &dir.join("argv").display().to_string());
+            b.env("MC_PIDS", &pids.display().to_string());
+            mc_pids = Some(pids);
         }
     }
     let posts = vec![
@@ -135,7 +150,38 @@ fn world(mc: Mc) -> World {
         agent: me.id,
         posts,
         mc_fault,
+        mc_pids,
     }
+}
+
+/// What a cell's name promises about its faulty cycle, beyond what every
+/// cell checks.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Nothing more: the name promises only what every cell checks.
+    Nothing,
+    /// Every post labelled by the fallback (not the LLM), which says why.
+    Fallback,
+    /// [`Then::Fallback`], and every post answered with the template.
+    FallbackAndTemplates,
+    /// The first failed LLM call stopped the LLM for the cycle: Ollama
+    /// was asked once for two posts that each want a label and a reply,
+    /// and every post was labelled by the fallback.
+    Breaker,
+    /// Every post has its task already (cards wait for Planka).
+    TasksNow,
+    /// The HTTP check's last result has this status.
+    Check(&'static str),
+    /// The HTTP check's last result is a failure for want of an answer
+    /// within its timeout. Its status is `critical` (the client's timeout)
+    /// or `unknown` (the probe's), whichever of the two equal timeouts
+    /// fires first.
+    NoAnswer,
+    /// No post has a task or a reply yet: they wait for MC.
+    PostsWait,
+    /// The MC command ran past its timeout and its whole process group was
+    /// killed; the posts wait.
+    Killed,
 }
 
 impl World {
@@ -151,6 +197,108 @@ impl World {
         );
         eprintln!("faulty cycle: {took:?}, peak RSS {rss} KiB");
         rss
+    }
+
+    /// What `then` promises, right after the faulty cycle.
+    fn holds(&self, then: Then) {
+        let log = self.sb.log_text();
+        match then {
+            Then::Nothing => {}
+            Then::Fallback => self.labelled_by_the_fallback(),
+            Then::FallbackAndTemplates => {
+                self.labelled_by_the_fallback();
+                let replies = self.sb.audit_events("reply_posted");
+                for p in &self.posts {
+                    let mine: Vec<_> = replies.iter().filter(|r| r["post"] == *p).collect();
+                    assert_eq!(mine.len(), 1, "post {p}: one reply\n{log}");
+                    assert_eq!(mine[0]["path"], "template", "post {p}: {}", mine[0]);
+                    assert_eq!(
+                        self.mm.tagged_replies(&self.agent, p).len(),
+                        1,
+                        "post {p}: the reply is in Mattermost"
+                    );
+                }
+            }
+            Then::Breaker => {
+                let asked = self.llm.requests().len();
+                assert_eq!(asked, 1, "Ollama asked {asked} times\n{log}");
+                self.labelled_by_the_fallback();
+            }
+            Then::TasksNow => {
+                for p in &self.posts {
+                    assert_eq!(
+                        self.sb.ledger_tasks_for(p),
+                        1,
+                        "post {p}: a task now\n{log}"
+                    );
+                }
+            }
+            Then::Check(status) => {
+                let last = self.last_check_result();
+                assert_eq!(last["status"], status, "{last}");
+            }
+            Then::NoAnswer => {
+                let last = self.last_check_result();
+                assert!(
+                    last["status"] == "critical" || last["status"] == "unknown",
+                    "{last}"
+                );
+                let reason = last["reason"].as_str().unwrap_or_default();
+                assert!(reason.contains("no answer within 1s"), "{last}");
+            }
+            Then::PostsWait => self.posts_wait(),
+            Then::Killed => {
+                let groups = procs::pids_in(self.mc_pids.as_ref().unwrap());
+                assert!(!groups.is_empty(), "the MC command never ran\n{log}");
+                for pgid in groups {
+                    let living = procs::wait_group_gone(pgid, Duration::from_secs(5));
+                    assert!(living.is_empty(), "MC group {pgid} still has {living:?}");
+                }
+                assert!(log.contains("timed out after 1s"), "{log}");
+                self.posts_wait();
+            }
+        }
+    }
+
+    /// The last result the state file keeps for the HTTP check.
+    fn last_check_result(&self) -> serde_json::Value {
+        let st = self.sb.state_json();
+        st["health"]["checks"]["site"]["last"]
+            .as_array()
+            .and_then(|l| l.last())
+            .unwrap_or_else(|| panic!("no result for the check: {}", st["health"]))
+            .clone()
+    }
+
+    /// Every post's label came from the fallback, with its reason.
+    fn labelled_by_the_fallback(&self) {
+        let labels = self.sb.audit_events("post_classified");
+        for p in &self.posts {
+            let mine: Vec<_> = labels.iter().filter(|l| l["post"] == *p).collect();
+            assert_eq!(mine.len(), 1, "post {p}: labelled once: {labels:#?}");
+            assert_ne!(mine[0]["path"], "llm", "post {p}: {}", mine[0]);
+            assert!(
+                mine[0]["fallback"].as_str().is_some_and(|r| !r.is_empty()),
+                "post {p}: the fallback's reason: {}",
+                mine[0]
+            );
+        }
+    }
+
+    /// No post has a task or a reply; the faulty MC, when it is a script,
+    /// ran (the cell met its fault).
+    fn posts_wait(&self) {
+        if let Some(pids) = &self.mc_pids {
+            let ran = procs::pids_in(pids).len();
+            assert!(ran > 0, "the MC command never ran");
+        }
+        for p in &self.posts {
+            assert_eq!(self.sb.ledger_tasks_for(p), 0, "post {p}: no task");
+            assert!(
+                self.mm.tagged_replies(&self.agent, p).is_empty(),
+                "post {p}: no reply without a task"
+            );
+        }
     }
 
     /// Healed cycles, then the exactly-once checks. Returns the first
@@ -179,13 +327,14 @@ impl World {
     }
 }
 
-/// One cell: a world, the fault, a faulty cycle, the fault cleared, healing.
-/// The faulty cycle's peak memory may exceed the healed one's by at most
-/// `rss_allowance_kib`.
-fn cell(mc: Mc, rss_allowance_kib: u64, set: impl Fn(&World), clear: impl Fn(&World)) {
+/// One cell: a world, the fault, a faulty cycle and what `then` promises
+/// about it, the fault cleared, healing. The faulty cycle's peak memory may
+/// exceed the healed one's by at most `rss_allowance_kib`.
+fn cell(mc: Mc, rss_allowance_kib: u64, then: Then, set: impl Fn(&World), clear: impl Fn(&World)) {
     let w = world(mc);
     set(&w);
     let faulty = w.faulty_cycle();
+    w.holds(then);
     clear(&w);
     let healed = w.heals();
     assert!(
@@ -196,11 +345,11 @@ fn cell(mc: Mc, rss_allowance_kib: u64, set: impl Fn(&World), clear: impl Fn(&Wo
 }
 
 macro_rules! cells {
-    ($($name:ident: $mc:expr, $rss:expr, $set:expr, $clear:expr;)*) => {
+    ($($name:ident: $mc:expr, $rss:expr, $then:expr, $set:expr, $clear:expr;)*) => {
         $(
             #[test]
             fn $name() {
-                cell($mc, $rss, $set, $clear);
+                cell($mc, $rss, $then, $set, $clear);
             }
         )*
     };
@@ -213,51 +362,52 @@ fn rate_limited() -> Fault {
 }
 
 cells! {
-    mm_refused__cycle_exits_0_and_every_post_is_handled_once_after: Mc::Ledger, RSS, |w| w.mm.set_fault(Fault::Refuse), |w| w.mm.clear_fault();
-    mm_hang__cycle_ends_in_time_and_every_post_is_handled_once_after: Mc::Ledger, RSS, |w| w.mm.set_fault(Fault::Hang), |w| w.mm.clear_fault();
-    mm_500__cycle_exits_0_and_every_post_is_handled_once_after: Mc::Ledger, RSS, |w| w.mm.set_fault(Fault::Status(500)), |w| w.mm.clear_fault();
-    mm_garbage__cycle_exits_0_and_every_post_is_handled_once_after: Mc::Ledger, RSS, |w| w.mm.set_fault(Fault::Garbage), |w| w.mm.clear_fault();
-    mm_oversized__memory_stays_bounded_and_every_post_is_handled_once_after: Mc::Ledger, RSS_PAGED, |w| w.mm.set_fault(Fault::Oversized(HUGE)), |w| w.mm.clear_fault();
-    mm_endless__memory_stays_bounded_and_every_post_is_handled_once_after: Mc::Ledger, RSS_PAGED, |w| w.mm.set_fault(Fault::Endless), |w| w.mm.clear_fault();
-    mm_429__cycle_exits_0_and_every_post_is_handled_once_after: Mc::Ledger, RSS, |w| w.mm.set_fault(rate_limited()), |w| w.mm.clear_fault();
-    mm_401__cycle_exits_0_and_every_post_is_handled_once_after: Mc::Ledger, RSS, |w| w.mm.set_fault(Fault::Unauthorized), |w| w.mm.clear_fault();
+    mm_refused__cycle_exits_0_and_every_post_is_handled_once_after: Mc::Ledger, RSS, Then::Nothing, |w| w.mm.set_fault(Fault::Refuse), |w| w.mm.clear_fault();
+    mm_hang__cycle_ends_in_time_and_every_post_is_handled_once_after: Mc::Ledger, RSS, Then::Nothing, |w| w.mm.set_fault(Fault::Hang), |w| w.mm.clear_fault();
+    mm_500__cycle_exits_0_and_every_post_is_handled_once_after: Mc::Ledger, RSS, Then::Nothing, |w| w.mm.set_fault(Fault::Status(500)), |w| w.mm.clear_fault();
+    mm_garbage__cycle_exits_0_and_every_post_is_handled_once_after: Mc::Ledger, RSS, Then::Nothing, |w| w.mm.set_fault(Fault::Garbage), |w| w.mm.clear_fault();
+    mm_oversized__memory_stays_bounded_and_every_post_is_handled_once_after: Mc::Ledger, RSS_PAGED, Then::Nothing, |w| w.mm.set_fault(Fault::Oversized(HUGE)), |w| w.mm.clear_fault();
+    mm_endless__memory_stays_bounded_and_every_post_is_handled_once_after: Mc::Ledger, RSS_PAGED, Then::Nothing, |w| w.mm.set_fault(Fault::Endless), |w| w.mm.clear_fault();
+    mm_429__cycle_exits_0_and_every_post_is_handled_once_after: Mc::Ledger, RSS, Then::Nothing, |w| w.mm.set_fault(rate_limited()), |w| w.mm.clear_fault();
+    mm_401__cycle_exits_0_and_every_post_is_handled_once_after: Mc::Ledger, RSS, Then::Nothing, |w| w.mm.set_fault(Fault::Unauthorized), |w| w.mm.clear_fault();
 
-    ollama_refused__keywords_and_templates_then_every_post_once: Mc::Ledger, RSS, |w| w.llm.set_fault(Fault::Refuse), |w| w.llm.clear_fault();
-    ollama_hang__breaker_then_every_post_once: Mc::Ledger, RSS, |w| w.llm.set_fault(Fault::Hang), |w| w.llm.clear_fault();
-    ollama_500__keywords_then_every_post_once: Mc::Ledger, RSS, |w| w.llm.set_fault(Fault::Status(500)), |w| w.llm.clear_fault();
-    ollama_garbage__keywords_then_every_post_once: Mc::Ledger, RSS, |w| w.llm.set_fault(Fault::Garbage), |w| w.llm.clear_fault();
-    ollama_oversized__memory_stays_bounded_then_every_post_once: Mc::Ledger, RSS, |w| w.llm.set_fault(Fault::Oversized(HUGE)), |w| w.llm.clear_fault();
-    ollama_endless__memory_stays_bounded_then_every_post_once: Mc::Ledger, RSS, |w| w.llm.set_fault(Fault::Endless), |w| w.llm.clear_fault();
-    ollama_429__keywords_then_every_post_once: Mc::Ledger, RSS, |w| w.llm.set_fault(rate_limited()), |w| w.llm.clear_fault();
+    ollama_refused__keywords_and_templates_then_every_post_once: Mc::Ledger, RSS, Then::FallbackAndTemplates, |w| w.llm.set_fault(Fault::Refuse), |w| w.llm.clear_fault();
+    ollama_hang__breaker_then_every_post_once: Mc::Ledger, RSS, Then::Breaker, |w| w.llm.set_fault(Fault::Hang), |w| w.llm.clear_fault();
+    ollama_500__keywords_then_every_post_once: Mc::Ledger, RSS, Then::Fallback, |w| w.llm.set_fault(Fault::Status(500)), |w| w.llm.clear_fault();
+    ollama_garbage__keywords_then_every_post_once: Mc::Ledger, RSS, Then::Fallback, |w| w.llm.set_fault(Fault::Garbage), |w| w.llm.clear_fault();
+    ollama_oversized__memory_stays_bounded_then_every_post_once: Mc::Ledger, RSS, Then::Nothing, |w| w.llm.set_fault(Fault::Oversized(HUGE)), |w| w.llm.clear_fault();
+    ollama_endless__memory_stays_bounded_then_every_post_once: Mc::Ledger, RSS, Then::Nothing, |w| w.llm.set_fault(Fault::Endless), |w| w.llm.clear_fault();
+    ollama_429__keywords_then_every_post_once: Mc::Ledger, RSS, Then::Fallback, |w| w.llm.set_fault(rate_limited()), |w| w.llm.clear_fault();
 
-    planka_refused__tasks_now_cards_after_once: Mc::Ledger, RSS, |w| w.planka.set_fault(Fault::Refuse), |w| w.planka.clear_fault();
-    planka_hang__tasks_now_cards_after_once: Mc::Ledger, RSS, |w| w.planka.set_fault(Fault::Hang), |w| w.planka.clear_fault();
-    planka_500__tasks_now_cards_after_once: Mc::Ledger, RSS, |w| w.planka.set_fault(Fault::Status(500)), |w| w.planka.clear_fault();
-    planka_garbage__tasks_now_cards_after_once: Mc::Ledger, RSS, |w| w.planka.set_fault(Fault::Garbage), |w| w.planka.clear_fault();
-    planka_oversized__memory_stays_bounded_cards_after_once: Mc::Ledger, RSS_PAGED, |w| w.planka.set_fault(Fault::Oversized(HUGE)), |w| w.planka.clear_fault();
-    planka_endless__memory_stays_bounded_cards_after_once: Mc::Ledger, RSS_PAGED, |w| w.planka.set_fault(Fault::Endless), |w| w.planka.clear_fault();
-    planka_401__tasks_now_cards_after_once: Mc::Ledger, RSS, |w| w.planka.set_fault(Fault::Unauthorized), |w| w.planka.clear_fault();
+    planka_refused__tasks_now_cards_after_once: Mc::Ledger, RSS, Then::TasksNow, |w| w.planka.set_fault(Fault::Refuse), |w| w.planka.clear_fault();
+    planka_hang__tasks_now_cards_after_once: Mc::Ledger, RSS, Then::TasksNow, |w| w.planka.set_fault(Fault::Hang), |w| w.planka.clear_fault();
+    planka_500__tasks_now_cards_after_once: Mc::Ledger, RSS, Then::TasksNow, |w| w.planka.set_fault(Fault::Status(500)), |w| w.planka.clear_fault();
+    planka_garbage__tasks_now_cards_after_once: Mc::Ledger, RSS, Then::TasksNow, |w| w.planka.set_fault(Fault::Garbage), |w| w.planka.clear_fault();
+    planka_oversized__memory_stays_bounded_cards_after_once: Mc::Ledger, RSS_PAGED, Then::Nothing, |w| w.planka.set_fault(Fault::Oversized(HUGE)), |w| w.planka.clear_fault();
+    planka_endless__memory_stays_bounded_cards_after_once: Mc::Ledger, RSS_PAGED, Then::Nothing, |w| w.planka.set_fault(Fault::Endless), |w| w.planka.clear_fault();
+    planka_401__tasks_now_cards_after_once: Mc::Ledger, RSS, Then::TasksNow, |w| w.planka.set_fault(Fault::Unauthorized), |w| w.planka.clear_fault();
 
-    docker_refused__cycle_exits_0_then_every_post_once: Mc::Ledger, RSS, |w| w.docker.set_fault(Fault::Refuse), |w| w.docker.clear_fault();
-    docker_hang__cycle_ends_in_time_then_every_post_once: Mc::Ledger, RSS, |w| w.docker.set_fault(Fault::Hang), |w| w.docker.clear_fault();
-    docker_500__cycle_exits_0_then_every_post_once: Mc::Ledger, RSS, |w| w.docker.set_fault(Fault::Status(500)), |w| w.docker.clear_fault();
-    docker_garbage__cycle_exits_0_then_every_post_once: Mc::Ledger, RSS, |w| w.docker.set_fault(Fault::Garbage), |w| w.docker.clear_fault();
+    docker_refused__cycle_exits_0_then_every_post_once: Mc::Ledger, RSS, Then::Nothing, |w| w.docker.set_fault(Fault::Refuse), |w| w.docker.clear_fault();
+    docker_hang__cycle_ends_in_time_then_every_post_once: Mc::Ledger, RSS, Then::Nothing, |w| w.docker.set_fault(Fault::Hang), |w| w.docker.clear_fault();
+    docker_500__cycle_exits_0_then_every_post_once: Mc::Ledger, RSS, Then::Nothing, |w| w.docker.set_fault(Fault::Status(500)), |w| w.docker.clear_fault();
+    docker_garbage__cycle_exits_0_then_every_post_once: Mc::Ledger, RSS, Then::Nothing, |w| w.docker.set_fault(Fault::Garbage), |w| w.docker.clear_fault();
 
-    http_refused__check_critical_and_every_post_once: Mc::Ledger, RSS, |w| w.endpoints.server().set_fault(Fault::Refuse), |w| w.endpoints.server().clear_fault();
-    http_hang__check_unknown_in_time_and_every_post_once: Mc::Ledger, RSS, |w| w.endpoints.server().set_fault(Fault::Hang), |w| w.endpoints.server().clear_fault();
-    http_500__check_critical_and_every_post_once: Mc::Ledger, RSS, |w| w.endpoints.server().set_fault(Fault::Status(500)), |w| w.endpoints.server().clear_fault();
-    http_garbage__check_critical_and_every_post_once: Mc::Ledger, RSS, |w| w.endpoints.server().set_fault(Fault::Garbage), |w| w.endpoints.server().clear_fault();
-    http_oversized__memory_stays_bounded_and_every_post_once: Mc::Ledger, RSS, |w| w.endpoints.server().set_fault(Fault::Oversized(HUGE)), |w| w.endpoints.server().clear_fault();
-    http_endless__memory_stays_bounded_and_every_post_once: Mc::Ledger, RSS, |w| w.endpoints.server().set_fault(Fault::Endless), |w| w.endpoints.server().clear_fault();
+    http_refused__check_critical_and_every_post_once: Mc::Ledger, RSS, Then::Check("critical"), |w| w.endpoints.server().set_fault(Fault::Refuse), |w| w.endpoints.server().clear_fault();
+    http_hang__check_fails_with_no_answer_in_time_and_every_post_once: Mc::Ledger, RSS, Then::NoAnswer, |w| w.endpoints.server().set_fault(Fault::Hang), |w| w.endpoints.server().clear_fault();
+    http_500__check_critical_and_every_post_once: Mc::Ledger, RSS, Then::Check("critical"), |w| w.endpoints.server().set_fault(Fault::Status(500)), |w| w.endpoints.server().clear_fault();
+    http_garbage__check_critical_and_every_post_once: Mc::Ledger, RSS, Then::Check("critical"), |w| w.endpoints.server().set_fault(Fault::Garbage), |w| w.endpoints.server().clear_fault();
+    http_oversized__memory_stays_bounded_and_every_post_once: Mc::Ledger, RSS, Then::Nothing, |w| w.endpoints.server().set_fault(Fault::Oversized(HUGE)), |w| w.endpoints.server().clear_fault();
+    http_endless__memory_stays_bounded_and_every_post_once: Mc::Ledger, RSS, Then::Nothing, |w| w.endpoints.server().set_fault(Fault::Endless), |w| w.endpoints.server().clear_fault();
 
-    mc_failing__posts_wait_then_one_task_each: Mc::Command, RSS, |w| { std::fs::write(w.mc_fault.as_ref().unwrap(), "").unwrap(); }, |w| { std::fs::remove_file(w.mc_fault.as_ref().unwrap()).unwrap(); };
+    mc_failing__posts_wait_then_one_task_each: Mc::Command, RSS, Then::PostsWait, |w| { std::fs::write(w.mc_fault.as_ref().unwrap(), "").unwrap(); }, |w| { std::fs::remove_file(w.mc_fault.as_ref().unwrap()).unwrap(); };
 }
 
 /// The MC command is broken for the faulty cycle only, then the record
 /// script (a working MC that counts) is configured for healing.
-fn mc_cell(body: &'static str) {
+fn mc_cell(body: &'static str, then: Then) {
     let mut w = world(Mc::Script(body));
     let faulty = w.faulty_cycle();
+    w.holds(then);
     let good = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mc/record.sh");
     let extra = &mut w.sb.extra;
     let start = extra.find("command = [").unwrap();
@@ -278,20 +428,20 @@ fn mc_cell(body: &'static str) {
 
 #[test]
 fn mc_hang__killed_at_its_timeout_and_posts_filed_once_after() {
-    mc_cell("sleep 30");
+    mc_cell("sleep 30", Then::Killed);
 }
 
 #[test]
 fn mc_garbage__no_id_no_task_and_posts_filed_once_after() {
-    mc_cell("echo 'what is an id?'");
+    mc_cell("echo 'what is an id?'", Then::PostsWait);
 }
 
 #[test]
 fn mc_endless_output__memory_stays_bounded_and_posts_filed_once_after() {
-    mc_cell("yes");
+    mc_cell("yes", Then::Nothing);
 }
 
 #[test]
 fn mc_not_found__posts_wait_and_are_filed_once_after() {
-    mc_cell("exec /nonexistent/mc");
+    mc_cell("exec /nonexistent/mc", Then::PostsWait);
 }

@@ -88,7 +88,7 @@ impl World {
         let mut child = self.sb.command(&["run-once"]).spawn().unwrap();
         let reached = hold.wait_arrived(Duration::from_secs(30));
         child.kill().unwrap();
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
         hold.release();
         // Incident keys carry the second they opened: a key lost in the
         // crash would be made again with a different one.
@@ -97,6 +97,12 @@ impl World {
             reached,
             "the boundary was never reached\n{}",
             self.sb.log_text()
+        );
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "the kill landed mid-cycle: {status}"
         );
     }
 

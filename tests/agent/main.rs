@@ -20,6 +20,7 @@ mod support;
 mod chat_cycle;
 mod chat_edges;
 mod cli_commands;
+mod completions;
 mod corrections;
 mod cycle_frame;
 mod deploy;

@@ -6,6 +6,7 @@
 //! `<dependency>_<fault>__<what holds>`.
 #![allow(non_snake_case)]
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -93,33 +94,37 @@ impl World {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
     }
 
+    /// Whether a fake MC command is running (its `running.<pid>` mark).
+    fn mc_running(&self) -> bool {
+        std::fs::read_dir(&self.db).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("running."))
+        })
+    }
+
     /// Starts a cycle, waits until the fake MC runs, and SIGKILLs the agent
     /// (not the command: it lives on in its own process group, as it would).
     fn kill_while_mc_runs(&self) {
         let mut cmd: Command = self.sb.command(&["run-once"]);
         let mut child = cmd.spawn().unwrap();
         let end = Instant::now() + Duration::from_secs(20);
-        let running = || {
-            std::fs::read_dir(&self.db).is_ok_and(|d| {
-                d.flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with("running."))
-            })
-        };
-        while !running() {
+        while !self.mc_running() {
             assert!(Instant::now() < end, "the MC command never started");
             assert!(child.try_wait().unwrap().is_none(), "the cycle ended first");
             std::thread::sleep(Duration::from_millis(10));
         }
         child.kill().unwrap();
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "the kill landed: {status}"
+        );
     }
 
     fn wait_for_orphans(&self) {
         let end = Instant::now() + Duration::from_secs(20);
-        while std::fs::read_dir(&self.db).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("running."))
-        }) {
+        while self.mc_running() {
             assert!(Instant::now() < end, "the orphaned MC command never ended");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -222,7 +227,9 @@ fn next(seed: &mut u64) -> u64 {
 
 /// SIGKILLs at random moments (`OPS_AGENT_TEST_KILLS` of them, default 12),
 /// a post each, then cycles until every post is answered; returns the MC
-/// task count of every post.
+/// task count of every post. A kill counts when it ended a cycle that was
+/// still running (the agent died of the SIGKILL, not with an exit code);
+/// at least 80 % of them must, or the test proves nothing about crashes.
 fn kill_at_random(with_find: bool) -> Vec<usize> {
     let kills: usize = std::env::var("OPS_AGENT_TEST_KILLS")
         .ok()
@@ -233,13 +240,23 @@ fn kill_at_random(with_find: bool) -> Vec<usize> {
     let w = world("0.15", "0.15", "2", with_find);
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut posts = Vec::new();
+    let (mut landed, mut during_mc) = (0, 0);
     for i in 0..kills {
         posts.push(w.say(&format!("please add user number {i} to the wizard admin")));
         let mut child = w.sb.command(&["run-once"]).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(next(&mut seed) % 450));
+        let mc_running = w.mc_running();
         let _ = child.kill();
-        child.wait().unwrap();
+        if child.wait().unwrap().signal() == Some(libc::SIGKILL) {
+            landed += 1;
+            during_mc += usize::from(mc_running);
+        }
     }
+    eprintln!("{landed} of {kills} kills landed mid-cycle ({during_mc} while the MC command ran)");
+    assert!(
+        landed * 5 >= kills * 4,
+        "only {landed} of {kills} kills landed mid-cycle"
+    );
     let end = Instant::now() + Duration::from_secs(30);
     while Instant::now() < end {
         w.wait_for_orphans();

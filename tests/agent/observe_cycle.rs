@@ -89,20 +89,8 @@ impl World {
     }
 
     fn audit_lines(&self) -> Vec<Value> {
-        audit_lines(&self.sb)
+        self.sb.audit_lines()
     }
-}
-
-fn audit_path(sb: &Sandbox) -> std::path::PathBuf {
-    sb.path("system/logs/ops-agent-audit.jsonl")
-}
-
-fn audit_lines(sb: &Sandbox) -> Vec<Value> {
-    std::fs::read_to_string(audit_path(sb))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 fn events<'a>(lines: &'a [Value], event: &str) -> Vec<&'a Value> {
@@ -230,12 +218,12 @@ fn a_cycle_writes_one_audit_line_per_decision_and_audit_answers_for_a_post() {
         assert_eq!(reply.root_id, r["post"].as_str().unwrap());
     }
     // Nothing secret, no chat text beyond an excerpt.
-    let raw = std::fs::read_to_string(audit_path(&w.sb)).unwrap();
+    let raw = std::fs::read_to_string(w.sb.audit_path()).unwrap();
     assert!(!raw.contains(UUID), "the ping URL is a capability");
     for (k, v) in &w.sb.env {
         assert!(!raw.contains(v.as_str()), "{k} leaked into the audit trail");
     }
-    let mode = std::fs::metadata(audit_path(&w.sb))
+    let mode = std::fs::metadata(w.sb.audit_path())
         .unwrap()
         .permissions()
         .mode();
@@ -344,7 +332,7 @@ fn a_crash_mid_cycle_leaves_a_readable_trail_and_the_next_cycle_appends_cleanly(
         "{lines:#?}"
     );
     // A kill can also cut a line mid-write: the readers skip it.
-    let path = audit_path(&w.sb);
+    let path = w.sb.audit_path();
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.extend_from_slice(b"{\"at\":\"2026-05-01T12:00:00.000Z\",\"event\":\"reply_po");
     std::fs::write(&path, bytes).unwrap();
@@ -663,7 +651,7 @@ fn the_textfile_mode_is_configurable_and_a_dry_run_writes_nothing() {
     assert!(!path.exists(), "a dry run writes no textfile");
     assert!(w.hb.pings().is_empty(), "a dry run sends no ping");
     assert!(
-        audit_lines(&sb).is_empty(),
+        sb.audit_lines().is_empty(),
         "a dry run writes no audit line"
     );
     let out = sb.run(&["run-once"]);
@@ -793,7 +781,7 @@ fn logs_rotate_by_size_at_cycle_start_and_keep_their_path() {
         );
     let sb = b.sandbox();
     let log = sb.log();
-    let audit = audit_path(&sb);
+    let audit = sb.audit_path();
     let err = sb.path("system/logs/ops-agent.launchd.err.log");
     let rotated =
         |p: &std::path::Path, n: u32| std::path::PathBuf::from(format!("{}.{n}", p.display()));
@@ -861,7 +849,7 @@ fn an_external_rotation_between_runs_is_harmless() {
     w.say(&w.alice, "please add a DNS record for shop.example.com");
     w.run(&["run-once"]);
     let log = w.sb.log();
-    let audit = audit_path(&w.sb);
+    let audit = w.sb.audit_path();
     let moved_log = w.sb.path("system/logs/ops-agent.log.0");
     let moved_audit = w.sb.path("system/logs/ops-agent-audit.jsonl.0");
     std::fs::rename(&log, &moved_log).unwrap();
@@ -879,7 +867,7 @@ fn an_external_rotation_between_runs_is_harmless() {
         fresh.contains("Cycle started.") && fresh.contains("cycle ok"),
         "{fresh}"
     );
-    let lines = audit_lines(&w.sb);
+    let lines = w.sb.audit_lines();
     assert_eq!(events(&lines, "post_classified").len(), 1, "{lines:#?}");
     assert_eq!(events(&lines, "post_classified")[0]["label"], "INCIDENT");
     let mode = std::fs::metadata(&audit).unwrap().permissions().mode();

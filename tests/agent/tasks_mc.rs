@@ -1,12 +1,15 @@
 //! MC command adapter against the fake MC scripts in tests/fixtures/mc:
 //! argv without a shell, clean environment, id parsing, failures with the
-//! stderr tail, timeout.
+//! stderr tail, timeout (the command's whole process group killed).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ops_agent::tasks::mc::{McCommand, McConfig};
 use ops_agent::tasks::{Priority, Tag, Task};
 use ops_agent::time::Secs;
+
+use crate::support::procs;
 
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -127,11 +130,27 @@ async fn garbage_output_is_an_error_with_stderr() {
     );
 }
 
+/// A hanging MC that started a process of its own: the timeout kills its
+/// whole process group, the child included.
 #[tokio::test]
 async fn hang_is_killed_at_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let script = dir.path().join("hang.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $$ > '{p}'\nsleep 300 &\necho $! >> '{p}'\nwait\n",
+            p = pids.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cfg = McConfig {
+        command: vec![script.display().to_string()],
         timeout_secs: Secs::new(1),
-        ..cmd("hang.sh", &[])
+        ..Default::default()
     };
     let err = McCommand::new(&cfg)
         .unwrap()
@@ -139,6 +158,13 @@ async fn hang_is_killed_at_the_timeout() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("timed out after 1s"), "{err:#}");
+    let started = procs::pids_in(&pids);
+    assert_eq!(started.len(), 2, "the script and its sleep: {started:?}");
+    let living = procs::wait_group_gone(started[0], Duration::from_secs(5));
+    assert!(
+        living.is_empty(),
+        "still running after the timeout: {living:?}"
+    );
 }
 
 #[tokio::test]

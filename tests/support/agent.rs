@@ -218,6 +218,29 @@ impl Sandbox {
             .collect()
     }
 
+    /// The audit trail.
+    pub fn audit_path(&self) -> PathBuf {
+        self.path("system/logs/ops-agent-audit.jsonl")
+    }
+
+    /// The audit trail's lines so far (none before the first run); a line
+    /// that is not JSON fails the test.
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.audit_path())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// The audit trail's `event` lines so far.
+    pub fn audit_events(&self, event: &str) -> Vec<serde_json::Value> {
+        self.audit_lines()
+            .into_iter()
+            .filter(|l| l["event"] == event)
+            .collect()
+    }
+
     /// Reads the state file as JSON.
     pub fn state_json(&self) -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(self.state()).expect("state file"))

@@ -14,6 +14,8 @@ pub mod mattermost;
 pub mod ollama;
 pub mod pki;
 pub mod planka;
+pub mod procs;
+pub mod tier;
 pub mod world;
 
 #[allow(unused_imports)]

@@ -213,6 +213,26 @@ impl FakeOllama {
     }
 }
 
+impl FakeOllama {
+    /// How many times the agent asked for each message's label (a request
+    /// whose `format` wants a `label`), by the message as its prompt's
+    /// fence holds it.
+    pub fn label_asks(&self) -> std::collections::HashMap<String, usize> {
+        let mut asks = std::collections::HashMap::new();
+        for r in self.chat_requests() {
+            if !r.body["format"]["properties"]["label"].is_object() {
+                continue;
+            }
+            let prompt = match r.body["prompt"].as_str() {
+                Some(p) => p.to_string(),
+                None => last_user(&r.body["messages"]),
+            };
+            *asks.entry(fenced_message(&prompt)).or_insert(0) += 1;
+        }
+        asks
+    }
+}
+
 /// A URL where nothing listens (connection refused).
 pub fn dead_url() -> String {
     format!("http://{}", dead_addr())
