@@ -37,6 +37,7 @@ impl<'a, T> Bounded<'a, T> {
     }
 
     /// Whether nothing is in flight or waiting to be taken.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.in_flight.is_empty() && self.ready.is_empty()
     }

@@ -180,11 +180,6 @@ impl Rules {
     }
 }
 
-/// Classifies `text` with the built-in rules plus `cfg`'s phrases.
-pub fn classify(text: &str, cfg: &ClassifyConfig) -> Verdict {
-    Rules::new(cfg).classify(text)
-}
-
 /// Structural incident patterns found in the clauses, each named once:
 /// an HTTP error status in context, a negated service function ("isn't
 /// syncing", "didn't come back"), "keeps <verb>ing", and a named system
@@ -365,6 +360,11 @@ fn clauses_of(text: &str) -> Vec<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Classifies `text` with the built-in rules plus `cfg`'s phrases.
+    fn classify(text: &str, cfg: &ClassifyConfig) -> Verdict {
+        Rules::new(cfg).classify(text)
+    }
 
     fn label(text: &str) -> Label {
         classify(text, &ClassifyConfig::default()).label

@@ -84,6 +84,7 @@ pub struct Prediction {
 
 impl Prediction {
     /// The most likely label; an exact tie goes to the less serious one.
+    #[cfg(test)]
     pub fn label(&self) -> Label {
         argmax(&self.log_scores)
     }
@@ -134,6 +135,7 @@ impl Model {
     }
 
     /// Distinct features seen in training.
+    #[cfg(test)]
     pub fn vocabulary(&self) -> usize {
         self.counts.len()
     }

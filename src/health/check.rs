@@ -678,10 +678,6 @@ fn default_action_timeout_secs() -> Secs {
     Secs::new(60)
 }
 
-/// Seconds a container gets to stop on restart before SIGKILL (Docker's
-/// own default).
-pub const RESTART_STOP_SECS: i32 = 10;
-
 impl FixSpec {
     /// A spec with the default timings.
     pub fn new(action: FixAction) -> FixSpec {

@@ -341,11 +341,6 @@ impl DockerClient {
         })
     }
 
-    /// Where this client talks to.
-    pub fn host(&self) -> &DockerHost {
-        &self.host
-    }
-
     /// The engine answers `/_ping` and `/version`.
     pub async fn probe_engine(&self) -> Probe {
         let host = &self.host;

@@ -195,11 +195,6 @@ impl MattermostConfig {
         }
         SecretRef::env("mattermost.token_env", &self.token_env)
     }
-
-    /// The alert channel split into (team, channel), when configured.
-    pub fn alert_target(&self) -> Option<(&str, &str)> {
-        self.alert_channel.split_once('/')
-    }
 }
 
 #[cfg(test)]
@@ -300,6 +295,9 @@ mod tests {
             ..Default::default()
         };
         c.validate().unwrap();
-        assert_eq!(c.alert_target(), Some(("basic", "ops-alerts")));
+        assert_eq!(
+            c.alert_channel.split_once('/'),
+            Some(("basic", "ops-alerts"))
+        );
     }
 }

@@ -52,8 +52,8 @@ pub struct LedgerView {
 }
 
 /// Folds records into tasks, line by line: the one place that knows how
-/// creates and updates combine, fed by [`parse`] and by the streaming
-/// readers alike.
+/// creates and updates combine, fed by the streaming readers (and, in
+/// the tests, by byte slices).
 #[derive(Default)]
 pub(super) struct Folder {
     pub(super) view: LedgerView,
@@ -151,16 +151,6 @@ impl LedgerTask {
     }
 }
 
-/// Parses ledger bytes. Pure, so torn and garbage lines are table-tested.
-pub fn parse(bytes: &[u8]) -> LedgerView {
-    let mut f = Folder::default();
-    f.view.ends_with_newline = bytes.is_empty() || bytes.ends_with(b"\n");
-    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
-        f.line(i + 1, Ok(raw));
-    }
-    f.view
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -168,6 +158,17 @@ mod tests {
     use super::super::testkit::task;
     use super::*;
     use crate::tasks::Tag;
+
+    /// Folds ledger bytes line by line as the reader does, so torn and
+    /// garbage lines are table-tested without a file.
+    fn parse(bytes: &[u8]) -> LedgerView {
+        let mut f = Folder::default();
+        f.view.ends_with_newline = bytes.is_empty() || bytes.ends_with(b"\n");
+        for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+            f.line(i + 1, Ok(raw));
+        }
+        f.view
+    }
 
     #[test]
     fn parse_skips_torn_and_garbage_lines() {

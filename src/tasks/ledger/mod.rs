@@ -40,7 +40,7 @@ mod record;
 mod stream;
 mod window;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -53,7 +53,7 @@ use fold::Folder;
 use record::decode;
 use window::Window;
 
-pub use fold::{parse, LedgerTask, LedgerView, SkippedLine};
+pub use fold::{LedgerTask, LedgerView, SkippedLine};
 pub use record::{AttemptEnd, CreateRecord, IntentRecord, Record, UpdateRecord};
 pub use stream::{parse_since, ListFilter, Stats};
 pub use window::{Attempt, Filed, SourceHistory, CLOCK_SLACK_MS};
@@ -84,8 +84,9 @@ impl Ledger {
         }
     }
 
-    /// The file's path, for messages and `status`.
-    pub fn path(&self) -> &Path {
+    /// The file's path, for tests that tamper with the file.
+    #[cfg(test)]
+    pub fn path(&self) -> &std::path::Path {
         &self.path
     }
 

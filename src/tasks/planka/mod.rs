@@ -27,7 +27,7 @@
 //! read, as the comment a crashed step made is among the card's latest).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -719,11 +719,6 @@ impl PlankaClient {
         )
         .await
         .map(|_| ())
-    }
-
-    /// The token cache path, for `reset` and `doctor`.
-    pub fn token_cache(&self) -> Option<&Path> {
-        self.token_cache.as_deref()
     }
 }
 
