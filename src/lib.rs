@@ -9,35 +9,37 @@
 // non-test build).
 #![cfg_attr(test, allow(clippy::disallowed_methods, clippy::disallowed_types))]
 
-pub mod bounded;
-pub mod budget;
+mod bounded;
+mod budget;
 pub mod chat;
 pub mod classify;
 pub mod cli;
 pub mod commands;
-pub mod config;
-pub mod cycle;
+mod config;
+mod cycle;
 pub mod escalate;
 pub mod files;
 pub mod fix;
 pub mod health;
 pub mod http;
-pub mod intel;
-pub mod jsonl;
+mod intel;
+mod jsonl;
 pub mod lock;
-pub mod logging;
+mod logging;
 pub mod mattermost;
-pub mod observe;
+mod observe;
 pub mod ollama;
-pub mod paths;
-pub mod process;
-pub mod report;
-pub mod schedule;
-pub mod scrub;
+mod paths;
+mod process;
+mod report;
+mod schedule;
+// Not called yet: the rooms that send outside text onward take it up next.
+#[cfg_attr(not(test), expect(dead_code, reason = "not wired into the rooms yet"))]
+mod scrub;
 pub mod secret;
-pub mod stage;
-pub mod state;
-pub mod store;
+mod stage;
+mod state;
+mod store;
 pub mod tasks;
-pub mod text;
+mod text;
 pub mod time;

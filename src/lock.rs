@@ -22,11 +22,11 @@ pub struct CycleLock {
 
 /// The lock is held by another live cycle.
 #[derive(Debug)]
-pub struct LockHeld {
+pub(crate) struct LockHeld {
     /// The lock file.
-    pub path: PathBuf,
+    path: PathBuf,
     /// What the holder wrote: `pid <n> since <rfc3339>`, if readable.
-    pub holder: String,
+    holder: String,
 }
 
 impl std::fmt::Display for LockHeld {
@@ -118,7 +118,7 @@ pub fn acquire(path: &Path) -> Result<CycleLock> {
 
 /// For `status`: who holds the lock right now, or `None` when no cycle runs.
 /// Probing takes the lock for an instant when it is free.
-pub fn holder(path: &Path) -> Result<Option<String>> {
+pub(crate) fn holder(path: &Path) -> Result<Option<String>> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(None);
     }
