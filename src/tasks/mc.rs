@@ -333,29 +333,51 @@ pub(crate) enum NextStep {
     GiveUp(String),
 }
 
-/// The next step (see [`NextStep`]). `alive` tells whether a process group
-/// still runs; an attempt without a recorded group counts as running for
-/// twice the command's timeout after it started.
+/// Whose attempts [`next_step`] judges, for the words of its answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempted<'a> {
+    /// The command: "MC command", "resolve command".
+    pub(crate) command: &'a str,
+    /// What an attempt that worked did: "made the task".
+    pub(crate) work: &'a str,
+    /// Whether MC can be asked whether the work is done (`[mc] find`).
+    pub(crate) can_ask: bool,
+    /// Why it cannot, for the give-up message.
+    pub(crate) no_ask: &'a str,
+}
+
+/// The MC command's create attempts.
+pub(crate) const CREATE: Attempted<'static> = Attempted {
+    command: "MC command",
+    work: "made the task",
+    can_ask: false,
+    no_ask: "no [mc] find is configured to ask",
+};
+
+/// The next step (see [`NextStep`]). `alive` tells whether an attempt's
+/// command still runs; an attempt without a recorded process group counts
+/// as running for twice the command's timeout after it started.
 pub(crate) fn next_step(
     attempts: &[Attempt],
-    has_find: bool,
+    who: Attempted<'_>,
     now_ms: i64,
     timeout_ms: i64,
     alive: impl Fn(u32) -> bool,
 ) -> NextStep {
+    let command = who.command;
     let next = attempts.last().map_or(1, |a| a.attempt + 1);
     if let Some(running) = attempts.iter().rev().find(|a| a.outcome.is_none()) {
         let started = running.at.timestamp_millis();
         match running.pgid {
             Some(pgid) if alive(pgid) => {
                 return NextStep::Wait(format!(
-                    "attempt {} of the MC command (process group {pgid}) is still running",
+                    "attempt {} of the {command} (process group {pgid}) is still running",
                     running.attempt
                 ))
             }
             None if now_ms - started < 2 * timeout_ms => {
                 return NextStep::Wait(format!(
-                    "attempt {} of the MC command may still be running",
+                    "attempt {} of the {command} may still be running",
                     running.attempt
                 ))
             }
@@ -371,14 +393,14 @@ pub(crate) fn next_step(
             attempt: next,
             extra: false,
         },
-        _ if has_find => NextStep::Find,
+        _ if who.can_ask => NextStep::Find,
         1 => NextStep::Create {
             attempt: next,
             extra: true,
         },
         n => NextStep::GiveUp(format!(
-            "{n} attempts of the MC command ended without telling whether they made the task, \
-             and no [mc] find is configured to ask"
+            "{n} attempts of the {command} ended without telling whether they {}, and {}",
+            who.work, who.no_ask
         )),
     }
 }
@@ -682,7 +704,11 @@ mod tests {
             ("two unknowns with a lookup: ask", vec![a(1, Some(8), unknown, 9), a(2, Some(8), unknown, 5)], true, NextStep::Find),
         ];
         for (name, attempts, has_find, want) in table {
-            let got = next_step(&attempts, has_find, now, timeout, |pgid| pgid == 7);
+            let who = Attempted {
+                can_ask: has_find,
+                ..CREATE
+            };
+            let got = next_step(&attempts, who, now, timeout, |pgid| pgid == 7);
             assert_eq!(got, want, "{name}");
         }
     }
