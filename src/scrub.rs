@@ -22,7 +22,7 @@ const SECRET_KEYS: &str = r"pass(?:word|wd)?|pwd|secret|client[_-]?secret|token|
 
 /// A URL for display: no userinfo, and the value of every secret-looking
 /// query parameter replaced. Text that is not a URL is scrubbed as text.
-fn url(u: &str) -> String {
+pub(crate) fn url(u: &str) -> String {
     let u = u.trim();
     let Ok(mut parsed) = reqwest::Url::parse(u) else {
         return text(u).into_owned();
@@ -52,12 +52,30 @@ fn url(u: &str) -> String {
     }
 }
 
+/// A URL key of the config serialized as [`url`] shows it (serde's
+/// `serialize_with`). The config is serialized only to be shown (`config
+/// check`); what the agent sends is always the value as written.
+pub(crate) fn serialize_url<S: serde::Serializer>(u: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&url(u))
+}
+
+/// [`serialize_url`] for an optional URL key.
+pub(crate) fn serialize_opt_url<S: serde::Serializer>(
+    u: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match u {
+        Some(u) => s.serialize_some(&url(u)),
+        None => s.serialize_none(),
+    }
+}
+
 /// Outside text with its secrets replaced by [`MARK`]: URL userinfo,
 /// `Authorization`-style headers, bearer tokens, `key=value` / `"key": "v"`
 /// pairs with a secret-looking key, PEM private keys and the token formats
 /// of common providers. Borrowed back unchanged when there is nothing to
 /// hide (the common case costs one scan per pattern).
-fn text(s: &str) -> Cow<'_, str> {
+pub(crate) fn text(s: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(s);
     for (re, replace) in patterns() {
         if re.is_match(&out) {

@@ -168,7 +168,7 @@ async fn systemd_units_are_graded_from_real_output() {
         "{r:#?}"
     );
     assert!(calls().contains(
-        "systemctl --user show -p LoadState,ActiveState,SubState,Result,NRestarts ollama.service"
+        "systemctl --user show -p LoadState,ActiveState,SubState,Result,NRestarts -- ollama.service"
     ));
 }
 
@@ -217,7 +217,7 @@ async fn a_failed_unit_is_restarted_and_a_starting_one_is_left_alone() {
     .await
     .unwrap();
     assert_eq!(r.outcome, Some(Outcome::Verified), "{r:?}");
-    assert!(calls().contains("systemctl --user restart worker.service\n"));
+    assert!(calls().contains("systemctl --user restart -- worker.service\n"));
     let (r, _) = fix::run_manual(
         &fix::FixContext {
             health: &ctx(),

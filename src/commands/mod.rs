@@ -265,6 +265,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run_once(config: &Config, source: &ConfigSource, dry_run: bool) -> Result<ExitCode> {
     tracing::debug!(config = %source, "Configuration loaded.");
+    for w in &config.warnings {
+        tracing::warn!(config = %source, "Config: {w}");
+    }
     runtime()?.block_on(cycle::run_once(config, RunOptions { dry_run }))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -286,8 +289,17 @@ fn print_text(text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Prints the effective config; its warnings, each naming its key, go
+/// to stderr (stdout stays TOML).
 fn config_check(config: &Config, source: &ConfigSource) -> Result<ExitCode> {
-    println!("# config: {source}: valid");
+    let warnings = config.check_warnings();
+    for w in &warnings {
+        eprintln!("ops-agent: config warning: {w}");
+    }
+    match warnings.len() {
+        0 => println!("# config: {source}: valid"),
+        n => println!("# config: {source}: valid, {n} warning(s) on stderr"),
+    }
     print!("{}", config.to_toml()?);
     Ok(ExitCode::SUCCESS)
 }

@@ -133,7 +133,7 @@ async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -> Re
         }
         FixAction::RestartUnit => {
             let unit = check.unit.as_deref().unwrap_or_default();
-            tool_ok("systemctl", &["--user", "restart", unit], timeout).await?;
+            tool_ok("systemctl", &["--user", "restart", "--", unit], timeout).await?;
         }
         FixAction::Command => {
             // run_argv enforces the timeout itself; an outer timeout would

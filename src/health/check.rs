@@ -7,6 +7,7 @@
 //! [`CheckConfig::validate`], then a probe beside [`super::run`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::time::Secs;
@@ -127,7 +128,11 @@ pub struct CheckConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
     /// http: the URL to request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::scrub::serialize_opt_url"
+    )]
     pub url: Option<String>,
     /// http: the method (default GET).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +150,14 @@ pub struct CheckConfig {
     /// endpoint the operator knows is self-signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_tls: Option<bool>,
+    /// http: an owner-only file holding `user:password`, sent as basic
+    /// auth (a password written into `url` would be in the config file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) basic_auth_file: Option<PathBuf>,
+    /// http: an owner-only file holding one header line sent with each
+    /// request (`Authorization: Bearer …`, `X-Api-Key: …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) header_file: Option<PathBuf>,
     /// launchd: the job label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
@@ -199,6 +212,8 @@ impl CheckConfig {
             body_contains: None,
             latency_warn_ms: None,
             verify_tls: None,
+            basic_auth_file: None,
+            header_file: None,
             label: None,
             unit: None,
             parent: None,
@@ -263,6 +278,8 @@ impl CheckConfig {
         add(self.body_contains.is_some(), "body_contains");
         add(self.latency_warn_ms.is_some(), "latency_warn_ms");
         add(self.verify_tls.is_some(), "verify_tls");
+        add(self.basic_auth_file.is_some(), "basic_auth_file");
+        add(self.header_file.is_some(), "header_file");
         add(self.label.is_some(), "label");
         add(self.unit.is_some(), "unit");
         keys
@@ -291,6 +308,8 @@ impl CheckConfig {
                     "body_contains",
                     "latency_warn_ms",
                     "verify_tls",
+                    "basic_auth_file",
+                    "header_file",
                 ],
                 Some("url"),
             ),
@@ -347,13 +366,31 @@ impl CheckConfig {
                 bail!("{at}: {key} contains a NUL byte");
             }
         }
-        if let Some(url) = &self.url {
-            let ok = reqwest::Url::parse(url)
-                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                .unwrap_or(false);
-            if !ok {
-                bail!("{at}: url '{url}' is not an http(s) URL");
+        for (key, v) in [("label", &self.label), ("unit", &self.unit)] {
+            if let Some(v) = v {
+                check_daemon_name(&format!("{at}: {key}"), v)?;
             }
+        }
+        if let Some(url) = &self.url {
+            let parsed = reqwest::Url::parse(url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            let Some(parsed) = parsed else {
+                bail!(
+                    "{at}: url '{}' is not an http(s) URL",
+                    crate::scrub::url(url)
+                );
+            };
+            let in_url = !parsed.username().is_empty() || parsed.password().is_some();
+            if in_url && (self.basic_auth_file.is_some() || self.header_file.is_some()) {
+                bail!(
+                    "{at}: url carries credentials and so does basic_auth_file or header_file; \
+                     keep them in the file only"
+                );
+            }
+        }
+        if self.basic_auth_file.is_some() && self.header_file.is_some() {
+            bail!("{at}: basic_auth_file and header_file: set one, not both");
         }
         if let Some(m) = &self.method {
             if !HTTP_METHODS.contains(&m.as_str()) {
@@ -389,6 +426,25 @@ impl CheckConfig {
         }
         Ok(())
     }
+}
+
+/// The longest launchd label or systemd unit name (systemd's own limit).
+const MAX_DAEMON_NAME: usize = 255;
+
+/// A launchd label or systemd unit name reaches `launchctl` and
+/// `systemctl` as an argument: one starting with `-` would be read as an
+/// option, and a name longer than systemd allows never names a unit.
+pub(crate) fn check_daemon_name(key: &str, name: &str) -> Result<()> {
+    if name.starts_with('-') {
+        bail!("{key} '{name}' starts with '-', which the service manager would read as an option");
+    }
+    if name.len() > MAX_DAEMON_NAME {
+        bail!(
+            "{key} is {} characters long; a unit name or label has at most {MAX_DAEMON_NAME}",
+            name.len()
+        );
+    }
+    Ok(())
 }
 
 /// Checks what single tables cannot: unique names, parents that exist, no

@@ -169,7 +169,7 @@ pub(crate) async fn probe_systemd(check: &CheckConfig) -> Result<Probe> {
     let unit = check.unit.as_deref().unwrap_or_default();
     let out = run_tool(
         "systemctl",
-        &["--user", "show", "-p", SYSTEMD_PROPERTIES, unit],
+        &["--user", "show", "-p", SYSTEMD_PROPERTIES, "--", unit],
         check.timeout(),
     )
     .await?;

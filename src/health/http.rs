@@ -1,23 +1,42 @@
 //! HTTP endpoint probes: method, expected status or range, optional body
 //! substring and a latency warning, through the one client builder (which
 //! enforces the timeout and the TLS choice of the check).
+//!
+//! An endpoint behind authentication gets its credentials from an
+//! owner-only file (`basic_auth_file`, `header_file`), read at each probe.
+//! The URL is shown (in the reason, and so in alerts, tasks, the ledger,
+//! the audit trail, the log, `status` and `health`) as [`crate::scrub::url`]
+//! shows it: a password written into the URL is sent, never shown.
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use reqwest::header::{HeaderName, HeaderValue};
 
 use super::{CheckConfig, ExpectStatus, Probe, Status};
+use crate::secret::Secret;
 
 /// Requests the check's URL and grades the answer. Connection errors and
 /// timeouts are `critical` with the cause: the endpoint is down as far as
-/// users are concerned.
+/// users are concerned. Credentials that cannot be read make the result
+/// `unknown`: the endpoint was not asked.
 pub(crate) async fn probe(check: &CheckConfig) -> Result<Probe> {
     let url = check.url.as_deref().unwrap_or_default();
+    let shown = crate::scrub::url(url);
     let method = check.method.as_deref().unwrap_or("GET");
     let client = crate::http::client(check.timeout(), check.verify_tls.unwrap_or(true))?;
     let m = reqwest::Method::from_bytes(method.as_bytes())?;
+    let request = match authenticate(client.request(m, url), check) {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(Probe::new(
+                Status::Unknown,
+                format!("{method} {shown}: not requested: {e:#}"),
+            ))
+        }
+    };
     let started = Instant::now();
-    let resp = match client.request(m, url).send().await {
+    let resp = match request.send().await {
         Ok(r) => r,
         Err(e) => {
             let why = if e.is_timeout() {
@@ -29,7 +48,7 @@ pub(crate) async fn probe(check: &CheckConfig) -> Result<Probe> {
             };
             return Ok(Probe::new(
                 Status::Critical,
-                format!("{method} {url}: {why}"),
+                format!("{method} {shown}: {}", crate::scrub::text(&why)),
             ));
         }
     };
@@ -41,7 +60,7 @@ pub(crate) async fn probe(check: &CheckConfig) -> Result<Probe> {
                 return Ok(Probe::new(
                     Status::Critical,
                     format!(
-                        "{method} {url}: HTTP {code}, body unreadable: {}",
+                        "{method} {shown}: HTTP {code}, body unreadable: {}",
                         root_cause(&e)
                     ),
                 ))
@@ -56,7 +75,7 @@ pub(crate) async fn probe(check: &CheckConfig) -> Result<Probe> {
         .clone()
         .unwrap_or(ExpectStatus::Code(200));
     let mut probe = grade(
-        &format!("{method} {url}"),
+        &format!("{method} {shown}"),
         code,
         body.as_ref().map(|(text, _)| text.as_str()),
         ms,
@@ -73,6 +92,40 @@ pub(crate) async fn probe(check: &CheckConfig) -> Result<Probe> {
         }
     }
     Ok(probe)
+}
+
+/// Adds the check's credentials, read from their owner-only file: basic
+/// auth (`user:password`) or one header (`Name: value`). Errors name the
+/// key and the file, never the value.
+fn authenticate(
+    req: reqwest::RequestBuilder,
+    check: &CheckConfig,
+) -> Result<reqwest::RequestBuilder> {
+    if let Some(path) = &check.basic_auth_file {
+        let secret = Secret::from_file(path).context("basic_auth_file")?;
+        let (user, password) = secret.expose().split_once(':').with_context(|| {
+            format!(
+                "basic_auth_file: {} holds no ':' between the user and the password",
+                path.display()
+            )
+        })?;
+        return Ok(req.basic_auth(user, Some(password)));
+    }
+    if let Some(path) = &check.header_file {
+        let secret = Secret::from_file(path).context("header_file")?;
+        let not_a_header = || {
+            format!(
+                "header_file: {} does not hold one header line like 'Authorization: Bearer …'",
+                path.display()
+            )
+        };
+        let (name, value) = secret.expose().split_once(':').with_context(not_a_header)?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes()).with_context(not_a_header)?;
+        let mut value = HeaderValue::from_str(value.trim()).with_context(not_a_header)?;
+        value.set_sensitive(true);
+        return Ok(req.header(name, value));
+    }
+    Ok(req)
 }
 
 /// Grades an answer. Pure.

@@ -50,7 +50,13 @@ impl Default for MetricsConfig {
 impl MetricsConfig {
     /// Checks the section without I/O; errors name the key and the bad value.
     pub(crate) fn validate(&self) -> Result<()> {
-        parse_mode(&self.mode)?;
+        if parse_mode(&self.mode)? & 0o002 != 0 {
+            bail!(
+                "metrics.mode: '{}' lets every local user rewrite the agent's metrics (and so \
+                 what the alerts on them see); use 0644 or 0640",
+                self.mode
+            );
+        }
         let t = self.textfile.trim();
         if t != self.textfile {
             bail!(

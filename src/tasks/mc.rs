@@ -40,6 +40,9 @@ const PLACEHOLDERS: &[&str] = &[
     "permalink",
 ];
 
+/// The shortest `mc.timeout_secs`: no program starts and answers faster.
+const MIN_TIMEOUT_SECS: f64 = 0.1;
+
 /// `[mc]`: how to reach MC.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -110,13 +113,23 @@ pub(crate) fn validate_argv_template(key: &str, argv: &[String], known: &[&str])
 impl McConfig {
     /// Checks the section without I/O; errors name the key and the bad value.
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.timeout_secs.is_zero() {
-            bail!("mc.timeout_secs: 0 is not a timeout; use more than 0");
+        if self.timeout_secs.as_f64() < MIN_TIMEOUT_SECS {
+            bail!(
+                "mc.timeout_secs: {} is too short for any program to start and answer; \
+                 use at least {MIN_TIMEOUT_SECS} (default 30)",
+                self.timeout_secs
+            );
         }
         validate_argv_template("mc.command", &self.command, PLACEHOLDERS)?;
         validate_argv_template("mc.find", &self.find, PLACEHOLDERS)?;
         if !self.find.is_empty() && self.command.is_empty() {
             bail!("mc.find: only used with mc.command (the built-in ledger needs no lookup)");
+        }
+        if !self.find.is_empty() && !self.find.iter().any(|a| a.contains("{source}")) {
+            bail!(
+                "mc.find: no argument holds {{source}}: the lookup could not say which post's \
+                 task it looks for, and every answer would be taken for every post"
+            );
         }
         if self.id_json_field.trim().is_empty() {
             bail!("mc.id_json_field: must name a field (default \"id\")");
@@ -638,6 +651,14 @@ mod tests {
             ..Default::default()
         })
         .contains("mc.timeout_secs"));
+        assert!(bad(toml::from_str("timeout_secs = 0.000001").unwrap())
+            .contains("mc.timeout_secs: 0.000001 is too short"));
+        assert!(bad(McConfig {
+            command: vec!["mc".into(), "{source}".into()],
+            find: vec!["mc".into(), "find".into(), "{title}".into()],
+            ..Default::default()
+        })
+        .contains("mc.find: no argument holds {source}"));
         assert!(bad(McConfig {
             id_regex: Some("MC-\\d+".into()),
             ..Default::default()

@@ -7,8 +7,10 @@
 use std::os::unix::fs::PermissionsExt;
 
 use crate::support::agent::{text, Sandbox};
+use crate::support::harness::in_background;
+use crate::support::http_endpoints::{FakeEndpoints, PRIVATE_BASIC, PRIVATE_KEY};
 use crate::support::mattermost::FakeMattermost;
-use crate::support::world::WorldBuilder;
+use crate::support::world::{quoted, WorldBuilder};
 
 /// Writes an owner-only file.
 fn owner_only(path: &std::path::Path, bytes: &[u8]) {
@@ -100,4 +102,178 @@ fn a_token_with_a_nul_or_an_inner_line_break_names_the_file() {
             "{report}"
         );
     }
+}
+
+/// Every file under the sandbox except the config and the secret files,
+/// and every output of the read-only commands, that holds `secret`.
+fn places_holding(sb: &Sandbox, mm: &FakeMattermost, secret: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut dirs = vec![sb.root().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name == "config.toml" || name.starts_with("secret-") {
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            if String::from_utf8_lossy(&bytes).contains(secret) {
+                found.push(p.display().to_string());
+            }
+        }
+    }
+    for p in mm.posts() {
+        if p.message.contains(secret) {
+            found.push(format!("Mattermost post {:?}", p.message));
+        }
+    }
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["health"],
+        &["health", "--json"],
+        &["doctor"],
+        &["config", "check"],
+        &["tasks", "list"],
+        &["audit"],
+    ] {
+        let out = sb.run(args);
+        if text(&out).contains(secret) {
+            found.push(format!("`{}`: {}", args.join(" "), text(&out)));
+        }
+    }
+    found
+}
+
+#[test]
+fn a_password_in_an_http_check_url_is_sent_and_shown_nowhere() {
+    let endpoints: FakeEndpoints = in_background(FakeEndpoints::start);
+    let mut b = WorldBuilder::new();
+    let (mm, me) = b.mattermost(&["basic"]);
+    b.line("mattermost", "alert_channel = \"basic/ops-alerts\"");
+    let team = mm.add_team("basic", &[&me.id]);
+    let alerts = mm.add_channel(&team, "ops-alerts", &[&me.id]);
+    b.ollama_at(&crate::support::ollama::dead_url());
+    let base = endpoints.url("/status/503?token=t0ken-s3cret&page=1");
+    let url = base.replace("http://", "http://monitor:pa55-s3cret@");
+    b.toml(&format!(
+        "[escalation]\non_call = [\"opsbot\"]\n\n\
+         [[checks]]\nname = \"shop\"\nkind = \"http\"\nurl = {}\nfail_after = 1\ntimeout_secs = 2\n",
+        quoted(&url)
+    ));
+    let sb = b.sandbox();
+    let out = sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // It escalated: the alert and the HIGH task carry the check's reason.
+    let alert = mm
+        .posts()
+        .into_iter()
+        .find(|p| p.channel_id == alerts)
+        .unwrap_or_else(|| panic!("no alert\n{}", sb.log_text()));
+    let shown = endpoints.url("/status/503?token=[redacted]&page=1");
+    assert!(alert.message.contains(&shown), "{}", alert.message);
+    assert_eq!(sb.ledger_tasks().len(), 1, "the HIGH task");
+    for secret in ["pa55-s3cret", "t0ken-s3cret", "monitor:"] {
+        let found = places_holding(&sb, &mm, secret);
+        assert!(found.is_empty(), "{secret} shown in {found:#?}");
+    }
+    // config check says where the password belongs, naming the key.
+    let out = sb.run(&["config", "check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("checks[0] (\"shop\").url: holds a user or password")
+            && err.contains("basic_auth_file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_http_check_authenticates_from_an_owner_only_file() {
+    let endpoints: FakeEndpoints = in_background(FakeEndpoints::start);
+    let mut b = WorldBuilder::new();
+    let private = quoted(&endpoints.url("/private"));
+    b.toml(&format!(
+        "[[checks]]\nname = \"basic\"\nkind = \"http\"\nurl = {private}\n\
+         basic_auth_file = \"~/secret-basic\"\n\n\
+         [[checks]]\nname = \"header\"\nkind = \"http\"\nurl = {private}\n\
+         header_file = \"~/secret-header\"\n\n\
+         [[checks]]\nname = \"none\"\nkind = \"http\"\nurl = {private}\n"
+    ));
+    let sb = b.sandbox();
+    let (user, pw) = PRIVATE_BASIC;
+    owner_only(
+        &sb.path("secret-basic"),
+        format!("{user}:{pw}\n").as_bytes(),
+    );
+    owner_only(
+        &sb.path("secret-header"),
+        format!("X-Api-Key: {PRIVATE_KEY}\n").as_bytes(),
+    );
+    let out = sb.run(&["health", "--json"]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let status = |name: &str| {
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{v}"))
+            .clone()
+    };
+    assert_eq!(status("basic")["status"], "ok", "{v}");
+    assert_eq!(status("header")["status"], "ok", "{v}");
+    let none = status("none");
+    assert_eq!(none["status"], "critical", "{v}");
+    assert!(
+        none["reason"].as_str().unwrap().contains("HTTP 401"),
+        "{none}"
+    );
+    // A file that is not one header line: the check says which file.
+    owner_only(&sb.path("secret-header"), b"just-a-token\n");
+    let out = sb.run(&["health", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let header = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "header")
+        .unwrap()
+        .clone();
+    assert_eq!(header["status"], "unknown", "{header}");
+    let reason = header["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("header_file") && reason.contains("secret-header"),
+        "{reason}"
+    );
+    assert!(!reason.contains("just-a-token"), "{reason}");
+}
+
+#[test]
+fn config_check_and_config_errors_never_show_a_url_credential() {
+    let mut sb = Sandbox::new();
+    sb.extra = "[heartbeat]\nurl = \"https://hb:pa55-s3cret@hc.example/ping/t0ken-uuid\"\n\n\
+                [ollama]\nurl = \"http://llm:pa55-s3cret@127.0.0.1:9/\"\n"
+        .into();
+    let out = sb.run(&["config", "check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = text(&out);
+    for secret in ["pa55-s3cret", "t0ken-uuid"] {
+        assert!(!all.contains(secret), "{secret}: {all}");
+    }
+    assert!(all.contains("url = \"https://hc.example/…\""), "{all}");
+    assert!(all.contains("url = \"http://127.0.0.1:9/\""), "{all}");
+    sb.extra = "[mattermost]\nurl = \"ftp://admin:pa55-s3cret@mm.example\"\n".into();
+    let out = sb.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mattermost.url") && !err.contains("pa55-s3cret"),
+        "{err}"
+    );
 }

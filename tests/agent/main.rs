@@ -21,6 +21,7 @@ mod chat_cycle;
 mod chat_edges;
 mod cli_commands;
 mod completions;
+mod config_fuzz;
 mod corrections;
 mod cycle_frame;
 mod deploy;

@@ -211,7 +211,7 @@ fn ollama_findings(
     let mut out = vec![finding(
         "ollama",
         Level::Ok,
-        format!("{} answers GET /api/tags", cfg.url),
+        format!("{} answers GET /api/tags", crate::scrub::url(&cfg.url)),
     )];
     for (what, model, res) in [
         ("classify", &cfg.classify_model, classify),
@@ -258,14 +258,16 @@ pub(super) async fn probe_planka(cfg: &PlankaConfig) -> Vec<Finding> {
     }
     let mut out = Vec::new();
     let url = format!("{}/api/bootstrap", cfg.url.trim().trim_end_matches('/'));
+    let shown = crate::scrub::url(&url);
     let probe = async {
         let http =
             crate::http::client(cfg.timeout_secs.get(), true).map_err(|e| format!("{e:#}"))?;
-        let resp = http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: unreachable ({e})"))?;
+        let resp = http.get(&url).send().await.map_err(|e| {
+            format!(
+                "GET {shown}: unreachable ({})",
+                crate::scrub::text(&e.to_string())
+            )
+        })?;
         Ok::<u16, String>(resp.status().as_u16())
     };
     out.push(match probe.await {
@@ -273,12 +275,15 @@ pub(super) async fn probe_planka(cfg: &PlankaConfig) -> Vec<Finding> {
         Ok(s) if s < 500 => finding(
             "planka",
             Level::Ok,
-            format!("{} answers (GET /api/bootstrap: HTTP {s})", cfg.url),
+            format!(
+                "{} answers (GET /api/bootstrap: HTTP {s})",
+                crate::scrub::url(&cfg.url)
+            ),
         ),
         Ok(s) => finding(
             "planka",
             Level::Warn,
-            format!("GET {url}: HTTP {s}; cards wait in the outbox"),
+            format!("GET {shown}: HTTP {s}; cards wait in the outbox"),
         ),
         Err(e) => finding(
             "planka",

@@ -145,8 +145,14 @@ fn render(r: &Report) -> String {
 
 /// `ops-agent doctor` with a loaded config.
 pub(crate) fn run(config: &Config, source: &ConfigSource, json: bool) -> Result<ExitCode> {
-    let first = finding("config", Level::Ok, format!("{source}: valid"));
-    let mut report = examine(config, vec![first])?;
+    let mut first = vec![finding("config", Level::Ok, format!("{source}: valid"))];
+    first.extend(
+        config
+            .warnings
+            .iter()
+            .map(|w| finding("config", Level::Warn, w.clone())),
+    );
+    let mut report = examine(config, first)?;
     report = Report::new(
         report
             .checks
