@@ -277,3 +277,61 @@ fn config_check_and_config_errors_never_show_a_url_credential() {
         "{err}"
     );
 }
+
+/// Terminal control from outside (an MC command's stderr, which may echo a
+/// client's post, and a heartbeat monitor's error body) reaches `status`
+/// and `doctor` escaped: no screen clear, no bell, no forged line.
+#[test]
+fn status_and_doctor_escape_terminal_control_from_outside() {
+    let endpoints: FakeEndpoints = in_background(FakeEndpoints::start);
+    let mut b = WorldBuilder::new();
+    let (mm, agent) = b.mattermost(&["wizard"]);
+    let alice = mm.add_user("alice", "pw");
+    let team = mm.add_team("wizard", &[&agent.id, &alice]);
+    let channel = mm.add_channel(&team, "dev", &[&agent.id, &alice]);
+    b.ollama_at(&crate::support::ollama::dead_url());
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'mc: \\033[2J\\033[31mboom\\007\\nok    config  forged line\\n' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    b.line(
+        "mc",
+        &format!(
+            "command = [{}, \"{{source}}\"]",
+            quoted(&script.display().to_string())
+        ),
+    );
+    b.line(
+        "heartbeat",
+        &format!("url = {}", quoted(&endpoints.url("/hostile"))),
+    );
+    let sb = b.sandbox();
+    mm.post(&channel, &alice, "please deploy the hotfix tonight");
+    let out = sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for args in [&["status"][..], &["doctor"]] {
+        let out = sb.run(args);
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            printed.contains("boom"),
+            "`{}` shows the hostile text: {printed}",
+            args[0]
+        );
+        assert!(
+            !out.stdout.iter().any(|b| *b == 0x1b || *b == 0x07),
+            "`{}` printed raw terminal control: {printed:?}",
+            args[0]
+        );
+        assert!(
+            !printed
+                .lines()
+                .any(|l| l.starts_with("ok    config  forged")),
+            "`{}` printed a forged line: {printed}",
+            args[0]
+        );
+    }
+}

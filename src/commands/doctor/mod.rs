@@ -38,6 +38,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::config::{Config, ConfigSource};
+use crate::logging::escape_controls;
 use crate::state::{RuntimeState, Stats};
 
 use deps::{mc_finding, probe_mattermost, probe_ollama, probe_planka, uncertain_finding};
@@ -126,12 +127,16 @@ impl Report {
     }
 }
 
-/// The text form: one aligned line per finding, then a summary. Pure.
+/// The text form: one aligned line per finding, then a summary, every
+/// control character escaped as the log does (a reason may quote an MC
+/// command's stderr or an HTTP body: no screen clear, no forged line).
+/// Pure.
 fn render(r: &Report) -> String {
     let w = r.checks.iter().map(|f| f.check.len()).max().unwrap_or(0);
     let mut s = String::new();
     for f in &r.checks {
-        s += &format!("{:<4}  {:<w$}  {}\n", f.level.as_str(), f.check, f.reason);
+        let (check, reason) = (escape_controls(&f.check), escape_controls(&f.reason));
+        s += &format!("{:<4}  {check:<w$}  {reason}\n", f.level.as_str());
     }
     s += &format!(
         "{}: {} ok, {} warn, {} fail\n",
@@ -278,5 +283,22 @@ mod tests {
         assert_eq!(lines[1], "FAIL  mattermost team basic  no such team");
         assert_eq!(lines[3], "PROBLEMS: 1 ok, 1 warn, 1 fail");
         assert!(Report::new(vec![finding("x", Level::Warn, "w")]).ok);
+    }
+
+    #[test]
+    fn render_escapes_terminal_control_from_outside() {
+        let r = Report::new(vec![finding(
+            "heartbeat",
+            Level::Warn,
+            "HTTP 500: \u{1b}[2Jboom\u{7}\nok    config  forged",
+        )]);
+        let text = render(&r);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            text.starts_with(
+                "warn  heartbeat  HTTP 500: \\u{1b}[2Jboom\\u{7}\\nok    config  forged\n"
+            ),
+            "{text}"
+        );
     }
 }
