@@ -46,6 +46,9 @@ struct StatusView {
     /// Tasks the MC command could not confirm: a possible duplicate, or
     /// none made after attempts that may each have made one.
     uncertain_tasks: Vec<crate::tasks::outbox::UncertainTask>,
+    /// Uncertain tasks no longer in that list (the oldest, dropped to keep
+    /// the state small; the log named each).
+    uncertain_dropped: u64,
     /// Incidents not yet closed (escalated services).
     incidents: Vec<crate::escalate::Incident>,
     /// Silences in force.
@@ -108,6 +111,7 @@ pub(crate) fn run(config: &Config, json: bool, check: bool) -> Result<ExitCode> 
         outbox: rt.tasks.pending(now.timestamp_millis()),
         posts_in_progress: rt.chat.progress.len(),
         uncertain_tasks: rt.tasks.uncertain.clone(),
+        uncertain_dropped: rt.tasks.uncertain_dropped,
         incidents: rt.escalation.incidents.clone(),
         silences: rt
             .escalation
@@ -286,12 +290,19 @@ fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
         );
     }
     s += &render_outbox(&v.outbox);
-    if !v.uncertain_tasks.is_empty() {
+    if !v.uncertain_tasks.is_empty() || v.uncertain_dropped > 0 {
         line(
             &mut s,
             format!(
-                "uncertain    {} task(s) to check in MC by hand",
-                v.uncertain_tasks.len()
+                "uncertain    {} task(s) to check in MC by hand{}",
+                v.uncertain_tasks.len() as u64 + v.uncertain_dropped,
+                match v.uncertain_dropped {
+                    0 => String::new(),
+                    n => format!(
+                        "; the {n} oldest are no longer listed here (the log names each: \
+                         \"check MC\")"
+                    ),
+                }
             ),
         );
         for u in &v.uncertain_tasks {
@@ -405,6 +416,7 @@ mod tests {
             outbox: vec![],
             posts_in_progress: 0,
             uncertain_tasks: vec![],
+            uncertain_dropped: 0,
             incidents: vec![],
             silences: vec![],
             problems: vec![],

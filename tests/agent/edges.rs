@@ -335,3 +335,74 @@ fn status_and_doctor_escape_terminal_control_from_outside() {
         );
     }
 }
+
+/// More uncertain tasks than the state keeps listed: `status`, `doctor`
+/// and the metrics count them all and say how many are not listed.
+#[test]
+fn uncertain_tasks_past_the_list_bound_are_counted_not_lost() {
+    let mut b = WorldBuilder::new();
+    let (mm, agent) = b.mattermost(&["wizard"]);
+    let alice = mm.add_user("alice", "pw");
+    let team = mm.add_team("wizard", &[&agent.id, &alice]);
+    let channel = mm.add_channel(&team, "dev", &[&agent.id, &alice]);
+    b.ollama_at(&crate::support::ollama::dead_url());
+    let dir = tempfile::tempdir().unwrap();
+    // Exit 0 without an id: each attempt may have made the task.
+    let script = dir.path().join("mc.sh");
+    std::fs::write(&script, "#!/bin/sh\necho 'queued, no id yet'\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    b.line(
+        "mc",
+        &format!(
+            "command = [{}, \"{{source}}\"]",
+            quoted(&script.display().to_string())
+        ),
+    );
+    b.line("metrics", "textfile = \"~/textfile/ops_agent.prom\"");
+    let sb = b.sandbox();
+    const POSTS: usize = 105;
+    for i in 0..POSTS {
+        mm.post(
+            &channel,
+            &alice,
+            &format!("please add user number {i} to the wizard admin"),
+        );
+    }
+    // An attempt, one extra attempt, then given up: uncertain.
+    for _ in 0..3 {
+        let out = sb.run(&["run-once"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = sb.run(&["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = st["uncertain_tasks"].as_array().unwrap().len();
+    let dropped = st["uncertain_dropped"].as_u64().unwrap_or(0) as usize;
+    assert_eq!(
+        listed + dropped,
+        POSTS,
+        "{listed} listed, {dropped} dropped"
+    );
+    assert!(dropped > 0, "the list is bounded: {listed} listed");
+    let out = sb.run(&["status"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains(&format!(
+            "uncertain    {POSTS} task(s) to check in MC by hand"
+        )) && printed.contains(&format!("the {dropped} oldest are no longer listed")),
+        "{printed}"
+    );
+    let out = sb.run(&["doctor"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.lines().any(|l| l.contains("mc uncertain tasks")
+            && l.contains(&format!("{POSTS} task(s)"))
+            && l.contains(&format!("the {dropped} oldest no longer listed"))),
+        "{printed}"
+    );
+    let metrics = std::fs::read_to_string(sb.path("textfile/ops_agent.prom")).unwrap();
+    assert!(
+        metrics.contains(&format!("\nops_agent_tasks_uncertain {POSTS}\n"))
+            && metrics.contains(&format!("\nops_agent_tasks_uncertain_dropped {dropped}\n")),
+        "{metrics}"
+    );
+}

@@ -15,17 +15,20 @@ use crate::paths::expand_tilde;
 use crate::tasks::mc::{self, McConfig};
 use crate::tasks::planka::PlankaConfig;
 
-/// Tasks the MC command could not confirm: an operator checks MC.
-pub(super) fn uncertain_finding(
-    uncertain: &[crate::tasks::outbox::UncertainTask],
-) -> Option<Finding> {
-    let first = uncertain.last()?;
+/// Tasks the MC command could not confirm: an operator checks MC. Those
+/// dropped from the state's list count too.
+pub(super) fn uncertain_finding(tasks: &crate::tasks::outbox::TaskState) -> Option<Finding> {
+    let first = tasks.uncertain.last()?;
+    let dropped = match tasks.uncertain_dropped {
+        0 => String::new(),
+        n => format!(", the {n} oldest no longer listed (the log names each)"),
+    };
     Some(finding(
         "mc uncertain tasks",
         Level::Warn,
         format!(
-            "{} task(s) to check in MC by hand (newest: {} \"{}\": {}); see `ops-agent status`",
-            uncertain.len(),
+            "{} task(s) to check in MC by hand{dropped} (newest: {} \"{}\": {}); see `ops-agent status`",
+            tasks.uncertain_total(),
             first.source,
             first.title,
             first.why

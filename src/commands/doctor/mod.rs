@@ -230,7 +230,7 @@ fn examine(config: &Config, mut out: Vec<Finding>) -> Result<Report> {
         .unwrap_or_default();
     out.push(lock_finding(&p.lock));
     out.push(mc_finding(&config.mc, &p.ledger));
-    if let Some(f) = uncertain_finding(&runtime.tasks.uncertain) {
+    if let Some(f) = uncertain_finding(&runtime.tasks) {
         out.push(f);
     }
     let stats = crate::store::peek::<Stats>(&p.stats).ok().flatten();
