@@ -406,3 +406,134 @@ fn uncertain_tasks_past_the_list_bound_are_counted_not_lost() {
         "{metrics}"
     );
 }
+
+/// A TASK relabelled ROUTINE closes its task in MC through
+/// `escalation.resolve_command`; the agent is killed while that command
+/// runs, twice. The orphan is waited for, one extra run is made and said
+/// in the thread, and a third run never happens.
+#[test]
+fn resolve_command_killed_twice_runs_at_most_once_more_and_says_so() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+    let mut b = WorldBuilder::new();
+    let (mm, agent) = b.mattermost(&["wizard"]);
+    let alice = mm.add_user("alice", "pw");
+    let john = mm.add_user("john", "pw");
+    let team = mm.add_team("wizard", &[&agent.id, &alice, &john]);
+    let channel = mm.add_channel(&team, "dev", &[&agent.id, &alice, &john]);
+    b.ollama_at(&crate::support::ollama::dead_url());
+    let dir = tempfile::tempdir().unwrap();
+    let record =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mc/record.sh");
+    b.line(
+        "mc",
+        &format!(
+            "command = [{}, \"{{source}}\"]",
+            quoted(&record.display().to_string())
+        ),
+    );
+    b.line("mc", "pass_env = [\"MC_ARGV_FILE\"]");
+    b.env(
+        "MC_ARGV_FILE",
+        &dir.path().join("argv").display().to_string(),
+    );
+    // Marks itself running, counts its run, takes a second, unmarks.
+    let resolve = dir.path().join("resolve.sh");
+    std::fs::write(
+        &resolve,
+        "#!/bin/sh\ntouch \"$1/running.$$\"\necho \"$2\" >> \"$1/runs\"\nsleep 1\nrm -f \"$1/running.$$\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&resolve, std::fs::Permissions::from_mode(0o755)).unwrap();
+    b.line(
+        "escalation",
+        &format!(
+            "resolve_command = [{}, {}, \"{{task_id}}\"]",
+            quoted(&resolve.display().to_string()),
+            quoted(&dir.path().display().to_string())
+        ),
+    );
+    b.line("corrections", "sweep_mins = 0");
+    let sb = b.sandbox();
+    let post = mm.post(&channel, &alice, "please add a redirect from /old to /new");
+    let out = sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let reply = mm
+        .posts()
+        .into_iter()
+        .find(|p| {
+            p.user_id == agent.id
+                && p.props.get("ops_agent_reply_to").and_then(|v| v.as_str()) == Some(&post)
+        })
+        .unwrap_or_else(|| panic!("no reply\n{}", sb.log_text()));
+    mm.react_as(&reply.id, &john, "speech_balloon");
+    mm.post(&channel, &alice, "lunch at 1?");
+    let running = || {
+        std::fs::read_dir(dir.path()).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("running."))
+        })
+    };
+    let runs = || {
+        std::fs::read_to_string(dir.path().join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let wait_orphan = || {
+        let end = Instant::now() + Duration::from_secs(20);
+        while running() {
+            assert!(
+                Instant::now() < end,
+                "the orphaned resolve command never ended"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let kill_while_resolving = || {
+        let mut child = sb.command(&["run-once"]).spawn().unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        while !running() {
+            assert!(
+                Instant::now() < end,
+                "the resolve command never started\n{}",
+                sb.log_text()
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the cycle ended first\n{}",
+                sb.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "the kill landed");
+    };
+    kill_while_resolving();
+    // The orphan still runs: this cycle must not start another.
+    let out = sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_orphan();
+    assert_eq!(runs(), 1, "no second run while the first was alive");
+    // The first may have closed the task: one extra run, killed too.
+    kill_while_resolving();
+    wait_orphan();
+    assert_eq!(runs(), 2);
+    for _ in 0..2 {
+        let out = sb.run(&["run-once"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_eq!(runs(), 2, "never a third run\n{}", sb.log_text());
+    let announced: Vec<String> = mm
+        .thread_replies(&post)
+        .into_iter()
+        .filter(|p| p.user_id == agent.id && p.message.starts_with("Relabelled ROUTINE"))
+        .map(|p| p.message)
+        .collect();
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    assert!(
+        announced[0].contains("may still be open in MC") && announced[0].contains("interrupted"),
+        "{announced:?}"
+    );
+}
