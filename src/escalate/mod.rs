@@ -203,7 +203,8 @@ pub struct Incident {
     /// When the service was seen healthy again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) recovered_ms: Option<i64>,
-    /// It recovered while silenced: recorded, not announced in chat.
+    /// It recovered while silenced (its alert thread still gets the
+    /// recovery post).
     pub(crate) recovered_in_silence: bool,
     /// The recovery post is in the alert's thread.
     pub(crate) recovery_posted: bool,
