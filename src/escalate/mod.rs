@@ -1,7 +1,8 @@
 //! Escalation (stage 7 of docs/architecture.md#one-cycle): what the team
 //! sees when the agent cannot fix something. One clear alert per incident,
 //! a follow-up only when nobody reacted, a recovery notice, and nothing
-//! during a silence.
+//! new during a silence (an incident alerted before it still gets its
+//! recovery notice).
 //!
 //! Gatus' alerting habit, split in two:
 //!
