@@ -346,9 +346,10 @@ fn observe_container(
         memo.container_id = Some(f.id.clone());
     }
     let in_window: i64 = memo.policy_restarts.iter().map(|(_, n)| n).sum();
-    // Still looping: restarted since the last look, or caught down.
-    let looping =
-        by_policy > 0 || restarted || matches!(f.status.as_str(), "restarting" | "exited" | "dead");
+    // Still looping: the policy restarted it since the last look, or it
+    // is caught down. A restart by hand (count reset, no policy restart
+    // since) that came up is someone's fix, not the loop going on.
+    let looping = by_policy > 0 || matches!(f.status.as_str(), "restarting" | "exited" | "dead");
     memo.crash_loop = (looping && in_window > i64::from(check.max_restarts())).then(|| CrashLoop {
         restarts: in_window,
         window_mins: check.restart_window_mins(),
@@ -631,6 +632,15 @@ mod tests {
                     (Critical, true),
                     (Warn, false),
                 ],
+            ),
+            (
+                "a restart by hand that came up ends the loop",
+                vec![
+                    ("a", "running", "t1", 0, Some(0)),
+                    ("a", "restarting", "t2", 5, Some(3)),
+                    ("a", "running", "t3", 0, Some(0)),
+                ],
+                vec![(Fine, false), (Critical, true), (Warn, false)],
             ),
             (
                 "first seen restarting: its count is what it did",
