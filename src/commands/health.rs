@@ -28,8 +28,8 @@ pub(crate) fn health(config: &Config, json: bool, check: Option<&str>) -> Result
     let ctx = HealthContext::new(&config.health);
     let results = runtime()?.block_on(health::run_all(&ctx, &checks));
     // Read-only: a copy of the saved memory, never written back.
-    let saved: RuntimeState = store::peek(&config.paths.state)?.unwrap_or_default();
-    let history: FixHistory = store::peek(&config.paths.fix_history)?.unwrap_or_default();
+    let saved: RuntimeState = peek_or_warn(&config.paths.state);
+    let history: FixHistory = peek_or_warn(&config.paths.fix_history);
     let now = Utc::now();
     let mut memory = saved.health;
     let mut results: Vec<_> = memory
@@ -57,6 +57,19 @@ pub(crate) fn health(config: &Config, json: bool, check: Option<&str>) -> Result
         print!("{}", report.render_text());
     }
     Ok(ExitCode::from(report.exit_code()))
+}
+
+/// What the cycles saved, for `health` and `fix`: an unreadable file (set
+/// aside by the next cycle anyway) must not stop an operator's look or fix,
+/// so it is said and the defaults (no memory, no silence) are used.
+fn peek_or_warn<T: serde::de::DeserializeOwned + Default>(path: &std::path::Path) -> T {
+    store::peek(path).map_or_else(
+        |e| {
+            tracing::warn!("{e:#}; going on without it (no restart counts, no silences from it)");
+            T::default()
+        },
+        Option::unwrap_or_default,
+    )
 }
 
 /// `fix <service> <issue> [--dry-run] [--force]`: one fix by hand, counted
@@ -88,7 +101,7 @@ pub(crate) fn fix(
         policy: &config.fix,
     };
     let now = Utc::now();
-    let saved: RuntimeState = store::peek(&config.paths.state)?.unwrap_or_default();
+    let saved: RuntimeState = peek_or_warn(&config.paths.state);
     let silences = &saved.escalation.silences;
     let silenced_until_ms = silences.until_ms(&config.checks, service, now.timestamp_millis());
     let (report, aside) = runtime()?.block_on(fix::run_silenced_aware(

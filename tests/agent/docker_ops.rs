@@ -212,6 +212,22 @@ fn health_shows_a_silenced_service_as_silenced_not_critical() {
 }
 
 #[test]
+fn health_and_fix_go_on_when_the_state_file_is_unreadable() {
+    let (docker, sb) = silenced_world();
+    std::fs::write(sb.state(), "{ torn").unwrap();
+    let out = sb.run(&["health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("going on without it"),
+        "{}",
+        text(&out)
+    );
+    let out = sb.run(&["fix", "web", "exited"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(docker.restarts("web"), 1);
+}
+
+#[test]
 fn fix_refuses_a_silenced_service_unless_forced() {
     let (docker, sb) = silenced_world();
     let out = sb.run(&["fix", "web", "exited"]);
