@@ -25,6 +25,7 @@ mod config_fuzz;
 mod corrections;
 mod cycle_frame;
 mod deploy;
+mod docker_ops;
 mod edges;
 mod escalate_cycle;
 mod eval_training_data;
