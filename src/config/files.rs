@@ -1,7 +1,8 @@
 //! The files the config names, checked together: each is an absolute path
 //! (a scheduled job runs in `/`, so a relative one would be another file
-//! than the operator's shell reads), no file the agent writes is named by
-//! two keys, and the TLS files an engine needs exist, the key owner-only.
+//! than the operator's shell reads) and no file the agent writes is named by
+//! two keys. For `config check`, the secret and TLS files are also read as a
+//! cycle would, each problem a warning naming its key.
 //!
 //! Two keys naming one file is how the agent destroys its own data: a
 //! metrics textfile that is the ledger is overwritten every cycle, a log
@@ -13,6 +14,9 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+use std::collections::BTreeMap;
+
+use crate::health::docker::EngineConfig;
 use crate::health::CheckConfig;
 use crate::mattermost::MattermostConfig;
 use crate::ollama::OllamaConfig;
@@ -174,33 +178,37 @@ pub(super) fn secret_warnings(files: &[(String, PathBuf)]) -> Vec<String> {
         .collect()
 }
 
-/// Checks the TLS files of a Docker engine (`at` names its table): each
-/// is a file, and the key is ours and owner-only; otherwise the engine
-/// fails at every cycle as if Docker were down (a HIGH task for an outage
-/// that is a config mistake). A file that is not there yet is a warning,
-/// not an error: a config is checked where its secrets are not mounted
-/// (a Kubernetes Secret exists only in the pod). Returns the warnings.
-pub(super) fn check_tls(at: &str, ca: &Path, cert: &Path, key: &Path) -> Result<Vec<String>> {
-    let mut warnings = Vec::new();
-    for (name, p) in [("tls_ca", ca), ("tls_cert", cert), ("tls_key", key)] {
-        let p = crate::paths::expand_tilde(&p.to_string_lossy());
-        match std::fs::metadata(&p) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => bail!("{at}.{name}: '{}' is not a file", p.display()),
-            Err(e) => {
-                warnings.push(format!(
-                    "{at}.{name}: '{}': {e}; until it is there, every cycle finds the engine \
-                     unreachable",
-                    p.display()
+/// Checks the TLS files of the Docker engines, for `config check`: each
+/// is a file, and the key is ours and owner-only; otherwise every cycle
+/// fails to reach the engine. One warning per file, naming its key (not an
+/// error: a config is checked where its secrets are not mounted, a
+/// Kubernetes Secret exists only in the pod; `doctor` and the cycle name
+/// the file too).
+pub(super) fn tls_warnings(engines: &BTreeMap<String, EngineConfig>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, e) in engines {
+        let (Some(ca), Some(cert), Some(key)) = (&e.tls_ca, &e.tls_cert, &e.tls_key) else {
+            continue;
+        };
+        for (key_name, p) in [("tls_ca", ca), ("tls_cert", cert), ("tls_key", key)] {
+            let at = format!("health.engines.{name}.{key_name}");
+            let p = crate::paths::expand_tilde(&p.to_string_lossy());
+            let problem = match std::fs::metadata(&p) {
+                Ok(m) if !m.is_file() => Some(format!("'{}' is not a file", p.display())),
+                Ok(_) if key_name == "tls_key" => crate::secret::check_file(&p)
+                    .err()
+                    .map(|e| format!("{e:#}")),
+                Ok(_) => None,
+                Err(e) => Some(format!("'{}': {e}", p.display())),
+            };
+            if let Some(problem) = problem {
+                out.push(format!(
+                    "{at}: {problem}; until that changes, no cycle reaches the engine"
                 ));
-                continue;
             }
         }
-        if name == "tls_key" {
-            crate::secret::check_file(&p).map_err(|e| anyhow::anyhow!("{at}.{name}: {e:#}"))?;
-        }
     }
-    Ok(warnings)
+    out
 }
 
 #[cfg(test)]

@@ -181,7 +181,8 @@ impl Config {
     }
 
     /// [`Config::warnings`] and, for `config check`, one warning per
-    /// secret file a cycle could not read (reads each, never shows it).
+    /// secret file a cycle could not read (reads each, never shows it) and
+    /// per engine TLS file that is missing or, for the key, not owner-only.
     pub(crate) fn check_warnings(&self) -> Vec<String> {
         let files = files::secret_files(
             &self.mattermost,
@@ -191,6 +192,7 @@ impl Config {
         );
         let mut out = self.warnings.clone();
         out.extend(files::secret_warnings(&files));
+        out.extend(files::tls_warnings(&self.health.engines));
         out
     }
 }

@@ -163,19 +163,16 @@ impl RawConfig {
                 named.push(Named::read(format!("{at}.path"), p.as_ref()));
             }
         }
-        let mut tls_warnings = Vec::new();
         for (name, e) in &self.health.engines {
             let at = format!("health.engines.{name}");
             if let (Some(ca), Some(cert), Some(key)) = (&e.tls_ca, &e.tls_cert, &e.tls_key) {
                 named.push(Named::read(format!("{at}.tls_ca"), ca));
                 named.push(Named::read(format!("{at}.tls_cert"), cert));
                 named.push(Named::read(format!("{at}.tls_key"), key));
-                tls_warnings.extend(files::check_tls(&at, ca, cert, key)?);
             }
         }
         files::check(&named)?;
-        let mut warnings = warnings(&self.agent, &self.mc, &self.metrics, checks.configured());
-        warnings.extend(tls_warnings);
+        let warnings = warnings(&self.agent, &self.mc, &self.metrics, checks.configured());
         Ok(Config {
             agent: self.agent,
             paths,

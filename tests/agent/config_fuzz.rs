@@ -82,7 +82,7 @@ fn rows() -> Vec<Row> {
         row("a relative token file", &[], "[mattermost]\ntoken_file = \"mm-token\"\n", nothing, Refused("mattermost.token_file")),
         row("a relative rotated file", &[], "[log]\nalso_rotate = [\"launchd.out.log\"]\n", nothing, Refused("log.also_rotate[0]")),
         // An engine's TLS files.
-        row("an engine key others can read", &[], ENGINE_TLS, |h| tls_files(h, 0o644), Refused("health.engines.prod.tls_key")),
+        row("an engine key others can read", &[], ENGINE_TLS, |h| tls_files(h, 0o644), Warned("health.engines.prod.tls_key")),
         row("an engine CA that is not there", &[], ENGINE_TLS, |h| { tls_files(h, 0o600); std::fs::remove_file(h.join("tls/ca.pem")).unwrap(); }, Warned("health.engines.prod.tls_ca")),
         // Item 2: a key naming a file another part of the agent owns.
         row("metrics written over the ledger", &[], "[metrics]\ntextfile = \"~/system/agents/state/ops-tasks.jsonl\"\n", nothing, Refused("metrics.textfile")),
