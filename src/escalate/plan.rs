@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! failing, unresolvable, not silenced, no open incident -> Open, CreateTask, PostAlert
-//! open: task missing -> CreateTask; alert missing -> PostAlert
+//! open: task missing -> CreateTask; alert missing -> PostAlert, PostBrief
+//!       alerted, brief gathered but not in the thread -> PostBrief
 //!       alerted, not acked, ack timeout passed, no follow-up yet -> FollowUp (once)
 //!       alerted, not acked, reminder interval since alert/last reminder -> Remind
 //!       alerted, acked, reminder interval since the ack/last reminder -> Remind
@@ -83,6 +84,11 @@ pub(crate) enum Action {
         /// Incident key.
         key: String,
     },
+    /// The incident brief in the alert's thread.
+    PostBrief {
+        /// Incident key.
+        key: String,
+    },
     /// The one follow-up in the alert's thread mentioning on-call.
     FollowUp {
         /// Incident key.
@@ -137,6 +143,7 @@ impl Action {
             Action::Open { incident } => &incident.key,
             Action::CreateTask { key }
             | Action::PostAlert { key }
+            | Action::PostBrief { key }
             | Action::FollowUp { key }
             | Action::Remind { key }
             | Action::MarkRecovered { key, .. }
@@ -154,6 +161,7 @@ impl Action {
             Action::Open { .. } => "open",
             Action::CreateTask { .. } => "create_task",
             Action::PostAlert { .. } => "post_alert",
+            Action::PostBrief { .. } => "post_brief",
             Action::FollowUp { .. } => "follow_up",
             Action::Remind { .. } => "remind",
             Action::MarkRecovered { .. } => "mark_recovered",
@@ -312,8 +320,16 @@ pub(crate) fn plan(
                 continue;
             }
             match (inc.alert_post_id.as_ref(), inc.alerted_ms) {
-                (None, _) => actions.push(Action::PostAlert { key }),
+                (None, _) => {
+                    actions.push(Action::PostAlert { key: key.clone() });
+                    if inc.brief.is_some() {
+                        actions.push(Action::PostBrief { key });
+                    }
+                }
                 (Some(_), Some(alerted)) => match &inc.acked {
+                    _ if inc.brief.is_some() && !inc.brief_posted => {
+                        actions.push(Action::PostBrief { key })
+                    }
                     None => {
                         if cfg.follow_up
                             && inc.followed_up_ms.is_none()
@@ -394,7 +410,9 @@ pub(crate) fn plan(
         });
         actions.push(Action::CreateTask { key: key.clone() });
         if cfg.alerting {
-            actions.push(Action::PostAlert { key });
+            // The brief is gathered when the incident opens.
+            actions.push(Action::PostAlert { key: key.clone() });
+            actions.push(Action::PostBrief { key });
         }
     }
     actions
@@ -493,6 +511,7 @@ mod tests {
                             inc.alert_post_id = Some("p1".into());
                             inc.alerted_ms = Some(now);
                         }
+                        Action::PostBrief { .. } => inc.brief_posted = true,
                         Action::FollowUp { .. } => inc.followed_up_ms = Some(now),
                         Action::Remind { .. } => {
                             inc.reminded_ms = Some(now);
@@ -794,7 +813,7 @@ mod tests {
         assert!(names.is_empty(), "{names:?}");
         // The silence ends, still failing: the alert goes out then.
         let names = run(&mut st, &[(60, vec![failing("web")])], &none, &c, &[]);
-        assert_eq!(names, ["open", "create_task", "post_alert"]);
+        assert_eq!(names, ["open", "create_task", "post_alert", "post_brief"]);
         // An alerted incident silenced later: no follow-up, no reminder,
         // and its recovery is recorded without a post.
         let cycles: Vec<_> = (13..100).map(|i| (i * 5, vec![failing("web")])).collect();
