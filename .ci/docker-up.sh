@@ -6,6 +6,7 @@
 #   ci-running    sleep, healthcheck `true`  -> running, healthy
 #   ci-stopped    sleep, started then stopped -> exited (a restart fixes it)
 #   ci-unhealthy  sleep, healthcheck `false` -> running, unhealthy
+#   ci-brief-crash  crash-loops under on-failure:2 (.ci/docker-brief-crash.sh)
 # Prints the line to export; .ci/run then sets
 #   OPS_AGENT_REAL_DOCKER_SOCK=/run/ci-docker.sock
 # so the real tier cannot skip. Adapted from shared/reference/docker-in-ci.md.
@@ -52,6 +53,7 @@ create ci-running true
 create ci-unhealthy false
 create ci-stopped ""
 api -X POST 'http://d/v1.41/containers/ci-stopped/stop?t=1'
+bash "$(dirname "$0")/docker-brief-crash.sh" "$SOCK"
 # Wait for both healthchecks to settle (interval 1 s).
 for _ in $(seq 1 100); do
   h1=$(api http://d/v1.41/containers/ci-running/json | grep -o '"Health":{"Status":"[a-z]*"' || true)

@@ -123,6 +123,16 @@ fn patterns() -> &'static [(Regex, Replace)] {
                     format!("{}{}{q}{MARK}{q}", &c[1], &c[2])
                 },
             ),
+            // A secret on a command line: `--password hunter2`.
+            (
+                re(r"(?i)(\s--?(?:password|passwd|pass|token|api-key|apikey|secret|client-secret)[ \t]+)([^\s-][^\s]*)"),
+                |c| format!("{}{MARK}", &c[1]),
+            ),
+            // Webhook URLs whose path is the credential (Slack, Discord).
+            (
+                re(r"(?i)\b(https?://(?:hooks\.slack\.com/services|(?:discord|discordapp)\.com/api/webhooks)/)[A-Za-z0-9/_-]+"),
+                |c| format!("{}{MARK}", &c[1]),
+            ),
             // Provider token formats: GitHub, GitLab, Slack, AWS, Google,
             // Stripe, OpenAI-style, npm, JWTs.
             (
@@ -177,6 +187,24 @@ mod tests {
             ("token expired, log in again", "token expired, log in again"),
             ("token validation failed", "token validation failed"),
             ("basic functionality works", "basic functionality works"),
+            (
+                "exec psql --password hunter2 -h db",
+                "exec psql --password [redacted] -h db",
+            ),
+            ("mysql -p --token abc.def", "mysql -p --token [redacted]"),
+            ("the pass was fine", "the pass was fine"),
+            (
+                "POST https://hooks.slack.com/services/T0001/B0002/XyZ123abc failed",
+                "POST https://hooks.slack.com/services/[redacted] failed",
+            ),
+            (
+                "https://discord.com/api/webhooks/123456/AbC-dEf_9",
+                "https://discord.com/api/webhooks/[redacted]",
+            ),
+            (
+                "connecting to postgres://queue:Tr0ub4dor-S3cret@db.internal:5432/jobs",
+                "connecting to postgres://[redacted]@db.internal:5432/jobs",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(text(input), *want, "input: {input:?}");

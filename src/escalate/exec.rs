@@ -883,10 +883,60 @@ mod tests {
             ..Default::default()
         };
         let t = escalation_task(&inc, "ops", "wizard");
+        assert!(!t.description.contains("Incident brief"));
         assert_eq!(t.tag, crate::tasks::Tag::Internal);
         assert_eq!(t.priority, crate::tasks::Priority::High);
         assert_eq!(t.source, inc.key);
         assert_eq!(t.team, "wizard");
         assert!(alert_text(&inc).contains("Task: being created"));
+    }
+
+    #[test]
+    fn the_task_and_the_alert_carry_the_brief_within_their_caps() {
+        let log: Vec<String> = (0..400)
+            .map(|i| format!("{i:03} a long and chatty log line that goes on and on and on"))
+            .collect();
+        let inc = Incident {
+            key: "web:web@20240101T000000Z".into(),
+            service: "web".into(),
+            why: "the fix did not verify".into(),
+            details: "web is critical\n".repeat(40),
+            brief: Some(brief::Brief {
+                pieces: vec![brief::Piece {
+                    kind: "log".into(),
+                    title: "log of web".into(),
+                    lines: log,
+                    note: None,
+                }],
+                diagnosis: brief::Diagnosis {
+                    text: "Likely the disk.".into(),
+                    model: Some("m".into()),
+                    no_model: None,
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = escalation_task(&inc, "ops", "wizard");
+        assert!(
+            t.description.len() <= render::TASK_CAP,
+            "{}",
+            t.description.len()
+        );
+        assert!(
+            t.description.starts_with("web is critical"),
+            "details first"
+        );
+        assert!(t.description.contains("399 a long"), "the newest log line");
+        assert!(
+            t.description.contains("Escalated by ops-agent"),
+            "the footer stays"
+        );
+        let alert = alert_text(&inc);
+        assert!(
+            alert.contains("a guess by the model m") && alert.contains("399 a long"),
+            "{alert}"
+        );
+        assert!(alert.ends_with("React to this post or reply in its thread to acknowledge."));
     }
 }

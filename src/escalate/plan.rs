@@ -557,6 +557,36 @@ mod tests {
     }
 
     #[test]
+    fn a_gathered_brief_is_owed_in_the_thread_until_it_is_there() {
+        let c = cfg();
+        let none = BTreeSet::new();
+        let mut st = EscalationState::default();
+        // The cycle that opens the incident owes the brief after the alert.
+        let names = run(&mut st, &[(0, vec![failing("web")])], &none, &c, &[]);
+        assert_eq!(names, ["open", "create_task", "post_alert", "post_brief"]);
+        // A brief whose post failed (or a brief gathered later) is owed
+        // before the follow-up, once.
+        let inc = &mut st.incidents[0];
+        inc.brief = Some(super::super::brief::Brief::default());
+        inc.brief_posted = false;
+        let cycles: Vec<_> = (1..12).map(|i| (i * 5, vec![failing("web")])).collect();
+        let names = run(&mut st, &cycles, &none, &c, &[]);
+        assert_eq!(count(&names, "post_brief"), 1, "{names:?}");
+        assert_eq!(names[0], "post_brief", "{names:?}");
+        assert_eq!(count(&names, "follow_up"), 1, "{names:?}");
+        // Not while silenced, and never without an alert channel.
+        st.incidents[0].brief_posted = false;
+        let web: BTreeSet<String> = ["web".to_string()].into();
+        assert!(run(&mut st, &[(60, vec![failing("web")])], &web, &c, &[]).is_empty());
+        let quiet = PlanConfig {
+            alerting: false,
+            ..c
+        };
+        let names = run(&mut st, &[(65, vec![failing("web")])], &none, &quiet, &[]);
+        assert_eq!(count(&names, "post_brief"), 0, "{names:?}");
+    }
+
+    #[test]
     fn escalation_reason_table() {
         let cases: Vec<(ServiceSummary, Option<&str>)> = vec![
             (healthy("web"), None),

@@ -805,4 +805,81 @@ mod tests {
         .unwrap();
         assert_eq!(ContainerFacts::from_inspect(&never).started_at, None);
     }
+
+    /// A one-request engine on 127.0.0.1 that answers the logs call with
+    /// `body` under API 1.41's raw-stream type, then ends the body, or
+    /// (with `hang`) keeps the connection open without ending it.
+    async fn log_server(body: Vec<u8>, hang: bool) -> DockerClient {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.docker.raw-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            let mut out = head.as_bytes().to_vec();
+            out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+            out.extend_from_slice(&body);
+            out.extend_from_slice(b"\r\n");
+            if !hang {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            s.write_all(&out).await.unwrap();
+            if hang {
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            }
+        });
+        DockerClient::connect(&DockerHost::Http(addr.to_string())).unwrap()
+    }
+
+    fn frame(stream: u8, payload: &str) -> Vec<u8> {
+        let mut f = vec![stream, 0, 0, 0];
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(payload.as_bytes());
+        f
+    }
+
+    #[tokio::test]
+    async fn a_multiplexed_log_is_split_into_lines_per_stream_and_cut() {
+        let long = "y".repeat(500);
+        let body = [
+            frame(1, "first line\n"),
+            frame(2, "an error spl"),
+            frame(1, "second\nthird\n"),
+            frame(2, "it over two writes\n"),
+            frame(1, &format!("{long}\n")),
+            frame(1, "no newline at the end \u{1b}[0m"),
+        ]
+        .concat();
+        let client = log_server(body, false).await;
+        let by = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let tail = client.log_tail("web", 4, by).await;
+        assert_eq!(tail.cut, None);
+        let lines: Vec<(bool, String)> =
+            tail.lines.into_iter().map(|l| (l.stderr, l.text)).collect();
+        assert_eq!(lines.len(), 4, "the last 4 only: {lines:?}");
+        assert_eq!(lines[0], (false, "third".to_string()));
+        assert_eq!(
+            lines[1],
+            (true, "an error split over two writes".to_string())
+        );
+        assert_eq!(lines[2].1.chars().count(), LOG_LINE_CHARS, "cut");
+        assert_eq!(lines[3], (false, "no newline at the end [0m".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_log_stream_costs_the_time_left_and_keeps_what_was_read() {
+        let body = [frame(1, "booting\n"), frame(2, "FATAL: cannot bind\n")].concat();
+        let client = log_server(body, true).await;
+        let by = tokio::time::Instant::now() + std::time::Duration::from_millis(300);
+        let tail = client.log_tail("web", 30, by).await;
+        assert!(tokio::time::Instant::now() < by + std::time::Duration::from_secs(2));
+        let texts: Vec<&str> = tail.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["booting", "FATAL: cannot bind"]);
+        assert!(tail
+            .cut
+            .unwrap()
+            .contains("did not end within the time budget"));
+    }
 }

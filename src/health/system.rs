@@ -96,15 +96,21 @@ pub(crate) struct MountUse {
 }
 
 /// Every mounted volume with a size (pseudo filesystems report none),
-/// fullest first, at most `n` (blocking: call from `spawn_blocking`).
+/// fullest first, at most `n` (blocking: call from `spawn_blocking`). A
+/// filesystem mounted many times (a container engine's overlays, bind
+/// mounts) is listed once, at its shortest mount point.
 pub(crate) fn mounts(n: usize) -> Vec<MountUse> {
     let disks = Disks::new_with_refreshed_list();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut out: Vec<MountUse> = disks
+    let mut list: Vec<&sysinfo::Disk> = disks
         .list()
         .iter()
         .filter(|d| d.total_space() > 0)
-        .filter(|d| seen.insert(d.mount_point().to_path_buf()))
+        .collect();
+    list.sort_by_key(|d| d.mount_point().as_os_str().len());
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out: Vec<MountUse> = list
+        .into_iter()
+        .filter(|d| seen.insert((d.total_space(), d.available_space())))
         .map(|d| {
             let total = d.total_space();
             let available = d.available_space();

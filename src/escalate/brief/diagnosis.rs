@@ -7,7 +7,7 @@
 use tokio::time::{timeout_at, Instant};
 
 use super::{clean, render, Diagnosis, Piece, Subject};
-use crate::ollama::{self, ChatRequest, Message, OllamaConfig, Purpose};
+use crate::ollama::{self, ChatRequest, LlmErrorKind, Message, OllamaConfig, Purpose};
 
 /// The model's answer is cut here: two or three sentences.
 const MAX_DIAGNOSIS_CHARS: usize = 600;
@@ -95,12 +95,12 @@ pub(super) async fn ask(
         match client.has_model(&model, Purpose::Reply).await {
             Ok(true) => {}
             Ok(false) => return Err(format!("the model {model} is not pulled")),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(failure(&e, &model)),
         }
         let answer = client
             .chat(&request(&model, subject, pieces), Purpose::Reply)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failure(&e, &model))?;
         Ok(answer.content)
     };
     match timeout_at(by, call).await {
@@ -118,6 +118,17 @@ pub(super) async fn ask(
                 }
             }
         }
+    }
+}
+
+/// Why the model could not be asked, short: the brief is read at night.
+fn failure(e: &ollama::LlmError, model: &str) -> String {
+    match e.kind {
+        LlmErrorKind::ModelMissing => format!("the model {model} is not pulled"),
+        LlmErrorKind::Timeout => format!("{model} did not answer in time"),
+        LlmErrorKind::Unreachable => "nothing answers at the [ollama] url".to_string(),
+        LlmErrorKind::BadResponse => format!("the answer of {model} was not understood"),
+        LlmErrorKind::Status(s) => format!("the server answered HTTP {s}"),
     }
 }
 

@@ -229,7 +229,8 @@ pub(crate) async fn gather(
         None => facts.template("no time was left in the cycle"),
     };
     Brief {
-        at_ms: now_ms,
+        // The cycle's `now` is its start: the brief is gathered later.
+        at_ms: chrono::Utc::now().timestamp_millis(),
         took_ms: started.elapsed().as_millis() as u64,
         pieces,
         diagnosis,
