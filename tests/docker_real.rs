@@ -242,7 +242,11 @@ fn real_engine_crash_loop_escalates_with_its_brief() {
         alert = mm
             .posts()
             .into_iter()
-            .find(|p| p.channel_id == alerts && p.root_id.is_empty());
+            .find(|p| {
+                p.channel_id == alerts
+                    && p.root_id.is_empty()
+                    && p.message.contains("ci-brief-crash is failing")
+            });
         if alert.is_some() {
             break;
         }
