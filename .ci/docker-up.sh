@@ -6,7 +6,10 @@
 #   ci-running    sleep, healthcheck `true`  -> running, healthy
 #   ci-stopped    sleep, started then stopped -> exited (a restart fixes it)
 #   ci-unhealthy  sleep, healthcheck `false` -> running, unhealthy
-#   ci-brief-crash  crash-loops under on-failure:2 (.ci/docker-brief-crash.sh)
+# (tests/docker_real.rs makes `ci-crashloop` itself from the same image:
+# `restart: always`, exits 3 at once; and `ci-brief-crash`: on-failure:2,
+# prints a marker line, a token and a URL with a password, exits 3;
+# docker-down.sh removes both.)
 # Prints the line to export; .ci/run then sets
 #   OPS_AGENT_REAL_DOCKER_SOCK=/run/ci-docker.sock
 # so the real tier cannot skip. Adapted from shared/reference/docker-in-ci.md.
@@ -53,7 +56,6 @@ create ci-running true
 create ci-unhealthy false
 create ci-stopped ""
 api -X POST 'http://d/v1.41/containers/ci-stopped/stop?t=1'
-bash "$(dirname "$0")/docker-brief-crash.sh" "$SOCK"
 # Wait for both healthchecks to settle (interval 1 s).
 for _ in $(seq 1 100); do
   h1=$(api http://d/v1.41/containers/ci-running/json | grep -o '"Health":{"Status":"[a-z]*"' || true)

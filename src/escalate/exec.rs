@@ -492,7 +492,7 @@ async fn perform(
                 "recovered after {}{}",
                 human_ms(ttr),
                 if *in_silence {
-                    " (during a silence; not announced)"
+                    " (during a silence)"
                 } else {
                     ""
                 }
