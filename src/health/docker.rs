@@ -639,8 +639,10 @@ impl ContainerEvidence {
 
 /// Healthcheck runs shown in a brief (the engine keeps five).
 const HEALTH_RUNS_SHOWN: usize = 3;
-/// A log line longer than this is cut (a stack trace line, a JSON blob).
-pub(crate) const LOG_LINE_CHARS: usize = 200;
+/// A log line longer than this is cut as it is read (a JSON blob, a
+/// dump): generous, so that the brief, which cuts lines shorter, scrubs a
+/// secret whole before it cuts.
+pub(crate) const LOG_LINE_CHARS: usize = 1024;
 /// The most of a log stream read for a brief: `tail` bounds the lines the
 /// engine sends, this bounds an engine (or a proxy) that sends more.
 const LOG_READ_BYTES: usize = 256 * 1024;
@@ -1067,7 +1069,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_multiplexed_log_is_split_into_lines_per_stream_and_cut() {
-        let long = "y".repeat(500);
+        let long = "y".repeat(1500);
         let body = [
             frame(1, "first line\n"),
             frame(2, "an error spl"),

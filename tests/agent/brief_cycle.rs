@@ -59,14 +59,17 @@ fn worker() -> FakeContainer {
         .logging_err(&["panic: queue unavailable, exiting"]);
     c.exit_code = 3;
     c.restart_count = 4;
+    c.restart_policy = "on-failure".into();
     c
 }
 
 impl World {
-    /// The worker crash-loops (every restart leaves it exited with code 3);
-    /// the agent may restart it once an hour, which never helps. `llm`:
+    /// The worker crash-looped until its restart policy gave up (exited
+    /// with code 3 after 4 restarts by the engine). With `fix`, the agent
+    /// may restart it once an hour, which never helps (it dies again with
+    /// code 1, and the restart by hand resets the engine's count). `llm`:
     /// a fake model answering [`GUESS`], else a dead URL.
-    fn new(llm: bool, escalation: &str) -> World {
+    fn new(llm: bool, fix: bool, escalation: &str) -> World {
         let mut b = WorldBuilder::new();
         let (mm, me) = b.mattermost(&["basic", "client"]);
         b.line("mattermost", "alert_channel = \"basic/ops-alerts\"");
@@ -90,8 +93,12 @@ impl World {
         b.toml(&format!(
             "[escalation]\non_call = [\"opsbot\"]\n{escalation}\n\
              [[checks]]\nname = \"worker\"\nkind = \"docker\"\ncontainer = \"worker\"\n\
-             fail_after = 1\nrecover_after = 1\n\
-             fix = {{ action = \"restart_container\", settle_secs = 0, start_grace_secs = 0 }}\n"
+             fail_after = 1\nrecover_after = 1\n{}",
+            if fix {
+                "fix = { action = \"restart_container\", settle_secs = 0, start_grace_secs = 0 }\n"
+            } else {
+                ""
+            }
         ));
         let sb = b.sandbox();
         World {
@@ -215,7 +222,7 @@ fn assert_no_secret_anywhere(w: &World) {
 
 #[test]
 fn a_crash_looping_container_escalates_with_its_brief_in_the_thread_the_task_and_the_card() {
-    let w = World::new(true, "");
+    let w = World::new(true, true, "");
     w.run();
     w.run();
     assert_eq!(
@@ -244,8 +251,9 @@ fn a_crash_looping_container_escalates_with_its_brief_in_the_thread_the_task_and
         "**Incident brief** for worker:worker@",
         MARKER,
         "panic: queue unavailable",
+        // After the agent's restart, which reset the engine's count.
         "state: exited, exit code 1, OOMKilled: no",
-        "restart count: 4",
+        "restart count: 0",
         "image: worker:latest",
         "Docker 20.10.24",
         "the agent's record",
@@ -270,7 +278,7 @@ fn a_crash_looping_container_escalates_with_its_brief_in_the_thread_the_task_and
     // The HIGH task and its card carry the brief too, capped.
     let task = w.task_description();
     let card = w.card_description();
-    for want in [MARKER, "exit code 1", "restart count: 4", GUESS] {
+    for want in [MARKER, "exit code 1", "restart count: 0", GUESS] {
         assert!(task.contains(want), "task lacks {want:?}:\n{task}");
         assert!(card.contains(want), "card lacks {want:?}:\n{card}");
     }
@@ -314,7 +322,7 @@ fn a_crash_looping_container_escalates_with_its_brief_in_the_thread_the_task_and
 
 #[test]
 fn with_the_model_down_a_templated_summary_stands_in_and_the_follow_up_gathers_again() {
-    let w = World::new(false, "");
+    let w = World::new(false, false, "");
     w.run();
     let brief = w.brief();
     assert!(
@@ -323,7 +331,7 @@ fn with_the_model_down_a_templated_summary_stands_in_and_the_follow_up_gathers_a
     );
     assert!(
         brief.contains(
-            "The container worker is exited with exit code 1 after 4 restarts by the engine."
+            "The container worker is exited with exit code 3 after 4 restarts by the engine."
         ),
         "{brief}"
     );
@@ -462,7 +470,7 @@ fn disk_and_memory_briefs_list_the_volumes_and_the_biggest_processes() {
 fn a_hanging_log_stream_never_pushes_the_cycle_past_its_deadline() {
     // A brief budget far beyond the cycle's deadline: the rule "never more
     // than half of what is left of the cycle" must bound it, not the budget.
-    let mut w = World::new(true, "brief_budget_secs = 120\n");
+    let mut w = World::new(true, true, "brief_budget_secs = 120\n");
     w.docker.hang_logs("worker");
     w.sb.extra.push_str("\n[agent]\ndeadline_secs = 6\n");
     let (out, took, _) = w.sb.run_measured(&["run-once"]);

@@ -41,7 +41,7 @@ use crate::health::{CheckKind, Checks, HealthContext, HealthState, Status};
 use crate::ollama::OllamaConfig;
 
 /// A line of evidence is cut after this many characters.
-pub(crate) const LINE_CHARS: usize = crate::health::docker::LOG_LINE_CHARS;
+pub(crate) const LINE_CHARS: usize = 200;
 /// At most this many checks of a service are looked at (the failing ones
 /// first): a service with many checks still gets a brief that fits.
 const MAX_CHECKS: usize = 4;
@@ -89,6 +89,20 @@ impl Piece {
     /// Adds a line of evidence (outside text is scrubbed here).
     fn line(&mut self, text: &str) {
         self.lines.push(clean(text));
+    }
+
+    /// Adds consecutive lines of one stream (a log, a journal, a body):
+    /// scrubbed together first, so a secret that spans lines (a private
+    /// key printed whole) goes whole, then line by line.
+    fn block<S: AsRef<str>>(&mut self, lines: &[S]) {
+        let joined = lines
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join("\n");
+        for l in crate::scrub::text(&joined).lines() {
+            self.line(l);
+        }
     }
 
     /// Says why the piece is missing or incomplete.
@@ -265,12 +279,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_secret_spanning_lines_goes_whole() {
+        let mut p = Piece::new("log", "log");
+        p.block(&[
+            "dumping key",
+            "-----BEGIN EC PRIVATE KEY-----",
+            "MHcCAQEEIBvJ3Qx",
+            "-----END EC PRIVATE KEY-----",
+            "done",
+        ]);
+        assert_eq!(
+            p.lines,
+            [
+                "dumping key",
+                "-----BEGIN EC PRIVATE KEY----- [redacted]",
+                "done"
+            ]
+        );
+    }
+
+    #[test]
     fn clean_scrubs_and_flattens_outside_text() {
         let line = "connect postgres://app:hunter2@db/x\tfailed\u{1b}[31m token=abc123";
         let c = clean(line);
         assert!(!c.contains("hunter2") && !c.contains("abc123"), "{c}");
         assert!(!c.contains('\u{1b}') && !c.contains('\t'), "{c:?}");
-        assert_eq!(clean(&"x".repeat(500)).chars().count(), LINE_CHARS);
+        assert_eq!(clean(&"x ".repeat(500)).chars().count(), LINE_CHARS);
     }
 
     #[test]

@@ -139,9 +139,8 @@ async fn docker(
             cfg.brief_log_lines
         ),
     );
-    for l in &tail.lines {
-        log.line(&l.text);
-    }
+    let texts: Vec<&str> = tail.lines.iter().map(|l| l.text.as_str()).collect();
+    log.block(&texts);
     match (&tail.cut, tail.lines.is_empty()) {
         (Some(cut), _) => log.note(cut),
         (None, true) => log.note("the log is empty"),
@@ -225,13 +224,12 @@ async fn http(check: &CheckConfig, by: Instant, facts: &mut Facts) -> Vec<Piece>
     ));
     let mut body = Piece::new("body", format!("body of the answer of {}", check.name));
     if let Some(text) = &answer.body {
-        for l in text
+        let lines: Vec<&str> = text
             .lines()
             .filter(|l| !l.trim().is_empty())
             .take(BODY_LINES)
-        {
-            body.line(l);
-        }
+            .collect();
+        body.block(&lines);
         if let Some(first) = body.lines.first() {
             facts.say(&format!("Its body starts: {first}"));
         }
@@ -386,9 +384,7 @@ async fn systemd(
     }
     match ev.journal {
         Ok(lines) => {
-            for l in &lines {
-                journal.line(l);
-            }
+            journal.block(&lines);
             if lines.is_empty() {
                 journal.note("no journal lines");
             }
