@@ -6,8 +6,8 @@
 //! password its log prints reach no post, task, card, file or prompt; an
 //! HTTP check's brief holds the status and the start of the body; the
 //! model's diagnosis is marked as a guess, and with the model down a
-//! templated summary stands in; a log stream that hangs never pushes the
-//! cycle past its deadline; the follow-up gathers the brief again and
+//! templated summary stands in; a log stream and a model that hang never
+//! push the cycle past its deadline; the follow-up gathers the brief again and
 //! `explain` shows it.
 
 use std::path::Path;
@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::support::agent::{text, Sandbox};
 use crate::support::docker::{FakeContainer, FakeDocker, OnRestart};
+use crate::support::fault::Fault;
 use crate::support::harness::in_background;
 use crate::support::http_endpoints::FakeEndpoints;
 use crate::support::mattermost::{FakeMattermost, FakePost};
@@ -472,6 +473,12 @@ fn a_hanging_log_stream_never_pushes_the_cycle_past_its_deadline() {
     // than half of what is left of the cycle" must bound it, not the budget.
     let mut w = World::new(true, true, "brief_budget_secs = 120\n");
     w.docker.hang_logs("worker");
+    // The model hangs too, and its own timeout is longer than the cycle:
+    // only the brief's bound can end the diagnosis in time.
+    w.llm.as_ref().unwrap().set_chat_fault(Fault::Hang);
+    w.sb.extra =
+        w.sb.extra
+            .replace("reply_timeout_secs = 2", "reply_timeout_secs = 60");
     w.sb.extra.push_str("\n[agent]\ndeadline_secs = 6\n");
     let (out, took, _) = w.sb.run_measured(&["run-once"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -492,6 +499,11 @@ fn a_hanging_log_stream_never_pushes_the_cycle_past_its_deadline() {
     assert!(brief.contains(MARKER), "{brief}");
     assert!(
         brief.contains("the log stream did not end within the time budget"),
+        "{brief}"
+    );
+    assert!(
+        brief.contains("Summary from the facts")
+            && brief.contains("did not answer within the brief's time budget"),
         "{brief}"
     );
     assert!(w.task_description().contains(MARKER));
