@@ -311,7 +311,10 @@ fn real_engine_crash_loop_escalates_with_its_brief() {
         .collect();
     assert_eq!(thread.len(), 1, "the brief in the thread: {thread:#?}");
     let brief = &thread[0];
-    eprintln!("the brief as posted:\n{brief}");
+    eprintln!(
+        "the alert as posted:\n{}\n\nthe brief as posted in its thread:\n{brief}",
+        alert.message
+    );
     for want in [
         MARKER,
         "panic: queue unavailable",

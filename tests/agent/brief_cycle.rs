@@ -488,6 +488,10 @@ fn a_hanging_log_stream_never_pushes_the_cycle_past_its_deadline() {
         w.sb.log_text()
     );
     let st = w.sb.state_json();
+    eprintln!(
+        "hanging log stream and model: the cycle took {took:?} (deadline 6 s); {}",
+        w.sb.audit_events("brief_gathered")[0]["gathered"]
+    );
     assert_eq!(
         st["last_cycle"]["deadline_hit"], false,
         "{}",
@@ -507,4 +511,21 @@ fn a_hanging_log_stream_never_pushes_the_cycle_past_its_deadline() {
         "{brief}"
     );
     assert!(w.task_description().contains(MARKER));
+}
+
+#[test]
+fn an_engine_that_does_not_answer_gets_a_brief_saying_so() {
+    let w = World::new(false, false, "");
+    w.docker.set_fault(Fault::Refuse);
+    w.run();
+    let brief = w.brief();
+    assert!(
+        brief.contains("**Incident brief** for docker:docker-engine@"),
+        "{brief}"
+    );
+    assert!(
+        brief.contains("**Docker engine**")
+            && brief.contains("critical: Docker unreachable at http://127.0.0.1:"),
+        "{brief}"
+    );
 }

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{EscalationConfig, EscalationState, Incident};
 use crate::fix::ServiceSummary;
-use crate::health::{CheckKind, Checks, HealthContext, HealthState, Status};
+use crate::health::{Checks, HealthContext, HealthState, Status};
 use crate::ollama::OllamaConfig;
 
 /// A line of evidence is cut after this many characters.
@@ -267,7 +267,7 @@ fn subject_checks<'a>(
     let mut mine: Vec<&crate::health::CheckConfig> = subject
         .checks
         .iter()
-        .filter(|c| c.service() == service && c.kind != CheckKind::DockerEngine)
+        .filter(|c| c.service() == service)
         .collect();
     mine.sort_by_key(|c| !bad(&c.name));
     mine.truncate(MAX_CHECKS);

@@ -153,12 +153,13 @@ async fn docker(
     vec![container, log]
 }
 
-/// The engine of every Docker check, once each: its version and whether
-/// it answers.
+/// The engine of every Docker check (or of the engine's own check), once
+/// each: its version and whether it answers.
 pub(super) async fn engines(src: &Sources<'_>, checks: &[&CheckConfig], by: Instant) -> Vec<Piece> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for c in checks.iter().filter(|c| c.kind == CheckKind::Docker) {
+    let docker = |c: &&&CheckConfig| matches!(c.kind, CheckKind::Docker | CheckKind::DockerEngine);
+    for c in checks.iter().filter(docker) {
         if !seen.insert(c.engine.clone()) {
             continue;
         }
