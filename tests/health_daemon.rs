@@ -412,12 +412,13 @@ async fn a_hanging_tool_costs_the_check_timeout() {
     }
 }
 
-/// Issue 25 for a systemd unit, through the real binary: the incident
-/// brief holds the unit's last exit (`systemctl --user show`) and the end
-/// of its journal (`journalctl --user -u UNIT -n N`), scrubbed; a unit
-/// whose journal cannot be read says so.
+/// Issue 25 for daemons, through the real binary: the incident brief of
+/// a systemd unit holds its last exit (`systemctl --user show`) and the
+/// end of its journal (`journalctl --user -u UNIT -n N`), scrubbed; a unit
+/// whose journal cannot be read says so; a launchd job's brief holds its
+/// last exit status.
 #[test]
-fn a_failed_units_brief_holds_its_last_exit_and_its_journal_lines() {
+fn a_failed_daemons_brief_holds_its_last_exit_and_its_journal_lines() {
     use support::agent::text;
     use support::ollama::dead_url;
     use support::world::WorldBuilder;
@@ -460,8 +461,10 @@ fn a_failed_units_brief_holds_its_last_exit_and_its_journal_lines() {
     b.toml(
         "[escalation]\nbrief_log_lines = 5\n\n\
          [[checks]]\nname = \"queue\"\nkind = \"systemd\"\nunit = \"queue.service\"\nfail_after = 1\n\n\
-         [[checks]]\nname = \"mailer\"\nkind = \"systemd\"\nunit = \"mailer.service\"\nfail_after = 1\n",
+         [[checks]]\nname = \"mailer\"\nkind = \"systemd\"\nunit = \"mailer.service\"\nfail_after = 1\n\n\
+         [[checks]]\nname = \"backup\"\nkind = \"launchd\"\nlabel = \"com.john.brief-backup\"\nfail_after = 1\n",
     );
+    write("launchd", "com.john.brief-backup", EXITED_1);
     let sb = b.sandbox();
     let out = sb.run(&["run-once"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -499,6 +502,12 @@ fn a_failed_units_brief_holds_its_last_exit_and_its_journal_lines() {
         calls().contains("journalctl --user -u queue.service -n 5 --no-pager -o short-iso -q"),
         "{}",
         calls()
+    );
+    let backup = brief_of("backup");
+    assert!(
+        backup.contains("**launchd job com.john.brief-backup**")
+            && backup.contains("loaded, not running, last exit: exit code 1"),
+        "{backup}"
     );
     let mailer = brief_of("mailer");
     assert!(
