@@ -107,6 +107,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.trim().strip_prefix("cmd=\""))
             .filter_map(|l| l.strip_suffix('"'))
+            .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect();
         let arms = script
