@@ -375,3 +375,38 @@ fn the_launchd_plist_runs_one_cycle_every_300_seconds() {
         );
     }
 }
+
+#[test]
+fn the_node_daemons_stats_file_keeps_its_counters_through_a_cycle() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.stats().parent().unwrap()).unwrap();
+    std::fs::write(
+        sb.stats(),
+        r#"{"cycles": 1200, "messagesProcessed": 3400, "tasksCreated": 310,
+            "repliesSent": 305, "errors": {"mattermost": 4},
+            "lastRun": "2024-05-01T10:00:00.000Z"}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(sb.stats(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.stats()).unwrap()).unwrap();
+    assert_eq!(stats["cycles"], 1201, "{stats}");
+    for (name, n) in [
+        ("messages_processed", 3400),
+        ("tasks_created", 310),
+        ("replies_sent", 305),
+        ("errors_mattermost", 4),
+    ] {
+        assert_eq!(stats["counters"][name], n, "{name}: {stats}");
+    }
+    assert!(stats.get("messagesProcessed").is_none(), "{stats}");
+    let shown = String::from_utf8_lossy(&sb.run(&["stats"]).stdout).into_owned();
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("messages_processed ") && l.ends_with(" 3400")),
+        "{shown}"
+    );
+}
