@@ -191,6 +191,28 @@ fn posts_become_tagged_tasks_labelled_cards_and_thread_replies_once() {
 }
 
 #[test]
+fn a_reply_that_forgets_the_task_gets_the_reference_on_a_line_of_its_own() {
+    let w = World::new();
+    // The label, then a reply that names no task.
+    w.llm.push_answers(&["TASK", "Understood, we are on it."]);
+    let post = w.say(
+        "wizard",
+        "please rotate the TLS certificate of shop.example.com",
+    );
+    w.run();
+    let task = w.sb.ledger_tasks()[0]["id"].as_str().unwrap().to_string();
+    let r = w.replies_to(&post);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(
+        r[0].starts_with("Understood, we are on it.\n\n(TASK: ")
+            && r[0].contains(&task)
+            && r[0].ends_with(')'),
+        "{:?}",
+        r[0]
+    );
+}
+
+#[test]
 fn skipped_authors_and_kinds_are_never_handled_and_a_normal_post_is() {
     let w = World::new();
     let ch = w.channel("wizard").to_string();
