@@ -174,6 +174,27 @@ fn an_unknown_config_key_is_named() {
 }
 
 #[test]
+fn a_key_set_twice_is_named_as_a_duplicate_not_as_a_refused_secret() {
+    let mut sb = Sandbox::new();
+    // The example sets token_file; an operator uncomments a second one.
+    sb.extra = "[mattermost]\nteams = [\"basic\"]\ntoken_file = \"~/.config/ops-agent/mm-token\"\n\
+                url = \"http://localhost:8065\"\ntoken_file = \"~/other-token\"\n"
+        .into();
+    let out = sb.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let config = std::fs::read_to_string(sb.config()).unwrap();
+    let line = |needle: &str| config.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let want = format!(
+        "duplicate key `mattermost.token_file` at line {} (first set at line {})",
+        line("other-token"),
+        line("~/.config/ops-agent/mm-token")
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+}
+
+#[test]
 fn a_bad_config_value_is_named() {
     let mut sb = Sandbox::new();
     sb.extra =
