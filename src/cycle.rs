@@ -165,6 +165,15 @@ impl<'a> Cycle<'a> {
             budget::health_reserve(&config.checks, config.health.reprobe_pause(), deadline);
         let budget = CycleBudget::new(tokio::time::Instant::from_std(started), deadline, reserve);
         let now = Utc::now();
+        // Files another user left where this agent keeps its own (root
+        // trying the README's first command leaves the shared /tmp ones)
+        // are named all at once, with their owner and the way out.
+        let journal = store::journal_path(&config.paths.state);
+        let paths = config.paths.all().map(|(_, p)| p);
+        let foreign = crate::files::owned_by_others(paths.into_iter().chain([journal.as_path()]));
+        if !foreign.is_empty() {
+            return Err(crate::files::left_by_another_user(&foreign));
+        }
         let lock = lock::acquire(&config.paths.lock)?;
         let cycle_id = audit::cycle_id(now.timestamp_millis());
         let trail = (!opts.dry_run)
@@ -175,7 +184,6 @@ impl<'a> Cycle<'a> {
         let mut runtime = loaded.value;
         runtime.record_set_aside(loaded.set_aside.into_iter().chain(stats_loaded.set_aside));
         // What a cycle that was cut or killed made durable post by post.
-        let journal = store::journal_path(&config.paths.state);
         let skipped = store::replay(&journal, |e| runtime.apply(e))?;
         if skipped > 0 {
             tracing::warn!(journal = %journal.display(), skipped, "Skipped unreadable state journal lines (a write cut by a crash).");

@@ -431,3 +431,61 @@ fn the_node_daemons_stats_file_keeps_its_counters_through_a_cycle() {
         "{shown}"
     );
 }
+
+/// Root runs the README's first command, leaving the runbook's shared
+/// `/tmp` files; then the service account's cycle is refused with their
+/// owner and the way out named (it used to blame symlinks). Needs root to
+/// play both users: the `root` tier (CI runs as root).
+#[test]
+fn files_root_left_in_the_shared_tmp_name_their_owner_and_the_way_out() {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        crate::support::tier::missing("root", "playing root and a service account needs root");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let sb = Sandbox::new();
+    std::fs::set_permissions(sb.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The shared /tmp: anyone may create, nobody may remove another's file.
+    std::fs::create_dir_all(sb.path("tmp")).unwrap();
+    std::fs::set_permissions(sb.path("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::set_permissions(sb.config(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The service account's own home, for what is not shared.
+    let home = sb.path("svc");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+    let config = std::fs::read_to_string(sb.config())
+        .unwrap()
+        .replace('~', &home.display().to_string());
+    let svc_config = home.join("config.toml");
+    std::fs::write(&svc_config, config).unwrap();
+    std::os::unix::fs::chown(&svc_config, Some(NOBODY), Some(NOBODY)).unwrap();
+    let out = std::process::Command::new(&sb.bin)
+        .arg("--config")
+        .arg(&svc_config)
+        .arg("run-once")
+        .env_clear()
+        .env("HOME", &home)
+        .env("PATH", "/usr/bin:/bin")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let state = sb.state().display().to_string();
+    let lock = sb.path("tmp/ops-agent.lock").display().to_string();
+    assert!(
+        t.contains("belong to root (uid 0), not to")
+            && t.contains(&state)
+            && t.contains(&lock)
+            && t.contains("sudo rm ")
+            && t.contains("[paths]"),
+        "{t}"
+    );
+    assert!(!t.contains("symlink"), "{t}");
+    crate::support::tier::ran("root");
+}
