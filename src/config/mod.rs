@@ -97,6 +97,16 @@ impl Default for Config {
     }
 }
 
+/// The `[paths]` defaults as the example writes them (`~` not expanded),
+/// each with its key: the manual page's FILES.
+pub(crate) fn default_paths() -> Vec<(&'static str, PathBuf)> {
+    PathsConfig::default()
+        .all()
+        .iter()
+        .map(|(k, p)| (*k, p.to_path_buf()))
+        .collect()
+}
+
 /// Where the effective config came from, for `config check` and the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "from", content = "path")]

@@ -405,3 +405,98 @@ end"#;
     );
     tier::ran("fish");
 }
+
+#[test]
+fn the_man_page_has_exit_status_environment_and_files() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["man"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let page = stdout(&out);
+    // Rendered as `man` shows it, where groff is installed (Debian's
+    // groff-base, which man-db needs; `.ci/run` installs it).
+    let groff = ["/usr/bin/groff", "/bin/groff"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(groff) = groff else {
+        tier::missing(
+            "groff",
+            "groff is not installed (.ci/run installs groff-base)",
+        );
+        return;
+    };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &page).unwrap();
+    let out = Command::new(groff)
+        .args(["-man", "-Tutf8", "-ww", "-rLL=200n"])
+        .arg(file.path())
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "groff: {}",
+        text(&out)
+    );
+    // Plain text: no overstrike (bold) sequences, hyphens as typed.
+    let shown: String = String::from_utf8_lossy(&out.stdout)
+        .replace('\u{2010}', "-")
+        .replace('\u{2212}', "-");
+    let mut plain = String::new();
+    for c in shown.chars() {
+        if c == '\u{8}' {
+            plain.pop();
+        } else {
+            plain.push(c);
+        }
+    }
+    let section = |title: &str| -> String {
+        let start = plain
+            .lines()
+            .position(|l| l == title)
+            .unwrap_or_else(|| panic!("no {title} section:\n{plain}"));
+        plain
+            .lines()
+            .skip(start + 1)
+            .take_while(|l| l.is_empty() || l.starts_with(' '))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let tags = |body: &str| -> Vec<String> {
+        body.lines()
+            .filter(|l| l.starts_with("       ") && !l.starts_with("        "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    };
+    let exit = section("EXIT STATUS");
+    assert_eq!(tags(&exit), ["0", "1", "2", "75", "78"], "{exit}");
+    assert!(
+        exit.contains("lock") && exit.contains("configuration"),
+        "{exit}"
+    );
+    let env = section("ENVIRONMENT");
+    for var in [
+        "OPS_AGENT_CONFIG",
+        "OPS_AGENT_MM_TOKEN",
+        "DOCKER_HOST",
+        "NO_COLOR",
+    ] {
+        assert!(
+            tags(&env).iter().any(|t| t.trim_end_matches(',') == var),
+            "{var}: {env}"
+        );
+    }
+    let files = section("FILES");
+    for path in [
+        "/tmp/ops-agent-state.json",
+        "/tmp/ops-agent.lock",
+        "/tmp/mm-token.json",
+        "/tmp/ops-fix-history.json",
+        "~/system/agents/state/ops.json",
+        "~/system/logs/ops-agent.log",
+        "~/system/logs/ops-agent-launchd.log,",
+    ] {
+        assert!(tags(&files).iter().any(|t| t == path), "{path}: {files}");
+    }
+    tier::ran("groff");
+}
