@@ -438,9 +438,7 @@ fn the_man_page_has_exit_status_environment_and_files() {
         text(&out)
     );
     // Plain text: no overstrike (bold) sequences, hyphens as typed.
-    let shown: String = String::from_utf8_lossy(&out.stdout)
-        .replace('\u{2010}', "-")
-        .replace('\u{2212}', "-");
+    let shown: String = String::from_utf8_lossy(&out.stdout).replace(['\u{2010}', '\u{2212}'], "-");
     let mut plain = String::new();
     for c in shown.chars() {
         if c == '\u{8}' {
