@@ -473,6 +473,20 @@ impl<'a> Cycle<'a> {
     /// ping's result.
     fn finish(&mut self) -> Result<()> {
         self.report.duration_ms = elapsed_ms(self.started);
+        // Optional dependencies handled by their fallback: one warning for
+        // the cycle (they do not make it degraded, so nothing pages).
+        if !self.report.fallbacks.is_empty() {
+            let what: Vec<String> = self
+                .report
+                .fallbacks
+                .iter()
+                .map(|f| format!("{}: {}", f.stage, f.why))
+                .collect();
+            tracing::warn!(
+                "Optional dependency down, its fallback stood in (shown, not paged): {}",
+                what.join("; ")
+            );
+        }
         if self.opts.dry_run {
             self.report.push(
                 Stage::Save,

@@ -304,6 +304,9 @@ impl Stats {
                 .entry(c.status.as_str().to_string())
                 .or_default() += 1;
         }
+        for f in &report.fallbacks {
+            self.bump(&format!("stage_fallback_{}", f.stage), 1);
+        }
     }
 
     /// Adds `n` to a named counter.
@@ -349,6 +352,7 @@ impl Stats {
                 })
                 .collect(),
             counts: c.counts.clone(),
+            fallbacks: c.fallbacks.iter().map(|f| f.stage).collect(),
         });
         let at_ms = last.as_ref().map_or(0, |l| l.started_ms);
         let mut outbox = BTreeMap::new();

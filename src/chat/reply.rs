@@ -192,7 +192,8 @@ pub async fn compose(llm: Option<&ollama::Client>, ctx: &ReplyContext) -> Reply 
             path: ReplyPath::Llm { model },
         },
         Err(reason) => {
-            tracing::warn!(model, reason = reason.code(), detail = %reason, "Reply fell back to the template.");
+            // Info: the cycle's one warning says the replies were templated.
+            tracing::info!(model, reason = reason.code(), detail = %reason, "Reply fell back to the template.");
             Reply {
                 text: template(ctx),
                 path: ReplyPath::Template { reason },

@@ -287,6 +287,9 @@ fn print_text(text: &str) -> Result<()> {
 }
 
 fn config_check(config: &Config, source: &ConfigSource) -> Result<ExitCode> {
+    for w in config.warnings() {
+        eprintln!("warning: {w}");
+    }
     println!("# config: {source}: valid");
     print!("{}", config.to_toml()?);
     Ok(ExitCode::SUCCESS)

@@ -202,6 +202,9 @@ fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
                     st.outcome.detail()
                 );
             }
+            for f in &c.fallbacks {
+                s += &format!("  fallback     {}: {}\n", f.stage, f.why);
+            }
             for ch in c
                 .checks
                 .iter()

@@ -908,12 +908,19 @@ fn the_kubernetes_configmap_holds_a_config_the_agent_accepts() {
             .to_string();
         assert!(line.contains("\"/data/"), "{line}");
     }
-    let cronjob = include_str!("../../docs/kubernetes/cronjob.yaml");
-    assert!(
-        cronjob.contains("schedule: \"*/5 * * * *\"")
-            && cronjob.contains("concurrencyPolicy: Forbid")
-    );
-    assert!(cronjob.contains("args: [\"--config\", \"/etc/ops-agent/config.toml\", \"run-once\"]"));
+    for cronjob in [
+        include_str!("../../docs/kubernetes/cronjob.yaml"),
+        include_str!("../../docs/kubernetes/cronjob-restricted.yaml"),
+    ] {
+        assert!(
+            cronjob.contains("schedule: \"*/5 * * * *\"")
+                && cronjob.contains("concurrencyPolicy: Forbid")
+        );
+        assert!(
+            cronjob.contains("args: [\"--config\", \"/etc/ops-agent/config.toml\", \"run-once\"]")
+        );
+        assert!(cronjob.contains("mountPath: /run/secrets/ops-agent"));
+    }
 }
 
 // ------------------------------------------------------------ the job as the scheduler runs it
