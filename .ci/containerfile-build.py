@@ -66,7 +66,13 @@ def main(containerfile):
                     copied.append(src)
             elif word == "RUN":
                 print(f"containerfile-build: in {workdir}: RUN {args}", flush=True)
-                subprocess.run(["sh", "-c", args], cwd=root + workdir, check=True)
+                done = subprocess.run(["sh", "-c", args], cwd=root + workdir)
+                if done.returncode != 0:
+                    sys.exit(
+                        f"containerfile-build: FAILED: RUN exited {done.returncode} on a copy of "
+                        f"only {' '.join(copied)}: does the build need a path the Containerfile "
+                        "does not copy?"
+                    )
                 ran += 1
             elif word in ("ENV", "ARG", "LABEL", "USER"):
                 sys.exit(f"containerfile-build: {word} is not handled: add it to this script")

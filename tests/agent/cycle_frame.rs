@@ -463,7 +463,13 @@ fn files_root_left_in_the_shared_tmp_name_their_owner_and_the_way_out() {
     let svc_config = home.join("config.toml");
     std::fs::write(&svc_config, config).unwrap();
     std::os::unix::fs::chown(&svc_config, Some(NOBODY), Some(NOBODY)).unwrap();
-    let out = std::process::Command::new(&sb.bin)
+    // The binary where the service account can run it (the checkout may
+    // sit under a directory only root can enter).
+    let bin = sb.path("bin/ops-agent");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(&sb.bin, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&bin)
         .arg("--config")
         .arg(&svc_config)
         .arg("run-once")
