@@ -1036,3 +1036,27 @@ fn an_external_rotation_between_runs_is_harmless() {
         "{why}"
     );
 }
+
+/// Every metric the shipped alert rules read is one a cycle writes, so a
+/// renamed metric cannot leave an alert that never fires (promtool, in CI,
+/// tests the rules' logic on series it is given).
+#[test]
+fn the_shipped_alert_rules_read_metrics_the_agent_writes() {
+    let rules = include_str!("../../docs/prometheus/ops-agent.rules.yml");
+    let mut used: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("ops_agent_"))
+        .collect();
+    used.sort();
+    used.dedup();
+    assert!(used.len() >= 4, "{used:?}");
+    let w = World::new("");
+    w.run(&["run-once"]);
+    let scrape = parse_prometheus(&w.run(&["stats", "--prometheus"]));
+    for metric in used {
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == metric),
+            "the rules read {metric}, which the textfile does not have"
+        );
+    }
+}
