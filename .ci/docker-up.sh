@@ -6,6 +6,8 @@
 #   ci-running    sleep, healthcheck `true`  -> running, healthy
 #   ci-stopped    sleep, started then stopped -> exited (a restart fixes it)
 #   ci-unhealthy  sleep, healthcheck `false` -> running, unhealthy
+# (tests/docker_real.rs makes `ci-crashloop` itself from the same image:
+# `restart: always`, exits 3 at once; docker-down.sh removes it too.)
 # Prints the line to export; .ci/run then sets
 #   OPS_AGENT_REAL_DOCKER_SOCK=/run/ci-docker.sock
 # so the real tier cannot skip. Adapted from shared/reference/docker-in-ci.md.

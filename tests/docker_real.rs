@@ -7,14 +7,18 @@
 //! docker_real` lines; a plain `cargo test` on a fresh machine prints
 //! "skipped" and passes. Expects the containers docker-up.sh creates:
 //! `ci-running` (healthy), `ci-stopped` (exited) and `ci-unhealthy`
-//! (healthcheck `false`). Restarts are detected by `State.StartedAt`; the
-//! engine keeps `RestartCount` at 0 for manual restarts.
+//! (healthcheck `false`), and the image `localhost/busybox:ci`, from which
+//! the crash-loop test makes `ci-crashloop` itself. Restarts by hand are
+//! detected by `State.StartedAt` (the engine resets `RestartCount` to 0
+//! then); `RestartCount` counts the restart policy's restarts.
 // Code that exercises the agent writes its fixtures, starts programs and
 // sleeps directly: clippy.toml's invariants bind the agent, not this crate.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::time::Duration;
 
+use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use chrono::Utc;
 use ops_agent::fix::{self, FixAction, FixConfig, FixOptions, FixSpec, Outcome};
 use ops_agent::health::docker::{DockerClient, DockerHost};
@@ -23,8 +27,12 @@ use ops_agent::health::{
 };
 use ops_agent::time::Secs;
 
-#[path = "support/tier.rs"]
-mod tier;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::agent::text;
+use support::tier;
+use support::world::WorldBuilder;
 
 const ENV: &str = "OPS_AGENT_REAL_DOCKER_SOCK";
 
@@ -191,5 +199,201 @@ async fn real_engine_unknown_version_prefix_is_not_sent() {
     let (ctx, _) = setup(&sock);
     let engine = health::run_all(&ctx, &Checks::from(vec![container("ci-running", 1)])).await;
     assert_eq!(engine[0].status, Status::Ok, "{:?}", engine[0]);
+    tier::ran(TIER);
+}
+
+/// The container's `RestartCount` and status, straight from the engine.
+async fn restarts_of(raw: &bollard::Docker, name: &str) -> (i64, String) {
+    let r = raw.inspect_container(name, None).await.unwrap();
+    let status = r
+        .state
+        .and_then(|s| s.status)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    (r.restart_count.unwrap_or(0), status)
+}
+
+/// Waits (bounded) until the engine has restarted `name` at least `n`
+/// times: the restart policy's back-off doubles from 100 ms.
+async fn wait_restarts(raw: &bollard::Docker, name: &str, n: i64) -> i64 {
+    for _ in 0..600 {
+        let (count, _) = restarts_of(raw, name).await;
+        if count >= n {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} was never restarted {n} times by its policy");
+}
+
+/// Issue 20.3 on the real engine, through the binary: a container that
+/// crashes at once under `restart: always` (what compose setups use) is
+/// restarted by the engine again and again. The agent counts those
+/// restarts between cycles, calls the loop critical once there are more
+/// than `max_restarts` in the window, does not restart it itself (the
+/// engine's `RestartCount` would drop to 0 if it did) and escalates with
+/// the count and the last exit code.
+#[test]
+fn real_engine_crash_loop_under_restart_policy_escalates_without_a_restart_from_us() {
+    let Some(sock) = socket() else { return };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let raw = bollard::Docker::connect_with_unix(&sock, 30, &health::docker::API_VERSION).unwrap();
+    let name = "ci-crashloop";
+    let remove = || {
+        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+        let _ = rt.block_on(raw.remove_container(name, Some(opts)));
+    };
+    remove();
+    rt.block_on(async {
+        let opts = CreateContainerOptionsBuilder::new().name(name).build();
+        let body = ContainerCreateBody {
+            image: Some("localhost/busybox:ci".into()),
+            cmd: Some(vec!["sh".into(), "-c".into(), "echo boom; exit 3".into()]),
+            host_config: Some(HostConfig {
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::ALWAYS),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        raw.create_container(Some(opts), body).await.unwrap();
+        raw.start_container(name, None).await.unwrap();
+    });
+
+    let mut b = WorldBuilder::new();
+    let (mm, me) = b.mattermost(&["basic"]);
+    b.line("mattermost", "alert_channel = \"basic/ops-alerts\"");
+    let members = [me.id.as_str()];
+    let team = mm.add_team("basic", &members);
+    let alerts = mm.add_channel(&team, "ops-alerts", &members);
+    b.docker_at(&format!("unix://{sock}")).toml(&format!(
+        "[[checks]]\nname = \"{name}\"\nkind = \"docker\"\ncontainer = \"{name}\"\n\
+         timeout_secs = 10\nfail_after = 1\nmax_restarts = 2\nrestart_window_mins = 60\n\
+         fix = {{ action = \"restart_container\", settle_secs = 1, start_grace_secs = 0 }}\n"
+    ));
+    let sb = b.sandbox();
+    let cycle = || {
+        let out = sb.run(&["run-once"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let st = sb.state_json();
+        st["last_cycle"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+
+    // The first cycle sees it once it has crashed (the baseline).
+    let before_first = rt.block_on(wait_restarts(&raw, name, 1));
+    let first = cycle();
+    let (seen_first, _) = rt.block_on(restarts_of(&raw, name));
+    // Three more restarts by the engine before the next cycle.
+    let before_second = rt.block_on(wait_restarts(&raw, name, seen_first + 3));
+    let second = cycle();
+    let (after, status_after) = rt.block_on(restarts_of(&raw, name));
+
+    assert_eq!(second["status"], "critical", "{second}");
+    let reason = second["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("crash-looping: its restart policy 'always' restarted it")
+            && reason.contains("last exit code 3")
+            && reason.contains("another restart would not help"),
+        "{reason}"
+    );
+    // Never restarted by us: a restart by hand resets RestartCount to 0.
+    assert!(
+        after >= before_second,
+        "RestartCount fell from {before_second} to {after}"
+    );
+    assert!(
+        !sb.path("tmp/ops-fix-history.json").exists(),
+        "no fix attempt was recorded"
+    );
+    let posted: Vec<_> = mm
+        .posts()
+        .into_iter()
+        .filter(|p| p.channel_id == alerts && p.root_id.is_empty())
+        .collect();
+    assert_eq!(posted.len(), 1, "{posted:#?}");
+    let alert = &posted[0].message;
+    assert!(
+        alert.contains("crash-looping") && alert.contains("last exit code 3"),
+        "{alert}"
+    );
+    let log = sb.log_text();
+    println!(
+        "real crash loop: RestartCount {before_first} before cycle 1 (which saw {}: {}), \
+         {before_second} before cycle 2, {after} after it ({status_after}); \
+         fix attempts: 0; alert posts: {}\n--- alert\n{alert}\n--- fix stage\n{}",
+        first["status"],
+        first["reason"].as_str().unwrap_or_default(),
+        posted.len(),
+        log.lines()
+            .filter(|l| l.contains("Fix: ") || l.contains("crash"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    remove();
+    tier::ran(TIER);
+}
+
+/// Issue 20.4 on the real engine: dockerd resolves a short hex string to
+/// the container whose id starts with it; the agent names containers by
+/// their exact name only, so such a check is "not found" and its fix
+/// restarts nothing.
+#[tokio::test]
+async fn real_engine_resolves_containers_by_exact_name_only() {
+    let Some(sock) = socket() else { return };
+    let (ctx, client) = setup(&sock);
+    let raw = bollard::Docker::connect_with_unix(&sock, 30, &health::docker::API_VERSION).unwrap();
+    let id = raw
+        .inspect_container("ci-running", None)
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    let prefix = &id[..8];
+    // What went wrong before: the engine itself answers for the prefix.
+    let by_prefix = raw.inspect_container(prefix, None).await.unwrap();
+    assert_eq!(by_prefix.name.as_deref(), Some("/ci-running"));
+
+    let checks = Checks::from(vec![container(prefix, 1)]);
+    let results = health::run_all(&ctx, &checks).await;
+    assert_eq!(results[1].status, Status::Critical, "{:?}", results[1]);
+    assert!(
+        results[1].reason.starts_with(&format!(
+            "container '{prefix}' not found (the engine would take it for 'ci-running'"
+        )),
+        "{}",
+        results[1].reason
+    );
+    let before = client.inspect("ci-running").await.unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ops-fix-history.json");
+    let policy = FixConfig::default();
+    let (r, _) = fix::run_manual(
+        &fix::FixContext {
+            health: &ctx,
+            checks: &checks,
+            history_path: &path,
+            policy: &policy,
+        },
+        prefix,
+        "missing",
+        FixOptions::default(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.outcome, Some(Outcome::Failed), "{r:?}");
+    let after = client.inspect("ci-running").await.unwrap().unwrap();
+    assert_eq!(before.started_at, after.started_at, "ci-running untouched");
     tier::ran(TIER);
 }

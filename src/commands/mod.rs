@@ -7,8 +7,9 @@
 //! | code | meaning |
 //! | ---- | ------- |
 //! | 0    | the cycle ran (even degraded), or the command succeeded |
-//! | 1    | fatal: the cycle could not run or its state could not be saved; `mm status`: Mattermost not usable; `doctor`: a check failed; `health`: something is critical; `fix`: the fix ran and did not verify |
+//! | 1    | fatal: the cycle could not run or its state could not be saved; `mm status`: Mattermost not usable; `doctor`: a check failed; `health`: something not silenced is critical; `fix`: the fix ran and did not verify, or the service is silenced (without `--force`) |
 //! | 2    | usage error: clap's, or a name or value the command cannot use (no such check, a bad duration, an install that would overwrite a different file) |
+//! | 3    | `health` only: nothing critical, but something not silenced is unknown (a probe timed out, the engine hung) |
 //! | 75   | another cycle holds the lock (EX_TEMPFAIL: try again later) |
 //! | 78   | bad configuration (EX_CONFIG) |
 

@@ -455,7 +455,7 @@ async fn perform(
                 "recovered after {}{}",
                 human_ms(ttr),
                 if *in_silence {
-                    " (during a silence; not announced)"
+                    " (during a silence)"
                 } else {
                     ""
                 }

@@ -1,7 +1,8 @@
 //! Escalation (stage 7 of docs/architecture.md#one-cycle): what the team
 //! sees when the agent cannot fix something. One clear alert per incident,
 //! a follow-up only when nobody reacted, a recovery notice, and nothing
-//! during a silence.
+//! new during a silence (an incident alerted before it still gets its
+//! recovery notice).
 //!
 //! Gatus' alerting habit, split in two:
 //!
@@ -203,7 +204,8 @@ pub struct Incident {
     /// When the service was seen healthy again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) recovered_ms: Option<i64>,
-    /// It recovered while silenced: recorded, not announced in chat.
+    /// It recovered while silenced (its alert thread still gets the
+    /// recovery post).
     pub(crate) recovered_in_silence: bool,
     /// The recovery post is in the alert's thread.
     pub(crate) recovery_posted: bool,

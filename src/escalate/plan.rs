@@ -14,9 +14,11 @@
 //!       CommentCard, MoveCardDone, ResolveMc (each when applicable, once), Close
 //! ```
 //!
-//! A silenced service gets no Open, PostAlert, FollowUp, Remind or
-//! PostRecovery; its recovery is recorded. When the silence ends and it is
-//! still failing (and unresolvable), the alert goes out then.
+//! A silenced service gets no Open, PostAlert, FollowUp or Remind; an
+//! incident alerted before the silence that recovers during it still gets
+//! its PostRecovery (in its thread, marked as recovered in silence). When
+//! the silence ends and it is still failing (and unresolvable), the alert
+//! goes out then.
 
 use std::collections::BTreeSet;
 
@@ -97,7 +99,8 @@ pub(crate) enum Action {
     MarkRecovered {
         /// Incident key.
         key: String,
-        /// Recovered during a silence: recorded, not announced.
+        /// Recovered during a silence: no new alert is owed, but an alert
+        /// already posted still gets its recovery post.
         in_silence: bool,
     },
     /// The recovery post in the alert's thread.
@@ -187,6 +190,7 @@ fn escalation_reason(s: &ServiceSummary) -> Option<String> {
                 crate::time::rfc3339_ms(*next_allowed_at_ms)
             )),
             (FixDecision::SkipNoFix, _) => Some("no fix is configured".into()),
+            (d @ FixDecision::SkipCrashLoop { .. }, _) => Some(d.describe()),
             _ => None,
         },
         // The fix stage did not decide this cycle (cut by the deadline, or
@@ -338,20 +342,20 @@ pub(crate) fn plan(
             }
             continue;
         };
-        let in_silence = if inc.recovered_ms.is_none() {
+        if inc.recovered_ms.is_none() {
             actions.push(Action::MarkRecovered {
                 key: key.clone(),
                 in_silence: quiet,
             });
-            quiet
-        } else {
-            inc.recovered_in_silence
-        };
+        }
         if now_ms - recovered_ms > GIVE_UP_MS {
             actions.push(Action::Close { key, gave_up: true });
             continue;
         }
-        if inc.alert_post_id.is_some() && !inc.recovery_posted && !in_silence && cfg.alerting {
+        // The recovery closes the alert's thread even during a silence: the
+        // silence holds back new noise, and the thread's last word must not
+        // stay "failing".
+        if inc.alert_post_id.is_some() && !inc.recovery_posted && cfg.alerting {
             actions.push(Action::PostRecovery { key: key.clone() });
         }
         if inc.card_id.is_some() {
@@ -801,7 +805,10 @@ mod tests {
         let names = run(&mut st, &cycles, &web, &c, &[]);
         assert!(names.is_empty(), "{names:?}");
         let names = run(&mut st, &[(500, vec![healthy("web")])], &web, &c, &[]);
-        assert_eq!(names, ["mark_recovered", "comment_card", "close"]);
+        assert_eq!(
+            names,
+            ["mark_recovered", "post_recovery", "comment_card", "close"]
+        );
         assert!(st.closed[0].recovered_in_silence);
     }
 

@@ -126,6 +126,14 @@ pub struct CheckConfig {
     /// the default engine, `[health] docker_host`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// docker: restarts by the engine's restart policy allowed within
+    /// `restart_window_mins`; more, while it still restarts, is a crash
+    /// loop (critical, escalated, never restarted by the agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+    /// docker: the window `max_restarts` counts in, in minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_window_mins: Option<u64>,
     /// http: the URL to request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -176,6 +184,15 @@ fn default_timeout_secs() -> Secs {
 const DEFAULT_FAIL_AFTER: u32 = 2;
 /// One good cycle ends an incident by default.
 const DEFAULT_RECOVER_AFTER: u32 = 1;
+/// A container its restart policy restarted more than 3 times in the
+/// window is crash-looping: a healthy service is restarted by its policy
+/// rarely (a crash, a daemon restart), a broken one about once a minute
+/// (dockerd's back-off stops growing at a minute).
+const DEFAULT_MAX_RESTARTS: u32 = 3;
+/// The window of `max_restarts`: an hour, like the fix budget's.
+const DEFAULT_RESTART_WINDOW_MINS: u64 = 60;
+/// The longest `restart_window_mins`: a day.
+const MAX_RESTART_WINDOW_MINS: u64 = 24 * 60;
 
 const HTTP_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
 
@@ -193,6 +210,8 @@ impl CheckConfig {
             critical_pct: None,
             container: None,
             engine: None,
+            max_restarts: None,
+            restart_window_mins: None,
             url: None,
             method: None,
             expect_status: None,
@@ -221,6 +240,17 @@ impl CheckConfig {
     /// Consecutive successes before a failing check has recovered.
     pub(crate) fn recover_after(&self) -> u32 {
         self.recover_after.unwrap_or(DEFAULT_RECOVER_AFTER)
+    }
+
+    /// Restarts by the engine's restart policy allowed in the window.
+    pub(crate) fn max_restarts(&self) -> u32 {
+        self.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS)
+    }
+
+    /// The window of `max_restarts`, in minutes.
+    pub(crate) fn restart_window_mins(&self) -> u64 {
+        self.restart_window_mins
+            .unwrap_or(DEFAULT_RESTART_WINDOW_MINS)
     }
 
     /// The probe's time budget.
@@ -257,6 +287,8 @@ impl CheckConfig {
         add(self.critical_pct.is_some(), "critical_pct");
         add(self.container.is_some(), "container");
         add(self.engine.is_some(), "engine");
+        add(self.max_restarts.is_some(), "max_restarts");
+        add(self.restart_window_mins.is_some(), "restart_window_mins");
         add(self.url.is_some(), "url");
         add(self.method.is_some(), "method");
         add(self.expect_status.is_some(), "expect_status");
@@ -281,7 +313,10 @@ impl CheckConfig {
         let (allowed, required): (&[&str], Option<&str>) = match self.kind {
             CheckKind::Disk => (&["path", "warn_pct", "critical_pct"], Some("path")),
             CheckKind::Memory => (&["warn_pct", "critical_pct"], None),
-            CheckKind::Docker => (&["container", "engine"], Some("container")),
+            CheckKind::Docker => (
+                &["container", "engine", "max_restarts", "restart_window_mins"],
+                Some("container"),
+            ),
             CheckKind::DockerEngine => (&["engine"], None),
             CheckKind::Http => (
                 &[
@@ -329,8 +364,23 @@ impl CheckConfig {
                 bail!("{at}: warn_pct ({w}) must not be above critical_pct ({c})");
             }
         }
+        for (key, v) in [
+            ("name", Some(&self.name)),
+            ("service", self.service.as_ref()),
+            ("container", self.container.as_ref()),
+            ("label", self.label.as_ref()),
+            ("unit", self.unit.as_ref()),
+            ("parent", self.parent.as_ref()),
+        ] {
+            if let Some(v) = v.filter(|v| v.trim() != v.as_str()) {
+                bail!(
+                    "{at}: {key} '{v}' has leading or trailing blanks (names are matched \
+                     exactly; remove them)"
+                );
+            }
+        }
         if let Some(c) = &self.container {
-            if !super::docker::valid_container_name(c.trim()) {
+            if !super::docker::valid_container_name(c) {
                 bail!(
                     "{at}: container '{c}' is not a Docker container name \
                      (letters, digits, '_', '.', '-'; starting with a letter or digit)"
@@ -370,6 +420,17 @@ impl CheckConfig {
         }
         if self.latency_warn_ms == Some(0) {
             bail!("{at}: latency_warn_ms must be at least 1, got 0");
+        }
+        if self.max_restarts == Some(0) {
+            bail!("{at}: max_restarts must be at least 1, got 0");
+        }
+        if let Some(w) = self.restart_window_mins {
+            if w == 0 || w > MAX_RESTART_WINDOW_MINS {
+                bail!(
+                    "{at}: restart_window_mins must be between 1 and {MAX_RESTART_WINDOW_MINS} \
+                     (a day), got {w}"
+                );
+            }
         }
         for (key, v) in [
             ("fail_after", self.fail_after),
@@ -804,6 +865,8 @@ name = "mattermost"
 kind = "docker"
 container = "mattermost"
 fail_after = 3
+max_restarts = 5
+restart_window_mins = 30
 fix = { action = "restart_container", settle_secs = 15 }
 [[checks]]
 name = "mattermost-http"
@@ -835,6 +898,14 @@ fix = { action = "command", command = ["/usr/bin/systemctl", "--user", "start", 
         )
         .unwrap();
         assert_eq!(checks[0].fail_after(), 3);
+        assert_eq!(
+            (checks[0].max_restarts(), checks[0].restart_window_mins()),
+            (5, 30)
+        );
+        assert_eq!(
+            (checks[1].max_restarts(), checks[1].restart_window_mins()),
+            (DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW_MINS)
+        );
         assert_eq!(checks[0].fix.as_ref().unwrap().settle_secs, Secs::new(15));
         assert_eq!(
             checks[0].fix.as_ref().unwrap().start_grace_secs,
@@ -885,6 +956,30 @@ fix = { action = "command", command = ["/usr/bin/systemctl", "--user", "start", 
             (
                 "kind = \"memory\"\nparent = \"c\"\n",
                 "parent 'c' is the check itself",
+            ),
+            (
+                "kind = \"docker\"\ncontainer = \" web\"\n",
+                "container ' web' has leading or trailing blanks",
+            ),
+            (
+                "kind = \"systemd\"\nunit = \"web.service \"\n",
+                "unit 'web.service ' has leading or trailing blanks",
+            ),
+            (
+                "kind = \"memory\"\nservice = \"web \"\n",
+                "service 'web ' has leading or trailing blanks",
+            ),
+            (
+                "kind = \"docker\"\ncontainer = \"w\"\nmax_restarts = 0\n",
+                "max_restarts must be at least 1, got 0",
+            ),
+            (
+                "kind = \"docker\"\ncontainer = \"w\"\nrestart_window_mins = 1441\n",
+                "restart_window_mins must be between 1 and 1440 (a day), got 1441",
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://x/\"\nmax_restarts = 5\n",
+                "key 'max_restarts' does not apply to kind 'http'",
             ),
         ];
         for (body, needle) in table {

@@ -5,7 +5,7 @@
 //!
 //! * [`check`]: the inventory: kinds, keys, validation, parents, [`Checks`].
 //! * [`run`]: concurrent probes under timeouts, re-probe, parent blocking.
-//! * [`guard`]: streaks across cycles, the restart counter.
+//! * [`guard`]: streaks across cycles, the restart counters, crash loops.
 //! * [`view`]: the `health` table.
 //! * one probe per kind: [`docker`], [`http`], [`system`], [`daemon`].
 

@@ -631,3 +631,40 @@ fn a_dry_run_escalates_nothing_and_the_next_real_cycle_does_it_once() {
     assert_eq!(w.sb.ledger_tasks().len(), 1);
     assert_eq!(w.planka.cards().len(), 1);
 }
+
+#[test]
+fn an_incident_that_recovers_during_a_silence_still_gets_its_recovery_post() {
+    let w = World::new(false);
+    w.run();
+    let alert = w.alert();
+    let out =
+        w.sb.run(&["silence", "web", "1h", "--reason", "maintenance"]);
+    assert!(out.status.success(), "{}", text(&out));
+    w.age_alert(31);
+    w.run();
+    assert!(
+        w.agent_replies(&alert.id).is_empty(),
+        "silenced: no follow-up"
+    );
+
+    // It recovers while silenced: the thread that said "failing" says so.
+    w.docker.update("web", |c| {
+        c.status = "running".into();
+        c.exit_code = 0;
+    });
+    w.run();
+    let replies = w.agent_replies(&alert.id);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(
+        replies[0].contains("web") && replies[0].contains("recovered"),
+        "{}",
+        replies[0]
+    );
+    let esc = w.escalation();
+    assert_eq!(esc["closed"][0]["recovery_posted"], true, "{esc}");
+    assert_eq!(esc["closed"][0]["recovered_in_silence"], true, "{esc}");
+    w.runs(2);
+    assert_eq!(w.agent_replies(&alert.id).len(), 1, "posted once");
+    assert_eq!(w.alerts().len(), 1, "and no new alert");
+    assert_eq!(w.counter("recoveries_posted"), 1);
+}

@@ -24,6 +24,7 @@ mod completions;
 mod corrections;
 mod cycle_frame;
 mod deploy;
+mod docker_ops;
 mod escalate_cycle;
 mod eval_training_data;
 mod fault_matrix;

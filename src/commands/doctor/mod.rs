@@ -8,9 +8,11 @@
 //!   ledger can be written);
 //! * the heartbeat's last ping and the metrics textfile;
 //! * Mattermost (configured? ping? token valid? each team), Ollama (tags
-//!   reachable? both models pulled?) and Planka (enabled? reachable?
-//!   credentials present?), probed concurrently with their configured
-//!   timeouts.
+//!   reachable? both models pulled?), Planka (enabled? reachable?
+//!   credentials present?) and each Docker engine the checks use (answers?
+//!   TLS files there, the key owner-only?), probed concurrently with their
+//!   configured timeouts;
+//! * the free space on each volume the state-like files are saved on.
 //!
 //! **fail** means the cycle cannot do a core job until someone acts (no
 //! Mattermost, state that cannot be saved, no MC); **warn** means it runs
@@ -27,6 +29,7 @@
 //! `deps::ollama_findings`) and rendering ([`render`]) are pure and table-tested.
 
 mod deps;
+mod docker;
 mod files;
 mod job;
 mod observe;
@@ -210,9 +213,15 @@ fn examine(config: &Config, mut out: Vec<Finding>) -> Result<Report> {
         ),
         ("audit trail", &p.audit, Content::JsonLines),
     ];
-    for (name, path, content) in files {
-        out.push(judge_file(name, path, &inspect(path, content)));
+    for (name, path, content) in &files {
+        out.push(judge_file(name, path, &inspect(path, *content)));
     }
+    let saved: Vec<(&str, &Path)> = files
+        .iter()
+        .map(|(name, path, _)| (*name, *path))
+        .chain([("lock", p.lock.as_path())])
+        .collect();
+    out.extend(docker::space_findings(&saved));
     let runtime = crate::store::peek::<RuntimeState>(&p.state)
         .ok()
         .flatten()
@@ -238,16 +247,18 @@ fn examine(config: &Config, mut out: Vec<Finding>) -> Result<Report> {
     let mm_state = runtime.mattermost;
 
     let rt = super::runtime()?;
-    let (mm, llm, planka) = rt.block_on(async {
+    let (mm, llm, planka, engines) = rt.block_on(async {
         tokio::join!(
             probe_mattermost(config, &mm_state),
             probe_ollama(&config.ollama),
             probe_planka(&config.planka),
+            docker::engine_findings(config),
         )
     });
     out.extend(mm);
     out.extend(llm);
     out.extend(planka);
+    out.extend(engines);
     Ok(Report::new(out))
 }
 
