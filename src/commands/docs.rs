@@ -89,6 +89,7 @@ fn exit_status() -> Vec<(String, String)> {
         (0, "The command did its job. For run-once: the cycle ran, also when a stage was degraded (the summary line and `ops-agent status` say which)."),
         (EXIT_FATAL, "Fatal: the command could not run, or the cycle could not save its state; the message says why. Also: health, a check is critical; fix, the fix did not verify; status --check, the agent is overdue or its last cycle failed; doctor and mm status, something failed."),
         (EXIT_USAGE, "A usage error: an unknown flag or value, a check, service or silence that does not exist, a bad duration, an install that would replace a different job file without --force."),
+        (crate::health::view::EXIT_UNKNOWN, "health only: nothing is critical, but a check could not tell (unknown: an engine that hangs, say), so a `health || page` script does not take it for success."),
         (EXIT_LOCKED, "Another cycle holds the lock (EX_TEMPFAIL); it ends within agent.deadline_secs, and the scheduler's next start runs as usual."),
         (EXIT_CONFIG, "The configuration is wrong (EX_CONFIG); the message names the file, the key and the line. Nothing ran. `ops-agent config check` says the same."),
     ]

@@ -467,7 +467,7 @@ fn the_man_page_has_exit_status_environment_and_files() {
             .collect()
     };
     let exit = section("EXIT STATUS");
-    assert_eq!(tags(&exit), ["0", "1", "2", "75", "78"], "{exit}");
+    assert_eq!(tags(&exit), ["0", "1", "2", "3", "75", "78"], "{exit}");
     assert!(
         exit.contains("lock") && exit.contains("configuration"),
         "{exit}"
