@@ -271,20 +271,18 @@ fn flag_lines(sb: &Sandbox) -> Vec<(String, Vec<String>)> {
 }
 
 /// Where a shell is installed, or the tier's `missing` line.
-fn shell_for(tier_name: &str) -> Option<&'static str> {
-    let found = [format!("/usr/bin/{tier_name}"), format!("/bin/{tier_name}")]
+fn shell_for(tier_name: &str) -> Option<std::path::PathBuf> {
+    let found = ["/usr/bin", "/bin"]
         .into_iter()
-        .find(|p| Path::new(p).exists());
-    match found {
-        Some(p) => Some(Box::leak(p.into_boxed_str())),
-        None => {
-            tier::missing(
-                tier_name,
-                &format!("{tier_name} is not installed (.ci/run installs Debian's {tier_name})"),
-            );
-            None
-        }
+        .map(|d| Path::new(d).join(tier_name))
+        .find(|p| p.exists());
+    if found.is_none() {
+        tier::missing(
+            tier_name,
+            &format!("{tier_name} is not installed (.ci/run installs Debian's {tier_name})"),
+        );
     }
+    found
 }
 
 /// Completes each of `lines` in an interactive zsh on a pseudo-terminal:
