@@ -443,12 +443,16 @@ impl<'a> Cycle<'a> {
         for (name, n) in out.counters.pairs() {
             self.stats.bump(name, n);
         }
-        let outcome = if out.open == 0 && out.performed.is_empty() && out.errors.is_empty() {
+        let quiet = out.errors.is_empty() && out.card_errors.is_empty();
+        let outcome = if out.open == 0 && out.performed.is_empty() && quiet {
             Outcome::Skipped("no incidents".into())
         } else {
             out.outcome()
         };
         self.report.push(Stage::Escalate, outcome, elapsed_ms(t));
+        if let Some(why) = out.fallback() {
+            self.report.fallback(Stage::Escalate, why);
+        }
     }
 
     /// Stage 8: the cycle summary to HiveMind, when configured.

@@ -377,8 +377,8 @@ const COUNTERS: &[(&str, &str, Option<&str>, &str)] = &[
 ];
 
 /// The stages whose optional dependency has a documented fallback: the
-/// LLM (classify, reply) and Planka (tasks).
-const FALLBACK_STAGES: [Stage; 3] = [Stage::Classify, Stage::Reply, Stage::Tasks];
+/// LLM (classify, reply) and Planka (tasks, the incident's card steps).
+const FALLBACK_STAGES: [Stage; 4] = [Stage::Classify, Stage::Reply, Stage::Tasks, Stage::Escalate];
 
 /// Label values always shown (as 0) so alerts on them never see an absent series.
 fn always(metric: &str) -> &'static [&'static str] {
@@ -387,7 +387,7 @@ fn always(metric: &str) -> &'static [&'static str] {
         "ops_agent_posts_fallback_part_total" => &["correction", "model", "rules"],
         "ops_agent_posts_labelled_total" => &["incident", "routine", "task"],
         "ops_agent_fixes_total" => &["failed", "pending", "verified"],
-        "ops_agent_stage_fallbacks_total" => &["classify", "reply", "tasks"],
+        "ops_agent_stage_fallbacks_total" => &["classify", "escalate", "reply", "tasks"],
         _ => &[],
     }
 }
