@@ -202,6 +202,171 @@ async fn real_engine_unknown_version_prefix_is_not_sent() {
     tier::ran(TIER);
 }
 
+/// Issue 25 on the real engine, through the binary: `ci-brief-crash`
+/// (made here from the CI image) crash-loops under an on-failure:2 policy,
+/// printing a marker line, a token and a URL with a password each time,
+/// and ends exited with code 3 after two restarts by the engine. It
+/// escalates (its fix, or the crash-loop rule, cannot help), and the
+/// alert's thread holds the brief: the marker line of its log, its exit
+/// code and its restart count; the HIGH task and the card hold the brief
+/// too. The token and the password are nowhere: not in a post, the task,
+/// the card, a model prompt or a file.
+#[test]
+fn real_engine_crash_loop_escalates_with_its_brief() {
+    const NAME: &str = "ci-brief-crash";
+    const MARKER: &str = "BRIEF-MARKER-7741 fatal: cannot open /data/queue.db";
+    const SECRETS: [&str; 2] = [
+        "ghp_Zx81Qm0aP4vN7tK2rL9sW3yB6cD1eF5gH8jJ",
+        "Tr0ub4dor-S3cret",
+    ];
+    let script = format!(
+        "echo worker 2.4.1 starting; \
+         echo connecting to postgres://queue:{}@db.internal:5432/jobs; \
+         echo loaded api token {}; echo {MARKER}; \
+         echo panic: queue unavailable, exiting >&2; exit 3",
+        SECRETS[1], SECRETS[0]
+    );
+
+    let Some(sock) = socket() else { return };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let raw = bollard::Docker::connect_with_unix(&sock, 30, &health::docker::API_VERSION).unwrap();
+    let remove = || {
+        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+        let _ = rt.block_on(raw.remove_container(NAME, Some(opts)));
+    };
+    remove();
+    rt.block_on(async {
+        let opts = CreateContainerOptionsBuilder::new().name(NAME).build();
+        let body = ContainerCreateBody {
+            image: Some("localhost/busybox:ci".into()),
+            cmd: Some(vec!["sh".into(), "-c".into(), script]),
+            host_config: Some(HostConfig {
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::ON_FAILURE),
+                    maximum_retry_count: Some(2),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        raw.create_container(Some(opts), body).await.unwrap();
+        raw.start_container(NAME, None).await.unwrap();
+        // The policy gives up after two restarts (back-off 100 ms, 200 ms).
+        for _ in 0..100 {
+            if restarts_of(&raw, NAME).await == (2, "exited".to_string()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(
+        rt.block_on(restarts_of(&raw, NAME)),
+        (2, "exited".to_string())
+    );
+
+    let mut b = WorldBuilder::new();
+    let (mm, me) = b.mattermost(&["basic"]);
+    b.line("mattermost", "alert_channel = \"basic/ops-alerts\"");
+    let team = mm.add_team("basic", &[me.id.as_str()]);
+    let alerts = mm.add_channel(&team, "ops-alerts", &[me.id.as_str()]);
+    let llm = b.ollama();
+    llm.answer_with(|_| {
+        "The worker probably fails to open its queue file; check the volume first.".into()
+    });
+    let planka = b.planka(&[("basic", "Basic", "Inbox")]);
+    b.docker_at(&format!("unix://{sock}"));
+    b.line("fix", "max_attempts_per_hour = 1");
+    // The settle time lets the engine's restart policy end its loop.
+    b.toml(
+        "[[checks]]\nname = \"ci-brief-crash\"\nkind = \"docker\"\ncontainer = \"ci-brief-crash\"\n\
+         timeout_secs = 10\nfail_after = 1\n\
+         fix = { action = \"restart_container\", settle_secs = 3, start_grace_secs = 0 }\n",
+    );
+    let sb = b.sandbox();
+
+    // The fix may end "pending" while the engine is still restarting it;
+    // the cycle after, its budget spent, escalates.
+    let mut alert = None;
+    for _ in 0..3 {
+        let out = sb.run(&["run-once"]);
+        assert!(out.status.success(), "{}", text(&out));
+        alert = mm.posts().into_iter().find(|p| {
+            p.channel_id == alerts
+                && p.root_id.is_empty()
+                && p.message.contains("ci-brief-crash is failing")
+        });
+        if alert.is_some() {
+            break;
+        }
+    }
+    let alert = alert.unwrap_or_else(|| panic!("no alert after 3 cycles\n{}", sb.log_text()));
+    let thread: Vec<String> = mm
+        .thread_replies(&alert.id)
+        .into_iter()
+        .filter(|p| p.props.get("ops_agent_event").and_then(|v| v.as_str()) == Some("brief"))
+        .map(|p| p.message)
+        .collect();
+    assert_eq!(thread.len(), 1, "the brief in the thread: {thread:#?}");
+    let brief = &thread[0];
+    eprintln!(
+        "the alert as posted:\n{}\n\nthe brief as posted in its thread:\n{brief}",
+        alert.message
+    );
+    for want in [
+        MARKER,
+        "panic: queue unavailable",
+        "exit code 3",
+        "restart count: 2",
+        "image: localhost/busybox:ci",
+        "(API 1.41)",
+        "a guess by the model",
+    ] {
+        assert!(brief.contains(want), "the brief lacks {want:?}:\n{brief}");
+    }
+    let tasks = sb.ledger_tasks();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(tasks[0]["priority"], "HIGH");
+    let task = tasks[0]["description"].as_str().unwrap();
+    let cards = planka.cards();
+    assert_eq!(cards.len(), 1, "{cards:#?}");
+    let card = cards[0]["description"].as_str().unwrap();
+    for want in [MARKER, "exit code 3", "restart count: 2"] {
+        assert!(task.contains(want), "the task lacks {want:?}:\n{task}");
+        assert!(card.contains(want), "the card lacks {want:?}:\n{card}");
+    }
+
+    let mut places: Vec<String> = mm.posts().into_iter().map(|p| p.message).collect();
+    places.push(serde_json::to_string(&cards).unwrap());
+    places.extend(llm.requests().into_iter().map(|r| r.body.to_string()));
+    for f in walk(sb.root()) {
+        places.push(String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned());
+    }
+    for place in &places {
+        for secret in SECRETS {
+            assert!(!place.contains(secret), "{secret} leaked:\n{place}");
+        }
+    }
+    remove();
+    tier::ran(TIER);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// The container's `RestartCount` and status, straight from the engine.
 async fn restarts_of(raw: &bollard::Docker, name: &str) -> (i64, String) {
     let r = raw.inspect_container(name, None).await.unwrap();

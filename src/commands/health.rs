@@ -166,18 +166,22 @@ pub(crate) fn history(config: &Config, json: bool) -> Result<ExitCode> {
 }
 
 /// `explain <check>`: streaks, last results, parent, budget, attempts, and
-/// why the agent would or would not act now; from saved state only.
+/// why the agent would or would not act now; then the latest incident
+/// brief of its service, when one was gathered. From saved state only.
 pub(crate) fn explain(config: &Config, name: &str, json: bool) -> Result<ExitCode> {
     view::select_checks(&config.checks, name).map_err(usage)?;
     let runtime_state: RuntimeState = store::peek(&config.paths.state)?.unwrap_or_default();
     let history: FixHistory = store::peek(&config.paths.fix_history)?.unwrap_or_default();
     let now = Utc::now();
     let service = config.checks.get(name).map(|c| c.service().to_string());
-    let silenced_until_ms = service.and_then(|s| {
+    let brief = service
+        .as_deref()
+        .and_then(|s| runtime_state.escalation.latest_brief(s));
+    let silenced_until_ms = service.as_deref().and_then(|s| {
         runtime_state
             .escalation
             .silences
-            .until_ms(&config.checks, &s, now.timestamp_millis())
+            .until_ms(&config.checks, s, now.timestamp_millis())
     });
     let e = crate::fix::explain(
         name,
@@ -189,9 +193,26 @@ pub(crate) fn explain(config: &Config, name: &str, json: bool) -> Result<ExitCod
         now,
     )?;
     if json {
-        print_json(&e, "the explanation")?;
+        #[derive(serde::Serialize)]
+        struct WithBrief<'a, T: serde::Serialize> {
+            #[serde(flatten)]
+            explanation: &'a T,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            brief: Option<&'a crate::escalate::brief::Brief>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            brief_incident: Option<&'a str>,
+        }
+        let with = WithBrief {
+            explanation: &e,
+            brief: brief.map(|(_, b)| b),
+            brief_incident: brief.map(|(k, _)| k),
+        };
+        print_json(&with, "the explanation")?;
     } else {
         print!("{}", e.render_text());
+        if let Some((key, b)) = brief {
+            print!("{}", crate::escalate::brief::render::text(b, key));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! failing, unresolvable, not silenced, no open incident -> Open, CreateTask, PostAlert
-//! open: task missing -> CreateTask; alert missing -> PostAlert
+//! open: task missing -> CreateTask; alert missing -> PostAlert, PostBrief
+//!       alerted, brief gathered but not in the thread -> PostBrief
 //!       alerted, not acked, ack timeout passed, no follow-up yet -> FollowUp (once)
 //!       alerted, not acked, reminder interval since alert/last reminder -> Remind
 //!       alerted, acked, reminder interval since the ack/last reminder -> Remind
@@ -85,6 +86,11 @@ pub(crate) enum Action {
         /// Incident key.
         key: String,
     },
+    /// The incident brief in the alert's thread.
+    PostBrief {
+        /// Incident key.
+        key: String,
+    },
     /// The one follow-up in the alert's thread mentioning on-call.
     FollowUp {
         /// Incident key.
@@ -140,6 +146,7 @@ impl Action {
             Action::Open { incident } => &incident.key,
             Action::CreateTask { key }
             | Action::PostAlert { key }
+            | Action::PostBrief { key }
             | Action::FollowUp { key }
             | Action::Remind { key }
             | Action::MarkRecovered { key, .. }
@@ -157,6 +164,7 @@ impl Action {
             Action::Open { .. } => "open",
             Action::CreateTask { .. } => "create_task",
             Action::PostAlert { .. } => "post_alert",
+            Action::PostBrief { .. } => "post_brief",
             Action::FollowUp { .. } => "follow_up",
             Action::Remind { .. } => "remind",
             Action::MarkRecovered { .. } => "mark_recovered",
@@ -316,8 +324,16 @@ pub(crate) fn plan(
                 continue;
             }
             match (inc.alert_post_id.as_ref(), inc.alerted_ms) {
-                (None, _) => actions.push(Action::PostAlert { key }),
+                (None, _) => {
+                    actions.push(Action::PostAlert { key: key.clone() });
+                    if inc.brief.is_some() {
+                        actions.push(Action::PostBrief { key });
+                    }
+                }
                 (Some(_), Some(alerted)) => match &inc.acked {
+                    _ if inc.brief.is_some() && !inc.brief_posted => {
+                        actions.push(Action::PostBrief { key })
+                    }
                     None => {
                         if cfg.follow_up
                             && inc.followed_up_ms.is_none()
@@ -398,7 +414,9 @@ pub(crate) fn plan(
         });
         actions.push(Action::CreateTask { key: key.clone() });
         if cfg.alerting {
-            actions.push(Action::PostAlert { key });
+            // The brief is gathered when the incident opens.
+            actions.push(Action::PostAlert { key: key.clone() });
+            actions.push(Action::PostBrief { key });
         }
     }
     actions
@@ -497,6 +515,7 @@ mod tests {
                             inc.alert_post_id = Some("p1".into());
                             inc.alerted_ms = Some(now);
                         }
+                        Action::PostBrief { .. } => inc.brief_posted = true,
                         Action::FollowUp { .. } => inc.followed_up_ms = Some(now),
                         Action::Remind { .. } => {
                             inc.reminded_ms = Some(now);
@@ -539,6 +558,36 @@ mod tests {
 
     fn count(names: &[&str], n: &str) -> usize {
         names.iter().filter(|x| **x == n).count()
+    }
+
+    #[test]
+    fn a_gathered_brief_is_owed_in_the_thread_until_it_is_there() {
+        let c = cfg();
+        let none = BTreeSet::new();
+        let mut st = EscalationState::default();
+        // The cycle that opens the incident owes the brief after the alert.
+        let names = run(&mut st, &[(0, vec![failing("web")])], &none, &c, &[]);
+        assert_eq!(names, ["open", "create_task", "post_alert", "post_brief"]);
+        // A brief whose post failed (or a brief gathered later) is owed
+        // before the follow-up, once.
+        let inc = &mut st.incidents[0];
+        inc.brief = Some(super::super::brief::Brief::default());
+        inc.brief_posted = false;
+        let cycles: Vec<_> = (1..12).map(|i| (i * 5, vec![failing("web")])).collect();
+        let names = run(&mut st, &cycles, &none, &c, &[]);
+        assert_eq!(count(&names, "post_brief"), 1, "{names:?}");
+        assert_eq!(names[0], "post_brief", "{names:?}");
+        assert_eq!(count(&names, "follow_up"), 1, "{names:?}");
+        // Not while silenced, and never without an alert channel.
+        st.incidents[0].brief_posted = false;
+        let web: BTreeSet<String> = ["web".to_string()].into();
+        assert!(run(&mut st, &[(60, vec![failing("web")])], &web, &c, &[]).is_empty());
+        let quiet = PlanConfig {
+            alerting: false,
+            ..c
+        };
+        let names = run(&mut st, &[(65, vec![failing("web")])], &none, &quiet, &[]);
+        assert_eq!(count(&names, "post_brief"), 0, "{names:?}");
     }
 
     #[test]
@@ -798,7 +847,7 @@ mod tests {
         assert!(names.is_empty(), "{names:?}");
         // The silence ends, still failing: the alert goes out then.
         let names = run(&mut st, &[(60, vec![failing("web")])], &none, &c, &[]);
-        assert_eq!(names, ["open", "create_task", "post_alert"]);
+        assert_eq!(names, ["open", "create_task", "post_alert", "post_brief"]);
         // An alerted incident silenced later: no follow-up, no reminder,
         // and its recovery is recorded without a post.
         let cycles: Vec<_> = (13..100).map(|i| (i * 5, vec![failing("web")])).collect();

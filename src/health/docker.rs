@@ -560,6 +560,235 @@ fn path_segment(name: &str) -> String {
     out
 }
 
+/// What an incident brief shows of a container beyond what grading needs:
+/// read once when an incident opens, never on the probe's path. Every
+/// string is the engine's (outside text): the brief scrubs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ContainerEvidence {
+    /// `State.Status`.
+    pub(crate) status: String,
+    /// `State.ExitCode`.
+    pub(crate) exit_code: Option<i64>,
+    /// `State.OOMKilled`: the kernel killed it for memory.
+    pub(crate) oom_killed: bool,
+    /// `RestartCount`: restarts by the engine's restart policy.
+    pub(crate) restart_count: i64,
+    /// `State.Error`, when the engine recorded one (a failed start).
+    pub(crate) error: Option<String>,
+    /// `State.Health.Status`, when it has a healthcheck.
+    pub(crate) health: Option<String>,
+    /// The healthcheck's last runs, oldest first: exit code and the first
+    /// line of the output.
+    pub(crate) health_log: Vec<(i64, String)>,
+    /// `Config.Image` (the name it was created from), else the image id.
+    pub(crate) image: String,
+    /// `State.StartedAt`.
+    pub(crate) started_at: Option<String>,
+    /// `State.FinishedAt` (the last exit).
+    pub(crate) finished_at: Option<String>,
+}
+
+impl ContainerEvidence {
+    fn from_inspect(r: &bollard::models::ContainerInspectResponse) -> ContainerEvidence {
+        let state = r.state.clone().unwrap_or_default();
+        let health = state.health.as_ref();
+        let set = |s: Option<String>| s.filter(|s| !s.is_empty() && !s.starts_with("0001-"));
+        ContainerEvidence {
+            status: state
+                .status
+                .map(|s| s.to_string().to_lowercase())
+                .unwrap_or_default(),
+            exit_code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+            restart_count: r.restart_count.unwrap_or(0),
+            error: set(state.error.clone()),
+            health: health
+                .and_then(|h| h.status)
+                .map(|s| s.to_string().to_lowercase())
+                .filter(|s| !s.is_empty() && s != "none"),
+            health_log: health
+                .and_then(|h| h.log.as_ref())
+                .map(|log| {
+                    let skip = log.len().saturating_sub(HEALTH_RUNS_SHOWN);
+                    log.iter()
+                        .skip(skip)
+                        .map(|run| {
+                            let first = run
+                                .output
+                                .as_deref()
+                                .and_then(|o| o.lines().find(|l| !l.trim().is_empty()))
+                                .unwrap_or("")
+                                .trim()
+                                .to_string();
+                            (run.exit_code.unwrap_or(-1), first)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            image: r
+                .config
+                .as_ref()
+                .and_then(|c| c.image.clone())
+                .or_else(|| r.image.clone())
+                .unwrap_or_default(),
+            started_at: set(state.started_at.clone()),
+            finished_at: set(state.finished_at.clone()),
+        }
+    }
+}
+
+/// Healthcheck runs shown in a brief (the engine keeps five).
+const HEALTH_RUNS_SHOWN: usize = 3;
+/// A log line longer than this is cut as it is read (a JSON blob, a
+/// dump): generous, so that the brief, which cuts lines shorter, scrubs a
+/// secret whole before it cuts.
+pub(crate) const LOG_LINE_CHARS: usize = 1024;
+/// The most of a log stream read for a brief: `tail` bounds the lines the
+/// engine sends, this bounds an engine (or a proxy) that sends more.
+const LOG_READ_BYTES: usize = 256 * 1024;
+
+/// One line of a container's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogLine {
+    /// It came on stderr (else stdout or a TTY).
+    pub(crate) stderr: bool,
+    /// The line, control characters removed, cut at [`LOG_LINE_CHARS`].
+    pub(crate) text: String,
+}
+
+/// The end of a container's log, as far as it could be read in time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LogTail {
+    /// The last lines, oldest first.
+    pub(crate) lines: Vec<LogLine>,
+    /// Why the tail may be incomplete: the stream did not end by the
+    /// deadline, the read cap, an error. `None`: the engine sent it all.
+    pub(crate) cut: Option<String>,
+}
+
+/// Splits a log stream's frames into lines per stream: a frame is one
+/// write of the container, which may hold several lines or part of one.
+#[derive(Default)]
+struct LineSplitter {
+    /// The unfinished line of stdout and of stderr.
+    pending: [String; 2],
+    lines: std::collections::VecDeque<LogLine>,
+    keep: usize,
+}
+
+impl LineSplitter {
+    fn push(&mut self, stderr: bool, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let mut parts = text.split('\n').peekable();
+        while let Some(part) = parts.next() {
+            let pending = &mut self.pending[usize::from(stderr)];
+            if pending.chars().count() < LOG_LINE_CHARS * 2 {
+                pending.push_str(part);
+            }
+            if parts.peek().is_some() {
+                let line = std::mem::take(pending);
+                self.line(stderr, &line);
+            }
+        }
+    }
+
+    fn line(&mut self, stderr: bool, line: &str) {
+        let clean: String = line
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\t')
+            .collect();
+        let clean = clean.trim_end();
+        if self.keep == 0 {
+            return;
+        }
+        if self.lines.len() == self.keep {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(LogLine {
+            stderr,
+            text: crate::text::cap(clean, LOG_LINE_CHARS),
+        });
+    }
+
+    fn finish(mut self) -> Vec<LogLine> {
+        for stderr in [false, true] {
+            let rest = std::mem::take(&mut self.pending[usize::from(stderr)]);
+            if !rest.is_empty() {
+                self.line(stderr, &rest);
+            }
+        }
+        self.lines.into()
+    }
+}
+
+impl DockerClient {
+    /// The facts of a container a brief shows; `Ok(None)` when the engine
+    /// says it does not exist.
+    pub(crate) async fn evidence(&self, container: &str) -> Result<Option<ContainerEvidence>> {
+        let segment = path_segment(container);
+        match self.docker.inspect_container(&segment, None).await {
+            Ok(r) => Ok(Some(ContainerEvidence::from_inspect(&r))),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("GET {}/containers/{container}/json", self.host))
+            }
+        }
+    }
+
+    /// The last `lines` lines of a container's log, stdout and stderr (the
+    /// engine's `tail`, no follow), read until the stream ends or `by`,
+    /// whichever comes first: a stream that hangs costs the time left, and
+    /// the lines read so far are kept and said to be incomplete. For a
+    /// container without a TTY the engine multiplexes both streams in
+    /// 8-byte-header frames, which bollard decodes.
+    pub(crate) async fn log_tail(
+        &self,
+        container: &str,
+        lines: usize,
+        by: tokio::time::Instant,
+    ) -> LogTail {
+        use futures_util::StreamExt;
+        let opts = bollard::query_parameters::LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = self.docker.logs(&path_segment(container), Some(opts));
+        let mut split = LineSplitter {
+            keep: lines,
+            ..LineSplitter::default()
+        };
+        let mut read = 0usize;
+        let cut = loop {
+            let frame = match tokio::time::timeout_at(by, stream.next()).await {
+                Err(_) => break Some(
+                    "the log stream did not end within the time budget: the lines read until then"
+                        .to_string(),
+                ),
+                Ok(None) => break None,
+                Ok(Some(Err(e))) => break Some(format!("reading the log failed: {e}")),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let stderr = matches!(frame, bollard::container::LogOutput::StdErr { .. });
+            let bytes = frame.into_bytes();
+            read += bytes.len();
+            split.push(stderr, &bytes);
+            if read >= LOG_READ_BYTES {
+                break Some(format!(
+                    "stopped reading after {}",
+                    crate::http::human_bytes(LOG_READ_BYTES)
+                ));
+            }
+        };
+        LogTail {
+            lines: split.finish(),
+            cut,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -802,5 +1031,82 @@ mod tests {
             p.reason,
             "exp-loop restarting (restart policy 'always', engine restart count 4, last exit code 3)"
         );
+    }
+
+    /// A one-request engine on 127.0.0.1 that answers the logs call with
+    /// `body` under API 1.41's raw-stream type, then ends the body, or
+    /// (with `hang`) keeps the connection open without ending it.
+    async fn log_server(body: Vec<u8>, hang: bool) -> DockerClient {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.docker.raw-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            let mut out = head.as_bytes().to_vec();
+            out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+            out.extend_from_slice(&body);
+            out.extend_from_slice(b"\r\n");
+            if !hang {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            s.write_all(&out).await.unwrap();
+            if hang {
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            }
+        });
+        DockerClient::connect(&DockerHost::Http(addr.to_string())).unwrap()
+    }
+
+    fn frame(stream: u8, payload: &str) -> Vec<u8> {
+        let mut f = vec![stream, 0, 0, 0];
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(payload.as_bytes());
+        f
+    }
+
+    #[tokio::test]
+    async fn a_multiplexed_log_is_split_into_lines_per_stream_and_cut() {
+        let long = "y".repeat(1500);
+        let body = [
+            frame(1, "first line\n"),
+            frame(2, "an error spl"),
+            frame(1, "second\nthird\n"),
+            frame(2, "it over two writes\n"),
+            frame(1, &format!("{long}\n")),
+            frame(1, "no newline at the end \u{1b}[0m"),
+        ]
+        .concat();
+        let client = log_server(body, false).await;
+        let by = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let tail = client.log_tail("web", 4, by).await;
+        assert_eq!(tail.cut, None);
+        let lines: Vec<(bool, String)> =
+            tail.lines.into_iter().map(|l| (l.stderr, l.text)).collect();
+        assert_eq!(lines.len(), 4, "the last 4 only: {lines:?}");
+        assert_eq!(lines[0], (false, "third".to_string()));
+        assert_eq!(
+            lines[1],
+            (true, "an error split over two writes".to_string())
+        );
+        assert_eq!(lines[2].1.chars().count(), LOG_LINE_CHARS, "cut");
+        assert_eq!(lines[3], (false, "no newline at the end [0m".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_log_stream_costs_the_time_left_and_keeps_what_was_read() {
+        let body = [frame(1, "booting\n"), frame(2, "FATAL: cannot bind\n")].concat();
+        let client = log_server(body, true).await;
+        let by = tokio::time::Instant::now() + std::time::Duration::from_millis(300);
+        let tail = client.log_tail("web", 30, by).await;
+        assert!(tokio::time::Instant::now() < by + std::time::Duration::from_secs(2));
+        let texts: Vec<&str> = tail.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["booting", "FATAL: cannot bind"]);
+        assert!(tail
+            .cut
+            .unwrap()
+            .contains("did not end within the time budget"));
     }
 }

@@ -75,6 +75,137 @@ pub(crate) async fn probe(check: &CheckConfig) -> Result<Probe> {
     Ok(probe)
 }
 
+/// What an incident brief shows of an endpoint: one request made for the
+/// brief with the check's method, URL and TLS choice (the probe keeps
+/// nothing of the answer). The body and the error are outside text: the
+/// brief scrubs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HttpEvidence {
+    /// `GET https://host/path`, the URL without credentials or secret
+    /// query values.
+    pub(crate) what: String,
+    /// The answer, or why there was none.
+    pub(crate) answer: std::result::Result<HttpAnswer, String>,
+}
+
+/// An endpoint's answer as a brief shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HttpAnswer {
+    /// The status code.
+    pub(crate) status: u16,
+    /// Time to the response head.
+    pub(crate) latency_ms: u64,
+    /// The `Content-Type`, when sent.
+    pub(crate) content_type: Option<String>,
+    /// The first [`crate::http::caps::BRIEF_BODY`] bytes of a text body.
+    pub(crate) body: Option<String>,
+    /// Why no body is shown (empty, not text, unreadable) or that it is
+    /// only its start.
+    pub(crate) body_note: Option<String>,
+    /// When the server's TLS certificate expires (epoch ms), or why that is
+    /// not known; `None` for plain HTTP.
+    pub(crate) cert_expiry: Option<std::result::Result<i64, String>>,
+}
+
+/// Requests the check's URL once for a brief, within the check's timeout
+/// and by `by`, whichever is sooner. reqwest (rustls) hands over the
+/// server's leaf certificate, so an `https://` answer says when it
+/// expires; a certificate the check refuses (expired, unknown issuer)
+/// gives no answer, and the error says why.
+pub(crate) async fn evidence(check: &CheckConfig, by: tokio::time::Instant) -> HttpEvidence {
+    let url = check.url.as_deref().unwrap_or_default();
+    let method = check.method.as_deref().unwrap_or("GET");
+    let what = format!("{method} {}", crate::scrub::url(url));
+    let ask = async {
+        let client =
+            crate::http::client_with_tls_info(check.timeout(), check.verify_tls.unwrap_or(true))
+                .map_err(|e| format!("{e:#}"))?;
+        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let resp = client
+            .request(m, url)
+            .send()
+            .await
+            .map_err(|e| root_cause(&e))?;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let cert_expiry = url.starts_with("https://").then(|| {
+            resp.extensions()
+                .get::<reqwest::tls::TlsInfo>()
+                .and_then(|i| i.peer_certificate())
+                .ok_or_else(|| "the server's certificate was not handed over".to_string())
+                .and_then(cert_not_after_ms)
+        });
+        let (body, body_note) =
+            match crate::http::read_prefix(resp, crate::http::caps::BRIEF_BODY).await {
+                Err(e) => (None, Some(format!("body unreadable: {}", root_cause(&e)))),
+                Ok((text, _)) if text.is_empty() => (None, Some("empty body".to_string())),
+                Ok((text, more)) if is_text(content_type.as_deref(), &text) => {
+                    let note = more.then(|| {
+                        format!(
+                            "its first {}",
+                            crate::http::human_bytes(crate::http::caps::BRIEF_BODY)
+                        )
+                    });
+                    (Some(text), note)
+                }
+                Ok(_) => (
+                    None,
+                    Some(format!(
+                        "not text ({})",
+                        content_type.as_deref().unwrap_or("no Content-Type")
+                    )),
+                ),
+            };
+        Ok(HttpAnswer {
+            status,
+            latency_ms,
+            content_type,
+            body,
+            body_note,
+            cert_expiry,
+        })
+    };
+    let answer = match tokio::time::timeout_at(by, ask).await {
+        Ok(a) => a,
+        Err(_) => Err("no answer within the brief's time budget".to_string()),
+    };
+    HttpEvidence { what, answer }
+}
+
+/// Whether a body is text a person can read in a brief: a textual
+/// `Content-Type`, or none and no binary bytes.
+fn is_text(content_type: Option<&str>, body: &str) -> bool {
+    match content_type.map(|c| c.to_ascii_lowercase()) {
+        Some(c) => {
+            let essence = c.split(';').next().unwrap_or("").trim().to_string();
+            essence.starts_with("text/")
+                || [
+                    "json",
+                    "xml",
+                    "javascript",
+                    "x-www-form-urlencoded",
+                    "problem",
+                ]
+                .iter()
+                .any(|t| essence.contains(t))
+        }
+        None => !body.contains('\u{FFFD}') && !body.contains('\0'),
+    }
+}
+
+/// The `notAfter` of a DER certificate, epoch ms.
+fn cert_not_after_ms(der: &[u8]) -> std::result::Result<i64, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("the server's certificate is unreadable: {e}"))?;
+    Ok(cert.validity().not_after.timestamp() * 1000)
+}
+
 /// Grades an answer. Pure.
 fn grade(
     what: &str,
@@ -213,6 +344,33 @@ mod tests {
             assert_eq!(p.status, status, "{code} {body:?}: {}", p.reason);
             assert!(p.reason.contains(text), "{}", p.reason);
         }
+    }
+
+    #[test]
+    fn text_bodies_are_told_from_binary_ones() {
+        let t = [
+            (Some("text/html; charset=utf-8"), "<p>down</p>", true),
+            (Some("application/json"), "{}", true),
+            (Some("application/problem+json"), "{}", true),
+            (Some("image/png"), "x", false),
+            (Some("application/octet-stream"), "x", false),
+            (None, "plain words", true),
+            (None, "bin\u{FFFD}ary", false),
+        ];
+        for (ct, body, want) in t {
+            assert_eq!(is_text(ct, body), want, "{ct:?} {body:?}");
+        }
+    }
+
+    #[test]
+    fn certificate_expiry_is_read_from_der() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 7, 4);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let ms = cert_not_after_ms(cert.der().as_ref()).unwrap();
+        assert_eq!(crate::time::rfc3339_ms(ms), "2031-07-04T00:00:00Z");
+        assert!(cert_not_after_ms(b"not a certificate").is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod brief_cycle;
 mod chat_cycle;
 mod chat_edges;
 mod cli_commands;

@@ -2,8 +2,9 @@
 //! default test tier (bollard connects to it over plain HTTP).
 //!
 //! Serves `GET /_ping`, `/version`, `/containers/json`,
-//! `/containers/{id}/json` and `POST /containers/{id}/{restart,start,stop}`,
-//! with and without a `/v1.xx` prefix. Like Debian's dockerd 20.10 it
+//! `/containers/{id}/json`, `/containers/{id}/logs` and `POST
+//! /containers/{id}/{restart,start,stop}`, with and without a `/v1.xx`
+//! prefix. Like Debian's dockerd 20.10 it
 //! reports API 1.41 and answers 400 "client version … is too new" to a
 //! newer prefix, so a client that forgets to pin the version fails here.
 //! Containers keep state like the engine: a restart moves `StartedAt`,
@@ -64,6 +65,14 @@ pub struct FakeContainer {
     /// `HostConfig.RestartPolicy.Name`: `no`, `always`, `unless-stopped`,
     /// `on-failure`.
     pub restart_policy: String,
+    /// Its log: `(stream, line)`, 1 = stdout, 2 = stderr, oldest first.
+    pub logs: Vec<(u8, String)>,
+    /// Started with a TTY: the log is raw, not multiplexed.
+    pub tty: bool,
+    /// The log stream sends the entries, then hangs without ending.
+    pub logs_hang: bool,
+    /// `State.OOMKilled`.
+    pub oom_killed: bool,
 }
 
 impl FakeContainer {
@@ -80,7 +89,25 @@ impl FakeContainer {
             on_restart: OnRestart::Fixes,
             blips: 0,
             restart_policy: "no".into(),
+            logs: Vec::new(),
+            tty: false,
+            logs_hang: false,
+            oom_killed: false,
         }
+    }
+
+    /// Adds lines to its log on stdout.
+    pub fn logging(mut self, lines: &[&str]) -> FakeContainer {
+        self.logs
+            .extend(lines.iter().map(|l| (1, format!("{l}\n"))));
+        self
+    }
+
+    /// Adds lines to its log on stderr.
+    pub fn logging_err(mut self, lines: &[&str]) -> FakeContainer {
+        self.logs
+            .extend(lines.iter().map(|l| (2, format!("{l}\n"))));
+        self
     }
 
     /// Running, no healthcheck.
@@ -181,7 +208,7 @@ impl FakeContainer {
         // dockerd keeps `Running` true while the restart policy waits.
         let mut state = json!({
             "Status": status, "Running": running || status == "restarting", "Paused": false,
-            "Restarting": status == "restarting", "OOMKilled": false, "Dead": false,
+            "Restarting": status == "restarting", "OOMKilled": self.oom_killed, "Dead": false,
             "Pid": if running { 4242 } else { 0 }, "ExitCode": exit, "Error": "",
             "StartedAt": self.started_at(),
             "FinishedAt": if running { "0001-01-01T00:00:00Z".to_string() } else { self.started_at() },
@@ -200,7 +227,7 @@ impl FakeContainer {
             "Args": [], "State": state, "Image": "sha256:0123", "Name": format!("/{}", self.name),
             "RestartCount": self.restart_count, "Driver": "overlay2", "Platform": "linux",
             "HostConfig": {"RestartPolicy": {"Name": self.restart_policy, "MaximumRetryCount": 0}},
-            "Config": {"Image": format!("{}:latest", self.name), "Labels": {}},
+            "Config": {"Image": format!("{}:latest", self.name), "Labels": {}, "Tty": self.tty},
         })
     }
 
@@ -338,6 +365,11 @@ impl FakeDocker {
         self.inner.lock().unwrap().requests.clone()
     }
 
+    /// `name`'s log stream sends its entries and then hangs.
+    pub fn hang_logs(&self, name: &str) {
+        self.update(name, |c| c.logs_hang = true);
+    }
+
     /// How many restart requests reached container `name`, addressed by its
     /// name, its id or a prefix of it (as dockerd resolves them).
     pub fn restarts(&self, name: &str) -> usize {
@@ -437,6 +469,10 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri
             Some(c) => axum::Json(c.inspect()).into_response(),
             None => no_such(id),
         },
+        ("GET", ["containers", id, "logs"]) => match find(&mut g, id) {
+            Some(c) => logs(c, uri.query().unwrap_or("")),
+            None => no_such(id),
+        },
         ("POST", ["containers", id, action]) => {
             let Some(c) = find(&mut g, id) else {
                 return no_such(id);
@@ -462,6 +498,59 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri
         }
         _ => engine_error(StatusCode::NOT_FOUND, "page not found"),
     }
+}
+
+/// `GET /containers/{id}/logs` as dockerd 20.10 answers it (no follow).
+fn logs(c: &FakeContainer, query: &str) -> Response {
+    let param = |k: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let on = |k: &str| param(k).is_some_and(|v| v == "1" || v == "true");
+    let (out, err) = (on("stdout"), on("stderr"));
+    if !out && !err {
+        return engine_error(
+            StatusCode::BAD_REQUEST,
+            "Bad parameters: you must choose at least one stream",
+        );
+    }
+    let chosen: Vec<&(u8, String)> = c
+        .logs
+        .iter()
+        .filter(|(stream, _)| (*stream == 1 && out) || (*stream == 2 && err))
+        .collect();
+    let keep = match param("tail").as_deref() {
+        None | Some("all") | Some("") => chosen.len(),
+        Some(n) => n.parse::<usize>().unwrap_or(chosen.len()),
+    };
+    let frames: Vec<Vec<u8>> = chosen[chosen.len().saturating_sub(keep)..]
+        .iter()
+        .map(|(stream, line)| {
+            if c.tty {
+                line.as_bytes().to_vec()
+            } else {
+                let mut f = vec![*stream, 0, 0, 0];
+                f.extend_from_slice(&(line.len() as u32).to_be_bytes());
+                f.extend_from_slice(line.as_bytes());
+                f
+            }
+        })
+        .collect();
+    let head = [(header::CONTENT_TYPE, "application/vnd.docker.raw-stream")];
+    if c.logs_hang {
+        use futures_util::StreamExt;
+        let sent = futures_util::stream::iter(
+            frames
+                .into_iter()
+                .map(|f| Ok::<_, std::io::Error>(axum::body::Bytes::from(f))),
+        );
+        let body = axum::body::Body::from_stream(sent.chain(futures_util::stream::pending()));
+        return (head, body).into_response();
+    }
+    (head, frames.concat()).into_response()
 }
 
 /// The name of the container `id` addresses, resolved in dockerd's order:
