@@ -17,11 +17,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod backlog;
 mod chat_cycle;
 mod chat_edges;
 mod cli_commands;
 mod completions;
 mod corrections;
+mod cutover;
 mod cycle_frame;
 mod deploy;
 mod escalate_cycle;
