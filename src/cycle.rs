@@ -166,6 +166,9 @@ impl<'a> Cycle<'a> {
         let budget = CycleBudget::new(tokio::time::Instant::from_std(started), deadline, reserve);
         let now = Utc::now();
         let lock = lock::acquire(&config.paths.lock)?;
+        // Under the lock, so two cycles started at once rotate once.
+        crate::observe::rotate::under_lock(&config.log, &config.paths.log, &config.paths.audit)
+            .log();
         let cycle_id = audit::cycle_id(now.timestamp_millis());
         let trail = (!opts.dry_run)
             .then(|| audit::open_or_warn(&config.paths.audit, Some(cycle_id), None))
@@ -464,6 +467,7 @@ impl<'a> Cycle<'a> {
     /// summary; the stats are saved last ([`Cycle::save_stats`]), with the
     /// ping's result.
     fn finish(&mut self) -> Result<()> {
+        crate::logging::report_repeats();
         self.report.duration_ms = elapsed_ms(self.started);
         if self.opts.dry_run {
             self.report.push(

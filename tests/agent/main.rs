@@ -31,6 +31,7 @@ mod eval_training_data;
 mod fault_matrix;
 mod health_cycle;
 mod kill_points;
+mod log_bounds;
 mod mc_exactly_once;
 mod observe_cycle;
 mod tasks_mc;
