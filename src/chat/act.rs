@@ -210,9 +210,11 @@ async fn post_reply(
     .await
     {
         Ok(r) => {
-            if !r.already_existed {
-                tally.replies += 1;
-            }
+            // A reply found in the thread was sent by an earlier try that
+            // never learnt it went through (the deadline or a kill cut it
+            // after the server took it), so nobody counted it: it counts
+            // now, once, as this post's progress records it from here on.
+            tally.replies += 1;
             tracing::info!(post = %post.id, reply = %r.post_id, path, existed = r.already_existed, "Replied in thread.");
             audit::record(Event::ReplyPosted {
                 post: post.id.clone(),

@@ -120,7 +120,8 @@ pub(crate) struct Tally {
     pub(crate) task_errors: Vec<String>,
     /// Planka failures (the card waits in the outbox).
     pub(crate) card_errors: Vec<String>,
-    /// Replies posted this cycle.
+    /// Replies posted this cycle, and those an earlier try sent without
+    /// learning it (found in the thread now): each reply counts once.
     pub(crate) replies: u32,
     /// Reply failures (the post stays pending).
     pub(crate) reply_errors: Vec<String>,

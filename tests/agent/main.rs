@@ -23,6 +23,7 @@ mod chat_edges;
 mod cli_commands;
 mod completions;
 mod corrections;
+mod counts;
 mod cutover;
 mod cycle_frame;
 mod deploy;
