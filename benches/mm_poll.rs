@@ -164,7 +164,7 @@ impl Bench {
             }
             posts += batch.len();
         }
-        reader.finish(&self.client, &mut self.state);
+        reader.finish(&mut self.state);
         let elapsed = started.elapsed();
         let outcome = reader.outcome;
         assert!(

@@ -205,7 +205,7 @@ pub(crate) async fn run(
         }
         batch = polled.next_batch(client.as_ref(), book).await;
     }
-    polled.finish(client.as_ref(), book, report);
+    polled.finish(book, report);
     classify.report(report, &tally);
     if let (Some(mm), Some(poll)) = (&client, polled.outcome()) {
         let ctx = corrections::Ctx {

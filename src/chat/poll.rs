@@ -141,17 +141,12 @@ impl Polled {
     }
 
     /// Settles the last batch and completes the `mattermost` stage.
-    pub(super) fn finish(
-        &mut self,
-        client: Option<&mattermost::Client>,
-        book: &mut dyn Book,
-        report: &mut CycleReport,
-    ) {
-        let (Some(client), Some(reader)) = (client, &mut self.reader) else {
+    pub(super) fn finish(&mut self, book: &mut dyn Book, report: &mut CycleReport) {
+        let Some(reader) = &mut self.reader else {
             return;
         };
         let mm = book.parts().mm;
-        reader.finish(client, mm);
+        reader.finish(mm);
         let backlogs: Vec<String> = mm.behind.iter().map(|b| b.line()).collect();
         let outcome = read_outcome(&reader.outcome, &backlogs, report);
         if let Some(i) = self.stage_at {

@@ -72,6 +72,20 @@ impl World {
 /// request among them), none twice.
 #[test]
 fn a_channel_past_a_cycles_pages_catches_up_over_the_next_cycles_exactly_once() {
+    catch_up(300_000);
+}
+
+/// The same posts written in the last seconds before the cycle: the next
+/// cycle's overlap reads them again, more of them than its pages, and the
+/// part it cannot read becomes a second backlog holding posts the first
+/// cycle handled. None of them is handled twice.
+#[test]
+fn a_backlog_over_the_overlap_hands_over_nothing_twice() {
+    catch_up(1_000);
+}
+
+/// Posts `age_ms` old when the cycle after them starts.
+fn catch_up(age_ms: i64) {
     let w = World::new();
     w.cycle();
     let mut requests = BTreeSet::new();
@@ -94,7 +108,7 @@ fn a_channel_past_a_cycles_pages_catches_up_over_the_next_cycles_exactly_once() 
         format!("imported note {i}")
     });
     people += burst.len();
-    w.mm.advance_clock(300_000);
+    w.mm.advance_clock(age_ms);
 
     w.cycle();
     let behind = w.behind();

@@ -128,7 +128,7 @@ async fn poll(
         }
         posts.extend(batch);
     }
-    reader.finish(client, state);
+    reader.finish(state);
     Ok(Polled {
         posts,
         batches_sorted,

@@ -12,9 +12,11 @@
 //! put however many posts arrive meanwhile. A page's posts move the
 //! position only once every one of them is handled; a page with a post
 //! still pending (its task failed, the deadline came) is read again next
-//! cycle, and the posts of it already handled are kept in `done` so they
-//! are not handed over twice. When a page reaches the floor the backlog is
-//! gone.
+//! cycle. `done` holds the posts of the range still to read that were
+//! handled already (those of the page read again, and those the overlap
+//! of the cycles before had handled when the backlog began), so none is
+//! handed over twice; an entry goes once the position is past it. When a
+//! page reaches the floor the backlog is gone.
 //!
 //! Reading by `before=<pivot>` skips the posts that share the pivot's
 //! millisecond, so the pivot is always the last post of a page whose
@@ -22,6 +24,8 @@
 //! page's last millisecond come again on the next page (they are in
 //! `done`, or deduplicated within the cycle). A page that is one
 //! millisecond throughout (a bulk import) goes on by offset.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -80,9 +84,10 @@ pub(crate) struct Backlog {
     pub(crate) top_ms: i64,
     /// Where the next page starts.
     pub(crate) at: Pos,
-    /// Posts the next page brings again that were handled already.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub(crate) done: Vec<String>,
+    /// Posts of the range still to read that were handled already: id →
+    /// create_at.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) done: BTreeMap<String, i64>,
     /// Posts read from the newest post down to the position so far, and
     /// the newest one's time: the rate the estimate goes by.
     pub(crate) read: u64,
@@ -91,6 +96,21 @@ pub(crate) struct Backlog {
 }
 
 impl Backlog {
+    /// Moves the position to `next` over a page whose posts are all
+    /// handled; what is above it now can never be read again.
+    pub(crate) fn advance(
+        &mut self,
+        next: Pos,
+        rows: u64,
+        handled: impl IntoIterator<Item = (String, i64)>,
+    ) {
+        self.read += rows;
+        self.done.extend(handled);
+        let below = next.pivot_ms;
+        self.done.retain(|_, at| *at < below);
+        self.at = next;
+    }
+
     /// About how many posts, and pages, are left: the rate of the part
     /// read so far over the time still to read. Nothing read yet: unknown.
     pub(crate) fn left(&self) -> Option<(u64, u64)> {

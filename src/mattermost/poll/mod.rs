@@ -162,22 +162,15 @@ pub async fn start(
     let start_requests = client.requests();
     let own_id = users::prepare(client, cfg, state, now_ms).await?;
     let listings = team::list_teams(client, cfg, state).await;
-    let (outcome, jobs) = gather(client, state, listings, since_ms)?;
+    let (mut outcome, jobs) = gather(client, state, listings, since_ms)?;
+    outcome.requests = client.requests().saturating_sub(start_requests);
     // The `Date` header counts whole seconds; the newest post listed is
     // exact.
     let newest = outcome.listed.iter().map(|l| l.mark.last_post_at).max();
     let server_ms = outcome.watermark_ms.map_or(now_ms, |w| w + 999);
     cut_over::listed(state, server_ms.max(newest.unwrap_or(i64::MIN)));
     Ok(Reader::new(
-        state,
-        jobs,
-        outcome,
-        since_ms,
-        own_id,
-        now_ms,
-        deadline,
-        cfg,
-        start_requests,
+        state, jobs, outcome, since_ms, own_id, now_ms, deadline, cfg,
     ))
 }
 

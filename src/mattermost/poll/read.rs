@@ -83,8 +83,9 @@ struct PageDone {
     next: Option<Pos>,
     floor_ms: i64,
     backlog: Option<i64>,
-    /// The page's rows below `next`'s pivot (the next page brings them again).
-    trailing: Vec<String>,
+    /// The page's rows below `next`'s pivot (the next page brings them
+    /// again), with their create_at.
+    trailing: Vec<(String, i64)>,
     /// Rows of the page that were read in a way that counts for an
     /// estimate of the backlog.
     rows: u64,
@@ -116,7 +117,6 @@ pub struct Reader {
     stop: bool,
     /// Skips already in the audit trail (read once, at the first one).
     audited: Option<HashSet<String>>,
-    start_requests: u32,
     /// Time spent reading (ms).
     pub ms: u64,
     /// The figures of the poll; complete once [`Reader::finish`] ran.
@@ -136,7 +136,6 @@ impl Reader {
         now_ms: i64,
         deadline: Instant,
         cfg: &crate::mattermost::config::MattermostConfig,
-        start_requests: u32,
     ) -> Reader {
         Reader {
             since_ms,
@@ -153,7 +152,6 @@ impl Reader {
             last: None,
             stop: false,
             audited: None,
-            start_requests,
             ms: 0,
             outcome,
             pending_channels: BTreeSet::new(),
@@ -175,9 +173,12 @@ impl Reader {
         state: &mut MmState,
     ) -> Option<Vec<NewPost>> {
         let t = std::time::Instant::now();
+        // The requests between batches are the replies'; the poll's own
+        // are those made here.
+        let before = client.requests();
         let batch = self.read_on(client, state).await;
         self.ms += elapsed_ms(t);
-        self.outcome.requests = client.requests().saturating_sub(self.start_requests);
+        self.outcome.requests += client.requests().saturating_sub(before);
         if let Some(b) = &batch {
             self.outcome.posts_new += b.len() as u64;
         }
@@ -338,11 +339,11 @@ impl Reader {
                 }
                 let refs: Vec<&Post> = rows.iter().collect();
                 let next = next_pos(&at, &refs, floor_ms);
-                let trailing: Vec<String> = match &next {
+                let trailing: Vec<(String, i64)> = match &next {
                     Some(n) if n.page == 0 => rows
                         .iter()
                         .filter(|p| p.create_at < n.pivot_ms)
-                        .map(|p| p.id.clone())
+                        .map(|p| (p.id.clone(), p.create_at))
                         .collect(),
                     _ => Vec::new(),
                 };
@@ -364,8 +365,7 @@ impl Reader {
                 // `handled`; with one, in its `done`.
                 let done: HashSet<String> = backlog
                     .and_then(|top| find(state, &cur.channel_id, top))
-                    .filter(|b| b.at == at)
-                    .map(|b| b.done.iter().cloned().collect())
+                    .map(|b| b.done.keys().cloned().collect())
                     .unwrap_or_default();
                 let mut fresh = Vec::with_capacity(rows.len());
                 let mut seen = HashSet::with_capacity(rows.len());
@@ -456,7 +456,13 @@ impl Reader {
         };
         match page.backlog {
             None => {
-                let leaves_backlog = page.last && page.next.is_some();
+                // A range with room for a post: (floor, pivot) is empty when
+                // the read stopped right above another backlog's top.
+                let leaves_backlog = page.last
+                    && page
+                        .next
+                        .as_ref()
+                        .is_some_and(|n| n.pivot_ms > page.floor_ms + 1);
                 let below = |at: i64| page.next.as_ref().is_some_and(|n| at < n.pivot_ms);
                 // Rows of the backlog's range are the backlog's now.
                 let held = pending
@@ -466,13 +472,21 @@ impl Reader {
                 self.hold(&h.channel_id, held);
                 if let (true, Some(next)) = (leaves_backlog, page.next) {
                     let cur = self.current.as_ref();
+                    // What the cycles before handled in the range (the
+                    // overlap) is not handed over again when it is read.
+                    let done = state
+                        .handled
+                        .iter()
+                        .filter(|(_, at)| **at > page.floor_ms && **at < next.pivot_ms)
+                        .map(|(id, at)| (id.clone(), *at))
+                        .collect();
                     let b = Backlog {
                         channel_id: h.channel_id.to_string(),
                         team: cur.map(|c| c.team.to_string()).unwrap_or_default(),
                         channel: cur.map(|c| c.channel_name.to_string()).unwrap_or_default(),
                         floor_ms: page.floor_ms,
                         top_ms: next.pivot_ms,
-                        done: page.trailing.into_iter().filter(|id| handled(id)).collect(),
+                        done,
                         at: next,
                         read: cur.map_or(0, |c| c.paged),
                         newest_ms: cur.and_then(|c| c.newest_ms).unwrap_or(page.floor_ms),
@@ -499,11 +513,13 @@ impl Reader {
                 };
                 if !pending.is_empty() {
                     // Read again next cycle; what of it is handled stays done.
-                    let b = &mut state.behind[i];
-                    let now_done = h.ids.iter().filter(|(id, _)| handled(id));
-                    let mut done: BTreeSet<String> = b.done.drain(..).collect();
-                    done.extend(now_done.map(|(id, _)| id.clone()));
-                    b.done = done.into_iter().collect();
+                    let now_done: Vec<(String, i64)> = h
+                        .ids
+                        .iter()
+                        .filter(|(id, _)| handled(id))
+                        .cloned()
+                        .collect();
+                    state.behind[i].done.extend(now_done);
                     if let Some(c) = self.current.as_mut() {
                         c.phase = Phase::Backlogs;
                     }
@@ -514,12 +530,7 @@ impl Reader {
                         let b = state.behind.remove(i);
                         tracing::info!(channel = %b.channel, team = %b.team, "Channel caught up.");
                     }
-                    Some(next) => {
-                        let b = &mut state.behind[i];
-                        b.read += page.rows;
-                        b.done = page.trailing;
-                        b.at = next;
-                    }
+                    Some(next) => state.behind[i].advance(next, page.rows, page.trailing),
                 }
             }
         }
@@ -697,7 +708,7 @@ impl Reader {
 
     /// Settles the last batch and closes the poll's figures: the channels
     /// not reached are unread, and so are those with pending posts.
-    pub fn finish(&mut self, client: &Client, state: &mut MmState) {
+    pub fn finish(&mut self, state: &mut MmState) {
         self.settle(state);
         if let Some(cur) = self.current.take() {
             // Stopped before the channel was done.
@@ -716,7 +727,6 @@ impl Reader {
         for id in unread.iter().chain(self.pending_channels.clone().iter()) {
             self.unread(id);
         }
-        self.outcome.requests = client.requests().saturating_sub(self.start_requests);
     }
 }
 
