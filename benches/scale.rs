@@ -816,7 +816,8 @@ fn realistic_100k(ctx: &Ctx, problems: &mut Vec<String>) -> Sample {
     w.sample(&m, posted.len())
 }
 
-/// One channel with 200,000 posts since the cursor (2 % of them requests):
+/// One channel with 200,000 posts since the cursor, written over two days
+/// (2 % of them requests):
 /// cycles run until its backlog is gone (or [`BACKLOG_MAX_CYCLES`]). Every
 /// post must be handled once over those cycles, every request answered and
 /// filed once. The sample is the whole catch-up: wall and CPU summed, the
@@ -831,8 +832,13 @@ fn backlog_200k(ctx: &Ctx, problems: &mut Vec<String>) -> Sample {
             Kind::Routine
         }
     };
+    // Two days of a busy channel while the agent was down (a weekend).
+    const SPAN_MS: i64 = 2 * 86_400_000;
     let ids =
-        w.mm.post_burst(&w.channels[1], &w.authors[0], N, N, |k| message(k, kind(k)));
+        w.mm.post_burst(&w.channels[1], &w.authors[0], N, SPAN_MS as usize, |k| {
+            message(k, kind(k))
+        });
+    w.mm.advance_clock(SPAN_MS);
     let posted: Vec<Posted> = ids
         .into_iter()
         .enumerate()
