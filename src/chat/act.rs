@@ -26,7 +26,9 @@ use crate::observe::audit::{self, Event};
 use crate::ollama;
 use crate::report::{CycleReport, Outcome};
 use crate::stage::Stage;
-use crate::tasks::outbox::{self, CardOutcome, EnsureOutcome, RetryResult, Targets, TaskState};
+use crate::tasks::outbox::{
+    self, CardOutcome, EnsureOutcome, RetryResult, Targets, TaskState, WorkKind,
+};
 use crate::tasks::{PostRef, Task};
 
 /// Everything stages 3–4 need for one post.
@@ -494,6 +496,47 @@ pub(super) async fn retry_outbox(
     retried
 }
 
+/// Errors of the form `<subject>: <reason>`, each reason said once: a
+/// Planka outage is one line for 30 queued cards, naming how many and the
+/// first few. Pure, table-tested.
+fn collapse(errors: &[&String]) -> Vec<String> {
+    let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+    for e in errors {
+        let (subject, reason) = match e.strip_prefix("post ") {
+            Some(rest) => match rest.split_once(": ") {
+                Some((id, reason)) => (&e[..5 + id.len()], reason),
+                None => ("", e.as_str()),
+            },
+            None => e.split_once(": ").unwrap_or(("", e.as_str())),
+        };
+        match by_reason.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, subjects)) => subjects.push(subject),
+            None => by_reason.push((reason, vec![subject])),
+        }
+    }
+    by_reason
+        .into_iter()
+        .map(|(reason, subjects)| match subjects.as_slice() {
+            [""] => reason.to_string(),
+            [one] => format!("{one}: {reason}"),
+            many => {
+                let shown: Vec<&str> = many.iter().take(3).copied().collect();
+                let more = many.len().saturating_sub(3);
+                format!(
+                    "{reason} ({} times: {}{})",
+                    many.len(),
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(", {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            }
+        })
+        .collect()
+}
+
 /// The `tasks` and `reply` stage outcomes, and the stats counters.
 pub(super) fn report_acting(
     report: &mut CycleReport,
@@ -506,10 +549,10 @@ pub(super) fn report_acting(
     let retry_errors: Vec<String> = retried
         .iter()
         .filter_map(|r| {
-            r.outcome
-                .as_ref()
-                .err()
-                .map(|e| format!("{}: {e}", r.source))
+            r.outcome.as_ref().err().map(|e| match r.kind {
+                WorkKind::CreateCard => format!("{}: card: {e}", r.source),
+                WorkKind::CreateTask => format!("{}: {e}", r.source),
+            })
         })
         .collect();
     let outbox_left = book.parts().tasks.outbox.len();
@@ -532,8 +575,7 @@ pub(super) fn report_acting(
     } else if errors.is_empty() {
         Outcome::Ok(detail)
     } else {
-        let errors: Vec<&str> = errors.iter().map(|e| e.as_str()).collect();
-        Outcome::Degraded(format!("{detail}; {}", errors.join("; ")))
+        Outcome::Degraded(format!("{detail}; {}", collapse(&errors).join("; ")))
     };
     let detail = format!("{} posted", tally.replies);
     let reply = if no_posts {
@@ -548,4 +590,31 @@ pub(super) fn report_acting(
     report
         .counts
         .insert("posts_handled".into(), tally.posts_handled);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_reason_is_said_once() {
+        let e = |s: &str| s.to_string();
+        let errors = [
+            e("post a: card: Planka refused the login"),
+            e("post b: card: Planka refused the login"),
+            e("inc:web@1: card: Planka refused the login"),
+            e("post c: MC failed"),
+            e("post d: card: Planka refused the login"),
+            e("post e: card: Planka refused the login"),
+        ];
+        let refs: Vec<&String> = errors.iter().collect();
+        assert_eq!(
+            collapse(&refs),
+            [
+                "card: Planka refused the login (5 times: post a, post b, inc:web@1, 2 more)",
+                "post c: MC failed",
+            ]
+        );
+        assert_eq!(collapse(&[&e("odd")]), ["odd"]);
+    }
 }

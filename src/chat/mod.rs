@@ -195,7 +195,6 @@ pub(crate) async fn run(
     let routes = route_batch(first, me.as_deref(), book);
     classify.batch(first, &routes, book, &mut tally).await;
     let t = Instant::now();
-    let retried = act::retry_outbox(targets, budget, book, now, &mut tally).await;
     let mut go_on = true;
     if let Some(act) = &act {
         go_on = act::stage(act, first, routes, book, report, &mut tally).await?;
@@ -226,6 +225,9 @@ pub(crate) async fn run(
         };
         corrections::stage(&ctx, budget, book, report, &mut tally).await;
     }
+    // Optional work after the answers: the tasks and cards earlier cycles
+    // left in the outbox (a hung Planka must not hold up a reply).
+    let retried = act::retry_outbox(targets, budget, book, now, &mut tally).await;
     for line in &tally.would {
         tracing::info!("[dry-run] would {line}");
     }
