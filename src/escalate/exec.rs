@@ -536,6 +536,10 @@ async fn perform(
                 .context("Planka is not usable this cycle")?;
             let inc = incident(state, key)?;
             let card = inc.card_id.clone().context("the incident has no card")?;
+            if inc.card_moved {
+                // The comment step found the card gone this cycle.
+                return Ok(format!("card {card} is gone: nothing to move"));
+            }
             let team = if inc.team.is_empty() {
                 ctx.team()
             } else {

@@ -31,4 +31,5 @@ mod health_cycle;
 mod kill_points;
 mod mc_exactly_once;
 mod observe_cycle;
+mod planka_config;
 mod tasks_mc;

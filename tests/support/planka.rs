@@ -1,13 +1,21 @@
 //! A stateful fake Planka server (v2 by default, v1 switchable) for tests
 //! and the demo stack.
 //!
-//! It keeps users, access tokens, API keys, projects, boards, lists (with
-//! v2's `archive`/`trash` system lists, `name: null`), labels, cards and card
-//! labels the way the real server does (`plankanban/planka`
-//! `server/config/routes.js` and the controllers), hands out snowflake ids
-//! above 2^53 as strings, validates what the real one validates (card `type`
-//! and `position`, label colours, duplicate card labels), and records every
-//! request. Faults go through the shared fault layer
+//! It keeps users, access tokens, API keys, projects, boards, board
+//! memberships with their roles, lists (with v2's `archive`/`trash` system
+//! lists, `name: null`, and `closed` lists whose cards are `isClosed`),
+//! labels, cards and card labels the way the real server does
+//! (`plankanban/planka` `server/config/routes.js` and the controllers),
+//! hands out snowflake ids above 2^53 as strings, validates what the real
+//! one validates (the login name, card `type` and `position`, label
+//! colours, duplicate card labels), and records every request. As on the
+//! real 2.1.1 (checked against it by `tests/planka_real`): a non-member
+//! gets "not found" for a board's lists and cards, a viewer 403 "Not
+//! enough rights" on every write; `GET /api/projects` shows only the
+//! user's boards; `GET /api/lists/{id}/cards?search=` finds cards by name
+//! or description, 50 at most, with their card labels; `GET
+//! /api/users/me`, `DELETE /api/access-tokens/me` (log out) and `POST
+//! /api/access-tokens/revoke-pending-token` exist. Faults go through the shared fault layer
 //! ([`FakePlanka::set_fault`], [`FakePlanka::fail_next`]) with Planka's
 //! `{"code","message"}` body; [`Fault::Unauthorized`] answers 401 to every
 //! authenticated API call while logins still work.

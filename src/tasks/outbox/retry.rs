@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::card::{card_plan, make_card, Attempt};
-use super::state::{OutboxItem, TaskRecord, TaskState, WorkKind};
+use super::state::{backoff_ms, OutboxItem, TaskRecord, TaskState, WorkKind};
 use super::{ensure_task, CardOutcome, EnsureOutcome, Targets, TaskRef};
 
 /// One due outbox item's result.
@@ -62,6 +62,8 @@ pub(crate) async fn retry(
         .outbox
         .iter()
         .filter(|i| i.kind == WorkKind::CreateCard && i.next_attempt_ms > now_ms)
+        // Not a card that failed earlier in this very cycle.
+        .filter(|i| i.next_attempt_ms - backoff_ms(i.attempts) < now_ms)
         .filter(|i| !results.iter().any(|r| r.source == i.task.source))
         .cloned()
         .collect();

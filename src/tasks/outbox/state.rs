@@ -22,7 +22,7 @@ const OUTBOX_MAX_ITEMS: usize = 1_000;
 
 /// Delay before attempt `attempts + 1`, given `attempts` failures so far:
 /// 1 min, 2, 4, … capped at an hour. Pure.
-fn backoff_ms(attempts: u32) -> i64 {
+pub(crate) fn backoff_ms(attempts: u32) -> i64 {
     let exp = attempts.saturating_sub(1).min(20);
     (BACKOFF_BASE_MS.saturating_mul(1i64 << exp)).min(BACKOFF_CAP_MS)
 }

@@ -510,9 +510,6 @@ impl PlankaClient {
     /// the terms when `accept_terms` allows it (never in read-only mode).
     /// A refusal is remembered: no second login this cycle.
     async fn login(&self) -> Result<Secret> {
-        if let Some(why) = self.lock().refused.clone() {
-            bail!("{why} (no second login this cycle)");
-        }
         let result = self.login_once().await;
         if let Err(e) = &result {
             // Refused by the server (not merely unreachable): remember it.
@@ -526,8 +523,10 @@ impl PlankaClient {
     async fn login_once(&self) -> Result<Secret> {
         let username = self.username()?;
         let body = json!({ "emailOrUsername": username, "password": self.password()?.expose() });
-        let refused = |what: &str| {
-            format!("Planka refused the login of '{username}' ({what}); check planka.username and the password")
+        let refused = || {
+            format!(
+                "Planka refused the login of '{username}': check planka.username and the password"
+            )
         };
         match self
             .send(Method::POST, "/api/access-tokens", Some(&body), None)
@@ -539,8 +538,7 @@ impl PlankaClient {
                     .map(|a| a.body.clone())
                     .unwrap_or(Value::Null);
                 if str_of(&detail, "step") != Some("accept-terms") {
-                    let what = e.to_string();
-                    return Err(e.context(refused(&what)));
+                    return Err(e.context(refused()));
                 }
                 let pending = str_of(&detail, "pendingToken")
                     .context("Planka asked for terms acceptance without a pendingToken")?;
@@ -578,16 +576,19 @@ impl PlankaClient {
                 tracing::info!(url = %self.base, "Accepted the Planka terms for the agent's account.");
                 token_from(&v, "POST /api/access-tokens/accept-terms")
             }
-            Err(e) => match Self::api_error(&e).map(|a| (a.status, a.message.clone())) {
-                Some((status @ (400 | 401), message)) => {
-                    Err(e.context(refused(&format!("HTTP {status} {message}"))))
-                }
+            Err(e) => match Self::api_status(&e) {
+                Some(400 | 401) => Err(e.context(refused())),
                 _ => Err(e.context("Planka login failed")),
             },
         }
     }
 
     async fn auth_header(&self) -> Result<(&'static str, Secret)> {
+        // Refused once this cycle (a login, an API key): said as the first
+        // time, so the cycle's report says it once, and not tried again.
+        if let Some(why) = self.lock().refused.clone() {
+            bail!("{why}");
+        }
         if let Some(key) = self.api_key()? {
             return Ok(("X-Api-Key", key));
         }
@@ -648,13 +649,18 @@ impl PlankaClient {
                     .await
             }
             Err(e) if Self::api_status(&e) == Some(401) => {
-                let key = self.cfg.api_key().map(|k| k.describe()).unwrap_or_default();
+                let key = self
+                    .cfg
+                    .api_key()
+                    .map(|k| format!("{}: {}", k.key, k.describe()))
+                    .unwrap_or_default();
                 let why = format!(
                     "Planka rejected the API key ({key}): it was revoked or replaced; \
                      create a new one for the agent's user (POST /api/users/<id>/api-key) and update the secret"
                 );
-                self.lock().refused = Some(why.clone());
-                Err(e.context(why))
+                let full = format!("{:#}", e.context(why));
+                self.lock().refused = Some(full.clone());
+                Err(anyhow!(full))
             }
             other => other,
         }
