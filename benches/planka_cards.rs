@@ -8,10 +8,19 @@
 //! cargo bench --bench planka_cards
 //! OPS_AGENT_BENCH_BIN=/path/to/ops-agent cargo bench --bench planka_cards   # another build
 //! OPS_AGENT_BENCH_CARDS=0,20000 cargo bench --bench planka_cards            # other board sizes
+//! OPS_AGENT_BENCH_LIST=todo cargo bench --bench planka_cards                # the cards in "To Do"
+//! OPS_AGENT_BENCH_FROZEN=1 cargo bench --bench planka_cards                 # a frozen Planka
 //! ```
 //!
-//! For each size, a board gets that many cards straight into its "To Do"
-//! list in the database (a name and a few lines of description each), then
+//! `OPS_AGENT_BENCH_FROZEN=1` measures instead one cycle of 30 new posts
+//! with the real server stopped by SIGSTOP (it is continued after) and the
+//! default `[planka] timeout_secs` and deadline: the replies posted, the
+//! tasks filed and the cycle's time. It freezes the server for everyone,
+//! so it is never part of the test tier.
+//!
+//! For each size, a board gets that many cards straight into its "Done"
+//! list (`OPS_AGENT_BENCH_LIST=todo`: into "To Do", where the new cards go)
+//! in the database (a name and a few lines of description each), then
 //! the real binary runs against it with a fake Mattermost: one cycle that
 //! files the first task (the board is read once here, for its lists and
 //! labels), five cycles of one new task each (a card in a quiet cycle),
@@ -50,10 +59,93 @@ fn tasks_ms(sb: &support::agent::Sandbox) -> u64 {
         .unwrap_or(0)
 }
 
+/// Continues the server when dropped, whatever happened.
+struct Frozen(i32);
+
+impl Frozen {
+    fn stop(pid: i32) -> Frozen {
+        // SAFETY: a signal to a process the tier started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// One cycle of 30 posts against a stopped Planka, after a warm cycle.
+fn frozen(server: &real::Real, bin: &std::path::Path) {
+    let realm = real::Realm::new(server, &[("basic", "Basic")]);
+    let mut b = WorldBuilder::new();
+    let (mm, me) = b.mattermost(&["basic"]);
+    let alice = mm.add_user("alice", "pw");
+    let team = mm.add_team("basic", &[me.id.as_str(), alice.as_str()]);
+    let ch = mm.add_channel(&team, "ops", &[me.id.as_str(), alice.as_str()]);
+    let llm = b.ollama();
+    llm.answer("TASK");
+    // The defaults of [planka] (timeout_secs = 10) and [agent] (deadline 240 s).
+    b.line("planka", &format!("url = {}", quoted(&server.url)))
+        .line("planka", &format!("username = {}", quoted(&realm.user.0)))
+        .line("planka.boards.basic", "board = \"Basic\"")
+        .line("planka.boards.basic", "list = \"To Do\"");
+    b.env("OPS_AGENT_PLANKA_PASSWORD", real::AGENT_PASSWORD);
+    let mut sb = b.sandbox();
+    sb.bin = bin.to_path_buf();
+    mm.post(&ch, &alice, "please file the warm-up task");
+    let out = sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let posts: Vec<String> = (0..30)
+        .map(|i| {
+            mm.post(
+                &ch,
+                &alice,
+                &format!("please reset the password of user {i}"),
+            )
+        })
+        .collect();
+    let (out, wall) = {
+        let _frozen = Frozen::stop(server.pid());
+        let (out, wall, _) = sb.run_measured(&["run-once"]);
+        (out, wall)
+    };
+    assert!(out.status.success(), "{}", text(&out));
+    let replies = posts
+        .iter()
+        .filter(|p| !mm.tagged_replies(&me.id, p).is_empty())
+        .count();
+    let filed = posts.iter().filter(|p| sb.ledger_tasks_for(p) == 1).count();
+    let st = sb.state_json();
+    let tasks = st["last_cycle"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "tasks")
+        .cloned()
+        .unwrap_or_default();
+    println!("binary: {}", bin.display());
+    println!(
+        "frozen Planka (SIGSTOP), 30 posts, default settings: cycle {:.1} s, {filed}/30 tasks filed, {replies}/30 replies; tasks stage {} ({} ms)",
+        wall.as_secs_f64(),
+        tasks["outcome"],
+        tasks["ms"]
+    );
+}
+
 fn main() {
     let Some(server) = real::Real::from_env() else {
         return;
     };
+    if std::env::var("OPS_AGENT_BENCH_FROZEN").is_ok_and(|v| v == "1") {
+        let bin = std::env::var_os("OPS_AGENT_BENCH_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(support::agent::binary);
+        frozen(&server, &bin);
+        return;
+    }
     let bin = std::env::var_os("OPS_AGENT_BENCH_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(support::agent::binary);
@@ -62,7 +154,16 @@ fn main() {
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect();
-    println!("binary: {}", bin.display());
+    let list_choice = std::env::var("OPS_AGENT_BENCH_LIST").unwrap_or_else(|_| "done".into());
+    println!(
+        "binary: {}; the old cards in \"{}\"",
+        bin.display(),
+        if list_choice == "todo" {
+            "To Do"
+        } else {
+            "Done"
+        }
+    );
     println!(
         "  cards      first cycle     1 card/cycle   10 cards/cycle    board MB  Planka requests (1 card/cycle)"
     );
@@ -70,7 +171,11 @@ fn main() {
         let realm = real::Realm::new(&server, &[("basic", "Basic")]);
         let board = realm.board("basic").clone();
         if size > 0 {
-            real::seed_cards(&server, &board, size);
+            let list = match list_choice.as_str() {
+                "todo" => &board.todo,
+                _ => &board.done,
+            };
+            real::seed_cards_in(&server, &board, list, size);
         }
         let proxy = proxy::Proxy::start(&server.url);
         let mut b = WorldBuilder::new();

@@ -359,6 +359,11 @@ impl Realm {
 /// as years of use would (a name and a few lines of description each, as
 /// people write them), with the server's own id generator.
 pub fn seed_cards(real: &Real, board: &Board, n: usize) {
+    seed_cards_in(real, board, &board.todo, n)
+}
+
+/// [`seed_cards`] into the list `list` of the board.
+pub fn seed_cards_in(real: &Real, board: &Board, list: &str, n: usize) {
     real.sql(&format!(
         "INSERT INTO card (board_id, list_id, type, position, name, description, \
          created_at, list_changed_at, comments_total, is_closed) \
@@ -367,6 +372,6 @@ pub fn seed_cards(real: &Real, board: &Board, n: usize) {
          now() - (g || ' minutes')::interval, now() - (g || ' minutes')::interval, 0, false \
          FROM generate_series(1, {n}) AS g",
         b = board.id,
-        l = board.todo,
+        l = list,
     ));
 }
