@@ -49,7 +49,7 @@ python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v make >/dev/null && command -v g++ >/dev/null || need+=(make g++)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
-  apt-get update -qq
+  apt-get update -qq >&2
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 T1=$(ms)

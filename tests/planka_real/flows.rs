@@ -221,7 +221,13 @@ fn killed_during_card_creation__no_duplicate_card_or_label() {
             w.sb.make_outbox_due();
         }
     }
-    assert!(kills >= 30, "{kills} kills landed mid-cycle\n{}", w.log());
+    // At least one kill while each card was made (up to three: its
+    // create, its label, a dropped create).
+    assert!(
+        kills >= posts.len(),
+        "{kills} kills landed mid-cycle\n{}",
+        w.log()
+    );
     w.heal(3);
     assert_eq!(w.realm.cards(), 16, "{}", w.log());
     one_card_each(&w, &posts);

@@ -109,8 +109,8 @@ struct BoardIncluded {
     memberships: Vec<Value>,
 }
 
-/// A board as read: its ids, and the agent's role on it (v2; `None`
-/// where the answer has no memberships).
+/// A board as read: its ids, and its memberships (who may do what; empty
+/// where the server does not answer them).
 pub(super) struct BoardRead {
     pub(super) ids: BoardIds,
     pub(super) memberships: Vec<Value>,

@@ -332,7 +332,7 @@ impl PlankaClient {
             if e.is_timeout() {
                 self.lock().down = Some(why.clone());
             }
-            anyhow!(why)
+            anyhow::Error::new(Unreachable(why))
         };
         let resp = match req.send().await {
             Ok(r) => r,
@@ -512,8 +512,9 @@ impl PlankaClient {
     async fn login(&self) -> Result<Secret> {
         let result = self.login_once().await;
         if let Err(e) = &result {
-            // Refused by the server (not merely unreachable): remember it.
-            if Self::api_error(e).is_some() || self.lock().down.is_none() {
+            // Refused (by the server, or for want of a password), not
+            // merely unreachable: remember it for the rest of the cycle.
+            if e.downcast_ref::<Unreachable>().is_none() {
                 self.lock().refused = Some(format!("{e:#}"));
             }
         }
@@ -717,6 +718,18 @@ impl PlankaClient {
         }
     }
 }
+
+/// Planka did not answer a request (refused, reset, timed out).
+#[derive(Debug)]
+struct Unreachable(String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
 
 /// A v2 login that waits for the terms to be accepted, which this client
 /// does not do (read-only, or `accept_terms = false`).
