@@ -78,7 +78,9 @@ pub(crate) async fn run_once(config: &Config, opts: RunOptions) -> Result<CycleR
         &config.fix,
         cycle.now,
     );
-    cycle.escalate(&chat, &services, &silenced, &trackers).await; // 7
+    cycle
+        .escalate(&chat, &services, &silenced, &trackers, &ctx)
+        .await; // 7
     cycle.send_intel().await; // 8
     let saved = cycle.finish(); // 9
     cycle.write_metrics(&saved); // 10: for Prometheus
@@ -396,6 +398,7 @@ impl<'a> Cycle<'a> {
         services: &[ServiceSummary],
         silenced: &BTreeSet<String>,
         trackers: &Trackers,
+        health: &HealthContext,
     ) {
         let t = Instant::now();
         // Mattermost down: tasks are still made and the alert post is owed.
@@ -405,6 +408,8 @@ impl<'a> Cycle<'a> {
             mm.set_deadline(self.budget.deadline);
         }
         let c = self.config;
+        // The brief reads the streaks while the book holds the state.
+        let health_state = self.runtime.health.clone();
         let ctx = escalate::Ctx {
             cfg: &c.escalation,
             checks: &c.checks,
@@ -416,6 +421,12 @@ impl<'a> Cycle<'a> {
             owner: &c.agent.owner,
             pass_env: &c.mc.pass_env,
             dry_run: self.opts.dry_run,
+            brief: Some(escalate::brief::Sources::new(
+                health,
+                &health_state,
+                &c.ollama,
+                self.budget.deadline,
+            )),
         };
         let mut book = SavingBook {
             runtime: &mut self.runtime,

@@ -131,8 +131,7 @@ impl RuntimeState {
         self.tasks.outbox.retain(|i| i.task.source != e.post);
         self.tasks.outbox.extend(e.outbox);
         if let Some(u) = e.uncertain {
-            self.tasks.uncertain.retain(|x| x.source != u.source);
-            self.tasks.uncertain.push(u);
+            self.tasks.keep_uncertain(u);
         }
         if let Some(s) = e.silence {
             self.escalation.silences.restore(s);
@@ -308,7 +307,8 @@ impl Stats {
             open_incidents: esc.open().len() as u64,
             silences: esc.silences.list(at_ms).len() as u64,
             outbox,
-            uncertain_tasks: runtime.tasks.uncertain.len() as u64,
+            uncertain_tasks: runtime.tasks.uncertain_total(),
+            uncertain_dropped: runtime.tasks.uncertain_dropped,
             posts_in_progress: runtime.chat.progress.len() as u64,
         }
     }

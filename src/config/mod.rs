@@ -10,6 +10,7 @@
 //! owner-only files that hold them.
 
 mod errors;
+mod files;
 mod raw;
 mod sections;
 
@@ -86,6 +87,11 @@ pub(crate) struct Config {
     pub(crate) schedule: ScheduleConfig,
     /// `[corrections]`: labels corrected by reaction.
     pub(crate) corrections: CorrectionsConfig,
+    /// What the config accepts but an operator should hear about, one
+    /// line each naming its key: `config check` and `doctor` show them,
+    /// every cycle logs them.
+    #[serde(skip)]
+    pub(crate) warnings: Vec<String>,
 }
 
 /// The runbook defaults, checked.
@@ -167,9 +173,27 @@ impl Config {
     }
 
     /// The effective config as TOML, for `config check`. Nothing secret is
-    /// in it: secret-bearing keys hold only variable names or file paths.
+    /// in it: secret-bearing keys hold only variable names or file paths,
+    /// and every URL is shown without userinfo or secret query values (the
+    /// heartbeat's without its path, the ping token).
     pub(crate) fn to_toml(&self) -> Result<String> {
         toml::to_string_pretty(self).context("rendering the config as TOML")
+    }
+
+    /// [`Config::warnings`] and, for `config check`, one warning per
+    /// secret file a cycle could not read (reads each, never shows it) and
+    /// per engine TLS file that is missing or, for the key, not owner-only.
+    pub(crate) fn check_warnings(&self) -> Vec<String> {
+        let files = files::secret_files(
+            &self.mattermost,
+            &self.planka,
+            &self.ollama,
+            self.checks.configured(),
+        );
+        let mut out = self.warnings.clone();
+        out.extend(files::secret_warnings(&files));
+        out.extend(files::tls_warnings(&self.health.engines));
+        out
     }
 }
 

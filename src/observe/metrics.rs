@@ -50,7 +50,13 @@ impl Default for MetricsConfig {
 impl MetricsConfig {
     /// Checks the section without I/O; errors name the key and the bad value.
     pub(crate) fn validate(&self) -> Result<()> {
-        parse_mode(&self.mode)?;
+        if parse_mode(&self.mode)? & 0o002 != 0 {
+            bail!(
+                "metrics.mode: '{}' lets every local user rewrite the agent's metrics (and so \
+                 what the alerts on them see); use 0644 or 0640",
+                self.mode
+            );
+        }
         let t = self.textfile.trim();
         if t != self.textfile {
             bail!(
@@ -161,8 +167,10 @@ pub(crate) struct Snapshot {
     pub(crate) silences: u64,
     /// Outbox items waiting, by kind (`task`, `card`).
     pub(crate) outbox: BTreeMap<String, u64>,
-    /// Tasks the MC command could not confirm.
+    /// Tasks the MC command could not confirm, listed or not.
     pub(crate) uncertain_tasks: u64,
+    /// Of those, the ones dropped from the list `status` shows.
+    pub(crate) uncertain_dropped: u64,
     /// Posts handed over but not yet fully handled.
     pub(crate) posts_in_progress: u64,
 }
@@ -564,6 +572,11 @@ pub(crate) fn render(s: &Snapshot) -> String {
         "ops_agent_tasks_uncertain",
         "Tasks the MC command could not confirm (check MC by hand).",
         s.uncertain_tasks as f64,
+    );
+    o.gauge(
+        "ops_agent_tasks_uncertain_dropped",
+        "Of those, how many `status` no longer lists (the oldest; the log named each).",
+        s.uncertain_dropped as f64,
     );
     o.gauge(
         "ops_agent_posts_in_progress",

@@ -75,6 +75,12 @@ impl LogConfig {
         Ok(())
     }
 
+    /// The other files rotated (`also_rotate`), for the config's check
+    /// that no key names a file another part of the agent owns.
+    pub(crate) fn also_rotate(&self) -> &[PathBuf] {
+        &self.also_rotate
+    }
+
     /// Expands `~` in `also_rotate`.
     pub(crate) fn expand(&mut self) {
         for p in &mut self.also_rotate {

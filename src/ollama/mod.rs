@@ -627,7 +627,7 @@ impl Client {
         LlmError {
             kind,
             model: model.to_string(),
-            endpoint: format!("{method} {}{path}", self.base),
+            endpoint: format!("{method} {}{path}", crate::scrub::url(&self.base)),
             detail: detail.to_string(),
         }
     }

@@ -60,6 +60,12 @@ impl ScheduleConfig {
                 );
             }
         }
+        for (key, v) in [
+            ("schedule.launchd_label", &self.launchd_label),
+            ("schedule.systemd_unit", &self.systemd_unit),
+        ] {
+            crate::health::check::check_daemon_name(key, v)?;
+        }
         if let Some(ext) = [".service", ".timer"]
             .iter()
             .find(|e| self.systemd_unit.ends_with(*e))

@@ -76,7 +76,10 @@ impl std::fmt::Display for ApiError {
         write!(
             f,
             "{} {}: HTTP {} {}",
-            self.method, self.url, self.status, self.message
+            self.method,
+            crate::scrub::url(&self.url),
+            self.status,
+            self.message
         )
     }
 }
@@ -271,9 +274,11 @@ impl PlankaClient {
         Some(self.cfg.incident_team.trim()).filter(|t| !t.is_empty())
     }
 
-    /// The browser link to a card.
-    pub(crate) fn card_url(&self, card_id: &str) -> String {
-        format!("{}/cards/{card_id}", self.base)
+    /// The browser link to a card, shown in replies, tasks and the ledger:
+    /// on the server's URL as [`crate::scrub::url`] shows it.
+    fn card_url(&self, card_id: &str) -> String {
+        let base = crate::scrub::url(&self.base);
+        format!("{}/cards/{card_id}", base.trim_end_matches('/'))
     }
 
     /// Whether Planka answered any request of this client (any status):
@@ -317,6 +322,7 @@ impl PlankaClient {
             bail!("{why} (Planka is skipped for the rest of this cycle)");
         }
         let url = format!("{}{path}", self.base);
+        let shown = crate::scrub::url(&url);
         let mut req = self.http.request(method.clone(), &url);
         if let Some((name, value)) = auth {
             req = req.header(name, value);
@@ -328,7 +334,7 @@ impl PlankaClient {
         // cost the same. A refused connection costs nothing and is not
         // remembered.
         let unreachable = |e: &reqwest::Error| {
-            let why = format!("{method} {url}: Planka unreachable: {e}");
+            let why = format!("{method} {shown}: Planka unreachable: {e}");
             if e.is_timeout() {
                 self.lock().down = Some(why.clone());
             }
@@ -342,7 +348,9 @@ impl PlankaClient {
         let text = match crate::http::read_text(resp, cap).await {
             Ok(t) => t,
             Err(crate::http::BodyError::Transport(e)) => return Err(unreachable(&e)),
-            Err(e) => return Err(anyhow!(e).context(format!("{method} {url}: reading the answer"))),
+            Err(e) => {
+                return Err(anyhow!(e).context(format!("{method} {shown}: reading the answer")))
+            }
         };
         if status < 500 {
             self.lock().answered = true;
@@ -574,7 +582,7 @@ impl PlankaClient {
                         None,
                     )
                     .await?;
-                tracing::info!(url = %self.base, "Accepted the Planka terms for the agent's account.");
+                tracing::info!(url = %crate::scrub::url(&self.base), "Accepted the Planka terms for the agent's account.");
                 token_from(&v, "POST /api/access-tokens/accept-terms")
             }
             Err(e) => match Self::api_status(&e) {
@@ -643,7 +651,7 @@ impl PlankaClient {
             .await;
         match first {
             Err(e) if Self::api_status(&e) == Some(401) && name == "Authorization" => {
-                tracing::info!(url = %self.base, "Planka token rejected; logging in again.");
+                tracing::info!(url = %crate::scrub::url(&self.base), "Planka token rejected; logging in again.");
                 self.forget_token();
                 let (name, value) = self.auth_header().await?;
                 self.send_raw(method, path, body, Some((name, value.expose())), cap)
