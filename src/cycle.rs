@@ -173,6 +173,15 @@ impl<'a> Cycle<'a> {
             budget::health_reserve(&config.checks, config.health.reprobe_pause(), deadline);
         let budget = CycleBudget::new(tokio::time::Instant::from_std(started), deadline, reserve);
         let now = Utc::now();
+        // Files another user left where this agent keeps its own (root
+        // trying the README's first command leaves the shared /tmp ones)
+        // are named all at once, with their owner and the way out.
+        let journal = store::journal_path(&config.paths.state);
+        let paths = config.paths.all().map(|(_, p)| p);
+        let foreign = crate::files::owned_by_others(paths.into_iter().chain([journal.as_path()]));
+        if !foreign.is_empty() {
+            return Err(crate::files::left_by_another_user(&foreign));
+        }
         let lock = lock::acquire(&config.paths.lock)?;
         let cycle_id = audit::cycle_id(now.timestamp_millis());
         let trail = (!opts.dry_run)
@@ -183,7 +192,6 @@ impl<'a> Cycle<'a> {
         let mut runtime = loaded.value;
         runtime.record_set_aside(loaded.set_aside.into_iter().chain(stats_loaded.set_aside));
         // What a cycle that was cut or killed made durable post by post.
-        let journal = store::journal_path(&config.paths.state);
         let skipped = store::replay(&journal, |e| runtime.apply(e))?;
         if skipped > 0 {
             tracing::warn!(journal = %journal.display(), skipped, "Skipped unreadable state journal lines (a write cut by a crash).");
@@ -452,12 +460,16 @@ impl<'a> Cycle<'a> {
         for (name, n) in out.counters.pairs() {
             self.stats.bump(name, n);
         }
-        let outcome = if out.open == 0 && out.performed.is_empty() && out.errors.is_empty() {
+        let quiet = out.errors.is_empty() && out.card_errors.is_empty();
+        let outcome = if out.open == 0 && out.performed.is_empty() && quiet {
             Outcome::Skipped("no incidents".into())
         } else {
             out.outcome()
         };
         self.report.push(Stage::Escalate, outcome, elapsed_ms(t));
+        if let Some(why) = out.fallback() {
+            self.report.fallback(Stage::Escalate, why);
+        }
     }
 
     /// Stage 8: the cycle summary to HiveMind, when configured.
@@ -482,6 +494,20 @@ impl<'a> Cycle<'a> {
     /// ping's result.
     fn finish(&mut self) -> Result<()> {
         self.report.duration_ms = elapsed_ms(self.started);
+        // Optional dependencies handled by their fallback: one warning for
+        // the cycle (they do not make it degraded, so nothing pages).
+        if !self.report.fallbacks.is_empty() {
+            let what: Vec<String> = self
+                .report
+                .fallbacks
+                .iter()
+                .map(|f| format!("{}: {}", f.stage, f.why))
+                .collect();
+            tracing::warn!(
+                "Optional dependency down, its fallback stood in (shown, not paged): {}",
+                what.join("; ")
+            );
+        }
         if self.opts.dry_run {
             self.report.push(
                 Stage::Save,

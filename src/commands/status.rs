@@ -222,6 +222,9 @@ fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
                     ),
                 );
             }
+            for f in &c.fallbacks {
+                s += &format!("  fallback     {}: {}\n", f.stage, f.why);
+            }
             for ch in c
                 .checks
                 .iter()

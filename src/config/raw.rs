@@ -173,7 +173,7 @@ impl RawConfig {
         }
         files::check(&named)?;
         let warnings = warnings(&self.agent, &self.mc, &self.metrics, checks.configured());
-        Ok(Config {
+        let mut config = Config {
             agent: self.agent,
             paths,
             mattermost: self.mattermost,
@@ -193,7 +193,10 @@ impl RawConfig {
             schedule: self.schedule,
             corrections: self.corrections,
             warnings,
-        })
+        };
+        let budget = config.budget_warnings();
+        config.warnings.extend(budget);
+        Ok(config)
     }
 }
 

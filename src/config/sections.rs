@@ -93,7 +93,7 @@ impl Default for PathsConfig {
 
 impl PathsConfig {
     /// Every path with its key.
-    fn all(&self) -> [(&'static str, &Path); 10] {
+    pub(crate) fn all(&self) -> [(&'static str, &Path); 10] {
         [
             ("state", &self.state),
             ("token_cache", &self.token_cache),

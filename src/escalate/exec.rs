@@ -116,6 +116,9 @@ pub struct EscalateOutcome {
     pub performed: Vec<String>,
     /// One line per failure (the action is owed again next cycle).
     pub errors: Vec<String>,
+    /// The failures of the card's steps (Planka is optional: the alert and
+    /// the task went ahead; the step is owed again next cycle).
+    pub(crate) card_errors: Vec<String>,
     /// Incidents still failing after this cycle.
     pub(crate) open: usize,
 }
@@ -131,11 +134,25 @@ impl EscalateOutcome {
             self.counters.resolved,
             self.performed.len()
         );
-        if self.errors.is_empty() {
+        let mut shown = self.errors.clone();
+        shown.extend(self.card_errors.iter().cloned());
+        if shown.is_empty() {
             Outcome::Ok(detail)
+        } else if self.errors.is_empty() {
+            Outcome::Ok(format!("{detail}; {}", shown.join("; ")))
         } else {
-            Outcome::Degraded(format!("{detail}; {}", self.errors.join("; ")))
+            Outcome::Degraded(format!("{detail}; {}", shown.join("; ")))
         }
+    }
+
+    /// The stage's fallback, when only the card's steps failed: shown, not
+    /// a degraded stage.
+    pub(crate) fn fallback(&self) -> Option<String> {
+        let first = self.card_errors.first()?;
+        Some(format!(
+            "{} card step(s) owed to the next cycle (Planka: {first}); the alerts and tasks went ahead",
+            self.card_errors.len()
+        ))
     }
 }
 
@@ -214,7 +231,14 @@ pub async fn run(
                     error: audit::detail(&format!("{e:#}")),
                 });
                 out.counters.actions_failed += 1;
-                out.errors.push(line);
+                if matches!(
+                    action,
+                    Action::CommentCard { .. } | Action::MoveCardDone { .. }
+                ) {
+                    out.card_errors.push(line);
+                } else {
+                    out.errors.push(line);
+                }
                 failed.insert(key.clone());
             }
         }

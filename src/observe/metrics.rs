@@ -140,6 +140,9 @@ pub(crate) struct LastCycle {
     pub(crate) checks: Vec<CheckGauge>,
     /// Its named figures (`mm_requests`, `posts_new`, `posts_handled`).
     pub(crate) counts: BTreeMap<String, u64>,
+    /// Its stages that did their work with an optional dependency's
+    /// fallback (shown, not a degraded cycle).
+    pub(crate) fallbacks: Vec<Stage>,
 }
 
 /// Everything the textfile shows, as plain data.
@@ -368,12 +371,22 @@ const COUNTERS: &[(&str, &str, Option<&str>, &str)] = &[
         "Escalation steps that failed (owed again).",
     ),
     (
+        "stage_fallback_*",
+        "ops_agent_stage_fallbacks_total",
+        Some("stage"),
+        "Cycles in which the stage did its work with an optional dependency's fallback.",
+    ),
+    (
         "mm_requests",
         "ops_agent_mattermost_requests_total",
         None,
         "Requests sent to Mattermost.",
     ),
 ];
+
+/// The stages whose optional dependency has a documented fallback: the
+/// LLM (classify, reply) and Planka (tasks, the incident's card steps).
+const FALLBACK_STAGES: [Stage; 4] = [Stage::Classify, Stage::Reply, Stage::Tasks, Stage::Escalate];
 
 /// Label values always shown (as 0) so alerts on them never see an absent series.
 fn always(metric: &str) -> &'static [&'static str] {
@@ -382,6 +395,7 @@ fn always(metric: &str) -> &'static [&'static str] {
         "ops_agent_posts_fallback_part_total" => &["correction", "model", "rules"],
         "ops_agent_posts_labelled_total" => &["incident", "routine", "task"],
         "ops_agent_fixes_total" => &["failed", "pending", "verified"],
+        "ops_agent_stage_fallbacks_total" => &["classify", "escalate", "reply", "tasks"],
         _ => &[],
     }
 }
@@ -481,6 +495,25 @@ pub(crate) fn render(s: &Snapshot) -> String {
                     v,
                 );
             }
+        }
+        o.family(
+            "ops_agent_last_cycle_stage_fallback",
+            "gauge",
+            "1 when the stage did its work in the last cycle with an optional dependency's \
+             fallback (the LLM down: rules and templates; Planka down: tasks without cards). \
+             Not a degraded cycle: watch it, do not page on it.",
+        );
+        for stage in FALLBACK_STAGES {
+            let v = if l.fallbacks.contains(&stage) {
+                1.0
+            } else {
+                0.0
+            };
+            o.sample(
+                "ops_agent_last_cycle_stage_fallback",
+                &[("stage", stage.as_str())],
+                v,
+            );
         }
         o.family(
             "ops_agent_last_cycle_stage_duration_seconds",

@@ -45,8 +45,8 @@ impl Default for LogConfig {
             max_bytes: 10 * 1024 * 1024,
             keep: 5,
             also_rotate: vec![
-                "~/system/logs/ops-agent.launchd.out.log".into(),
-                "~/system/logs/ops-agent.launchd.err.log".into(),
+                "~/system/logs/ops-agent-launchd.log".into(),
+                "~/system/logs/ops-agent-launchd-error.log".into(),
             ],
         }
     }

@@ -257,7 +257,8 @@ impl Client {
         if let Err(kind @ (LlmErrorKind::Unreachable | LlmErrorKind::Timeout)) = outcome {
             let mut h = self.health.lock().expect("health lock");
             if h.open.is_none() {
-                tracing::warn!(
+                // Info: the cycle's one warning says the fallback stood in.
+                tracing::info!(
                     reason = ?kind,
                     "LLM breaker open: no more model calls this cycle; the fallback and templates take over."
                 );

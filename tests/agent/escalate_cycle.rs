@@ -376,6 +376,46 @@ fn recovery_posts_once_comments_the_card_once_and_counts_the_incident() {
     );
 }
 
+/// Planka is optional: down when the service recovers, the recovery post
+/// and the task's resolution go ahead, the card's comment is owed to the
+/// next cycle, and the escalate stage stays ok with that fallback named (a
+/// degraded stage would page).
+#[test]
+fn planka_down_at_recovery_is_the_escalate_stages_fallback_not_degraded() {
+    let w = World::new(false);
+    w.run();
+    let alert = w.alert();
+    w.docker.update("web", |c| {
+        c.status = "running".into();
+        c.exit_code = 0;
+    });
+    w.planka.set_fault(Fault::Refuse);
+    w.run();
+    assert_eq!(w.agent_replies(&alert.id).len(), 1, "the recovery post");
+    let st = w.sb.state_json();
+    let last = &st["last_cycle"];
+    let esc = last["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "escalate")
+        .unwrap();
+    assert_eq!(esc["outcome"], "ok", "{esc}");
+    assert_eq!(last["fallbacks"][0]["stage"], "escalate", "{last}");
+    assert!(
+        last["fallbacks"][0]["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 card step(s) owed to the next cycle (Planka: "),
+        "{last}"
+    );
+    assert!(w.planka.comments().is_empty());
+    w.planka.clear_fault();
+    w.runs(2);
+    assert_eq!(w.planka.comments().len(), 1, "the comment, once, later");
+    assert_eq!(w.agent_replies(&alert.id).len(), 1);
+}
+
 #[test]
 fn mattermost_down_at_escalation_files_the_task_now_and_posts_next_cycle_once() {
     let w = World::new(false);

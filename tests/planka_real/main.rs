@@ -233,6 +233,17 @@ impl World {
         )
     }
 
+    /// The last cycle's fallback note of `stage` (an optional dependency,
+    /// Planka here, stood in for by its fallback: the card waits).
+    pub fn fallback(&self, stage: &str) -> Option<String> {
+        let st = self.sb.state_json();
+        st["last_cycle"]["fallbacks"]
+            .as_array()?
+            .iter()
+            .find(|f| f["stage"] == stage)
+            .and_then(|f| f["why"].as_str().map(str::to_string))
+    }
+
     /// The agent's replies to `post`.
     pub fn replies_to(&self, post: &str) -> usize {
         self.mm.tagged_replies(&self.agent, post).len()
