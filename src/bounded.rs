@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 /// A bounded set of futures in flight.
-pub struct Bounded<'a, T> {
+pub(crate) struct Bounded<'a, T> {
     limit: usize,
     in_flight: Vec<Pin<Box<dyn Future<Output = T> + 'a>>>,
     /// Outputs that finished while [`Bounded::drive`] ran, oldest first.
@@ -23,7 +23,7 @@ pub struct Bounded<'a, T> {
 
 impl<'a, T> Bounded<'a, T> {
     /// An empty set that holds at most `limit` (at least one).
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Bounded {
             limit: limit.max(1),
             in_flight: Vec::new(),
@@ -32,23 +32,24 @@ impl<'a, T> Bounded<'a, T> {
     }
 
     /// Whether another future may start.
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.in_flight.len() < self.limit
     }
 
     /// Whether nothing is in flight or waiting to be taken.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.in_flight.is_empty() && self.ready.is_empty()
     }
 
     /// Starts `fut` (the caller checks [`Bounded::has_room`]).
-    pub fn push(&mut self, fut: impl Future<Output = T> + 'a) {
+    pub(crate) fn push(&mut self, fut: impl Future<Output = T> + 'a) {
         self.in_flight.push(Box::pin(fut));
     }
 
     /// The output of the next future to finish (or one that finished
     /// during [`Bounded::drive`]); `None` when none is left.
-    pub async fn next(&mut self) -> Option<T> {
+    pub(crate) async fn next(&mut self) -> Option<T> {
         if let Some(out) = self.ready.pop_front() {
             return Some(out);
         }
@@ -70,7 +71,7 @@ impl<'a, T> Bounded<'a, T> {
 
     /// Awaits `fut` while the futures in flight keep running; those that
     /// finish meanwhile are kept for [`Bounded::next`].
-    pub async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
+    pub(crate) async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
         let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
             let mut i = 0;

@@ -14,19 +14,19 @@ use crate::health::Checks;
 
 /// The deadlines of one cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CycleBudget {
+pub(crate) struct CycleBudget {
     /// The cycle started here.
-    pub start: Instant,
+    start: Instant,
     /// The whole cycle ends here.
-    pub deadline: Instant,
+    pub(crate) deadline: Instant,
     /// Chat work stops here, leaving the health and fix stages their time.
-    pub chat_deadline: Instant,
+    pub(crate) chat_deadline: Instant,
 }
 
 impl CycleBudget {
     /// The budget of a cycle started at `start` that must end within
     /// `deadline`, keeping `reserve` for the health and fix stages.
-    pub fn new(start: Instant, deadline: Duration, reserve: Duration) -> CycleBudget {
+    pub(crate) fn new(start: Instant, deadline: Duration, reserve: Duration) -> CycleBudget {
         let end = start + deadline;
         CycleBudget {
             start,
@@ -38,7 +38,7 @@ impl CycleBudget {
     /// The last moment a call bounded by `call_timeout` may start and still
     /// end before the chat deadline; `None` when no such call fits in the
     /// chat budget at all.
-    pub fn last_start_for(&self, call_timeout: Duration) -> Option<Instant> {
+    pub(crate) fn last_start_for(&self, call_timeout: Duration) -> Option<Instant> {
         self.chat_deadline
             .checked_sub(call_timeout)
             .filter(|at| *at >= self.start)
@@ -49,7 +49,11 @@ impl CycleBudget {
 /// the slowest check twice (probe and re-probe) with the re-probe pause,
 /// plus the slowest fix (action, settle, re-check), and a second of slack;
 /// at most half the deadline, so chat always keeps half.
-pub fn health_reserve(checks: &Checks, reprobe_pause: Duration, deadline: Duration) -> Duration {
+pub(crate) fn health_reserve(
+    checks: &Checks,
+    reprobe_pause: Duration,
+    deadline: Duration,
+) -> Duration {
     let slowest = checks.iter().map(|c| c.timeout()).max().unwrap_or_default();
     let slowest_fix = checks
         .iter()
@@ -66,7 +70,7 @@ pub fn health_reserve(checks: &Checks, reprobe_pause: Duration, deadline: Durati
 
 /// Why a stage did not finish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cut {
+pub(crate) enum Cut {
     /// The deadline had passed before the stage began.
     BeforeStart,
     /// The deadline passed while the stage ran.
@@ -83,7 +87,7 @@ impl std::fmt::Display for Cut {
 }
 
 /// Runs a stage unless the deadline has passed, and cuts it at the deadline.
-pub async fn within<T>(deadline: Instant, fut: impl Future<Output = T>) -> Result<T, Cut> {
+pub(crate) async fn within<T>(deadline: Instant, fut: impl Future<Output = T>) -> Result<T, Cut> {
     if Instant::now() >= deadline {
         return Err(Cut::BeforeStart);
     }

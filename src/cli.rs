@@ -16,24 +16,24 @@ use crate::tasks::Tag;
 pub struct Cli {
     /// Config file (else $OPS_AGENT_CONFIG, else the platform config dir, else built-in defaults).
     #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// More log detail (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
     /// Only warnings and errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// What to do (default: run-once).
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
 }
 
 /// The subcommands; each replaces a command of the operators' runbook.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run one cycle and exit (what the scheduler runs every 300 s).
     RunOnce {
         /// Do every read and check, write nothing to any external system, say what would be done.
@@ -225,18 +225,18 @@ pub enum Command {
 /// `--launchd` or `--systemd`, exactly one.
 #[derive(Debug, Clone, Copy, clap::Args)]
 #[group(required = true, multiple = false)]
-pub struct SchedulerArg {
+pub(crate) struct SchedulerArg {
     /// A LaunchAgent in your gui/<uid> domain (macOS).
     #[arg(long)]
-    pub launchd: bool,
+    launchd: bool,
     /// A systemd user service and timer (Linux).
     #[arg(long)]
-    pub systemd: bool,
+    systemd: bool,
 }
 
 impl SchedulerArg {
     /// The scheduler chosen.
-    pub fn scheduler(self) -> crate::schedule::Scheduler {
+    pub(crate) fn scheduler(self) -> crate::schedule::Scheduler {
         if self.launchd {
             crate::schedule::Scheduler::Launchd
         } else {
@@ -247,7 +247,7 @@ impl SchedulerArg {
 
 /// `ops-agent mm ...`.
 #[derive(Debug, Subcommand)]
-pub enum MmAction {
+pub(crate) enum MmAction {
     /// Ping, server version, who the token is, each team, cursor age; exit 1 when not usable.
     Status {
         /// Machine-readable output.
@@ -258,7 +258,7 @@ pub enum MmAction {
 
 /// `ops-agent tasks ...`: the built-in ledger at `[paths] ledger`.
 #[derive(Debug, Subcommand)]
-pub enum TasksAction {
+pub(crate) enum TasksAction {
     /// Tasks the agent filed, oldest first.
     List {
         /// Only tasks of this owner (e.g. `ops`).
@@ -294,7 +294,7 @@ fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
 
 /// `ops-agent config ...`.
 #[derive(Debug, Subcommand)]
-pub enum ConfigAction {
+pub(crate) enum ConfigAction {
     /// Validate the config and print the effective values (secrets are never printed).
     Check,
     /// Print a complete commented config with every default.

@@ -45,16 +45,16 @@ use crate::{escalate, intel};
 
 /// Options of one cycle.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Do every read and check but no write to any external system, and
     /// say what would have been done. Nothing is saved: a dry run must not
     /// move the chat cursor over posts it did not really handle.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 /// Runs one cycle. Errors mean the cycle could not run at all (lock held,
 /// state unsafe to use, state not saved); everything else is in the report.
-pub async fn run_once(config: &Config, opts: RunOptions) -> Result<CycleReport> {
+pub(crate) async fn run_once(config: &Config, opts: RunOptions) -> Result<CycleReport> {
     let mut cycle = Cycle::start(config, opts)?;
     let p = &config.paths;
     let trackers = Trackers::new(&config.mc, &p.ledger, &config.planka, &p.planka_token_cache)?;

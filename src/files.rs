@@ -63,7 +63,7 @@ fn check_existing(path: &Path) -> Result<Option<fs::Metadata>> {
 
 /// Reads an owner-only file. `Ok(None)` means the file does not exist (a
 /// first run); a symlink or a file owned by someone else is an error.
-pub fn read_private(path: &Path) -> Result<Option<String>> {
+pub(crate) fn read_private(path: &Path) -> Result<Option<String>> {
     match read_private_bytes(path)? {
         None => Ok(None),
         Some(bytes) => String::from_utf8(bytes)
@@ -75,7 +75,7 @@ pub fn read_private(path: &Path) -> Result<Option<String>> {
 /// Reads an owner-only file as bytes, for append-only files (the task
 /// ledger) whose torn last line may end in the middle of a UTF-8 character:
 /// the reader must still get every whole line before it.
-pub fn read_private_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_private_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
     let Some(mut file) = open_private_read(path)? else {
         return Ok(None);
     };
@@ -88,7 +88,7 @@ pub fn read_private_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
 /// Opens an owner-only file for reading, with the checks of
 /// [`read_private`] (no symlink, ours, not swapped while opening), for
 /// readers that stream it. `Ok(None)` when there is no file.
-pub fn open_private_read(path: &Path) -> Result<Option<File>> {
+pub(crate) fn open_private_read(path: &Path) -> Result<Option<File>> {
     let Some(before) = check_existing(path)? else {
         return Ok(None);
     };
@@ -114,7 +114,7 @@ pub fn open_private_read(path: &Path) -> Result<Option<File>> {
 }
 
 /// Creates the parent directory of `path` (owner-only) when it is missing.
-pub fn ensure_parent(path: &Path) -> Result<()> {
+pub(crate) fn ensure_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
             fs::DirBuilder::new()
@@ -140,7 +140,7 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// others must read (the metrics textfile for node_exporter). The temp
 /// file is owner-only until its content is complete; the mode is set just
 /// before the rename.
-pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     check_existing(path)?;
     ensure_parent(path)?;
     let dir = path
@@ -213,7 +213,7 @@ fn create_temp(dir: &Path, name: &str) -> Result<(PathBuf, File)> {
 /// Opens an owner-only file for appending (the activity log, the task
 /// ledger): parent dirs created, a symlink, a foreign-owned file or a file
 /// with another hard link refused.
-pub fn open_append_private(path: &Path) -> Result<File> {
+pub(crate) fn open_append_private(path: &Path) -> Result<File> {
     check_existing(path)?;
     ensure_parent(path)?;
     let file = OpenOptions::new()
@@ -231,7 +231,7 @@ pub fn open_append_private(path: &Path) -> Result<File> {
 /// which keeps its holder's line): created owner-only when missing, never
 /// through a symlink (`O_NOFOLLOW`: a planted one fails to open). The
 /// caller checks the owner, and the links with [`refuse_hard_links`].
-pub fn open_in_place(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_in_place(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -245,7 +245,7 @@ pub fn open_in_place(path: &Path) -> std::io::Result<File> {
 /// Refuses an opened file that has another name (a hard link): writing
 /// in place would write into that other file too. Checked on the open
 /// descriptor, so nothing can be swapped in between.
-pub fn refuse_hard_links(file: &File, path: &Path) -> Result<()> {
+pub(crate) fn refuse_hard_links(file: &File, path: &Path) -> Result<()> {
     let meta = file
         .metadata()
         .with_context(|| format!("inspecting {}", path.display()))?;
@@ -264,7 +264,7 @@ pub fn refuse_hard_links(file: &File, path: &Path) -> Result<()> {
 /// it is, so the caller can set it aside like a corrupt file. `None` for
 /// nothing there, a regular file, a symlink or another user's entry (those
 /// are refused by the readers and writers instead).
-pub fn misplaced_kind(path: &Path) -> Option<&'static str> {
+pub(crate) fn misplaced_kind(path: &Path) -> Option<&'static str> {
     let meta = fs::symlink_metadata(path).ok()?;
     let t = meta.file_type();
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -287,7 +287,7 @@ pub fn misplaced_kind(path: &Path) -> Option<&'static str> {
 /// Removes the temp files a killed cycle left next to `path`
 /// (`.<name>.tmp-<pid>-…`, ours, regular, and their writer gone).
 /// Returns how many were removed.
-pub fn remove_stale_temps(path: &Path) -> usize {
+pub(crate) fn remove_stale_temps(path: &Path) -> usize {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return 0;
     };
@@ -327,7 +327,7 @@ pub fn remove_stale_temps(path: &Path) -> usize {
 /// The line goes out in a single `write` on an `O_APPEND` descriptor, so
 /// concurrent readers see whole lines or nothing new, and a crash mid-write
 /// can only leave a torn last line, which readers skip.
-pub fn append_line_private(path: &Path, line: &str) -> Result<()> {
+pub(crate) fn append_line_private(path: &Path, line: &str) -> Result<()> {
     let mut file = open_append_private(path)?;
     let mut buf = String::with_capacity(line.len() + 1);
     buf.push_str(line);
@@ -339,7 +339,7 @@ pub fn append_line_private(path: &Path, line: &str) -> Result<()> {
 
 /// Moves an unreadable file aside as `<name>.corrupt-<timestamp>` so that
 /// nothing is lost and the cycle can go on with defaults.
-pub fn set_aside(path: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<PathBuf> {
+pub(crate) fn set_aside(path: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<PathBuf> {
     let stamp = now.format("%Y%m%dT%H%M%SZ");
     let mut target = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
     let mut n = 1;
@@ -354,7 +354,7 @@ pub fn set_aside(path: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<Path
 
 /// Removes a state file for a reset; a missing file is fine, a symlink is
 /// removed itself (never what it points to).
-pub fn remove_if_present(path: &Path) -> Result<bool> {
+pub(crate) fn remove_if_present(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -373,7 +373,7 @@ fn synced(r: std::io::Result<()>) -> std::io::Result<()> {
 }
 
 /// How many fsyncs this process has made so far.
-pub fn fsyncs() -> u64 {
+pub(crate) fn fsyncs() -> u64 {
     FSYNCS.load(std::sync::atomic::Ordering::Relaxed)
 }
 

@@ -11,18 +11,18 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 /// Caps per use, in bytes.
-pub mod caps {
+pub(crate) mod caps {
     /// A Mattermost answer: up to 1000 posts of up to 16,383 characters.
-    pub const MATTERMOST: usize = 16 * 1024 * 1024;
+    pub(crate) const MATTERMOST: usize = 16 * 1024 * 1024;
     /// A Planka answer: a board with its lists, labels and cards.
-    pub const PLANKA: usize = 16 * 1024 * 1024;
+    pub(crate) const PLANKA: usize = 16 * 1024 * 1024;
     /// An LLM answer: a label or a reply of a few hundred tokens, or the
     /// model list.
-    pub const LLM: usize = 1024 * 1024;
+    pub(crate) const LLM: usize = 1024 * 1024;
     /// The part of a checked page searched for `body_contains`.
-    pub const HEALTH_BODY: usize = 1024 * 1024;
+    pub(crate) const HEALTH_BODY: usize = 1024 * 1024;
     /// An answer nobody reads beyond an error line (intel, heartbeat).
-    pub const SMALL: usize = 64 * 1024;
+    pub(crate) const SMALL: usize = 64 * 1024;
 }
 
 /// Builds a reqwest client whose every request ends after `timeout`.
@@ -43,7 +43,7 @@ pub fn client(timeout: Duration, verify_tls: bool) -> Result<reqwest::Client> {
 
 /// Why a body could not be read.
 #[derive(Debug)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// The body is longer than the cap (by its Content-Length, or as read).
     TooLarge {
         /// The cap that was hit, in bytes.
@@ -71,7 +71,10 @@ impl std::error::Error for BodyError {}
 /// Reads `resp`'s body, at most `cap` bytes; a longer one (a Content-Length
 /// above the cap, or more bytes arriving) stops the read with
 /// [`BodyError::TooLarge`].
-pub async fn read_body(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+pub(crate) async fn read_body(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, BodyError> {
     if resp.content_length().is_some_and(|n| n > cap as u64) {
         return Err(BodyError::TooLarge { cap });
     }
@@ -87,7 +90,7 @@ pub async fn read_body(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8
 
 /// The first `cap` bytes of `resp`'s body and whether there was more (the
 /// rest is not read): for a page searched for a marker.
-pub async fn read_prefix(
+pub(crate) async fn read_prefix(
     mut resp: reqwest::Response,
     cap: usize,
 ) -> Result<(String, bool), reqwest::Error> {
@@ -106,7 +109,7 @@ pub async fn read_prefix(
 }
 
 /// [`read_body`] as (lossy) text.
-pub async fn read_text(resp: reqwest::Response, cap: usize) -> Result<String, BodyError> {
+pub(crate) async fn read_text(resp: reqwest::Response, cap: usize) -> Result<String, BodyError> {
     let bytes = read_body(resp, cap).await?;
     Ok(match String::from_utf8(bytes) {
         Ok(s) => s,
@@ -115,7 +118,7 @@ pub async fn read_text(resp: reqwest::Response, cap: usize) -> Result<String, Bo
 }
 
 /// `16 MiB`, `64 KiB`, `512 bytes`.
-pub fn human_bytes(n: usize) -> String {
+pub(crate) fn human_bytes(n: usize) -> String {
     if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
         format!("{} MiB", n / (1024 * 1024))
     } else if n >= 1024 && n % 1024 == 0 {

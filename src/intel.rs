@@ -14,11 +14,11 @@ use crate::time::Secs;
 /// `[intel]`: where HiveMind listens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct IntelConfig {
+pub(crate) struct IntelConfig {
     /// HiveMind's summary endpoint; empty: the stage is skipped.
-    pub url: String,
+    url: String,
     /// The POST is abandoned after this many seconds.
-    pub timeout_secs: Secs,
+    timeout_secs: Secs,
 }
 
 impl Default for IntelConfig {
@@ -32,7 +32,7 @@ impl Default for IntelConfig {
 
 impl IntelConfig {
     /// Checks the section without I/O; errors name the key and the bad value.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let u = self.url.trim();
         if !(u.is_empty() || u.starts_with("http://") || u.starts_with("https://")) {
             bail!("intel.url: '{}' is not an http(s) URL", self.url);
@@ -44,13 +44,13 @@ impl IntelConfig {
     }
 
     /// Whether a URL is configured.
-    pub fn enabled(&self) -> bool {
+    fn enabled(&self) -> bool {
         !self.url.trim().is_empty()
     }
 }
 
 /// The summary HiveMind receives. Pure.
-pub fn summary(report: &CycleReport, escalation: &EscalationState, now_ms: i64) -> Value {
+fn summary(report: &CycleReport, escalation: &EscalationState, now_ms: i64) -> Value {
     let stages: Vec<Value> = report
         .stages
         .iter()
@@ -81,7 +81,7 @@ pub fn summary(report: &CycleReport, escalation: &EscalationState, now_ms: i64) 
 }
 
 /// POSTs `body` to `[intel] url`; any non-2xx is an error naming the URL.
-pub async fn post(cfg: &IntelConfig, body: &Value) -> Result<()> {
+async fn post(cfg: &IntelConfig, body: &Value) -> Result<()> {
     let url = cfg.url.trim();
     let http = crate::http::client(cfg.timeout_secs.get(), true)?;
     let resp = http
@@ -105,7 +105,7 @@ pub async fn post(cfg: &IntelConfig, body: &Value) -> Result<()> {
 }
 
 /// The intel stage: skipped without a URL, degraded on any failure.
-pub async fn stage(
+pub(crate) async fn stage(
     cfg: &IntelConfig,
     report: &CycleReport,
     escalation: &EscalationState,

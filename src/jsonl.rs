@@ -8,24 +8,27 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 
 /// The longest line read; a longer one is reported as unreadable.
-pub const MAX_LINE: usize = 1024 * 1024;
+const MAX_LINE: usize = 1024 * 1024;
 
 /// Backward reads go in blocks of this size.
 const BLOCK: usize = 64 * 1024;
 
 /// One line as read: its text, or why it could not be read.
-pub type Line = Result<Vec<u8>, &'static str>;
+type Line = Result<Vec<u8>, &'static str>;
 
 /// Calls `f` for every line, oldest first, with its 1-based number; `f`
 /// returns false to stop. A final line without a newline is passed too
 /// (the caller decides what a torn line is).
-pub fn for_each_forward(file: File, mut f: impl FnMut(usize, Line) -> bool) -> std::io::Result<()> {
+pub(crate) fn for_each_forward(
+    file: File,
+    mut f: impl FnMut(usize, Line) -> bool,
+) -> std::io::Result<()> {
     for_each_forward_at(file, |n, _, line| f(n, line))
 }
 
 /// [`for_each_forward`], with each line's byte offset in the file, for a
 /// second pass that reads a few lines back with [`read_line_at`].
-pub fn for_each_forward_at(
+pub(crate) fn for_each_forward_at(
     file: File,
     mut f: impl FnMut(usize, u64, Line) -> bool,
 ) -> std::io::Result<()> {
@@ -81,7 +84,7 @@ pub fn for_each_forward_at(
 }
 
 /// The line that starts at `offset`, as [`for_each_forward_at`] gave it.
-pub fn read_line_at(file: &File, offset: u64) -> std::io::Result<Line> {
+pub(crate) fn read_line_at(file: &File, offset: u64) -> std::io::Result<Line> {
     use std::os::unix::fs::FileExt;
     let mut line = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -102,7 +105,7 @@ pub fn read_line_at(file: &File, offset: u64) -> std::io::Result<Line> {
 /// Lines from the end of a file towards its start, newest first. The
 /// trailing part after the last newline (a torn line, or nothing) comes
 /// first, as is.
-pub struct Backward {
+pub(crate) struct Backward {
     file: File,
     /// Bytes not yet read, from the start of the file.
     remaining: u64,
@@ -116,7 +119,7 @@ pub struct Backward {
 
 impl Backward {
     /// Starts at the end of `file`.
-    pub fn new(mut file: File) -> std::io::Result<Backward> {
+    pub(crate) fn new(mut file: File) -> std::io::Result<Backward> {
         let len = file.seek(SeekFrom::End(0))?;
         Ok(Backward {
             file,
@@ -128,7 +131,7 @@ impl Backward {
     }
 
     /// The next line towards the start, `None` at the start of the file.
-    pub fn next_line(&mut self) -> std::io::Result<Option<Line>> {
+    pub(crate) fn next_line(&mut self) -> std::io::Result<Option<Line>> {
         loop {
             if let Some(i) = self.carry.iter().rposition(|b| *b == b'\n') {
                 let line = self.carry.split_off(i + 1);
@@ -178,7 +181,7 @@ impl Backward {
 
 /// Whether a file ends with a newline (or is empty): the next append must
 /// end a torn last line first.
-pub fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {
+pub(crate) fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {
     let len = file.seek(SeekFrom::End(0))?;
     if len == 0 {
         return Ok(true);

@@ -18,23 +18,15 @@ use anyhow::{bail, Context, Result};
 #[derive(Debug)]
 pub struct CycleLock {
     _file: File,
-    path: PathBuf,
-}
-
-impl CycleLock {
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// The lock is held by another live cycle.
 #[derive(Debug)]
-pub struct LockHeld {
+pub(crate) struct LockHeld {
     /// The lock file.
-    pub path: PathBuf,
+    path: PathBuf,
     /// What the holder wrote: `pid <n> since <rfc3339>`, if readable.
-    pub holder: String,
+    holder: String,
 }
 
 impl std::fmt::Display for LockHeld {
@@ -121,15 +113,12 @@ pub fn acquire(path: &Path) -> Result<CycleLock> {
         .and_then(|_| file.seek(SeekFrom::Start(0)))
         .and_then(|_| file.write_all(stamp.as_bytes()))
         .with_context(|| format!("writing lock file {}", path.display()))?;
-    Ok(CycleLock {
-        _file: file,
-        path: path.to_path_buf(),
-    })
+    Ok(CycleLock { _file: file })
 }
 
 /// For `status`: who holds the lock right now, or `None` when no cycle runs.
 /// Probing takes the lock for an instant when it is free.
-pub fn holder(path: &Path) -> Result<Option<String>> {
+pub(crate) fn holder(path: &Path) -> Result<Option<String>> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(None);
     }
@@ -168,8 +157,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("lock");
         std::fs::write(&p, "pid 999999 since 2020-01-01T00:00:00Z\n").unwrap();
-        let lock = acquire(&p).unwrap();
-        assert!(std::fs::read_to_string(lock.path())
+        let _lock = acquire(&p).unwrap();
+        assert!(std::fs::read_to_string(&p)
             .unwrap()
             .contains(&std::process::id().to_string()));
     }

@@ -23,11 +23,11 @@ use tracing_subscriber::{fmt, Layer};
 /// The target of events that go to the activity log only: an error the
 /// caller also prints to stderr itself (once, as `ops-agent: …`) would
 /// otherwise be printed twice there.
-pub const FILE_ONLY: &str = "ops_agent::file_only";
+pub(crate) const FILE_ONLY: &str = "ops_agent::file_only";
 
 /// Whether to colour stderr: only on a terminal, and never when `NO_COLOR`
 /// is set to anything non-empty (no-color.org). Pure.
-pub fn use_color(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+fn use_color(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
@@ -40,7 +40,7 @@ fn stderr_color() -> bool {
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// `2026-11-25T12:00:00.123456Z  INFO ops_agent::cycle: message key=value`.
     Text,
     /// One JSON object per line, for log shippers.
@@ -48,7 +48,7 @@ pub enum LogFormat {
 }
 
 /// The level from `-v`/`-q`: default info, `-v` debug, `-vv` trace, `-q` warn.
-pub fn level(verbose: u8, quiet: bool) -> LevelFilter {
+pub(crate) fn level(verbose: u8, quiet: bool) -> LevelFilter {
     match (quiet, verbose) {
         (true, _) => LevelFilter::WARN,
         (false, 0) => LevelFilter::INFO,
@@ -61,7 +61,7 @@ pub fn level(verbose: u8, quiet: bool) -> LevelFilter {
 /// file (appended, owner-only, parent dirs created, a symlink refused); if
 /// it cannot be opened the error is returned and nothing is installed, so
 /// the caller can report it and fall back to [`init_stderr_only`].
-pub fn init(format: LogFormat, level: LevelFilter, log_file: Option<&Path>) -> Result<()> {
+pub(crate) fn init(format: LogFormat, level: LevelFilter, log_file: Option<&Path>) -> Result<()> {
     let file = match log_file {
         Some(p) => Some(
             crate::files::open_append_private(p)
@@ -87,7 +87,7 @@ pub fn init(format: LogFormat, level: LevelFilter, log_file: Option<&Path>) -> R
 
 /// Installs a stderr-only subscriber (read-only subcommands, or when the
 /// activity log cannot be opened).
-pub fn init_stderr_only(format: LogFormat, level: LevelFilter) {
+pub(crate) fn init_stderr_only(format: LogFormat, level: LevelFilter) {
     let _ = tracing_subscriber::registry()
         .with(
             layer(format, std::io::stderr, stderr_color())
@@ -139,7 +139,7 @@ fn escaped_fields() -> impl for<'w> fmt::FormatFields<'w> + Send + Sync + 'stati
 }
 
 /// `\n`, `\r`, `\t` and `\u{..}` for every control character.
-pub fn escape_controls(s: &str) -> String {
+pub(crate) fn escape_controls(s: &str) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_string();
     }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 /// Expands a leading `~` or `~/` to the home directory.
-pub fn expand_tilde(p: &str) -> PathBuf {
+pub(crate) fn expand_tilde(p: &str) -> PathBuf {
     let home = || directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf());
     if p == "~" {
         if let Some(h) = home() {

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// How much of a command's stdout is kept: its last 64 KiB (an id is
 /// printed at the end; a runaway command cannot grow memory).
-pub const STDOUT_KEEP_BYTES: usize = 64 * 1024;
+const STDOUT_KEEP_BYTES: usize = 64 * 1024;
 
 /// How much of the child's stderr an error carries: enough for the message
 /// of a failing tool, not a whole log.
@@ -28,26 +28,26 @@ const STDERR_KEEP_BYTES: usize = 16 * 1024;
 const PIPE_GRACE: Duration = Duration::from_millis(500);
 
 /// The real user id (launchd's `gui/<uid>` domain, ownership checks).
-pub fn current_uid() -> u32 {
+pub(crate) fn current_uid() -> u32 {
     // SAFETY: getuid has no preconditions and cannot fail.
     unsafe { libc::getuid() }
 }
 
 /// What a finished command printed, bounded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CommandOutput {
+pub(crate) struct CommandOutput {
     /// The last [`STDOUT_KEEP_BYTES`] of stdout, lossy UTF-8.
-    pub stdout: String,
+    pub(crate) stdout: String,
     /// The stderr tail (for errors and logs).
-    pub stderr: String,
+    pub(crate) stderr: String,
     /// Bytes the command wrote to stdout in all; more than `stdout` holds
     /// when the cap was hit.
-    pub stdout_bytes: u64,
+    stdout_bytes: u64,
 }
 
 impl CommandOutput {
     /// "stdout cut to its last 64 KiB of N bytes", when the cap was hit.
-    pub fn cap_note(&self) -> Option<String> {
+    pub(crate) fn cap_note(&self) -> Option<String> {
         (self.stdout_bytes > STDOUT_KEEP_BYTES as u64).then(|| {
             format!(
                 "stdout cut to its last {} KiB of {} bytes",
@@ -61,7 +61,7 @@ impl CommandOutput {
 /// How a configured command failed, for callers that must tell "it did
 /// nothing" from "it may have done it" (the MC adapter's exactly-once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// It never ran (not found, not executable, arguments too long).
     NotStarted,
     /// It ran and exited non-zero or was killed by a signal of its own.
@@ -72,9 +72,9 @@ pub enum Failure {
 
 /// A failed command: its kind and the message (program, status, stderr).
 #[derive(Debug)]
-pub struct CommandError {
+pub(crate) struct CommandError {
     /// Which way it failed.
-    pub failure: Failure,
+    pub(crate) failure: Failure,
     message: String,
 }
 
@@ -120,7 +120,7 @@ impl Drop for GroupGuard {
 /// own process group killed after `timeout` or when the caller stops
 /// waiting. Returns the bounded output on exit 0; anything else is an
 /// error naming `what` and the program, with the stderr tail.
-pub async fn run_argv(
+pub(crate) async fn run_argv(
     argv: &[String],
     timeout: Duration,
     pass_env: &[String],
@@ -134,7 +134,7 @@ pub async fn run_argv(
 /// an attempt is still alive).
 // One of the two places clippy.toml lets start a process.
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
-pub async fn run_argv_watched(
+pub(crate) async fn run_argv_watched(
     argv: &[String],
     timeout: Duration,
     pass_env: &[String],
@@ -222,7 +222,11 @@ pub async fn run_argv_watched(
 /// [`run_argv`] (clean environment, own process group).
 // One of the two places clippy.toml lets start a process.
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
-pub async fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Result<ToolOutput> {
+pub(crate) async fn run_tool(
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<ToolOutput> {
     let what = format!("{program} {}", args.join(" "));
     let child = tokio::process::Command::new(program)
         .args(args)
@@ -246,13 +250,13 @@ pub async fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Result
 
 /// What a finished tool printed.
 #[derive(Debug, Clone)]
-pub struct ToolOutput {
+pub(crate) struct ToolOutput {
     /// The exit code (`None` when killed by a signal).
-    pub code: Option<i32>,
+    pub(crate) code: Option<i32>,
     /// Standard output (its last [`STDOUT_KEEP_BYTES`]).
-    pub stdout: String,
+    pub(crate) stdout: String,
     /// Standard error (its tail).
-    pub stderr: String,
+    pub(crate) stderr: String,
 }
 
 enum Waited {
@@ -357,7 +361,7 @@ fn describe_status(status: std::process::ExitStatus) -> String {
 
 /// The last `max` bytes of `bytes` as trimmed, lossy UTF-8 (cut on a
 /// character boundary), for error messages.
-pub fn tail(bytes: &[u8], max: usize) -> String {
+pub(crate) fn tail(bytes: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim();
     if text.len() <= max {
@@ -374,7 +378,7 @@ pub fn tail(bytes: &[u8], max: usize) -> String {
 /// cycle that was killed may live on). Zombies do not count: an orphan
 /// that finished waits for its new parent to reap it, and where PID 1
 /// does not reap (a container), it would otherwise look alive forever.
-pub fn group_alive(pgid: u32) -> bool {
+pub(crate) fn group_alive(pgid: u32) -> bool {
     let Ok(pgid) = i32::try_from(pgid) else {
         return false;
     };

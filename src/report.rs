@@ -10,7 +10,7 @@ use crate::stage::Stage;
 /// How a stage ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The stage did its work; the detail says how much.
     Ok(String),
     /// The stage did not run, for the reason given (not configured, deadline).
@@ -23,7 +23,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The one word used in the summary line.
-    pub fn word(&self) -> &'static str {
+    pub(crate) fn word(&self) -> &'static str {
         match self {
             Outcome::Ok(_) => "ok",
             Outcome::Skipped(_) => "skipped",
@@ -33,7 +33,7 @@ impl Outcome {
     }
 
     /// The detail or reason.
-    pub fn detail(&self) -> &str {
+    pub(crate) fn detail(&self) -> &str {
         match self {
             Outcome::Ok(d) | Outcome::Skipped(d) | Outcome::Degraded(d) | Outcome::Failed(d) => d,
         }
@@ -42,47 +42,47 @@ impl Outcome {
 
 /// One stage's entry in the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StageReport {
+pub(crate) struct StageReport {
     /// Which stage.
-    pub stage: Stage,
+    pub(crate) stage: Stage,
     /// How it ended.
     #[serde(flatten)]
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
     /// Wall time spent in the stage.
-    pub ms: u64,
+    pub(crate) ms: u64,
 }
 
 /// What one cycle did; stored in the state file and summarised in one log line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct CycleReport {
+pub(crate) struct CycleReport {
     /// Start of the cycle, epoch ms.
-    pub started_ms: i64,
+    pub(crate) started_ms: i64,
     /// Wall time of the whole cycle.
-    pub duration_ms: u64,
+    pub(crate) duration_ms: u64,
     /// `run-once --dry-run`: nothing was written to any external system.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// The deadline cut work short; what was cut is in the stages.
-    pub deadline_hit: bool,
+    pub(crate) deadline_hit: bool,
     /// Stages in the order they ran.
-    pub stages: Vec<StageReport>,
+    pub(crate) stages: Vec<StageReport>,
     /// The health results of this cycle.
     #[serde(default)]
-    pub checks: Vec<CheckResult>,
+    pub(crate) checks: Vec<CheckResult>,
     /// Named figures of this cycle (`mm_requests`, `posts_new`, ...).
     #[serde(default)]
-    pub counts: std::collections::BTreeMap<String, u64>,
+    pub(crate) counts: std::collections::BTreeMap<String, u64>,
 }
 
 impl CycleReport {
     /// Appends a stage outcome.
-    pub fn push(&mut self, stage: Stage, outcome: Outcome, ms: u64) {
+    pub(crate) fn push(&mut self, stage: Stage, outcome: Outcome, ms: u64) {
         self.stages.push(StageReport { stage, outcome, ms });
     }
 
     /// The worst stage outcome word: `ok`, `degraded` or `failed`.
     /// Skipped stages do not make a cycle degraded by themselves: an
     /// unconfigured optional dependency is the operator's choice.
-    pub fn overall(&self) -> &'static str {
+    pub(crate) fn overall(&self) -> &'static str {
         if self
             .stages
             .iter()
@@ -103,7 +103,7 @@ impl CycleReport {
 
     /// The one summary line of the activity log, e.g.
     /// `cycle ok in 41ms: mattermost=skipped health=ok(3 ok) save=ok`.
-    pub fn summary_line(&self) -> String {
+    pub(crate) fn summary_line(&self) -> String {
         let stages: Vec<String> = self
             .stages
             .iter()
@@ -128,7 +128,7 @@ impl CycleReport {
 }
 
 /// Counts check results by status, as `3 ok, 1 critical`.
-pub fn count_checks(checks: &[CheckResult]) -> String {
+pub(crate) fn count_checks(checks: &[CheckResult]) -> String {
     let mut parts = Vec::new();
     for status in [Status::Ok, Status::Warn, Status::Critical, Status::Unknown] {
         let n = checks.iter().filter(|c| c.status == status).count();

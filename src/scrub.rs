@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use regex::{Captures, Regex};
 
 /// What a secret is replaced with.
-pub const MARK: &str = "[redacted]";
+const MARK: &str = "[redacted]";
 
 /// Names of query parameters, form fields, JSON keys and `key=value` pairs
 /// whose value is a secret (matched case-insensitively, `-` and `_` alike).
@@ -22,7 +22,7 @@ const SECRET_KEYS: &str = r"pass(?:word|wd)?|pwd|secret|client[_-]?secret|token|
 
 /// A URL for display: no userinfo, and the value of every secret-looking
 /// query parameter replaced. Text that is not a URL is scrubbed as text.
-pub fn url(u: &str) -> String {
+fn url(u: &str) -> String {
     let u = u.trim();
     let Ok(mut parsed) = reqwest::Url::parse(u) else {
         return text(u).into_owned();
@@ -57,7 +57,7 @@ pub fn url(u: &str) -> String {
 /// pairs with a secret-looking key, PEM private keys and the token formats
 /// of common providers. Borrowed back unchanged when there is nothing to
 /// hide (the common case costs one scan per pattern).
-pub fn text(s: &str) -> Cow<'_, str> {
+fn text(s: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(s);
     for (re, replace) in patterns() {
         if re.is_match(&out) {

@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 /// Checks that a `*_env` key names an environment variable. The value is
 /// never echoed: an operator who pasted the secret itself into the key
 /// must not find it in the scheduler's error log.
-pub fn check_env_name(key: &str, name: &str) -> Result<()> {
+pub(crate) fn check_env_name(key: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit());
@@ -43,13 +43,13 @@ impl Secret {
     }
 
     /// The value, for the one place that must send it (an HTTP header, a login body).
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// Reads a secret from the environment variable `name`; a missing or empty
     /// variable is an error naming the variable (never its value).
-    pub fn from_env(name: &str) -> Result<Self> {
+    pub(crate) fn from_env(name: &str) -> Result<Self> {
         match std::env::var(name) {
             Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_string())),
             Ok(_) => bail!("environment variable {name} is empty"),
@@ -62,7 +62,7 @@ impl Secret {
     /// read is refused, because a secret there is already leaked to every
     /// local user, and so is one owned by another user, who could change
     /// it under us.
-    pub fn from_file(path: &Path) -> Result<Self> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self> {
         let path = crate::paths::expand_tilde(&path.to_string_lossy());
         check_file(&path)?;
         let text = std::fs::read_to_string(&path)
@@ -78,7 +78,7 @@ impl Secret {
 /// Checks what a reader of a secret file relies on: a regular file (a
 /// symlink is followed, as `chmod 600` users expect, and its target is
 /// checked), owned by us, owner-only. The content is not read.
-pub fn check_file(path: &Path) -> Result<()> {
+pub(crate) fn check_file(path: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)
         .with_context(|| format!("reading secret file {}", path.display()))?;
@@ -106,7 +106,7 @@ pub fn check_file(path: &Path) -> Result<()> {
 
 /// Where a configured secret comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
+pub(crate) enum SecretSource {
     /// An environment variable (its name).
     Env(String),
     /// An owner-only file (as configured; `~/` expands when read).
@@ -116,16 +116,16 @@ pub enum SecretSource {
 /// The secret a config section will read, and the key that says so
 /// (`mattermost.token_file`), for checks made before it is needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretRef {
+pub(crate) struct SecretRef {
     /// The config key naming the source.
-    pub key: &'static str,
+    pub(crate) key: &'static str,
     /// The variable or file.
-    pub source: SecretSource,
+    pub(crate) source: SecretSource,
 }
 
 impl SecretRef {
     /// A secret held in the environment variable `name`.
-    pub fn env(key: &'static str, name: &str) -> SecretRef {
+    pub(crate) fn env(key: &'static str, name: &str) -> SecretRef {
         SecretRef {
             key,
             source: SecretSource::Env(name.to_string()),
@@ -133,7 +133,7 @@ impl SecretRef {
     }
 
     /// A secret held in the file at `path`.
-    pub fn file(key: &'static str, path: &Path) -> SecretRef {
+    pub(crate) fn file(key: &'static str, path: &Path) -> SecretRef {
         SecretRef {
             key,
             source: SecretSource::File(path.to_path_buf()),
@@ -142,7 +142,7 @@ impl SecretRef {
 
     /// Reads the secret; errors name the key, the variable or the file,
     /// never the value.
-    pub fn read(&self) -> Result<Secret> {
+    pub(crate) fn read(&self) -> Result<Secret> {
         match &self.source {
             SecretSource::Env(name) => Secret::from_env(name),
             SecretSource::File(path) => Secret::from_file(path),
@@ -151,7 +151,7 @@ impl SecretRef {
     }
 
     /// `env OPS_AGENT_MM_TOKEN` or `file ~/.config/ops-agent/mm-token`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.source {
             SecretSource::Env(name) => format!("env {name}"),
             SecretSource::File(path) => format!("file {}", path.display()),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// renaming one breaks dashboards and the stats' cumulative counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Stage {
+pub(crate) enum Stage {
     /// 1: the poll of new posts.
     Mattermost,
     /// 2: labelling the posts that are work.
@@ -43,7 +43,7 @@ pub enum Stage {
 
 impl Stage {
     /// The name in the report, the files and the metric labels.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Stage::Mattermost => "mattermost",
             Stage::Classify => "classify",

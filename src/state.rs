@@ -35,59 +35,59 @@ const MAX_SET_ASIDE: usize = 20;
 /// `/tmp/ops-agent-state.json`: what the next cycle needs to resume.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct RuntimeState {
+pub(crate) struct RuntimeState {
     /// The chat cursor (epoch ms, server clock): every post created before
     /// it has been fully handled. `None` means first run.
-    pub last_check_ms: Option<i64>,
+    pub(crate) last_check_ms: Option<i64>,
     /// The last cycle's report, for `status`.
-    pub last_cycle: Option<CycleReport>,
+    pub(crate) last_cycle: Option<CycleReport>,
     /// Corrupt files that were moved aside, newest last.
-    pub set_aside: Vec<SetAside>,
+    pub(crate) set_aside: Vec<SetAside>,
     /// Mattermost caches and the handled-post set.
-    pub mattermost: crate::mattermost::MmState,
+    pub(crate) mattermost: crate::mattermost::MmState,
     /// Posts handed over but not yet fully handled.
-    pub chat: crate::chat::ChatState,
+    pub(crate) chat: crate::chat::ChatState,
     /// Task mapping (source → task, card) and the outbox.
-    pub tasks: crate::tasks::outbox::TaskState,
+    pub(crate) tasks: crate::tasks::outbox::TaskState,
     /// Flap-guard streaks and restart counters per check.
-    pub health: crate::health::guard::HealthState,
+    pub(crate) health: crate::health::guard::HealthState,
     /// Open incidents, their alerts and acknowledgements, and silences.
-    pub escalation: crate::escalate::EscalationState,
+    pub(crate) escalation: crate::escalate::EscalationState,
 }
 
 /// What handling one post changed, as one line of the state journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PostEntry {
+pub(crate) struct PostEntry {
     /// The post (also the source of its task).
-    pub post: String,
+    post: String,
     /// Its creation time (for the handled set).
-    pub create_at: i64,
+    create_at: i64,
     /// Its progress; `None`: done, progress dropped.
     #[serde(default)]
-    pub progress: Option<PostProgress>,
+    progress: Option<PostProgress>,
     /// Fully handled.
     #[serde(default)]
-    pub handled: bool,
+    handled: bool,
     /// The task made for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<TaskRecord>,
+    task: Option<TaskRecord>,
     /// Its work waiting in the outbox (replaces what was there).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub outbox: Vec<OutboxItem>,
+    outbox: Vec<OutboxItem>,
     /// Its task is uncertain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uncertain: Option<UncertainTask>,
+    uncertain: Option<UncertainTask>,
     /// The silence it asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub silence: Option<Silence>,
+    silence: Option<Silence>,
     /// What the agent did with it, while its label can still be corrected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub watch: Option<Watched>,
+    watch: Option<Watched>,
 }
 
 impl RuntimeState {
     /// The journal entry for `post` from the state as it is now.
-    pub fn entry_for(&self, post: &str, create_at: i64) -> PostEntry {
+    pub(crate) fn entry_for(&self, post: &str, create_at: i64) -> PostEntry {
         PostEntry {
             post: post.to_string(),
             create_at,
@@ -113,7 +113,7 @@ impl RuntimeState {
     }
 
     /// Replays one journal entry (an upsert: twice is once).
-    pub fn apply(&mut self, e: PostEntry) {
+    pub(crate) fn apply(&mut self, e: PostEntry) {
         match e.progress {
             Some(p) => {
                 self.chat.progress.insert(e.post.clone(), p);
@@ -143,7 +143,7 @@ impl RuntimeState {
     }
 
     /// Records set-aside files, keeping the list bounded.
-    pub fn record_set_aside(&mut self, records: impl IntoIterator<Item = SetAside>) {
+    pub(crate) fn record_set_aside(&mut self, records: impl IntoIterator<Item = SetAside>) {
         self.set_aside.extend(records);
         let excess = self.set_aside.len().saturating_sub(MAX_SET_ASIDE);
         self.set_aside.drain(..excess);
@@ -154,39 +154,39 @@ impl RuntimeState {
 /// cycle (or since the file was deleted), and the last heartbeat ping.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// First cycle recorded, RFC 3339.
-    pub since: Option<DateTime<Utc>>,
+    pub(crate) since: Option<DateTime<Utc>>,
     /// Last cycle recorded, RFC 3339.
-    pub last_cycle_at: Option<DateTime<Utc>>,
+    pub(crate) last_cycle_at: Option<DateTime<Utc>>,
     /// Cycles run (dry runs excluded).
-    pub cycles: u64,
+    pub(crate) cycles: u64,
     /// Cycles whose overall outcome was degraded.
-    pub cycles_degraded: u64,
+    pub(crate) cycles_degraded: u64,
     /// Cycles with a failed stage.
-    pub cycles_failed: u64,
+    pub(crate) cycles_failed: u64,
     /// Cycles cut short by the deadline.
-    pub deadline_hits: u64,
+    pub(crate) deadline_hits: u64,
     /// Check results by status word.
-    pub checks: BTreeMap<String, u64>,
+    pub(crate) checks: BTreeMap<String, u64>,
     /// Named counters that later stages add (posts handled, tasks created,
     /// classification paths, fixes); a map keeps the file forward-compatible.
     /// A counter read under an old name (`RENAMED_COUNTERS`) counts under
     /// its new one.
     #[serde(deserialize_with = "counters_renamed")]
-    pub counters: BTreeMap<String, u64>,
+    pub(crate) counters: BTreeMap<String, u64>,
     /// Wall time of every cycle recorded, summed (ms).
-    pub duration_ms_total: u64,
+    pub(crate) duration_ms_total: u64,
     /// The last cycle without a failed stage, RFC 3339.
-    pub last_success_at: Option<DateTime<Utc>>,
+    pub(crate) last_success_at: Option<DateTime<Utc>>,
     /// Stage outcomes: stage → outcome word → cycles. Keyed by the name
     /// as written ([`crate::stage::Stage::as_str`]): the counts are
     /// cumulative, so one a later release renames or drops keeps its
     /// history, and the keys keep their order in the file and the metrics.
-    pub stages: BTreeMap<String, BTreeMap<String, u64>>,
+    pub(crate) stages: BTreeMap<String, BTreeMap<String, u64>>,
     /// The last heartbeat ping (`status` and `doctor` show it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub heartbeat: Option<PingRecord>,
+    pub(crate) heartbeat: Option<PingRecord>,
 }
 
 /// Counters renamed since a stats file may have been written: (old, new).
@@ -210,7 +210,7 @@ where
 
 impl Stats {
     /// Folds one finished cycle into the counters.
-    pub fn record_cycle(&mut self, report: &CycleReport, now: DateTime<Utc>) {
+    pub(crate) fn record_cycle(&mut self, report: &CycleReport, now: DateTime<Utc>) {
         self.since.get_or_insert(now);
         self.last_cycle_at = Some(now);
         self.cycles += 1;
@@ -243,14 +243,14 @@ impl Stats {
     }
 
     /// Adds `n` to a named counter.
-    pub fn bump(&mut self, name: &str, n: u64) {
+    pub(crate) fn bump(&mut self, name: &str, n: u64) {
         *self.counters.entry(name.to_string()).or_default() += n;
     }
 
     /// What the metrics textfile shows: these counters, the last cycle
     /// and the state's gauges as of that cycle (so `stats --prometheus`
     /// prints what the cycle wrote, whenever it is run).
-    pub fn metrics(&self, runtime: &RuntimeState) -> Snapshot {
+    pub(crate) fn metrics(&self, runtime: &RuntimeState) -> Snapshot {
         let failed = self.cycles_failed;
         let degraded = self.cycles_degraded;
         let cycles = BTreeMap::from([

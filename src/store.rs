@@ -16,13 +16,13 @@ use crate::files;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SetAside {
     /// The path the file had.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Where its bytes are now.
-    pub moved_to: PathBuf,
+    pub(crate) moved_to: PathBuf,
     /// When, epoch ms.
-    pub at_ms: i64,
+    pub(crate) at_ms: i64,
     /// The parse error.
-    pub error: String,
+    pub(crate) error: String,
 }
 
 impl std::fmt::Display for SetAside {
@@ -39,19 +39,22 @@ impl std::fmt::Display for SetAside {
 
 /// A loaded file plus what happened on the way.
 #[derive(Debug)]
-pub struct Loaded<T> {
+pub(crate) struct Loaded<T> {
     /// The content, or the default when missing or corrupt.
-    pub value: T,
+    pub(crate) value: T,
     /// False when there was no file (first run).
-    pub existed: bool,
+    pub(crate) existed: bool,
     /// Set when the file did not parse and was moved aside.
-    pub set_aside: Option<SetAside>,
+    pub(crate) set_aside: Option<SetAside>,
 }
 
 /// Loads a JSON state file. Missing → default; unparseable → moved aside as
 /// `<name>.corrupt-<time>`, logged, default; a symlink or foreign-owned file
 /// → error (we must not run on state we cannot safely write back).
-pub fn load<T: DeserializeOwned + Default>(path: &Path, now: DateTime<Utc>) -> Result<Loaded<T>> {
+pub(crate) fn load<T: DeserializeOwned + Default>(
+    path: &Path,
+    now: DateTime<Utc>,
+) -> Result<Loaded<T>> {
     let swept = files::remove_stale_temps(path);
     if swept > 0 {
         tracing::info!(file = %path.display(), swept, "Removed temp files a killed cycle left behind.");
@@ -112,7 +115,7 @@ fn set_aside_now<T: Default>(path: &Path, now: DateTime<Utc>, error: String) -> 
 
 /// Reads a JSON state file without changing anything on disk (for
 /// `status` and `stats`): a corrupt file is an error, not set aside.
-pub fn peek<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+pub(crate) fn peek<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     let Some(text) = files::read_private(path)? else {
         return Ok(None);
     };
@@ -122,7 +125,7 @@ pub fn peek<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 }
 
 /// Saves a value as pretty JSON, atomically and owner-only.
-pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn save<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value)
         .with_context(|| format!("serialising {}", path.display()))?;
     bytes.push(b'\n');
@@ -130,14 +133,14 @@ pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 /// The journal next to a state file: `<state>.journal`.
-pub fn journal_path(state: &Path) -> PathBuf {
+pub(crate) fn journal_path(state: &Path) -> PathBuf {
     let mut name = state.as_os_str().to_owned();
     name.push(".journal");
     PathBuf::from(name)
 }
 
 /// Appends one entry to a journal, synced: one write the size of the entry.
-pub fn append_entry<T: Serialize>(journal: &Path, entry: &T) -> Result<()> {
+pub(crate) fn append_entry<T: Serialize>(journal: &Path, entry: &T) -> Result<()> {
     let line = serde_json::to_string(entry)
         .with_context(|| format!("encoding an entry for {}", journal.display()))?;
     files::append_line_private(journal, &line)
@@ -146,7 +149,10 @@ pub fn append_entry<T: Serialize>(journal: &Path, entry: &T) -> Result<()> {
 /// Calls `apply` with every whole entry of a journal, oldest first; a torn
 /// last line (the write a crash cut) and any unreadable line are skipped and
 /// counted. A missing journal has no entries.
-pub fn replay<T: DeserializeOwned>(journal: &Path, mut apply: impl FnMut(T)) -> Result<usize> {
+pub(crate) fn replay<T: DeserializeOwned>(
+    journal: &Path,
+    mut apply: impl FnMut(T),
+) -> Result<usize> {
     let Some(file) = files::open_private_read(journal)? else {
         return Ok(0);
     };

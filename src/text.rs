@@ -21,7 +21,7 @@ const ZWSP: char = '\u{200B}';
 /// The chat policy: control characters out (newline and tab stay), blanks
 /// trimmed, mass mentions neutralised, at most `max_chars` characters with
 /// an unbalanced ``` fence closed inside the cap.
-pub fn for_chat(text: &str, max_chars: usize) -> String {
+pub(crate) fn for_chat(text: &str, max_chars: usize) -> String {
     let clean: String = text
         .chars()
         .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
@@ -45,7 +45,7 @@ pub fn for_chat(text: &str, max_chars: usize) -> String {
 /// trailing punctuation) and Slack's `<!channel>` forms become mentions
 /// broken by a zero-width space; `@alice`, `@allison`, `@channel_ops` and
 /// `a@here.com` stay as they are.
-pub fn neutralize_mentions(text: &str) -> String {
+fn neutralize_mentions(text: &str) -> String {
     static AT: OnceLock<Regex> = OnceLock::new();
     static BANG: OnceLock<Regex> = OnceLock::new();
     let at = AT.get_or_init(|| Regex::new(r"[@＠]([A-Za-z0-9._-]+)").expect("static regex"));
@@ -66,7 +66,7 @@ pub fn neutralize_mentions(text: &str) -> String {
 }
 
 /// At most `max` characters (not bytes), ending in "…" when cut.
-pub fn cap(text: &str, max: usize) -> String {
+pub(crate) fn cap(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_string();
     }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 const SPAN_EXAMPLES: &str = "e.g. 90s, 30m, 2h, 1d";
 
 /// Parses a span typed by a person. Zero is not a span.
-pub fn parse_span(s: &str) -> Result<Duration, String> {
+fn parse_span(s: &str) -> Result<Duration, String> {
     let t = s.trim().to_ascii_lowercase();
     if t.is_empty() {
         return Err(format!("missing duration ({SPAN_EXAMPLES})"));
@@ -37,13 +37,13 @@ pub fn parse_span(s: &str) -> Result<Duration, String> {
 }
 
 /// [`parse_span`] in milliseconds, for the epoch-ms arithmetic of state.
-pub fn parse_span_ms(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_span_ms(s: &str) -> Result<i64, String> {
     let d = parse_span(s)?;
     i64::try_from(d.as_millis()).map_err(|_| format!("'{}' is too long", s.trim()))
 }
 
 /// `3d 4h`, `2h 5m`, `45s`: a span as people read it (coarse on purpose).
-pub fn human_ms(ms: i64) -> String {
+pub(crate) fn human_ms(ms: i64) -> String {
     let s = ms.max(0) / 1000;
     let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
     match (d, h, m) {
@@ -57,7 +57,7 @@ pub fn human_ms(ms: i64) -> String {
 }
 
 /// An instant (epoch ms) as RFC 3339 UTC to the second.
-pub fn rfc3339_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)
         .single()
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -65,7 +65,7 @@ pub fn rfc3339_ms(ms: i64) -> String {
 }
 
 /// Milliseconds since `since`, for stage and probe timings.
-pub fn elapsed_ms(since: std::time::Instant) -> u64 {
+pub(crate) fn elapsed_ms(since: std::time::Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
@@ -78,9 +78,9 @@ pub struct Secs(Duration);
 
 impl Secs {
     /// The longest value any `*_secs` key accepts: a week.
-    pub const MAX: f64 = 7.0 * 86_400.0;
+    const MAX: f64 = 7.0 * 86_400.0;
     /// The shortest non-zero value: a microsecond.
-    pub const MIN_NONZERO: f64 = 1e-6;
+    const MIN_NONZERO: f64 = 1e-6;
 
     /// Whole seconds.
     pub const fn new(secs: u64) -> Secs {
@@ -88,7 +88,7 @@ impl Secs {
     }
 
     /// Checks and converts a number of seconds.
-    pub fn from_f64(secs: f64) -> Result<Secs, String> {
+    fn from_f64(secs: f64) -> Result<Secs, String> {
         if !secs.is_finite() || secs < 0.0 {
             return Err(format!("{secs} is not a number of seconds"));
         }
@@ -105,12 +105,12 @@ impl Secs {
     }
 
     /// The value as a duration.
-    pub fn get(self) -> Duration {
+    pub(crate) fn get(self) -> Duration {
         self.0
     }
 
     /// The value in (possibly fractional) seconds.
-    pub fn as_f64(self) -> f64 {
+    pub(crate) fn as_f64(self) -> f64 {
         self.0.as_secs_f64()
     }
 
@@ -120,7 +120,7 @@ impl Secs {
     }
 
     /// Whether the value is zero.
-    pub fn is_zero(self) -> bool {
+    pub(crate) fn is_zero(self) -> bool {
         self.0.is_zero()
     }
 }

@@ -30,27 +30,27 @@ use crate::tasks::outbox::{self, CardOutcome, EnsureOutcome, RetryResult, Target
 use crate::tasks::{PostRef, Task};
 
 /// Everything stages 3–4 need for one post.
-pub struct Act<'a> {
+pub(crate) struct Act<'a> {
     /// The sections the chat stage reads.
-    pub settings: &'a Settings<'a>,
+    pub(crate) settings: &'a Settings<'a>,
     /// The cycle's deadlines.
-    pub budget: &'a CycleBudget,
+    pub(crate) budget: &'a CycleBudget,
     /// Mattermost, for the reply.
-    pub mm: &'a Client,
+    pub(crate) mm: &'a Client,
     /// The LLM for the reply text, if any.
-    pub llm: Option<&'a ollama::Client>,
+    pub(crate) llm: Option<&'a ollama::Client>,
     /// The last moment a reply call may start (`None`: none fits).
-    pub reply_by: Option<tokio::time::Instant>,
+    pub(crate) reply_by: Option<tokio::time::Instant>,
     /// MC and Planka.
-    pub targets: Targets<'a>,
+    pub(crate) targets: Targets<'a>,
     /// The last known health results, for INCIDENT replies.
-    pub last_checks: LastChecks<'a>,
+    pub(crate) last_checks: LastChecks<'a>,
     /// The cycle's clock.
-    pub now: DateTime<Utc>,
+    pub(crate) now: DateTime<Utc>,
 }
 
 /// What a post needs after [`file_task`].
-pub enum Next {
+enum Next {
     /// Nothing more: ROUTINE, or the reply is already posted.
     Done,
     /// The task is known; the reply naming it is owed.
@@ -62,7 +62,7 @@ pub enum Next {
 
 /// Stage 3 for one labelled post: the task (TASK, INCIDENT) in MC and on
 /// the board, written into `progress`; the reply is the caller's next step.
-pub async fn file_task(
+async fn file_task(
     act: &Act<'_>,
     post: &NewPost,
     progress: &mut PostProgress,
@@ -159,7 +159,7 @@ fn count_filed(out: &EnsureOutcome, task: &Task, post: &NewPost, tally: &mut Tal
 
 /// The reply text: the LLM's when a call can still finish inside the chat
 /// deadline, else the template; INCIDENT replies get the health note.
-pub async fn compose(act: &Act<'_>, post: &NewPost, ctx: ReplyContext) -> Reply {
+async fn compose(act: &Act<'_>, post: &NewPost, ctx: ReplyContext) -> Reply {
     let in_time = act
         .reply_by
         .is_some_and(|by| tokio::time::Instant::now() <= by);
@@ -181,7 +181,7 @@ pub async fn compose(act: &Act<'_>, post: &NewPost, ctx: ReplyContext) -> Reply 
 
 /// Stage 4 for one post: the reply in its thread, written into `progress`.
 /// True when the post is fully handled.
-pub async fn post_reply(
+async fn post_reply(
     act: &Act<'_>,
     post: &NewPost,
     reply: Reply,

@@ -44,7 +44,7 @@ use crate::report::{CycleReport, Outcome};
 use crate::stage::Stage;
 use crate::time::elapsed_ms;
 
-pub use relabel::{Ctx, CORRECTION_PROP};
+pub(crate) use relabel::Ctx;
 
 /// Posts whose reactions one request reads, at most.
 const BULK_MAX: usize = 200;
@@ -58,22 +58,22 @@ const GIVE_UP_MS: i64 = 24 * 3600 * 1000;
 /// `[corrections]`: who may correct a label, with which emoji, for how long.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CorrectionsConfig {
+pub(crate) struct CorrectionsConfig {
     /// Mattermost usernames whose reactions correct a label: the agency's
     /// own people, never a client (a correction can close a task).
-    pub allowlist: Vec<String>,
+    allowlist: Vec<String>,
     /// Emoji names (without colons) that mean ROUTINE.
-    pub routine_emoji: Vec<String>,
+    routine_emoji: Vec<String>,
     /// Emoji names that mean TASK.
-    pub task_emoji: Vec<String>,
+    task_emoji: Vec<String>,
     /// Emoji names that mean INCIDENT.
-    pub incident_emoji: Vec<String>,
+    incident_emoji: Vec<String>,
     /// How long after a post its label can be corrected, in hours.
-    pub window_hours: u64,
+    window_hours: u64,
     /// Every this many minutes, the reactions of every post in the window
     /// are read (one request), also in channels with no new post; 0: only
     /// the posts the poll brings back.
-    pub sweep_mins: u64,
+    sweep_mins: u64,
 }
 
 impl Default for CorrectionsConfig {
@@ -91,7 +91,7 @@ impl Default for CorrectionsConfig {
 
 impl CorrectionsConfig {
     /// Checks the section without I/O; errors name the key and the value.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let user = Regex::new(r"^[a-z0-9][a-z0-9._-]{0,63}$").expect("static regex");
         for u in &self.allowlist {
             if !user.is_match(u) {
@@ -136,7 +136,7 @@ impl CorrectionsConfig {
     }
 
     /// The label an emoji stands for.
-    pub fn label_of(&self, emoji: &str) -> Option<Label> {
+    fn label_of(&self, emoji: &str) -> Option<Label> {
         let e = emoji.trim_matches(':');
         [
             (&self.routine_emoji, Label::Routine),
@@ -154,7 +154,7 @@ impl CorrectionsConfig {
 }
 
 /// Starts watching a post the chat stage has just handled.
-pub fn watch(chat: &mut ChatState, post: &NewPost, progress: &PostProgress) {
+pub(crate) fn watch(chat: &mut ChatState, post: &NewPost, progress: &PostProgress) {
     let Some(label) = progress.label else {
         return;
     };
@@ -184,7 +184,7 @@ pub fn watch(chat: &mut ChatState, post: &NewPost, progress: &PostProgress) {
 
 /// Drops the posts out of the window (a pending correction stays until it
 /// is carried out or given up) and keeps the newest [`WATCH_MAX`].
-pub fn prune(chat: &mut ChatState, window_ms: i64, now_ms: i64) {
+fn prune(chat: &mut ChatState, window_ms: i64, now_ms: i64) {
     chat.watch
         .retain(|_, w| w.pending.is_some() || w.create_at > now_ms - window_ms);
     keep_newest(chat);
@@ -205,7 +205,7 @@ fn keep_newest(chat: &mut ChatState) {
 /// The label the team gives a post by its reactions: the latest reaction
 /// with a label's emoji by someone on the allowlist (`allowed`: user id →
 /// username), with who and when. Pure.
-pub fn verdict(
+fn verdict(
     reactions: &[Reaction],
     allowed: &BTreeMap<String, String>,
     cfg: &CorrectionsConfig,
@@ -222,7 +222,7 @@ pub fn verdict(
 
 /// One step of carrying out a correction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+enum Step {
     /// Append it to the corrections file.
     Record,
     /// Close the task (and its card): it was not work.
@@ -252,7 +252,7 @@ impl Step {
 
 /// What correcting `from` to `to` takes, in order; `has_task`: a task was
 /// already made for the post. Pure.
-pub fn plan(from: Label, to: Label, has_task: bool) -> Vec<Step> {
+fn plan(from: Label, to: Label, has_task: bool) -> Vec<Step> {
     use Label::*;
     let task_step = match (from, to) {
         _ if from == to => return Vec::new(),
@@ -266,15 +266,15 @@ pub fn plan(from: Label, to: Label, has_task: bool) -> Vec<Step> {
 
 /// What the step did this cycle, for the report and the log.
 #[derive(Debug, Default)]
-pub struct CorrectionsRun {
+struct CorrectionsRun {
     /// Posts whose reactions were read.
-    pub checked: usize,
+    checked: usize,
     /// Requests made to read reactions and resolve the allowlist.
-    pub requests: u32,
+    requests: u32,
     /// Corrections carried out completely this cycle.
-    pub applied: Vec<String>,
+    applied: Vec<String>,
     /// Failures (the step is tried again next cycle).
-    pub errors: Vec<String>,
+    errors: Vec<String>,
 }
 
 /// The `corrections` stage: labels the team corrected by reaction,
@@ -316,7 +316,7 @@ pub(super) async fn stage(
 
 /// Runs the step: finds new corrections and carries out pending ones.
 /// `None` when there was nothing to look at (no stage reported).
-pub async fn run(ctx: &Ctx<'_>, book: &mut dyn Book, tally: &mut Tally) -> Option<CorrectionsRun> {
+async fn run(ctx: &Ctx<'_>, book: &mut dyn Book, tally: &mut Tally) -> Option<CorrectionsRun> {
     let cfg = ctx.settings.corrections;
     let now_ms = ctx.now.timestamp_millis();
     let mut out = CorrectionsRun::default();

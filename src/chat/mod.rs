@@ -13,14 +13,14 @@
 //! checkpointed after every post that wrote outside (task, card, reply),
 //! so a cycle cut by the deadline or killed halfway repeats nothing.
 
-pub mod act;
-pub mod corrections;
+mod act;
+mod corrections;
 mod poll;
-pub mod progress;
-pub mod relabel;
+pub(crate) mod progress;
+mod relabel;
 pub mod reply;
-pub mod route;
-pub mod triage;
+mod route;
+mod triage;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -40,50 +40,50 @@ use crate::tasks::outbox::{Targets, TaskState};
 use crate::tasks::BillingConfig;
 use crate::time::elapsed_ms;
 
-pub use corrections::CorrectionsConfig;
-pub use progress::{ChatState, PostProgress};
+pub(crate) use corrections::CorrectionsConfig;
+pub(crate) use progress::{ChatState, PostProgress};
 use route::Route;
 
 /// The config sections the chat stage reads.
-pub struct Settings<'a> {
+pub(crate) struct Settings<'a> {
     /// `[mattermost]`.
-    pub mattermost: &'a MattermostConfig,
+    pub(crate) mattermost: &'a MattermostConfig,
     /// Where the Mattermost session token is cached.
-    pub token_cache: &'a Path,
+    pub(crate) token_cache: &'a Path,
     /// `[ollama]`.
-    pub ollama: &'a OllamaConfig,
+    pub(crate) ollama: &'a OllamaConfig,
     /// `[classify]`.
-    pub classify: &'a ClassifyConfig,
+    pub(crate) classify: &'a ClassifyConfig,
     /// `[billing]`.
-    pub billing: &'a BillingConfig,
+    pub(crate) billing: &'a BillingConfig,
     /// Owner of the tasks filed.
-    pub owner: &'a str,
+    pub(crate) owner: &'a str,
     /// `[escalation]` (who may silence from chat).
-    pub escalation: &'a EscalationConfig,
+    pub(crate) escalation: &'a EscalationConfig,
     /// The checks (silence targets).
-    pub checks: &'a Checks,
+    pub(crate) checks: &'a Checks,
     /// How far back a first run reads (ms).
-    pub first_run_lookback_ms: i64,
+    pub(crate) first_run_lookback_ms: i64,
     /// `[corrections]`: who corrects labels by reaction, with which emoji.
-    pub corrections: &'a CorrectionsConfig,
+    pub(crate) corrections: &'a CorrectionsConfig,
     /// The corrections file (`[paths] corrections`).
-    pub corrections_file: &'a Path,
+    pub(crate) corrections_file: &'a Path,
 }
 
 /// The health results of the last cycle, which an INCIDENT reply quotes
 /// when the post names a checked service.
 #[derive(Clone, Copy)]
-pub struct LastChecks<'a> {
+pub(crate) struct LastChecks<'a> {
     /// The results.
-    pub results: &'a [CheckResult],
+    pub(crate) results: &'a [CheckResult],
     /// When they were taken (epoch ms).
-    pub at_ms: i64,
+    pub(crate) at_ms: i64,
 }
 
 /// The parts of the runtime state the chat stage changes, and the way to
 /// make them durable mid-stage: the cycle implements it over its state
 /// file, so this room never needs the whole state's type.
-pub trait Book {
+pub(crate) trait Book {
     /// The chat stage's parts of the state.
     fn parts(&mut self) -> Parts<'_>;
     /// Makes what handling `post` changed durable (the cycle appends it to
@@ -92,62 +92,62 @@ pub trait Book {
 }
 
 /// Borrowed parts of the runtime state.
-pub struct Parts<'a> {
+pub(crate) struct Parts<'a> {
     /// The chat cursor (epoch ms, server clock); `None` on a first run.
-    pub cursor: &'a mut Option<i64>,
+    pub(crate) cursor: &'a mut Option<i64>,
     /// Mattermost caches and the handled-post set.
-    pub mm: &'a mut MmState,
+    pub(crate) mm: &'a mut MmState,
     /// Per-post progress.
-    pub chat: &'a mut ChatState,
+    pub(crate) chat: &'a mut ChatState,
     /// Task mapping and the outbox.
-    pub tasks: &'a mut TaskState,
+    pub(crate) tasks: &'a mut TaskState,
     /// Incidents (alert threads) and silences.
-    pub escalation: &'a mut EscalationState,
+    pub(crate) escalation: &'a mut EscalationState,
 }
 
 /// Counts for the report's classify, tasks and reply stages and the stats.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Posts labelled this cycle, per path.
-    pub by_llm: u32,
+    by_llm: u32,
     /// Posts labelled by the fallback (rules, model, corrections).
-    pub by_fallback: u32,
+    by_fallback: u32,
     /// Tasks created this cycle.
-    pub tasks_created: u32,
+    pub(crate) tasks_created: u32,
     /// Tasks that already existed (retry after a crash).
-    pub tasks_existing: u32,
+    tasks_existing: u32,
     /// MC failures (the post stays pending).
-    pub task_errors: Vec<String>,
+    pub(crate) task_errors: Vec<String>,
     /// Planka failures (the card waits in the outbox).
-    pub card_errors: Vec<String>,
+    pub(crate) card_errors: Vec<String>,
     /// Replies posted this cycle.
-    pub replies: u32,
+    pub(crate) replies: u32,
     /// Reply failures (the post stays pending).
-    pub reply_errors: Vec<String>,
+    pub(crate) reply_errors: Vec<String>,
     /// Posts fully handled this cycle.
-    pub posts_handled: u64,
+    pub(crate) posts_handled: u64,
     /// Dry run: what would have been done.
-    pub would: Vec<String>,
+    would: Vec<String>,
     /// Named counters for the cumulative stats (classification paths and
     /// labels, handled posts, tasks, replies).
-    pub counters: BTreeMap<String, u64>,
+    pub(crate) counters: BTreeMap<String, u64>,
 }
 
 impl Tally {
     /// Adds one to a named counter.
-    pub fn bump(&mut self, name: &str) {
+    fn bump(&mut self, name: &str) {
         *self.counters.entry(name.to_string()).or_default() += 1;
     }
 }
 
 /// What the chat stage leaves to the rest of the cycle.
-pub struct ChatRun {
+pub(crate) struct ChatRun {
     /// Mattermost, for the escalation stage; `None` without credentials.
     /// Kept when Mattermost is down: an alert post is then owed, not
     /// skipped.
-    pub client: Option<mattermost::Client>,
+    pub(crate) client: Option<mattermost::Client>,
     /// The counts.
-    pub tally: Tally,
+    pub(crate) tally: Tally,
 }
 
 /// Posts routed, classified and acted on together, in their global order:
@@ -162,7 +162,7 @@ const BATCH: usize = 500;
 /// Stage outcomes go into `report` (`mattermost`, `classify`, `tasks`,
 /// `reply`, `corrections`). An error means the state could not be saved
 /// mid-stage: the cycle must stop rather than repeat work.
-pub async fn run(
+pub(crate) async fn run(
     settings: &Settings<'_>,
     budget: &CycleBudget,
     targets: Targets<'_>,

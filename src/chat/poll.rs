@@ -50,7 +50,11 @@ pub(super) async fn stage(
     let client = match mattermost::Client::from_config(cfg, settings.token_cache) {
         Ok(c) => c,
         Err(e) => {
-            report.push(Stage::Mattermost, credential_outcome(cfg, &e), elapsed_ms(t));
+            report.push(
+                Stage::Mattermost,
+                credential_outcome(cfg, &e),
+                elapsed_ms(t),
+            );
             return Polled {
                 since_ms,
                 client: None,

@@ -16,35 +16,35 @@ use crate::classify::Label;
 
 /// Progress of posts not seen for this long is dropped (their team keeps
 /// failing); a later retry still finds the task and the reply.
-pub const FORGET_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
+const FORGET_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// How far one post got.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct PostProgress {
+pub(crate) struct PostProgress {
     /// The label, once decided (never re-asked).
-    pub label: Option<Label>,
+    pub(crate) label: Option<Label>,
     /// The task made for it (TASK and INCIDENT).
-    pub task_id: Option<String>,
+    pub(crate) task_id: Option<String>,
     /// The task's link (its Planka card) when there is one.
-    pub task_url: Option<String>,
+    pub(crate) task_url: Option<String>,
     /// The reply post, once posted.
-    pub reply_post_id: Option<String>,
+    pub(crate) reply_post_id: Option<String>,
     /// The post's create_at, so stale entries can be pruned.
-    pub create_at: i64,
+    pub(crate) create_at: i64,
 }
 
 /// Chat progress in the state file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ChatState {
+pub(crate) struct ChatState {
     /// Post id → progress, for posts handed over but not yet fully handled.
-    pub progress: BTreeMap<String, PostProgress>,
+    pub(crate) progress: BTreeMap<String, PostProgress>,
     /// Post id → what the agent did with it, for the posts whose label the
     /// team may still correct (see `chat::corrections`).
-    pub watch: BTreeMap<String, Watched>,
+    pub(crate) watch: BTreeMap<String, Watched>,
     /// When reactions were last read for every watched post (epoch ms).
-    pub corrections_swept_ms: Option<i64>,
+    pub(crate) corrections_swept_ms: Option<i64>,
 }
 
 /// A handled post whose label can still be corrected by a reaction. Team,
@@ -52,58 +52,58 @@ pub struct ChatState {
 /// copied: a busy cycle holds thousands of these at once.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Watched {
+pub(crate) struct Watched {
     /// The post's create_at (epoch ms): it leaves the watch after the window.
-    pub create_at: i64,
+    pub(crate) create_at: i64,
     /// Its team.
-    pub team: Arc<str>,
+    pub(crate) team: Arc<str>,
     /// Its channel.
-    pub channel_id: Arc<str>,
+    pub(crate) channel_id: Arc<str>,
     /// The channel's URL name (for a task filed later).
-    pub channel_name: Arc<str>,
+    pub(crate) channel_name: Arc<str>,
     /// Its author's username (for a task filed later).
-    pub author: Arc<str>,
+    pub(crate) author: Arc<str>,
     /// The label it has now (the agent's, or the last correction's).
-    pub label: Option<Label>,
+    pub(crate) label: Option<Label>,
     /// The agent's reply in its thread, where the team reacts.
-    pub reply_id: Option<String>,
+    pub(crate) reply_id: Option<String>,
     /// The task made for it, if any.
-    pub task_id: Option<String>,
+    pub(crate) task_id: Option<String>,
     /// A correction seen but not fully carried out yet.
-    pub pending: Option<PendingCorrection>,
+    pub(crate) pending: Option<PendingCorrection>,
 }
 
 /// A correction being carried out, step by step (each done once).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct PendingCorrection {
+pub(crate) struct PendingCorrection {
     /// The right label.
-    pub to: Option<Label>,
+    pub(crate) to: Option<Label>,
     /// Who said so (username).
-    pub by: String,
+    pub(crate) by: String,
     /// When they reacted (epoch ms, server clock).
-    pub at_ms: i64,
+    pub(crate) at_ms: i64,
     /// Steps done so far, by name.
-    pub done: Vec<String>,
+    pub(crate) done: Vec<String>,
 }
 
 impl Watched {
     /// The post where the team reacts to correct the label: the agent's
     /// reply, or the post itself when the agent did not reply (ROUTINE).
-    pub fn target<'a>(&'a self, post_id: &'a str) -> &'a str {
+    pub(crate) fn target<'a>(&'a self, post_id: &'a str) -> &'a str {
         self.reply_id.as_deref().unwrap_or(post_id)
     }
 }
 
 /// The link to a post, for task descriptions.
-pub fn permalink(base_url: &str, team: &str, post_id: &str) -> String {
+pub(crate) fn permalink(base_url: &str, team: &str, post_id: &str) -> String {
     format!("{}/{team}/pl/{post_id}", base_url.trim_end_matches('/'))
 }
 
 impl ChatState {
     /// Drops the progress of posts created more than [`FORGET_AFTER_MS`]
     /// before `now_ms`.
-    pub fn forget_stale(&mut self, now_ms: i64) {
+    pub(crate) fn forget_stale(&mut self, now_ms: i64) {
         let cutoff = now_ms - FORGET_AFTER_MS;
         self.progress.retain(|_, p| p.create_at > cutoff);
     }

@@ -22,7 +22,7 @@ use crate::tasks::{priority_for_label, PostRef, Task};
 
 /// The prop that marks a correction's announcement in a thread, so a
 /// repeated step finds it instead of posting it twice.
-pub const CORRECTION_PROP: &str = "ops_agent_correction";
+const CORRECTION_PROP: &str = "ops_agent_correction";
 
 /// What names one correction (the post, the new label, when it was made):
 /// the announcement's [`CORRECTION_PROP`] and the card comments' keys.
@@ -31,17 +31,17 @@ fn correction_key(id: &str, to: Label, p: &PendingCorrection) -> String {
 }
 
 /// Everything the step needs from the cycle.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     /// The chat stage's sections.
-    pub settings: &'a Settings<'a>,
+    pub(crate) settings: &'a Settings<'a>,
     /// Mattermost.
-    pub mm: &'a Client,
+    pub(crate) mm: &'a Client,
     /// MC and Planka.
-    pub targets: Targets<'a>,
+    pub(crate) targets: Targets<'a>,
     /// The touched posts of this cycle's poll.
-    pub touched: &'a [String],
+    pub(crate) touched: &'a [String],
     /// Now.
-    pub now: DateTime<Utc>,
+    pub(crate) now: DateTime<Utc>,
 }
 
 /// The thread of the post (fetched once per correction).

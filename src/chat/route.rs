@@ -9,7 +9,7 @@ use crate::mattermost::NewPost;
 
 /// The way a post goes through the chat stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// `@agent silence <service> <duration> <reason>`, parsed (or why not):
     /// never classified, never filed.
     Silence(Result<SilenceRequest, String>),
@@ -22,14 +22,18 @@ pub enum Route {
 
 impl Route {
     /// Whether the post goes to the classifier.
-    pub fn is_work(&self) -> bool {
+    pub(crate) fn is_work(&self) -> bool {
         matches!(self, Route::Work)
     }
 }
 
 /// Routes one post. `agent_username` is the agent's own (unknown before the
 /// first successful poll: then nothing is a command).
-pub fn route(post: &NewPost, agent_username: Option<&str>, escalation: &EscalationState) -> Route {
+pub(crate) fn route(
+    post: &NewPost,
+    agent_username: Option<&str>,
+    escalation: &EscalationState,
+) -> Route {
     if let Some(me) = agent_username {
         if let Some(request) = silence::parse_command(&post.message, me) {
             return Route::Silence(request);

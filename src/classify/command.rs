@@ -13,50 +13,50 @@ use crate::ollama::{self, OllamaConfig};
 
 /// What `ops-agent classify` reports (and prints as JSON with `--json`).
 #[derive(Debug, Clone, Serialize)]
-pub struct ClassifyReport {
+pub(crate) struct ClassifyReport {
     /// The label that the cycle would use.
-    pub label: Label,
+    label: Label,
     /// Model or fallback, and why.
-    pub path: DecisionPath,
+    path: DecisionPath,
     /// Time taken, model call included.
-    pub elapsed_ms: u64,
+    elapsed_ms: u64,
     /// What the fallback's keyword rules alone say, with the phrases that
     /// matched, so an operator can see what the fallback leans on and tune
     /// `[classify]` phrases.
-    pub rules: keywords::Verdict,
+    rules: keywords::Verdict,
     /// What the fallback says, which part decided, and the model's
     /// probabilities.
-    pub fallback: FallbackSummary,
+    fallback: FallbackSummary,
 }
 
 /// The fallback's view, without repeating the rules.
 #[derive(Debug, Clone, Serialize)]
-pub struct FallbackSummary {
+struct FallbackSummary {
     /// Its label.
-    pub label: Label,
+    label: Label,
     /// Which part decided: the rules (an operator phrase), the model, or
     /// a correction.
-    pub part: FallbackPart,
+    part: FallbackPart,
     /// The model's probability per label.
-    pub model: ModelProbabilities,
+    model: ModelProbabilities,
 }
 
 /// Probabilities per label.
 #[derive(Debug, Clone, Serialize)]
-pub struct ModelProbabilities {
+struct ModelProbabilities {
     /// ROUTINE.
-    pub routine: f64,
+    routine: f64,
     /// TASK.
-    pub task: f64,
+    task: f64,
     /// INCIDENT.
-    pub incident: f64,
+    incident: f64,
 }
 
 /// Classifies `text` exactly as the cycle would (same client, same rules,
 /// same corrections); `no_llm` skips the model. Errors only when the
 /// Ollama client cannot be built (e.g. `ollama.api_key_env` names an unset
 /// variable).
-pub async fn run(
+pub(crate) async fn run(
     ollama_cfg: &OllamaConfig,
     classify_cfg: &ClassifyConfig,
     corrections_file: &Path,
@@ -107,7 +107,7 @@ pub async fn run(
 impl ClassifyReport {
     /// Human rendering, e.g.
     /// `INCIDENT  (llm llama3.1:8b, 412 ms)` followed by the fallback's view.
-    pub fn render_text(&self) -> String {
+    pub(crate) fn render_text(&self) -> String {
         let how = match &self.path {
             DecisionPath::Llm { model } => format!("llm {model}"),
             DecisionPath::Fallback { reason, part } => {

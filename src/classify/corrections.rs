@@ -20,33 +20,33 @@ use super::Label;
 use crate::{files, jsonl};
 
 /// Corrections read per cycle, at most (the newest).
-pub const LOAD_MAX: usize = 500;
+pub(crate) const LOAD_MAX: usize = 500;
 /// A post's text is kept up to this many characters.
-pub const MAX_TEXT_CHARS: usize = 4000;
+const MAX_TEXT_CHARS: usize = 4000;
 
 /// One correction: the post, the right label, who said so and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Correction {
+pub(crate) struct Correction {
     /// The post's text (cut to [`MAX_TEXT_CHARS`]).
-    pub text: String,
+    pub(crate) text: String,
     /// The right label.
-    pub label: Label,
+    pub(crate) label: Label,
     /// The label the agent had given it.
-    pub was: Label,
+    pub(crate) was: Label,
     /// The post.
-    pub post_id: String,
+    pub(crate) post_id: String,
     /// Its team.
     #[serde(default)]
-    pub team: String,
+    pub(crate) team: String,
     /// Who corrected it (username).
-    pub by: String,
+    pub(crate) by: String,
     /// When the reaction was made.
-    pub at: DateTime<Utc>,
+    pub(crate) at: DateTime<Utc>,
 }
 
 impl Correction {
     /// The correction as a labelled example.
-    pub fn example(&self) -> Example {
+    pub(crate) fn example(&self) -> Example {
         Example {
             text: self.text.clone(),
             label: self.label,
@@ -56,7 +56,7 @@ impl Correction {
 
 /// Appends one correction (ending a torn last line first, so a line cut by
 /// a crash cannot swallow this one).
-pub fn append(path: &Path, c: &Correction) -> Result<()> {
+pub(crate) fn append(path: &Path, c: &Correction) -> Result<()> {
     let mut c = c.clone();
     if c.text.chars().count() > MAX_TEXT_CHARS {
         c.text = c.text.chars().take(MAX_TEXT_CHARS).collect();
@@ -75,7 +75,7 @@ pub fn append(path: &Path, c: &Correction) -> Result<()> {
 
 /// The newest `max` corrections, oldest first, one per post (its latest).
 /// No file: none yet. Unreadable lines are skipped and counted.
-pub fn load_recent(path: &Path, max: usize) -> Result<(Vec<Correction>, usize)> {
+pub(crate) fn load_recent(path: &Path, max: usize) -> Result<(Vec<Correction>, usize)> {
     let Some(file) = files::open_private_read(path)? else {
         return Ok((Vec::new(), 0));
     };
@@ -108,7 +108,7 @@ pub fn load_recent(path: &Path, max: usize) -> Result<(Vec<Correction>, usize)> 
 }
 
 /// The corrections as examples, oldest first.
-pub fn examples(corrections: &[Correction]) -> Vec<Example> {
+pub(crate) fn examples(corrections: &[Correction]) -> Vec<Example> {
     corrections.iter().map(Correction::example).collect()
 }
 

@@ -20,13 +20,13 @@ pub struct Example {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BadLine {
     /// 1-based line number.
-    pub line: usize,
+    pub(crate) line: usize,
     /// Why it was refused.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// Parses one line; `Ok(None)` for a blank one.
-pub fn parse_line(line: &str) -> Result<Option<Example>, String> {
+fn parse_line(line: &str) -> Result<Option<Example>, String> {
     if line.trim().is_empty() {
         return Ok(None);
     }

@@ -29,71 +29,71 @@ pub struct LabelFigures {
     /// The label.
     pub label: Label,
     /// Posts that have it.
-    pub support: usize,
+    support: usize,
     /// Posts the classifier gave it.
-    pub predicted: usize,
+    predicted: usize,
     /// Of the posts given it, the share that have it (`None`: none given).
-    pub precision: Option<f64>,
+    precision: Option<f64>,
     /// Of the posts that have it, the share given it (`None`: none have it).
     pub recall: Option<f64>,
 }
 
 /// Time per post.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Latency {
+struct Latency {
     /// Mean, ms.
-    pub mean_ms: f64,
+    mean_ms: f64,
     /// Median, ms.
-    pub p50_ms: u64,
+    p50_ms: u64,
     /// 95th percentile, ms.
-    pub p95_ms: u64,
+    p95_ms: u64,
     /// Slowest, ms.
-    pub max_ms: u64,
+    max_ms: u64,
 }
 
 /// A post the classifier got wrong.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Miss {
+struct Miss {
     /// The right label.
-    pub expected: Label,
+    expected: Label,
     /// What it said.
-    pub got: Label,
+    got: Label,
     /// By which path (`llm`, `fallback/<why>`).
-    pub path: String,
+    path: String,
     /// The post (first 120 characters, on one line).
-    pub text: String,
+    text: String,
 }
 
 /// Everything `ops-agent eval` reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     /// Posts evaluated.
-    pub rows: usize,
+    pub(crate) rows: usize,
     /// Posts labelled right.
-    pub correct: usize,
+    pub(crate) correct: usize,
     /// `correct / rows` (0 when there are no rows).
     pub accuracy: f64,
     /// Per label, in report order.
     pub labels: Vec<LabelFigures>,
     /// `confusion[expected][got]`, labels in report order.
-    pub confusion: [[usize; 3]; 3],
+    confusion: [[usize; 3]; 3],
     /// Posts per decision path: `llm`, or `fallback/<why the LLM was not used>`.
-    pub paths: BTreeMap<String, usize>,
+    pub(crate) paths: BTreeMap<String, usize>,
     /// Accuracy per path.
-    pub path_accuracy: BTreeMap<String, f64>,
+    path_accuracy: BTreeMap<String, f64>,
     /// Posts the fallback labelled, per part that decided (`rules`,
     /// `model`, `correction`).
-    pub parts: BTreeMap<String, usize>,
+    parts: BTreeMap<String, usize>,
     /// Accuracy per part.
-    pub part_accuracy: BTreeMap<String, f64>,
+    part_accuracy: BTreeMap<String, f64>,
     /// Time per post.
-    pub latency: Latency,
+    latency: Latency,
     /// The misses, in input order.
-    pub misses: Vec<Miss>,
+    misses: Vec<Miss>,
 }
 
 /// The path's name in reports: `llm`, or `fallback/<reason code>`.
-pub fn path_name(path: &DecisionPath) -> String {
+fn path_name(path: &DecisionPath) -> String {
     match path {
         DecisionPath::Llm { .. } => "llm".into(),
         DecisionPath::Fallback { reason, .. } => format!("fallback/{}", reason.code()),

@@ -30,11 +30,11 @@ use super::model::{self, Model, Prediction};
 use super::{ClassifyConfig, Label};
 
 /// Log-odds added to the rules' label when they matched a phrase.
-pub const RULES_BONUS: f64 = 1.0;
+const RULES_BONUS: f64 = 1.0;
 /// Log-odds added to ROUTINE when the rules matched nothing.
-pub const SILENT_RULES_BONUS: f64 = 1.0;
+const SILENT_RULES_BONUS: f64 = 1.0;
 /// How many ordinary examples one correction is worth to the model.
-pub const CORRECTION_WEIGHT: f32 = 3.0;
+const CORRECTION_WEIGHT: f32 = 3.0;
 
 /// Which part of the fallback decided: the name the audit trail, the stats
 /// and the metrics give it.
@@ -51,7 +51,7 @@ pub enum FallbackPart {
 
 impl FallbackPart {
     /// The stable name in the audit trail, stats counters and metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FallbackPart::Rules => "rules",
             FallbackPart::Model => "model",
@@ -68,13 +68,13 @@ pub struct FallbackVerdict {
     /// Which part decided.
     pub part: FallbackPart,
     /// The rules' own view.
-    pub rules: Verdict,
+    pub(crate) rules: Verdict,
     /// The model's probabilities (ROUTINE, TASK, INCIDENT).
-    pub model: [f64; 3],
+    pub(crate) model: [f64; 3],
 }
 
 /// Pure decision from the parts (see the module doc for the order).
-pub fn combine(
+fn combine(
     corrected: Option<Label>,
     operator_phrase: bool,
     rules: &Verdict,
@@ -108,7 +108,7 @@ pub struct Fallback {
 impl Fallback {
     /// The fallback for `cfg`, taught by `corrections` (oldest first: a
     /// later correction of the same text wins).
-    pub fn new(cfg: &ClassifyConfig, corrections: &[Example]) -> Fallback {
+    pub(crate) fn new(cfg: &ClassifyConfig, corrections: &[Example]) -> Fallback {
         let mut operator = Vec::new();
         for (list, label) in [
             (&cfg.incident_phrases, Label::Incident),

@@ -38,26 +38,26 @@ const PATTERN_WEIGHT: i32 = 3;
 
 /// One phrase that matched, for `ops-agent classify` to explain itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Hit {
+pub(crate) struct Hit {
     /// The phrase as written in the rules or config.
-    pub phrase: String,
+    pub(crate) phrase: String,
     /// The label it speaks for.
-    pub label: Label,
+    pub(crate) label: Label,
     /// Its weight.
-    pub weight: i32,
+    pub(crate) weight: i32,
     /// Negated: counted towards ROUTINE (incident/task) or not at all.
-    pub negated: bool,
+    pub(crate) negated: bool,
 }
 
 /// Score per label.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Scores {
+pub(crate) struct Scores {
     /// ROUTINE score.
-    pub routine: i32,
+    pub(crate) routine: i32,
     /// TASK score.
-    pub task: i32,
+    pub(crate) task: i32,
     /// INCIDENT score.
-    pub incident: i32,
+    pub(crate) incident: i32,
 }
 
 /// The keyword classifier's answer with its reasons.
@@ -66,9 +66,9 @@ pub struct Verdict {
     /// The label.
     pub label: Label,
     /// Scores that decided it.
-    pub scores: Scores,
+    pub(crate) scores: Scores,
     /// Phrases that matched.
-    pub hits: Vec<Hit>,
+    pub(crate) hits: Vec<Hit>,
 }
 
 struct Phrase {
@@ -178,11 +178,6 @@ impl Rules {
             hits,
         }
     }
-}
-
-/// Classifies `text` with the built-in rules plus `cfg`'s phrases.
-pub fn classify(text: &str, cfg: &ClassifyConfig) -> Verdict {
-    Rules::new(cfg).classify(text)
 }
 
 /// Structural incident patterns found in the clauses, each named once:
@@ -365,6 +360,11 @@ fn clauses_of(text: &str) -> Vec<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Classifies `text` with the built-in rules plus `cfg`'s phrases.
+    fn classify(text: &str, cfg: &ClassifyConfig) -> Verdict {
+        Rules::new(cfg).classify(text)
+    }
 
     fn label(text: &str) -> Label {
         classify(text, &ClassifyConfig::default()).label

@@ -16,15 +16,15 @@
 //! [`Label`] can leave this module; the model's text never does (except a
 //! short excerpt of an unusable answer, for diagnosis).
 
-pub mod command;
-pub mod corrections;
+pub(crate) mod command;
+pub(crate) mod corrections;
 pub mod data;
 pub mod eval;
-pub mod fallback;
+mod fallback;
 pub mod keywords;
 pub mod model;
-pub mod parse;
-pub mod prompt;
+mod parse;
+mod prompt;
 
 use crate::bounded::Bounded;
 
@@ -33,9 +33,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ollama::{self, ChatRequest, LlmError, LlmErrorKind, Purpose};
 
-pub use data::Example;
-pub use fallback::{Fallback, FallbackPart, FallbackVerdict};
-pub use prompt::{classify_request, label_schema};
+pub(crate) use data::Example;
+use fallback::FallbackVerdict;
+pub use fallback::{Fallback, FallbackPart};
+pub use prompt::label_schema;
 
 /// The three labels; nothing else is ever a classification. Ordered by
 /// seriousness (ROUTINE < TASK < INCIDENT).
@@ -52,10 +53,10 @@ pub enum Label {
 
 impl Label {
     /// All labels, in report order.
-    pub const ALL: [Label; 3] = [Label::Routine, Label::Task, Label::Incident];
+    const ALL: [Label; 3] = [Label::Routine, Label::Task, Label::Incident];
 
     /// The wire/log spelling.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Label::Routine => "ROUTINE",
             Label::Task => "TASK",
@@ -64,7 +65,7 @@ impl Label {
     }
 
     /// Whether posts with this label get a task and a reply.
-    pub fn is_actionable(self) -> bool {
+    pub(crate) fn is_actionable(self) -> bool {
         self != Label::Routine
     }
 }
@@ -81,17 +82,17 @@ impl std::fmt::Display for Label {
 #[serde(deny_unknown_fields, default)]
 pub struct ClassifyConfig {
     /// Extra phrases that point to INCIDENT.
-    pub incident_phrases: Vec<String>,
+    incident_phrases: Vec<String>,
     /// Extra phrases that point to TASK.
-    pub task_phrases: Vec<String>,
+    task_phrases: Vec<String>,
     /// Extra phrases that point to ROUTINE.
-    pub routine_phrases: Vec<String>,
+    routine_phrases: Vec<String>,
 }
 
 impl ClassifyConfig {
     /// A phrase without any letter or digit would never match; say so at
     /// start-up instead of silently ignoring it.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         for (key, list) in [
             ("classify.incident_phrases", &self.incident_phrases),
             ("classify.task_phrases", &self.task_phrases),
@@ -135,7 +136,7 @@ pub enum FallbackReason {
 
 impl FallbackReason {
     /// A stable short name for stats counters and log fields.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             FallbackReason::NoLlm => "no_llm",
             FallbackReason::NoTime => "no_time",
@@ -148,7 +149,7 @@ impl FallbackReason {
     }
 
     /// Maps a model call failure to the reason recorded for the fallback.
-    pub fn from_error(e: &LlmError) -> Self {
+    pub(crate) fn from_error(e: &LlmError) -> Self {
         match e.kind {
             LlmErrorKind::Unreachable => FallbackReason::Unreachable,
             LlmErrorKind::Timeout => FallbackReason::Timeout,
@@ -207,7 +208,7 @@ pub struct Decision {
 /// one, the fallback (rules and model) and the team's corrections, which
 /// both use. Built once per cycle; the model inside is trained only if a
 /// post needs the fallback.
-pub struct Triage<'a> {
+pub(crate) struct Triage<'a> {
     llm: Option<&'a ollama::Client>,
     fallback: Fallback,
     corrections: Vec<Example>,
@@ -215,7 +216,7 @@ pub struct Triage<'a> {
 
 impl<'a> Triage<'a> {
     /// The classifier for `cfg`, taught by `corrections` (oldest first).
-    pub fn new(
+    pub(crate) fn new(
         llm: Option<&'a ollama::Client>,
         cfg: &ClassifyConfig,
         corrections: Vec<Example>,
@@ -228,12 +229,12 @@ impl<'a> Triage<'a> {
     }
 
     /// The fallback's answer with its reasons (rules, model, who decided).
-    pub fn fallback_verdict(&self, text: &str) -> FallbackVerdict {
+    fn fallback_verdict(&self, text: &str) -> FallbackVerdict {
         self.fallback.classify(text)
     }
 
     /// The fallback's decision, recording why the model was not asked.
-    pub fn fallback_decision(&self, text: &str, reason: FallbackReason) -> Decision {
+    pub(crate) fn fallback_decision(&self, text: &str, reason: FallbackReason) -> Decision {
         let start = tokio::time::Instant::now();
         let (label, path) = self.fall_back(text, reason);
         Decision {
@@ -296,7 +297,7 @@ impl<'a> Triage<'a> {
 
     /// Classifies one post. Never fails: when the model cannot help, the
     /// fallback decides and the reason is logged and recorded.
-    pub async fn classify(&self, text: &str) -> Decision {
+    pub(crate) async fn classify(&self, text: &str) -> Decision {
         let start = tokio::time::Instant::now();
         let outcome = match self.llm {
             None => Err(FallbackReason::NoLlm),
@@ -334,7 +335,7 @@ impl<'a> Triage<'a> {
     /// least that much room before the cycle's own. The texts may be
     /// borrowed (`&str`): the chat stage's posts are classified without a
     /// copy of each message.
-    pub async fn classify_many<K, T: AsRef<str>>(
+    pub(crate) async fn classify_many<K, T: AsRef<str>>(
         &self,
         posts: Vec<(K, T)>,
         deadline: tokio::time::Instant,

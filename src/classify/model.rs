@@ -57,7 +57,7 @@ const CHAR_WEIGHT: f32 = 0.15;
 const CHAR_N: usize = 4;
 
 /// Index of a label in score arrays (report order).
-pub fn index(label: Label) -> usize {
+pub(crate) fn index(label: Label) -> usize {
     match label {
         Label::Routine => 0,
         Label::Task => 1,
@@ -75,21 +75,22 @@ pub struct Model {
 
 /// The model's view of one text.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Prediction {
+pub(crate) struct Prediction {
     /// Log-probability per label (up to a shared constant), report order.
-    pub log_scores: [f64; 3],
+    pub(crate) log_scores: [f64; 3],
     /// Known features in the text: 0 means the model knows nothing of it.
-    pub known: usize,
+    pub(crate) known: usize,
 }
 
 impl Prediction {
     /// The most likely label; an exact tie goes to the less serious one.
-    pub fn label(&self) -> Label {
+    #[cfg(test)]
+    fn label(&self) -> Label {
         argmax(&self.log_scores)
     }
 
     /// Probabilities per label (report order), for explanations.
-    pub fn probabilities(&self) -> [f64; 3] {
+    pub(crate) fn probabilities(&self) -> [f64; 3] {
         let m = self
             .log_scores
             .iter()
@@ -102,7 +103,7 @@ impl Prediction {
 }
 
 /// The label with the highest score; an exact tie goes to the less serious.
-pub fn argmax(scores: &[f64; 3]) -> Label {
+pub(crate) fn argmax(scores: &[f64; 3]) -> Label {
     let mut best = 0;
     for i in 1..3 {
         if scores[i] > scores[best] {
@@ -123,7 +124,7 @@ impl Model {
     }
 
     /// Adds one example (a correction counts several times its weight).
-    pub fn add(&mut self, text: &str, label: Label, weight: f32) {
+    pub(crate) fn add(&mut self, text: &str, label: Label, weight: f32) {
         let k = index(label);
         self.docs[k] += weight as f64;
         for (f, v) in features(text) {
@@ -134,12 +135,13 @@ impl Model {
     }
 
     /// Distinct features seen in training.
-    pub fn vocabulary(&self) -> usize {
+    #[cfg(test)]
+    fn vocabulary(&self) -> usize {
         self.counts.len()
     }
 
     /// Scores `text`; features never seen in training are ignored.
-    pub fn predict(&self, text: &str) -> Prediction {
+    pub(crate) fn predict(&self, text: &str) -> Prediction {
         let docs: f64 = self.docs.iter().sum();
         let v = self.counts.len().max(1) as f64;
         let mut s = [0.0f64; 3];
@@ -177,7 +179,7 @@ fn training_rows() -> Vec<Example> {
 }
 
 /// The model trained on [`TRAINING_SETS`], once per process.
-pub fn base() -> &'static Model {
+pub(crate) fn base() -> &'static Model {
     static BASE: OnceLock<Model> = OnceLock::new();
     BASE.get_or_init(|| {
         let rows = training_rows();
@@ -189,7 +191,7 @@ pub fn base() -> &'static Model {
 /// [`text_key`]; a text without words, such as one emoji, by itself), so
 /// that `ops-agent eval` can say when its figure is no hold-out: a model
 /// scores the rows it learnt from far better than new chat.
-pub fn is_trained_on(text: &str) -> bool {
+pub(crate) fn is_trained_on(text: &str) -> bool {
     fn key(text: &str) -> String {
         let k = text_key(text);
         if k.is_empty() {
@@ -206,13 +208,13 @@ pub fn is_trained_on(text: &str) -> bool {
 /// A text as the fallback matches it against known texts (corrections,
 /// training rows): its folded words, single spaces, so case, accents and
 /// punctuation do not make a copy look new.
-pub fn text_key(text: &str) -> String {
+pub(crate) fn text_key(text: &str) -> String {
     words(text).join(" ")
 }
 
 /// Folded words: lowercase, diacritics removed, split at anything that is
 /// not a letter or digit.
-pub fn words(text: &str) -> Vec<String> {
+pub(crate) fn words(text: &str) -> Vec<String> {
     fold(text)
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())

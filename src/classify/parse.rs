@@ -67,7 +67,7 @@ const THINK_TAGS: &[(&str, &str)] = &[
 
 /// Parses a model answer. `Err` carries a short excerpt of the answer for
 /// the fallback record.
-pub fn parse_answer(answer: &str) -> Result<Label, String> {
+pub(crate) fn parse_answer(answer: &str) -> Result<Label, String> {
     let unusable = || crate::ollama::excerpt(answer, 60);
     let text = normalize(answer).ok_or_else(unusable)?;
     if text.is_empty() || text.chars().count() > MAX_ANSWER_CHARS {

@@ -19,12 +19,12 @@ use crate::ollama::{ChatRequest, Message};
 
 /// Output tokens for a label: `{"label":"INCIDENT"}` is about eight; a
 /// little room for a preamble or a leaked end-of-turn token.
-pub const CLASSIFY_MAX_TOKENS: u32 = 32;
+const CLASSIFY_MAX_TOKENS: u32 = 32;
 /// Output tokens when the model thinks before it answers anyway (a
 /// reasoning model behind an OpenAI-compatible server, an Ollama too old
 /// for `think`): room for its thoughts and the label. The classify timeout
 /// still bounds the time.
-pub const THINKING_MAX_TOKENS: u32 = 1024;
+pub(crate) const THINKING_MAX_TOKENS: u32 = 1024;
 /// Low but not zero, as the runbook prescribes.
 const CLASSIFY_TEMPERATURE: f32 = 0.1;
 /// Fixed seed so the same message gets the same answer.
@@ -35,7 +35,7 @@ const MAX_MESSAGE_CHARS: usize = 4000;
 /// A worked example is cut to this: it shows a kind of post, not a log.
 const MAX_SHOT_CHARS: usize = 500;
 /// Worked examples per request, at most.
-pub const MAX_SHOTS: usize = 4;
+const MAX_SHOTS: usize = 4;
 /// Below this word overlap an example is not "similar".
 const MIN_SIMILARITY: f64 = 0.2;
 /// Recent examples shown when fewer similar ones exist.
@@ -104,7 +104,7 @@ fn fenced(nonce: &str, text: &str) -> String {
 
 /// The chat request for classifying `text` with `model`, the `shots` as
 /// worked examples before it (most similar last).
-pub fn classify_request(
+pub(crate) fn classify_request(
     model: &str,
     text: &str,
     shots: &[&Example],
@@ -135,7 +135,7 @@ pub fn classify_request(
 }
 
 /// Word overlap (Jaccard) of two texts, folded.
-pub fn similarity(a: &str, b: &str) -> f64 {
+fn similarity(a: &str, b: &str) -> f64 {
     let a: HashSet<String> = words(a).into_iter().collect();
     let b: HashSet<String> = words(b).into_iter().collect();
     let union = a.union(&b).count();
@@ -149,7 +149,7 @@ pub fn similarity(a: &str, b: &str) -> f64 {
 /// most similar few, topped up with the most recent when few are similar;
 /// returned least similar first, so the closest sits next to the post.
 /// Pure.
-pub fn select_shots<'a>(corrections: &'a [Example], text: &str) -> Vec<&'a Example> {
+pub(crate) fn select_shots<'a>(corrections: &'a [Example], text: &str) -> Vec<&'a Example> {
     let mut scored: Vec<(f64, usize)> = corrections
         .iter()
         .enumerate()

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::observe::query::{self, Filter};
 
 /// Prints the matching lines; exit 0 also when none match.
-pub fn run(
+pub(crate) fn run(
     config: &Config,
     since: Option<DateTime<Utc>>,
     post: Option<String>,

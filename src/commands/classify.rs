@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use crate::config::Config;
 
 /// Classifies `text` (`-`: stdin) as the cycle would.
-pub fn run(config: &Config, text: &str, no_llm: bool, json: bool) -> Result<ExitCode> {
+pub(crate) fn run(config: &Config, text: &str, no_llm: bool, json: bool) -> Result<ExitCode> {
     let text = if text == "-" {
         let mut buf = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)

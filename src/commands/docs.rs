@@ -20,7 +20,7 @@ fn write_out(bytes: &[u8], what: &str) -> Result<ExitCode> {
 
 /// The completion script for `shell` (e.g. `ops-agent completions bash >
 /// ~/.local/share/bash-completion/completions/ops-agent`).
-pub fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
+pub(crate) fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
     let mut cmd = Cli::command();
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, "ops-agent", &mut buf);
@@ -29,7 +29,7 @@ pub fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
 
 /// The manual page in roff: the top page, then one section per
 /// subcommand, so `man` shows every flag of every command.
-pub fn man() -> Result<ExitCode> {
+pub(crate) fn man() -> Result<ExitCode> {
     let cmd = Cli::command();
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd.clone())

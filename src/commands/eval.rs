@@ -50,7 +50,12 @@ struct EvalOutput {
 }
 
 /// Runs the evaluation and prints it.
-pub fn run(config: &Config, file: Option<&Path>, no_llm: bool, json: bool) -> Result<ExitCode> {
+pub(crate) fn run(
+    config: &Config,
+    file: Option<&Path>,
+    no_llm: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let (source, rows, skipped) = match file {
         Some(f) => {
             let (rows, bad) = read_rows(f)?;

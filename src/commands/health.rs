@@ -15,7 +15,7 @@ use crate::store;
 
 /// `health [--json] [--check NAME]`: runs the checks now (nothing is
 /// fixed or saved); exit 1 when something is critical.
-pub fn health(config: &Config, json: bool, check: Option<&str>) -> Result<ExitCode> {
+pub(crate) fn health(config: &Config, json: bool, check: Option<&str>) -> Result<ExitCode> {
     let checks = match check {
         Some(name) => view::select_checks(&config.checks, name).map_err(usage)?,
         None => config.checks.clone(),
@@ -37,7 +37,7 @@ pub fn health(config: &Config, json: bool, check: Option<&str>) -> Result<ExitCo
 /// `fix <service> <issue> [--dry-run] [--force]`: one fix by hand, counted
 /// in the same rolling window as the cycle's (unless `--force`). Holds the
 /// cycle lock so it never races a cycle over the fix history.
-pub fn fix(
+pub(crate) fn fix(
     config: &Config,
     service: &str,
     issue: &str,
@@ -83,7 +83,7 @@ pub fn fix(
 
 /// `fix --history [--json]`: each service's attempts in the window and the
 /// budget left.
-pub fn history(config: &Config, json: bool) -> Result<ExitCode> {
+pub(crate) fn history(config: &Config, json: bool) -> Result<ExitCode> {
     let history: FixHistory = store::peek(&config.paths.fix_history)?.unwrap_or_default();
     let view = fix::history_view(&history, &config.fix, Utc::now().timestamp_millis());
     if json {
@@ -96,7 +96,7 @@ pub fn history(config: &Config, json: bool) -> Result<ExitCode> {
 
 /// `explain <check>`: streaks, last results, parent, budget, attempts, and
 /// why the agent would or would not act now; from saved state only.
-pub fn explain(config: &Config, name: &str, json: bool) -> Result<ExitCode> {
+pub(crate) fn explain(config: &Config, name: &str, json: bool) -> Result<ExitCode> {
     view::select_checks(&config.checks, name).map_err(usage)?;
     let runtime_state: RuntimeState = store::peek(&config.paths.state)?.unwrap_or_default();
     let history: FixHistory = store::peek(&config.paths.fix_history)?.unwrap_or_default();

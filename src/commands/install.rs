@@ -20,33 +20,33 @@ use crate::schedule::{self, control, secrets, Homes, JobFile, JobSpec, Scheduler
 
 /// What `install` was asked for.
 #[derive(Debug, Clone, Copy)]
-pub struct InstallOptions {
+pub(crate) struct InstallOptions {
     /// launchd or systemd.
-    pub scheduler: Scheduler,
+    pub(crate) scheduler: Scheduler,
     /// Seconds between cycles (default `agent.schedule_interval_secs`).
-    pub interval_secs: Option<u64>,
+    pub(crate) interval_secs: Option<u64>,
     /// Print the files, write and load nothing.
-    pub print: bool,
+    pub(crate) print: bool,
     /// Replace existing files that differ.
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 /// The job as `install` would write it now, and what is worth saying about
 /// it (warnings) — for `install` and for `doctor`'s "is it current?".
-pub struct Planned {
+pub(crate) struct Planned {
     /// The files.
-    pub files: Vec<JobFile>,
+    pub(crate) files: Vec<JobFile>,
     /// The spec they were rendered from.
-    pub spec: JobSpec,
+    pub(crate) spec: JobSpec,
     /// Things the operator should know (not reasons to refuse).
-    pub warnings: Vec<String>,
+    warnings: Vec<String>,
 }
 
 /// The binary the job should run: this one, by the path it was started as
 /// when that names the same file (a package manager's `bin` symlink
 /// survives upgrades; the file it points to does not), else its resolved
 /// path.
-pub fn binary_path() -> Result<PathBuf> {
+fn binary_path() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("finding this binary's path")?;
     let real = exe.canonicalize().unwrap_or_else(|_| exe.clone());
     let Some(arg0) = std::env::args_os().next().map(PathBuf::from) else {
@@ -103,7 +103,7 @@ fn bare_programs(config: &Config) -> Vec<(String, String)> {
 
 /// Plans the job for `scheduler` from the loaded config and this
 /// process's binary, home and environment.
-pub fn plan(
+pub(crate) fn plan(
     config: &Config,
     source: &ConfigSource,
     scheduler: Scheduler,
@@ -190,7 +190,7 @@ fn warn(line: &str) {
 
 /// What an existing file at a job path means for `install`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Existing {
+enum Existing {
     /// Nothing there.
     Absent,
     /// The same bytes: nothing to write.
@@ -200,7 +200,7 @@ pub enum Existing {
 }
 
 /// Decides per file, before anything is written. Pure.
-pub fn decide_writes(existing: &[Existing], force: bool) -> std::result::Result<(), usize> {
+fn decide_writes(existing: &[Existing], force: bool) -> std::result::Result<(), usize> {
     match existing.iter().position(|e| *e == Existing::Different) {
         Some(i) if !force => Err(i),
         _ => Ok(()),
@@ -217,7 +217,11 @@ fn existing(f: &JobFile) -> Existing {
 }
 
 /// `ops-agent install --launchd | --systemd`.
-pub fn install(config: &Config, source: &ConfigSource, opts: InstallOptions) -> Result<ExitCode> {
+pub(crate) fn install(
+    config: &Config,
+    source: &ConfigSource,
+    opts: InstallOptions,
+) -> Result<ExitCode> {
     let planned = plan(config, source, opts.scheduler, opts.interval_secs)?;
     let verdict = judge_secrets(config);
     for w in planned.warnings.iter().chain(&verdict.warn) {
@@ -344,7 +348,7 @@ async fn load(
 
 /// `ops-agent uninstall --launchd | --systemd`: unloads the job and removes
 /// its files; state, logs and the config stay.
-pub fn uninstall(config: &Config, scheduler: Scheduler) -> Result<ExitCode> {
+pub(crate) fn uninstall(config: &Config, scheduler: Scheduler) -> Result<ExitCode> {
     let homes = Homes::current()?;
     let paths = homes.job_paths(scheduler, &config.schedule);
     let mut ran = Vec::new();
@@ -396,7 +400,7 @@ pub fn uninstall(config: &Config, scheduler: Scheduler) -> Result<ExitCode> {
 /// `ops-agent restart --launchd | --systemd`: waits for a running cycle to
 /// end (so it is not killed halfway), unloads the job, loads it again and
 /// checks that the scheduler has it.
-pub fn restart(config: &Config, scheduler: Scheduler) -> Result<ExitCode> {
+pub(crate) fn restart(config: &Config, scheduler: Scheduler) -> Result<ExitCode> {
     let homes = Homes::current()?;
     let paths = homes.job_paths(scheduler, &config.schedule);
     if let Some(missing) = paths.iter().find(|p| !p.exists()) {

@@ -17,23 +17,23 @@ use super::status::human_age;
 
 /// What `mm status --json` prints: the server's answers plus the cursor.
 #[derive(Debug, Serialize)]
-pub struct MmStatusView {
+struct MmStatusView {
     /// True when the polling stage would work (ping, token and every team).
-    pub ok: bool,
+    ok: bool,
     /// Why not, in one line, when not ok.
-    pub problem: Option<String>,
+    problem: Option<String>,
     /// The checks; absent when no client could be built (no credentials).
     #[serde(flatten)]
-    pub status: Option<MmStatus>,
+    status: Option<MmStatus>,
     /// The chat cursor from the state file (epoch ms, server clock).
-    pub last_check_ms: Option<i64>,
+    last_check_ms: Option<i64>,
     /// Age of the cursor in seconds.
-    pub cursor_age_secs: Option<i64>,
+    cursor_age_secs: Option<i64>,
 }
 
 /// The one-line reason why Mattermost is not usable, or `None` when it is.
 /// Pure; the order is the order an operator would fix things in.
-pub fn problem(s: &MmStatus) -> Option<String> {
+fn problem(s: &MmStatus) -> Option<String> {
     if s.ok() {
         return None;
     }
@@ -60,7 +60,7 @@ pub fn problem(s: &MmStatus) -> Option<String> {
 
 /// The text form: the status table, the cursor, and a verdict line;
 /// `url` heads it when no check could run.
-pub fn render(v: &MmStatusView, url: &str) -> String {
+fn render(v: &MmStatusView, url: &str) -> String {
     let mut s = match &v.status {
         Some(st) => st.to_string(),
         None => format!("Mattermost  {url}\n"),
@@ -79,7 +79,7 @@ pub fn render(v: &MmStatusView, url: &str) -> String {
 }
 
 /// Runs `mm status`: exit 0 when usable, 1 when not (the reason is printed).
-pub fn status(config: &Config, json: bool) -> Result<ExitCode> {
+pub(crate) fn status(config: &Config, json: bool) -> Result<ExitCode> {
     let now_ms = Utc::now().timestamp_millis();
     let rt: RuntimeState = match store::peek(&config.paths.state) {
         Ok(s) => s.unwrap_or_default(),

@@ -12,19 +12,19 @@
 //! | 75   | another cycle holds the lock (EX_TEMPFAIL: try again later) |
 //! | 78   | bad configuration (EX_CONFIG) |
 
-pub mod audit;
-pub mod classify;
-pub mod docs;
-pub mod doctor;
-pub mod eval;
-pub mod health;
-pub mod install;
-pub mod mm;
-pub mod reset;
-pub mod silence;
-pub mod stats;
-pub mod status;
-pub mod tasks;
+mod audit;
+mod classify;
+mod docs;
+mod doctor;
+mod eval;
+mod health;
+mod install;
+mod mm;
+mod reset;
+mod silence;
+mod stats;
+mod status;
+mod tasks;
 
 use std::process::ExitCode;
 
@@ -36,16 +36,14 @@ use crate::cycle::{self, RunOptions};
 use crate::lock::LockHeld;
 use crate::logging;
 
-pub use status::{render_status, StatusView};
-
 /// Exit code: fatal error.
-pub const EXIT_FATAL: u8 = 1;
+const EXIT_FATAL: u8 = 1;
 /// Exit code: a usage error (as clap's own).
-pub const EXIT_USAGE: u8 = 2;
+const EXIT_USAGE: u8 = 2;
 /// Exit code: another cycle holds the lock.
-pub const EXIT_LOCKED: u8 = 75;
+const EXIT_LOCKED: u8 = 75;
 /// Exit code: bad configuration.
-pub const EXIT_CONFIG: u8 = 78;
+const EXIT_CONFIG: u8 = 78;
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
@@ -207,7 +205,7 @@ pub fn main(cli: Cli) -> ExitCode {
 /// install must not overwrite): exit 2 like clap's own usage errors, so a
 /// script can tell it from exit 1 ("something is critical", "failed").
 #[derive(Debug)]
-pub struct UsageError(pub String);
+struct UsageError(pub(crate) String);
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -218,7 +216,7 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// Marks an error as a usage error (its whole chain becomes the message).
-pub(crate) fn usage(e: anyhow::Error) -> anyhow::Error {
+fn usage(e: anyhow::Error) -> anyhow::Error {
     anyhow::Error::new(UsageError(format!("{e:#}")))
 }
 
@@ -257,7 +255,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// The async runtime for commands that talk to servers.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -272,7 +270,7 @@ fn run_once(config: &Config, source: &ConfigSource, dry_run: bool) -> Result<Exi
 }
 
 /// Writes `value` as pretty JSON and a newline to stdout.
-pub(crate) fn print_json<T: serde::Serialize>(value: &T, what: &str) -> Result<()> {
+fn print_json<T: serde::Serialize>(value: &T, what: &str) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value).with_context(|| format!("writing {what}"))?;
@@ -281,7 +279,7 @@ pub(crate) fn print_json<T: serde::Serialize>(value: &T, what: &str) -> Result<(
 }
 
 /// Writes text to stdout (an error, not a panic, when the pipe is closed).
-pub(crate) fn print_text(text: &str) -> Result<()> {
+fn print_text(text: &str) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes()).context("writing output")?;

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::lock;
 
 /// Asks (unless `yes`), then deletes under the cycle lock.
-pub fn run(config: &Config, yes: bool) -> Result<ExitCode> {
+pub(crate) fn run(config: &Config, yes: bool) -> Result<ExitCode> {
     let files = config.paths.reset_files();
     if !yes {
         if !std::io::stdin().is_terminal() {

@@ -15,7 +15,7 @@ use crate::store;
 
 /// What `silence` was asked to do.
 #[derive(Debug)]
-pub enum Request<'a> {
+pub(crate) enum Request<'a> {
     /// Create: target, duration (`30m`, `2h`, `1d`), reason.
     Add(&'a str, &'a str, &'a str),
     /// List active and recently ended silences.
@@ -26,7 +26,7 @@ pub enum Request<'a> {
 
 /// Runs the request against the state file, under the cycle lock so a
 /// running cycle cannot overwrite the change.
-pub fn run(config: &Config, request: Request<'_>, json: bool) -> Result<ExitCode> {
+pub(crate) fn run(config: &Config, request: Request<'_>, json: bool) -> Result<ExitCode> {
     let now = Utc::now();
     let now_ms = now.timestamp_millis();
     if let Request::List = request {

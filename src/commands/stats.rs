@@ -13,7 +13,7 @@ use crate::store;
 
 /// Prints the stats file (text, JSON or the Prometheus text format); a
 /// missing file prints zeros.
-pub fn run(config: &Config, json: bool, prometheus: bool) -> Result<ExitCode> {
+pub(crate) fn run(config: &Config, json: bool, prometheus: bool) -> Result<ExitCode> {
     let stats: Stats = store::peek(&config.paths.stats)?.unwrap_or_default();
     if prometheus {
         let runtime: RuntimeState = store::peek(&config.paths.state)?.unwrap_or_default();
@@ -29,7 +29,7 @@ pub fn run(config: &Config, json: bool, prometheus: bool) -> Result<ExitCode> {
 /// The text form: one `name  value` row each, the name column as wide as
 /// the longest counter name (at least 16), so long names such as
 /// `incident_recovery_ms_total` never push their value out of line. Pure.
-pub fn render(stats: &Stats, path: &str) -> String {
+fn render(stats: &Stats, path: &str) -> String {
     let when = |t: Option<DateTime<Utc>>| {
         t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_else(|| "never".into())

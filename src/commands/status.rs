@@ -17,49 +17,49 @@ use crate::tasks::outbox::{PendingView, WorkKind};
 
 /// What `status --json` prints.
 #[derive(Debug, Serialize)]
-pub struct StatusView {
+struct StatusView {
     /// The state file read.
-    pub state_file: String,
+    state_file: String,
     /// Whether any cycle has saved state yet.
-    pub has_run: bool,
+    has_run: bool,
     /// The last cycle's report.
-    pub last_cycle: Option<CycleReport>,
+    last_cycle: Option<CycleReport>,
     /// The last cycle's start, RFC 3339.
-    pub last_cycle_at: Option<DateTime<Utc>>,
+    last_cycle_at: Option<DateTime<Utc>>,
     /// The chat cursor.
-    pub last_check_ms: Option<i64>,
+    last_check_ms: Option<i64>,
     /// Age of the cursor in seconds.
-    pub last_check_age_secs: Option<i64>,
+    last_check_age_secs: Option<i64>,
     /// True when no cycle completed within twice the schedule interval.
-    pub overdue: bool,
+    overdue: bool,
     /// The schedule interval the overdue rule uses.
-    pub schedule_interval_secs: crate::time::Secs,
+    schedule_interval_secs: crate::time::Secs,
     /// Who holds the cycle lock, when a cycle is running.
-    pub lock_holder: Option<String>,
+    lock_holder: Option<String>,
     /// Corrupt files moved aside.
-    pub set_aside: Vec<SetAside>,
+    set_aside: Vec<SetAside>,
     /// Task work (MC task, Planka card) that failed and waits for a retry.
-    pub outbox: Vec<PendingView>,
+    outbox: Vec<PendingView>,
     /// Posts handed over but not yet fully handled (classified, filed, replied).
-    pub posts_in_progress: usize,
+    posts_in_progress: usize,
     /// Tasks the MC command could not confirm: a possible duplicate, or
     /// none made after attempts that may each have made one.
-    pub uncertain_tasks: Vec<crate::tasks::outbox::UncertainTask>,
+    uncertain_tasks: Vec<crate::tasks::outbox::UncertainTask>,
     /// Incidents not yet closed (escalated services).
-    pub incidents: Vec<crate::escalate::Incident>,
+    incidents: Vec<crate::escalate::Incident>,
     /// Silences in force.
-    pub silences: Vec<crate::escalate::silence::Silence>,
+    silences: Vec<crate::escalate::silence::Silence>,
     /// The last heartbeat ping, when `[heartbeat] url` is set.
-    pub heartbeat: Option<crate::observe::heartbeat::PingRecord>,
+    heartbeat: Option<crate::observe::heartbeat::PingRecord>,
     /// Whether a heartbeat URL is configured.
-    pub heartbeat_configured: bool,
+    heartbeat_configured: bool,
     /// Problems reading the state itself.
-    pub problems: Vec<String>,
+    problems: Vec<String>,
 }
 
 /// Prints the status (text or JSON). Exit 0, problems are shown; with
 /// `check`, exit 1 when [`check_failures`] finds any (said on stderr).
-pub fn run(config: &Config, json: bool, check: bool) -> Result<ExitCode> {
+pub(crate) fn run(config: &Config, json: bool, check: bool) -> Result<ExitCode> {
     let now = Utc::now();
     let mut problems = Vec::new();
     let runtime: Option<RuntimeState> = match store::peek(&config.paths.state) {
@@ -136,7 +136,7 @@ pub fn run(config: &Config, json: bool, check: bool) -> Result<ExitCode> {
 
 /// What `status --check` fails on: a missed schedule, a failed last
 /// cycle, state that cannot be read. Degraded cycles pass: they ran. Pure.
-pub fn check_failures(v: &StatusView) -> Vec<String> {
+fn check_failures(v: &StatusView) -> Vec<String> {
     let mut out = Vec::new();
     if v.overdue {
         out.push(match v.last_check_age_secs {
@@ -162,7 +162,7 @@ pub fn check_failures(v: &StatusView) -> Vec<String> {
 /// another user's file is refused by every cycle until someone removes it
 /// (its target is never touched); a file that does not parse is set aside
 /// by the next cycle. Pure.
-pub fn state_problem(error: &str, planted: bool) -> String {
+fn state_problem(error: &str, planted: bool) -> String {
     if planted {
         format!(
             "{error} (every cycle refuses to run until it is removed: find out who put it \
@@ -180,7 +180,7 @@ fn owned_by_us(m: &std::fs::Metadata) -> bool {
 }
 
 /// The text form of `status`.
-pub fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
+fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
     let mut s = String::new();
     let ago = |t: DateTime<Utc>| human_age((now - t).num_seconds());
     match (&v.last_cycle, v.last_cycle_at) {

@@ -25,7 +25,7 @@ fn note_backend(config: &Config) {
 
 /// `tasks list`: matching tasks, oldest first, written as they are read
 /// (the ledger may hold years of tasks). A missing ledger is empty.
-pub fn list(
+pub(crate) fn list(
     config: &Config,
     owner: Option<String>,
     tag: Option<Tag>,
@@ -74,7 +74,7 @@ pub fn list(
 }
 
 /// `tasks stats`: counts by tag, priority, label and day.
-pub fn stats(config: &Config, json: bool) -> Result<ExitCode> {
+pub(crate) fn stats(config: &Config, json: bool) -> Result<ExitCode> {
     let stats = Ledger::new(config.paths.ledger.clone()).stats()?;
     if json {
         super::print_json(&stats, "task stats")?;

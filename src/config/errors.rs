@@ -13,7 +13,7 @@ const SECRET_WORDS: &[&str] = &["password", "passwd", "secret", "token", "api_ke
 /// `agent.deadline_secs (line 2): invalid value: …`, or, for a key that
 /// looks secret (or names one, like `password_env`), the place without
 /// anything that could echo the value.
-pub fn describe(text: &str, err: &toml::de::Error) -> String {
+pub(crate) fn describe(text: &str, err: &toml::de::Error) -> String {
     let message = err.message().trim();
     let Some(span) = err.span() else {
         return message.to_string();
@@ -39,7 +39,7 @@ pub fn describe(text: &str, err: &toml::de::Error) -> String {
 }
 
 /// Whether a key's name looks like it holds or names a secret.
-pub fn looks_secret(key: &str) -> bool {
+fn looks_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     SECRET_WORDS.iter().any(|w| k.contains(w))
 }

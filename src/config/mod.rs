@@ -10,8 +10,8 @@
 //! owner-only files that hold them.
 
 mod errors;
-pub mod raw;
-pub mod sections;
+mod raw;
+mod sections;
 
 use std::path::{Path, PathBuf};
 
@@ -32,15 +32,15 @@ use crate::tasks::mc::McConfig;
 use crate::tasks::planka::PlankaConfig;
 use crate::tasks::BillingConfig;
 
-pub use raw::RawConfig;
-pub use sections::{AgentConfig, PathsConfig};
+use raw::RawConfig;
+use sections::{AgentConfig, PathsConfig};
 
 /// The environment variable naming the config file when `--config` is absent.
-pub const CONFIG_ENV: &str = "OPS_AGENT_CONFIG";
+const CONFIG_ENV: &str = "OPS_AGENT_CONFIG";
 
 /// The commented example printed by `ops-agent config example`; a test keeps
 /// it equal to [`Config::default`].
-pub const EXAMPLE: &str = concat!(
+pub(crate) const EXAMPLE: &str = concat!(
     include_str!("../config_example.toml"),
     include_str!("../health/inventory_example.toml")
 );
@@ -49,43 +49,43 @@ pub const EXAMPLE: &str = concat!(
 /// so a `Config` in hand has valid values, expanded paths and the
 /// effective checks. Each room is handed its own section, never this.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Config {
+pub(crate) struct Config {
     /// How a cycle runs.
-    pub agent: AgentConfig,
+    pub(crate) agent: AgentConfig,
     /// The runbook's files.
-    pub paths: PathsConfig,
+    pub(crate) paths: PathsConfig,
     /// `[mattermost]`: the chat server, teams and who to ignore.
-    pub mattermost: MattermostConfig,
+    pub(crate) mattermost: MattermostConfig,
     /// `[billing]`: which teams' tasks are INTERNAL.
-    pub billing: BillingConfig,
+    pub(crate) billing: BillingConfig,
     /// `[mc]`: the task tracker command (empty: the built-in ledger).
-    pub mc: McConfig,
+    pub(crate) mc: McConfig,
     /// `[planka]`: optional board cards.
-    pub planka: PlankaConfig,
+    pub(crate) planka: PlankaConfig,
     /// `[health]`: how checks run (re-probe pause, Docker address).
-    pub health: HealthConfig,
+    pub(crate) health: HealthConfig,
     /// `[fix]`: the auto-fix rate limit.
-    pub fix: FixConfig,
+    pub(crate) fix: FixConfig,
     /// `[ollama]`: the LLM server and models.
-    pub ollama: OllamaConfig,
+    pub(crate) ollama: OllamaConfig,
     /// `[classify]`: extra keyword phrases for the fallback rules.
-    pub classify: ClassifyConfig,
+    pub(crate) classify: ClassifyConfig,
     /// `[escalation]`: on-call, acknowledgement, reminders, silences.
-    pub escalation: EscalationConfig,
+    pub(crate) escalation: EscalationConfig,
     /// `[intel]`: optional HiveMind cycle summaries.
-    pub intel: IntelConfig,
+    pub(crate) intel: IntelConfig,
     /// `[heartbeat]`: the dead-man's switch pinged after every cycle.
-    pub heartbeat: HeartbeatConfig,
+    pub(crate) heartbeat: HeartbeatConfig,
     /// `[metrics]`: the Prometheus textfile.
-    pub metrics: MetricsConfig,
+    pub(crate) metrics: MetricsConfig,
     /// `[log]`: rotation of the activity log, the audit trail and the scheduler's files.
-    pub log: LogConfig,
+    pub(crate) log: LogConfig,
     /// Health checks; absent means the runbook's system checks.
-    pub checks: Checks,
+    pub(crate) checks: Checks,
     /// `[schedule]`: the names the scheduled job is installed under.
-    pub schedule: ScheduleConfig,
+    pub(crate) schedule: ScheduleConfig,
     /// `[corrections]`: labels corrected by reaction.
-    pub corrections: CorrectionsConfig,
+    pub(crate) corrections: CorrectionsConfig,
 }
 
 /// The runbook defaults, checked.
@@ -100,7 +100,7 @@ impl Default for Config {
 /// Where the effective config came from, for `config check` and the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "from", content = "path")]
-pub enum ConfigSource {
+pub(crate) enum ConfigSource {
     /// `--config F`.
     Flag(PathBuf),
     /// `$OPS_AGENT_CONFIG`.
@@ -124,7 +124,7 @@ impl std::fmt::Display for ConfigSource {
 
 /// The platform config file (`~/.config/ops-agent/config.toml` on Linux,
 /// `~/Library/Application Support/ops-agent/config.toml` on macOS).
-pub fn platform_config_file() -> Option<PathBuf> {
+fn platform_config_file() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "ops-agent").map(|d| d.config_dir().join("config.toml"))
 }
 
@@ -132,7 +132,7 @@ impl Config {
     /// Finds and loads the config: `--config`, then `$OPS_AGENT_CONFIG`, then
     /// the platform config dir, else the built-in defaults. A file named by
     /// the flag or the environment must exist.
-    pub fn locate_and_load(flag: Option<&Path>) -> Result<(Config, ConfigSource)> {
+    pub(crate) fn locate_and_load(flag: Option<&Path>) -> Result<(Config, ConfigSource)> {
         let source = if let Some(p) = flag {
             ConfigSource::Flag(p.to_path_buf())
         } else if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
@@ -156,7 +156,7 @@ impl Config {
     /// Parses and checks config text; `origin` (the file name) prefixes
     /// every error, which names the key and, unless the key looks secret,
     /// the value.
-    pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
+    pub(crate) fn from_toml(text: &str, origin: &str) -> Result<Config> {
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("config file {origin}: {}", errors::describe(text, &e)))?;
         let mut config = raw
@@ -168,7 +168,7 @@ impl Config {
 
     /// The effective config as TOML, for `config check`. Nothing secret is
     /// in it: secret-bearing keys hold only variable names or file paths.
-    pub fn to_toml(&self) -> Result<String> {
+    pub(crate) fn to_toml(&self) -> Result<String> {
         toml::to_string_pretty(self).context("rendering the config as TOML")
     }
 }

@@ -24,43 +24,43 @@ use crate::tasks::BillingConfig;
 /// only way to a [`Config`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     /// How a cycle runs.
-    pub agent: AgentConfig,
+    agent: AgentConfig,
     /// The runbook's files.
-    pub paths: PathsConfig,
+    paths: PathsConfig,
     /// `[mattermost]`: the chat server, teams and who to ignore.
-    pub mattermost: MattermostConfig,
+    mattermost: MattermostConfig,
     /// `[billing]`: which teams' tasks are INTERNAL.
-    pub billing: BillingConfig,
+    billing: BillingConfig,
     /// `[mc]`: the task tracker command (empty: the built-in ledger).
-    pub mc: McConfig,
+    mc: McConfig,
     /// `[planka]`: optional board cards.
-    pub planka: PlankaConfig,
+    planka: PlankaConfig,
     /// `[health]`: how checks run (re-probe pause, Docker address).
-    pub health: HealthConfig,
+    health: HealthConfig,
     /// `[fix]`: the auto-fix rate limit.
-    pub fix: FixConfig,
+    fix: FixConfig,
     /// `[ollama]`: the LLM server and models.
-    pub ollama: OllamaConfig,
+    ollama: OllamaConfig,
     /// `[classify]`: extra keyword phrases for the fallback rules.
-    pub classify: ClassifyConfig,
+    classify: ClassifyConfig,
     /// `[escalation]`: on-call, acknowledgement, reminders, silences.
-    pub escalation: EscalationConfig,
+    escalation: EscalationConfig,
     /// `[intel]`: optional HiveMind cycle summaries.
-    pub intel: IntelConfig,
+    intel: IntelConfig,
     /// `[heartbeat]`: the dead-man's switch pinged after every cycle.
-    pub heartbeat: HeartbeatConfig,
+    heartbeat: HeartbeatConfig,
     /// `[metrics]`: the Prometheus textfile.
-    pub metrics: MetricsConfig,
+    metrics: MetricsConfig,
     /// `[log]`: rotation of the activity log, the audit trail and the scheduler's files.
-    pub log: LogConfig,
+    log: LogConfig,
     /// Health checks; absent means the runbook's system checks.
-    pub checks: Vec<CheckConfig>,
+    checks: Vec<CheckConfig>,
     /// `[schedule]`: the names the scheduled job is installed under.
-    pub schedule: ScheduleConfig,
+    schedule: ScheduleConfig,
     /// `[corrections]`: labels corrected by reaction.
-    pub corrections: CorrectionsConfig,
+    corrections: CorrectionsConfig,
 }
 
 impl Default for RawConfig {
@@ -93,7 +93,7 @@ impl RawConfig {
     /// keys that only fit some check kinds, combinations of sections) and
     /// derives what the rooms use (expanded paths, the effective checks).
     /// Errors name the key and the value.
-    pub fn check(self) -> Result<Config> {
+    pub(crate) fn check(self) -> Result<Config> {
         let mut paths = self.paths;
         paths.expand();
         paths.validate()?;

@@ -14,17 +14,17 @@ use crate::time::Secs;
 /// `[agent]`: the cycle itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AgentConfig {
+pub(crate) struct AgentConfig {
     /// The cycle ends within this many seconds even when a dependency hangs
     /// (fractions allowed); below the 300 s schedule so cycles never pile up.
-    pub deadline_secs: Secs,
+    pub(crate) deadline_secs: Secs,
     /// How far back the first run (no state) reads chat.
-    pub first_run_lookback_mins: u64,
+    pub(crate) first_run_lookback_mins: u64,
     /// Owner of the tasks the agent files.
-    pub owner: String,
+    pub(crate) owner: String,
     /// How often the scheduler starts a cycle; `status` calls a cycle
     /// overdue after twice this.
-    pub schedule_interval_secs: Secs,
+    pub(crate) schedule_interval_secs: Secs,
 }
 
 impl Default for AgentConfig {
@@ -40,7 +40,7 @@ impl Default for AgentConfig {
 
 impl AgentConfig {
     /// The cycle deadline as a duration.
-    pub fn deadline(&self) -> Duration {
+    pub(crate) fn deadline(&self) -> Duration {
         self.deadline_secs.get()
     }
 }
@@ -49,28 +49,28 @@ impl AgentConfig {
 /// directory when the config is loaded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PathsConfig {
+pub(crate) struct PathsConfig {
     /// Runtime state (`last_check_ms`, last cycle report, resume data).
-    pub state: PathBuf,
+    pub(crate) state: PathBuf,
     /// Cached Mattermost session token.
-    pub token_cache: PathBuf,
+    pub(crate) token_cache: PathBuf,
     /// Auto-fix attempts; deleting it resets the counters.
-    pub fix_history: PathBuf,
+    pub(crate) fix_history: PathBuf,
     /// Cumulative stats.
-    pub stats: PathBuf,
+    pub(crate) stats: PathBuf,
     /// Activity log.
-    pub log: PathBuf,
+    pub(crate) log: PathBuf,
     /// Built-in task ledger (used when no MC command is configured).
-    pub ledger: PathBuf,
+    pub(crate) ledger: PathBuf,
     /// Lock file that keeps two cycles from overlapping.
-    pub lock: PathBuf,
+    pub(crate) lock: PathBuf,
     /// Cached Planka access token (mode 0600).
-    pub planka_token_cache: PathBuf,
+    pub(crate) planka_token_cache: PathBuf,
     /// Audit trail: one JSON line per decision or action (owner-only).
-    pub audit: PathBuf,
+    pub(crate) audit: PathBuf,
     /// Labels the team corrected by reaction (JSON lines, owner-only):
     /// they teach the classifier and `ops-agent eval` reads them.
-    pub corrections: PathBuf,
+    pub(crate) corrections: PathBuf,
 }
 
 impl Default for PathsConfig {
@@ -92,7 +92,7 @@ impl Default for PathsConfig {
 
 impl PathsConfig {
     /// Every path with its key.
-    pub fn all(&self) -> [(&'static str, &Path); 10] {
+    fn all(&self) -> [(&'static str, &Path); 10] {
         [
             ("state", &self.state),
             ("token_cache", &self.token_cache),
@@ -108,7 +108,7 @@ impl PathsConfig {
     }
 
     /// Expands `~` in every path.
-    pub fn expand(&mut self) {
+    pub(crate) fn expand(&mut self) {
         for p in [
             &mut self.state,
             &mut self.token_cache,
@@ -128,7 +128,7 @@ impl PathsConfig {
     /// Checks what would otherwise fail only when the file is first used:
     /// an empty path, a NUL byte, a directory where a file belongs, two keys
     /// naming the same file.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let mut seen: Vec<(&str, &Path)> = Vec::new();
         for (key, p) in self.all() {
             let text = p.to_string_lossy();
@@ -160,7 +160,7 @@ impl PathsConfig {
 
     /// The state-like files a reset removes: runtime state, token caches and
     /// fix history (the runbook's "complete reset"; stats and the ledger stay).
-    pub fn reset_files(&self) -> Vec<PathBuf> {
+    pub(crate) fn reset_files(&self) -> Vec<PathBuf> {
         vec![
             self.state.clone(),
             crate::store::journal_path(&self.state),

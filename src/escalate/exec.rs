@@ -40,9 +40,9 @@ use crate::tasks::Task;
 use crate::time::human_ms;
 
 /// Post prop holding the incident key on every incident post.
-pub const INCIDENT_PROP: &str = "ops_agent_incident";
+const INCIDENT_PROP: &str = "ops_agent_incident";
 /// Post prop naming which incident post it is.
-pub const EVENT_PROP: &str = "ops_agent_event";
+const EVENT_PROP: &str = "ops_agent_event";
 /// How many recent channel posts are searched for an alert already made.
 const ALERT_LOOKBACK_POSTS: u32 = 60;
 
@@ -100,18 +100,18 @@ impl Ctx<'_> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EscalateOutcome {
     /// Counters for the cumulative stats.
-    pub counters: IncidentCounters,
+    pub(crate) counters: IncidentCounters,
     /// One line per action performed (or, in a dry run, that would be).
     pub performed: Vec<String>,
     /// One line per failure (the action is owed again next cycle).
     pub errors: Vec<String>,
     /// Incidents still failing after this cycle.
-    pub open: usize,
+    pub(crate) open: usize,
 }
 
 impl EscalateOutcome {
     /// The stage outcome: degraded when something failed.
-    pub fn outcome(&self) -> Outcome {
+    pub(crate) fn outcome(&self) -> Outcome {
         let detail = format!(
             "{} open, {} opened, {} alerts, {} recovered, {} actions",
             self.open,
@@ -558,14 +558,14 @@ async fn perform(
 
 /// The escalation task: HIGH, INTERNAL (our own work whatever the alert
 /// channel's team), source = the incident key, on the alert team's board.
-pub fn escalation_task(inc: &Incident, owner: &str, team: &str) -> Task {
+fn escalation_task(inc: &Incident, owner: &str, team: &str) -> Task {
     let summary = format!("{} failing: {}", inc.service, inc.why);
     let team = (!team.is_empty()).then_some(team);
     Task::escalation(&inc.key, &summary, &inc.details, owner, team)
 }
 
 /// The resolve argv: `~` expanded, `{task_id}` and `{source}` substituted.
-pub fn resolve_argv(template: &[String], task_id: &str, source: &str) -> Vec<String> {
+pub(crate) fn resolve_argv(template: &[String], task_id: &str, source: &str) -> Vec<String> {
     template
         .iter()
         .map(|t| {
@@ -579,7 +579,7 @@ pub fn resolve_argv(template: &[String], task_id: &str, source: &str) -> Vec<Str
 }
 
 /// The alert: what failed, what was tried, the last check output.
-pub fn alert_text(inc: &Incident) -> String {
+fn alert_text(inc: &Incident) -> String {
     let mut text = format!(
         ":rotating_light: **Incident: {} is failing** (`{}`)\n\n{}",
         inc.service, inc.key, inc.details

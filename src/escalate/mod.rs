@@ -6,7 +6,7 @@
 //! Gatus' alerting habit, split in two:
 //!
 //! * [`plan`] (pure): from this cycle's [`ServiceSummary`]s, the stored
-//!   [`EscalationState`], the silenced services and `now`, the [`Action`]s
+//!   [`EscalationState`], the silenced services and `now`, the [`Action`](plan::Action)s
 //!   still owed: open an incident, create its task, post the alert, follow
 //!   up, remind, and on recovery the recovery post, the card comment and
 //!   move, the MC resolve, then close. Each is derived from what is *not
@@ -20,8 +20,8 @@
 //! Silences live in [`silence`]; their set of silenced services is
 //! computed once per cycle and gates both the fix stage and [`plan`].
 
-pub mod exec;
-pub mod plan;
+pub(crate) mod exec;
+mod plan;
 pub mod silence;
 
 use anyhow::{bail, Result};
@@ -33,12 +33,11 @@ use crate::time::Secs;
 use silence::Silences;
 
 pub use exec::{answer_silence_post, run, Book, Ctx, EscalateOutcome, SilenceRules};
-pub use plan::{escalation_reason, plan, Action, PlanConfig};
 
 /// Placeholders the resolve command may use.
-pub const RESOLVE_PLACEHOLDERS: &[&str] = &["task_id", "source"];
+const RESOLVE_PLACEHOLDERS: &[&str] = &["task_id", "source"];
 /// Closed incidents kept for `status` and `explain` (newest win).
-pub const KEEP_CLOSED: usize = 100;
+const KEEP_CLOSED: usize = 100;
 
 /// `[escalation]`: who is on call and how patient the agent is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,7 +84,7 @@ fn username_ok(u: &str) -> bool {
 
 impl EscalationConfig {
     /// Checks the section without I/O; errors name the key and the bad value.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         for u in &self.on_call {
             if !username_ok(u) {
                 bail!("escalation.on_call: '{u}' is not a Mattermost username (lowercase, no @, never channel/all/here)");
@@ -119,12 +118,12 @@ impl EscalationConfig {
     }
 
     /// The follow-up deadline in ms.
-    pub fn ack_timeout_ms(&self) -> i64 {
+    fn ack_timeout_ms(&self) -> i64 {
         self.ack_timeout_mins as i64 * 60_000
     }
 
     /// The reminder interval in ms.
-    pub fn reminder_ms(&self) -> i64 {
+    fn reminder_ms(&self) -> i64 {
         self.reminder_hours as i64 * 3_600_000
     }
 }
@@ -145,7 +144,7 @@ pub struct Ack {
     /// The Mattermost user id.
     pub by: String,
     /// When (epoch ms, server clock).
-    pub at_ms: i64,
+    at_ms: i64,
     /// Reaction or reply.
     pub how: AckHow,
 }
@@ -157,36 +156,36 @@ pub struct Ack {
 pub struct Incident {
     /// `service:check@YYYYMMDDTHHMMSSZ` (the start of the failure): the
     /// task's idempotency key, stable across restarts and lost state.
-    pub key: String,
+    pub(crate) key: String,
     /// The service.
-    pub service: String,
+    pub(crate) service: String,
     /// The failing check and its output when escalated.
-    pub issue: String,
+    pub(crate) issue: String,
     /// Why the agent gave up: no fix, budget spent, fix not verified.
-    pub why: String,
+    pub(crate) why: String,
     /// What failed, what was tried, the last check output (plain text).
-    pub details: String,
+    pub(crate) details: String,
     /// When the incident was opened (epoch ms).
-    pub opened_ms: i64,
+    pub(crate) opened_ms: i64,
     /// When the service began failing (epoch ms).
-    pub failing_since_ms: i64,
+    pub(crate) failing_since_ms: i64,
     /// The MC task, once created.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<String>,
+    pub(crate) task_id: Option<String>,
     /// The Planka card, once made.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub card_id: Option<String>,
+    pub(crate) card_id: Option<String>,
     /// The card URL, for the alert text.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub card_url: Option<String>,
+    pub(crate) card_url: Option<String>,
     /// The team (board) of the task and card.
-    pub team: String,
+    pub(crate) team: String,
     /// The alert post, once it was posted.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub alert_post_id: Option<String>,
+    pub(crate) alert_post_id: Option<String>,
     /// The channel of the alert post.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub alert_channel_id: Option<String>,
+    pub(crate) alert_channel_id: Option<String>,
     /// When the alert was posted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alerted_ms: Option<i64>,
@@ -195,33 +194,33 @@ pub struct Incident {
     pub acked: Option<Ack>,
     /// When the one follow-up was posted.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub followed_up_ms: Option<i64>,
+    pub(crate) followed_up_ms: Option<i64>,
     /// When the last reminder was posted.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reminded_ms: Option<i64>,
+    pub(crate) reminded_ms: Option<i64>,
     /// Reminders posted so far.
-    pub reminders: u32,
+    pub(crate) reminders: u32,
     /// When the service was seen healthy again.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub recovered_ms: Option<i64>,
+    pub(crate) recovered_ms: Option<i64>,
     /// It recovered while silenced: recorded, not announced in chat.
-    pub recovered_in_silence: bool,
+    pub(crate) recovered_in_silence: bool,
     /// The recovery post is in the alert's thread.
-    pub recovery_posted: bool,
+    pub(crate) recovery_posted: bool,
     /// The card got its recovery comment.
-    pub card_commented: bool,
+    pub(crate) card_commented: bool,
     /// The card moved to the done list.
-    pub card_moved: bool,
+    pub(crate) card_moved: bool,
     /// The resolve command succeeded.
-    pub mc_resolved: bool,
+    pub(crate) mc_resolved: bool,
     /// When the incident was closed (all owed actions done or given up).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub closed_ms: Option<i64>,
+    pub(crate) closed_ms: Option<i64>,
 }
 
 impl Incident {
     /// Still failing (not yet recovered).
-    pub fn is_open(&self) -> bool {
+    fn is_open(&self) -> bool {
         self.recovered_ms.is_none()
     }
 }
@@ -240,22 +239,22 @@ pub struct EscalationState {
     pub silences: Silences,
     /// The alert channel id, with the `team/channel` it was resolved from.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub alert_channel: Option<(String, String)>,
+    alert_channel: Option<(String, String)>,
 }
 
 impl EscalationState {
     /// The incident with this key.
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut Incident> {
+    fn get_mut(&mut self, key: &str) -> Option<&mut Incident> {
         self.incidents.iter_mut().find(|i| i.key == key)
     }
 
     /// Incidents still failing (for `status` and the intel summary).
-    pub fn open(&self) -> Vec<&Incident> {
+    pub(crate) fn open(&self) -> Vec<&Incident> {
         self.incidents.iter().filter(|i| i.is_open()).collect()
     }
 
     /// Moves incident `key` to the closed history.
-    pub fn close(&mut self, key: &str, now_ms: i64) {
+    fn close(&mut self, key: &str, now_ms: i64) {
         if let Some(pos) = self.incidents.iter().position(|i| i.key == key) {
             let mut inc = self.incidents.remove(pos);
             inc.closed_ms = Some(now_ms);
@@ -270,7 +269,7 @@ impl EscalationState {
     /// acknowledgements and conversation about a known incident, read by
     /// the escalation stage; classifying them would file the same incident
     /// again as a chat INCIDENT and answer inside the alert thread.
-    pub fn is_alert_thread(&self, root_id: &str) -> bool {
+    pub(crate) fn is_alert_thread(&self, root_id: &str) -> bool {
         !root_id.is_empty()
             && self
                 .incidents
@@ -283,30 +282,30 @@ impl EscalationState {
 /// What this cycle's escalation did, for the cumulative stats (the cycle
 /// bumps each named counter, see [`IncidentCounters::pairs`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct IncidentCounters {
+pub(crate) struct IncidentCounters {
     /// Incidents opened.
-    pub opened: u64,
+    opened: u64,
     /// Alerts acknowledged (reaction or reply seen).
-    pub acknowledged: u64,
+    acknowledged: u64,
     /// Incidents whose service recovered.
-    pub resolved: u64,
+    resolved: u64,
     /// Sum of their times to recovery (failing since → recovered), ms.
-    pub recovery_ms_total: u64,
+    recovery_ms_total: u64,
     /// Alert posts made.
-    pub alerts_posted: u64,
+    alerts_posted: u64,
     /// Follow-ups made.
-    pub follow_ups: u64,
+    follow_ups: u64,
     /// Reminders made.
-    pub reminders: u64,
+    reminders: u64,
     /// Recovery posts made.
-    pub recoveries_posted: u64,
+    recoveries_posted: u64,
     /// Actions that failed (owed again next cycle).
-    pub actions_failed: u64,
+    actions_failed: u64,
 }
 
 impl IncidentCounters {
     /// `(stats counter name, value)` for `Stats::bump`.
-    pub fn pairs(&self) -> [(&'static str, u64); 9] {
+    pub(crate) fn pairs(&self) -> [(&'static str, u64); 9] {
         [
             ("incidents_opened", self.opened),
             ("incidents_acknowledged", self.acknowledged),
@@ -322,7 +321,7 @@ impl IncidentCounters {
 }
 
 /// The summary of a service by name, if this cycle checked it.
-pub fn summary_of<'a>(services: &'a [ServiceSummary], service: &str) -> Option<&'a ServiceSummary> {
+fn summary_of<'a>(services: &'a [ServiceSummary], service: &str) -> Option<&'a ServiceSummary> {
     services.iter().find(|s| s.service == service)
 }
 

@@ -28,30 +28,30 @@ use crate::fix::{FixDecision, Outcome};
 
 /// Recovered incidents whose closing actions keep failing (a deleted card,
 /// a broken resolve command) are closed anyway after this long.
-pub const GIVE_UP_MS: i64 = 24 * 3_600_000;
+const GIVE_UP_MS: i64 = 24 * 3_600_000;
 
 /// The planner's knobs, from config plus what is usable this cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlanConfig {
+pub(crate) struct PlanConfig {
     /// Unacknowledged this long → the follow-up.
-    pub ack_timeout_ms: i64,
+    ack_timeout_ms: i64,
     /// Unacknowledged this long since the alert or last reminder → remind.
-    pub reminder_ms: i64,
+    reminder_ms: i64,
     /// `mattermost.alert_channel` is set (else no chat actions at all).
-    pub alerting: bool,
+    alerting: bool,
     /// `on_call` names someone (else no follow-up).
-    pub follow_up: bool,
+    follow_up: bool,
     /// `done_list` is set.
-    pub move_card: bool,
+    move_card: bool,
     /// The incident's task can be closed in MC: `resolve_command` is set,
     /// or MC is the built-in ledger (which the agent closes itself).
-    pub resolve: bool,
+    resolve: bool,
 }
 
 impl PlanConfig {
     /// From the section; `alerting` says whether an alert channel is set,
     /// `ledger_mc` whether MC is the built-in ledger.
-    pub fn new(cfg: &EscalationConfig, alerting: bool, ledger_mc: bool) -> PlanConfig {
+    pub(crate) fn new(cfg: &EscalationConfig, alerting: bool, ledger_mc: bool) -> PlanConfig {
         PlanConfig {
             ack_timeout_ms: cfg.ack_timeout_ms(),
             reminder_ms: cfg.reminder_ms(),
@@ -67,7 +67,7 @@ impl PlanConfig {
 /// `MarkRecovered` only change state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
-pub enum Action {
+pub(crate) enum Action {
     /// Record a new incident.
     Open {
         /// The incident as opened.
@@ -132,7 +132,7 @@ pub enum Action {
 
 impl Action {
     /// The incident the action belongs to.
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         match self {
             Action::Open { incident } => &incident.key,
             Action::CreateTask { key }
@@ -149,7 +149,7 @@ impl Action {
     }
 
     /// The action's name for logs and tests.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Action::Open { .. } => "open",
             Action::CreateTask { .. } => "create_task",
@@ -169,7 +169,7 @@ impl Action {
 /// Why the agent cannot resolve a failing service itself, or `None` while
 /// it still can (a fix is running, verified, in its grace, or the service is
 /// booting or blocked by a failing parent, which escalates on its own).
-pub fn escalation_reason(s: &ServiceSummary) -> Option<String> {
+fn escalation_reason(s: &ServiceSummary) -> Option<String> {
     if !s.failing || s.blocked_by.is_some() {
         return None;
     }
@@ -205,7 +205,7 @@ pub fn escalation_reason(s: &ServiceSummary) -> Option<String> {
 
 /// The incident key: `service:check@start` (UTC, seconds), derived from the
 /// data so a restart, or even a lost state file, finds the same task.
-pub fn incident_key(service: &str, check: &str, failing_since_ms: i64) -> String {
+fn incident_key(service: &str, check: &str, failing_since_ms: i64) -> String {
     let t = chrono::DateTime::from_timestamp_millis(failing_since_ms)
         .map(|t| t.format("%Y%m%dT%H%M%SZ").to_string())
         .unwrap_or_else(|| failing_since_ms.to_string());
@@ -223,7 +223,7 @@ fn failing_issue(s: &ServiceSummary) -> String {
 }
 
 /// What failed, what was tried, the last output: the alert and task body.
-pub fn details_text(s: &ServiceSummary, why: &str) -> String {
+fn details_text(s: &ServiceSummary, why: &str) -> String {
     let mut out = format!(
         "{} is {} and the agent cannot resolve it: {why}.\n\nWhat failed:\n",
         s.service,
@@ -286,7 +286,7 @@ fn open_incident(s: &ServiceSummary, why: String, now_ms: i64) -> Incident {
 /// `silenced`: the services silenced now (`Silences::silenced_services`).
 /// A service missing from `services` (not checked this cycle) neither
 /// opens nor recovers anything.
-pub fn plan(
+pub(crate) fn plan(
     services: &[ServiceSummary],
     state: &EscalationState,
     silenced: &BTreeSet<String>,

@@ -27,50 +27,50 @@ use crate::health::Checks;
 use crate::observe::audit::{self, Event};
 
 /// The longest silence: a forgotten silence must not hide a service forever.
-pub const MAX_SILENCE_MS: i64 = 30 * 24 * 3_600_000;
+const MAX_SILENCE_MS: i64 = 30 * 24 * 3_600_000;
 /// Ended silences kept for `silence --list` and `status` (newest win).
-pub const KEEP_ENDED: usize = 50;
+const KEEP_ENDED: usize = 50;
 /// Longest accepted reason, in characters.
-pub const MAX_REASON_CHARS: usize = 300;
+const MAX_REASON_CHARS: usize = 300;
 
 /// One silence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Silence {
     /// Short id for `--clear` (`s1`, `s2`, …).
-    pub id: String,
+    id: String,
     /// A check name or a service name.
-    pub target: String,
+    pub(crate) target: String,
     /// Ends at this time (epoch ms).
-    pub until_ms: i64,
+    pub(crate) until_ms: i64,
     /// Why, in the operator's words.
-    pub reason: String,
+    pub(crate) reason: String,
     /// Who: a Mattermost username, or the local user for the CLI.
-    pub by: String,
+    pub(crate) by: String,
     /// When it was made (epoch ms).
-    pub created_ms: i64,
+    created_ms: i64,
     /// The chat post that asked for it, so a repeated cycle after a crash
     /// does not make a second silence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_post: Option<String>,
+    source_post: Option<String>,
     /// When a silenced service was first seen failing during the silence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_seen_ms: Option<i64>,
     /// When it recovered during the silence (recorded, not announced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recovered_ms: Option<i64>,
+    recovered_ms: Option<i64>,
     /// When it ended early (`--clear`); expiry leaves this empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cleared_ms: Option<i64>,
+    cleared_ms: Option<i64>,
 }
 
 impl Silence {
     /// Whether it still holds at `now_ms`.
-    pub fn is_active(&self, now_ms: i64) -> bool {
+    fn is_active(&self, now_ms: i64) -> bool {
         self.cleared_ms.is_none() && now_ms < self.until_ms
     }
 
     /// One line for `silence --list` and the chat confirmation.
-    pub fn line(&self, now_ms: i64) -> String {
+    pub(crate) fn line(&self, now_ms: i64) -> String {
         let left = if self.is_active(now_ms) {
             format!("{} left", crate::time::human_ms(self.until_ms - now_ms))
         } else {
@@ -109,13 +109,13 @@ pub struct Silences {
     /// Expired or cleared, newest last.
     pub ended: Vec<Silence>,
     /// The number of the next id.
-    pub next_id: u64,
+    next_id: u64,
 }
 
 impl Silences {
     /// Adds a silence of `target` for `duration_ms`. A chat request already
     /// turned into a silence (same `source_post`) returns that one.
-    pub fn add(
+    fn add(
         &mut self,
         target: &str,
         duration_ms: i64,
@@ -170,14 +170,14 @@ impl Silences {
     }
 
     /// The silences in force at `now_ms`, soonest end first.
-    pub fn list(&self, now_ms: i64) -> Vec<&Silence> {
+    pub(crate) fn list(&self, now_ms: i64) -> Vec<&Silence> {
         let mut v: Vec<&Silence> = self.active.iter().filter(|s| s.is_active(now_ms)).collect();
         v.sort_by_key(|s| s.until_ms);
         v
     }
 
     /// Ends silence `id` now (`silence --clear ID`).
-    pub fn clear(&mut self, id: &str, now_ms: i64) -> Result<Silence> {
+    pub(crate) fn clear(&mut self, id: &str, now_ms: i64) -> Result<Silence> {
         let Some(i) = self.active.iter().position(|s| s.id == id.trim()) else {
             let known: Vec<&str> = self.active.iter().map(|s| s.id.as_str()).collect();
             bail!(
@@ -215,7 +215,7 @@ impl Silences {
     }
 
     /// The silence a chat post asked for, if any.
-    pub fn by_post(&self, post: &str) -> Option<&Silence> {
+    pub(crate) fn by_post(&self, post: &str) -> Option<&Silence> {
         self.active
             .iter()
             .chain(self.ended.iter())
@@ -223,7 +223,7 @@ impl Silences {
     }
 
     /// Puts back a silence from the state's journal, unless it is known.
-    pub fn restore(&mut self, s: Silence) {
+    pub(crate) fn restore(&mut self, s: Silence) {
         let known = self
             .active
             .iter()
@@ -250,7 +250,7 @@ impl Silences {
 
     /// When the silence of `service` (or of one of its checks) ends, if
     /// one is in force at `now_ms`: the latest end among them.
-    pub fn until_ms(&self, checks: &Checks, service: &str, now_ms: i64) -> Option<i64> {
+    pub(crate) fn until_ms(&self, checks: &Checks, service: &str, now_ms: i64) -> Option<i64> {
         self.active
             .iter()
             .filter(|s| s.is_active(now_ms))
@@ -266,7 +266,7 @@ impl Silences {
 
     /// Records on each active silence what its service did this cycle:
     /// failing seen, and recovery during the silence.
-    pub fn observe(&mut self, checks: &Checks, services: &[ServiceSummary], now_ms: i64) {
+    pub(crate) fn observe(&mut self, checks: &Checks, services: &[ServiceSummary], now_ms: i64) {
         for s in self.active.iter_mut().filter(|s| s.is_active(now_ms)) {
             let service = checks
                 .iter()
@@ -289,7 +289,7 @@ impl Silences {
 /// Records a silence just made in the audit trail (chat or command line).
 /// A chat request answered again after a crash returns the same silence;
 /// recording it twice says no more than once, so no check is made.
-pub fn audit_created(s: &Silence) {
+pub(crate) fn audit_created(s: &Silence) {
     audit::record(Event::SilenceCreated {
         id: s.id.clone(),
         target: s.target.clone(),
@@ -301,7 +301,7 @@ pub fn audit_created(s: &Silence) {
 }
 
 /// Records the end of a silence: `expired`, or `cleared` by `by`.
-pub fn audit_ended(s: &Silence, by: Option<&str>) {
+pub(crate) fn audit_ended(s: &Silence, by: Option<&str>) {
     audit::record(Event::SilenceEnded {
         id: s.id.clone(),
         target: s.target.clone(),
@@ -311,7 +311,7 @@ pub fn audit_ended(s: &Silence, by: Option<&str>) {
 }
 
 /// The names a silence may target: every check and every service, sorted.
-pub fn known_targets(checks: &Checks) -> Vec<String> {
+fn known_targets(checks: &Checks) -> Vec<String> {
     let set: BTreeSet<String> = checks
         .iter()
         .flat_map(|c| [c.name.clone(), c.service().to_string()])
@@ -324,15 +324,15 @@ pub fn known_targets(checks: &Checks) -> Vec<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SilenceRequest {
     /// The service named.
-    pub target: String,
+    pub(crate) target: String,
     /// How long.
-    pub duration_ms: i64,
+    pub(crate) duration_ms: i64,
     /// Why (the rest of the message).
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// The chat command's usage line, sent back on a malformed request.
-pub fn usage(agent_username: &str) -> String {
+fn usage(agent_username: &str) -> String {
     format!("Usage: `@{agent_username} silence <service> <duration> <reason>`, e.g. `@{agent_username} silence web 2h deploying the new release` (durations: 90s, 30m, 2h, 1d).")
 }
 
@@ -397,7 +397,7 @@ pub enum ChatAnswer {
 
 impl ChatAnswer {
     /// The thread reply text.
-    pub fn reply_text(&self, author: &str, now_ms: i64) -> String {
+    pub(crate) fn reply_text(&self, author: &str, now_ms: i64) -> String {
         match self {
             ChatAnswer::Created(s) => format!(
                 "Silenced **{}** until {} ({}), as @{author} asked: {}. It is still checked; no fix and no alert until then. Clear it early with `ops-agent silence --clear {}`.",
@@ -418,7 +418,7 @@ impl ChatAnswer {
 /// Answers one parsed chat request: the allowlist first (anyone else gets a
 /// polite refusal and learns nothing else), then the request's form, then
 /// the service name; only then is the silence made (idempotent per post).
-pub fn answer_chat(
+pub(crate) fn answer_chat(
     request: Result<SilenceRequest, String>,
     author: &str,
     post_id: &str,
@@ -460,7 +460,7 @@ pub fn answer_chat(
 
 /// `ops-agent silence <target> <duration> --reason "…"`: checks the target
 /// against the configured checks and services, then adds the silence.
-pub fn cli_add(
+pub(crate) fn cli_add(
     silences: &mut Silences,
     checks: &Checks,
     target: &str,
@@ -481,7 +481,7 @@ pub fn cli_add(
 }
 
 /// `silence --list` as text: active silences, then the recently ended.
-pub fn render_list(silences: &Silences, now_ms: i64) -> String {
+pub(crate) fn render_list(silences: &Silences, now_ms: i64) -> String {
     let active = silences.list(now_ms);
     let mut out = if active.is_empty() {
         "No active silences.\n".to_string()
@@ -502,7 +502,7 @@ pub fn render_list(silences: &Silences, now_ms: i64) -> String {
 }
 
 /// `silence --list --json`: the whole record.
-pub fn list_json(silences: &Silences, now_ms: i64) -> serde_json::Value {
+pub(crate) fn list_json(silences: &Silences, now_ms: i64) -> serde_json::Value {
     serde_json::json!({
         "active": silences.list(now_ms),
         "ended": silences.ended,

@@ -26,7 +26,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The lowercase word.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Verified => "verified",
             Outcome::Failed => "failed",
@@ -72,7 +72,7 @@ pub struct Attempt {
 #[serde(default)]
 pub struct FixHistory {
     /// Format version (1).
-    pub version: u32,
+    version: u32,
     /// Attempts per service, oldest first.
     pub attempts: BTreeMap<String, Vec<Attempt>>,
 }
@@ -120,7 +120,7 @@ impl FixHistory {
     }
 
     /// The service's attempts inside the window ending at `now_ms`.
-    pub fn in_window(&self, service: &str, now_ms: i64, window_ms: i64) -> Vec<&Attempt> {
+    pub(crate) fn in_window(&self, service: &str, now_ms: i64, window_ms: i64) -> Vec<&Attempt> {
         self.attempts
             .get(service)
             .map(|v| v.iter().filter(|a| a.at_ms > now_ms - window_ms).collect())
@@ -128,7 +128,7 @@ impl FixHistory {
     }
 
     /// The service's latest attempt.
-    pub fn last(&self, service: &str) -> Option<&Attempt> {
+    pub(crate) fn last(&self, service: &str) -> Option<&Attempt> {
         self.attempts.get(service).and_then(|v| v.last())
     }
 
@@ -142,7 +142,7 @@ impl FixHistory {
     }
 
     /// Drops attempts older than a day, and more than 50 per service.
-    pub fn prune(&mut self, now_ms: i64) {
+    fn prune(&mut self, now_ms: i64) {
         for v in self.attempts.values_mut() {
             v.retain(|a| a.at_ms > now_ms - KEEP_MS);
             if v.len() > KEEP_PER_SERVICE {
@@ -153,7 +153,13 @@ impl FixHistory {
     }
 
     /// Sets the outcome of the service's attempt started at `at_ms`.
-    pub fn set_outcome(&mut self, service: &str, at_ms: i64, outcome: Outcome, detail: String) {
+    pub(crate) fn set_outcome(
+        &mut self,
+        service: &str,
+        at_ms: i64,
+        outcome: Outcome,
+        detail: String,
+    ) {
         if let Some(a) = self
             .attempts
             .get_mut(service)
@@ -177,7 +183,7 @@ impl OwnActions for FixHistory {
 pub(crate) mod testing {
     use super::*;
 
-    pub fn attempt(at_ms: i64) -> Attempt {
+    pub(crate) fn attempt(at_ms: i64) -> Attempt {
         Attempt {
             at_ms,
             action: "restart_container".into(),
@@ -187,7 +193,7 @@ pub(crate) mod testing {
         }
     }
 
-    pub fn history(service: &str, ats: &[i64]) -> FixHistory {
+    pub(crate) fn history(service: &str, ats: &[i64]) -> FixHistory {
         let mut h = FixHistory::default();
         for &a in ats {
             h.attempts

@@ -8,7 +8,7 @@
 //!
 //! Every attempt is written to the fix-history file *before* the action
 //! runs, so a cycle killed mid-fix still counts it: the limit counts
-//! attempts, not outcomes. [`decide`] is pure; [`run_fixes`] (the cycle) and
+//! attempts, not outcomes. [`decide`](policy::decide) is pure; [`run_fixes`] (the cycle) and
 //! [`run_manual`] (`ops-agent fix`) do the I/O around it.
 //!
 //! * [`policy`]: the `[fix]` rate limit, the budget and the decision (pure).
@@ -20,17 +20,17 @@
 //! The action itself is data in the check inventory
 //! ([`crate::health::FixSpec`]); a new action starts there.
 
-pub mod history;
-pub mod policy;
-pub mod run;
-pub mod services;
-pub mod view;
+mod history;
+mod policy;
+pub(crate) mod run;
+mod services;
+mod view;
 
 pub use crate::health::{FixAction, FixSpec};
 pub use history::{Attempt, FixHistory, Outcome};
-pub use policy::{budget, decide, Budget, FixConfig, FixDecision, FixFacts, FixOptions};
-pub use run::{
-    act_and_verify, execute, judge, no_fix_for, run_fixes, run_manual, FixContext, FixReport,
-};
+pub use policy::{Budget, FixConfig, FixDecision, FixOptions};
+pub(crate) use run::no_fix_for;
+pub use run::{run_fixes, run_manual, FixContext, FixReport};
 pub use services::{summarize, ServiceSummary};
-pub use view::{explain, history_view, render_history, Explanation, ServiceHistory};
+pub(crate) use view::explain;
+pub use view::{history_view, render_history, ServiceHistory};

@@ -13,9 +13,9 @@ use crate::health::{CheckConfig, FixSpec};
 #[serde(deny_unknown_fields, default)]
 pub struct FixConfig {
     /// Attempts per service within the rolling window (the runbook's 3).
-    pub max_attempts_per_hour: u32,
+    pub(crate) max_attempts_per_hour: u32,
     /// The rolling window (60 minutes: "per hour").
-    pub window_mins: u64,
+    pub(crate) window_mins: u64,
 }
 
 impl Default for FixConfig {
@@ -29,7 +29,7 @@ impl Default for FixConfig {
 
 impl FixConfig {
     /// Checks values serde cannot.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.window_mins == 0 {
             bail!("fix.window_mins must be at least 1, got 0");
         }
@@ -49,7 +49,7 @@ impl FixConfig {
     }
 
     /// The window in milliseconds.
-    pub fn window_ms(&self) -> i64 {
+    pub(crate) fn window_ms(&self) -> i64 {
         self.window_mins as i64 * 60_000
     }
 }
@@ -58,16 +58,21 @@ impl FixConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Budget {
     /// Attempts inside the window.
-    pub used: u32,
+    pub(crate) used: u32,
     /// Attempts still allowed now.
     pub left: u32,
     /// When the oldest attempt in the window leaves it (only when spent).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_allowed_at_ms: Option<i64>,
+    pub(crate) next_allowed_at_ms: Option<i64>,
 }
 
 /// The budget of a service at `now_ms`. Pure.
-pub fn budget(service: &str, history: &FixHistory, policy: &FixConfig, now_ms: i64) -> Budget {
+pub(crate) fn budget(
+    service: &str,
+    history: &FixHistory,
+    policy: &FixConfig,
+    now_ms: i64,
+) -> Budget {
     let window = history.in_window(service, now_ms, policy.window_ms());
     let used = window.len() as u32;
     let left = policy.max_attempts_per_hour.saturating_sub(used);
@@ -86,14 +91,14 @@ pub fn budget(service: &str, history: &FixHistory, policy: &FixConfig, now_ms: i
 
 /// The facts about the service a decision needs besides the history.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct FixFacts {
+pub(crate) struct FixFacts {
     /// A check of the service is booting (health `starting`, `restarting`,
     /// `activating`).
-    pub starting: bool,
+    pub(crate) starting: bool,
     /// The failing parent that blocks the service's failing check.
-    pub blocked_by: Option<String>,
+    pub(crate) blocked_by: Option<String>,
     /// The service is silenced until then (epoch ms): checked, not fixed.
-    pub silenced_until_ms: Option<i64>,
+    pub(crate) silenced_until_ms: Option<i64>,
 }
 
 /// How the fix was asked for.
@@ -144,7 +149,7 @@ pub enum FixDecision {
 
 impl FixDecision {
     /// One line for logs, `explain` and the escalation text.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             FixDecision::Run => "fix runs now".into(),
             FixDecision::SkipBudgetSpent { next_allowed_at_ms } => format!(
@@ -170,7 +175,7 @@ impl FixDecision {
 /// Decides whether to run the service's fix now. Pure. The order says what
 /// wins: no fix, blocked, starting, grace, budget, dry run. `--force` skips
 /// the grace and the budget, never a block or a boot in progress.
-pub fn decide(
+pub(crate) fn decide(
     service: &str,
     spec: Option<(&CheckConfig, &FixSpec)>,
     history: &FixHistory,

@@ -22,7 +22,7 @@ use crate::store::SetAside;
 
 /// Seconds a container gets to stop on restart before SIGKILL (Docker's
 /// own default).
-pub const RESTART_STOP_SECS: i32 = 10;
+const RESTART_STOP_SECS: i32 = 10;
 
 /// What happened to one service's fix, for the cycle report, the
 /// escalation ("what was tried, budget left") and `fix`'s output.
@@ -36,7 +36,7 @@ pub struct FixReport {
     pub decision: FixDecision,
     /// The action, described (also for skips, when one is configured).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
+    pub(crate) action: Option<String>,
     /// The outcome when the action ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
@@ -50,7 +50,7 @@ pub struct FixReport {
 impl FixReport {
     /// Records what this report says in the audit trail: why no fix ran,
     /// or how the one that ran ended.
-    pub fn audit(&self) {
+    fn audit(&self) {
         match (&self.decision, self.outcome) {
             (FixDecision::Run, Some(outcome)) => audit::record(Event::FixResult {
                 service: self.service.clone(),
@@ -69,7 +69,7 @@ impl FixReport {
     }
 
     /// One line for the log.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         match (&self.outcome, &self.detail) {
             (Some(o), Some(d)) => format!(
                 "{}: {} -> {} ({d}); {} of the budget left",
@@ -84,7 +84,7 @@ impl FixReport {
 }
 
 /// The error for a service without a configured fix, naming those with one.
-pub fn no_fix_for(checks: &Checks, service: &str) -> anyhow::Error {
+pub(crate) fn no_fix_for(checks: &Checks, service: &str) -> anyhow::Error {
     let known: Vec<&str> = checks
         .iter()
         .filter(|c| c.fix.is_some())
@@ -108,7 +108,7 @@ pub fn no_fix_for(checks: &Checks, service: &str) -> anyhow::Error {
 /// process group killed on timeout, a bounded stderr tail. `launchctl` and
 /// `systemctl` are fixed system tools and go through
 /// [`crate::process::run_tool`].
-pub async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -> Result<String> {
+async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -> Result<String> {
     let timeout = spec.timeout_secs.get();
     let what = spec.describe(check);
     let no_result = || format!("{what}: no result within {}s", spec.timeout_secs);
@@ -170,7 +170,7 @@ async fn tool_ok(program: &str, args: &[&str], timeout: Duration) -> Result<()> 
 /// When `verify` is another check, `check` is re-run too, because only it
 /// knows whether the service is still booting and when its container
 /// started; see [`judge`].
-pub async fn act_and_verify(
+async fn act_and_verify(
     ctx: &HealthContext,
     check: &CheckConfig,
     verify: &CheckConfig,
@@ -208,7 +208,7 @@ pub async fn act_and_verify(
 /// "verified" always means the container really restarted); a service
 /// still booting (either check `starting`) is `Pending`, never `Failed`;
 /// then the verifying check decides.
-pub fn judge(
+fn judge(
     spec: &FixSpec,
     started_before: Option<&str>,
     verify: &CheckResult,
@@ -417,25 +417,25 @@ pub async fn run_fixes(
 }
 
 /// What the cycle's fix stage did.
-pub struct FixStage {
+pub(crate) struct FixStage {
     /// The stage's outcome for the report.
-    pub outcome: report::Outcome,
+    pub(crate) outcome: report::Outcome,
     /// One report per failing service.
-    pub fixes: Vec<FixReport>,
+    pub(crate) fixes: Vec<FixReport>,
     /// The history after this cycle's attempts.
-    pub history: FixHistory,
+    pub(crate) history: FixHistory,
     /// Actions run.
-    pub ran: u64,
+    pub(crate) ran: u64,
     /// Actions verified.
-    pub verified: u64,
+    pub(crate) verified: u64,
     /// The cycle deadline cut the stage.
-    pub deadline_hit: bool,
+    pub(crate) deadline_hit: bool,
 }
 
 /// The cycle's fix stage around [`run_fixes`]: a silenced service is
 /// still checked but never fixed, an unusable history means no fix at
 /// all, and the stage ends at `deadline`.
-pub async fn stage(
+pub(crate) async fn stage(
     fx: &FixContext<'_>,
     verdicts: &[Verdict],
     silenced: &BTreeSet<String>,

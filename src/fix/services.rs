@@ -126,7 +126,8 @@ pub fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{result_of, CheckConfig, CheckKind, CheckResult, HealthState};
+    use crate::health::run::result_of;
+    use crate::health::{CheckConfig, CheckKind, CheckResult, HealthState};
 
     fn res(c: &CheckConfig, status: Status) -> CheckResult {
         result_of(c, status, status.as_str().into(), 1)
@@ -152,7 +153,7 @@ mod tests {
         let mut st = HealthState::default();
         let h = FixHistory::default();
         let mut engine = CheckConfig::new(
-            crate::health::IMPLICIT_ENGINE_CHECK,
+            crate::health::check::IMPLICIT_ENGINE_CHECK,
             CheckKind::DockerEngine,
         );
         engine.service = Some("docker".into());

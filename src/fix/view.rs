@@ -13,14 +13,14 @@ use crate::health::{CheckConfig, CheckMemo, Checks, HealthState, Status};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServiceHistory {
     /// The service.
-    pub service: String,
+    service: String,
     /// The budget now.
-    pub budget: Budget,
+    budget: Budget,
     /// Attempts inside the window, oldest first.
-    pub in_window: Vec<Attempt>,
+    in_window: Vec<Attempt>,
     /// The latest attempt, even outside the window.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last: Option<Attempt>,
+    last: Option<Attempt>,
 }
 
 /// The data behind `fix --history`. Pure.
@@ -85,30 +85,30 @@ pub fn render_history(view: &[ServiceHistory], policy: &FixConfig) -> String {
 /// `ops-agent explain <check>`: everything the agent knows about a check
 /// and why it would or would not act now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Explanation {
+pub(crate) struct Explanation {
     /// The check's config.
-    pub check: CheckConfig,
+    check: CheckConfig,
     /// Its parent chain, nearest first.
-    pub parents: Vec<String>,
+    parents: Vec<String>,
     /// Streaks and last results (none before the first cycle).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub memo: Option<CheckMemo>,
+    memo: Option<CheckMemo>,
     /// The check whose fix acts for the service, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix_check: Option<String>,
+    fix_check: Option<String>,
     /// The fix budget now.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub budget: Option<Budget>,
+    budget: Option<Budget>,
     /// The service's last attempts, newest last.
-    pub attempts: Vec<Attempt>,
+    attempts: Vec<Attempt>,
     /// What the cycle would do now, given the last results.
-    pub decision: FixDecision,
+    decision: FixDecision,
     /// The same in words, with the flap guard's part.
-    pub why: String,
+    why: String,
 }
 
 /// Builds the explanation from state alone (no probe runs). Pure.
-pub fn explain(
+pub(crate) fn explain(
     name: &str,
     checks: &Checks,
     state: &HealthState,
@@ -205,7 +205,7 @@ pub fn explain(
 
 impl Explanation {
     /// The text form.
-    pub fn render_text(&self) -> String {
+    pub(crate) fn render_text(&self) -> String {
         let c = &self.check;
         let mut out = format!(
             "{} ({}), service {}\n",
@@ -278,7 +278,8 @@ impl Explanation {
 mod tests {
     use super::super::history::testing::history;
     use super::*;
-    use crate::health::{result_of, CheckKind};
+    use crate::health::run::result_of;
+    use crate::health::CheckKind;
 
     const MIN: i64 = 60_000;
 

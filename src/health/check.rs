@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 /// The name of the Docker engine check that is added when docker checks
 /// exist and none of kind `docker_engine` is configured.
-pub const IMPLICIT_ENGINE_CHECK: &str = "docker-engine";
+pub(crate) const IMPLICIT_ENGINE_CHECK: &str = "docker-engine";
 
 /// What kind of probe a check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +40,7 @@ pub enum CheckKind {
 
 impl CheckKind {
     /// The config spelling of the kind.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CheckKind::Disk => "disk",
             CheckKind::Memory => "memory",
@@ -67,7 +67,7 @@ pub enum ExpectStatus {
 
 impl ExpectStatus {
     /// The inclusive range of accepted codes, or an error naming the value.
-    pub fn range(&self) -> Result<(u16, u16)> {
+    pub(crate) fn range(&self) -> Result<(u16, u16)> {
         let valid = |c: u16| (100..=599).contains(&c);
         let (lo, hi) = match self {
             ExpectStatus::Code(c) => (*c, *c),
@@ -102,7 +102,7 @@ pub struct CheckConfig {
     /// Unique name, used in logs, `health --check NAME` and state.
     pub name: String,
     /// Which probe to run.
-    pub kind: CheckKind,
+    pub(crate) kind: CheckKind,
     /// The service this check belongs to (fixes and incidents are per
     /// service); defaults to the check's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,13 +112,13 @@ pub struct CheckConfig {
     pub timeout_secs: Secs,
     /// disk: a path on the volume to watch (`~` expands to home).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// disk, memory: percent used at which the result is `warn`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warn_pct: Option<f64>,
+    pub(crate) warn_pct: Option<f64>,
     /// disk, memory: percent used at which the result is `critical`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub critical_pct: Option<f64>,
+    pub(crate) critical_pct: Option<f64>,
     /// docker: the container's name or id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
@@ -161,7 +161,7 @@ pub struct CheckConfig {
     pub fail_after: Option<u32>,
     /// Consecutive good cycles before a failing check counts as recovered (1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recover_after: Option<u32>,
+    pub(crate) recover_after: Option<u32>,
     /// The one action the agent may take when this check fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix: Option<FixSpec>,
@@ -173,9 +173,9 @@ fn default_timeout_secs() -> Secs {
 
 /// The flap guard's default: one failed cycle (already re-probed) is not an
 /// incident yet.
-pub const DEFAULT_FAIL_AFTER: u32 = 2;
+const DEFAULT_FAIL_AFTER: u32 = 2;
 /// One good cycle ends an incident by default.
-pub const DEFAULT_RECOVER_AFTER: u32 = 1;
+const DEFAULT_RECOVER_AFTER: u32 = 1;
 
 const HTTP_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
 
@@ -209,28 +209,28 @@ impl CheckConfig {
     }
 
     /// The service name fixes and incidents are keyed by.
-    pub fn service(&self) -> &str {
+    pub(crate) fn service(&self) -> &str {
         self.service.as_deref().unwrap_or(&self.name)
     }
 
     /// Consecutive failures before the check is failing.
-    pub fn fail_after(&self) -> u32 {
+    pub(crate) fn fail_after(&self) -> u32 {
         self.fail_after.unwrap_or(DEFAULT_FAIL_AFTER)
     }
 
     /// Consecutive successes before a failing check has recovered.
-    pub fn recover_after(&self) -> u32 {
+    pub(crate) fn recover_after(&self) -> u32 {
         self.recover_after.unwrap_or(DEFAULT_RECOVER_AFTER)
     }
 
     /// The probe's time budget.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout_secs.get()
     }
 
     /// The runbook's system checks: the root volume, the home volume and
     /// memory, with the runbook thresholds (disk 85/90 %, memory 90 %).
-    pub fn defaults() -> Vec<CheckConfig> {
+    pub(crate) fn defaults() -> Vec<CheckConfig> {
         let base = |name: &str, kind, path: Option<&str>, warn: f64, crit: f64| CheckConfig {
             path: path.map(str::to_string),
             warn_pct: Some(warn),
@@ -270,7 +270,7 @@ impl CheckConfig {
 
     /// Checks the keys that depend on the kind. `at` names the table in
     /// errors, e.g. `checks[2] ("disk-home")`.
-    pub fn validate(&self, at: &str) -> Result<()> {
+    fn validate(&self, at: &str) -> Result<()> {
         if self.name.trim().is_empty() {
             bail!("{at}: name must not be empty");
         }
@@ -395,7 +395,7 @@ impl CheckConfig {
 /// parent cycles, at most one `docker_engine` check per engine, and the
 /// implicit engine checks' names left free. [`Checks::validate`] calls this after
 /// each table's own [`CheckConfig::validate`].
-pub fn validate_checks(checks: &[CheckConfig]) -> Result<()> {
+fn validate_checks(checks: &[CheckConfig]) -> Result<()> {
     let mut names = BTreeSet::new();
     for (i, c) in checks.iter().enumerate() {
         if !names.insert(c.name.as_str()) {
@@ -510,7 +510,7 @@ fn effective_checks(checks: &[CheckConfig]) -> Vec<CheckConfig> {
 
 /// The implicit engine check's name: `docker-engine` for the default
 /// engine, `docker-engine-<name>` for one under `[health.engines]`.
-pub fn implicit_engine_check(engine: Option<&str>) -> String {
+fn implicit_engine_check(engine: Option<&str>) -> String {
     match engine {
         None => IMPLICIT_ENGINE_CHECK.to_string(),
         Some(n) => format!("{IMPLICIT_ENGINE_CHECK}-{n}"),
@@ -519,7 +519,7 @@ pub fn implicit_engine_check(engine: Option<&str>) -> String {
 
 /// `[health.engines]` names: lowercase letters, digits, `_` and `-` (they
 /// become part of check and service names).
-pub fn valid_engine_name(name: &str) -> bool {
+pub(crate) fn valid_engine_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()
@@ -555,12 +555,12 @@ impl Checks {
     }
 
     /// The tables as the operator wrote them (what `config check` prints).
-    pub fn configured(&self) -> &[CheckConfig] {
+    pub(crate) fn configured(&self) -> &[CheckConfig] {
         &self.configured
     }
 
     /// Checks each table, then the set (names, parents, engines).
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         for (i, c) in self.configured.iter().enumerate() {
             c.validate(&format!("checks[{i}] (\"{}\")", c.name))?;
         }
@@ -568,14 +568,14 @@ impl Checks {
     }
 
     /// The check with this name.
-    pub fn get(&self, name: &str) -> Option<&CheckConfig> {
+    pub(crate) fn get(&self, name: &str) -> Option<&CheckConfig> {
         self.effective.iter().find(|c| c.name == name)
     }
 
     /// The fix of a service: the first check of the service that has one
     /// (a service's HTTP check may fail while the fix lives on its
     /// container).
-    pub fn service_fix(&self, service: &str) -> Option<(&CheckConfig, &FixSpec)> {
+    pub(crate) fn service_fix(&self, service: &str) -> Option<(&CheckConfig, &FixSpec)> {
         self.effective
             .iter()
             .filter(|c| c.service() == service)
@@ -583,7 +583,7 @@ impl Checks {
     }
 
     /// Every service name, sorted and unique.
-    pub fn services(&self) -> Vec<String> {
+    pub(crate) fn services(&self) -> Vec<String> {
         let set: BTreeSet<String> = self
             .effective
             .iter()
@@ -634,7 +634,7 @@ pub enum FixAction {
 
 impl FixAction {
     /// The config spelling.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FixAction::RestartContainer => "restart_container",
             FixAction::Kickstart => "kickstart",
@@ -678,10 +678,6 @@ fn default_action_timeout_secs() -> Secs {
     Secs::new(60)
 }
 
-/// Seconds a container gets to stop on restart before SIGKILL (Docker's
-/// own default).
-pub const RESTART_STOP_SECS: i32 = 10;
-
 impl FixSpec {
     /// A spec with the default timings.
     pub fn new(action: FixAction) -> FixSpec {
@@ -696,7 +692,7 @@ impl FixSpec {
 
     /// Checks that the action fits the check's kind and that `command`
     /// comes exactly with the `command` action. `at` names the table.
-    pub fn validate(&self, at: &str, kind: CheckKind) -> Result<()> {
+    fn validate(&self, at: &str, kind: CheckKind) -> Result<()> {
         let action = self.action.as_str();
         let needs = match self.action {
             FixAction::RestartContainer => Some(CheckKind::Docker),
@@ -740,7 +736,7 @@ impl FixSpec {
     }
 
     /// One line saying what the action does, for logs and dry runs.
-    pub fn describe(&self, check: &CheckConfig) -> String {
+    pub(crate) fn describe(&self, check: &CheckConfig) -> String {
         match self.action {
             FixAction::RestartContainer => format!(
                 "restart container {}",

@@ -14,11 +14,11 @@ use crate::process::run_tool;
 /// The properties asked of systemd. `LoadState` is asked too because a
 /// unit that does not exist reports `inactive/dead/success`, which would
 /// otherwise pass as a healthy oneshot.
-pub const SYSTEMD_PROPERTIES: &str = "LoadState,ActiveState,SubState,Result,NRestarts";
+const SYSTEMD_PROPERTIES: &str = "LoadState,ActiveState,SubState,Result,NRestarts";
 
 /// What `launchctl list <label>` says about a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LaunchdFacts {
+enum LaunchdFacts {
     /// launchctl exited non-zero ("Could not find service …").
     NotLoaded(String),
     /// Loaded; `pid` only while running.
@@ -33,7 +33,7 @@ pub enum LaunchdFacts {
 
 /// Parses `launchctl list <label>`. Only top-level `"KEY" = value;` lines
 /// matter; nested arrays (ProgramArguments) are skipped.
-pub fn parse_launchctl_list(code: Option<i32>, stdout: &str, stderr: &str) -> LaunchdFacts {
+fn parse_launchctl_list(code: Option<i32>, stdout: &str, stderr: &str) -> LaunchdFacts {
     if code != Some(0) {
         let msg = stderr
             .lines()
@@ -63,7 +63,7 @@ pub fn parse_launchctl_list(code: Option<i32>, stdout: &str, stderr: &str) -> La
 }
 
 /// Says what a launchd wait status means.
-pub fn describe_exit(status: i64) -> String {
+fn describe_exit(status: i64) -> String {
     if status > 0 && status % 256 == 0 {
         format!("exit code {}", status / 256)
     } else if status < 0 {
@@ -77,7 +77,7 @@ pub fn describe_exit(status: i64) -> String {
 
 /// Grades a launchd job. A loaded interval job that is not running between
 /// runs and last exited 0 is healthy.
-pub fn grade_launchd(label: &str, f: &LaunchdFacts) -> Probe {
+fn grade_launchd(label: &str, f: &LaunchdFacts) -> Probe {
     match f {
         LaunchdFacts::NotLoaded(msg) => Probe::new(
             Status::Critical,
@@ -108,7 +108,7 @@ pub fn grade_launchd(label: &str, f: &LaunchdFacts) -> Probe {
 }
 
 /// Probes a launchd job.
-pub async fn probe_launchd(check: &CheckConfig) -> Result<Probe> {
+pub(crate) async fn probe_launchd(check: &CheckConfig) -> Result<Probe> {
     let label = check.label.as_deref().unwrap_or_default();
     let out = run_tool("launchctl", &["list", label], check.timeout()).await?;
     Ok(grade_launchd(
@@ -118,7 +118,7 @@ pub async fn probe_launchd(check: &CheckConfig) -> Result<Probe> {
 }
 
 /// Parses `systemctl show` `KEY=value` lines.
-pub fn parse_systemctl_show(stdout: &str) -> BTreeMap<String, String> {
+fn parse_systemctl_show(stdout: &str) -> BTreeMap<String, String> {
     stdout
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -130,7 +130,7 @@ pub fn parse_systemctl_show(stdout: &str) -> BTreeMap<String, String> {
 /// pending auto-restart) and `deactivating`/`reloading` are starting: not
 /// failures and never restarted; an inactive oneshot whose last run
 /// succeeded is healthy.
-pub fn grade_systemd(unit: &str, p: &BTreeMap<String, String>) -> Probe {
+fn grade_systemd(unit: &str, p: &BTreeMap<String, String>) -> Probe {
     let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
     let (active, sub, result) = (get("ActiveState"), get("SubState"), get("Result"));
     let restarts = match get("NRestarts") {
@@ -165,7 +165,7 @@ pub fn grade_systemd(unit: &str, p: &BTreeMap<String, String>) -> Probe {
 }
 
 /// Probes a systemd user unit.
-pub async fn probe_systemd(check: &CheckConfig) -> Result<Probe> {
+pub(crate) async fn probe_systemd(check: &CheckConfig) -> Result<Probe> {
     let unit = check.unit.as_deref().unwrap_or_default();
     let out = run_tool(
         "systemctl",

@@ -71,7 +71,7 @@ impl DockerHost {
     /// `/var/run/docker.sock` link exists there only when an option is on)
     /// when it exists, else `/var/run/docker.sock`. Pure: the caller passes
     /// the environment.
-    pub fn resolve(
+    pub(crate) fn resolve(
         config: Option<&str>,
         env: Option<&str>,
         macos: bool,
@@ -125,19 +125,19 @@ pub struct EngineConfig {
 
 /// The three TLS files of an engine, `~` expanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
+struct TlsFiles {
     /// CA certificate.
-    pub ca: PathBuf,
+    ca: PathBuf,
     /// Client certificate.
-    pub cert: PathBuf,
+    cert: PathBuf,
     /// Client key.
-    pub key: PathBuf,
+    key: PathBuf,
 }
 
 impl EngineConfig {
     /// Checks the address and that TLS is all or nothing, on `tcp://`.
     /// `at` names the table in errors.
-    pub fn validate(&self, at: &str) -> Result<()> {
+    pub(crate) fn validate(&self, at: &str) -> Result<()> {
         let host =
             DockerHost::parse(&self.host).map_err(|e| anyhow::anyhow!("{at}.host: {e:#}"))?;
         let set = [&self.tls_ca, &self.tls_cert, &self.tls_key]
@@ -154,7 +154,7 @@ impl EngineConfig {
     }
 
     /// The TLS files, when set.
-    pub fn tls(&self) -> Option<TlsFiles> {
+    fn tls(&self) -> Option<TlsFiles> {
         let x = |p: &Path| crate::paths::expand_tilde(&p.to_string_lossy());
         match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
@@ -175,14 +175,14 @@ pub struct ContainerFacts {
     /// exited, dead.
     pub status: String,
     /// `State.Running`.
-    pub running: bool,
+    pub(crate) running: bool,
     /// `State.Health.Status` (starting, healthy, unhealthy); `None` when the
     /// container has no healthcheck.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
     /// The last healthcheck's output, first line, for the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_output: Option<String>,
+    pub(crate) health_output: Option<String>,
     /// `State.StartedAt` (RFC 3339); changes on every start, which is how a
     /// restart is detected (RestartCount is reset by manual restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,12 +192,12 @@ pub struct ContainerFacts {
     pub restart_count: i64,
     /// `State.ExitCode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i64>,
+    pub(crate) exit_code: Option<i64>,
 }
 
 impl ContainerFacts {
     /// Extracts the facts from an inspect answer.
-    pub fn from_inspect(r: &bollard::models::ContainerInspectResponse) -> ContainerFacts {
+    fn from_inspect(r: &bollard::models::ContainerInspectResponse) -> ContainerFacts {
         let state = r.state.clone().unwrap_or_default();
         let health = state.health.as_ref();
         let health_status = health
@@ -228,7 +228,7 @@ impl ContainerFacts {
 /// Grades a container. No healthcheck is healthy; a healthcheck still
 /// `starting` or a container the engine is `restarting` is not a failure
 /// and marked starting so it is never restarted while it boots.
-pub fn grade_container(name: &str, f: &ContainerFacts) -> Probe {
+fn grade_container(name: &str, f: &ContainerFacts) -> Probe {
     let mut p = match (f.status.as_str(), f.health.as_deref()) {
         ("running", None) => Probe::new(Status::Ok, format!("{name} running (no healthcheck)")),
         ("running", Some("healthy")) => Probe::new(Status::Ok, format!("{name} running, healthy")),
@@ -317,7 +317,7 @@ impl DockerClient {
     /// `tcp://`, or HTTPS with the client certificate and key when `tls_*`
     /// are set. The key is a secret: it must be ours and owner-only. Like
     /// [`DockerClient::connect`], nothing is dialled here.
-    pub fn connect_engine(cfg: &EngineConfig) -> Result<DockerClient> {
+    pub(crate) fn connect_engine(cfg: &EngineConfig) -> Result<DockerClient> {
         let host = DockerHost::parse(&cfg.host)?;
         let Some(tls) = cfg.tls() else {
             return DockerClient::connect(&host);
@@ -341,13 +341,8 @@ impl DockerClient {
         })
     }
 
-    /// Where this client talks to.
-    pub fn host(&self) -> &DockerHost {
-        &self.host
-    }
-
     /// The engine answers `/_ping` and `/version`.
-    pub async fn probe_engine(&self) -> Probe {
+    pub(crate) async fn probe_engine(&self) -> Probe {
         let host = &self.host;
         if let Err(e) = self.docker.ping().await {
             return Probe::new(
@@ -387,7 +382,7 @@ impl DockerClient {
     }
 
     /// Probes a container: exists, running, healthy.
-    pub async fn probe_container(&self, container: &str) -> Result<Probe> {
+    pub(crate) async fn probe_container(&self, container: &str) -> Result<Probe> {
         Ok(match self.inspect(container).await? {
             Some(f) => grade_container(container, &f),
             None => Probe::new(
@@ -398,7 +393,7 @@ impl DockerClient {
     }
 
     /// Restarts a container, giving it `t` seconds to stop before SIGKILL.
-    pub async fn restart(&self, container: &str, t: i32) -> Result<()> {
+    pub(crate) async fn restart(&self, container: &str, t: i32) -> Result<()> {
         let opts = RestartContainerOptionsBuilder::new().t(t).build();
         self.docker
             .restart_container(&path_segment(container), Some(opts))
@@ -409,7 +404,7 @@ impl DockerClient {
 
 /// Whether `name` is a container name or id as Docker accepts it
 /// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, optionally with its leading `/`).
-pub fn valid_container_name(name: &str) -> bool {
+pub(crate) fn valid_container_name(name: &str) -> bool {
     let name = name.strip_prefix('/').unwrap_or(name);
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -419,7 +414,7 @@ pub fn valid_container_name(name: &str) -> bool {
 /// A container name as one URL path segment: anything outside Docker's
 /// grammar is percent-encoded, so `redis/../nginx` can never address
 /// another container (validation refuses such names first).
-pub fn path_segment(name: &str) -> String {
+fn path_segment(name: &str) -> String {
     let name = name.strip_prefix('/').unwrap_or(name);
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {

@@ -29,49 +29,49 @@ const RESTART_WARN_MS: i64 = 3600 * 1000;
 #[serde(default)]
 pub struct HealthState {
     /// Per check name.
-    pub checks: BTreeMap<String, CheckMemo>,
+    pub(crate) checks: BTreeMap<String, CheckMemo>,
 }
 
 /// One check's memory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct CheckMemo {
+pub(crate) struct CheckMemo {
     /// Failed cycles in a row (blocked cycles do not count either way).
-    pub consecutive_failures: u32,
+    pub(crate) consecutive_failures: u32,
     /// Good cycles in a row.
-    pub consecutive_successes: u32,
+    pub(crate) consecutive_successes: u32,
     /// Past `fail_after` and not yet recovered.
-    pub failing: bool,
+    pub(crate) failing: bool,
     /// When the current run of failures began (epoch ms).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failures_since_ms: Option<i64>,
+    failures_since_ms: Option<i64>,
     /// When the check became failing: the start of the run of failures that
     /// crossed `fail_after` (epoch ms).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failing_since_ms: Option<i64>,
+    pub(crate) failing_since_ms: Option<i64>,
     /// The last results, oldest first.
-    pub last: Vec<ResultMemo>,
+    pub(crate) last: Vec<ResultMemo>,
     /// docker: `State.StartedAt` last seen.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
+    started_at: Option<String>,
     /// docker: the engine's `RestartCount` last seen.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub restart_count: Option<i64>,
+    restart_count: Option<i64>,
     /// docker: restarts we did not cause, seen in the last day (epoch ms;
     /// our own counter, since the engine resets RestartCount on manual
     /// restarts).
-    pub restarts_seen_ms: Vec<i64>,
+    pub(crate) restarts_seen_ms: Vec<i64>,
 }
 
 /// One remembered result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResultMemo {
+pub(crate) struct ResultMemo {
     /// When (epoch ms).
-    pub at_ms: i64,
+    pub(crate) at_ms: i64,
     /// The status.
-    pub status: Status,
+    pub(crate) status: Status,
     /// The reason.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// A streak crossing a threshold this cycle.
@@ -97,10 +97,10 @@ pub struct Verdict {
     /// Failed cycles in a row.
     pub consecutive_failures: u32,
     /// Good cycles in a row.
-    pub consecutive_successes: u32,
+    consecutive_successes: u32,
     /// When it became failing (epoch ms).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failing_since_ms: Option<i64>,
+    pub(crate) failing_since_ms: Option<i64>,
     /// Unexpected container restarts in the last hour.
     #[serde(skip_serializing_if = "is_zero")]
     pub restarts_last_hour: u32,
@@ -248,7 +248,8 @@ fn count_restarts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{docker::ContainerFacts, result_of, CheckConfig, CheckKind};
+    use crate::health::run::result_of;
+    use crate::health::{docker::ContainerFacts, CheckConfig, CheckKind};
 
     /// No action of ours on any service.
     type Own = BTreeMap<String, i64>;

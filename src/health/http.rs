@@ -11,7 +11,7 @@ use super::{CheckConfig, ExpectStatus, Probe, Status};
 /// Requests the check's URL and grades the answer. Connection errors and
 /// timeouts are `critical` with the cause: the endpoint is down as far as
 /// users are concerned.
-pub async fn probe(check: &CheckConfig) -> Result<Probe> {
+pub(crate) async fn probe(check: &CheckConfig) -> Result<Probe> {
     let url = check.url.as_deref().unwrap_or_default();
     let method = check.method.as_deref().unwrap_or("GET");
     let client = crate::http::client(check.timeout(), check.verify_tls.unwrap_or(true))?;
@@ -76,7 +76,7 @@ pub async fn probe(check: &CheckConfig) -> Result<Probe> {
 }
 
 /// Grades an answer. Pure.
-pub fn grade(
+fn grade(
     what: &str,
     code: u16,
     body: Option<&str>,

@@ -9,14 +9,14 @@
 //! * [`view`]: the `health` table.
 //! * one probe per kind: [`docker`], [`http`], [`system`], [`daemon`].
 
-pub mod check;
-pub mod daemon;
+pub(crate) mod check;
+mod daemon;
 pub mod docker;
 pub mod guard;
-pub mod http;
-pub mod run;
-pub mod system;
-pub mod view;
+mod http;
+pub(crate) mod run;
+mod system;
+pub(crate) mod view;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,11 +24,11 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-pub use check::{
-    CheckConfig, CheckKind, Checks, ExpectStatus, FixAction, FixSpec, IMPLICIT_ENGINE_CHECK,
-};
-pub use guard::{CheckMemo, HealthState, Verdict};
-pub use run::{assess, result_of, run_all, run_one, CheckResult, HealthContext, Probe};
+pub use check::{CheckConfig, CheckKind, Checks, ExpectStatus, FixAction, FixSpec};
+pub(crate) use guard::CheckMemo;
+pub use guard::{HealthState, Verdict};
+pub(crate) use run::{assess, run_one, Probe};
+pub use run::{run_all, CheckResult, HealthContext};
 
 /// How a check came out. Ordered by severity so the worst result of a set is
 /// simply the maximum.
@@ -47,7 +47,7 @@ pub enum Status {
 
 impl Status {
     /// The lowercase word used in logs and tables.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
             Status::Warn => "warn",
@@ -95,12 +95,12 @@ impl Default for HealthConfig {
 
 impl HealthConfig {
     /// The pause before the in-cycle re-probe.
-    pub fn reprobe_pause(&self) -> Duration {
+    pub(crate) fn reprobe_pause(&self) -> Duration {
         Duration::from_millis(self.reprobe_pause_ms)
     }
 
     /// Checks values serde cannot.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.reprobe_pause_ms > 60_000 {
             bail!(
                 "health.reprobe_pause_ms must be at most 60000 (one minute), got {}",
@@ -123,7 +123,7 @@ impl HealthConfig {
 
     /// Checks that every `engine = "<name>"` of a check names an engine
     /// under `[health.engines]`.
-    pub fn validate_engine_refs(&self, checks: &[CheckConfig]) -> Result<()> {
+    pub(crate) fn validate_engine_refs(&self, checks: &[CheckConfig]) -> Result<()> {
         for (i, c) in checks.iter().enumerate() {
             if let Some(e) = &c.engine {
                 if !self.engines.contains_key(e) {

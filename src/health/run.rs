@@ -18,12 +18,11 @@ use crate::observe::audit::{self, Event};
 #[derive(Clone)]
 pub struct HealthContext {
     /// The default Docker engine's client, or why there is none.
-    pub docker: std::result::Result<docker::DockerClient, String>,
+    docker: std::result::Result<docker::DockerClient, String>,
     /// The engines of `[health.engines]`, by name.
-    pub engines:
-        std::collections::BTreeMap<String, std::result::Result<docker::DockerClient, String>>,
+    engines: std::collections::BTreeMap<String, std::result::Result<docker::DockerClient, String>>,
     /// Pause before the in-cycle re-probe of failed checks.
-    pub reprobe_pause: Duration,
+    reprobe_pause: Duration,
 }
 
 impl HealthContext {
@@ -57,7 +56,7 @@ impl HealthContext {
 
     /// The client of a check's engine (`engine = "<name>"`, else the
     /// default one), or why there is none.
-    pub fn docker_for(
+    pub(crate) fn docker_for(
         &self,
         check: &CheckConfig,
     ) -> std::result::Result<&docker::DockerClient, String> {
@@ -79,15 +78,15 @@ pub struct CheckResult {
     /// The check's name.
     pub name: String,
     /// The check's kind.
-    pub kind: CheckKind,
+    pub(crate) kind: CheckKind,
     /// The service the check belongs to.
-    pub service: String,
+    pub(crate) service: String,
     /// ok / warn / critical / unknown.
     pub status: Status,
     /// One line saying why, e.g. `/ 91.2% used (critical at 90%)`.
     pub reason: String,
     /// How long the probe took.
-    pub latency_ms: u64,
+    pub(crate) latency_ms: u64,
     /// The service is booting (container health `starting`, state
     /// `restarting`, unit `activating`): not a failure, and never restarted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -101,7 +100,7 @@ pub struct CheckResult {
     pub blocked_by: Option<String>,
     /// Container facts for the restart counter and fix verification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<docker::ContainerFacts>,
+    pub(crate) container: Option<docker::ContainerFacts>,
 }
 
 /// Runs every check concurrently, each under its own timeout; re-probes
@@ -141,7 +140,7 @@ pub async fn run_all(ctx: &HealthContext, checks: &Checks) -> Vec<CheckResult> {
 /// The cycle's health stage: every check run ([`run_all`]), then seen
 /// through the flap guard, which `own` tells the agent's own restarts;
 /// every result that is not ok is logged.
-pub async fn assess(
+pub(crate) async fn assess(
     ctx: &HealthContext,
     checks: &Checks,
     state: &mut HealthState,
@@ -206,7 +205,7 @@ async fn run_concurrently(
 
 /// Marks every check whose parent chain has a failing (or blocked) check
 /// as blocked by the root failing one. Pure.
-pub fn apply_blocking(checks: &[CheckConfig], results: &mut [CheckResult]) {
+fn apply_blocking(checks: &[CheckConfig], results: &mut [CheckResult]) {
     let index: BTreeMap<&str, usize> = checks
         .iter()
         .enumerate()
@@ -252,7 +251,7 @@ pub fn apply_blocking(checks: &[CheckConfig], results: &mut [CheckResult]) {
 }
 
 /// Runs one check under its timeout.
-pub async fn run_one(ctx: &HealthContext, check: &CheckConfig) -> CheckResult {
+pub(crate) async fn run_one(ctx: &HealthContext, check: &CheckConfig) -> CheckResult {
     let started = Instant::now();
     let outcome = tokio::time::timeout(check.timeout(), probe(ctx, check)).await;
     let ms = started.elapsed().as_millis() as u64;
@@ -275,20 +274,20 @@ pub async fn run_one(ctx: &HealthContext, check: &CheckConfig) -> CheckResult {
 
 /// What a probe found, before timing and blocking are added.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Probe {
+pub(crate) struct Probe {
     /// The grade.
-    pub status: Status,
+    pub(crate) status: Status,
     /// One line saying why.
-    pub reason: String,
+    pub(crate) reason: String,
     /// The service is booting: not a failure, never restarted.
-    pub starting: bool,
+    pub(crate) starting: bool,
     /// Container facts (docker checks only).
-    pub container: Option<docker::ContainerFacts>,
+    pub(crate) container: Option<docker::ContainerFacts>,
 }
 
 impl Probe {
     /// A probe result without extra facts.
-    pub fn new(status: Status, reason: impl Into<String>) -> Probe {
+    pub(crate) fn new(status: Status, reason: impl Into<String>) -> Probe {
         Probe {
             status,
             reason: reason.into(),
@@ -327,7 +326,7 @@ async fn probe(ctx: &HealthContext, check: &CheckConfig) -> Result<Probe> {
 }
 
 /// A result with no extra facts.
-pub fn result_of(
+pub(crate) fn result_of(
     check: &CheckConfig,
     status: Status,
     reason: String,

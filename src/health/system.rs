@@ -9,7 +9,7 @@ use sysinfo::{Disks, MemoryRefreshKind, RefreshKind, System};
 use super::{CheckConfig, CheckKind, Status};
 
 /// Runs a disk or memory check (blocking: call from `spawn_blocking`).
-pub fn probe(check: &CheckConfig) -> Result<(Status, String)> {
+pub(crate) fn probe(check: &CheckConfig) -> Result<(Status, String)> {
     let warn = check.warn_pct.unwrap_or(85.0);
     let crit = check.critical_pct.unwrap_or(90.0);
     match check.kind {
@@ -54,7 +54,7 @@ pub fn probe(check: &CheckConfig) -> Result<(Status, String)> {
 
 /// Grades a percentage against the thresholds; the reason names the
 /// threshold that was crossed so the log line explains itself.
-pub fn grade(used_pct: f64, warn: f64, crit: f64, what: &str) -> (Status, String) {
+fn grade(used_pct: f64, warn: f64, crit: f64, what: &str) -> (Status, String) {
     if used_pct >= crit {
         (Status::Critical, format!("{what}, critical at {crit}%"))
     } else if used_pct >= warn {

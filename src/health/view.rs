@@ -8,18 +8,18 @@ use super::{CheckResult, Checks, Status};
 
 /// `health --json`: the results and the exit rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HealthReport {
+pub(crate) struct HealthReport {
     /// The worst status, blocked checks included.
-    pub worst: Status,
+    worst: Status,
     /// Something is critical: `health` exits non-zero.
-    pub critical: bool,
+    critical: bool,
     /// One entry per check, in run order.
-    pub checks: Vec<CheckResult>,
+    checks: Vec<CheckResult>,
 }
 
 impl HealthReport {
     /// Builds the report from a run.
-    pub fn new(results: Vec<CheckResult>) -> HealthReport {
+    pub(crate) fn new(results: Vec<CheckResult>) -> HealthReport {
         HealthReport {
             worst: results.iter().map(|r| r.status).max().unwrap_or(Status::Ok),
             critical: results.iter().any(|r| r.status == Status::Critical),
@@ -29,12 +29,12 @@ impl HealthReport {
 
     /// The process exit code for `health`: 1 when something is critical
     /// (the runbook's health-check.js contract), else 0.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         i32::from(self.critical)
     }
 
     /// The table: check, kind, status, latency, reason.
-    pub fn render_text(&self) -> String {
+    pub(crate) fn render_text(&self) -> String {
         let w = self
             .checks
             .iter()
@@ -71,7 +71,7 @@ impl HealthReport {
 
 /// For `health --check NAME`: the named check plus its ancestors (so the
 /// parent blocking still works); the caller keeps only `NAME`'s result.
-pub fn select_checks(checks: &Checks, name: &str) -> Result<Checks> {
+pub(crate) fn select_checks(checks: &Checks, name: &str) -> Result<Checks> {
     let all = checks;
     let Some(mut cur) = all.iter().find(|c| c.name == name) else {
         bail!(
@@ -98,7 +98,8 @@ pub fn select_checks(checks: &Checks, name: &str) -> Result<Checks> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{result_of, CheckConfig, CheckKind};
+    use crate::health::run::result_of;
+    use crate::health::{CheckConfig, CheckKind};
 
     #[test]
     fn table_and_exit_code() {

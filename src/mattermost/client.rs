@@ -68,9 +68,9 @@ pub struct MmError {
     /// Why it failed, for branching.
     pub kind: MmErrorKind,
     /// "METHOD URL" of the failed call (never with secrets).
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     /// Human-readable detail (status, server message, cause).
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 impl MmError {
@@ -120,7 +120,7 @@ pub enum Credentials {
 impl Credentials {
     /// Reads the secret the config points at
     /// ([`MattermostConfig::credential`] says which).
-    pub fn from_config(cfg: &MattermostConfig, token_cache: &Path) -> Result<Self> {
+    fn from_config(cfg: &MattermostConfig, token_cache: &Path) -> Result<Self> {
         let secret = cfg.credential();
         let value = secret.read()?;
         Ok(match (&cfg.token_file, &cfg.login_id) {
@@ -137,7 +137,7 @@ impl Credentials {
     }
 
     /// A non-secret description, e.g. "login opsbot" or "token from env X".
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         match self {
             Credentials::Token { source, .. } => format!("token from {source}"),
             Credentials::Login { login_id, .. } => format!("login {login_id}"),
@@ -148,7 +148,7 @@ impl Credentials {
 /// The token cache file's content (runbook format); public so the cycle
 /// can set a corrupt one aside like every other state file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     token: String,
     #[serde(default)]
     user_id: String,
@@ -195,46 +195,46 @@ impl Client {
     }
 
     /// Builds a client from the `[mattermost]` section and the token cache path.
-    pub fn from_config(cfg: &MattermostConfig, token_cache: &Path) -> Result<Self> {
+    pub(crate) fn from_config(cfg: &MattermostConfig, token_cache: &Path) -> Result<Self> {
         let creds = Credentials::from_config(cfg, token_cache)?;
         Client::new(&cfg.url, creds, cfg.timeout_secs.get())
     }
 
     /// The base URL, for messages and cache keys.
-    pub fn base_url(&self) -> &str {
+    pub(crate) fn base_url(&self) -> &str {
         &self.base
     }
 
     /// Which server and which credentials: cached ids (own user id) are
     /// only valid for the same identity.
-    pub fn identity(&self) -> String {
+    pub(crate) fn identity(&self) -> String {
         format!("{} ({})", self.base, self.creds.describe())
     }
 
     /// Requests sent so far (every attempt, including logins and retries).
-    pub fn requests(&self) -> u32 {
+    pub(crate) fn requests(&self) -> u32 {
         self.requests.load(Ordering::Relaxed)
     }
 
     /// Sets the cycle deadline: a 429 whose wait would end after it fails
     /// with [`MmErrorKind::RateLimited`] instead of sleeping.
-    pub fn set_deadline(&self, deadline: Instant) {
+    pub(crate) fn set_deadline(&self, deadline: Instant) {
         *self.deadline.lock().unwrap() = Some(deadline);
     }
 
     /// The server version from the last `X-Version-Id` header seen, e.g. "10.5.0".
-    pub fn server_version(&self) -> Option<String> {
+    pub(crate) fn server_version(&self) -> Option<String> {
         self.version.lock().unwrap().clone()
     }
 
     /// The agent's own user id, once known (from login or [`Client::me`]).
-    pub fn own_user_id(&self) -> Option<String> {
+    pub(crate) fn own_user_id(&self) -> Option<String> {
         self.user_id.lock().unwrap().clone()
     }
 
     /// Remembers the agent's id found in the state's cache, so replies and
     /// alerts do not ask `users/me` again this cycle.
-    pub fn set_own_user_id(&self, id: &str) {
+    pub(crate) fn set_own_user_id(&self, id: &str) {
         self.user_id
             .lock()
             .unwrap()
@@ -243,7 +243,7 @@ impl Client {
 
     /// The agent's own user id: known from the login or the cache, else
     /// asked once with `GET /users/me`.
-    pub async fn own_id(&self) -> Result<String, MmError> {
+    pub(crate) async fn own_id(&self) -> Result<String, MmError> {
         match self.own_user_id() {
             Some(id) => Ok(id),
             None => Ok(self.me().await?.id),
@@ -534,13 +534,16 @@ impl Client {
     }
 
     /// `GET /teams/name/{name}`; a missing team is [`MmErrorKind::NotFound`].
-    pub async fn team_by_name(&self, name: &str) -> Result<Team, MmError> {
+    pub(crate) async fn team_by_name(&self, name: &str) -> Result<Team, MmError> {
         let path = format!("/teams/name/{}", path_segment(name));
         Ok(self.call_json(Method::GET, &path, &[], None).await?.0)
     }
 
     /// `POST /users/usernames`: unknown usernames are simply absent.
-    pub async fn users_by_usernames(&self, usernames: &[String]) -> Result<Vec<User>, MmError> {
+    pub(crate) async fn users_by_usernames(
+        &self,
+        usernames: &[String],
+    ) -> Result<Vec<User>, MmError> {
         if usernames.is_empty() {
             return Ok(Vec::new());
         }
@@ -552,7 +555,7 @@ impl Client {
     }
 
     /// `POST /users/ids`: unknown ids are simply absent.
-    pub async fn users_by_ids(&self, ids: &[String]) -> Result<Vec<User>, MmError> {
+    pub(crate) async fn users_by_ids(&self, ids: &[String]) -> Result<Vec<User>, MmError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -567,7 +570,10 @@ impl Client {
     /// team (plus its direct/group channels, whose `team_id` is "").
     /// Also returns the server's clock from the `Date` header, in epoch ms
     /// (second precision, rounded down), when the server sent one.
-    pub async fn my_channels(&self, team_id: &str) -> Result<(Vec<Channel>, Option<i64>), MmError> {
+    pub(crate) async fn my_channels(
+        &self,
+        team_id: &str,
+    ) -> Result<(Vec<Channel>, Option<i64>), MmError> {
         let path = format!("/users/me/teams/{}/channels", path_segment(team_id));
         let (channels, headers) = self.call_json(Method::GET, &path, &[], None).await?;
         Ok((channels, server_time_ms(&headers)))
@@ -575,7 +581,11 @@ impl Client {
 
     /// `GET /channels/{id}/posts?since=`: posts whose `update_at` > since,
     /// at most 1000, in no guaranteed order (see api-facts.md §1).
-    pub async fn posts_since(&self, channel_id: &str, since_ms: i64) -> Result<PostList, MmError> {
+    pub(crate) async fn posts_since(
+        &self,
+        channel_id: &str,
+        since_ms: i64,
+    ) -> Result<PostList, MmError> {
         let path = format!("/channels/{}/posts", path_segment(channel_id));
         Ok(self
             .call_json(Method::GET, &path, &[("since", since_ms.to_string())], None)
@@ -584,7 +594,7 @@ impl Client {
     }
 
     /// `GET /channels/{id}/posts?page=&per_page=`: newest first, not deleted.
-    pub async fn posts_page(
+    pub(crate) async fn posts_page(
         &self,
         channel_id: &str,
         page: u32,
@@ -600,7 +610,7 @@ impl Client {
 
     /// `GET /channels/{id}/posts?before=&per_page=`: the posts older than
     /// `before_id`, newest first; stable under concurrent new posts.
-    pub async fn posts_before(
+    pub(crate) async fn posts_before(
         &self,
         channel_id: &str,
         before_id: &str,
@@ -615,13 +625,17 @@ impl Client {
     }
 
     /// `GET /posts/{id}/thread`: the root and all replies.
-    pub async fn thread(&self, post_id: &str) -> Result<PostList, MmError> {
+    pub(crate) async fn thread(&self, post_id: &str) -> Result<PostList, MmError> {
         let path = format!("/posts/{}/thread", path_segment(post_id));
         Ok(self.call_json(Method::GET, &path, &[], None).await?.0)
     }
 
     /// `GET /teams/{team_id}/channels/name/{name}`: resolves the alert channel.
-    pub async fn channel_by_name(&self, team_id: &str, name: &str) -> Result<Channel, MmError> {
+    pub(crate) async fn channel_by_name(
+        &self,
+        team_id: &str,
+        name: &str,
+    ) -> Result<Channel, MmError> {
         let path = format!(
             "/teams/{}/channels/name/{}",
             path_segment(team_id),
@@ -632,7 +646,7 @@ impl Client {
 
     /// `GET /posts/{id}/reactions`: every reaction on a post (an empty
     /// list when there is none).
-    pub async fn reactions(&self, post_id: &str) -> Result<Vec<Reaction>, MmError> {
+    pub(crate) async fn reactions(&self, post_id: &str) -> Result<Vec<Reaction>, MmError> {
         let path = format!("/posts/{}/reactions", path_segment(post_id));
         let (list, _): (Option<Vec<Reaction>>, _) =
             self.call_json(Method::GET, &path, &[], None).await?;
@@ -643,7 +657,7 @@ impl Client {
     /// `POST /posts/ids/reactions` (server 5.8+): the reactions of many
     /// posts in one request, by post id; a post without reactions (or one
     /// the agent cannot read) may be absent.
-    pub async fn reactions_of(
+    pub(crate) async fn reactions_of(
         &self,
         post_ids: &[String],
     ) -> Result<HashMap<String, Vec<Reaction>>, MmError> {
@@ -661,7 +675,7 @@ impl Client {
     }
 
     /// `POST /posts`: creates a post (201) and returns it with its id.
-    pub async fn create_post(&self, post: &CreatePost) -> Result<Post, MmError> {
+    pub(crate) async fn create_post(&self, post: &CreatePost) -> Result<Post, MmError> {
         let body = serde_json::to_value(post).expect("post serialises");
         let made: Post = self
             .call_json(Method::POST, "/posts", &[], Some(&body))
@@ -676,7 +690,7 @@ impl Client {
 
     /// Every post this client made, as (channel id, create_at): what moved
     /// those channels' `last_post_at` (see [`super::poll::next_quiet`]).
-    pub fn posts_made(&self) -> Vec<(String, i64)> {
+    pub(crate) fn posts_made(&self) -> Vec<(String, i64)> {
         self.made.lock().unwrap().clone()
     }
 }
@@ -762,7 +776,7 @@ fn snippet(body: &[u8]) -> String {
 /// How long a 429 asks us to wait: `Retry-After` (seconds), else
 /// `X-Ratelimit-Reset` (seconds until the bucket refills, as Mattermost's
 /// throttled limiter sends it).
-pub fn retry_wait(headers: &HeaderMap) -> Option<Duration> {
+fn retry_wait(headers: &HeaderMap) -> Option<Duration> {
     let secs = |name: &str| {
         headers
             .get(name)
@@ -777,7 +791,7 @@ pub fn retry_wait(headers: &HeaderMap) -> Option<Duration> {
 
 /// `X-Version-Id` is "<version>.<build>.<config hash>.<licensed>", e.g.
 /// "10.5.0.13.abc.true"; the first three fields are the release.
-pub fn parse_version_id(raw: &str) -> String {
+fn parse_version_id(raw: &str) -> String {
     let parts: Vec<&str> = raw.split('.').collect();
     if parts.len() >= 3 && parts[..3].iter().all(|p| p.parse::<u32>().is_ok()) {
         parts[..3].join(".")

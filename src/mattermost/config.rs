@@ -77,12 +77,12 @@ impl Default for MattermostConfig {
 }
 
 /// Mattermost refuses posts longer than this many characters (model.PostMessageMaxRunesV2).
-pub const SERVER_MAX_POST_CHARS: usize = 16383;
+const SERVER_MAX_POST_CHARS: usize = 16383;
 
 impl MattermostConfig {
     /// Checks every key without touching the network or the environment, so
     /// a typo is reported before a cycle starts. Errors name key and value.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let url = self.url.trim();
         let rest = url
             .strip_prefix("http://")
@@ -181,7 +181,7 @@ impl MattermostConfig {
 
     /// The secret the client will read, by precedence: `token_file`, then
     /// `login_id` with `password_file` or `password_env`, then `token_env`.
-    pub fn credential(&self) -> SecretRef {
+    pub(crate) fn credential(&self) -> SecretRef {
         if let Some(path) = &self.token_file {
             return SecretRef::file("mattermost.token_file", path);
         }
@@ -194,11 +194,6 @@ impl MattermostConfig {
             }
         }
         SecretRef::env("mattermost.token_env", &self.token_env)
-    }
-
-    /// The alert channel split into (team, channel), when configured.
-    pub fn alert_target(&self) -> Option<(&str, &str)> {
-        self.alert_channel.split_once('/')
     }
 }
 
@@ -300,6 +295,9 @@ mod tests {
             ..Default::default()
         };
         c.validate().unwrap();
-        assert_eq!(c.alert_target(), Some(("basic", "ops-alerts")));
+        assert_eq!(
+            c.alert_channel.split_once('/'),
+            Some(("basic", "ops-alerts"))
+        );
     }
 }

@@ -15,18 +15,19 @@
 //! and [`prune_handled`] before the state is saved.
 
 pub mod client;
-pub mod config;
+mod config;
 pub mod poll;
 pub mod replies;
 pub mod status;
-pub mod wire;
+pub(crate) mod wire;
 
-pub use client::{Client, Credentials, MmError, MmErrorKind, TokenCache};
+pub use client::{Client, Credentials, MmErrorKind};
+pub(crate) use client::{MmError, TokenCache};
 pub use config::MattermostConfig;
-pub use poll::{
-    mark_handled, next_cursor, next_quiet, poll, poll_since, prune_handled, ChannelMark, Listed,
-    MmState, NewPost, PollOutcome, SkipCounts,
-};
-pub use replies::{reply_in_thread, ReplyOutcome, REPLY_PROP};
-pub use status::{status, MmStatus, TeamStatus};
-pub use wire::{Channel, Post, Reaction, Team, User};
+pub use poll::{mark_handled, next_cursor, poll, prune_handled, MmState, NewPost, PollOutcome};
+pub(crate) use poll::{next_quiet, poll_since};
+pub(crate) use replies::REPLY_PROP;
+pub use replies::{reply_in_thread, ReplyOutcome};
+pub(crate) use status::MmStatus;
+pub use status::{status, TeamStatus};
+pub use wire::User;

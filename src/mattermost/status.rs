@@ -13,24 +13,24 @@ use super::poll::MmState;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TeamStatus {
     /// Configured team name.
-    pub name: String,
+    pub(crate) name: String,
     /// Team id, when resolved.
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     /// True when the server knows the team and the agent can list its channels.
     pub resolved: bool,
     /// The agent's channels in the team (public and private).
     pub channels: Option<usize>,
     /// Why the team is not usable.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// Everything `mm status` shows; the CLI adds the cursor age.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MmStatus {
     /// Server base URL.
-    pub url: String,
+    pub(crate) url: String,
     /// How the agent authenticates (never the secret).
-    pub auth: String,
+    pub(crate) auth: String,
     /// `GET /system/ping` answered OK.
     pub ping_ok: bool,
     /// Why the ping failed.
@@ -40,13 +40,13 @@ pub struct MmStatus {
     /// Username the credentials belong to.
     pub user: Option<String>,
     /// Its id.
-    pub user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     /// Why `users/me` failed (bad token, ...).
-    pub user_error: Option<String>,
+    pub(crate) user_error: Option<String>,
     /// Each configured team.
     pub teams: Vec<TeamStatus>,
     /// Requests this status check cost.
-    pub requests: u32,
+    pub(crate) requests: u32,
 }
 
 impl MmStatus {

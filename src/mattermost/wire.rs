@@ -12,84 +12,84 @@ use serde_json::{Map, Value};
 #[serde(default)]
 pub struct User {
     /// User id.
-    pub id: String,
+    pub(crate) id: String,
     /// Username (without @).
-    pub username: String,
+    pub(crate) username: String,
     /// Bot accounts never get a reply.
-    pub is_bot: bool,
+    pub(crate) is_bot: bool,
     /// Space-separated roles.
-    pub roles: String,
+    roles: String,
     /// Non-zero when deactivated.
-    pub delete_at: i64,
+    pub(crate) delete_at: i64,
 }
 
 /// A team.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Team {
+pub(crate) struct Team {
     /// Team id.
-    pub id: String,
+    pub(crate) id: String,
     /// URL name, which the config uses.
-    pub name: String,
+    name: String,
     /// Name shown in the UI.
-    pub display_name: String,
+    display_name: String,
 }
 
 /// A channel as listed for a member.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Channel {
+pub(crate) struct Channel {
     /// Channel id.
-    pub id: String,
+    pub(crate) id: String,
     /// Owning team; "" for direct and group messages.
-    pub team_id: String,
+    pub(crate) team_id: String,
     /// `O` public, `P` private, `D` direct, `G` group.
     #[serde(rename = "type")]
-    pub kind: String,
+    kind: String,
     /// URL name.
-    pub name: String,
+    pub(crate) name: String,
     /// Name shown in the UI.
-    pub display_name: String,
+    display_name: String,
     /// create_at of the newest post: the cheap "anything new?" test.
-    pub last_post_at: i64,
+    pub(crate) last_post_at: i64,
     /// Number of posts, for status output.
-    pub total_msg_count: i64,
+    pub(crate) total_msg_count: i64,
     /// Non-zero when archived.
-    pub delete_at: i64,
+    delete_at: i64,
 }
 
 /// A post (fields we use; unknown ones are ignored).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Post {
+pub(crate) struct Post {
     /// Post id.
-    pub id: String,
+    pub(crate) id: String,
     /// Server time of creation, epoch ms.
-    pub create_at: i64,
+    pub(crate) create_at: i64,
     /// Bumped by edits, reactions, pins, replies and deletion.
-    pub update_at: i64,
+    pub(crate) update_at: i64,
     /// Set when the message was edited.
-    pub edit_at: i64,
+    pub(crate) edit_at: i64,
     /// Non-zero when deleted.
-    pub delete_at: i64,
+    pub(crate) delete_at: i64,
     /// Author.
-    pub user_id: String,
+    pub(crate) user_id: String,
     /// Channel.
-    pub channel_id: String,
+    pub(crate) channel_id: String,
     /// Thread root; "" for a top-level post.
-    pub root_id: String,
+    pub(crate) root_id: String,
     /// Text.
-    pub message: String,
+    pub(crate) message: String,
     /// Non-empty for system messages.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub(crate) kind: String,
     /// Free-form properties (`from_bot`, `from_webhook`, our reply tag).
-    pub props: Map<String, Value>,
+    pub(crate) props: Map<String, Value>,
 }
 
 /// True when a boolean-ish prop is set: the server writes `"true"`
 /// (string) but older integrations send a JSON boolean.
-pub fn prop_flag(props: &Map<String, Value>, key: &str) -> bool {
+pub(crate) fn prop_flag(props: &Map<String, Value>, key: &str) -> bool {
     match props.get(key) {
         Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
         Some(Value::Bool(b)) => *b,
@@ -100,12 +100,12 @@ pub fn prop_flag(props: &Map<String, Value>, key: &str) -> bool {
 impl Post {
     /// True when a boolean-ish prop is set: the server writes `"true"`
     /// (string) but older integrations send a JSON boolean.
-    pub fn prop_flag(&self, key: &str) -> bool {
+    pub(crate) fn prop_flag(&self, key: &str) -> bool {
         prop_flag(&self.props, key)
     }
 
     /// A string prop, if present.
-    pub fn prop_str(&self, key: &str) -> Option<&str> {
+    pub(crate) fn prop_str(&self, key: &str) -> Option<&str> {
         self.props.get(key).and_then(Value::as_str)
     }
 }
@@ -114,42 +114,42 @@ impl Post {
 /// without writing a word.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Reaction {
+pub(crate) struct Reaction {
     /// Who reacted.
-    pub user_id: String,
+    pub(crate) user_id: String,
     /// The post reacted to.
-    pub post_id: String,
+    pub(crate) post_id: String,
     /// The emoji, without colons (`+1`, `eyes`).
-    pub emoji_name: String,
+    pub(crate) emoji_name: String,
     /// When (epoch ms, server clock).
-    pub create_at: i64,
+    pub(crate) create_at: i64,
 }
 
 /// A list of posts: iterate `order`; `posts` may hold extra thread roots.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct PostList {
+pub(crate) struct PostList {
     /// Ids of the posts this answer is about, newest first.
-    pub order: Vec<String>,
+    pub(crate) order: Vec<String>,
     /// The posts by id, including thread context not in `order`.
-    pub posts: HashMap<String, Post>,
+    pub(crate) posts: HashMap<String, Post>,
     /// Paging hints from the server.
-    pub next_post_id: String,
+    next_post_id: String,
     /// Paging hints from the server.
-    pub prev_post_id: String,
+    prev_post_id: String,
     /// Paging hint from the server.
-    pub has_next: bool,
+    has_next: bool,
 }
 
 /// Body of `POST /api/v4/posts`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct CreatePost {
+pub(crate) struct CreatePost {
     /// Target channel.
-    pub channel_id: String,
+    pub(crate) channel_id: String,
     /// Text (already sanitised and capped by the caller).
-    pub message: String,
+    pub(crate) message: String,
     /// Thread root, or "" for a top-level post.
-    pub root_id: String,
+    pub(crate) root_id: String,
     /// Props, e.g. the reply tag that makes replies idempotent.
-    pub props: Map<String, Value>,
+    pub(crate) props: Map<String, Value>,
 }

@@ -34,7 +34,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Characters of a chat post kept in an audit line.
-pub const EXCERPT_CHARS: usize = 60;
+const EXCERPT_CHARS: usize = 60;
 /// Longest error or detail text kept in an audit line.
 const DETAIL_CHARS: usize = 300;
 
@@ -44,7 +44,7 @@ const DETAIL_CHARS: usize = 300;
 /// post or a service names it with one of those.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
+pub(crate) enum Event {
     /// A new post the poll did not hand over, and the rule that skipped it.
     PostSkipped {
         /// The post.
@@ -289,23 +289,23 @@ pub enum Event {
 
 /// One line of the trail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Line {
+struct Line {
     /// When, RFC 3339 UTC with milliseconds.
-    pub at: String,
+    at: String,
     /// The cycle (its start, as `status` shows it); absent for commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cycle: Option<String>,
+    cycle: Option<String>,
     /// The command that acted outside a cycle (`silence`, `fix`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
+    command: Option<String>,
     /// What happened.
     #[serde(flatten)]
-    pub event: Event,
+    event: Event,
 }
 
 /// The cycle id of a cycle started at `started_ms`: its start, RFC 3339
 /// with milliseconds (unique: the lock keeps cycles apart).
-pub fn cycle_id(started_ms: i64) -> String {
+pub(crate) fn cycle_id(started_ms: i64) -> String {
     DateTime::from_timestamp_millis(started_ms)
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
         .unwrap_or_else(|| started_ms.to_string())
@@ -313,13 +313,13 @@ pub fn cycle_id(started_ms: i64) -> String {
 
 /// The first [`EXCERPT_CHARS`] characters of a post, whitespace folded to
 /// single spaces, with `…` when cut: enough to recognise it, not to keep it.
-pub fn excerpt(text: &str) -> String {
+pub(crate) fn excerpt(text: &str) -> String {
     let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
     cut(&folded, EXCERPT_CHARS)
 }
 
 /// An error or detail, bounded.
-pub fn detail(text: &str) -> String {
+pub(crate) fn detail(text: &str) -> String {
     cut(text, DETAIL_CHARS)
 }
 
@@ -332,13 +332,13 @@ fn cut(text: &str, max: usize) -> String {
 
 /// The check in an incident key `service:check@time` (the key itself when
 /// it has another shape).
-pub fn incident_check(key: &str) -> String {
+pub(crate) fn incident_check(key: &str) -> String {
     let rest = key.split_once(':').map_or(key, |(_, r)| r);
     rest.rsplit_once('@').map_or(rest, |(c, _)| c).to_string()
 }
 
 /// An open trail file.
-pub struct Writer {
+struct Writer {
     file: File,
     path: PathBuf,
     cycle: Option<String>,
@@ -349,7 +349,7 @@ impl Writer {
     /// Opens `path` for appending (owner-only, symlink and hard-link
     /// refused); a torn last line left by a crash is ended first, so the
     /// next line starts on its own.
-    pub fn open(path: &Path, cycle: Option<String>, command: Option<&str>) -> Result<Writer> {
+    fn open(path: &Path, cycle: Option<String>, command: Option<&str>) -> Result<Writer> {
         let mut file = crate::files::open_append_private(path)
             .with_context(|| format!("opening the audit trail {}", path.display()))?;
         let mut probe = crate::files::open_private_read(path)?
@@ -369,7 +369,7 @@ impl Writer {
     }
 
     /// Appends one event, stamped `at`, in one write.
-    pub fn write(&mut self, event: Event, at: DateTime<Utc>) -> Result<()> {
+    fn write(&mut self, event: Event, at: DateTime<Utc>) -> Result<()> {
         let line = Line {
             at: at.to_rfc3339_opts(SecondsFormat::Millis, true),
             cycle: self.cycle.clone(),
@@ -384,7 +384,7 @@ impl Writer {
     }
 
     /// Syncs what was written.
-    pub fn sync(&self) -> Result<()> {
+    fn sync(&self) -> Result<()> {
         self.file
             .sync_data()
             .with_context(|| format!("syncing {}", self.path.display()))
@@ -396,7 +396,7 @@ static TRAIL: Mutex<Option<Writer>> = Mutex::new(None);
 
 /// Keeps the trail open; closing (and syncing) it when dropped.
 #[must_use = "the trail closes when this is dropped"]
-pub struct Session(());
+pub(crate) struct Session(());
 
 impl Drop for Session {
     fn drop(&mut self) {
@@ -412,7 +412,7 @@ impl Drop for Session {
 /// Opens the trail at `path` for this process: for a cycle (`cycle` is its
 /// id) or a command (`command` names it). Until the returned session is
 /// dropped, [`record`] writes there.
-pub fn open(path: &Path, cycle: Option<String>, command: Option<&str>) -> Result<Session> {
+fn open(path: &Path, cycle: Option<String>, command: Option<&str>) -> Result<Session> {
     let writer = Writer::open(path, cycle, command)?;
     *TRAIL.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer);
     Ok(Session(()))
@@ -420,7 +420,11 @@ pub fn open(path: &Path, cycle: Option<String>, command: Option<&str>) -> Result
 
 /// [`open`], or a warning and no trail: the audit trail never stops what
 /// it records.
-pub fn open_or_warn(path: &Path, cycle: Option<String>, command: Option<&str>) -> Option<Session> {
+pub(crate) fn open_or_warn(
+    path: &Path,
+    cycle: Option<String>,
+    command: Option<&str>,
+) -> Option<Session> {
     match open(path, cycle, command) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -438,7 +442,7 @@ const MAX_LOOKBACK_LINES: usize = 100_000;
 /// after `since_ms`, read from the end of the file backwards. For events a
 /// later cycle could record again (a skipped post re-read in the poll's
 /// overlap). Empty when no trail is open or it cannot be read.
-pub fn recent_values(event: &str, field: &str, since_ms: i64) -> HashSet<String> {
+pub(crate) fn recent_values(event: &str, field: &str, since_ms: i64) -> HashSet<String> {
     let path = match TRAIL.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
         Some(w) => w.path.clone(),
         None => return HashSet::new(),
@@ -480,7 +484,7 @@ pub fn recent_values(event: &str, field: &str, since_ms: i64) -> HashSet<String>
 /// Records one event in the open trail; nothing when none is open. A
 /// write that fails is logged once and the trail is closed for the rest
 /// of the process (the cycle itself goes on).
-pub fn record(event: Event) {
+pub(crate) fn record(event: Event) {
     let mut slot = TRAIL.lock().unwrap_or_else(|p| p.into_inner());
     let Some(w) = slot.as_mut() else {
         return;

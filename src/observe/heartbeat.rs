@@ -27,14 +27,14 @@ const MAX_BODY: usize = 10_000;
 /// `[heartbeat]`: where the dead-man's switch is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HeartbeatConfig {
+pub(crate) struct HeartbeatConfig {
     /// The ping URL (e.g. `https://hc-ping.com/<uuid>`); empty: no heartbeat.
-    pub url: String,
+    url: String,
     /// The ping gives up after this long (less when the cycle deadline is closer).
-    pub timeout_secs: Secs,
+    timeout_secs: Secs,
     /// Degraded cycles in a row still pinged as success; the next one
     /// pings `<url>/fail`. 0: every degraded cycle is a failure.
-    pub degraded_tolerance: u32,
+    pub(crate) degraded_tolerance: u32,
 }
 
 impl Default for HeartbeatConfig {
@@ -50,7 +50,7 @@ impl Default for HeartbeatConfig {
 impl HeartbeatConfig {
     /// Checks the section without I/O; errors name the key (never the URL,
     /// which is a capability).
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.enabled() {
             let ok = reqwest::Url::parse(self.url.trim())
                 .ok()
@@ -69,7 +69,7 @@ impl HeartbeatConfig {
     }
 
     /// Whether a URL is configured.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         !self.url.trim().is_empty()
     }
 }
@@ -77,7 +77,7 @@ impl HeartbeatConfig {
 /// Which ping a cycle earns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PingKind {
+pub(crate) enum PingKind {
     /// The URL itself: all is well.
     Success,
     /// `<url>/fail`: the monitor alerts now.
@@ -86,7 +86,7 @@ pub enum PingKind {
 
 impl PingKind {
     /// `success` or `fail`.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             PingKind::Success => "success",
             PingKind::Fail => "fail",
@@ -96,7 +96,7 @@ impl PingKind {
 
 /// The ping a cycle with overall outcome `overall` earns, and the new count
 /// of not-ok cycles in a row. Pure.
-pub fn decide(overall: &str, streak_before: u32, tolerance: u32) -> (PingKind, u32) {
+pub(crate) fn decide(overall: &str, streak_before: u32, tolerance: u32) -> (PingKind, u32) {
     match overall {
         "ok" => (PingKind::Success, 0),
         "degraded" => {
@@ -115,30 +115,30 @@ pub fn decide(overall: &str, streak_before: u32, tolerance: u32) -> (PingKind, u
 /// The last ping, kept in the stats file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct PingRecord {
+pub(crate) struct PingRecord {
     /// When it was sent, epoch ms.
-    pub at_ms: i64,
+    pub(crate) at_ms: i64,
     /// `success` or `fail`.
-    pub kind: String,
+    pub(crate) kind: String,
     /// Scheme and host of the URL pinged.
-    pub target: String,
+    pub(crate) target: String,
     /// The monitor took it (a 2xx answer).
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// The HTTP status, when there was an answer.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// Why it did not go through.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// How long it took.
-    pub ms: u64,
+    pub(crate) ms: u64,
     /// Cycles in a row that were not ok, this one included.
-    pub not_ok_streak: u32,
+    pub(crate) not_ok_streak: u32,
 }
 
 impl PingRecord {
     /// `success ping to https://hc-ping.com/… → HTTP 200 in 41 ms`.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let result = match (self.ok, self.status, &self.error) {
             (true, Some(s), _) => format!("HTTP {s}"),
             (_, Some(s), Some(e)) => format!("HTTP {s}: {e}"),
@@ -158,7 +158,7 @@ impl PingRecord {
 }
 
 /// `https://hc-ping.com/…`: the URL without its path and query.
-pub fn redact(url: &str) -> String {
+fn redact(url: &str) -> String {
     match reqwest::Url::parse(url.trim()) {
         Ok(u) => {
             let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
@@ -173,7 +173,7 @@ pub fn redact(url: &str) -> String {
 }
 
 /// The URL to ping: the configured one, or `<url>/fail`.
-pub fn ping_url(url: &str, kind: PingKind) -> Result<reqwest::Url> {
+fn ping_url(url: &str, kind: PingKind) -> Result<reqwest::Url> {
     let mut u = reqwest::Url::parse(url.trim())
         .map_err(|_| anyhow::anyhow!("heartbeat.url is not a URL"))?;
     if kind == PingKind::Fail {
@@ -187,7 +187,7 @@ pub fn ping_url(url: &str, kind: PingKind) -> Result<reqwest::Url> {
 
 /// Sends the ping: `body` is the cycle's summary line. Never longer than
 /// `timeout_secs` nor past `deadline`; every failure is in the record.
-pub async fn ping(
+pub(crate) async fn ping(
     cfg: &HeartbeatConfig,
     kind: PingKind,
     body: &str,

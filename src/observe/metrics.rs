@@ -30,12 +30,12 @@ use crate::stage::Stage;
 /// `[metrics]`: where the textfile goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
+pub(crate) struct MetricsConfig {
     /// The textfile (e.g. `/var/lib/node_exporter/textfile/ops_agent.prom`;
     /// the name must end in `.prom` for node_exporter); empty: none.
-    pub textfile: String,
+    textfile: String,
     /// Its permission bits, in octal: readable by the exporter's user.
-    pub mode: String,
+    mode: String,
 }
 
 impl Default for MetricsConfig {
@@ -49,7 +49,7 @@ impl Default for MetricsConfig {
 
 impl MetricsConfig {
     /// Checks the section without I/O; errors name the key and the bad value.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         parse_mode(&self.mode)?;
         let t = self.textfile.trim();
         if t != self.textfile {
@@ -65,12 +65,12 @@ impl MetricsConfig {
     }
 
     /// The textfile, `~` expanded; `None` when not configured.
-    pub fn path(&self) -> Option<PathBuf> {
+    pub(crate) fn path(&self) -> Option<PathBuf> {
         (!self.textfile.is_empty()).then(|| expand_tilde(&self.textfile))
     }
 
     /// The mode bits (validated at load).
-    pub fn mode_bits(&self) -> u32 {
+    pub(crate) fn mode_bits(&self) -> u32 {
         parse_mode(&self.mode).unwrap_or(0o644)
     }
 }
@@ -90,81 +90,81 @@ fn parse_mode(s: &str) -> Result<u32> {
 }
 
 /// Writes `text` to `path` atomically with `mode`.
-pub fn write_textfile(path: &Path, text: &str, mode: u32) -> Result<()> {
+pub(crate) fn write_textfile(path: &Path, text: &str, mode: u32) -> Result<()> {
     crate::files::write_atomic_mode(path, text.as_bytes(), mode)
         .with_context(|| format!("writing the metrics textfile {}", path.display()))
 }
 
 /// A check's last status.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CheckGauge {
+pub(crate) struct CheckGauge {
     /// The check.
-    pub check: String,
+    pub(crate) check: String,
     /// Its service.
-    pub service: String,
+    pub(crate) service: String,
     /// `ok`, `warn`, `critical` or `unknown`.
-    pub status: String,
+    pub(crate) status: String,
 }
 
 /// A stage of the last cycle.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StageGauge {
+pub(crate) struct StageGauge {
     /// The stage.
-    pub stage: Stage,
+    pub(crate) stage: Stage,
     /// `ok`, `skipped`, `degraded` or `failed`.
-    pub outcome: String,
+    pub(crate) outcome: String,
     /// Its wall time.
-    pub ms: u64,
+    pub(crate) ms: u64,
 }
 
 /// The last cycle.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct LastCycle {
+pub(crate) struct LastCycle {
     /// Its start, epoch ms.
-    pub started_ms: i64,
+    pub(crate) started_ms: i64,
     /// Its wall time.
-    pub duration_ms: u64,
+    pub(crate) duration_ms: u64,
     /// `ok`, `degraded` or `failed`.
-    pub outcome: String,
+    pub(crate) outcome: String,
     /// The deadline cut it.
-    pub deadline_hit: bool,
+    pub(crate) deadline_hit: bool,
     /// Its stages in order.
-    pub stages: Vec<StageGauge>,
+    pub(crate) stages: Vec<StageGauge>,
     /// Its check results.
-    pub checks: Vec<CheckGauge>,
+    pub(crate) checks: Vec<CheckGauge>,
     /// Its named figures (`mm_requests`, `posts_new`, `posts_handled`).
-    pub counts: BTreeMap<String, u64>,
+    pub(crate) counts: BTreeMap<String, u64>,
 }
 
 /// Everything the textfile shows, as plain data.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Cycles by overall outcome (`ok`, `degraded`, `failed`), cumulative.
-    pub cycles: BTreeMap<String, u64>,
+    pub(crate) cycles: BTreeMap<String, u64>,
     /// Cycles the deadline cut.
-    pub deadline_hits: u64,
+    pub(crate) deadline_hits: u64,
     /// Wall time of all cycles recorded.
-    pub duration_ms_total: u64,
+    pub(crate) duration_ms_total: u64,
     /// The last cycle without a failed stage, epoch ms.
-    pub last_success_ms: Option<i64>,
+    pub(crate) last_success_ms: Option<i64>,
     /// The last cycle.
-    pub last: Option<LastCycle>,
+    pub(crate) last: Option<LastCycle>,
     /// Stage outcomes, cumulative: stage → outcome → count.
-    pub stages: BTreeMap<String, BTreeMap<String, u64>>,
+    pub(crate) stages: BTreeMap<String, BTreeMap<String, u64>>,
     /// Check results by status, cumulative.
-    pub check_results: BTreeMap<String, u64>,
+    pub(crate) check_results: BTreeMap<String, u64>,
     /// The stats file's named counters.
-    pub counters: BTreeMap<String, u64>,
+    pub(crate) counters: BTreeMap<String, u64>,
     /// Incidents still failing.
-    pub open_incidents: u64,
+    pub(crate) open_incidents: u64,
     /// Silences in force.
-    pub silences: u64,
+    pub(crate) silences: u64,
     /// Outbox items waiting, by kind (`task`, `card`).
-    pub outbox: BTreeMap<String, u64>,
+    pub(crate) outbox: BTreeMap<String, u64>,
     /// Tasks the MC command could not confirm.
-    pub uncertain_tasks: u64,
+    pub(crate) uncertain_tasks: u64,
     /// Posts handed over but not yet fully handled.
-    pub posts_in_progress: u64,
+    pub(crate) posts_in_progress: u64,
 }
 
 /// A metric family being written: HELP and TYPE once, then its samples.
@@ -220,7 +220,7 @@ fn secs(ms: u64) -> f64 {
 
 /// The check status as a number: 0 ok, 1 warn, 2 critical, 3 unknown (the
 /// Nagios plugin convention).
-pub fn status_value(status: &str) -> f64 {
+fn status_value(status: &str) -> f64 {
     match status {
         "ok" => 0.0,
         "warn" => 1.0,
@@ -385,10 +385,10 @@ fn always(metric: &str) -> &'static [&'static str] {
 const OLD_SERIES: &[(&str, &str, &str)] = &[("classified_fallback", "path", "keywords")];
 
 /// A sample's one label, when its family has one: (name, value).
-pub type Label = Option<(&'static str, String)>;
+type Label = Option<(&'static str, String)>;
 
 /// Which metric a stats counter belongs to, and its label value. Pure.
-pub fn counter_metric(name: &str) -> Option<(&'static str, Label)> {
+fn counter_metric(name: &str) -> Option<(&'static str, Label)> {
     // Exact names first: `fixes_run` is not an outcome of `fixes_*`.
     if let Some((_, m, _, _)) = COUNTERS.iter().find(|(k, ..)| *k == name) {
         return Some((m, None));
@@ -401,7 +401,7 @@ pub fn counter_metric(name: &str) -> Option<(&'static str, Label)> {
 }
 
 /// The text format for `s`. Pure; families in a fixed order.
-pub fn render(s: &Snapshot) -> String {
+pub(crate) fn render(s: &Snapshot) -> String {
     let mut o = Out(String::new());
     o.family(
         "ops_agent_cycles_total",

@@ -19,12 +19,12 @@
 //! no stage, and no state type. What it shows arrives as plain data (the
 //! [`audit::Event`]s, a [`metrics::Snapshot`]); the rooms above build it.
 
-pub mod audit;
-pub mod heartbeat;
-pub mod metrics;
-pub mod query;
-pub mod rotate;
+pub(crate) mod audit;
+pub(crate) mod heartbeat;
+pub(crate) mod metrics;
+pub(crate) mod query;
+pub(crate) mod rotate;
 
-pub use heartbeat::HeartbeatConfig;
-pub use metrics::MetricsConfig;
-pub use rotate::LogConfig;
+pub(crate) use heartbeat::HeartbeatConfig;
+pub(crate) use metrics::MetricsConfig;
+pub(crate) use rotate::LogConfig;

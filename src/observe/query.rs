@@ -18,20 +18,20 @@ use crate::logging::escape_controls;
 
 /// Which lines to show. Pure.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Lines at or after this time.
-    pub since: Option<DateTime<Utc>>,
+    pub(crate) since: Option<DateTime<Utc>>,
     /// Lines about this post (as `post`, the `source` of its task and
     /// card, or the `reply` made to it).
-    pub post: Option<String>,
+    pub(crate) post: Option<String>,
     /// Lines about any of these checks or services (the command passes a
     /// check with its service, or a service with its checks).
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
 }
 
 impl Filter {
     /// Whether a line passes.
-    pub fn matches(&self, line: &Map<String, Value>) -> bool {
+    fn matches(&self, line: &Map<String, Value>) -> bool {
         let field = |k: &str| line.get(k).and_then(Value::as_str);
         if let Some(since) = self.since {
             match field("at").and_then(|a| DateTime::parse_from_rfc3339(a).ok()) {
@@ -60,7 +60,7 @@ impl Filter {
 /// The trail's files, oldest first: `path.N` … `path.1`, `path.0` (where
 /// newsyslog starts counting), then `path` (those that exist; compressed
 /// ones are not read).
-pub fn files(path: &Path) -> Vec<PathBuf> {
+fn files(path: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for n in (0..=crate::observe::rotate::MAX_KEEP).rev() {
         let p = crate::observe::rotate::rotated_name(path, n);
@@ -76,16 +76,16 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
 
 /// What a scan saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Scanned {
+pub(crate) struct Scanned {
     /// Lines that matched.
-    pub matched: usize,
+    pub(crate) matched: usize,
     /// Lines that could not be read (a torn last line after a crash).
-    pub skipped: usize,
+    pub(crate) skipped: usize,
 }
 
 /// Calls `each` with every matching line of the trail at `path` and its
 /// rotated files, oldest first.
-pub fn scan(
+pub(crate) fn scan(
     path: &Path,
     filter: &Filter,
     mut each: impl FnMut(&Map<String, Value>) -> Result<()>,
@@ -129,7 +129,7 @@ pub fn scan(
 }
 
 /// Lines of one trail file that are not JSON objects (a torn last line).
-pub fn unreadable_lines(path: &Path) -> Result<usize> {
+pub(crate) fn unreadable_lines(path: &Path) -> Result<usize> {
     let Some(f) = crate::files::open_private_read(path)? else {
         return Ok(0);
     };
@@ -170,7 +170,7 @@ fn last_time(path: &Path) -> Result<Option<DateTime<Utc>>> {
 }
 
 /// Where a line came from: `cycle <id>` or `command <name>`.
-pub fn origin(line: &Map<String, Value>) -> String {
+pub(crate) fn origin(line: &Map<String, Value>) -> String {
     match (
         line.get("cycle").and_then(Value::as_str),
         line.get("command").and_then(Value::as_str),
@@ -184,7 +184,7 @@ pub fn origin(line: &Map<String, Value>) -> String {
 /// One line as a sentence: `12:00:03  post p1 labelled TASK by the LLM
 /// (llama3.1:8b): "please add…"`. Unknown events show their fields.
 /// Control characters are escaped, so a post cannot forge a line.
-pub fn describe(line: &Map<String, Value>) -> String {
+pub(crate) fn describe(line: &Map<String, Value>) -> String {
     let s = |k: &str| line.get(k).and_then(Value::as_str).unwrap_or("?");
     let opt = |k: &str| line.get(k).and_then(Value::as_str);
     let yes = |k: &str| line.get(k).and_then(Value::as_bool).unwrap_or(true);

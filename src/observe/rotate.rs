@@ -21,22 +21,22 @@ use serde::{Deserialize, Serialize};
 use crate::paths::expand_tilde;
 
 /// The most rotated files `[log] keep` allows.
-pub const MAX_KEEP: u32 = 50;
+pub(crate) const MAX_KEEP: u32 = 50;
 
 /// `[log]`: how big the agent's files may grow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
+pub(crate) struct LogConfig {
     /// A file at least this large (bytes) is rotated at the start of the
     /// next cycle; 0: never (leave it to newsyslog or logrotate).
-    pub max_bytes: u64,
+    max_bytes: u64,
     /// Rotated files kept (`<file>.1` … `<file>.<keep>`); 0 deletes the
     /// file instead of keeping a copy.
-    pub keep: u32,
+    keep: u32,
     /// Other files rotated the same way: the scheduler's stdout and stderr
     /// files (launchd's `StandardOutPath`/`StandardErrorPath`). Missing
     /// files are fine.
-    pub also_rotate: Vec<PathBuf>,
+    also_rotate: Vec<PathBuf>,
 }
 
 impl Default for LogConfig {
@@ -54,7 +54,7 @@ impl Default for LogConfig {
 
 impl LogConfig {
     /// Checks the section without I/O; errors name the key and the bad value.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.keep > MAX_KEEP {
             bail!(
                 "log.keep: {} is more than {MAX_KEEP} rotated files",
@@ -76,7 +76,7 @@ impl LogConfig {
     }
 
     /// Expands `~` in `also_rotate`.
-    pub fn expand(&mut self) {
+    pub(crate) fn expand(&mut self) {
         for p in &mut self.also_rotate {
             *p = expand_tilde(&p.to_string_lossy());
         }
@@ -84,7 +84,7 @@ impl LogConfig {
 }
 
 /// `<path>.<n>`.
-pub fn rotated_name(path: &Path, n: u32) -> PathBuf {
+pub(crate) fn rotated_name(path: &Path, n: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{n}"));
     PathBuf::from(name)
@@ -93,7 +93,7 @@ pub fn rotated_name(path: &Path, n: u32) -> PathBuf {
 /// The renames that rotate `path` keeping `keep` old copies, in the order
 /// they must happen (oldest first, so nothing is overwritten), and the
 /// file to delete first. Pure.
-pub fn plan(path: &Path, keep: u32) -> (PathBuf, Vec<(PathBuf, PathBuf)>) {
+fn plan(path: &Path, keep: u32) -> (PathBuf, Vec<(PathBuf, PathBuf)>) {
     if keep == 0 {
         return (path.to_path_buf(), Vec::new());
     }
@@ -108,7 +108,7 @@ pub fn plan(path: &Path, keep: u32) -> (PathBuf, Vec<(PathBuf, PathBuf)>) {
 /// Rotates `path` when it is at least `max_bytes` long. Returns its size
 /// when it was rotated. A missing file is not an error; a symlink, a
 /// foreign-owned file or a non-file is.
-pub fn rotate_if_large(path: &Path, max_bytes: u64, keep: u32) -> Result<Option<u64>> {
+fn rotate_if_large(path: &Path, max_bytes: u64, keep: u32) -> Result<Option<u64>> {
     if max_bytes == 0 {
         return Ok(None);
     }
@@ -150,18 +150,18 @@ pub fn rotate_if_large(path: &Path, max_bytes: u64, keep: u32) -> Result<Option<
 
 /// What [`before_cycle`] did, to be logged once logging is set up.
 #[derive(Debug, Default)]
-pub struct Rotation {
+pub(crate) struct Rotation {
     /// Files rotated and their size.
-    pub rotated: Vec<(PathBuf, u64)>,
+    rotated: Vec<(PathBuf, u64)>,
     /// Files that could not be rotated, with why.
-    pub errors: Vec<String>,
+    errors: Vec<String>,
     /// Another cycle was running: nothing was touched.
-    pub cycle_running: bool,
+    cycle_running: bool,
 }
 
 impl Rotation {
     /// Logs what happened (an info line per file, a warning per error).
-    pub fn log(&self) {
+    pub(crate) fn log(&self) {
         for (p, size) in &self.rotated {
             tracing::info!(file = %p.display(), bytes = size, "Log rotated.");
         }
@@ -173,7 +173,7 @@ impl Rotation {
 
 /// Rotates `files` (the activity log, the audit trail) and `also_rotate`
 /// that have grown past `max_bytes`, unless a cycle holds `lock`.
-pub fn before_cycle(cfg: &LogConfig, lock: &Path, files: &[&Path]) -> Rotation {
+pub(crate) fn before_cycle(cfg: &LogConfig, lock: &Path, files: &[&Path]) -> Rotation {
     let mut out = Rotation::default();
     if cfg.max_bytes == 0 {
         return out;

@@ -75,7 +75,7 @@ impl Default for OllamaConfig {
 impl OllamaConfig {
     /// Checks every key without touching the network or the environment, so
     /// `ops-agent doctor` and start-up can report all mistakes by name.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let url = self.url.trim();
         if !(url.starts_with("http://") || url.starts_with("https://"))
             || url.len() <= "https://".len()
@@ -131,7 +131,7 @@ impl OllamaConfig {
 
     /// The API key the client sends, when one is configured:
     /// `api_key_file`, else `api_key_env`.
-    pub fn api_key(&self) -> Option<SecretRef> {
+    pub(crate) fn api_key(&self) -> Option<SecretRef> {
         match (&self.api_key_file, &self.api_key_env) {
             (Some(p), _) => Some(SecretRef::file("ollama.api_key_file", p)),
             (None, Some(v)) => Some(SecretRef::env("ollama.api_key_env", v)),

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::secret::Secret;
 
-pub mod config;
+mod config;
 
 use crate::http::BodyError;
 
@@ -49,15 +49,15 @@ pub enum LlmErrorKind {
 
 /// A failed model call, naming the model and the endpoint (never a secret).
 #[derive(Debug, Clone)]
-pub struct LlmError {
+pub(crate) struct LlmError {
     /// What went wrong, for branching.
-    pub kind: LlmErrorKind,
+    pub(crate) kind: LlmErrorKind,
     /// The model that was asked.
-    pub model: String,
+    model: String,
     /// `METHOD URL` of the call.
-    pub endpoint: String,
+    endpoint: String,
     /// Human detail: the server's error text (capped) or the transport error.
-    pub detail: String,
+    detail: String,
 }
 
 impl fmt::Display for LlmError {
@@ -83,7 +83,7 @@ impl std::error::Error for LlmError {}
 
 /// Which per-use timeout a call gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
+pub(crate) enum Purpose {
     /// Picking a label: `classify_timeout_secs`.
     Classify,
     /// Writing a reply: `reply_timeout_secs`.
@@ -92,23 +92,23 @@ pub enum Purpose {
 
 /// One chat message sent to the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
+pub(crate) struct Message {
     /// "system", "user" or "assistant".
-    pub role: String,
+    pub(crate) role: String,
     /// The text.
-    pub content: String,
+    pub(crate) content: String,
 }
 
 impl Message {
     /// A system message (instructions).
-    pub fn system(content: impl Into<String>) -> Self {
+    pub(crate) fn system(content: impl Into<String>) -> Self {
         Message {
             role: "system".into(),
             content: content.into(),
         }
     }
     /// A user message (the data to work on).
-    pub fn user(content: impl Into<String>) -> Self {
+    pub(crate) fn user(content: impl Into<String>) -> Self {
         Message {
             role: "user".into(),
             content: content.into(),
@@ -118,51 +118,51 @@ impl Message {
 
 /// A non-streaming chat request, independent of the backend's wire format.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChatRequest {
+pub(crate) struct ChatRequest {
     /// Model name as the server knows it.
-    pub model: String,
+    pub(crate) model: String,
     /// Conversation, system prompt first.
-    pub messages: Vec<Message>,
+    pub(crate) messages: Vec<Message>,
     /// Sampling temperature (Ollama's default 0.8 is too creative for labels).
-    pub temperature: f32,
+    pub(crate) temperature: f32,
     /// Maximum output tokens (`num_predict` / `max_tokens`).
-    pub max_tokens: u32,
+    pub(crate) max_tokens: u32,
     /// Fixed seed for repeatable answers.
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     /// JSON schema the answer must follow: Ollama's `format`, or the
     /// OpenAI-compatible `response_format` (Ollama's `/v1`, vLLM and
     /// llama.cpp's server honour it).
-    pub format: Option<Value>,
+    pub(crate) format: Option<Value>,
     /// `think` for Ollama's native API: `Some(false)` asks a reasoning model
     /// to answer without thinking first (a model that cannot think ignores
     /// `false`; only `true` is refused by those). Not sent to
     /// OpenAI-compatible servers, which have no common switch for it.
-    pub think: Option<bool>,
+    pub(crate) think: Option<bool>,
 }
 
 /// What the model said.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChatAnswer {
+pub(crate) struct ChatAnswer {
     /// The assistant message text (a JSON string when `format` was honoured).
-    pub content: String,
+    pub(crate) content: String,
     /// The model that answered, as reported by the server.
-    pub model: String,
+    model: String,
     /// "stop", "length", … when reported.
-    pub done_reason: Option<String>,
+    done_reason: Option<String>,
     /// Prompt tokens evaluated; a low value hints at silent truncation.
-    pub prompt_tokens: Option<u64>,
+    prompt_tokens: Option<u64>,
     /// Output tokens generated.
-    pub output_tokens: Option<u64>,
+    output_tokens: Option<u64>,
     /// The model reasoned before answering (Ollama's `message.thinking`,
     /// an OpenAI-compatible `reasoning_content`, or a `<think>` block in
     /// the text): such a model needs room for its thoughts.
-    pub thought: bool,
+    pub(crate) thought: bool,
 }
 
 impl ChatAnswer {
     /// The answer was cut by the token limit while the model was still
     /// thinking: no answer yet, and a bigger budget would have given one.
-    pub fn cut_while_thinking(&self) -> bool {
+    pub(crate) fn cut_while_thinking(&self) -> bool {
         let cut = self.done_reason.as_deref() == Some("length");
         let lower = self.content.to_ascii_lowercase();
         let open_think = lower.contains("<think>") && !lower.contains("</think>");
@@ -215,31 +215,31 @@ impl Client {
 
     /// Builds a client, reading the API key (`api_key_file` or
     /// `api_key_env`) when one is configured.
-    pub fn from_config(cfg: &OllamaConfig) -> Result<Self> {
+    pub(crate) fn from_config(cfg: &OllamaConfig) -> Result<Self> {
         let key = cfg.api_key().map(|k| k.read()).transpose()?;
         Client::new(cfg, key)
     }
 
     /// The configuration this client was built from.
-    pub fn config(&self) -> &OllamaConfig {
+    pub(crate) fn config(&self) -> &OllamaConfig {
         &self.cfg
     }
 
     /// Whether a JSON schema for the answer is sent: Ollama's `format`, or
     /// `response_format` until an OpenAI-compatible server refused it.
-    pub fn supports_structured_output(&self) -> bool {
+    pub(crate) fn supports_structured_output(&self) -> bool {
         self.cfg.backend == Backend::Ollama
             || !self.health.lock().expect("health lock").no_response_format
     }
 
     /// Whether `model` was seen thinking in this cycle.
-    pub fn thinks(&self, model: &str) -> bool {
+    pub(crate) fn thinks(&self, model: &str) -> bool {
         let h = self.health.lock().expect("health lock");
         h.thinkers.iter().any(|m| m == model)
     }
 
     /// Remembers that `model` thinks before it answers.
-    pub fn note_thinker(&self, model: &str) {
+    pub(crate) fn note_thinker(&self, model: &str) {
         let mut h = self.health.lock().expect("health lock");
         if !h.thinkers.iter().any(|m| m == model) {
             tracing::info!(model, "The model reasons before answering; it gets a bigger token budget for the rest of the cycle.");
@@ -278,7 +278,7 @@ impl Client {
     /// list comes from `GET /api/tags` once per client. OpenAI-compatible
     /// servers name models inconsistently (llama.cpp ignores the name), so
     /// there the answer is always `true` and a 404 on chat tells the truth.
-    pub async fn has_model(&self, model: &str, purpose: Purpose) -> Result<bool, LlmError> {
+    pub(crate) async fn has_model(&self, model: &str, purpose: Purpose) -> Result<bool, LlmError> {
         if self.cfg.backend == Backend::Openai {
             return Ok(true);
         }
@@ -334,7 +334,11 @@ impl Client {
     }
 
     /// Sends one non-streaming chat request with the timeout for `purpose`.
-    pub async fn chat(&self, req: &ChatRequest, purpose: Purpose) -> Result<ChatAnswer, LlmError> {
+    pub(crate) async fn chat(
+        &self,
+        req: &ChatRequest,
+        purpose: Purpose,
+    ) -> Result<ChatAnswer, LlmError> {
         if let Some(kind) = self.breaker() {
             let path = match self.cfg.backend {
                 Backend::Ollama => "/api/chat",
@@ -685,7 +689,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// At most `max` chars of `s` on one line, for error messages and logs.
-pub fn excerpt(s: &str, max: usize) -> String {
+pub(crate) fn excerpt(s: &str, max: usize) -> String {
     let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() <= max {
         one_line

@@ -49,12 +49,12 @@ async fn must(program: &str, args: &[&str], ran: &mut Vec<String>) -> Result<Too
 }
 
 /// `gui/<uid>`: the per-user launchd domain a LaunchAgent lives in.
-pub fn gui_domain() -> String {
+pub(crate) fn gui_domain() -> String {
     format!("gui/{}", current_uid())
 }
 
 /// Whether launchd has the job loaded (`launchctl print` exits 0).
-pub async fn launchd_loaded(label: &str, ran: &mut Vec<String>) -> Result<bool> {
+pub(crate) async fn launchd_loaded(label: &str, ran: &mut Vec<String>) -> Result<bool> {
     let target = format!("{}/{label}", gui_domain());
     let args = ["print", target.as_str()];
     let out = run_tool("launchctl", &args, TOOL_TIMEOUT).await?;
@@ -64,7 +64,7 @@ pub async fn launchd_loaded(label: &str, ran: &mut Vec<String>) -> Result<bool> 
 
 /// Loads the plist into the user's domain (enabling the label first, in
 /// case an earlier `launchctl disable` would make bootstrap refuse it).
-pub async fn launchd_load(plist: &Path, label: &str, ran: &mut Vec<String>) -> Result<()> {
+pub(crate) async fn launchd_load(plist: &Path, label: &str, ran: &mut Vec<String>) -> Result<()> {
     let domain = gui_domain();
     let target = format!("{domain}/{label}");
     must("launchctl", &["enable", &target], ran).await?;
@@ -76,7 +76,7 @@ pub async fn launchd_load(plist: &Path, label: &str, ran: &mut Vec<String>) -> R
 /// Unloads the job if it is loaded and waits until launchd lets go of it
 /// (a bootstrap right after a bootout can otherwise fail). Returns
 /// whether it was loaded.
-pub async fn launchd_unload(label: &str, ran: &mut Vec<String>) -> Result<bool> {
+pub(crate) async fn launchd_unload(label: &str, ran: &mut Vec<String>) -> Result<bool> {
     if !launchd_loaded(label, ran).await? {
         return Ok(false);
     }
@@ -98,7 +98,7 @@ pub async fn launchd_unload(label: &str, ran: &mut Vec<String>) -> Result<bool> 
 
 /// `systemctl --user <args…>`, failing on a non-zero exit. A user manager
 /// that is not running is named as such.
-pub async fn systemctl(args: &[&str], ran: &mut Vec<String>) -> Result<()> {
+pub(crate) async fn systemctl(args: &[&str], ran: &mut Vec<String>) -> Result<()> {
     let mut all = vec!["--user"];
     all.extend_from_slice(args);
     must("systemctl", &all, ran).await.map_err(|e| {
@@ -116,7 +116,7 @@ pub async fn systemctl(args: &[&str], ran: &mut Vec<String>) -> Result<()> {
 
 /// `systemctl --user is-active <unit>`: what it printed (`active`,
 /// `inactive`, …); never an error for a unit that is simply not active.
-pub async fn systemd_state(unit: &str, ran: &mut Vec<String>) -> Result<String> {
+pub(crate) async fn systemd_state(unit: &str, ran: &mut Vec<String>) -> Result<String> {
     let args = ["--user", "is-active", unit];
     let out = run_tool("systemctl", &args, TOOL_TIMEOUT).await?;
     ran.push(line("systemctl", &args));
@@ -135,7 +135,7 @@ pub async fn systemd_state(unit: &str, ran: &mut Vec<String>) -> Result<String> 
 
 /// Whether systemd keeps the user's units running without a login
 /// (`loginctl show-user <uid> -p Linger`); `None` when loginctl cannot say.
-pub async fn lingering(ran: &mut Vec<String>) -> Option<bool> {
+pub(crate) async fn lingering(ran: &mut Vec<String>) -> Option<bool> {
     let uid = current_uid().to_string();
     let args = ["show-user", uid.as_str(), "-p", "Linger"];
     let out = run_tool("loginctl", &args, TOOL_TIMEOUT).await.ok()?;

@@ -61,7 +61,7 @@ fn unxml(s: &str) -> String {
 /// background class; the environment the job needs; its stdout and
 /// stderr next to the activity log; umask 077 so the files launchd itself
 /// creates (those two logs) are owner-only. Pure.
-pub fn render_plist(spec: &JobSpec) -> String {
+pub(crate) fn render_plist(spec: &JobSpec) -> String {
     let mut s = String::new();
     s += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
     s += "<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n";
@@ -115,7 +115,7 @@ pub fn render_plist(spec: &JobSpec) -> String {
 /// this binary?". A plain scan, enough for the files [`render_plist`]
 /// writes and their hand-edited cousins; `None` when there is no such
 /// array.
-pub fn program_arguments(plist: &str) -> Option<Vec<String>> {
+pub(crate) fn program_arguments(plist: &str) -> Option<Vec<String>> {
     let after = &plist[plist.find("<key>ProgramArguments</key>")? + 27..];
     let body = after.trim_start().strip_prefix("<array>")?;
     let body = &body[..body.find("</array>")?];

@@ -11,10 +11,10 @@
 //! the build directory it was installed from: every path in a job file is
 //! absolute, and the environment it needs is written into it.
 
-pub mod control;
-pub mod launchd;
-pub mod secrets;
-pub mod systemd;
+pub(crate) mod control;
+pub(crate) mod launchd;
+pub(crate) mod secrets;
+pub(crate) mod systemd;
 
 use std::path::{Path, PathBuf};
 
@@ -26,11 +26,11 @@ use serde::{Deserialize, Serialize};
 /// per Mattermost workspace, can live on one host).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ScheduleConfig {
+pub(crate) struct ScheduleConfig {
     /// The LaunchAgent's label (its plist is `~/Library/LaunchAgents/<label>.plist`).
-    pub launchd_label: String,
+    pub(crate) launchd_label: String,
     /// The systemd user units' name, without `.service` / `.timer`.
-    pub systemd_unit: String,
+    pub(crate) systemd_unit: String,
 }
 
 impl Default for ScheduleConfig {
@@ -45,7 +45,7 @@ impl Default for ScheduleConfig {
 impl ScheduleConfig {
     /// Both names become file names and command arguments: letters,
     /// digits, `.`, `_` and `-` only.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         for (key, v) in [
             ("schedule.launchd_label", &self.launchd_label),
             ("schedule.systemd_unit", &self.systemd_unit),
@@ -76,7 +76,7 @@ impl ScheduleConfig {
 /// Which scheduler the job is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Scheduler {
+pub(crate) enum Scheduler {
     /// A LaunchAgent in the user's `gui/<uid>` domain (macOS).
     Launchd,
     /// A systemd user service plus timer (Linux).
@@ -85,7 +85,7 @@ pub enum Scheduler {
 
 impl Scheduler {
     /// The scheduler of this platform (what `doctor` looks for).
-    pub fn native() -> Scheduler {
+    pub(crate) fn native() -> Scheduler {
         if cfg!(target_os = "macos") {
             Scheduler::Launchd
         } else {
@@ -94,7 +94,7 @@ impl Scheduler {
     }
 
     /// The `install` flag that selects it.
-    pub fn flag(self) -> &'static str {
+    pub(crate) fn flag(self) -> &'static str {
         match self {
             Scheduler::Launchd => "--launchd",
             Scheduler::Systemd => "--systemd",
@@ -103,7 +103,7 @@ impl Scheduler {
 
     /// The PATH a job gets when nothing it runs needs more: the system
     /// directories plus the usual package managers' (Homebrew on macOS).
-    pub fn base_path(self) -> &'static str {
+    fn base_path(self) -> &'static str {
         match self {
             Scheduler::Launchd => "/usr/local/bin:/opt/homebrew/bin:/usr/bin:/bin:/usr/sbin:/sbin",
             Scheduler::Systemd => "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -113,28 +113,28 @@ impl Scheduler {
 
 /// Everything a job file is rendered from. Paths are absolute.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JobSpec {
+pub(crate) struct JobSpec {
     /// The agent binary the job runs.
-    pub binary: PathBuf,
+    pub(crate) binary: PathBuf,
     /// The config file (`None`: the job finds it as an interactive run
     /// would, or runs on the built-in defaults).
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Seconds between cycle starts.
-    pub interval_secs: u64,
+    pub(crate) interval_secs: u64,
     /// The environment the job needs, in order (PATH first).
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// launchd: where the job's stdout goes (appended, never rotated).
-    pub stdout_log: PathBuf,
+    pub(crate) stdout_log: PathBuf,
     /// launchd: where the job's stderr goes.
-    pub stderr_log: PathBuf,
+    pub(crate) stderr_log: PathBuf,
     /// `[schedule]`.
-    pub names: ScheduleConfig,
+    pub(crate) names: ScheduleConfig,
 }
 
 impl JobSpec {
     /// The job's command line: no shell, the config named explicitly so the
     /// job never depends on where it thinks home is.
-    pub fn argv(&self) -> Vec<String> {
+    fn argv(&self) -> Vec<String> {
         let mut argv = vec![self.binary.display().to_string()];
         if let Some(c) = &self.config {
             argv.push("--config".into());
@@ -147,28 +147,28 @@ impl JobSpec {
 
 /// One file of a job: where it goes and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobFile {
+pub(crate) struct JobFile {
     /// Absolute path.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The whole content.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 /// Where a scheduler's job files live for a user: `home` and the XDG
 /// config directory (`$XDG_CONFIG_HOME`, else `~/.config`; systemd reads
 /// user units from `<it>/systemd/user`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Homes {
+pub(crate) struct Homes {
     /// The home directory.
-    pub home: PathBuf,
+    home: PathBuf,
     /// The XDG config directory.
-    pub config_home: PathBuf,
+    config_home: PathBuf,
 }
 
 impl Homes {
     /// From the home directory and `$XDG_CONFIG_HOME` (used only when
     /// absolute, as the XDG spec says). Pure.
-    pub fn new(home: &Path, xdg_config_home: Option<&str>) -> Homes {
+    fn new(home: &Path, xdg_config_home: Option<&str>) -> Homes {
         let config_home = xdg_config_home
             .filter(|x| x.starts_with('/'))
             .map(PathBuf::from)
@@ -180,7 +180,7 @@ impl Homes {
     }
 
     /// This process's (`$HOME`, `$XDG_CONFIG_HOME`).
-    pub fn current() -> Result<Homes> {
+    pub(crate) fn current() -> Result<Homes> {
         let Some(dirs) = directories::BaseDirs::new() else {
             bail!("no home directory (is HOME set?)");
         };
@@ -189,7 +189,7 @@ impl Homes {
     }
 
     /// The paths of the job files a scheduler reads.
-    pub fn job_paths(&self, scheduler: Scheduler, names: &ScheduleConfig) -> Vec<PathBuf> {
+    pub(crate) fn job_paths(&self, scheduler: Scheduler, names: &ScheduleConfig) -> Vec<PathBuf> {
         match scheduler {
             Scheduler::Launchd => vec![self
                 .home
@@ -207,7 +207,7 @@ impl Homes {
 }
 
 /// Renders the job's files. Pure.
-pub fn render(scheduler: Scheduler, spec: &JobSpec, homes: &Homes) -> Vec<JobFile> {
+pub(crate) fn render(scheduler: Scheduler, spec: &JobSpec, homes: &Homes) -> Vec<JobFile> {
     let paths = homes.job_paths(scheduler, &spec.names);
     let texts = match scheduler {
         Scheduler::Launchd => vec![launchd::render_plist(spec)],
@@ -221,7 +221,7 @@ pub fn render(scheduler: Scheduler, spec: &JobSpec, homes: &Homes) -> Vec<JobFil
 }
 
 /// `--print`: each file preceded by a `# <path>` line. Pure.
-pub fn render_print(files: &[JobFile]) -> String {
+pub(crate) fn render_print(files: &[JobFile]) -> String {
     let mut out = String::new();
     for (i, f) in files.iter().enumerate() {
         if i > 0 {
@@ -236,7 +236,7 @@ pub fn render_print(files: &[JobFile]) -> String {
 /// programs the config runs by bare name (found on the installing shell's
 /// PATH) put first, so `node` from a version manager still resolves in
 /// the bare environment. Pure.
-pub fn job_path(scheduler: Scheduler, program_dirs: &[PathBuf]) -> String {
+pub(crate) fn job_path(scheduler: Scheduler, program_dirs: &[PathBuf]) -> String {
     let base: Vec<&str> = scheduler.base_path().split(':').collect();
     let mut dirs: Vec<String> = Vec::new();
     for d in program_dirs {
@@ -250,7 +250,7 @@ pub fn job_path(scheduler: Scheduler, program_dirs: &[PathBuf]) -> String {
 }
 
 /// Finds a bare program name on a PATH value, as a shell would.
-pub fn find_on_path(name: &str, path: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str, path: &str) -> Option<PathBuf> {
     if name.contains('/') {
         return None;
     }
@@ -262,7 +262,7 @@ pub fn find_on_path(name: &str, path: &str) -> Option<PathBuf> {
 
 /// launchd's log files next to the activity log: `<dir>/<stem>.launchd.out.log`
 /// and `.err.log` (the runbook's `~/system/logs/ops-agent.launchd.err.log`).
-pub fn launchd_logs(activity_log: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn launchd_logs(activity_log: &Path) -> (PathBuf, PathBuf) {
     let dir = activity_log.parent().unwrap_or(Path::new("/"));
     let stem = activity_log
         .file_stem()
@@ -276,7 +276,7 @@ pub fn launchd_logs(activity_log: &Path) -> (PathBuf, PathBuf) {
 
 /// Why an interval cannot be used, if it cannot: the deadline must end a
 /// cycle before the next one is due. Pure.
-pub fn check_interval(interval_secs: u64, deadline_secs: f64) -> Result<()> {
+pub(crate) fn check_interval(interval_secs: u64, deadline_secs: f64) -> Result<()> {
     if interval_secs < 10 {
         bail!("--interval {interval_secs}: at least 10 seconds");
     }

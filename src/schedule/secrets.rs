@@ -14,17 +14,17 @@ use crate::tasks::planka::PlankaConfig;
 
 /// A secret the job will read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretNeed {
+pub(crate) struct SecretNeed {
     /// Which and where.
-    pub secret: SecretRef,
+    pub(crate) secret: SecretRef,
     /// Whether the job cannot do its configured work without it (chat
     /// when the config names teams; Planka once enabled; the LLM key once
     /// set). Unconfigured Mattermost is optional.
-    pub required: bool,
+    pub(crate) required: bool,
 }
 
 /// The secrets the config will read, in the order of the sections.
-pub fn needs(
+pub(crate) fn needs(
     mm: &MattermostConfig,
     planka: &PlankaConfig,
     ollama: &OllamaConfig,
@@ -46,13 +46,13 @@ pub fn needs(
 
 /// What the job will find, sorted by what it means for `install`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// The job would run without a secret it needs: do not install it.
-    pub refuse: Vec<String>,
+    pub(crate) refuse: Vec<String>,
     /// Worth saying, not worth refusing.
-    pub warn: Vec<String>,
+    pub(crate) warn: Vec<String>,
     /// Secrets the job will read, one line each.
-    pub ok: Vec<String>,
+    pub(crate) ok: Vec<String>,
 }
 
 /// The `*_file` key next to an `*_env` key, and the file the docs suggest.
@@ -75,7 +75,7 @@ fn file_alternative(env_key: &str) -> (String, &'static str) {
 /// readable); a variable is never seen by the job, so it is refused when
 /// the secret is required or the operator's shell has it set (they rely
 /// on it), and only noted when Mattermost is simply not configured. Pure.
-pub fn judge(
+pub(crate) fn judge(
     needs: &[SecretNeed],
     file_ok: &dyn Fn(&Path) -> Result<(), String>,
     env_set: &dyn Fn(&str) -> bool,

@@ -11,7 +11,7 @@ use super::JobSpec;
 /// One word of an `ExecStart=` line: `%` and `$` doubled, double-quoted
 /// (with `\` and `"` escaped) when it holds whitespace, a quote, a
 /// backslash or `;`, or is empty. Pure.
-pub fn exec_word(s: &str) -> String {
+fn exec_word(s: &str) -> String {
     let s = s.replace('%', "%%").replace('$', "$$");
     let plain = !s.is_empty()
         && !s
@@ -26,7 +26,7 @@ pub fn exec_word(s: &str) -> String {
 
 /// An `Environment=` value: always quoted, `%` doubled (no `$` expansion
 /// happens there). Pure.
-pub fn env_assignment(k: &str, v: &str) -> String {
+fn env_assignment(k: &str, v: &str) -> String {
     let kv = format!("{k}={v}")
         .replace('%', "%%")
         .replace('\\', "\\\\")
@@ -36,7 +36,7 @@ pub fn env_assignment(k: &str, v: &str) -> String {
 
 /// The first word of the first `ExecStart=` line, unquoted: the program the
 /// service runs. `None` when there is none.
-pub fn exec_program(unit: &str) -> Option<String> {
+pub(crate) fn exec_program(unit: &str) -> Option<String> {
     let line = unit
         .lines()
         .map(str::trim)
@@ -69,7 +69,7 @@ const HEADER: &str = "# Written by `ops-agent install --systemd`; to change it, 
 /// interval as a backstop timeout (the cycle ends itself within
 /// `agent.deadline_secs`), and exit 75 (another cycle held the lock, e.g.
 /// a run by hand) not counted as a failure. Pure.
-pub fn render_service(spec: &JobSpec) -> String {
+pub(crate) fn render_service(spec: &JobSpec) -> String {
     let unit = &spec.names.systemd_unit;
     let exec: Vec<String> = spec.argv().iter().map(|a| exec_word(a)).collect();
     let mut s = format!("# ops-agent: one cycle, started by {unit}.timer.\n{HEADER}");
@@ -92,7 +92,7 @@ pub fn render_service(spec: &JobSpec) -> String {
 /// The timer: the first cycle 10 s after the timer starts (install, login,
 /// boot with lingering), then one every `interval_secs` after the last
 /// start; systemd never starts the service while it still runs. Pure.
-pub fn render_timer(spec: &JobSpec) -> String {
+pub(crate) fn render_timer(spec: &JobSpec) -> String {
     let unit = &spec.names.systemd_unit;
     let n = spec.interval_secs;
     let mut s = format!("# ops-agent: starts {unit}.service every {n} s.\n{HEADER}");

@@ -26,7 +26,7 @@ use crate::process::{run_argv, run_argv_watched, tail, CommandError, Failure};
 use crate::time::Secs;
 
 /// Placeholders an argv element may contain; each is a [`Task`] field.
-pub const PLACEHOLDERS: &[&str] = &[
+const PLACEHOLDERS: &[&str] = &[
     "title",
     "description",
     "priority",
@@ -83,7 +83,7 @@ impl Default for McConfig {
 /// Checks an argv template from the config (`key` names it in errors): the
 /// program is a plain, non-empty value and every `{placeholder}` is one of
 /// `known`, so a typo fails at start-up instead of reaching the command.
-pub fn validate_argv_template(key: &str, argv: &[String], known: &[&str]) -> Result<()> {
+pub(crate) fn validate_argv_template(key: &str, argv: &[String], known: &[&str]) -> Result<()> {
     if let Some(first) = argv.first() {
         if first.trim().is_empty() {
             bail!("{key}: the program (first element) is empty");
@@ -109,7 +109,7 @@ pub fn validate_argv_template(key: &str, argv: &[String], known: &[&str]) -> Res
 
 impl McConfig {
     /// Checks the section without I/O; errors name the key and the bad value.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.timeout_secs.is_zero() {
             bail!("mc.timeout_secs: 0 is not a timeout; use more than 0");
         }
@@ -135,7 +135,7 @@ impl McConfig {
     }
 
     /// True when an external command is configured (else the ledger is MC).
-    pub fn uses_command(&self) -> bool {
+    pub(crate) fn uses_command(&self) -> bool {
         !self.command.is_empty()
     }
 }
@@ -163,14 +163,14 @@ impl McBackend {
     }
 
     /// The ledger (journal or MC itself).
-    pub fn ledger(&self) -> &Ledger {
+    pub(crate) fn ledger(&self) -> &Ledger {
         match self {
             McBackend::Command(_, l) | McBackend::Ledger(l) => l,
         }
     }
 
     /// A short name for logs and status (`command` or `ledger`).
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             McBackend::Command(..) => "command",
             McBackend::Ledger(_) => "ledger",
@@ -208,22 +208,22 @@ impl McCommand {
 
     /// The argv for `task`: `~` expanded in the template, then placeholders
     /// substituted (values inserted literally, never re-scanned).
-    pub fn argv(&self, task: &Task) -> Vec<String> {
+    fn argv(&self, task: &Task) -> Vec<String> {
         fill(&self.template, task)
     }
 
     /// Whether `[mc] find` is configured.
-    pub fn has_find(&self) -> bool {
+    pub(crate) fn has_find(&self) -> bool {
         !self.find.is_empty()
     }
 
     /// The command's timeout.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// The environment variables passed to MC commands (`mc.pass_env`).
-    pub fn pass_env(&self) -> &[String] {
+    pub(crate) fn pass_env(&self) -> &[String] {
         &self.pass_env
     }
 
@@ -251,7 +251,7 @@ impl McCommand {
     /// Runs `[mc] find` for `task`: the id of the task MC has for its
     /// source, `None` when MC has none. Any failure is an error: it cannot
     /// tell.
-    pub async fn find(&self, task: &Task) -> Result<Option<String>> {
+    pub(crate) async fn find(&self, task: &Task) -> Result<Option<String>> {
         let argv = fill(&self.find, task);
         let out = run_argv(&argv, self.timeout, &self.pass_env, "MC find").await?;
         let printed = out.stdout.trim();
@@ -305,7 +305,7 @@ impl std::fmt::Display for CreateError {
 
 impl CreateError {
     /// The underlying error.
-    pub fn into_error(self) -> anyhow::Error {
+    pub(crate) fn into_error(self) -> anyhow::Error {
         match self {
             CreateError::Failed(e) | CreateError::Unknown(e) => e,
         }
@@ -315,7 +315,7 @@ impl CreateError {
 /// What to do for a source the MC command has no task for yet, from its
 /// earlier attempts (oldest first). Pure.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NextStep {
+pub(crate) enum NextStep {
     /// Run the command (attempt number; `extra`: an earlier attempt may
     /// have made the task, so this one may make a second).
     Create {
@@ -336,7 +336,7 @@ pub enum NextStep {
 /// The next step (see [`NextStep`]). `alive` tells whether a process group
 /// still runs; an attempt without a recorded group counts as running for
 /// twice the command's timeout after it started.
-pub fn next_step(
+pub(crate) fn next_step(
     attempts: &[Attempt],
     has_find: bool,
     now_ms: i64,
@@ -393,13 +393,16 @@ fn fill(template: &[String], task: &Task) -> Vec<String> {
 /// Replaces `{placeholder}`s in one template element. A value is inserted
 /// as is and never scanned again, so a title containing `{source}` stays
 /// literal; unknown `{words}` are kept (validation rejects them earlier).
-pub fn substitute(template: &str, task: &Task) -> String {
+fn substitute(template: &str, task: &Task) -> String {
     substitute_with(template, |name| field(task, name))
 }
 
 /// [`substitute`] with any placeholder set: `lookup` gives a name's value,
 /// `None` keeps `{name}` literally. Values are never re-scanned.
-pub fn substitute_with<'a>(template: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
+pub(crate) fn substitute_with<'a>(
+    template: &str,
+    lookup: impl Fn(&str) -> Option<&'a str>,
+) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -427,7 +430,7 @@ pub fn substitute_with<'a>(template: &str, lookup: impl Fn(&str) -> Option<&'a s
 /// refuses a single argument over 128 KiB (and all of them over ~2 MiB)
 /// with E2BIG, which would fail the command every cycle and keep its post
 /// pending forever; a long post's description is cut, with a marker.
-pub const MAX_VALUE_BYTES: usize = 32 * 1024;
+const MAX_VALUE_BYTES: usize = 32 * 1024;
 
 fn push_bounded(out: &mut String, v: &str) {
     if v.len() <= MAX_VALUE_BYTES {
@@ -463,7 +466,7 @@ fn field<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
 /// else its last JSON-looking line) at the dotted `json_field`, else the
 /// first capture of `regex`. The id must be short and printable, since it
 /// is shown in replies and stored in state.
-pub fn parse_id(stdout: &str, json_field: &str, regex: Option<&Regex>) -> Result<String> {
+fn parse_id(stdout: &str, json_field: &str, regex: Option<&Regex>) -> Result<String> {
     let mut candidates: Vec<&str> = vec![stdout.trim()];
     candidates.extend(
         stdout
@@ -523,7 +526,7 @@ fn is_plausible_id(id: &str) -> bool {
 
 /// For `doctor`: where the program of the template is (absolute,
 /// `~`-relative, or the first match on PATH), if anywhere.
-pub fn find_program(cfg: &McConfig) -> Option<PathBuf> {
+pub(crate) fn find_program(cfg: &McConfig) -> Option<PathBuf> {
     let p = expand_tilde(cfg.command.first()?);
     if p.components().count() > 1 {
         return p.is_file().then_some(p);

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 /// Longest task title, in characters: MC and Planka lists show one line, and
 /// the full text is in the description anyway.
-pub const TITLE_MAX_CHARS: usize = 100;
+const TITLE_MAX_CHARS: usize = 100;
 
 /// Who pays for the work: the team's contract decides, not the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ impl Tag {
     }
 
     /// Parses a tag as typed on the command line (`--tag billable`), case-insensitively.
-    pub fn parse(s: &str) -> Result<Tag> {
+    pub(crate) fn parse(s: &str) -> Result<Tag> {
         match s.trim().to_ascii_uppercase().as_str() {
             "BILLABLE" => Ok(Tag::Billable),
             "INTERNAL" => Ok(Tag::Internal),
@@ -87,11 +87,11 @@ impl fmt::Display for Priority {
 }
 
 /// Label of a health escalation, next to the classifier's TASK and INCIDENT.
-pub const LABEL_ESCALATION: &str = "ESCALATION";
+const LABEL_ESCALATION: &str = "ESCALATION";
 
 /// Priority follows the label: an INCIDENT or an escalation is HIGH, anything
 /// else (TASK) NORMAL. A pure function so the rule is table-tested here.
-pub fn priority_for_label(label: &str) -> Priority {
+pub(crate) fn priority_for_label(label: &str) -> Priority {
     match label.trim().to_ascii_uppercase().as_str() {
         "INCIDENT" | LABEL_ESCALATION => Priority::High,
         _ => Priority::Normal,
@@ -105,7 +105,7 @@ pub fn priority_for_label(label: &str) -> Priority {
 #[serde(deny_unknown_fields, default)]
 pub struct BillingConfig {
     /// Team names whose work is INTERNAL (default `["basic"]`).
-    pub internal_teams: Vec<String>,
+    internal_teams: Vec<String>,
 }
 
 impl Default for BillingConfig {
@@ -119,7 +119,7 @@ impl Default for BillingConfig {
 impl BillingConfig {
     /// The tag for work from `team` (team names compare case-insensitively,
     /// as Mattermost team names are lowercase anyway).
-    pub fn tag_for(&self, team: &str) -> Tag {
+    fn tag_for(&self, team: &str) -> Tag {
         let team = team.trim();
         if self
             .internal_teams
@@ -133,7 +133,7 @@ impl BillingConfig {
     }
 
     /// Checks the section without I/O; errors name the key and the bad value.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         for t in &self.internal_teams {
             if t.trim().is_empty() {
                 bail!("billing.internal_teams: '{t}' is not a team name");
@@ -251,7 +251,7 @@ impl Task {
 
 /// The first non-blank line, trimmed, capped at [`TITLE_MAX_CHARS`]
 /// characters (never splitting a character), with `…` when cut.
-pub fn title_from_message(message: &str) -> String {
+fn title_from_message(message: &str) -> String {
     let line = message
         .lines()
         .map(str::trim)

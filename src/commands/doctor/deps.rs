@@ -102,7 +102,7 @@ pub(super) async fn probe_mattermost(config: &Config, state: &MmState) -> Vec<Fi
 /// No Mattermost client: a failure once the config names teams (every
 /// cycle then runs degraded), only a warning on a machine where nothing is
 /// configured yet. Pure.
-pub fn unusable_credentials(required: bool, e: &anyhow::Error) -> Finding {
+fn unusable_credentials(required: bool, e: &anyhow::Error) -> Finding {
     if required {
         finding(
             "mattermost",
@@ -121,7 +121,7 @@ pub fn unusable_credentials(required: bool, e: &anyhow::Error) -> Finding {
 }
 
 /// Mattermost findings from a status check. Pure.
-pub fn mm_findings(s: &MmStatus) -> Vec<Finding> {
+fn mm_findings(s: &MmStatus) -> Vec<Finding> {
     let version = s.server_version.as_deref().unwrap_or("version unknown");
     let mut out = vec![match &s.ping_error {
         None => finding(
@@ -186,7 +186,7 @@ pub(super) async fn probe_ollama(cfg: &ollama::OllamaConfig) -> Vec<Finding> {
 }
 
 /// Ollama findings from the two model lookups. Pure.
-pub fn ollama_findings(
+fn ollama_findings(
     cfg: &ollama::OllamaConfig,
     classify: &Result<bool, String>,
     reply: &Result<bool, String>,

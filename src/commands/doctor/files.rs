@@ -31,7 +31,7 @@ pub(super) fn parses<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(),
 
 /// Whether the directory a file lives in lets the agent save it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DirState {
+pub(crate) enum DirState {
     /// Exists and is writable.
     Writable,
     /// Exists, but we cannot create files in it.
@@ -44,27 +44,27 @@ pub enum DirState {
 
 /// What `inspect` found out about one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileFacts {
+pub(crate) struct FileFacts {
     /// Something is at the path.
-    pub exists: bool,
+    exists: bool,
     /// It is a symlink (refused by every reader and writer).
-    pub symlink: bool,
+    symlink: bool,
     /// It is a regular file.
-    pub regular: bool,
+    regular: bool,
     /// Owner uid when it is not us.
-    pub foreign_owner: Option<u32>,
+    foreign_owner: Option<u32>,
     /// Permission bits (`0o600`).
-    pub mode: u32,
+    mode: u32,
     /// Why the content does not parse (JSON files).
-    pub parse_error: Option<String>,
+    parse_error: Option<String>,
     /// Unreadable lines (the ledger).
-    pub skipped_lines: usize,
+    skipped_lines: usize,
     /// Its directory.
-    pub dir: DirState,
+    dir: DirState,
 }
 
 /// Judges one file's facts. Pure.
-pub fn judge_file(name: &str, path: &Path, f: &FileFacts) -> Finding {
+pub(crate) fn judge_file(name: &str, path: &Path, f: &FileFacts) -> Finding {
     let p = path.display();
     let (level, reason) = if f.symlink {
         (

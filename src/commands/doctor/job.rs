@@ -16,7 +16,7 @@ use crate::secret::SecretSource;
 /// One line per secret the config reads. `file_check` says whether a file
 /// is ours and owner-only; `job_installed` whether a scheduled job (which
 /// has no shell variables) will read them. Pure.
-pub fn secret_findings(
+fn secret_findings(
     needs: &[SecretNeed],
     file_check: &dyn Fn(&Path) -> Result<(), String>,
     job_installed: bool,
@@ -55,19 +55,19 @@ pub fn secret_findings(
 
 /// What was found out about the installed job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobFacts {
+struct JobFacts {
     /// Which scheduler.
-    pub scheduler: Scheduler,
+    scheduler: Scheduler,
     /// The job files, with their content when present.
-    pub files: Vec<(PathBuf, Option<String>)>,
+    files: Vec<(PathBuf, Option<String>)>,
     /// Each file as `install` would write it now (same order).
-    pub expected: Vec<String>,
+    expected: Vec<String>,
     /// The binary `install` would put in the job (this one).
-    pub binary: PathBuf,
+    binary: PathBuf,
     /// Whether the scheduler has the job loaded (`Err`: could not ask).
-    pub loaded: Result<bool, String>,
+    loaded: Result<bool, String>,
     /// Whether the program the installed job runs exists.
-    pub program_exists: bool,
+    program_exists: bool,
 }
 
 /// The program an installed job file runs.
@@ -79,7 +79,7 @@ fn program_of(scheduler: Scheduler, text: &str) -> Option<String> {
 }
 
 /// Judges the installed job: present, current, loaded. Pure.
-pub fn job_findings(f: &JobFacts) -> Vec<Finding> {
+fn job_findings(f: &JobFacts) -> Vec<Finding> {
     let flag = f.scheduler.flag();
     let name = "scheduled job";
     let missing: Vec<String> = f

@@ -23,8 +23,8 @@
 //!   owner-only), secrets it would want from an environment it does not
 //!   have, and the job itself (installed, current, loaded).
 //!
-//! Gathering facts does I/O; judging them ([`files::judge_file`], [`mm_findings`],
-//! [`ollama_findings`]) and rendering ([`render`]) are pure and table-tested.
+//! Gathering facts does I/O; judging them ([`files::judge_file`], `deps::mm_findings`,
+//! `deps::ollama_findings`) and rendering ([`render`]) are pure and table-tested.
 
 mod deps;
 mod files;
@@ -41,14 +41,12 @@ use crate::config::{Config, ConfigSource};
 use crate::state::{RuntimeState, Stats};
 
 use deps::{mc_finding, probe_mattermost, probe_ollama, probe_planka, uncertain_finding};
-pub use deps::{mm_findings, ollama_findings};
 use files::{inspect, judge_file, lock_finding, parses, Content};
-pub use files::{DirState, FileFacts};
 
 /// How bad one finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Level {
+enum Level {
     /// Nothing to do.
     Ok,
     /// Degraded or self-repairing; worth a look.
@@ -59,7 +57,7 @@ pub enum Level {
 
 impl Level {
     /// The word in the text output.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Level::Ok => "ok",
             Level::Warn => "warn",
@@ -70,13 +68,13 @@ impl Level {
 
 /// One checked thing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
+struct Finding {
     /// What was checked ("state file", "mattermost team basic").
-    pub check: String,
+    check: String,
     /// How bad.
-    pub level: Level,
+    level: Level,
     /// Why, in one line (never a secret).
-    pub reason: String,
+    reason: String,
 }
 
 fn finding(check: impl Into<String>, level: Level, reason: impl Into<String>) -> Finding {
@@ -89,29 +87,29 @@ fn finding(check: impl Into<String>, level: Level, reason: impl Into<String>) ->
 
 /// How many findings of each level.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
+struct Counts {
     /// Fine.
-    pub ok: usize,
+    ok: usize,
     /// Worth a look.
-    pub warn: usize,
+    warn: usize,
     /// Must be fixed.
-    pub fail: usize,
+    fail: usize,
 }
 
 /// What `doctor --json` prints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Report {
+struct Report {
     /// True when nothing failed (the exit code is 0 exactly then).
-    pub ok: bool,
+    ok: bool,
     /// Findings per level.
-    pub counts: Counts,
+    counts: Counts,
     /// Every finding, in check order.
-    pub checks: Vec<Finding>,
+    checks: Vec<Finding>,
 }
 
 impl Report {
     /// Counts the findings.
-    pub fn new(checks: Vec<Finding>) -> Report {
+    fn new(checks: Vec<Finding>) -> Report {
         let mut counts = Counts::default();
         for f in &checks {
             match f.level {
@@ -129,7 +127,7 @@ impl Report {
 }
 
 /// The text form: one aligned line per finding, then a summary. Pure.
-pub fn render(r: &Report) -> String {
+fn render(r: &Report) -> String {
     let w = r.checks.iter().map(|f| f.check.len()).max().unwrap_or(0);
     let mut s = String::new();
     for f in &r.checks {
@@ -146,7 +144,7 @@ pub fn render(r: &Report) -> String {
 }
 
 /// `ops-agent doctor` with a loaded config.
-pub fn run(config: &Config, source: &ConfigSource, json: bool) -> Result<ExitCode> {
+pub(crate) fn run(config: &Config, source: &ConfigSource, json: bool) -> Result<ExitCode> {
     let first = finding("config", Level::Ok, format!("{source}: valid"));
     let mut report = examine(config, vec![first])?;
     report = Report::new(
@@ -161,7 +159,7 @@ pub fn run(config: &Config, source: &ConfigSource, json: bool) -> Result<ExitCod
 
 /// `ops-agent doctor` when the config did not load: one failed check, and
 /// everything else examined against the built-in defaults.
-pub fn run_with_broken_config(error: &anyhow::Error, json: bool) -> Result<ExitCode> {
+pub(crate) fn run_with_broken_config(error: &anyhow::Error, json: bool) -> Result<ExitCode> {
     let defaults = Config::from_toml("", "built-in defaults")?;
     let first = vec![
         finding("config", Level::Fail, format!("{error:#}")),

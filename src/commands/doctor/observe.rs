@@ -11,7 +11,11 @@ use crate::observe::MetricsConfig;
 /// The last ping, as `doctor` judges it: nothing configured is fine, a
 /// ping that did not go through is a warning (the monitor will alert on
 /// the missing pings; the agent itself works). Pure.
-pub fn heartbeat_finding(configured: bool, last: Option<&PingRecord>, now_ms: i64) -> Finding {
+pub(crate) fn heartbeat_finding(
+    configured: bool,
+    last: Option<&PingRecord>,
+    now_ms: i64,
+) -> Finding {
     let ago = |at: i64| crate::time::human_ms(now_ms - at);
     match (configured, last) {
         (false, _) => finding(
@@ -51,7 +55,7 @@ pub fn heartbeat_finding(configured: bool, last: Option<&PingRecord>, now_ms: i6
 }
 
 /// The metrics textfile: configured? written? readable by others? how old?
-pub fn metrics_finding(cfg: &MetricsConfig, now: std::time::SystemTime) -> Finding {
+pub(crate) fn metrics_finding(cfg: &MetricsConfig, now: std::time::SystemTime) -> Finding {
     let Some(path) = cfg.path() else {
         return finding(
             "metrics textfile",

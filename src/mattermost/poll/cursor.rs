@@ -18,7 +18,7 @@
 use super::{MmState, PollOutcome};
 
 /// Handled ids are kept at least this long.
-pub const HANDLED_RETENTION_MS: i64 = 24 * 3600 * 1000;
+const HANDLED_RETENTION_MS: i64 = 24 * 3600 * 1000;
 
 /// Records that a post went through every later stage; from now on it is
 /// never handed over again.
@@ -29,7 +29,7 @@ pub fn mark_handled(state: &mut MmState, post_id: &str, create_at: i64) {
 /// The `since` of this cycle's poll: the cursor minus the overlap window
 /// (a post may become visible after a later one), or, on a first run (no
 /// cursor), `first_run_lookback_ms` before now.
-pub fn poll_since(
+pub(crate) fn poll_since(
     cursor: Option<i64>,
     overlap_ms: i64,
     now_ms: i64,

@@ -28,11 +28,12 @@ use super::config::MattermostConfig;
 use super::wire::{Channel, Post};
 use team::TeamPoll;
 
-pub use cursor::{mark_handled, next_cursor, poll_since, prune_handled, HANDLED_RETENTION_MS};
+pub(crate) use cursor::poll_since;
+pub use cursor::{mark_handled, next_cursor, prune_handled};
 pub use page::SINCE_CAP;
-pub use quiet::{next_quiet, ChannelMark, Listed};
-pub use skip::{author_skip, skip_reason, Skip, SkipCounts, SkippedPost};
-pub use users::CachedUser;
+pub(crate) use quiet::{next_quiet, ChannelMark, Listed};
+use skip::{author_skip, skip_reason, SkipCounts, SkippedPost};
+use users::CachedUser;
 
 /// What the Mattermost stage keeps between cycles (inside the state file).
 /// Everything but `handled` is a cache that can be rebuilt with requests.
@@ -40,23 +41,23 @@ pub use users::CachedUser;
 #[serde(default)]
 pub struct MmState {
     /// Server URL and credential source the caches below belong to.
-    pub identity: String,
+    identity: String,
     /// The agent's own account.
-    pub me: Option<CachedUser>,
+    pub(crate) me: Option<CachedUser>,
     /// Team name → team id.
     pub teams: BTreeMap<String, String>,
     /// The `ignored_users` list the ids below were resolved from.
-    pub ignored_source: Vec<String>,
+    ignored_source: Vec<String>,
     /// Ids of ignored users (resolved usernames plus entries given as ids).
-    pub ignored_ids: BTreeSet<String>,
+    ignored_ids: BTreeSet<String>,
     /// Poster id → user, so usernames cost no request per cycle.
-    pub users: BTreeMap<String, CachedUser>,
+    users: BTreeMap<String, CachedUser>,
     /// Post id → create_at of every post fully handled (the cursor
     /// invariant of `cursor.rs`).
-    pub handled: BTreeMap<String, i64>,
+    pub(crate) handled: BTreeMap<String, i64>,
     /// Channel id → what it shows while nothing but the agent's own posts
     /// happened in it (see `quiet.rs`).
-    pub quiet: BTreeMap<String, ChannelMark>,
+    pub(crate) quiet: BTreeMap<String, ChannelMark>,
 }
 
 /// A post handed to the later stages. The fields that repeat across posts
@@ -102,25 +103,25 @@ pub struct PollOutcome {
     /// Skipped posts per rule.
     pub skipped: SkipCounts,
     /// The skipped posts a rule decided about, for the audit trail.
-    pub skipped_posts: Vec<SkippedPost>,
+    pub(crate) skipped_posts: Vec<SkippedPost>,
     /// Channels whose posts were fetched (the rest had nothing new).
     pub channels_fetched: u32,
     /// Channels fetched with page/before backfill because `since` may have been capped.
     pub channels_backfilled: u32,
     /// Server time when the poll started (earliest `Date` of the channel
     /// listings), else the newest server timestamp seen: the next cursor.
-    pub watermark_ms: Option<i64>,
+    watermark_ms: Option<i64>,
     /// True when every team was polled fully; only then may the cursor move.
     pub complete: bool,
     /// Every channel the listings showed, for [`next_quiet`].
     #[serde(skip)]
-    pub listed: Vec<Listed>,
+    pub(crate) listed: Vec<Listed>,
     /// Channels not read because they showed their quiet mark.
-    pub channels_quiet: u32,
+    channels_quiet: u32,
     /// Posts the answer brought back because they changed after they were
     /// created (a reaction, an edit, a reply), whoever wrote them: how the
     /// chat stage learns, for free, which of its replies got a reaction.
-    pub touched: Vec<String>,
+    pub(crate) touched: Vec<String>,
 }
 
 /// Polls every configured team once. Errors only when Mattermost cannot be

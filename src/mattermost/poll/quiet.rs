@@ -22,16 +22,16 @@ use crate::mattermost::wire::Channel;
 
 /// A channel's "anything new?" figures, as the channel listing shows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelMark {
+pub(crate) struct ChannelMark {
     /// `last_post_at`.
-    pub last_post_at: i64,
+    last_post_at: i64,
     /// `total_msg_count`.
-    pub total_msg_count: i64,
+    total_msg_count: i64,
 }
 
 impl ChannelMark {
     /// The figures of a listed channel.
-    pub fn of(c: &Channel) -> ChannelMark {
+    pub(crate) fn of(c: &Channel) -> ChannelMark {
         ChannelMark {
             last_post_at: c.last_post_at,
             total_msg_count: c.total_msg_count,
@@ -41,20 +41,20 @@ impl ChannelMark {
 
 /// A channel as this poll's listing showed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
+pub(crate) struct Listed {
     /// Channel id.
-    pub id: String,
+    pub(crate) id: String,
     /// Its figures in the listing.
-    pub mark: ChannelMark,
+    pub(crate) mark: ChannelMark,
     /// Everything new in it was read (nothing new, quiet, or fetched fully).
-    pub read: bool,
+    pub(crate) read: bool,
 }
 
 /// The quiet marks for the next poll (see the module doc). `own` is every
 /// post the agent made this cycle as (channel id, create_at); `pending` the
 /// channels of posts handed over but not handled; `next_since_ms` the next
 /// poll's `since`, before which a mark is not needed. Pure.
-pub fn next_quiet(
+pub(crate) fn next_quiet(
     listed: &[Listed],
     own: &[(String, i64)],
     pending: &BTreeSet<String>,

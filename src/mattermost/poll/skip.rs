@@ -13,7 +13,7 @@ use crate::mattermost::REPLY_PROP;
 
 /// Why a post was not handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skip {
+pub(crate) enum Skip {
     /// `delete_at > 0`.
     Deleted,
     /// Already handled: an edit, reaction or reply brought it back.
@@ -36,7 +36,7 @@ pub enum Skip {
 
 impl Skip {
     /// The rule's name in the audit trail.
-    pub fn code(self) -> &'static str {
+    fn code(self) -> &'static str {
         match self {
             Skip::Deleted => "deleted",
             Skip::AlreadyHandled => "already_handled",
@@ -52,7 +52,7 @@ impl Skip {
 
     /// A rule that decides about a new post of someone else (the others
     /// only recognise posts already seen, or the agent's own).
-    pub fn is_decision(self) -> bool {
+    fn is_decision(self) -> bool {
         matches!(
             self,
             Skip::Bot | Skip::Webhook | Skip::System | Skip::IgnoredUser
@@ -63,17 +63,17 @@ impl Skip {
 /// A post skipped by a rule that decides about it ([`Skip::is_decision`]),
 /// for the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SkippedPost {
+pub(crate) struct SkippedPost {
     /// Post id.
-    pub id: String,
+    pub(crate) id: String,
     /// Channel id.
-    pub channel_id: String,
+    pub(crate) channel_id: String,
     /// Author id.
-    pub user_id: String,
+    pub(crate) user_id: String,
     /// Server creation time, epoch ms.
-    pub create_at: i64,
+    create_at: i64,
     /// The rule ([`Skip::code`]).
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 /// How many posts each rule skipped, for the cycle report.
@@ -113,7 +113,7 @@ impl SkipCounts {
     }
 
     /// Total skipped.
-    pub fn total(&self) -> u32 {
+    pub(crate) fn total(&self) -> u32 {
         self.deleted
             + self.already_handled
             + self.before_cursor
@@ -149,7 +149,7 @@ impl PollOutcome {
 }
 
 /// The pure skip rules, in order. `user` is the author when known.
-pub fn skip_reason(
+pub(crate) fn skip_reason(
     post: &Post,
     user: Option<&CachedUser>,
     since_ms: i64,
@@ -193,7 +193,7 @@ pub fn skip_reason(
 /// then [`Skip::IgnoredUser`]), part of [`skip_reason`]. The poll applies
 /// them alone, once the authors are looked up, to the posts that passed
 /// every other rule: they are all that can change for such a post.
-pub fn author_skip(
+pub(crate) fn author_skip(
     user_id: &str,
     user: Option<&CachedUser>,
     ignored_ids: &BTreeSet<String>,

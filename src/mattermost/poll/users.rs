@@ -19,15 +19,15 @@ const USER_CACHE_MAX: usize = 5000;
 /// A user as far as skip rules and reports care.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct CachedUser {
+pub(crate) struct CachedUser {
     /// User id.
-    pub id: String,
+    pub(crate) id: String,
     /// Username.
-    pub username: String,
+    pub(crate) username: String,
     /// Bot account.
-    pub is_bot: bool,
+    pub(crate) is_bot: bool,
     /// When it was looked up (epoch ms, local clock), for refreshing.
-    pub checked_ms: i64,
+    pub(crate) checked_ms: i64,
 }
 
 /// Readies `state` for a poll and returns the agent's own id: a new server

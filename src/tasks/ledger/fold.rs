@@ -16,13 +16,13 @@ pub struct LedgerTask {
     /// The task's id.
     pub id: String,
     /// When it was created.
-    pub created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
     /// `ledger` or `command`.
     pub backend: String,
     /// `open` until an update says otherwise.
-    pub status: String,
+    pub(crate) status: String,
     /// The Planka card, when one was made.
-    pub card_id: Option<String>,
+    card_id: Option<String>,
     /// The Planka card URL.
     pub card_url: Option<String>,
     /// Every task field.
@@ -34,9 +34,9 @@ pub struct LedgerTask {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SkippedLine {
     /// 1-based line number.
-    pub line: usize,
+    pub(crate) line: usize,
     /// Why it was skipped.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// The whole ledger as read at one moment.
@@ -45,15 +45,15 @@ pub struct LedgerView {
     /// Tasks in file order (creation order).
     pub tasks: Vec<LedgerTask>,
     /// Lines that did not parse (a torn last line after a crash, garbage).
-    pub skipped: Vec<SkippedLine>,
+    pub(crate) skipped: Vec<SkippedLine>,
     /// False when the file ends in a torn line; the next append ends it first.
     #[serde(skip)]
-    pub ends_with_newline: bool,
+    pub(crate) ends_with_newline: bool,
 }
 
 /// Folds records into tasks, line by line: the one place that knows how
-/// creates and updates combine, fed by [`parse`] and by the streaming
-/// readers alike.
+/// creates and updates combine, fed by the streaming readers (and, in
+/// the tests, by byte slices).
 #[derive(Default)]
 pub(super) struct Folder {
     pub(super) view: LedgerView,
@@ -89,7 +89,7 @@ impl Folder {
 
 impl LedgerTask {
     /// Its line in `tasks list`.
-    pub fn list_line(&self) -> String {
+    pub(crate) fn list_line(&self) -> String {
         format!(
             "{}  {}  {:<8} {:<6} {:<10} {:<8} {}{}",
             self.id,
@@ -107,7 +107,7 @@ impl LedgerTask {
     }
 
     /// What a look-up keeps of it.
-    pub fn filed(&self) -> Filed {
+    pub(crate) fn filed(&self) -> Filed {
         Filed {
             id: self.id.clone(),
             created_at: self.created_at,
@@ -151,16 +151,6 @@ impl LedgerTask {
     }
 }
 
-/// Parses ledger bytes. Pure, so torn and garbage lines are table-tested.
-pub fn parse(bytes: &[u8]) -> LedgerView {
-    let mut f = Folder::default();
-    f.view.ends_with_newline = bytes.is_empty() || bytes.ends_with(b"\n");
-    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
-        f.line(i + 1, Ok(raw));
-    }
-    f.view
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -168,6 +158,17 @@ mod tests {
     use super::super::testkit::task;
     use super::*;
     use crate::tasks::Tag;
+
+    /// Folds ledger bytes line by line as the reader does, so torn and
+    /// garbage lines are table-tested without a file.
+    fn parse(bytes: &[u8]) -> LedgerView {
+        let mut f = Folder::default();
+        f.view.ends_with_newline = bytes.is_empty() || bytes.ends_with(b"\n");
+        for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+            f.line(i + 1, Ok(raw));
+        }
+        f.view
+    }
 
     #[test]
     fn parse_skips_torn_and_garbage_lines() {

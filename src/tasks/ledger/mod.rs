@@ -40,7 +40,7 @@ mod record;
 mod stream;
 mod window;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -53,13 +53,16 @@ use fold::Folder;
 use record::decode;
 use window::Window;
 
-pub use fold::{parse, LedgerTask, LedgerView, SkippedLine};
-pub use record::{AttemptEnd, CreateRecord, IntentRecord, Record, UpdateRecord};
-pub use stream::{parse_since, ListFilter, Stats};
-pub use window::{Attempt, Filed, SourceHistory, CLOCK_SLACK_MS};
+use fold::LedgerView;
+pub use fold::{LedgerTask, SkippedLine};
+pub(crate) use record::AttemptEnd;
+pub use record::{CreateRecord, IntentRecord, Record, UpdateRecord};
+pub(crate) use stream::parse_since;
+pub use stream::{ListFilter, Stats};
+pub(crate) use window::{Attempt, Filed};
 
 /// Prefix of ids the built-in ledger hands out.
-pub const ID_PREFIX: &str = "OPS-";
+const ID_PREFIX: &str = "OPS-";
 
 /// Handle on the ledger file: its path, and the [`Window`] of newest
 /// records this process has read (clones share it).
@@ -84,8 +87,9 @@ impl Ledger {
         }
     }
 
-    /// The file's path, for messages and `status`.
-    pub fn path(&self) -> &Path {
+    /// The file's path, for tests that tamper with the file.
+    #[cfg(test)]
+    fn path(&self) -> &std::path::Path {
         &self.path
     }
 
@@ -148,12 +152,12 @@ impl Ledger {
     }
 
     /// Appends an update record (card added, status changed).
-    pub fn update(&self, update: UpdateRecord) -> Result<()> {
+    pub(crate) fn update(&self, update: UpdateRecord) -> Result<()> {
         self.append(Record::Update(update))
     }
 
     /// Appends an attempt record of the MC command.
-    pub fn intent(&self, intent: IntentRecord) -> Result<()> {
+    pub(crate) fn intent(&self, intent: IntentRecord) -> Result<()> {
         self.append(Record::Intent(intent))
     }
 

@@ -35,23 +35,23 @@ impl Record {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntentRecord {
     /// The idempotency key (post id or incident key).
-    pub source: String,
+    pub(crate) source: String,
     /// 1 for the first attempt of this source.
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// When the attempt started.
-    pub at: DateTime<Utc>,
+    pub(crate) at: DateTime<Utc>,
     /// The command's process group, once it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pgid: Option<u32>,
+    pub(crate) pgid: Option<u32>,
     /// How it ended, when it ended without an id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<AttemptEnd>,
+    pub(crate) outcome: Option<AttemptEnd>,
 }
 
 /// How an attempt ended without a task id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AttemptEnd {
+pub(crate) enum AttemptEnd {
     /// The command failed cleanly (non-zero exit, could not start): it made
     /// no task, a retry is safe.
     Failed,

@@ -27,7 +27,7 @@ pub struct ListFilter {
 
 impl ListFilter {
     /// Whether `t` passes the filter.
-    pub fn matches(&self, t: &LedgerTask) -> bool {
+    fn matches(&self, t: &LedgerTask) -> bool {
         self.owner.as_deref().is_none_or(|o| t.task.owner == o)
             && self.tag.is_none_or(|g| t.task.tag == g)
             && self.since.is_none_or(|s| t.created_at >= s)
@@ -36,7 +36,7 @@ impl ListFilter {
 
 /// Parses `--since`: a date (`2024-05-01`, midnight UTC), an RFC 3339 time,
 /// or a span back from `now` (`30m`, `24h`, `7d`).
-pub fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+pub(crate) fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
@@ -91,7 +91,7 @@ impl Stats {
 
 impl Stats {
     /// The text rendering, one section per dimension.
-    pub fn render_text(&self) -> String {
+    pub(crate) fn render_text(&self) -> String {
         let mut out = if self.total == 0 {
             "No tasks.\n".to_string()
         } else {
@@ -245,7 +245,7 @@ impl Ledger {
     }
 
     /// Lines that are not records (for `doctor`), streamed.
-    pub fn unreadable_lines(&self) -> Result<usize> {
+    pub(crate) fn unreadable_lines(&self) -> Result<usize> {
         let mut n = 0;
         if let Some(file) = self.open()? {
             lines::for_each_forward(file, |_, line| {

@@ -14,42 +14,42 @@ use crate::jsonl as lines;
 
 /// How much older than its source a record may look and still belong to
 /// it: the agent's clock against the chat server's.
-pub const CLOCK_SLACK_MS: i64 = 3_600_000;
+const CLOCK_SLACK_MS: i64 = 3_600_000;
 
 /// An attempt as the ledger knows it, its records folded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// Its number.
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// When it started.
-    pub at: DateTime<Utc>,
+    pub(crate) at: DateTime<Utc>,
     /// Its process group, once it ran.
-    pub pgid: Option<u32>,
+    pub(crate) pgid: Option<u32>,
     /// How it ended (`None`: no end recorded: the agent died during it).
-    pub outcome: Option<AttemptEnd>,
+    pub(crate) outcome: Option<AttemptEnd>,
 }
 
 /// What the ledger knows of one source.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SourceHistory {
+pub(crate) struct SourceHistory {
     /// The task made for it, updates folded in.
-    pub task: Option<Filed>,
+    task: Option<Filed>,
     /// Attempts of the MC command, oldest first.
-    pub attempts: Vec<Attempt>,
+    pub(crate) attempts: Vec<Attempt>,
 }
 
 /// What a look-up needs of a task already filed: enough to record it
 /// again, not its text (a cycle keeps one per task it filed).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Filed {
+pub(crate) struct Filed {
     /// The task's id.
-    pub id: String,
+    pub(crate) id: String,
     /// When it was created.
-    pub created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
     /// The Planka card, once an update named it.
-    pub card_id: Option<String>,
+    pub(crate) card_id: Option<String>,
     /// The Planka card URL.
-    pub card_url: Option<String>,
+    pub(crate) card_url: Option<String>,
 }
 
 /// The ledger's newest records, folded per source and kept for the rest
@@ -133,7 +133,7 @@ impl Ledger {
     /// `not_before_ms` less [`CLOCK_SLACK_MS`]: a task cannot predate its
     /// source, so the cost is the records written since, whatever the
     /// ledger's size, and it is paid once per process, not once per source.
-    pub fn history(&self, source: &str, not_before_ms: i64) -> Result<SourceHistory> {
+    pub(crate) fn history(&self, source: &str, not_before_ms: i64) -> Result<SourceHistory> {
         let stop = not_before_ms.saturating_sub(CLOCK_SLACK_MS);
         let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
         let Some(file) = self.open()? else {
@@ -185,7 +185,7 @@ impl Ledger {
     }
 
     /// The task created for `source` (see [`Ledger::history`]).
-    pub fn find_by_source(&self, source: &str, not_before_ms: i64) -> Result<Option<Filed>> {
+    pub(crate) fn find_by_source(&self, source: &str, not_before_ms: i64) -> Result<Option<Filed>> {
         Ok(self.history(source, not_before_ms)?.task)
     }
 }

@@ -16,11 +16,11 @@ use crate::tasks::Task;
 /// attempts may each have made its task; an operator checks MC. Callers
 /// branch on it: the post is done, without a task.
 #[derive(Debug)]
-pub struct Uncertain {
+pub(crate) struct Uncertain {
     /// The source.
-    pub source: String,
+    source: String,
     /// Why.
-    pub why: String,
+    why: String,
 }
 
 impl std::fmt::Display for Uncertain {

@@ -44,16 +44,14 @@ use super::planka::{PlankaClient, PlankaConfig};
 use super::Task;
 use crate::observe::audit::{self, Event};
 
-pub use mc_task::Uncertain;
-pub use retry::{retry_outbox, RetryResult};
-pub use state::{
-    backoff_ms, OutboxItem, PendingView, TaskRecord, TaskState, UncertainTask, WorkKind,
-    BACKOFF_BASE_MS, BACKOFF_CAP_MS, MAPPING_MAX_AGE_MS, MAPPING_MAX_ENTRIES, OUTBOX_MAX_ITEMS,
-    UNCERTAIN_MAX, UNCONFIRMED_TASK,
-};
+pub(crate) use mc_task::Uncertain;
+pub use retry::retry_outbox;
+pub(crate) use retry::RetryResult;
+pub(crate) use state::{OutboxItem, PendingView, TaskRecord, UncertainTask, UNCONFIRMED_TASK};
+pub use state::{TaskState, WorkKind};
 
 /// The reason of a card that waits in the outbox from an earlier failure.
-pub const QUEUED: &str = "queued for retry";
+pub(crate) const QUEUED: &str = "queued for retry";
 
 /// Reference to the task made (or found) for a source.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -111,18 +109,18 @@ pub struct EnsureOutcome {
 
 /// MC and Planka, built once per cycle and shared by the chat and
 /// escalation stages.
-pub struct Trackers {
+pub(crate) struct Trackers {
     /// MC: the external command or the built-in ledger.
-    pub mc: McBackend,
+    mc: McBackend,
     /// Planka, when configured and usable.
-    pub planka: Option<PlankaClient>,
+    planka: Option<PlankaClient>,
 }
 
 impl Trackers {
     /// Builds both. Fails only on what config validation already rules out
     /// (a bad id regex), so a failure means the cycle cannot run at all; a
     /// Planka that cannot be set up only makes cards wait in the outbox.
-    pub fn new(
+    pub(crate) fn new(
         mc: &McConfig,
         ledger: &Path,
         planka: &PlankaConfig,
@@ -140,7 +138,7 @@ impl Trackers {
     }
 
     /// Where tasks go this cycle.
-    pub fn targets(&self, dry_run: bool) -> Targets<'_> {
+    pub(crate) fn targets(&self, dry_run: bool) -> Targets<'_> {
         Targets {
             mc: &self.mc,
             planka: self.planka.as_ref(),

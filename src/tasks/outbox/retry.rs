@@ -12,9 +12,9 @@ use super::{ensure_task, CardOutcome, EnsureOutcome, Targets, TaskRef};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RetryResult {
     /// What was tried.
-    pub kind: WorkKind,
+    kind: WorkKind,
     /// The idempotency key.
-    pub source: String,
+    pub(crate) source: String,
     /// Ok: task id and card outcome; Err: the error, still queued.
     pub outcome: Result<EnsureOutcome, String>,
 }

@@ -9,20 +9,20 @@ use serde::{Deserialize, Serialize};
 use crate::tasks::Task;
 
 /// First retry after this long; doubled per attempt.
-pub const BACKOFF_BASE_MS: i64 = 60_000;
+const BACKOFF_BASE_MS: i64 = 60_000;
 /// Retries are at least this rare (one hour).
-pub const BACKOFF_CAP_MS: i64 = 3_600_000;
+const BACKOFF_CAP_MS: i64 = 3_600_000;
 /// Mapping entries older than this are pruned (the ledger still knows them).
-pub const MAPPING_MAX_AGE_MS: i64 = 30 * 24 * 3_600_000;
+const MAPPING_MAX_AGE_MS: i64 = 30 * 24 * 3_600_000;
 /// At most this many mapping entries are kept (newest win).
-pub const MAPPING_MAX_ENTRIES: usize = 5_000;
+const MAPPING_MAX_ENTRIES: usize = 5_000;
 /// At most this many outbox items; the oldest beyond it are dropped with an
 /// error in the log (a Planka outage of weeks, not a normal state).
-pub const OUTBOX_MAX_ITEMS: usize = 1_000;
+const OUTBOX_MAX_ITEMS: usize = 1_000;
 
 /// Delay before attempt `attempts + 1`, given `attempts` failures so far:
 /// 1 min, 2, 4, … capped at an hour. Pure.
-pub fn backoff_ms(attempts: u32) -> i64 {
+fn backoff_ms(attempts: u32) -> i64 {
     let exp = attempts.saturating_sub(1).min(20);
     (BACKOFF_BASE_MS.saturating_mul(1i64 << exp)).min(BACKOFF_CAP_MS)
 }
@@ -31,15 +31,15 @@ pub fn backoff_ms(attempts: u32) -> i64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// MC task id.
-    pub task_id: String,
+    pub(crate) task_id: String,
     /// Planka card id, once made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card_id: Option<String>,
     /// Planka card URL, once made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub card_url: Option<String>,
+    pub(crate) card_url: Option<String>,
     /// When the MC task was made (epoch ms).
-    pub created_at_ms: i64,
+    pub(crate) created_at_ms: i64,
 }
 
 /// Kinds of pending work.
@@ -58,10 +58,10 @@ pub struct OutboxItem {
     /// What to do.
     pub kind: WorkKind,
     /// The task (its `source` is the key).
-    pub task: Task,
+    pub(crate) task: Task,
     /// The MC id, for `CreateCard`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<String>,
+    pub(crate) task_id: Option<String>,
     /// Failed attempts so far.
     pub attempts: u32,
     /// Not retried before this time (epoch ms).
@@ -69,7 +69,7 @@ pub struct OutboxItem {
     /// The latest failure, for `status`.
     pub last_error: String,
     /// When the work was first queued (epoch ms).
-    pub queued_at_ms: i64,
+    pub(crate) queued_at_ms: i64,
 }
 
 /// Tasks' part of the state file (the lead stores it and saves it after
@@ -83,55 +83,61 @@ pub struct TaskState {
     pub outbox: Vec<OutboxItem>,
     /// Sources whose task the MC command could not confirm (possible
     /// duplicate, or given up): `status` and `doctor` show them, newest last.
-    pub uncertain: Vec<UncertainTask>,
+    pub(crate) uncertain: Vec<UncertainTask>,
 }
 
 /// A source whose task in MC is uncertain, for an operator to check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UncertainTask {
+pub(crate) struct UncertainTask {
     /// The idempotency key (post id or incident key).
-    pub source: String,
+    pub(crate) source: String,
     /// The task title.
-    pub title: String,
+    pub(crate) title: String,
     /// Where it came from (the post's link), when known.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub permalink: String,
+    permalink: String,
     /// The id the last attempt got, when it got one (a possible duplicate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<String>,
+    pub(crate) task_id: Option<String>,
     /// What is uncertain.
-    pub why: String,
+    pub(crate) why: String,
     /// When (epoch ms).
-    pub at_ms: i64,
+    at_ms: i64,
 }
 
 /// What a reply names instead of a task id when the MC command's task
 /// could not be confirmed.
-pub const UNCONFIRMED_TASK: &str = "(not confirmed in MC: an operator will check)";
+pub(crate) const UNCONFIRMED_TASK: &str = "(not confirmed in MC: an operator will check)";
 
 /// Uncertain sources kept for `status` and `doctor`.
-pub const UNCERTAIN_MAX: usize = 100;
+const UNCERTAIN_MAX: usize = 100;
 
 /// A pending item as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PendingView {
     /// `create_task` or `create_card`.
-    pub kind: WorkKind,
+    pub(crate) kind: WorkKind,
     /// The idempotency key.
-    pub source: String,
+    pub(crate) source: String,
     /// The task title.
-    pub title: String,
+    pub(crate) title: String,
     /// Failed attempts.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Seconds until the next try (0 = due now).
-    pub next_attempt_in_secs: i64,
+    pub(crate) next_attempt_in_secs: i64,
     /// The latest failure.
     pub last_error: String,
 }
 
 impl TaskState {
     /// Records an uncertain source (once per source and reason).
-    pub fn note_uncertain(&mut self, task: &Task, task_id: Option<&str>, why: &str, now_ms: i64) {
+    pub(crate) fn note_uncertain(
+        &mut self,
+        task: &Task,
+        task_id: Option<&str>,
+        why: &str,
+        now_ms: i64,
+    ) {
         self.uncertain.retain(|u| u.source != task.source);
         self.uncertain.push(UncertainTask {
             source: task.source.clone(),
@@ -181,7 +187,7 @@ impl TaskState {
     }
 
     /// Whether work of `kind` is queued for `source`.
-    pub fn is_pending(&self, kind: WorkKind, source: &str) -> bool {
+    pub(crate) fn is_pending(&self, kind: WorkKind, source: &str) -> bool {
         self.outbox
             .iter()
             .any(|i| i.kind == kind && i.task.source == source)
@@ -189,7 +195,7 @@ impl TaskState {
 
     /// Keeps the state bounded: old mapping entries go (the ledger still has
     /// them), never ones with pending work; an overlong outbox loses its oldest.
-    pub fn prune(&mut self, now_ms: i64) {
+    pub(crate) fn prune(&mut self, now_ms: i64) {
         let pending: Vec<String> = self.outbox.iter().map(|i| i.task.source.clone()).collect();
         self.mapping
             .retain(|k, r| now_ms - r.created_at_ms <= MAPPING_MAX_AGE_MS || pending.contains(k));

@@ -13,7 +13,7 @@ use crate::time::Secs;
 
 /// Label colours Planka accepts (the server's `Label.COLORS`); anything
 /// else is a 400, so config validation checks against this list.
-pub const LABEL_COLORS: &[&str] = &[
+const LABEL_COLORS: &[&str] = &[
     "muddy-grey",
     "autumn-leafs",
     "morning-sky",
@@ -74,7 +74,7 @@ pub enum ApiVersion {
 
 /// The API generation actually in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Major {
+pub(crate) enum Major {
     /// Planka 1.x.
     V1,
     /// Planka 2.x.
@@ -161,7 +161,7 @@ impl PlankaConfig {
 
     /// The secret the client will use when enabled, by precedence:
     /// `api_key_file`, `api_key_env`, `password_file`, `password_env`.
-    pub fn credential(&self) -> Option<SecretRef> {
+    pub(crate) fn credential(&self) -> Option<SecretRef> {
         if !self.enabled() {
             return None;
         }
@@ -172,7 +172,7 @@ impl PlankaConfig {
     }
 
     /// The API key, when one is configured (it wins over the password).
-    pub fn api_key(&self) -> Option<SecretRef> {
+    pub(crate) fn api_key(&self) -> Option<SecretRef> {
         match (&self.api_key_file, &self.api_key_env) {
             (Some(p), _) => Some(SecretRef::file("planka.api_key_file", p)),
             (None, Some(v)) => Some(SecretRef::env("planka.api_key_env", v)),
@@ -181,7 +181,7 @@ impl PlankaConfig {
     }
 
     /// Checks the section without I/O; errors name the key and the bad value.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let ok = reqwest::Url::parse(self.url.trim())
             .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .unwrap_or(false);

@@ -27,7 +27,7 @@
 //! read, as the comment a crashed step made is among the card's latest).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -37,29 +37,30 @@ use serde_json::{json, Value};
 
 use super::{Tag, Task};
 
-pub mod config;
+mod config;
 
 use crate::files;
 use crate::secret::Secret;
-pub use config::{ApiVersion, BoardTarget, Major, PlankaConfig, LABEL_COLORS};
+use config::Major;
+pub use config::{ApiVersion, BoardTarget, PlankaConfig};
 
 /// Planka spaces positions this far apart; appending is max + this.
-pub const POSITION_GAP: f64 = 65536.0;
+const POSITION_GAP: f64 = 65536.0;
 
 /// A non-2xx answer from Planka; downcast from the `anyhow::Error` where a
 /// caller branches on the status (409 "already in card" is success).
 #[derive(Debug, Clone)]
-pub struct ApiError {
+struct ApiError {
     /// `POST`, `GET`, …
-    pub method: String,
+    method: String,
     /// The full URL (no secrets are ever in Planka URLs).
-    pub url: String,
+    url: String,
     /// HTTP status.
-    pub status: u16,
+    status: u16,
     /// The server's `message` (or the start of the body).
-    pub message: String,
+    message: String,
     /// The parsed body (`Null` when not JSON), for the terms flow.
-    pub body: Value,
+    body: Value,
 }
 
 impl std::fmt::Display for ApiError {
@@ -113,7 +114,7 @@ impl std::fmt::Debug for PlankaClient {
 /// The Planka token cache file's content; public so the cycle can set a
 /// corrupt one aside like every other state file.
 #[derive(Default, Serialize, Deserialize)]
-pub struct CachedToken {
+pub(crate) struct CachedToken {
     url: String,
     username: String,
     token: String,
@@ -156,7 +157,7 @@ fn max_position<'a>(items: impl Iterator<Item = &'a Value>) -> f64 {
 }
 
 /// The marker line that ties a card to its task's idempotency key.
-pub fn source_marker(source: &str) -> String {
+fn source_marker(source: &str) -> String {
     format!("ops-agent source: {source}")
 }
 
@@ -235,12 +236,12 @@ impl PlankaClient {
     }
 
     /// Whether `team` has a board configured (else its tasks get no card).
-    pub fn has_board(&self, team: &str) -> bool {
+    pub(crate) fn has_board(&self, team: &str) -> bool {
         self.cfg.boards.contains_key(team)
     }
 
     /// The browser link to a card.
-    pub fn card_url(&self, card_id: &str) -> String {
+    fn card_url(&self, card_id: &str) -> String {
         format!("{}/cards/{card_id}", self.base)
     }
 
@@ -299,7 +300,7 @@ impl PlankaClient {
     }
 
     /// The API generation, asked once per client.
-    pub async fn major(&self) -> Result<Major> {
+    async fn major(&self) -> Result<Major> {
         match self.cfg.api_version {
             ApiVersion::V1 => return Ok(Major::V1),
             ApiVersion::V2 => return Ok(Major::V2),
@@ -532,7 +533,7 @@ impl PlankaClient {
     /// its list, as `create_card` would, and says what it found. For
     /// `doctor`, so a wrong password or a missing list shows before the
     /// first card is due.
-    pub async fn check_team(&self, team: &str) -> Result<String> {
+    pub(crate) async fn check_team(&self, team: &str) -> Result<String> {
         self.major().await?;
         let (board_id, target) = self.board_id(team).await?;
         let detail = self.board_detail(&board_id).await?;
@@ -719,11 +720,6 @@ impl PlankaClient {
         )
         .await
         .map(|_| ())
-    }
-
-    /// The token cache path, for `reset` and `doctor`.
-    pub fn token_cache(&self) -> Option<&Path> {
-        self.token_cache.as_deref()
     }
 }
 
