@@ -57,7 +57,7 @@ fn url(u: &str) -> String {
 /// pairs with a secret-looking key, PEM private keys and the token formats
 /// of common providers. Borrowed back unchanged when there is nothing to
 /// hide (the common case costs one scan per pattern).
-fn text(s: &str) -> Cow<'_, str> {
+pub(crate) fn text(s: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(s);
     for (re, replace) in patterns() {
         if re.is_match(&out) {

@@ -37,6 +37,7 @@ fn outcome(r: &Example, label: ops_agent::classify::Label, part: FallbackPart) -
     Outcome {
         text: r.text.clone(),
         expected: r.label,
+        lang: None,
         decision: Decision {
             label,
             path: DecisionPath::Fallback {
@@ -44,6 +45,7 @@ fn outcome(r: &Example, label: ops_agent::classify::Label, part: FallbackPart) -
                 part,
             },
             elapsed_ms: 0,
+            because: None,
         },
     }
 }
