@@ -297,12 +297,12 @@ impl Report {
         }
         if !self.languages.is_empty() {
             out.push_str(&format!(
-                "\nby language {:>14} {:>9} {:>9} {:>9}\n",
-                "accuracy", "ROUTINE", "TASK", "INCIDENT"
+                "\n{:<11} {:>9} {:>8} {:>9} {:>9} {:>9}\n",
+                "by language", "right", "accuracy", "ROUTINE", "TASK", "INCIDENT"
             ));
             for (lang, f) in &self.languages {
                 out.push_str(&format!(
-                    "  {lang:<9} {:>4}/{:<4} {:>6} {:>9} {:>9} {:>9}\n",
+                    "  {lang:<9} {:>4}/{:<4} {:>8} {:>9} {:>9} {:>9}\n",
                     f.correct,
                     f.rows,
                     pct(Some(f.accuracy)),
@@ -625,6 +625,64 @@ mod tests {
             "{text}"
         );
         assert!(evaluate(&[o(Task, Task, true, 1)]).parts.is_empty());
+    }
+
+    #[test]
+    fn figures_per_language() {
+        let mut a = o(Task, Task, false, 1);
+        a.lang = Some("sr-cyrl".into());
+        let mut b = o(Incident, Routine, false, 1);
+        b.lang = Some("sr-cyrl".into());
+        let r = evaluate(&[a, b, o(Task, Task, false, 1)]);
+        let f = &r.languages["sr-cyrl"];
+        assert_eq!((f.rows, f.correct, f.accuracy), (2, 1, 0.5));
+        assert_eq!(f.recall, [None, Some(1.0), Some(0.0)]);
+        assert_eq!(r.languages.len(), 1, "a row without lang is in no language");
+        assert!(r.render_text().contains("sr-cyrl"));
+    }
+
+    #[test]
+    fn halves_split_alike_on_every_run_and_count_the_change() {
+        let (a, b) = split(10, 7);
+        assert_eq!((a.len(), b.len()), (5, 5));
+        assert_eq!(split(10, 7), (a.clone(), b.clone()));
+        assert_ne!(split(10, 8).0, a);
+        let mut all: Vec<usize> = a.iter().chain(&b).copied().collect();
+        all.sort();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        // Six posts, the plain fallback wrong on two; "taught" fixes every
+        // post of half B that a correction's label names, and breaks one.
+        let expected = [Routine, Task, Incident, Routine, Task, Incident];
+        let plain = [Routine, Routine, Incident, Task, Task, Incident];
+        let h = halvings(&expected, &plain, 4, |wrong, half_b| {
+            let taught: Vec<Label> = wrong.iter().map(|&i| expected[i]).collect();
+            half_b
+                .iter()
+                .map(|&i| {
+                    if taught.contains(&expected[i]) {
+                        expected[i]
+                    } else {
+                        plain[i]
+                    }
+                })
+                .collect()
+        });
+        assert_eq!(h.seeds.len(), 4);
+        for s in &h.seeds {
+            assert!(s.after >= s.before, "{s:?}");
+            assert_eq!(s.scored, 3);
+        }
+        assert!(h.passes && h.mean_change_points >= 0.0 && h.worse == 0);
+        // A taught fallback that gets everything wrong fails the protocol.
+        let h = halvings(&expected, &plain, 2, |_, half_b| {
+            half_b.iter().map(|_| Label::Task).collect()
+        });
+        assert!(!h.passes);
+        assert!(
+            h.render_text().contains("CORRECTIONS HURT"),
+            "{}",
+            h.render_text()
+        );
     }
 
     #[test]

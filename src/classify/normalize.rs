@@ -29,9 +29,11 @@ pub(crate) const TODO: &str = "todoitem";
 /// The text the rules, the model and the corrections' memory read: see the
 /// module doc. Empty when nothing but politeness (or nothing) was said.
 pub(crate) fn prepare(text: &str) -> String {
+    // Quotes and struck text first (politeness inside a quote is not the
+    // post's), and again once the politeness is cut ("Hi all! > quoted").
     let said = own_words(text);
-    let content = super::polite::content(&said);
-    name_high_percentages(&fold(&name_todo(content)))
+    let content = own_words(super::polite::content(&said));
+    name_high_percentages(&fold(&name_todo(&content)))
 }
 
 /// Lowercase, Serbian Cyrillic written in Latin, diacritics folded,

@@ -20,6 +20,9 @@
 //! closing, a capitalised name after a sign-off ("Kind regards, Mirela").
 //! The phrases are folded ([`super::normalize::fold`]): "Хвала" is "hvala".
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use super::normalize::fold;
 
 /// Greetings, at the start of a post.
@@ -301,13 +304,13 @@ const GLUE: &[&str] = &[
     "and", "but", "so", "ali", "pa", "und", "aber", "also", "pero", "y",
 ];
 
-/// One word of the post: where it is, its folded form, whether it was
-/// capitalised, and whether punctuation ends its clause.
+/// One word of the post: where it is, its folded form, whether it reads
+/// like a name (capitalised, not all capitals like `FIRING`), and whether
+/// punctuation ends its clause.
 struct Token {
-    start: usize,
     end: usize,
     folded: String,
-    capital: bool,
+    name_like: bool,
     clause_end: bool,
 }
 
@@ -326,10 +329,10 @@ fn tokens(text: &str) -> Vec<Token> {
                 let folded = fold(word);
                 if !folded.is_empty() {
                     out.push(Token {
-                        start: s,
                         end: i,
                         folded,
-                        capital: word.chars().next().is_some_and(char::is_uppercase),
+                        name_like: word.chars().next().is_some_and(char::is_uppercase)
+                            && word.chars().skip(1).any(char::is_lowercase),
                         clause_end: false,
                     });
                 }
@@ -348,41 +351,93 @@ fn tokens(text: &str) -> Vec<Token> {
     out
 }
 
+/// The phrases of one list by their first and by their last word, so a
+/// position is compared only with the phrases that can match there.
+struct Index {
+    by_first: HashMap<&'static str, Vec<&'static str>>,
+    by_last: HashMap<&'static str, Vec<&'static str>>,
+}
+
+impl Index {
+    fn of(list: &'static [&'static str]) -> Index {
+        let mut by_first: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
+        let mut by_last: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
+        for p in list {
+            let first = p.split(' ').next().unwrap_or(p);
+            let last = p.rsplit(' ').next().unwrap_or(p);
+            by_first.entry(first).or_default().push(p);
+            by_last.entry(last).or_default().push(p);
+        }
+        Index { by_first, by_last }
+    }
+}
+
+/// The lists of this module, indexed once.
+fn index(list: &'static [&'static str]) -> &'static Index {
+    static INDEXES: OnceLock<Vec<(usize, Index)>> = OnceLock::new();
+    let all = INDEXES.get_or_init(|| {
+        [
+            GREETINGS,
+            VOCATIVES,
+            APOLOGIES,
+            THANKS,
+            SIGN_OFFS,
+            BEFORE_A_NAME,
+        ]
+        .into_iter()
+        .map(|l| (l.as_ptr() as usize, Index::of(l)))
+        .collect()
+    });
+    &all.iter()
+        .find(|(at, _)| *at == list.as_ptr() as usize)
+        .expect("a list of this module")
+        .1
+}
+
+/// Whether `words` spell phrase `p` (its words separated by one space).
+fn spells(p: &str, words: &[Token]) -> bool {
+    let mut at = words.iter();
+    p.split(' ')
+        .all(|part| at.next().is_some_and(|w| w.folded == part))
+        && at.next().is_none()
+}
+
+/// The number of words of phrase `p`.
+fn length(p: &str) -> usize {
+    p.bytes().filter(|b| *b == b' ').count() + 1
+}
+
 /// The length of the longest phrase of `lists` that the words starting at
 /// `at` spell (0: none).
-fn phrase_at(words: &[Token], at: usize, lists: &[&[&str]]) -> usize {
-    let mut best = 0;
-    for list in lists {
-        for p in *list {
-            let n = p.split(' ').count();
-            if n > best
-                && at + n <= words.len()
-                && p.split(' ').zip(&words[at..]).all(|(a, b)| a == b.folded)
-            {
-                best = n;
-            }
-        }
-    }
-    best
+fn phrase_at(words: &[Token], at: usize, lists: &[&'static [&'static str]]) -> usize {
+    let Some(first) = words.get(at) else { return 0 };
+    lists
+        .iter()
+        .filter_map(|l| index(l).by_first.get(first.folded.as_str()))
+        .flatten()
+        .map(|p| (p, length(p)))
+        .filter(|(p, n)| at + n <= words.len() && spells(p, &words[at..at + n]))
+        .map(|(_, n)| n)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The length of the longest phrase of `lists` that ends just before `end`.
-fn phrase_before(words: &[Token], end: usize, lists: &[&[&str]]) -> usize {
-    let mut best = 0;
-    for list in lists {
-        for p in *list {
-            let n = p.split(' ').count();
-            if n > best
-                && n <= end
-                && p.split(' ')
-                    .zip(&words[end - n..end])
-                    .all(|(a, b)| a == b.folded)
-            {
-                best = n;
-            }
-        }
-    }
-    best
+fn phrase_before(words: &[Token], end: usize, lists: &[&'static [&'static str]]) -> usize {
+    let Some(last) = end.checked_sub(1).and_then(|k| words.get(k)) else {
+        return 0;
+    };
+    lists
+        .iter()
+        .filter_map(|l| index(l).by_last.get(last.folded.as_str()))
+        .flatten()
+        .filter(|p| {
+            let n = length(p);
+            n <= end && spells(p, &words[end - n..end])
+        })
+        .map(|p| length(p))
+        .max()
+        .unwrap_or(0)
 }
 
 fn is_thanks_for(words: &[Token], at: usize, n: usize) -> bool {
@@ -403,13 +458,23 @@ pub(crate) fn content(text: &str) -> &str {
         let other = phrase_at(&words[..j], i, &[APOLOGIES, THANKS]);
         if greeting >= other && greeting > 0 {
             i += greeting;
-            i += phrase_at(&words[..j], i, &[VOCATIVES]);
+            cut = true;
+            // "Hi all! Planka ...": the greeting is complete.
+            if words[i - 1].clause_end {
+                continue;
+            }
+            // "hi team the site is down".
+            let vocative = phrase_at(&words[..j], i, &[VOCATIVES]);
+            if vocative > 0 {
+                i += vocative;
+                continue;
+            }
             // "Hi Marko," / "Hallo Ana Petrović:" — a name, then a break.
             for n in [1, 2] {
                 let name = &words[i.min(j)..(i + n).min(j)];
                 if name.len() == n
                     && i + n < j
-                    && name.iter().all(|w| w.capital)
+                    && name.iter().all(|w| w.name_like)
                     && name[n - 1].clause_end
                     && name[..n - 1].iter().all(|w| !w.clause_end)
                 {
@@ -417,7 +482,6 @@ pub(crate) fn content(text: &str) -> &str {
                     break;
                 }
             }
-            cut = true;
         } else if other > 0 && !is_thanks_for(&words, i, other) {
             i += other;
             cut = true;
@@ -437,7 +501,7 @@ pub(crate) fn content(text: &str) -> &str {
         }
         // "Kind regards, Mirela" / "Thanks, Ana Kovač".
         let named = [1, 2].into_iter().find_map(|k| {
-            if j < i + k + 1 || !words[j - k..j].iter().all(|w| w.capital) {
+            if j < i + k + 1 || !words[j - k..j].iter().all(|w| w.name_like) {
                 return None;
             }
             let before = j - k;
@@ -456,7 +520,21 @@ pub(crate) fn content(text: &str) -> &str {
     if i >= j {
         return "";
     }
-    let start = if i == 0 { 0 } else { words[i].start };
+    // Where the politeness ends: after its last word and the punctuation
+    // and blanks that follow it, so a mark that starts the rest ("> " of
+    // a quote, "~~") stays with it.
+    let start = if i == 0 {
+        0
+    } else {
+        let after = words[i - 1].end;
+        after
+            + text[after..]
+                .find(|c: char| {
+                    !(c.is_whitespace()
+                        || matches!(c, ',' | '.' | '!' | '?' | ';' | ':' | '-' | '—'))
+                })
+                .unwrap_or(text.len() - after)
+    };
     let end = if j == words.len() {
         text.len()
     } else {
@@ -501,6 +579,9 @@ mod tests {
             ),
             ("the deploy is done, thanks, Ana", "the deploy is done"),
             ("disk at 98% thanks", "disk at 98%"),
+            ("Hi all! [FIRING:1] BackupMissing", "[FIRING:1] BackupMissing"),
+            ("Pozdrav svima! People get bounces", "People get bounces"),
+            ("Hi all! > is it down?\nworks", "> is it down?\nworks"),
         ];
         for (text, want) in table {
             assert_eq!(content(text), want, "{text:?}");
