@@ -8,10 +8,15 @@
 //!
 //! For every other post a correction is **evidence**, bounded so that it
 //! cannot swamp what the model learnt from a few thousand rows:
-//! - its words are added to the model's counts at [`COUNT_WEIGHT`] of a
-//!   training row, and all corrections of one label together weigh at most
-//!   [`MASS_CAP`] of that label's training rows (37 reactions marking
-//!   status notes as TASK move the model by a few rows, not by 111);
+//! - it teaches only the words the model never saw (a client's jargon, a
+//!   script or a typo the training lacked; `Model::add_evidence`): the
+//!   words the model knows keep what the training taught, so one correction
+//!   of a pasted log cannot make "could not write to file" chatter, and
+//!   corrections never move the share of a label (they are the agent's
+//!   mistakes, not a sample of the chat). A taught word counts at most
+//!   ln 2 in log-odds per correction ([`COUNT_WEIGHT`], smoothed), and all
+//!   corrections of one label together weigh at most [`MASS_CAP`] of that
+//!   label's training rows;
 //! - a post that resembles a correction (word overlap at least
 //!   [`NEAR_SIMILARITY`]) leans towards its label by up to [`NEAR_BONUS`]
 //!   in log-odds, and all of them together by at most [`NEAR_MAX`]: enough

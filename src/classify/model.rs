@@ -55,6 +55,9 @@ pub const TRAINING_SETS: &[(&str, &str)] = &[
 
 /// Laplace smoothing: what an unseen (feature, label) pair counts.
 const ALPHA: f64 = 0.1;
+/// Smoothing of what corrections taught about words the training never
+/// had ([`Model::add_evidence`]).
+const EVIDENCE_ALPHA: f64 = 1.0;
 /// Weight of one character 4-gram relative to a word.
 const CHAR_WEIGHT: f32 = 0.15;
 /// Length of the character n-grams.
@@ -207,9 +210,14 @@ impl Model {
                 removed.insert(f, v * weight);
             }
         }
-        let count = |f: &u64| -> Option<[f32; 3]> {
+        // A feature of the training rows, or one only corrections taught.
+        enum Seen {
+            Trained([f32; 3]),
+            Taught([f32; 3]),
+        }
+        let count = |f: &u64| -> Option<Seen> {
             if let Some(c) = self.counts.get(f) {
-                return Some(*c);
+                return Some(Seen::Trained(*c));
             }
             let mut c = *self.evidence.get(f)?;
             if let Some(r) = removed.get(f) {
@@ -218,7 +226,7 @@ impl Model {
                     return None;
                 }
             }
-            Some(c)
+            Some(Seen::Taught(c))
         };
         let all: f64 = docs.iter().sum();
         let v = self.vocabulary.max(1) as f64;
@@ -239,12 +247,25 @@ impl Model {
             .filter(|w| count(&hash(&[b"w", w.as_bytes()])).is_some())
             .count();
         for (f, w) in features(&words) {
-            let Some(c) = count(&f) else {
-                continue;
-            };
-            for (k, score) in s.iter_mut().enumerate() {
-                let p = (c[k] as f64 + ALPHA) / (totals[k] + ALPHA * v);
-                *score += w as f64 * p.ln();
+            match count(&f) {
+                None => {}
+                Some(Seen::Trained(c)) => {
+                    for (k, score) in s.iter_mut().enumerate() {
+                        let p = (c[k] as f64 + ALPHA) / (totals[k] + ALPHA * v);
+                        *score += w as f64 * p.ln();
+                    }
+                }
+                // What corrections taught: each label's count against the
+                // mean, smoothed by EVIDENCE_ALPHA, so one correction's word
+                // counts ln 2 (at weight 1), not the tenfold of an unseen
+                // training feature.
+                Some(Seen::Taught(e)) => {
+                    let mean = e.iter().map(|x| *x as f64).sum::<f64>() / 3.0;
+                    for (k, score) in s.iter_mut().enumerate() {
+                        *score += w as f64
+                            * ((e[k] as f64 + EVIDENCE_ALPHA) / (mean + EVIDENCE_ALPHA)).ln();
+                    }
+                }
             }
         }
         Prediction {
