@@ -580,8 +580,7 @@ mod tests {
             .map(|e| e.unwrap().path())
             .filter(|p| {
                 let n = p.file_name().unwrap().to_string_lossy();
-                n.starts_with("classify-") && n.ends_with(".jsonl") && !n.contains("blind-4")
-                /* DEV ONLY */
+                n.starts_with("classify-") && n.ends_with(".jsonl")
             })
             .collect();
         files.sort();
@@ -599,7 +598,7 @@ mod tests {
             sets.push((path.display().to_string(), rows));
         }
         assert!(
-            sets.len() >= 6,
+            sets.len() >= 8,
             "{:?}",
             sets.iter().map(|s| &s.0).collect::<Vec<_>>()
         );
@@ -740,9 +739,16 @@ mod tests {
                     .map(|&i| fb.classify(&rows[i].0).label)
                     .collect()
             });
+            let taught = h.seeds.iter().map(|s| s.corrections);
             println!(
-                "{name}: mean {:+.2} points, worst seed {:+.2}, better {} same {} worse {}",
-                h.mean_change_points, h.worst_change_points, h.better, h.same, h.worse
+                "{name}: {}-{} corrections, mean {:+.2} points, worst seed {:+.2}, better {} same {} worse {}",
+                taught.clone().min().unwrap_or(0),
+                taught.max().unwrap_or(0),
+                h.mean_change_points,
+                h.worst_change_points,
+                h.better,
+                h.same,
+                h.worse
             );
             if !h.passes {
                 report.push(format!("{name}: {}", h.render_text()));
