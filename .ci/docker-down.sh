@@ -4,7 +4,7 @@
 set -uo pipefail
 SOCK=${OPS_CI_DOCKER_SOCK:-/run/ci-docker.sock}
 if [ -S "$SOCK" ]; then
-  for c in ci-running ci-stopped ci-unhealthy; do
+  for c in ci-running ci-stopped ci-unhealthy ci-crashloop ci-brief-crash; do
     curl -s --unix-socket "$SOCK" -X DELETE "http://d/v1.41/containers/$c?force=true" >/dev/null
   done
   curl -s --unix-socket "$SOCK" -X DELETE 'http://d/v1.41/images/localhost/busybox:ci' >/dev/null

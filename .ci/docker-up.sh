@@ -6,6 +6,10 @@
 #   ci-running    sleep, healthcheck `true`  -> running, healthy
 #   ci-stopped    sleep, started then stopped -> exited (a restart fixes it)
 #   ci-unhealthy  sleep, healthcheck `false` -> running, unhealthy
+# (tests/docker_real.rs makes `ci-crashloop` itself from the same image:
+# `restart: always`, exits 3 at once; and `ci-brief-crash`: on-failure:2,
+# prints a marker line, a token and a URL with a password, exits 3;
+# docker-down.sh removes both.)
 # Prints the line to export; .ci/run then sets
 #   OPS_AGENT_REAL_DOCKER_SOCK=/run/ci-docker.sock
 # so the real tier cannot skip. Adapted from shared/reference/docker-in-ci.md.

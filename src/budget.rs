@@ -35,6 +35,11 @@ impl CycleBudget {
         }
     }
 
+    /// How long the chat half has, start to chat deadline.
+    pub(crate) fn chat_time(&self) -> Duration {
+        self.chat_deadline - self.start
+    }
+
     /// The last moment a call bounded by `call_timeout` may start and still
     /// end before the chat deadline; `None` when no such call fits in the
     /// chat budget at all.

@@ -79,7 +79,8 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run the health checks now and print a table; exit 1 when something is critical.
+    /// Run the health checks now and print a table; exit 1 when something is critical, 3 when
+    /// something is unknown (silenced services do not count).
     Health {
         /// Machine-readable output.
         #[arg(long)]
@@ -88,7 +89,8 @@ pub(crate) enum Command {
         #[arg(long, value_name = "NAME")]
         check: Option<String>,
     },
-    /// Run one configured fix by hand (rate limit honoured unless --force), or show the history.
+    /// Run one configured fix by hand (silences and the rate limit honoured unless --force), or
+    /// show the history.
     Fix {
         /// The service to fix.
         #[arg(required_unless_present = "history")]
@@ -99,7 +101,8 @@ pub(crate) enum Command {
         /// Say what would run; run and record nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Ignore the attempt budget and the start grace (never a blocked or starting service).
+        /// Ignore a silence, the attempt budget and the start grace (never a blocked or starting
+        /// service).
         #[arg(long)]
         force: bool,
         /// Show each service's attempts in the window and the budget left.

@@ -72,7 +72,9 @@ pub(crate) async fn run_once(config: &Config, opts: RunOptions) -> Result<CycleR
         &config.fix,
         cycle.now,
     );
-    cycle.escalate(&chat, &services, &silenced, &trackers).await; // 7
+    cycle
+        .escalate(&chat, &services, &silenced, &trackers, &ctx)
+        .await; // 7
     cycle.send_intel().await; // 8
     let saved = cycle.finish(); // 9
     cycle.write_metrics(&saved); // 10: for Prometheus
@@ -165,6 +167,15 @@ impl<'a> Cycle<'a> {
             budget::health_reserve(&config.checks, config.health.reprobe_pause(), deadline);
         let budget = CycleBudget::new(tokio::time::Instant::from_std(started), deadline, reserve);
         let now = Utc::now();
+        // Files another user left where this agent keeps its own (root
+        // trying the README's first command leaves the shared /tmp ones)
+        // are named all at once, with their owner and the way out.
+        let journal = store::journal_path(&config.paths.state);
+        let paths = config.paths.all().map(|(_, p)| p);
+        let foreign = crate::files::owned_by_others(paths.into_iter().chain([journal.as_path()]));
+        if !foreign.is_empty() {
+            return Err(crate::files::left_by_another_user(&foreign));
+        }
         let lock = lock::acquire(&config.paths.lock)?;
         let cycle_id = audit::cycle_id(now.timestamp_millis());
         let trail = (!opts.dry_run)
@@ -175,7 +186,6 @@ impl<'a> Cycle<'a> {
         let mut runtime = loaded.value;
         runtime.record_set_aside(loaded.set_aside.into_iter().chain(stats_loaded.set_aside));
         // What a cycle that was cut or killed made durable post by post.
-        let journal = store::journal_path(&config.paths.state);
         let skipped = store::replay(&journal, |e| runtime.apply(e))?;
         if skipped > 0 {
             tracing::warn!(journal = %journal.display(), skipped, "Skipped unreadable state journal lines (a write cut by a crash).");
@@ -390,6 +400,7 @@ impl<'a> Cycle<'a> {
         services: &[ServiceSummary],
         silenced: &BTreeSet<String>,
         trackers: &Trackers,
+        health: &HealthContext,
     ) {
         let t = Instant::now();
         // Mattermost down: tasks are still made and the alert post is owed.
@@ -399,6 +410,8 @@ impl<'a> Cycle<'a> {
             mm.set_deadline(self.budget.deadline);
         }
         let c = self.config;
+        // The brief reads the streaks while the book holds the state.
+        let health_state = self.runtime.health.clone();
         let ctx = escalate::Ctx {
             cfg: &c.escalation,
             checks: &c.checks,
@@ -410,6 +423,12 @@ impl<'a> Cycle<'a> {
             owner: &c.agent.owner,
             pass_env: &c.mc.pass_env,
             dry_run: self.opts.dry_run,
+            brief: Some(escalate::brief::Sources::new(
+                health,
+                &health_state,
+                &c.ollama,
+                self.budget.deadline,
+            )),
         };
         let mut book = SavingBook {
             runtime: &mut self.runtime,
@@ -435,12 +454,16 @@ impl<'a> Cycle<'a> {
         for (name, n) in out.counters.pairs() {
             self.stats.bump(name, n);
         }
-        let outcome = if out.open == 0 && out.performed.is_empty() && out.errors.is_empty() {
+        let quiet = out.errors.is_empty() && out.card_errors.is_empty();
+        let outcome = if out.open == 0 && out.performed.is_empty() && quiet {
             Outcome::Skipped("no incidents".into())
         } else {
             out.outcome()
         };
         self.report.push(Stage::Escalate, outcome, elapsed_ms(t));
+        if let Some(why) = out.fallback() {
+            self.report.fallback(Stage::Escalate, why);
+        }
     }
 
     /// Stage 8: the cycle summary to HiveMind, when configured.
@@ -465,6 +488,20 @@ impl<'a> Cycle<'a> {
     /// ping's result.
     fn finish(&mut self) -> Result<()> {
         self.report.duration_ms = elapsed_ms(self.started);
+        // Optional dependencies handled by their fallback: one warning for
+        // the cycle (they do not make it degraded, so nothing pages).
+        if !self.report.fallbacks.is_empty() {
+            let what: Vec<String> = self
+                .report
+                .fallbacks
+                .iter()
+                .map(|f| format!("{}: {}", f.stage, f.why))
+                .collect();
+            tracing::warn!(
+                "Optional dependency down, its fallback stood in (shown, not paged): {}",
+                what.join("; ")
+            );
+        }
         if self.opts.dry_run {
             self.report.push(
                 Stage::Save,

@@ -49,16 +49,79 @@ fn check_existing(path: &Path) -> Result<Option<fs::Metadata>> {
             path.display()
         );
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
-        bail!(
-            "refusing to use {}: it is owned by uid {}, not by us (uid {me})",
-            path.display(),
-            meta.uid()
-        );
+    if meta.uid() != euid() {
+        return Err(left_by_another_user(&[(path.to_path_buf(), meta.uid())]));
     }
     Ok(Some(meta))
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// `root (uid 0)`, or `uid 1001` for a uid with no account.
+fn who(uid: u32) -> String {
+    // SAFETY: passwd is plain old data; all-zero is a valid value.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives the use
+    // of `pwd.pw_name`, which points into it.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return format!("uid {uid}");
+    }
+    // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string in `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    format!("{} (uid {uid})", name.to_string_lossy())
+}
+
+/// The files of `paths` that exist and belong to another user, with
+/// their owner: a run as that user (root trying the README's first
+/// command, say) left them where this account keeps its own, and every
+/// cycle would be refused at the first of them.
+pub(crate) fn owned_by_others<'a>(
+    paths: impl IntoIterator<Item = &'a Path>,
+) -> Vec<(PathBuf, u32)> {
+    let me = euid();
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let meta = fs::symlink_metadata(p).ok()?;
+            (meta.uid() != me).then(|| (p.to_path_buf(), meta.uid()))
+        })
+        .collect()
+}
+
+/// The refusal for files another user left: whose they are, that this
+/// account cannot use them, and the two ways out (remove them as their
+/// owner, or give this account files of its own).
+pub(crate) fn left_by_another_user(found: &[(PathBuf, u32)]) -> anyhow::Error {
+    let mut owners: Vec<u32> = found.iter().map(|(_, u)| *u).collect();
+    owners.dedup();
+    let owner = owners
+        .iter()
+        .map(|u| who(*u))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let list: Vec<String> = found.iter().map(|(p, _)| p.display().to_string()).collect();
+    let (it, them) = if found.len() == 1 {
+        ("it", "it")
+    } else {
+        ("they", "them")
+    };
+    let sudo = if owners == [0] { "sudo " } else { "" };
+    anyhow::anyhow!(
+        "refusing to use {}: {it} belong{} to {owner}, not to {}, which runs this; a run as \
+         {owner} left {them} (root trying `cargo run -- run-once`, say). The way out: remove \
+         {them} as {owner} with `{sudo}rm {}`, or give this account files of its own under \
+         [paths] (state, lock, token_cache, fix_history, planka_token_cache)",
+        list.join(", "),
+        if found.len() == 1 { "s" } else { "" },
+        who(euid()),
+        list.join(" ")
+    )
 }
 
 /// Reads an owner-only file. `Ok(None)` means the file does not exist (a

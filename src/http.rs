@@ -23,20 +23,34 @@ pub(crate) mod caps {
     pub(crate) const HEALTH_BODY: usize = 1024 * 1024;
     /// An answer nobody reads beyond an error line (intel, heartbeat).
     pub(crate) const SMALL: usize = 64 * 1024;
+    /// The start of a failing endpoint's body shown in an incident brief.
+    pub(crate) const BRIEF_BODY: usize = 512;
 }
 
 /// Builds a reqwest client whose every request ends after `timeout`.
 ///
 /// `verify_tls = false` exists only for HTTP health checks that the operator
 /// marked as self-signed; every API client passes `true`.
+pub fn client(timeout: Duration, verify_tls: bool) -> Result<reqwest::Client> {
+    build(timeout, verify_tls, false)
+}
+
+/// [`client`], and every answer carries the server's TLS certificate
+/// (`reqwest::tls::TlsInfo`): for an incident brief that shows when an
+/// endpoint's certificate expires.
+pub(crate) fn client_with_tls_info(timeout: Duration, verify_tls: bool) -> Result<reqwest::Client> {
+    build(timeout, verify_tls, true)
+}
+
 // The one builder clippy.toml allows: every client gets its timeouts here.
 #[allow(clippy::disallowed_methods)]
-pub fn client(timeout: Duration, verify_tls: bool) -> Result<reqwest::Client> {
+fn build(timeout: Duration, verify_tls: bool, tls_info: bool) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("ops-agent/", env!("CARGO_PKG_VERSION")))
         .danger_accept_invalid_certs(!verify_tls)
+        .tls_info(tls_info)
         .build()
         .context("building the HTTP client")
 }

@@ -16,6 +16,7 @@ use crate::time::Secs;
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct IntelConfig {
     /// HiveMind's summary endpoint; empty: the stage is skipped.
+    #[serde(serialize_with = "crate::scrub::serialize_url")]
     url: String,
     /// The POST is abandoned after this many seconds.
     timeout_secs: Secs,
@@ -35,7 +36,10 @@ impl IntelConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         let u = self.url.trim();
         if !(u.is_empty() || u.starts_with("http://") || u.starts_with("https://")) {
-            bail!("intel.url: '{}' is not an http(s) URL", self.url);
+            bail!(
+                "intel.url: '{}' is not an http(s) URL",
+                crate::scrub::url(&self.url)
+            );
         }
         if self.timeout_secs.is_zero() {
             bail!("intel.timeout_secs: 0 is not a timeout; use more than 0");
@@ -89,14 +93,15 @@ async fn post(cfg: &IntelConfig, body: &Value) -> Result<()> {
         .json(body)
         .send()
         .await
-        .with_context(|| format!("POST {url}: HiveMind unreachable"))?;
+        .with_context(|| format!("POST {}: HiveMind unreachable", crate::scrub::url(url)))?;
     let status = resp.status();
     if !status.is_success() {
         let text = crate::http::read_text(resp, crate::http::caps::SMALL)
             .await
             .unwrap_or_default();
         bail!(
-            "POST {url}: HTTP {} {}",
+            "POST {}: HTTP {} {}",
+            crate::scrub::url(url),
             status.as_u16(),
             crate::process::tail(text.as_bytes(), 200)
         );

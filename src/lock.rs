@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 /// A held cycle lock; dropping it releases the lock.
 #[derive(Debug)]
@@ -44,24 +44,29 @@ impl std::error::Error for LockHeld {}
 
 fn open(path: &Path) -> Result<File> {
     crate::files::ensure_parent(path)?;
+    // Another user's lock file (in sticky /tmp, often not even openable)
+    // is named as such, with its owner and the way out.
+    let foreign = crate::files::owned_by_others([path]);
+    if !foreign.is_empty() {
+        return Err(crate::files::left_by_another_user(&foreign));
+    }
     let file = crate::files::open_in_place(path).with_context(|| {
         format!(
             "opening lock file {} (a symlink there is refused)",
             path.display()
         )
     })?;
+    crate::files::refuse_hard_links(&file, path)?;
+    // Checked again on the open file: nothing swapped in since.
     let meta = file
         .metadata()
         .with_context(|| format!("inspecting lock file {}", path.display()))?;
-    crate::files::refuse_hard_links(&file, path)?;
     // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
-        bail!(
-            "refusing lock file {}: owned by uid {}, not by us (uid {me})",
-            path.display(),
-            meta.uid()
-        );
+    if meta.uid() != unsafe { libc::geteuid() } {
+        return Err(crate::files::left_by_another_user(&[(
+            path.to_path_buf(),
+            meta.uid(),
+        )]));
     }
     Ok(file)
 }

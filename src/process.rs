@@ -265,15 +265,22 @@ enum Waited {
 }
 
 /// Reads both pipes into bounded tails while waiting for the child, all
-/// within `timeout`; after the child exits, its pipes get [`PIPE_GRACE`].
+/// within `timeout`. Once the child has exited, its pipes get
+/// [`PIPE_GRACE`] to reach their end; a pipe still open then is held by a
+/// process the command left running (a wrapper's `cmd &`, a detached
+/// helper), and what was read from it so far is the command's output: the
+/// command finished, whatever it started.
 async fn collect(
     mut child: tokio::process::Child,
     timeout: Duration,
 ) -> Result<(std::process::ExitStatus, CommandOutput), Waited> {
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let read_out = tokio::spawn(read_tail(stdout, STDOUT_KEEP_BYTES));
-    let read_err = tokio::spawn(read_tail(stderr, STDERR_KEEP_BYTES));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let read_out = tokio::spawn(read_tail(
+        child.stdout.take(),
+        STDOUT_KEEP_BYTES,
+        stopped.clone(),
+    ));
+    let read_err = tokio::spawn(read_tail(child.stderr.take(), STDERR_KEEP_BYTES, stopped));
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => status,
         Ok(Err(e)) => return Err(Waited::Failed(e)),
@@ -283,8 +290,17 @@ async fn collect(
             return Err(Waited::TimedOut);
         }
     };
-    let (out_tail, out_total) = finish_read(read_out).await;
-    let (err_tail, _) = finish_read(read_err).await;
+    let reads = async { (read_out.await, read_err.await) };
+    tokio::pin!(reads);
+    let (out, err) = tokio::select! {
+        done = &mut reads => done,
+        _ = tokio::time::sleep(PIPE_GRACE) => {
+            // Readers stop at once and hand back what they hold.
+            let _ = stop.send(true);
+            reads.await
+        }
+    };
+    let ((out_tail, out_total), (err_tail, _)) = (out.unwrap_or_default(), err.unwrap_or_default());
     Ok((
         status,
         CommandOutput {
@@ -295,20 +311,13 @@ async fn collect(
     ))
 }
 
-async fn finish_read(task: tokio::task::JoinHandle<(Vec<u8>, u64)>) -> (Vec<u8>, u64) {
-    let abort = task.abort_handle();
-    match tokio::time::timeout(PIPE_GRACE, task).await {
-        Ok(Ok(done)) => done,
-        _ => {
-            abort.abort();
-            (Vec::new(), 0)
-        }
-    }
-}
-
-/// Reads `r` to its end, keeping only the last `keep` bytes; returns them
-/// and the total read.
-async fn read_tail<R: AsyncRead + Unpin>(r: Option<R>, keep: usize) -> (Vec<u8>, u64) {
+/// Reads `r` to its end, or until `stop` turns true, keeping only the
+/// last `keep` bytes; returns them and the total read.
+async fn read_tail<R: AsyncRead + Unpin>(
+    r: Option<R>,
+    keep: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<u8>, u64) {
     let Some(mut r) = r else {
         return (Vec::new(), 0);
     };
@@ -316,15 +325,18 @@ async fn read_tail<R: AsyncRead + Unpin>(r: Option<R>, keep: usize) -> (Vec<u8>,
     let mut total = 0u64;
     let mut buf = [0u8; 8192];
     loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                total += n as u64;
-                kept.extend_from_slice(&buf[..n]);
-                if kept.len() > 2 * keep {
-                    kept.drain(..kept.len() - keep);
-                }
-            }
+        // `read` is cancel-safe: a read cut by the stop consumed nothing.
+        let n = tokio::select! {
+            read = r.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        total += n as u64;
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * keep {
+            kept.drain(..kept.len() - keep);
         }
     }
     if kept.len() > keep {
@@ -374,49 +386,44 @@ pub(crate) fn tail(bytes: &[u8], max: usize) -> String {
     format!("…{}", &text[start..])
 }
 
-/// Whether a process group still has a living member (an MC attempt of a
-/// cycle that was killed may live on). Zombies do not count: an orphan
-/// that finished waits for its new parent to reap it, and where PID 1
-/// does not reap (a container), it would otherwise look alive forever.
-pub(crate) fn group_alive(pgid: u32) -> bool {
-    let Ok(pgid) = i32::try_from(pgid) else {
+/// Whether the command an attempt started still runs: the leader of
+/// process group `pgid` (the command itself, whose pid is the group id)
+/// lives and is not a zombie. Processes it left behind in its group do not
+/// count: the command's exit ends its attempt, as [`collect`] ends a run
+/// whose pipes a background child still holds. While any member lives, no
+/// new process can be given the pid `pgid`, so a living leader in that
+/// group is the command. Zombies do not count: an orphan that finished
+/// waits for its new parent to reap it, and where PID 1 does not reap (a
+/// container), it would otherwise look alive forever.
+pub(crate) fn command_alive(pgid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pgid) else {
         return false;
     };
-    if pgid <= 1 {
+    if pid <= 1 {
         return false;
     }
-    if let Some(alive) = living_member_in_proc(pgid) {
-        return alive;
+    if std::path::Path::new("/proc/self/stat").exists() {
+        return leader_in_proc(pid);
     }
     // SAFETY: signal 0 only checks; no signal is delivered.
-    let rc = unsafe { libc::kill(-pgid, 0) };
+    let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Looks through `/proc` (Linux) for a member of `pgid` that is not a
-/// zombie; `None` where there is no `/proc`.
-fn living_member_in_proc(pgid: i32) -> Option<bool> {
-    let entries = std::fs::read_dir("/proc").ok()?;
-    for e in entries.flatten() {
-        let name = e.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parens.
-        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
-        if group == Some(pgid) && state != "Z" && state != "X" {
-            return Some(true);
-        }
-    }
-    Some(false)
+/// Reads `/proc/<pid>/stat` (Linux): the process lives, is not a zombie,
+/// and leads its own group.
+fn leader_in_proc(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ppid pgrp …`; comm may hold spaces and parens.
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("");
+    let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+    group == Some(pid) && state != "Z" && state != "X"
 }
 
 #[cfg(test)]
@@ -511,18 +518,18 @@ mod tests {
         .unwrap();
         let pgid = seen.unwrap();
         assert!(pgid > 1);
-        assert!(!group_alive(u32::MAX));
+        assert!(!command_alive(u32::MAX));
     }
 
     #[test]
-    fn a_finished_but_unreaped_group_is_not_alive() {
+    fn a_finished_but_unreaped_command_is_not_alive() {
         use std::os::unix::process::CommandExt;
         let mut running = std::process::Command::new("sleep")
             .arg("5")
             .process_group(0)
             .spawn()
             .unwrap();
-        assert!(group_alive(running.id()));
+        assert!(command_alive(running.id()));
         running.kill().unwrap();
         running.wait().unwrap();
         let mut zombie = std::process::Command::new("true")
@@ -531,8 +538,55 @@ mod tests {
             .unwrap();
         std::thread::sleep(Duration::from_millis(200));
         // Exited, not yet reaped: a zombie is no attempt still running.
-        assert!(!group_alive(zombie.id()));
+        assert!(!command_alive(zombie.id()));
         zombie.wait().unwrap();
-        assert!(!group_alive(zombie.id()));
+        assert!(!command_alive(zombie.id()));
+    }
+
+    #[test]
+    fn a_command_that_exited_is_not_alive_though_its_background_child_is() {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!"])
+            .stdout(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(cmd.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let child: i32 = line.trim().parse().unwrap();
+        cmd.wait().unwrap();
+        assert!(!command_alive(cmd.id()), "the command itself exited");
+        // SAFETY: signal 0 only checks whether the process exists.
+        assert_eq!(unsafe { libc::kill(child, 0) }, 0, "its child lives on");
+        // SAFETY: kill(2) on the background child this test started.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+    }
+
+    #[tokio::test]
+    async fn output_is_kept_when_a_background_child_holds_the_pipe() {
+        // A wrapper that prints the id, leaves a child holding its stdout
+        // and stderr, and exits 0: the run ends after the grace, with what
+        // was printed.
+        let script = "echo '{\"id\":\"MC-7\"}'; echo warn >&2; sleep 30 & exit 0";
+        let mut group = 0;
+        let out = run_argv_watched(
+            &argv(&["sh", "-c", script]),
+            Duration::from_secs(20),
+            &[],
+            "test",
+            |pgid| group = pgid,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.stdout, "{\"id\":\"MC-7\"}\n");
+        assert_eq!(out.stderr, "warn");
+        assert!(!command_alive(group), "the command itself has exited");
+        // SAFETY: kill(2) on the group this test's command started.
+        unsafe { libc::kill(-(group as i32), libc::SIGKILL) };
     }
 }

@@ -52,6 +52,21 @@ pub(crate) struct StageReport {
     pub(crate) ms: u64,
 }
 
+/// A stage that did its work with an optional dependency's documented
+/// fallback: the LLM down, so the fallback labels posts and the template
+/// answers; Planka down, so the task is filed without its card, which
+/// waits in the outbox. Shown (the summary line, `status`, the metrics, one
+/// warning per cycle) but never a degraded cycle: no `/fail` ping, no page.
+/// Kept beside the stage's outcome rather than as an outcome of its own so
+/// that an older binary still reads the state file (a rollback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Fallback {
+    /// The stage.
+    pub(crate) stage: Stage,
+    /// What was down and what stood in for it.
+    pub(crate) why: String,
+}
+
 /// What one cycle did; stored in the state file and summarised in one log line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub(crate) struct CycleReport {
@@ -71,6 +86,9 @@ pub(crate) struct CycleReport {
     /// Named figures of this cycle (`mm_requests`, `posts_new`, ...).
     #[serde(default)]
     pub(crate) counts: std::collections::BTreeMap<String, u64>,
+    /// Stages that did their work with an optional dependency's fallback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) fallbacks: Vec<Fallback>,
 }
 
 impl CycleReport {
@@ -79,9 +97,19 @@ impl CycleReport {
         self.stages.push(StageReport { stage, outcome, ms });
     }
 
+    /// Records that `stage` did its work with an optional dependency's
+    /// documented fallback (the stage's outcome stays what it was).
+    pub(crate) fn fallback(&mut self, stage: Stage, why: impl Into<String>) {
+        self.fallbacks.push(Fallback {
+            stage,
+            why: why.into(),
+        });
+    }
+
     /// The worst stage outcome word: `ok`, `degraded` or `failed`.
     /// Skipped stages do not make a cycle degraded by themselves: an
-    /// unconfigured optional dependency is the operator's choice.
+    /// unconfigured optional dependency is the operator's choice; nor do
+    /// [`Fallback`]s: an optional dependency handled by its fallback.
     pub(crate) fn overall(&self) -> &'static str {
         if self
             .stages
@@ -123,7 +151,17 @@ impl CycleReport {
             if self.dry_run { " [dry-run]" } else { "" },
             self.duration_ms,
             stages.join(" ")
-        )
+        ) + &self.fallback_note()
+    }
+
+    /// ` [fallback: classify, tasks]` after the summary, when a stage used
+    /// one.
+    fn fallback_note(&self) -> String {
+        if self.fallbacks.is_empty() {
+            return String::new();
+        }
+        let stages: Vec<String> = self.fallbacks.iter().map(|f| f.stage.to_string()).collect();
+        format!(" [fallback: {}]", stages.join(", "))
     }
 }
 
@@ -160,6 +198,34 @@ mod tests {
         assert!(r
             .summary_line()
             .starts_with("cycle failed in 0ms: mattermost=ok(x) intel=skipped"));
+    }
+
+    #[test]
+    fn a_fallback_is_shown_but_does_not_degrade_the_cycle() {
+        let mut r = CycleReport::default();
+        r.push(
+            Stage::Classify,
+            Outcome::Ok("0 by llm, 3 by fallback".into()),
+            1,
+        );
+        r.fallback(Stage::Classify, "the LLM is unreachable");
+        assert_eq!(r.overall(), "ok");
+        assert!(
+            r.summary_line()
+                .ends_with("classify=ok(0 by llm, 3 by fallback) [fallback: classify]"),
+            "{}",
+            r.summary_line()
+        );
+        // A state file written with fallbacks reads back; one without reads
+        // as none (an older version's).
+        let back: CycleReport = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let old: CycleReport = serde_json::from_str(
+            r#"{"started_ms": 1, "duration_ms": 2,
+            "dry_run": false, "deadline_hit": false, "stages": []}"#,
+        )
+        .unwrap();
+        assert!(old.fallbacks.is_empty());
     }
 
     #[test]

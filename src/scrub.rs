@@ -22,7 +22,7 @@ const SECRET_KEYS: &str = r"pass(?:word|wd)?|pwd|secret|client[_-]?secret|token|
 
 /// A URL for display: no userinfo, and the value of every secret-looking
 /// query parameter replaced. Text that is not a URL is scrubbed as text.
-fn url(u: &str) -> String {
+pub(crate) fn url(u: &str) -> String {
     let u = u.trim();
     let Ok(mut parsed) = reqwest::Url::parse(u) else {
         return text(u).into_owned();
@@ -49,6 +49,24 @@ fn url(u: &str) -> String {
         parsed.to_string()
     } else {
         u.to_string()
+    }
+}
+
+/// A URL key of the config serialized as [`url`] shows it (serde's
+/// `serialize_with`). The config is serialized only to be shown (`config
+/// check`); what the agent sends is always the value as written.
+pub(crate) fn serialize_url<S: serde::Serializer>(u: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&url(u))
+}
+
+/// [`serialize_url`] for an optional URL key.
+pub(crate) fn serialize_opt_url<S: serde::Serializer>(
+    u: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match u {
+        Some(u) => s.serialize_some(&url(u)),
+        None => s.serialize_none(),
     }
 }
 
@@ -86,6 +104,19 @@ fn patterns() -> &'static [(Regex, Replace)] {
                 re(r"(?s)-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)"),
                 (|c| format!("-----BEGIN {}PRIVATE KEY----- {MARK}", &c[1])) as Replace,
             ),
+            // A line that is only a long base64 run: the body of a private
+            // key (or a token) whose BEGIN line fell before a log's tail.
+            // A hex digest or a container id alone on its line stays.
+            (
+                re(r"(?m)^([ \t]*)[A-Za-z0-9+/]{40,}={0,2}[ \t]*$"),
+                |c| {
+                    if c[0].trim().chars().all(|ch| ch.is_ascii_hexdigit()) {
+                        c[0].to_string()
+                    } else {
+                        format!("{}{MARK}", &c[1])
+                    }
+                },
+            ),
             // scheme://user:password@host -> scheme://[redacted]@host
             (
                 re(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:]*(?::[^\s/@]*)?@"),
@@ -122,6 +153,16 @@ fn patterns() -> &'static [(Regex, Replace)] {
                     let q = if v.starts_with('"') { "\"" } else if v.starts_with('\'') { "'" } else { "" };
                     format!("{}{}{q}{MARK}{q}", &c[1], &c[2])
                 },
+            ),
+            // A secret on a command line: `--password hunter2`.
+            (
+                re(r"(?i)(\s--?(?:password|passwd|pass|token|api-key|apikey|secret|client-secret)[ \t]+)([^\s-][^\s]*)"),
+                |c| format!("{}{MARK}", &c[1]),
+            ),
+            // Webhook URLs whose path is the credential (Slack, Discord).
+            (
+                re(r"(?i)\b(https?://(?:hooks\.slack\.com/services|(?:discord|discordapp)\.com/api/webhooks)/)[A-Za-z0-9/_-]+"),
+                |c| format!("{}{MARK}", &c[1]),
             ),
             // Provider token formats: GitHub, GitLab, Slack, AWS, Google,
             // Stripe, OpenAI-style, npm, JWTs.
@@ -177,6 +218,40 @@ mod tests {
             ("token expired, log in again", "token expired, log in again"),
             ("token validation failed", "token validation failed"),
             ("basic functionality works", "basic functionality works"),
+            (
+                "exec psql --password hunter2 -h db",
+                "exec psql --password [redacted] -h db",
+            ),
+            ("mysql -p --token abc.def", "mysql -p --token [redacted]"),
+            ("the pass was fine", "the pass was fine"),
+            (
+                "MIIEowIBAAKCAQEAvRmJ0Zq8j3XbGk2c9yT0pQ7mN1rS4uV6wX8yZ0aB2cD4eF6g\n-----END RSA PRIVATE KEY-----",
+                "[redacted]\n-----END RSA PRIVATE KEY-----",
+            ),
+            (
+                "  dGhpcyBpcyBhIHNlY3JldCB0b2tlbiB2YWx1ZSBoZXJl==",
+                "  [redacted]",
+            ),
+            (
+                "request id 0f8e7d6c5b4a39281706f5e4d3c2b1a0 done",
+                "request id 0f8e7d6c5b4a39281706f5e4d3c2b1a0 done",
+            ),
+            (
+                "4f9a0c2e7b1d3f5a6c8e0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a",
+                "4f9a0c2e7b1d3f5a6c8e0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a",
+            ),
+            (
+                "POST https://hooks.slack.com/services/T0001/B0002/XyZ123abc failed",
+                "POST https://hooks.slack.com/services/[redacted] failed",
+            ),
+            (
+                "https://discord.com/api/webhooks/123456/AbC-dEf_9",
+                "https://discord.com/api/webhooks/[redacted]",
+            ),
+            (
+                "connecting to postgres://queue:Tr0ub4dor-S3cret@db.internal:5432/jobs",
+                "connecting to postgres://[redacted]@db.internal:5432/jobs",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(text(input), *want, "input: {input:?}");

@@ -51,7 +51,11 @@ impl Secret {
     /// variable is an error naming the variable (never its value).
     pub(crate) fn from_env(name: &str) -> Result<Self> {
         match std::env::var(name) {
-            Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_string())),
+            Ok(v) if !v.trim().is_empty() => {
+                let value = v.trim();
+                check_value(value).with_context(|| format!("environment variable {name}"))?;
+                Ok(Secret(value.to_string()))
+            }
             Ok(_) => bail!("environment variable {name} is empty"),
             Err(_) => bail!("environment variable {name} is not set"),
         }
@@ -61,23 +65,75 @@ impl Secret {
     /// expands to the home directory): a file that group or others can
     /// read is refused, because a secret there is already leaked to every
     /// local user, and so is one owned by another user, who could change
-    /// it under us.
+    /// it under us. At most [`MAX_FILE_BYTES`] are read: a secret is a
+    /// line, and a file named by mistake (a log, a disk image) must cost
+    /// an error, not the machine's memory.
     pub(crate) fn from_file(path: &Path) -> Result<Self> {
+        use std::io::Read;
         let path = crate::paths::expand_tilde(&path.to_string_lossy());
         check_file(&path)?;
-        let text = std::fs::read_to_string(&path)
+        let file = std::fs::File::open(&path)
             .with_context(|| format!("reading secret file {}", path.display()))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading secret file {}", path.display()))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            bail!("{}", too_big(&path, None));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("secret file {} is not UTF-8 text", path.display()))?;
         let value = text.trim();
         if value.is_empty() {
             bail!("secret file {} is empty", path.display());
         }
+        check_value(value).with_context(|| format!("secret file {}", path.display()))?;
         Ok(Secret(value.to_string()))
     }
 }
 
+/// The most a secret file may hold: far more than any token, password or
+/// key the agent reads, far less than a file named by mistake.
+const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+fn too_big(path: &Path, len: Option<u64>) -> String {
+    format!(
+        "secret file {} {}; a secret file holds at most {} KiB (is it the right file?)",
+        path.display(),
+        match len {
+            Some(n) => format!("is {n} bytes"),
+            None => "is larger than that".to_string(),
+        },
+        MAX_FILE_BYTES / 1024
+    )
+}
+
+/// A secret is one line of text: it goes into an HTTP header or a login
+/// body, where a NUL byte or a line break inside fails with an error that
+/// names neither the secret nor where it came from. The error says what
+/// and where, never the value.
+fn check_value(value: &str) -> Result<()> {
+    if let Some((at, c)) = value.char_indices().find(|(_, c)| c.is_control()) {
+        let what = match c {
+            '\0' => "a NUL byte".to_string(),
+            '\n' | '\r' => "a line break inside the value".to_string(),
+            c => format!("the control character U+{:04X}", c as u32),
+        };
+        bail!("holds {what} (at byte {at}); a secret is one line of text");
+    }
+    Ok(())
+}
+
+/// Checks a secret file as a cycle will read it (owner, mode, size,
+/// content), for `doctor` and `config check`; the value is dropped.
+pub(crate) fn check_readable(path: &Path) -> Result<()> {
+    Secret::from_file(path).map(drop)
+}
+
 /// Checks what a reader of a secret file relies on: a regular file (a
 /// symlink is followed, as `chmod 600` users expect, and its target is
-/// checked), owned by us, owner-only. The content is not read.
+/// checked), owned by us, owner-only, at most [`MAX_FILE_BYTES`]. The
+/// content is not read.
 pub(crate) fn check_file(path: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)
@@ -100,6 +156,9 @@ pub(crate) fn check_file(path: &Path) -> Result<()> {
             path.display(),
             meta.mode() & 0o777
         );
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        bail!("{}", too_big(path, Some(meta.len())));
     }
     Ok(())
 }
@@ -225,6 +284,63 @@ mod tests {
         assert!(err.contains("owner-only"), "{err}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(Secret::from_file(&p).unwrap().expose(), "abc");
+    }
+
+    fn owner_only(p: &Path, bytes: &[u8]) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(p, bytes).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn a_huge_file_is_refused_by_its_size_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tok");
+        owner_only(&p, b"");
+        // Sparse: a gibibyte on paper, nothing on disk.
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        let err = format!("{:#}", Secret::from_file(&p).unwrap_err());
+        assert!(
+            err.contains(&p.display().to_string())
+                && err.contains("is 1073741824 bytes")
+                && err.contains("at most 64 KiB"),
+            "{err}"
+        );
+        owner_only(&p, &vec![b'a'; 64 * 1024]);
+        assert_eq!(Secret::from_file(&p).unwrap().expose().len(), 64 * 1024);
+    }
+
+    #[test]
+    fn a_secret_with_a_nul_or_an_inner_line_break_names_the_file_not_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tok");
+        for (bytes, what) in [
+            (&b"abc\0def\n"[..], "a NUL byte (at byte 3)"),
+            (b"hunter2\nsecond-line\n", "a line break inside the value"),
+            (b"tab\x1bhere", "U+001B"),
+        ] {
+            owner_only(&p, bytes);
+            let err = format!("{:#}", check_readable(&p).unwrap_err());
+            assert!(
+                err.starts_with(&format!("secret file {}: holds ", p.display()))
+                    && err.contains(what),
+                "{err}"
+            );
+            assert!(!err.contains("hunter2") && !err.contains("def"), "{err}");
+        }
+        owner_only(&p, b"\xff\xfe");
+        let err = format!("{:#}", check_readable(&p).unwrap_err());
+        assert!(err.contains("not UTF-8"), "{err}");
+        owner_only(&p, b"  one line, spaces inside  \n");
+        assert_eq!(
+            Secret::from_file(&p).unwrap().expose(),
+            "one line, spaces inside"
+        );
     }
 
     #[test]

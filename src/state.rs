@@ -131,8 +131,7 @@ impl RuntimeState {
         self.tasks.outbox.retain(|i| i.task.source != e.post);
         self.tasks.outbox.extend(e.outbox);
         if let Some(u) = e.uncertain {
-            self.tasks.uncertain.retain(|x| x.source != u.source);
-            self.tasks.uncertain.push(u);
+            self.tasks.keep_uncertain(u);
         }
         if let Some(s) = e.silence {
             self.escalation.silences.restore(s);
@@ -152,8 +151,12 @@ impl RuntimeState {
 
 /// `~/system/agents/state/ops.json`: cumulative counters since the first
 /// cycle (or since the file was deleted), and the last heartbeat ping.
+///
+/// Read through [`Stats::carried_over`]: the Node daemon's file kept its
+/// counters as top-level numbers next to `cycles`, and those become named
+/// counters rather than being dropped.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, remote = "Self")]
 pub(crate) struct Stats {
     /// First cycle recorded, RFC 3339.
     pub(crate) since: Option<DateTime<Utc>>,
@@ -187,6 +190,22 @@ pub(crate) struct Stats {
     /// The last heartbeat ping (`status` and `doctor` show it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) heartbeat: Option<PingRecord>,
+    /// What the file holds that no field above names (an older writer's
+    /// counters), folded into `counters` as it is read; never written.
+    #[serde(flatten, skip_serializing)]
+    pub(crate) unnamed: BTreeMap<String, serde_json::Value>,
+}
+
+impl Serialize for Stats {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Stats::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Stats {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Stats::deserialize(d).map(Stats::carried_over)
+    }
 }
 
 /// Counters renamed since a stats file may have been written: (old, new).
@@ -208,7 +227,51 @@ where
     Ok(counters)
 }
 
+/// A counter name as this file writes them: `messagesProcessed` (the Node
+/// daemon's camelCase) is `messages_processed`. Pure.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    let mut after_lower = false;
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            if after_lower {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+        after_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+    }
+    out.trim_matches('_').to_string()
+}
+
 impl Stats {
+    /// Every unnamed whole number, top level or one level down
+    /// (`{"tasks": {"created": 4}}` is `tasks_created`), added to the
+    /// counter of its snake_case name; text, dates and the rest are not
+    /// counters and are dropped.
+    fn carried_over(mut self) -> Stats {
+        for (name, value) in std::mem::take(&mut self.unnamed) {
+            let mut add = |name: String, v: &serde_json::Value| {
+                if let (Some(n), false) = (v.as_u64(), name.is_empty()) {
+                    *self.counters.entry(name).or_default() += n;
+                }
+            };
+            match &value {
+                serde_json::Value::Object(inner) => {
+                    for (k, v) in inner {
+                        add(snake_case(&format!("{name}_{k}")), v);
+                    }
+                }
+                v => add(snake_case(&name), v),
+            }
+        }
+        self
+    }
+
     /// Folds one finished cycle into the counters.
     pub(crate) fn record_cycle(&mut self, report: &CycleReport, now: DateTime<Utc>) {
         self.since.get_or_insert(now);
@@ -239,6 +302,9 @@ impl Stats {
                 .checks
                 .entry(c.status.as_str().to_string())
                 .or_default() += 1;
+        }
+        for f in &report.fallbacks {
+            self.bump(&format!("stage_fallback_{}", f.stage), 1);
         }
     }
 
@@ -285,6 +351,7 @@ impl Stats {
                 })
                 .collect(),
             counts: c.counts.clone(),
+            fallbacks: c.fallbacks.iter().map(|f| f.stage).collect(),
         });
         let at_ms = last.as_ref().map_or(0, |l| l.started_ms);
         let mut outbox = BTreeMap::new();
@@ -308,7 +375,8 @@ impl Stats {
             open_incidents: esc.open().len() as u64,
             silences: esc.silences.list(at_ms).len() as u64,
             outbox,
-            uncertain_tasks: runtime.tasks.uncertain.len() as u64,
+            uncertain_tasks: runtime.tasks.uncertain_total(),
+            uncertain_dropped: runtime.tasks.uncertain_dropped,
             posts_in_progress: runtime.chat.progress.len() as u64,
         }
     }
@@ -337,6 +405,30 @@ mod tests {
         assert!(!written.contains("classified_keywords"), "{written}");
         let s: Stats = serde_json::from_str("{}").unwrap();
         assert!(s.counters.is_empty());
+    }
+
+    #[test]
+    fn the_node_daemons_counters_are_carried_over_and_written_back_as_counters() {
+        let old = r#"{"cycles": 120, "messagesProcessed": 300, "tasks_created": 40,
+            "errors": {"mattermost": 2, "ollama": 5}, "lastRun": "2024-05-01T10:00:00Z",
+            "uptime": 1.5, "negative": -3, "counters": {"tasks_created": 2}}"#;
+        let s: Stats = serde_json::from_str(old).unwrap();
+        assert_eq!(s.cycles, 120);
+        assert_eq!(
+            s.counters,
+            BTreeMap::from([
+                ("errors_mattermost".to_string(), 2),
+                ("errors_ollama".to_string(), 5),
+                ("messages_processed".to_string(), 300),
+                ("tasks_created".to_string(), 42),
+            ])
+        );
+        let written = serde_json::to_string(&s).unwrap();
+        assert!(!written.contains("messagesProcessed") && !written.contains("lastRun"));
+        let again: Stats = serde_json::from_str(&written).unwrap();
+        assert_eq!(again, s, "read back, nothing is counted twice");
+        assert_eq!(snake_case("repliesSent"), "replies_sent");
+        assert_eq!(snake_case("HTTP-errors"), "http_errors");
     }
 
     #[test]

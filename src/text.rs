@@ -65,6 +65,38 @@ fn neutralize_mentions(text: &str) -> String {
     .into_owned()
 }
 
+/// Outside text (a container's log, an HTTP body, a model's guess) shown
+/// verbatim in a post, a task or a card: inside a code fence it cannot
+/// format, link or mention anyone. A backtick run inside it is broken by a
+/// zero-width space so it cannot close the fence, and every `@` gets one
+/// too, so no name (not only `@channel`) is notified from a log line.
+/// Control characters go, as in [`for_chat`]. The caller scrubs secrets
+/// first (`scrub::text`).
+pub(crate) fn fenced(body: &str) -> String {
+    let clean: String = body
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect();
+    let mut out = String::with_capacity(clean.len() + 8);
+    let mut ticks = 0;
+    for c in clean.trim_end().chars() {
+        if c == '`' {
+            ticks += 1;
+            if ticks == 3 {
+                out.push(ZWSP);
+                ticks = 1;
+            }
+        } else {
+            ticks = 0;
+        }
+        out.push(c);
+        if c == '@' || c == '＠' {
+            out.push(ZWSP);
+        }
+    }
+    format!("```\n{out}\n```")
+}
+
 /// At most `max` characters (not bytes), ending in "…" when cut.
 pub(crate) fn cap(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -135,6 +167,26 @@ mod tests {
         let s = for_chat(&"@channel ".repeat(1000), 100);
         assert_eq!(s.chars().count(), 100, "{s}");
         assert!(!s.contains("@channel"));
+    }
+
+    #[test]
+    fn fenced_outside_text_cannot_close_the_fence_or_mention() {
+        let z = ZWSP;
+        let cases = [
+            ("plain line", "```\nplain line\n```".to_string()),
+            ("a ``` b ```` c", format!("```\na ``{z}` b ``{z}`` c\n```")),
+            (
+                "hi @alice and @channel",
+                format!("```\nhi @{z}alice and @{z}channel\n```"),
+            ),
+            ("bell\u{7}\nnext\n\n", "```\nbell\nnext\n```".to_string()),
+        ];
+        for (input, want) in cases {
+            let got = fenced(input);
+            assert_eq!(got, want, "{input:?}");
+            assert_eq!(got.matches("```").count(), 2, "{got}");
+            assert_eq!(for_chat(&got, 1000), got, "the chat policy keeps it");
+        }
     }
 
     #[test]

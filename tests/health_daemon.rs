@@ -16,6 +16,9 @@ use ops_agent::health::{
 };
 use ops_agent::time::Secs;
 
+#[path = "support/mod.rs"]
+mod support;
+
 /// One state dir for the whole test binary (PATH and the env var are
 /// process-wide); each test uses its own labels and units.
 fn daemon_dir() -> &'static Path {
@@ -168,7 +171,7 @@ async fn systemd_units_are_graded_from_real_output() {
         "{r:#?}"
     );
     assert!(calls().contains(
-        "systemctl --user show -p LoadState,ActiveState,SubState,Result,NRestarts ollama.service"
+        "systemctl --user show -p LoadState,ActiveState,SubState,Result,NRestarts -- ollama.service"
     ));
 }
 
@@ -217,7 +220,7 @@ async fn a_failed_unit_is_restarted_and_a_starting_one_is_left_alone() {
     .await
     .unwrap();
     assert_eq!(r.outcome, Some(Outcome::Verified), "{r:?}");
-    assert!(calls().contains("systemctl --user restart worker.service\n"));
+    assert!(calls().contains("systemctl --user restart -- worker.service\n"));
     let (r, _) = fix::run_manual(
         &fix::FixContext {
             health: &ctx(),
@@ -407,4 +410,110 @@ async fn a_hanging_tool_costs_the_check_timeout() {
         assert_eq!(r.status, Status::Unknown, "{r:?}");
         assert!(r.reason.contains("within 1s"), "{}", r.reason);
     }
+}
+
+/// Issue 25 for daemons, through the real binary: the incident brief of
+/// a systemd unit holds its last exit (`systemctl --user show`) and the
+/// end of its journal (`journalctl --user -u UNIT -n N`), scrubbed; a unit
+/// whose journal cannot be read says so; a launchd job's brief holds its
+/// last exit status.
+#[test]
+fn a_failed_daemons_brief_holds_its_last_exit_and_its_journal_lines() {
+    use support::agent::text;
+    use support::ollama::dead_url;
+    use support::world::WorldBuilder;
+    let dir = daemon_dir();
+    write(
+        "systemd",
+        "queue.service",
+        "Result=exit-code\nNRestarts=5\nLoadState=loaded\nActiveState=failed\nSubState=failed\n\
+         ExecMainCode=1\nExecMainStatus=3\n",
+    );
+    write(
+        "systemd",
+        "mailer.service",
+        "Result=signal\nNRestarts=0\nLoadState=loaded\nActiveState=failed\nSubState=failed\n",
+    );
+    std::fs::create_dir_all(dir.join("journal")).unwrap();
+    let journal: Vec<String> = (1..=40)
+        .map(|i| {
+            format!(
+                "2024-05-01T10:00:{:02}+0000 host queue[81]: tick {i}",
+                i % 60
+            )
+        })
+        .chain([
+            "2024-05-01T10:01:00+0000 host queue[81]: auth with password=Hunter2-Secret failed"
+                .to_string(),
+            "2024-05-01T10:01:01+0000 host queue[81]: JOURNAL-MARKER-5512 fatal: queue.db locked"
+                .to_string(),
+        ])
+        .collect();
+    std::fs::write(dir.join("journal/queue.service"), journal.join("\n") + "\n").unwrap();
+
+    let mut b = WorldBuilder::new();
+    let (mm, me) = b.mattermost(&["basic"]);
+    b.line("mattermost", "alert_channel = \"basic/ops-alerts\"");
+    let team = mm.add_team("basic", &[me.id.as_str()]);
+    let alerts = mm.add_channel(&team, "ops-alerts", &[me.id.as_str()]);
+    b.ollama_at(&dead_url());
+    b.env("OPS_FAKE_DAEMON_DIR", &dir.display().to_string());
+    b.toml(
+        "[escalation]\nbrief_log_lines = 5\n\n\
+         [[checks]]\nname = \"queue\"\nkind = \"systemd\"\nunit = \"queue.service\"\nfail_after = 1\n\n\
+         [[checks]]\nname = \"mailer\"\nkind = \"systemd\"\nunit = \"mailer.service\"\nfail_after = 1\n\n\
+         [[checks]]\nname = \"backup\"\nkind = \"launchd\"\nlabel = \"com.john.brief-backup\"\nfail_after = 1\n",
+    );
+    write("launchd", "com.john.brief-backup", EXITED_1);
+    let sb = b.sandbox();
+    let out = sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let brief_of = |service: &str| -> String {
+        let alert = mm
+            .posts()
+            .into_iter()
+            .find(|p| {
+                p.channel_id == alerts
+                    && p.root_id.is_empty()
+                    && p.message.contains(&format!("{service} is failing"))
+            })
+            .unwrap_or_else(|| panic!("no alert for {service}\n{}", sb.log_text()));
+        let replies = mm.thread_replies(&alert.id);
+        assert_eq!(replies.len(), 1, "{replies:#?}");
+        replies[0].message.clone()
+    };
+    let brief = brief_of("queue");
+    for want in [
+        "**systemd unit queue.service**",
+        "ExecMainStatus=3",
+        "Result=exit-code",
+        "NRestarts=5",
+        "**journal of queue.service: the last 5 lines**",
+        "JOURNAL-MARKER-5512 fatal: queue.db locked",
+        "password=[redacted]",
+        "tick 40",
+        "The unit queue.service is failed (result exit-code, main process status 3).",
+    ] {
+        assert!(brief.contains(want), "the brief lacks {want:?}:\n{brief}");
+    }
+    assert!(!brief.contains("tick 37"), "only the last 5 lines: {brief}");
+    assert!(!brief.contains("Hunter2-Secret"), "{brief}");
+    assert!(
+        calls().contains("journalctl --user -u queue.service -n 5 --no-pager -o short-iso -q"),
+        "{}",
+        calls()
+    );
+    let backup = brief_of("backup");
+    assert!(
+        backup.contains("**launchd job com.john.brief-backup**")
+            && backup.contains("loaded, not running, last exit: exit code 1"),
+        "{backup}"
+    );
+    let mailer = brief_of("mailer");
+    assert!(
+        mailer.contains(
+            "journal not readable: No journal files were opened due to insufficient permissions."
+        ),
+        "{mailer}"
+    );
 }

@@ -212,6 +212,14 @@ async fn post_reply(
         Ok(r) => {
             if !r.already_existed {
                 tally.replies += 1;
+                if let ReplyPath::Template { reason } = &reply.path {
+                    if *reason != FallbackReason::NoLlm {
+                        tally.replies_templated += 1;
+                        tally
+                            .template_reason
+                            .get_or_insert_with(|| reason.to_string());
+                    }
+                }
             }
             tracing::info!(post = %post.id, reply = %r.post_id, path, existed = r.already_existed, "Replied in thread.");
             audit::record(Event::ReplyPosted {
@@ -503,15 +511,6 @@ pub(super) fn report_acting(
     book: &mut dyn Book,
     ms: u64,
 ) {
-    let retry_errors: Vec<String> = retried
-        .iter()
-        .filter_map(|r| {
-            r.outcome
-                .as_ref()
-                .err()
-                .map(|e| format!("{}: {e}", r.source))
-        })
-        .collect();
     let outbox_left = book.parts().tasks.outbox.len();
     let idle = no_posts && retried.is_empty() && outbox_left == 0;
     let detail = format!(
@@ -521,20 +520,55 @@ pub(super) fn report_acting(
         retried.len(),
         outbox_left
     );
-    let errors: Vec<&String> = tally
+    // MC is required: a task not filed degrades the stage. Planka is
+    // optional: a card not made waits in the outbox while the task and the
+    // reply go ahead, which is shown as the stage's fallback, not degraded.
+    let card_retry = |r: &&RetryResult| r.kind == outbox::WorkKind::CreateCard;
+    let task_errors: Vec<String> = tally
         .task_errors
         .iter()
-        .chain(&tally.card_errors)
-        .chain(&retry_errors)
+        .cloned()
+        .chain(retried.iter().filter(|r| !card_retry(r)).filter_map(|r| {
+            r.outcome
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {e}", r.source))
+        }))
         .collect();
+    let card_errors: Vec<String> = tally
+        .card_errors
+        .iter()
+        .cloned()
+        .chain(retried.iter().filter(card_retry).filter_map(|r| {
+            r.outcome
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {e}", r.source))
+        }))
+        .collect();
+    let mut shown = task_errors.clone();
+    shown.extend(card_errors.iter().cloned());
     let tasks = if idle {
         Outcome::Skipped("nothing to file".into())
-    } else if errors.is_empty() {
-        Outcome::Ok(detail)
+    } else if task_errors.is_empty() {
+        if !card_errors.is_empty() {
+            Outcome::Ok(format!("{detail}; {}", shown.join("; ")))
+        } else {
+            Outcome::Ok(detail)
+        }
     } else {
-        let errors: Vec<&str> = errors.iter().map(|e| e.as_str()).collect();
-        Outcome::Degraded(format!("{detail}; {}", errors.join("; ")))
+        Outcome::Degraded(format!("{detail}; {}", shown.join("; ")))
     };
+    if !card_errors.is_empty() {
+        report.fallback(
+            Stage::Tasks,
+            format!(
+                "{} card(s) not made, waiting in the outbox (Planka: {}); their tasks are filed",
+                card_errors.len(),
+                card_errors[0]
+            ),
+        );
+    }
     let detail = format!("{} posted", tally.replies);
     let reply = if no_posts {
         Outcome::Skipped("no new posts".into())
@@ -545,6 +579,19 @@ pub(super) fn report_acting(
     };
     report.push(Stage::Tasks, tasks, ms);
     report.push(Stage::Reply, reply, 0);
+    if tally.replies_templated > 0 {
+        report.fallback(
+            Stage::Reply,
+            format!(
+                "{} reply(ies) from the template: {}",
+                tally.replies_templated,
+                tally
+                    .template_reason
+                    .as_deref()
+                    .unwrap_or("the LLM could not help")
+            ),
+        );
+    }
     report
         .counts
         .insert("posts_handled".into(), tally.posts_handled);

@@ -21,7 +21,8 @@
 //!
 //! The steps of a correction are recorded in the post's
 //! [`PendingCorrection`] as they are done, so a failure or a crash resumes
-//! where it stopped. What was recorded stays: taking a reaction back does
+//! where it stopped; the resolve command, which cannot be asked whether it
+//! already ran, is journalled like the MC command (see `relabel`). What was recorded stays: taking a reaction back does
 //! not undo a correction; another label's emoji makes another one.
 
 use std::collections::{BTreeMap, BTreeSet};

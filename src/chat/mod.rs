@@ -124,6 +124,11 @@ pub(crate) struct Tally {
     pub(crate) replies: u32,
     /// Reply failures (the post stays pending).
     pub(crate) reply_errors: Vec<String>,
+    /// Replies written by the template because the LLM could not help
+    /// (down, no time): the fallback of an optional dependency.
+    pub(crate) replies_templated: u32,
+    /// Why the first of those was templated.
+    pub(crate) template_reason: Option<String>,
     /// Posts fully handled this cycle.
     pub(crate) posts_handled: u64,
     /// Dry run: what would have been done.

@@ -95,9 +95,11 @@ impl Watched {
     }
 }
 
-/// The link to a post, for task descriptions.
+/// The link to a post, for task descriptions: on the server's URL as
+/// [`crate::scrub::url`] shows it (a task is no place for a password).
 pub(crate) fn permalink(base_url: &str, team: &str, post_id: &str) -> String {
-    format!("{}/{team}/pl/{post_id}", base_url.trim_end_matches('/'))
+    let base = crate::scrub::url(base_url.trim());
+    format!("{}/{team}/pl/{post_id}", base.trim_end_matches('/'))
 }
 
 impl ChatState {

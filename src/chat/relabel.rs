@@ -6,7 +6,7 @@
 //! short by a crash runs again: its card comment (keyed by the correction)
 //! and the announcement (by its prop) are looked for before being made.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
@@ -15,8 +15,9 @@ use super::{Book, Settings};
 use crate::classify::Label;
 use crate::mattermost::wire::{CreatePost, PostList};
 use crate::mattermost::{Client, REPLY_PROP};
-use crate::tasks::ledger::UpdateRecord;
-use crate::tasks::mc::McBackend;
+use crate::process::{command_alive, CommandError, Failure};
+use crate::tasks::ledger::{AttemptEnd, IntentRecord, UpdateRecord};
+use crate::tasks::mc::{next_step, Attempted, McBackend, NextStep};
 use crate::tasks::outbox::{self, Targets};
 use crate::tasks::{priority_for_label, PostRef, Task};
 
@@ -98,16 +99,8 @@ pub(super) async fn close_task(
     let esc = ctx.settings.escalation;
     let mut said = match ctx.targets.mc {
         McBackend::Ledger(_) => format!("Task {task_id} is closed."),
-        McBackend::Command(cmd, _) if !esc.resolve_command.is_empty() => {
-            let argv = crate::escalate::exec::resolve_argv(&esc.resolve_command, &task_id, id);
-            crate::process::run_argv(
-                &argv,
-                esc.resolve_timeout_secs.get(),
-                cmd.pass_env(),
-                "resolve command",
-            )
-            .await?;
-            format!("Task {task_id} is closed in MC.")
+        McBackend::Command(..) if !esc.resolve_command.is_empty() => {
+            resolve_in_mc(ctx, id, w, p, &task_id, book).await?
         }
         McBackend::Command(..) => {
             format!("Task {task_id} stays open in MC (no resolve_command is set): close it there.")
@@ -124,6 +117,120 @@ pub(super) async fn close_task(
     }
     tracing::info!(post = %id, task = %task_id, by = %p.by, "Task closed: the post was relabelled ROUTINE.");
     Ok(said)
+}
+
+/// The sub-step of [`close_task`] that records the resolve command's
+/// success (in the correction's `done`, journalled before the card is
+/// told), so a crash after it never runs the command again.
+const RESOLVED: &str = "close_task:resolve_command";
+
+/// Closes the task in MC with `escalation.resolve_command`, at most once
+/// more than needed: like the MC command's create, each attempt is
+/// journalled in the ledger (synced) before it runs, with its process
+/// group once it runs and how it ended; its success is journalled in the
+/// state. A later cycle waits while an attempt still runs; after one whose
+/// outcome is unknown (the agent killed, a timeout) it runs the command
+/// once more and says so, after two it runs it no more: there is no way to
+/// ask MC whether the task is closed.
+async fn resolve_in_mc(
+    ctx: &Ctx<'_>,
+    id: &str,
+    w: &Watched,
+    p: &PendingCorrection,
+    task_id: &str,
+    book: &mut dyn Book,
+) -> Result<String> {
+    let McBackend::Command(cmd, journal) = ctx.targets.mc else {
+        bail!("the resolve command runs only when MC is a command");
+    };
+    let closed = format!("Task {task_id} is closed in MC.");
+    if p.done.iter().any(|d| d == RESOLVED) {
+        return Ok(closed);
+    }
+    let esc = ctx.settings.escalation;
+    let source = format!("resolve:{}", correction_key(id, Label::Routine, p));
+    let history = journal.history(&source, p.at_ms)?;
+    let timeout = esc.resolve_timeout_secs.get();
+    let who = Attempted {
+        command: "resolve command",
+        work: "closed the task",
+        can_ask: false,
+        no_ask: "MC cannot be asked",
+    };
+    let now_ms = ctx.now.timestamp_millis();
+    let step = next_step(
+        &history.attempts,
+        who,
+        now_ms,
+        timeout.as_millis() as i64,
+        command_alive,
+    );
+    let (attempt, extra) = match step {
+        NextStep::Create { attempt, extra } => (attempt, extra),
+        NextStep::Wait(why) => bail!("task {task_id} not closed in MC yet: {why}"),
+        // Without a lookup (`can_ask` is false) only a give-up is left.
+        other => {
+            let why = match other {
+                NextStep::GiveUp(why) => why,
+                _ => "there is no lookup for the resolve command".to_string(),
+            };
+            tracing::warn!(post = %id, task = %task_id, "Not running the resolve command again: {why}; check in MC that the task is closed.");
+            return Ok(format!(
+                "Task {task_id} may still be open in MC: the resolve command was interrupted \
+                 twice and is not run again; check it there."
+            ));
+        }
+    };
+    let record = |pgid: Option<u32>, outcome: Option<AttemptEnd>| IntentRecord {
+        source: source.clone(),
+        attempt,
+        at: ctx.now,
+        pgid,
+        outcome,
+    };
+    journal
+        .intent(record(None, None))
+        .context("recording the resolve attempt before running the command")?;
+    let argv = crate::escalate::exec::resolve_argv(&esc.resolve_command, task_id, id);
+    let ran = crate::process::run_argv_watched(
+        &argv,
+        timeout,
+        cmd.pass_env(),
+        "resolve command",
+        |pgid| {
+            if let Err(e) = journal.intent(record(Some(pgid), None)) {
+                tracing::warn!(error = %format!("{e:#}"), "Could not record the resolve command's process group.");
+            }
+        },
+    )
+    .await;
+    if let Err(e) = ran {
+        let end = match e.downcast_ref::<CommandError>().map(|c| c.failure) {
+            Some(Failure::TimedOut) => AttemptEnd::Unknown,
+            _ => AttemptEnd::Failed,
+        };
+        if let Err(w) = journal.intent(record(None, Some(end))) {
+            tracing::warn!(error = %format!("{w:#}"), "Could not record how the resolve attempt ended.");
+        }
+        return Err(e);
+    }
+    if let Some(pending) = book
+        .parts()
+        .chat
+        .watch
+        .get_mut(id)
+        .and_then(|x| x.pending.as_mut())
+    {
+        pending.done.push(RESOLVED.to_string());
+    }
+    book.checkpoint(id, w.create_at)?;
+    if extra {
+        tracing::warn!(post = %id, task = %task_id, "The resolve command ran a second time: an earlier run was interrupted and may have closed the task already.");
+        return Ok(format!(
+            "{closed} (The resolve command ran twice: an earlier run was interrupted.)"
+        ));
+    }
+    Ok(closed)
 }
 
 /// TASK ↔ INCIDENT, or a task opened again (ROUTINE → TASK/INCIDENT after

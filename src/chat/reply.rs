@@ -192,7 +192,8 @@ pub async fn compose(llm: Option<&ollama::Client>, ctx: &ReplyContext) -> Reply 
             path: ReplyPath::Llm { model },
         },
         Err(reason) => {
-            tracing::warn!(model, reason = reason.code(), detail = %reason, "Reply fell back to the template.");
+            // Info: the cycle's one warning says the replies were templated.
+            tracing::info!(model, reason = reason.code(), detail = %reason, "Reply fell back to the template.");
             Reply {
                 text: template(ctx),
                 path: ReplyPath::Template { reason },
@@ -229,12 +230,21 @@ async fn ask(
             60,
         )));
     }
-    // The reply must name the task even when the model forgot to.
+    // The reply must name the task even when the model forgot to: on a
+    // line of its own. (The separator is added after the policy, which
+    // trims blanks at both ends of what it is given.)
     if !text.contains(&ctx.task_id) {
-        let suffix = format!("\n\n({}: {})", ctx.kind.label(), ctx.task_ref());
-        let room = MAX_REPLY_CHARS.saturating_sub(suffix.chars().count());
+        const SEPARATOR: &str = "\n\n";
+        let reference = sanitize(
+            &format!("({}: {})", ctx.kind.label(), ctx.task_ref()),
+            MAX_REPLY_CHARS,
+            &prompt,
+        );
+        let room =
+            MAX_REPLY_CHARS.saturating_sub(reference.chars().count() + SEPARATOR.chars().count());
         text = sanitize(&text, room, &prompt);
-        text.push_str(&sanitize(&suffix, MAX_REPLY_CHARS, &prompt));
+        text.push_str(SEPARATOR);
+        text.push_str(&reference);
     }
     Ok(text)
 }

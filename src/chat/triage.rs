@@ -29,10 +29,13 @@ use super::{Book, Settings, Tally};
 pub(super) struct Classify<'a> {
     settings: &'a Settings<'a>,
     budget: &'a CycleBudget,
-    /// The LLM, when a call can still fit in the chat budget at all.
+    /// The LLM, when one is configured.
     llm: Option<&'a ollama::Client>,
     /// A call started after this point could outlive the chat deadline.
     stop_starting: tokio::time::Instant,
+    /// No call fits in the chat budget at all (a short `deadline_secs`):
+    /// every post goes to the fallback at once, and the reason says so.
+    no_room: bool,
     /// Made at the first work post (it reads the corrections file).
     triage: Option<Triage<'a>>,
     /// The deadline cut a batch: the rest is labelled next cycle.
@@ -47,13 +50,15 @@ impl<'a> Classify<'a> {
         budget: &'a CycleBudget,
         llm: Option<&'a ollama::Client>,
     ) -> Classify<'a> {
-        // When no call fits at all, the fallback decides right away.
+        // When no call fits at all, no call starts: the fallback decides
+        // right away, for want of time (not for want of an LLM).
         let stop_starting = budget.last_start_for(settings.ollama.classify_timeout_secs.get());
         Classify {
             settings,
             budget,
-            llm: llm.filter(|_| stop_starting.is_some()),
-            stop_starting: stop_starting.unwrap_or(budget.chat_deadline),
+            llm,
+            stop_starting: stop_starting.unwrap_or_else(tokio::time::Instant::now),
+            no_room: llm.is_some() && stop_starting.is_none(),
             triage: None,
             cut: None,
             ms: 0,
@@ -101,14 +106,48 @@ impl<'a> Classify<'a> {
             return;
         }
         let llm = self.llm;
-        let mut detail = format!("{} by llm, {} by fallback", tally.by_llm, tally.by_fallback);
-        if let Some(why) = llm.and_then(|c| c.breaker()) {
+        let by_fallback = tally.by_fallback;
+        let mut detail = format!("{} by llm, {by_fallback} by fallback", tally.by_llm);
+        // The LLM is optional: what it could not label, the fallback did.
+        // That is shown, not a degraded stage (a deadline cut still is).
+        let breaker = llm.and_then(|c| c.breaker());
+        // Why the LLM did not label posts, as counted: `unreachable 1, timeout 2`.
+        let reasons: Vec<String> = tally
+            .counters
+            .iter()
+            .filter_map(|(k, n)| {
+                let code = k.strip_prefix("fallback_")?;
+                (!code.starts_with("part_") && code != "no_llm").then(|| format!("{code} {n}"))
+            })
+            .collect();
+        let fallback = if self.no_room {
+            let timeout = self.settings.ollama.classify_timeout_secs;
+            Some(format!(
+                "no LLM call fits: the chat half of agent.deadline_secs has {:.1} s, \
+                 less than ollama.classify_timeout_secs ({timeout})",
+                self.budget.chat_time().as_secs_f64()
+            ))
+        } else if let Some(why) = breaker {
+            Some(format!(
+                "the LLM stopped for this cycle ({})",
+                format!("{why:?}").to_lowercase()
+            ))
+        } else if !reasons.is_empty() {
+            Some("the LLM did not label every post".to_string())
+        } else {
+            None
+        }
+        .map(|why| {
+            format!(
+                "{why}; the fallback labelled {by_fallback} post(s) ({})",
+                reasons.join(", ")
+            )
+        });
+        if let Some(why) = breaker {
             detail.push_str(&format!(
                 "; LLM stopped for this cycle after a {why:?} (the fallback for the rest)"
             ));
-        }
-        let no_time = tally.counters.contains_key("fallback_no_time");
-        if no_time {
+        } else if self.no_room || tally.counters.contains_key("fallback_no_time") {
             detail.push_str("; no LLM call fitted in the time left (the fallback)");
         }
         let outcome = match self.cut {
@@ -116,12 +155,12 @@ impl<'a> Classify<'a> {
                 report.deadline_hit = true;
                 Outcome::Degraded(format!("{detail}; {cut}, the rest next cycle"))
             }
-            None if no_time || llm.is_some_and(|c| c.breaker().is_some()) => {
-                Outcome::Degraded(detail)
-            }
             None => Outcome::Ok(detail),
         };
         report.push(Stage::Classify, outcome, self.ms);
+        if let Some(why) = fallback {
+            report.fallback(Stage::Classify, why);
+        }
     }
 }
 

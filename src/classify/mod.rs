@@ -440,7 +440,9 @@ impl<'a> Triage<'a> {
                         .llm
                         .map(|c| c.config().classify_model.as_str())
                         .unwrap_or("");
-                    tracing::warn!(
+                    // Info: in a cycle, its one warning sums up the
+                    // fallback (`ops-agent classify` prints the reason).
+                    tracing::info!(
                         model,
                         reason = reason.code(),
                         detail = %reason,

@@ -159,6 +159,7 @@ pub(crate) fn plan(
         stderr_log,
         names: config.schedule.clone(),
     };
+    spec.check(scheduler)?;
     let homes = Homes::current()?;
     let files = schedule::render(scheduler, &spec, &homes);
     Ok(Planned {
@@ -260,6 +261,11 @@ pub(crate) fn install(
     if opts.scheduler == Scheduler::Launchd {
         crate::files::ensure_parent(&planned.spec.stdout_log)?;
     }
+    let before: Vec<Option<Vec<u8>>> = planned
+        .files
+        .iter()
+        .map(|f| std::fs::read(&f.path).ok())
+        .collect();
     let mut replaced = false;
     for (f, state) in planned.files.iter().zip(&states) {
         if *state == Existing::Same {
@@ -274,6 +280,25 @@ pub(crate) fn install(
     let changed = states.iter().any(|s| *s != Existing::Same);
     let mut ran = Vec::new();
     let rt = super::runtime()?;
+    if opts.scheduler == Scheduler::Systemd {
+        let paths: Vec<&Path> = planned.files.iter().map(|f| f.path.as_path()).collect();
+        let verified = rt.block_on(control::verify_units(&paths, &mut ran));
+        for r in ran.drain(..) {
+            say(&format!("ran      {r}"))?;
+        }
+        match verified {
+            control::Verified::Clean => say("verified the units (systemd-analyze: no complaint)")?,
+            control::Verified::NotRun(why) => warn(&format!("units not verified: {why}")),
+            control::Verified::Complaints(lines) => {
+                put_back(&planned.files, &before)?;
+                bail!(
+                    "systemd-analyze rejects the units install wrote, so they are not \
+                     enabled (the files that were there before are back):\n  {}",
+                    lines.join("\n  ")
+                );
+            }
+        }
+    }
     let loaded = rt.block_on(load(&planned, opts.scheduler, changed, replaced, &mut ran));
     for r in &ran {
         say(&format!("ran      {r}"))?;
@@ -293,6 +318,19 @@ pub(crate) fn install(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Puts back what was at each job path before install wrote there (or
+/// removes what it wrote where nothing was).
+fn put_back(files: &[JobFile], before: &[Option<Vec<u8>>]) -> Result<()> {
+    for (f, old) in files.iter().zip(before) {
+        match old {
+            Some(bytes) => crate::files::write_private_atomic(&f.path, bytes),
+            None => std::fs::remove_file(&f.path).map_err(anyhow::Error::from),
+        }
+        .with_context(|| format!("putting {} back", f.path.display()))?;
+    }
+    Ok(())
 }
 
 /// Loads (or reloads) the job and checks that the scheduler has it.
@@ -347,7 +385,8 @@ async fn load(
 }
 
 /// `ops-agent uninstall --launchd | --systemd`: unloads the job and removes
-/// its files; state, logs and the config stay.
+/// its files (for systemd also the timer's stamp of its last run); state,
+/// logs and the config stay.
 pub(crate) fn uninstall(config: &Config, scheduler: Scheduler) -> Result<ExitCode> {
     let homes = Homes::current()?;
     let paths = homes.job_paths(scheduler, &config.schedule);
@@ -380,6 +419,17 @@ pub(crate) fn uninstall(config: &Config, scheduler: Scheduler) -> Result<ExitCod
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
+        }
+    }
+    if scheduler == Scheduler::Systemd {
+        let stamp = homes.timer_stamp(&config.schedule);
+        match std::fs::remove_file(&stamp) {
+            Ok(()) => say(&format!(
+                "removed  {} (the timer's last run)",
+                stamp.display()
+            ))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", stamp.display())),
         }
     }
     if scheduler == Scheduler::Systemd && removed > 0 {

@@ -63,7 +63,7 @@ fn problem(s: &MmStatus) -> Option<String> {
 fn render(v: &MmStatusView, url: &str) -> String {
     let mut s = match &v.status {
         Some(st) => st.to_string(),
-        None => format!("Mattermost  {url}\n"),
+        None => format!("Mattermost  {}\n", crate::scrub::url(url)),
     };
     s += &match (v.last_check_ms, v.cursor_age_secs) {
         (Some(ms), Some(age)) => {

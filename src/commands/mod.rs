@@ -7,8 +7,9 @@
 //! | code | meaning |
 //! | ---- | ------- |
 //! | 0    | the cycle ran (even degraded), or the command succeeded |
-//! | 1    | fatal: the cycle could not run or its state could not be saved; `mm status`: Mattermost not usable; `doctor`: a check failed; `health`: something is critical; `fix`: the fix ran and did not verify |
+//! | 1    | fatal: the cycle could not run or its state could not be saved; `mm status`: Mattermost not usable; `doctor`: a check failed; `health`: something not silenced is critical; `fix`: the fix ran and did not verify, or the service is silenced (without `--force`) |
 //! | 2    | usage error: clap's, or a name or value the command cannot use (no such check, a bad duration, an install that would overwrite a different file) |
+//! | 3    | `health` only: nothing critical, but something not silenced is unknown (a probe timed out, the engine hung) |
 //! | 75   | another cycle holds the lock (EX_TEMPFAIL: try again later) |
 //! | 78   | bad configuration (EX_CONFIG) |
 
@@ -275,6 +276,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run_once(config: &Config, source: &ConfigSource, dry_run: bool) -> Result<ExitCode> {
     tracing::debug!(config = %source, "Configuration loaded.");
+    for w in &config.warnings {
+        tracing::warn!(config = %source, "Config: {w}");
+    }
     runtime()?.block_on(cycle::run_once(config, RunOptions { dry_run }))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -296,8 +300,17 @@ fn print_text(text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Prints the effective config; its warnings, each naming its key, go
+/// to stderr (stdout stays TOML).
 fn config_check(config: &Config, source: &ConfigSource) -> Result<ExitCode> {
-    println!("# config: {source}: valid");
+    let warnings = config.check_warnings();
+    for w in &warnings {
+        eprintln!("ops-agent: config warning: {w}");
+    }
+    match warnings.len() {
+        0 => println!("# config: {source}: valid"),
+        n => println!("# config: {source}: valid, {n} warning(s) on stderr"),
+    }
     print!("{}", config.to_toml()?);
     Ok(ExitCode::SUCCESS)
 }

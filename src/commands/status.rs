@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::lock;
+use crate::logging::escape_controls;
 use crate::report::CycleReport;
 use crate::state::RuntimeState;
 use crate::store::{self, SetAside};
@@ -45,6 +46,9 @@ struct StatusView {
     /// Tasks the MC command could not confirm: a possible duplicate, or
     /// none made after attempts that may each have made one.
     uncertain_tasks: Vec<crate::tasks::outbox::UncertainTask>,
+    /// Uncertain tasks no longer in that list (the oldest, dropped to keep
+    /// the state small; the log named each).
+    uncertain_dropped: u64,
     /// Incidents not yet closed (escalated services).
     incidents: Vec<crate::escalate::Incident>,
     /// Silences in force.
@@ -107,6 +111,7 @@ pub(crate) fn run(config: &Config, json: bool, check: bool) -> Result<ExitCode> 
         outbox: rt.tasks.pending(now.timestamp_millis()),
         posts_in_progress: rt.chat.progress.len(),
         uncertain_tasks: rt.tasks.uncertain.clone(),
+        uncertain_dropped: rt.tasks.uncertain_dropped,
         incidents: rt.escalation.incidents.clone(),
         silences: rt
             .escalation
@@ -179,48 +184,73 @@ fn owned_by_us(m: &std::fs::Metadata) -> bool {
     m.uid() == unsafe { libc::geteuid() }
 }
 
+/// Appends one line of `status` with every control character escaped
+/// (`\n`, `\u{1b}`), as the log does: a reason, an error or a title may
+/// come from outside (an MC command's stderr echoing a client's post, an
+/// HTTP body) and must not clear the screen or forge a line.
+fn line(s: &mut String, text: String) {
+    s.push_str(&escape_controls(&text));
+    s.push('\n');
+}
+
 /// The text form of `status`.
 fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
     let mut s = String::new();
     let ago = |t: DateTime<Utc>| human_age((now - t).num_seconds());
     match (&v.last_cycle, v.last_cycle_at) {
         (Some(c), Some(at)) => {
-            s += &format!(
-                "last cycle   {} ({} ago), {} ms, {}{}\n",
-                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                ago(at),
-                c.duration_ms,
-                c.overall(),
-                if c.deadline_hit { ", deadline hit" } else { "" }
+            line(
+                &mut s,
+                format!(
+                    "last cycle   {} ({} ago), {} ms, {}{}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    ago(at),
+                    c.duration_ms,
+                    c.overall(),
+                    if c.deadline_hit { ", deadline hit" } else { "" }
+                ),
             );
             for st in &c.stages {
-                s += &format!(
-                    "  {:<12} {:<9} {:>6} ms  {}\n",
-                    st.stage,
-                    st.outcome.word(),
-                    st.ms,
-                    st.outcome.detail()
+                line(
+                    &mut s,
+                    format!(
+                        "  {:<12} {:<9} {:>6} ms  {}",
+                        st.stage,
+                        st.outcome.word(),
+                        st.ms,
+                        st.outcome.detail()
+                    ),
                 );
+            }
+            for f in &c.fallbacks {
+                s += &format!("  fallback     {}: {}\n", f.stage, f.why);
             }
             for ch in c
                 .checks
                 .iter()
                 .filter(|c| c.status != crate::health::Status::Ok)
             {
-                s += &format!(
-                    "  check {:<18} {:<8} {}\n",
-                    ch.name,
-                    ch.status.as_str(),
-                    ch.reason
+                line(
+                    &mut s,
+                    format!(
+                        "  check {:<18} {:<8} {}",
+                        ch.name,
+                        ch.status.as_str(),
+                        ch.reason
+                    ),
                 );
             }
         }
-        _ => s += &format!("last cycle   none yet (no state at {})\n", v.state_file),
+        _ => line(
+            &mut s,
+            format!("last cycle   none yet (no state at {})", v.state_file),
+        ),
     }
     match v.last_check_age_secs {
-        Some(a) => {
-            s += &format!(
-                "cursor       last_check_ms {} ({} ago){}\n",
+        Some(a) => line(
+            &mut s,
+            format!(
+                "cursor       last_check_ms {} ({} ago){}",
                 v.last_check_ms.unwrap_or_default(),
                 human_age(a),
                 if v.overdue {
@@ -231,44 +261,66 @@ fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
                 } else {
                     ", on schedule".to_string()
                 }
-            )
-        }
+            ),
+        ),
         None => s += "cursor       none (first run pending) OVERDUE\n",
     }
-    s += &match &v.lock_holder {
-        Some(h) => format!("lock         a cycle is running ({h})\n"),
-        None => "lock         free (no cycle running)\n".to_string(),
-    };
+    line(
+        &mut s,
+        match &v.lock_holder {
+            Some(h) => format!("lock         a cycle is running ({h})"),
+            None => "lock         free (no cycle running)".to_string(),
+        },
+    );
     for a in &v.set_aside {
-        s += &format!(
-            "set aside    {} -> {} ({})\n",
-            a.path.display(),
-            a.moved_to.display(),
-            a.error
+        line(
+            &mut s,
+            format!(
+                "set aside    {} -> {} ({})",
+                a.path.display(),
+                a.moved_to.display(),
+                a.error
+            ),
         );
     }
     if v.posts_in_progress > 0 {
-        s += &format!(
-            "posts        {} in progress (finished by the next cycle)\n",
-            v.posts_in_progress
+        line(
+            &mut s,
+            format!(
+                "posts        {} in progress (finished by the next cycle)",
+                v.posts_in_progress
+            ),
         );
     }
     s += &render_outbox(&v.outbox);
-    if !v.uncertain_tasks.is_empty() {
-        s += &format!(
-            "uncertain    {} task(s) to check in MC by hand\n",
-            v.uncertain_tasks.len()
+    if !v.uncertain_tasks.is_empty() || v.uncertain_dropped > 0 {
+        line(
+            &mut s,
+            format!(
+                "uncertain    {} task(s) to check in MC by hand{}",
+                v.uncertain_tasks.len() as u64 + v.uncertain_dropped,
+                match v.uncertain_dropped {
+                    0 => String::new(),
+                    n => format!(
+                        "; the {n} oldest are no longer listed here (the log names each: \
+                         \"check MC\")"
+                    ),
+                }
+            ),
         );
         for u in &v.uncertain_tasks {
-            s += &format!(
-                "  {}  \"{}\"{}: {}\n",
-                u.source,
-                u.title,
-                u.task_id
-                    .as_deref()
-                    .map(|id| format!(" (got {id})"))
-                    .unwrap_or_default(),
-                u.why
+            line(
+                &mut s,
+                format!(
+                    "  {}  \"{}\"{}: {}",
+                    u.source,
+                    u.title,
+                    u.task_id
+                        .as_deref()
+                        .map(|id| format!(" (got {id})"))
+                        .unwrap_or_default(),
+                    u.why
+                ),
             );
         }
     }
@@ -279,21 +331,27 @@ fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
             (None, Some(_), _) => "alerted, not acknowledged".to_string(),
             (None, None, _) => "alert pending".to_string(),
         };
-        s += &format!(
-            "incident     {}  task {}  {state}: {}\n",
-            i.key,
-            i.task_id.as_deref().unwrap_or("pending"),
-            i.why
+        line(
+            &mut s,
+            format!(
+                "incident     {}  task {}  {state}: {}",
+                i.key,
+                i.task_id.as_deref().unwrap_or("pending"),
+                i.why
+            ),
         );
     }
     let now_ms = now.timestamp_millis();
     for silence in &v.silences {
-        s += &format!("silence      {}\n", silence.line(now_ms));
+        line(&mut s, format!("silence      {}", silence.line(now_ms)));
     }
     match (&v.heartbeat, v.heartbeat_configured) {
         (Some(h), true) => {
             let at = Utc.timestamp_millis_opt(h.at_ms).single().unwrap_or(now);
-            s += &format!("heartbeat    {} ({} ago)\n", h.line(), ago(at));
+            line(
+                &mut s,
+                format!("heartbeat    {} ({} ago)", h.line(), ago(at)),
+            );
         }
         (None, true) => {
             s += "heartbeat    configured, no ping yet (sent at the end of each cycle)\n"
@@ -301,7 +359,7 @@ fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
         (_, false) => s += "heartbeat    not configured ([heartbeat] url)\n",
     }
     for p in &v.problems {
-        s += &format!("problem      {p}\n");
+        line(&mut s, format!("problem      {p}"));
     }
     s
 }
@@ -321,9 +379,12 @@ fn render_outbox(items: &[PendingView]) -> String {
             0 => "due now".to_string(),
             n => format!("next in {}", human_age(n)),
         };
-        s += &format!(
-            "  {kind} {}  \"{}\"  attempts {}, {next}: {}\n",
-            i.source, i.title, i.attempts, i.last_error
+        line(
+            &mut s,
+            format!(
+                "  {kind} {}  \"{}\"  attempts {}, {next}: {}",
+                i.source, i.title, i.attempts, i.last_error
+            ),
         );
     }
     s
@@ -358,6 +419,7 @@ mod tests {
             outbox: vec![],
             posts_in_progress: 0,
             uncertain_tasks: vec![],
+            uncertain_dropped: 0,
             incidents: vec![],
             silences: vec![],
             problems: vec![],

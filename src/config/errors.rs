@@ -21,6 +21,13 @@ pub(crate) fn describe(text: &str, err: &toml::de::Error) -> String {
     let start = span.start.min(text.len());
     let line_no = text[..start].matches('\n').count() + 1;
     let key = key_path(text, start);
+    // A second line for one key says so, whatever the key holds: the value
+    // is not the problem (the example file sets `token_file`, and an
+    // operator uncommenting another one must learn that, not that the
+    // secret was refused).
+    if message.starts_with("duplicate key") {
+        return duplicate(text, start, line_no, key.as_deref());
+    }
     let place = match &key {
         Some(k) => format!("{k} (line {line_no})"),
         None => format!("line {line_no}"),
@@ -35,6 +42,47 @@ pub(crate) fn describe(text: &str, err: &toml::de::Error) -> String {
         )
     } else {
         format!("{place}: {message}")
+    }
+}
+
+/// "duplicate key `mattermost.token_file` at line 9 (first set at line
+/// 4): keep one", or for a table header written twice, "duplicate table
+/// `[agent]` …". Names the key, never its values.
+fn duplicate(text: &str, at: usize, line_no: usize, key: Option<&str>) -> String {
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .take(line_no.saturating_sub(1))
+        .collect();
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let header = |from: usize| {
+        let line = text[from..].lines().next().unwrap_or_default().trim();
+        line.strip_prefix('[')
+            .filter(|l| !l.starts_with('['))
+            .and_then(|l| l.split(']').next())
+            .map(|t| t.trim().to_string())
+    };
+    let (what, first) = match (key, header(line_start)) {
+        (_, Some(table)) => (
+            format!("table `[{table}]`"),
+            starts
+                .iter()
+                .position(|&l| header(l).as_deref() == Some(&table)),
+        ),
+        (Some(key), None) => (
+            format!("key `{key}`"),
+            starts.iter().position(|&l| {
+                !text[l..].trim_start().starts_with('[')
+                    && key_path(text, l).as_deref() == Some(key)
+            }),
+        ),
+        (None, None) => ("key".to_string(), None),
+    };
+    match first {
+        Some(i) => format!(
+            "duplicate {what} at line {line_no} (first set at line {}): the file sets it twice; keep one",
+            i + 1
+        ),
+        None => format!("duplicate {what} at line {line_no}: the file sets it twice; keep one"),
     }
 }
 
@@ -173,6 +221,29 @@ mod tests {
         for (text, want) in table {
             let got = err(text);
             assert!(got.starts_with(want), "{text:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn a_duplicate_key_or_table_is_named_with_both_lines() {
+        let table = [
+            (
+                "[planka]\npassword_env = \"A\"\n# note\npassword_env = \"hunter2-very-secret\"\n",
+                "duplicate key `planka.password_env` at line 4 (first set at line 2): the file sets it twice; keep one",
+            ),
+            (
+                "[agent]\ndeadline_secs = 100\n\n[planka]\n[agent]\n",
+                "duplicate table `[agent]` at line 5 (first set at line 1): the file sets it twice; keep one",
+            ),
+            (
+                "[[checks]]\nname = \"a\"\nname = \"b\"\n",
+                "duplicate key `checks[0].name` at line 3 (first set at line 2)",
+            ),
+        ];
+        for (text, want) in table {
+            let got = err(text);
+            assert!(got.starts_with(want), "{text:?}: {got}");
+            assert!(!got.contains("hunter2"), "{got}");
         }
     }
 

@@ -10,10 +10,12 @@
 //! owner-only files that hold them.
 
 mod errors;
+mod files;
 mod raw;
 mod sections;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -86,6 +88,11 @@ pub(crate) struct Config {
     pub(crate) schedule: ScheduleConfig,
     /// `[corrections]`: labels corrected by reaction.
     pub(crate) corrections: CorrectionsConfig,
+    /// What the config accepts but an operator should hear about, one
+    /// line each naming its key: `config check` and `doctor` show them,
+    /// every cycle logs them.
+    #[serde(skip)]
+    pub(crate) warnings: Vec<String>,
 }
 
 /// The runbook defaults, checked.
@@ -95,6 +102,16 @@ impl Default for Config {
             .check()
             .expect("the built-in defaults are valid")
     }
+}
+
+/// The `[paths]` defaults as the example writes them (`~` not expanded),
+/// each with its key: the manual page's FILES.
+pub(crate) fn default_paths() -> Vec<(&'static str, PathBuf)> {
+    PathsConfig::default()
+        .all()
+        .iter()
+        .map(|(k, p)| (*k, p.to_path_buf()))
+        .collect()
 }
 
 /// Where the effective config came from, for `config check` and the log.
@@ -129,6 +146,53 @@ fn platform_config_file() -> Option<PathBuf> {
 }
 
 impl Config {
+    /// What `config check` warns about: settings that are valid but leave
+    /// a configured dependency no chance. The chat half of a cycle gets
+    /// The deadline's warnings: settings that are valid but leave
+    /// twice and the slowest fix, at most half the deadline); an LLM call
+    /// that cannot finish in it is never started, so a timeout longer than
+    /// that means the LLM is never asked (every post to the fallback, every
+    /// reply from the template), which a short deadline does silently
+    /// otherwise. Pure.
+    pub(crate) fn budget_warnings(&self) -> Vec<String> {
+        let deadline = self.agent.deadline();
+        let pause = self.health.reprobe_pause();
+        let reserve = crate::budget::health_reserve(&self.checks, pause, deadline);
+        let chat = deadline.saturating_sub(reserve);
+        // The reserve without the half-deadline cap: the deadline a call of
+        // `t` needs is the smaller of `t` plus that and twice `t`.
+        let full = crate::budget::health_reserve(&self.checks, pause, Duration::from_secs(1 << 30));
+        let o = &self.ollama;
+        let mut out = Vec::new();
+        for (key, timeout, what) in [
+            (
+                "ollama.classify_timeout_secs",
+                o.classify_timeout_secs,
+                "label a post (the fallback labels every one)",
+            ),
+            (
+                "ollama.reply_timeout_secs",
+                o.reply_timeout_secs,
+                "write a reply (every reply is the template)",
+            ),
+        ] {
+            let t = timeout.get();
+            if t > chat {
+                let needed = (t + full).min(2 * t);
+                out.push(format!(
+                    "agent.deadline_secs = {} leaves {:.1} s for chat (the rest is kept for the \
+                     health checks and fixes), less than {key} = {}: the LLM is never asked to \
+                     {what}. Raise agent.deadline_secs to at least {}, or lower {key}",
+                    self.agent.deadline_secs,
+                    chat.as_secs_f64(),
+                    timeout,
+                    needed.as_secs_f64().ceil()
+                ));
+            }
+        }
+        out
+    }
+
     /// Finds and loads the config: `--config`, then `$OPS_AGENT_CONFIG`, then
     /// the platform config dir, else the built-in defaults. A file named by
     /// the flag or the environment must exist.
@@ -167,9 +231,27 @@ impl Config {
     }
 
     /// The effective config as TOML, for `config check`. Nothing secret is
-    /// in it: secret-bearing keys hold only variable names or file paths.
+    /// in it: secret-bearing keys hold only variable names or file paths,
+    /// and every URL is shown without userinfo or secret query values (the
+    /// heartbeat's without its path, the ping token).
     pub(crate) fn to_toml(&self) -> Result<String> {
         toml::to_string_pretty(self).context("rendering the config as TOML")
+    }
+
+    /// The config's warnings and, for `config check`, one warning per
+    /// secret file a cycle could not read (reads each, never shows it) and
+    /// per engine TLS file that is missing or, for the key, not owner-only.
+    pub(crate) fn check_warnings(&self) -> Vec<String> {
+        let files = files::secret_files(
+            &self.mattermost,
+            &self.planka,
+            &self.ollama,
+            self.checks.configured(),
+        );
+        let mut out = self.warnings.clone();
+        out.extend(files::secret_warnings(&files));
+        out.extend(files::tls_warnings(&self.health.engines));
+        out
     }
 }
 
@@ -186,6 +268,26 @@ fn names_mattermost_teams(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_that_leaves_no_time_for_the_llm_is_warned_with_the_way_out() {
+        let warned = |text: &str| Config::from_toml(text, "t").unwrap().budget_warnings();
+        assert!(warned("").is_empty(), "the defaults fit");
+        let w = warned("[agent]\ndeadline_secs = 30\n");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("agent.deadline_secs = 30 leaves 17.0 s for chat")
+                && w[0].contains("less than ollama.classify_timeout_secs = 20:")
+                && w[0].ends_with("Raise agent.deadline_secs to at least 33, or lower ollama.classify_timeout_secs"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("ollama.reply_timeout_secs = 90"), "{w:?}");
+        // What it says is enough, is.
+        assert!(
+            warned("[agent]\ndeadline_secs = 33\n[ollama]\nreply_timeout_secs = 20\n").is_empty()
+        );
+        assert_eq!(warned("[agent]\ndeadline_secs = 25\n").len(), 2);
+    }
     use crate::time::Secs;
 
     #[test]

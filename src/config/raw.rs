@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 use serde::Deserialize;
 
+use super::files::{self, Named};
 use super::sections::{AgentConfig, PathsConfig};
 use super::Config;
 use crate::chat::CorrectionsConfig;
@@ -134,7 +135,45 @@ impl RawConfig {
         checks.validate()?;
         self.health.validate_engine_refs(checks.configured())?;
         self.schedule.validate()?;
-        Ok(Config {
+        let mut named = paths.named();
+        if let Some(t) = self.metrics.path() {
+            named.push(Named::written(
+                "metrics.textfile",
+                &t,
+                "every cycle replaces it",
+            ));
+        }
+        for (i, p) in log.also_rotate().iter().enumerate() {
+            named.push(Named::written(
+                format!("log.also_rotate[{i}]"),
+                p,
+                "it is rotated away (renamed) when it grows",
+            ));
+        }
+        let secrets = files::secret_files(
+            &self.mattermost,
+            &self.planka,
+            &self.ollama,
+            checks.configured(),
+        );
+        named.extend(secrets.iter().map(|(key, p)| Named::read(key.clone(), p)));
+        for (i, c) in checks.configured().iter().enumerate() {
+            let at = format!("checks[{i}] (\"{}\")", c.name);
+            if let Some(p) = &c.path {
+                named.push(Named::read(format!("{at}.path"), p.as_ref()));
+            }
+        }
+        for (name, e) in &self.health.engines {
+            let at = format!("health.engines.{name}");
+            if let (Some(ca), Some(cert), Some(key)) = (&e.tls_ca, &e.tls_cert, &e.tls_key) {
+                named.push(Named::read(format!("{at}.tls_ca"), ca));
+                named.push(Named::read(format!("{at}.tls_cert"), cert));
+                named.push(Named::read(format!("{at}.tls_key"), key));
+            }
+        }
+        files::check(&named)?;
+        let warnings = warnings(&self.agent, &self.mc, &self.metrics, checks.configured());
+        let mut config = Config {
             agent: self.agent,
             paths,
             mattermost: self.mattermost,
@@ -153,6 +192,67 @@ impl RawConfig {
             checks,
             schedule: self.schedule,
             corrections: self.corrections,
-        })
+            warnings,
+        };
+        let budget = config.budget_warnings();
+        config.warnings.extend(budget);
+        Ok(config)
     }
+}
+
+/// Below this deadline a cycle has no time for its work: every one stops
+/// at once (deadline hit), does nothing and still exits 0.
+const DEADLINE_WARN_SECS: f64 = 10.0;
+
+/// Below this an MC command is killed before most programs have started.
+const MC_TIMEOUT_WARN_SECS: f64 = 1.0;
+
+/// What the config accepts but an operator should hear about: legitimate
+/// choices that are more often mistakes. Each names its key. Pure.
+fn warnings(
+    agent: &AgentConfig,
+    mc: &McConfig,
+    metrics: &MetricsConfig,
+    checks: &[CheckConfig],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if agent.deadline_secs.as_f64() < DEADLINE_WARN_SECS {
+        out.push(format!(
+            "agent.deadline_secs: {} s leaves a cycle no time for its work: every cycle stops \
+             at once (deadline hit), does nothing and still exits 0 (the default is 240)",
+            agent.deadline_secs
+        ));
+    }
+    if mc.uses_command() && mc.timeout_secs.as_f64() < MC_TIMEOUT_WARN_SECS {
+        out.push(format!(
+            "mc.timeout_secs: {} s is less than most programs take to start: attempts killed \
+             at their timeout may have made the task and count as uncertain",
+            mc.timeout_secs
+        ));
+    }
+    if let Some(p) = metrics.path() {
+        if p.extension().is_none_or(|e| e != "prom") {
+            out.push(format!(
+                "metrics.textfile: '{}' does not end in .prom: node_exporter's textfile \
+                 collector reads only *.prom files",
+                p.display()
+            ));
+        }
+    }
+    for (i, c) in checks.iter().enumerate() {
+        let creds = c
+            .url
+            .as_deref()
+            .and_then(|u| reqwest::Url::parse(u).ok())
+            .is_some_and(|u| !u.username().is_empty() || u.password().is_some());
+        if creds {
+            out.push(format!(
+                "checks[{i}] (\"{}\").url: holds a user or password; it is sent and never \
+                 shown, but it sits in the config file: put it in an owner-only file named by \
+                 basic_auth_file",
+                c.name
+            ));
+        }
+    }
+    out
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use super::files::Named;
 use crate::paths::expand_tilde;
 use crate::time::Secs;
 
@@ -92,7 +93,7 @@ impl Default for PathsConfig {
 
 impl PathsConfig {
     /// Every path with its key.
-    fn all(&self) -> [(&'static str, &Path); 10] {
+    pub(crate) fn all(&self) -> [(&'static str, &Path); 10] {
         [
             ("state", &self.state),
             ("token_cache", &self.token_cache),
@@ -126,10 +127,10 @@ impl PathsConfig {
     }
 
     /// Checks what would otherwise fail only when the file is first used:
-    /// an empty path, a NUL byte, a directory where a file belongs, two keys
-    /// naming the same file.
+    /// an empty path, a NUL byte, a directory where a file belongs. Two
+    /// keys naming one file are refused with every other file the config
+    /// names ([`PathsConfig::named`]).
     pub(crate) fn validate(&self) -> Result<()> {
-        let mut seen: Vec<(&str, &Path)> = Vec::new();
         for (key, p) in self.all() {
             let text = p.to_string_lossy();
             if text.trim().is_empty() {
@@ -147,15 +148,30 @@ impl PathsConfig {
                     p.display()
                 );
             }
-            if let Some((other, _)) = seen.iter().find(|(_, q)| *q == p) {
-                bail!(
-                    "paths.{key}: '{}' is also paths.{other}; each file needs its own path",
-                    p.display()
-                );
-            }
-            seen.push((key, p));
         }
         Ok(())
+    }
+
+    /// Every file of the section, with what the agent does to it (the
+    /// state file's journal too), for [`super::files::check`].
+    pub(super) fn named(&self) -> Vec<Named> {
+        let how = |key: &str| match key {
+            "log" | "audit" => "the agent appends to it and rotates it",
+            "ledger" | "corrections" => "the agent appends to it",
+            "lock" => "every cycle locks it",
+            _ => "the agent replaces it",
+        };
+        let mut out: Vec<Named> = self
+            .all()
+            .into_iter()
+            .map(|(key, p)| Named::written(format!("paths.{key}"), p, how(key)))
+            .collect();
+        out.push(Named::written(
+            "paths.state (its journal)",
+            &crate::store::journal_path(&self.state),
+            "every cycle appends to it and removes it",
+        ));
+        out
     }
 
     /// The state-like files a reset removes: runtime state, token caches and

@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::brief::{self, render, Brief, Sources, Subject};
 use super::plan::{plan, Action, PlanConfig};
 use super::silence::{self, ChatAnswer, SilenceRequest};
 use super::{Ack, AckHow, EscalationConfig, EscalationState, Incident, IncidentCounters};
@@ -68,6 +69,9 @@ pub struct Ctx<'a> {
     pub pass_env: &'a [String],
     /// Say what would be done; do nothing.
     pub dry_run: bool,
+    /// What an incident brief is gathered from (None: incidents carry no
+    /// brief).
+    pub brief: Option<Sources<'a>>,
 }
 
 impl Ctx<'_> {
@@ -105,6 +109,9 @@ pub struct EscalateOutcome {
     pub performed: Vec<String>,
     /// One line per failure (the action is owed again next cycle).
     pub errors: Vec<String>,
+    /// The failures of the card's steps (Planka is optional: the alert and
+    /// the task went ahead; the step is owed again next cycle).
+    pub(crate) card_errors: Vec<String>,
     /// Incidents still failing after this cycle.
     pub(crate) open: usize,
 }
@@ -120,11 +127,25 @@ impl EscalateOutcome {
             self.counters.resolved,
             self.performed.len()
         );
-        if self.errors.is_empty() {
+        let mut shown = self.errors.clone();
+        shown.extend(self.card_errors.iter().cloned());
+        if shown.is_empty() {
             Outcome::Ok(detail)
+        } else if self.errors.is_empty() {
+            Outcome::Ok(format!("{detail}; {}", shown.join("; ")))
         } else {
-            Outcome::Degraded(format!("{detail}; {}", self.errors.join("; ")))
+            Outcome::Degraded(format!("{detail}; {}", shown.join("; ")))
         }
+    }
+
+    /// The stage's fallback, when only the card's steps failed: shown, not
+    /// a degraded stage.
+    pub(crate) fn fallback(&self) -> Option<String> {
+        let first = self.card_errors.first()?;
+        Some(format!(
+            "{} card step(s) owed to the next cycle (Planka: {first}); the alerts and tasks went ahead",
+            self.card_errors.len()
+        ))
     }
 }
 
@@ -172,11 +193,13 @@ pub async fn run(
                 .push(format!("[dry-run] would {} for {key}", action.name()));
             continue;
         }
-        if matches!(action, Action::Close { .. }) && failed.contains(&key) {
+        if matches!(action, Action::Close { .. } | Action::PostBrief { .. })
+            && failed.contains(&key)
+        {
             continue;
         }
         let (state, tasks) = book.parts();
-        let result = perform(ctx, &action, state, tasks, now, &mut out.counters).await;
+        let result = perform(ctx, &action, services, state, tasks, now, &mut out.counters).await;
         let service = service_of(state, &key);
         match result {
             Ok(line) => {
@@ -201,7 +224,14 @@ pub async fn run(
                     error: audit::detail(&format!("{e:#}")),
                 });
                 out.counters.actions_failed += 1;
-                out.errors.push(line);
+                if matches!(
+                    action,
+                    Action::CommentCard { .. } | Action::MoveCardDone { .. }
+                ) {
+                    out.card_errors.push(line);
+                } else {
+                    out.errors.push(line);
+                }
                 failed.insert(key.clone());
             }
         }
@@ -222,6 +252,7 @@ fn step_name(action: &Action) -> &'static str {
         Action::Open { .. } => "opened",
         Action::CreateTask { .. } => "task",
         Action::PostAlert { .. } => "alert_posted",
+        Action::PostBrief { .. } => "brief_posted",
         Action::FollowUp { .. } => "follow_up",
         Action::Remind { .. } => "reminder",
         Action::MarkRecovered { .. } => "recovered",
@@ -342,6 +373,7 @@ fn incident<'a>(state: &'a mut EscalationState, key: &str) -> Result<&'a mut Inc
 async fn perform(
     ctx: &Ctx<'_>,
     action: &Action,
+    services: &[ServiceSummary],
     state: &mut EscalationState,
     tasks: &mut TaskState,
     now: DateTime<Utc>,
@@ -351,9 +383,16 @@ async fn perform(
     match action {
         Action::Open { incident } => {
             tracing::warn!(incident = %incident.key, service = %incident.service, "Escalating: {}.", incident.why);
-            state.incidents.push((**incident).clone());
+            let mut incident = (**incident).clone();
+            // Check reasons quote outside text (a healthcheck's output, an
+            // endpoint's error): scrubbed once here for every post and task.
+            incident.details = crate::scrub::text(&incident.details).into_owned();
+            incident.issue = crate::scrub::text(&incident.issue).into_owned();
+            incident.brief = gather_brief(ctx, &incident, services, state, now_ms).await;
+            let why = incident.why.clone();
+            state.incidents.push(incident);
             counters.opened += 1;
-            Ok(format!("opened: {}", incident.why))
+            Ok(format!("opened: {why}"))
         }
         Action::CreateTask { key } => {
             let Some(targets) = ctx.targets else {
@@ -413,16 +452,38 @@ async fn perform(
             counters.alerts_posted += 1;
             Ok(format!("alert posted ({id})"))
         }
+        Action::PostBrief { key } => {
+            let inc = incident(state, key)?;
+            let Some(b) = &inc.brief else {
+                inc.brief_posted = true;
+                return Ok("no brief was gathered".into());
+            };
+            let text = render::markdown(b, key, render::CHAT_CAP.min(ctx.max_chars));
+            let id = thread_post(ctx, state, key, "brief", &text).await?;
+            incident(state, key)?.brief_posted = true;
+            Ok(format!("brief posted in the thread ({id})"))
+        }
         Action::FollowUp { key } => {
             let mentions: Vec<String> = ctx.cfg.on_call.iter().map(|u| format!("@{u}")).collect();
+            // The evidence as it is now, for whoever is woken up.
+            let current = incident(state, key)?.clone();
+            let refreshed = gather_brief(ctx, &current, services, state, now_ms).await;
             let inc = incident(state, key)?;
-            let text = format!(
+            if let Some(b) = refreshed {
+                inc.brief = Some(b);
+            }
+            let mut text = format!(
                 "{}: nobody has acknowledged this alert for {}. **{}** is still failing ({}). Please react to the alert or reply here.",
                 mentions.join(" "),
                 human_ms(now_ms - inc.alerted_ms.unwrap_or(now_ms)),
                 inc.service,
                 inc.issue
             );
+            if let Some(b) = &inc.brief {
+                let room = ctx.max_chars.saturating_sub(text.len() + 40);
+                text.push_str("\n\nThe brief, gathered again now:\n\n");
+                text.push_str(&render::markdown(b, key, render::CHAT_CAP.min(room)));
+            }
             thread_post(ctx, state, key, "follow_up", &text).await?;
             incident(state, key)?.followed_up_ms = Some(now_ms);
             counters.follow_ups += 1;
@@ -455,7 +516,7 @@ async fn perform(
                 "recovered after {}{}",
                 human_ms(ttr),
                 if *in_silence {
-                    " (during a silence; not announced)"
+                    " (during a silence)"
                 } else {
                     ""
                 }
@@ -558,10 +619,53 @@ async fn perform(
 
 /// The escalation task: HIGH, INTERNAL (our own work whatever the alert
 /// channel's team), source = the incident key, on the alert team's board.
+/// Its description (which the card carries too) is the details and the
+/// brief, at most [`render::TASK_CAP`] bytes in all.
 fn escalation_task(inc: &Incident, owner: &str, team: &str) -> Task {
     let summary = format!("{} failing: {}", inc.service, inc.why);
     let team = (!team.is_empty()).then_some(team);
-    Task::escalation(&inc.key, &summary, &inc.details, owner, team)
+    let details = match &inc.brief {
+        Some(b) => {
+            // Room for the details, the separator and Task's own footer.
+            let room = render::TASK_CAP.saturating_sub(inc.details.len() + 160);
+            format!(
+                "{}\n\n{}",
+                inc.details.trim_end(),
+                render::markdown(b, &inc.key, room)
+            )
+        }
+        None => inc.details.clone(),
+    };
+    Task::escalation(&inc.key, &summary, &details, owner, team)
+}
+
+/// Gathers the brief of `inc` (when the cycle gave the sources) and
+/// records in the audit trail what it holds.
+async fn gather_brief(
+    ctx: &Ctx<'_>,
+    inc: &Incident,
+    services: &[ServiceSummary],
+    state: &EscalationState,
+    now_ms: i64,
+) -> Option<Brief> {
+    let src = ctx.brief.as_ref()?;
+    let subject = Subject {
+        incident: inc,
+        summary: super::summary_of(services, &inc.service),
+        state,
+        checks: ctx.checks,
+    };
+    let b = brief::gather(src, ctx.cfg, &subject, now_ms).await;
+    let gathered = render::gathered(&b);
+    tracing::info!(incident = %inc.key, ms = b.took_ms, "Incident brief gathered: {gathered}");
+    audit::record(Event::BriefGathered {
+        incident: inc.key.clone(),
+        service: inc.service.clone(),
+        check: audit::incident_check(&inc.key),
+        gathered,
+        ms: b.took_ms,
+    });
+    Some(b)
 }
 
 /// The resolve argv: `~` expanded, `{task_id}` and `{source}` substituted.
@@ -578,7 +682,8 @@ pub(crate) fn resolve_argv(template: &[String], task_id: &str, source: &str) -> 
         .collect()
 }
 
-/// The alert: what failed, what was tried, the last check output.
+/// The alert: what failed, what was tried, the last check output, and
+/// from the brief the first diagnosis and the most telling lines.
 fn alert_text(inc: &Incident) -> String {
     let mut text = format!(
         ":rotating_light: **Incident: {} is failing** (`{}`)\n\n{}",
@@ -588,6 +693,10 @@ fn alert_text(inc: &Incident) -> String {
         (Some(t), Some(url)) => text.push_str(&format!("\nTask: {t} ({url})\n")),
         (Some(t), None) => text.push_str(&format!("\nTask: {t}\n")),
         _ => text.push_str("\nTask: being created.\n"),
+    }
+    if let Some(b) = &inc.brief {
+        text.push('\n');
+        text.push_str(&render::alert_part(b));
     }
     text.push_str("\nReact to this post or reply in its thread to acknowledge.");
     text
@@ -798,10 +907,60 @@ mod tests {
             ..Default::default()
         };
         let t = escalation_task(&inc, "ops", "wizard");
+        assert!(!t.description.contains("Incident brief"));
         assert_eq!(t.tag, crate::tasks::Tag::Internal);
         assert_eq!(t.priority, crate::tasks::Priority::High);
         assert_eq!(t.source, inc.key);
         assert_eq!(t.team, "wizard");
         assert!(alert_text(&inc).contains("Task: being created"));
+    }
+
+    #[test]
+    fn the_task_and_the_alert_carry_the_brief_within_their_caps() {
+        let log: Vec<String> = (0..400)
+            .map(|i| format!("{i:03} a long and chatty log line that goes on and on and on"))
+            .collect();
+        let inc = Incident {
+            key: "web:web@20240101T000000Z".into(),
+            service: "web".into(),
+            why: "the fix did not verify".into(),
+            details: "web is critical\n".repeat(40),
+            brief: Some(brief::Brief {
+                pieces: vec![brief::Piece {
+                    kind: "log".into(),
+                    title: "log of web".into(),
+                    lines: log,
+                    note: None,
+                }],
+                diagnosis: brief::Diagnosis {
+                    text: "Likely the disk.".into(),
+                    model: Some("m".into()),
+                    no_model: None,
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = escalation_task(&inc, "ops", "wizard");
+        assert!(
+            t.description.len() <= render::TASK_CAP,
+            "{}",
+            t.description.len()
+        );
+        assert!(
+            t.description.starts_with("web is critical"),
+            "details first"
+        );
+        assert!(t.description.contains("399 a long"), "the newest log line");
+        assert!(
+            t.description.contains("Escalated by ops-agent"),
+            "the footer stays"
+        );
+        let alert = alert_text(&inc);
+        assert!(
+            alert.contains("a guess by the model m") && alert.contains("399 a long"),
+            "{alert}"
+        );
+        assert!(alert.ends_with("React to this post or reply in its thread to acknowledge."));
     }
 }

@@ -1,7 +1,8 @@
 //! Escalation (stage 7 of docs/architecture.md#one-cycle): what the team
 //! sees when the agent cannot fix something. One clear alert per incident,
 //! a follow-up only when nobody reacted, a recovery notice, and nothing
-//! during a silence.
+//! new during a silence (an incident alerted before it still gets its
+//! recovery notice).
 //!
 //! Gatus' alerting habit, split in two:
 //!
@@ -19,7 +20,10 @@
 //!
 //! Silences live in [`silence`]; their set of silenced services is
 //! computed once per cycle and gates both the fix stage and [`plan`].
+//! The evidence an incident carries (the incident brief) is gathered by
+//! [`brief`] when the incident opens and for its follow-up.
 
+pub(crate) mod brief;
 pub(crate) mod exec;
 mod plan;
 pub mod silence;
@@ -38,6 +42,8 @@ pub use exec::{answer_silence_post, run, Book, Ctx, EscalateOutcome, SilenceRule
 const RESOLVE_PLACEHOLDERS: &[&str] = &["task_id", "source"];
 /// Closed incidents kept for `status` and `explain` (newest win).
 const KEEP_CLOSED: usize = 100;
+/// The most log lines a brief asks for: more would not fit its cap.
+const MAX_BRIEF_LOG_LINES: usize = 500;
 
 /// `[escalation]`: who is on call and how patient the agent is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +67,16 @@ pub struct EscalationConfig {
     pub resolve_command: Vec<String>,
     /// The resolve command is killed after this many seconds.
     pub resolve_timeout_secs: Secs,
+    /// Lines of a container's log (and of a systemd unit's journal) in an
+    /// incident brief.
+    pub brief_log_lines: usize,
+    /// The most time one incident brief may take, its diagnosis included;
+    /// never more than half of what is left of the cycle.
+    pub brief_budget_secs: Secs,
+    /// The reply model writes a first diagnosis (marked as a guess) into
+    /// the brief; off, or without `[ollama]`, a summary is templated from
+    /// the facts.
+    pub brief_diagnosis: bool,
 }
 
 impl Default for EscalationConfig {
@@ -73,6 +89,9 @@ impl Default for EscalationConfig {
             done_list: String::new(),
             resolve_command: Vec::new(),
             resolve_timeout_secs: Secs::new(30),
+            brief_log_lines: 30,
+            brief_budget_secs: Secs::new(20),
+            brief_diagnosis: true,
         }
     }
 }
@@ -103,6 +122,17 @@ impl EscalationConfig {
         }
         if self.resolve_timeout_secs.is_zero() {
             bail!("escalation.resolve_timeout_secs: 0 is not a timeout; use more than 0");
+        }
+        if !(1..=MAX_BRIEF_LOG_LINES).contains(&self.brief_log_lines) {
+            bail!(
+                "escalation.brief_log_lines: {} must be between 1 and {MAX_BRIEF_LOG_LINES}",
+                self.brief_log_lines
+            );
+        }
+        if self.brief_budget_secs.is_zero() {
+            bail!(
+                "escalation.brief_budget_secs: 0 leaves no time to gather a brief; use more than 0"
+            );
         }
         if self.done_list.trim() != self.done_list {
             bail!(
@@ -203,7 +233,8 @@ pub struct Incident {
     /// When the service was seen healthy again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) recovered_ms: Option<i64>,
-    /// It recovered while silenced: recorded, not announced in chat.
+    /// It recovered while silenced (its alert thread still gets the
+    /// recovery post).
     pub(crate) recovered_in_silence: bool,
     /// The recovery post is in the alert's thread.
     pub(crate) recovery_posted: bool,
@@ -216,6 +247,12 @@ pub struct Incident {
     /// When the incident was closed (all owed actions done or given up).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) closed_ms: Option<i64>,
+    /// The evidence, as gathered when it opened (refreshed on the
+    /// follow-up); kept for the task, the thread and `explain`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) brief: Option<brief::Brief>,
+    /// The brief is in the alert's thread.
+    pub(crate) brief_posted: bool,
 }
 
 impl Incident {
@@ -248,16 +285,32 @@ impl EscalationState {
         self.incidents.iter_mut().find(|i| i.key == key)
     }
 
+    /// The newest brief of a service: of its open incident, else of the
+    /// last one closed.
+    pub(crate) fn latest_brief(&self, service: &str) -> Option<(&str, &brief::Brief)> {
+        self.incidents
+            .iter()
+            .rev()
+            .chain(self.closed.iter().rev())
+            .filter(|i| i.service == service)
+            .find_map(|i| i.brief.as_ref().map(|b| (i.key.as_str(), b)))
+    }
+
     /// Incidents still failing (for `status` and the intel summary).
     pub(crate) fn open(&self) -> Vec<&Incident> {
         self.incidents.iter().filter(|i| i.is_open()).collect()
     }
 
-    /// Moves incident `key` to the closed history.
+    /// Moves incident `key` to the closed history. Only the newest closed
+    /// incident of a service keeps its brief (what `explain` shows), so
+    /// the history stays small.
     fn close(&mut self, key: &str, now_ms: i64) {
         if let Some(pos) = self.incidents.iter().position(|i| i.key == key) {
             let mut inc = self.incidents.remove(pos);
             inc.closed_ms = Some(now_ms);
+            for older in self.closed.iter_mut().filter(|o| o.service == inc.service) {
+                older.brief = None;
+            }
             self.closed.push(inc);
             let excess = self.closed.len().saturating_sub(KEEP_CLOSED);
             self.closed.drain(..excess);
@@ -369,6 +422,15 @@ mod tests {
                 "must not contain a placeholder",
             ),
             (|c| c.done_list = " Done".into(), "escalation.done_list"),
+            (|c| c.brief_log_lines = 0, "escalation.brief_log_lines: 0"),
+            (
+                |c| c.brief_log_lines = 501,
+                "escalation.brief_log_lines: 501",
+            ),
+            (
+                |c| c.brief_budget_secs = Secs::new(0),
+                "escalation.brief_budget_secs: 0",
+            ),
         ];
         for (edit, want) in cases {
             let mut c = EscalationConfig::default();
@@ -399,6 +461,31 @@ mod tests {
             !st.is_alert_thread(""),
             "a top-level post is no thread reply"
         );
+    }
+
+    #[test]
+    fn only_the_newest_closed_incident_of_a_service_keeps_its_brief() {
+        let mut st = EscalationState::default();
+        for (key, service) in [("w1", "web"), ("d1", "db"), ("w2", "web")] {
+            st.incidents.push(Incident {
+                key: key.into(),
+                service: service.into(),
+                brief: Some(brief::Brief {
+                    at_ms: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            st.close(key, 2);
+        }
+        let kept: Vec<(&str, bool)> = st
+            .closed
+            .iter()
+            .map(|i| (i.key.as_str(), i.brief.is_some()))
+            .collect();
+        assert_eq!(kept, [("w1", false), ("d1", true), ("w2", true)]);
+        assert_eq!(st.latest_brief("web").map(|(k, _)| k), Some("w2"));
+        assert!(st.latest_brief("mail").is_none());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! failing, unresolvable, not silenced, no open incident -> Open, CreateTask, PostAlert
-//! open: task missing -> CreateTask; alert missing -> PostAlert
+//! open: task missing -> CreateTask; alert missing -> PostAlert, PostBrief
+//!       alerted, brief gathered but not in the thread -> PostBrief
 //!       alerted, not acked, ack timeout passed, no follow-up yet -> FollowUp (once)
 //!       alerted, not acked, reminder interval since alert/last reminder -> Remind
 //!       alerted, acked, reminder interval since the ack/last reminder -> Remind
@@ -14,9 +15,11 @@
 //!       CommentCard, MoveCardDone, ResolveMc (each when applicable, once), Close
 //! ```
 //!
-//! A silenced service gets no Open, PostAlert, FollowUp, Remind or
-//! PostRecovery; its recovery is recorded. When the silence ends and it is
-//! still failing (and unresolvable), the alert goes out then.
+//! A silenced service gets no Open, PostAlert, FollowUp or Remind; an
+//! incident alerted before the silence that recovers during it still gets
+//! its PostRecovery (in its thread, marked as recovered in silence). When
+//! the silence ends and it is still failing (and unresolvable), the alert
+//! goes out then.
 
 use std::collections::BTreeSet;
 
@@ -83,6 +86,11 @@ pub(crate) enum Action {
         /// Incident key.
         key: String,
     },
+    /// The incident brief in the alert's thread.
+    PostBrief {
+        /// Incident key.
+        key: String,
+    },
     /// The one follow-up in the alert's thread mentioning on-call.
     FollowUp {
         /// Incident key.
@@ -97,7 +105,8 @@ pub(crate) enum Action {
     MarkRecovered {
         /// Incident key.
         key: String,
-        /// Recovered during a silence: recorded, not announced.
+        /// Recovered during a silence: no new alert is owed, but an alert
+        /// already posted still gets its recovery post.
         in_silence: bool,
     },
     /// The recovery post in the alert's thread.
@@ -137,6 +146,7 @@ impl Action {
             Action::Open { incident } => &incident.key,
             Action::CreateTask { key }
             | Action::PostAlert { key }
+            | Action::PostBrief { key }
             | Action::FollowUp { key }
             | Action::Remind { key }
             | Action::MarkRecovered { key, .. }
@@ -154,6 +164,7 @@ impl Action {
             Action::Open { .. } => "open",
             Action::CreateTask { .. } => "create_task",
             Action::PostAlert { .. } => "post_alert",
+            Action::PostBrief { .. } => "post_brief",
             Action::FollowUp { .. } => "follow_up",
             Action::Remind { .. } => "remind",
             Action::MarkRecovered { .. } => "mark_recovered",
@@ -187,6 +198,7 @@ fn escalation_reason(s: &ServiceSummary) -> Option<String> {
                 crate::time::rfc3339_ms(*next_allowed_at_ms)
             )),
             (FixDecision::SkipNoFix, _) => Some("no fix is configured".into()),
+            (d @ FixDecision::SkipCrashLoop { .. }, _) => Some(d.describe()),
             _ => None,
         },
         // The fix stage did not decide this cycle (cut by the deadline, or
@@ -312,8 +324,16 @@ pub(crate) fn plan(
                 continue;
             }
             match (inc.alert_post_id.as_ref(), inc.alerted_ms) {
-                (None, _) => actions.push(Action::PostAlert { key }),
+                (None, _) => {
+                    actions.push(Action::PostAlert { key: key.clone() });
+                    if inc.brief.is_some() {
+                        actions.push(Action::PostBrief { key });
+                    }
+                }
                 (Some(_), Some(alerted)) => match &inc.acked {
+                    _ if inc.brief.is_some() && !inc.brief_posted => {
+                        actions.push(Action::PostBrief { key })
+                    }
                     None => {
                         if cfg.follow_up
                             && inc.followed_up_ms.is_none()
@@ -338,20 +358,20 @@ pub(crate) fn plan(
             }
             continue;
         };
-        let in_silence = if inc.recovered_ms.is_none() {
+        if inc.recovered_ms.is_none() {
             actions.push(Action::MarkRecovered {
                 key: key.clone(),
                 in_silence: quiet,
             });
-            quiet
-        } else {
-            inc.recovered_in_silence
-        };
+        }
         if now_ms - recovered_ms > GIVE_UP_MS {
             actions.push(Action::Close { key, gave_up: true });
             continue;
         }
-        if inc.alert_post_id.is_some() && !inc.recovery_posted && !in_silence && cfg.alerting {
+        // The recovery closes the alert's thread even during a silence: the
+        // silence holds back new noise, and the thread's last word must not
+        // stay "failing".
+        if inc.alert_post_id.is_some() && !inc.recovery_posted && cfg.alerting {
             actions.push(Action::PostRecovery { key: key.clone() });
         }
         if inc.card_id.is_some() {
@@ -394,7 +414,9 @@ pub(crate) fn plan(
         });
         actions.push(Action::CreateTask { key: key.clone() });
         if cfg.alerting {
-            actions.push(Action::PostAlert { key });
+            // The brief is gathered when the incident opens.
+            actions.push(Action::PostAlert { key: key.clone() });
+            actions.push(Action::PostBrief { key });
         }
     }
     actions
@@ -493,6 +515,7 @@ mod tests {
                             inc.alert_post_id = Some("p1".into());
                             inc.alerted_ms = Some(now);
                         }
+                        Action::PostBrief { .. } => inc.brief_posted = true,
                         Action::FollowUp { .. } => inc.followed_up_ms = Some(now),
                         Action::Remind { .. } => {
                             inc.reminded_ms = Some(now);
@@ -535,6 +558,36 @@ mod tests {
 
     fn count(names: &[&str], n: &str) -> usize {
         names.iter().filter(|x| **x == n).count()
+    }
+
+    #[test]
+    fn a_gathered_brief_is_owed_in_the_thread_until_it_is_there() {
+        let c = cfg();
+        let none = BTreeSet::new();
+        let mut st = EscalationState::default();
+        // The cycle that opens the incident owes the brief after the alert.
+        let names = run(&mut st, &[(0, vec![failing("web")])], &none, &c, &[]);
+        assert_eq!(names, ["open", "create_task", "post_alert", "post_brief"]);
+        // A brief whose post failed (or a brief gathered later) is owed
+        // before the follow-up, once.
+        let inc = &mut st.incidents[0];
+        inc.brief = Some(super::super::brief::Brief::default());
+        inc.brief_posted = false;
+        let cycles: Vec<_> = (1..12).map(|i| (i * 5, vec![failing("web")])).collect();
+        let names = run(&mut st, &cycles, &none, &c, &[]);
+        assert_eq!(count(&names, "post_brief"), 1, "{names:?}");
+        assert_eq!(names[0], "post_brief", "{names:?}");
+        assert_eq!(count(&names, "follow_up"), 1, "{names:?}");
+        // Not while silenced, and never without an alert channel.
+        st.incidents[0].brief_posted = false;
+        let web: BTreeSet<String> = ["web".to_string()].into();
+        assert!(run(&mut st, &[(60, vec![failing("web")])], &web, &c, &[]).is_empty());
+        let quiet = PlanConfig {
+            alerting: false,
+            ..c
+        };
+        let names = run(&mut st, &[(65, vec![failing("web")])], &none, &quiet, &[]);
+        assert_eq!(count(&names, "post_brief"), 0, "{names:?}");
     }
 
     #[test]
@@ -794,14 +847,17 @@ mod tests {
         assert!(names.is_empty(), "{names:?}");
         // The silence ends, still failing: the alert goes out then.
         let names = run(&mut st, &[(60, vec![failing("web")])], &none, &c, &[]);
-        assert_eq!(names, ["open", "create_task", "post_alert"]);
+        assert_eq!(names, ["open", "create_task", "post_alert", "post_brief"]);
         // An alerted incident silenced later: no follow-up, no reminder,
         // and its recovery is recorded without a post.
         let cycles: Vec<_> = (13..100).map(|i| (i * 5, vec![failing("web")])).collect();
         let names = run(&mut st, &cycles, &web, &c, &[]);
         assert!(names.is_empty(), "{names:?}");
         let names = run(&mut st, &[(500, vec![healthy("web")])], &web, &c, &[]);
-        assert_eq!(names, ["mark_recovered", "comment_card", "close"]);
+        assert_eq!(
+            names,
+            ["mark_recovered", "post_recovery", "comment_card", "close"]
+        );
         assert!(st.closed[0].recovered_in_silence);
     }
 

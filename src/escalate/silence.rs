@@ -1,11 +1,14 @@
 //! Silences: a deliberate "I know, leave it alone" for a check or service.
 //!
-//! A silenced service is still checked (its results show in `health` and
-//! `status`), but gets no auto-fix and no alert, follow-up, reminder or
-//! recovery post. Silences expire by themselves; what happened during one
-//! (the service failed, it recovered) is recorded on the silence, and an
-//! incident still failing when the silence ends alerts then (the planner in
-//! `crate::escalate` simply sees it unsilenced).
+//! A silenced service is still checked (its results show in `health`, as
+//! silenced, and in `status`), but gets no auto-fix (`ops-agent fix` needs
+//! `--force`) and no alert, follow-up or reminder. An incident alerted
+//! before the silence that recovers during it still gets its recovery post,
+//! so its thread does not end on "failing". Silences expire by themselves;
+//! what happened during one (the service failed, it recovered) is recorded
+//! on the silence, and an incident still failing when the silence ends
+//! alerts then (the planner in `crate::escalate` simply sees it
+//! unsilenced).
 //!
 //! Three ways in, one data model: `ops-agent silence <target> <duration>
 //! --reason "…"` ([`Silences::add`] via [`cli_add`]), `silence --list`,
@@ -55,7 +58,8 @@ pub struct Silence {
     /// When a silenced service was first seen failing during the silence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_seen_ms: Option<i64>,
-    /// When it recovered during the silence (recorded, not announced).
+    /// When it recovered during the silence (recorded; only an alert posted
+    /// before the silence gets a recovery post).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     recovered_ms: Option<i64>,
     /// When it ended early (`--clear`); expiry leaves this empty.

@@ -30,6 +30,7 @@ pub use crate::health::{FixAction, FixSpec};
 pub use history::{Attempt, FixHistory, Outcome};
 pub use policy::{Budget, FixConfig, FixDecision, FixOptions};
 pub(crate) use run::no_fix_for;
+pub(crate) use run::run_silenced_aware;
 pub use run::{run_fixes, run_manual, FixContext, FixReport};
 pub use services::{summarize, ServiceSummary};
 pub(crate) use view::explain;

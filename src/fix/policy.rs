@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::history::FixHistory;
+use crate::health::guard::CrashLoop;
 use crate::health::{CheckConfig, FixSpec};
 
 /// `[fix]`: the rate limit.
@@ -99,6 +100,9 @@ pub(crate) struct FixFacts {
     pub(crate) blocked_by: Option<String>,
     /// The service is silenced until then (epoch ms): checked, not fixed.
     pub(crate) silenced_until_ms: Option<i64>,
+    /// A container of the service is crash-looping under its restart
+    /// policy: restarting it is what the engine keeps doing.
+    pub(crate) crash_loop: Option<CrashLoop>,
 }
 
 /// How the fix was asked for.
@@ -106,7 +110,7 @@ pub(crate) struct FixFacts {
 pub struct FixOptions {
     /// Say what would run, run nothing, record nothing.
     pub dry_run: bool,
-    /// `fix --force`: ignore the budget and the start grace.
+    /// `fix --force`: ignore a silence, the budget and the start grace.
     pub force: bool,
 }
 
@@ -130,10 +134,19 @@ pub enum FixDecision {
     },
     /// No fix is configured for the service.
     SkipNoFix,
-    /// The service is silenced: still checked, never fixed.
+    /// The service is silenced: still checked, never fixed (`ops-agent fix
+    /// --force` excepted).
     SkipSilenced {
         /// When the silence ends (epoch ms).
         until_ms: i64,
+    },
+    /// The engine's restart policy keeps restarting the container: one more
+    /// restart would not help, so the service goes to escalation.
+    SkipCrashLoop {
+        /// Restarts by the policy within the window.
+        restarts: i64,
+        /// The window, in minutes.
+        window_mins: u64,
     },
     /// A parent check is failing; fixing the child would not help.
     SkipBlocked {
@@ -167,14 +180,22 @@ impl FixDecision {
                 "silenced until {}; checked, not fixed",
                 crate::time::rfc3339_ms(*until_ms)
             ),
+            FixDecision::SkipCrashLoop {
+                restarts,
+                window_mins,
+            } => format!(
+                "crash loop: its restart policy restarted it {restarts} times in {window_mins} \
+                 min; another restart would not help, so it is escalated"
+            ),
             FixDecision::SkipDryRun { would } => format!("dry run: would {would}"),
         }
     }
 }
 
 /// Decides whether to run the service's fix now. Pure. The order says what
-/// wins: no fix, blocked, starting, grace, budget, dry run. `--force` skips
-/// the grace and the budget, never a block or a boot in progress.
+/// wins: no fix, blocked, silenced, crash loop, starting, grace, budget,
+/// dry run. `--force` (only `ops-agent fix` has it) skips the silence, the
+/// grace and the budget, never a block or a boot in progress.
 pub(crate) fn decide(
     service: &str,
     spec: Option<(&CheckConfig, &FixSpec)>,
@@ -193,7 +214,15 @@ pub(crate) fn decide(
         };
     }
     if let Some(until_ms) = facts.silenced_until_ms.filter(|until| *until > now_ms) {
-        return FixDecision::SkipSilenced { until_ms };
+        if !opts.force {
+            return FixDecision::SkipSilenced { until_ms };
+        }
+    }
+    if let Some(c) = &facts.crash_loop {
+        return FixDecision::SkipCrashLoop {
+            restarts: c.restarts,
+            window_mins: c.window_mins,
+        };
     }
     if facts.starting {
         return FixDecision::SkipStarting;
@@ -254,6 +283,17 @@ mod tests {
         };
         let silenced = FixFacts {
             silenced_until_ms: Some(now + 30 * MIN),
+            ..Default::default()
+        };
+        let looping = FixFacts {
+            starting: true,
+            crash_loop: Some(CrashLoop {
+                restarts: 5,
+                window_mins: 60,
+                max_restarts: 3,
+                exit_code: Some(3),
+                policy: Some("always".into()),
+            }),
             ..Default::default()
         };
         let silence_over = FixFacts {
@@ -350,13 +390,32 @@ mod tests {
             ),
             ("fresh", fix, &empty, &none, run, FixDecision::Run),
             (
-                "silenced, even forced",
+                "silenced",
+                fix,
+                &empty,
+                &silenced,
+                run,
+                FixDecision::SkipSilenced {
+                    until_ms: now + 30 * MIN,
+                },
+            ),
+            (
+                "force overrides a silence (ops-agent fix --force)",
                 fix,
                 &empty,
                 &silenced,
                 force,
-                FixDecision::SkipSilenced {
-                    until_ms: now + 30 * MIN,
+                FixDecision::Run,
+            ),
+            (
+                "crash loop, even while starting",
+                fix,
+                &empty,
+                &looping,
+                run,
+                FixDecision::SkipCrashLoop {
+                    restarts: 5,
+                    window_mins: 60,
                 },
             ),
             (

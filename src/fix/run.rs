@@ -133,7 +133,7 @@ async fn execute(ctx: &HealthContext, check: &CheckConfig, spec: &FixSpec) -> Re
         }
         FixAction::RestartUnit => {
             let unit = check.unit.as_deref().unwrap_or_default();
-            tool_ok("systemctl", &["--user", "restart", unit], timeout).await?;
+            tool_ok("systemctl", &["--user", "restart", "--", unit], timeout).await?;
         }
         FixAction::Command => {
             // run_argv enforces the timeout itself; an outer timeout would
@@ -302,6 +302,7 @@ pub async fn run_fixes(
         // Silenced services never reach this stage (see `stage`).
         let facts = FixFacts {
             starting: mine.iter().any(|v| v.result.starting),
+            crash_loop: mine.iter().find_map(|v| v.crash_loop.clone()),
             ..Default::default()
         };
         let issue = mine
@@ -502,14 +503,28 @@ pub(crate) async fn stage(
     }
 }
 
-/// `ops-agent fix <service> <issue> [--dry-run] [--force]`: checks the
-/// service now, decides (the budget holds unless `--force`), and runs and
-/// verifies the fix. The attempt is recorded like the cycle's.
+/// A fix by hand of a service that is not silenced: see
+/// [`run_silenced_aware`].
 pub async fn run_manual(
     fx: &FixContext<'_>,
     service: &str,
     issue: &str,
     opts: FixOptions,
+    now: DateTime<Utc>,
+) -> Result<(FixReport, Option<SetAside>)> {
+    run_silenced_aware(fx, service, issue, opts, None, now).await
+}
+
+/// `ops-agent fix <service> <issue> [--dry-run] [--force]`: checks the
+/// service now, decides (a silence until `silenced_until_ms` and the budget
+/// hold unless `--force`), and runs and verifies the fix. The attempt is
+/// recorded like the cycle's.
+pub(crate) async fn run_silenced_aware(
+    fx: &FixContext<'_>,
+    service: &str,
+    issue: &str,
+    opts: FixOptions,
+    silenced_until_ms: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<(FixReport, Option<SetAside>)> {
     let FixContext {
@@ -527,6 +542,7 @@ pub async fn run_manual(
     let facts = FixFacts {
         starting: mine.iter().any(|r| r.starting),
         blocked_by: mine.iter().find_map(|r| r.blocked_by.clone()),
+        silenced_until_ms,
         ..Default::default()
     };
     let now_ms = now.timestamp_millis();
@@ -616,12 +632,14 @@ mod tests {
         CheckResult {
             kind: CheckKind::Docker,
             container: Some(health::docker::ContainerFacts {
+                id: "0123abcd".into(),
                 status: "running".into(),
                 running: true,
                 health: None,
                 health_output: None,
                 started_at: Some(started_at.into()),
                 restart_count: 0,
+                restart_policy: None,
                 exit_code: Some(0),
             }),
             ..result(name, status, starting)

@@ -145,6 +145,10 @@ pub(crate) fn explain(
             .is_some_and(|r| r.reason.contains("starting") && r.status == Status::Warn),
         blocked_by: blocked_by.clone(),
         silenced_until_ms,
+        crash_loop: checks
+            .iter()
+            .filter(|c| c.service() == service)
+            .find_map(|c| state.checks.get(&c.name)?.crash_loop.clone()),
     };
     let decision = decide(
         &service,

@@ -7,6 +7,7 @@
 //! [`CheckConfig::validate`], then a probe beside [`super::run`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::time::Secs;
@@ -126,8 +127,20 @@ pub struct CheckConfig {
     /// the default engine, `[health] docker_host`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
-    /// http: the URL to request.
+    /// docker: restarts by the engine's restart policy allowed within
+    /// `restart_window_mins`; more, while it still restarts, is a crash
+    /// loop (critical, escalated, never restarted by the agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+    /// docker: the window `max_restarts` counts in, in minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_window_mins: Option<u64>,
+    /// http: the URL to request.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::scrub::serialize_opt_url"
+    )]
     pub url: Option<String>,
     /// http: the method (default GET).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +158,14 @@ pub struct CheckConfig {
     /// endpoint the operator knows is self-signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_tls: Option<bool>,
+    /// http: an owner-only file holding `user:password`, sent as basic
+    /// auth (a password written into `url` would be in the config file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) basic_auth_file: Option<PathBuf>,
+    /// http: an owner-only file holding one header line sent with each
+    /// request (`Authorization: Bearer …`, `X-Api-Key: …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) header_file: Option<PathBuf>,
     /// launchd: the job label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
@@ -176,6 +197,15 @@ fn default_timeout_secs() -> Secs {
 const DEFAULT_FAIL_AFTER: u32 = 2;
 /// One good cycle ends an incident by default.
 const DEFAULT_RECOVER_AFTER: u32 = 1;
+/// A container its restart policy restarted more than 3 times in the
+/// window is crash-looping: a healthy service is restarted by its policy
+/// rarely (a crash, a daemon restart), a broken one about once a minute
+/// (dockerd's back-off stops growing at a minute).
+const DEFAULT_MAX_RESTARTS: u32 = 3;
+/// The window of `max_restarts`: an hour, like the fix budget's.
+const DEFAULT_RESTART_WINDOW_MINS: u64 = 60;
+/// The longest `restart_window_mins`: a day.
+const MAX_RESTART_WINDOW_MINS: u64 = 24 * 60;
 
 const HTTP_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
 
@@ -193,12 +223,16 @@ impl CheckConfig {
             critical_pct: None,
             container: None,
             engine: None,
+            max_restarts: None,
+            restart_window_mins: None,
             url: None,
             method: None,
             expect_status: None,
             body_contains: None,
             latency_warn_ms: None,
             verify_tls: None,
+            basic_auth_file: None,
+            header_file: None,
             label: None,
             unit: None,
             parent: None,
@@ -221,6 +255,17 @@ impl CheckConfig {
     /// Consecutive successes before a failing check has recovered.
     pub(crate) fn recover_after(&self) -> u32 {
         self.recover_after.unwrap_or(DEFAULT_RECOVER_AFTER)
+    }
+
+    /// Restarts by the engine's restart policy allowed in the window.
+    pub(crate) fn max_restarts(&self) -> u32 {
+        self.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS)
+    }
+
+    /// The window of `max_restarts`, in minutes.
+    pub(crate) fn restart_window_mins(&self) -> u64 {
+        self.restart_window_mins
+            .unwrap_or(DEFAULT_RESTART_WINDOW_MINS)
     }
 
     /// The probe's time budget.
@@ -257,12 +302,16 @@ impl CheckConfig {
         add(self.critical_pct.is_some(), "critical_pct");
         add(self.container.is_some(), "container");
         add(self.engine.is_some(), "engine");
+        add(self.max_restarts.is_some(), "max_restarts");
+        add(self.restart_window_mins.is_some(), "restart_window_mins");
         add(self.url.is_some(), "url");
         add(self.method.is_some(), "method");
         add(self.expect_status.is_some(), "expect_status");
         add(self.body_contains.is_some(), "body_contains");
         add(self.latency_warn_ms.is_some(), "latency_warn_ms");
         add(self.verify_tls.is_some(), "verify_tls");
+        add(self.basic_auth_file.is_some(), "basic_auth_file");
+        add(self.header_file.is_some(), "header_file");
         add(self.label.is_some(), "label");
         add(self.unit.is_some(), "unit");
         keys
@@ -281,7 +330,10 @@ impl CheckConfig {
         let (allowed, required): (&[&str], Option<&str>) = match self.kind {
             CheckKind::Disk => (&["path", "warn_pct", "critical_pct"], Some("path")),
             CheckKind::Memory => (&["warn_pct", "critical_pct"], None),
-            CheckKind::Docker => (&["container", "engine"], Some("container")),
+            CheckKind::Docker => (
+                &["container", "engine", "max_restarts", "restart_window_mins"],
+                Some("container"),
+            ),
             CheckKind::DockerEngine => (&["engine"], None),
             CheckKind::Http => (
                 &[
@@ -291,6 +343,8 @@ impl CheckConfig {
                     "body_contains",
                     "latency_warn_ms",
                     "verify_tls",
+                    "basic_auth_file",
+                    "header_file",
                 ],
                 Some("url"),
             ),
@@ -329,8 +383,23 @@ impl CheckConfig {
                 bail!("{at}: warn_pct ({w}) must not be above critical_pct ({c})");
             }
         }
+        for (key, v) in [
+            ("name", Some(&self.name)),
+            ("service", self.service.as_ref()),
+            ("container", self.container.as_ref()),
+            ("label", self.label.as_ref()),
+            ("unit", self.unit.as_ref()),
+            ("parent", self.parent.as_ref()),
+        ] {
+            if let Some(v) = v.filter(|v| v.trim() != v.as_str()) {
+                bail!(
+                    "{at}: {key} '{v}' has leading or trailing blanks (names are matched \
+                     exactly; remove them)"
+                );
+            }
+        }
         if let Some(c) = &self.container {
-            if !super::docker::valid_container_name(c.trim()) {
+            if !super::docker::valid_container_name(c) {
                 bail!(
                     "{at}: container '{c}' is not a Docker container name \
                      (letters, digits, '_', '.', '-'; starting with a letter or digit)"
@@ -347,13 +416,31 @@ impl CheckConfig {
                 bail!("{at}: {key} contains a NUL byte");
             }
         }
-        if let Some(url) = &self.url {
-            let ok = reqwest::Url::parse(url)
-                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                .unwrap_or(false);
-            if !ok {
-                bail!("{at}: url '{url}' is not an http(s) URL");
+        for (key, v) in [("label", &self.label), ("unit", &self.unit)] {
+            if let Some(v) = v {
+                check_daemon_name(&format!("{at}: {key}"), v)?;
             }
+        }
+        if let Some(url) = &self.url {
+            let parsed = reqwest::Url::parse(url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            let Some(parsed) = parsed else {
+                bail!(
+                    "{at}: url '{}' is not an http(s) URL",
+                    crate::scrub::url(url)
+                );
+            };
+            let in_url = !parsed.username().is_empty() || parsed.password().is_some();
+            if in_url && (self.basic_auth_file.is_some() || self.header_file.is_some()) {
+                bail!(
+                    "{at}: url carries credentials and so does basic_auth_file or header_file; \
+                     keep them in the file only"
+                );
+            }
+        }
+        if self.basic_auth_file.is_some() && self.header_file.is_some() {
+            bail!("{at}: basic_auth_file and header_file: set one, not both");
         }
         if let Some(m) = &self.method {
             if !HTTP_METHODS.contains(&m.as_str()) {
@@ -370,6 +457,17 @@ impl CheckConfig {
         }
         if self.latency_warn_ms == Some(0) {
             bail!("{at}: latency_warn_ms must be at least 1, got 0");
+        }
+        if self.max_restarts == Some(0) {
+            bail!("{at}: max_restarts must be at least 1, got 0");
+        }
+        if let Some(w) = self.restart_window_mins {
+            if w == 0 || w > MAX_RESTART_WINDOW_MINS {
+                bail!(
+                    "{at}: restart_window_mins must be between 1 and {MAX_RESTART_WINDOW_MINS} \
+                     (a day), got {w}"
+                );
+            }
         }
         for (key, v) in [
             ("fail_after", self.fail_after),
@@ -389,6 +487,25 @@ impl CheckConfig {
         }
         Ok(())
     }
+}
+
+/// The longest launchd label or systemd unit name (systemd's own limit).
+const MAX_DAEMON_NAME: usize = 255;
+
+/// A launchd label or systemd unit name reaches `launchctl` and
+/// `systemctl` as an argument: one starting with `-` would be read as an
+/// option, and a name longer than systemd allows never names a unit.
+pub(crate) fn check_daemon_name(key: &str, name: &str) -> Result<()> {
+    if name.starts_with('-') {
+        bail!("{key} '{name}' starts with '-', which the service manager would read as an option");
+    }
+    if name.len() > MAX_DAEMON_NAME {
+        bail!(
+            "{key} is {} characters long; a unit name or label has at most {MAX_DAEMON_NAME}",
+            name.len()
+        );
+    }
+    Ok(())
 }
 
 /// Checks what single tables cannot: unique names, parents that exist, no
@@ -804,6 +921,8 @@ name = "mattermost"
 kind = "docker"
 container = "mattermost"
 fail_after = 3
+max_restarts = 5
+restart_window_mins = 30
 fix = { action = "restart_container", settle_secs = 15 }
 [[checks]]
 name = "mattermost-http"
@@ -835,6 +954,14 @@ fix = { action = "command", command = ["/usr/bin/systemctl", "--user", "start", 
         )
         .unwrap();
         assert_eq!(checks[0].fail_after(), 3);
+        assert_eq!(
+            (checks[0].max_restarts(), checks[0].restart_window_mins()),
+            (5, 30)
+        );
+        assert_eq!(
+            (checks[1].max_restarts(), checks[1].restart_window_mins()),
+            (DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW_MINS)
+        );
         assert_eq!(checks[0].fix.as_ref().unwrap().settle_secs, Secs::new(15));
         assert_eq!(
             checks[0].fix.as_ref().unwrap().start_grace_secs,
@@ -885,6 +1012,30 @@ fix = { action = "command", command = ["/usr/bin/systemctl", "--user", "start", 
             (
                 "kind = \"memory\"\nparent = \"c\"\n",
                 "parent 'c' is the check itself",
+            ),
+            (
+                "kind = \"docker\"\ncontainer = \" web\"\n",
+                "container ' web' has leading or trailing blanks",
+            ),
+            (
+                "kind = \"systemd\"\nunit = \"web.service \"\n",
+                "unit 'web.service ' has leading or trailing blanks",
+            ),
+            (
+                "kind = \"memory\"\nservice = \"web \"\n",
+                "service 'web ' has leading or trailing blanks",
+            ),
+            (
+                "kind = \"docker\"\ncontainer = \"w\"\nmax_restarts = 0\n",
+                "max_restarts must be at least 1, got 0",
+            ),
+            (
+                "kind = \"docker\"\ncontainer = \"w\"\nrestart_window_mins = 1441\n",
+                "restart_window_mins must be between 1 and 1440 (a day), got 1441",
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://x/\"\nmax_restarts = 5\n",
+                "key 'max_restarts' does not apply to kind 'http'",
             ),
         ];
         for (body, needle) in table {

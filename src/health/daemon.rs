@@ -169,7 +169,7 @@ pub(crate) async fn probe_systemd(check: &CheckConfig) -> Result<Probe> {
     let unit = check.unit.as_deref().unwrap_or_default();
     let out = run_tool(
         "systemctl",
-        &["--user", "show", "-p", SYSTEMD_PROPERTIES, unit],
+        &["--user", "show", "-p", SYSTEMD_PROPERTIES, "--", unit],
         check.timeout(),
     )
     .await?;
@@ -183,6 +183,101 @@ pub(crate) async fn probe_systemd(check: &CheckConfig) -> Result<Probe> {
         ));
     }
     Ok(grade_systemd(unit, &parse_systemctl_show(&out.stdout)))
+}
+
+/// The properties a brief shows of a failed unit: how its main process
+/// last ended and how often systemd restarted it.
+const SYSTEMD_EVIDENCE: &str =
+    "ActiveState,SubState,Result,ExecMainCode,ExecMainStatus,ExecMainExitTimestamp,NRestarts";
+
+/// What an incident brief shows of a systemd user unit. Every string is
+/// the tools' output (outside text): the brief scrubs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnitEvidence {
+    /// `KEY=value` lines of `systemctl --user show` (its last exit), or
+    /// why they could not be read.
+    pub(crate) facts: std::result::Result<Vec<String>, String>,
+    /// The last journal lines of the unit, or why there are none (no
+    /// journal for this user, no permission, no `journalctl`).
+    pub(crate) journal: std::result::Result<Vec<String>, String>,
+}
+
+/// Reads a unit's last exit and its last `lines` journal lines, each tool
+/// within `timeout` (through the process room: no shell, killed at the
+/// timeout).
+pub(crate) async fn systemd_evidence(
+    unit: &str,
+    lines: usize,
+    timeout: std::time::Duration,
+) -> UnitEvidence {
+    let n = lines.to_string();
+    let show_args = ["--user", "show", "-p", SYSTEMD_EVIDENCE, unit];
+    let journal_args = [
+        "--user",
+        "-u",
+        unit,
+        "-n",
+        &n,
+        "--no-pager",
+        "-o",
+        "short-iso",
+        "-q",
+    ];
+    let (show, journal) = tokio::join!(
+        run_tool("systemctl", &show_args, timeout),
+        run_tool("journalctl", &journal_args, timeout)
+    );
+    let first_line = |s: &str| {
+        s.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("no message")
+            .to_string()
+    };
+    UnitEvidence {
+        facts: match show {
+            Ok(out) if out.code == Some(0) => Ok(out
+                .stdout
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.contains('=') && !l.ends_with('='))
+                .map(str::to_string)
+                .collect()),
+            Ok(out) => Err(format!("systemctl: {}", first_line(&out.stderr))),
+            Err(e) => Err(format!("{e:#}")),
+        },
+        journal: match journal {
+            Ok(out) if out.code == Some(0) => Ok(out
+                .stdout
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with("-- "))
+                .map(str::to_string)
+                .collect()),
+            Ok(out) => Err(format!("journal not readable: {}", first_line(&out.stderr))),
+            Err(e) => Err(format!("journal not readable: {e:#}")),
+        },
+    }
+}
+
+/// A launchd job's last exit, in words (`loaded, not running, last exit:
+/// exit code 1`), or why it could not be read.
+pub(crate) async fn launchd_evidence(
+    label: &str,
+    timeout: std::time::Duration,
+) -> std::result::Result<String, String> {
+    let out = run_tool("launchctl", &["list", label], timeout)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(
+        match parse_launchctl_list(out.code, &out.stdout, &out.stderr) {
+            LaunchdFacts::NotLoaded(msg) => format!("not loaded ({msg})"),
+            LaunchdFacts::Loaded { pid, last_exit } => format!(
+                "loaded, {}, last exit: {}",
+                pid.map_or("not running".to_string(), |p| format!("running as PID {p}")),
+                last_exit.map_or("none recorded".to_string(), describe_exit)
+            ),
+        },
+    )
 }
 
 #[cfg(test)]

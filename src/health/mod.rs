@@ -5,9 +5,12 @@
 //!
 //! * [`check`]: the inventory: kinds, keys, validation, parents, [`Checks`].
 //! * [`run`]: concurrent probes under timeouts, re-probe, parent blocking.
-//! * [`guard`]: streaks across cycles, the restart counter.
+//! * [`guard`]: streaks across cycles, the restart counters, crash loops.
 //! * [`view`]: the `health` table.
-//! * one probe per kind: [`docker`], [`http`], [`system`], [`daemon`].
+//! * one probe per kind: [`docker`], [`http`], [`system`], [`daemon`];
+//!   each also has the evidence functions an incident brief gathers
+//!   (a container's log and inspect facts, an endpoint's answer and
+//!   certificate, volumes and processes, a unit's last exit and journal).
 
 pub(crate) mod check;
 mod daemon;
@@ -25,10 +28,14 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 pub use check::{CheckConfig, CheckKind, Checks, ExpectStatus, FixAction, FixSpec};
+// The evidence an incident brief gathers, one function per probe file.
+pub(crate) use daemon::{launchd_evidence, systemd_evidence};
 pub(crate) use guard::CheckMemo;
 pub use guard::{HealthState, Verdict};
+pub(crate) use http::evidence as http_evidence;
 pub(crate) use run::{assess, run_one, Probe};
 pub use run::{run_all, CheckResult, HealthContext};
+pub(crate) use system::{mounts, top_processes, used_pct_in};
 
 /// How a check came out. Ordered by severity so the worst result of a set is
 /// simply the maximum.

@@ -165,6 +165,8 @@ struct Resp {
 /// Mattermost API v4 client. Cheap to share by reference across tasks.
 pub struct Client {
     base: String,
+    /// `base` as messages show it ([`crate::scrub::url`]).
+    shown: String,
     http: reqwest::Client,
     creds: Credentials,
     token: Mutex<Option<Secret>>,
@@ -180,8 +182,10 @@ impl Client {
     /// Builds a client for `base_url` (no `/api/v4`); no request is made yet.
     pub fn new(base_url: &str, creds: Credentials, timeout: Duration) -> Result<Self> {
         let http = crate::http::client(timeout, true)?;
+        let base = base_url.trim().trim_end_matches('/').to_string();
         Ok(Client {
-            base: base_url.trim().trim_end_matches('/').to_string(),
+            shown: crate::scrub::url(&base),
+            base,
             http,
             creds,
             token: Mutex::new(None),
@@ -200,9 +204,10 @@ impl Client {
         Client::new(&cfg.url, creds, cfg.timeout_secs.get())
     }
 
-    /// The base URL, for messages and cache keys.
+    /// The base URL as messages show it: no userinfo, no secret query
+    /// values ([`crate::scrub::url`]).
     pub(crate) fn base_url(&self) -> &str {
-        &self.base
+        &self.shown
     }
 
     /// Which server and which credentials: cached ids (own user id) are
@@ -254,6 +259,11 @@ impl Client {
         format!("{}/api/v4{}", self.base, path)
     }
 
+    /// [`Client::url`] as messages show it.
+    fn shown_url(&self, path: &str) -> String {
+        format!("{}/api/v4{}", self.shown, path)
+    }
+
     /// One HTTP exchange: counts it, records the version header, maps
     /// transport failures. Status handling is the caller's.
     async fn send_once(
@@ -264,7 +274,7 @@ impl Client {
         body: Option<&Value>,
         token: Option<&Secret>,
     ) -> Result<(u16, HeaderMap, Vec<u8>), MmError> {
-        let endpoint = format!("{method} {url}");
+        let endpoint = format!("{method} {}", crate::scrub::url(url));
         let mut req = self.http.request(method.clone(), url);
         if !query.is_empty() {
             req = req.query(query);
@@ -310,7 +320,7 @@ impl Client {
         auth: bool,
     ) -> Result<Resp, MmError> {
         let url = self.url(path);
-        let endpoint = format!("{method} {url}");
+        let endpoint = format!("{method} {}", self.shown_url(path));
         let mut relogged = false;
         let mut rate_retries = 0;
         loop {
@@ -368,7 +378,7 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<(T, HeaderMap), MmError> {
-        let endpoint = format!("{method} {}", self.url(path));
+        let endpoint = format!("{method} {}", self.shown_url(path));
         let resp = self.call(method, path, query, body, true).await?;
         let value = serde_json::from_slice(&resp.body).map_err(|e| {
             MmError::new(
@@ -451,12 +461,12 @@ impl Client {
         else {
             return Err(MmError::new(
                 MmErrorKind::Credentials,
-                &format!("POST {}", self.url("/users/login")),
+                &format!("POST {}", self.shown_url("/users/login")),
                 "a token cannot log in",
             ));
         };
         let url = self.url("/users/login");
-        let endpoint = format!("POST {url}");
+        let endpoint = format!("POST {}", self.shown_url("/users/login"));
         let body = serde_json::json!({"login_id": login_id, "password": password.expose()});
         let (status, headers, bytes) = self
             .send_once(&Method::POST, &url, &[], Some(&body), None)
@@ -505,7 +515,7 @@ impl Client {
     /// `GET /system/ping` (no auth): is the server up and healthy. Also
     /// learns the server version from the response headers.
     pub async fn ping(&self) -> Result<(), MmError> {
-        let endpoint = format!("GET {}", self.url("/system/ping"));
+        let endpoint = format!("GET {}", self.shown_url("/system/ping"));
         let resp = self
             .call(Method::GET, "/system/ping", &[], None, false)
             .await?;

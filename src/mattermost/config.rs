@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct MattermostConfig {
     /// Base URL of the server, without `/api/v4`.
+    #[serde(serialize_with = "crate::scrub::serialize_url")]
     pub url: String,
     /// Environment variable holding a bot or personal access token.
     pub token_env: String,
@@ -89,12 +90,15 @@ impl MattermostConfig {
             .or_else(|| url.strip_prefix("https://"));
         match rest {
             Some(host) if !host.is_empty() && !host.starts_with('/') => {}
-            _ => bail!("mattermost.url: '{}' is not an http(s) URL", self.url),
+            _ => bail!(
+                "mattermost.url: '{}' is not an http(s) URL",
+                crate::scrub::url(&self.url)
+            ),
         }
         if url.contains("/api/v4") {
             bail!(
                 "mattermost.url: '{}' must be the server's base URL, without /api/v4",
-                self.url
+                crate::scrub::url(&self.url)
             );
         }
         crate::secret::check_env_name("mattermost.token_env", &self.token_env)?;

@@ -203,7 +203,7 @@ pub(crate) enum Event {
         budget_left: u32,
     },
     /// One step of an incident: `opened`, `task`, `alert_posted`,
-    /// `follow_up`, `reminder`, `recovered`, `recovery_posted`,
+    /// `brief_posted`, `follow_up`, `reminder`, `recovered`, `recovery_posted`,
     /// `card_commented`, `card_moved`, `task_resolved`, `closed`.
     Escalation {
         /// The incident key (`service:check@time`).
@@ -216,6 +216,21 @@ pub(crate) enum Event {
         step: String,
         /// What was done.
         detail: String,
+    },
+    /// An incident brief was gathered (when the incident opened, or for
+    /// its follow-up): what it holds, never the evidence itself.
+    BriefGathered {
+        /// The incident key.
+        incident: String,
+        /// Its service.
+        service: String,
+        /// Its check.
+        check: String,
+        /// Each piece's kind and size, why one is incomplete, and who
+        /// wrote the diagnosis.
+        gathered: String,
+        /// How long gathering took.
+        ms: u64,
     },
     /// An incident step failed; it is owed again next cycle.
     EscalationFailed {

@@ -29,6 +29,8 @@ const MAX_BODY: usize = 10_000;
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct HeartbeatConfig {
     /// The ping URL (e.g. `https://hc-ping.com/<uuid>`); empty: no heartbeat.
+    /// Shown (`config check`) as its scheme and host only: it is a capability.
+    #[serde(serialize_with = "serialize_shown")]
     url: String,
     /// The ping gives up after this long (less when the cycle deadline is closer).
     timeout_secs: Secs,
@@ -59,9 +61,10 @@ impl HeartbeatConfig {
                 bail!("heartbeat.url: not an http(s) URL");
             }
         }
-        if self.timeout_secs.is_zero() || self.timeout_secs.as_f64() > 60.0 {
+        if self.timeout_secs.as_f64() < 0.1 || self.timeout_secs.as_f64() > 60.0 {
             bail!(
-                "heartbeat.timeout_secs: {} is not a timeout between 0 and 60 seconds",
+                "heartbeat.timeout_secs: {} is not a timeout between 0.1 and 60 seconds \
+                 (a shorter one never hears the monitor answer)",
                 self.timeout_secs
             );
         }
@@ -157,7 +160,18 @@ impl PingRecord {
     }
 }
 
-/// `https://hc-ping.com/…`: the URL without its path and query.
+/// The URL key serialized as [`redact`] shows it (`config check`).
+fn serialize_shown<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&if url.trim().is_empty() {
+        String::new()
+    } else {
+        redact(url)
+    })
+}
+
+/// `https://hc-ping.com/…`: the URL without its userinfo, path and query
+/// (the path is the ping token). Stricter than [`crate::scrub::url`],
+/// which keeps the path.
 fn redact(url: &str) -> String {
     match reqwest::Url::parse(url.trim()) {
         Ok(u) => {

@@ -50,7 +50,13 @@ impl Default for MetricsConfig {
 impl MetricsConfig {
     /// Checks the section without I/O; errors name the key and the bad value.
     pub(crate) fn validate(&self) -> Result<()> {
-        parse_mode(&self.mode)?;
+        if parse_mode(&self.mode)? & 0o002 != 0 {
+            bail!(
+                "metrics.mode: '{}' lets every local user rewrite the agent's metrics (and so \
+                 what the alerts on them see); use 0644 or 0640",
+                self.mode
+            );
+        }
         let t = self.textfile.trim();
         if t != self.textfile {
             bail!(
@@ -134,6 +140,9 @@ pub(crate) struct LastCycle {
     pub(crate) checks: Vec<CheckGauge>,
     /// Its named figures (`mm_requests`, `posts_new`, `posts_handled`).
     pub(crate) counts: BTreeMap<String, u64>,
+    /// Its stages that did their work with an optional dependency's
+    /// fallback (shown, not a degraded cycle).
+    pub(crate) fallbacks: Vec<Stage>,
 }
 
 /// Everything the textfile shows, as plain data.
@@ -161,8 +170,10 @@ pub(crate) struct Snapshot {
     pub(crate) silences: u64,
     /// Outbox items waiting, by kind (`task`, `card`).
     pub(crate) outbox: BTreeMap<String, u64>,
-    /// Tasks the MC command could not confirm.
+    /// Tasks the MC command could not confirm, listed or not.
     pub(crate) uncertain_tasks: u64,
+    /// Of those, the ones dropped from the list `status` shows.
+    pub(crate) uncertain_dropped: u64,
     /// Posts handed over but not yet fully handled.
     pub(crate) posts_in_progress: u64,
 }
@@ -360,12 +371,22 @@ const COUNTERS: &[(&str, &str, Option<&str>, &str)] = &[
         "Escalation steps that failed (owed again).",
     ),
     (
+        "stage_fallback_*",
+        "ops_agent_stage_fallbacks_total",
+        Some("stage"),
+        "Cycles in which the stage did its work with an optional dependency's fallback.",
+    ),
+    (
         "mm_requests",
         "ops_agent_mattermost_requests_total",
         None,
         "Requests sent to Mattermost.",
     ),
 ];
+
+/// The stages whose optional dependency has a documented fallback: the
+/// LLM (classify, reply) and Planka (tasks, the incident's card steps).
+const FALLBACK_STAGES: [Stage; 4] = [Stage::Classify, Stage::Reply, Stage::Tasks, Stage::Escalate];
 
 /// Label values always shown (as 0) so alerts on them never see an absent series.
 fn always(metric: &str) -> &'static [&'static str] {
@@ -374,6 +395,7 @@ fn always(metric: &str) -> &'static [&'static str] {
         "ops_agent_posts_fallback_part_total" => &["correction", "model", "rules"],
         "ops_agent_posts_labelled_total" => &["incident", "routine", "task"],
         "ops_agent_fixes_total" => &["failed", "pending", "verified"],
+        "ops_agent_stage_fallbacks_total" => &["classify", "escalate", "reply", "tasks"],
         _ => &[],
     }
 }
@@ -475,6 +497,25 @@ pub(crate) fn render(s: &Snapshot) -> String {
             }
         }
         o.family(
+            "ops_agent_last_cycle_stage_fallback",
+            "gauge",
+            "1 when the stage did its work in the last cycle with an optional dependency's \
+             fallback (the LLM down: rules and templates; Planka down: tasks without cards). \
+             Not a degraded cycle: watch it, do not page on it.",
+        );
+        for stage in FALLBACK_STAGES {
+            let v = if l.fallbacks.contains(&stage) {
+                1.0
+            } else {
+                0.0
+            };
+            o.sample(
+                "ops_agent_last_cycle_stage_fallback",
+                &[("stage", stage.as_str())],
+                v,
+            );
+        }
+        o.family(
             "ops_agent_last_cycle_stage_duration_seconds",
             "gauge",
             "Wall time of each stage in the last cycle.",
@@ -564,6 +605,11 @@ pub(crate) fn render(s: &Snapshot) -> String {
         "ops_agent_tasks_uncertain",
         "Tasks the MC command could not confirm (check MC by hand).",
         s.uncertain_tasks as f64,
+    );
+    o.gauge(
+        "ops_agent_tasks_uncertain_dropped",
+        "Of those, how many `status` no longer lists (the oldest; the log named each).",
+        s.uncertain_dropped as f64,
     );
     o.gauge(
         "ops_agent_posts_in_progress",

@@ -298,6 +298,12 @@ pub(crate) fn describe(line: &Map<String, Value>) -> String {
         ),
         // The detail already says the step ("opened: …", "alert posted (…)").
         "escalation" => format!("incident {}: {}", s("incident"), s("detail")),
+        "brief_gathered" => format!(
+            "incident {}: brief gathered in {} ms: {}",
+            s("incident"),
+            line.get("ms").and_then(Value::as_u64).unwrap_or(0),
+            s("gathered")
+        ),
         "escalation_failed" => format!(
             "incident {} {} failed (owed again next cycle): {}",
             s("incident"),

@@ -45,8 +45,8 @@ impl Default for LogConfig {
             max_bytes: 10 * 1024 * 1024,
             keep: 5,
             also_rotate: vec![
-                "~/system/logs/ops-agent.launchd.out.log".into(),
-                "~/system/logs/ops-agent.launchd.err.log".into(),
+                "~/system/logs/ops-agent-launchd.log".into(),
+                "~/system/logs/ops-agent-launchd-error.log".into(),
             ],
         }
     }
@@ -73,6 +73,12 @@ impl LogConfig {
             }
         }
         Ok(())
+    }
+
+    /// The other files rotated (`also_rotate`), for the config's check
+    /// that no key names a file another part of the agent owns.
+    pub(crate) fn also_rotate(&self) -> &[PathBuf] {
+        &self.also_rotate
     }
 
     /// Expands `~` in `also_rotate`.

@@ -27,6 +27,7 @@ pub enum Backend {
 #[serde(deny_unknown_fields, default)]
 pub struct OllamaConfig {
     /// Base URL of the server (no `/api` suffix).
+    #[serde(serialize_with = "crate::scrub::serialize_url")]
     pub url: String,
     /// Wire protocol: "ollama" (native) or "openai" (OpenAI-compatible).
     pub backend: Backend,
@@ -80,7 +81,10 @@ impl OllamaConfig {
         if !(url.starts_with("http://") || url.starts_with("https://"))
             || url.len() <= "https://".len()
         {
-            bail!("ollama.url: '{}' is not an http(s) URL", self.url);
+            bail!(
+                "ollama.url: '{}' is not an http(s) URL",
+                crate::scrub::url(&self.url)
+            );
         }
         for (key, model) in [
             ("ollama.classify_model", &self.classify_model),

@@ -257,7 +257,8 @@ impl Client {
         if let Err(kind @ (LlmErrorKind::Unreachable | LlmErrorKind::Timeout)) = outcome {
             let mut h = self.health.lock().expect("health lock");
             if h.open.is_none() {
-                tracing::warn!(
+                // Info: the cycle's one warning says the fallback stood in.
+                tracing::info!(
                     reason = ?kind,
                     "LLM breaker open: no more model calls this cycle; the fallback and templates take over."
                 );
@@ -627,7 +628,7 @@ impl Client {
         LlmError {
             kind,
             model: model.to_string(),
-            endpoint: format!("{method} {}{path}", self.base),
+            endpoint: format!("{method} {}{path}", crate::scrub::url(&self.base)),
             detail: detail.to_string(),
         }
     }

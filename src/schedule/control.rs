@@ -2,7 +2,8 @@
 //! `gui/<uid>` domain and `systemctl --user`, through
 //! [`crate::process::run_tool`] (no shell, bounded in time and output).
 //! Each call returns what it ran, so `install` can show the operator the
-//! exact commands.
+//! exact commands. [`verify_units`] asks `systemd-analyze` about unit
+//! files before they are enabled.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -144,5 +145,92 @@ pub(crate) async fn lingering(ran: &mut Vec<String>) -> Option<bool> {
         "Linger=yes" => Some(true),
         "Linger=no" => Some(false),
         _ => None,
+    }
+}
+
+/// What `systemd-analyze --user verify` said about unit files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verified {
+    /// Nothing to say about them.
+    Clean,
+    /// Its lines about these files (an unknown key, a command that is not
+    /// executable, a line it could not parse).
+    Complaints(Vec<String>),
+    /// It could not be asked (not installed, no runtime directory to start
+    /// its manager in): why.
+    NotRun(String),
+}
+
+/// Runs `systemd-analyze --user verify` on unit files, where it is
+/// installed. Only lines naming one of the files count against them; a
+/// failure without such a line is its own environment's (no
+/// `XDG_RUNTIME_DIR`, say), reported as not run.
+pub(crate) async fn verify_units(files: &[&Path], ran: &mut Vec<String>) -> Verified {
+    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    let mut args = vec!["--user", "verify"];
+    args.extend(paths.iter().map(String::as_str));
+    let out = match run_tool("systemd-analyze", &args, TOOL_TIMEOUT).await {
+        Ok(out) => out,
+        Err(e) => return Verified::NotRun(format!("{e:#}")),
+    };
+    ran.push(line("systemd-analyze", &args));
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|n| format!("{}:", n.to_string_lossy()))
+        .collect();
+    let text = format!("{}\n{}", out.stdout, out.stderr);
+    let complaints = about_files(&text, &paths, &names);
+    if !complaints.is_empty() {
+        return Verified::Complaints(complaints);
+    }
+    if out.code != Some(0) {
+        let why = text
+            .trim()
+            .lines()
+            .next()
+            .unwrap_or("no output")
+            .to_string();
+        return Verified::NotRun(format!("systemd-analyze: {why}"));
+    }
+    Verified::Clean
+}
+
+/// The lines of `text` that name one of the files, by path or as
+/// `<unit file name>:`. Pure.
+fn about_files(text: &str, paths: &[String], names: &[String]) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| {
+            paths.iter().any(|p| l.contains(p.as_str()))
+                || names.iter().any(|n| l.starts_with(n.as_str()))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lines_about_the_files_count_against_them() {
+        let paths = ["/h/.config/systemd/user/ops-agent.service".to_string()];
+        let names = [
+            "ops-agent.service:".to_string(),
+            "ops-agent.timer:".to_string(),
+        ];
+        let text = "Failed to initialize manager: No such device or address\n\
+                    /h/.config/systemd/user/ops-agent.service:7: Unknown key 'X' in section [Service], ignoring.\n\
+                    ops-agent.service: Command /a$$b/ops-agent is not executable: No such file or directory\n\
+                    other.service: whatever\n";
+        assert_eq!(
+            about_files(text, &paths, &names),
+            [
+                "/h/.config/systemd/user/ops-agent.service:7: Unknown key 'X' in section [Service], ignoring.",
+                "ops-agent.service: Command /a$$b/ops-agent is not executable: No such file or directory",
+            ]
+        );
+        assert!(about_files("Failed to initialize manager\n", &paths, &names).is_empty());
     }
 }

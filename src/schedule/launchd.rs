@@ -65,15 +65,18 @@ pub(crate) fn render_plist(spec: &JobSpec) -> String {
     let mut s = String::new();
     s += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
     s += "<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n";
+    // XML forbids `--` inside a comment (strict parsers such as Python's
+    // plistlib and xmllint reject the whole file), so the comment names
+    // no flag.
     s += "<!--\n";
     s += &format!(
         "  ops-agent LaunchAgent: one cycle every {} s.\n",
         spec.interval_secs
     );
-    s += "  Written by `ops-agent install --launchd`; to change it, run that again\n";
-    s += "  (with --force) rather than editing: `ops-agent doctor` compares this file\n";
-    s += "  with what install would write now. launchd expands neither ~ nor $VARS,\n";
-    s += "  so install writes every path out in full.\n";
+    s += "  Written by `ops-agent install` for launchd; to change it, run that\n";
+    s += "  again (forced) rather than editing: `ops-agent doctor` compares this\n";
+    s += "  file with what install would write now. launchd expands neither ~ nor\n";
+    s += "  $VARS, so install writes every path out in full.\n";
     s += "-->\n";
     s += "<plist version=\"1.0\">\n<dict>\n";
     let key = |s: &mut String, k: &str| *s += &format!("    <key>{k}</key>\n");
@@ -159,6 +162,17 @@ mod tests {
             "launchd/com.john.ops-agent.plist is out of date: paste this renderer's output into it"
         );
         assert!(!reference.contains("/Users/"), "no hard-coded home");
+    }
+
+    #[test]
+    fn the_comment_is_one_xml_allows() {
+        let text = render_plist(&reference_spec());
+        let comment = &text[text.find("<!--").unwrap() + 4..text.find("-->").unwrap()];
+        assert!(
+            !comment.contains("--") && !comment.ends_with('-'),
+            "{comment}"
+        );
+        assert_eq!(text.matches("<!--").count(), 1);
     }
 
     #[test]

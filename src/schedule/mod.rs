@@ -60,6 +60,12 @@ impl ScheduleConfig {
                 );
             }
         }
+        for (key, v) in [
+            ("schedule.launchd_label", &self.launchd_label),
+            ("schedule.systemd_unit", &self.systemd_unit),
+        ] {
+            crate::health::check::check_daemon_name(key, v)?;
+        }
         if let Some(ext) = [".service", ".timer"]
             .iter()
             .find(|e| self.systemd_unit.ends_with(*e))
@@ -90,6 +96,14 @@ impl Scheduler {
             Scheduler::Launchd
         } else {
             Scheduler::Systemd
+        }
+    }
+
+    /// Its name in messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Scheduler::Launchd => "launchd",
+            Scheduler::Systemd => "systemd",
         }
     }
 
@@ -132,6 +146,36 @@ pub(crate) struct JobSpec {
 }
 
 impl JobSpec {
+    /// Refuses a spec that `scheduler`'s job file could not carry
+    /// faithfully ([`unfaithful`]), naming the value and the way out; so
+    /// nothing is rendered, written or loaded from one. Pure.
+    pub(crate) fn check(&self, scheduler: Scheduler) -> Result<()> {
+        let mut values: Vec<(&str, &std::ffi::OsStr, bool)> =
+            vec![("the binary", self.binary.as_os_str(), true)];
+        if let Some(c) = &self.config {
+            values.push(("the config file", c.as_os_str(), false));
+        }
+        if scheduler == Scheduler::Launchd {
+            values.push(("launchd's stdout log", self.stdout_log.as_os_str(), false));
+            values.push(("launchd's stderr log", self.stderr_log.as_os_str(), false));
+        }
+        for (k, v) in &self.env {
+            values.push(("an environment variable's name", k.as_ref(), false));
+            values.push((k.as_str(), v.as_ref(), false));
+        }
+        for (what, value, executable) in values {
+            if let Some(why) = unfaithful(value, executable, scheduler) {
+                bail!(
+                    "{what} {:?} {why}: a {} job file cannot name it as it is; rename or move it \
+                     (or link it from a plain path) and run install from there",
+                    Path::new(value),
+                    scheduler.name()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The job's command line: no shell, the config named explicitly so the
     /// job never depends on where it thinks home is.
     fn argv(&self) -> Vec<String> {
@@ -145,6 +189,31 @@ impl JobSpec {
     }
 }
 
+/// Why `value` cannot be written into a job file so that the scheduler
+/// reads back exactly it, if it cannot: a job file is UTF-8 text (a
+/// non-UTF-8 name would become U+FFFD, another file), a control character
+/// splits a unit's line into injected lines (newline, CR) or makes the
+/// plist invalid XML (XML 1.0 has no way to write most of them), and
+/// systemd refuses an executable path holding a quote or a backslash
+/// (systemd.service(5), "Executable name contains special characters").
+/// Everything else is escaped by the renderers. Pure.
+fn unfaithful(value: &std::ffi::OsStr, executable: bool, scheduler: Scheduler) -> Option<String> {
+    let Some(text) = value.to_str() else {
+        return Some("is not UTF-8".into());
+    };
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Some(format!("holds the control character {c:?}"));
+    }
+    if executable && scheduler == Scheduler::Systemd {
+        if let Some(c) = text.chars().find(|c| matches!(c, '"' | '\'' | '\\')) {
+            return Some(format!(
+                "holds {c:?}, which systemd refuses in the program it starts"
+            ));
+        }
+    }
+    None
+}
+
 /// One file of a job: where it goes and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct JobFile {
@@ -154,38 +223,59 @@ pub(crate) struct JobFile {
     pub(crate) text: String,
 }
 
-/// Where a scheduler's job files live for a user: `home` and the XDG
-/// config directory (`$XDG_CONFIG_HOME`, else `~/.config`; systemd reads
-/// user units from `<it>/systemd/user`).
+/// Where a scheduler's job files live for a user: `home`, the XDG config
+/// directory (`$XDG_CONFIG_HOME`, else `~/.config`; systemd reads user
+/// units from `<it>/systemd/user`) and the XDG data directory
+/// (`$XDG_DATA_HOME`, else `~/.local/share`; systemd keeps a persistent
+/// timer's last run in `<it>/systemd/timers`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Homes {
     /// The home directory.
     home: PathBuf,
     /// The XDG config directory.
     config_home: PathBuf,
+    /// The XDG data directory.
+    data_home: PathBuf,
 }
 
 impl Homes {
-    /// From the home directory and `$XDG_CONFIG_HOME` (used only when
-    /// absolute, as the XDG spec says). Pure.
-    fn new(home: &Path, xdg_config_home: Option<&str>) -> Homes {
-        let config_home = xdg_config_home
-            .filter(|x| x.starts_with('/'))
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home.join(".config"));
+    /// From the home directory, `$XDG_CONFIG_HOME` and `$XDG_DATA_HOME`
+    /// (each used only when absolute, as the XDG spec says). Pure.
+    fn new(home: &Path, xdg_config_home: Option<&str>, xdg_data_home: Option<&str>) -> Homes {
+        let xdg = |value: Option<&str>, default: &str| {
+            value
+                .filter(|x| x.starts_with('/'))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.join(default))
+        };
         Homes {
             home: home.to_path_buf(),
-            config_home,
+            config_home: xdg(xdg_config_home, ".config"),
+            data_home: xdg(xdg_data_home, ".local/share"),
         }
     }
 
-    /// This process's (`$HOME`, `$XDG_CONFIG_HOME`).
+    /// This process's (`$HOME`, `$XDG_CONFIG_HOME`, `$XDG_DATA_HOME`).
     pub(crate) fn current() -> Result<Homes> {
         let Some(dirs) = directories::BaseDirs::new() else {
             bail!("no home directory (is HOME set?)");
         };
-        let xdg = std::env::var("XDG_CONFIG_HOME").ok();
-        Ok(Homes::new(dirs.home_dir(), xdg.as_deref()))
+        let config = std::env::var("XDG_CONFIG_HOME").ok();
+        let data = std::env::var("XDG_DATA_HOME").ok();
+        Ok(Homes::new(
+            dirs.home_dir(),
+            config.as_deref(),
+            data.as_deref(),
+        ))
+    }
+
+    /// The file in which systemd keeps the timer's last run
+    /// (`Persistent=true`): systemd leaves it behind when the timer is
+    /// disabled and its unit removed, so `uninstall` removes it.
+    pub(crate) fn timer_stamp(&self, names: &ScheduleConfig) -> PathBuf {
+        self.data_home
+            .join("systemd/timers")
+            .join(format!("stamp-{}.timer", names.systemd_unit))
     }
 
     /// The paths of the job files a scheduler reads.
@@ -260,8 +350,10 @@ pub(crate) fn find_on_path(name: &str, path: &str) -> Option<PathBuf> {
         .find(|c| c.is_file())
 }
 
-/// launchd's log files next to the activity log: `<dir>/<stem>.launchd.out.log`
-/// and `.err.log` (the runbook's `~/system/logs/ops-agent.launchd.err.log`).
+/// launchd's log files next to the activity log: `<dir>/<stem>-launchd.log`
+/// and `<dir>/<stem>-launchd-error.log`, the names the Node daemon's
+/// LaunchAgent used (`~/system/logs/ops-agent-launchd-error.log`), so the
+/// runbook's `tail` commands still find them.
 pub(crate) fn launchd_logs(activity_log: &Path) -> (PathBuf, PathBuf) {
     let dir = activity_log.parent().unwrap_or(Path::new("/"));
     let stem = activity_log
@@ -269,8 +361,8 @@ pub(crate) fn launchd_logs(activity_log: &Path) -> (PathBuf, PathBuf) {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "ops-agent".into());
     (
-        dir.join(format!("{stem}.launchd.out.log")),
-        dir.join(format!("{stem}.launchd.err.log")),
+        dir.join(format!("{stem}-launchd.log")),
+        dir.join(format!("{stem}-launchd-error.log")),
     )
 }
 
@@ -298,8 +390,8 @@ mod tests {
             config: Some("/home/ann/.config/ops-agent/config.toml".into()),
             interval_secs: 300,
             env: vec![("PATH".into(), Scheduler::Systemd.base_path().into())],
-            stdout_log: "/home/ann/system/logs/ops-agent.launchd.out.log".into(),
-            stderr_log: "/home/ann/system/logs/ops-agent.launchd.err.log".into(),
+            stdout_log: "/home/ann/system/logs/ops-agent-launchd.log".into(),
+            stderr_log: "/home/ann/system/logs/ops-agent-launchd-error.log".into(),
             names: ScheduleConfig::default(),
         }
     }
@@ -324,7 +416,7 @@ mod tests {
 
     #[test]
     fn job_files_go_where_each_scheduler_reads_them() {
-        let h = Homes::new(Path::new("/home/ann"), None);
+        let h = Homes::new(Path::new("/home/ann"), None, None);
         let names = ScheduleConfig::default();
         assert_eq!(
             h.job_paths(Scheduler::Launchd, &names),
@@ -339,10 +431,19 @@ mod tests {
                 PathBuf::from("/home/ann/.config/systemd/user/ops-agent.timer"),
             ]
         );
-        let x = Homes::new(Path::new("/home/ann"), Some("/xdg"));
+        assert_eq!(
+            h.timer_stamp(&names),
+            PathBuf::from("/home/ann/.local/share/systemd/timers/stamp-ops-agent.timer")
+        );
+        let x = Homes::new(Path::new("/home/ann"), Some("/xdg"), Some("/data"));
         assert_eq!(x.config_home, PathBuf::from("/xdg"));
-        let rel = Homes::new(Path::new("/home/ann"), Some("relative"));
+        assert_eq!(
+            x.timer_stamp(&names),
+            PathBuf::from("/data/systemd/timers/stamp-ops-agent.timer")
+        );
+        let rel = Homes::new(Path::new("/home/ann"), Some("relative"), Some("rel"));
         assert_eq!(rel.config_home, PathBuf::from("/home/ann/.config"));
+        assert_eq!(rel.data_home, PathBuf::from("/home/ann/.local/share"));
     }
 
     #[test]
@@ -359,6 +460,57 @@ mod tests {
         );
         s.config = None;
         assert_eq!(s.argv(), ["/usr/local/bin/ops-agent", "run-once"]);
+    }
+
+    #[test]
+    fn what_a_job_file_cannot_carry_is_refused_with_the_value_named() {
+        use std::os::unix::ffi::OsStrExt;
+        let refused = |s: &JobSpec, sch: Scheduler| s.check(sch).unwrap_err().to_string();
+        spec().check(Scheduler::Systemd).unwrap();
+        spec().check(Scheduler::Launchd).unwrap();
+        // What the renderers escape is fine for both.
+        let mut ok = spec();
+        ok.binary = "/opt/a b/$x/100%/;#/ops-agent".into();
+        ok.config = Some("/home/ann/\"q\" 'y' \\z $HOME %h.toml".into());
+        ok.check(Scheduler::Systemd).unwrap();
+        ok.check(Scheduler::Launchd).unwrap();
+        let mut s = spec();
+        s.config = Some("/home/ann/x\n[Service]\nExecStartPre=/bin/sh.toml".into());
+        for sch in [Scheduler::Systemd, Scheduler::Launchd] {
+            let e = refused(&s, sch);
+            assert!(
+                e.contains("the config file \"/home/ann/x\\n[Service]"),
+                "{e}"
+            );
+            assert!(e.contains("control character '\\n'"), "{e}");
+        }
+        let mut s = spec();
+        s.binary = "/opt/x\ry/ops-agent".into();
+        assert!(refused(&s, Scheduler::Launchd).contains("'\\r'"));
+        let mut s = spec();
+        s.binary = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"/opt/\xff/ops-agent"));
+        let e = refused(&s, Scheduler::Systemd);
+        assert!(
+            e.contains("the binary \"/opt/\\xFF/ops-agent\" is not UTF-8"),
+            "{e}"
+        );
+        for q in ["\"", "'", "\\"] {
+            let mut s = spec();
+            s.binary = format!("/opt/a{q}b/ops-agent").into();
+            assert!(
+                refused(&s, Scheduler::Systemd).contains("systemd refuses"),
+                "{q}"
+            );
+            s.check(Scheduler::Launchd).unwrap();
+        }
+        let mut s = spec();
+        s.env
+            .push(("DOCKER_HOST".into(), "tcp://h:2376\u{1b}[2J".into()));
+        assert!(refused(&s, Scheduler::Systemd).starts_with("DOCKER_HOST \"tcp://h:2376\\u{1b}"));
+        let mut s = spec();
+        s.stderr_log = "/l/\u{7}.log".into();
+        s.check(Scheduler::Systemd).unwrap();
+        assert!(refused(&s, Scheduler::Launchd).contains("launchd's stderr log"));
     }
 
     #[test]
@@ -396,8 +548,8 @@ mod tests {
         assert_eq!(
             launchd_logs(Path::new("/Users/ann/system/logs/ops-agent.log")),
             (
-                PathBuf::from("/Users/ann/system/logs/ops-agent.launchd.out.log"),
-                PathBuf::from("/Users/ann/system/logs/ops-agent.launchd.err.log")
+                PathBuf::from("/Users/ann/system/logs/ops-agent-launchd.log"),
+                PathBuf::from("/Users/ann/system/logs/ops-agent-launchd-error.log")
             )
         );
     }

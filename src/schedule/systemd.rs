@@ -8,17 +8,31 @@
 
 use super::JobSpec;
 
-/// One word of an `ExecStart=` line: `%` and `$` doubled, double-quoted
-/// (with `\` and `"` escaped) when it holds whitespace, a quote, a
-/// backslash or `;`, or is empty. Pure.
+/// One argument of an `ExecStart=` line: `%` (a specifier) and `$` (a
+/// variable) doubled, then [`quoted`]. Pure.
 fn exec_word(s: &str) -> String {
-    let s = s.replace('%', "%%").replace('$', "$$");
+    quoted(&s.replace('%', "%%").replace('$', "$$"))
+}
+
+/// The program of an `ExecStart=` line: `%` doubled, `$` kept (systemd
+/// expands variables in the arguments only, so `$$` there would stay two
+/// dollars and name another file), then [`quoted`]. A quote or a backslash
+/// cannot be written at all (systemd refuses the unit): `JobSpec::check`
+/// refuses those paths first. Pure.
+fn exec_program_word(s: &str) -> String {
+    quoted(&s.replace('%', "%%"))
+}
+
+/// A word as systemd.syntax(7) reads it: double-quoted (with `\` and `"`
+/// escaped) when it holds whitespace, a quote, a backslash or `;`, or is
+/// empty. Pure.
+fn quoted(s: &str) -> String {
     let plain = !s.is_empty()
         && !s
             .chars()
             .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | ';'));
     if plain {
-        s
+        s.to_string()
     } else {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     }
@@ -58,7 +72,7 @@ pub(crate) fn exec_program(unit: &str) -> Option<String> {
     } else {
         line.split_whitespace().next()?.to_string()
     };
-    Some(word.replace("%%", "%").replace("$$", "$"))
+    Some(word.replace("%%", "%"))
 }
 
 const HEADER: &str = "# Written by `ops-agent install --systemd`; to change it, run that again\n\
@@ -71,7 +85,18 @@ const HEADER: &str = "# Written by `ops-agent install --systemd`; to change it, 
 /// a run by hand) not counted as a failure. Pure.
 pub(crate) fn render_service(spec: &JobSpec) -> String {
     let unit = &spec.names.systemd_unit;
-    let exec: Vec<String> = spec.argv().iter().map(|a| exec_word(a)).collect();
+    let argv = spec.argv();
+    let exec: Vec<String> = argv
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i == 0 {
+                exec_program_word(a)
+            } else {
+                exec_word(a)
+            }
+        })
+        .collect();
     let mut s = format!("# ops-agent: one cycle, started by {unit}.timer.\n{HEADER}");
     s += "[Unit]\n";
     s += "Description=ops-agent: one cycle (chat triage, tasks, health checks, fixes)\n";
@@ -132,6 +157,10 @@ mod tests {
             assert_eq!(exec_word(arg), want, "{arg}");
         }
         assert_eq!(
+            exec_program_word("/opt/$x/100%/a b"),
+            "\"/opt/$x/100%%/a b\""
+        );
+        assert_eq!(
             env_assignment("PATH", "/a b:%h"),
             "\"PATH=/a b:%%h\"".to_string()
         );
@@ -163,6 +192,16 @@ mod tests {
             Some("/opt/my app/ops-agent")
         );
         assert_eq!(exec_program("[Service]\n"), None);
+        s.binary = "/opt/$HOME/100%/ops-agent".into();
+        let text = render_service(&s);
+        assert!(
+            text.contains("\nExecStart=/opt/$HOME/100%%/ops-agent --config"),
+            "{text}"
+        );
+        assert_eq!(
+            exec_program(&text).as_deref(),
+            Some("/opt/$HOME/100%/ops-agent")
+        );
     }
 
     #[test]

@@ -40,6 +40,9 @@ const PLACEHOLDERS: &[&str] = &[
     "permalink",
 ];
 
+/// The shortest `mc.timeout_secs`: no program starts and answers faster.
+const MIN_TIMEOUT_SECS: f64 = 0.1;
+
 /// `[mc]`: how to reach MC.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -110,13 +113,23 @@ pub(crate) fn validate_argv_template(key: &str, argv: &[String], known: &[&str])
 impl McConfig {
     /// Checks the section without I/O; errors name the key and the bad value.
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.timeout_secs.is_zero() {
-            bail!("mc.timeout_secs: 0 is not a timeout; use more than 0");
+        if self.timeout_secs.as_f64() < MIN_TIMEOUT_SECS {
+            bail!(
+                "mc.timeout_secs: {} is too short for any program to start and answer; \
+                 use at least {MIN_TIMEOUT_SECS} (default 30)",
+                self.timeout_secs
+            );
         }
         validate_argv_template("mc.command", &self.command, PLACEHOLDERS)?;
         validate_argv_template("mc.find", &self.find, PLACEHOLDERS)?;
         if !self.find.is_empty() && self.command.is_empty() {
             bail!("mc.find: only used with mc.command (the built-in ledger needs no lookup)");
+        }
+        if !self.find.is_empty() && !self.find.iter().any(|a| a.contains("{source}")) {
+            bail!(
+                "mc.find: no argument holds {{source}}: the lookup could not say which post's \
+                 task it looks for, and every answer would be taken for every post"
+            );
         }
         if self.id_json_field.trim().is_empty() {
             bail!("mc.id_json_field: must name a field (default \"id\")");
@@ -333,29 +346,51 @@ pub(crate) enum NextStep {
     GiveUp(String),
 }
 
-/// The next step (see [`NextStep`]). `alive` tells whether a process group
-/// still runs; an attempt without a recorded group counts as running for
-/// twice the command's timeout after it started.
+/// Whose attempts [`next_step`] judges, for the words of its answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempted<'a> {
+    /// The command: "MC command", "resolve command".
+    pub(crate) command: &'a str,
+    /// What an attempt that worked did: "made the task".
+    pub(crate) work: &'a str,
+    /// Whether MC can be asked whether the work is done (`[mc] find`).
+    pub(crate) can_ask: bool,
+    /// Why it cannot, for the give-up message.
+    pub(crate) no_ask: &'a str,
+}
+
+/// The MC command's create attempts.
+pub(crate) const CREATE: Attempted<'static> = Attempted {
+    command: "MC command",
+    work: "made the task",
+    can_ask: false,
+    no_ask: "no [mc] find is configured to ask",
+};
+
+/// The next step (see [`NextStep`]). `alive` tells whether an attempt's
+/// command still runs; an attempt without a recorded process group counts
+/// as running for twice the command's timeout after it started.
 pub(crate) fn next_step(
     attempts: &[Attempt],
-    has_find: bool,
+    who: Attempted<'_>,
     now_ms: i64,
     timeout_ms: i64,
     alive: impl Fn(u32) -> bool,
 ) -> NextStep {
+    let command = who.command;
     let next = attempts.last().map_or(1, |a| a.attempt + 1);
     if let Some(running) = attempts.iter().rev().find(|a| a.outcome.is_none()) {
         let started = running.at.timestamp_millis();
         match running.pgid {
             Some(pgid) if alive(pgid) => {
                 return NextStep::Wait(format!(
-                    "attempt {} of the MC command (process group {pgid}) is still running",
+                    "attempt {} of the {command} (process group {pgid}) is still running",
                     running.attempt
                 ))
             }
             None if now_ms - started < 2 * timeout_ms => {
                 return NextStep::Wait(format!(
-                    "attempt {} of the MC command may still be running",
+                    "attempt {} of the {command} may still be running",
                     running.attempt
                 ))
             }
@@ -371,14 +406,14 @@ pub(crate) fn next_step(
             attempt: next,
             extra: false,
         },
-        _ if has_find => NextStep::Find,
+        _ if who.can_ask => NextStep::Find,
         1 => NextStep::Create {
             attempt: next,
             extra: true,
         },
         n => NextStep::GiveUp(format!(
-            "{n} attempts of the MC command ended without telling whether they made the task, \
-             and no [mc] find is configured to ask"
+            "{n} attempts of the {command} ended without telling whether they {}, and {}",
+            who.work, who.no_ask
         )),
     }
 }
@@ -616,6 +651,14 @@ mod tests {
             ..Default::default()
         })
         .contains("mc.timeout_secs"));
+        assert!(bad(toml::from_str("timeout_secs = 0.000001").unwrap())
+            .contains("mc.timeout_secs: 0.000001 is too short"));
+        assert!(bad(McConfig {
+            command: vec!["mc".into(), "{source}".into()],
+            find: vec!["mc".into(), "find".into(), "{title}".into()],
+            ..Default::default()
+        })
+        .contains("mc.find: no argument holds {source}"));
         assert!(bad(McConfig {
             id_regex: Some("MC-\\d+".into()),
             ..Default::default()
@@ -682,7 +725,11 @@ mod tests {
             ("two unknowns with a lookup: ask", vec![a(1, Some(8), unknown, 9), a(2, Some(8), unknown, 5)], true, NextStep::Find),
         ];
         for (name, attempts, has_find, want) in table {
-            let got = next_step(&attempts, has_find, now, timeout, |pgid| pgid == 7);
+            let who = Attempted {
+                can_ask: has_find,
+                ..CREATE
+            };
+            let got = next_step(&attempts, who, now, timeout, |pgid| pgid == 7);
             assert_eq!(got, want, "{name}");
         }
     }

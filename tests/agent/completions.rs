@@ -1,13 +1,18 @@
 //! Shell completions and the man page against the CLI they describe. The
 //! subcommands and their flags are read from `ops-agent --help`, what a
 //! user sees, so a subcommand added later is checked without editing this
-//! file. Bash is checked in a real bash: the script is loaded and its
-//! completion function called as bash calls it on TAB.
+//! file. Each shell is checked in the real shell: bash's script is loaded
+//! and its completion function called as bash calls it on TAB; zsh
+//! completes in an interactive zsh on a pseudo-terminal (`zsh/zpty`), with
+//! the script on its `fpath` and `compinit` run; fish answers `complete
+//! -C`. zsh and fish are the `zsh` and `fish` tiers (`.ci/run` installs
+//! both).
 
 use std::path::Path;
 use std::process::Command;
 
 use crate::support::agent::{text, Sandbox};
+use crate::support::tier;
 
 /// One subcommand: its path below `ops-agent` (`["tasks", "list"]`).
 type Cmd = Vec<String>;
@@ -181,8 +186,6 @@ fn a_real_bash_completes_every_subcommand() {
 }
 
 #[test]
-#[ignore = "issue 20 item 12: bash completes no subcommand's flags (clap_complete names the \
-            function's states differently for the hyphenated binary name)"]
 fn a_real_bash_completes_every_subcommands_flags() {
     let sb = Sandbox::new();
     let file = bash_script(&sb);
@@ -253,4 +256,243 @@ fn zsh_and_fish_offer_every_subcommands_flags() {
             );
         }
     }
+}
+
+/// The typed lines (each ending in the word being completed) with the
+/// subcommand's long flags each must offer: `ops-agent <cmd> --`.
+fn flag_lines(sb: &Sandbox) -> Vec<(String, Vec<String>)> {
+    every_subcommand(sb)
+        .into_iter()
+        .map(|cmd| {
+            let flags = long_flags_in(&help(sb, &cmd));
+            (format!("ops-agent {} --", cmd.join(" ")), flags)
+        })
+        .collect()
+}
+
+/// Where a shell is installed, or the tier's `missing` line.
+fn shell_for(tier_name: &str) -> Option<std::path::PathBuf> {
+    let found = ["/usr/bin", "/bin"]
+        .into_iter()
+        .map(|d| Path::new(d).join(tier_name))
+        .find(|p| p.exists());
+    if found.is_none() {
+        tier::missing(
+            tier_name,
+            &format!("{tier_name} is not installed (.ci/run installs Debian's {tier_name})"),
+        );
+    }
+    found
+}
+
+/// Completes each of `lines` in an interactive zsh on a pseudo-terminal:
+/// `compinit` with the script's directory first on `fpath`, each line
+/// typed, completed by a widget that records what `compadd` was given,
+/// then cleared. Returns, per line, what zsh offered. A line is typed only
+/// once the prompt is back (`<PS>`): typed while a command still runs, the
+/// terminal's own line discipline would take `^U` and lose the line.
+const ZSH_CAPTURE: &str = r#"dir=$1; shift
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PS1='<PS>'; PS2=''; fpath=(${(q)dir} \$fpath); autoload -Uz compinit; compinit -u -D"
+zpty -w z 'comptest () { compadd () { builtin compadd -O __hits "$@"; builtin compadd "$@"; print -l -- "" "<HIT>"${^__hits} >&2 }; _main_complete "$@"; unfunction compadd }'
+zpty -w z 'zle -C _cap complete-word comptest; bindkey "^B" _cap; bindkey "^U" kill-whole-line; exec 2>&1'
+zpty -w z "echo '<RE''ADY>'"
+zpty -r z out '*<READY>*<PS>*'
+n=0
+for typed in "$@"; do
+  n=$((n+1))
+  zpty -w z "$typed"$'\x02\x15'"echo '<E''ND>'"
+  zpty -r z out '*<END>*<PS>*'
+  for l in ${(f)out//$'\r'/}; do
+    [[ $l == '<HIT>'* ]] && print -r -- "$n	${l#<HIT>}"
+  done
+done
+zpty -d z"#;
+
+/// Per typed line, the words a shell offered, from `<n>\t<word>` lines.
+fn offers_by_line(output: &str, lines: usize) -> Vec<Vec<String>> {
+    let mut offers = vec![Vec::new(); lines];
+    for l in output.lines() {
+        let Some((n, word)) = l.split_once('\t') else {
+            continue;
+        };
+        let n: usize = n.parse().unwrap();
+        offers[n - 1].push(word.to_string());
+    }
+    offers
+}
+
+#[test]
+fn a_real_zsh_completes_every_subcommand_and_its_flags() {
+    let Some(zsh) = shell_for("zsh") else { return };
+    let sb = Sandbox::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("_ops-agent"), script(&sb, "zsh")).unwrap();
+    let mut cases = flag_lines(&sb);
+    cases.push(("ops-agent ins".into(), vec![]));
+    let lines: Vec<&str> = cases.iter().map(|(l, _)| l.as_str()).collect();
+    let out = Command::new(zsh)
+        .arg("-f")
+        .arg("-c")
+        .arg(ZSH_CAPTURE)
+        .arg("zsh")
+        .arg(dir.path())
+        .args(&lines)
+        .output()
+        .expect("running zsh");
+    assert!(out.status.success(), "zsh: {}", text(&out));
+    let offers = offers_by_line(&stdout(&out), lines.len());
+    for ((line, flags), offered) in cases.iter().zip(&offers) {
+        assert!(!flags.is_empty() || line.ends_with("ins"), "{line}");
+        for flag in flags {
+            assert!(
+                offered.contains(&format!("--{flag}")),
+                "zsh: {line}<TAB>: --{flag} not in {offered:?}"
+            );
+        }
+    }
+    assert_eq!(
+        offers.last().unwrap(),
+        &["install"],
+        "a prefix narrows the offer"
+    );
+    tier::ran("zsh");
+}
+
+#[test]
+fn a_real_fish_completes_every_subcommand_and_its_flags() {
+    let Some(fish) = shell_for("fish") else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), script(&sb, "fish")).unwrap();
+    let mut cases = flag_lines(&sb);
+    cases.push(("ops-agent ins".into(), vec![]));
+    // `complete -C LINE` prints what fish offers, `word<TAB>description`.
+    let program = r#"source $argv[1]; or exit 3
+set n 0
+for typed in $argv[2..-1]
+    set n (math $n + 1)
+    for c in (complete -C "$typed")
+        printf '%s\t%s\n' $n (string split -f1 \t -- $c)
+    end
+end"#;
+    let lines: Vec<&str> = cases.iter().map(|(l, _)| l.as_str()).collect();
+    let out = Command::new(fish)
+        .args(["--no-config", "-c", program])
+        .arg(file.path())
+        .args(&lines)
+        .output()
+        .expect("running fish");
+    assert!(out.status.success(), "fish: {}", text(&out));
+    let offers = offers_by_line(&stdout(&out), lines.len());
+    for ((line, flags), offered) in cases.iter().zip(&offers) {
+        for flag in flags {
+            assert!(
+                offered.contains(&format!("--{flag}")),
+                "fish: {line}<TAB>: --{flag} not in {offered:?}"
+            );
+        }
+    }
+    assert_eq!(
+        offers.last().unwrap(),
+        &["install"],
+        "a prefix narrows the offer"
+    );
+    tier::ran("fish");
+}
+
+#[test]
+fn the_man_page_has_exit_status_environment_and_files() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["man"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let page = stdout(&out);
+    // Rendered as `man` shows it, where groff is installed (Debian's
+    // groff-base, which man-db needs; `.ci/run` installs it).
+    let groff = ["/usr/bin/groff", "/bin/groff"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(groff) = groff else {
+        tier::missing(
+            "groff",
+            "groff is not installed (.ci/run installs groff-base)",
+        );
+        return;
+    };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &page).unwrap();
+    let out = Command::new(groff)
+        .args(["-man", "-Tutf8", "-ww", "-rLL=200n"])
+        .arg(file.path())
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "groff: {}",
+        text(&out)
+    );
+    // Plain text: no overstrike (bold) sequences, hyphens as typed.
+    let shown: String = String::from_utf8_lossy(&out.stdout).replace(['\u{2010}', '\u{2212}'], "-");
+    let mut plain = String::new();
+    for c in shown.chars() {
+        if c == '\u{8}' {
+            plain.pop();
+        } else {
+            plain.push(c);
+        }
+    }
+    let section = |title: &str| -> String {
+        let start = plain
+            .lines()
+            .position(|l| l == title)
+            .unwrap_or_else(|| panic!("no {title} section:\n{plain}"));
+        plain
+            .lines()
+            .skip(start + 1)
+            .take_while(|l| l.is_empty() || l.starts_with(' '))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let tags = |body: &str| -> Vec<String> {
+        body.lines()
+            .filter(|l| l.starts_with("       ") && !l.starts_with("        "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    };
+    let exit = section("EXIT STATUS");
+    assert_eq!(tags(&exit), ["0", "1", "2", "3", "75", "78"], "{exit}");
+    assert!(
+        exit.contains("lock") && exit.contains("configuration"),
+        "{exit}"
+    );
+    let env = section("ENVIRONMENT");
+    for var in [
+        "OPS_AGENT_CONFIG",
+        "OPS_AGENT_MM_TOKEN",
+        "DOCKER_HOST",
+        "NO_COLOR",
+    ] {
+        assert!(
+            tags(&env).iter().any(|t| t.trim_end_matches(',') == var),
+            "{var}: {env}"
+        );
+    }
+    let files = section("FILES");
+    for path in [
+        "/tmp/ops-agent-state.json",
+        "/tmp/ops-agent.lock",
+        "/tmp/mm-token.json",
+        "/tmp/ops-fix-history.json",
+        "~/system/agents/state/ops.json",
+        "~/system/logs/ops-agent.log",
+        "~/system/logs/ops-agent-launchd.log,",
+    ] {
+        assert!(tags(&files).iter().any(|t| t == path), "{path}: {files}");
+    }
+    tier::ran("groff");
 }

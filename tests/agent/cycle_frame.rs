@@ -174,6 +174,27 @@ fn an_unknown_config_key_is_named() {
 }
 
 #[test]
+fn a_key_set_twice_is_named_as_a_duplicate_not_as_a_refused_secret() {
+    let mut sb = Sandbox::new();
+    // The example sets token_file; an operator uncomments a second one.
+    sb.extra = "[mattermost]\nteams = [\"basic\"]\ntoken_file = \"~/.config/ops-agent/mm-token\"\n\
+                url = \"http://localhost:8065\"\ntoken_file = \"~/other-token\"\n"
+        .into();
+    let out = sb.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let config = std::fs::read_to_string(sb.config()).unwrap();
+    let line = |needle: &str| config.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let want = format!(
+        "duplicate key `mattermost.token_file` at line {} (first set at line {})",
+        line("other-token"),
+        line("~/.config/ops-agent/mm-token")
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+}
+
+#[test]
 fn a_bad_config_value_is_named() {
     let mut sb = Sandbox::new();
     sb.extra =
@@ -374,4 +395,103 @@ fn the_launchd_plist_runs_one_cycle_every_300_seconds() {
             "{key} = {p}"
         );
     }
+}
+
+#[test]
+fn the_node_daemons_stats_file_keeps_its_counters_through_a_cycle() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.stats().parent().unwrap()).unwrap();
+    std::fs::write(
+        sb.stats(),
+        r#"{"cycles": 1200, "messagesProcessed": 3400, "tasksCreated": 310,
+            "repliesSent": 305, "errors": {"mattermost": 4},
+            "lastRun": "2024-05-01T10:00:00.000Z"}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(sb.stats(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.stats()).unwrap()).unwrap();
+    assert_eq!(stats["cycles"], 1201, "{stats}");
+    for (name, n) in [
+        ("messages_processed", 3400),
+        ("tasks_created", 310),
+        ("replies_sent", 305),
+        ("errors_mattermost", 4),
+    ] {
+        assert_eq!(stats["counters"][name], n, "{name}: {stats}");
+    }
+    assert!(stats.get("messagesProcessed").is_none(), "{stats}");
+    let shown = String::from_utf8_lossy(&sb.run(&["stats"]).stdout).into_owned();
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("messages_processed ") && l.ends_with(" 3400")),
+        "{shown}"
+    );
+}
+
+/// Root runs the README's first command, leaving the runbook's shared
+/// `/tmp` files; then the service account's cycle is refused with their
+/// owner and the way out named (it used to blame symlinks). Needs root to
+/// play both users: the `root` tier (CI runs as root).
+#[test]
+fn files_root_left_in_the_shared_tmp_name_their_owner_and_the_way_out() {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        crate::support::tier::missing("root", "playing root and a service account needs root");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let sb = Sandbox::new();
+    std::fs::set_permissions(sb.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The shared /tmp: anyone may create, nobody may remove another's file.
+    std::fs::create_dir_all(sb.path("tmp")).unwrap();
+    std::fs::set_permissions(sb.path("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::set_permissions(sb.config(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The service account's own home, for what is not shared.
+    let home = sb.path("svc");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+    let config = std::fs::read_to_string(sb.config())
+        .unwrap()
+        .replace('~', &home.display().to_string());
+    let svc_config = home.join("config.toml");
+    std::fs::write(&svc_config, config).unwrap();
+    std::os::unix::fs::chown(&svc_config, Some(NOBODY), Some(NOBODY)).unwrap();
+    // The binary where the service account can run it (the checkout may
+    // sit under a directory only root can enter).
+    let bin = sb.path("bin/ops-agent");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(&sb.bin, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&bin)
+        .arg("--config")
+        .arg(&svc_config)
+        .arg("run-once")
+        .env_clear()
+        .env("HOME", &home)
+        .env("PATH", "/usr/bin:/bin")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let state = sb.state().display().to_string();
+    let lock = sb.path("tmp/ops-agent.lock").display().to_string();
+    assert!(
+        t.contains("belong to root (uid 0), not to")
+            && t.contains(&state)
+            && t.contains(&lock)
+            && t.contains("sudo rm ")
+            && t.contains("[paths]"),
+        "{t}"
+    );
+    assert!(!t.contains("symlink"), "{t}");
+    crate::support::tier::ran("root");
 }

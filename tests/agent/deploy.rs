@@ -238,9 +238,14 @@ fn install_systemd_writes_both_units_enables_the_timer_and_print_shows_the_same(
         ]
     );
 
-    // Uninstall: disable, remove both files, reload; state stays.
+    // Uninstall: disable, remove both files and the stamp systemd keeps
+    // of the persistent timer's last run, reload; state stays.
+    let stamp = sb.path(".local/share/systemd/timers/stamp-ops-agent.timer");
+    std::fs::create_dir_all(stamp.parent().unwrap()).unwrap();
+    std::fs::write(&stamp, "").unwrap();
     let out = sb.run(&["uninstall", "--systemd"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!stamp.exists(), "{}", text(&out));
     assert_eq!(
         calls(&sb),
         [
@@ -315,7 +320,7 @@ fn install_launchd_bootstraps_in_the_gui_domain_restart_reloads_uninstall_boots_
     assert!(sb.path("system/logs").is_dir());
     assert!(text_of.contains(&format!(
         "<string>{}</string>",
-        sb.path("system/logs/ops-agent.launchd.err.log").display()
+        sb.path("system/logs/ops-agent-launchd-error.log").display()
     )));
 
     // Installed and current: nothing to do.
@@ -394,6 +399,264 @@ fn the_reference_plist_is_what_install_launchd_print_renders() {
         printed,
         format!("# $HOME/Library/LaunchAgents/com.john.ops-agent.plist\n{reference}")
     );
+}
+
+/// A plist parsed by Python's plistlib (expat: strict XML, as launchd's
+/// own parser and xmllint are), as JSON: `{"ok": value}` or `{"error": why}`.
+fn strict_plist(xml: &str) -> serde_json::Value {
+    let program = "import json, plistlib, sys\n\
+        try:\n    print(json.dumps({'ok': plistlib.loads(sys.stdin.buffer.read())}))\n\
+        except Exception as e:\n    print(json.dumps({'error': repr(e)}))\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", program])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (the plist's strict parser; .ci/run has it)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(xml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The one file `install --print` printed, without its `# <path>` line.
+fn printed_file(out: &std::process::Output) -> String {
+    let s = stdout(out);
+    let (head, body) = s.split_once('\n').unwrap();
+    assert!(head.starts_with("# /"), "{s}");
+    body.to_string()
+}
+
+#[test]
+fn the_rendered_and_the_reference_plist_pass_a_strict_xml_parser() {
+    let sb = install_sandbox();
+    let out = sb.run(&["install", "--launchd", "--print"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rendered = printed_file(&out);
+    let parsed = strict_plist(&rendered);
+    let plist = &parsed["ok"];
+    assert_eq!(
+        plist["ProgramArguments"],
+        serde_json::json!([
+            env!("CARGO_BIN_EXE_ops-agent"),
+            "--config",
+            sb.config().display().to_string(),
+            "run-once"
+        ]),
+        "{parsed}"
+    );
+    assert_eq!(
+        plist["StandardErrorPath"],
+        sb.path("system/logs/ops-agent-launchd-error.log")
+            .display()
+            .to_string(),
+        "the Node daemon's launchd log names"
+    );
+    assert_eq!(plist["StartInterval"], 300);
+    let reference = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/launchd/com.john.ops-agent.plist"
+    ))
+    .unwrap();
+    let parsed = strict_plist(&reference);
+    assert_eq!(parsed["ok"]["Label"], "com.john.ops-agent", "{parsed}");
+    // What an XML-special config path comes out as, read strictly.
+    let odd = sb.path("cfg & <odd> \"q\" 'a'.toml");
+    std::fs::copy(sb.config(), &odd).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ops-agent"))
+        .arg("--config")
+        .arg(&odd)
+        .args(["install", "--launchd", "--print"])
+        .env_clear()
+        .env("HOME", sb.root())
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let parsed = strict_plist(&printed_file(&out));
+    assert_eq!(
+        parsed["ok"]["ProgramArguments"][2],
+        odd.display().to_string(),
+        "{parsed}"
+    );
+    // The parser is strict: the comment the plist used to carry fails it.
+    let old_comment = rendered.replacen("<!--\n", "<!--\n  install --launchd\n", 1);
+    assert!(
+        strict_plist(&old_comment)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ExpatError")),
+        "a comment holding `--` must not parse"
+    );
+}
+
+/// The agent as started through a symlink at `dir/ops-agent` (a link to
+/// the real binary: `install` writes the path it was started as).
+fn linked_binary(sb: &Sandbox, dir: &std::ffi::OsStr) -> std::path::PathBuf {
+    let dir = sb.root().join("opt").join(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("ops-agent");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ops-agent"), &link).unwrap();
+    link
+}
+
+/// `systemd-analyze --user verify` on unit files, where it is installed:
+/// its complaints (empty when clean), or `None` without the tool.
+fn analyze(sb: &Sandbox, files: &[std::path::PathBuf]) -> Option<String> {
+    let tool = Path::new("/usr/bin/systemd-analyze");
+    if !tool.exists() {
+        return None;
+    }
+    let out = std::process::Command::new(tool)
+        .args(["--user", "verify"])
+        .args(files)
+        .env("XDG_RUNTIME_DIR", sb.path("run"))
+        .output()
+        .unwrap();
+    Some(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn install_refuses_paths_a_job_file_cannot_carry_and_escapes_the_rest() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut sb = install_sandbox();
+    std::fs::create_dir_all(sb.path("run")).unwrap();
+    sb.env.push((
+        "XDG_RUNTIME_DIR".into(),
+        sb.path("run").display().to_string(),
+    ));
+    let units = sb.path(".config/systemd/user");
+    let service = units.join("ops-agent.service");
+    let timer = units.join("ops-agent.timer");
+    let plist = sb.path("Library/LaunchAgents/com.john.ops-agent.plist");
+
+    // A newline or CR in the binary's path would split ExecStart= into
+    // injected unit lines; a control character is not XML; a name that is
+    // not UTF-8 would come out as another name: refused for both
+    // schedulers, with the value shown escaped, before anything is written
+    // or run.
+    let hostile: [(&[u8], &str); 4] = [
+        (
+            b"x\n[Service]\nExecStartPre=touch pwned\n",
+            "control character '\\n'",
+        ),
+        (b"cr\rx", "control character '\\r'"),
+        (b"esc\x1b[2Jx", "control character '\\u{1b}'"),
+        (b"bad\xffname", "is not UTF-8"),
+    ];
+    for (name, why) in hostile {
+        sb.bin = linked_binary(&sb, std::ffi::OsStr::from_bytes(name));
+        for flag in ["--systemd", "--launchd"] {
+            for print in [false, true] {
+                let mut args = vec!["install", flag];
+                if print {
+                    args.push("--print");
+                }
+                let out = sb.run(&args);
+                let t = text(&out);
+                assert_eq!(out.status.code(), Some(1), "{args:?} {name:?}: {t}");
+                assert!(
+                    t.contains("the binary \"")
+                        && t.contains(why)
+                        && t.contains("rename or move it"),
+                    "{args:?}: {t}"
+                );
+                assert!(out.stdout.is_empty(), "nothing printed: {t}");
+            }
+        }
+        assert!(!service.exists() && !timer.exists() && !plist.exists());
+        assert!(calls(&sb).is_empty(), "nothing loaded or enabled");
+    }
+
+    // A quote or backslash in the program: systemd refuses such a unit
+    // ("Executable name contains special characters"), so install does;
+    // launchd takes it, escaped, and a strict parser reads it back.
+    sb.bin = linked_binary(&sb, "it's".as_ref());
+    let out = sb.run(&["install", "--systemd"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("systemd refuses in the program it starts"),
+        "{t}"
+    );
+    assert!(!service.exists() && calls(&sb).is_empty());
+    let out = sb.run(&["install", "--launchd", "--print"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let parsed = strict_plist(&printed_file(&out));
+    assert_eq!(
+        parsed["ok"]["ProgramArguments"][0],
+        sb.bin.display().to_string(),
+        "{parsed}"
+    );
+
+    // `$` and `%` in the program and its config: `%` doubled everywhere,
+    // `$` doubled in the arguments only (systemd expands variables there,
+    // not in the program's path, where `$$` named a file that does not
+    // exist); then install has systemd-analyze verify what it wrote.
+    sb.bin = linked_binary(&sb, "a$b 100%".as_ref());
+    let odd_config = sb.path("cfg $HOME 100%.toml");
+    sb.write_config();
+    std::fs::copy(sb.config(), &odd_config).unwrap();
+    let mut cmd = std::process::Command::new(&sb.bin);
+    cmd.arg("--config")
+        .arg(&odd_config)
+        .args(["install", "--systemd"])
+        .env_clear()
+        .env("HOME", sb.root());
+    for (k, v) in &sb.env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let svc = std::fs::read_to_string(&service).unwrap();
+    let want = format!(
+        "\nExecStart=\"{}/opt/a$b 100%%/ops-agent\" --config \"{}/cfg $$HOME 100%%.toml\" run-once\n",
+        sb.root().display(),
+        sb.root().display()
+    );
+    assert!(svc.contains(&want), "{svc}");
+    if let Some(complaints) = analyze(&sb, &[service.clone(), timer.clone()]) {
+        assert_eq!(complaints, "", "systemd-analyze on what install wrote");
+        assert!(t.contains("verified the units"), "{t}");
+    }
+    calls(&sb);
+
+    // What systemd-analyze rejects is not enabled, and what was there
+    // before is put back.
+    let before = std::fs::read_to_string(&timer).unwrap();
+    let fakes = sb.path("fake-analyze");
+    std::fs::create_dir_all(&fakes).unwrap();
+    let analyzer = fakes.join("systemd-analyze");
+    std::fs::write(
+        &analyzer,
+        "#!/bin/sh\necho 'ops-agent.service: Command /x is not executable: No such file or directory' >&2\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &analyzer,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    sb.bin = linked_binary(&sb, "plain".as_ref());
+    let path = sb.env.iter_mut().find(|(k, _)| k == "PATH").unwrap();
+    path.1 = format!("{}:{}", fakes.display(), path.1);
+    let out = sb.run(&["install", "--systemd", "--force"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("systemd-analyze rejects the units")
+            && t.contains("Command /x is not executable"),
+        "{t}"
+    );
+    assert_eq!(std::fs::read_to_string(&timer).unwrap(), before);
+    assert_eq!(std::fs::read_to_string(&service).unwrap(), svc);
+    assert!(calls(&sb).is_empty(), "nothing enabled");
 }
 
 /// `systemd-analyze verify` on the units `install --systemd --print`
@@ -645,12 +908,19 @@ fn the_kubernetes_configmap_holds_a_config_the_agent_accepts() {
             .to_string();
         assert!(line.contains("\"/data/"), "{line}");
     }
-    let cronjob = include_str!("../../docs/kubernetes/cronjob.yaml");
-    assert!(
-        cronjob.contains("schedule: \"*/5 * * * *\"")
-            && cronjob.contains("concurrencyPolicy: Forbid")
-    );
-    assert!(cronjob.contains("args: [\"--config\", \"/etc/ops-agent/config.toml\", \"run-once\"]"));
+    for cronjob in [
+        include_str!("../../docs/kubernetes/cronjob.yaml"),
+        include_str!("../../docs/kubernetes/cronjob-restricted.yaml"),
+    ] {
+        assert!(
+            cronjob.contains("schedule: \"*/5 * * * *\"")
+                && cronjob.contains("concurrencyPolicy: Forbid")
+        );
+        assert!(
+            cronjob.contains("args: [\"--config\", \"/etc/ops-agent/config.toml\", \"run-once\"]")
+        );
+        assert!(cronjob.contains("mountPath: /run/secrets/ops-agent"));
+    }
 }
 
 // ------------------------------------------------------------ the job as the scheduler runs it

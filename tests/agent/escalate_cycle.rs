@@ -108,12 +108,15 @@ impl World {
         alerts.into_iter().next().unwrap()
     }
 
-    /// The agent's replies in a thread, oldest first.
+    /// The agent's replies in a thread, oldest first, but for the incident
+    /// brief it posts right after the alert (tests/agent/brief_cycle.rs
+    /// looks at that one).
     fn agent_replies(&self, root: &str) -> Vec<String> {
         self.mm
             .thread_replies(root)
             .into_iter()
             .filter(|p| p.user_id == self.agent)
+            .filter(|p| p.props.get("ops_agent_event").and_then(Value::as_str) != Some("brief"))
             .map(|p| p.message)
             .collect()
     }
@@ -361,6 +364,7 @@ fn recovery_posts_once_comments_the_card_once_and_counts_the_incident() {
             "opened",
             "task",
             "alert_posted",
+            "brief_posted",
             "acknowledged by reply",
             "recovered",
             "recovery_posted",
@@ -370,6 +374,46 @@ fn recovery_posts_once_comments_the_card_once_and_counts_the_incident() {
         ],
         "{story:?}"
     );
+}
+
+/// Planka is optional: down when the service recovers, the recovery post
+/// and the task's resolution go ahead, the card's comment is owed to the
+/// next cycle, and the escalate stage stays ok with that fallback named (a
+/// degraded stage would page).
+#[test]
+fn planka_down_at_recovery_is_the_escalate_stages_fallback_not_degraded() {
+    let w = World::new(false);
+    w.run();
+    let alert = w.alert();
+    w.docker.update("web", |c| {
+        c.status = "running".into();
+        c.exit_code = 0;
+    });
+    w.planka.set_fault(Fault::Refuse);
+    w.run();
+    assert_eq!(w.agent_replies(&alert.id).len(), 1, "the recovery post");
+    let st = w.sb.state_json();
+    let last = &st["last_cycle"];
+    let esc = last["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "escalate")
+        .unwrap();
+    assert_eq!(esc["outcome"], "ok", "{esc}");
+    assert_eq!(last["fallbacks"][0]["stage"], "escalate", "{last}");
+    assert!(
+        last["fallbacks"][0]["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 card step(s) owed to the next cycle (Planka: "),
+        "{last}"
+    );
+    assert!(w.planka.comments().is_empty());
+    w.planka.clear_fault();
+    w.runs(2);
+    assert_eq!(w.planka.comments().len(), 1, "the comment, once, later");
+    assert_eq!(w.agent_replies(&alert.id).len(), 1);
 }
 
 #[test]
@@ -630,4 +674,41 @@ fn a_dry_run_escalates_nothing_and_the_next_real_cycle_does_it_once() {
     w.alert();
     assert_eq!(w.sb.ledger_tasks().len(), 1);
     assert_eq!(w.planka.cards().len(), 1);
+}
+
+#[test]
+fn an_incident_that_recovers_during_a_silence_still_gets_its_recovery_post() {
+    let w = World::new(false);
+    w.run();
+    let alert = w.alert();
+    let out =
+        w.sb.run(&["silence", "web", "1h", "--reason", "maintenance"]);
+    assert!(out.status.success(), "{}", text(&out));
+    w.age_alert(31);
+    w.run();
+    assert!(
+        w.agent_replies(&alert.id).is_empty(),
+        "silenced: no follow-up"
+    );
+
+    // It recovers while silenced: the thread that said "failing" says so.
+    w.docker.update("web", |c| {
+        c.status = "running".into();
+        c.exit_code = 0;
+    });
+    w.run();
+    let replies = w.agent_replies(&alert.id);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(
+        replies[0].contains("web") && replies[0].contains("recovered"),
+        "{}",
+        replies[0]
+    );
+    let esc = w.escalation();
+    assert_eq!(esc["closed"][0]["recovery_posted"], true, "{esc}");
+    assert_eq!(esc["closed"][0]["recovered_in_silence"], true, "{esc}");
+    w.runs(2);
+    assert_eq!(w.agent_replies(&alert.id).len(), 1, "posted once");
+    assert_eq!(w.alerts().len(), 1, "and no new alert");
+    assert_eq!(w.counter("recoveries_posted"), 1);
 }

@@ -184,6 +184,21 @@ enum Then {
     Killed,
 }
 
+impl Drop for World {
+    /// Ends what a hostile MC script left running in its process groups.
+    fn drop(&mut self) {
+        for pgid in self
+            .mc_pids
+            .as_deref()
+            .map(procs::pids_in)
+            .unwrap_or_default()
+        {
+            // SAFETY: kill(2) on a group led by an MC script of this test.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+}
+
 impl World {
     /// The faulty cycle: exit 0, inside the deadline. Returns its peak
     /// RSS (KiB).
@@ -439,6 +454,13 @@ fn mc_garbage__no_id_no_task_and_posts_filed_once_after() {
 #[test]
 fn mc_endless_output__memory_stays_bounded_and_posts_filed_once_after() {
     mc_cell("yes", Then::Nothing);
+}
+
+/// A wrapper that prints the id and exits, leaving a background child
+/// holding its stdout: the id is used, once per post, in the same cycle.
+#[test]
+fn mc_background_child_holds_stdout__tasks_now_and_one_task_each_after() {
+    mc_cell(r#"sleep 30 & echo "{\"id\":\"MC-$$\"}""#, Then::TasksNow);
 }
 
 #[test]

@@ -17,13 +17,17 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod brief_cycle;
 mod chat_cycle;
 mod chat_edges;
 mod cli_commands;
 mod completions;
+mod config_fuzz;
 mod corrections;
 mod cycle_frame;
 mod deploy;
+mod docker_ops;
+mod edges;
 mod escalate_cycle;
 mod eval_training_data;
 mod fault_matrix;

@@ -29,6 +29,18 @@ struct World {
 /// `sleep_before`/`sleep_after`: the fake MC's pause before and after it
 /// commits the task; `timeout`: `mc.timeout_secs`.
 fn world(sleep_before: &str, sleep_after: &str, timeout: &str, with_find: bool) -> World {
+    world_lingering(sleep_before, sleep_after, timeout, with_find, "")
+}
+
+/// [`world`], where every run of the fake MC (`create` and `find`) leaves a
+/// background child holding its stdout for `linger` seconds ("": none).
+fn world_lingering(
+    sleep_before: &str,
+    sleep_after: &str,
+    timeout: &str,
+    with_find: bool,
+    linger: &str,
+) -> World {
     let mut b = WorldBuilder::new();
     let (mm, agent) = b.mattermost(&["wizard"]);
     let alice = mm.add_user("alice", "pw");
@@ -43,14 +55,14 @@ fn world(sleep_before: &str, sleep_after: &str, timeout: &str, with_find: bool) 
     b.line(
         "mc",
         &format!(
-            "command = [{script}, \"create\", {dbq}, \"{{source}}\", \"{sleep_before}\", \"{sleep_after}\"]"
+            "command = [{script}, \"create\", {dbq}, \"{{source}}\", \"{sleep_before}\", \"{sleep_after}\", \"{linger}\"]"
         ),
     );
     b.line("mc", &format!("timeout_secs = {timeout}"));
     if with_find {
         b.line(
             "mc",
-            &format!("find = [{script}, \"find\", {dbq}, \"{{source}}\"]"),
+            &format!("find = [{script}, \"find\", {dbq}, \"{{source}}\", \"{linger}\"]"),
         );
     }
     World {
@@ -62,7 +74,33 @@ fn world(sleep_before: &str, sleep_after: &str, timeout: &str, with_find: bool) 
     }
 }
 
+impl Drop for World {
+    /// Ends the background children the fake MC left (`linger.<pid>`).
+    fn drop(&mut self) {
+        for pid in self.lingering() {
+            // SAFETY: kill(2) on a `sleep` the fake MC started for this test.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 impl World {
+    /// The pids of the background children the fake MC started.
+    fn lingering(&self) -> Vec<i32> {
+        std::fs::read_dir(&self.db)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .strip_prefix("linger.")
+                            .and_then(|p| p.parse().ok())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn say(&self, message: &str) -> String {
         self.mm.post(&self.channel, &self.alice, message)
     }
@@ -230,14 +268,16 @@ fn next(seed: &mut u64) -> u64 {
 /// task count of every post. A kill counts when it ended a cycle that was
 /// still running (the agent died of the SIGKILL, not with an exit code);
 /// at least 80 % of them must, or the test proves nothing about crashes.
-fn kill_at_random(with_find: bool) -> Vec<usize> {
+/// With `linger` (seconds, "" for none) every run of the fake MC leaves a
+/// background child holding its stdout that long.
+fn kill_at_random(with_find: bool, linger: &str) -> Vec<usize> {
     let kills: usize = std::env::var("OPS_AGENT_TEST_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
     // An agent killed between writing an attempt and starting the command
     // leaves an attempt without a process group, waited for 2 x timeout.
-    let w = world("0.15", "0.15", "2", with_find);
+    let w = world_lingering("0.15", "0.15", "2", with_find, linger);
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut posts = Vec::new();
     let (mut landed, mut during_mc) = (0, 0);
@@ -271,7 +311,7 @@ fn kill_at_random(with_find: bool) -> Vec<usize> {
     }
     let counts: Vec<usize> = posts.iter().map(|p| w.mc_tasks(p)).collect();
     eprintln!(
-        "{} kills, find={with_find}: MC tasks per post {counts:?}, {} extra",
+        "{} kills, find={with_find}, background child {linger:?}: MC tasks per post {counts:?}, {} extra",
         kills,
         counts.iter().map(|n| n.saturating_sub(1)).sum::<usize>()
     );
@@ -280,14 +320,68 @@ fn kill_at_random(with_find: bool) -> Vec<usize> {
 
 #[test]
 fn agent_sigkill_at_random__with_find_never_a_second_task() {
-    for n in kill_at_random(true) {
+    for n in kill_at_random(true, "") {
         assert_eq!(n, 1);
     }
 }
 
 #[test]
 fn agent_sigkill_at_random__without_find_never_more_than_one_extra_task() {
-    for n in kill_at_random(false) {
+    for n in kill_at_random(false, "") {
         assert!((1..=2).contains(&n), "{n} tasks for one post");
     }
+}
+
+#[test]
+fn agent_sigkill_at_random__background_child_holding_stdout__with_find_never_a_second_task() {
+    for n in kill_at_random(true, "20") {
+        assert_eq!(n, 1);
+    }
+}
+
+#[test]
+fn mc_background_child_holds_stdout__the_printed_id_is_used_and_one_task_made() {
+    let w = world_lingering("0", "0", "5", true, "30");
+    let post = w.say("please add a redirect from /old to /new");
+    w.run();
+    assert_eq!(w.mc_tasks(&post), 1);
+    assert_eq!(
+        w.replies(&post),
+        1,
+        "answered in the same cycle, naming the id MC printed\n{}",
+        w.sb.log_text()
+    );
+    assert!(
+        !w.lingering().is_empty(),
+        "the fake MC left a child running"
+    );
+    w.run();
+    w.run();
+    assert_eq!(w.mc_tasks(&post), 1, "exactly one task");
+    let tasks = w.sb.ledger_tasks();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0]["id"], "MC-1");
+    let st = w.status();
+    assert_eq!(st["uncertain_tasks"], serde_json::json!([]), "{st}");
+}
+
+#[test]
+fn agent_sigkill_mid_mc_command__its_background_child_does_not_hold_the_post() {
+    let w = world_lingering("1", "0", "10", true, "30");
+    let post = w.say("please add a redirect from /old to /new");
+    w.kill_while_mc_runs();
+    w.wait_for_orphans();
+    assert!(!w.lingering().is_empty(), "the orphan left a child running");
+    // The command itself has ended: [mc] find answers now, though the
+    // child it left lives on for half a minute.
+    w.run();
+    assert_eq!(
+        w.replies(&post),
+        1,
+        "answered once the command ended\n{}",
+        w.sb.log_text()
+    );
+    w.run();
+    assert_eq!(w.mc_tasks(&post), 1, "exactly one task");
+    assert_eq!(w.sb.ledger_tasks().len(), 1);
 }

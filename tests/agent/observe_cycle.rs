@@ -22,7 +22,7 @@ use crate::support::world::{quoted, WorldBuilder};
 
 struct World {
     mm: FakeMattermost,
-    _llm: FakeOllama,
+    llm: FakeOllama,
     planka: FakePlanka,
     hb: FakeHeartbeat,
     _web: FakeEndpoints,
@@ -65,7 +65,7 @@ impl World {
         let sb = b.sandbox();
         World {
             mm,
-            _llm: llm,
+            llm,
             planka,
             hb,
             _web: web,
@@ -723,6 +723,162 @@ fn heartbeat_success_then_fail_when_degraded_past_the_tolerance() {
     assert_eq!(w.hb.pings().last().unwrap().path, ok);
 }
 
+/// The LLM and Planka are optional: with both down every post is still
+/// labelled (the fallback), filed (the card waits) and answered (the
+/// template). That is shown (the summary line, `status`, the metrics, one
+/// warning per cycle) but is not a degraded cycle, so the heartbeat never
+/// goes to `/fail` however long it lasts; Mattermost down still does (see
+/// the test above).
+#[test]
+fn optional_dependencies_down_are_shown_but_never_page() {
+    let w = World::new("");
+    w.run(&["run-once"]);
+    w.llm.set_fault(Fault::Refuse);
+    w.planka.set_fault(Fault::Refuse);
+    for i in 0..4 {
+        let post = w.say(&w.alice, &format!("please add a DNS record number {i}"));
+        w.run(&["run-once"]);
+        assert_eq!(w.mm.tagged_replies(&w.agent, &post).len(), 1, "answered");
+        assert_eq!(w.sb.ledger_tasks_for(&post), 1, "filed");
+    }
+    let pings = w.hb.pings();
+    assert!(
+        pings.iter().all(|p| !p.path.ends_with("/fail")),
+        "{:#?}",
+        pings.iter().map(|p| (&p.path, &p.body)).collect::<Vec<_>>()
+    );
+    let st = w.sb.state_json();
+    let last = &st["last_cycle"];
+    for stage in ["classify", "tasks", "reply"] {
+        let s = last["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == stage)
+            .unwrap();
+        assert_eq!(s["outcome"], "ok", "{s}");
+    }
+    let fallbacks: Vec<&str> = last["fallbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(fallbacks, ["classify", "tasks", "reply"], "{last}");
+    let why = |stage: &str| {
+        last["fallbacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["stage"] == stage)
+            .unwrap()["why"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        why("classify").starts_with(
+            "the LLM stopped for this cycle (unreachable); the fallback labelled 1 post(s)"
+        ),
+        "{last}"
+    );
+    assert!(why("tasks").contains("1 card(s) not made"), "{last}");
+    assert!(
+        why("reply").contains("1 reply(ies) from the template"),
+        "{last}"
+    );
+
+    // The log: one summary line per cycle saying so, and one warning.
+    let log = w.sb.log_text();
+    let summaries: Vec<&str> = log.lines().filter(|l| l.contains("cycle ok in")).collect();
+    assert_eq!(summaries.len(), 5, "{log}");
+    assert!(
+        summaries[1..]
+            .iter()
+            .all(|l| l.ends_with("[fallback: classify, tasks, reply]")),
+        "{summaries:#?}"
+    );
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("Optional dependency down, its fallback stood in"))
+        .count();
+    assert_eq!(warned, 4, "one warning per cycle:\n{log}");
+    let per_item: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN "))
+        .filter(|l| {
+            ["ollama", "classify", "chat::reply", "outbox::card"]
+                .iter()
+                .any(|m| l.contains(&format!("ops_agent::{m}")))
+        })
+        .collect();
+    assert!(
+        per_item.is_empty(),
+        "only the cycle's warning: {per_item:#?}"
+    );
+
+    let status = w.run(&["status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.trim_start().starts_with("fallback     classify: ")),
+        "{status}"
+    );
+    let scrape = parse_prometheus(&w.run(&["stats", "--prometheus"]));
+    assert_eq!(
+        value(
+            &scrape,
+            "ops_agent_last_cycle_outcome",
+            &[("outcome", "ok")]
+        )
+        .0,
+        1.0
+    );
+    for stage in ["classify", "tasks", "reply"] {
+        assert_eq!(
+            value(
+                &scrape,
+                "ops_agent_last_cycle_stage_fallback",
+                &[("stage", stage)]
+            )
+            .0,
+            1.0,
+            "{stage}"
+        );
+        assert_eq!(
+            value(
+                &scrape,
+                "ops_agent_stage_fallbacks_total",
+                &[("stage", stage)]
+            ),
+            (4.0, "counter"),
+            "{stage}"
+        );
+    }
+    assert_eq!(
+        value(
+            &scrape,
+            "ops_agent_cycles_total",
+            &[("outcome", "degraded")]
+        )
+        .0,
+        0.0
+    );
+
+    // Back: the cards are made, nothing is in fallback any more.
+    w.llm.clear_fault();
+    w.planka.clear_fault();
+    w.sb.make_outbox_due();
+    w.run(&["run-once"]);
+    assert_eq!(w.planka.cards().len(), 4);
+    let st = w.sb.state_json();
+    assert!(
+        st["last_cycle"].get("fallbacks").is_none(),
+        "{}",
+        st["last_cycle"]
+    );
+}
+
 #[test]
 fn heartbeat_server_down_or_hanging_never_fails_the_cycle() {
     let w = World::new("");
@@ -879,4 +1035,28 @@ fn an_external_rotation_between_runs_is_harmless() {
         task.is_some() && incident.is_some() && task < incident,
         "{why}"
     );
+}
+
+/// Every metric the shipped alert rules read is one a cycle writes, so a
+/// renamed metric cannot leave an alert that never fires (promtool, in CI,
+/// tests the rules' logic on series it is given).
+#[test]
+fn the_shipped_alert_rules_read_metrics_the_agent_writes() {
+    let rules = include_str!("../../docs/prometheus/ops-agent.rules.yml");
+    let mut used: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("ops_agent_"))
+        .collect();
+    used.sort();
+    used.dedup();
+    assert!(used.len() >= 4, "{used:?}");
+    let w = World::new("");
+    w.run(&["run-once"]);
+    let scrape = parse_prometheus(&w.run(&["stats", "--prometheus"]));
+    for metric in used {
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == metric),
+            "the rules read {metric}, which the textfile does not have"
+        );
+    }
 }

@@ -174,6 +174,7 @@ impl World {
             owner: "ops",
             pass_env: &[],
             dry_run: false,
+            brief: None,
         };
         let mut book = MemBook {
             state,

@@ -658,7 +658,7 @@ async fn manual_fix_dry_run_force_and_missing_and_unhealthy_containers() {
         r.detail
             .as_deref()
             .unwrap()
-            .contains("No such container: gone"),
+            .contains("container 'gone' not found; nothing restarted"),
         "{r:?}"
     );
     let err = fix::run_manual(

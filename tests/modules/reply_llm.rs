@@ -83,11 +83,10 @@ async fn reply_that_forgets_the_task_gets_it_appended() {
         "{}",
         r.text
     );
-    assert!(
-        r.text
-            .ends_with("(TASK: MC-142 (https://planka.example.com/cards/77))"),
-        "{}",
-        r.text
+    assert_eq!(
+        r.text,
+        "Klar, ich lege den Kanal an.\n\n(TASK: MC-142 (https://planka.example.com/cards/77))",
+        "the reference on a line of its own"
     );
 }
 

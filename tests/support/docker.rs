@@ -2,13 +2,19 @@
 //! default test tier (bollard connects to it over plain HTTP).
 //!
 //! Serves `GET /_ping`, `/version`, `/containers/json`,
-//! `/containers/{id}/json` and `POST /containers/{id}/{restart,start,stop}`,
-//! with and without a `/v1.xx` prefix. Like Debian's dockerd 20.10 it
+//! `/containers/{id}/json`, `/containers/{id}/logs` and `POST
+//! /containers/{id}/{restart,start,stop}`, with and without a `/v1.xx`
+//! prefix. Like Debian's dockerd 20.10 it
 //! reports API 1.41 and answers 400 "client version … is too new" to a
 //! newer prefix, so a client that forgets to pin the version fails here.
 //! Containers keep state like the engine: a restart moves `StartedAt`,
-//! keeps `RestartCount` (manual restarts do not count) and either fixes the
-//! container or leaves it down. Every request is recorded. Faults go
+//! resets `RestartCount` to 0 (only the engine's restart policy counts, and
+//! dockerd resets the count on a manual start) and either fixes the
+//! container or leaves it down; [`FakeContainer::crash`] plays the restart
+//! policy restarting a crashing container (`restarting`, the count up, the
+//! exit code kept). Containers are found like dockerd finds them: the full
+//! id, then the exact name, then a unique id prefix (so a short hex name
+//! that names no container reaches another one). Every request is recorded. Faults go
 //! through the shared fault layer ([`FakeDocker::set_fault`]) with the
 //! engine's `{"message"}` body.
 
@@ -56,6 +62,17 @@ pub struct FakeContainer {
     pub on_restart: OnRestart,
     /// The next this-many inspects report `exited` (a blip), then the real state.
     pub blips: u32,
+    /// `HostConfig.RestartPolicy.Name`: `no`, `always`, `unless-stopped`,
+    /// `on-failure`.
+    pub restart_policy: String,
+    /// Its log: `(stream, line)`, 1 = stdout, 2 = stderr, oldest first.
+    pub logs: Vec<(u8, String)>,
+    /// Started with a TTY: the log is raw, not multiplexed.
+    pub tty: bool,
+    /// The log stream sends the entries, then hangs without ending.
+    pub logs_hang: bool,
+    /// `State.OOMKilled`.
+    pub oom_killed: bool,
 }
 
 impl FakeContainer {
@@ -71,7 +88,26 @@ impl FakeContainer {
             starts: 1,
             on_restart: OnRestart::Fixes,
             blips: 0,
+            restart_policy: "no".into(),
+            logs: Vec::new(),
+            tty: false,
+            logs_hang: false,
+            oom_killed: false,
         }
+    }
+
+    /// Adds lines to its log on stdout.
+    pub fn logging(mut self, lines: &[&str]) -> FakeContainer {
+        self.logs
+            .extend(lines.iter().map(|l| (1, format!("{l}\n"))));
+        self
+    }
+
+    /// Adds lines to its log on stderr.
+    pub fn logging_err(mut self, lines: &[&str]) -> FakeContainer {
+        self.logs
+            .extend(lines.iter().map(|l| (2, format!("{l}\n"))));
+        self
     }
 
     /// Running, no healthcheck.
@@ -105,6 +141,29 @@ impl FakeContainer {
         self
     }
 
+    /// Sets the restart policy (`always`, `unless-stopped`, …).
+    pub fn policy(mut self, name: &str) -> FakeContainer {
+        self.restart_policy = name.into();
+        self
+    }
+
+    /// Sets the id (64 hex digits; a shorter one is padded with zeros).
+    pub fn id(mut self, id: &str) -> FakeContainer {
+        self.id = format!("{id:0<64}");
+        self
+    }
+
+    /// The engine's restart policy restarted the container `n` times, each
+    /// run exiting with `exit_code` at once: `RestartCount` up by `n`,
+    /// `StartedAt` moved, and the container caught between two runs
+    /// (`restarting`, as dockerd shows it while the policy waits).
+    pub fn crash(&mut self, n: u32, exit_code: i64) {
+        self.restart_count += i64::from(n);
+        self.starts += n;
+        self.status = "restarting".into();
+        self.exit_code = exit_code;
+    }
+
     fn started_at(&self) -> String {
         format!(
             "2024-05-01T10:{:02}:00.{:09}Z",
@@ -113,8 +172,11 @@ impl FakeContainer {
         )
     }
 
+    /// A start or restart by a client (not the restart policy): dockerd
+    /// resets `RestartCount`.
     fn restart(&mut self) {
         self.starts += 1;
+        self.restart_count = 0;
         match self.on_restart {
             OnRestart::Fixes => {
                 self.status = "running".into();
@@ -143,9 +205,10 @@ impl FakeContainer {
             (self.status.clone(), self.exit_code)
         };
         let running = status == "running";
+        // dockerd keeps `Running` true while the restart policy waits.
         let mut state = json!({
-            "Status": status, "Running": running, "Paused": false,
-            "Restarting": status == "restarting", "OOMKilled": false, "Dead": false,
+            "Status": status, "Running": running || status == "restarting", "Paused": false,
+            "Restarting": status == "restarting", "OOMKilled": self.oom_killed, "Dead": false,
             "Pid": if running { 4242 } else { 0 }, "ExitCode": exit, "Error": "",
             "StartedAt": self.started_at(),
             "FinishedAt": if running { "0001-01-01T00:00:00Z".to_string() } else { self.started_at() },
@@ -163,8 +226,8 @@ impl FakeContainer {
             "Id": self.id, "Created": "2024-05-01T09:59:59.0Z", "Path": "/entrypoint.sh",
             "Args": [], "State": state, "Image": "sha256:0123", "Name": format!("/{}", self.name),
             "RestartCount": self.restart_count, "Driver": "overlay2", "Platform": "linux",
-            "HostConfig": {"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}},
-            "Config": {"Image": format!("{}:latest", self.name), "Labels": {}},
+            "HostConfig": {"RestartPolicy": {"Name": self.restart_policy, "MaximumRetryCount": 0}},
+            "Config": {"Image": format!("{}:latest", self.name), "Labels": {}, "Tty": self.tty},
         })
     }
 
@@ -172,7 +235,11 @@ impl FakeContainer {
         json!({
             "Id": self.id, "Names": [format!("/{}", self.name)],
             "Image": format!("{}:latest", self.name), "State": self.status,
-            "Status": if self.status == "running" { "Up 5 minutes".to_string() } else { format!("Exited ({}) 1 minute ago", self.exit_code) },
+            "Status": match self.status.as_str() {
+                "running" => "Up 5 minutes".to_string(),
+                "restarting" => format!("Restarting ({}) 1 second ago", self.exit_code),
+                _ => format!("Exited ({}) 1 minute ago", self.exit_code),
+            },
             "Labels": {},
         })
     }
@@ -298,12 +365,27 @@ impl FakeDocker {
         self.inner.lock().unwrap().requests.clone()
     }
 
-    /// How many restart requests `name` received.
+    /// `name`'s log stream sends its entries and then hangs.
+    pub fn hang_logs(&self, name: &str) {
+        self.update(name, |c| c.logs_hang = true);
+    }
+
+    /// How many restart requests reached container `name`, addressed by its
+    /// name, its id or a prefix of it (as dockerd resolves them).
     pub fn restarts(&self, name: &str) -> usize {
-        let suffix = format!("/containers/{name}/restart");
-        self.requests()
+        let g = self.inner.lock().unwrap();
+        g.requests
             .iter()
-            .filter(|r| r.method == "POST" && r.path.ends_with(&suffix))
+            .filter(|r| r.method == "POST" && r.path.ends_with("/restart"))
+            .filter_map(|r| {
+                let path = strip_version(&r.path).ok()?;
+                let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+                match parts.as_slice() {
+                    ["containers", id, "restart"] => resolve(&g.containers, id),
+                    _ => None,
+                }
+            })
+            .filter(|n| n == name)
             .count()
     }
 }
@@ -387,6 +469,10 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri
             Some(c) => axum::Json(c.inspect()).into_response(),
             None => no_such(id),
         },
+        ("GET", ["containers", id, "logs"]) => match find(&mut g, id) {
+            Some(c) => logs(c, uri.query().unwrap_or("")),
+            None => no_such(id),
+        },
         ("POST", ["containers", id, action]) => {
             let Some(c) = find(&mut g, id) else {
                 return no_such(id);
@@ -414,12 +500,79 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri
     }
 }
 
+/// `GET /containers/{id}/logs` as dockerd 20.10 answers it (no follow).
+fn logs(c: &FakeContainer, query: &str) -> Response {
+    let param = |k: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let on = |k: &str| param(k).is_some_and(|v| v == "1" || v == "true");
+    let (out, err) = (on("stdout"), on("stderr"));
+    if !out && !err {
+        return engine_error(
+            StatusCode::BAD_REQUEST,
+            "Bad parameters: you must choose at least one stream",
+        );
+    }
+    let chosen: Vec<&(u8, String)> = c
+        .logs
+        .iter()
+        .filter(|(stream, _)| (*stream == 1 && out) || (*stream == 2 && err))
+        .collect();
+    let keep = match param("tail").as_deref() {
+        None | Some("all") | Some("") => chosen.len(),
+        Some(n) => n.parse::<usize>().unwrap_or(chosen.len()),
+    };
+    let frames: Vec<Vec<u8>> = chosen[chosen.len().saturating_sub(keep)..]
+        .iter()
+        .map(|(stream, line)| {
+            if c.tty {
+                line.as_bytes().to_vec()
+            } else {
+                let mut f = vec![*stream, 0, 0, 0];
+                f.extend_from_slice(&(line.len() as u32).to_be_bytes());
+                f.extend_from_slice(line.as_bytes());
+                f
+            }
+        })
+        .collect();
+    let head = [(header::CONTENT_TYPE, "application/vnd.docker.raw-stream")];
+    if c.logs_hang {
+        use futures_util::StreamExt;
+        let sent = futures_util::stream::iter(
+            frames
+                .into_iter()
+                .map(|f| Ok::<_, std::io::Error>(axum::body::Bytes::from(f))),
+        );
+        let body = axum::body::Body::from_stream(sent.chain(futures_util::stream::pending()));
+        return (head, body).into_response();
+    }
+    (head, frames.concat()).into_response()
+}
+
+/// The name of the container `id` addresses, resolved in dockerd's order:
+/// the full id, the exact name (with or without its `/`), then an id
+/// prefix that only one container has.
+fn resolve(containers: &BTreeMap<String, FakeContainer>, id: &str) -> Option<String> {
+    let name = id.strip_prefix('/').unwrap_or(id);
+    if let Some(c) = containers.values().find(|c| c.id == id) {
+        return Some(c.name.clone());
+    }
+    if containers.contains_key(name) {
+        return Some(name.to_string());
+    }
+    let mut by_prefix = containers.values().filter(|c| c.id.starts_with(id));
+    match (by_prefix.next(), by_prefix.next()) {
+        (Some(c), None) if !id.is_empty() => Some(c.name.clone()),
+        _ => None,
+    }
+}
+
 fn find<'a>(g: &'a mut Inner, id: &str) -> Option<&'a mut FakeContainer> {
-    let name = g
-        .containers
-        .values()
-        .find(|c| c.name == id || c.id.starts_with(id))
-        .map(|c| c.name.clone())?;
+    let name = resolve(&g.containers, id)?;
     g.containers.get_mut(&name)
 }
 

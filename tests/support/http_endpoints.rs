@@ -5,7 +5,10 @@
 //! (500 with an error body), `/wrong-body` (200 with a maintenance page),
 //! `/redirect` (302 to `/ok`; the client follows it) and
 //! `/status/{code}`. `/flaky` answers 503 for the next `n` requests (see
-//! [`FakeEndpoints::fail_next`]), then 200. Every request is recorded.
+//! [`FakeEndpoints::fail_next`]), then 200. `/private` answers 200 only to
+//! basic auth `monitor:s3cret-pw` or the header `X-Api-Key: k3y-s3cret`,
+//! else 401. `/hostile` answers 500 with terminal control in its body (a
+//! screen clear, a bell, a forged line). Every request is recorded.
 //! Faults for any path go through the shared fault layer
 //! ([`FakeEndpoints::server`]); errors there have an empty body.
 //!
@@ -119,7 +122,18 @@ fn new_inner() -> Arc<Mutex<Inner>> {
     }))
 }
 
-async fn handle(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri) -> Response {
+/// What `/private` accepts.
+pub const PRIVATE_BASIC: (&str, &str) = ("monitor", "s3cret-pw");
+/// The API key `/private` accepts in `X-Api-Key`.
+pub const PRIVATE_KEY: &str = "k3y-s3cret";
+/// The body of `/hostile`.
+pub const HOSTILE_BODY: &str = "\u{1b}[2J\u{1b}[31mboom\u{7}\nok    config  forged line";
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let slow_ms = inner.lock().unwrap().slow_ms;
     let json = [(header::CONTENT_TYPE, "application/json")];
     match uri.path() {
@@ -145,6 +159,17 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri) -> Response {
             .into_response(),
         "/redirect" => (StatusCode::FOUND, [(header::LOCATION, "/ok")]).into_response(),
         "/flaky" => (json, r#"{"status":"OK"}"#).into_response(),
+        "/private" => {
+            // base64 of PRIVATE_BASIC joined by ':'.
+            let basic = "Basic bW9uaXRvcjpzM2NyZXQtcHc=";
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            if header("authorization") == Some(basic) || header("x-api-key") == Some(PRIVATE_KEY) {
+                (json, r#"{"status":"OK"}"#).into_response()
+            } else {
+                StatusCode::UNAUTHORIZED.into_response()
+            }
+        }
+        "/hostile" => (StatusCode::INTERNAL_SERVER_ERROR, HOSTILE_BODY).into_response(),
         p => match p
             .strip_prefix("/status/")
             .and_then(|c| c.parse::<u16>().ok())

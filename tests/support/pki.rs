@@ -2,15 +2,23 @@
 //! certificate for 127.0.0.1 and a client certificate, written as PEM files
 //! the way `docker --tlsverify` takes them (`ca.pem`, `cert.pem`,
 //! `key.pem`, the key owner-only), plus the rustls server config that
-//! demands a client certificate from that CA.
+//! demands a client certificate from that CA and refuses any other the way
+//! dockerd does.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime,
+};
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{crypto, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{
+    crypto, CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
+    ServerConfig, SignatureScheme,
+};
 
 /// A CA and what it signed.
 pub struct Pki {
@@ -124,10 +132,11 @@ impl Pki {
         let provider = Arc::new(crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         roots.add(self.ca_der.clone()).unwrap();
-        let verifier =
+        let verifier = Arc::new(LikeDockerd(
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .unwrap();
+                .unwrap(),
+        ));
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server.1.clone()));
         ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -135,6 +144,62 @@ impl Pki {
             .with_client_cert_verifier(verifier)
             .with_single_cert(vec![self.server.0.clone(), self.ca_der.clone()], key)
             .unwrap()
+    }
+}
+
+/// dockerd (Go's crypto/tls) answers a client certificate it cannot
+/// verify with the `bad_certificate` alert, where rustls would send
+/// `unknown_ca`: the fake engine refuses the way the real one does, so the
+/// agent's message is tested against what an operator really meets.
+#[derive(Debug)]
+struct LikeDockerd(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for LikeDockerd {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        // BadEncoding is the certificate error rustls answers with
+        // `bad_certificate`.
+        self.0
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 

@@ -15,17 +15,20 @@ use crate::paths::expand_tilde;
 use crate::tasks::mc::{self, McConfig};
 use crate::tasks::planka::PlankaConfig;
 
-/// Tasks the MC command could not confirm: an operator checks MC.
-pub(super) fn uncertain_finding(
-    uncertain: &[crate::tasks::outbox::UncertainTask],
-) -> Option<Finding> {
-    let first = uncertain.last()?;
+/// Tasks the MC command could not confirm: an operator checks MC. Those
+/// dropped from the state's list count too.
+pub(super) fn uncertain_finding(tasks: &crate::tasks::outbox::TaskState) -> Option<Finding> {
+    let first = tasks.uncertain.last()?;
+    let dropped = match tasks.uncertain_dropped {
+        0 => String::new(),
+        n => format!(", the {n} oldest no longer listed (the log names each)"),
+    };
     Some(finding(
         "mc uncertain tasks",
         Level::Warn,
         format!(
-            "{} task(s) to check in MC by hand (newest: {} \"{}\": {}); see `ops-agent status`",
-            uncertain.len(),
+            "{} task(s) to check in MC by hand{dropped} (newest: {} \"{}\": {}); see `ops-agent status`",
+            tasks.uncertain_total(),
             first.source,
             first.title,
             first.why
@@ -211,7 +214,7 @@ fn ollama_findings(
     let mut out = vec![finding(
         "ollama",
         Level::Ok,
-        format!("{} answers GET /api/tags", cfg.url),
+        format!("{} answers GET /api/tags", crate::scrub::url(&cfg.url)),
     )];
     for (what, model, res) in [
         ("classify", &cfg.classify_model, classify),
@@ -258,14 +261,16 @@ pub(super) async fn probe_planka(cfg: &PlankaConfig) -> Vec<Finding> {
     }
     let mut out = Vec::new();
     let url = format!("{}/api/bootstrap", cfg.url.trim().trim_end_matches('/'));
+    let shown = crate::scrub::url(&url);
     let probe = async {
         let http =
             crate::http::client(cfg.timeout_secs.get(), true).map_err(|e| format!("{e:#}"))?;
-        let resp = http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: unreachable ({e})"))?;
+        let resp = http.get(&url).send().await.map_err(|e| {
+            format!(
+                "GET {shown}: unreachable ({})",
+                crate::scrub::text(&e.to_string())
+            )
+        })?;
         Ok::<u16, String>(resp.status().as_u16())
     };
     out.push(match probe.await {
@@ -273,12 +278,15 @@ pub(super) async fn probe_planka(cfg: &PlankaConfig) -> Vec<Finding> {
         Ok(s) if s < 500 => finding(
             "planka",
             Level::Ok,
-            format!("{} answers (GET /api/bootstrap: HTTP {s})", cfg.url),
+            format!(
+                "{} answers (GET /api/bootstrap: HTTP {s})",
+                crate::scrub::url(&cfg.url)
+            ),
         ),
         Ok(s) => finding(
             "planka",
             Level::Warn,
-            format!("GET {url}: HTTP {s}; cards wait in the outbox"),
+            format!("GET {shown}: HTTP {s}; cards wait in the outbox"),
         ),
         Err(e) => finding(
             "planka",

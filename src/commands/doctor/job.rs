@@ -170,7 +170,7 @@ pub(super) fn findings(config: &Config, source: &ConfigSource) -> Vec<Finding> {
     let needs = secrets::needs(&config.mattermost, &config.planka, &config.ollama);
     let file_check = |p: &Path| {
         let p = crate::paths::expand_tilde(&p.to_string_lossy());
-        crate::secret::check_file(&p).map_err(|e| format!("{e:#}"))
+        crate::secret::check_readable(&p).map_err(|e| format!("{e:#}"))
     };
     let mut out = secret_findings(&needs, &file_check, installed);
     if in_kubernetes {

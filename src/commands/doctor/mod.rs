@@ -8,9 +8,11 @@
 //!   ledger can be written);
 //! * the heartbeat's last ping and the metrics textfile;
 //! * Mattermost (configured? ping? token valid? each team), Ollama (tags
-//!   reachable? both models pulled?) and Planka (enabled? reachable?
-//!   credentials present?), probed concurrently with their configured
-//!   timeouts.
+//!   reachable? both models pulled?), Planka (enabled? reachable?
+//!   credentials present?) and each Docker engine the checks use (answers?
+//!   TLS files there, the key owner-only?), probed concurrently with their
+//!   configured timeouts;
+//! * the free space on each volume the state-like files are saved on.
 //!
 //! **fail** means the cycle cannot do a core job until someone acts (no
 //! Mattermost, state that cannot be saved, no MC); **warn** means it runs
@@ -27,6 +29,7 @@
 //! `deps::ollama_findings`) and rendering ([`render`]) are pure and table-tested.
 
 mod deps;
+mod docker;
 mod files;
 mod job;
 mod observe;
@@ -38,6 +41,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::config::{Config, ConfigSource};
+use crate::logging::escape_controls;
 use crate::state::{RuntimeState, Stats};
 
 use deps::{mc_finding, probe_mattermost, probe_ollama, probe_planka, uncertain_finding};
@@ -126,12 +130,16 @@ impl Report {
     }
 }
 
-/// The text form: one aligned line per finding, then a summary. Pure.
+/// The text form: one aligned line per finding, then a summary, every
+/// control character escaped as the log does (a reason may quote an MC
+/// command's stderr or an HTTP body: no screen clear, no forged line).
+/// Pure.
 fn render(r: &Report) -> String {
     let w = r.checks.iter().map(|f| f.check.len()).max().unwrap_or(0);
     let mut s = String::new();
     for f in &r.checks {
-        s += &format!("{:<4}  {:<w$}  {}\n", f.level.as_str(), f.check, f.reason);
+        let (check, reason) = (escape_controls(&f.check), escape_controls(&f.reason));
+        s += &format!("{:<4}  {check:<w$}  {reason}\n", f.level.as_str());
     }
     s += &format!(
         "{}: {} ok, {} warn, {} fail\n",
@@ -145,8 +153,14 @@ fn render(r: &Report) -> String {
 
 /// `ops-agent doctor` with a loaded config.
 pub(crate) fn run(config: &Config, source: &ConfigSource, json: bool) -> Result<ExitCode> {
-    let first = finding("config", Level::Ok, format!("{source}: valid"));
-    let mut report = examine(config, vec![first])?;
+    let mut first = vec![finding("config", Level::Ok, format!("{source}: valid"))];
+    first.extend(
+        config
+            .warnings
+            .iter()
+            .map(|w| finding("config", Level::Warn, w.clone())),
+    );
+    let mut report = examine(config, first)?;
     report = Report::new(
         report
             .checks
@@ -210,16 +224,22 @@ fn examine(config: &Config, mut out: Vec<Finding>) -> Result<Report> {
         ),
         ("audit trail", &p.audit, Content::JsonLines),
     ];
-    for (name, path, content) in files {
-        out.push(judge_file(name, path, &inspect(path, content)));
+    for (name, path, content) in &files {
+        out.push(judge_file(name, path, &inspect(path, *content)));
     }
+    let saved: Vec<(&str, &Path)> = files
+        .iter()
+        .map(|(name, path, _)| (*name, *path))
+        .chain([("lock", p.lock.as_path())])
+        .collect();
+    out.extend(docker::space_findings(&saved));
     let runtime = crate::store::peek::<RuntimeState>(&p.state)
         .ok()
         .flatten()
         .unwrap_or_default();
     out.push(lock_finding(&p.lock));
     out.push(mc_finding(&config.mc, &p.ledger));
-    if let Some(f) = uncertain_finding(&runtime.tasks.uncertain) {
+    if let Some(f) = uncertain_finding(&runtime.tasks) {
         out.push(f);
     }
     let stats = crate::store::peek::<Stats>(&p.stats).ok().flatten();
@@ -238,16 +258,18 @@ fn examine(config: &Config, mut out: Vec<Finding>) -> Result<Report> {
     let mm_state = runtime.mattermost;
 
     let rt = super::runtime()?;
-    let (mm, llm, planka) = rt.block_on(async {
+    let (mm, llm, planka, engines) = rt.block_on(async {
         tokio::join!(
             probe_mattermost(config, &mm_state),
             probe_ollama(&config.ollama),
             probe_planka(&config.planka),
+            docker::engine_findings(config),
         )
     });
     out.extend(mm);
     out.extend(llm);
     out.extend(planka);
+    out.extend(engines);
     Ok(Report::new(out))
 }
 
@@ -272,5 +294,22 @@ mod tests {
         assert_eq!(lines[1], "FAIL  mattermost team basic  no such team");
         assert_eq!(lines[3], "PROBLEMS: 1 ok, 1 warn, 1 fail");
         assert!(Report::new(vec![finding("x", Level::Warn, "w")]).ok);
+    }
+
+    #[test]
+    fn render_escapes_terminal_control_from_outside() {
+        let r = Report::new(vec![finding(
+            "heartbeat",
+            Level::Warn,
+            "HTTP 500: \u{1b}[2Jboom\u{7}\nok    config  forged",
+        )]);
+        let text = render(&r);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            text.starts_with(
+                "warn  heartbeat  HTTP 500: \\u{1b}[2Jboom\\u{7}\\nok    config  forged\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -107,7 +107,8 @@ pub(super) async fn make_card(
             }
         }
         Err(e) => {
-            tracing::warn!(source = %task.source, id = %record.task_id, error = %format!("{e:#}"), "Planka card not made; will retry.");
+            // Info: the cycle's one warning names the Planka outage.
+            tracing::info!(source = %task.source, id = %record.task_id, error = %format!("{e:#}"), "Planka card not made; will retry.");
             audit::record(Event::CardFailed {
                 source: task.source.clone(),
                 error: audit::detail(&format!("{e:#}")),

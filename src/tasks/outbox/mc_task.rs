@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 
 use super::record_from_ledger;
 use super::state::{TaskRecord, TaskState};
-use crate::process::group_alive;
+use crate::process::command_alive;
 use crate::tasks::ledger::{AttemptEnd, IntentRecord, Ledger};
-use crate::tasks::mc::{next_step, CreateError, McBackend, McCommand, NextStep};
+use crate::tasks::mc::{next_step, Attempted, CreateError, McBackend, McCommand, NextStep, CREATE};
 use crate::tasks::Task;
 
 /// The MC command will not be run again for a source whose earlier
@@ -94,13 +94,11 @@ async fn run_mc_command(
     let history = ledger.history(&task.source, not_before_ms)?;
     let now_ms = now.timestamp_millis();
     let timeout_ms = cmd.timeout().as_millis() as i64;
-    let step = next_step(
-        &history.attempts,
-        cmd.has_find(),
-        now_ms,
-        timeout_ms,
-        group_alive,
-    );
+    let who = Attempted {
+        can_ask: cmd.has_find(),
+        ..CREATE
+    };
+    let step = next_step(&history.attempts, who, now_ms, timeout_ms, command_alive);
     let (attempt, extra) = match step {
         NextStep::Create { attempt, extra } => (attempt, extra),
         NextStep::Wait(why) => bail!("MC task for {} not created yet: {why}", task.source),

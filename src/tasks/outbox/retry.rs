@@ -12,7 +12,7 @@ use super::{ensure_task, CardOutcome, EnsureOutcome, Targets, TaskRef};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RetryResult {
     /// What was tried.
-    kind: WorkKind,
+    pub(crate) kind: WorkKind,
     /// The idempotency key.
     pub(crate) source: String,
     /// Ok: task id and card outcome; Err: the error, still queued.

@@ -84,6 +84,15 @@ pub struct TaskState {
     /// Sources whose task the MC command could not confirm (possible
     /// duplicate, or given up): `status` and `doctor` show them, newest last.
     pub(crate) uncertain: Vec<UncertainTask>,
+    /// Uncertain sources dropped from that list to keep the state small
+    /// (the oldest first); `status`, `doctor` and the metrics say how many,
+    /// the log named each when it happened.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) uncertain_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A source whose task in MC is uncertain, for an operator to check.
@@ -138,8 +147,7 @@ impl TaskState {
         why: &str,
         now_ms: i64,
     ) {
-        self.uncertain.retain(|u| u.source != task.source);
-        self.uncertain.push(UncertainTask {
+        self.keep_uncertain(UncertainTask {
             source: task.source.clone(),
             title: task.title.clone(),
             permalink: task.permalink.clone(),
@@ -147,8 +155,21 @@ impl TaskState {
             why: why.to_string(),
             at_ms: now_ms,
         });
+    }
+
+    /// Puts `u` last in the uncertain list (replacing its source's entry);
+    /// past [`UNCERTAIN_MAX`] the oldest are dropped and counted.
+    pub(crate) fn keep_uncertain(&mut self, u: UncertainTask) {
+        self.uncertain.retain(|x| x.source != u.source);
+        self.uncertain.push(u);
         let excess = self.uncertain.len().saturating_sub(UNCERTAIN_MAX);
         self.uncertain.drain(..excess);
+        self.uncertain_dropped += excess as u64;
+    }
+
+    /// Uncertain sources in all: listed and dropped.
+    pub(crate) fn uncertain_total(&self) -> u64 {
+        self.uncertain.len() as u64 + self.uncertain_dropped
     }
 
     /// Queues `kind` work for `task` after a failure (or bumps the item
@@ -259,6 +280,25 @@ mod tests {
             author: "a".into(),
             permalink: "p".into(),
         }
+    }
+
+    #[test]
+    fn uncertain_sources_past_the_bound_are_dropped_oldest_first_and_counted() {
+        let mut s = TaskState::default();
+        for i in 0..UNCERTAIN_MAX + 3 {
+            s.note_uncertain(&task(&format!("p{i}")), None, "why", i as i64);
+        }
+        // Noted again: moved last, not counted twice.
+        s.note_uncertain(&task("p50"), Some("MC-1"), "why", 1000);
+        assert_eq!(s.uncertain.len(), UNCERTAIN_MAX);
+        assert_eq!(s.uncertain_dropped, 3);
+        assert_eq!(s.uncertain_total(), (UNCERTAIN_MAX + 3) as u64);
+        assert_eq!(s.uncertain[0].source, "p3");
+        assert_eq!(s.uncertain.last().unwrap().source, "p50");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["uncertain_dropped"], 3);
+        let back: TaskState = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

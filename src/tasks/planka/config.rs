@@ -99,6 +99,7 @@ pub struct BoardTarget {
 #[serde(deny_unknown_fields, default)]
 pub struct PlankaConfig {
     /// Base URL; card links are `{url}/cards/{id}`.
+    #[serde(serialize_with = "crate::scrub::serialize_url")]
     pub url: String,
     /// `auto`, `1` or `2`.
     pub api_version: ApiVersion,
@@ -186,7 +187,10 @@ impl PlankaConfig {
             .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .unwrap_or(false);
         if !ok {
-            bail!("planka.url: '{}' is not an http(s) URL", self.url);
+            bail!(
+                "planka.url: '{}' is not an http(s) URL",
+                crate::scrub::url(&self.url)
+            );
         }
         if self.timeout_secs.is_zero() {
             bail!("planka.timeout_secs: 0 is not a timeout; use more than 0");

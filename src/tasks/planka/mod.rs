@@ -68,7 +68,10 @@ impl std::fmt::Display for ApiError {
         write!(
             f,
             "{} {}: HTTP {} {}",
-            self.method, self.url, self.status, self.message
+            self.method,
+            crate::scrub::url(&self.url),
+            self.status,
+            self.message
         )
     }
 }
@@ -240,9 +243,11 @@ impl PlankaClient {
         self.cfg.boards.contains_key(team)
     }
 
-    /// The browser link to a card.
+    /// The browser link to a card, shown in replies, tasks and the ledger:
+    /// on the server's URL as [`crate::scrub::url`] shows it.
     fn card_url(&self, card_id: &str) -> String {
-        format!("{}/cards/{card_id}", self.base)
+        let base = crate::scrub::url(&self.base);
+        format!("{}/cards/{card_id}", base.trim_end_matches('/'))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -257,6 +262,7 @@ impl PlankaClient {
         auth: Option<(&str, &str)>,
     ) -> Result<Value> {
         let url = format!("{}{path}", self.base);
+        let shown = crate::scrub::url(&url);
         let mut req = self.http.request(method.clone(), &url);
         if let Some((name, value)) = auth {
             req = req.header(name, value);
@@ -267,17 +273,17 @@ impl PlankaClient {
         let resp = req
             .send()
             .await
-            .with_context(|| format!("{method} {url}: Planka unreachable"))?;
+            .with_context(|| format!("{method} {shown}: Planka unreachable"))?;
         let status = resp.status().as_u16();
         let text = crate::http::read_text(resp, crate::http::caps::PLANKA)
             .await
-            .with_context(|| format!("{method} {url}: reading the answer"))?;
+            .with_context(|| format!("{method} {shown}: reading the answer"))?;
         if (200..300).contains(&status) {
             if text.trim().is_empty() {
                 return Ok(Value::Null);
             }
             return serde_json::from_str(&text).with_context(|| {
-                format!("{method} {url}: HTTP {status} but the body is not JSON")
+                format!("{method} {shown}: HTTP {status} but the body is not JSON")
             });
         }
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
@@ -428,7 +434,7 @@ impl PlankaClient {
                         None,
                     )
                     .await?;
-                tracing::info!(url = %self.base, "Accepted the Planka terms for the agent's account.");
+                tracing::info!(url = %crate::scrub::url(&self.base), "Accepted the Planka terms for the agent's account.");
                 token_from(&v, "POST /api/access-tokens/accept-terms")
             }
             Err(e) => Err(e.context("Planka login failed")),
@@ -461,7 +467,7 @@ impl PlankaClient {
             .await;
         match first {
             Err(e) if Self::api_status(&e) == Some(401) && name == "Authorization" => {
-                tracing::info!(url = %self.base, "Planka token rejected; logging in again.");
+                tracing::info!(url = %crate::scrub::url(&self.base), "Planka token rejected; logging in again.");
                 self.forget_token();
                 let (name, value) = self.auth_header().await?;
                 self.send(method, path, body, Some((name, value.expose())))
