@@ -1,6 +1,6 @@
 //! How many requests and how much wall-clock time one Mattermost poll costs
 //! at the size (4 teams × 250 channels), measured against the fake
-//! Mattermost through `ops_agent::mattermost::poll`, the code path the cycle
+//! Mattermost through `ops_agent::mattermost::start` and its reader, the code path the cycle
 //! uses, with [`MmState`] and the cursor carried between polls exactly like
 //! the cycle does (`mark_handled`, `next_cursor`, `prune_handled`).
 //!
@@ -31,8 +31,8 @@ use mattermost::FakeMattermost;
 use ops_agent::mattermost::client::MAX_PER_PAGE;
 use ops_agent::mattermost::poll::SINCE_CAP;
 use ops_agent::mattermost::{
-    mark_handled, next_cursor, poll, prune_handled, Client, Credentials, MattermostConfig, MmState,
-    PollOutcome,
+    mark_handled, next_cursor, prune_handled, start, Client, Credentials, MattermostConfig,
+    MmState, PollOutcome,
 };
 use ops_agent::secret::Secret;
 
@@ -146,7 +146,7 @@ impl Bench {
         self.mm.clear_requests();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         let started = Instant::now();
-        let outcome = poll(
+        let mut reader = start(
             &self.client,
             &self.cfg,
             &mut self.state,
@@ -156,22 +156,29 @@ impl Bench {
         )
         .await
         .expect("poll against the fake");
+        // The cycle handles each batch before the next is read.
+        let mut posts = 0;
+        while let Some(batch) = reader.next_batch(&self.client, &mut self.state).await {
+            for p in &batch {
+                mark_handled(&mut self.state, &p.id, p.create_at);
+            }
+            posts += batch.len();
+        }
+        reader.finish(&mut self.state);
         let elapsed = started.elapsed();
+        let outcome = reader.outcome;
         assert!(
             outcome.complete,
             "incomplete poll: {:?}",
             outcome.teams_failed
         );
-        for p in &outcome.posts {
-            mark_handled(&mut self.state, &p.id, p.create_at);
-        }
-        let next = next_cursor(self.cursor, since_ms, &outcome, &self.state);
-        prune_handled(&mut self.state, next, overlap_ms, now_ms);
+        let next = next_cursor(self.cursor, since_ms, &outcome);
+        prune_handled(&mut self.state, next, overlap_ms);
         self.cursor = Some(next);
         Sample {
             requests: outcome.requests,
             fake_saw: self.mm.requests().len(),
-            posts: outcome.posts.len(),
+            posts,
             elapsed,
             outcome,
         }

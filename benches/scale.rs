@@ -85,6 +85,13 @@ const HTTP_DELAY: Duration = Duration::from_secs(1);
 const LEDGER_LINES: usize = 100_000;
 /// The issue's memory ceiling, in KiB.
 const RSS_CEILING_KIB: u64 = 20 * 1024;
+/// Issue 24's ceiling at 100,000 posts of realistic length, in KiB.
+const RSS_CEILING_100K_KIB: u64 = 24 * 1024;
+/// The default `[log] max_bytes`.
+const DEFAULT_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// The backlog scenario gives up after this many cycles (a build that
+/// cannot catch up is stuck at its first).
+const BACKLOG_MAX_CYCLES: usize = 15;
 
 /// What a post is meant to be; the messages are written so that the keyword
 /// rules and the fake model agree, so either path must give this label.
@@ -127,6 +134,24 @@ fn message(k: usize, kind: Kind) -> String {
         Kind::Task => format!("please add a redirect for {t} to the new docs page"),
         Kind::Incident => format!("the {t} site is down for everyone, users get 502 errors"),
     }
+}
+
+/// Realistic lengths: each message is the scenario's own text repeated to
+/// one of these lengths (mean about 400 bytes, as chat in the teams is).
+const LENGTHS: [usize; 9] = [60, 90, 120, 180, 250, 350, 500, 800, 1300];
+
+/// Post `k`'s text at a realistic length: its words again and again, so
+/// the label it was written for stays the label.
+fn realistic(k: usize, kind: Kind) -> String {
+    let base = message(k, kind);
+    let want = LENGTHS[(k * 7) % LENGTHS.len()];
+    let mut text = base.clone();
+    while text.len() < want {
+        text.push(' ');
+        text.push_str(&base);
+    }
+    text.truncate(want.max(base.len()));
+    text
 }
 
 /// What the fake model answers: the label the message was written for
@@ -259,6 +284,25 @@ impl ChatWorld {
             .collect()
     }
 
+    /// [`ChatWorld::post_spread`] with each post's text from `text`.
+    fn post_spread_with(
+        &self,
+        total: usize,
+        n_channels: usize,
+        text: fn(usize, Kind) -> String,
+    ) -> Vec<Posted> {
+        (0..total)
+            .map(|k| {
+                let kind = Kind::of(k + k / n_channels);
+                let author = &self.authors[k % self.authors.len()];
+                let id = self
+                    .mm
+                    .post(&self.channels[k % n_channels], author, &text(k, kind));
+                Posted { id, kind }
+            })
+            .collect()
+    }
+
     /// Post number `k` (its tag), of `kind`, in channel `channel`.
     fn post_one(&self, k: usize, channel: usize, kind: Kind) -> Posted {
         let author = &self.authors[k % self.authors.len()];
@@ -283,6 +327,45 @@ impl ChatWorld {
                 kind: Kind::of(k),
             })
             .collect()
+    }
+
+    /// Posts handled by every cycle so far (the stats' counter).
+    fn handled_total(&self) -> u64 {
+        std::fs::read_to_string(self.sb.stats())
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["counters"]["posts_handled"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// One reply and one task for each filed post of `posted`, none for
+    /// the others, over however many cycles.
+    fn check_replies_and_tasks(&self, posted: &[Posted], problems: &mut Vec<String>) {
+        let mut replies: BTreeMap<String, usize> = BTreeMap::new();
+        for p in self.mm.posts() {
+            if p.user_id == self.agent {
+                if let Some(to) = p.props.get(REPLY_PROP).and_then(Value::as_str) {
+                    *replies.entry(to.to_string()).or_default() += 1;
+                }
+            }
+        }
+        let wrong = posted
+            .iter()
+            .filter(|p| replies.get(&p.id).copied().unwrap_or(0) != p.kind.files_task() as usize)
+            .count();
+        if wrong > 0 {
+            problems.push(format!("{wrong} posts without exactly their one reply"));
+        }
+        let tasks = ledger_sources(&self.sb);
+        let distinct: BTreeSet<&String> = tasks.iter().collect();
+        let filed = posted.iter().filter(|p| p.kind.files_task()).count();
+        if tasks.len() != filed || distinct.len() != tasks.len() {
+            problems.push(format!(
+                "{} ledger tasks ({} distinct), expected {filed}",
+                tasks.len(),
+                distinct.len()
+            ));
+        }
     }
 
     /// The cycle's counts from the state file.
@@ -456,6 +539,9 @@ struct Scenario {
     floor: &'static str,
     /// Takes a minute or more per run: 3 runs unless `OPS_AGENT_BENCH_RUNS`.
     long: bool,
+    /// Takes many minutes (it simulates days): one run, whatever
+    /// `OPS_AGENT_BENCH_RUNS` says.
+    once: bool,
     run: fn(&Ctx, &mut Vec<String>) -> Sample,
 }
 
@@ -466,6 +552,7 @@ fn scenarios() -> Vec<Scenario> {
             title: "idle: 4 teams x 250 channels, nothing new",
             floor: "4 requests",
             long: false,
+            once: false,
             run: idle,
         },
         Scenario {
@@ -473,6 +560,7 @@ fn scenarios() -> Vec<Scenario> {
             title: "idle right after a busy cycle (1,000 posts, 50 channels)",
             floor: "4 requests",
             long: false,
+            once: false,
             run: idle_after_busy,
         },
         Scenario {
@@ -480,6 +568,7 @@ fn scenarios() -> Vec<Scenario> {
             title: "busy: 1,000 posts in 50 channels, LLM 200 ms/call, Planka, ledger",
             floor: "LLM calls x 0.2 s / 4",
             long: true,
+            once: false,
             run: busy_llm,
         },
         Scenario {
@@ -487,6 +576,7 @@ fn scenarios() -> Vec<Scenario> {
             title: "100 posts in 50 channels, keyword fallback",
             floor: "",
             long: false,
+            once: false,
             run: |c, p| keywords(c, p, 100),
         },
         Scenario {
@@ -494,6 +584,7 @@ fn scenarios() -> Vec<Scenario> {
             title: "1,000 posts in 50 channels, keyword fallback",
             floor: "",
             long: false,
+            once: false,
             run: |c, p| keywords(c, p, 1_000),
         },
         Scenario {
@@ -501,6 +592,7 @@ fn scenarios() -> Vec<Scenario> {
             title: "10,000 posts in 50 channels, keyword fallback",
             floor: "",
             long: true,
+            once: false,
             run: |c, p| keywords(c, p, 10_000),
         },
         Scenario {
@@ -508,13 +600,47 @@ fn scenarios() -> Vec<Scenario> {
             title: "burst: 10,000 posts in 1 channel over 5 ms, keyword fallback",
             floor: "240 s default deadline",
             long: true,
+            once: false,
             run: burst,
+        },
+        Scenario {
+            key: "realistic-100k",
+            title: "100,000 posts of realistic length in 50 channels, keyword fallback",
+            floor: "",
+            long: true,
+            once: false,
+            run: realistic_100k,
+        },
+        Scenario {
+            key: "backlog-200k",
+            title: "one channel with 200,000 posts since the cursor, until caught up",
+            floor: "cycles to catch up",
+            long: true,
+            once: true,
+            run: backlog_200k,
+        },
+        Scenario {
+            key: "month-day-1",
+            title: "idle cycle after 1 day of hourly light cycles (fast clock)",
+            floor: "",
+            long: true,
+            once: true,
+            run: |c, p| month(c, p, 1),
+        },
+        Scenario {
+            key: "month-day-30",
+            title: "idle cycle after 30 days of hourly light cycles (fast clock)",
+            floor: "",
+            long: true,
+            once: true,
+            run: |c, p| month(c, p, 30),
         },
         Scenario {
             key: "http",
             title: "20 HTTP checks answering after 1 s",
             floor: "1 s",
             long: false,
+            once: false,
             run: http_checks,
         },
         Scenario {
@@ -522,6 +648,7 @@ fn scenarios() -> Vec<Scenario> {
             title: "a cycle filing 10 tasks, empty ledger",
             floor: "",
             long: false,
+            once: false,
             run: |c, p| ten_tasks(c, p, false),
         },
         Scenario {
@@ -529,6 +656,7 @@ fn scenarios() -> Vec<Scenario> {
             title: "a cycle filing 10 tasks, 100,000-line ledger",
             floor: "",
             long: false,
+            once: false,
             run: |c, p| ten_tasks(c, p, true),
         },
         Scenario {
@@ -536,6 +664,7 @@ fn scenarios() -> Vec<Scenario> {
             title: "tasks list, 100,000-line ledger",
             floor: "",
             long: false,
+            once: false,
             run: |c, p| tasks_command(c, p, "list"),
         },
         Scenario {
@@ -543,6 +672,7 @@ fn scenarios() -> Vec<Scenario> {
             title: "tasks stats, 100,000-line ledger",
             floor: "",
             long: false,
+            once: false,
             run: |c, p| tasks_command(c, p, "stats"),
         },
     ]
@@ -633,6 +763,195 @@ fn burst(ctx: &Ctx, problems: &mut Vec<String>) -> Sample {
     let mut s = w.sample(&m, posted.len());
     s.floor_ratio = Some(m.wall.as_secs_f64() / DEFAULT_DEADLINE_SECS);
     s
+}
+
+/// The largest single file (bytes) and the total of the activity log and
+/// the audit trail with their rotated copies.
+fn log_disk(sb: &Sandbox) -> (u64, u64) {
+    let mut biggest = 0;
+    let mut total = 0;
+    for base in [sb.log(), sb.audit_path()] {
+        for n in 0..=60 {
+            let p = if n == 0 {
+                base.clone()
+            } else {
+                PathBuf::from(format!("{}.{n}", base.display()))
+            };
+            if let Ok(m) = std::fs::metadata(&p) {
+                biggest = biggest.max(m.len());
+                total += m.len();
+            }
+        }
+    }
+    (biggest, total)
+}
+
+/// 100,000 posts of realistic length in one cycle: memory must not grow
+/// with the backlog (the poll hands posts over as it reads them), and the
+/// log and the audit trail stay within `[log] max_bytes` per file.
+fn realistic_100k(ctx: &Ctx, problems: &mut Vec<String>) -> Sample {
+    const N: usize = 100_000;
+    let w = ChatWorld::new(&ctx.bin, Llm::Away, false, None);
+    let posted = w.post_spread_with(N, ACTIVE_CHANNELS, realistic);
+    w.wait_interval();
+    let m = w.measured_cycle();
+    w.verify(
+        &m,
+        &posted,
+        0,
+        poll_bound(&spread(N, ACTIVE_CHANNELS)),
+        problems,
+    );
+    let (biggest, total) = log_disk(&w.sb);
+    eprintln!(
+        "realistic-100k: log and audit {:.1} MB on disk, largest file {:.1} MB",
+        total as f64 / 1e6,
+        biggest as f64 / 1e6
+    );
+    if biggest > DEFAULT_LOG_MAX_BYTES + 64 * 1024 {
+        problems.push(format!(
+            "a log file of {biggest} bytes, over [log] max_bytes ({DEFAULT_LOG_MAX_BYTES})"
+        ));
+    }
+    w.sample(&m, posted.len())
+}
+
+/// One channel with 200,000 posts since the cursor, written over two days
+/// (2 % of them requests):
+/// cycles run until its backlog is gone (or [`BACKLOG_MAX_CYCLES`]). Every
+/// post must be handled once over those cycles, every request answered and
+/// filed once. The sample is the whole catch-up: wall and CPU summed, the
+/// highest peak RSS of a cycle; the floor column is the cycles it took.
+fn backlog_200k(ctx: &Ctx, problems: &mut Vec<String>) -> Sample {
+    const N: usize = 200_000;
+    let w = ChatWorld::new(&ctx.bin, Llm::Away, false, None);
+    let kind = |k: usize| {
+        if k % 50 == 0 {
+            Kind::Task
+        } else {
+            Kind::Routine
+        }
+    };
+    // Two days of a busy channel while the agent was down (a weekend).
+    const SPAN_MS: i64 = 2 * 86_400_000;
+    let ids =
+        w.mm.post_burst(&w.channels[1], &w.authors[0], N, SPAN_MS as usize, |k| {
+            message(k, kind(k))
+        });
+    w.mm.advance_clock(SPAN_MS);
+    let posted: Vec<Posted> = ids
+        .into_iter()
+        .enumerate()
+        .map(|(k, id)| Posted { id, kind: kind(k) })
+        .collect();
+    w.wait_interval();
+    let handled_before = w.handled_total();
+    let (mut wall, mut cpu, mut rss, mut requests) = (Duration::ZERO, Duration::ZERO, 0, 0);
+    let mut cycles = 0;
+    loop {
+        let m = w.measured_cycle();
+        cycles += 1;
+        wall += m.wall;
+        cpu += m.cpu;
+        rss = rss.max(m.peak_rss_kib);
+        requests += w.mm.requests().len() as u64;
+        if !m.output.status.success() {
+            problems.push(format!("cycle {cycles} failed: {}", text(&m.output)));
+            break;
+        }
+        eprintln!(
+            "backlog-200k: cycle {cycles}: {:.1} s, {:.1} MiB, {} handled so far",
+            m.wall.as_secs_f64(),
+            m.peak_rss_kib as f64 / 1024.0,
+            w.handled_total() - handled_before
+        );
+        let behind = w.sb.state_json()["mattermost"]["behind"]
+            .as_array()
+            .is_some_and(|b| !b.is_empty());
+        let done = w.handled_total() - handled_before >= N as u64;
+        if (!behind && done) || cycles >= BACKLOG_MAX_CYCLES {
+            break;
+        }
+        w.wait_interval();
+    }
+    let handled = w.handled_total() - handled_before;
+    if handled != N as u64 {
+        problems.push(format!(
+            "{handled} of {N} posts handled after {cycles} cycles"
+        ));
+    }
+    w.check_replies_and_tasks(&posted, problems);
+    Sample {
+        wall,
+        cpu,
+        rss_kib: rss,
+        mm_requests: Some(requests),
+        fsyncs: None,
+        work: N,
+        floor_ratio: Some(cycles as f64),
+    }
+}
+
+/// `days` of one light cycle an hour (six posts in one channel, in the
+/// scenario mix) on a fast clock (libfaketime moves the agent's clock, the
+/// fake's own clock moves with it), then five idle cycles five minutes
+/// apart: the sample is their median. An idle cycle at day 30 must cost
+/// what one at day 1 does.
+fn month(ctx: &Ctx, problems: &mut Vec<String>, days: i64) -> Sample {
+    const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    let none = Sample {
+        wall: Duration::ZERO,
+        cpu: Duration::ZERO,
+        rss_kib: 0,
+        mm_requests: None,
+        fsyncs: None,
+        work: 0,
+        floor_ratio: None,
+    };
+    if !Path::new(FAKETIME_LIB).exists() {
+        problems.push(format!(
+            "{FAKETIME_LIB} missing (apt-get install libfaketime): no fast clock"
+        ));
+        return none;
+    }
+    let mut w = ChatWorld::new(&ctx.bin, Llm::Away, false, None);
+    w.sb.env.push(("LD_PRELOAD".into(), FAKETIME_LIB.into()));
+    w.sb.env
+        .push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
+    w.sb.env.push(("FAKETIME".into(), String::new()));
+    let set_clock = |w: &mut ChatWorld| {
+        let at = Utc.timestamp_millis_opt(w.mm.now_ms()).unwrap();
+        let last = w.sb.env.len() - 1;
+        w.sb.env[last].1 = format!("@{}", at.format("%Y-%m-%d %H:%M:%S"));
+    };
+    let mut k = 0;
+    for _ in 0..days * 24 {
+        w.mm.advance_clock(3_600_000);
+        for _ in 0..6 {
+            w.post_one(k, k % ACTIVE_CHANNELS, Kind::of(k));
+            k += 1;
+        }
+        w.mm.advance_clock(1_000);
+        set_clock(&mut w);
+        w.cycle();
+    }
+    let state_bytes = std::fs::metadata(w.sb.state()).map_or(0, |m| m.len());
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        w.wait_interval();
+        set_clock(&mut w);
+        let m = w.measured_cycle();
+        if !m.output.status.success() {
+            problems.push(format!("an idle cycle failed: {}", text(&m.output)));
+        }
+        samples.push(w.sample(&m, 0));
+    }
+    eprintln!(
+        "month: day {days}, {k} posts so far, state file {:.1} KB",
+        state_bytes as f64 / 1e3
+    );
+    samples.sort_by_key(|s| s.cpu);
+    samples.swap_remove(2)
 }
 
 /// 20 HTTP checks, each endpoint answering after 1 s, nothing else
@@ -1030,8 +1349,11 @@ fn print_targets(rows: &[Row]) {
             judge(wb / we <= 1.5, &[e, b])
         );
     }
+    // Issue 14's ceiling is for its scenarios; issue 24's are below.
+    let issue_14 = |r: &&Row| !ISSUE_24.contains(&r.scenario.key);
     let over: Vec<String> = rows
         .iter()
+        .filter(issue_14)
         .filter_map(|r| {
             let kib = r.samples.iter().map(|s| s.rss_kib).max()?;
             (kib > RSS_CEILING_KIB)
@@ -1040,6 +1362,7 @@ fn print_targets(rows: &[Row]) {
         .collect();
     let highest = rows
         .iter()
+        .filter(issue_14)
         .flat_map(|r| &r.samples)
         .map(|s| s.rss_kib)
         .max();
@@ -1090,7 +1413,49 @@ fn print_targets(rows: &[Row]) {
             r.wall().median
         );
     }
+    println!("\nTargets (issue 24):");
+    if let Some(r) = row("realistic-100k") {
+        let kib = r.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+        println!(
+            "- peak RSS at 100,000 posts of realistic length: {:.1} MiB (target ≤ 24 MiB): {}",
+            kib as f64 / 1024.0,
+            judge(kib <= RSS_CEILING_100K_KIB, &[r])
+        );
+    }
+    if let Some(r) = row("backlog-200k") {
+        let cycles = r.stat(|s| s.floor_ratio).map_or(0.0, |s| s.max);
+        let kib = r.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+        println!(
+            "- a channel with 200,000 posts since the cursor: caught up in {cycles:.0} cycles, every post once, peak RSS {:.1} MiB: {}",
+            kib as f64 / 1024.0,
+            judge(r.failed_runs == 0, &[])
+        );
+    }
+    if let (Some(d1), Some(d30)) = (row("month-day-1"), row("month-day-30")) {
+        let (c1, c30) = (d1.cpu().median, d30.cpu().median);
+        let rss = |r: &Row| r.stat(|s| Some(s.rss_kib as f64)).map_or(0.0, |s| s.median);
+        let (m1, m30) = (rss(d1), rss(d30));
+        let ok = c30 <= 1.2 * c1 && m30 <= 1.2 * m1;
+        println!(
+            "- idle cycle at day 30 vs day 1: CPU {:.1} vs {:.1} ms (×{:.2}), peak RSS {:.1} vs {:.1} MiB (×{:.2}) (target ≤ ×1.2): {}",
+            c30 * 1000.0,
+            c1 * 1000.0,
+            c30 / c1,
+            m30 / 1024.0,
+            m1 / 1024.0,
+            m30 / m1,
+            judge(ok, &[d1, d30])
+        );
+    }
 }
+
+/// The scenarios of issue 24, judged by its own targets.
+const ISSUE_24: [&str; 4] = [
+    "realistic-100k",
+    "backlog-200k",
+    "month-day-1",
+    "month-day-30",
+];
 
 fn env_usize(key: &str) -> Option<usize> {
     std::env::var(key).ok().map(|v| {
@@ -1152,7 +1517,11 @@ fn main() {
     let mut rows = Vec::new();
     let mut problems: Vec<String> = Vec::new();
     for sc in chosen {
-        let n = runs.unwrap_or(if sc.long { 3 } else { 5 }).max(1);
+        let n = if sc.once {
+            1
+        } else {
+            runs.unwrap_or(if sc.long { 3 } else { 5 }).max(1)
+        };
         let (mut samples, mut failed_runs) = (Vec::new(), 0);
         for i in 0..n {
             let t = Instant::now();

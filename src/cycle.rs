@@ -177,6 +177,9 @@ impl<'a> Cycle<'a> {
             return Err(crate::files::left_by_another_user(&foreign));
         }
         let lock = lock::acquire(&config.paths.lock)?;
+        // Under the lock, so two cycles started at once rotate once.
+        crate::observe::rotate::under_lock(&config.log, &config.paths.log, &config.paths.audit)
+            .log();
         let cycle_id = audit::cycle_id(now.timestamp_millis());
         let trail = (!opts.dry_run)
             .then(|| audit::open_or_warn(&config.paths.audit, Some(cycle_id), None))
@@ -487,6 +490,7 @@ impl<'a> Cycle<'a> {
     /// summary; the stats are saved last ([`Cycle::save_stats`]), with the
     /// ping's result.
     fn finish(&mut self) -> Result<()> {
+        crate::logging::report_repeats();
         self.report.duration_ms = elapsed_ms(self.started);
         // Optional dependencies handled by their fallback: one warning for
         // the cycle (they do not make it degraded, so nothing pages).

@@ -8,15 +8,25 @@
 //! a terminal, but only warnings and errors when it is not one (under
 //! launchd it is a never-rotated file, and a copy of every quiet cycle there
 //! would only bury the problems).
+//!
+//! A condition that repeats says so once: a warning whose every field is
+//! the same as one already written by this process (the model unreachable
+//! for each of 10,000 posts) is counted, not written, and
+//! [`report_repeats`] says how often it came. And a cycle that writes more
+//! than `[log] max_bytes` rotates the activity log as it goes
+//! ([`rotate_within`]), so the disk holds `keep + 1` files of about
+//! `max_bytes`, however busy a cycle is.
 
-use std::io::IsTerminal;
-use std::path::Path;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::field::MakeExt;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context as LayerCx, Filter, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, Layer};
 
@@ -63,10 +73,7 @@ pub(crate) fn level(verbose: u8, quiet: bool) -> LevelFilter {
 /// the caller can report it and fall back to [`init_stderr_only`].
 pub(crate) fn init(format: LogFormat, level: LevelFilter, log_file: Option<&Path>) -> Result<()> {
     let file = match log_file {
-        Some(p) => Some(
-            crate::files::open_append_private(p)
-                .with_context(|| format!("opening the activity log {}", p.display()))?,
-        ),
+        Some(p) => Some(LogFile::open(p)?),
         None => None,
     };
     let stderr_level = if std::io::stderr().is_terminal() || level > LevelFilter::INFO {
@@ -76,8 +83,14 @@ pub(crate) fn init(format: LogFormat, level: LevelFilter, log_file: Option<&Path
     };
     let stderr_layer = layer(format, std::io::stderr, stderr_color())
         .with_filter(stderr_level)
-        .with_filter(not_file_only());
-    let file_layer = file.map(|f| layer(format, Mutex::new(f), false).with_filter(level));
+        .with_filter(not_file_only())
+        .with_filter(Repeats::new(file.is_none()));
+    let file_layer = file.map(|f| {
+        let _ = LOG_FILE.set(Arc::clone(&f));
+        layer(format, move || LogHandle(Arc::clone(&f)), false)
+            .with_filter(level)
+            .with_filter(Repeats::new(true))
+    });
     tracing_subscriber::registry()
         .with(stderr_layer)
         .with(file_layer)
@@ -92,9 +105,195 @@ pub(crate) fn init_stderr_only(format: LogFormat, level: LevelFilter) {
         .with(
             layer(format, std::io::stderr, stderr_color())
                 .with_filter(level)
-                .with_filter(not_file_only()),
+                .with_filter(not_file_only())
+                .with_filter(Repeats::new(true)),
         )
         .try_init();
+}
+
+/// The activity log, once [`init`] opened it.
+static LOG_FILE: OnceLock<Arc<LogFile>> = OnceLock::new();
+
+/// Renames a log out of the way, keeping so many old copies: `<file>` to
+/// `<file>.1` and so on.
+pub(crate) type Rotate = fn(&Path, u32) -> Result<()>;
+
+/// The activity log's file: appended by every event, and rotated by the
+/// cycle that holds the lock when it grows past the cap.
+struct LogFile {
+    inner: Mutex<Opened>,
+}
+
+struct Opened {
+    file: File,
+    path: PathBuf,
+    /// Its size as far as this process knows.
+    len: u64,
+    /// `max_bytes`, `keep` and how to rotate, once the cycle holds the lock.
+    cap: Option<(u64, u32, Rotate)>,
+}
+
+impl LogFile {
+    fn open(path: &Path) -> Result<Arc<LogFile>> {
+        let file = crate::files::open_append_private(path)
+            .with_context(|| format!("opening the activity log {}", path.display()))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Arc::new(LogFile {
+            inner: Mutex::new(Opened {
+                file,
+                path: path.to_path_buf(),
+                len,
+                cap: None,
+            }),
+        }))
+    }
+}
+
+impl Opened {
+    /// Rotates and opens a fresh file when `more` bytes would take the log
+    /// past its cap (never for the first line of a file, so a line longer
+    /// than the cap is still written, once).
+    fn make_room(&mut self, more: u64) -> Option<u64> {
+        let (max, keep, rotate) = self.cap?;
+        if self.len == 0 || self.len + more <= max {
+            return None;
+        }
+        let rotated = self.len;
+        let renamed = rotate(&self.path, keep);
+        match renamed.and_then(|()| crate::files::open_append_private(&self.path)) {
+            Ok(f) => {
+                self.file = f;
+                self.len = 0;
+                Some(rotated)
+            }
+            // Go on writing where it was; the next cycle rotates it.
+            Err(_) => {
+                self.cap = None;
+                None
+            }
+        }
+    }
+}
+
+/// One event's writer into the [`LogFile`].
+struct LogHandle(Arc<LogFile>);
+
+impl Write for LogHandle {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut o = self.0.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = o.make_room(buf.len() as u64);
+        let n = o.file.write(buf)?;
+        o.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The cycle holds the lock: the activity log is rotated by `rotate` now
+/// when it is at least `max_bytes` long (it may have been renamed since it
+/// was opened, too: it is opened again by its path), and whenever it
+/// outgrows `max_bytes` from here on. `None` when no activity log is open;
+/// else the size rotated now, if it was.
+pub(crate) fn rotate_within(max_bytes: u64, keep: u32, rotate: Rotate) -> Option<Option<u64>> {
+    let f = LOG_FILE.get()?;
+    let mut o = f.inner.lock().unwrap_or_else(|p| p.into_inner());
+    if let Ok(file) = crate::files::open_append_private(&o.path) {
+        o.len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        o.file = file;
+    }
+    if max_bytes == 0 {
+        return Some(None);
+    }
+    o.cap = Some((max_bytes, keep, rotate));
+    Some(if o.len >= max_bytes {
+        o.make_room(u64::MAX / 2)
+    } else {
+        None
+    })
+}
+
+/// Warnings (and errors) written once, counted after: key → times seen.
+type Seen = Arc<Mutex<HashMap<String, (String, u64)>>>;
+
+/// The repeats of the layer that reports them.
+static REPEATS: OnceLock<Seen> = OnceLock::new();
+
+/// A per-layer filter that lets a warning or error through the first time
+/// its callsite and fields come, and counts it after.
+struct Repeats {
+    seen: Seen,
+}
+
+impl Repeats {
+    /// `report`: this layer's counts are the ones [`report_repeats`] says.
+    fn new(report: bool) -> Repeats {
+        let seen = Seen::default();
+        if report {
+            let _ = REPEATS.set(Arc::clone(&seen));
+        }
+        Repeats { seen }
+    }
+}
+
+impl<S> Filter<S> for Repeats {
+    fn enabled(&self, _meta: &tracing::Metadata<'_>, _cx: &LayerCx<'_, S>) -> bool {
+        true
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, _cx: &LayerCx<'_, S>) -> bool {
+        if *event.metadata().level() > tracing::Level::WARN {
+            return true;
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let key = format!("{:?}{}", event.metadata().callsite(), fields.all);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = seen.entry(key).or_insert_with(|| (fields.message, 0));
+        entry.1 += 1;
+        entry.1 == 1
+    }
+}
+
+/// An event's fields as text, and its message.
+#[derive(Default)]
+struct Fields {
+    all: String,
+    message: String,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        self.all.push_str(&format!(" {}={text}", field.name()));
+        if field.name() == "message" {
+            self.message = text;
+        }
+    }
+}
+
+/// Says once, for each warning that came again after it was written, how
+/// many more times it came; then counts afresh. The cycle calls it at its
+/// end.
+pub(crate) fn report_repeats() {
+    let Some(seen) = REPEATS.get() else {
+        return;
+    };
+    let repeated: Vec<(String, u64)> = {
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        let out = seen
+            .values()
+            .filter(|(_, n)| *n > 1)
+            .map(|(m, n)| (m.clone(), n - 1))
+            .collect();
+        seen.clear();
+        out
+    };
+    for (message, more) in repeated {
+        tracing::warn!(times = more, "Repeated {more} more times: {message}");
+    }
 }
 
 fn not_file_only() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool>

@@ -210,8 +210,12 @@ async fn post_reply(
     .await
     {
         Ok(r) => {
+            // A reply found in the thread was sent by an earlier try that
+            // never learnt it went through (the deadline or a kill cut it
+            // after the server took it), so nobody counted it: it counts
+            // now, once, as this post's progress records it from here on.
+            tally.replies += 1;
             if !r.already_existed {
-                tally.replies += 1;
                 if let ReplyPath::Template { reason } = &reply.path {
                     if *reason != FallbackReason::NoLlm {
                         tally.replies_templated += 1;

@@ -6,8 +6,8 @@
 //! handled. [`run`] is the one call the cycle makes.
 //!
 //! This file keeps only what the parts must agree on: the order of the
-//! steps (batches of posts in their global order, so memory stays flat in
-//! a burst), the [`Book`] through which they all see the state, and the
+//! steps (batches of posts as the poll hands them over, so memory stays
+//! flat in a burst), the [`Book`] through which they all see the state, and the
 //! [`Tally`] they all count into. Every step is idempotent and recorded in
 //! the post's [`progress`] as soon as it is done, and the state is
 //! checkpointed after every post that wrote outside (task, card, reply),
@@ -120,7 +120,8 @@ pub(crate) struct Tally {
     pub(crate) task_errors: Vec<String>,
     /// Planka failures (the card waits in the outbox).
     pub(crate) card_errors: Vec<String>,
-    /// Replies posted this cycle.
+    /// Replies posted this cycle, and those an earlier try sent without
+    /// learning it (found in the thread now): each reply counts once.
     pub(crate) replies: u32,
     /// Reply failures (the post stays pending).
     pub(crate) reply_errors: Vec<String>,
@@ -155,15 +156,10 @@ pub(crate) struct ChatRun {
     pub(crate) tally: Tally,
 }
 
-/// Posts routed, classified and acted on together, in their global order:
-/// a cycle doing each stage over all of 10,000 new posts held every post's
-/// route, label and owed reply at once, megabytes of peak memory. Each
-/// batch ends before the next starts, so a cycle with fewer posts works
-/// exactly as one pass.
-const BATCH: usize = 500;
-
-/// Runs the chat half: poll, then route, classify, file and reply batch by
-/// batch, then the corrections, then the cursor.
+/// Runs the chat half: the poll, then batch by batch as the poll hands
+/// them over (each channel's posts oldest first, one `since` answer or one
+/// page at a time, so memory holds a batch, never the backlog): route,
+/// classify, file and reply; then the corrections, then the cursor.
 /// Stage outcomes go into `report` (`mattermost`, `classify`, `tasks`,
 /// `reply`, `corrections`). An error means the state could not be saved
 /// mid-stage: the cycle must stop rather than repeat work.
@@ -177,51 +173,46 @@ pub(crate) async fn run(
     now: DateTime<Utc>,
 ) -> Result<ChatRun> {
     let mut tally = Tally::default();
-    let polled = poll::stage(settings, budget, book, report, now).await;
-    let posts: &[NewPost] = polled.outcome.as_ref().map_or(&[], |p| p.posts.as_slice());
+    let (client, mut polled) = poll::stage(settings, budget, book, report, now).await;
+    let mut batch = polled.next_batch(client.as_ref(), book).await;
     let me = book.parts().mm.me.as_ref().map(|m| m.username.clone());
-    let llm = (!posts.is_empty()).then(|| llm_client(settings)).flatten();
+    let llm = batch.as_ref().and_then(|_| llm_client(settings));
     let mut classify = triage::Classify::new(settings, budget, llm.as_ref());
-    let act = match (&polled.client, &polled.outcome) {
-        (Some(mm), Some(_)) => Some(act::Act {
-            settings,
-            budget,
-            mm,
-            llm: llm.as_ref(),
-            reply_by: budget.last_start_for(settings.ollama.reply_timeout_secs.get()),
-            targets,
-            last_checks,
-            now,
-        }),
-        _ => None,
-    };
-    let mut batches = posts.chunks(BATCH);
-    let first = batches.next().unwrap_or_default();
-    let routes = route_batch(first, me.as_deref(), book);
-    classify.batch(first, &routes, book, &mut tally).await;
+    let act = client.as_ref().map(|mm| act::Act {
+        settings,
+        budget,
+        mm,
+        llm: llm.as_ref(),
+        reply_by: budget.last_start_for(settings.ollama.reply_timeout_secs.get()),
+        targets,
+        last_checks,
+        now,
+    });
     let t = Instant::now();
+    let read_before = polled.read_ms();
     let retried = act::retry_outbox(targets, budget, book, now, &mut tally).await;
-    let mut go_on = true;
-    if let Some(act) = &act {
-        go_on = act::stage(act, first, routes, book, report, &mut tally).await?;
-    }
-    // The later batches' classification is the classify stage's time, not
-    // the tasks stage's.
-    let mut later_classify_ms = 0;
-    for batch in batches {
+    // Classification and reading are their stages' time, not the tasks
+    // stage's.
+    let mut classify_ms = 0;
+    while let Some(posts) = batch.take() {
+        let routes = route_batch(&posts, me.as_deref(), book);
+        let c = Instant::now();
+        classify.batch(&posts, &routes, book, &mut tally).await;
+        classify_ms += elapsed_ms(c);
+        let go_on = match &act {
+            Some(act) => act::stage(act, &posts, routes, book, report, &mut tally).await?,
+            None => true,
+        };
+        drop(posts);
         if !go_on {
+            polled.stop();
             break;
         }
-        let routes = route_batch(batch, me.as_deref(), book);
-        let c = Instant::now();
-        classify.batch(batch, &routes, book, &mut tally).await;
-        later_classify_ms += elapsed_ms(c);
-        if let Some(act) = &act {
-            go_on = act::stage(act, batch, routes, book, report, &mut tally).await?;
-        }
+        batch = polled.next_batch(client.as_ref(), book).await;
     }
+    polled.finish(book, report);
     classify.report(report, &tally);
-    if let (Some(mm), Some(poll)) = (&polled.client, &polled.outcome) {
+    if let (Some(mm), Some(poll)) = (&client, polled.outcome()) {
         let ctx = corrections::Ctx {
             settings,
             mm,
@@ -234,13 +225,12 @@ pub(crate) async fn run(
     for line in &tally.would {
         tracing::info!("[dry-run] would {line}");
     }
-    let acting_ms = elapsed_ms(t).saturating_sub(later_classify_ms);
-    act::report_acting(report, &tally, posts.is_empty(), &retried, book, acting_ms);
-    poll::move_cursor(settings, book, &polled, now);
-    Ok(ChatRun {
-        client: polled.client,
-        tally,
-    })
+    let reading_ms = polled.read_ms().saturating_sub(read_before);
+    let acting_ms = elapsed_ms(t).saturating_sub(classify_ms + reading_ms);
+    let no_posts = !polled.any_posts();
+    act::report_acting(report, &tally, no_posts, &retried, book, acting_ms);
+    poll::move_cursor(settings, book, client.as_ref(), &polled, now);
+    Ok(ChatRun { client, tally })
 }
 
 /// The LLM for this cycle's labels and replies; without one, the fallback

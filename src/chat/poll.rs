@@ -2,9 +2,11 @@
 //! one promise: the poll reads from where the cursor says (less the
 //! overlap), and the cursor moves only over posts this poll brought back
 //! and the cycle fully handled, so a post cut by the deadline or a crash is
-//! read again rather than lost. A missing token, a team that failed or a
-//! poll cut by the deadline each become the `mattermost` stage's outcome
-//! here, and the rest of the chat stage sees posts or none.
+//! read again rather than lost. The posts come batch by batch
+//! ([`Polled::next_batch`]): the chat stage handles one before the next is
+//! read. A missing token, a team that failed or a poll cut by the deadline
+//! each become the `mattermost` stage's outcome here, and the rest of the
+//! chat stage sees posts or none.
 
 use std::time::Instant;
 
@@ -12,8 +14,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Book, Settings};
 use crate::budget::{within, CycleBudget};
-use crate::mattermost::{self, MattermostConfig, PollOutcome};
-use crate::observe::audit::{self, Event};
+use crate::mattermost::{self, MattermostConfig, NewPost, PollOutcome, Reader};
 use crate::report::{CycleReport, Outcome};
 use crate::stage::Stage;
 use crate::time::elapsed_ms;
@@ -22,21 +23,24 @@ use crate::time::elapsed_ms;
 pub(super) struct Polled {
     /// Where this poll started reading (epoch ms, server clock).
     pub(super) since_ms: i64,
-    /// Mattermost; `None` without credentials.
-    pub(super) client: Option<mattermost::Client>,
-    /// The new posts; `None` when Mattermost was unusable or the deadline
-    /// cut the poll.
-    pub(super) outcome: Option<PollOutcome>,
+    /// The reads; `None` when Mattermost was unusable or the deadline cut
+    /// the listings.
+    reader: Option<Reader>,
+    /// The `mattermost` stage's entry in the report, to be completed.
+    stage_at: Option<usize>,
+    /// Time spent before the reads (listings, caches).
+    start_ms: u64,
 }
 
-/// Stage 1: every new post of the configured teams since the cursor.
+/// Stage 1: the teams' listings; the posts follow batch by batch.
+/// Mattermost comes back with it (`None` without credentials).
 pub(super) async fn stage(
     settings: &Settings<'_>,
     budget: &CycleBudget,
     book: &mut dyn Book,
     report: &mut CycleReport,
     now: DateTime<Utc>,
-) -> Polled {
+) -> (Option<mattermost::Client>, Polled) {
     let t = Instant::now();
     let now_ms = now.timestamp_millis();
     let cfg = settings.mattermost;
@@ -47,6 +51,8 @@ pub(super) async fn stage(
         now_ms,
         settings.first_run_lookback_ms,
     );
+    mattermost::note_cut_over(parts.mm, *parts.cursor);
+    let since_ms = mattermost::CutOver::floor(parts.mm.cut_over.as_ref(), since_ms);
     let client = match mattermost::Client::from_config(cfg, settings.token_cache) {
         Ok(c) => c,
         Err(e) => {
@@ -55,14 +61,16 @@ pub(super) async fn stage(
                 credential_outcome(cfg, &e),
                 elapsed_ms(t),
             );
-            return Polled {
+            let polled = Polled {
                 since_ms,
-                client: None,
-                outcome: None,
+                reader: None,
+                stage_at: None,
+                start_ms: 0,
             };
+            return (None, polled);
         }
     };
-    let poll = mattermost::poll(
+    let start = mattermost::start(
         &client,
         cfg,
         parts.mm,
@@ -70,11 +78,8 @@ pub(super) async fn stage(
         now_ms,
         budget.chat_deadline,
     );
-    let (result, outcome) = match within(budget.chat_deadline, poll).await {
-        Ok(Ok(outcome)) => {
-            audit_skips(&outcome, since_ms);
-            (read_outcome(&outcome, report), Some(outcome))
-        }
+    let (result, reader) = match within(budget.chat_deadline, start).await {
+        Ok(Ok(reader)) => (Outcome::Ok(String::new()), Some(reader)),
         Ok(Err(e)) => {
             tracing::warn!("Mattermost unusable, chat skipped this cycle: {e}");
             report
@@ -87,31 +92,95 @@ pub(super) async fn stage(
             (Outcome::Skipped(cut.to_string()), None)
         }
     };
-    report.push(Stage::Mattermost, result, elapsed_ms(t));
-    Polled {
+    let start_ms = elapsed_ms(t);
+    report.push(Stage::Mattermost, result, start_ms);
+    let polled = Polled {
         since_ms,
-        client: Some(client),
-        outcome,
+        stage_at: reader.as_ref().map(|_| report.stages.len() - 1),
+        reader,
+        start_ms,
+    };
+    (Some(client), polled)
+}
+
+impl Polled {
+    /// The next batch of new posts, once the one before is handled.
+    pub(super) async fn next_batch(
+        &mut self,
+        client: Option<&mattermost::Client>,
+        book: &mut dyn Book,
+    ) -> Option<Vec<NewPost>> {
+        let (Some(client), Some(reader)) = (client, &mut self.reader) else {
+            return None;
+        };
+        reader.next_batch(client, book.parts().mm).await
+    }
+
+    /// No more batches this cycle (the deadline cut the handling).
+    pub(super) fn stop(&mut self) {
+        if let Some(r) = &mut self.reader {
+            r.stop();
+        }
+    }
+
+    /// Time spent reading, for the stages that ran in between.
+    pub(super) fn read_ms(&self) -> u64 {
+        self.reader.as_ref().map_or(0, |r| r.ms)
+    }
+
+    /// Whether any post was handed over.
+    pub(super) fn any_posts(&self) -> bool {
+        self.reader
+            .as_ref()
+            .is_some_and(|r| r.outcome.posts_new > 0)
+    }
+
+    /// The figures of the reads, once [`Polled::finish`] ran.
+    pub(super) fn outcome(&self) -> Option<&PollOutcome> {
+        self.reader.as_ref().map(|r| &r.outcome)
+    }
+
+    /// Settles the last batch and completes the `mattermost` stage.
+    pub(super) fn finish(&mut self, book: &mut dyn Book, report: &mut CycleReport) {
+        let Some(reader) = &mut self.reader else {
+            return;
+        };
+        let mm = book.parts().mm;
+        reader.finish(mm);
+        let backlogs: Vec<String> = mm.behind.iter().map(|b| b.line()).collect();
+        let outcome = read_outcome(&reader.outcome, &backlogs, report);
+        if let Some(i) = self.stage_at {
+            report.stages[i].outcome = outcome;
+            report.stages[i].ms = self.start_ms + reader.ms;
+        }
     }
 }
 
 /// The `mattermost` stage outcome of a poll that answered, and its counts:
 /// degraded when a team could not be read fully (it is read again next
-/// cycle).
-fn read_outcome(outcome: &PollOutcome, report: &mut CycleReport) -> Outcome {
+/// cycle) or the deadline stopped the reads.
+fn read_outcome(outcome: &PollOutcome, backlogs: &[String], report: &mut CycleReport) -> Outcome {
     report
         .counts
         .insert("mm_requests".into(), outcome.requests.into());
+    report.counts.insert("posts_new".into(), outcome.posts_new);
     report
         .counts
-        .insert("posts_new".into(), outcome.posts.len() as u64);
-    let detail = format!(
+        .insert("channels_behind".into(), backlogs.len() as u64);
+    let mut detail = format!(
         "{} new, {} skipped, {} requests",
-        outcome.posts.len(),
+        outcome.posts_new,
         outcome.skipped.total(),
         outcome.requests
     );
-    if outcome.teams_failed.is_empty() {
+    for b in backlogs {
+        detail.push_str(&format!("; {b}"));
+    }
+    if outcome.deadline_hit {
+        report.deadline_hit = true;
+        detail.push_str("; the deadline stopped the reads, the rest next cycle");
+    }
+    if outcome.teams_failed.is_empty() && !outcome.deadline_hit {
         return Outcome::Ok(detail);
     }
     let failed: Vec<String> = outcome
@@ -119,32 +188,14 @@ fn read_outcome(outcome: &PollOutcome, report: &mut CycleReport) -> Outcome {
         .iter()
         .map(|(t, why)| format!("{t}: {why}"))
         .collect();
-    tracing::warn!(
-        "Teams not polled fully (retried next cycle): {}",
-        failed.join("; ")
-    );
-    Outcome::Degraded(format!("{detail}; {}", failed.join("; ")))
-}
-
-/// The posts a rule skipped, each once: the poll re-reads the overlap
-/// before the cursor every cycle, so a skip the trail already holds from
-/// an earlier cycle (written after `since_ms`, less a minute for clock
-/// skew) is not recorded again.
-fn audit_skips(outcome: &PollOutcome, since_ms: i64) {
-    if outcome.skipped_posts.is_empty() {
-        return;
+    if !failed.is_empty() {
+        tracing::warn!(
+            "Teams not polled fully (retried next cycle): {}",
+            failed.join("; ")
+        );
+        detail.push_str(&format!("; {}", failed.join("; ")));
     }
-    let seen = audit::recent_values("post_skipped", "post", since_ms - 60_000);
-    for s in &outcome.skipped_posts {
-        if !seen.contains(&s.id) {
-            audit::record(Event::PostSkipped {
-                post: s.id.clone(),
-                channel: s.channel_id.clone(),
-                author: s.user_id.clone(),
-                reason: s.reason.into(),
-            });
-        }
-    }
+    Outcome::Degraded(detail)
 }
 
 /// The chat stage's outcome when no client could be built: the config
@@ -169,29 +220,20 @@ fn credential_outcome(cfg: &MattermostConfig, e: &anyhow::Error) -> Outcome {
 pub(super) fn move_cursor(
     settings: &Settings<'_>,
     book: &mut dyn Book,
+    client: Option<&mattermost::Client>,
     polled: &Polled,
     now: DateTime<Utc>,
 ) {
-    let made = polled
-        .client
-        .as_ref()
-        .map(|c| c.posts_made())
-        .unwrap_or_default();
+    let made = client.map(|c| c.posts_made()).unwrap_or_default();
     let now_ms = now.timestamp_millis();
     let p = book.parts();
-    match (polled.client.is_some(), &polled.outcome) {
+    match (client.is_some(), polled.outcome()) {
         (_, Some(outcome)) => {
-            let next = mattermost::next_cursor(*p.cursor, polled.since_ms, outcome, p.mm);
+            let next = mattermost::next_cursor(*p.cursor, polled.since_ms, outcome);
             let overlap_ms = settings.mattermost.overlap_secs.as_millis() as i64;
-            let pending = outcome
-                .posts
-                .iter()
-                .filter(|post| !p.mm.handled.contains_key(&post.id))
-                .map(|post| post.channel_id.to_string())
-                .collect();
-            p.mm.quiet =
-                mattermost::next_quiet(&outcome.listed, &made, &pending, next - overlap_ms);
-            mattermost::prune_handled(p.mm, next, overlap_ms, now_ms);
+            p.mm.quiet = mattermost::next_quiet(&outcome.listed, &made, next - overlap_ms);
+            mattermost::prune_handled(p.mm, next, overlap_ms);
+            mattermost::retire_cut_over(p.mm, next - overlap_ms);
             p.chat.forget_stale(now_ms);
             *p.cursor = Some(next);
         }

@@ -78,11 +78,6 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    // A cycle starts by rotating what grew too big, before anything opens it.
-    let rotation = matches!(command, Command::RunOnce { .. }).then(|| {
-        let p = &config.paths;
-        crate::observe::rotate::before_cycle(&config.log, &p.lock, &[&p.log, &p.audit])
-    });
     // Commands that act write to the activity log; read-only ones only to stderr.
     let writes_log = matches!(
         command,
@@ -101,9 +96,6 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     } else {
         logging::init_stderr_only(cli.log_format, level);
-    }
-    if let Some(r) = rotation {
-        r.log();
     }
     let result = match command {
         Command::RunOnce { dry_run } => run_once(&config, &source, dry_run),

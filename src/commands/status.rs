@@ -31,8 +31,17 @@ struct StatusView {
     last_check_ms: Option<i64>,
     /// Age of the cursor in seconds.
     last_check_age_secs: Option<i64>,
+    /// Age of the last cycle in seconds (of the cursor, for a state no
+    /// cycle of this agent saved yet): what `overdue` is judged by. A
+    /// cursor held back (a channel catching up, a post pending) is not a
+    /// missed schedule.
+    last_cycle_age_secs: Option<i64>,
     /// True when no cycle completed within twice the schedule interval.
     overdue: bool,
+    /// Channels catching up with more new posts than a cycle reads, and
+    /// how much is left (`catching up: N pages / ~M posts left in
+    /// team/channel`).
+    catching_up: Vec<String>,
     /// The schedule interval the overdue rule uses.
     schedule_interval_secs: crate::time::Secs,
     /// Who holds the cycle lock, when a cycle is running.
@@ -93,6 +102,11 @@ pub(crate) fn run(config: &Config, json: bool, check: bool) -> Result<ExitCode> 
     let age = rt
         .last_check_ms
         .map(|ms| (now.timestamp_millis() - ms) / 1000);
+    let cycle_age = rt
+        .last_cycle
+        .as_ref()
+        .map(|c| (now.timestamp_millis() - c.started_ms - c.duration_ms as i64) / 1000)
+        .or(age);
     let interval = config.agent.schedule_interval_secs;
     let view = StatusView {
         state_file: config.paths.state.display().to_string(),
@@ -104,7 +118,9 @@ pub(crate) fn run(config: &Config, json: bool, check: bool) -> Result<ExitCode> 
         last_cycle: rt.last_cycle,
         last_check_ms: rt.last_check_ms,
         last_check_age_secs: age,
-        overdue: age.is_none_or(|a| a as f64 > 2.0 * interval.as_f64()),
+        last_cycle_age_secs: cycle_age,
+        overdue: cycle_age.is_none_or(|a| a as f64 > 2.0 * interval.as_f64()),
+        catching_up: rt.mattermost.behind.iter().map(|b| b.line()).collect(),
         schedule_interval_secs: interval,
         lock_holder,
         set_aside: rt.set_aside,
@@ -144,7 +160,7 @@ pub(crate) fn run(config: &Config, json: bool, check: bool) -> Result<ExitCode> 
 fn check_failures(v: &StatusView) -> Vec<String> {
     let mut out = Vec::new();
     if v.overdue {
-        out.push(match v.last_check_age_secs {
+        out.push(match v.last_cycle_age_secs {
             Some(a) => format!(
                 "OVERDUE: the last cycle saved state {} ago, expected one every {} s",
                 human_age(a),
@@ -264,6 +280,9 @@ fn render_status(v: &StatusView, now: DateTime<Utc>) -> String {
             ),
         ),
         None => s += "cursor       none (first run pending) OVERDUE\n",
+    }
+    for l in &v.catching_up {
+        line(&mut s, format!("backlog      {l}"));
     }
     line(
         &mut s,
@@ -412,7 +431,9 @@ mod tests {
             last_cycle_at: None,
             last_check_ms: age.map(|_| 0),
             last_check_age_secs: age,
+            last_cycle_age_secs: age,
             overdue,
+            catching_up: vec![],
             schedule_interval_secs: crate::time::Secs::new(300),
             lock_holder: None,
             set_aside: vec![],

@@ -74,6 +74,13 @@ pub(super) fn check(named: &[Named]) -> Result<()> {
             if ids[i] != ids[j] || (a.writes.is_none() && b.writes.is_none()) {
                 continue;
             }
+            // The two were looked at one after the other: a cycle saving
+            // meanwhile (a new file renamed over the old) can free an inode
+            // number for the other path. One file for both keys is one at
+            // the same moment too.
+            if identity(&a.path) != identity(&b.path) {
+                continue;
+            }
             let how = b.writes.or(a.writes).unwrap_or_default();
             bail!(
                 "{}: '{}' is also {}'s file, and {how}: the agent would destroy its own data; \

@@ -257,6 +257,7 @@ fn step_name(action: &Action) -> &'static str {
         Action::Remind { .. } => "reminder",
         Action::MarkRecovered { .. } => "recovered",
         Action::PostRecovery { .. } => "recovery_posted",
+        Action::AnnounceLate { .. } => "announced_late",
         Action::CommentCard { .. } => "card_commented",
         Action::MoveCardDone { .. } => "card_moved",
         Action::ResolveMc { .. } => "task_resolved",
@@ -542,6 +543,35 @@ async fn perform(
             incident(state, key)?.recovery_posted = true;
             counters.recoveries_posted += 1;
             Ok("recovery posted".into())
+        }
+        Action::AnnounceLate { key } => {
+            let mm = ctx.mm.context("Mattermost is not configured")?;
+            let channel_id = alert_channel_id(ctx, mm, state).await?;
+            let inc = incident(state, key)?;
+            let recovered = inc.recovered_ms.unwrap_or(now_ms);
+            let text = format!(
+                ":information_source: While this channel could not be reached, **{}** failed at {} \
+                 and recovered at {} after {} (`{}`): {}{}",
+                inc.service,
+                crate::time::rfc3339_ms(inc.failing_since_ms),
+                crate::time::rfc3339_ms(recovered),
+                human_ms(recovered - inc.failing_since_ms),
+                inc.key,
+                inc.issue,
+                inc.task_id
+                    .as_deref()
+                    .map(|t| format!(" Task {t}."))
+                    .unwrap_or_default()
+            );
+            let (id, found_at) =
+                post_once(mm, &channel_id, None, key, "late", &text, ctx.max_chars).await?;
+            let inc = incident(state, key)?;
+            inc.alert_post_id = Some(id.clone());
+            inc.alert_channel_id = Some(channel_id);
+            inc.alerted_ms = Some(found_at.unwrap_or(now_ms));
+            inc.recovery_posted = true;
+            counters.alerts_posted += 1;
+            Ok(format!("announced late ({id})"))
         }
         Action::CommentCard { key } => {
             let planka = ctx

@@ -114,6 +114,13 @@ pub(crate) enum Action {
         /// Incident key.
         key: String,
     },
+    /// One post for an incident that failed and recovered without its
+    /// alert ever reaching chat (Mattermost was down all along): what
+    /// happened, when, and its task, once, late.
+    AnnounceLate {
+        /// Incident key.
+        key: String,
+    },
     /// The recovery comment on the incident's card.
     CommentCard {
         /// Incident key.
@@ -151,6 +158,7 @@ impl Action {
             | Action::Remind { key }
             | Action::MarkRecovered { key, .. }
             | Action::PostRecovery { key }
+            | Action::AnnounceLate { key }
             | Action::CommentCard { key }
             | Action::MoveCardDone { key }
             | Action::ResolveMc { key }
@@ -169,6 +177,7 @@ impl Action {
             Action::Remind { .. } => "remind",
             Action::MarkRecovered { .. } => "mark_recovered",
             Action::PostRecovery { .. } => "post_recovery",
+            Action::AnnounceLate { .. } => "announce_late",
             Action::CommentCard { .. } => "comment_card",
             Action::MoveCardDone { .. } => "move_card_done",
             Action::ResolveMc { .. } => "resolve_mc",
@@ -364,6 +373,10 @@ pub(crate) fn plan(
                 in_silence: quiet,
             });
         }
+        let in_silence = match inc.recovered_ms {
+            None => quiet,
+            Some(_) => inc.recovered_in_silence,
+        };
         if now_ms - recovered_ms > GIVE_UP_MS {
             actions.push(Action::Close { key, gave_up: true });
             continue;
@@ -371,8 +384,15 @@ pub(crate) fn plan(
         // The recovery closes the alert's thread even during a silence: the
         // silence holds back new noise, and the thread's last word must not
         // stay "failing".
-        if inc.alert_post_id.is_some() && !inc.recovery_posted && cfg.alerting {
-            actions.push(Action::PostRecovery { key: key.clone() });
+        if !inc.recovery_posted && cfg.alerting {
+            match inc.alert_post_id {
+                Some(_) => actions.push(Action::PostRecovery { key: key.clone() }),
+                // Never alerted (Mattermost down from start to end): the
+                // team still hears of it, once, late; not when a silence
+                // kept it quiet.
+                None if !in_silence => actions.push(Action::AnnounceLate { key: key.clone() }),
+                None => {}
+            }
         }
         if inc.card_id.is_some() {
             if !inc.card_commented {
@@ -525,7 +545,9 @@ mod tests {
                             inc.recovered_ms = Some(now);
                             inc.recovered_in_silence = *in_silence;
                         }
-                        Action::PostRecovery { .. } => inc.recovery_posted = true,
+                        Action::PostRecovery { .. } | Action::AnnounceLate { .. } => {
+                            inc.recovery_posted = true
+                        }
                         Action::CommentCard { .. } => inc.card_commented = true,
                         Action::MoveCardDone { .. } => inc.card_moved = true,
                         Action::ResolveMc { .. } => inc.mc_resolved = true,
@@ -757,6 +779,60 @@ mod tests {
             (count(&names, "follow_up"), count(&names, "remind")),
             (0, 4)
         );
+    }
+
+    #[test]
+    fn an_incident_that_never_reached_chat_is_announced_late_once() {
+        let none = BTreeSet::new();
+        let c = cfg();
+        let mut st = EscalationState::default();
+        // Mattermost down while it fails, and still down when it recovers
+        // (the executor keeps an incident whose step failed from closing).
+        let down = &["post_alert", "announce_late", "close"];
+        let names = run(
+            &mut st,
+            &[(0, vec![failing("web")]), (5, vec![healthy("web")])],
+            &none,
+            &c,
+            down,
+        );
+        assert_eq!(count(&names, "announce_late"), 1, "{names:?}");
+        assert_eq!(count(&names, "post_recovery"), 0, "no thread to post in");
+        assert_eq!(st.incidents.len(), 1, "kept until it is announced");
+        // Back: announced once, closed; nothing more.
+        let names = run(
+            &mut st,
+            &[(10, vec![healthy("web")]), (15, vec![healthy("web")])],
+            &none,
+            &c,
+            &[],
+        );
+        assert_eq!(count(&names, "announce_late"), 1, "{names:?}");
+        assert_eq!(count(&names, "post_alert"), 0, "{names:?}");
+        assert_eq!(count(&names, "close"), 1);
+        assert!(st.incidents.is_empty());
+        assert!(st.closed[0].recovery_posted);
+        // Silenced or without an alert channel: never announced.
+        for (silenced, c) in [
+            (BTreeSet::from(["web".to_string()]), cfg()),
+            (
+                none.clone(),
+                PlanConfig {
+                    alerting: false,
+                    ..cfg()
+                },
+            ),
+        ] {
+            let mut st = EscalationState::default();
+            let names = run(
+                &mut st,
+                &[(0, vec![failing("web")]), (5, vec![healthy("web")])],
+                &silenced,
+                &c,
+                &["post_alert"],
+            );
+            assert_eq!(count(&names, "announce_late"), 0, "{names:?}");
+        }
     }
 
     #[test]

@@ -618,17 +618,20 @@ impl Client {
         Ok(self.call_json(Method::GET, &path, &q, None).await?.0)
     }
 
-    /// `GET /channels/{id}/posts?before=&per_page=`: the posts older than
-    /// `before_id`, newest first; stable under concurrent new posts.
+    /// `GET /channels/{id}/posts?before=&page=&per_page=`: the posts
+    /// created before `before_id`'s millisecond, newest first, from offset
+    /// `page × per_page`; stable under concurrent new posts.
     pub(crate) async fn posts_before(
         &self,
         channel_id: &str,
         before_id: &str,
+        page: u32,
         per_page: u32,
     ) -> Result<PostList, MmError> {
         let path = format!("/channels/{}/posts", path_segment(channel_id));
         let q = [
             ("before", before_id.to_string()),
+            ("page", page.to_string()),
             ("per_page", per_page.min(MAX_PER_PAGE).to_string()),
         ];
         Ok(self.call_json(Method::GET, &path, &q, None).await?.0)

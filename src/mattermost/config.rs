@@ -43,6 +43,10 @@ pub struct MattermostConfig {
     pub overlap_secs: Secs,
     /// How many channel fetches may be in flight at once (the server rate-limits per IP).
     pub channel_concurrency: usize,
+    /// Pages (200 posts each) one channel may be read by in one cycle; a
+    /// channel with more new posts reads on in the next cycles, where it
+    /// stopped.
+    pub max_pages_per_channel: u32,
     /// Hard cap on the length of any post the agent writes.
     pub max_reply_chars: usize,
     /// Set when the config file names `teams`: the operator wants chat, so
@@ -71,6 +75,7 @@ impl Default for MattermostConfig {
             timeout_secs: Secs::new(10),
             overlap_secs: Secs::new(120),
             channel_concurrency: 4,
+            max_pages_per_channel: 100,
             max_reply_chars: 4000,
             required: false,
         }
@@ -172,6 +177,12 @@ impl MattermostConfig {
             bail!(
                 "mattermost.channel_concurrency: {} must be between 1 and 32",
                 self.channel_concurrency
+            );
+        }
+        if !(1..=1000).contains(&self.max_pages_per_channel) {
+            bail!(
+                "mattermost.max_pages_per_channel: {} must be between 1 and 1000",
+                self.max_pages_per_channel
             );
         }
         if !(100..=SERVER_MAX_POST_CHARS).contains(&self.max_reply_chars) {

@@ -9,10 +9,11 @@
 //! * [`replies`]: idempotent thread replies.
 //! * [`status`]: the data behind `ops-agent mm status`.
 //!
-//! A cycle uses it in this order: [`Client::from_config`], [`poll`], then
-//! per post (oldest first) the later stages, [`reply_in_thread`] and
-//! [`mark_handled`] once the post is fully done; finally [`next_cursor`]
-//! and [`prune_handled`] before the state is saved.
+//! A cycle uses it in this order: [`Client::from_config`], [`start`], then
+//! batch by batch from the [`Reader`] the later stages, [`reply_in_thread`]
+//! and [`mark_handled`] once a post is fully done; finally
+//! [`Reader::finish`], [`next_cursor`] and [`prune_handled`] before the
+//! state is saved.
 
 pub mod client;
 mod config;
@@ -24,8 +25,10 @@ pub(crate) mod wire;
 pub use client::{Client, Credentials, MmErrorKind};
 pub(crate) use client::{MmError, TokenCache};
 pub use config::MattermostConfig;
-pub use poll::{mark_handled, next_cursor, poll, prune_handled, MmState, NewPost, PollOutcome};
-pub(crate) use poll::{next_quiet, poll_since};
+pub use poll::{
+    mark_handled, next_cursor, prune_handled, start, MmState, NewPost, PollOutcome, Reader,
+};
+pub(crate) use poll::{next_quiet, note_cut_over, poll_since, retire_cut_over, CutOver};
 pub(crate) use replies::REPLY_PROP;
 pub use replies::{reply_in_thread, ReplyOutcome};
 pub(crate) use status::MmStatus;

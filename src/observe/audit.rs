@@ -362,6 +362,18 @@ struct Writer {
     path: PathBuf,
     cycle: Option<String>,
     command: Option<String>,
+    /// Its size as far as this process knows.
+    len: u64,
+}
+
+/// `[log] max_bytes` and `keep` for the trail, set by the cycle that holds
+/// the lock: the trail rotates whenever the cycle's writing outgrows it.
+static CAP: Mutex<Option<(u64, u32)>> = Mutex::new(None);
+
+/// From now on the trail this process writes rotates past `max_bytes` (0:
+/// never); see `rotate.rs`.
+pub(crate) fn rotate_within(max_bytes: u64, keep: u32) {
+    *CAP.lock().unwrap_or_else(|p| p.into_inner()) = (max_bytes > 0).then_some((max_bytes, keep));
 }
 
 impl Writer {
@@ -379,11 +391,13 @@ impl Writer {
             file.write_all(b"\n")
                 .with_context(|| format!("appending to {}", path.display()))?;
         }
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(Writer {
             file,
             path: path.to_path_buf(),
             cycle,
             command: command.map(str::to_string),
+            len,
         })
     }
 
@@ -397,9 +411,20 @@ impl Writer {
         };
         let mut bytes = serde_json::to_vec(&line).context("encoding an audit line")?;
         bytes.push(b'\n');
+        let cap = *CAP.lock().unwrap_or_else(|p| p.into_inner());
+        let over = |(max, _): &(u64, u32)| self.len > 0 && self.len + bytes.len() as u64 > *max;
+        if let Some((_, keep)) = cap.filter(over) {
+            self.file.sync_data().ok();
+            crate::observe::rotate::rotate_now(&self.path, keep)?;
+            self.file = crate::files::open_append_private(&self.path)
+                .with_context(|| format!("opening the audit trail {}", self.path.display()))?;
+            self.len = 0;
+        }
         self.file
             .write_all(&bytes)
-            .with_context(|| format!("appending to {} (disk full?)", self.path.display()))
+            .with_context(|| format!("appending to {} (disk full?)", self.path.display()))?;
+        self.len += bytes.len() as u64;
+        Ok(())
     }
 
     /// Syncs what was written.

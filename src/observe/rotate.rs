@@ -1,6 +1,9 @@
-//! Logs that never fill the disk: at the start of a cycle, before anything
-//! opens them, the activity log, the audit trail and the scheduler's own
-//! output files (`[log] also_rotate`) are rotated by size.
+//! Logs that never fill the disk: at the start of a cycle, as soon as it
+//! holds the lock, the activity log, the audit trail and the scheduler's own
+//! output files (`[log] also_rotate`) are rotated by size, and the activity
+//! log and the audit trail are rotated again whenever the cycle's own
+//! writing takes them past `max_bytes` (so a cycle of 100,000 posts leaves
+//! `keep + 1` files of about `max_bytes`, not one file of 50 MB).
 //!
 //! `ops-agent.log` becomes `ops-agent.log.1`, `.1` becomes `.2`, and so on
 //! up to `[log] keep`; the oldest is deleted. The path itself never
@@ -8,8 +11,8 @@
 //! every run opens its files by path: when newsyslog or logrotate renamed
 //! a file between runs, the next run simply creates a fresh one.
 //!
-//! Rotation is skipped while another cycle holds the lock (it would keep
-//! writing to the renamed file; the next cycle rotates). Files that are a
+//! Only the cycle holding the lock rotates: two cycles started at the same
+//! moment rotate once (the second never gets the lock). Files that are a
 //! symlink or not ours are never renamed.
 
 use std::os::unix::fs::MetadataExt;
@@ -28,7 +31,9 @@ pub(crate) const MAX_KEEP: u32 = 50;
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LogConfig {
     /// A file at least this large (bytes) is rotated at the start of the
-    /// next cycle; 0: never (leave it to newsyslog or logrotate).
+    /// next cycle, and the activity log and the audit trail as soon as a
+    /// cycle's writing takes them past it; 0: never (leave it to newsyslog
+    /// or logrotate).
     max_bytes: u64,
     /// Rotated files kept (`<file>.1` … `<file>.<keep>`); 0 deletes the
     /// file instead of keeping a copy.
@@ -118,6 +123,19 @@ fn rotate_if_large(path: &Path, max_bytes: u64, keep: u32) -> Result<Option<u64>
     if max_bytes == 0 {
         return Ok(None);
     }
+    let Some(len) = own_file_len(path)? else {
+        return Ok(None);
+    };
+    if len < max_bytes {
+        return Ok(None);
+    }
+    rotate_now(path, keep)?;
+    Ok(Some(len))
+}
+
+/// The size of `path`, `None` when it is missing; an error for a symlink,
+/// a foreign-owned file or a non-file.
+fn own_file_len(path: &Path) -> Result<Option<u64>> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -136,8 +154,14 @@ fn rotate_if_large(path: &Path, max_bytes: u64, keep: u32) -> Result<Option<u64>
             path.display()
         );
     }
-    if meta.len() < max_bytes {
-        return Ok(None);
+    Ok(Some(meta.len()))
+}
+
+/// Rotates `path` whatever its size (see [`plan`]); a missing file is
+/// nothing to do.
+pub(crate) fn rotate_now(path: &Path, keep: u32) -> Result<()> {
+    if own_file_len(path)?.is_none() {
+        return Ok(());
     }
     let (oldest, renames) = plan(path, keep);
     crate::files::remove_if_present(&oldest)?;
@@ -151,18 +175,16 @@ fn rotate_if_large(path: &Path, max_bytes: u64, keep: u32) -> Result<Option<u64>
             }
         }
     }
-    Ok(Some(meta.len()))
+    Ok(())
 }
 
-/// What [`before_cycle`] did, to be logged once logging is set up.
+/// What [`under_lock`] did, to be logged.
 #[derive(Debug, Default)]
 pub(crate) struct Rotation {
     /// Files rotated and their size.
     rotated: Vec<(PathBuf, u64)>,
     /// Files that could not be rotated, with why.
     errors: Vec<String>,
-    /// Another cycle was running: nothing was touched.
-    cycle_running: bool,
 }
 
 impl Rotation {
@@ -177,20 +199,28 @@ impl Rotation {
     }
 }
 
-/// Rotates `files` (the activity log, the audit trail) and `also_rotate`
-/// that have grown past `max_bytes`, unless a cycle holds `lock`.
-pub(crate) fn before_cycle(cfg: &LogConfig, lock: &Path, files: &[&Path]) -> Rotation {
+/// Rotates the activity log `log`, the audit trail `audit` and
+/// `also_rotate` that have grown past `max_bytes`, and keeps the first two
+/// rotating as the cycle writes them. Only the cycle holding the lock calls
+/// it, before it opens the audit trail.
+pub(crate) fn under_lock(cfg: &LogConfig, log: &Path, audit: &Path) -> Rotation {
     let mut out = Rotation::default();
+    crate::observe::audit::rotate_within(cfg.max_bytes, cfg.keep);
+    let log_open = match crate::logging::rotate_within(cfg.max_bytes, cfg.keep, rotate_now) {
+        Some(Some(size)) => {
+            out.rotated.push((log.to_path_buf(), size));
+            true
+        }
+        Some(None) => true,
+        None => false,
+    };
     if cfg.max_bytes == 0 {
         return out;
     }
-    if matches!(crate::lock::holder(lock), Ok(Some(_))) {
-        out.cycle_running = true;
-        return out;
-    }
-    let all = files
-        .iter()
-        .copied()
+    let all = (!log_open)
+        .then_some(log)
+        .into_iter()
+        .chain([audit])
         .chain(cfg.also_rotate.iter().map(PathBuf::as_path));
     for p in all {
         match rotate_if_large(p, cfg.max_bytes, cfg.keep) {

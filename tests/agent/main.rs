@@ -17,6 +17,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod backlog;
 mod brief_cycle;
 mod chat_cycle;
 mod chat_edges;
@@ -24,6 +25,8 @@ mod cli_commands;
 mod completions;
 mod config_fuzz;
 mod corrections;
+mod counts;
+mod cutover;
 mod cycle_frame;
 mod deploy;
 mod docker_ops;
@@ -33,6 +36,7 @@ mod eval_training_data;
 mod fault_matrix;
 mod health_cycle;
 mod kill_points;
+mod log_bounds;
 mod mc_exactly_once;
 mod observe_cycle;
 mod tasks_mc;

@@ -2,23 +2,23 @@
 //! which handled post ids must be remembered until then.
 //!
 //! The cycle owns `last_check_ms` and polls from `since = last_check_ms -
-//! overlap` (first run: now - lookback). It holds that **every post with
-//! `create_at <= last_check_ms` was handled (or skipped) before**, and that
-//! **every handled post id with `create_at > since` is in
-//! [`MmState::handled`]**. Hence a post is handed over iff `create_at >
-//! since`, it passes the skip rules, and its id is not in `handled`, so no
-//! post is handed over twice and none is lost. [`next_cursor`] keeps the
-//! invariant: it advances only to the server time at which a *complete* poll
-//! started, and never past a post that was handed over but not marked with
-//! [`mark_handled`] (it stays at that post's `create_at - 1`). A poll that was
-//! not complete (a team failed, 429, deadline) does not move the cursor.
-//! [`prune_handled`] forgets ids only once they are older than both 24 h and
-//! the next `since`.
+//! overlap` (first run: now - lookback; right after the cut-over from the
+//! old daemon, its cursor itself, see `cut_over.rs`). It holds that
+//! **every post with `create_at <= last_check_ms` was handled (or skipped)
+//! before**, except what a channel's backlog still holds (`backlog.rs`,
+//! which keeps its own position), and that **every handled post id with
+//! `create_at > since` is in [`MmState::handled`]**. Hence a post is
+//! handed over iff `create_at > since`, it passes the skip rules, and its
+//! id is not in `handled`, so no post is handed over twice and none is
+//! lost. [`next_cursor`] keeps the invariant: it advances only to the
+//! server time at which a *complete* poll started, and never past a post
+//! of a channel's usual read that was handed over but not marked with
+//! [`mark_handled`] (it stays at that post's `create_at - 1`). A poll that
+//! was not complete (a team failed, 429, deadline) does not move the
+//! cursor. [`prune_handled`] forgets the ids the next `since` no longer
+//! reaches: the set holds what the overlap reads again, not a day of posts.
 
 use super::{MmState, PollOutcome};
-
-/// Handled ids are kept at least this long.
-const HANDLED_RETENTION_MS: i64 = 24 * 3600 * 1000;
 
 /// Records that a post went through every later stage; from now on it is
 /// never handed over again.
@@ -43,37 +43,25 @@ pub(crate) fn poll_since(
 
 /// The new `last_check_ms` after a cycle (see the module doc for the
 /// invariant). `current` is the stored `last_check_ms` (None on a first
-/// run), `since_ms` the cursor this poll used. Posts of `outcome` that are
-/// not in `state.handled` are pending: the cursor stays before the oldest.
-pub fn next_cursor(
-    current: Option<i64>,
-    since_ms: i64,
-    outcome: &PollOutcome,
-    state: &MmState,
-) -> i64 {
+/// run), `since_ms` the cursor this poll used.
+pub fn next_cursor(current: Option<i64>, since_ms: i64, outcome: &PollOutcome) -> i64 {
     let unchanged = current.unwrap_or(since_ms);
     let base = if outcome.complete {
         outcome.watermark_ms.unwrap_or(unchanged)
     } else {
         unchanged
     };
-    let oldest_pending = outcome
-        .posts
-        .iter()
-        .filter(|p| !state.handled.contains_key(&p.id))
-        .map(|p| p.create_at)
-        .min();
-    match oldest_pending {
+    match outcome.oldest_pending {
         Some(t) => base.min(t - 1),
         None => base,
     }
 }
 
-/// Forgets handled ids older than both 24 h and the next poll's `since`
-/// (`cursor_ms - overlap_ms`), which can no longer come back as new.
-pub fn prune_handled(state: &mut MmState, cursor_ms: i64, overlap_ms: i64, now_ms: i64) {
-    let keep_from = (now_ms - HANDLED_RETENTION_MS).min(cursor_ms - overlap_ms);
-    state.handled.retain(|_, created| *created >= keep_from);
+/// Forgets handled ids created at or before the next poll's `since`
+/// (`cursor_ms - overlap_ms`): no later poll hands them over again.
+pub fn prune_handled(state: &mut MmState, cursor_ms: i64, overlap_ms: i64) {
+    let keep_from = cursor_ms - overlap_ms;
+    state.handled.retain(|_, created| *created > keep_from);
 }
 
 #[cfg(test)]
@@ -81,37 +69,34 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::super::skip::{skip_reason, Skip};
-    use super::super::testkit::{new_post, post};
+    use super::super::testkit::post;
     use super::*;
 
     #[test]
     fn cursor_moves_to_the_watermark_only_when_complete_and_nothing_pending() {
-        let mut st = MmState::default();
         let mut o = PollOutcome {
-            posts: vec![new_post("a", 1000), new_post("b", 2000)],
             watermark_ms: Some(5000),
             complete: true,
+            oldest_pending: Some(1000),
             ..Default::default()
         };
-        // Nothing handled yet: stay before the oldest pending post.
-        assert_eq!(next_cursor(Some(500), 380, &o, &st), 999);
-        mark_handled(&mut st, "a", 1000);
-        assert_eq!(next_cursor(Some(500), 380, &o, &st), 1999);
-        mark_handled(&mut st, "b", 2000);
-        assert_eq!(next_cursor(Some(500), 380, &o, &st), 5000);
+        // A post pending: stay before it.
+        assert_eq!(next_cursor(Some(500), 380, &o), 999);
+        o.oldest_pending = None;
+        assert_eq!(next_cursor(Some(500), 380, &o), 5000);
         // Incomplete poll: the cursor does not move (first run: since).
         o.complete = false;
-        assert_eq!(next_cursor(Some(500), 380, &o, &st), 500);
-        assert_eq!(next_cursor(None, 380, &o, &st), 380);
+        assert_eq!(next_cursor(Some(500), 380, &o), 500);
+        assert_eq!(next_cursor(None, 380, &o), 380);
         // Pending post even before the stored cursor (seen thanks to overlap).
-        o.posts.push(new_post("c", 450));
-        assert_eq!(next_cursor(Some(500), 380, &o, &st), 449);
+        o.oldest_pending = Some(450);
+        assert_eq!(next_cursor(Some(500), 380, &o), 449);
         // No server time known: keep the cursor.
         let o = PollOutcome {
             complete: true,
             ..Default::default()
         };
-        assert_eq!(next_cursor(Some(500), 380, &o, &st), 500);
+        assert_eq!(next_cursor(Some(500), 380, &o), 500);
     }
 
     #[test]
@@ -121,15 +106,16 @@ mod tests {
         let overlap = 100;
         let p1 = post("p1", "u", 1_000);
         let p2 = post("p2", "u", 1_050);
+        mark_handled(&mut st, "p1", 1_000); // p2's task creation failed
         let cycle1 = PollOutcome {
-            posts: vec![new_post("p1", 1_000), new_post("p2", 1_050)],
             watermark_ms: Some(1_100),
             complete: true,
+            oldest_pending: Some(1_050),
             ..Default::default()
         };
-        mark_handled(&mut st, "p1", 1_000); // p2's task creation failed
-        let cursor = next_cursor(None, 900, &cycle1, &st);
+        let cursor = next_cursor(None, 900, &cycle1);
         assert_eq!(cursor, 1_049);
+        prune_handled(&mut st, cursor, overlap);
         let since = cursor - overlap;
         let none = BTreeSet::new();
         assert_eq!(
@@ -143,18 +129,17 @@ mod tests {
     }
 
     #[test]
-    fn pruning_keeps_a_day_and_everything_after_the_next_since() {
-        let day = HANDLED_RETENTION_MS;
-        let now = 10 * day;
+    fn pruning_keeps_what_the_next_since_reaches_and_nothing_older() {
         let mut st = MmState::default();
-        mark_handled(&mut st, "old", now - 2 * day);
-        mark_handled(&mut st, "recent", now - day / 2);
-        mark_handled(&mut st, "behind_cursor", now - 3 * day);
-        // A pending post holds the cursor 4 days back: nothing after it may go.
-        prune_handled(&mut st, now - 3 * day - 10, 120_000, now);
-        assert_eq!(st.handled.len(), 3);
-        prune_handled(&mut st, now, 120_000, now);
-        assert_eq!(st.handled.keys().collect::<Vec<_>>(), ["recent"]);
+        mark_handled(&mut st, "old", 1_000);
+        mark_handled(&mut st, "at_since", 4_880);
+        mark_handled(&mut st, "in_overlap", 4_900);
+        mark_handled(&mut st, "new", 5_000);
+        // A pending post holds the cursor back: everything after it stays.
+        prune_handled(&mut st, 1_050, 120);
+        assert_eq!(st.handled.len(), 4);
+        prune_handled(&mut st, 5_000, 120);
+        assert_eq!(st.handled.keys().collect::<Vec<_>>(), ["in_overlap", "new"]);
     }
 
     #[test]

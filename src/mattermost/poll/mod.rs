@@ -1,22 +1,29 @@
 //! The polling stage: every new post in the configured teams, handed over
-//! exactly once.
+//! exactly once, a batch at a time.
 //!
-//! [`poll`] reads the teams' channel listings and the channels with
-//! something new concurrently (`team.rs`), each channel by its `since`
-//! answer and, when that may be incomplete, a backfill by pages
-//! (`page.rs`), drops the posts the skip rules rule out (`skip.rs`) and
-//! names the authors (`users.rs`). Around it the cycle keeps the cursor
-//! (`cursor.rs`: read its invariant before touching the cursor) and the
-//! quiet marks of channels only the agent itself wrote in (`quiet.rs`).
+//! [`start`] readies the caches (`users.rs`) and reads the teams' channel
+//! listings (`team.rs`); the [`Reader`] it gives back reads the channels
+//! with something new (`read.rs`), each by its `since` answer or by pages
+//! of its history (`page.rs`), drops the posts the skip rules rule out
+//! (`skip.rs`), names the authors, and hands the rest over one batch at a
+//! time, so memory never holds the backlog. A channel with more new posts
+//! than a cycle reads keeps the rest as a backlog that the next cycles read
+//! on (`backlog.rs`). Around it the cycle keeps the cursor (`cursor.rs`:
+//! read its invariant before touching the cursor), the quiet marks of
+//! channels only the agent itself wrote in (`quiet.rs`), and the cut-over
+//! from the old daemon's state (`cut_over.rs`).
 
+mod backlog;
 mod cursor;
+mod cut_over;
 mod page;
 mod quiet;
+mod read;
 mod skip;
 mod team;
 mod users;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -25,14 +32,16 @@ use tokio::time::Instant;
 
 use super::client::{Client, MmError, MmErrorKind};
 use super::config::MattermostConfig;
-use super::wire::{Channel, Post};
-use team::TeamPoll;
+use team::TeamListing;
 
+pub(crate) use backlog::Backlog;
 pub(crate) use cursor::poll_since;
 pub use cursor::{mark_handled, next_cursor, prune_handled};
+pub(crate) use cut_over::{note as note_cut_over, retire as retire_cut_over, CutOver};
 pub use page::SINCE_CAP;
 pub(crate) use quiet::{next_quiet, ChannelMark, Listed};
-use skip::{author_skip, skip_reason, SkipCounts, SkippedPost};
+pub use read::Reader;
+use skip::SkipCounts;
 use users::CachedUser;
 
 /// What the Mattermost stage keeps between cycles (inside the state file).
@@ -58,6 +67,14 @@ pub struct MmState {
     /// Channel id → what it shows while nothing but the agent's own posts
     /// happened in it (see `quiet.rs`).
     pub(crate) quiet: BTreeMap<String, ChannelMark>,
+    /// Channels catching up: what of their history is still to read (see
+    /// `backlog.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) behind: Vec<Backlog>,
+    /// The old daemon's cursor, while the poll could still reach back
+    /// past it (see `cut_over.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cut_over: Option<CutOver>,
 }
 
 /// A post handed to the later stages. The fields that repeat across posts
@@ -91,123 +108,134 @@ pub struct NewPost {
     pub props: Map<String, Value>,
 }
 
-/// The result of one poll.
+/// The figures of one poll, complete once [`Reader::finish`] ran.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PollOutcome {
-    /// New posts, oldest first (handle them in this order).
-    pub posts: Vec<NewPost>,
+    /// Posts handed over.
+    pub posts_new: u64,
     /// Requests this poll sent (including logins and retries).
     pub requests: u32,
-    /// Teams that could not be polled fully, with the reason.
+    /// Teams (or channels' backlogs) that could not be read fully, with why.
     pub teams_failed: Vec<(String, String)>,
     /// Skipped posts per rule.
     pub skipped: SkipCounts,
-    /// The skipped posts a rule decided about, for the audit trail.
-    pub(crate) skipped_posts: Vec<SkippedPost>,
     /// Channels whose posts were fetched (the rest had nothing new).
     pub channels_fetched: u32,
-    /// Channels fetched with page/before backfill because `since` may have been capped.
+    /// Channels read by pages because `since` may have been capped.
     pub channels_backfilled: u32,
     /// Server time when the poll started (earliest `Date` of the channel
-    /// listings), else the newest server timestamp seen: the next cursor.
-    watermark_ms: Option<i64>,
-    /// True when every team was polled fully; only then may the cursor move.
+    /// listings), else the newest server timestamp listed: the next cursor.
+    pub watermark_ms: Option<i64>,
+    /// True when every channel was read fully (a backlog left for the next
+    /// cycles counts as read); only then may the cursor move.
     pub complete: bool,
+    /// The deadline stopped the reads.
+    pub deadline_hit: bool,
+    /// The oldest post of a channel's usual read handed over but not
+    /// handled: the cursor stays before it.
+    pub oldest_pending: Option<i64>,
     /// Every channel the listings showed, for [`next_quiet`].
     #[serde(skip)]
     pub(crate) listed: Vec<Listed>,
     /// Channels not read because they showed their quiet mark.
-    channels_quiet: u32,
-    /// Posts the answer brought back because they changed after they were
+    pub channels_quiet: u32,
+    /// Posts the answers brought back because they changed after they were
     /// created (a reaction, an edit, a reply), whoever wrote them: how the
     /// chat stage learns, for free, which of its replies got a reaction.
-    pub(crate) touched: Vec<String>,
+    pub touched: Vec<String>,
 }
 
-/// Polls every configured team once. Errors only when Mattermost cannot be
-/// used at all (unreachable, credentials refused); a single team's trouble
-/// is reported in [`PollOutcome::teams_failed`] and keeps the cursor.
-pub async fn poll(
+/// Readies the caches and reads every configured team's channel listing;
+/// the [`Reader`] then reads the channels. Errors only when Mattermost
+/// cannot be used at all (unreachable, credentials refused); a single
+/// team's trouble is reported in [`PollOutcome::teams_failed`] and keeps
+/// the cursor.
+pub async fn start(
     client: &Client,
     cfg: &MattermostConfig,
     state: &mut MmState,
     since_ms: i64,
     now_ms: i64,
     deadline: Instant,
-) -> Result<PollOutcome, MmError> {
+) -> Result<Reader, MmError> {
     client.set_deadline(deadline);
     let start_requests = client.requests();
     let own_id = users::prepare(client, cfg, state, now_ms).await?;
-    let results = team::poll_teams(client, cfg, state, since_ms, deadline).await;
-    let mut outcome = gather(client, state, results, since_ms, &own_id)?;
-    users::refresh_authors(client, state, &outcome.posts, now_ms).await;
-    name_authors(&mut outcome, state, &cfg.ignored_users);
-    // Ids are unique here, so the unstable sort (which needs no buffer)
-    // gives the one order.
-    outcome
-        .posts
-        .sort_unstable_by(|a, b| (a.create_at, &a.id).cmp(&(b.create_at, &b.id)));
+    let listings = team::list_teams(client, cfg, state).await;
+    let (mut outcome, jobs) = gather(client, state, listings, since_ms)?;
     outcome.requests = client.requests().saturating_sub(start_requests);
-    Ok(outcome)
+    // The `Date` header counts whole seconds; the newest post listed is
+    // exact.
+    let newest = outcome.listed.iter().map(|l| l.mark.last_post_at).max();
+    let server_ms = outcome.watermark_ms.map_or(now_ms, |w| w + 999);
+    cut_over::listed(state, server_ms.max(newest.unwrap_or(i64::MIN)));
+    Ok(Reader::new(
+        state, jobs, outcome, since_ms, own_id, now_ms, deadline, cfg,
+    ))
 }
 
-/// Folds the teams' polls into one outcome: the team ids learnt, the
-/// counts, the failures, the watermark, and every post that passes the
-/// rules needing no author lookup. Errors when no team could be polled and
-/// one found the server unreachable.
+/// Folds the teams' listings into the poll's figures and the channels to
+/// read: the team ids learnt, the failures, the watermark. Errors when no
+/// team could be listed and one found the server unreachable.
 fn gather(
     client: &Client,
     state: &mut MmState,
-    results: Vec<TeamPoll>,
+    listings: Vec<TeamListing>,
     since_ms: i64,
-    own_id: &str,
-) -> Result<PollOutcome, MmError> {
+) -> Result<(PollOutcome, VecDeque<read::Job>), MmError> {
     let mut outcome = PollOutcome {
         complete: true,
         ..Default::default()
     };
-    // Room for every post read, so the list is never copied to grow: at
-    // 10,000 posts the doubling was megabytes of peak memory.
-    let read: usize = results
-        .iter()
-        .flat_map(|r| &r.posts)
-        .map(|(_, posts)| posts.len())
-        .sum();
-    outcome.posts.reserve_exact(read);
+    let mut jobs = VecDeque::new();
     let mut server_time: Option<i64> = None;
     let mut max_seen = i64::MIN;
-    let mut admit = Admit::default();
     let mut unreachable: Option<String> = None;
     let mut any_ok = false;
-    for r in results {
-        match (&r.team_id, r.team_gone) {
+    let mut seen_channels = BTreeSet::new();
+    for l in listings {
+        match (&l.team_id, l.team_gone) {
             (_, true) => {
-                state.teams.remove(&r.team);
+                state.teams.remove(&l.team);
             }
             (Some(id), false) => {
-                state.teams.insert(r.team.clone(), id.clone());
+                state.teams.insert(l.team.clone(), id.clone());
             }
             _ => {}
         }
-        outcome.channels_fetched += r.fetched;
-        outcome.channels_backfilled += r.backfilled;
-        outcome.channels_quiet += r.quiet;
-        outcome.listed.extend(r.listed);
-        max_seen = max_seen.max(r.max_seen_ms);
-        if let Some(t) = r.server_time_ms {
+        if let Some(t) = l.server_time_ms {
             server_time = Some(server_time.map_or(t, |s: i64| s.min(t)));
         }
-        match &r.error {
+        match &l.error {
             Some(e) => {
                 outcome.complete = false;
-                if r.unreachable {
+                if l.unreachable {
                     unreachable.get_or_insert_with(|| e.clone());
                 }
-                outcome.teams_failed.push((r.team.clone(), e.clone()));
+                outcome.teams_failed.push((l.team.clone(), e.clone()));
+                continue;
             }
             None => any_ok = true,
         }
-        admit.team(&mut outcome, state, &r.team, r.posts, since_ms, own_id);
+        // A channel belongs to one team, so a team named twice is read once.
+        let channels: Vec<_> = l
+            .channels
+            .into_iter()
+            .filter(|c| seen_channels.insert(c.id.clone()))
+            .collect();
+        for c in &channels {
+            max_seen = max_seen.max(c.last_post_at);
+        }
+        let team: Arc<str> = l.team.as_str().into();
+        let picked = read::pick(
+            &team,
+            channels,
+            state,
+            since_ms,
+            &mut outcome.listed,
+            &mut outcome.channels_quiet,
+        );
+        jobs.extend(picked);
     }
     if let (false, Some(e)) = (any_ok, unreachable) {
         return Err(MmError {
@@ -217,120 +245,13 @@ fn gather(
         });
     }
     outcome.watermark_ms = server_time.or((max_seen > i64::MIN).then_some(max_seen));
-    Ok(outcome)
-}
-
-/// Turns the posts read into [`NewPost`]s, across the teams of one poll.
-#[derive(Default)]
-struct Admit {
-    /// A post belongs to one channel, so a channel read twice (two team
-    /// names for one team) is what could bring a post twice.
-    seen_channels: HashSet<String>,
-    /// Each author's id once, shared by all their posts.
-    authors: HashSet<Arc<str>>,
-}
-
-impl Admit {
-    /// Applies the rules that need no user lookup to one team's posts
-    /// (first, so lookups are only for survivors); each post becomes its
-    /// `NewPost` (the one copy kept) as soon as it passes them.
-    fn team(
-        &mut self,
-        outcome: &mut PollOutcome,
-        state: &MmState,
-        team: &str,
-        read: Vec<(Channel, Vec<Post>)>,
-        since_ms: i64,
-        own_id: &str,
-    ) {
-        let no_names: Vec<String> = Vec::new();
-        let team: Arc<str> = team.into();
-        for (ch, posts) in read {
-            if !self.seen_channels.insert(ch.id.clone()) {
-                continue;
-            }
-            let channel_id: Arc<str> = ch.id.as_str().into();
-            let channel_name: Arc<str> = ch.name.as_str().into();
-            for p in posts {
-                if p.update_at > p.create_at && p.delete_at == 0 {
-                    outcome.touched.push(p.id.clone());
-                }
-                let known = state.users.get(&p.user_id);
-                let rule = skip_reason(
-                    &p,
-                    known,
-                    since_ms,
-                    own_id,
-                    &state.ignored_ids,
-                    &no_names,
-                    &state.handled,
-                );
-                if let Some(s) = rule {
-                    outcome.skip(s, &p.id, &p.channel_id, &p.user_id, p.create_at);
-                    continue;
-                }
-                let user_id = self.author(p.user_id);
-                outcome.posts.push(NewPost {
-                    username: Arc::clone(&user_id),
-                    is_bot: false,
-                    id: p.id,
-                    team: Arc::clone(&team),
-                    channel_id: Arc::clone(&channel_id),
-                    channel_name: Arc::clone(&channel_name),
-                    user_id,
-                    root_id: p.root_id,
-                    message: p.message,
-                    create_at: p.create_at,
-                    update_at: p.update_at,
-                    props: p.props,
-                });
-            }
-        }
-    }
-
-    /// The shared copy of an author's id.
-    fn author(&mut self, user_id: String) -> Arc<str> {
-        match self.authors.get(user_id.as_str()) {
-            Some(id) => Arc::clone(id),
-            None => {
-                let id: Arc<str> = user_id.into();
-                self.authors.insert(Arc::clone(&id));
-                id
-            }
-        }
-    }
-}
-
-/// The rules that look at the author ([`author_skip`]), on the posts that
-/// passed every other rule, now that their authors are looked up; the
-/// survivors get their author's username, one copy per author.
-fn name_authors(outcome: &mut PollOutcome, state: &MmState, ignored_names: &[String]) {
-    let mut posts = std::mem::take(&mut outcome.posts);
-    let mut names: HashMap<Arc<str>, Arc<str>> = HashMap::new();
-    posts.retain_mut(|p| {
-        let user = state.users.get(&*p.user_id);
-        let rule = author_skip(&p.user_id, user, &state.ignored_ids, ignored_names);
-        if let Some(s) = rule {
-            outcome.skip(s, &p.id, &p.channel_id, &p.user_id, p.create_at);
-            return false;
-        }
-        if let Some(u) = user {
-            let name = names
-                .entry(Arc::clone(&p.user_id))
-                .or_insert_with(|| u.username.as_str().into());
-            p.username = Arc::clone(name);
-        }
-        p.is_bot = user.is_some_and(|u| u.is_bot);
-        true
-    });
-    posts.shrink_to_fit();
-    outcome.posts = posts;
+    Ok((outcome, jobs))
 }
 
 #[cfg(test)]
 /// Posts for the tests of this stage's files.
 mod testkit {
-    use super::*;
+    use crate::mattermost::wire::Post;
 
     pub(super) fn post(id: &str, user: &str, create_at: i64) -> Post {
         Post {
@@ -339,23 +260,6 @@ mod testkit {
             create_at,
             update_at: create_at,
             ..Default::default()
-        }
-    }
-
-    pub(super) fn new_post(id: &str, create_at: i64) -> NewPost {
-        NewPost {
-            id: id.into(),
-            team: "t".into(),
-            channel_id: "c".into(),
-            channel_name: "c".into(),
-            user_id: "u".into(),
-            username: "u".into(),
-            is_bot: false,
-            root_id: String::new(),
-            message: String::new(),
-            create_at,
-            update_at: create_at,
-            props: Map::new(),
         }
     }
 }

@@ -14,7 +14,7 @@
 //! newest: with read replicas the listing may count a post that a lagging
 //! read does not return yet, and that channel must be read again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +24,7 @@ use crate::mattermost::wire::Channel;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ChannelMark {
     /// `last_post_at`.
-    last_post_at: i64,
+    pub(super) last_post_at: i64,
     /// `total_msg_count`.
     total_msg_count: i64,
 }
@@ -51,17 +51,17 @@ pub(crate) struct Listed {
 }
 
 /// The quiet marks for the next poll (see the module doc). `own` is every
-/// post the agent made this cycle as (channel id, create_at); `pending` the
-/// channels of posts handed over but not handled; `next_since_ms` the next
-/// poll's `since`, before which a mark is not needed. Pure.
+/// post the agent made this cycle as (channel id, create_at);
+/// `next_since_ms` the next poll's `since`, before which a mark is not
+/// needed. A channel with posts handed over but not handled, or a backlog,
+/// is not `read`. Pure.
 pub(crate) fn next_quiet(
     listed: &[Listed],
     own: &[(String, i64)],
-    pending: &BTreeSet<String>,
     next_since_ms: i64,
 ) -> BTreeMap<String, ChannelMark> {
     let mut marks = BTreeMap::new();
-    for ch in listed.iter().filter(|c| c.read && !pending.contains(&c.id)) {
+    for ch in listed.iter().filter(|c| c.read) {
         let mut mark = ch.mark;
         for (_, at) in own.iter().filter(|(id, _)| *id == ch.id) {
             mark.last_post_at = mark.last_post_at.max(*at);
@@ -93,7 +93,6 @@ mod tests {
             total_msg_count: count,
         };
         let own = |id: &str, at: i64| (id.to_string(), at);
-        let pending: BTreeSet<String> = ["busy".to_string()].into();
         // (listed channel, own posts, expected mark), next since = 100
         type Case = (Listed, Vec<(String, i64)>, Option<ChannelMark>);
         let cases: Vec<Case> = vec![
@@ -107,8 +106,9 @@ mod tests {
             ),
             // Not read fully (a failed fetch): never quiet.
             (listed("a", 150, 7, false), vec![own("a", 160)], None),
-            // A post in it is still pending: it must be read again.
-            (listed("busy", 150, 7, true), vec![own("busy", 160)], None),
+            // A post in it is still pending (so it is not read fully): it
+            // must be read again.
+            (listed("busy", 150, 7, false), vec![own("busy", 160)], None),
             // Older than the next since and nothing of ours: no mark needed.
             (listed("a", 90, 7, true), vec![], None),
             // An old channel our alert just moved: marked.
@@ -119,7 +119,7 @@ mod tests {
             ),
         ];
         for (i, (ch, own, want)) in cases.into_iter().enumerate() {
-            let got = next_quiet(std::slice::from_ref(&ch), &own, &pending, 100);
+            let got = next_quiet(std::slice::from_ref(&ch), &own, 100);
             assert_eq!(got.get(&ch.id).copied(), want, "case {i}");
             assert!(got.len() <= 1, "case {i}: only listed channels");
         }

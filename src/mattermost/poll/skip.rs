@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::users::CachedUser;
-use super::PollOutcome;
 use crate::mattermost::wire::Post;
 use crate::mattermost::REPLY_PROP;
 
@@ -32,11 +31,14 @@ pub(crate) enum Skip {
     System,
     /// Author is in `ignored_users`.
     IgnoredUser,
+    /// Written before the cut-over and answered in its thread by the old
+    /// daemon (`cut_over.rs`).
+    AnsweredBeforeCutOver,
 }
 
 impl Skip {
     /// The rule's name in the audit trail.
-    fn code(self) -> &'static str {
+    pub(super) fn code(self) -> &'static str {
         match self {
             Skip::Deleted => "deleted",
             Skip::AlreadyHandled => "already_handled",
@@ -47,33 +49,22 @@ impl Skip {
             Skip::Webhook => "webhook",
             Skip::System => "system",
             Skip::IgnoredUser => "ignored_user",
+            Skip::AnsweredBeforeCutOver => "answered_before_cut_over",
         }
     }
 
     /// A rule that decides about a new post of someone else (the others
     /// only recognise posts already seen, or the agent's own).
-    fn is_decision(self) -> bool {
+    pub(super) fn is_decision(self) -> bool {
         matches!(
             self,
-            Skip::Bot | Skip::Webhook | Skip::System | Skip::IgnoredUser
+            Skip::Bot
+                | Skip::Webhook
+                | Skip::System
+                | Skip::IgnoredUser
+                | Skip::AnsweredBeforeCutOver
         )
     }
-}
-
-/// A post skipped by a rule that decides about it ([`Skip::is_decision`]),
-/// for the audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct SkippedPost {
-    /// Post id.
-    pub(crate) id: String,
-    /// Channel id.
-    pub(crate) channel_id: String,
-    /// Author id.
-    pub(crate) user_id: String,
-    /// Server creation time, epoch ms.
-    create_at: i64,
-    /// The rule ([`Skip::code`]).
-    pub(crate) reason: &'static str,
 }
 
 /// How many posts each rule skipped, for the cycle report.
@@ -95,10 +86,12 @@ pub struct SkipCounts {
     pub system: u32,
     /// See [`Skip::IgnoredUser`].
     pub ignored_user: u32,
+    /// See [`Skip::AnsweredBeforeCutOver`].
+    pub cut_over: u32,
 }
 
 impl SkipCounts {
-    fn add(&mut self, s: Skip) {
+    pub(super) fn add(&mut self, s: Skip) {
         let c = match s {
             Skip::Deleted => &mut self.deleted,
             Skip::AlreadyHandled => &mut self.already_handled,
@@ -108,6 +101,7 @@ impl SkipCounts {
             Skip::Webhook => &mut self.webhook,
             Skip::System => &mut self.system,
             Skip::IgnoredUser => &mut self.ignored_user,
+            Skip::AnsweredBeforeCutOver => &mut self.cut_over,
         };
         *c += 1;
     }
@@ -122,29 +116,7 @@ impl SkipCounts {
             + self.webhook
             + self.system
             + self.ignored_user
-    }
-}
-
-impl PollOutcome {
-    /// Counts a skipped post, and lists it when a rule decided about it.
-    pub(super) fn skip(
-        &mut self,
-        s: Skip,
-        id: &str,
-        channel_id: &str,
-        user_id: &str,
-        create_at: i64,
-    ) {
-        self.skipped.add(s);
-        if s.is_decision() {
-            self.skipped_posts.push(SkippedPost {
-                id: id.to_string(),
-                channel_id: channel_id.to_string(),
-                user_id: user_id.to_string(),
-                create_at,
-                reason: s.code(),
-            });
-        }
+            + self.cut_over
     }
 }
 

@@ -31,7 +31,8 @@ pub(crate) struct CachedUser {
 }
 
 /// Readies `state` for a poll and returns the agent's own id: a new server
-/// or account empties every cache but the handled ids, and the
+/// or account empties every cache but the handled ids and the cut-over
+/// (both belong to the cursor, which stays), and the
 /// `ignored_users` of the config are resolved to ids when they changed.
 /// Errors only when Mattermost cannot be used at all.
 pub(super) async fn prepare(
@@ -46,6 +47,7 @@ pub(super) async fn prepare(
         *state = MmState {
             identity,
             handled: std::mem::take(&mut state.handled),
+            cut_over: state.cut_over,
             ..Default::default()
         };
     }
