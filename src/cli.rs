@@ -293,6 +293,13 @@ pub(crate) enum TasksAction {
         #[arg(long)]
         json: bool,
     },
+    /// Try every task and card waiting in the outbox now (e.g. once Planka
+    /// is back), instead of at its next backoff; exit 1 when some still wait.
+    Retry {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// clap adapter for [`Tag::parse`], so a bad `--tag` is a usage error (exit 2).

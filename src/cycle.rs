@@ -57,7 +57,13 @@ pub(crate) struct RunOptions {
 pub(crate) async fn run_once(config: &Config, opts: RunOptions) -> Result<CycleReport> {
     let mut cycle = Cycle::start(config, opts)?;
     let p = &config.paths;
-    let trackers = Trackers::new(&config.mc, &p.ledger, &config.planka, &p.planka_token_cache)?;
+    let trackers = Trackers::new(
+        &config.mc,
+        &p.ledger,
+        &config.planka,
+        &p.planka_token_cache,
+        &config.escalation.done_list,
+    )?;
     let chat = cycle.chat(&trackers).await?; // 1-4
     let ctx = HealthContext::new(&config.health);
     let history = cycle.load_fix_history();

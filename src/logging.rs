@@ -35,6 +35,11 @@ use tracing_subscriber::{fmt, Layer};
 /// otherwise be printed twice there.
 pub(crate) const FILE_ONLY: &str = "ops_agent::file_only";
 
+/// The target of informational events that say a condition of the cycle
+/// rather than a step of one post (the model unreachable, again, for the
+/// next post): like warnings, they are written once and counted after.
+pub(crate) const CONDITION: &str = "ops_agent::condition";
+
 /// Whether to colour stderr: only on a terminal, and never when `NO_COLOR`
 /// is set to anything non-empty (no-color.org). Pure.
 fn use_color(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
@@ -215,14 +220,16 @@ pub(crate) fn rotate_within(max_bytes: u64, keep: u32, rotate: Rotate) -> Option
     })
 }
 
-/// Warnings (and errors) written once, counted after: key → times seen.
-type Seen = Arc<Mutex<HashMap<String, (String, u64)>>>;
+/// Warnings, errors and conditions written once, counted after: key →
+/// (message, whether it was a warning or worse, times seen).
+type Seen = Arc<Mutex<HashMap<String, (String, bool, u64)>>>;
 
 /// The repeats of the layer that reports them.
 static REPEATS: OnceLock<Seen> = OnceLock::new();
 
-/// A per-layer filter that lets a warning or error through the first time
-/// its callsite and fields come, and counts it after.
+/// A per-layer filter that lets a warning, an error or a [`CONDITION`]
+/// through the first time its callsite and fields come, and counts it
+/// after.
 struct Repeats {
     seen: Seen,
 }
@@ -244,16 +251,20 @@ impl<S> Filter<S> for Repeats {
     }
 
     fn event_enabled(&self, event: &tracing::Event<'_>, _cx: &LayerCx<'_, S>) -> bool {
-        if *event.metadata().level() > tracing::Level::WARN {
+        let meta = event.metadata();
+        let warning = *meta.level() <= tracing::Level::WARN;
+        if !warning && meta.target() != CONDITION {
             return true;
         }
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let key = format!("{:?}{}", event.metadata().callsite(), fields.all);
+        let key = format!("{:?}{}", meta.callsite(), fields.all);
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = seen.entry(key).or_insert_with(|| (fields.message, 0));
-        entry.1 += 1;
-        entry.1 == 1
+        let entry = seen
+            .entry(key)
+            .or_insert_with(|| (fields.message, warning, 0));
+        entry.2 += 1;
+        entry.2 == 1
     }
 }
 
@@ -274,25 +285,29 @@ impl tracing::field::Visit for Fields {
     }
 }
 
-/// Says once, for each warning that came again after it was written, how
-/// many more times it came; then counts afresh. The cycle calls it at its
-/// end.
+/// Says once, for each warning or condition that came again after it was
+/// written, how many more times it came (at its own level); then counts
+/// afresh. The cycle calls it at its end.
 pub(crate) fn report_repeats() {
     let Some(seen) = REPEATS.get() else {
         return;
     };
-    let repeated: Vec<(String, u64)> = {
+    let repeated: Vec<(String, bool, u64)> = {
         let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
         let out = seen
             .values()
-            .filter(|(_, n)| *n > 1)
-            .map(|(m, n)| (m.clone(), n - 1))
+            .filter(|(_, _, n)| *n > 1)
+            .map(|(m, w, n)| (m.clone(), *w, n - 1))
             .collect();
         seen.clear();
         out
     };
-    for (message, more) in repeated {
-        tracing::warn!(times = more, "Repeated {more} more times: {message}");
+    for (message, warning, more) in repeated {
+        if warning {
+            tracing::warn!(times = more, "Repeated {more} more times: {message}");
+        } else {
+            tracing::info!(times = more, "Repeated {more} more times: {message}");
+        }
     }
 }
 

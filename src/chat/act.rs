@@ -26,7 +26,9 @@ use crate::observe::audit::{self, Event};
 use crate::ollama;
 use crate::report::{CycleReport, Outcome};
 use crate::stage::Stage;
-use crate::tasks::outbox::{self, CardOutcome, EnsureOutcome, RetryResult, Targets, TaskState};
+use crate::tasks::outbox::{
+    self, CardOutcome, EnsureOutcome, RetryResult, Targets, TaskState, WorkKind,
+};
 use crate::tasks::{PostRef, Task};
 
 /// Everything stages 3–4 need for one post.
@@ -506,6 +508,47 @@ pub(super) async fn retry_outbox(
     retried
 }
 
+/// Errors of the form `<subject>: <reason>`, each reason said once: a
+/// Planka outage is one line for 30 queued cards, naming how many and the
+/// first few. Pure, table-tested.
+fn collapse(errors: &[String]) -> Vec<String> {
+    let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+    for e in errors {
+        let (subject, reason) = match e.strip_prefix("post ") {
+            Some(rest) => match rest.split_once(": ") {
+                Some((id, reason)) => (&e[..5 + id.len()], reason),
+                None => ("", e.as_str()),
+            },
+            None => e.split_once(": ").unwrap_or(("", e.as_str())),
+        };
+        match by_reason.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, subjects)) => subjects.push(subject),
+            None => by_reason.push((reason, vec![subject])),
+        }
+    }
+    by_reason
+        .into_iter()
+        .map(|(reason, subjects)| match subjects.as_slice() {
+            [""] => reason.to_string(),
+            [one] => format!("{one}: {reason}"),
+            many => {
+                let shown: Vec<&str> = many.iter().take(3).copied().collect();
+                let more = many.len().saturating_sub(3);
+                format!(
+                    "{reason} ({} times: {}{})",
+                    many.len(),
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(", {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            }
+        })
+        .collect()
+}
+
 /// The `tasks` and `reply` stage outcomes, and the stats counters.
 pub(super) fn report_acting(
     report: &mut CycleReport,
@@ -527,7 +570,7 @@ pub(super) fn report_acting(
     // MC is required: a task not filed degrades the stage. Planka is
     // optional: a card not made waits in the outbox while the task and the
     // reply go ahead, which is shown as the stage's fallback, not degraded.
-    let card_retry = |r: &&RetryResult| r.kind == outbox::WorkKind::CreateCard;
+    let card_retry = |r: &&RetryResult| r.kind == WorkKind::CreateCard;
     let task_errors: Vec<String> = tally
         .task_errors
         .iter()
@@ -547,7 +590,7 @@ pub(super) fn report_acting(
             r.outcome
                 .as_ref()
                 .err()
-                .map(|e| format!("{}: {e}", r.source))
+                .map(|e| format!("{}: card: {e}", r.source))
         }))
         .collect();
     let mut shown = task_errors.clone();
@@ -556,12 +599,12 @@ pub(super) fn report_acting(
         Outcome::Skipped("nothing to file".into())
     } else if task_errors.is_empty() {
         if !card_errors.is_empty() {
-            Outcome::Ok(format!("{detail}; {}", shown.join("; ")))
+            Outcome::Ok(format!("{detail}; {}", collapse(&shown).join("; ")))
         } else {
             Outcome::Ok(detail)
         }
     } else {
-        Outcome::Degraded(format!("{detail}; {}", shown.join("; ")))
+        Outcome::Degraded(format!("{detail}; {}", collapse(&shown).join("; ")))
     };
     if !card_errors.is_empty() {
         report.fallback(
@@ -599,4 +642,30 @@ pub(super) fn report_acting(
     report
         .counts
         .insert("posts_handled".into(), tally.posts_handled);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_reason_is_said_once() {
+        let e = |s: &str| s.to_string();
+        let errors = [
+            e("post a: card: Planka refused the login"),
+            e("post b: card: Planka refused the login"),
+            e("inc:web@1: card: Planka refused the login"),
+            e("post c: MC failed"),
+            e("post d: card: Planka refused the login"),
+            e("post e: card: Planka refused the login"),
+        ];
+        assert_eq!(
+            collapse(&errors),
+            [
+                "card: Planka refused the login (5 times: post a, post b, inc:web@1, 2 more)",
+                "post c: MC failed",
+            ]
+        );
+        assert_eq!(collapse(&[e("odd")]), ["odd"]);
+    }
 }

@@ -190,7 +190,6 @@ pub(crate) async fn run(
     });
     let t = Instant::now();
     let read_before = polled.read_ms();
-    let retried = act::retry_outbox(targets, budget, book, now, &mut tally).await;
     // Classification and reading are their stages' time, not the tasks
     // stage's.
     let mut classify_ms = 0;
@@ -222,6 +221,9 @@ pub(crate) async fn run(
         };
         corrections::stage(&ctx, budget, book, report, &mut tally).await;
     }
+    // Optional work after the answers: the tasks and cards earlier cycles
+    // left in the outbox (a hung Planka must not hold up a reply).
+    let retried = act::retry_outbox(targets, budget, book, now, &mut tally).await;
     for line in &tally.would {
         tracing::info!("[dry-run] would {line}");
     }

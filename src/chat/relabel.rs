@@ -18,7 +18,7 @@ use crate::mattermost::{Client, REPLY_PROP};
 use crate::process::{command_alive, CommandError, Failure};
 use crate::tasks::ledger::{AttemptEnd, IntentRecord, UpdateRecord};
 use crate::tasks::mc::{next_step, Attempted, McBackend, NextStep};
-use crate::tasks::outbox::{self, Targets};
+use crate::tasks::outbox::{self, Missed, Targets};
 use crate::tasks::{priority_for_label, PostRef, Task};
 
 /// The prop that marks a correction's announcement in a thread, so a
@@ -106,14 +106,24 @@ pub(super) async fn close_task(
             format!("Task {task_id} stays open in MC (no resolve_command is set): close it there.")
         }
     };
+    let note = format!("Not a task: relabelled ROUTINE by {}.", p.by);
+    let key = format!("close {}", correction_key(id, Label::Routine, p));
     if let (Some(card), Some(planka)) = (card, ctx.targets.planka) {
-        let note = format!("Not a task: relabelled ROUTINE by {}.", p.by);
-        let key = format!("close {}", correction_key(id, Label::Routine, p));
         planka.add_comment(&card, &key, &note).await?;
         if !esc.done_list.is_empty() {
             planka.move_card(&card, &w.team, &esc.done_list).await?;
             said.push_str(&format!(" Its card is in '{}'.", esc.done_list));
         }
+    } else {
+        // The card still waits in the outbox: it is made closed, told.
+        let missed = Missed {
+            key: &key,
+            text: &note,
+            closed: Some(true),
+            priority: None,
+            label: Some(Label::Routine.as_str()),
+        };
+        book.parts().tasks.card_missed(id, missed);
     }
     tracing::info!(post = %id, task = %task_id, by = %p.by, "Task closed: the post was relabelled ROUTINE.");
     Ok(said)
@@ -256,15 +266,24 @@ pub(super) async fn change_task(
         note: Some(format!("relabelled {to} by {}", p.by)),
         ..Default::default()
     })?;
+    let note = format!(
+        "Relabelled {to} by {}: priority {}{}.",
+        p.by,
+        priority.as_str(),
+        if reopen { ", open again" } else { "" }
+    );
+    let key = format!("relabel {}", correction_key(id, to, p));
     if let (Some(card), Some(planka)) = (card, ctx.targets.planka) {
-        let note = format!(
-            "Relabelled {to} by {}: priority {}{}.",
-            p.by,
-            priority.as_str(),
-            if reopen { ", open again" } else { "" }
-        );
-        let key = format!("relabel {}", correction_key(id, to, p));
         planka.add_comment(&card, &key, &note).await?;
+    } else {
+        let missed = Missed {
+            key: &key,
+            text: &note,
+            closed: reopen.then_some(false),
+            priority: Some(priority),
+            label: Some(to.as_str()),
+        };
+        book.parts().tasks.card_missed(id, missed);
     }
     let mc_note = match ctx.targets.mc {
         McBackend::Ledger(_) => String::new(),

@@ -193,7 +193,7 @@ pub async fn compose(llm: Option<&ollama::Client>, ctx: &ReplyContext) -> Reply 
         },
         Err(reason) => {
             // Info: the cycle's one warning says the replies were templated.
-            tracing::info!(model, reason = reason.code(), detail = %reason, "Reply fell back to the template.");
+            tracing::info!(target: crate::logging::CONDITION, model, reason = reason.code(), detail = %reason, "Reply fell back to the template.");
             Reply {
                 text: template(ctx),
                 path: ReplyPath::Template { reason },

@@ -441,8 +441,10 @@ impl<'a> Triage<'a> {
                         .map(|c| c.config().classify_model.as_str())
                         .unwrap_or("");
                     // Info: in a cycle, its one warning sums up the
-                    // fallback (`ops-agent classify` prints the reason).
+                    // fallback (`ops-agent classify` prints the reason);
+                    // a condition, so said once per cycle with a count.
                     tracing::info!(
+                        target: crate::logging::CONDITION,
                         model,
                         reason = reason.code(),
                         detail = %reason,

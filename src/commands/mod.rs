@@ -129,6 +129,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Tasks {
             action: TasksAction::Stats { json },
         } => tasks::stats(&config, json),
+        Command::Tasks {
+            action: TasksAction::Retry { json },
+        } => tasks::retry(&config, json),
         Command::Doctor { json } => doctor::run(&config, &source, json),
         Command::Health { json, check } => health::health(&config, json, check.as_deref()),
         Command::Fix {

@@ -1,6 +1,7 @@
 //! `ops-agent tasks list|stats`: the runbook's `mc.js list --owner ops` and
 //! `mc.js stats`, over the built-in ledger at `[paths] ledger` (which is MC
-//! itself, or the agent's journal of what it filed through an MC command).
+//! itself, or the agent's journal of what it filed through an MC command);
+//! `ops-agent tasks retry`: the task outbox now, not at its next backoff.
 
 use std::process::ExitCode;
 
@@ -10,7 +11,10 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::state::RuntimeState;
+use crate::store;
 use crate::tasks::ledger::{Ledger, ListFilter};
+use crate::tasks::outbox::{self, CardOutcome, Trackers};
 use crate::tasks::Tag;
 
 /// Tells the operator, on stderr, when the ledger is only the journal.
@@ -83,4 +87,71 @@ pub(crate) fn stats(config: &Config, json: bool) -> Result<ExitCode> {
         super::print_text(&stats.render_text())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tasks retry`: every task and card waiting in the outbox is tried now
+/// (after Planka or MC is back, instead of waiting out the backoff), under
+/// the cycle lock, exactly once per source as a cycle would. Exit 1 when
+/// some still wait.
+pub(crate) fn retry(config: &Config, json: bool) -> Result<ExitCode> {
+    let now = Utc::now();
+    let p = &config.paths;
+    let _lock = crate::lock::acquire(&p.lock)?;
+    let _trail = crate::observe::audit::open_or_warn(&p.audit, None, Some("tasks retry"));
+    let mut loaded = store::load::<RuntimeState>(&p.state, now)?;
+    loaded.value.record_set_aside(loaded.set_aside.take());
+    let mut runtime = loaded.value;
+    // What a cycle killed halfway made durable post by post.
+    let journal = store::journal_path(&p.state);
+    store::replay(&journal, |e| runtime.apply(e))?;
+    let trackers = Trackers::new(
+        &config.mc,
+        &p.ledger,
+        &config.planka,
+        &p.planka_token_cache,
+        &config.escalation.done_list,
+    )?;
+    let results = super::runtime()?.block_on(outbox::retry(
+        trackers.targets(false),
+        &mut runtime.tasks,
+        now,
+        outbox::Which::All,
+    ));
+    store::save(&p.state, &runtime)?;
+    crate::files::remove_if_present(&journal)?;
+    let waiting = results.iter().filter(|r| r.outcome.is_err()).count();
+    if json {
+        super::print_json(
+            &serde_json::json!({ "retried": results, "still_waiting": runtime.tasks.outbox.len() }),
+            "the retry",
+        )?;
+    } else {
+        let mut out = String::new();
+        if results.is_empty() {
+            out.push_str("Nothing waits in the outbox.\n");
+        }
+        for r in &results {
+            let line = match &r.outcome {
+                Ok(o) => match &o.card {
+                    CardOutcome::Created { url, .. } => format!("card made: {url}"),
+                    CardOutcome::Exists { url, .. } => format!("card found: {url}"),
+                    CardOutcome::Disabled { reason } => format!("no card: {reason}"),
+                    _ => format!("task {}", o.task_ref.id),
+                },
+                Err(e) => format!("still waiting: {e}"),
+            };
+            out.push_str(&format!("{}: {line}\n", r.source));
+        }
+        if waiting > 0 {
+            out.push_str(&format!(
+                "{waiting} still wait in the outbox; the next cycles retry them.\n"
+            ));
+        }
+        super::print_text(&out)?;
+    }
+    Ok(if waiting == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -35,8 +35,10 @@ use crate::paths::expand_tilde;
 use crate::process::run_argv;
 use crate::report::Outcome;
 use crate::tasks::mc::substitute_with;
-use crate::tasks::outbox::{ensure_task, CardOutcome, Targets, TaskState, Uncertain, WorkKind};
-use crate::tasks::planka::Commented;
+use crate::tasks::outbox::{
+    ensure_task, CardOutcome, Missed, Targets, TaskState, Uncertain, WorkKind,
+};
+use crate::tasks::planka::{Commented, Moved};
 use crate::tasks::Task;
 use crate::time::human_ms;
 
@@ -93,9 +95,14 @@ impl Ctx<'_> {
             .filter(|(t, c)| !t.is_empty() && !c.is_empty())
     }
 
+    /// The team of incident tasks and cards: `planka.incident_team` when
+    /// set, else the alert channel's team (none: no card).
     fn team(&self) -> String {
-        self.alert_target()
-            .map(|(t, _)| t.to_string())
+        self.targets
+            .and_then(|t| t.planka)
+            .and_then(|p| p.incident_team())
+            .map(str::to_string)
+            .or_else(|| self.alert_target().map(|(t, _)| t.to_string()))
             .unwrap_or_default()
     }
 }
@@ -513,6 +520,24 @@ async fn perform(
             let ttr = (now_ms - inc.failing_since_ms).max(0);
             counters.resolved += 1;
             counters.recovery_ms_total += ttr as u64;
+            if inc.card_id.is_none() {
+                // The card still waits in the outbox (Planka was down, or
+                // is the incident): it is made closed, with this note.
+                let told = tasks.card_missed(
+                    key,
+                    Missed {
+                        key: &format!("recovery {key}"),
+                        text: &recovery_note(inc, now_ms),
+                        closed: Some(true),
+                        priority: None,
+                        label: None,
+                    },
+                );
+                if told {
+                    inc.card_commented = true;
+                    inc.card_moved = true;
+                }
+            }
             Ok(format!(
                 "recovered after {}{}",
                 human_ms(ttr),
@@ -580,19 +605,19 @@ async fn perform(
                 .context("Planka is not usable this cycle")?;
             let inc = incident(state, key)?;
             let card = inc.card_id.clone().context("the incident has no card")?;
-            let text = format!(
-                "Recovered at {} after {} (incident {}).",
-                crate::time::rfc3339_ms(inc.recovered_ms.unwrap_or(now_ms)),
-                human_ms(inc.recovered_ms.unwrap_or(now_ms) - inc.failing_since_ms),
-                inc.key
-            );
+            let text = recovery_note(inc, now_ms);
             let how = planka
                 .add_comment(&card, &format!("recovery {}", inc.key), &text)
                 .await?;
-            incident(state, key)?.card_commented = true;
+            let inc = incident(state, key)?;
+            inc.card_commented = true;
             Ok(match how {
                 Commented::Posted => format!("card {card} commented"),
                 Commented::Found => format!("card {card} already had the recovery comment"),
+                Commented::Gone => {
+                    inc.card_moved = true;
+                    card_gone(key, &card)
+                }
             })
         }
         Action::MoveCardDone { key } => {
@@ -602,14 +627,21 @@ async fn perform(
                 .context("Planka is not usable this cycle")?;
             let inc = incident(state, key)?;
             let card = inc.card_id.clone().context("the incident has no card")?;
+            if inc.card_moved {
+                // The comment step found the card gone this cycle.
+                return Ok(format!("card {card} is gone: nothing to move"));
+            }
             let team = if inc.team.is_empty() {
                 ctx.team()
             } else {
                 inc.team.clone()
             };
-            planka.move_card(&card, &team, &ctx.cfg.done_list).await?;
+            let moved = planka.move_card(&card, &team, &ctx.cfg.done_list).await?;
             incident(state, key)?.card_moved = true;
-            Ok(format!("card {card} moved to '{}'", ctx.cfg.done_list))
+            Ok(match moved {
+                Moved::Moved => format!("card {card} moved to '{}'", ctx.cfg.done_list),
+                Moved::Gone => card_gone(key, &card),
+            })
         }
         Action::ResolveMc { key } => {
             let inc = incident(state, key)?;
@@ -647,10 +679,33 @@ async fn perform(
     }
 }
 
+/// The recovery note of an incident's card.
+fn recovery_note(inc: &Incident, now_ms: i64) -> String {
+    format!(
+        "Recovered at {} after {} (incident {}).",
+        crate::time::rfc3339_ms(inc.recovered_ms.unwrap_or(now_ms)),
+        human_ms(inc.recovered_ms.unwrap_or(now_ms) - inc.failing_since_ms),
+        inc.key
+    )
+}
+
+/// A card the agent made is gone from Planka (someone deleted it): noted
+/// once, in the audit trail and the stage's report, and left alone; the
+/// incident's closing steps go on without it.
+fn card_gone(key: &str, card: &str) -> String {
+    tracing::warn!(incident = %key, card = %card, "The incident's Planka card is gone (deleted); left alone.");
+    audit::record(Event::CardGone {
+        source: key.to_string(),
+        card: card.to_string(),
+    });
+    format!("card {card} is gone from Planka (deleted): left alone")
+}
+
 /// The escalation task: HIGH, INTERNAL (our own work whatever the alert
-/// channel's team), source = the incident key, on the alert team's board.
-/// Its description (which the card carries too) is the details and the
-/// brief, at most [`render::TASK_CAP`] bytes in all.
+/// channel's team), source = the incident key, on the board of `team`
+/// (`planka.incident_team`, else the alert channel's team). Its
+/// description (which the card carries too) is the details and the brief,
+/// at most [`render::TASK_CAP`] bytes in all.
 fn escalation_task(inc: &Incident, owner: &str, team: &str) -> Task {
     let summary = format!("{} failing: {}", inc.service, inc.why);
     let team = (!team.is_empty()).then_some(team);

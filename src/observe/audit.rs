@@ -145,6 +145,14 @@ pub(crate) enum Event {
         /// The error.
         error: String,
     },
+    /// A card the agent made is gone from Planka (deleted): noted once,
+    /// then left alone.
+    CardGone {
+        /// The post id or incident key.
+        source: String,
+        /// The card id.
+        card: String,
+    },
     /// The agent answered in a post's thread.
     ReplyPosted {
         /// The post answered.

@@ -264,6 +264,11 @@ pub(crate) fn describe(line: &Map<String, Value>) -> String {
             s("source"),
             s("error")
         ),
+        "card_gone" => format!(
+            "card {} of {} is gone from Planka (deleted): left alone",
+            s("card"),
+            s("source")
+        ),
         "reply_posted" => format!(
             "replied to post {} ({}, reply {}{})",
             s("post"),

@@ -519,9 +519,15 @@ fn doctor_logs_in_to_planka_and_finds_each_board_and_list_read_only() {
         "{t}"
     );
 
+    // A wrong password is one login verdict (issue 22 item 6), not a FAIL
+    // line per team.
     let (s, t) = doctor("wrong-password", "Todo");
-    let line = doctor_line(&s, "planka board for wizard");
-    assert!(line.starts_with("FAIL  "), "{t}");
+    let line = doctor_line(&s, "planka login");
+    assert!(
+        line.starts_with("FAIL  ") && line.contains("Invalid credentials"),
+        "{t}"
+    );
+    assert!(!s.contains("planka board for"), "{t}");
     assert!(
         !t.contains("wrong-password"),
         "the password is never shown: {t}"

@@ -39,4 +39,5 @@ mod kill_points;
 mod log_bounds;
 mod mc_exactly_once;
 mod observe_cycle;
+mod planka_config;
 mod tasks_mc;

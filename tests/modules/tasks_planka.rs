@@ -83,7 +83,10 @@ async fn v2_card_with_billable_label_and_snowflake_ids() {
     let cards = f.cards();
     assert_eq!(cards.len(), 1);
     assert_eq!(cards[0]["type"], "project");
-    assert_eq!(cards[0]["position"], 65536.0);
+    // After any card people placed (Planka spaces those 65,536 apart),
+    // without reading the list.
+    let first = cards[0]["position"].as_f64().unwrap();
+    assert!(first >= 65536.0, "{first}");
     assert_eq!(cards[0]["name"], "Deploy the API");
     let desc = cards[0]["description"].as_str().unwrap();
     assert!(
@@ -100,7 +103,7 @@ async fn v2_card_with_billable_label_and_snowflake_ids() {
         .create_card(&task("p2", "wizard", Tag::Billable), "OPS-2")
         .await
         .unwrap();
-    assert_eq!(f.cards()[1]["position"], 131072.0);
+    assert!(f.cards()[1]["position"].as_f64().unwrap() > first);
     assert_eq!(f.labels().len(), 1);
     assert_eq!(f.label_names_of(&card2.card_id), vec!["BILLABLE"]);
     // Login happened once; the board was resolved by name once.
@@ -410,7 +413,7 @@ async fn wrong_password_is_an_error_without_the_password() {
 #[tokio::test]
 async fn faults_500_hang_garbage_down_are_errors() {
     let f = fake(Version::V2).await;
-    let c = PlankaClient::new(&config(&f.url), None).unwrap();
+    // A client lives for one cycle: each fault is met by a fresh one.
     for (mode, needle) in [
         (Fault::Status(500), "HTTP 500"),
         (Fault::Garbage, "not JSON"),
@@ -418,6 +421,7 @@ async fn faults_500_hang_garbage_down_are_errors() {
         (Fault::Refuse, "Planka unreachable"),
     ] {
         f.set_fault(mode);
+        let c = PlankaClient::new(&config(&f.url), None).unwrap();
         let err = c
             .create_card(&task("p1", "wizard", Tag::Billable), "OPS-1")
             .await
@@ -425,10 +429,47 @@ async fn faults_500_hang_garbage_down_are_errors() {
         assert!(format!("{err:#}").contains(needle), "{mode:?}: {err:#}");
     }
     f.clear_fault();
-    c.create_card(&task("p1", "wizard", Tag::Billable), "OPS-1")
+    PlankaClient::new(&config(&f.url), None)
+        .unwrap()
+        .create_card(&task("p1", "wizard", Tag::Billable), "OPS-1")
         .await
         .unwrap();
     assert_eq!(f.cards().len(), 1);
+}
+
+#[tokio::test]
+async fn a_planka_that_hangs_costs_one_timeout_per_client() {
+    let f = fake(Version::V2).await;
+    f.set_fault(Fault::Hang);
+    let c = PlankaClient::new(&config(&f.url), None).unwrap();
+    let first = c
+        .create_card(&task("p1", "wizard", Tag::Billable), "OPS-1")
+        .await
+        .unwrap_err();
+    let hung = f.requests().len();
+    assert_eq!(hung, 1, "one request waited for its timeout");
+    // Later calls of the same client (the same cycle) fail at once, with
+    // the reason, and never reach the server.
+    for source in ["p2", "p3"] {
+        let err = c
+            .create_card(&task(source, "wizard", Tag::Billable), "OPS-1")
+            .await
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("Planka unreachable")
+                && msg.contains("skipped for the rest of this cycle"),
+            "{msg}"
+        );
+    }
+    assert!(c.add_comment("1", "k", "x").await.is_err());
+    assert_eq!(f.requests().len(), hung, "{first:#}");
+    f.clear_fault();
+    PlankaClient::new(&config(&f.url), None)
+        .unwrap()
+        .create_card(&task("p1", "wizard", Tag::Billable), "OPS-1")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -1,13 +1,21 @@
 //! A stateful fake Planka server (v2 by default, v1 switchable) for tests
 //! and the demo stack.
 //!
-//! It keeps users, access tokens, API keys, projects, boards, lists (with
-//! v2's `archive`/`trash` system lists, `name: null`), labels, cards and card
-//! labels the way the real server does (`plankanban/planka`
-//! `server/config/routes.js` and the controllers), hands out snowflake ids
-//! above 2^53 as strings, validates what the real one validates (card `type`
-//! and `position`, label colours, duplicate card labels), and records every
-//! request. Faults go through the shared fault layer
+//! It keeps users, access tokens, API keys, projects, boards, board
+//! memberships with their roles, lists (with v2's `archive`/`trash` system
+//! lists, `name: null`, and `closed` lists whose cards are `isClosed`),
+//! labels, cards and card labels the way the real server does
+//! (`plankanban/planka` `server/config/routes.js` and the controllers),
+//! hands out snowflake ids above 2^53 as strings, validates what the real
+//! one validates (the login name, card `type` and `position`, label
+//! colours, duplicate card labels), and records every request. As on the
+//! real 2.1.1 (checked against it by `tests/planka_real`): a non-member
+//! gets "not found" for a board's lists and cards, a viewer 403 "Not
+//! enough rights" on every write; `GET /api/projects` shows only the
+//! user's boards; `GET /api/lists/{id}/cards?search=` finds cards by name
+//! or description, 50 at most, with their card labels; `GET
+//! /api/users/me`, `DELETE /api/access-tokens/me` (log out) and `POST
+//! /api/access-tokens/revoke-pending-token` exist. Faults go through the shared fault layer
 //! ([`FakePlanka::set_fault`], [`FakePlanka::fail_next`]) with Planka's
 //! `{"code","message"}` body; [`Fault::Unauthorized`] answers 401 to every
 //! authenticated API call while logins still work.
@@ -90,9 +98,15 @@ struct Data {
     cards: Vec<Value>,
     card_labels: Vec<Value>,
     comments: Vec<Value>,
+    /// Board memberships `{id, boardId, userId, role}` (`editor`, `viewer`).
+    memberships: Vec<Value>,
     requests: Vec<Recorded>,
     next_id: u64,
     logins: u32,
+    /// Failed logins (wrong password, invalid name).
+    failed_logins: u32,
+    /// Orders cards by when they entered their list (`listChangedAt`).
+    list_clock: u64,
 }
 
 impl Data {
@@ -142,10 +156,13 @@ impl FakePlanka {
             cards: vec![],
             card_labels: vec![],
             comments: vec![],
+            memberships: vec![],
             requests: vec![],
             // Above 2^53 (9007199254740992): a JSON number would lose digits.
             next_id: 1_650_000_000_000_000_100,
             logins: 0,
+            failed_logins: 0,
+            list_clock: 0,
         }));
         let app = Router::new().fallback(handle).with_state(data.clone());
         let server = FakeServer::start(app, Arc::new(Planka(data.clone()))).await;
@@ -224,6 +241,10 @@ impl FakePlanka {
         let position = 65536.0 * (d.boards.len() + 1) as f64;
         d.boards
             .push(json!({ "id": id, "projectId": project_id, "name": name, "position": position }));
+        let (mid, uid) = (d.id(), d.users[0].id.clone());
+        d.memberships.push(
+            json!({ "id": mid, "boardId": id, "userId": uid, "role": "editor", "canComment": null }),
+        );
         if d.version == Version::V2 {
             for ty in ["archive", "trash"] {
                 let lid = d.id();
@@ -246,6 +267,57 @@ impl FakePlanka {
         }
         d.lists.push(l);
         id
+    }
+
+    /// Adds a v2 `closed` list (cards in it are closed, as in a "Done"
+    /// column); returns its id.
+    pub fn add_closed_list(&self, board_id: &str, name: &str) -> String {
+        let id = self.add_list(board_id, name);
+        let mut d = self.data.lock().unwrap();
+        if let Some(l) = d.lists.iter_mut().find(|l| l["id"] == id.as_str()) {
+            l["type"] = json!("closed");
+        }
+        id
+    }
+
+    /// The default user's role on a board: `editor`, `viewer`, or `None`
+    /// to take its membership away.
+    pub fn set_role(&self, board_id: &str, role: Option<&str>) {
+        let mut d = self.data.lock().unwrap();
+        let uid = d.users[0].id.clone();
+        d.memberships
+            .retain(|m| !(m["boardId"] == board_id && m["userId"] == uid.as_str()));
+        if let Some(role) = role {
+            let mid = d.id();
+            d.memberships.push(
+                json!({ "id": mid, "boardId": board_id, "userId": uid, "role": role, "canComment": null }),
+            );
+        }
+    }
+
+    /// Deletes a card as a person would in the UI (no request recorded).
+    pub fn delete_card(&self, card_id: &str) {
+        let mut d = self.data.lock().unwrap();
+        d.cards.retain(|c| c["id"] != card_id);
+        d.card_labels.retain(|cl| cl["cardId"] != card_id);
+        d.comments.retain(|c| c["cardId"] != card_id);
+    }
+
+    /// Live sessions (access tokens not logged out) of the default user.
+    pub fn sessions(&self) -> usize {
+        let d = self.data.lock().unwrap();
+        let uid = d.users[0].id.clone();
+        d.tokens.values().filter(|u| **u == uid).count()
+    }
+
+    /// Whether the default user has accepted the terms.
+    pub fn terms_accepted(&self) -> bool {
+        self.data.lock().unwrap().users[0].terms_accepted
+    }
+
+    /// Logins the server refused (wrong password, invalid name).
+    pub fn failed_logins(&self) -> u32 {
+        self.data.lock().unwrap().failed_logins
     }
 
     /// Adds a label to a board; returns its id.
@@ -459,33 +531,129 @@ fn route(
         }
         ("POST", ["api", "access-tokens"]) => return login(d, body),
         ("POST", ["api", "access-tokens", "accept-terms"]) if v2 => return accept_terms(d, body),
+        ("POST", ["api", "access-tokens", "revoke-pending-token"]) if v2 => {
+            let removed = body["pendingToken"]
+                .as_str()
+                .and_then(|p| d.pending_tokens.remove(p));
+            return match removed {
+                Some(_) => (200, json!({ "item": null })),
+                None => err(404, "E_NOT_FOUND", "Pending token not found"),
+            };
+        }
         // v1 has none of these routes: unmatched routes are 404 before any auth.
-        (_, ["api", "bootstrap"] | ["api", "terms"] | ["api", "access-tokens", "accept-terms"]) => {
+        (
+            _,
+            ["api", "bootstrap"]
+            | ["api", "terms"]
+            | ["api", "access-tokens", "accept-terms"]
+            | ["api", "access-tokens", "revoke-pending-token"],
+        ) => {
             return err(404, "E_NOT_FOUND", "Not found");
         }
         _ => {}
     }
-    let authed = bearer.as_ref().is_some_and(|t| d.tokens.contains_key(t))
-        || (v2 && api_key.as_ref().is_some_and(|k| d.api_keys.contains_key(k)));
-    if !authed || !path.starts_with("/api/") {
-        if !path.starts_with("/api/") {
-            return err(404, "E_NOT_FOUND", "Not found");
-        }
+    let uid = bearer
+        .as_ref()
+        .and_then(|t| d.tokens.get(t).cloned())
+        .or_else(|| {
+            v2.then(|| api_key.as_ref().and_then(|k| d.api_keys.get(k).cloned()))
+                .flatten()
+        });
+    if !path.starts_with("/api/") {
+        return err(404, "E_NOT_FOUND", "Not found");
+    }
+    let Some(uid) = uid else {
         return err(
             401,
             "E_UNAUTHORIZED",
             "Access token is missing, invalid or expired",
         );
+    };
+    // The board a request's object is on, and the user's role there: a
+    // non-member gets the server's "not found", a viewer 403 on writes.
+    let role_on = |d: &Data, board: &Value| -> Option<String> {
+        d.memberships
+            .iter()
+            .find(|m| &m["boardId"] == board && m["userId"] == uid.as_str())
+            .and_then(|m| m["role"].as_str().map(str::to_string))
+    };
+    let board_of_list = |d: &Data, id: &str| {
+        d.lists
+            .iter()
+            .find(|l| l["id"] == id)
+            .map(|l| l["boardId"].clone())
+    };
+    let board_of_card = |d: &Data, id: &str| {
+        d.cards
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["boardId"].clone())
+    };
+    let write = !matches!(method.as_str(), "GET");
+    // (the board, what is "not found" when the user is no member of it)
+    let scope: Option<(Option<Value>, &str)> = match segs.as_slice() {
+        ["api", "boards", id] | ["api", "boards", id, ..] => Some((
+            d.boards
+                .iter()
+                .find(|b| b["id"] == *id)
+                .map(|b| b["id"].clone()),
+            "Board not found",
+        )),
+        ["api", "lists", id, ..] => Some((board_of_list(d, id), "List not found")),
+        ["api", "cards", id, ..] => Some((board_of_card(d, id), "Card not found")),
+        _ => None,
+    };
+    if let Some((board, missing)) = scope {
+        let Some(board) = board else {
+            return err(404, "E_NOT_FOUND", missing);
+        };
+        match role_on(d, &board) {
+            None => return err(404, "E_NOT_FOUND", missing),
+            Some(role) if write && role != "editor" => {
+                return err(403, "E_FORBIDDEN", "Not enough rights");
+            }
+            Some(_) => {}
+        }
     }
     match (method.as_str(), segs.as_slice()) {
-        ("GET", ["api", "projects"]) => (
-            200,
-            json!({ "items": d.projects, "included": { "boards": d.boards, "boardMemberships": [], "users": [] } }),
-        ),
+        ("GET", ["api", "projects"]) => {
+            let boards: Vec<Value> = d
+                .boards
+                .iter()
+                .filter(|b| role_on(d, &b["id"]).is_some())
+                .cloned()
+                .collect();
+            let projects: Vec<Value> = d
+                .projects
+                .iter()
+                .filter(|p| boards.iter().any(|b| b["projectId"] == p["id"]))
+                .cloned()
+                .collect();
+            let memberships: Vec<Value> = d
+                .memberships
+                .iter()
+                .filter(|m| m["userId"] == uid.as_str())
+                .cloned()
+                .collect();
+            (
+                200,
+                json!({ "items": projects, "included": { "boards": boards, "boardMemberships": memberships, "users": [] } }),
+            )
+        }
+        ("GET", ["api", "users", "me"]) => {
+            let u = d.users.iter().find(|u| u.id == uid).unwrap();
+            (
+                200,
+                json!({ "item": { "id": u.id, "username": u.username, "email": u.email, "role": "boardUser" } }),
+            )
+        }
+        ("DELETE", ["api", "access-tokens", "me"]) => {
+            let token = bearer.clone().unwrap_or_default();
+            d.tokens.remove(&token);
+            (200, json!({ "item": token }))
+        }
         ("GET", ["api", "boards", id]) => {
-            let Some(board) = d.boards.iter().find(|b| b["id"] == *id).cloned() else {
-                return err(404, "E_NOT_FOUND", "Board not found");
-            };
+            let board = d.boards.iter().find(|b| b["id"] == *id).cloned().unwrap();
             let of = |v: &Vec<Value>| {
                 v.iter()
                     .filter(|x| x["boardId"] == *id)
@@ -503,11 +671,12 @@ fn route(
                 200,
                 json!({ "item": board, "included": {
                     "lists": of(&d.lists), "labels": of(&d.labels), "cards": cards, "cardLabels": card_labels,
-                    "users": [], "boardMemberships": [], "cardMemberships": [], "taskLists": [], "tasks": [], "attachments": []
+                    "users": [], "boardMemberships": of(&d.memberships), "cardMemberships": [], "taskLists": [], "tasks": [], "attachments": []
                 } }),
             )
         }
-        ("POST", ["api", "lists", list_id, "cards"]) => create_card(d, list_id, body),
+        ("GET", ["api", "lists", list_id, "cards"]) if v2 => list_cards(d, list_id, query),
+        ("POST", ["api", "lists", list_id, "cards"]) => create_card(d, list_id, body, &uid),
         ("POST", ["api", "boards", board_id, "labels"]) => create_label(d, board_id, body),
         ("POST", ["api", "cards", card_id, "card-labels"]) if v2 => attach(d, card_id, body),
         ("POST", ["api", "cards", card_id, "labels"]) if !v2 => attach(d, card_id, body),
@@ -519,21 +688,43 @@ fn route(
             Some(c) => (200, json!({ "item": c })),
             None => err(404, "E_NOT_FOUND", "Card not found"),
         },
+        ("DELETE", ["api", "cards", card_id]) => {
+            let card = d
+                .cards
+                .iter()
+                .find(|c| c["id"] == *card_id)
+                .cloned()
+                .unwrap();
+            d.cards.retain(|c| c["id"] != *card_id);
+            d.card_labels.retain(|cl| cl["cardId"] != *card_id);
+            d.comments.retain(|c| c["cardId"] != *card_id);
+            (200, json!({ "item": card }))
+        }
         ("PATCH", ["api", "cards", card_id]) => {
             let list_id = body.get("listId").cloned();
             let position = body.get("position").cloned();
+            let mut closed = None;
             if let Some(l) = &list_id {
-                if !l.is_string() || !d.lists.iter().any(|x| &x["id"] == l) {
+                let Some(list) = d.lists.iter().find(|x| &x["id"] == l) else {
                     return err(404, "E_NOT_FOUND", "List not found");
-                }
+                };
+                closed = Some(list["type"] == "closed");
             }
+            d.list_clock += 1;
+            let clock = d.list_clock;
             match d.cards.iter_mut().find(|c| c["id"] == *card_id) {
                 Some(c) => {
                     if let Some(l) = list_id {
+                        if c["listId"] != l {
+                            c["listChangedAt"] = json!(clock);
+                        }
                         c["listId"] = l;
                     }
                     if let Some(p) = position {
                         c["position"] = p;
+                    }
+                    if let (Some(closed), true) = (closed, v2) {
+                        c["isClosed"] = json!(closed);
                     }
                     (200, json!({ "item": c }))
                 }
@@ -542,6 +733,99 @@ fn route(
         }
         _ => err(404, "E_NOT_FOUND", "Not found"),
     }
+}
+
+/// Planka's own check of a login name (`isEmailOrUsername`): an email, or
+/// 3 to 32 letters and digits with single `_` or `.` between them.
+fn is_email_or_username(v: &str) -> bool {
+    if v.contains('@') {
+        return v
+            .split_once('@')
+            .is_some_and(|(l, dom)| !l.is_empty() && dom.contains('.'));
+    }
+    let b = v.as_bytes();
+    let an = |c: u8| c.is_ascii_alphanumeric();
+    (3..=32).contains(&b.len())
+        && an(b[0])
+        && an(b[b.len() - 1])
+        && b.iter().all(|&c| an(c) || c == b'_' || c == b'.')
+        && !b.windows(2).any(|w| !an(w[0]) && !an(w[1]))
+}
+
+/// `GET /api/lists/{id}/cards` (v2, `Card.qm.getByEndlessListId`): with
+/// `search`, the list's cards whose name or description contains every
+/// part of it (split on spaces, commas and semicolons, any case), else all
+/// of them; newest in the list first, 50 at most, with their card labels.
+fn list_cards(d: &Data, list_id: &str, query: Option<&str>) -> (u16, Value) {
+    let search = query.unwrap_or("").split('&').find_map(|kv| {
+        kv.strip_prefix("search=").map(|v| {
+            let bytes = v.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'%' if i + 2 < bytes.len() => {
+                        let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                        out.push(u8::from_str_radix(hex, 16).unwrap());
+                        i += 3;
+                    }
+                    b'+' => {
+                        out.push(b' ');
+                        i += 1;
+                    }
+                    c => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    });
+    if search
+        .as_deref()
+        .is_some_and(|s| s.is_empty() || s.chars().count() > 128)
+    {
+        return (
+            400,
+            json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": ["\"search\" must be 1..128 characters"] }),
+        );
+    }
+    let parts: Vec<String> = search
+        .as_deref()
+        .unwrap_or("")
+        .split([' ', ',', ';'])
+        .filter(|p| !p.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let contains_all = |text: &Value| {
+        let t = text.as_str().unwrap_or("").to_lowercase();
+        parts.iter().all(|p| t.contains(p.as_str()))
+    };
+    let mut items: Vec<Value> = d
+        .cards
+        .iter()
+        .filter(|c| c["listId"] == list_id)
+        .filter(|c| parts.is_empty() || contains_all(&c["name"]) || contains_all(&c["description"]))
+        .cloned()
+        .collect();
+    items.sort_by_key(|c| {
+        std::cmp::Reverse((
+            c["listChangedAt"].as_u64().unwrap_or(0),
+            c["id"].as_str().and_then(|i| i.parse::<u64>().ok()),
+        ))
+    });
+    items.truncate(50);
+    let card_labels: Vec<Value> = d
+        .card_labels
+        .iter()
+        .filter(|cl| items.iter().any(|c| c["id"] == cl["cardId"]))
+        .cloned()
+        .collect();
+    (
+        200,
+        json!({ "items": items, "included": { "cardLabels": card_labels, "cardMemberships": [], "users": [], "taskLists": [], "tasks": [], "attachments": [] } }),
+    )
 }
 
 fn login(d: &mut Data, body: &Value) -> (u16, Value) {
@@ -553,12 +837,21 @@ fn login(d: &mut Data, body: &Value) -> (u16, Value) {
             json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": ["emailOrUsername and password are required"] }),
         );
     }
+    if !is_email_or_username(who) {
+        d.failed_logins += 1;
+        return (
+            400,
+            json!({ "code": "E_MISSING_OR_INVALID_PARAMS", "problems": [format!("Invalid \"emailOrUsername\": Value ('{who}') failed custom validation.")] }),
+        );
+    }
     let v2 = d.version == Version::V2;
     let require_terms = d.require_terms;
     let Some(user) = d.users.iter().find(|u| u.username == who || u.email == who) else {
+        d.failed_logins += 1;
         return err(401, "E_UNAUTHORIZED", "Invalid credentials");
     };
     if Some(user.password.as_str()) != pw {
+        d.failed_logins += 1;
         return err(401, "E_UNAUTHORIZED", "Invalid credentials");
     }
     let uid = user.id.clone();
@@ -596,7 +889,7 @@ fn accept_terms(d: &mut Data, body: &Value) -> (u16, Value) {
     (200, json!({ "item": token }))
 }
 
-fn create_card(d: &mut Data, list_id: &str, body: &Value) -> (u16, Value) {
+fn create_card(d: &mut Data, list_id: &str, body: &Value, uid: &str) -> (u16, Value) {
     let v2 = d.version == Version::V2;
     let Some(list) = d.lists.iter().find(|l| l["id"] == list_id).cloned() else {
         return err(404, "E_NOT_FOUND", "List not found");
@@ -631,12 +924,16 @@ fn create_card(d: &mut Data, list_id: &str, body: &Value) -> (u16, Value) {
         return err(422, "E_UNPROCESSABLE_ENTITY", "Position must be present");
     }
     let id = d.id();
+    d.list_clock += 1;
     let mut card = json!({
         "id": id, "boardId": list["boardId"], "listId": list_id, "name": name,
-        "description": body["description"], "position": body["position"], "creatorUserId": d.users[0].id,
+        "description": body["description"], "position": body["position"], "creatorUserId": uid,
+        "listChangedAt": d.list_clock,
     });
     if v2 {
         card["type"] = body["type"].clone();
+        // A card made in a closed list ("Done") is closed (cards.createOne).
+        card["isClosed"] = json!(list["type"] == "closed");
     }
     d.cards.push(card.clone());
     (200, json!({ "item": card }))

@@ -251,7 +251,15 @@ pub(super) fn planka_credential(cfg: &PlankaConfig) -> Result<String, String> {
         .map_err(|e| format!("{e:#}"))
 }
 
-pub(super) async fn probe_planka(cfg: &PlankaConfig) -> Vec<Finding> {
+/// Planka as a cycle would use it, read-only: the server answers, the
+/// credential is there, one login verdict, then each team's board (found,
+/// its list there, the agent an editor). It reuses the cycle's cached token
+/// and logs out any session it had to open; it never accepts the terms.
+pub(super) async fn probe_planka(
+    cfg: &PlankaConfig,
+    cache: &std::path::Path,
+    alert_channel: &str,
+) -> Vec<Finding> {
     if !cfg.enabled() {
         return vec![finding(
             "planka",
@@ -310,32 +318,83 @@ pub(super) async fn probe_planka(cfg: &PlankaConfig) -> Vec<Finding> {
             Level::Warn,
             "no planka.boards configured: no team gets cards",
         ));
+    } else if let Some(f) = incident_board_finding(cfg, alert_channel) {
+        out.push(f);
     }
     if !reachable || credential.is_err() {
         return out;
     }
-    // Log in and resolve each team's board and list, read-only: a wrong
-    // password or a missing list never heals by itself, and every card
-    // would wait in the outbox for it.
-    let client = match crate::tasks::planka::PlankaClient::new(cfg, None) {
+    let client = match crate::tasks::planka::PlankaClient::read_only(cfg, Some(cache.into())) {
         Ok(c) => c,
         Err(e) => {
             out.push(finding("planka login", Level::Fail, format!("{e:#}")));
             return out;
         }
     };
-    for team in cfg.boards.keys() {
-        let name = format!("planka board for {team}");
-        out.push(match client.check_team(team).await {
-            Ok(what) => finding(name, Level::Ok, what),
-            Err(e) => finding(
-                name,
-                Level::Fail,
-                format!("{e:#}; cards for {team} wait in the outbox"),
-            ),
-        });
+    // One verdict on the login: a wrong password is one line, not one per
+    // team, and the boards are read only with a session that works.
+    match client.whoami().await {
+        Ok(who) => {
+            out.push(finding("planka login", Level::Ok, who));
+            for team in cfg.boards.keys() {
+                let name = format!("planka board for {team}");
+                out.push(match client.check_team(team).await {
+                    Ok(what) => finding(name, Level::Ok, what),
+                    Err(e) => finding(
+                        name,
+                        Level::Fail,
+                        format!("{e:#}; cards for {team} wait in the outbox"),
+                    ),
+                });
+            }
+        }
+        Err(e) => out.push(
+            match e.downcast_ref::<crate::tasks::planka::TermsPending>() {
+                Some(t) if t.accept_terms => finding("planka login", Level::Warn, format!("{e:#}")),
+                _ => finding(
+                    "planka login",
+                    Level::Fail,
+                    format!("{e:#}; no card can be made"),
+                ),
+            },
+        ),
     }
+    client.close().await;
     out
+}
+
+/// Which board incident cards go on: `planka.incident_team`, else the alert
+/// channel's team; a warning when neither names a team with a board.
+fn incident_board_finding(cfg: &PlankaConfig, alert_channel: &str) -> Option<Finding> {
+    let incident = cfg.incident_team.trim();
+    let alert_team = alert_channel
+        .split_once('/')
+        .map(|(t, _)| t.trim())
+        .filter(|t| !t.is_empty());
+    let (team, why) = match (incident.is_empty(), alert_team) {
+        (false, _) => (incident, "planka.incident_team"),
+        (true, Some(t)) => (t, "the team of mattermost.alert_channel"),
+        (true, None) => {
+            return Some(finding(
+                "planka incident cards",
+                Level::Warn,
+                "no mattermost.alert_channel and no planka.incident_team: incidents get a task but no card",
+            ))
+        }
+    };
+    Some(if cfg.boards.contains_key(team) {
+        finding(
+            "planka incident cards",
+            Level::Ok,
+            format!("on the board of {team} ({why})"),
+        )
+    } else {
+        finding(
+            "planka incident cards",
+            Level::Warn,
+            format!("{why} is '{team}', which has no [planka.boards.{team}]: incidents get no card; set planka.incident_team"),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -262,7 +262,11 @@ fn examine(config: &Config, mut out: Vec<Finding>) -> Result<Report> {
         tokio::join!(
             probe_mattermost(config, &mm_state),
             probe_ollama(&config.ollama),
-            probe_planka(&config.planka),
+            probe_planka(
+                &config.planka,
+                &p.planka_token_cache,
+                &config.mattermost.alert_channel
+            ),
             docker::engine_findings(config),
         )
     });

@@ -1,13 +1,19 @@
 //! The Planka card of a task: whether one is owed, and one try at making
 //! it (a failure queues it for [`retry_outbox`](super::retry_outbox)).
+//!
+//! A card that waited in the outbox is made as its task is now: what
+//! happened meanwhile ([`CardLater`]: a correction, a recovery) decides its
+//! list (the done list once the task closed), its label and priority came
+//! with the queued task, and the events it missed become one comment.
 
+use anyhow::Result;
 use chrono::DateTime;
 
-use super::state::{TaskRecord, TaskState, WorkKind};
+use super::state::{CardLater, TaskRecord, TaskState, WorkKind};
 use super::{CardOutcome, Targets, QUEUED};
 use crate::observe::audit::{self, Event};
 use crate::tasks::ledger::{Ledger, UpdateRecord};
-use crate::tasks::planka::PlankaClient;
+use crate::tasks::planka::{CardRef, NewCard, PlankaClient};
 use crate::tasks::Task;
 
 /// The card of a task [`ensure_task`](super::ensure_task) has just found or
@@ -20,6 +26,7 @@ pub(super) async fn ensure_card(
     t: Targets<'_>,
     state: &mut TaskState,
     now_ms: i64,
+    carried: Option<CardLater>,
 ) -> CardOutcome {
     match (&record.card_id, &record.card_url) {
         (Some(id), Some(url)) => CardOutcome::Exists {
@@ -38,7 +45,13 @@ pub(super) async fn ensure_card(
             }
             CardOutcome::WouldCreate => {
                 let planka = t.planka.expect("card_plan said Planka is on");
-                make_card(task, record, planka, t.mc.ledger(), state, now_ms).await
+                // A task made in this call has no card yet; a task found
+                // (a retry, a crash) may have one its record lacks.
+                let try_ = Attempt {
+                    maybe_made: !created_now,
+                    carried,
+                };
+                make_card(task, record, planka, t.mc.ledger(), state, now_ms, try_).await
             }
             other => other,
         },
@@ -58,8 +71,40 @@ pub(super) fn card_plan(task: &Task, planka: Option<&PlankaClient>) -> CardOutco
     }
 }
 
+/// One try at a card: whether an earlier try may have made it, and what
+/// a queued task's card missed (carried over from its queued task).
+#[derive(Debug, Default)]
+pub(super) struct Attempt {
+    pub(super) maybe_made: bool,
+    pub(super) carried: Option<CardLater>,
+}
+
+/// Makes the card as the task is now and tells it what it missed.
+async fn make_as_now(
+    task: &Task,
+    task_id: &str,
+    planka: &PlankaClient,
+    later: Option<&CardLater>,
+    maybe_made: bool,
+) -> Result<CardRef> {
+    let closed = later.is_some_and(|l| l.closed);
+    let done = planka.done_list();
+    let list = (closed && !done.is_empty()).then_some(done);
+    let card = planka
+        .create(task, task_id, NewCard { maybe_made, list })
+        .await?;
+    if let (true, Some(done)) = (card.existed, list) {
+        // Made before the task closed, by a try that crashed: move it now.
+        planka.move_card(&card.card_id, &task.team, done).await?;
+    }
+    if let Some((key, text)) = later.and_then(CardLater::comment) {
+        planka.add_comment(&card.card_id, &key, &text).await?;
+    }
+    Ok(card)
+}
+
 /// Tries the card once; success is recorded in the mapping and the ledger,
-/// failure queues it.
+/// failure queues it (with what it missed).
 pub(super) async fn make_card(
     task: &Task,
     record: &mut TaskRecord,
@@ -67,8 +112,18 @@ pub(super) async fn make_card(
     ledger: &Ledger,
     state: &mut TaskState,
     now_ms: i64,
+    attempt: Attempt,
 ) -> CardOutcome {
-    match planka.create_card(task, &record.task_id).await {
+    let later = attempt.carried.or_else(|| state.later_for(&task.source));
+    let made = make_as_now(
+        task,
+        &record.task_id,
+        planka,
+        later.as_ref(),
+        attempt.maybe_made,
+    )
+    .await;
+    match made {
         Ok(card) => {
             record.card_id = Some(card.card_id.clone());
             record.card_url = Some(card.card_url.clone());
@@ -120,6 +175,15 @@ pub(super) async fn make_card(
                 &e,
                 now_ms,
             );
+            if let Some(item) = state
+                .outbox
+                .iter_mut()
+                .find(|i| i.kind == WorkKind::CreateCard && i.task.source == task.source)
+            {
+                if item.later.is_none() {
+                    item.later = later;
+                }
+            }
             CardOutcome::Pending {
                 reason: format!("{e:#}"),
             }

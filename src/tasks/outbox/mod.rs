@@ -47,7 +47,10 @@ use crate::observe::audit::{self, Event};
 pub(crate) use mc_task::Uncertain;
 pub use retry::retry_outbox;
 pub(crate) use retry::RetryResult;
-pub(crate) use state::{OutboxItem, PendingView, TaskRecord, UncertainTask, UNCONFIRMED_TASK};
+pub(crate) use retry::{retry, Which};
+pub(crate) use state::{
+    Missed, OutboxItem, PendingView, TaskRecord, UncertainTask, UNCONFIRMED_TASK,
+};
 pub use state::{TaskState, WorkKind};
 
 /// The reason of a card that waits in the outbox from an earlier failure.
@@ -125,10 +128,12 @@ impl Trackers {
         ledger: &Path,
         planka: &PlankaConfig,
         planka_token_cache: &Path,
+        done_list: &str,
     ) -> Result<Trackers> {
         let mc = McBackend::from_config(mc, ledger.to_path_buf())?;
         let planka = if planka.enabled() {
             PlankaClient::new(planka, Some(planka_token_cache.to_path_buf()))
+                .map(|p| p.with_done_list(done_list))
                 .map_err(|e| tracing::warn!("Planka not usable, cards wait in the outbox: {e:#}"))
                 .ok()
         } else {
@@ -216,13 +221,20 @@ pub async fn ensure_task(
             },
         },
     };
+    // What the card missed while the task itself waited (an incident that
+    // recovered while MC was down) goes on to the card.
+    let carried = state
+        .outbox
+        .iter()
+        .find(|i| i.kind == WorkKind::CreateTask && i.task.source == task.source)
+        .and_then(|i| i.later.clone());
     if !t.dry_run {
         state.mapping.insert(task.source.clone(), record.clone());
         state
             .outbox
             .retain(|i| !(i.kind == WorkKind::CreateTask && i.task.source == task.source));
     }
-    let card = card::ensure_card(task, &mut record, created_now, t, state, now_ms).await;
+    let card = card::ensure_card(task, &mut record, created_now, t, state, now_ms, carried).await;
     Ok(EnsureOutcome {
         task_ref: TaskRef {
             id: record.task_id.clone(),

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::card::{card_plan, make_card};
-use super::state::{OutboxItem, TaskRecord, TaskState, WorkKind};
+use super::card::{card_plan, make_card, Attempt};
+use super::state::{backoff_ms, OutboxItem, TaskRecord, TaskState, WorkKind};
 use super::{ensure_task, CardOutcome, EnsureOutcome, Targets, TaskRef};
 
 /// One due outbox item's result.
@@ -19,23 +19,78 @@ pub struct RetryResult {
     pub outcome: Result<EnsureOutcome, String>,
 }
 
+/// Which outbox items a retry takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Which {
+    /// Those whose backoff has passed, and every waiting card as soon as
+    /// Planka answers (the cycle's retry).
+    Due,
+    /// All of them now (`ops-agent tasks retry`).
+    All,
+}
+
 /// Works through the outbox items that are due at `now`. Each is retried
-/// once; a failure stays queued with a longer backoff. Dry run lists what
-/// is due without trying.
+/// once; a failure stays queued with a longer backoff. Cards wait only
+/// while Planka is down: once it answers in this cycle (a card made, or one
+/// unauthenticated request when only waiting cards are left), every
+/// waiting card is tried too, so none waits out an hour of backoff after
+/// Planka is back. Dry run lists what is due without trying.
 pub async fn retry_outbox(
     t: Targets<'_>,
     state: &mut TaskState,
     now: DateTime<Utc>,
 ) -> Vec<RetryResult> {
+    retry(t, state, now, Which::Due).await
+}
+
+/// [`retry_outbox`] for the items `which` names.
+pub(crate) async fn retry(
+    t: Targets<'_>,
+    state: &mut TaskState,
+    now: DateTime<Utc>,
+    which: Which,
+) -> Vec<RetryResult> {
     let now_ms = now.timestamp_millis();
     let due: Vec<OutboxItem> = state
         .outbox
         .iter()
-        .filter(|i| i.next_attempt_ms <= now_ms)
+        .filter(|i| which == Which::All || i.next_attempt_ms <= now_ms)
         .cloned()
         .collect();
+    let mut results = retry_items(due, t, state, now).await;
+    let waiting: Vec<OutboxItem> = state
+        .outbox
+        .iter()
+        .filter(|i| i.kind == WorkKind::CreateCard && i.next_attempt_ms > now_ms)
+        // Not a card that failed earlier in this very cycle.
+        .filter(|i| i.next_attempt_ms - backoff_ms(i.attempts) < now_ms)
+        .filter(|i| !results.iter().any(|r| r.source == i.task.source))
+        .cloned()
+        .collect();
+    if !waiting.is_empty() && !t.dry_run {
+        if let Some(p) = t.planka {
+            if p.ping().await {
+                tracing::info!(
+                    cards = waiting.len(),
+                    "Planka answers: the waiting cards go now."
+                );
+                results.extend(retry_items(waiting, t, state, now).await);
+            }
+        }
+    }
+    state.prune(now_ms);
+    results
+}
+
+async fn retry_items(
+    items: Vec<OutboxItem>,
+    t: Targets<'_>,
+    state: &mut TaskState,
+    now: DateTime<Utc>,
+) -> Vec<RetryResult> {
+    let now_ms = now.timestamp_millis();
     let mut results = Vec::new();
-    for item in due {
+    for item in items {
         let source = item.task.source.clone();
         if t.dry_run {
             results.push(RetryResult {
@@ -64,7 +119,6 @@ pub async fn retry_outbox(
             outcome,
         });
     }
-    state.prune(now_ms);
     results
 }
 
@@ -103,6 +157,11 @@ async fn retry_card(
         },
         (_, _, CardOutcome::WouldCreate) => {
             let planka = t.planka.expect("card_plan said Planka is on");
+            // A retry may follow a try that made the card and timed out.
+            let attempt = Attempt {
+                maybe_made: true,
+                carried: item.later.clone(),
+            };
             make_card(
                 &item.task,
                 &mut record,
@@ -110,6 +169,7 @@ async fn retry_card(
                 t.mc.ledger(),
                 state,
                 now_ms,
+                attempt,
             )
             .await
         }

@@ -22,7 +22,7 @@ const OUTBOX_MAX_ITEMS: usize = 1_000;
 
 /// Delay before attempt `attempts + 1`, given `attempts` failures so far:
 /// 1 min, 2, 4, … capped at an hour. Pure.
-fn backoff_ms(attempts: u32) -> i64 {
+pub(crate) fn backoff_ms(attempts: u32) -> i64 {
     let exp = attempts.saturating_sub(1).min(20);
     (BACKOFF_BASE_MS.saturating_mul(1i64 << exp)).min(BACKOFF_CAP_MS)
 }
@@ -70,6 +70,56 @@ pub struct OutboxItem {
     pub last_error: String,
     /// When the work was first queued (epoch ms).
     pub(crate) queued_at_ms: i64,
+    /// What happened to the task while its card waited: the card is made
+    /// as the task is now, not as it was when queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) later: Option<CardLater>,
+}
+
+/// What a waiting card missed (see [`TaskState::card_missed`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CardLater {
+    /// The task was closed meanwhile (relabelled ROUTINE, its incident
+    /// recovered): the card is made in the done list. A later reopening
+    /// sets it back.
+    #[serde(default)]
+    pub(crate) closed: bool,
+    /// The events, oldest first: `(comment key, text)`. They become one
+    /// comment on the card, keyed by the first.
+    #[serde(default)]
+    pub(crate) events: Vec<(String, String)>,
+}
+
+impl CardLater {
+    /// The one comment the card gets for what it missed: its key and text.
+    pub(crate) fn comment(&self) -> Option<(String, String)> {
+        let (first, _) = self.events.first()?;
+        let text = self
+            .events
+            .iter()
+            .map(|(_, t)| format!("- {t}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Some((
+            format!("missed {first}"),
+            format!("While Planka was unreachable:\n{text}"),
+        ))
+    }
+}
+
+/// One event a queued card missed, for [`TaskState::card_missed`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Missed<'a> {
+    /// The comment key the event would have had on the card.
+    pub(crate) key: &'a str,
+    /// What happened, one line.
+    pub(crate) text: &'a str,
+    /// The task closed (`Some(true)`) or opened again (`Some(false)`).
+    pub(crate) closed: Option<bool>,
+    /// Its new priority.
+    pub(crate) priority: Option<crate::tasks::Priority>,
+    /// Its new label.
+    pub(crate) label: Option<&'a str>,
 }
 
 /// Tasks' part of the state file (the lead stores it and saves it after
@@ -204,7 +254,44 @@ impl TaskState {
             next_attempt_ms: now_ms + backoff_ms(1),
             last_error,
             queued_at_ms: now_ms,
+            later: None,
         });
+    }
+
+    /// Records, on the work still queued for `source` (its card, or its
+    /// task and card), an event its card missed: the comment `key`/`text`,
+    /// whether the task is now closed (`Some(true)`) or open again
+    /// (`Some(false)`), and its new priority and label. Returns false when
+    /// nothing is queued (the card exists, or there will be none).
+    pub(crate) fn card_missed(&mut self, source: &str, change: Missed<'_>) -> bool {
+        let mut any = false;
+        for item in self.outbox.iter_mut().filter(|i| i.task.source == source) {
+            any = true;
+            let later = item.later.get_or_insert_with(CardLater::default);
+            if !later.events.iter().any(|(k, _)| k == change.key) {
+                later
+                    .events
+                    .push((change.key.to_string(), change.text.to_string()));
+            }
+            if let Some(closed) = change.closed {
+                later.closed = closed;
+            }
+            if let Some(p) = change.priority {
+                item.task.priority = p;
+            }
+            if let Some(l) = change.label {
+                item.task.label = l.to_string();
+            }
+        }
+        any
+    }
+
+    /// What the queued card of `source` missed, if anything.
+    pub(crate) fn later_for(&self, source: &str) -> Option<CardLater> {
+        self.outbox
+            .iter()
+            .filter(|i| i.task.source == source)
+            .find_map(|i| i.later.clone())
     }
 
     /// Whether work of `kind` is queued for `source`.
@@ -355,6 +442,48 @@ mod tests {
             s.mapping.keys().cloned().collect::<Vec<_>>(),
             vec!["new", "old-pending"]
         );
+    }
+
+    #[test]
+    fn a_queued_card_collects_what_it_missed_once_per_event() {
+        let mut s = TaskState::default();
+        let e = anyhow::anyhow!("down");
+        let ev = |key, closed| Missed {
+            key,
+            text: "t",
+            closed,
+            priority: None,
+            label: None,
+        };
+        assert!(!s.card_missed("a", ev("k1", Some(true))), "nothing queued");
+        s.enqueue(WorkKind::CreateCard, &task("a"), Some("OPS-1"), &e, 1_000);
+        assert!(s.card_missed("a", ev("k1", Some(true))));
+        assert!(s.card_missed("a", ev("k1", Some(true))));
+        assert!(s.card_missed(
+            "a",
+            Missed {
+                key: "k2",
+                text: "u",
+                closed: Some(false),
+                priority: Some(Priority::High),
+                label: Some("INCIDENT"),
+            }
+        ));
+        let later = s.later_for("a").unwrap();
+        assert!(!later.closed, "opened again after the close");
+        assert_eq!(later.events.len(), 2);
+        assert_eq!(
+            later.comment(),
+            Some((
+                "missed k1".to_string(),
+                "While Planka was unreachable:\n- t\n- u".to_string()
+            ))
+        );
+        assert_eq!(s.outbox[0].task.priority, Priority::High);
+        assert_eq!(s.outbox[0].task.label, "INCIDENT");
+        // Bumping the item keeps what it collected.
+        s.enqueue(WorkKind::CreateCard, &task("a"), Some("OPS-1"), &e, 2_000);
+        assert_eq!(s.later_for("a").unwrap().events.len(), 2);
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub struct PlankaConfig {
     pub billable_color: String,
     /// Colour of the INTERNAL label when the agent has to create it.
     pub internal_color: String,
+    /// The team (a key of `boards`) whose board gets incident cards;
+    /// empty: the team of `mattermost.alert_channel` (no alert channel and
+    /// no incident team: incidents get a task but no card).
+    pub incident_team: String,
     /// Per team: board and list. A team without an entry gets no card.
     pub boards: BTreeMap<String, BoardTarget>,
 }
@@ -145,9 +149,30 @@ impl Default for PlankaConfig {
             timeout_secs: Secs::new(10),
             billable_color: "berry-red".into(),
             internal_color: "lagoon-blue".into(),
+            incident_team: String::new(),
             boards: BTreeMap::new(),
         }
     }
+}
+
+/// Planka's own check of a login name (`isEmailOrUsername` in the
+/// server's validators): an email, or 3 to 32 characters matching
+/// `^[a-zA-Z0-9]+((_|\.)?[a-zA-Z0-9])*$`. Anything else is refused with 400
+/// before the password is even looked at. Pure, table-tested.
+fn is_email_or_username(v: &str) -> bool {
+    if let Some((local, domain)) = v.split_once('@') {
+        return !local.is_empty() && domain.contains('.') && !v.contains(char::is_whitespace);
+    }
+    let n = v.chars().count();
+    if !(3..=32).contains(&n) {
+        return false;
+    }
+    let bytes = v.as_bytes();
+    let alnum = |b: u8| b.is_ascii_alphanumeric();
+    alnum(bytes[0])
+        && alnum(bytes[bytes.len() - 1])
+        && bytes.iter().all(|&b| alnum(b) || b == b'_' || b == b'.')
+        && !bytes.windows(2).any(|w| !alnum(w[0]) && !alnum(w[1]))
 }
 
 impl PlankaConfig {
@@ -210,6 +235,15 @@ impl PlankaConfig {
             && self.password_env.trim().is_empty()
         {
             bail!("planka.password_env: empty, and no password_file or api_key_env is set");
+        }
+        if let Some(u) = self.username.as_deref().filter(|u| !u.trim().is_empty()) {
+            if !is_email_or_username(u.trim()) {
+                bail!("planka.username: '{u}' is neither an email nor a Planka username (3 to 32 letters and digits, with single '_' or '.' between them; Planka refuses '-')");
+            }
+        }
+        let incident = self.incident_team.trim();
+        if !incident.is_empty() && !self.boards.contains_key(incident) {
+            bail!("planka.incident_team: '{incident}' has no [planka.boards.{incident}]");
         }
         for (team, t) in &self.boards {
             if t.board.trim().is_empty() {
@@ -295,6 +329,58 @@ mod tests {
         c.username = None;
         c.api_key_env = None;
         assert!(c.enabled(), "an API key file alone enables Planka");
+    }
+
+    #[test]
+    fn usernames_planka_accepts() {
+        for (name, ok) in [
+            ("opsagent", true),
+            ("ops_agent", true),
+            ("ops.agent", true),
+            ("o.p_s", true),
+            ("ops-agent", false),
+            ("ops__agent", false),
+            ("_ops", false),
+            ("ops.", false),
+            ("ab", false),
+            (&"a".repeat(33), false),
+            ("ops@example.com", true),
+            ("ops-agent@example.com", true),
+            ("ops@", false),
+        ] {
+            assert_eq!(is_email_or_username(name), ok, "{name}");
+        }
+        let bad = PlankaConfig {
+            username: Some("ops-agent".into()),
+            ..Default::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("planka.username: 'ops-agent'"));
+    }
+
+    #[test]
+    fn the_incident_team_must_have_a_board() {
+        let mut c = PlankaConfig {
+            incident_team: "ops".into(),
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("planka.incident_team"));
+        c.boards.insert(
+            "ops".into(),
+            BoardTarget {
+                project: None,
+                board: "Ops".into(),
+                list: "To Do".into(),
+            },
+        );
+        c.validate().unwrap();
     }
 
     #[test]
