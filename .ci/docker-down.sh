@@ -11,10 +11,15 @@ if [ -S "$SOCK" ]; then
 fi
 if [ -f /run/ci-dockerd.pid ]; then
   P=$(cat /run/ci-dockerd.pid)
-  kill "$P" 2>/dev/null
-  for _ in $(seq 1 150); do kill -0 "$P" 2>/dev/null || break; sleep 0.1; done
+  # Only if that pid is still our dockerd (see docker-up.sh on stale files).
+  if [ "$(cat "/proc/$P/comm" 2>/dev/null)" = dockerd ]; then
+    kill "$P" 2>/dev/null
+    for _ in $(seq 1 150); do kill -0 "$P" 2>/dev/null || break; sleep 0.1; done
+  fi
   rm -f /run/ci-dockerd.pid
 fi
+# dockerd bind-mounts its data root onto itself and leaves it mounted.
+umount /var/lib/ci-docker 2>/dev/null
 rm -rf /var/lib/ci-docker /run/ci-docker
 rm -f "$SOCK"
 echo "docker-down: done"

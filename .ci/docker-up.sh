@@ -23,11 +23,14 @@ if ! command -v dockerd >/dev/null || ! [ -x /bin/busybox ] || ! command -v curl
   apt-get install -y -qq --no-install-recommends docker.io busybox-static curl >/dev/null
 fi
 T1=$(ms)
-if [ -f /run/ci-dockerd.pid ] && kill -0 "$(cat /run/ci-dockerd.pid)" 2>/dev/null; then
+if [ -f /run/ci-dockerd.pid ] && [ "$(cat "/proc/$(cat /run/ci-dockerd.pid)/comm" 2>/dev/null)" = dockerd ]; then
   echo "docker-up: dockerd already running (pid $(cat /run/ci-dockerd.pid)); run .ci/docker-down.sh first" >&2
   exit 1
 fi
-rm -f "$SOCK"
+# A machine that was stopped mid-run keeps the engine's data root (with the
+# ci-* containers in it) and, in /run, pid files of processes long gone;
+# dockerd refuses a stale pid file, and creating a name that exists is a 409.
+rm -f "$SOCK" /run/ci-docker.pid /run/ci-dockerd.pid
 /usr/sbin/dockerd -H "unix://$SOCK" --iptables=false --ip6tables=false --bridge=none \
   --storage-driver=overlay2 --data-root=/var/lib/ci-docker --exec-root=/run/ci-docker \
   --pidfile=/run/ci-docker.pid >/tmp/ci-dockerd.log 2>&1 &
@@ -41,10 +44,14 @@ curl -sf --unix-socket "$SOCK" http://d/_ping >/dev/null
 T2=$(ms)
 R=$(mktemp -d); mkdir -p "$R/bin" "$R/tmp"; cp /bin/busybox "$R/bin/"
 for a in $("$R/bin/busybox" --list); do [ "$a" = busybox ] || ln -s busybox "$R/bin/$a"; done
-tar -C "$R" -c . | curl -sf --unix-socket "$SOCK" -X POST -H 'Content-Type: application/x-tar' \
+tar -C "$R" -c . | curl -sS --fail-with-body --unix-socket "$SOCK" -X POST -H 'Content-Type: application/x-tar' \
   --data-binary @- 'http://d/v1.41/images/create?fromSrc=-&repo=localhost/busybox:ci' >/dev/null
 rm -rf "$R"
-api() { curl -sf --unix-socket "$SOCK" -H 'Content-Type: application/json' "$@"; }
+# --fail-with-body: a refused call prints the engine's reason, not only curl's exit 22.
+api() { curl -sS --fail-with-body --unix-socket "$SOCK" -H 'Content-Type: application/json' "$@"; }
+for c in ci-running ci-unhealthy ci-stopped ci-crashloop ci-brief-crash; do
+  curl -s --unix-socket "$SOCK" -X DELETE "http://d/v1.41/containers/$c?force=true" >/dev/null
+done
 create() { # name healthcheck-cmd-or-empty
   local hc=""
   [ -n "$2" ] && hc=",\"Healthcheck\":{\"Test\":[\"CMD-SHELL\",\"$2\"],\"Interval\":1000000000,\"Retries\":1}"
