@@ -68,6 +68,10 @@ pub(crate) enum Command {
     Classify {
         /// The message; `-` reads it from stdin.
         text: String,
+        /// Classify it as a post of this team: the LLM's worked examples
+        /// are that team's corrections (and only that team's).
+        #[arg(long, value_name = "TEAM")]
+        team: Option<String>,
         /// Use only the fallback (rules, model and the team's corrections), no LLM.
         #[arg(long)]
         no_llm: bool,
@@ -187,6 +191,12 @@ pub(crate) enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Whether corrections help: N times, split FILE in two halves at
+        /// random, record the fallback's wrong answers on one half as
+        /// corrections and score the other half with and without them
+        /// (fallback only).
+        #[arg(long, value_name = "N", requires = "file")]
+        halves: Option<u32>,
     },
     /// Install the scheduled job (LaunchAgent or systemd user timer) for this binary and config, and load it.
     Install {

@@ -51,8 +51,6 @@ pub(crate) use relabel::Ctx;
 const BULK_MAX: usize = 200;
 /// Posts read one by one, at most, from a server without the bulk endpoint.
 const PER_POST_MAX: usize = 20;
-/// Watched posts kept, at most (the newest).
-const WATCH_MAX: usize = 2000;
 /// A correction whose steps keep failing is given up after this long.
 const GIVE_UP_MS: i64 = 24 * 3600 * 1000;
 
@@ -173,34 +171,22 @@ pub(crate) fn watch(chat: &mut ChatState, post: &NewPost, progress: &PostProgres
             pending: None,
         },
     );
-    // A cycle that handles thousands of posts would otherwise hold a watch
-    // entry for each until `prune` (megabytes at 10,000 posts). Capping on
-    // the way drops only posts the cap at the end drops too: a post with
-    // `WATCH_MAX` newer ones stays behind them. A quarter over the cap
-    // keeps the peak low while sorting only every 500 posts.
-    if chat.watch.len() > WATCH_MAX + WATCH_MAX / 4 {
-        keep_newest(chat);
-    }
 }
 
 /// Drops the posts out of the window (a pending correction stays until it
-/// is carried out or given up) and keeps the newest [`WATCH_MAX`].
-fn prune(chat: &mut ChatState, window_ms: i64, now_ms: i64) {
+/// is carried out or given up).
+///
+/// The window, not a count, bounds the watch: every post whose label can
+/// still be corrected is watched, however many came in it (a count would
+/// silently stop reading the reactions on the oldest posts of a busy
+/// window). What bounds the memory is the design of an entry: ids, the
+/// label and the task, with team, channel and author shared with the
+/// cycle's posts, about 200 bytes; a 48-hour window of 10,000 posts a day
+/// is 20,000 entries, some 4 MB, read by the sweep in requests of
+/// [`BULK_MAX`] posts.
+pub(crate) fn prune(chat: &mut ChatState, window_ms: i64, now_ms: i64) {
     chat.watch
         .retain(|_, w| w.pending.is_some() || w.create_at > now_ms - window_ms);
-    keep_newest(chat);
-}
-
-/// Keeps the newest [`WATCH_MAX`] watched posts (ties at the edge stay)
-/// and every pending correction.
-fn keep_newest(chat: &mut ChatState) {
-    if chat.watch.len() > WATCH_MAX {
-        let mut ages: Vec<i64> = chat.watch.values().map(|w| w.create_at).collect();
-        ages.sort_unstable();
-        let cutoff = ages[chat.watch.len() - WATCH_MAX];
-        chat.watch
-            .retain(|_, w| w.pending.is_some() || w.create_at >= cutoff);
-    }
 }
 
 /// The label the team gives a post by its reactions: the latest reaction
@@ -695,5 +681,33 @@ mod tests {
         prune(&mut chat, 50, 100);
         let kept: Vec<&str> = chat.watch.keys().map(String::as_str).collect();
         assert_eq!(kept, ["new", "old-pending"]);
+    }
+
+    #[test]
+    fn every_post_of_the_window_is_watched_however_many() {
+        // 5,000 posts, one a second: all inside a 48-hour window. The
+        // oldest's reactions must still be read (a count of 2,000 dropped
+        // it while it could still be corrected).
+        let mut chat = ChatState::default();
+        let post = |i: i64| NewPost {
+            id: format!("p{i:05}"),
+            create_at: 1_000_000 + i * 1000,
+            ..Default::default()
+        };
+        let progress = PostProgress {
+            label: Some(Label::Routine),
+            ..Default::default()
+        };
+        for i in 0..5000 {
+            watch(&mut chat, &post(i), &progress);
+        }
+        let now = 1_000_000 + 5000 * 1000;
+        prune(&mut chat, 48 * 3_600_000, now);
+        assert_eq!(chat.watch.len(), 5000);
+        assert!(chat.watch.contains_key("p00000"));
+        // Out of the window, it goes.
+        prune(&mut chat, 48 * 3_600_000, 1_000_000 + 48 * 3_600_000 + 500);
+        assert_eq!(chat.watch.len(), 4999);
+        assert!(!chat.watch.contains_key("p00000"));
     }
 }

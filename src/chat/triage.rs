@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::budget::{within, Cut, CycleBudget};
-use crate::classify::{self, Decision, DecisionPath, FallbackReason, Triage};
+use crate::classify::{self, Decision, DecisionPath, FallbackReason, Post, Triage};
 use crate::mattermost::NewPost;
 use crate::observe::audit::{self, Event};
 use crate::ollama;
@@ -164,15 +164,15 @@ impl<'a> Classify<'a> {
     }
 }
 
-/// The newest corrections, as the examples that teach this cycle's
-/// classification; an unreadable file teaches nothing (and says why).
-fn load_corrections(path: &Path) -> Vec<classify::Example> {
+/// The newest corrections, which teach this cycle's classification; an
+/// unreadable file teaches nothing (and says why).
+fn load_corrections(path: &Path) -> Vec<classify::corrections::Correction> {
     match classify::corrections::load_recent(path, classify::corrections::LOAD_MAX) {
         Ok((list, skipped)) => {
             if skipped > 0 {
                 tracing::warn!(file = %path.display(), skipped, "Skipped unreadable lines of the corrections file.");
             }
-            classify::corrections::examples(&list)
+            list
         }
         Err(e) => {
             tracing::warn!("Corrections not read, classifying without them: {e:#}");
@@ -190,11 +190,17 @@ async fn classify_posts(
     stop_starting: tokio::time::Instant,
     tally: &mut Tally,
 ) {
-    let todo: Vec<(usize, &str)> = posts
+    let todo: Vec<(usize, Post)> = posts
         .iter()
         .enumerate()
         .filter(|(_, p)| chat.progress.get(&p.id).is_none_or(|g| g.label.is_none()))
-        .map(|(i, p)| (i, p.message.as_str()))
+        .map(|(i, p)| {
+            let post = Post {
+                text: &p.message,
+                team: &p.team,
+            };
+            (i, post)
+        })
         .collect();
     let batch = triage.classify_many(todo, stop_starting).await;
     // No model call can start any more: the fallback decides the rest
@@ -235,6 +241,7 @@ fn audit_decision(post: &NewPost, d: &Decision) {
         model,
         fallback,
         part,
+        why: Some(d.explain()),
     });
 }
 

@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::fallback::{FallbackPart, FallbackVerdict};
-use super::{corrections, keywords, ClassifyConfig, Decision, DecisionPath, Label, Triage};
+use super::fallback::{Because, FallbackPart, FallbackVerdict};
+use super::{corrections, keywords, ClassifyConfig, DecisionPath, Label, Post, Triage};
 use crate::ollama::{self, OllamaConfig};
 
 /// What `ops-agent classify` reports (and prints as JSON with `--json`).
@@ -20,12 +20,15 @@ pub(crate) struct ClassifyReport {
     path: DecisionPath,
     /// Time taken, model call included.
     elapsed_ms: u64,
+    /// Which part decided and the figures that decided: the sentence the
+    /// audit trail and `ops-agent eval` show too.
+    explanation: String,
     /// What the fallback's keyword rules alone say, with the phrases that
     /// matched, so an operator can see what the fallback leans on and tune
     /// `[classify]` phrases.
     rules: keywords::Verdict,
-    /// What the fallback says, which part decided, and the model's
-    /// probabilities.
+    /// What the fallback says (the label when the LLM is away), which part
+    /// decided and its figures.
     fallback: FallbackSummary,
 }
 
@@ -37,22 +40,11 @@ struct FallbackSummary {
     /// Which part decided: the rules (an operator phrase), the model, or
     /// a correction.
     part: FallbackPart,
-    /// The model's probability per label.
-    model: ModelProbabilities,
+    /// The figures that decided.
+    because: Because,
 }
 
-/// Probabilities per label.
-#[derive(Debug, Clone, Serialize)]
-struct ModelProbabilities {
-    /// ROUTINE.
-    routine: f64,
-    /// TASK.
-    task: f64,
-    /// INCIDENT.
-    incident: f64,
-}
-
-/// Classifies `text` exactly as the cycle would (same client, same rules,
+/// Classifies `post` exactly as the cycle would (same client, same rules,
 /// same corrections); `no_llm` skips the model. Errors only when the
 /// Ollama client cannot be built (e.g. `ollama.api_key_env` names an unset
 /// variable).
@@ -60,7 +52,7 @@ pub(crate) async fn run(
     ollama_cfg: &OllamaConfig,
     classify_cfg: &ClassifyConfig,
     corrections_file: &Path,
-    text: &str,
+    post: Post<'_>,
     no_llm: bool,
 ) -> Result<ClassifyReport> {
     let client = if no_llm {
@@ -69,65 +61,48 @@ pub(crate) async fn run(
         Some(ollama::Client::from_config(ollama_cfg)?)
     };
     let taught = match corrections::load_recent(corrections_file, corrections::LOAD_MAX) {
-        Ok((list, _)) => corrections::examples(&list),
+        Ok((list, _)) => list,
         Err(e) => {
             tracing::warn!("Corrections not read, classifying without them: {e:#}");
             Vec::new()
         }
     };
     let triage = Triage::new(client.as_ref(), classify_cfg, taught);
-    let Decision {
-        label,
-        path,
-        elapsed_ms,
-    } = triage.classify(text).await;
+    let decision = triage.classify(post).await;
     let FallbackVerdict {
         label: fb_label,
         part,
         rules,
-        model,
-    } = triage.fallback_verdict(text);
+        because,
+    } = triage.fallback_verdict(post.text);
     Ok(ClassifyReport {
-        label,
-        path,
-        elapsed_ms,
+        label: decision.label,
+        explanation: decision.explain(),
+        path: decision.path,
+        elapsed_ms: decision.elapsed_ms,
         rules,
         fallback: FallbackSummary {
             label: fb_label,
             part,
-            model: ModelProbabilities {
-                routine: model[0],
-                task: model[1],
-                incident: model[2],
-            },
+            because,
         },
     })
 }
 
 impl ClassifyReport {
-    /// Human rendering, e.g.
-    /// `INCIDENT  (llm llama3.1:8b, 412 ms)` followed by the fallback's view.
+    /// Human rendering: the decision and why, e.g. `INCIDENT by the model:
+    /// incident 81 %, … (3 ms)`, the fallback's own view when the LLM
+    /// decided, and what the rules matched.
     pub(crate) fn render_text(&self) -> String {
-        let how = match &self.path {
-            DecisionPath::Llm { model } => format!("llm {model}"),
-            DecisionPath::Fallback { reason, part } => {
-                format!("fallback, {}; {reason}", part.as_str())
-            }
-        };
-        let mut out = format!("{}  ({how}, {} ms)\n", self.label, self.elapsed_ms);
-        let f = &self.fallback;
-        let who = match f.part {
-            FallbackPart::Correction => "a recorded correction of this text",
-            FallbackPart::Rules => "the rules: an operator phrase from [classify]",
-            FallbackPart::Model => "the model, the rules as a prior",
-        };
-        out.push_str(&format!(
-            "fallback: {} by {who} (model: routine {:.0} %, task {:.0} %, incident {:.0} %)\n",
-            f.label,
-            f.model.routine * 100.0,
-            f.model.task * 100.0,
-            f.model.incident * 100.0
-        ));
+        let mut out = format!("{}  ({} ms)\n", self.explanation, self.elapsed_ms);
+        if let DecisionPath::Llm { .. } = self.path {
+            let f = &self.fallback;
+            out.push_str(&format!(
+                "without the LLM: {} by {}\n",
+                f.label,
+                f.because.render(f.label)
+            ));
+        }
         let s = &self.rules.scores;
         out.push_str(&format!(
             "rules: {} (incident {}, task {}, routine {})",
@@ -161,7 +136,7 @@ mod tests {
             &OllamaConfig::default(),
             &ClassifyConfig::default(),
             Path::new("/nonexistent/corrections.jsonl"),
-            "planka is not urgent but down",
+            Post::anywhere("planka is not urgent but down"),
             true,
         )
         .await
@@ -176,9 +151,13 @@ mod tests {
         );
         let text = r.render_text();
         assert!(
-            text.starts_with("INCIDENT  (fallback, model; no LLM configured, "),
+            text.starts_with("INCIDENT by the model: incident "),
             "{text}"
         );
+        // The figures shown are the ones that decided: INCIDENT leads them.
+        let first = text.lines().next().unwrap();
+        let odds = first.split(": ").nth(1).unwrap();
+        assert!(odds.starts_with("incident "), "{first}");
         assert!(text.contains("\"urgent\" INCIDENT +3 negated"), "{text}");
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["label"], "INCIDENT");
@@ -186,5 +165,7 @@ mod tests {
         assert!(v["rules"]["hits"].is_array());
         assert_eq!(v["path"]["part"], "model");
         assert_eq!(v["fallback"]["part"], "model");
+        assert_eq!(v["fallback"]["because"]["part"], "model");
+        assert_eq!(v["explanation"], first.rsplit_once("  (").unwrap().0);
     }
 }

@@ -15,7 +15,6 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::data::Example;
 use super::Label;
 use crate::{files, jsonl};
 
@@ -42,16 +41,6 @@ pub(crate) struct Correction {
     pub(crate) by: String,
     /// When the reaction was made.
     pub(crate) at: DateTime<Utc>,
-}
-
-impl Correction {
-    /// The correction as a labelled example.
-    pub(crate) fn example(&self) -> Example {
-        Example {
-            text: self.text.clone(),
-            label: self.label,
-        }
-    }
 }
 
 /// Appends one correction (ending a torn last line first, so a line cut by
@@ -105,11 +94,6 @@ pub(crate) fn load_recent(path: &Path, max: usize) -> Result<(Vec<Correction>, u
     }
     out.reverse();
     Ok((out, skipped))
-}
-
-/// The corrections as examples, oldest first.
-pub(crate) fn examples(corrections: &[Correction]) -> Vec<Example> {
-    corrections.iter().map(Correction::example).collect()
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ pub struct Outcome {
     pub text: String,
     /// The right label.
     pub expected: Label,
+    /// Its language, when the labelled file says (`lang`).
+    pub lang: Option<String>,
     /// What the classifier said, by which path, how fast.
     pub decision: Decision,
 }
@@ -60,8 +62,23 @@ struct Miss {
     got: Label,
     /// By which path (`llm`, `fallback/<why>`).
     path: String,
+    /// Who decided and with what figures (as `ops-agent classify` says).
+    why: String,
     /// The post (first 120 characters, on one line).
     text: String,
+}
+
+/// The figures of the posts of one language.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct LanguageFigures {
+    /// Posts in the language.
+    rows: usize,
+    /// Posts labelled right.
+    correct: usize,
+    /// `correct / rows`.
+    accuracy: f64,
+    /// Recall per label (ROUTINE, TASK, INCIDENT; `None`: no such post).
+    recall: [Option<f64>; 3],
 }
 
 /// Everything `ops-agent eval` reports.
@@ -86,6 +103,9 @@ pub struct Report {
     parts: BTreeMap<String, usize>,
     /// Accuracy per part.
     part_accuracy: BTreeMap<String, f64>,
+    /// Per language (`lang` of the labelled file), when the file says.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    languages: BTreeMap<String, LanguageFigures>,
     /// Time per post.
     latency: Latency,
     /// The misses, in input order.
@@ -136,10 +156,14 @@ pub fn evaluate(outcomes: &[Outcome]) -> Report {
     let mut paths = Counts::default();
     let mut parts = Counts::default();
     let mut misses = Vec::new();
+    let mut by_lang: BTreeMap<String, [[usize; 3]; 3]> = BTreeMap::new();
     for o in outcomes {
         let got = o.decision.label;
         let right = got == o.expected;
         confusion[index(o.expected)][index(got)] += 1;
+        if let Some(lang) = &o.lang {
+            by_lang.entry(lang.clone()).or_default()[index(o.expected)][index(got)] += 1;
+        }
         let path = path_name(&o.decision.path);
         paths.add(path.clone(), right);
         if let DecisionPath::Fallback { part, .. } = &o.decision.path {
@@ -150,6 +174,7 @@ pub fn evaluate(outcomes: &[Outcome]) -> Report {
                 expected: o.expected,
                 got,
                 path,
+                why: o.decision.explain(),
                 text: crate::ollama::excerpt(&o.text, 120),
             });
         }
@@ -180,6 +205,21 @@ pub fn evaluate(outcomes: &[Outcome]) -> Report {
         paths: paths.n,
         part_accuracy: parts.accuracy(),
         parts: parts.n,
+        languages: by_lang
+            .into_iter()
+            .map(|(lang, m)| {
+                let rows: usize = m.iter().flatten().sum();
+                let correct: usize = (0..3).map(|i| m[i][i]).sum();
+                let recall = [0, 1, 2].map(|i| ratio(m[i][i], m[i].iter().sum()));
+                let figures = LanguageFigures {
+                    rows,
+                    correct,
+                    accuracy: ratio(correct, rows).unwrap_or(0.0),
+                    recall,
+                };
+                (lang, figures)
+            })
+            .collect(),
         latency: latency(outcomes),
         misses,
     }
@@ -255,6 +295,23 @@ impl Report {
                 out.push_str(&format!("  {p:<24} {n:>5}  accuracy {}\n", pct(acc)));
             }
         }
+        if !self.languages.is_empty() {
+            out.push_str(&format!(
+                "\n{:<11} {:>9} {:>8} {:>9} {:>9} {:>9}\n",
+                "by language", "right", "accuracy", "ROUTINE", "TASK", "INCIDENT"
+            ));
+            for (lang, f) in &self.languages {
+                out.push_str(&format!(
+                    "  {lang:<9} {:>4}/{:<4} {:>8} {:>9} {:>9} {:>9}\n",
+                    f.correct,
+                    f.rows,
+                    pct(Some(f.accuracy)),
+                    pct(f.recall[0]),
+                    pct(f.recall[1]),
+                    pct(f.recall[2])
+                ));
+            }
+        }
         let l = &self.latency;
         out.push_str(&format!(
             "\nlatency: mean {:.0} ms, p50 {} ms, p95 {} ms, max {} ms\n",
@@ -264,11 +321,12 @@ impl Report {
             out.push_str(&format!("\nmisses ({}):\n", self.misses.len()));
             for m in self.misses.iter().take(MAX_MISSES_SHOWN) {
                 out.push_str(&format!(
-                    "  want {:<8} got {:<8} [{}] {:?}\n",
+                    "  want {:<8} got {:<8} [{}] {:?}\n    {}\n",
                     m.expected.as_str(),
                     m.got.as_str(),
                     m.path,
-                    m.text
+                    m.text,
+                    m.why
                 ));
             }
             if self.misses.len() > MAX_MISSES_SHOWN {
@@ -278,6 +336,186 @@ impl Report {
                 ));
             }
         }
+        out
+    }
+}
+
+/// One split of the halving protocol: the team corrects the fallback's
+/// wrong answers on half A; how does half B fare?
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Halving {
+    /// The split's seed.
+    pub(crate) seed: u64,
+    /// Corrections recorded (the wrong answers on half A).
+    pub(crate) corrections: usize,
+    /// Posts of half B.
+    pub(crate) scored: usize,
+    /// Accuracy on half B without, then with the corrections.
+    pub(crate) before: f64,
+    /// See `before`.
+    pub(crate) after: f64,
+    /// Recall per label (ROUTINE, TASK, INCIDENT) on half B, without and
+    /// with the corrections.
+    pub(crate) recall_before: [Option<f64>; 3],
+    /// See `recall_before`.
+    pub(crate) recall_after: [Option<f64>; 3],
+}
+
+/// The halving protocol over several seeds, and whether corrections
+/// helped: the mean change must not be negative and no seed may lose more
+/// than [`MAX_SEED_LOSS`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Halvings {
+    /// Every split.
+    pub(crate) seeds: Vec<Halving>,
+    /// Mean change of accuracy on half B, in points.
+    pub(crate) mean_change_points: f64,
+    /// The worst seed's change, in points.
+    pub(crate) worst_change_points: f64,
+    /// Mean change of recall per label, in points.
+    pub(crate) mean_recall_change_points: [f64; 3],
+    /// Splits better, the same, worse.
+    pub(crate) better: usize,
+    /// See `better`.
+    pub(crate) same: usize,
+    /// See `better`.
+    pub(crate) worse: usize,
+    /// Whether the corrections never hurt (mean ≥ 0, no seed below
+    /// −[`MAX_SEED_LOSS`] points).
+    pub(crate) passes: bool,
+}
+
+/// The most one split may lose, in points, for the protocol to pass.
+pub(crate) const MAX_SEED_LOSS: f64 = 1.0;
+
+/// splitmix64: the split of seed `s` is the same on every machine and
+/// build, with no dependency for it.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The halves of `n` rows for `seed`: (A, B), each in input order.
+pub(crate) fn split(n: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state = seed;
+    for i in (1..n).rev() {
+        let j = (splitmix(&mut state) % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let mut a = order[..n / 2].to_vec();
+    let mut b = order[n / 2..].to_vec();
+    a.sort_unstable();
+    b.sort_unstable();
+    (a, b)
+}
+
+/// Runs the protocol: for each seed `1..=seeds`, the rows are halved, the
+/// fallback without corrections labels them (`plain`), its wrong answers
+/// on half A become corrections, and `taught(corrections)` labels half B
+/// again. `expected` are the right labels.
+pub(crate) fn halvings(
+    expected: &[Label],
+    plain: &[Label],
+    seeds: u64,
+    mut taught: impl FnMut(&[usize], &[usize]) -> Vec<Label>,
+) -> Halvings {
+    let mut out = Vec::new();
+    for seed in 1..=seeds {
+        let (a, b) = split(expected.len(), seed);
+        let wrong: Vec<usize> = a
+            .iter()
+            .copied()
+            .filter(|&i| plain[i] != expected[i])
+            .collect();
+        let after = taught(&wrong, &b);
+        let figures = |got: &mut dyn Iterator<Item = Label>| {
+            let mut m = [[0usize; 3]; 3];
+            for (&i, g) in b.iter().zip(got) {
+                m[index(expected[i])][index(g)] += 1;
+            }
+            let right: usize = (0..3).map(|k| m[k][k]).sum();
+            let recall = [0, 1, 2].map(|k| ratio(m[k][k], m[k].iter().sum()));
+            (ratio(right, b.len()).unwrap_or(0.0), recall)
+        };
+        let (before, recall_before) = figures(&mut b.iter().map(|&i| plain[i]));
+        let (after, recall_after) = figures(&mut after.into_iter());
+        out.push(Halving {
+            seed,
+            corrections: wrong.len(),
+            scored: b.len(),
+            before,
+            after,
+            recall_before,
+            recall_after,
+        });
+    }
+    let n = out.len().max(1) as f64;
+    let change = |h: &Halving| (h.after - h.before) * 100.0;
+    let mean = out.iter().map(change).sum::<f64>() / n;
+    let worst = out.iter().map(change).fold(f64::INFINITY, f64::min);
+    let recall = [0, 1, 2].map(|k| {
+        out.iter()
+            .map(|h| (h.recall_after[k].unwrap_or(0.0) - h.recall_before[k].unwrap_or(0.0)) * 100.0)
+            .sum::<f64>()
+            / n
+    });
+    let better = out.iter().filter(|h| h.after > h.before).count();
+    let worse = out.iter().filter(|h| h.after < h.before).count();
+    Halvings {
+        mean_change_points: mean,
+        worst_change_points: if out.is_empty() { 0.0 } else { worst },
+        mean_recall_change_points: recall,
+        better,
+        worse,
+        same: out.len() - better - worse,
+        passes: mean >= 0.0 && (out.is_empty() || worst >= -MAX_SEED_LOSS),
+        seeds: out,
+    }
+}
+
+impl Halvings {
+    /// The human rendering: one line per split, then the summary.
+    pub(crate) fn render_text(&self) -> String {
+        let mut out = format!(
+            "{:>4} {:>11} {:>8} {:>8} {:>8} {:>8}  recall R/T/I after\n",
+            "seed", "corrections", "scored", "before", "after", "change"
+        );
+        for h in &self.seeds {
+            out.push_str(&format!(
+                "{:>4} {:>11} {:>8} {:>8} {:>8} {:>+7.1}  {} / {} / {}\n",
+                h.seed,
+                h.corrections,
+                h.scored,
+                pct(Some(h.before)),
+                pct(Some(h.after)),
+                (h.after - h.before) * 100.0,
+                pct(h.recall_after[0]),
+                pct(h.recall_after[1]),
+                pct(h.recall_after[2]),
+            ));
+        }
+        let r = self.mean_recall_change_points;
+        out.push_str(&format!(
+            "\nmean change {:+.2} points (recall ROUTINE {:+.2}, TASK {:+.2}, INCIDENT {:+.2}), worst seed {:+.2}; \
+             better {}, same {}, worse {}: {}\n",
+            self.mean_change_points,
+            r[0],
+            r[1],
+            r[2],
+            self.worst_change_points,
+            self.better,
+            self.same,
+            self.worse,
+            if self.passes {
+                "corrections did not hurt"
+            } else {
+                "CORRECTIONS HURT (mean below 0 or a seed below -1 point)"
+            }
+        ));
         out
     }
 }
@@ -292,6 +530,7 @@ mod tests {
         Outcome {
             text: format!("{expected} as {got}"),
             expected,
+            lang: None,
             decision: Decision {
                 label: got,
                 path: if llm {
@@ -303,6 +542,7 @@ mod tests {
                     }
                 },
                 elapsed_ms: ms,
+                because: None,
             },
         }
     }
@@ -355,6 +595,7 @@ mod tests {
         let by = |expected: Label, got: Label, part: FallbackPart| Outcome {
             text: String::new(),
             expected,
+            lang: None,
             decision: Decision {
                 label: got,
                 path: DecisionPath::Fallback {
@@ -362,6 +603,7 @@ mod tests {
                     part,
                 },
                 elapsed_ms: 0,
+                because: None,
             },
         };
         let r = evaluate(&[
@@ -383,6 +625,64 @@ mod tests {
             "{text}"
         );
         assert!(evaluate(&[o(Task, Task, true, 1)]).parts.is_empty());
+    }
+
+    #[test]
+    fn figures_per_language() {
+        let mut a = o(Task, Task, false, 1);
+        a.lang = Some("sr-cyrl".into());
+        let mut b = o(Incident, Routine, false, 1);
+        b.lang = Some("sr-cyrl".into());
+        let r = evaluate(&[a, b, o(Task, Task, false, 1)]);
+        let f = &r.languages["sr-cyrl"];
+        assert_eq!((f.rows, f.correct, f.accuracy), (2, 1, 0.5));
+        assert_eq!(f.recall, [None, Some(1.0), Some(0.0)]);
+        assert_eq!(r.languages.len(), 1, "a row without lang is in no language");
+        assert!(r.render_text().contains("sr-cyrl"));
+    }
+
+    #[test]
+    fn halves_split_alike_on_every_run_and_count_the_change() {
+        let (a, b) = split(10, 7);
+        assert_eq!((a.len(), b.len()), (5, 5));
+        assert_eq!(split(10, 7), (a.clone(), b.clone()));
+        assert_ne!(split(10, 8).0, a);
+        let mut all: Vec<usize> = a.iter().chain(&b).copied().collect();
+        all.sort();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        // Six posts, the plain fallback wrong on two; "taught" fixes every
+        // post of half B that a correction's label names, and breaks one.
+        let expected = [Routine, Task, Incident, Routine, Task, Incident];
+        let plain = [Routine, Routine, Incident, Task, Task, Incident];
+        let h = halvings(&expected, &plain, 4, |wrong, half_b| {
+            let taught: Vec<Label> = wrong.iter().map(|&i| expected[i]).collect();
+            half_b
+                .iter()
+                .map(|&i| {
+                    if taught.contains(&expected[i]) {
+                        expected[i]
+                    } else {
+                        plain[i]
+                    }
+                })
+                .collect()
+        });
+        assert_eq!(h.seeds.len(), 4);
+        for s in &h.seeds {
+            assert!(s.after >= s.before, "{s:?}");
+            assert_eq!(s.scored, 3);
+        }
+        assert!(h.passes && h.mean_change_points >= 0.0 && h.worse == 0);
+        // A taught fallback that gets everything wrong fails the protocol.
+        let h = halvings(&expected, &plain, 2, |_, half_b| {
+            half_b.iter().map(|_| Label::Task).collect()
+        });
+        assert!(!h.passes);
+        assert!(
+            h.render_text().contains("CORRECTIONS HURT"),
+            "{}",
+            h.render_text()
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Keyword rules: the classifier that works with Ollama gone.
 //!
 //! Pure functions of the text and the configured extra phrases. The text is
-//! folded (lowercase, common diacritics removed, apostrophes dropped so
-//! "can't" and "cant" match alike) and cut into clauses at punctuation; a
+//! prepared like the model's ([`super::normalize`]: folded, Cyrillic in
+//! Latin, apostrophes dropped so "can't" and "cant" match alike, politeness
+//! at the ends cut) and cut into clauses at punctuation; a
 //! phrase matches whole words inside one clause. Each phrase adds its weight
 //! to its label once per message. A phrase preceded within three words by a
 //! negation ("not urgent", "no longer down", "nije hitno") does not count for
@@ -20,6 +21,7 @@ mod phrases;
 
 use serde::Serialize;
 
+use super::normalize::{fold, prepare};
 use super::{ClassifyConfig, Label};
 use phrases::{
     BROKEN_FILLER, BROKEN_NEGATORS, FIRST_PERSON, FIRST_PERSON_ACTIONS, FUNCTION_STEMS, INCIDENT,
@@ -120,8 +122,10 @@ impl Rules {
     }
 
     /// Classifies `text`.
+    /// The text is read as the fallback reads it ([`prepare`]): without
+    /// struck or quoted text and without the politeness at its ends.
     pub fn classify(&self, text: &str) -> Verdict {
-        let clauses = clauses_of(text);
+        let clauses = clauses_of(&prepare(text));
         let mut scores = Scores::default();
         let mut hits = Vec::new();
         for p in &self.phrases {
@@ -303,29 +307,6 @@ fn word_matches(pattern: &str, word: &str) -> bool {
             .is_some_and(|rest| rest.chars().all(char::is_alphabetic)),
         None => pattern == word,
     }
-}
-
-/// Lowercase, diacritics folded, apostrophes removed.
-pub(crate) fn fold(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars().flat_map(char::to_lowercase) {
-        match c {
-            '\'' | '’' | '`' | '´' => {}
-            'ä' | 'á' | 'à' | 'â' | 'ã' | 'å' => out.push('a'),
-            'ö' | 'ó' | 'ò' | 'ô' | 'õ' | 'ø' => out.push('o'),
-            'ü' | 'ú' | 'ù' | 'û' => out.push('u'),
-            'é' | 'è' | 'ê' | 'ë' => out.push('e'),
-            'í' | 'ì' | 'î' | 'ï' => out.push('i'),
-            'ñ' => out.push('n'),
-            'ç' | 'č' | 'ć' => out.push('c'),
-            'š' => out.push('s'),
-            'ž' => out.push('z'),
-            'đ' => out.push_str("dj"),
-            'ß' => out.push_str("ss"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Clause boundaries: negation and phrases do not reach across these.

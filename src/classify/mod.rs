@@ -22,9 +22,14 @@ pub mod data;
 pub mod eval;
 mod fallback;
 pub mod keywords;
+mod lessons;
 pub mod model;
+mod normalize;
 mod parse;
+mod polite;
 mod prompt;
+
+use std::collections::HashMap;
 
 use crate::bounded::Bounded;
 
@@ -33,9 +38,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ollama::{self, ChatRequest, LlmError, LlmErrorKind, Purpose};
 
+use corrections::Correction;
 pub(crate) use data::Example;
 use fallback::FallbackVerdict;
-pub use fallback::{Fallback, FallbackPart};
+pub use fallback::{Because, Fallback, FallbackPart};
 pub use prompt::label_schema;
 
 /// The three labels; nothing else is ever a classification. Ordered by
@@ -120,6 +126,9 @@ impl ClassifyConfig {
 pub enum FallbackReason {
     /// No LLM configured, or `--no-llm`.
     NoLlm,
+    /// The team corrected this text (or one nearly the same): its label is
+    /// remembered, the LLM is not asked.
+    Corrected,
     /// No model call fits in the time the cycle has left for chat work.
     NoTime,
     /// The server did not accept a connection.
@@ -139,6 +148,7 @@ impl FallbackReason {
     pub(crate) fn code(&self) -> &'static str {
         match self {
             FallbackReason::NoLlm => "no_llm",
+            FallbackReason::Corrected => "corrected",
             FallbackReason::NoTime => "no_time",
             FallbackReason::Unreachable => "unreachable",
             FallbackReason::Timeout => "timeout",
@@ -165,6 +175,7 @@ impl std::fmt::Display for FallbackReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FallbackReason::NoLlm => f.write_str("no LLM configured"),
+            FallbackReason::Corrected => f.write_str("a correction remembered, LLM not asked"),
             FallbackReason::NoTime => f.write_str("no LLM call fits in the time left"),
             FallbackReason::Unreachable => f.write_str("Ollama unreachable"),
             FallbackReason::Timeout => f.write_str("Ollama timed out"),
@@ -194,7 +205,7 @@ pub enum DecisionPath {
 }
 
 /// A post's classification and how it came about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// The label.
     pub label: Label,
@@ -202,6 +213,50 @@ pub struct Decision {
     pub path: DecisionPath,
     /// Wall time spent, model call included.
     pub elapsed_ms: u64,
+    /// What made the fallback (or a correction's memory) decide, with its
+    /// figures; `None` on the LLM path, whose answer is its own reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub because: Option<Because>,
+}
+
+impl Decision {
+    /// The one explanation of the decision, the same in `ops-agent
+    /// classify`, the audit trail and `ops-agent eval`: which part decided
+    /// (the LLM, a correction, the model or the rules), why the LLM did
+    /// not when it did not, and the figures that decided.
+    pub(crate) fn explain(&self) -> String {
+        match (&self.path, &self.because) {
+            (DecisionPath::Llm { model }, _) => format!("{} by the LLM ({model})", self.label),
+            (DecisionPath::Fallback { reason, .. }, because) => {
+                let who = because
+                    .as_ref()
+                    .map_or_else(|| "the fallback".to_string(), |b| b.render(self.label));
+                match reason {
+                    FallbackReason::NoLlm | FallbackReason::Corrected => {
+                        format!("{} by {who}", self.label)
+                    }
+                    other => format!("{} by {who} [LLM not used: {other}]", self.label),
+                }
+            }
+        }
+    }
+}
+
+/// A post to classify: its text and the team it was posted in (whose
+/// corrections, and only whose, are the LLM's worked examples).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Post<'p> {
+    /// The message.
+    pub(crate) text: &'p str,
+    /// Its team's name; empty when unknown (no worked examples then).
+    pub(crate) team: &'p str,
+}
+
+impl<'p> Post<'p> {
+    /// A post of no known team.
+    pub(crate) fn anywhere(text: &'p str) -> Post<'p> {
+        Post { text, team: "" }
+    }
 }
 
 /// Everything that labels the posts of one cycle: the LLM when there is
@@ -211,7 +266,9 @@ pub struct Decision {
 pub(crate) struct Triage<'a> {
     llm: Option<&'a ollama::Client>,
     fallback: Fallback,
-    corrections: Vec<Example>,
+    /// Per team, its corrections (index in the list, scrubbed example):
+    /// the worked examples of its posts' prompts, never another team's.
+    shots: HashMap<String, Vec<(usize, Example)>>,
 }
 
 impl<'a> Triage<'a> {
@@ -219,12 +276,26 @@ impl<'a> Triage<'a> {
     pub(crate) fn new(
         llm: Option<&'a ollama::Client>,
         cfg: &ClassifyConfig,
-        corrections: Vec<Example>,
+        corrections: Vec<Correction>,
     ) -> Triage<'a> {
+        let mut shots: HashMap<String, Vec<(usize, Example)>> = HashMap::new();
+        for (i, c) in corrections.iter().enumerate() {
+            if c.team.is_empty() {
+                continue;
+            }
+            // A correction's text is a client's post: it may hold a
+            // password, and it goes into a prompt whose answer the reply
+            // model may echo.
+            let example = Example {
+                text: crate::scrub::text(&c.text).into_owned(),
+                label: c.label,
+            };
+            shots.entry(c.team.clone()).or_default().push((i, example));
+        }
         Triage {
             llm,
             fallback: Fallback::new(cfg, &corrections),
-            corrections,
+            shots,
         }
     }
 
@@ -236,31 +307,54 @@ impl<'a> Triage<'a> {
     /// The fallback's decision, recording why the model was not asked.
     pub(crate) fn fallback_decision(&self, text: &str, reason: FallbackReason) -> Decision {
         let start = tokio::time::Instant::now();
-        let (label, path) = self.fall_back(text, reason);
-        Decision {
-            label,
-            path,
-            elapsed_ms: start.elapsed().as_millis() as u64,
-        }
+        self.fall_back(text, reason, None, start)
     }
 
-    /// The fallback's label and path, with the part that decided.
-    fn fall_back(&self, text: &str, reason: FallbackReason) -> (Label, DecisionPath) {
-        let v = self.fallback.classify(text);
-        (
-            v.label,
-            DecisionPath::Fallback {
+    /// The fallback's decision, with the part that decided and its figures.
+    fn fall_back(
+        &self,
+        text: &str,
+        reason: FallbackReason,
+        except: Option<usize>,
+        start: tokio::time::Instant,
+    ) -> Decision {
+        let v = self.fallback.classify_except(text, except);
+        Decision {
+            label: v.label,
+            path: DecisionPath::Fallback {
                 reason,
                 part: v.part,
             },
-        )
+            elapsed_ms: start.elapsed().as_millis() as u64,
+            because: Some(v.because),
+        }
+    }
+
+    /// The worked examples for `post`: its own team's corrections only
+    /// (but `except`), the most similar first.
+    fn shots_for(&self, post: Post<'_>, except: Option<usize>) -> Vec<Example> {
+        let own: Vec<Example> = self
+            .shots
+            .get(post.team)
+            .map(|list| {
+                list.iter()
+                    .filter(|(i, _)| Some(*i) != except)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        prompt::select_shots(&own, post.text)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// Asks the model; `Err` is why the fallback must decide.
     async fn ask_llm(
         &self,
         llm: &ollama::Client,
-        text: &str,
+        post: Post<'_>,
+        except: Option<usize>,
     ) -> Result<(Label, String), FallbackReason> {
         let model = llm.config().classify_model.clone();
         match llm.has_model(&model, Purpose::Classify).await {
@@ -268,9 +362,10 @@ impl<'a> Triage<'a> {
             Ok(false) => return Err(FallbackReason::ModelMissing),
             Err(e) => return Err(FallbackReason::from_error(&e)),
         }
-        let shots = prompt::select_shots(&self.corrections, text);
+        let shots = self.shots_for(post, except);
+        let shots: Vec<&Example> = shots.iter().collect();
         let mut req =
-            prompt::classify_request(&model, text, &shots, llm.supports_structured_output());
+            prompt::classify_request(&model, post, &shots, llm.supports_structured_output());
         if llm.thinks(&model) {
             req.max_tokens = prompt::THINKING_MAX_TOKENS;
         }
@@ -297,14 +392,48 @@ impl<'a> Triage<'a> {
 
     /// Classifies one post. Never fails: when the model cannot help, the
     /// fallback decides and the reason is logged and recorded.
-    pub(crate) async fn classify(&self, text: &str) -> Decision {
+    pub(crate) async fn classify(&self, post: Post<'_>) -> Decision {
+        self.classify_except(post, None).await
+    }
+
+    /// Classifies one post as if correction `except` (an index in the list
+    /// the triage was made with) had not been made: how `ops-agent eval`
+    /// scores the corrections, with one triage for all of them.
+    ///
+    /// A post the team corrected (or one nearly the same) gets the
+    /// corrected label without asking the LLM: a person said so about this
+    /// very text, and a model that answered otherwise before may again.
+    pub(crate) async fn classify_except(&self, post: Post<'_>, except: Option<usize>) -> Decision {
         let start = tokio::time::Instant::now();
+        if let Some(r) = self.fallback.recall(post.text, except) {
+            let reason = match self.llm {
+                Some(_) => FallbackReason::Corrected,
+                None => FallbackReason::NoLlm,
+            };
+            return Decision {
+                label: r.label,
+                path: DecisionPath::Fallback {
+                    reason,
+                    part: FallbackPart::Correction,
+                },
+                elapsed_ms: start.elapsed().as_millis() as u64,
+                because: Some(Because::Correction {
+                    post: r.post_id,
+                    similarity: r.similarity,
+                }),
+            };
+        }
         let outcome = match self.llm {
             None => Err(FallbackReason::NoLlm),
-            Some(c) => self.ask_llm(c, text).await,
+            Some(c) => self.ask_llm(c, post, except).await,
         };
-        let (label, path) = match outcome {
-            Ok((label, model)) => (label, DecisionPath::Llm { model }),
+        match outcome {
+            Ok((label, model)) => Decision {
+                label,
+                path: DecisionPath::Llm { model },
+                elapsed_ms: start.elapsed().as_millis() as u64,
+                because: None,
+            },
             Err(reason) => {
                 if reason != FallbackReason::NoLlm {
                     let model = self
@@ -322,13 +451,8 @@ impl<'a> Triage<'a> {
                         "Classification fell back to the rules and the model."
                     );
                 }
-                self.fall_back(text, reason)
+                self.fall_back(post.text, reason, except, start)
             }
-        };
-        Decision {
-            label,
-            path,
-            elapsed_ms: start.elapsed().as_millis() as u64,
         }
     }
 
@@ -336,12 +460,11 @@ impl<'a> Triage<'a> {
     /// flight (the client's `ollama.concurrency`), starting no new post once
     /// `deadline` has passed. Calls already started finish (each is bounded
     /// by the classification timeout), so pass a deadline that leaves at
-    /// least that much room before the cycle's own. The texts may be
-    /// borrowed (`&str`): the chat stage's posts are classified without a
-    /// copy of each message.
-    pub(crate) async fn classify_many<K, T: AsRef<str>>(
+    /// least that much room before the cycle's own. The texts are borrowed:
+    /// the chat stage's posts are classified without a copy of each message.
+    pub(crate) async fn classify_many<K>(
         &self,
-        posts: Vec<(K, T)>,
+        posts: Vec<(K, Post<'_>)>,
         deadline: tokio::time::Instant,
     ) -> Batch<K> {
         let limit = self.llm.map_or(1, |c| c.config().concurrency);
@@ -350,10 +473,10 @@ impl<'a> Triage<'a> {
         let mut done = Vec::with_capacity(queue.len());
         loop {
             while in_flight.has_room() && tokio::time::Instant::now() < deadline {
-                let Some((key, text)) = queue.next() else {
+                let Some((key, post)) = queue.next() else {
                     break;
                 };
-                in_flight.push(async move { (key, self.classify(text.as_ref()).await) });
+                in_flight.push(async move { (key, self.classify(post).await) });
             }
             match in_flight.next().await {
                 Some(finished) => done.push(finished),
@@ -369,7 +492,9 @@ impl<'a> Triage<'a> {
 
 /// Classifies one post without corrections (see [`Triage::classify`]).
 pub async fn classify(llm: Option<&ollama::Client>, cfg: &ClassifyConfig, text: &str) -> Decision {
-    Triage::new(llm, cfg, Vec::new()).classify(text).await
+    Triage::new(llm, cfg, Vec::new())
+        .classify(Post::anywhere(text))
+        .await
 }
 
 /// Result of [`classify_many`].
@@ -383,12 +508,16 @@ pub struct Batch<K> {
 }
 
 /// Classifies many posts without corrections (see [`Triage::classify_many`]).
-pub async fn classify_many<K>(
+pub async fn classify_many<K: Clone>(
     llm: Option<&ollama::Client>,
     cfg: &ClassifyConfig,
     posts: Vec<(K, String)>,
     deadline: tokio::time::Instant,
 ) -> Batch<K> {
+    let posts = posts
+        .iter()
+        .map(|(k, text)| (k.clone(), Post::anywhere(text)))
+        .collect();
     Triage::new(llm, cfg, Vec::new())
         .classify_many(posts, deadline)
         .await
@@ -422,6 +551,7 @@ mod tests {
                 part: FallbackPart::Model,
             },
             elapsed_ms: 3,
+            because: None,
         };
         let v = serde_json::to_value(&d).unwrap();
         assert_eq!(

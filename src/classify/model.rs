@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use super::data::{self, Example};
-use super::keywords::fold;
+use super::normalize::prepare;
 use super::Label;
 
 /// The labelled sets the shipped model learns from, compiled into the
@@ -47,10 +47,17 @@ pub const TRAINING_SETS: &[(&str, &str)] = &[
         "src/classify/data/classify-dev-2.jsonl",
         include_str!("data/classify-dev-2.jsonl"),
     ),
+    (
+        "src/classify/data/train-messy.jsonl",
+        include_str!("data/train-messy.jsonl"),
+    ),
 ];
 
 /// Laplace smoothing: what an unseen (feature, label) pair counts.
-const ALPHA: f64 = 0.5;
+const ALPHA: f64 = 0.1;
+/// Smoothing of what corrections taught about words the training never
+/// had ([`Model::add_evidence`]).
+const EVIDENCE_ALPHA: f64 = 1.0;
 /// Weight of one character 4-gram relative to a word.
 const CHAR_WEIGHT: f32 = 0.15;
 /// Length of the character n-grams.
@@ -71,6 +78,12 @@ pub struct Model {
     counts: HashMap<u64, [f32; 3]>,
     totals: [f64; 3],
     docs: [f64; 3],
+    /// Distinct features of the training rows (the smoothing's vocabulary;
+    /// evidence added later does not change it).
+    vocabulary: usize,
+    /// Counts the corrections added for features the training rows never
+    /// had ([`Model::add_evidence`]).
+    evidence: HashMap<u64, [f32; 3]>,
 }
 
 /// The model's view of one text.
@@ -78,7 +91,11 @@ pub struct Model {
 pub(crate) struct Prediction {
     /// Log-probability per label (up to a shared constant), report order.
     pub(crate) log_scores: [f64; 3],
-    /// Known features in the text: 0 means the model knows nothing of it.
+    /// Distinct words of two characters or more in the text that the model
+    /// has seen in training: 0 means it has nothing to go on (a one-letter
+    /// post, politeness only, a language or script it never saw), and then
+    /// its scores are only its priors, which must not decide
+    /// ([`super::fallback`]).
     pub(crate) known: usize,
 }
 
@@ -91,15 +108,16 @@ impl Prediction {
 
     /// Probabilities per label (report order), for explanations.
     pub(crate) fn probabilities(&self) -> [f64; 3] {
-        let m = self
-            .log_scores
-            .iter()
-            .cloned()
-            .fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = self.log_scores.iter().map(|s| (s - m).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        [e[0] / sum, e[1] / sum, e[2] / sum]
+        probabilities(&self.log_scores)
     }
+}
+
+/// Log-scores (report order) as probabilities.
+pub(crate) fn probabilities(scores: &[f64; 3]) -> [f64; 3] {
+    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    [e[0] / sum, e[1] / sum, e[2] / sum]
 }
 
 /// The label with the highest score; an exact tie goes to the less serious.
@@ -123,14 +141,35 @@ impl Model {
         m
     }
 
-    /// Adds one example (a correction counts several times its weight).
-    pub(crate) fn add(&mut self, text: &str, label: Label, weight: f32) {
+    /// Adds one training row.
+    fn add(&mut self, text: &str, label: Label, weight: f32) {
         let k = index(label);
         self.docs[k] += weight as f64;
-        for (f, v) in features(text) {
-            let c = self.counts.entry(f).or_insert([0.0; 3]);
+        for (f, v) in features(&words(text)) {
+            let c = self.counts.entry(f).or_insert_with(|| {
+                self.vocabulary += 1;
+                [0.0; 3]
+            });
             c[k] += v * weight;
             self.totals[k] += (v * weight) as f64;
+        }
+    }
+
+    /// Adds what a correction says about the words the model has never
+    /// seen: their counts for its label, and nothing else. Not the words it
+    /// knows (what a few thousand rows taught it stands: one correction of
+    /// a pasted log must not make "could not write to file" chatter), not
+    /// the label's share of the posts (the prior), nor its total of words,
+    /// nor the vocabulary: corrections are the agent's mistakes, not a
+    /// sample of the chat, so they must not move the label of a post that
+    /// shares no new word with them. A client's jargon, a script or a typo
+    /// the training never had is what they teach.
+    pub(crate) fn add_evidence(&mut self, text: &str, label: Label, weight: f32) {
+        let k = index(label);
+        for (f, x) in features(&words(text)) {
+            if !self.counts.contains_key(&f) {
+                self.evidence.entry(f).or_insert([0.0; 3])[k] += x * weight;
+            }
         }
     }
 
@@ -140,27 +179,93 @@ impl Model {
         self.counts.len()
     }
 
+    /// Training rows per label (report order), corrections included at
+    /// their weight.
+    pub(crate) fn rows(&self) -> [f64; 3] {
+        self.docs
+    }
+
     /// Scores `text`; features never seen in training are ignored.
+    #[cfg(test)]
     pub(crate) fn predict(&self, text: &str) -> Prediction {
-        let docs: f64 = self.docs.iter().sum();
-        let v = self.counts.len().max(1) as f64;
+        self.predict_without(text, None)
+    }
+
+    /// Scores `text` as if the evidence `minus` (a text, its label and the
+    /// weight it was added with by [`Model::add_evidence`]) had never been
+    /// added: `ops-agent eval` scores each correction without it, from one
+    /// model, instead of training one model per correction.
+    pub(crate) fn predict_without(
+        &self,
+        text: &str,
+        minus: Option<(&str, Label, f32)>,
+    ) -> Prediction {
+        let docs = self.docs;
+        let totals = self.totals;
+        let mut removed: HashMap<u64, f32> = HashMap::new();
+        let mut removed_from = 0;
+        if let Some((t, label, weight)) = minus {
+            removed_from = index(label);
+            for (f, v) in features(&words(t)) {
+                removed.insert(f, v * weight);
+            }
+        }
+        // A feature of the training rows, or one only corrections taught.
+        enum Seen {
+            Trained([f32; 3]),
+            Taught([f32; 3]),
+        }
+        let count = |f: &u64| -> Option<Seen> {
+            if let Some(c) = self.counts.get(f) {
+                return Some(Seen::Trained(*c));
+            }
+            let mut c = *self.evidence.get(f)?;
+            if let Some(r) = removed.get(f) {
+                c[removed_from] = (c[removed_from] - r).max(0.0);
+                if c.iter().sum::<f32>() <= 1e-6 {
+                    return None;
+                }
+            }
+            Some(Seen::Taught(c))
+        };
+        let all: f64 = docs.iter().sum();
+        let v = self.vocabulary.max(1) as f64;
         let mut s = [0.0f64; 3];
         for (k, score) in s.iter_mut().enumerate() {
-            *score = if docs > 0.0 {
-                ((self.docs[k] + 1.0) / (docs + 3.0)).ln()
+            *score = if all > 0.0 {
+                ((docs[k] + 1.0) / (all + 3.0)).ln()
             } else {
                 0.0
             };
         }
-        let mut known = 0;
-        for (f, w) in features(text) {
-            let Some(c) = self.counts.get(&f) else {
-                continue;
-            };
-            known += 1;
-            for (k, score) in s.iter_mut().enumerate() {
-                let p = (c[k] as f64 + ALPHA) / (self.totals[k] + ALPHA * v);
-                *score += w as f64 * p.ln();
+        let words = words(text);
+        let known = words
+            .iter()
+            .filter(|w| w.chars().count() >= 2)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .filter(|w| count(&hash(&[b"w", w.as_bytes()])).is_some())
+            .count();
+        for (f, w) in features(&words) {
+            match count(&f) {
+                None => {}
+                Some(Seen::Trained(c)) => {
+                    for (k, score) in s.iter_mut().enumerate() {
+                        let p = (c[k] as f64 + ALPHA) / (totals[k] + ALPHA * v);
+                        *score += w as f64 * p.ln();
+                    }
+                }
+                // What corrections taught: each label's count against the
+                // mean, smoothed by EVIDENCE_ALPHA, so one correction's word
+                // counts ln 2 (at weight 1), not the tenfold of an unseen
+                // training feature.
+                Some(Seen::Taught(e)) => {
+                    let mean = e.iter().map(|x| *x as f64).sum::<f64>() / 3.0;
+                    for (k, score) in s.iter_mut().enumerate() {
+                        *score += w as f64
+                            * ((e[k] as f64 + EVIDENCE_ALPHA) / (mean + EVIDENCE_ALPHA)).ln();
+                    }
+                }
             }
         }
         Prediction {
@@ -192,12 +297,23 @@ pub(crate) fn base() -> &'static Model {
 /// that `ops-agent eval` can say when its figure is no hold-out: a model
 /// scores the rows it learnt from far better than new chat.
 pub(crate) fn is_trained_on(text: &str) -> bool {
+    // A post of politeness only ("morning all") has no words as the
+    // fallback reads it: then its folded words as written, and for a post
+    // without any (one emoji), the text itself.
     fn key(text: &str) -> String {
         let k = text_key(text);
-        if k.is_empty() {
+        if !k.is_empty() {
+            return k;
+        }
+        let folded = super::normalize::fold(text);
+        let written: Vec<&str> = folded
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        if written.is_empty() {
             text.trim().to_string()
         } else {
-            k
+            written.join(" ")
         }
     }
     static KEYS: OnceLock<HashSet<String>> = OnceLock::new();
@@ -212,10 +328,11 @@ pub(crate) fn text_key(text: &str) -> String {
     words(text).join(" ")
 }
 
-/// Folded words: lowercase, diacritics removed, split at anything that is
-/// not a letter or digit.
+/// The words of a text as the fallback reads it ([`prepare`]: folded,
+/// Cyrillic in Latin, without struck or quoted text and without the
+/// politeness at its ends), split at anything that is not a letter or digit.
 pub(crate) fn words(text: &str) -> Vec<String> {
-    fold(text)
+    prepare(text)
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_string)
@@ -224,14 +341,13 @@ pub(crate) fn words(text: &str) -> Vec<String> {
 
 /// The features of a text with their weights, each once (presence, not
 /// frequency: a pasted log repeating "error" forty times is one error).
-fn features(text: &str) -> HashMap<u64, f32> {
-    let w = words(text);
+fn features(w: &[String]) -> HashMap<u64, f32> {
     let mut out: HashMap<u64, f32> = HashMap::new();
     let mut put = |key: u64, v: f32| {
         let e = out.entry(key).or_insert(0.0);
         *e = e.max(v);
     };
-    for x in &w {
+    for x in w {
         put(hash(&[b"w", x.as_bytes()]), 1.0);
         let padded: Vec<char> = format!(" {x} ").chars().collect();
         if padded.len() >= CHAR_N {
@@ -275,40 +391,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn learns_from_examples_and_corrections_add_up() {
+    fn learns_from_examples_and_corrections_teach_only_new_words() {
         let mut m = Model::train([
             ("the site is down", Label::Incident, 1.0),
             ("planka is down again", Label::Incident, 1.0),
             ("please add me to the board", Label::Task, 1.0),
             ("please renew the cert", Label::Task, 1.0),
-            ("thanks all", Label::Routine, 1.0),
-            ("good morning", Label::Routine, 1.0),
+            ("lunch at noon?", Label::Routine, 1.0),
+            ("the deploy went fine", Label::Routine, 1.0),
         ]);
         assert_eq!(m.predict("mattermost is down").label(), Label::Incident);
         assert_eq!(m.predict("please add Ana").label(), Label::Task);
-        assert_eq!(m.predict("thanks!").label(), Label::Routine);
-        // Nothing known: the priors (equal here) and the tie rule decide.
-        let p = m.predict("zzz");
-        assert_eq!((p.known, p.label()), (0, Label::Routine));
-        // A correction, weighted, moves the model.
-        assert_eq!(m.predict("the site is slow").label(), Label::Incident);
-        m.add("the site is slow, as every monday", Label::Routine, 3.0);
-        assert_eq!(m.predict("the site is slow").label(), Label::Routine);
+        assert_eq!(m.predict("lunch?").label(), Label::Routine);
+        // Nothing known (politeness only, or unknown words): no evidence.
+        for text in ["thanks!", "zzz"] {
+            assert_eq!(m.predict(text).known, 0, "{text}");
+        }
+        // A correction teaches the words the model never saw ...
+        assert_eq!(m.predict("kvaka stoji opet").known, 0);
+        m.add_evidence("kvaka stoji", Label::Incident, 1.0);
+        let p = m.predict("kvaka stoji opet");
+        assert_eq!((p.known, p.label()), (2, Label::Incident));
+        // ... and not the ones it knows, nor the share of each label.
+        let before = m.predict("the site is down");
+        m.add_evidence("the site is down, as every monday", Label::Routine, 3.0);
+        let after = m.predict("the site is down");
+        assert_eq!(after.label(), Label::Incident);
+        let lunch = m.predict("lunch at noon?");
+        m.add_evidence("zzz qqq", Label::Task, 50.0);
+        let again = m.predict("lunch at noon?");
+        for k in 0..3 {
+            assert!((again.log_scores[k] - lunch.log_scores[k]).abs() < 1e-9);
+        }
+        assert!((before.log_scores[2] - after.log_scores[2]).abs() < 1e-9);
+        // Left out, a correction's evidence is as if never added.
+        let without = m.predict_without(
+            "kvaka stoji opet",
+            Some(("kvaka stoji", Label::Incident, 1.0)),
+        );
+        assert_eq!(without.known, 0);
     }
 
     #[test]
     fn features_are_presence_and_word_pieces() {
-        let f = features("Error error ERROR");
-        let words = f.values().filter(|v| **v == 1.0).count();
+        let f = features(&words("Error error ERROR"));
+        let whole = f.values().filter(|v| **v == 1.0).count();
         // "error" once, and the pairs <s>_error, error_error, error_</s>.
-        assert_eq!(words, 4);
+        assert_eq!(whole, 4);
         // " error " has four 4-grams.
         assert_eq!(f.values().filter(|v| **v == CHAR_WEIGHT).count(), 4);
         // Inflected forms share pieces of their stem.
-        let a = features("restartujemo");
-        let b = features("restartovati");
+        let a = features(&words("restartujemo"));
+        let b = features(&words("restartovati"));
         assert!(a.keys().filter(|k| b.contains_key(k)).count() >= 4);
-        assert!(features("").len() == 1, "only <s>_</s>");
+        assert!(features(&words("")).len() == 1, "only <s>_</s>");
     }
 
     #[test]
@@ -360,5 +496,8 @@ mod tests {
         // No words: the text itself, not the empty key every emoji has.
         assert!(is_trained_on("👍"));
         assert!(!is_trained_on("🦀"));
+        // Politeness only: compared by its words as written.
+        assert!(is_trained_on("Morning all!!"));
+        assert!(!is_trained_on("morning everyone, all"));
     }
 }

@@ -8,7 +8,13 @@ use anyhow::{Context, Result};
 use crate::config::Config;
 
 /// Classifies `text` (`-`: stdin) as the cycle would.
-pub(crate) fn run(config: &Config, text: &str, no_llm: bool, json: bool) -> Result<ExitCode> {
+pub(crate) fn run(
+    config: &Config,
+    text: &str,
+    team: Option<&str>,
+    no_llm: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let text = if text == "-" {
         let mut buf = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)
@@ -21,7 +27,10 @@ pub(crate) fn run(config: &Config, text: &str, no_llm: bool, json: bool) -> Resu
         &config.ollama,
         &config.classify,
         &config.paths.corrections,
-        &text,
+        crate::classify::Post {
+            text: &text,
+            team: team.unwrap_or(""),
+        },
         no_llm,
     ))?;
     if json {

@@ -1,10 +1,13 @@
-//! `ops-agent eval [FILE.jsonl] [--no-llm] [--json]`: how the classifier
-//! does on labelled posts (`{"text", "label"}` per line), so an operator can
-//! choose a model, check a prompt, and see the fallback's quality on their
-//! own traffic. Without a file, the recorded corrections are the posts:
-//! each is classified as if it had not been corrected (the other
-//! corrections still teach), which measures whether what the team taught
-//! carries over to the next post like it.
+//! `ops-agent eval [FILE.jsonl] [--no-llm] [--json] [--halves N]`: how the
+//! classifier does on labelled posts (`{"text", "label"}` per line, with an
+//! optional `lang` for figures per language and `team` for the team's
+//! worked examples), so an operator can choose a model, check a prompt,
+//! and see the fallback's quality on their own traffic. Without a file,
+//! the recorded corrections are the posts: each is classified as if it had
+//! not been corrected (the other corrections still teach), which measures
+//! whether what the team taught carries over to the next post like it.
+//! `--halves N` measures whether corrections help at all: the halving
+//! protocol of [`eval::halvings`] over N seeds.
 //!
 //! The fallback's model is trained on sets compiled into the binary: rows
 //! of those sets score far better than new chat would, so the command
@@ -16,13 +19,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::classify::corrections::{self, Correction};
-use crate::classify::data::{self, Example};
-use crate::classify::eval::{self, Outcome, Report};
+use crate::classify::data;
+use crate::classify::eval::{self, Halvings, Outcome, Report};
 use crate::classify::model::is_trained_on;
-use crate::classify::Triage;
+use crate::classify::{Fallback, Label, Post, Triage};
 use crate::config::Config;
 use crate::ollama;
 
@@ -49,12 +52,26 @@ struct EvalOutput {
     report: Report,
 }
 
+/// One labelled post of an evaluation file: `text` and `label`, and
+/// optionally its language (`lang`, for figures per language) and its
+/// team (`team`, whose corrections are the LLM's worked examples).
+#[derive(Debug, Clone, Deserialize)]
+struct Row {
+    text: String,
+    label: Label,
+    #[serde(default)]
+    lang: Option<String>,
+    #[serde(default)]
+    team: String,
+}
+
 /// Runs the evaluation and prints it.
 pub(crate) fn run(
     config: &Config,
     file: Option<&Path>,
     no_llm: bool,
     json: bool,
+    halves: Option<u32>,
 ) -> Result<ExitCode> {
     let (source, rows, skipped) = match file {
         Some(f) => {
@@ -86,6 +103,9 @@ pub(crate) fn run(
     };
     if rows.is_empty() {
         bail!("{source}: no labelled posts to evaluate");
+    }
+    if let (Some(seeds), Source::File(rows)) = (halves, &rows) {
+        return run_halves(config, &source, rows, seeds, no_llm, json);
     }
     let client = if no_llm {
         None
@@ -126,10 +146,80 @@ pub(crate) fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `--halves --json` prints.
+#[derive(Debug, Serialize)]
+struct HalvesOutput<'a> {
+    /// The file.
+    source: &'a str,
+    /// The figures per split and their summary.
+    #[serde(flatten)]
+    halvings: &'a Halvings,
+}
+
+/// `--halves N`: whether the team's corrections help the fallback on the
+/// posts they were not made on (see [`eval::halvings`]). The fallback is
+/// built from the shipped model each time, without the corrections file:
+/// the only corrections are the protocol's. Exits 1 when they hurt.
+fn run_halves(
+    config: &Config,
+    source: &str,
+    rows: &[Row],
+    seeds: u32,
+    no_llm: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    if !no_llm {
+        eprintln!("--halves measures the fallback only: the LLM is not asked");
+    }
+    let plain = Fallback::new(&config.classify, &[]);
+    let expected: Vec<Label> = rows.iter().map(|r| r.label).collect();
+    let labels: Vec<Label> = rows.iter().map(|r| plain.classify(&r.text).label).collect();
+    let at = chrono::DateTime::from_timestamp(0, 0).unwrap_or_default();
+    let halvings = eval::halvings(&expected, &labels, seeds.into(), |wrong, half_b| {
+        let taught: Vec<Correction> = wrong
+            .iter()
+            .map(|&i| Correction {
+                text: rows[i].text.clone(),
+                label: rows[i].label,
+                was: labels[i],
+                post_id: format!("row-{}", i + 1),
+                team: rows[i].team.clone(),
+                by: "eval".into(),
+                at,
+            })
+            .collect();
+        let fallback = Fallback::new(&config.classify, &taught);
+        half_b
+            .iter()
+            .map(|&i| fallback.classify(&rows[i].text).label)
+            .collect()
+    });
+    if json {
+        let out = HalvesOutput {
+            source,
+            halvings: &halvings,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).context("rendering JSON")?
+        );
+    } else {
+        println!(
+            "{source}: fallback only, the wrong answers on half A recorded as corrections, half B scored\n"
+        );
+        print!("{}", halvings.render_text());
+    }
+    Ok(if halvings.passes {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 /// The posts to evaluate.
 enum Source {
     /// From a file; classified as the cycle would (with the corrections).
-    File(Vec<Example>),
+    File(Vec<Row>),
     /// The corrections themselves; each without itself.
     Corrections(Vec<Correction>),
 }
@@ -153,7 +243,7 @@ async fn classify_all(
         Source::File(rows) => {
             let taught =
                 match corrections::load_recent(&config.paths.corrections, corrections::LOAD_MAX) {
-                    Ok((list, _)) => corrections::examples(&list),
+                    Ok((list, _)) => list,
                     Err(e) => {
                         eprintln!("corrections not read, evaluating without them: {e:#}");
                         Vec::new()
@@ -161,10 +251,16 @@ async fn classify_all(
                 };
             let triage = Triage::new(llm, &config.classify, taught);
             let far = tokio::time::Instant::now() + std::time::Duration::from_secs(365 * 86_400);
-            let posts: Vec<(usize, String)> = rows
+            let posts: Vec<(usize, Post)> = rows
                 .iter()
                 .enumerate()
-                .map(|(i, r)| (i, r.text.clone()))
+                .map(|(i, r)| {
+                    let post = Post {
+                        text: &r.text,
+                        team: &r.team,
+                    };
+                    (i, post)
+                })
                 .collect();
             let mut done = triage.classify_many(posts, far).await.done;
             done.sort_by_key(|(i, _)| *i);
@@ -172,23 +268,26 @@ async fn classify_all(
                 out.push(Outcome {
                     text: rows[i].text.clone(),
                     expected: rows[i].label,
+                    lang: rows[i].lang.clone(),
                     decision,
                 });
             }
         }
+        // One triage for all: each correction is classified without its
+        // own memory, counts and lean (`Triage::classify_except`), so the
+        // cost grows with the corrections, not with their square.
         Source::Corrections(list) => {
+            let triage = Triage::new(llm, &config.classify, list.clone());
             for (i, c) in list.iter().enumerate() {
-                let others: Vec<Example> = list
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, c)| c.example())
-                    .collect();
-                let triage = Triage::new(llm, &config.classify, others);
+                let post = Post {
+                    text: &c.text,
+                    team: &c.team,
+                };
                 out.push(Outcome {
                     text: c.text.clone(),
                     expected: c.label,
-                    decision: triage.classify(&c.text).await,
+                    lang: None,
+                    decision: triage.classify_except(post, Some(i)).await,
                 });
             }
         }
@@ -197,7 +296,7 @@ async fn classify_all(
 }
 
 /// Reads an evaluation file, refusing one too large to be a list of posts.
-fn read_rows(path: &Path) -> Result<(Vec<Example>, Vec<data::BadLine>)> {
+fn read_rows(path: &Path) -> Result<(Vec<Row>, Vec<data::BadLine>)> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut text = String::new();
     file.take(MAX_FILE_BYTES + 1)
@@ -210,7 +309,21 @@ fn read_rows(path: &Path) -> Result<(Vec<Example>, Vec<data::BadLine>)> {
             MAX_FILE_BYTES / (1024 * 1024)
         );
     }
-    Ok(data::parse_lines(&text))
+    let mut rows = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Row>(line) {
+            Ok(r) => rows.push(r),
+            Err(e) => bad.push(data::BadLine {
+                line: i + 1,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok((rows, bad))
 }
 
 #[cfg(test)]
@@ -237,15 +350,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.paths.corrections = dir.path().join("none.jsonl");
+        let row = |text: &str, label, lang: &str| Row {
+            text: text.into(),
+            label,
+            lang: Some(lang.into()),
+            team: String::new(),
+        };
         let rows = Source::File(vec![
-            Example {
-                text: "planka is down for everyone".into(),
-                label: crate::classify::Label::Incident,
-            },
-            Example {
-                text: "thanks!".into(),
-                label: crate::classify::Label::Routine,
-            },
+            row("planka is down for everyone", Label::Incident, "en"),
+            row("Хвала!", Label::Routine, "sr-cyrl"),
         ]);
         let rt = tokio::runtime::Runtime::new().unwrap();
         let out = rt.block_on(classify_all(&config, None, &rows));

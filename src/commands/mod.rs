@@ -102,7 +102,12 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Status { json, check } => status::run(&config, json, check),
         Command::Stats { json, prometheus } => stats::run(&config, json, prometheus),
         Command::Reset { yes } => reset::run(&config, yes),
-        Command::Classify { text, no_llm, json } => classify::run(&config, &text, no_llm, json),
+        Command::Classify {
+            text,
+            team,
+            no_llm,
+            json,
+        } => classify::run(&config, &text, team.as_deref(), no_llm, json),
         Command::Config {
             action: ConfigAction::Check,
         } => config_check(&config, &source),
@@ -149,7 +154,12 @@ pub fn main(cli: Cli) -> ExitCode {
             json,
         ),
         Command::Explain { check, json } => health::explain(&config, &check, json),
-        Command::Eval { file, no_llm, json } => eval::run(&config, file.as_deref(), no_llm, json),
+        Command::Eval {
+            file,
+            no_llm,
+            json,
+            halves,
+        } => eval::run(&config, file.as_deref(), no_llm, json, halves),
         Command::Silence {
             target,
             duration,

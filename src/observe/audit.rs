@@ -94,6 +94,10 @@ pub(crate) enum Event {
         /// `correction`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         part: Option<String>,
+        /// The decision's explanation (who decided, with the figures), as
+        /// `ops-agent classify` and `ops-agent eval` give it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
     },
     /// A post was left for the next cycle, and why.
     PostPending {

@@ -209,6 +209,15 @@ pub(crate) fn describe(line: &Map<String, Value>) -> String {
             },
             s("excerpt")
         ),
+        "post_classified" if opt("why").is_some() => format!(
+            "post {} by {} in {}/{} labelled {}: \"{}\"",
+            s("post"),
+            s("author"),
+            s("team"),
+            s("channel"),
+            s("why"),
+            s("excerpt")
+        ),
         "post_classified" => {
             let how = match (s("path"), opt("model"), opt("fallback")) {
                 ("llm", Some(m), _) => format!("by the LLM ({m})"),
@@ -422,6 +431,16 @@ mod tests {
         assert_eq!(
             describe(&l),
             "12:00:03  post p1 by alice in wizard/ops labelled TASK by the fallback's model (LLM timeout): \"please add\\nDNS\""
+        );
+        let explained = obj(
+            json!({"at": "2026-05-01T12:00:03.120Z", "event": "post_classified",
+            "post": "p1", "team": "wizard", "channel": "ops", "author": "alice",
+            "excerpt": "site down", "label": "INCIDENT", "path": "fallback", "fallback": "no_llm",
+            "part": "model", "why": "INCIDENT by the model: incident 90 %, routine 6 %, task 4 %"}),
+        );
+        assert_eq!(
+            describe(&explained),
+            "12:00:03  post p1 by alice in wizard/ops labelled INCIDENT by the model: incident 90 %, routine 6 %, task 4 %: \"site down\""
         );
         let old = obj(
             json!({"at": "2026-05-01T12:00:03.120Z", "event": "post_classified",

@@ -504,3 +504,274 @@ fn killed_mid_correction__no_step_is_done_twice() {
 fn killed_before_the_correction_comment_is_served__the_card_is_told_once() {
     kill_mid_correction(|p| p.server().hold(Match::post("/comment")));
 }
+
+#[test]
+fn a_corrected_text_gets_its_label_with_the_llm_up_and_the_llm_is_not_asked_again() {
+    let w = World::new(0);
+    // The LLM (by its words) takes a status note for an outage.
+    let note = "status: the nightly export is down to 3 minutes now";
+    let first = w.say("wizard", note);
+    w.run();
+    assert_eq!(w.task_of(&first)["label"], "INCIDENT");
+    w.mm.react_as(&w.reply_to(&first), &w.john, "speech_balloon");
+    w.say("wizard", "lunch at 1?");
+    w.run();
+    assert_eq!(w.corrections().len(), 1);
+    let asked = |text: &str| w.llm.label_asks().get(text).copied().unwrap_or(0);
+    assert_eq!(asked(note), 1);
+
+    // The same note again, politely: the correction answers, the LLM is
+    // not asked, no task is filed, and the log and the audit say why.
+    let polite = format!("Good morning! {note}. Thanks");
+    let again = w.say("wizard", &polite);
+    w.run();
+    assert_eq!(asked(&polite), 0, "{:?}", w.llm.label_asks());
+    assert_eq!(w.sb.ledger_tasks_for(&again), 0);
+    assert!(w.agent_posts_in(&again).is_empty());
+    let log = w.sb.log_text();
+    assert!(
+        log.contains(&format!("post=\"{again}\""))
+            && log.contains("part=\"correction\"")
+            && log.contains("why=\"corrected\""),
+        "{log}"
+    );
+    let audit = w.sb.audit_events("post_classified");
+    let line = audit
+        .iter()
+        .find(|e| e["post"] == again.as_str())
+        .unwrap_or_else(|| panic!("{audit:?}"));
+    assert_eq!(line["label"], "ROUTINE");
+    assert_eq!(line["part"], "correction");
+    assert_eq!(
+        line["why"],
+        format!("ROUTINE by a correction: the team labelled this text ROUTINE (post {first})")
+    );
+}
+
+/// Two clients' teams, each with its corrections; one correction holds a
+/// password.
+struct TwoClients {
+    mm: FakeMattermost,
+    llm: FakeOllama,
+    sb: Sandbox,
+    alice: String,
+    channels: Vec<(String, String)>,
+}
+
+impl TwoClients {
+    fn new() -> TwoClients {
+        let mut b = WorldBuilder::new();
+        let (mm, me) = b.mattermost(&["wizard", "riad"]);
+        let alice = mm.add_user("alice", "pw");
+        let members = [me.id.as_str(), alice.as_str()];
+        let mut channels = Vec::new();
+        for team in ["wizard", "riad"] {
+            let tid = mm.add_team(team, &members);
+            channels.push((team.to_string(), mm.add_channel(&tid, "ops", &members)));
+        }
+        let llm = b.ollama();
+        llm.answer("ROUTINE");
+        let sb = b.sandbox();
+        let line = |team: &str, post: &str, label: &str, text: &str| {
+            serde_json::json!({"text": text, "label": label, "was": "ROUTINE", "post_id": post,
+                "team": team, "by": "john", "at": "2026-05-01T10:00:00Z"})
+            .to_string()
+        };
+        let file = sb.path("system/agents/state/ops-corrections.jsonl");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            [
+                line(
+                    "wizard",
+                    "w1",
+                    "INCIDENT",
+                    "staging login for the client is admin password=Hunter2-wizard and it fails since the deploy",
+                ),
+                line("riad", "r1", "ROUTINE", "the riad booking export is late again, as every friday"),
+                line("wizard", "w2", "TASK", "wizard wants the footer year changed"),
+            ]
+            .join("\n")
+                + "\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        TwoClients {
+            mm,
+            llm,
+            sb,
+            alice,
+            channels,
+        }
+    }
+
+    fn say(&self, team: &str, message: &str) {
+        let channel = &self.channels.iter().find(|(t, _)| t == team).unwrap().1;
+        self.mm.post(channel, &self.alice, message);
+    }
+
+    /// The classification request for `post`: its system prompt and the
+    /// text of every other message of it.
+    fn request_for(&self, post: &str) -> (String, String) {
+        for r in self.llm.chat_requests() {
+            let messages = r.body["messages"].as_array().cloned().unwrap_or_default();
+            let Some(last) = messages.last() else {
+                continue;
+            };
+            let last = last["content"].as_str().unwrap_or("");
+            if crate::support::ollama::fenced_message(last) != post {
+                continue;
+            }
+            let system = messages[0]["content"].as_str().unwrap_or("").to_string();
+            let rest: Vec<String> = messages[1..messages.len() - 1]
+                .iter()
+                .map(|m| m["content"].as_str().unwrap_or("").to_string())
+                .collect();
+            return (system, rest.join("\n"));
+        }
+        panic!("no classification request for {post:?}");
+    }
+}
+
+#[test]
+fn worked_examples_come_only_from_the_posts_own_client_scrubbed_and_the_prompt_names_it() {
+    let w = TwoClients::new();
+    let riad_post = "the riad booking export is slow this friday";
+    let wizard_post = "the wizard staging login keeps failing since the deploy";
+    w.say("riad", riad_post);
+    w.say("wizard", wizard_post);
+    let out = w.sb.run(&["run-once"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let (system, shots) = w.request_for(riad_post);
+    assert!(system.contains("posted in the team \"riad\""), "{system}");
+    assert!(
+        shots.contains("the riad booking export is late again"),
+        "{shots}"
+    );
+    for other in ["staging login", "Hunter2", "footer year"] {
+        assert!(
+            !shots.contains(other),
+            "riad saw wizard's {other:?}: {shots}"
+        );
+        assert!(!system.contains(other), "{system}");
+    }
+
+    let (system, shots) = w.request_for(wizard_post);
+    assert!(system.contains("posted in the team \"wizard\""), "{system}");
+    assert!(shots.contains("staging login for the client"), "{shots}");
+    assert!(shots.contains("footer year"), "{shots}");
+    assert!(
+        !shots.contains("Hunter2"),
+        "the password reached the prompt: {shots}"
+    );
+    assert!(shots.contains("[redacted]"), "{shots}");
+    assert!(
+        !shots.contains("riad booking"),
+        "wizard saw riad's: {shots}"
+    );
+}
+
+#[test]
+fn eval_gives_figures_per_language_and_explains_each_miss() {
+    let sb = Sandbox::new();
+    let file = sb.path("set.jsonl");
+    let row = |text: &str, label: &str, lang: &str| {
+        serde_json::json!({"text": text, "label": label, "lang": lang}).to_string()
+    };
+    std::fs::write(
+        &file,
+        [
+            row("planka is down for everyone", "INCIDENT", "en"),
+            row("please add Ana to the wizard board", "TASK", "en"),
+            row(
+                "сајт не ради, сви добијају грешку 502",
+                "INCIDENT",
+                "sr-cyrl",
+            ),
+            row("Хвала свима!", "ROUTINE", "sr-cyrl"),
+            // Labelled wrong on purpose: a miss to explain.
+            row("lunch at noon?", "INCIDENT", "en"),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = sb.run(&["eval", file.to_str().unwrap(), "--no-llm", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["languages"]["en"]["rows"], 3, "{v}");
+    assert_eq!(v["languages"]["en"]["correct"], 2, "{v}");
+    assert_eq!(v["languages"]["sr-cyrl"]["rows"], 2, "{v}");
+    assert_eq!(v["languages"]["sr-cyrl"]["correct"], 2, "{v}");
+    let miss = &v["misses"][0];
+    assert_eq!(miss["got"], "ROUTINE", "{v}");
+    let why = miss["why"].as_str().unwrap();
+    assert!(why.starts_with("ROUTINE by the model: routine "), "{why}");
+
+    let out = sb.run(&["eval", file.to_str().unwrap(), "--no-llm"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("by language"), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.trim_start().starts_with("sr-cyrl") && l.contains(" 2/2 ")),
+        "{shown}"
+    );
+}
+
+#[test]
+fn eval_halves_measures_whether_corrections_help_and_fails_when_they_hurt() {
+    let sb = Sandbox::new();
+    let holdout = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/classify-holdout-3.jsonl"
+    );
+    let out = sb.run(&["eval", holdout, "--no-llm", "--halves", "3", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seeds = v["seeds"].as_array().unwrap();
+    assert_eq!(seeds.len(), 3, "{v}");
+    for s in seeds {
+        assert_eq!(s["scored"], 120, "{s}");
+        assert!(s["corrections"].as_u64().unwrap() > 0, "{s}");
+    }
+    assert_eq!(v["passes"], true, "{v}");
+    let out = sb.run(&["eval", holdout, "--no-llm", "--halves", "3"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("corrections did not hurt"), "{shown}");
+    // Without a file there is nothing to halve.
+    let out = sb.run(&["eval", "--no-llm", "--halves", "3"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn classify_explains_the_decision_with_the_figures_that_made_it() {
+    let sb = Sandbox::new();
+    for (post, label) in [
+        ("The shop is not loading at all, please help!", "INCIDENT"),
+        ("Good morning, sorry to bother you, the shop is not loading at all, please help! Thanks", "INCIDENT"),
+        ("Добро јутро, сајт не ради уопште, хитно!", "INCIDENT"),
+        ("deploy 2.14 to prod tmrw pls", "TASK"),
+        ("x", "ROUTINE"),
+    ] {
+        let out = sb.run(&["classify", post, "--no-llm", "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["label"], label, "{post}: {v}");
+        let why = v["explanation"].as_str().unwrap();
+        assert!(why.starts_with(&format!("{label} by the model: ")), "{why}");
+        // The first figure shown is the label's: the figures decided.
+        let odds = &v["fallback"]["because"]["odds"];
+        let top = (0..3)
+            .max_by(|a, b| odds[*a].as_f64().unwrap().total_cmp(&odds[*b].as_f64().unwrap()))
+            .unwrap();
+        assert_eq!(["ROUTINE", "TASK", "INCIDENT"][top], label, "{v}");
+    }
+    let out = sb.run(&["classify", "x", "--no-llm"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.starts_with("ROUTINE by the model: it knows no word of this post"),
+        "{shown}"
+    );
+}

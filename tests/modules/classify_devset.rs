@@ -9,6 +9,11 @@
 //! * `classify-dev-2.jsonl` (240 rows, EN/SR-HR/DE/ES, the classes of
 //!   misses of issue 15): written with the model's training set, before
 //!   any tuning; the fallback was tuned while looking at it.
+//! * `train-messy.jsonl` (586 rows, EN/SR Latin and Cyrillic/HR/DE/ES, the
+//!   classes of misses of issue 23: polite outages, resolved or
+//!   hypothetical trouble, urgent questions, terse imperatives, noise):
+//!   written for the model; the others barely cover its classes, so its
+//!   figure without it is the lowest.
 //!
 //! The shipped model learns from all of them (see `model::TRAINING_SETS`),
 //! so each is measured here on a model trained *without* it: the training
@@ -37,6 +42,7 @@ fn outcome(r: &Example, label: ops_agent::classify::Label, part: FallbackPart) -
     Outcome {
         text: r.text.clone(),
         expected: r.label,
+        lang: None,
         decision: Decision {
             label,
             path: DecisionPath::Fallback {
@@ -44,6 +50,7 @@ fn outcome(r: &Example, label: ops_agent::classify::Label, part: FallbackPart) -
                 part,
             },
             elapsed_ms: 0,
+            because: None,
         },
     }
 }
@@ -100,14 +107,16 @@ fn keyword_rules_on_the_holdout_set() {
 }
 
 /// Floors a few points under what was measured when the model was
-/// settled (devset 95.2 %, hold-out 2 93.3 %, dev 2 92.9 %), per set and
-/// per label: a change that makes the fallback generalise worse fails here.
+/// settled (devset 95.7 %, hold-out 2 95.0 %, dev 2 93.8 %, train-messy
+/// 82.8 %), per set and per label: a change that makes the fallback
+/// generalise worse fails here.
 #[test]
 fn the_fallback_trained_without_a_set_holds_on_it() {
     for (name, floor, label_floor) in [
         ("classify-devset.jsonl", 0.90, 0.80),
         ("classify-holdout-2.jsonl", 0.88, 0.80),
         ("classify-dev-2.jsonl", 0.88, 0.80),
+        ("train-messy.jsonl", 0.78, 0.75),
     ] {
         let r = fallback_without(name);
         let acc = show(name, "fallback trained without it", &r);
