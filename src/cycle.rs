@@ -486,7 +486,12 @@ impl<'a> Cycle<'a> {
             now_ms,
         );
         let outcome = match within(self.budget.deadline, stage).await {
-            Ok(o) => o,
+            Ok((o, fallback)) => {
+                if let Some(why) = fallback {
+                    self.report.fallback(Stage::Intel, why);
+                }
+                o
+            }
             Err(cut) => Outcome::Skipped(cut.to_string()),
         };
         self.report.push(Stage::Intel, outcome, elapsed_ms(t));

@@ -109,22 +109,25 @@ async fn post(cfg: &IntelConfig, body: &Value) -> Result<()> {
     Ok(())
 }
 
-/// The intel stage: skipped without a URL, degraded on any failure.
+/// The intel stage: skipped without a URL. HiveMind is optional: a summary
+/// it does not take is the stage's fallback (the returned reason), not a
+/// degraded cycle, since the same figures stay in `status`, the stats and
+/// the metrics.
 pub(crate) async fn stage(
     cfg: &IntelConfig,
     report: &CycleReport,
     escalation: &EscalationState,
     now_ms: i64,
-) -> Outcome {
+) -> (Outcome, Option<String>) {
     if !cfg.enabled() {
-        return Outcome::Skipped("no [intel] url".into());
+        return (Outcome::Skipped("no [intel] url".into()), None);
     }
     match post(cfg, &summary(report, escalation, now_ms)).await {
-        Ok(()) => Outcome::Ok("summary posted".into()),
-        Err(e) => {
-            tracing::warn!("Intel summary not posted: {e:#}");
-            Outcome::Degraded(format!("{e:#}"))
-        }
+        Ok(()) => (Outcome::Ok("summary posted".into()), None),
+        Err(e) => (
+            Outcome::Ok("summary not posted".into()),
+            Some(format!("HiveMind did not take the summary: {e:#}")),
+        ),
     }
 }
 
@@ -175,20 +178,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unreachable_hivemind_is_a_degraded_stage() {
+    async fn an_unreachable_hivemind_is_a_fallback_not_a_degraded_stage() {
         let cfg = IntelConfig {
             url: "http://127.0.0.1:9/summary".into(),
             timeout_secs: Secs::new(2),
         };
-        let o = stage(
+        let (o, why) = stage(
             &cfg,
             &CycleReport::default(),
             &EscalationState::default(),
             0,
         )
         .await;
-        assert_eq!(o.word(), "degraded", "{o:?}");
-        let off = stage(
+        assert_eq!(o.word(), "ok", "{o:?}");
+        let why = why.expect("the fallback's reason");
+        assert!(
+            why.starts_with("HiveMind did not take the summary: "),
+            "{why}"
+        );
+        let (off, none) = stage(
             &IntelConfig::default(),
             &CycleReport::default(),
             &EscalationState::default(),
@@ -196,5 +204,6 @@ mod tests {
         )
         .await;
         assert_eq!(off.word(), "skipped");
+        assert_eq!(none, None);
     }
 }

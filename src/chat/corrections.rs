@@ -22,8 +22,12 @@
 //! The steps of a correction are recorded in the post's
 //! [`PendingCorrection`] as they are done, so a failure or a crash resumes
 //! where it stopped; the resolve command, which cannot be asked whether it
-//! already ran, is journalled like the MC command (see `relabel`). What was recorded stays: taking a reaction back does
-//! not undo a correction; another label's emoji makes another one.
+//! already ran, is journalled like the MC command (see `relabel`). The card
+//! is told last, after the announcement: Planka is optional, so while it is
+//! down the ledger and the thread are put right and only the card's step
+//! is owed (the stage's fallback, not a degraded cycle). What was recorded
+//! stays: taking a reaction back does not undo a correction; another
+//! label's emoji makes another one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -34,7 +38,9 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::progress::{ChatState, PendingCorrection, PostProgress, Watched};
-use super::relabel::{self, announce, change_task, close_task, describe, file_task, thread_of};
+use super::relabel::{
+    self, announce, change_task, close_task, describe, file_task, tell_card, thread_of,
+};
 use super::{Book, Tally};
 use crate::budget::{within, CycleBudget};
 use crate::classify::corrections::{self as file, Correction};
@@ -222,6 +228,9 @@ enum Step {
     Reprioritize,
     /// Say in the thread what changed.
     Announce,
+    /// Tell the task's card (a comment; to ROUTINE, the move to the done
+    /// list), last: the one step that needs Planka.
+    TellCard,
 }
 
 impl Step {
@@ -233,6 +242,7 @@ impl Step {
             Step::ReopenTask => "reopen_task",
             Step::Reprioritize => "reprioritize",
             Step::Announce => "announce",
+            Step::TellCard => "tell_card",
         }
     }
 }
@@ -248,7 +258,12 @@ fn plan(from: Label, to: Label, has_task: bool) -> Vec<Step> {
         (Routine, _) => Step::FileTask,
         _ => Step::Reprioritize,
     };
-    vec![Step::Record, task_step, Step::Announce]
+    let mut steps = vec![Step::Record, task_step, Step::Announce];
+    if task_step != Step::FileTask {
+        // A task filed now gets its card through the outbox, as it is.
+        steps.push(Step::TellCard);
+    }
+    steps
 }
 
 /// What the step did this cycle, for the report and the log.
@@ -262,6 +277,20 @@ struct CorrectionsRun {
     applied: Vec<String>,
     /// Failures (the step is tried again next cycle).
     errors: Vec<String>,
+    /// Failures of the card's step alone (Planka is optional: the rest of
+    /// the correction is done; the card is told next cycle).
+    card_errors: Vec<String>,
+}
+
+/// Marks an error of [`Step::TellCard`], so the stage can tell a card owed
+/// to the next cycle from a correction that is not done.
+#[derive(Debug)]
+struct CardStepFailed;
+
+impl std::fmt::Display for CardStepFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("telling the card")
+    }
 }
 
 /// The `corrections` stage: labels the team corrected by reaction,
@@ -286,6 +315,15 @@ pub(super) async fn stage(
             );
             for line in &run.applied {
                 tracing::info!("Correction carried out: {line}");
+            }
+            if let Some(first) = run.card_errors.first() {
+                report.fallback(
+                    Stage::Corrections,
+                    format!(
+                        "{} correction card step(s) owed to the next cycle ({first}); the ledger and the threads are right",
+                        run.card_errors.len()
+                    ),
+                );
             }
             if run.errors.is_empty() {
                 Outcome::Ok(detail)
@@ -372,7 +410,11 @@ async fn run(ctx: &Ctx<'_>, book: &mut dyn Book, tally: &mut Tally) -> Option<Co
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(post = %id, "Correction not carried out yet, retried next cycle: {e:#}");
-                out.errors.push(format!("post {id}: {e:#}"));
+                if e.downcast_ref::<CardStepFailed>().is_some() {
+                    out.card_errors.push(format!("post {id}: {e:#}"));
+                } else {
+                    out.errors.push(format!("post {id}: {e:#}"));
+                }
                 give_up_if_stale(book.parts().chat, &id, now_ms);
             }
         }
@@ -538,6 +580,12 @@ async fn carry_out(
                     e.reply_id = Some(reply);
                 }
             }
+            Step::TellCard => {
+                let reopen = from == Label::Routine;
+                tell_card(ctx, id, &w, &p, to, reopen, book)
+                    .await
+                    .context(CardStepFailed)?;
+            }
         }
         mark_done(book.parts().chat, id, step);
         // Each step done is durable before the next: a crash repeats none.
@@ -577,13 +625,38 @@ mod tests {
         let table: Vec<(Label, Label, bool, Vec<Step>)> = vec![
             (Task, Task, true, vec![]),
             (Routine, Routine, false, vec![]),
-            (Task, Routine, true, vec![Record, CloseTask, Announce]),
-            (Incident, Routine, true, vec![Record, CloseTask, Announce]),
+            (
+                Task,
+                Routine,
+                true,
+                vec![Record, CloseTask, Announce, TellCard],
+            ),
+            (
+                Incident,
+                Routine,
+                true,
+                vec![Record, CloseTask, Announce, TellCard],
+            ),
             (Routine, Task, false, vec![Record, FileTask, Announce]),
             (Routine, Incident, false, vec![Record, FileTask, Announce]),
-            (Routine, Task, true, vec![Record, ReopenTask, Announce]),
-            (Task, Incident, true, vec![Record, Reprioritize, Announce]),
-            (Incident, Task, true, vec![Record, Reprioritize, Announce]),
+            (
+                Routine,
+                Task,
+                true,
+                vec![Record, ReopenTask, Announce, TellCard],
+            ),
+            (
+                Task,
+                Incident,
+                true,
+                vec![Record, Reprioritize, Announce, TellCard],
+            ),
+            (
+                Incident,
+                Task,
+                true,
+                vec![Record, Reprioritize, Announce, TellCard],
+            ),
         ];
         for (from, to, has_task, want) in table {
             assert_eq!(

@@ -106,24 +106,8 @@ pub(super) async fn close_task(
             format!("Task {task_id} stays open in MC (no resolve_command is set): close it there.")
         }
     };
-    let note = format!("Not a task: relabelled ROUTINE by {}.", p.by);
-    let key = format!("close {}", correction_key(id, Label::Routine, p));
-    if let (Some(card), Some(planka)) = (card, ctx.targets.planka) {
-        planka.add_comment(&card, &key, &note).await?;
-        if !esc.done_list.is_empty() {
-            planka.move_card(&card, &w.team, &esc.done_list).await?;
-            said.push_str(&format!(" Its card is in '{}'.", esc.done_list));
-        }
-    } else {
-        // The card still waits in the outbox: it is made closed, told.
-        let missed = Missed {
-            key: &key,
-            text: &note,
-            closed: Some(true),
-            priority: None,
-            label: Some(Label::Routine.as_str()),
-        };
-        book.parts().tasks.card_missed(id, missed);
+    if card.is_some() && ctx.targets.planka.is_some() && !esc.done_list.is_empty() {
+        said.push_str(&format!(" Its card goes to '{}'.", esc.done_list));
     }
     tracing::info!(post = %id, task = %task_id, by = %p.by, "Task closed: the post was relabelled ROUTINE.");
     Ok(said)
@@ -254,7 +238,7 @@ pub(super) async fn change_task(
     reopen: bool,
     book: &mut dyn Book,
 ) -> Result<String> {
-    let (task_id, card) = task_of(id, w, book).context("the task is not known")?;
+    let (task_id, _) = task_of(id, w, book).context("the task is not known")?;
     let priority = priority_for_label(to.as_str());
     let at = DateTime::from_timestamp_millis(p.at_ms).unwrap_or(ctx.now);
     ctx.targets.mc.ledger().update(UpdateRecord {
@@ -266,25 +250,6 @@ pub(super) async fn change_task(
         note: Some(format!("relabelled {to} by {}", p.by)),
         ..Default::default()
     })?;
-    let note = format!(
-        "Relabelled {to} by {}: priority {}{}.",
-        p.by,
-        priority.as_str(),
-        if reopen { ", open again" } else { "" }
-    );
-    let key = format!("relabel {}", correction_key(id, to, p));
-    if let (Some(card), Some(planka)) = (card, ctx.targets.planka) {
-        planka.add_comment(&card, &key, &note).await?;
-    } else {
-        let missed = Missed {
-            key: &key,
-            text: &note,
-            closed: reopen.then_some(false),
-            priority: Some(priority),
-            label: Some(to.as_str()),
-        };
-        book.parts().tasks.card_missed(id, missed);
-    }
     let mc_note = match ctx.targets.mc {
         McBackend::Ledger(_) => String::new(),
         McBackend::Command(..) => " (in the agent's ledger; change it in MC too)".into(),
@@ -300,6 +265,63 @@ pub(super) async fn change_task(
             priority.as_str()
         )
     })
+}
+
+/// The card's part of a correction, after the ledger and the thread are
+/// right (Planka is optional: while it is down the rest of the correction
+/// is done and announced, and this step alone is owed): a comment keyed by
+/// the correction, and to ROUTINE the move to the done list. A card still
+/// waiting in the outbox is told there instead, and is made that way.
+pub(super) async fn tell_card(
+    ctx: &Ctx<'_>,
+    id: &str,
+    w: &Watched,
+    p: &PendingCorrection,
+    to: Label,
+    reopen: bool,
+    book: &mut dyn Book,
+) -> Result<()> {
+    let Some((_, card)) = task_of(id, w, book) else {
+        return Ok(());
+    };
+    let priority = priority_for_label(to.as_str());
+    let (key, note) = if to == Label::Routine {
+        (
+            format!("close {}", correction_key(id, to, p)),
+            format!("Not a task: relabelled ROUTINE by {}.", p.by),
+        )
+    } else {
+        (
+            format!("relabel {}", correction_key(id, to, p)),
+            format!(
+                "Relabelled {to} by {}: priority {}{}.",
+                p.by,
+                priority.as_str(),
+                if reopen { ", open again" } else { "" }
+            ),
+        )
+    };
+    if let (Some(card), Some(planka)) = (card, ctx.targets.planka) {
+        planka.add_comment(&card, &key, &note).await?;
+        let done_list = &ctx.settings.escalation.done_list;
+        if to == Label::Routine && !done_list.is_empty() {
+            planka.move_card(&card, &w.team, done_list).await?;
+        }
+    } else {
+        let missed = Missed {
+            key: &key,
+            text: &note,
+            closed: if to == Label::Routine {
+                Some(true)
+            } else {
+                reopen.then_some(false)
+            },
+            priority: (to != Label::Routine).then_some(priority),
+            label: Some(to.as_str()),
+        };
+        book.parts().tasks.card_missed(id, missed);
+    }
+    Ok(())
 }
 
 /// ROUTINE → TASK/INCIDENT: the task (and card) is filed now, exactly once

@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use crate::support::agent::{text, Sandbox};
-use crate::support::fault::{Hold, Match};
+use crate::support::fault::{Fault, Hold, Match};
 use crate::support::mattermost::FakeMattermost;
 use crate::support::ollama::FakeOllama;
 use crate::support::planka::FakePlanka;
@@ -429,7 +429,7 @@ fn eval_measures_a_file_by_path_with_and_without_the_llm() {
 
 #[test]
 fn mattermost_without_the_bulk_reactions_endpoint_is_read_post_by_post() {
-    use crate::support::fault::{Fault, Match, Rule};
+    use crate::support::fault::Rule;
     let w = World::new(0);
     let task = w.say("wizard", "please deploy the hotfix tonight");
     w.run();
@@ -503,6 +503,54 @@ fn killed_mid_correction__no_step_is_done_twice() {
 #[test]
 fn killed_before_the_correction_comment_is_served__the_card_is_told_once() {
     kill_mid_correction(|p| p.server().hold(Match::post("/comment")));
+}
+
+/// Planka is optional: with it down, a correction still closes the task
+/// and says so in the thread, the cycle is ok with the card's step as the
+/// corrections stage's fallback (shown, not paged), and the card is told
+/// once Planka is back.
+#[test]
+fn planka_down_during_a_correction__the_ledger_and_thread_are_right_and_the_card_is_told_later() {
+    let w = World::new(0);
+    let task = w.say("wizard", "please deploy the hotfix tonight");
+    w.run();
+    let card = w.planka.cards()[0].clone();
+    let card_id = card["id"].as_str().unwrap().to_string();
+    let done = w.planka.add_list(card["boardId"].as_str().unwrap(), "Done");
+    w.mm.react_as(&w.reply_to(&task), &w.john, "speech_balloon");
+    w.say("wizard", "lunch at 1?");
+    w.planka.set_fault(Fault::Refuse);
+    w.run();
+    assert_eq!(w.task_of(&task)["status"], "closed");
+    let said = w.agent_posts_in(&task);
+    assert_eq!(said.len(), 2, "the reply and the announcement: {said:?}");
+    assert!(
+        said[1].starts_with("Relabelled ROUTINE (was TASK) by john."),
+        "{said:?}"
+    );
+    let log = w.sb.log_text();
+    let last = log.lines().filter(|l| l.contains("cycle ok in")).last();
+    let last = last.unwrap_or_else(|| panic!("the cycle was not ok: {log}"));
+    assert!(
+        last.contains("corrections=ok") && last.ends_with("[fallback: corrections]"),
+        "{last}"
+    );
+    w.planka.clear_fault();
+    assert!(w.planka.comment_texts(&card_id).is_empty());
+    w.run();
+    let comments = w.planka.comment_texts(&card_id);
+    assert_eq!(comments.len(), 1, "told once: {comments:?}");
+    assert!(comments[0].starts_with("Not a task: relabelled ROUTINE by john."));
+    let moved = w
+        .planka
+        .cards()
+        .into_iter()
+        .find(|c| c["id"] == card_id.as_str())
+        .unwrap();
+    assert_eq!(moved["listId"], done.as_str(), "{moved}");
+    w.run();
+    assert_eq!(w.planka.comment_texts(&card_id).len(), 1, "and only once");
+    assert_eq!(w.agent_posts_in(&task).len(), 2, "one announcement");
 }
 
 #[test]
