@@ -529,7 +529,7 @@ fn planka_down_during_a_correction__the_ledger_and_thread_are_right_and_the_card
         "{said:?}"
     );
     let log = w.sb.log_text();
-    let last = log.lines().filter(|l| l.contains("cycle ok in")).last();
+    let last = log.lines().rfind(|l| l.contains("cycle ok in"));
     let last = last.unwrap_or_else(|| panic!("the cycle was not ok: {log}"));
     assert!(
         last.contains("corrections=ok") && last.ends_with("[fallback: corrections]"),
