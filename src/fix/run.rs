@@ -276,13 +276,97 @@ pub async fn run_fixes(
     dry_run: bool,
     now: DateTime<Utc>,
 ) -> Vec<FixReport> {
-    let FixContext {
-        health: ctx,
-        checks,
-        history_path,
-        policy,
-    } = *fx;
     let now_ms = now.timestamp_millis();
+    let (mut reports, to_run) = decide_all(fx, verdicts, history, dry_run, now_ms);
+    if to_run.is_empty() {
+        return reports;
+    }
+    if let Err(e) = history.save(fx.history_path) {
+        let why = format!("{e:#}; not acting without a record of the attempt");
+        for f in to_run {
+            if let Some(v) = history.attempts.get_mut(&f.service) {
+                v.retain(|a| a.at_ms != now_ms);
+            }
+            reports.push(f.report(fx, history, now_ms, Outcome::Failed, why.clone()));
+        }
+        return reports;
+    }
+    for f in &to_run {
+        audit::record(Event::FixAttempted {
+            service: f.service.clone(),
+            issue: audit::detail(&f.issue),
+            action: f.action.clone().unwrap_or_default(),
+        });
+    }
+    let running: Vec<_> = to_run
+        .into_iter()
+        .map(|f| {
+            let ctx = fx.health.clone();
+            let (check, verify, spec) = (f.check.clone(), f.verify.clone(), f.spec.clone());
+            let task = tokio::spawn(async move {
+                let (outcome, detail, _) = act_and_verify(&ctx, &check, &verify, &spec).await;
+                (outcome, detail)
+            });
+            (f, task)
+        })
+        .collect();
+    for (f, task) in running {
+        let (outcome, detail) = task
+            .await
+            .unwrap_or_else(|e| (Outcome::Failed, format!("fix task panicked: {e}")));
+        history.set_outcome(&f.service, now_ms, outcome, detail.clone());
+        reports.push(f.report(fx, history, now_ms, outcome, detail));
+    }
+    if let Err(e) = history.save(fx.history_path) {
+        tracing::warn!(error = %format!("{e:#}"), "Could not save the fix outcomes.");
+    }
+    reports
+}
+
+/// A fix decided on, its attempt pending in the history until it ran.
+struct ToRun {
+    service: String,
+    issue: String,
+    /// The check that owns the fix.
+    check: CheckConfig,
+    spec: FixSpec,
+    /// The check that verifies it: the failing one (an HTTP endpoint
+    /// behind a container), else the fix's own.
+    verify: CheckConfig,
+    action: Option<String>,
+}
+
+impl ToRun {
+    fn report(
+        self,
+        fx: &FixContext<'_>,
+        history: &FixHistory,
+        now_ms: i64,
+        outcome: Outcome,
+        detail: String,
+    ) -> FixReport {
+        FixReport {
+            budget: budget(&self.service, history, fx.policy, now_ms),
+            service: self.service,
+            issue: self.issue,
+            decision: FixDecision::Run,
+            action: self.action,
+            outcome: Some(outcome),
+            detail: Some(detail),
+        }
+    }
+}
+
+/// Decides for each failing service (once, however many of its checks
+/// fail): the fixes to run, each recorded as a pending attempt, and the
+/// reports of those not run and why.
+fn decide_all(
+    fx: &FixContext<'_>,
+    verdicts: &[Verdict],
+    history: &mut FixHistory,
+    dry_run: bool,
+    now_ms: i64,
+) -> (Vec<FixReport>, Vec<ToRun>) {
     let mut services: Vec<&str> = Vec::new();
     for v in verdicts
         .iter()
@@ -305,116 +389,54 @@ pub async fn run_fixes(
             crash_loop: mine.iter().find_map(|v| v.crash_loop.clone()),
             ..Default::default()
         };
-        let issue = mine
-            .iter()
-            .find(|v| v.failing)
+        let failing = mine.iter().find(|v| v.failing);
+        let issue = failing
             .map(|v| format!("{}: {}", v.result.name, v.result.reason))
             .unwrap_or_default();
-        let spec = checks.service_fix(service);
+        let spec = fx.checks.service_fix(service);
         let opts = FixOptions {
             dry_run,
             force: false,
         };
-        let decision = decide(service, spec, history, policy, now_ms, &facts, opts);
+        let decision = decide(service, spec, history, fx.policy, now_ms, &facts, opts);
         let action = spec.map(|(c, s)| s.describe(c));
-        if decision == FixDecision::Run {
-            let (check, spec) = spec.expect("Run implies a fix");
-            history.push(
-                service,
-                Attempt {
-                    at_ms: now_ms,
-                    action: spec.action.as_str().to_string(),
-                    issue: issue.clone(),
-                    outcome: Outcome::Pending,
-                    detail: None,
-                },
-            );
-            // Verify with the failing check itself when it is another one
-            // than the fix's (an HTTP endpoint behind a container).
-            let verify = mine
-                .iter()
-                .find(|v| v.failing)
-                .and_then(|v| checks.iter().find(|c| c.name == v.result.name))
-                .unwrap_or(check)
-                .clone();
-            to_run.push((
-                service.to_string(),
-                issue,
-                check.clone(),
-                spec.clone(),
-                verify,
-                action,
-            ));
-        } else {
-            reports.push(FixReport {
+        match spec {
+            Some((check, spec)) if decision == FixDecision::Run => {
+                history.push(
+                    service,
+                    Attempt {
+                        at_ms: now_ms,
+                        action: spec.action.as_str().to_string(),
+                        issue: issue.clone(),
+                        outcome: Outcome::Pending,
+                        detail: None,
+                    },
+                );
+                let verify = failing
+                    .and_then(|v| fx.checks.iter().find(|c| c.name == v.result.name))
+                    .unwrap_or(check)
+                    .clone();
+                to_run.push(ToRun {
+                    service: service.to_string(),
+                    issue,
+                    check: check.clone(),
+                    spec: spec.clone(),
+                    verify,
+                    action,
+                });
+            }
+            _ => reports.push(FixReport {
                 service: service.to_string(),
                 issue,
-                budget: budget(service, history, policy, now_ms),
+                budget: budget(service, history, fx.policy, now_ms),
                 decision,
                 action,
                 outcome: None,
                 detail: None,
-            });
+            }),
         }
     }
-    if to_run.is_empty() {
-        return reports;
-    }
-    if let Err(e) = history.save(history_path) {
-        let why = format!("{e:#}; not acting without a record of the attempt");
-        for (service, issue, _, _, _, action) in to_run {
-            if let Some(v) = history.attempts.get_mut(&service) {
-                v.retain(|a| a.at_ms != now_ms);
-            }
-            reports.push(FixReport {
-                budget: budget(&service, history, policy, now_ms),
-                service,
-                issue,
-                decision: FixDecision::Run,
-                action,
-                outcome: Some(Outcome::Failed),
-                detail: Some(why.clone()),
-            });
-        }
-        return reports;
-    }
-    for (service, issue, _, _, _, action) in &to_run {
-        audit::record(Event::FixAttempted {
-            service: service.clone(),
-            issue: audit::detail(issue),
-            action: action.clone().unwrap_or_default(),
-        });
-    }
-    let tasks: Vec<_> = to_run
-        .into_iter()
-        .map(|(service, issue, check, spec, verify, action)| {
-            let ctx = ctx.clone();
-            let task = tokio::spawn(async move {
-                let (outcome, detail, _) = act_and_verify(&ctx, &check, &verify, &spec).await;
-                (outcome, detail)
-            });
-            (service, issue, action, task)
-        })
-        .collect();
-    for (service, issue, action, task) in tasks {
-        let (outcome, detail) = task
-            .await
-            .unwrap_or_else(|e| (Outcome::Failed, format!("fix task panicked: {e}")));
-        history.set_outcome(&service, now_ms, outcome, detail.clone());
-        reports.push(FixReport {
-            budget: budget(&service, history, policy, now_ms),
-            service,
-            issue,
-            decision: FixDecision::Run,
-            action,
-            outcome: Some(outcome),
-            detail: Some(detail),
-        });
-    }
-    if let Err(e) = history.save(history_path) {
-        tracing::warn!(error = %format!("{e:#}"), "Could not save the fix outcomes.");
-    }
-    reports
+    (reports, to_run)
 }
 
 /// What the cycle's fix stage did.

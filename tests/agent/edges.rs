@@ -437,11 +437,12 @@ fn resolve_command_killed_twice_runs_at_most_once_more_and_says_so() {
         "MC_ARGV_FILE",
         &dir.path().join("argv").display().to_string(),
     );
-    // Marks itself running, counts its run, takes a second, unmarks.
+    // Marks itself running, counts its run, takes four seconds (the next
+    // cycle must find it still alive, also on a loaded machine), unmarks.
     let resolve = dir.path().join("resolve.sh");
     std::fs::write(
         &resolve,
-        "#!/bin/sh\ntouch \"$1/running.$$\"\necho \"$2\" >> \"$1/runs\"\nsleep 1\nrm -f \"$1/running.$$\"\n",
+        "#!/bin/sh\ntouch \"$1/running.$$\"\necho \"$2\" >> \"$1/runs\"\nsleep 4\nrm -f \"$1/running.$$\"\n",
     )
     .unwrap();
     std::fs::set_permissions(&resolve, std::fs::Permissions::from_mode(0o755)).unwrap();
