@@ -17,6 +17,7 @@
 
 pub mod client;
 mod config;
+mod error;
 pub mod poll;
 pub mod replies;
 pub mod status;
