@@ -21,7 +21,8 @@ mod phrases;
 
 use serde::Serialize;
 
-use super::normalize::{fold, prepare};
+use super::fold::fold;
+use super::normalize::prepare;
 use super::{ClassifyConfig, Label};
 use phrases::{
     BROKEN_FILLER, BROKEN_NEGATORS, FIRST_PERSON, FIRST_PERSON_ACTIONS, FUNCTION_STEMS, INCIDENT,

@@ -21,6 +21,7 @@ pub(crate) mod corrections;
 pub mod data;
 pub mod eval;
 mod fallback;
+mod fold;
 pub mod keywords;
 mod lessons;
 pub mod model;

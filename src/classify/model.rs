@@ -305,7 +305,7 @@ pub(crate) fn is_trained_on(text: &str) -> bool {
         if !k.is_empty() {
             return k;
         }
-        let folded = super::normalize::fold(text);
+        let folded = super::fold::fold(text);
         let written: Vec<&str> = folded
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())

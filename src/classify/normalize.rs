@@ -8,7 +8,7 @@
 //!    (the quoted post was labelled when it was posted);
 //! 2. drops the politeness at both ends ([`super::polite`]): a greeting,
 //!    an apology or a thanks does not change what a post is about;
-//! 3. folds what is left ([`fold`]): Serbian Cyrillic to Latin, lowercase,
+//! 3. folds what is left ([`super::fold::fold`]): Serbian Cyrillic to Latin, lowercase,
 //!    diacritics and apostrophes removed, so "Сајт не ради", "Sajt ne
 //!    radi" and "sajt ne radi" are the same words;
 //! 4. names a percentage of 90 or more ([`HIGH_PERCENT`]): "disk at 98 %"
@@ -18,6 +18,8 @@
 use std::sync::OnceLock;
 
 use regex::Regex;
+
+use super::fold::fold;
 
 /// The word a percentage of 90 or more becomes: a disk, a CPU or an error
 /// rate that high is the same news whatever the exact figure.
@@ -34,53 +36,6 @@ pub(crate) fn prepare(text: &str) -> String {
     let said = own_words(text);
     let content = own_words(super::polite::content(&said));
     name_high_percentages(&fold(&name_todo(&content)))
-}
-
-/// Lowercase, Serbian Cyrillic written in Latin, diacritics folded,
-/// apostrophes removed. Idempotent, and the same for a Cyrillic text and
-/// its Latin transliteration (with or without diacritics): `ђ` and `đ`
-/// both become `dj`, `џ` and `dž` both `dz`, `љ` and `lj` both `lj`.
-pub(crate) fn fold(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars().flat_map(char::to_lowercase) {
-        match c {
-            '\'' | '’' | '`' | '´' | 'ъ' | 'ь' => {}
-            'ä' | 'á' | 'à' | 'â' | 'ã' | 'å' | 'а' => out.push('a'),
-            'ö' | 'ó' | 'ò' | 'ô' | 'õ' | 'ø' | 'о' => out.push('o'),
-            'ü' | 'ú' | 'ù' | 'û' | 'у' => out.push('u'),
-            'é' | 'è' | 'ê' | 'ë' | 'е' | 'ё' | 'э' | 'є' => out.push('e'),
-            'í' | 'ì' | 'î' | 'ï' | 'и' | 'і' => out.push('i'),
-            'ñ' | 'н' => out.push('n'),
-            'ç' | 'č' | 'ć' | 'ц' | 'ч' | 'ћ' | 'ќ' => out.push('c'),
-            'š' | 'с' | 'ш' => out.push('s'),
-            'ž' | 'з' | 'ж' => out.push('z'),
-            'đ' | 'ђ' | 'ѓ' => out.push_str("dj"),
-            'ß' => out.push_str("ss"),
-            'б' => out.push('b'),
-            'в' => out.push('v'),
-            'г' | 'ґ' => out.push('g'),
-            'д' => out.push('d'),
-            'ј' | 'й' => out.push('j'),
-            'к' => out.push('k'),
-            'л' => out.push('l'),
-            'љ' => out.push_str("lj"),
-            'м' => out.push('m'),
-            'њ' => out.push_str("nj"),
-            'п' => out.push('p'),
-            'р' => out.push('r'),
-            'т' => out.push('t'),
-            'ф' => out.push('f'),
-            'х' => out.push('h'),
-            'џ' | 'ѕ' => out.push_str("dz"),
-            'ы' => out.push('y'),
-            'щ' => out.push_str("sc"),
-            'ю' => out.push_str("ju"),
-            'я' => out.push_str("ja"),
-            'ї' => out.push_str("ji"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The post without what its writer struck through or only quoted. A post

@@ -18,12 +18,12 @@
 //! is about, so it stays. After a greeting, a vocative ("all", "ekipa") or
 //! a capitalised name before a comma goes too ("Hi Marko, ..."); before a
 //! closing, a capitalised name after a sign-off ("Kind regards, Mirela").
-//! The phrases are folded ([`super::normalize::fold`]): "Хвала" is "hvala".
+//! The phrases are folded ([`super::fold::fold`]): "Хвала" is "hvala".
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::normalize::fold;
+use super::fold::fold;
 
 /// Greetings, at the start of a post.
 const GREETINGS: &[&str] = &[

@@ -33,6 +33,8 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::logging::Rotate;
+
 /// Characters of a chat post kept in an audit line.
 const EXCERPT_CHARS: usize = 60;
 /// Longest error or detail text kept in an audit line.
@@ -376,12 +378,14 @@ struct Writer {
 
 /// `[log] max_bytes` and `keep` for the trail, set by the cycle that holds
 /// the lock: the trail rotates whenever the cycle's writing outgrows it.
-static CAP: Mutex<Option<(u64, u32)>> = Mutex::new(None);
+static CAP: Mutex<Option<(u64, u32, Rotate)>> = Mutex::new(None);
 
 /// From now on the trail this process writes rotates past `max_bytes` (0:
-/// never); see `rotate.rs`.
-pub(crate) fn rotate_within(max_bytes: u64, keep: u32) {
-    *CAP.lock().unwrap_or_else(|p| p.into_inner()) = (max_bytes > 0).then_some((max_bytes, keep));
+/// never) with `rotate`, which the rotation room passes in (it calls this;
+/// the trail does not reach back into it).
+pub(crate) fn rotate_within(max_bytes: u64, keep: u32, rotate: Rotate) {
+    *CAP.lock().unwrap_or_else(|p| p.into_inner()) =
+        (max_bytes > 0).then_some((max_bytes, keep, rotate));
 }
 
 impl Writer {
@@ -420,10 +424,11 @@ impl Writer {
         let mut bytes = serde_json::to_vec(&line).context("encoding an audit line")?;
         bytes.push(b'\n');
         let cap = *CAP.lock().unwrap_or_else(|p| p.into_inner());
-        let over = |(max, _): &(u64, u32)| self.len > 0 && self.len + bytes.len() as u64 > *max;
-        if let Some((_, keep)) = cap.filter(over) {
+        let over =
+            |(max, _, _): &(u64, u32, Rotate)| self.len > 0 && self.len + bytes.len() as u64 > *max;
+        if let Some((_, keep, rotate)) = cap.filter(over) {
             self.file.sync_data().ok();
-            crate::observe::rotate::rotate_now(&self.path, keep)?;
+            rotate(&self.path, keep)?;
             self.file = crate::files::open_append_private(&self.path)
                 .with_context(|| format!("opening the audit trail {}", self.path.display()))?;
             self.len = 0;

@@ -205,7 +205,7 @@ impl Rotation {
 /// it, before it opens the audit trail.
 pub(crate) fn under_lock(cfg: &LogConfig, log: &Path, audit: &Path) -> Rotation {
     let mut out = Rotation::default();
-    crate::observe::audit::rotate_within(cfg.max_bytes, cfg.keep);
+    crate::observe::audit::rotate_within(cfg.max_bytes, cfg.keep, rotate_now);
     let log_open = match crate::logging::rotate_within(cfg.max_bytes, cfg.keep, rotate_now) {
         Some(Some(size)) => {
             out.rotated.push((log.to_path_buf(), size));
