@@ -101,17 +101,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn c(post: &str, label: Label, text: &str) -> Correction {
-        Correction {
-            text: text.into(),
-            label,
-            was: Label::Task,
-            post_id: post.into(),
-            team: "wizard".into(),
-            by: "john".into(),
-            at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-        }
-    }
+    use crate::classify::lessons::correction as c;
 
     #[test]
     fn appended_owner_only_read_back_newest_per_post() {
