@@ -19,6 +19,7 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use super::backlog::{next_pos, Backlog, Pos};
+use super::cursor::{channel_lower, channel_read};
 use super::cut_over::Answered;
 use super::page::{read_page, read_since, SinceRead};
 use super::quiet::Listed;
@@ -76,6 +77,10 @@ struct Current {
     newest_ms: Option<i64>,
     /// Rows the usual read's pages brought.
     paged: u64,
+    /// Posts of the channel handed over, or skipped as handled, this cycle:
+    /// forgotten from the handled set once the channel is read (see
+    /// `cursor.rs`).
+    seen: Vec<(String, i64)>,
 }
 
 /// A page handed over, settled when the next batch is asked for.
@@ -108,6 +113,7 @@ pub struct Reader {
     deadline: Instant,
     max_pages: u32,
     concurrency: usize,
+    overlap_ms: i64,
     ignored_names: Vec<String>,
     cut: Option<super::cut_over::CutOver>,
     jobs: VecDeque<Job>,
@@ -144,6 +150,7 @@ impl Reader {
             deadline,
             max_pages: cfg.max_pages_per_channel.max(1),
             concurrency: cfg.channel_concurrency.max(1),
+            overlap_ms: cfg.overlap_secs.as_millis() as i64,
             ignored_names: cfg.ignored_users.clone(),
             cut: state.cut_over,
             jobs,
@@ -293,6 +300,7 @@ impl Reader {
             },
             newest_ms: read.newest_ms,
             paged: 0,
+            seen: Vec::new(),
         }
     }
 
@@ -400,7 +408,7 @@ impl Reader {
                     .max_by_key(|b| b.top_ms)
                     .cloned();
                 let Some(b) = next else {
-                    self.close_channel();
+                    self.close_channel(state);
                     return None;
                 };
                 cur.backlogs_seen.insert(b.top_ms);
@@ -420,21 +428,33 @@ impl Reader {
 
     /// The current channel is done. The listing and the reads may come from
     /// different read replicas: a read that did not reach the post the
-    /// listing counts as the newest is no ground for a quiet mark.
-    fn close_channel(&mut self) {
-        if let Some(cur) = self.current.take() {
-            if cur.newest_ms.is_none_or(|n| n < cur.last_post_at) {
-                self.unread(&cur.channel_id);
-            }
+    /// listing counts as the newest is no ground for a quiet mark, nor for
+    /// the channel's own `since`; one that did, with nothing of the channel
+    /// pending, moves the channel's `since` on (`cursor.rs`).
+    fn close_channel(&mut self, state: &mut MmState) {
+        let Some(cur) = self.current.take() else {
+            return;
+        };
+        if cur.newest_ms.is_none_or(|n| n < cur.last_post_at) {
+            self.unread(&cur.channel_id);
+            return;
+        }
+        if self.pending_channels.contains(&*cur.channel_id) {
+            return;
+        }
+        if let Some(w) = self.outcome.watermark_ms {
+            channel_read(state, &cur.channel_id, w - self.overlap_ms, &cur.seen);
         }
     }
 
     /// Records a batch as handed over (for [`Reader::settle`]).
     fn hand(&mut self, batch: Vec<NewPost>, page: Option<PageDone>) -> Option<Vec<NewPost>> {
-        let cur = self.current.as_ref()?;
+        let cur = self.current.as_mut()?;
+        let ids: Vec<(String, i64)> = batch.iter().map(|p| (p.id.clone(), p.create_at)).collect();
+        cur.seen.extend(ids.iter().cloned());
         self.last = Some(Handed {
             channel_id: cur.channel_id.clone(),
-            ids: batch.iter().map(|p| (p.id.clone(), p.create_at)).collect(),
+            ids,
             page,
         });
         Some(batch)
@@ -581,6 +601,9 @@ impl Reader {
                     .then_some(Skip::AnsweredBeforeCutOver)
             });
             if let Some(s) = rule {
+                if s == Skip::AlreadyHandled {
+                    cur.seen.push((p.id.clone(), p.create_at));
+                }
                 skipped.push((s, p.id, p.channel_id, p.user_id));
                 continue;
             }
@@ -760,7 +783,8 @@ pub(super) fn pick(
             .filter(|b| b.channel_id == c.id)
             .map(|b| b.top_ms - 1)
             .max();
-        let lower = above.map_or(since_ms, |a| a.max(since_ms));
+        let own = channel_lower(state, &c.id, since_ms);
+        let lower = above.map_or(own, |a| a.max(own));
         *quiet += u32::from(c.last_post_at > lower && is_quiet);
         listed.push(Listed {
             id: c.id.clone(),
