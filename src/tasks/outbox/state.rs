@@ -2,7 +2,7 @@
 //! the work queued for retry with its backoff, the sources whose MC task is
 //! uncertain, and the bounds that keep all three small.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -304,9 +304,11 @@ impl TaskState {
     /// Keeps the state bounded: old mapping entries go (the ledger still has
     /// them), never ones with pending work; an overlong outbox loses its oldest.
     pub(crate) fn prune(&mut self, now_ms: i64) {
-        let pending: Vec<String> = self.outbox.iter().map(|i| i.task.source.clone()).collect();
-        self.mapping
-            .retain(|k, r| now_ms - r.created_at_ms <= MAPPING_MAX_AGE_MS || pending.contains(k));
+        // Called after every batch of posts: a set, not a scan per entry.
+        let pending: HashSet<&str> = self.outbox.iter().map(|i| i.task.source.as_str()).collect();
+        self.mapping.retain(|k, r| {
+            now_ms - r.created_at_ms <= MAPPING_MAX_AGE_MS || pending.contains(k.as_str())
+        });
         if self.mapping.len() > MAPPING_MAX_ENTRIES {
             let mut ages: Vec<(i64, String)> = self
                 .mapping
@@ -317,7 +319,7 @@ impl TaskState {
             let excess = self.mapping.len() - MAPPING_MAX_ENTRIES;
             for (_, k) in ages
                 .into_iter()
-                .filter(|(_, k)| !pending.contains(k))
+                .filter(|(_, k)| !pending.contains(k.as_str()))
                 .take(excess)
             {
                 self.mapping.remove(&k);
