@@ -5,7 +5,8 @@
 //! [`Reader::next_batch`] is called by the chat stage after it handled the
 //! batch before; it first settles that batch (which posts are handled now,
 //! which stay pending), then reads on. The `since` answers of the next
-//! channels are read a few at a time (`channel_concurrency`); pages one
+//! channels are read a few at a time (up to `channel_concurrency`, see
+//! [`window_after`]); pages one
 //! after the other, at most `max_pages_per_channel` per channel and cycle.
 //! A channel that has more keeps the rest as a backlog (`backlog.rs`), read
 //! on by the next cycles; a backlog moves only over pages whose posts are
@@ -113,6 +114,8 @@ pub struct Reader {
     deadline: Instant,
     max_pages: u32,
     concurrency: usize,
+    /// How many `since` answers the next read asks for at once.
+    window: usize,
     overlap_ms: i64,
     ignored_names: Vec<String>,
     cut: Option<super::cut_over::CutOver>,
@@ -150,6 +153,7 @@ impl Reader {
             deadline,
             max_pages: cfg.max_pages_per_channel.max(1),
             concurrency: cfg.channel_concurrency.max(1),
+            window: 1,
             overlap_ms: cfg.overlap_secs.as_millis() as i64,
             ignored_names: cfg.ignored_users.clone(),
             cut: state.cut_over,
@@ -221,7 +225,7 @@ impl Reader {
                     self.cut_by_deadline("before every channel was read");
                     return None;
                 }
-                let n = self.concurrency.min(self.jobs.len());
+                let n = self.window.min(self.jobs.len());
                 let window: Vec<Job> = self.jobs.drain(..n).collect();
                 let this = &*self;
                 let reads = join_all(window.iter().map(|j| async move {
@@ -236,6 +240,7 @@ impl Reader {
                     }
                 }))
                 .await;
+                self.window = window_after(self.window, self.concurrency, &reads);
                 self.ready.extend(window.into_iter().zip(reads));
             }
             let (job, read) = self.ready.pop_front()?;
@@ -753,6 +758,22 @@ impl Reader {
     }
 }
 
+/// How many `since` answers to read at once after `reads` came in at
+/// `window`: a capped answer (a thousand posts, parsed only to be read
+/// again by pages) is a megabyte or more, so after one the channels are
+/// read one at a time; answers that all fit let the window double up to
+/// `max`. It starts at one. Pure.
+fn window_after(window: usize, max: usize, reads: &[Result<SinceRead, MmError>]) -> usize {
+    if reads
+        .iter()
+        .any(|r| r.as_ref().is_ok_and(|r| r.page_instead))
+    {
+        1
+    } else {
+        (window * 2).min(max).max(1)
+    }
+}
+
 /// The backlog of `channel_id` with `top_ms`.
 fn find<'a>(state: &'a MmState, channel_id: &str, top_ms: i64) -> Option<&'a Backlog> {
     state
@@ -801,4 +822,41 @@ pub(super) fn pick(
         }
     }
     jobs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(capped: bool) -> Result<SinceRead, MmError> {
+        Ok(SinceRead {
+            rows: Vec::new(),
+            page_instead: capped,
+            touched: Vec::new(),
+            newest_ms: None,
+        })
+    }
+
+    #[test]
+    fn since_answers_are_read_one_at_a_time_after_a_capped_one_and_the_window_grows_on_small_ones()
+    {
+        let failed: Result<SinceRead, MmError> = Err(MmError {
+            kind: MmErrorKind::Timeout,
+            endpoint: String::new(),
+            detail: String::new(),
+        });
+        // (window, answers, next window) with at most 4 at once.
+        let table = [
+            (1, vec![answer(false)], 2),
+            (2, vec![answer(false), answer(false)], 4),
+            (4, (0..4).map(|_| answer(false)).collect(), 4),
+            (4, vec![answer(false), answer(true), answer(false)], 1),
+            (1, vec![answer(true)], 1),
+            (2, vec![failed, answer(false)], 4),
+        ];
+        for (i, (window, reads, want)) in table.into_iter().enumerate() {
+            assert_eq!(window_after(window, 4, &reads), want, "case {i}");
+        }
+        assert_eq!(window_after(1, 1, &[answer(false)]), 1);
+    }
 }
