@@ -205,7 +205,7 @@ pub(crate) async fn run(
         drop(posts);
         // The mapping keeps its newest entries as tasks are filed, not a
         // cycle's worth of them until the end.
-        book.parts().tasks.prune(now.timestamp_millis());
+        book.parts().tasks.prune_if_over(now.timestamp_millis());
         if !go_on {
             polled.stop();
             break;

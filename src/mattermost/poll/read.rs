@@ -78,9 +78,10 @@ struct Current {
     newest_ms: Option<i64>,
     /// Rows the usual read's pages brought.
     paged: u64,
-    /// Posts of the channel handed over, or skipped as handled, this cycle:
-    /// forgotten from the handled set once the channel is read (see
-    /// `cursor.rs`).
+    /// Posts of the channel's usual read handed over, or skipped as
+    /// handled, this cycle: forgotten from the handled set once the channel
+    /// is read (see `cursor.rs`). A backlog's pages are not in it: a cycle
+    /// reads a backlog only where its own read found nothing new.
     seen: Vec<(String, i64)>,
 }
 
@@ -456,7 +457,9 @@ impl Reader {
     fn hand(&mut self, batch: Vec<NewPost>, page: Option<PageDone>) -> Option<Vec<NewPost>> {
         let cur = self.current.as_mut()?;
         let ids: Vec<(String, i64)> = batch.iter().map(|p| (p.id.clone(), p.create_at)).collect();
-        cur.seen.extend(ids.iter().cloned());
+        if page.as_ref().is_none_or(|p| p.backlog.is_none()) {
+            cur.seen.extend(ids.iter().cloned());
+        }
         self.last = Some(Handed {
             channel_id: cur.channel_id.clone(),
             ids,
@@ -606,7 +609,7 @@ impl Reader {
                     .then_some(Skip::AnsweredBeforeCutOver)
             });
             if let Some(s) = rule {
-                if s == Skip::AlreadyHandled {
+                if s == Skip::AlreadyHandled && backlog.is_none() {
                     cur.seen.push((p.id.clone(), p.create_at));
                 }
                 skipped.push((s, p.id, p.channel_id, p.user_id));
