@@ -203,6 +203,9 @@ pub(crate) async fn run(
             None => true,
         };
         drop(posts);
+        // The mapping keeps its newest entries as tasks are filed, not a
+        // cycle's worth of them until the end.
+        book.parts().tasks.prune_if_over(now.timestamp_millis());
         if !go_on {
             polled.stop();
             break;

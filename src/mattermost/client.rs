@@ -8,7 +8,7 @@
 //! only while the cycle deadline allows, and fails with an error naming the
 //! method, URL and status. No token ever appears in an error or log line.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -115,7 +115,37 @@ pub struct Client {
     requests: AtomicU32,
     deadline: Mutex<Option<Instant>>,
     version: Mutex<Option<String>>,
-    made: Mutex<Vec<(String, i64)>>,
+    made: Mutex<BTreeMap<String, Made>>,
+}
+
+/// The posts a client made in one channel: what moved its `last_post_at`
+/// and `total_msg_count` (see [`super::poll::next_quiet`]). Kept per
+/// channel, not per post: a busy cycle makes tens of thousands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Made {
+    /// The newest one's `create_at`.
+    pub(crate) newest_ms: i64,
+    /// How many.
+    pub(crate) count: i64,
+}
+
+impl Made {
+    /// Counts a post made at `create_at` in `channel_id`.
+    pub(crate) fn add(made: &mut BTreeMap<String, Made>, channel_id: &str, create_at: i64) {
+        match made.get_mut(channel_id) {
+            Some(m) => {
+                m.newest_ms = m.newest_ms.max(create_at);
+                m.count += 1;
+            }
+            None => {
+                let m = Made {
+                    newest_ms: create_at,
+                    count: 1,
+                };
+                made.insert(channel_id.to_string(), m);
+            }
+        }
+    }
 }
 
 impl Client {
@@ -134,7 +164,7 @@ impl Client {
             requests: AtomicU32::new(0),
             deadline: Mutex::new(None),
             version: Mutex::new(None),
-            made: Mutex::new(Vec::new()),
+            made: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -634,16 +664,16 @@ impl Client {
             .call_json(Method::POST, "/posts", &[], Some(&body))
             .await?
             .0;
-        self.made
-            .lock()
-            .unwrap()
-            .push((post.channel_id.clone(), made.create_at));
+        Made::add(
+            &mut self.made.lock().unwrap(),
+            &post.channel_id,
+            made.create_at,
+        );
         Ok(made)
     }
 
-    /// Every post this client made, as (channel id, create_at): what moved
-    /// those channels' `last_post_at` (see [`super::poll::next_quiet`]).
-    pub(crate) fn posts_made(&self) -> Vec<(String, i64)> {
+    /// The posts this client made, per channel id.
+    pub(crate) fn posts_made(&self) -> BTreeMap<String, Made> {
         self.made.lock().unwrap().clone()
     }
 }

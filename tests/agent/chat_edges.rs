@@ -159,3 +159,82 @@ fn a_post_made_while_the_agent_replies_is_read_next_cycle() {
     assert_eq!(w.answered(&during), 1, "{}", w.sb.log_text());
     assert_eq!(w.answered(&in_thread), 1, "{}", w.sb.log_text());
 }
+
+/// A channel read to its end while another team cannot be listed: the
+/// cursor waits for that team, the channel does not. It keeps its own
+/// `since`, its handled ids are forgotten within the cycle (a cycle's set
+/// holds about one channel, not the cycle's posts), and its posts are not
+/// handed over again, not even by a cycle killed after it, whose journal
+/// alone knows what it handled.
+#[test]
+fn a_channel_read_whole_keeps_its_own_since_while_the_cursor_waits_and_a_kill_repeats_nothing() {
+    let mut b = WorldBuilder::new();
+    let (mm, me) = b.mattermost(&["wizard", "basic"]);
+    let alice = mm.add_user("alice", "pw");
+    let wizard = mm.add_team("wizard", &[&me.id, &alice]);
+    let basic = mm.add_team("basic", &[&me.id, &alice]);
+    let dev = mm.add_channel(&wizard, "dev", &[&me.id, &alice]);
+    let ops = mm.add_channel(&basic, "ops", &[&me.id, &alice]);
+    let llm = b.ollama();
+    llm.answer_with(|_| "TASK".into());
+    let sb = b.sandbox();
+    let run = || {
+        let out = sb.run(&["run-once"]);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    run(); // first run: cursor
+    let cursor = sb.state_json()["last_check_ms"].clone();
+
+    let mut posts: Vec<String> = (0..3)
+        .map(|i| mm.post(&dev, &alice, &format!("please add user u{i}")))
+        .collect();
+    let held = mm.post(&ops, &alice, "please rotate the staging password");
+    mm.advance_clock(300_000); // older than the overlap at the next cycle
+    let listing = format!("/users/me/teams/{basic}/channels");
+    mm.server()
+        .add_rule(Rule::new(Fault::Status(500)).when(Match::get(&listing)));
+    run();
+    let st = sb.state_json();
+    assert_eq!(
+        st["last_check_ms"], cursor,
+        "a team failed: the cursor waits"
+    );
+    let handled = &st["mattermost"]["handled"];
+    for p in &posts {
+        assert_eq!(mm.tagged_replies(&me.id, p).len(), 1, "post {p}");
+        assert!(handled.get(p).is_none(), "{p} still in {handled}");
+    }
+    assert!(
+        st["mattermost"]["channel_since"].get(&dev).is_some(),
+        "{}",
+        st["mattermost"]
+    );
+
+    // The next cycle reads the other team too and is killed on its reply,
+    // after the channel's new post was handled.
+    mm.server().clear_rules();
+    posts.push(mm.post(&dev, &alice, "please add user u3"));
+    mm.advance_clock(300_000);
+    let gate = mm.server().hold_after(1, Match::post_to("/api/v4/posts"));
+    let mut child = sb.command(&["run-once"]).spawn().unwrap();
+    let reached = gate.wait_arrived(std::time::Duration::from_secs(30));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    gate.release();
+    drop(gate);
+    assert!(reached, "the reply was never held\n{}", sb.log_text());
+    assert_eq!(mm.tagged_replies(&me.id, &posts[3]).len(), 1);
+
+    run();
+    run();
+    posts.push(held);
+    for p in &posts {
+        assert_eq!(
+            mm.tagged_replies(&me.id, p).len(),
+            1,
+            "post {p}: one reply\n{}",
+            sb.log_text()
+        );
+    }
+    assert_ne!(sb.state_json()["last_check_ms"], cursor, "the cursor moved");
+}

@@ -17,6 +17,18 @@
 //! was not complete (a team failed, 429, deadline) does not move the
 //! cursor. [`prune_handled`] forgets the ids the next `since` no longer
 //! reaches: the set holds what the overlap reads again, not a day of posts.
+//!
+//! A channel can be ahead of the cursor: one read to the newest post its
+//! listing showed, with no post of it left pending, holds every post created
+//! at or before the poll's watermark handled, whatever became of the other
+//! channels. [`channel_read`] records that as the channel's own `since`
+//! ([`MmState::channel_since`]: the watermark less the overlap, where its
+//! next read starts) and forgets at once the ids of the channel at or
+//! before it, so a cycle's set holds about one channel's posts rather than
+//! every post of the cycle. A channel's own `since` goes once the cursor's
+//! reaches it. Until the end of the cycle both live in memory only: after a
+//! crash the journal brings the handled ids back and the channel is read
+//! from the cursor again, deduplicated by them.
 
 use super::{MmState, PollOutcome};
 
@@ -58,10 +70,44 @@ pub fn next_cursor(current: Option<i64>, since_ms: i64, outcome: &PollOutcome) -
 }
 
 /// Forgets handled ids created at or before the next poll's `since`
-/// (`cursor_ms - overlap_ms`): no later poll hands them over again.
+/// (`cursor_ms - overlap_ms`): no later poll hands them over again; nor
+/// does a channel need its own `since` any more once the cursor's reaches it.
 pub fn prune_handled(state: &mut MmState, cursor_ms: i64, overlap_ms: i64) {
     let keep_from = cursor_ms - overlap_ms;
     state.handled.retain(|_, created| *created > keep_from);
+    state.channel_since.retain(|_, since| *since > keep_from);
+}
+
+/// A channel read to its newest post with none of its posts pending (see
+/// the module doc): its next read starts at `since_ms` (never earlier than
+/// one recorded before), and the ids `seen` this cycle in it (handed over,
+/// or skipped as handled) created at or before that are forgotten.
+pub(super) fn channel_read(
+    state: &mut MmState,
+    channel_id: &str,
+    since_ms: i64,
+    seen: &[(String, i64)],
+) {
+    let own = state
+        .channel_since
+        .entry(channel_id.to_string())
+        .or_insert(since_ms);
+    *own = (*own).max(since_ms);
+    let own = *own;
+    for (id, created) in seen {
+        if *created <= own {
+            state.handled.remove(id);
+        }
+    }
+}
+
+/// Where a channel's usual read starts: the poll's `since`, or the
+/// channel's own when it is later.
+pub(super) fn channel_lower(state: &MmState, channel_id: &str, since_ms: i64) -> i64 {
+    state
+        .channel_since
+        .get(channel_id)
+        .map_or(since_ms, |own| (*own).max(since_ms))
 }
 
 #[cfg(test)]
@@ -140,6 +186,43 @@ mod tests {
         assert_eq!(st.handled.len(), 4);
         prune_handled(&mut st, 5_000, 120);
         assert_eq!(st.handled.keys().collect::<Vec<_>>(), ["in_overlap", "new"]);
+    }
+
+    #[test]
+    fn a_channel_read_whole_reads_on_from_its_own_since_until_the_cursor_passes_it() {
+        let mut st = MmState::default();
+        mark_handled(&mut st, "a_old", 1_000);
+        mark_handled(&mut st, "a_overlap", 4_950);
+        mark_handled(&mut st, "b_old", 1_000);
+        let seen = [
+            ("a_old".to_string(), 1_000),
+            ("a_overlap".to_string(), 4_950),
+        ];
+        channel_read(&mut st, "a", 4_900, &seen);
+        // Only the channel's own ids, and only those its `since` covers.
+        assert_eq!(
+            st.handled.keys().collect::<Vec<_>>(),
+            ["a_overlap", "b_old"]
+        );
+        assert_eq!(channel_lower(&st, "a", 3_000), 4_900);
+        assert_eq!(channel_lower(&st, "b", 3_000), 3_000);
+        assert_eq!(channel_lower(&st, "a", 6_000), 6_000);
+        // What the channel's next read starts from, it skips.
+        let none = BTreeSet::new();
+        let old = post("a_old", "u", 1_000);
+        let since = channel_lower(&st, "a", 3_000);
+        assert_eq!(
+            skip_reason(&old, None, since, "me", &none, &[], &st.handled),
+            Some(Skip::BeforeCursor)
+        );
+        // A later read that starts earlier does not move it back.
+        channel_read(&mut st, "a", 4_000, &[]);
+        assert_eq!(channel_lower(&st, "a", 3_000), 4_900);
+        // The cursor's `since` reaching it makes it redundant.
+        prune_handled(&mut st, 4_950, 100);
+        assert_eq!(st.channel_since.get("a"), Some(&4_900));
+        prune_handled(&mut st, 5_000, 100);
+        assert!(st.channel_since.is_empty());
     }
 
     #[test]

@@ -64,6 +64,11 @@ pub struct MmState {
     /// Post id → create_at of every post fully handled (the cursor
     /// invariant of `cursor.rs`).
     pub(crate) handled: BTreeMap<String, i64>,
+    /// Channel id → where its next read starts while that is later than
+    /// the cursor's `since`: the channel was read to its newest post and
+    /// all of it handled (see `cursor.rs`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) channel_since: BTreeMap<String, i64>,
     /// Channel id → what it shows while nothing but the agent's own posts
     /// happened in it (see `quiet.rs`).
     pub(crate) quiet: BTreeMap<String, ChannelMark>,

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::mattermost::client::Made;
 use crate::mattermost::wire::Channel;
 
 /// A channel's "anything new?" figures, as the channel listing shows them.
@@ -50,22 +51,22 @@ pub(crate) struct Listed {
     pub(crate) read: bool,
 }
 
-/// The quiet marks for the next poll (see the module doc). `own` is every
-/// post the agent made this cycle as (channel id, create_at);
+/// The quiet marks for the next poll (see the module doc). `own` is what
+/// the agent posted this cycle, per channel id;
 /// `next_since_ms` the next poll's `since`, before which a mark is not
 /// needed. A channel with posts handed over but not handled, or a backlog,
 /// is not `read`. Pure.
 pub(crate) fn next_quiet(
     listed: &[Listed],
-    own: &[(String, i64)],
+    own: &BTreeMap<String, Made>,
     next_since_ms: i64,
 ) -> BTreeMap<String, ChannelMark> {
     let mut marks = BTreeMap::new();
     for ch in listed.iter().filter(|c| c.read) {
         let mut mark = ch.mark;
-        for (_, at) in own.iter().filter(|(id, _)| *id == ch.id) {
-            mark.last_post_at = mark.last_post_at.max(*at);
-            mark.total_msg_count += 1;
+        if let Some(m) = own.get(&ch.id) {
+            mark.last_post_at = mark.last_post_at.max(m.newest_ms);
+            mark.total_msg_count += m.count;
         }
         if mark.last_post_at > next_since_ms {
             marks.insert(ch.id.clone(), mark);
@@ -119,7 +120,11 @@ mod tests {
             ),
         ];
         for (i, (ch, own, want)) in cases.into_iter().enumerate() {
-            let got = next_quiet(std::slice::from_ref(&ch), &own, 100);
+            let mut made = BTreeMap::new();
+            for (id, at) in &own {
+                Made::add(&mut made, id, *at);
+            }
+            let got = next_quiet(std::slice::from_ref(&ch), &made, 100);
             assert_eq!(got.get(&ch.id).copied(), want, "case {i}");
             assert!(got.len() <= 1, "case {i}: only listed channels");
         }

@@ -5,7 +5,8 @@
 //! [`Reader::next_batch`] is called by the chat stage after it handled the
 //! batch before; it first settles that batch (which posts are handled now,
 //! which stay pending), then reads on. The `since` answers of the next
-//! channels are read a few at a time (`channel_concurrency`); pages one
+//! channels are read a few at a time (up to `channel_concurrency`, see
+//! [`window_after`]); pages one
 //! after the other, at most `max_pages_per_channel` per channel and cycle.
 //! A channel that has more keeps the rest as a backlog (`backlog.rs`), read
 //! on by the next cycles; a backlog moves only over pages whose posts are
@@ -19,6 +20,7 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use super::backlog::{next_pos, Backlog, Pos};
+use super::cursor::{channel_lower, channel_read};
 use super::cut_over::Answered;
 use super::page::{read_page, read_since, SinceRead};
 use super::quiet::Listed;
@@ -76,6 +78,11 @@ struct Current {
     newest_ms: Option<i64>,
     /// Rows the usual read's pages brought.
     paged: u64,
+    /// Posts of the channel's usual read handed over, or skipped as
+    /// handled, this cycle: forgotten from the handled set once the channel
+    /// is read (see `cursor.rs`). A backlog's pages are not in it: a cycle
+    /// reads a backlog only where its own read found nothing new.
+    seen: Vec<(String, i64)>,
 }
 
 /// A page handed over, settled when the next batch is asked for.
@@ -108,6 +115,9 @@ pub struct Reader {
     deadline: Instant,
     max_pages: u32,
     concurrency: usize,
+    /// How many `since` answers the next read asks for at once.
+    window: usize,
+    overlap_ms: i64,
     ignored_names: Vec<String>,
     cut: Option<super::cut_over::CutOver>,
     jobs: VecDeque<Job>,
@@ -144,6 +154,8 @@ impl Reader {
             deadline,
             max_pages: cfg.max_pages_per_channel.max(1),
             concurrency: cfg.channel_concurrency.max(1),
+            window: 1,
+            overlap_ms: cfg.overlap_secs.as_millis() as i64,
             ignored_names: cfg.ignored_users.clone(),
             cut: state.cut_over,
             jobs,
@@ -214,7 +226,7 @@ impl Reader {
                     self.cut_by_deadline("before every channel was read");
                     return None;
                 }
-                let n = self.concurrency.min(self.jobs.len());
+                let n = self.window.min(self.jobs.len());
                 let window: Vec<Job> = self.jobs.drain(..n).collect();
                 let this = &*self;
                 let reads = join_all(window.iter().map(|j| async move {
@@ -229,6 +241,7 @@ impl Reader {
                     }
                 }))
                 .await;
+                self.window = window_after(self.window, self.concurrency, &reads);
                 self.ready.extend(window.into_iter().zip(reads));
             }
             let (job, read) = self.ready.pop_front()?;
@@ -293,6 +306,7 @@ impl Reader {
             },
             newest_ms: read.newest_ms,
             paged: 0,
+            seen: Vec::new(),
         }
     }
 
@@ -400,7 +414,7 @@ impl Reader {
                     .max_by_key(|b| b.top_ms)
                     .cloned();
                 let Some(b) = next else {
-                    self.close_channel();
+                    self.close_channel(state);
                     return None;
                 };
                 cur.backlogs_seen.insert(b.top_ms);
@@ -420,21 +434,35 @@ impl Reader {
 
     /// The current channel is done. The listing and the reads may come from
     /// different read replicas: a read that did not reach the post the
-    /// listing counts as the newest is no ground for a quiet mark.
-    fn close_channel(&mut self) {
-        if let Some(cur) = self.current.take() {
-            if cur.newest_ms.is_none_or(|n| n < cur.last_post_at) {
-                self.unread(&cur.channel_id);
-            }
+    /// listing counts as the newest is no ground for a quiet mark, nor for
+    /// the channel's own `since`; one that did, with nothing of the channel
+    /// pending, moves the channel's `since` on (`cursor.rs`).
+    fn close_channel(&mut self, state: &mut MmState) {
+        let Some(cur) = self.current.take() else {
+            return;
+        };
+        if cur.newest_ms.is_none_or(|n| n < cur.last_post_at) {
+            self.unread(&cur.channel_id);
+            return;
+        }
+        if self.pending_channels.contains(&*cur.channel_id) {
+            return;
+        }
+        if let Some(w) = self.outcome.watermark_ms {
+            channel_read(state, &cur.channel_id, w - self.overlap_ms, &cur.seen);
         }
     }
 
     /// Records a batch as handed over (for [`Reader::settle`]).
     fn hand(&mut self, batch: Vec<NewPost>, page: Option<PageDone>) -> Option<Vec<NewPost>> {
-        let cur = self.current.as_ref()?;
+        let cur = self.current.as_mut()?;
+        let ids: Vec<(String, i64)> = batch.iter().map(|p| (p.id.clone(), p.create_at)).collect();
+        if page.as_ref().is_none_or(|p| p.backlog.is_none()) {
+            cur.seen.extend(ids.iter().cloned());
+        }
         self.last = Some(Handed {
             channel_id: cur.channel_id.clone(),
-            ids: batch.iter().map(|p| (p.id.clone(), p.create_at)).collect(),
+            ids,
             page,
         });
         Some(batch)
@@ -581,6 +609,9 @@ impl Reader {
                     .then_some(Skip::AnsweredBeforeCutOver)
             });
             if let Some(s) = rule {
+                if s == Skip::AlreadyHandled && backlog.is_none() {
+                    cur.seen.push((p.id.clone(), p.create_at));
+                }
                 skipped.push((s, p.id, p.channel_id, p.user_id));
                 continue;
             }
@@ -730,6 +761,22 @@ impl Reader {
     }
 }
 
+/// How many `since` answers to read at once after `reads` came in at
+/// `window`: a capped answer (a thousand posts, parsed only to be read
+/// again by pages) is a megabyte or more, so after one the channels are
+/// read one at a time; answers that all fit let the window double up to
+/// `max`. It starts at one. Pure.
+fn window_after(window: usize, max: usize, reads: &[Result<SinceRead, MmError>]) -> usize {
+    if reads
+        .iter()
+        .any(|r| r.as_ref().is_ok_and(|r| r.page_instead))
+    {
+        1
+    } else {
+        (window * 2).min(max).max(1)
+    }
+}
+
 /// The backlog of `channel_id` with `top_ms`.
 fn find<'a>(state: &'a MmState, channel_id: &str, top_ms: i64) -> Option<&'a Backlog> {
     state
@@ -760,7 +807,8 @@ pub(super) fn pick(
             .filter(|b| b.channel_id == c.id)
             .map(|b| b.top_ms - 1)
             .max();
-        let lower = above.map_or(since_ms, |a| a.max(since_ms));
+        let own = channel_lower(state, &c.id, since_ms);
+        let lower = above.map_or(own, |a| a.max(own));
         *quiet += u32::from(c.last_post_at > lower && is_quiet);
         listed.push(Listed {
             id: c.id.clone(),
@@ -777,4 +825,41 @@ pub(super) fn pick(
         }
     }
     jobs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(capped: bool) -> Result<SinceRead, MmError> {
+        Ok(SinceRead {
+            rows: Vec::new(),
+            page_instead: capped,
+            touched: Vec::new(),
+            newest_ms: None,
+        })
+    }
+
+    #[test]
+    fn since_answers_are_read_one_at_a_time_after_a_capped_one_and_the_window_grows_on_small_ones()
+    {
+        let failed: Result<SinceRead, MmError> = Err(MmError {
+            kind: MmErrorKind::Timeout,
+            endpoint: String::new(),
+            detail: String::new(),
+        });
+        // (window, answers, next window) with at most 4 at once.
+        let table = [
+            (1, vec![answer(false)], 2),
+            (2, vec![answer(false), answer(false)], 4),
+            (4, (0..4).map(|_| answer(false)).collect(), 4),
+            (4, vec![answer(false), answer(true), answer(false)], 1),
+            (1, vec![answer(true)], 1),
+            (2, vec![failed, answer(false)], 4),
+        ];
+        for (i, (window, reads, want)) in table.into_iter().enumerate() {
+            assert_eq!(window_after(window, 4, &reads), want, "case {i}");
+        }
+        assert_eq!(window_after(1, 1, &[answer(false)]), 1);
+    }
 }

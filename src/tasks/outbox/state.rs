@@ -2,7 +2,7 @@
 //! the work queued for retry with its backoff, the sources whose MC task is
 //! uncertain, and the bounds that keep all three small.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -301,12 +301,24 @@ impl TaskState {
             .any(|i| i.kind == kind && i.task.source == source)
     }
 
+    /// [`TaskState::prune`] once the mapping is a quarter over its cap:
+    /// called after every batch of posts, so a cycle that files thousands
+    /// of tasks never holds them all, while sorting the mapping only every
+    /// 1,250 tasks.
+    pub(crate) fn prune_if_over(&mut self, now_ms: i64) {
+        if self.mapping.len() > MAPPING_MAX_ENTRIES + MAPPING_MAX_ENTRIES / 4 {
+            self.prune(now_ms);
+        }
+    }
+
     /// Keeps the state bounded: old mapping entries go (the ledger still has
     /// them), never ones with pending work; an overlong outbox loses its oldest.
     pub(crate) fn prune(&mut self, now_ms: i64) {
-        let pending: Vec<String> = self.outbox.iter().map(|i| i.task.source.clone()).collect();
-        self.mapping
-            .retain(|k, r| now_ms - r.created_at_ms <= MAPPING_MAX_AGE_MS || pending.contains(k));
+        // A set, not a scan of the outbox per mapping entry.
+        let pending: HashSet<&str> = self.outbox.iter().map(|i| i.task.source.as_str()).collect();
+        self.mapping.retain(|k, r| {
+            now_ms - r.created_at_ms <= MAPPING_MAX_AGE_MS || pending.contains(k.as_str())
+        });
         if self.mapping.len() > MAPPING_MAX_ENTRIES {
             let mut ages: Vec<(i64, String)> = self
                 .mapping
@@ -317,7 +329,7 @@ impl TaskState {
             let excess = self.mapping.len() - MAPPING_MAX_ENTRIES;
             for (_, k) in ages
                 .into_iter()
-                .filter(|(_, k)| !pending.contains(k))
+                .filter(|(_, k)| !pending.contains(k.as_str()))
                 .take(excess)
             {
                 self.mapping.remove(&k);
@@ -442,6 +454,28 @@ mod tests {
             s.mapping.keys().cloned().collect::<Vec<_>>(),
             vec!["new", "old-pending"]
         );
+    }
+
+    #[test]
+    fn the_mapping_is_cut_to_its_newest_entries_once_a_quarter_over_the_cap() {
+        let mut s = TaskState::default();
+        let rec = |ms| TaskRecord {
+            task_id: "x".into(),
+            card_id: None,
+            card_url: None,
+            created_at_ms: ms,
+        };
+        let slack = MAPPING_MAX_ENTRIES + MAPPING_MAX_ENTRIES / 4;
+        for i in 0..slack as i64 {
+            s.mapping.insert(format!("p{i:05}"), rec(i));
+        }
+        s.prune_if_over(slack as i64);
+        assert_eq!(s.mapping.len(), slack, "within the slack: untouched");
+        s.mapping.insert("newest".into(), rec(slack as i64));
+        s.prune_if_over(slack as i64);
+        assert_eq!(s.mapping.len(), MAPPING_MAX_ENTRIES);
+        assert!(s.mapping.contains_key("newest"));
+        assert!(!s.mapping.contains_key("p00000"), "the oldest went");
     }
 
     #[test]
