@@ -11,9 +11,14 @@
 //! A channel that has more keeps the rest as a backlog (`backlog.rs`), read
 //! on by the next cycles; a backlog moves only over pages whose posts are
 //! all handled. Pending posts of a channel's usual read hold the global
-//! cursor (`cursor.rs`), as they always did.
+//! cursor (`cursor.rs`), as they always did. What a read brought is
+//! admitted in `admit.rs` (the skip rules), and a handled batch settled in
+//! `settle.rs`.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+mod admit;
+mod settle;
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 use futures_util::future::join_all;
@@ -24,11 +29,9 @@ use super::cursor::{channel_lower, channel_read};
 use super::cut_over::Answered;
 use super::page::{read_page, read_since, SinceRead};
 use super::quiet::Listed;
-use super::skip::{author_skip, skip_reason, Skip};
-use super::{users, MmState, NewPost, PollOutcome};
+use super::{MmState, NewPost, PollOutcome};
 use crate::mattermost::client::{Client, MmError, MmErrorKind};
 use crate::mattermost::wire::{Channel, Post};
-use crate::observe::audit::{self, Event};
 use crate::time::elapsed_ms;
 
 /// Posts handed over at most at once: routed, classified and acted on
@@ -466,220 +469,6 @@ impl Reader {
             page,
         });
         Some(batch)
-    }
-
-    /// What became of the batch handed over last: pending posts of a
-    /// usual read hold the global cursor; a page of the usual read whose
-    /// channel spent its budget leaves the rest as a backlog; a backlog's
-    /// page moves it only when all of it is handled.
-    fn settle(&mut self, state: &mut MmState) {
-        let Some(h) = self.last.take() else {
-            return;
-        };
-        let handled = |id: &str| state.handled.contains_key(id);
-        let pending: Vec<&(String, i64)> = h.ids.iter().filter(|(id, _)| !handled(id)).collect();
-        let Some(page) = h.page else {
-            self.hold(&h.channel_id, pending.iter().map(|(_, at)| *at));
-            return;
-        };
-        match page.backlog {
-            None => {
-                // A range with room for a post: (floor, pivot) is empty when
-                // the read stopped right above another backlog's top.
-                let leaves_backlog = page.last
-                    && page
-                        .next
-                        .as_ref()
-                        .is_some_and(|n| n.pivot_ms > page.floor_ms + 1);
-                let below = |at: i64| page.next.as_ref().is_some_and(|n| at < n.pivot_ms);
-                // Rows of the backlog's range are the backlog's now.
-                let held = pending
-                    .iter()
-                    .filter(|(_, at)| !(leaves_backlog && below(*at)))
-                    .map(|(_, at)| *at);
-                self.hold(&h.channel_id, held);
-                if let (true, Some(next)) = (leaves_backlog, page.next) {
-                    let cur = self.current.as_ref();
-                    // What the cycles before handled in the range (the
-                    // overlap) is not handed over again when it is read.
-                    let done = state
-                        .handled
-                        .iter()
-                        .filter(|(_, at)| **at > page.floor_ms && **at < next.pivot_ms)
-                        .map(|(id, at)| (id.clone(), *at))
-                        .collect();
-                    let b = Backlog {
-                        channel_id: h.channel_id.to_string(),
-                        team: cur.map(|c| c.team.to_string()).unwrap_or_default(),
-                        channel: cur.map(|c| c.channel_name.to_string()).unwrap_or_default(),
-                        floor_ms: page.floor_ms,
-                        top_ms: next.pivot_ms,
-                        done,
-                        at: next,
-                        read: cur.map_or(0, |c| c.paged),
-                        newest_ms: cur.and_then(|c| c.newest_ms).unwrap_or(page.floor_ms),
-                    };
-                    tracing::warn!(
-                        channel = %b.channel,
-                        team = %b.team,
-                        "Channel has more new posts than one cycle reads; the next cycles read on where this one stopped."
-                    );
-                    if let Some(c) = self.current.as_mut() {
-                        c.backlogs_seen.insert(b.top_ms);
-                    }
-                    self.unread(&b.channel_id);
-                    state.behind.push(b);
-                }
-            }
-            Some(top) => {
-                let Some(i) = state
-                    .behind
-                    .iter()
-                    .position(|b| *b.channel_id == *h.channel_id && b.top_ms == top)
-                else {
-                    return;
-                };
-                if !pending.is_empty() {
-                    // Read again next cycle; what of it is handled stays done.
-                    let now_done: Vec<(String, i64)> = h
-                        .ids
-                        .iter()
-                        .filter(|(id, _)| handled(id))
-                        .cloned()
-                        .collect();
-                    state.behind[i].done.extend(now_done);
-                    if let Some(c) = self.current.as_mut() {
-                        c.phase = Phase::Backlogs;
-                    }
-                    return;
-                }
-                match page.next {
-                    None => {
-                        let b = state.behind.remove(i);
-                        tracing::info!(channel = %b.channel, team = %b.team, "Channel caught up.");
-                    }
-                    Some(next) => state.behind[i].advance(next, page.rows, page.trailing),
-                }
-            }
-        }
-    }
-
-    /// Pending posts of a channel's usual read: the global cursor stays
-    /// before the oldest.
-    fn hold(&mut self, channel_id: &str, created: impl Iterator<Item = i64>) {
-        for at in created {
-            self.outcome.oldest_pending =
-                Some(self.outcome.oldest_pending.map_or(at, |o| o.min(at)));
-            self.pending_channels.insert(channel_id.to_string());
-        }
-    }
-
-    /// Applies the skip rules to `rows`, names the authors, and makes the
-    /// survivors [`NewPost`]s, oldest first.
-    async fn admit(
-        &mut self,
-        client: &Client,
-        state: &mut MmState,
-        rows: Vec<Post>,
-        since_ms: i64,
-        backlog: Option<i64>,
-    ) -> Vec<NewPost> {
-        let Some(cur) = self.current.as_mut() else {
-            return Vec::new();
-        };
-        let no_names: Vec<String> = Vec::new();
-        for p in &rows {
-            cur.answered.note(p, &self.own_id);
-        }
-        let mut out = Vec::with_capacity(rows.len());
-        let mut skipped = Vec::new();
-        for p in rows {
-            let known = state.users.get(&p.user_id);
-            let rule = skip_reason(
-                &p,
-                known,
-                since_ms,
-                &self.own_id,
-                &state.ignored_ids,
-                &no_names,
-                &state.handled,
-            )
-            .or_else(|| {
-                (backlog.is_none() && cur.answered.covers(&p, self.cut.as_ref()))
-                    .then_some(Skip::AnsweredBeforeCutOver)
-            });
-            if let Some(s) = rule {
-                if s == Skip::AlreadyHandled && backlog.is_none() {
-                    cur.seen.push((p.id.clone(), p.create_at));
-                }
-                skipped.push((s, p.id, p.channel_id, p.user_id));
-                continue;
-            }
-            out.push(NewPost {
-                username: p.user_id.as_str().into(),
-                is_bot: false,
-                team: Arc::clone(&cur.team),
-                channel_id: Arc::clone(&cur.channel_id),
-                channel_name: Arc::clone(&cur.channel_name),
-                user_id: p.user_id.into(),
-                id: p.id,
-                root_id: p.root_id,
-                message: p.message,
-                create_at: p.create_at,
-                update_at: p.update_at,
-                props: p.props,
-            });
-        }
-        for (s, id, channel, user) in skipped {
-            self.skip(s, &id, &channel, &user);
-        }
-        users::refresh_authors(client, state, &out, self.now_ms).await;
-        let mut names: HashMap<Arc<str>, Arc<str>> = HashMap::new();
-        let mut authors: HashMap<Arc<str>, Arc<str>> = HashMap::new();
-        let mut kept = Vec::with_capacity(out.len());
-        for mut p in out {
-            let user = state.users.get(&*p.user_id);
-            let rule = author_skip(&p.user_id, user, &state.ignored_ids, &self.ignored_names);
-            if let Some(s) = rule {
-                self.skip(s, &p.id, &p.channel_id, &p.user_id);
-                continue;
-            }
-            // One copy of each author's id and name for the batch.
-            p.user_id = Arc::clone(authors.entry(Arc::clone(&p.user_id)).or_insert(p.user_id));
-            if let Some(u) = user {
-                let name = names
-                    .entry(Arc::clone(&p.user_id))
-                    .or_insert_with(|| u.username.as_str().into());
-                p.username = Arc::clone(name);
-            } else {
-                p.username = Arc::clone(&p.user_id);
-            }
-            p.is_bot = user.is_some_and(|u| u.is_bot);
-            kept.push(p);
-        }
-        kept.sort_unstable_by(|a, b| (a.create_at, &a.id).cmp(&(b.create_at, &b.id)));
-        kept
-    }
-
-    /// Counts a skipped post; one a rule decided about goes into the audit
-    /// trail once (the overlap reads it again next cycle).
-    fn skip(&mut self, s: Skip, id: &str, channel: &str, user: &str) {
-        self.outcome.skipped.add(s);
-        if !s.is_decision() {
-            return;
-        }
-        let since = self.since_ms;
-        let seen = self
-            .audited
-            .get_or_insert_with(|| audit::recent_values("post_skipped", "post", since - 60_000));
-        if seen.insert(id.to_string()) {
-            audit::record(Event::PostSkipped {
-                post: id.to_string(),
-                channel: channel.to_string(),
-                author: user.to_string(),
-                reason: s.code().into(),
-            });
-        }
     }
 
     /// A channel whose `since` answer failed: its team is not polled fully.
