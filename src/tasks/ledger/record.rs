@@ -27,6 +27,16 @@ impl Record {
             Record::Intent(i) => i.at,
         }
     }
+
+    /// Whether the record is about `source`: its create or an attempt for
+    /// it, or an update of one of `task_ids` (an update names its task).
+    pub(super) fn concerns(&self, source: &str, task_ids: &[String]) -> bool {
+        match self {
+            Record::Create(c) => c.task.source == source,
+            Record::Intent(i) => i.source == source,
+            Record::Update(u) => task_ids.contains(&u.id),
+        }
+    }
 }
 
 /// One attempt of the MC command for a source: written before the command

@@ -1,8 +1,18 @@
 //! Lookups by source: what the ledger knows of one source (its task, the
 //! MC command's attempts), read from a window of the newest records that
 //! this process keeps and follows with its own appends.
+//!
+//! The window holds at most [`SOURCES_CAP`] sources: a cycle that files
+//! 20,000 tasks would otherwise keep all of them (6 MB) to the end of the
+//! process. Past the cap, the sources it holds are shed and only a hash of
+//! each is kept; a look-up of a shed source reads the file for it alone.
+//! That is rare (a cycle seldom looks a source up twice), and it keeps the
+//! one rule: a look-up sees every record of its source in the window's
+//! range.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -15,6 +25,14 @@ use crate::jsonl as lines;
 /// How much older than its source a record may look and still belong to
 /// it: the agent's clock against the chat server's.
 const CLOCK_SLACK_MS: i64 = 3_600_000;
+
+/// The most sources the window holds before it sheds them (about 300
+/// bytes each). Three in the unit tests, so every ledger test goes through
+/// shedding and the look-ups of shed sources.
+#[cfg(not(test))]
+const SOURCES_CAP: usize = 2_048;
+#[cfg(test)]
+const SOURCES_CAP: usize = 3;
 
 /// An attempt as the ledger knows it, its records folded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,6 +88,17 @@ pub(super) struct Window {
     sources: HashMap<String, Box<SourceRecords>>,
     /// Task id to its source, to route updates.
     ids: HashMap<String, String>,
+    /// Hashes of the sources shed past the cap: their records are in the
+    /// file, not here.
+    shed: HashSet<u64>,
+    /// [`SOURCES_CAP`], smaller in tests.
+    cap: usize,
+}
+
+fn source_hash(source: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    source.hash(&mut h);
+    h.finish()
 }
 
 #[derive(Debug, Default)]
@@ -81,10 +110,25 @@ struct SourceRecords {
 }
 
 impl Window {
-    /// Takes in the next record in file order.
+    fn new(from_ms: i64, len: u64, cap: usize) -> Window {
+        Window {
+            from_ms,
+            len,
+            cap,
+            ..Window::default()
+        }
+    }
+
+    /// Takes in the next record in file order. A record of a shed source
+    /// stays in the file only: folding it alone would make a partial
+    /// history (an attempt without the ones before it).
     pub(super) fn fold(&mut self, rec: Record) {
+        let shed = |source: &str| !self.shed.is_empty() && self.shed.contains(&source_hash(source));
         match rec {
             Record::Create(c) => {
+                if shed(&c.task.source) {
+                    return;
+                }
                 let source = c.task.source.clone();
                 self.ids.insert(c.id.clone(), source.clone());
                 self.sources.entry(source).or_default().task = Some(Filed {
@@ -93,6 +137,7 @@ impl Window {
                     card_id: None,
                     card_url: None,
                 });
+                self.shed_past_cap();
             }
             Record::Update(u) => {
                 let task = self
@@ -106,13 +151,36 @@ impl Window {
                     t.card_url = u.card_url.or(t.card_url.take());
                 }
             }
-            Record::Intent(i) => self
-                .sources
-                .entry(i.source.clone())
-                .or_default()
-                .intents
-                .push(i),
+            Record::Intent(i) => {
+                if shed(&i.source) {
+                    return;
+                }
+                self.sources
+                    .entry(i.source.clone())
+                    .or_default()
+                    .intents
+                    .push(i);
+                self.shed_past_cap();
+            }
         }
+    }
+
+    /// Past the cap, every source held is shed (its hash kept): the next
+    /// sources start an empty table, so the window never holds more than
+    /// the cap.
+    fn shed_past_cap(&mut self) {
+        if self.sources.len() <= self.cap.max(1) {
+            return;
+        }
+        for source in self.sources.keys() {
+            self.shed.insert(source_hash(source));
+        }
+        self.sources = HashMap::new();
+        self.ids = HashMap::new();
+    }
+
+    fn is_shed(&self, source: &str) -> bool {
+        !self.sources.contains_key(source) && self.shed.contains(&source_hash(source))
     }
 
     fn history(&self, source: &str) -> SourceHistory {
@@ -147,7 +215,16 @@ impl Ledger {
         {
             // An hour further back than asked: the sources looked up next
             // in a cycle are seldom much older than this one.
-            *window = Some(self.read_window(file, len, stop.saturating_sub(CLOCK_SLACK_MS))?);
+            let from_ms = stop.saturating_sub(CLOCK_SLACK_MS);
+            let w = self.read_window(file, len, from_ms, SOURCES_CAP, |_| true)?;
+            *window = Some(w);
+        }
+        if let Some(from_ms) = window
+            .as_ref()
+            .filter(|w| w.is_shed(source))
+            .map(|w| w.from_ms)
+        {
+            return self.history_of_shed(source, len, from_ms);
         }
         Ok(window
             .as_ref()
@@ -155,9 +232,40 @@ impl Ledger {
             .unwrap_or_default())
     }
 
+    /// The history of a source the window shed past its cap: its records
+    /// alone, read from the file over the window's range (`len` bytes, back
+    /// to `from_ms`), then a second walk for the updates of its task (an
+    /// update names the task, which the first walk found).
+    fn history_of_shed(&self, source: &str, len: u64, from_ms: i64) -> Result<SourceHistory> {
+        let reopen = || {
+            self.open()?
+                .context("the task ledger vanished while reading it")
+        };
+        let alone = self.read_window(reopen()?, len, from_ms, usize::MAX, |r| {
+            r.concerns(source, &[])
+        })?;
+        let mut found = alone.history(source);
+        if let Some(task) = &found.task {
+            let ids = [task.id.clone()];
+            let with_updates = self.read_window(reopen()?, len, from_ms, usize::MAX, |r| {
+                r.concerns(source, &ids)
+            })?;
+            found.task = with_updates.history(source).task;
+        }
+        Ok(found)
+    }
+
     /// Walks back from `len` to the first record older than `from_ms` and
-    /// folds what it passed, oldest first.
-    fn read_window(&self, file: std::fs::File, len: u64, from_ms: i64) -> Result<Window> {
+    /// folds what it passed and `keep` keeps, oldest first, into a window
+    /// of at most `cap` sources.
+    fn read_window(
+        &self,
+        file: std::fs::File,
+        len: u64,
+        from_ms: i64,
+        cap: usize,
+        keep: impl Fn(&Record) -> bool,
+    ) -> Result<Window> {
         let mut back = lines::Backward::new(file)
             .with_context(|| format!("reading task ledger {}", self.path.display()))?;
         let mut newest_first = Vec::new();
@@ -171,13 +279,11 @@ impl Ledger {
             if rec.at().timestamp_millis() < from_ms {
                 break;
             }
-            newest_first.push(rec);
+            if keep(&rec) {
+                newest_first.push(rec);
+            }
         }
-        let mut w = Window {
-            from_ms,
-            len,
-            ..Window::default()
-        };
+        let mut w = Window::new(from_ms, len, cap);
         for rec in newest_first.into_iter().rev() {
             w.fold(rec);
         }
@@ -213,6 +319,65 @@ mod tests {
     use super::super::testkit::task;
     use super::*;
     use crate::tasks::Tag;
+
+    #[test]
+    fn a_window_past_its_cap_sheds_its_sources_and_still_finds_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::new(dir.path().join("l.jsonl"));
+        let now = Utc::now();
+        let at = now.timestamp_millis();
+        let intent = |source: &str, attempt: u32, outcome: Option<AttemptEnd>| IntentRecord {
+            source: source.into(),
+            attempt,
+            at: now,
+            pgid: None,
+            outcome,
+        };
+        assert_eq!(l.history("s0", at).unwrap(), SourceHistory::default());
+        l.intent(intent("s0", 1, Some(AttemptEnd::Failed))).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            let t = l
+                .create(&task(&format!("s{i}"), Tag::Billable), None, now)
+                .unwrap();
+            ids.push(t.id);
+        }
+        // s0 was shed with the first three: a later attempt and a card of
+        // its task are in the file only, and a look-up still sees them.
+        l.intent(intent("s0", 2, None)).unwrap();
+        l.update(UpdateRecord {
+            id: ids[0].clone(),
+            at: now,
+            card_id: Some("c0".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(l.history("s9", at).unwrap().task.is_some());
+        {
+            let w = l.window.lock().unwrap();
+            let w = w.as_ref().expect("the window, read at the look-up");
+            assert!(w.sources.len() <= SOURCES_CAP, "{}", w.sources.len());
+            assert!(w.is_shed("s0"));
+        }
+        let s0 = l.history("s0", at).unwrap();
+        let task0 = s0.task.expect("s0's task");
+        assert_eq!(
+            (task0.id.as_str(), task0.card_id.as_deref()),
+            (ids[0].as_str(), Some("c0"))
+        );
+        assert_eq!(
+            s0.attempts
+                .iter()
+                .map(|a| (a.attempt, a.outcome))
+                .collect::<Vec<_>>(),
+            [(1, Some(AttemptEnd::Failed)), (2, None)]
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let found = l.find_by_source(&format!("s{i}"), at).unwrap().unwrap();
+            assert_eq!(&found.id, id, "s{i}");
+        }
+        assert_eq!(l.find_by_source("s10", at).unwrap(), None);
+    }
 
     #[test]
     fn lookups_follow_own_appends_and_see_another_writer() {
