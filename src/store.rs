@@ -126,10 +126,11 @@ pub(crate) fn peek<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 
 /// Saves a value as pretty JSON, atomically and owner-only.
 pub(crate) fn save<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .with_context(|| format!("serialising {}", path.display()))?;
-    bytes.push(b'\n');
-    files::write_private_atomic(path, &bytes).with_context(|| format!("saving {}", path.display()))
+    files::write_private_atomic_with(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, value).map_err(std::io::Error::other)?;
+        w.write_all(b"\n")
+    })
+    .with_context(|| format!("saving {}", path.display()))
 }
 
 /// The journal next to a state file: `<state>.journal`.
