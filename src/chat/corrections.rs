@@ -505,12 +505,12 @@ async fn find_new(
             continue;
         }
         tracing::info!(post = %post, from = ?w.label, to = %label, by = %by, "Label corrected by reaction.");
-        w.pending = Some(PendingCorrection {
+        w.pending = Some(Box::new(PendingCorrection {
             to: Some(label),
             by,
             at_ms: at,
             done: Vec::new(),
-        });
+        }));
         found += 1;
     }
     Ok(found)
@@ -745,7 +745,7 @@ mod tests {
         let mut chat = ChatState::default();
         let w = |at: i64, pending: bool| Watched {
             create_at: at,
-            pending: pending.then(PendingCorrection::default),
+            pending: pending.then(Box::<PendingCorrection>::default),
             ..Default::default()
         };
         chat.watch.insert("old".into(), w(0, false));

@@ -70,7 +70,9 @@ pub(crate) struct Watched {
     /// The task made for it, if any.
     pub(crate) task_id: Option<String>,
     /// A correction seen but not fully carried out yet.
-    pub(crate) pending: Option<PendingCorrection>,
+    /// Boxed: one post in thousands has one, and the watch holds every
+    /// post of its window.
+    pub(crate) pending: Option<Box<PendingCorrection>>,
 }
 
 /// A correction being carried out, step by step (each done once).
