@@ -110,6 +110,9 @@ struct Cycle<'a> {
 struct StateBook<'a> {
     runtime: &'a mut RuntimeState,
     journal: PathBuf,
+    /// The corrections watch's file: a post's entry goes there once the
+    /// journal holds it, so the state never carries the whole window.
+    watch: PathBuf,
     dry_run: bool,
 }
 
@@ -129,7 +132,9 @@ impl chat::Book for StateBook<'_> {
         if self.dry_run {
             return Ok(());
         }
-        store::append_entry(&self.journal, &self.runtime.entry_for(post, create_at))
+        store::append_entry(&self.journal, &self.runtime.entry_for(post, create_at))?;
+        chat::watch::spill(&mut self.runtime.chat, &self.watch, Some(post))?;
+        Ok(())
     }
 }
 
@@ -152,13 +157,18 @@ impl escalate::Book for SavingBook<'_> {
         if self.dry_run {
             return Ok(());
         }
-        save_state(self.state, self.runtime)
+        save_state(self.state, &mut *self.runtime)
     }
 }
 
 /// One atomic save of the runtime state, then the journal it folds in is
-/// removed.
-fn save_state(state: &Path, runtime: &RuntimeState) -> Result<()> {
+/// removed. The watch entries the state still holds fresh go to the watch
+/// file first, and the file is synced: after that, the journal's copies of
+/// them are not needed.
+pub(crate) fn save_state(state: &Path, runtime: &mut RuntimeState) -> Result<()> {
+    let watch = chat::watch::path_for(state);
+    chat::watch::spill(&mut runtime.chat, &watch, None)?;
+    chat::watch::sync(&watch)?;
     store::save(state, runtime)?;
     crate::files::remove_if_present(&store::journal_path(state))?;
     Ok(())
@@ -178,7 +188,12 @@ impl<'a> Cycle<'a> {
         // are named all at once, with their owner and the way out.
         let journal = store::journal_path(&config.paths.state);
         let paths = config.paths.all().map(|(_, p)| p);
-        let foreign = crate::files::owned_by_others(paths.into_iter().chain([journal.as_path()]));
+        let watch = chat::watch::path_for(&config.paths.state);
+        let foreign = crate::files::owned_by_others(
+            paths
+                .into_iter()
+                .chain([journal.as_path(), watch.as_path()]),
+        );
         if !foreign.is_empty() {
             return Err(crate::files::left_by_another_user(&foreign));
         }
@@ -238,16 +253,17 @@ impl<'a> Cycle<'a> {
 
     /// Saves the runtime state now, folding the journal in (never in a
     /// dry run).
-    fn save(&self) -> Result<()> {
+    fn save(&mut self) -> Result<()> {
         if self.opts.dry_run {
             return Ok(());
         }
-        save_state(&self.config.paths.state, &self.runtime)
+        save_state(&self.config.paths.state, &mut self.runtime)
     }
 
     /// Stages 1–4: the chat half, one call into [`chat::run`].
     async fn chat(&mut self, trackers: &Trackers) -> Result<ChatRun> {
         let c = self.config;
+        let watch_file = chat::watch::path_for(&c.paths.state);
         let settings = chat::Settings {
             mattermost: &c.mattermost,
             token_cache: &c.paths.token_cache,
@@ -260,11 +276,13 @@ impl<'a> Cycle<'a> {
             first_run_lookback_ms: c.agent.first_run_lookback_mins as i64 * 60_000,
             corrections: &c.corrections,
             corrections_file: &c.paths.corrections,
+            watch_file: &watch_file,
         };
         let last = self.runtime.last_cycle.clone();
         let mut book = StateBook {
             runtime: &mut self.runtime,
             journal: store::journal_path(&c.paths.state),
+            watch: watch_file.clone(),
             dry_run: self.opts.dry_run,
         };
         let run = chat::run(

@@ -421,6 +421,24 @@ pub(crate) fn append_line_private(path: &Path, line: &str) -> Result<()> {
         .with_context(|| format!("appending to {} (disk full?)", path.display()))
 }
 
+/// Appends lines (each ending in a newline) without a sync: for a file
+/// whose every line is also in a synced journal until
+/// [`sync_if_present`] has run (the corrections watch).
+pub(crate) fn append_unsynced_private(path: &Path, lines: &[u8]) -> Result<()> {
+    let mut file = open_append_private(path)?;
+    file.write_all(lines)
+        .with_context(|| format!("appending to {} (disk full?)", path.display()))
+}
+
+/// Syncs what earlier unsynced appends wrote; a missing file is fine.
+pub(crate) fn sync_if_present(path: &Path) -> Result<()> {
+    match open_private_read(path)? {
+        Some(file) => synced(file.sync_data())
+            .with_context(|| format!("syncing {} (disk full?)", path.display())),
+        None => Ok(()),
+    }
+}
+
 /// Moves an unreadable file aside as `<name>.corrupt-<timestamp>` so that
 /// nothing is lost and the cycle can go on with defaults.
 pub(crate) fn set_aside(path: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<PathBuf> {

@@ -17,7 +17,10 @@
 //! a watched reply that got one is read at once; and because a reaction
 //! does not make its channel active, every [`CorrectionsConfig::sweep_mins`]
 //! one request reads the reactions of all posts still in the window. Both
-//! are one `POST /posts/ids/reactions` for all the posts concerned.
+//! are one `POST /posts/ids/reactions` for every [`BULK_MAX`] posts
+//! concerned. The watched posts are read from the watch file as a stream
+//! (see [`watch`]), so a window of 100,000 posts costs the sweep their
+//! file offsets, not their entries.
 //!
 //! The steps of a correction are recorded in the post's
 //! [`PendingCorrection`] as they are done, so a failure or a crash resumes
@@ -41,7 +44,7 @@ use super::progress::{ChatState, PendingCorrection, PostProgress, Watched};
 use super::relabel::{
     self, announce, change_task, close_task, describe, file_task, tell_card, thread_of,
 };
-use super::{Book, Tally};
+use super::{watch, Book, Tally};
 use crate::budget::{within, CycleBudget};
 use crate::classify::corrections::{self as file, Correction};
 use crate::classify::Label;
@@ -175,21 +178,20 @@ pub(crate) fn watch(chat: &mut ChatState, post: &NewPost, progress: &PostProgres
             reply_id: progress.reply_post_id.clone(),
             task_id: progress.task_id.clone(),
             pending: None,
+            in_file: false,
         },
     );
 }
 
-/// Drops the posts out of the window (a pending correction stays until it
-/// is carried out or given up).
+/// Drops the state's watch entries out of the window (a pending correction
+/// stays until it is carried out or given up).
 ///
 /// The window, not a count, bounds the watch: every post whose label can
 /// still be corrected is watched, however many came in it (a count would
 /// silently stop reading the reactions on the oldest posts of a busy
-/// window). What bounds the memory is the design of an entry: ids, the
-/// label and the task, with team, channel and author shared with the
-/// cycle's posts, about 200 bytes; a 48-hour window of 10,000 posts a day
-/// is 20,000 entries, some 4 MB, read by the sweep in requests of
-/// [`BULK_MAX`] posts.
+/// window). What keeps that from costing memory is where the entries live:
+/// in the watch file ([`watch`]), read as a stream; the state holds only
+/// the few it overrides.
 pub(crate) fn prune(chat: &mut ChatState, window_ms: i64, now_ms: i64) {
     chat.watch
         .retain(|_, w| w.pending.is_some() || w.create_at > now_ms - window_ms);
@@ -343,11 +345,21 @@ pub(super) async fn stage(
 /// `None` when there was nothing to look at (no stage reported).
 async fn run(ctx: &Ctx<'_>, book: &mut dyn Book, tally: &mut Tally) -> Option<CorrectionsRun> {
     let cfg = ctx.settings.corrections;
+    let file = ctx.settings.watch_file;
     let now_ms = ctx.now.timestamp_millis();
     let mut out = CorrectionsRun::default();
     let chat = book.parts().chat;
     prune(chat, cfg.window_ms(), now_ms);
-    if chat.watch.is_empty() {
+    if !ctx.targets.dry_run {
+        match watch::compact_if_due(chat, file, cfg.window_ms(), now_ms) {
+            Ok(Some(c)) => {
+                tracing::info!(kept = c.kept, dropped = c.dropped, file = %file.display(), "Corrections watch compacted.")
+            }
+            Ok(None) => {}
+            Err(e) => out.errors.push(format!("{e:#}")),
+        }
+    }
+    if chat.watch.is_empty() && watch::is_empty(file) {
         return None;
     }
     // The sweep's clock starts with the first post watched: reading the
@@ -355,23 +367,61 @@ async fn run(ctx: &Ctx<'_>, book: &mut dyn Book, tally: &mut Tally) -> Option<Co
     let swept = *chat.corrections_swept_ms.get_or_insert(now_ms);
     let sweep = cfg.sweep_mins > 0 && now_ms - swept >= cfg.sweep_mins as i64 * 60_000;
     let touched: BTreeSet<&str> = ctx.touched.iter().map(String::as_str).collect();
-    let to_read: Vec<(String, String)> = chat
+    let chosen = |id: &str, w: &Watched| sweep || touched.contains(w.target(id));
+    let hot: Vec<(String, Watched)> = chat
         .watch
         .iter()
-        .map(|(id, w)| (id.clone(), w.target(id).to_string()))
-        .filter(|(_, target)| sweep || touched.contains(target.as_str()))
+        .filter(|(id, w)| chosen(id, w))
+        .map(|(id, w)| (id.clone(), w.clone()))
         .collect();
+    let cold = if sweep || !touched.is_empty() {
+        let cutoff = now_ms - cfg.window_ms();
+        watch::Scan::of(file, chat, cutoff, chosen).unwrap_or_else(|e| {
+            out.errors.push(format!("reading the watch: {e:#}"));
+            watch::Scan::empty()
+        })
+    } else {
+        watch::Scan::empty()
+    };
+    if cold.unreadable > 0 {
+        tracing::warn!(file = %file.display(), lines = cold.unreadable, "Skipped unreadable lines of the corrections watch (a write cut by a crash).");
+    }
     let pending_before = chat.watch.values().any(|w| w.pending.is_some());
-    if to_read.is_empty() && !pending_before {
+    if hot.is_empty() && cold.len() == 0 && !pending_before && out.errors.is_empty() {
         return None;
     }
-    if !to_read.is_empty() {
+    if !hot.is_empty() || cold.len() > 0 {
         let requests_before = ctx.mm.requests();
-        match find_new(ctx, &to_read, book).await {
-            Ok(n) => {
-                out.checked = to_read.len();
-                if n > 0 {
-                    tracing::info!(corrections = n, "Label corrections seen in reactions.");
+        let mut allowed = None;
+        let mut found = 0;
+        // The state's entries, then the file's, read in pieces of one
+        // request each.
+        let mut entries = hot.into_iter().map(Ok).chain(cold.entries());
+        let mut read = Ok(());
+        loop {
+            let piece: Result<Vec<(String, Watched)>> = entries.by_ref().take(BULK_MAX).collect();
+            let step = match piece {
+                Ok(to_read) if to_read.is_empty() => break,
+                Ok(to_read) => find_new(ctx, &to_read, &mut allowed, book)
+                    .await
+                    .map(|n| (n, to_read.len())),
+                Err(e) => Err(e),
+            };
+            match step {
+                Ok((n, checked)) => {
+                    found += n;
+                    out.checked += checked;
+                }
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
+            }
+        }
+        match read {
+            Ok(()) => {
+                if found > 0 {
+                    tracing::info!(corrections = found, "Label corrections seen in reactions.");
                 }
                 if sweep {
                     book.parts().chat.corrections_swept_ms = Some(now_ms);
@@ -438,17 +488,25 @@ fn give_up_if_stale(chat: &mut ChatState, id: &str, now_ms: i64) {
     }
 }
 
-/// Reads the reactions of `to_read` ((post, target) pairs) and turns a
-/// label the team gives that differs from the post's into a pending
-/// correction. Returns how many were found.
+/// Reads the reactions of `to_read` (watched posts, at most [`BULK_MAX`])
+/// and turns a label the team gives that differs from the post's into a
+/// pending correction, kept in the state from then on. `allowed` caches
+/// the allowlist's user ids across the pieces of one cycle. Returns how
+/// many were found.
 async fn find_new(
     ctx: &Ctx<'_>,
-    to_read: &[(String, String)],
+    to_read: &[(String, Watched)],
+    allowed: &mut Option<BTreeMap<String, String>>,
     book: &mut dyn Book,
 ) -> Result<usize> {
     let cfg = ctx.settings.corrections;
     let mut reactions: BTreeMap<String, Vec<Reaction>> = BTreeMap::new();
-    let targets: Vec<String> = to_read.iter().map(|(_, t)| t.clone()).collect();
+    let targets: Vec<String> = to_read
+        .iter()
+        .map(|(id, w)| w.target(id).to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     for chunk in targets.chunks(BULK_MAX) {
         match ctx.mm.reactions_of(chunk).await {
             Ok(map) => reactions.extend(map),
@@ -476,26 +534,29 @@ async fn find_new(
     if !labelled {
         return Ok(0);
     }
-    let allowed: BTreeMap<String, String> = ctx
-        .mm
-        .users_by_usernames(&cfg.allowlist)
-        .await?
-        .into_iter()
-        .filter(|u| u.delete_at == 0)
-        .map(|u| (u.id, u.username))
-        .collect();
+    if allowed.is_none() {
+        *allowed = Some(
+            ctx.mm
+                .users_by_usernames(&cfg.allowlist)
+                .await?
+                .into_iter()
+                .filter(|u| u.delete_at == 0)
+                .map(|u| (u.id, u.username))
+                .collect(),
+        );
+    }
+    let allowed = allowed.as_ref().expect("just looked up");
     let mut found = 0;
     let chat = book.parts().chat;
-    for (post, target) in to_read {
-        let Some(list) = reactions.get(target) else {
+    for (post, read) in to_read {
+        let Some(list) = reactions.get(read.target(post)) else {
             continue;
         };
-        let Some((label, by, at)) = verdict(list, &allowed, cfg) else {
+        let Some((label, by, at)) = verdict(list, allowed, cfg) else {
             continue;
         };
-        let Some(w) = chat.watch.get_mut(post) else {
-            continue;
-        };
+        // The state's copy, when it has one, is the newer.
+        let w = chat.watch.get(post).unwrap_or(read);
         let current = w.pending.as_ref().and_then(|p| p.to).or(w.label);
         if current == Some(label) {
             continue;
@@ -505,6 +566,10 @@ async fn find_new(
             continue;
         }
         tracing::info!(post = %post, from = ?w.label, to = %label, by = %by, "Label corrected by reaction.");
+        let w = chat
+            .watch
+            .entry(post.clone())
+            .or_insert_with(|| read.clone());
         w.pending = Some(Box::new(PendingCorrection {
             to: Some(label),
             by,

@@ -21,6 +21,7 @@ mod relabel;
 pub mod reply;
 mod route;
 mod triage;
+pub(crate) mod watch;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,6 +69,8 @@ pub(crate) struct Settings<'a> {
     pub(crate) corrections: &'a CorrectionsConfig,
     /// The corrections file (`[paths] corrections`).
     pub(crate) corrections_file: &'a Path,
+    /// The corrections watch (`<state>.watch`, see [`watch`]).
+    pub(crate) watch_file: &'a Path,
 }
 
 /// The health results of the last cycle, which an INCIDENT reply quotes

@@ -40,9 +40,14 @@ pub(crate) struct PostProgress {
 pub(crate) struct ChatState {
     /// Post id → progress, for posts handed over but not yet fully handled.
     pub(crate) progress: BTreeMap<String, PostProgress>,
-    /// Post id → what the agent did with it, for the posts whose label the
-    /// team may still correct (see `chat::corrections`).
+    /// Post id → what the agent did with it, for the watched posts the
+    /// watch file (`chat::watch`) does not hold right: handled but not yet
+    /// written there, a correction pending, or corrected. Every other post
+    /// whose label the team may still correct is only in the file.
     pub(crate) watch: BTreeMap<String, Watched>,
+    /// The `create_at` of the oldest post the watch file may hold (epoch
+    /// ms): when it is well out of the window, the file is compacted.
+    pub(crate) watch_file_oldest_ms: Option<i64>,
     /// When reactions were last read for every watched post (epoch ms).
     pub(crate) corrections_swept_ms: Option<i64>,
 }
@@ -73,6 +78,10 @@ pub(crate) struct Watched {
     /// Boxed: one post in thousands has one, and the watch holds every
     /// post of its window.
     pub(crate) pending: Option<Box<PendingCorrection>>,
+    /// The watch file has a line for this post (the entry came from it):
+    /// this copy overrides the line and is never written there again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) in_file: bool,
 }
 
 /// A correction being carried out, step by step (each done once).

@@ -117,8 +117,7 @@ pub(crate) fn retry(config: &Config, json: bool) -> Result<ExitCode> {
         now,
         outbox::Which::All,
     ));
-    store::save(&p.state, &runtime)?;
-    crate::files::remove_if_present(&journal)?;
+    crate::cycle::save_state(&p.state, &mut runtime)?;
     let waiting = results.iter().filter(|r| r.outcome.is_err()).count();
     if json {
         super::print_json(

@@ -171,6 +171,11 @@ impl PathsConfig {
             &crate::store::journal_path(&self.state),
             "every cycle appends to it and removes it",
         ));
+        out.push(Named::written(
+            "paths.state (its corrections watch)",
+            &crate::chat::watch::path_for(&self.state),
+            "the agent appends to it and compacts it",
+        ));
         out
     }
 
@@ -180,6 +185,7 @@ impl PathsConfig {
         vec![
             self.state.clone(),
             crate::store::journal_path(&self.state),
+            crate::chat::watch::path_for(&self.state),
             self.token_cache.clone(),
             self.fix_history.clone(),
             self.planka_token_cache.clone(),

@@ -336,6 +336,113 @@ fn a_reaction_in_a_quiet_channel_is_found_by_the_sweep_and_the_fallback_learns_i
 }
 
 #[test]
+fn the_watch_lives_in_its_own_file_and_the_state_carries_only_what_it_overrides() {
+    let w = World::new(30);
+    let mut posts: Vec<String> = (0..12)
+        .map(|i| {
+            let team = if i % 2 == 0 { "wizard" } else { "basic" };
+            w.say(team, &format!("please deploy build {i} tonight"))
+        })
+        .collect();
+    posts.push(w.say("basic", "thanks, all good here"));
+    w.run();
+    // Every post is watched, in the file, once; the state carries none.
+    let watched = |sb: &crate::support::agent::Sandbox| -> Vec<String> {
+        sb.watch_lines()
+            .iter()
+            .map(|l| l["post"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut in_file = watched(&w.sb);
+    in_file.sort();
+    let mut want = posts.clone();
+    want.sort();
+    assert_eq!(in_file, want);
+    assert_eq!(w.sb.state_json()["chat"]["watch"], serde_json::json!({}));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(w.sb.watch_file())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A correction brings the post's entry into the state, where it
+    // overrides its line; the file is only appended to.
+    for board in w
+        .planka
+        .cards()
+        .iter()
+        .filter_map(|c| c["boardId"].as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        w.planka.add_list(board, "Done");
+    }
+    w.mm.react_as(&w.reply_to(&posts[0]), &w.john, "speech_balloon");
+    w.say("wizard", "lunch?");
+    w.run();
+    assert_eq!(w.task_of(&posts[0])["status"], "closed");
+    let state = w.sb.state_json();
+    let hot = state["chat"]["watch"].as_object().unwrap();
+    assert_eq!(hot.keys().collect::<Vec<_>>(), [&posts[0]]);
+    assert_eq!(hot[&posts[0]]["label"], "ROUTINE", "{state:#}");
+    assert_eq!(hot[&posts[0]]["in_file"], true);
+    assert_eq!(watched(&w.sb).len(), posts.len() + 1, "the new chat post");
+
+    // A line a crash cut and a line of garbage: skipped and named; the
+    // sweep reads every other post from the file (the reacted reply's
+    // channel is quiet: no poll brings it back).
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(w.sb.watch_file())
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"garbage\n{\"post\":\"torn").unwrap();
+    w.mm.react_as(&w.reply_to(&posts[1]), &w.john, "rotating_light");
+    let mut state = w.sb.state_json();
+    state["chat"]["corrections_swept_ms"] = Value::from(0);
+    std::fs::write(w.sb.state(), serde_json::to_vec(&state).unwrap()).unwrap();
+    w.mm.clear_requests();
+    w.run();
+    let log = w.sb.log_text();
+    assert!(
+        log.contains("Skipped unreadable lines of the corrections watch"),
+        "{log}"
+    );
+    assert_eq!(w.task_of(&posts[1])["priority"], "HIGH");
+    assert_eq!(w.mm.count_requests("POST", "/posts/ids/reactions"), 1);
+    // A post handled after the torn line is watched on a line of its own.
+    let after = w.say("basic", "please renew the certificate for the shop");
+    w.run();
+    assert!(watched(&w.sb).contains(&after), "{:?}", w.sb.watch_lines());
+
+    // Out of the window by more than a quarter window, the file is
+    // compacted: the old lines go, the recent and the overridden stay
+    // right.
+    let text = std::fs::read_to_string(w.sb.watch_file()).unwrap();
+    let old_ms = chrono::Utc::now().timestamp_millis() - 61 * 3_600_000;
+    let aged: String = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|mut v| {
+            if v["post"] != after.as_str() {
+                v["create_at"] = Value::from(old_ms);
+            }
+            format!("{v}\n")
+        })
+        .collect();
+    std::fs::write(w.sb.watch_file(), aged).unwrap();
+    let mut state = w.sb.state_json();
+    state["chat"]["watch_file_oldest_ms"] = Value::from(old_ms);
+    std::fs::write(w.sb.state(), serde_json::to_vec(&state).unwrap()).unwrap();
+    w.run();
+    assert!(
+        w.sb.log_text().contains("Corrections watch compacted"),
+        "{}",
+        w.sb.log_text()
+    );
+    assert_eq!(watched(&w.sb), vec![after]);
+}
+
+#[test]
 fn a_dry_run_says_what_it_would_correct_and_changes_nothing() {
     let w = World::new(0);
     let task = w.say("wizard", "please deploy the hotfix tonight");

@@ -10,7 +10,7 @@
 //! and one reply; the container that stays down gets no more restarts than
 //! `max_attempts_per_hour` (an attempt is counted before it runs, so one
 //! killed in flight still counts); the incident has one alert, one task
-//! and one card.
+//! and one card; every post is still watched for corrections.
 #![allow(non_snake_case)]
 
 use std::time::Duration;
@@ -123,6 +123,14 @@ impl World {
             let replies = self.mm.tagged_replies(&self.agent, p).len();
             assert_eq!(replies, 1, "post {p}: one reply\n{log}");
             assert_eq!(self.sb.ledger_tasks_for(p), 1, "post {p}: one task\n{log}");
+        }
+        // Each post stays correctable: watched, in the file or the state.
+        let watched = self.sb.watched_posts();
+        for p in &self.posts {
+            assert!(
+                watched.contains(p),
+                "post {p} is watched: {watched:?}\n{log}"
+            );
         }
         let alerts = posts
             .iter()

@@ -246,6 +246,34 @@ impl Sandbox {
         serde_json::from_str(&std::fs::read_to_string(self.state()).expect("state file"))
             .expect("state JSON")
     }
+
+    /// The corrections watch file next to the state.
+    pub fn watch_file(&self) -> PathBuf {
+        self.path("tmp/ops-agent-state.json.watch")
+    }
+
+    /// The watch file's lines that parse, as written.
+    pub fn watch_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.watch_file())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Every watched post id: the watch file's and the state's.
+    pub fn watched_posts(&self) -> std::collections::BTreeSet<String> {
+        let state = self.state_json();
+        let in_state = state["chat"]["watch"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        self.watch_lines()
+            .iter()
+            .filter_map(|l| l["post"].as_str().map(String::from))
+            .chain(in_state)
+            .collect()
+    }
 }
 
 /// The `ops-agent doctor` line of `check` (the status column, then the
