@@ -133,7 +133,21 @@ impl chat::Book for StateBook<'_> {
             return Ok(());
         }
         store::append_entry(&self.journal, &self.runtime.entry_for(post, create_at))?;
-        chat::watch::spill(&mut self.runtime.chat, &self.watch, Some(post))?;
+        chat::watch::spill(&mut self.runtime.chat, &self.watch, Some(&[post]))?;
+        Ok(())
+    }
+
+    fn checkpoint_many(&mut self, posts: &[(&str, i64)]) -> Result<()> {
+        if self.dry_run || posts.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<_> = posts
+            .iter()
+            .map(|(post, at)| self.runtime.entry_for(post, *at))
+            .collect();
+        store::append_entries(&self.journal, &entries)?;
+        let ids: Vec<&str> = posts.iter().map(|(post, _)| *post).collect();
+        chat::watch::spill(&mut self.runtime.chat, &self.watch, Some(&ids))?;
         Ok(())
     }
 }

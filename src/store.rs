@@ -147,6 +147,22 @@ pub(crate) fn append_entry<T: Serialize>(journal: &Path, entry: &T) -> Result<()
     files::append_line_private(journal, &line)
 }
 
+/// Appends entries to a journal with one write and one sync (a batch of
+/// posts that wrote nothing outside).
+pub(crate) fn append_entries<T: Serialize>(journal: &Path, entries: &[T]) -> Result<()> {
+    let mut lines = String::new();
+    for entry in entries {
+        if !lines.is_empty() {
+            lines.push('\n');
+        }
+        lines.push_str(
+            &serde_json::to_string(entry)
+                .with_context(|| format!("encoding an entry for {}", journal.display()))?,
+        );
+    }
+    files::append_line_private(journal, &lines)
+}
+
 /// Calls `apply` with every whole entry of a journal, oldest first; a torn
 /// last line (the write a crash cut) and any unreadable line are skipped and
 /// counted. A missing journal has no entries.

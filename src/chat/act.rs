@@ -2,7 +2,8 @@
 //! each TASK or INCIDENT post (in MC and on the board), an answer in its
 //! thread, and the answer to a silence command. Every post goes through
 //! here in its global order, and every finished step is written into the
-//! post's progress (and checkpointed when it wrote outside) before the next
+//! post's progress (and checkpointed when it wrote outside; the posts that
+//! did not, together at the end of the batch's first pass) before the next
 //! starts, so a retry repeats nothing and a deadline cut loses nothing.
 //!
 //! Replies are composed with up to `ollama.concurrency` model calls in
@@ -263,13 +264,19 @@ pub(super) async fn stage(
     tally: &mut Tally,
 ) -> Result<bool> {
     let mut owed = Vec::new();
+    let mut quiet = Vec::new();
     for (post, route) in posts.iter().zip(routes) {
         match handle(act, post, route, book, report, tally).await? {
             Handled::GoOn => {}
+            Handled::Quiet => quiet.push((post.id.as_str(), post.create_at)),
             Handled::Owed(ctx) => owed.push((post, ctx)),
-            Handled::Stop => return Ok(false),
+            Handled::Stop => {
+                book.checkpoint_many(&quiet)?;
+                return Ok(false);
+            }
         }
     }
+    book.checkpoint_many(&quiet)?;
     reply_owed(act, owed, book, report, tally).await
 }
 
@@ -328,6 +335,9 @@ async fn reply_owed(
 enum Handled {
     /// Done with it for now; next post.
     GoOn,
+    /// Done with it for now, without writing outside: checkpointed with
+    /// the rest of the batch.
+    Quiet,
     /// Its task is filed; its reply is owed.
     Owed(ReplyContext),
     /// The deadline cut the stage.
@@ -376,14 +386,15 @@ async fn handle(
                 Err(cut) => (Err(cut), None),
             };
             let go_on = settle(post, progress, result, dry_run, book, report, tally);
-            // ROUTINE posts wrote nothing outside and are saved with the
-            // rest at the end.
+            // ROUTINE posts wrote nothing outside: checkpointed together,
+            // one sync for the batch.
             if wrote_outside {
                 book.checkpoint(&post.id, post.create_at)?;
             }
             Ok(match (go_on, owed) {
                 (false, _) => Handled::Stop,
                 (true, Some(ctx)) => Handled::Owed(ctx),
+                (true, None) if !wrote_outside => Handled::Quiet,
                 (true, None) => Handled::GoOn,
             })
         }

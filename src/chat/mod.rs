@@ -11,7 +11,10 @@
 //! [`Tally`] they all count into. Every step is idempotent and recorded in
 //! the post's [`progress`] as soon as it is done, and the state is
 //! checkpointed after every post that wrote outside (task, card, reply),
-//! so a cycle cut by the deadline or killed halfway repeats nothing.
+//! so a cycle cut by the deadline or killed halfway repeats nothing; the
+//! posts of a batch that wrote nothing are checkpointed together, one sync
+//! for all, so their corrections watch entries go to the watch file as the
+//! cycle goes ([`watch`]) rather than wait for its end in memory.
 
 mod act;
 mod corrections;
@@ -92,6 +95,10 @@ pub(crate) trait Book {
     /// Makes what handling `post` changed durable (the cycle appends it to
     /// the state's journal).
     fn checkpoint(&mut self, post: &str, create_at: i64) -> Result<()>;
+    /// [`Book::checkpoint`] for several posts at once, with one sync: the
+    /// posts of a batch that wrote nothing outside (ROUTINE), so their
+    /// watch entries need not wait in memory for the cycle's end.
+    fn checkpoint_many(&mut self, posts: &[(&str, i64)]) -> Result<()>;
 }
 
 /// Borrowed parts of the runtime state.

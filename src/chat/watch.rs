@@ -60,17 +60,16 @@ fn fresh(w: &Watched) -> bool {
     !w.in_file && w.pending.is_none()
 }
 
-/// Writes the state's fresh entries to the file (`only`: just that post's)
-/// and drops them from the state. Unsynced: the journal holds them until
-/// [`sync`] has run. Returns how many were written.
-pub(crate) fn spill(chat: &mut ChatState, file: &Path, only: Option<&str>) -> Result<usize> {
+/// Writes the state's fresh entries to the file (`only`: just those
+/// posts') and drops them from the state. Unsynced: the journal holds them
+/// until [`sync`] has run. Returns how many were written.
+pub(crate) fn spill(chat: &mut ChatState, file: &Path, only: Option<&[&str]>) -> Result<usize> {
     let ids: Vec<String> = match only {
-        Some(id) => chat
-            .watch
-            .get(id)
-            .filter(|w| fresh(w))
-            .map(|_| vec![id.to_string()])
-            .unwrap_or_default(),
+        Some(posts) => posts
+            .iter()
+            .filter(|id| chat.watch.get(**id).is_some_and(fresh))
+            .map(|id| id.to_string())
+            .collect(),
         None => chat
             .watch
             .iter()
@@ -326,8 +325,8 @@ mod tests {
         corrected.in_file = true;
         chat.watch.insert("corrected".into(), corrected);
 
-        assert_eq!(spill(&mut chat, &file, Some("a")).unwrap(), 1);
-        assert_eq!(spill(&mut chat, &file, Some("pending")).unwrap(), 0);
+        assert_eq!(spill(&mut chat, &file, Some(&["a"])).unwrap(), 1);
+        assert_eq!(spill(&mut chat, &file, Some(&["pending", "a"])).unwrap(), 0);
         assert_eq!(spill(&mut chat, &file, None).unwrap(), 2);
         let kept: Vec<&str> = chat.watch.keys().map(String::as_str).collect();
         assert_eq!(kept, ["corrected", "pending"]);

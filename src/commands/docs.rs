@@ -117,7 +117,7 @@ fn environment() -> Vec<(String, String)> {
 /// What each `[paths]` key holds (FILES); a key missing here fails the
 /// test below, so the page never omits a file.
 const PATH_FILES: &[(&str, &str)] = &[
-    ("state", "The runtime state: the chat cursor last_check_ms (epoch ms) and what the next cycle resumes; deleting it is the complete reset (the next cycle is a first run). Next to it, <state>.journal while a cycle runs."),
+    ("state", "The runtime state: the chat cursor last_check_ms (epoch ms) and what the next cycle resumes; deleting it is the complete reset (the next cycle is a first run). Next to it, <state>.journal while a cycle runs, and <state>.watch, the posts whose label can still be corrected (`ops-agent reset` removes both)."),
     ("token_cache", "The cached Mattermost session token of a password login (mode 0600)."),
     ("fix_history", "The auto-fix attempts; deleting it resets the per-service budgets."),
     ("stats", "The cumulative stats (`ops-agent stats`); an older daemon's counters are carried over."),
