@@ -442,6 +442,48 @@ fn the_watch_lives_in_its_own_file_and_the_state_carries_only_what_it_overrides(
     assert_eq!(watched(&w.sb), vec![after]);
 }
 
+/// The posts of a batch that wrote nothing outside are made durable
+/// together once the batch's tasks are filed: killed while the replies go
+/// out, the next cycle neither labels them again nor loses their watch.
+#[test]
+fn killed_before_the_replies__the_routine_posts_of_the_batch_are_not_labelled_again() {
+    let w = World::new(0);
+    let chatter = [
+        w.say("wizard", "thanks, all good here"),
+        w.say("wizard", "lunch at 1?"),
+    ];
+    let task = w.say("wizard", "please deploy the hotfix tonight");
+    let hold = w.mm.server().hold(Match::post_to("/api/v4/posts"));
+    let mut child = w.sb.command(&["run-once"]).spawn().unwrap();
+    assert!(
+        hold.wait_arrived(std::time::Duration::from_secs(20)),
+        "{}",
+        w.sb.log_text()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    hold.release();
+    drop(hold);
+    assert!(w.mm.server().wait_idle(std::time::Duration::from_secs(10)));
+    let asked_before = w.llm.chat_requests().len();
+    w.run();
+    let asked: Vec<String> = w.llm.chat_requests()[asked_before..]
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    for text in ["thanks, all good here", "lunch at 1?"] {
+        assert!(
+            !asked.iter().any(|b| b.contains(text)),
+            "{text:?} was labelled again: {asked:#?}"
+        );
+    }
+    assert_eq!(w.agent_posts_in(&task).len(), 1, "one reply");
+    let watched = w.sb.watched_posts();
+    for p in chatter.iter().chain([&task]) {
+        assert!(watched.contains(p), "{p} watched: {watched:?}");
+    }
+}
+
 #[test]
 fn a_dry_run_says_what_it_would_correct_and_changes_nothing() {
     let w = World::new(0);
