@@ -834,6 +834,21 @@ fn realistic_100k(ctx: &Ctx, problems: &mut Vec<String>) -> Sample {
             "a log file of {biggest} bytes, over [log] max_bytes ({DEFAULT_LOG_MAX_BYTES})"
         ));
     }
+    // The cycles of the next two days must not pay for this one: the idle
+    // cycle right after it, and what it loads.
+    w.wait_interval();
+    let idle = w.measured_cycle();
+    let size = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    eprintln!(
+        "realistic-100k: the idle cycle after it: CPU {:.1} ms, peak RSS {:.1} MiB; state file {:.1} KB, corrections watch file {:.1} MB",
+        idle.cpu.as_secs_f64() * 1e3,
+        idle.peak_rss_kib as f64 / 1024.0,
+        size(w.sb.state()) as f64 / 1e3,
+        size(w.sb.watch_file()) as f64 / 1e6,
+    );
+    if !idle.output.status.success() {
+        problems.push("the idle cycle after it failed".into());
+    }
     w.sample(&m, posted.len())
 }
 
