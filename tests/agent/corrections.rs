@@ -453,17 +453,7 @@ fn killed_before_the_replies__the_routine_posts_of_the_batch_are_not_labelled_ag
         w.say("wizard", "lunch at 1?"),
     ];
     let task = w.say("wizard", "please deploy the hotfix tonight");
-    let hold = w.mm.server().hold(Match::post_to("/api/v4/posts"));
-    let mut child = w.sb.command(&["run-once"]).spawn().unwrap();
-    assert!(
-        hold.wait_arrived(std::time::Duration::from_secs(20)),
-        "{}",
-        w.sb.log_text()
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    hold.release();
-    drop(hold);
+    w.sb.kill_run_once_at(w.mm.server().hold(Match::post_to("/api/v4/posts")));
     assert!(w.mm.server().wait_idle(std::time::Duration::from_secs(10)));
     let asked_before = w.llm.chat_requests().len();
     w.run();
@@ -607,17 +597,7 @@ fn kill_mid_correction(hold: impl FnOnce(&FakePlanka) -> Hold) {
     w.say("wizard", "lunch at 1?");
     // The correction is recorded and the task closed in the ledger; the
     // card's comment is held, and the agent is killed while it waits.
-    let hold = hold(&w.planka);
-    let mut child = w.sb.command(&["run-once"]).spawn().unwrap();
-    assert!(
-        hold.wait_arrived(std::time::Duration::from_secs(20)),
-        "{}",
-        w.sb.log_text()
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    hold.release();
-    drop(hold);
+    w.sb.kill_run_once_at(hold(&w.planka));
     // A held request is now served or dropped, not still on its way.
     assert!(w
         .planka

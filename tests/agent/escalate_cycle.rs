@@ -267,17 +267,7 @@ fn killed_after_the_recovery_comment_committed__the_card_is_commented_once() {
         c.status = "running".into();
         c.exit_code = 0;
     });
-    let hold = w.planka.server().hold_answer(Match::post("/comments"));
-    let mut child = w.sb.command(&["run-once"]).spawn().unwrap();
-    assert!(
-        hold.wait_arrived(std::time::Duration::from_secs(20)),
-        "{}",
-        w.sb.log_text()
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    hold.release();
-    drop(hold);
+    w.sb.kill_run_once_at(w.planka.server().hold_answer(Match::post("/comments")));
     assert_eq!(
         w.planka.comment_texts(&card).len(),
         1,

@@ -247,6 +247,18 @@ impl Sandbox {
             .expect("state JSON")
     }
 
+    /// Starts `run-once`, waits until `hold` has stopped a request (20 s at
+    /// most), kills the agent with SIGKILL and opens the gate: the held
+    /// request is then served or dropped by its fake.
+    pub fn kill_run_once_at(&self, hold: crate::support::fault::Hold) {
+        let mut child = self.command(&["run-once"]).spawn().expect("spawn");
+        let reached = hold.wait_arrived(Duration::from_secs(20));
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        hold.release();
+        assert!(reached, "the held request never came\n{}", self.log_text());
+    }
+
     /// The corrections watch file next to the state.
     pub fn watch_file(&self) -> PathBuf {
         self.path("tmp/ops-agent-state.json.watch")
