@@ -834,6 +834,8 @@ fn realistic_100k(ctx: &Ctx, problems: &mut Vec<String>) -> Sample {
             "a log file of {biggest} bytes, over [log] max_bytes ({DEFAULT_LOG_MAX_BYTES})"
         ));
     }
+    // Taken before the next cycle, which replaces the counts it reads.
+    let sample = w.sample(&m, posted.len());
     // The cycles of the next two days must not pay for this one: the idle
     // cycle right after it, and what it loads.
     w.wait_interval();
@@ -849,7 +851,7 @@ fn realistic_100k(ctx: &Ctx, problems: &mut Vec<String>) -> Sample {
     if !idle.output.status.success() {
         problems.push("the idle cycle after it failed".into());
     }
-    w.sample(&m, posted.len())
+    sample
 }
 
 /// One channel with 200,000 posts since the cursor, written over two days
