@@ -851,6 +851,21 @@ fn realistic_100k(ctx: &Ctx, problems: &mut Vec<String>) -> Sample {
     if !idle.output.status.success() {
         problems.push("the idle cycle after it failed".into());
     }
+    // An active one: a reaction on an early post and a new post in its
+    // channel, so the poll brings the post back and the watch file is read.
+    let first = &posted[0].id;
+    w.mm.react_as(first, &w.authors[1], "+1");
+    w.mm.post(&w.channels[0], &w.authors[2], "thanks, all good");
+    w.wait_interval();
+    let active = w.measured_cycle();
+    eprintln!(
+        "realistic-100k: an active cycle after it (one watched post touched): CPU {:.1} ms, peak RSS {:.1} MiB",
+        active.cpu.as_secs_f64() * 1e3,
+        active.peak_rss_kib as f64 / 1024.0,
+    );
+    if !active.output.status.success() {
+        problems.push("the active cycle after it failed".into());
+    }
     sample
 }
 
