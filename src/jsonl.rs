@@ -179,6 +179,18 @@ impl Backward {
     }
 }
 
+/// [`ends_with_newline`] for the file at `path`, opened with the checks of
+/// [`crate::files::open_private_read`]; a missing file ends clean.
+pub(crate) fn ends_clean(path: &std::path::Path) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    match crate::files::open_private_read(path)? {
+        Some(mut f) => {
+            ends_with_newline(&mut f).with_context(|| format!("reading {}", path.display()))
+        }
+        None => Ok(true),
+    }
+}
+
 /// Whether a file ends with a newline (or is empty): the next append must
 /// end a torn last line first.
 pub(crate) fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {

@@ -142,9 +142,7 @@ pub(crate) fn journal_path(state: &Path) -> PathBuf {
 
 /// Appends one entry to a journal, synced: one write the size of the entry.
 pub(crate) fn append_entry<T: Serialize>(journal: &Path, entry: &T) -> Result<()> {
-    let line = serde_json::to_string(entry)
-        .with_context(|| format!("encoding an entry for {}", journal.display()))?;
-    files::append_line_private(journal, &line)
+    append_entries(journal, std::slice::from_ref(entry))
 }
 
 /// Appends entries to a journal with one write and one sync (a batch of

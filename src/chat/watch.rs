@@ -78,7 +78,7 @@ pub(crate) fn spill(chat: &mut ChatState, file: &Path, only: Option<&[&str]>) ->
             .collect(),
     };
     let mut buf = Vec::new();
-    if !ids.is_empty() && !ends_clean(file)? {
+    if !ids.is_empty() && !crate::jsonl::ends_clean(file)? {
         // A line a crash cut: the next one starts on its own line.
         buf.push(b'\n');
     }
@@ -107,15 +107,6 @@ pub(crate) fn spill(chat: &mut ChatState, file: &Path, only: Option<&[&str]>) ->
         }
     }
     Ok(written)
-}
-
-/// True when the file is missing, empty or ends with a whole line.
-fn ends_clean(file: &Path) -> Result<bool> {
-    match files::open_private_read(file)? {
-        Some(mut f) => crate::jsonl::ends_with_newline(&mut f)
-            .with_context(|| format!("reading {}", file.display())),
-        None => Ok(true),
-    }
 }
 
 /// Makes what [`spill`] wrote durable; after it the journal's copies are

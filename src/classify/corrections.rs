@@ -51,12 +51,8 @@ pub(crate) fn append(path: &Path, c: &Correction) -> Result<()> {
         c.text = c.text.chars().take(MAX_TEXT_CHARS).collect();
     }
     let mut line = serde_json::to_string(&c).context("encoding a correction")?;
-    if let Some(mut f) = files::open_private_read(path)? {
-        if !jsonl::ends_with_newline(&mut f)
-            .with_context(|| format!("reading {}", path.display()))?
-        {
-            line.insert(0, '\n');
-        }
+    if !jsonl::ends_clean(path)? {
+        line.insert(0, '\n');
     }
     files::append_line_private(path, &line)
         .with_context(|| format!("recording a correction in {}", path.display()))
