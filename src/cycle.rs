@@ -129,12 +129,7 @@ impl chat::Book for StateBook<'_> {
     }
 
     fn checkpoint(&mut self, post: &str, create_at: i64) -> Result<()> {
-        if self.dry_run {
-            return Ok(());
-        }
-        store::append_entry(&self.journal, &self.runtime.entry_for(post, create_at))?;
-        chat::watch::spill(&mut self.runtime.chat, &self.watch, Some(&[post]))?;
-        Ok(())
+        self.checkpoint_many(&[(post, create_at)])
     }
 
     fn checkpoint_many(&mut self, posts: &[(&str, i64)]) -> Result<()> {
@@ -182,7 +177,7 @@ impl escalate::Book for SavingBook<'_> {
 pub(crate) fn save_state(state: &Path, runtime: &mut RuntimeState) -> Result<()> {
     let watch = chat::watch::path_for(state);
     chat::watch::spill(&mut runtime.chat, &watch, None)?;
-    chat::watch::sync(&watch)?;
+    chat::watch::sync(&mut runtime.chat, &watch)?;
     store::save(state, runtime)?;
     crate::files::remove_if_present(&store::journal_path(state))?;
     Ok(())

@@ -497,8 +497,8 @@ mod tests {
         let journal = crate::store::journal_path(&state);
         assert!(journal.to_string_lossy().ends_with("s.json.journal"));
         let e = RuntimeState::default().entry_for("p1", 1);
-        crate::store::append_entry(&journal, &e).unwrap();
-        crate::store::append_entry(&journal, &e).unwrap();
+        crate::store::append_entries(&journal, std::slice::from_ref(&e)).unwrap();
+        crate::store::append_entries(&journal, std::slice::from_ref(&e)).unwrap();
         let mut bytes = std::fs::read(&journal).unwrap();
         bytes.extend_from_slice(b"{\"post\":\"p2\",\"crea");
         std::fs::write(&journal, bytes).unwrap();

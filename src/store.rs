@@ -140,13 +140,9 @@ pub(crate) fn journal_path(state: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Appends one entry to a journal, synced: one write the size of the entry.
-pub(crate) fn append_entry<T: Serialize>(journal: &Path, entry: &T) -> Result<()> {
-    append_entries(journal, std::slice::from_ref(entry))
-}
-
-/// Appends entries to a journal with one write and one sync (a batch of
-/// posts that wrote nothing outside).
+/// Appends entries to a journal with one write and one sync: a write the
+/// size of the entries (one post's, or a batch's that wrote nothing
+/// outside), never of the state.
 pub(crate) fn append_entries<T: Serialize>(journal: &Path, entries: &[T]) -> Result<()> {
     let mut lines = String::new();
     for entry in entries {

@@ -48,6 +48,9 @@ pub(crate) struct ChatState {
     /// The `create_at` of the oldest post the watch file may hold (epoch
     /// ms): when it is well out of the window, the file is compacted.
     pub(crate) watch_file_oldest_ms: Option<i64>,
+    /// This process wrote to the watch file and has not synced it yet.
+    #[serde(skip)]
+    pub(crate) watch_unsynced: bool,
     /// When reactions were last read for every watched post (epoch ms).
     pub(crate) corrections_swept_ms: Option<i64>,
 }

@@ -96,6 +96,7 @@ pub(crate) fn spill(chat: &mut ChatState, file: &Path, only: Option<&[&str]>) ->
         buf.push(b'\n');
         if buf.len() >= WRITE_PIECE || i + 1 == ids.len() {
             files::append_unsynced_private(file, &buf)?;
+            chat.watch_unsynced = true;
             buf.clear();
             for done in &ids[written..=i] {
                 if let Some(w) = chat.watch.remove(done) {
@@ -110,9 +111,14 @@ pub(crate) fn spill(chat: &mut ChatState, file: &Path, only: Option<&[&str]>) ->
 }
 
 /// Makes what [`spill`] wrote durable; after it the journal's copies are
-/// not needed.
-pub(crate) fn sync(file: &Path) -> Result<()> {
-    files::sync_if_present(file)
+/// not needed. Nothing to do (no open, no fsync) when this process wrote
+/// nothing: an idle cycle never touches the file.
+pub(crate) fn sync(chat: &mut ChatState, file: &Path) -> Result<()> {
+    if chat.watch_unsynced {
+        files::sync_if_present(file)?;
+        chat.watch_unsynced = false;
+    }
+    Ok(())
 }
 
 /// True when the file holds no line (or there is no file).
@@ -413,7 +419,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = path_for(&dir.path().join("s.json"));
         assert!(is_empty(&file));
-        sync(&file).unwrap();
+        let mut chat = ChatState::default();
+        sync(&mut chat, &file).unwrap();
         let scan = Scan::of(&file, &ChatState::default(), 0, |_, _| true).unwrap();
         assert_eq!(scan.len(), 0);
         assert_eq!(scan.entries().count(), 0);
