@@ -94,6 +94,7 @@ fn rows() -> Vec<Row> {
         row("the log rotated twice", &[], "[log]\nalso_rotate = [\"~/system/logs/ops-agent.log\"]\n", nothing, Refused("log.also_rotate[0]")),
         row("the state file rotated away", &[], "[log]\nalso_rotate = [\"~/tmp/ops-agent-state.json\"]\n", nothing, Refused("log.also_rotate[0]")),
         row("the state file's journal rotated away", &[], "[log]\nalso_rotate = [\"~/tmp/ops-agent-state.json.journal\"]\n", nothing, Refused("log.also_rotate[0]")),
+        row("the corrections watch rotated away", &[], "[log]\nalso_rotate = [\"~/tmp/ops-agent-state.json.watch\"]\n", nothing, Refused("log.also_rotate[0]")),
         row("one file rotated by two entries", &[], "[log]\nalso_rotate = [\"~/a.log\", \"~/x/../a.log\"]\n", nothing, Refused("log.also_rotate[1]")),
         row("the ledger through a symlinked directory", &[], "[metrics]\ntextfile = \"~/link/ops-tasks.jsonl\"\n", |h| { std::fs::create_dir_all(h.join("system/agents/state")).unwrap(); std::os::unix::fs::symlink(h.join("system/agents/state"), h.join("link")).unwrap(); }, Refused("metrics.textfile")),
         row("the ledger by a hard link", &[], "[metrics]\ntextfile = \"~/hard.prom\"\n", |h| { file(h, "system/agents/state/ops-tasks.jsonl", b"", 0o600); std::fs::hard_link(h.join("system/agents/state/ops-tasks.jsonl"), h.join("hard.prom")).unwrap(); }, Refused("metrics.textfile")),
