@@ -56,14 +56,7 @@ pub(crate) struct RunOptions {
 /// state unsafe to use, state not saved); everything else is in the report.
 pub(crate) async fn run_once(config: &Config, opts: RunOptions) -> Result<CycleReport> {
     let mut cycle = Cycle::start(config, opts)?;
-    let p = &config.paths;
-    let trackers = Trackers::new(
-        &config.mc,
-        &p.ledger,
-        &config.planka,
-        &p.planka_token_cache,
-        &config.escalation.done_list,
-    )?;
+    let trackers = trackers(config)?;
     let chat = cycle.chat(&trackers).await?; // 1-4
     let ctx = HealthContext::new(&config.health);
     let history = cycle.load_fix_history();
@@ -168,6 +161,18 @@ impl escalate::Book for SavingBook<'_> {
         }
         save_state(self.state, &mut *self.runtime)
     }
+}
+
+/// Where tasks go, as the config says (MC or the ledger, and Planka).
+pub(crate) fn trackers(config: &Config) -> Result<Trackers> {
+    let p = &config.paths;
+    Trackers::new(
+        &config.mc,
+        &p.ledger,
+        &config.planka,
+        &p.planka_token_cache,
+        &config.escalation.done_list,
+    )
 }
 
 /// One atomic save of the runtime state, then the journal it folds in is

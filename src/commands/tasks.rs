@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::state::RuntimeState;
 use crate::store;
 use crate::tasks::ledger::{Ledger, ListFilter};
-use crate::tasks::outbox::{self, CardOutcome, Trackers};
+use crate::tasks::outbox::{self, CardOutcome};
 use crate::tasks::Tag;
 
 /// Tells the operator, on stderr, when the ledger is only the journal.
@@ -104,13 +104,7 @@ pub(crate) fn retry(config: &Config, json: bool) -> Result<ExitCode> {
     // What a cycle killed halfway made durable post by post.
     let journal = store::journal_path(&p.state);
     store::replay(&journal, |e| runtime.apply(e))?;
-    let trackers = Trackers::new(
-        &config.mc,
-        &p.ledger,
-        &config.planka,
-        &p.planka_token_cache,
-        &config.escalation.done_list,
-    )?;
+    let trackers = crate::cycle::trackers(config)?;
     let results = super::runtime()?.block_on(outbox::retry(
         trackers.targets(false),
         &mut runtime.tasks,
