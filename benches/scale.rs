@@ -989,6 +989,24 @@ fn month(ctx: &Ctx, problems: &mut Vec<String>, days: i64) -> Sample {
         w.cycle();
     }
     let state_bytes = std::fs::metadata(w.sb.state()).map_or(0, |m| m.len());
+    // The corrections watch over the month: compacted as posts leave the
+    // 48-hour window, so it holds about 60 hours of posts at most (the
+    // window and the quarter window a compaction waits), never the month.
+    let watch = w.sb.watch_lines();
+    let oldest_h = watch
+        .iter()
+        .filter_map(|l| l["create_at"].as_i64())
+        .min()
+        .map_or(0.0, |t| (w.mm.now_ms() - t) as f64 / 3_600_000.0);
+    eprintln!(
+        "month: day {days}, corrections watch file {} lines, the oldest {oldest_h:.1} h old",
+        watch.len()
+    );
+    if oldest_h > 61.0 {
+        problems.push(format!(
+            "the corrections watch file keeps a post {oldest_h:.1} h old (window 48 h, compacted past 60 h)"
+        ));
+    }
     let mut samples = Vec::new();
     for _ in 0..5 {
         w.wait_interval();
