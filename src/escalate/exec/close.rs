@@ -13,7 +13,7 @@ use crate::paths::expand_tilde;
 use crate::process::run_argv;
 use crate::tasks::mc::substitute_with;
 use crate::tasks::outbox::{Missed, TaskState};
-use crate::tasks::planka::{Commented, Moved};
+use crate::tasks::planka::{Commented, Moved, PlankaClient};
 use crate::time::human_ms;
 
 /// Marks the incident recovered; a card still owed by the outbox is told
@@ -68,12 +68,8 @@ pub(super) async fn comment_card(
     state: &mut EscalationState,
     now_ms: i64,
 ) -> Result<String> {
-    let planka = ctx
-        .targets
-        .and_then(|t| t.planka)
-        .context("Planka is not usable this cycle")?;
+    let (planka, card) = planka_and_card(ctx, state, key)?;
     let inc = incident(state, key)?;
-    let card = inc.card_id.clone().context("the incident has no card")?;
     let text = recovery_note(inc, now_ms);
     let how = planka
         .add_comment(&card, &format!("recovery {}", inc.key), &text)
@@ -90,18 +86,31 @@ pub(super) async fn comment_card(
     })
 }
 
+/// Planka this cycle and the incident's card, for the card's steps.
+fn planka_and_card<'a>(
+    ctx: &Ctx<'a>,
+    state: &mut EscalationState,
+    key: &str,
+) -> Result<(&'a PlankaClient, String)> {
+    let planka = ctx
+        .targets
+        .and_then(|t| t.planka)
+        .context("Planka is not usable this cycle")?;
+    let card = incident(state, key)?
+        .card_id
+        .clone()
+        .context("the incident has no card")?;
+    Ok((planka, card))
+}
+
 /// Moves the incident's card to the done list.
 pub(super) async fn move_card_done(
     ctx: &Ctx<'_>,
     key: &str,
     state: &mut EscalationState,
 ) -> Result<String> {
-    let planka = ctx
-        .targets
-        .and_then(|t| t.planka)
-        .context("Planka is not usable this cycle")?;
+    let (planka, card) = planka_and_card(ctx, state, key)?;
     let inc = incident(state, key)?;
-    let card = inc.card_id.clone().context("the incident has no card")?;
     if inc.card_moved {
         // The comment step found the card gone this cycle.
         return Ok(format!("card {card} is gone: nothing to move"));

@@ -365,6 +365,16 @@ mod tests {
     use super::*;
     use crate::tasks::{Priority, Tag};
 
+    /// A mapping entry made at `ms`.
+    fn rec(ms: i64) -> TaskRecord {
+        TaskRecord {
+            task_id: "x".into(),
+            card_id: None,
+            card_url: None,
+            created_at_ms: ms,
+        }
+    }
+
     fn task(source: &str) -> Task {
         Task {
             title: "t".into(),
@@ -432,12 +442,6 @@ mod tests {
     #[test]
     fn prune_keeps_recent_and_pending() {
         let mut s = TaskState::default();
-        let rec = |ms| TaskRecord {
-            task_id: "x".into(),
-            card_id: None,
-            card_url: None,
-            created_at_ms: ms,
-        };
         let now = MAPPING_MAX_AGE_MS * 2;
         s.mapping.insert("old".into(), rec(0));
         s.mapping.insert("old-pending".into(), rec(0));
@@ -459,12 +463,6 @@ mod tests {
     #[test]
     fn the_mapping_is_cut_to_its_newest_entries_once_a_quarter_over_the_cap() {
         let mut s = TaskState::default();
-        let rec = |ms| TaskRecord {
-            task_id: "x".into(),
-            card_id: None,
-            card_url: None,
-            created_at_ms: ms,
-        };
         let slack = MAPPING_MAX_ENTRIES + MAPPING_MAX_ENTRIES / 4;
         for i in 0..slack as i64 {
             s.mapping.insert(format!("p{i:05}"), rec(i));
